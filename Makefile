@@ -1,0 +1,34 @@
+# Two commands for a new user: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# crowd-kit is a reference peer for tests and benchmarks only. Its package metadata pulls in
+# transformers (and so torch); its aggregation needs none of that, so it goes in without deps
+# and the few modules it imports come from the `peers` extra.
+PEERS  := crowd-kit==1.4.2
+
+.PHONY: install install-test install-bench demo test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed: $(PY) pyproject.toml
+	$(PIP) install --quiet -e '.[test,peers]'
+	$(PIP) install --quiet --no-deps $(PEERS)
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/labelloop demo
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
