@@ -13,17 +13,30 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "ACCURACY",
     "ANNOTATOR",
     "ANNOTATION_COLUMNS",
+    "BIN_LOWER",
+    "BIN_UPPER",
     "CLASS_A",
     "CLASS_B",
+    "CONFIDENCE",
     "COST",
+    "COUNT",
+    "ENTROPY",
     "ESTIMATED_COUNT",
+    "GAP",
     "ITEM",
     "LABEL",
+    "LABEL_ISSUE_SCORE",
+    "MARGIN",
+    "MEAN_CONFIDENCE",
+    "PREDICTED",
     "PRIORITY",
     "REASON",
     "ROUTE",
+    "RUNNER_UP",
+    "SCORE_COLUMNS",
     "SECONDS",
     "SHARE",
 ]
@@ -47,3 +60,20 @@ CLASS_A: Final = "class_a"
 CLASS_B: Final = "class_b"
 ESTIMATED_COUNT: Final = "estimated_count"
 SHARE: Final = "share"
+
+# Per-item scores the router reads (built by loop.routing.score_items).
+PREDICTED: Final = "predicted"
+RUNNER_UP: Final = "runner_up"
+CONFIDENCE: Final = "confidence"
+MARGIN: Final = "margin"  # the gap p1 - p2 between the two most probable classes
+ENTROPY: Final = "entropy"
+LABEL_ISSUE_SCORE: Final = "label_issue_score"  # higher = the current label is more likely wrong
+SCORE_COLUMNS: Final = (ITEM, PREDICTED, RUNNER_UP, CONFIDENCE, MARGIN, ENTROPY, LABEL_ISSUE_SCORE)
+
+# Reliability table (loop.calibration.reliability_table).
+BIN_LOWER: Final = "bin_lower"
+BIN_UPPER: Final = "bin_upper"
+COUNT: Final = "count"
+MEAN_CONFIDENCE: Final = "mean_confidence"
+ACCURACY: Final = "accuracy"
+GAP: Final = "gap"
