@@ -14,8 +14,11 @@ from typing import Final
 
 __all__ = [
     "ACCURACY",
-    "ANNOTATOR",
+    "AGREEMENT",
     "ANNOTATION_COLUMNS",
+    "ANNOTATOR",
+    "ANNOTATOR_A",
+    "ANNOTATOR_B",
     "BIN_LOWER",
     "BIN_UPPER",
     "CLASS_A",
@@ -27,10 +30,16 @@ __all__ = [
     "ESTIMATED_COUNT",
     "GAP",
     "ITEM",
+    "KAPPA",
     "LABEL",
     "LABEL_ISSUE_SCORE",
     "MARGIN",
     "MEAN_CONFIDENCE",
+    "N_AGREEING",
+    "N_CORRECT",
+    "N_ITEMS",
+    "N_LABELS",
+    "N_PAIRS",
     "PREDICTED",
     "PRIORITY",
     "REASON",
@@ -39,6 +48,7 @@ __all__ = [
     "SCORE_COLUMNS",
     "SECONDS",
     "SHARE",
+    "SPECIFIC_AGREEMENT",
 ]
 
 ITEM: Final = "item_id"
@@ -77,3 +87,15 @@ COUNT: Final = "count"
 MEAN_CONFIDENCE: Final = "mean_confidence"
 ACCURACY: Final = "accuracy"
 GAP: Final = "gap"
+
+# Agreement (loop.agreement): pairwise kappa, per-class agreement, accuracy against gold.
+ANNOTATOR_A: Final = "annotator_a"
+ANNOTATOR_B: Final = "annotator_b"
+N_ITEMS: Final = "n_items"
+AGREEMENT: Final = "agreement"  # observed share of agreeing labels, not chance-corrected
+KAPPA: Final = "kappa"
+N_LABELS: Final = "n_labels"
+N_PAIRS: Final = "n_pairs"
+N_AGREEING: Final = "n_agreeing"
+SPECIFIC_AGREEMENT: Final = "specific_agreement"
+N_CORRECT: Final = "n_correct"
