@@ -1,0 +1,427 @@
+"""Aggregate many annotators' labels into one label per item.
+
+Two estimators, both fitted on the long annotations frame (``item_id, annotator_id, label``)::
+
+    MajorityVote().fit(annotations).labels_      # the most frequent label per item
+    DawidSkene().fit(annotations).labels_        # labels weighted by learned annotator skill
+
+Labels may be any hashable values that sort (ints or strings); ``classes_`` holds them in
+sorted order and every ``(n_items, n_classes)`` array uses that column order. Items are in
+sorted ``item_id`` order and annotators in sorted ``annotator_id`` order, so a fit does not
+depend on the order of the rows. Ties go to the first class in ``classes_``.
+
+The Dawid-Skene EM works on integer codes: every annotation becomes one non-zero of a sparse
+``(n_items, n_annotators * n_classes)`` indicator matrix ``X`` (column ``a * k + l`` means
+"annotator ``a`` said ``l``"), so the E-step is one sparse product ``X @ log_confusion`` and
+the M-step one product ``X.T @ posteriors``; there are no Python loops over items or
+annotators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from ._validation import check_annotations, check_int, check_option, check_real, fail
+from .columns import ANNOTATOR, ITEM, LABEL
+from .exceptions import NotFittedError
+
+__all__ = ["DawidSkene", "MajorityVote"]
+
+Model = Literal["full", "one_coin"]
+MODELS: tuple[str, ...] = ("full", "one_coin")
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding the long frame once
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """The annotations frame as integer codes, rows sorted by (item, annotator).
+
+    ``item``, ``annotator``, ``label`` are ``(n_rows,)`` int64 codes into ``items``,
+    ``annotators`` and ``classes`` (each sorted), and ``X`` is the ``(n_items,
+    n_annotators * n_classes)`` CSR indicator of who said what about which item.
+    """
+
+    item: np.ndarray
+    annotator: np.ndarray
+    label: np.ndarray
+    items: pd.Index
+    annotators: pd.Index
+    classes: pd.Index
+    X: sparse.csr_matrix
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+def _sorted_codes(values: pd.Series, extra: pd.Index | None = None) -> tuple[np.ndarray, pd.Index]:
+    """Codes of ``values`` into their sorted unique values (plus ``extra`` values, if any).
+
+    Values that do not sort together (say ints and strings) are ordered by type name, then
+    by value, so the order stays deterministic.
+    """
+    uniques = pd.Index(pd.unique(values))
+    if extra is not None:
+        uniques = uniques.append(extra[~extra.isin(uniques)])
+    try:
+        order = sorted(uniques)
+    except TypeError:
+        order = sorted(uniques, key=lambda v: (type(v).__name__, str(v)))
+    index = pd.Index(order, tupleize_cols=False)
+    return index.get_indexer(values), index
+
+
+def _encode(annotations: pd.DataFrame, extra_classes: pd.Index | None = None) -> _Encoded:
+    item, items = _sorted_codes(annotations[ITEM])
+    annotator, annotators = _sorted_codes(annotations[ANNOTATOR])
+    label, classes = _sorted_codes(annotations[LABEL], extra_classes)
+    # Sorting the rows makes every floating-point sum below independent of the input order.
+    order = np.lexsort((annotator, item))
+    item, annotator, label = item[order], annotator[order], label[order]
+    k = len(classes)
+    X = sparse.csr_matrix(
+        (np.ones(item.size), (item, annotator * k + label)),
+        shape=(len(items), len(annotators) * k),
+    )
+    X.sort_indices()
+    return _Encoded(item, annotator, label, items, annotators, classes, X)
+
+
+def _vote_counts(enc: _Encoded) -> np.ndarray:
+    """``(n_items, n_classes)`` number of annotators who gave each class to each item."""
+    counts = np.zeros((len(enc.items), enc.n_classes))
+    np.add.at(counts, (enc.item, enc.label), 1.0)
+    return counts
+
+
+def _argmax_first(posteriors: np.ndarray) -> np.ndarray:
+    """Row-wise argmax that breaks (near-)ties by the first class, whatever the rounding."""
+    top = posteriors.max(axis=1, keepdims=True)
+    return np.argmax(posteriors >= top - 1e-12, axis=1)
+
+
+class _Aggregator:
+    """Shared conveniences: ``fit_predict`` and ``fit_predict_proba``."""
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: a learned attribute asked for before `fit`.
+        if name.endswith("_") and not name.startswith("__"):
+            raise NotFittedError(
+                f"This {type(self).__name__} is not fitted yet: {name!r} is learned by 'fit'. "
+                "Call 'fit' with the annotations first."
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def fit(self, annotations: pd.DataFrame) -> _Aggregator:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def fit_predict(self, annotations: pd.DataFrame, **fit_params: Any) -> pd.Series:
+        """Fit, then return ``labels_``: the aggregated label by ``item_id``."""
+        return self.fit(annotations, **fit_params).labels_
+
+    def fit_predict_proba(self, annotations: pd.DataFrame, **fit_params: Any) -> pd.DataFrame:
+        """Fit, then return ``posteriors_``: an ``item_id`` x class frame of probabilities."""
+        return self.fit(annotations, **fit_params).posteriors_
+
+    def _set_results(self, enc: _Encoded, posteriors: np.ndarray) -> None:
+        self.classes_ = enc.classes
+        self.posteriors_ = pd.DataFrame(posteriors, index=enc.items.rename(ITEM),
+                                        columns=enc.classes.rename(LABEL))
+        self.labels_ = pd.Series(enc.classes[_argmax_first(posteriors)], index=enc.items.rename(ITEM),
+                                 name=LABEL)
+
+
+# --------------------------------------------------------------------------------------------
+# Majority vote
+
+
+class MajorityVote(_Aggregator):
+    """The most frequent label of each item; ties go to the first class in ``classes_``.
+
+    Attributes
+    ----------
+    classes_ : Index, shape (n_classes,)
+        The labels seen, sorted.
+    labels_ : Series, shape (n_items,)
+        The majority label by ``item_id``.
+    posteriors_ : DataFrame, shape (n_items, n_classes)
+        Share of the item's annotators who gave each class (rows sum to 1).
+    skills_ : Series, shape (n_annotators,)
+        Share of each annotator's labels that agree with the majority label.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"item_id": [1, 1, 1, 2], "annotator_id": ["a", "b", "c", "a"],
+    ...                       "label": ["cat", "cat", "dog", "dog"]})
+    >>> MajorityVote().fit(frame).labels_.tolist()
+    ['cat', 'dog']
+    """
+
+    def fit(self, annotations: pd.DataFrame) -> MajorityVote:
+        """Count the votes.
+
+        Parameters
+        ----------
+        annotations : DataFrame
+            Columns ``item_id, annotator_id, label``; one row per (item, annotator).
+
+        Returns
+        -------
+        self
+        """
+        enc = _encode(check_annotations(annotations))
+        counts = _vote_counts(enc)
+        self._set_results(enc, counts / counts.sum(axis=1, keepdims=True))
+        winner = _argmax_first(counts)
+        agrees = (enc.label == winner[enc.item]).astype(np.float64)
+        self.skills_ = _per_annotator_mean(enc, agrees)
+        return self
+
+
+def _per_annotator_mean(enc: _Encoded, values: np.ndarray) -> pd.Series:
+    """Mean of a per-row ``(n_rows,)`` value over each annotator's rows."""
+    n = len(enc.annotators)
+    means = np.bincount(enc.annotator, weights=values, minlength=n) / np.bincount(enc.annotator, minlength=n)
+    return pd.Series(means, index=enc.annotators.rename(ANNOTATOR), name="skill")
+
+
+# --------------------------------------------------------------------------------------------
+# Dawid-Skene
+
+
+class DawidSkene(_Aggregator):
+    r"""Dawid and Skene's (1979) latent-class model, fitted by EM in log space.
+
+    Each item has a hidden true class :math:`z_i` with prior :math:`\pi`; annotator :math:`a`
+    says :math:`l` about an item of class :math:`c` with probability :math:`\theta_a[c, l]`
+    (a row-stochastic confusion matrix). Starting from majority-vote shares, EM alternates
+
+    - M-step: with :math:`n_a[c, l] = \sum_{i:\, a \text{ said } l} P(z_i = c)`,
+      :math:`\theta_a[c, l] \propto n_a[c, l] + \alpha_{cl} + \lambda\, \omega_a[c, l]` and
+      :math:`\pi_c \propto \sum_i P(z_i = c) + 1`;
+    - E-step: :math:`\log P(z_i = c) = \log \pi_c + \sum_{(a, l) \in i} \log \theta_a[c, l]`
+      + const, normalised per item (log-sum-exp);
+
+    until the log-likelihood per annotation changes by less than ``tol``.
+
+    Two pseudo-counts keep the estimates sensible when data are thin:
+
+    - :math:`\alpha` (``smoothing``): ``smoothing / k`` in every cell plus ``smoothing`` on
+      the diagonal, a Dirichlet prior that keeps every probability positive (items with one
+      label, annotators with few labels, classes an annotator never used stay finite) and
+      says annotators do a little better than chance;
+    - :math:`\lambda\, \omega_a` (``shrinkage``): the annotator's own one-coin matrix
+      :math:`\omega_a` (accuracy :math:`s_a` on the diagonal, :math:`(1 - s_a)/(k - 1)`
+      elsewhere) with weight :math:`\lambda`. An annotator with few labels of a class gets
+      that row from their overall accuracy; class-specific confusion is learned only where
+      their labels show it. This is what makes the full model hold up on sparse crowds with
+      many classes (music genre: 44 annotators, 10 classes); ``shrinkage=0`` is the classic
+      model with Laplace smoothing.
+
+    ``model="one_coin"`` uses :math:`\omega_a` itself as the confusion matrix: one parameter
+    per annotator. It ignores class-specific confusion, which helps when the classes'
+    boundaries are vague and the full model learns a confusion the gold does not share
+    (weather sentiment: *neutral* vs *not about weather*), and hurts when confusions are real.
+
+    Parameters
+    ----------
+    model : {"full", "one_coin"}, default "full"
+        The form of the confusion matrices.
+    max_iter : int, default 100
+        At most this many EM iterations.
+    tol : float, default 1e-6
+        Stop when the log-likelihood per annotation changes by less than this.
+    smoothing : float, default 1.0
+        Dirichlet pseudo-count per confusion row (see above); must be > 0.
+    shrinkage : float, default 10.0
+        Weight, in pseudo-labels per row, of the annotator's one-coin matrix in the full
+        model (ignored by ``"one_coin"``). Results on the real crowds change little
+        between 5 and 20.
+
+    Attributes
+    ----------
+    classes_ : Index, shape (n_classes,)
+        The labels seen in the annotations or in ``gold``, sorted.
+    annotators_ : Index, shape (n_annotators,)
+        The annotator ids, sorted; the first axis of ``confusion_``.
+    labels_ : Series, shape (n_items,)
+        The most probable class by ``item_id`` (ties go to the first class).
+    posteriors_ : DataFrame, shape (n_items, n_classes)
+        :math:`P(z_i = c)` by ``item_id`` and class; rows sum to 1.
+    confusion_ : ndarray, shape (n_annotators, n_classes, n_classes)
+        ``confusion_[a, c, l]`` is the probability that annotator ``annotators_[a]`` says
+        ``classes_[l]`` about an item whose true class is ``classes_[c]``; each
+        ``confusion_[a]`` is row-stochastic. :meth:`confusion_of` returns one as a frame.
+    skills_ : Series, shape (n_annotators,)
+        Estimated accuracy by ``annotator_id``: the mean posterior probability of the labels
+        the annotator gave (on gold items, the share that match gold).
+    priors_ : Series, shape (n_classes,)
+        Class prior :math:`\pi` by class.
+    n_iter_ : int
+        EM iterations run.
+    log_likelihood_ : float
+        Log-likelihood of the annotations per annotation at the last iteration.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"item_id": [1, 1, 1, 2, 2, 2], "annotator_id": list("abcabc"),
+    ...                       "label": [0, 0, 1, 1, 1, 1]})
+    >>> DawidSkene().fit(frame).labels_.tolist()
+    [0, 1]
+    """
+
+    def __init__(self, model: Model = "full", *, max_iter: int = 100, tol: float = 1e-6,
+                 smoothing: float = 1.0, shrinkage: float = 10.0) -> None:
+        self.model = model
+        self.max_iter = max_iter
+        self.tol = tol
+        self.smoothing = smoothing
+        self.shrinkage = shrinkage
+
+    def _check_params(self) -> None:
+        check_option(self.model, "model", MODELS)
+        check_int(self.max_iter, "max_iter", low=1)
+        check_real(self.tol, "tol", low=0.0)
+        check_real(self.smoothing, "smoothing", low=0.0, low_open=True)
+        check_real(self.shrinkage, "shrinkage", low=0.0)
+
+    def fit(self, annotations: pd.DataFrame, *, gold: pd.Series | None = None) -> DawidSkene:
+        """Fit the confusion matrices and the item posteriors by EM.
+
+        Parameters
+        ----------
+        annotations : DataFrame
+            Columns ``item_id, annotator_id, label``; one row per (item, annotator).
+        gold : Series, optional
+            Known true labels by ``item_id``. Those items' posteriors are fixed to their gold
+            class at every step, so annotators' confusion is learned against the truth there.
+            Gold items without annotations are ignored.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        annotations = check_annotations(annotations)
+        gold = _check_gold(gold)
+        enc = _encode(annotations, None if gold is None else pd.Index(gold.unique()))
+        gold_rows, gold_codes = _gold_codes(enc, gold)
+
+        fit = _fit_em(enc, self.model, smoothing=self.smoothing, shrinkage=self.shrinkage,
+                      max_iter=self.max_iter, tol=self.tol,
+                      gold_rows=gold_rows, gold_codes=gold_codes)
+
+        self._set_results(enc, fit.posteriors)
+        self.annotators_ = enc.annotators.rename(ANNOTATOR)
+        self.confusion_ = fit.confusion
+        self.priors_ = pd.Series(fit.priors, index=enc.classes.rename(LABEL), name="prior")
+        correct = fit.posteriors[enc.item, enc.label]
+        self.skills_ = _per_annotator_mean(enc, correct)
+        self.n_iter_ = fit.n_iter
+        self.log_likelihood_ = fit.log_likelihood
+        return self
+
+    def confusion_of(self, annotator: Hashable) -> pd.DataFrame:
+        """One annotator's confusion matrix as a frame: true class (rows) x given label (columns)."""
+        where = self.annotators_.get_indexer([annotator])[0]
+        if where < 0:
+            raise fail("annotator", "an annotator_id seen in fit", repr(annotator))
+        return pd.DataFrame(self.confusion_[where], index=self.classes_.rename("true"),
+                            columns=self.classes_.rename(LABEL))
+
+
+def _check_gold(gold: Any) -> pd.Series | None:
+    if gold is None:
+        return None
+    if not isinstance(gold, pd.Series):
+        raise fail("gold", "a Series of labels indexed by item_id", f"a {type(gold).__name__}")
+    if gold.isna().any():
+        raise fail("gold", "a Series without missing labels", f"{int(gold.isna().sum())} missing")
+    if gold.index.has_duplicates:
+        raise fail("gold", "one label per item_id", "duplicate item_ids")
+    return gold
+
+
+def _gold_codes(enc: _Encoded, gold: pd.Series | None) -> tuple[np.ndarray, np.ndarray]:
+    """Item codes and class codes of the gold items that have annotations."""
+    if gold is None:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    rows = enc.items.get_indexer(gold.index)
+    known = rows >= 0
+    return rows[known], enc.classes.get_indexer(gold.to_numpy()[known])
+
+
+@dataclass(frozen=True)
+class _EMResult:
+    posteriors: np.ndarray  # (n_items, k)
+    confusion: np.ndarray  # (n_annotators, k, k)
+    priors: np.ndarray  # (k,)
+    n_iter: int
+    log_likelihood: float
+
+
+def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float, max_iter: int, tol: float,
+            gold_rows: np.ndarray, gold_codes: np.ndarray) -> _EMResult:
+    """EM for Dawid-Skene on the encoded annotations; see :class:`DawidSkene`."""
+    k, m = enc.n_classes, len(enc.annotators)
+    X, XT = enc.X, enc.X.T.tocsr()
+    # Pseudo-counts added to each confusion row: `smoothing` spread evenly over the row plus
+    # `smoothing` on the diagonal (a Dirichlet prior whose mode is "better than chance").
+    alpha = np.full((k, k), smoothing / k) + np.eye(k) * smoothing
+    # The one-coin model pools a row's pseudo-counts into right (diagonal) and wrong.
+    right_prior, wrong_prior = alpha[0, 0], alpha[0].sum() - alpha[0, 0]
+    diag = np.arange(k)
+
+    def anchor(post: np.ndarray) -> np.ndarray:
+        if gold_rows.size:
+            post[gold_rows] = 0.0
+            post[gold_rows, gold_codes] = 1.0
+        return post
+
+    def m_step(post: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # counts[a, l, c] = sum of P(z_i = c) over the items annotator a labelled l.
+        counts = np.asarray(XT @ post).reshape(m, k, k).transpose(0, 2, 1)  # -> [a, c, l]
+        right = np.trace(counts, axis1=1, axis2=2)
+        skill = (right + right_prior) / (counts.sum(axis=(1, 2)) + right_prior + wrong_prior)
+        one = np.repeat(((1.0 - skill) / max(k - 1, 1))[:, None, None], k, axis=1).repeat(k, axis=2)
+        one[:, diag, diag] = skill[:, None]
+        if model == "full":
+            conf = counts + alpha + shrinkage * one
+            conf /= conf.sum(axis=2, keepdims=True)
+        else:
+            conf = one
+        priors = post.sum(axis=0) + 1.0
+        return conf, priors / priors.sum()
+
+    def e_step(conf: np.ndarray, priors: np.ndarray) -> tuple[np.ndarray, float]:
+        # log_conf_by_column[a * k + l, c] = log conf[a, c, l], matching the columns of X.
+        log_conf = np.log(conf).transpose(0, 2, 1).reshape(m * k, k)
+        joint = np.asarray(X @ log_conf) + np.log(priors)
+        top = joint.max(axis=1, keepdims=True)
+        log_norm = top[:, 0] + np.log(np.exp(joint - top).sum(axis=1))
+        post = np.exp(joint - log_norm[:, None])
+        # log_norm[i] = log P(item i's labels), so this is the log-likelihood per annotation.
+        return anchor(post), log_norm.sum() / enc.item.size
+
+    counts = _vote_counts(enc)
+    post = anchor(counts / counts.sum(axis=1, keepdims=True))
+    conf, priors = m_step(post)
+    previous, n_iter, ll = -np.inf, 0, -np.inf
+    for n_iter in range(1, max_iter + 1):
+        post, ll = e_step(conf, priors)
+        conf, priors = m_step(post)
+        if abs(ll - previous) < tol:
+            break
+        previous = ll
+    return _EMResult(post, conf, priors, n_iter, float(ll))
