@@ -1,0 +1,593 @@
+"""Routing: decide, item by item, whether a person must look, and say why.
+
+A routing policy is a function, :func:`route`, of a scores frame and a
+:class:`RoutingThresholds`. The same call decides in the simulator, the server and the
+tuner. :func:`score_items` builds the scores frame from (calibrated) class probabilities and,
+optionally, label-issue scores.
+
+The decision, first rule that applies wins:
+
+1. ``label_issue_score >= double_blind_issue_score`` -> ``double_blind``: the current label
+   is probably wrong, so two people relabel the item without seeing it or each other.
+2. ``margin < expert_margin`` -> ``expert``: the model is torn between two classes; this is
+   what guidelines and experts are for.
+3. predicted class in ``always_human`` -> ``review``: a person always checks these classes.
+4. ``1 - weight * (1 - confidence) >= auto_accept_confidence`` -> ``auto_accept``, where
+   ``weight`` is the predicted class's risk weight (default 1).
+5. otherwise -> ``review``.
+
+Only rule 4 sends items away from people, and only its threshold moves with
+``auto_accept_confidence``, so raising that threshold never sends fewer items to people.
+Confidence is trusted as a probability here: calibrate the model first
+(:class:`loop.calibration.TemperatureScaling`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+
+from ._validation import check_array, check_pred_probs, check_real, fail
+from .columns import (
+    CONFIDENCE,
+    ENTROPY,
+    ITEM,
+    LABEL_ISSUE_SCORE,
+    MARGIN,
+    PREDICTED,
+    PRIORITY,
+    REASON,
+    ROUTE,
+    RUNNER_UP,
+    SCORE_COLUMNS,
+)
+from .signals import _entropy, _top_two
+
+__all__ = ["Route", "RoutingThresholds", "route", "score_items"]
+
+ROUTE_COLUMNS = (ITEM, ROUTE, REASON, PRIORITY)
+_REQUIRED = (ITEM, PREDICTED, RUNNER_UP, CONFIDENCE, MARGIN)
+# A signal shown in a reason is rounded down to at least this many decimals; see _floor_text.
+_CONFIDENCE_DECIMALS = 3
+_SCORE_DECIMALS = 2
+
+
+class Route(str, Enum):
+    """Where an item goes. The values are the strings stored in the ``route`` column."""
+
+    AUTO_ACCEPT = "auto_accept"
+    REVIEW = "review"
+    EXPERT = "expert"
+    DOUBLE_BLIND = "double_blind"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def needs_person(self) -> bool:
+        """Whether a person looks at items on this route (every route but ``auto_accept``)."""
+        return self is not Route.AUTO_ACCEPT
+
+
+class _FrozenMapping(Mapping):
+    """A read-only, hashable, picklable mapping (``MappingProxyType`` cannot be pickled)."""
+
+    def __init__(self, items: Mapping[Any, Any]) -> None:
+        self._data = dict(items)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._data.items()))
+
+    def __repr__(self) -> str:
+        return repr(self._data)
+
+
+@dataclass(frozen=True)
+class RoutingThresholds:
+    """The cut-offs of a routing policy (see :mod:`loop.routing` for the decision order).
+
+    Classes are matched by their text form (``str(c)``), so a config read from YAML or JSON,
+    where mapping keys are strings, works with integer class codes.
+
+    Parameters
+    ----------
+    auto_accept_confidence : float in (0, 1], default=0.98
+        Risk-weighted confidence at or above which an item is auto-accepted.
+    expert_margin : float in [0, 1], default=0.10
+        Items whose margin (gap between the two most probable classes) is below this go to
+        an expert. 0 turns the rule off.
+    double_blind_issue_score : float in [0, 1], default=0.8
+        Items whose label-issue score (higher = the current label is more likely wrong) is at
+        or above this are relabelled double-blind. Items without a score are never sent there.
+    class_risk_weights : mapping of class -> float >= 0, default={}
+        Multiplies the risk ``1 - confidence`` of items predicted as that class; classes not
+        listed weigh 1. A weight of 3 means "an error here costs three times as much".
+    always_human : iterable of classes, default=frozenset()
+        Items predicted as these classes always go to a person (``review``, or ``expert``
+        or ``double_blind`` when an earlier rule applies).
+    guideline_refs : mapping of class pair -> str, default={}
+        A guideline reference (e.g. ``"guideline v3 §2"``) quoted in the reason of any item
+        sent to a person whose two most probable classes are that pair. Keys are two-class
+        ``frozenset``s or tuples; :meth:`from_dict` also takes a list of
+        ``{"classes": [a, b], "ref": "..."}`` records.
+
+    Examples
+    --------
+    >>> t = RoutingThresholds(auto_accept_confidence=0.95, class_risk_weights={"cat": 2},
+    ...                       guideline_refs={("cat", "dog"): "guideline v3 §2"})
+    >>> RoutingThresholds.from_dict(t.to_dict()) == t
+    True
+    """
+
+    auto_accept_confidence: float = 0.98
+    expert_margin: float = 0.10
+    double_blind_issue_score: float = 0.8
+    class_risk_weights: Mapping[Hashable, float] = field(default_factory=dict)
+    always_human: frozenset[Hashable] = frozenset()
+    guideline_refs: Mapping[frozenset[Hashable], str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # the one way to normalise fields of a frozen dataclass
+        set_(self, "auto_accept_confidence", check_real(
+            self.auto_accept_confidence, "auto_accept_confidence", low=0, high=1, low_open=True))
+        set_(self, "expert_margin", check_real(self.expert_margin, "expert_margin", low=0, high=1))
+        set_(self, "double_blind_issue_score", check_real(
+            self.double_blind_issue_score, "double_blind_issue_score", low=0, high=1))
+        set_(self, "class_risk_weights", _check_weights(self.class_risk_weights))
+        set_(self, "always_human", _check_classes(self.always_human))
+        set_(self, "guideline_refs", _check_guideline_refs(self.guideline_refs))
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> RoutingThresholds:
+        """Build thresholds from a plain mapping (a YAML file, a Serve ``user_config``).
+
+        Parameters
+        ----------
+        config : mapping
+            Keys among the field names; missing keys take their defaults.
+
+        Returns
+        -------
+        RoutingThresholds
+
+        Raises
+        ------
+        SchemaError
+            On an unknown key (the message lists the valid ones) or an invalid value.
+
+        Examples
+        --------
+        >>> RoutingThresholds.from_dict({"expert_margin": 0.2}).expert_margin
+        0.2
+        """
+        if not isinstance(config, Mapping):
+            raise fail("config", "a mapping of threshold names to values", f"a {type(config).__name__}")
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(map(str, set(config) - set(valid)))
+        if unknown:
+            raise fail("config", f"a mapping with keys among {valid}", f"unknown keys {unknown}")
+        return cls(**config)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The thresholds as plain YAML/JSON-ready values; :meth:`from_dict` reads them back.
+
+        Returns
+        -------
+        dict
+            ``always_human`` as a sorted list, ``guideline_refs`` as a list of
+            ``{"classes": [a, b], "ref": ...}`` records.
+
+        Examples
+        --------
+        >>> RoutingThresholds(always_human={"tumour"}).to_dict()["always_human"]
+        ['tumour']
+        """
+        return {
+            "auto_accept_confidence": self.auto_accept_confidence,
+            "expert_margin": self.expert_margin,
+            "double_blind_issue_score": self.double_blind_issue_score,
+            "class_risk_weights": dict(self.class_risk_weights),
+            "always_human": sorted(self.always_human, key=str),
+            "guideline_refs": [
+                {"classes": sorted(pair, key=str), "ref": ref}
+                for pair, ref in sorted(self.guideline_refs.items(),
+                                        key=lambda kv: sorted(map(str, kv[0])))
+            ],
+        }
+
+
+def score_items(pred_probs: ArrayLike, *, item_ids: ArrayLike | None = None,
+                label_issue_scores: ArrayLike | None = None,
+                classes: Sequence[Hashable] | None = None) -> pd.DataFrame:
+    """Build the scores frame :func:`route` reads, from class probabilities.
+
+    Parameters
+    ----------
+    pred_probs : array-like of shape (n_items, n_classes)
+        Calibrated class probabilities; rows sum to 1.
+    item_ids : array-like of shape (n_items,), optional
+        Unique item identifiers; default ``0 .. n_items - 1``.
+    label_issue_scores : array-like of shape (n_items,), optional
+        Scores in [0, 1], higher = the current label is more likely wrong (for example
+        ``1 - loop.issues.label_quality_scores(...)``); NaN where an item has no label yet.
+        Default: all NaN.
+    classes : sequence of length n_classes, optional
+        Class names in column order; default the column indices ``0 .. n_classes - 1``.
+
+    Returns
+    -------
+    DataFrame of n_items rows
+        Columns ``item_id, predicted, runner_up, confidence, margin, entropy,
+        label_issue_score``: the two most probable classes, the top probability, the gap
+        between the top two, the normalised entropy (see :mod:`loop.signals`) and the
+        label-issue score.
+
+    Examples
+    --------
+    >>> scores = score_items([[0.05, 0.9, 0.05], [0.45, 0.1, 0.45]], classes=["a", "b", "c"])
+    >>> scores[["predicted", "runner_up", "confidence", "margin"]].values.tolist()
+    [['b', 'a', 0.9, 0.85], ['a', 'c', 0.45, 0.0]]
+    """
+    probs = check_pred_probs(pred_probs)
+    n_items, n_classes = probs.shape
+    names = _class_index(classes, n_classes)
+    ids = _item_ids(item_ids, n_items)
+    if label_issue_scores is None:
+        issues = np.full(n_items, np.nan)
+    else:
+        issues = check_array(label_issue_scores, "label_issue_scores", ndim=1)
+        _check_scores_range(issues, "label_issue_scores", n_items=n_items, allow_nan=True)
+    predicted, runner_up, gap = _top_two(probs)
+    return pd.DataFrame({
+        ITEM: ids,
+        PREDICTED: names.take(predicted),
+        RUNNER_UP: names.take(runner_up),
+        CONFIDENCE: probs[np.arange(n_items), predicted],
+        MARGIN: gap,
+        ENTROPY: _entropy(probs, normalize=True),
+        LABEL_ISSUE_SCORE: issues,
+    }, columns=list(SCORE_COLUMNS))
+
+
+def route(scores: pd.DataFrame, thresholds: RoutingThresholds) -> pd.DataFrame:
+    """Route every item to exactly one of the :class:`Route` values, with a reason.
+
+    The rules, in order (the first that applies wins):
+
+    1. ``label_issue_score >= double_blind_issue_score`` -> ``double_blind``
+    2. ``margin < expert_margin`` -> ``expert``
+    3. ``predicted`` in ``always_human`` -> ``review``
+    4. ``1 - weight * (1 - confidence) >= auto_accept_confidence`` -> ``auto_accept``
+    5. otherwise -> ``review``
+
+    Parameters
+    ----------
+    scores : DataFrame of n_items rows
+        Columns ``item_id, predicted, runner_up, confidence, margin`` (no missing values,
+        unique ``item_id``) and optionally ``label_issue_score`` (NaN = no score), as built
+        by :func:`score_items`. Other columns are ignored.
+    thresholds : RoutingThresholds
+        The policy's cut-offs.
+
+    Returns
+    -------
+    DataFrame of n_items rows, in the order of ``scores``
+        Columns ``item_id, route, reason, priority``. ``route`` holds the
+        :class:`Route` string values. ``reason`` is a sentence with the signal values, the
+        threshold crossed, the class pair in doubt and the guideline reference when there
+        is one, e.g. ``"margin 0.04 between 3 and 5 < expert cut-off 0.10 (guideline v3 §2)"``.
+        ``priority`` (higher = look sooner) is the larger of the risk
+        ``weight * (1 - confidence)`` and the label-issue score.
+
+    Raises
+    ------
+    SchemaError
+        Missing columns, missing values, values outside [0, 1], duplicate item ids, or
+        ``thresholds`` not a :class:`RoutingThresholds`.
+
+    Examples
+    --------
+    >>> scores = score_items([[0.995, 0.005], [0.52, 0.48], [0.9, 0.1]], classes=["cat", "dog"])
+    >>> decisions = route(scores, RoutingThresholds())
+    >>> decisions["route"].tolist()
+    ['auto_accept', 'expert', 'review']
+    >>> decisions["reason"][1]
+    'margin 0.04 between cat and dog < expert cut-off 0.10'
+    """
+    if not isinstance(thresholds, RoutingThresholds):
+        raise fail("thresholds", "a RoutingThresholds (use RoutingThresholds.from_dict for a mapping)",
+                   f"a {type(thresholds).__name__}")
+    signals = _Signals.read(scores, thresholds)
+    routes = _decide(signals, thresholds)
+    return pd.DataFrame({
+        ITEM: signals.item_ids,
+        ROUTE: pd.Series(routes, dtype="str"),
+        REASON: _reasons(signals, routes, thresholds),
+        PRIORITY: np.maximum(signals.risk, np.nan_to_num(signals.issue, nan=0.0)),
+    }, columns=list(ROUTE_COLUMNS))
+
+
+@dataclass(frozen=True)
+class _Signals:
+    """The scores frame as arrays, with each item's class weight and guideline looked up."""
+
+    item_ids: np.ndarray
+    predicted: pd.Series  # class names as text
+    runner_up: pd.Series
+    confidence: np.ndarray
+    margin: np.ndarray
+    issue: np.ndarray  # NaN = no label-issue score
+    weight: np.ndarray
+    always_human: np.ndarray  # bool
+    guideline: pd.Series  # "" where the pair has no guideline reference
+
+    @property
+    def risk(self) -> np.ndarray:
+        return self.weight * (1.0 - self.confidence)
+
+    @property
+    def weighted_confidence(self) -> np.ndarray:
+        # Where the weight is 1, use the confidence itself: 1 - (1 - c) can miss c by an ulp
+        # and flip a decision that sits exactly on the threshold.
+        return np.where(self.weight == 1.0, self.confidence, 1.0 - self.risk)
+
+    @classmethod
+    def read(cls, scores: Any, thresholds: RoutingThresholds) -> _Signals:
+        frame = _check_scores_frame(scores)
+        n = len(frame)
+        predicted = frame[PREDICTED].astype(str).reset_index(drop=True)
+        runner_up = frame[RUNNER_UP].astype(str).reset_index(drop=True)
+        confidence = check_array(frame[CONFIDENCE], f"scores.{CONFIDENCE}", ndim=1)
+        margin = check_array(frame[MARGIN], f"scores.{MARGIN}", ndim=1)
+        _check_scores_range(confidence, f"scores.{CONFIDENCE}")
+        _check_scores_range(margin, f"scores.{MARGIN}")
+        if LABEL_ISSUE_SCORE in frame.columns:
+            issue = check_array(frame[LABEL_ISSUE_SCORE], f"scores.{LABEL_ISSUE_SCORE}", ndim=1)
+            _check_scores_range(issue, f"scores.{LABEL_ISSUE_SCORE}", allow_nan=True)
+        else:
+            issue = np.full(n, np.nan)
+        weights = {str(c): w for c, w in thresholds.class_risk_weights.items()}
+        weight = predicted.map(weights).astype("float64").fillna(1.0).to_numpy()
+        always = predicted.isin([str(c) for c in thresholds.always_human]).to_numpy()
+        return cls(
+            item_ids=frame[ITEM].to_numpy(), predicted=predicted, runner_up=runner_up,
+            confidence=confidence, margin=margin, issue=issue, weight=weight,
+            always_human=always, guideline=_guidelines(predicted, runner_up, thresholds),
+        )
+
+
+def _decide(s: _Signals, t: RoutingThresholds) -> np.ndarray:
+    """The routing rules, vectorised; ``np.select`` takes the first condition that holds."""
+    with np.errstate(invalid="ignore"):  # NaN issue scores compare False: no double-blind
+        double_blind = s.issue >= t.double_blind_issue_score
+    conditions = [
+        double_blind,
+        s.margin < t.expert_margin,
+        s.always_human,
+        s.weighted_confidence >= t.auto_accept_confidence,
+    ]
+    choices = [Route.DOUBLE_BLIND.value, Route.EXPERT.value, Route.REVIEW.value,
+               Route.AUTO_ACCEPT.value]
+    return np.select(conditions, choices, default=Route.REVIEW.value).astype(object)
+
+
+def _reasons(s: _Signals, routes: np.ndarray, t: RoutingThresholds) -> pd.Series:
+    """One sentence per item, built group by group with vectorised string operations.
+
+    Each group's sentences are a Series indexed by item position, so that the pieces of a
+    sentence line up when concatenated, and the groups are put back in item order at the end.
+    """
+    guideline = s.guideline
+    if t.guideline_refs:
+        guideline = guideline.where(guideline == "", " (" + guideline + ")")
+    weighted = s.weight != 1.0
+
+    def number(values: np.ndarray, digits: int, mask: np.ndarray) -> pd.Series:
+        return _floor_text(values[mask], digits, index=np.flatnonzero(mask))
+
+    def confidence_clause(mask: np.ndarray, op: str) -> pd.Series:
+        digits = max(_CONFIDENCE_DECIMALS, _decimals(t.auto_accept_confidence))
+        plain = mask & ~weighted
+        risk = mask & weighted
+        text = pd.concat([
+            "confidence " + number(s.confidence, digits, plain),
+            "risk-weighted confidence " + number(s.weighted_confidence, digits, risk)
+            + " (confidence " + number(s.confidence, _CONFIDENCE_DECIMALS, risk)
+            + ", class " + s.predicted[risk] + " weight "
+            + _general_text(s.weight[risk], index=np.flatnonzero(risk)) + ")",
+        ]).sort_index()
+        return text + f" {op} auto-accept {_threshold_text(t.auto_accept_confidence)}"
+
+    def in_doubt(mask: np.ndarray) -> pd.Series:
+        return (s.predicted[mask] + " over " + s.runner_up[mask] + " by margin "
+                + number(s.margin, _SCORE_DECIMALS, mask) + guideline[mask])
+
+    pieces = []
+    mask = routes == Route.DOUBLE_BLIND.value
+    digits = max(_SCORE_DECIMALS, _decimals(t.double_blind_issue_score))
+    pieces.append("label-issue score " + number(s.issue, digits, mask)
+                  + f" >= double-blind cut-off {_threshold_text(t.double_blind_issue_score)}"
+                  + "; model prefers " + in_doubt(mask))
+
+    mask = routes == Route.EXPERT.value
+    digits = max(_SCORE_DECIMALS, _decimals(t.expert_margin))
+    pieces.append("margin " + number(s.margin, digits, mask) + " between "
+                  + s.predicted[mask] + " and " + s.runner_up[mask]
+                  + f" < expert cut-off {_threshold_text(t.expert_margin)}" + guideline[mask])
+
+    mask = (routes == Route.REVIEW.value) & s.always_human
+    pieces.append("class " + s.predicted[mask] + " always goes to a person; confidence "
+                  + number(s.confidence, _CONFIDENCE_DECIMALS, mask) + ", " + in_doubt(mask))
+
+    mask = (routes == Route.REVIEW.value) & ~s.always_human
+    pieces.append(confidence_clause(mask, "<") + "; " + in_doubt(mask))
+
+    pieces.append(confidence_clause(routes == Route.AUTO_ACCEPT.value, ">="))
+    return pd.concat(pieces).sort_index().reset_index(drop=True).astype("str")
+
+
+def _guidelines(predicted: pd.Series, runner_up: pd.Series, t: RoutingThresholds) -> pd.Series:
+    if not t.guideline_refs:
+        return pd.Series("", index=predicted.index, dtype="str")
+    # Order each pair the same way so that (3, 5) and (5, 3) find the same reference.
+    first = predicted <= runner_up
+    key = predicted.where(first, runner_up) + "\x1f" + runner_up.where(first, predicted)
+    refs = {"\x1f".join(sorted(map(str, pair))): ref for pair, ref in t.guideline_refs.items()}
+    return key.map(refs).fillna("").astype("str")
+
+
+def _decimals(threshold: float) -> int:
+    """The fewest decimals (at least 2) that write ``threshold`` exactly, up to 6."""
+    for digits in range(2, 7):
+        if abs(round(threshold, digits) - threshold) < 1e-12:
+            return digits
+    return 6
+
+
+def _threshold_text(threshold: float) -> str:
+    return f"{threshold:.{_decimals(threshold)}f}"
+
+
+def _floor_text(values: np.ndarray, digits: int, *, index: np.ndarray) -> pd.Series:
+    """Values rounded *down* to ``digits`` decimals, as text.
+
+    Rounding down keeps the printed comparison true: with ``digits`` at least the threshold's
+    decimals, ``v < t`` prints below ``t`` and ``v >= t`` prints at or above it (0.9799 would
+    otherwise print as "0.980 < auto-accept 0.98"). The 1e-9 absorbs float error in v * 10**d.
+    """
+    scale = 10.0 ** digits
+    floored = np.floor(np.asarray(values) * scale + 1e-9) / scale
+    return pd.Series(np.char.mod(f"%.{digits}f", floored), index=index, dtype="str")
+
+
+def _general_text(values: np.ndarray, *, index: np.ndarray) -> pd.Series:
+    return pd.Series(np.char.mod("%g", np.asarray(values)), index=index, dtype="str")
+
+
+def _check_scores_frame(scores: Any) -> pd.DataFrame:
+    if not isinstance(scores, pd.DataFrame):
+        raise fail("scores", f"a DataFrame with columns {list(_REQUIRED)}", f"a {type(scores).__name__}")
+    missing = [c for c in _REQUIRED if c not in scores.columns]
+    if missing:
+        raise fail("scores", f"a DataFrame with columns {list(_REQUIRED)}",
+                   f"columns {list(map(str, scores.columns))} (missing {missing})")
+    for column in (ITEM, PREDICTED, RUNNER_UP):
+        nulls = int(scores[column].isna().sum())
+        if nulls:
+            raise fail(f"scores.{column}", "a column without missing values", f"{nulls} missing values")
+    duplicated = scores[ITEM].duplicated()
+    if duplicated.any():
+        raise fail(f"scores.{ITEM}", "unique item ids (one route per item)",
+                   f"{int(duplicated.sum())} duplicates, the first {scores.loc[duplicated, ITEM].iloc[0]!r}")
+    return scores.reset_index(drop=True)
+
+
+def _check_scores_range(values: np.ndarray, name: str, *, n_items: int | None = None,
+                        allow_nan: bool = False) -> None:
+    if n_items is not None and values.shape[0] != n_items:
+        raise fail(name, f"one score per item ({n_items} scores)", f"{values.shape[0]} scores")
+    present = values[~np.isnan(values)] if allow_nan else values
+    if not np.isfinite(present).all():
+        what = "inf" if allow_nan else "NaN or inf"
+        raise fail(name, "finite scores" + (" or NaN" if allow_nan else ""),
+                   f"{int((~np.isfinite(present)).sum())} {what} values")
+    if present.size and (present.min() < 0 or present.max() > 1):
+        raise fail(name, "scores in [0, 1]", f"values from {present.min():.4g} to {present.max():.4g}")
+
+
+def _class_index(classes: Sequence[Hashable] | None, n_classes: int) -> pd.Index:
+    if classes is None:
+        return pd.RangeIndex(n_classes)
+    if isinstance(classes, str) or not isinstance(classes, Iterable):
+        raise fail("classes", f"a sequence of {n_classes} class names", repr(classes)[:60])
+    names = pd.Index(list(classes))
+    if len(names) != n_classes or not names.is_unique:
+        raise fail("classes", f"{n_classes} distinct class names, one per column of pred_probs",
+                   f"{len(names)} names ({names.nunique()} distinct)")
+    return names
+
+
+def _item_ids(item_ids: ArrayLike | None, n_items: int) -> np.ndarray:
+    if item_ids is None:
+        return np.arange(n_items)
+    ids = pd.Series(np.asarray(item_ids))
+    if ids.ndim != 1 or len(ids) != n_items:
+        raise fail("item_ids", f"a 1-D array of {n_items} ids, one per row of pred_probs",
+                   f"shape {np.shape(item_ids)}")
+    if ids.isna().any():
+        raise fail("item_ids", "ids without missing values", f"{int(ids.isna().sum())} missing values")
+    if ids.duplicated().any():
+        raise fail("item_ids", "unique ids", f"{int(ids.duplicated().sum())} duplicates")
+    return ids.to_numpy()
+
+
+def _check_weights(value: Any) -> _FrozenMapping:
+    if not isinstance(value, Mapping):
+        raise fail("class_risk_weights", "a mapping of class -> weight >= 0", f"a {type(value).__name__}")
+    for cls, weight in value.items():
+        check_real(weight, f"class_risk_weights[{cls!r}]", low=0)
+    _check_distinct_text(value.keys(), "class_risk_weights")
+    return _FrozenMapping({cls: float(weight) for cls, weight in value.items()})
+
+
+def _check_classes(value: Any) -> frozenset[Hashable]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise fail("always_human", "a collection of classes (a list or a set)", repr(value)[:60])
+    classes = list(value)
+    _check_distinct_text(classes, "always_human")
+    return frozenset(classes)
+
+
+def _check_guideline_refs(value: Any) -> _FrozenMapping:
+    expected = "a mapping of class pair -> reference, or a list of {'classes': [a, b], 'ref': str}"
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        items = []
+        for record in value:
+            if not isinstance(record, Mapping) or set(record) != {"classes", "ref"}:
+                raise fail("guideline_refs", expected, f"the entry {record!r}"[:80])
+            items.append((record["classes"], record["ref"]))
+    else:
+        raise fail("guideline_refs", expected, f"a {type(value).__name__}")
+    refs: dict[frozenset[Hashable], str] = {}
+    for pair, ref in items:
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Iterable) or len(set(pair)) != 2:
+            raise fail("guideline_refs", "keys of two distinct classes", repr(pair)[:60])
+        if not isinstance(ref, str) or not ref.strip():
+            raise fail(f"guideline_refs[{tuple(pair)!r}]", "a non-empty string", repr(ref)[:60])
+        refs[frozenset(pair)] = ref
+    _check_distinct_text(refs, "guideline_refs", text=lambda pair: "|".join(sorted(map(str, pair))))
+    return _FrozenMapping(refs)
+
+
+def _check_distinct_text(classes: Iterable[Hashable], name: str,
+                         text: Callable[[Any], str] = str) -> None:
+    """Classes are matched by ``str(c)``; two keys with one text form would be ambiguous."""
+    seen: dict[str, Hashable] = {}
+    for cls in classes:
+        text_form = text(cls)
+        if text_form in seen and seen[text_form] != cls:
+            raise fail(name, "classes with distinct text forms (they are matched by str(c))",
+                       f"both {seen[text_form]!r} and {cls!r}")
+        seen[text_form] = cls
+
