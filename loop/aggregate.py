@@ -69,38 +69,42 @@ def _sorted_codes(values: pd.Series, extra: pd.Index | None = None) -> tuple[np.
     Values that do not sort together (say ints and strings) are ordered by type name, then
     by value, so the order stays deterministic.
     """
-    uniques = pd.Index(pd.unique(values))
-    if extra is not None:
-        uniques = uniques.append(extra[~extra.isin(uniques)])
+    if extra is not None and len(extra):
+        values = pd.concat([values, pd.Series(extra.to_numpy())], ignore_index=True)
     try:
-        order = sorted(uniques)
+        codes, uniques = pd.factorize(values, sort=True)
     except TypeError:
-        order = sorted(uniques, key=lambda v: (type(v).__name__, str(v)))
-    index = pd.Index(order, tupleize_cols=False)
-    return index.get_indexer(values), index
+        codes, uniques = pd.factorize(values)
+        order = sorted(range(len(uniques)), key=lambda i: (type(uniques[i]).__name__, str(uniques[i])))
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order))
+        codes, uniques = rank[codes], pd.Index(uniques[order], tupleize_cols=False)
+    n = len(values) - (0 if extra is None else len(extra))
+    return codes[:n].astype(np.int64), pd.Index(uniques, tupleize_cols=False)
 
 
 def _encode(annotations: pd.DataFrame, extra_classes: pd.Index | None = None) -> _Encoded:
     item, items = _sorted_codes(annotations[ITEM])
     annotator, annotators = _sorted_codes(annotations[ANNOTATOR])
     label, classes = _sorted_codes(annotations[LABEL], extra_classes)
-    # Sorting the rows makes every floating-point sum below independent of the input order.
-    order = np.lexsort((annotator, item))
-    item, annotator, label = item[order], annotator[order], label[order]
     k = len(classes)
+    # Each (item, annotator) pair is unique, so this CSR matrix with sorted indices is the
+    # same whatever the row order; reading the rows back from it (sorted by item, then
+    # annotator) makes every floating-point sum below independent of the input order too.
     X = sparse.csr_matrix(
         (np.ones(item.size), (item, annotator * k + label)),
         shape=(len(items), len(annotators) * k),
     )
     X.sort_indices()
+    item = np.repeat(np.arange(len(items)), np.diff(X.indptr))
+    annotator, label = np.divmod(X.indices.astype(np.int64), k)
     return _Encoded(item, annotator, label, items, annotators, classes, X)
 
 
 def _vote_counts(enc: _Encoded) -> np.ndarray:
     """``(n_items, n_classes)`` number of annotators who gave each class to each item."""
-    counts = np.zeros((len(enc.items), enc.n_classes))
-    np.add.at(counts, (enc.item, enc.label), 1.0)
-    return counts
+    k = enc.n_classes
+    return np.bincount(enc.item * k + enc.label, minlength=len(enc.items) * k).reshape(-1, k).astype(np.float64)
 
 
 def _argmax_first(posteriors: np.ndarray) -> np.ndarray:
@@ -407,9 +411,10 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float, ma
     def e_step(conf: np.ndarray, priors: np.ndarray) -> tuple[np.ndarray, float]:
         # log_conf_by_column[a * k + l, c] = log conf[a, c, l], matching the columns of X.
         log_conf = np.log(conf).transpose(0, 2, 1).reshape(m * k, k)
-        joint = np.asarray(X @ log_conf) + np.log(priors)
-        top = joint.max(axis=1, keepdims=True)
-        log_norm = top[:, 0] + np.log(np.exp(joint - top).sum(axis=1))
+        # Column-major, so the reductions over the k classes below run down contiguous columns.
+        joint = np.asfortranarray(X @ log_conf) + np.log(priors)
+        top = np.maximum.reduce([joint[:, c] for c in range(k)])
+        log_norm = top + np.log(np.add.reduce([np.exp(joint[:, c] - top) for c in range(k)]))
         post = np.exp(joint - log_norm[:, None])
         # log_norm[i] = log P(item i's labels), so this is the log-likelihood per annotation.
         return anchor(post), log_norm.sum() / enc.item.size

@@ -1,0 +1,229 @@
+"""Aggregation benchmark: labelloop's DawidSkene and MajorityVote against crowd-kit.
+
+Accuracy against gold and wall time on the real crowds in ../shared/data and on simulated
+crowds, then a scale run (200,000 items x 3 labels, time only). Run::
+
+    .venv/bin/python benchmarks/aggregation.py            # everything, a few minutes on 2 cores
+    .venv/bin/python benchmarks/aggregation.py --quick    # two real crowds, a smaller scale run
+
+Targets (issue 2): labelloop's DawidSkene within 0.3 accuracy points of crowd-kit's best
+method on every set, and at least 5x faster than crowd-kit's DawidSkene at 200,000 items.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from loop.aggregate import DawidSkene, MajorityVote
+from loop.columns import ANNOTATOR, ITEM, LABEL
+from loop.datasets import QUIZ_SUBJECTS, load_crowd, shared_data_dir
+
+warnings.filterwarnings("ignore")  # crowd-kit on pandas 3 warns about deprecated calls
+
+from crowdkit import aggregation as ck  # noqa: E402
+
+OURS = {
+    "ll MV": lambda: MajorityVote(),
+    "ll DS": lambda: DawidSkene(),
+    "ll DS-1coin": lambda: DawidSkene("one_coin"),
+}
+THEIRS = {
+    "ck MV": lambda: ck.MajorityVote(),
+    "ck DS": lambda: ck.DawidSkene(n_iter=100),
+    "ck 1coin": lambda: ck.OneCoinDawidSkene(n_iter=100),
+    "ck GLAD": lambda: ck.GLAD(),
+    "ck MACE": lambda: ck.MACE(random_state=0),
+}
+TARGET_POINTS = 0.3
+TARGET_SPEEDUP = 5.0
+
+
+@dataclass(frozen=True)
+class Crowd:
+    name: str
+    annotations: pd.DataFrame
+    gold: pd.Series
+
+
+def to_crowdkit(annotations: pd.DataFrame) -> pd.DataFrame:
+    return annotations.rename(columns={ITEM: "task", ANNOTATOR: "worker"})[["task", "worker", LABEL]]
+
+
+def timed(fn: Callable[[], pd.Series]) -> tuple[pd.Series, float]:
+    start = time.perf_counter()
+    labels = fn()
+    return labels, time.perf_counter() - start
+
+
+def run_method(name: str, crowd: Crowd) -> tuple[float, float]:
+    """Accuracy on the gold items (in %) and seconds for one method on one crowd."""
+    if name in OURS:
+        labels, seconds = timed(lambda: OURS[name]().fit(crowd.annotations).labels_)
+    else:
+        frame = to_crowdkit(crowd.annotations)
+        labels, seconds = timed(lambda: THEIRS[name]().fit_predict(frame))
+    gold = crowd.gold[crowd.gold.index.isin(labels.index)]
+    hits = labels.loc[gold.index].to_numpy().astype(np.int64) == gold.to_numpy()
+    return 100.0 * hits.mean(), seconds
+
+
+# --------------------------------------------------------------------------------------------
+# Simulated crowds: per-annotator confusion matrices of varying skill
+
+
+def simulate(name: str, *, n_items: int, n_classes: int, n_annotators: int, labels_per_item: int,
+             skill: tuple[float, float], confusable: float, rng: np.random.Generator) -> Crowd:
+    """Items with skewed class frequencies; annotator ``a`` is right with probability ``s_a``
+    (drawn from a Beta with the given mean and concentration) and, when wrong, picks the
+    class next to the truth with probability ``confusable`` (a confusable pair), otherwise
+    a class drawn from a Dirichlet of their own."""
+    k = n_classes
+    prior = rng.dirichlet(np.full(k, 3.0))
+    truth = rng.choice(k, size=n_items, p=prior)
+    mean, concentration = skill
+    acc = rng.beta(mean * concentration, (1 - mean) * concentration, size=n_annotators)
+    confusion = np.empty((n_annotators, k, k))
+    for a in range(n_annotators):  # building the crowd, not aggregating it
+        for c in range(k):
+            wrong = rng.dirichlet(np.full(k - 1, 1.0)) * (1 - confusable)
+            wrong[c % (k - 1)] += confusable  # the "next" class, mapped into the k-1 others
+            row = np.insert(wrong, c, 0.0) * (1 - acc[a])
+            row[c] = acc[a]
+            confusion[a, c] = row
+    # Annotator activity is skewed too: a few do most of the work.
+    activity = rng.dirichlet(np.full(n_annotators, 0.7))
+    who = np.stack([rng.choice(n_annotators, size=labels_per_item, replace=False, p=activity)
+                    for _ in range(n_items)])
+    items = np.repeat(np.arange(n_items), labels_per_item)
+    annotators = who.ravel()
+    cum = confusion[annotators, truth[items]].cumsum(axis=1)
+    labels = (rng.random(items.size)[:, None] > cum).sum(axis=1).clip(max=k - 1)
+    frame = pd.DataFrame({ITEM: items, ANNOTATOR: annotators, LABEL: labels})
+    return Crowd(name, frame, pd.Series(truth, index=pd.RangeIndex(n_items, name=ITEM)))
+
+
+def scale_crowd(n_items: int, rng: np.random.Generator) -> pd.DataFrame:
+    """``n_items`` x 3 labels, 4 classes, 500 annotators of varying skill (vectorised)."""
+    k, m, per = 4, 500, 3
+    truth = rng.integers(k, size=n_items)
+    acc = rng.uniform(0.55, 0.95, size=m)
+    who = np.stack([rng.choice(m, size=n_items), rng.choice(m, size=n_items), rng.choice(m, size=n_items)], 1)
+    # Re-draw the rare repeated annotators on an item so (item, annotator) stays unique.
+    who[:, 1] = np.where(who[:, 1] == who[:, 0], (who[:, 1] + 1) % m, who[:, 1])
+    clash = (who[:, 2] == who[:, 0]) | (who[:, 2] == who[:, 1])
+    while clash.any():
+        who[clash, 2] = (who[clash, 2] + 1) % m
+        clash = (who[:, 2] == who[:, 0]) | (who[:, 2] == who[:, 1])
+    items = np.repeat(np.arange(n_items), per)
+    annotators = who.ravel()
+    right = rng.random(items.size) < acc[annotators]
+    noise = (truth[items] + rng.integers(1, k, size=items.size)) % k
+    labels = np.where(right, truth[items], noise)
+    return pd.DataFrame({ITEM: items, ANNOTATOR: annotators, LABEL: labels})
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def accuracy_table(crowds: list[Crowd], methods: list[str]) -> pd.DataFrame:
+    rows = []
+    for crowd in crowds:
+        for method in methods:
+            acc, seconds = run_method(method, crowd)
+            rows.append({"set": crowd.name, "method": method, "acc": acc, "seconds": seconds})
+        print(f"  {crowd.name}: done", flush=True)
+    return pd.DataFrame(rows)
+
+
+def scale_run(n_items: int, rng: np.random.Generator, *, ck_max_iter: int) -> pd.DataFrame:
+    frame = scale_crowd(n_items, rng)
+    ck_frame = to_crowdkit(frame)
+    rows = []
+    for name, make in [("ll MV", MajorityVote), ("ll DS", DawidSkene),
+                       ("ll DS-1coin", lambda: DawidSkene("one_coin"))]:
+        est = make()
+        _, seconds = timed(lambda: est.fit(frame).labels_)
+        rows.append({"method": name, "seconds": seconds, "n_iter": getattr(est, "n_iter_", 0)})
+    est = DawidSkene(max_iter=ck_max_iter)
+    _, seconds = timed(lambda: est.fit(frame).labels_)
+    rows.append({"method": f"ll DS (max_iter={ck_max_iter})", "seconds": seconds, "n_iter": est.n_iter_})
+    _, seconds = timed(lambda: ck.MajorityVote().fit_predict(ck_frame))
+    rows.append({"method": "ck MV", "seconds": seconds, "n_iter": 0})
+    theirs = ck.DawidSkene(n_iter=ck_max_iter)
+    _, seconds = timed(lambda: theirs.fit_predict(ck_frame))
+    rows.append({"method": f"ck DS (n_iter={ck_max_iter})", "seconds": seconds,
+                 "n_iter": len(theirs.loss_history_)})
+    return pd.DataFrame(rows)
+
+
+def main(quick: bool = False) -> None:
+    rng = np.random.default_rng(20261128)
+    methods = list(OURS) + list(THEIRS)
+    crowds: list[Crowd] = []
+    if shared_data_dir() is None:
+        print("../shared/data is absent: skipping the real crowds")
+    else:
+        names = ["rte", "wsd"] if quick else (
+            ["music_genre", "rte", "temp", "wsd", "weather"] + [f"quiz_{s.lower()}" for s in QUIZ_SUBJECTS])
+        for name in names:
+            data = load_crowd(name)
+            crowds.append(Crowd(name, data.annotations, data.gold))
+    crowds.append(simulate("sim dense k=5", n_items=1000 if quick else 3000, n_classes=5, n_annotators=40,
+                           labels_per_item=5, skill=(0.7, 6.0), confusable=0.6, rng=rng))
+    if not quick:
+        crowds.append(simulate("sim sparse k=10", n_items=2000, n_classes=10, n_annotators=150,
+                               labels_per_item=3, skill=(0.65, 5.0), confusable=0.5, rng=rng))
+
+    print(f"Accuracy on gold (%) and seconds; {len(crowds)} sets x {len(methods)} methods")
+    table = accuracy_table(crowds, methods)
+    acc = table.pivot(index="set", columns="method", values="acc").loc[[c.name for c in crowds], methods]
+    secs = table.pivot(index="set", columns="method", values="seconds").loc[acc.index, methods]
+    ck_best = acc[list(THEIRS)].max(axis=1)
+    summary = pd.DataFrame({
+        "ck best": acc[list(THEIRS)].idxmax(axis=1),
+        "ck best %": ck_best,
+        "DS - best": acc["ll DS"] - ck_best,
+        "1coin - best": acc["ll DS-1coin"] - ck_best,
+        "ck DS s / ll DS s": secs["ck DS"] / secs["ll DS"],
+    })
+    with pd.option_context("display.width", 200, "display.precision", 2, "display.max_columns", 20):
+        print("\nAccuracy (%)")
+        print(acc)
+        print("\nSeconds")
+        print(secs.round(3))
+        print("\nAgainst crowd-kit's best method (points) and speed-up over crowd-kit DS")
+        print(summary)
+    met = summary["DS - best"] >= -TARGET_POINTS
+    print(f"\nAccuracy target (ll DS within {TARGET_POINTS} points of ck best): "
+          f"met on {int(met.sum())}/{len(met)} sets; missed on {list(summary.index[~met])}")
+    met1 = summary["1coin - best"] >= -TARGET_POINTS
+    print(f"  (ll DS-1coin: met on {int(met1.sum())}/{len(met1)}; missed on {list(summary.index[~met1])})")
+    either = met | met1
+    print(f"  (better of the two models: met on {int(either.sum())}/{len(either)})")
+
+    n_scale = 50_000 if quick else 200_000
+    ck_iter = 20
+    print(f"\nScale run: {n_scale:,} items x 3 labels, 4 classes, 500 annotators (time only). "
+          "crowd-kit GLAD and MACE are skipped at scale (minutes per run).")
+    scale = scale_run(n_scale, rng, ck_max_iter=ck_iter)
+    print(scale.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    ours = scale.set_index("method")
+    speedup = ours.loc[f"ck DS (n_iter={ck_iter})", "seconds"] / ours.loc[f"ll DS (max_iter={ck_iter})", "seconds"]
+    per_iter = (ours.loc[f"ck DS (n_iter={ck_iter})", "seconds"] / ours.loc[f"ck DS (n_iter={ck_iter})", "n_iter"]) / (
+        ours.loc[f"ll DS (max_iter={ck_iter})", "seconds"] / ours.loc[f"ll DS (max_iter={ck_iter})", "n_iter"])
+    print(f"Speed-up over crowd-kit DS at {n_scale:,} items, same iteration cap: {speedup:.1f}x "
+          f"(per iteration {per_iter:.1f}x); target {TARGET_SPEEDUP:.0f}x: "
+          f"{'met' if speedup >= TARGET_SPEEDUP else 'missed'}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two real crowds and a 50,000-item scale run")
+    main(parser.parse_args().quick)

@@ -1,0 +1,294 @@
+"""Tests of loop.aggregate: majority vote and Dawid-Skene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loop.aggregate import DawidSkene, MajorityVote
+from loop.columns import ANNOTATOR, ITEM, LABEL
+from loop.exceptions import NotFittedError, SchemaError
+
+
+def frame(rows) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=[ITEM, ANNOTATOR, LABEL])
+
+
+def planted_crowd(rng: np.random.Generator, confusion: np.ndarray, n_items: int,
+                  prior: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every annotator labels every item, drawing from their row of ``confusion[a]``."""
+    m, k, _ = confusion.shape
+    truth = rng.choice(k, size=n_items, p=prior)
+    items = np.tile(np.arange(n_items), m)
+    annotators = np.repeat(np.arange(m), n_items)
+    cum = confusion[annotators, truth[items]].cumsum(axis=1)
+    labels = (rng.random(items.size)[:, None] > cum).sum(axis=1).clip(max=k - 1)
+    return frame(zip(items, annotators, labels)), truth
+
+
+def naive_em_step(annotations: pd.DataFrame, posteriors: dict, classes: list, smoothing: float,
+                  shrinkage: float):
+    """One M-step then one E-step of the full model, written item by item as in the paper."""
+    k = len(classes)
+    alpha = np.full((k, k), smoothing / k) + np.eye(k) * smoothing
+    conf, skill = {}, {}
+    for who, rows in annotations.groupby(ANNOTATOR):
+        counts = np.zeros((k, k))
+        for item, label in zip(rows[ITEM], rows[LABEL]):
+            counts[:, classes.index(label)] += posteriors[item]
+        right_prior, wrong_prior = alpha[0, 0], alpha[0].sum() - alpha[0, 0]
+        s = (np.trace(counts) + right_prior) / (counts.sum() + right_prior + wrong_prior)
+        one = np.full((k, k), (1 - s) / (k - 1))
+        np.fill_diagonal(one, s)
+        full = counts + alpha + shrinkage * one
+        conf[who] = full / full.sum(axis=1, keepdims=True)
+        skill[who] = s
+    prior = sum(posteriors.values()) + 1.0
+    prior = prior / prior.sum()
+    new = {}
+    for item, rows in annotations.groupby(ITEM):
+        log_p = np.log(prior).copy()
+        for who, label in zip(rows[ANNOTATOR], rows[LABEL]):
+            log_p += np.log(conf[who][:, classes.index(label)])
+        p = np.exp(log_p - log_p.max())
+        new[item] = p / p.sum()
+    return conf, prior, new
+
+
+# --------------------------------------------------------------------------------------------
+# Majority vote
+
+
+def test_majority_vote_by_hand(small_annotations):
+    mv = MajorityVote().fit(small_annotations)
+    assert mv.labels_.tolist() == [0, 1, 2, 1]
+    assert mv.labels_.index.tolist() == [0, 1, 2, 3]
+    np.testing.assert_allclose(mv.posteriors_.loc[1].to_numpy(), [0, 2 / 3, 1 / 3])
+    assert mv.classes_.tolist() == [0, 1, 2]
+    # c disagrees with the majority once out of three labels.
+    assert mv.skills_.to_dict() == pytest.approx({"a": 1.0, "b": 1.0, "c": 2 / 3})
+
+
+def test_majority_vote_ties_go_to_the_first_class():
+    mv = MajorityVote().fit(frame([("q", "a", "dog"), ("q", "b", "cat"), ("r", "a", "cat")]))
+    assert mv.labels_.to_dict() == {"q": "cat", "r": "cat"}
+    assert mv.classes_.tolist() == ["cat", "dog"]
+
+
+def test_fit_predict_conveniences(small_annotations):
+    mv = MajorityVote()
+    pd.testing.assert_series_equal(mv.fit_predict(small_annotations), mv.labels_)
+    ds = DawidSkene()
+    pd.testing.assert_frame_equal(ds.fit_predict_proba(small_annotations), ds.posteriors_)
+    pd.testing.assert_series_equal(ds.fit_predict(small_annotations), ds.labels_)
+
+
+# --------------------------------------------------------------------------------------------
+# Dawid-Skene: the math
+
+
+def test_dawid_skene_matches_an_item_by_item_em_step(small_annotations):
+    """max_iter=1 is: majority-vote shares -> M -> E -> M; compare with a plain loop version."""
+    rows = small_annotations.copy()
+    rows[LABEL] = rows[LABEL].map({0: "x", 1: "y", 2: "z"})
+    classes = ["x", "y", "z"]
+    votes = pd.crosstab(rows[ITEM], rows[LABEL]).reindex(columns=classes, fill_value=0)
+    start = {i: (v / v.sum()).to_numpy(float) for i, v in votes.iterrows()}
+    _, _, post = naive_em_step(rows, start, classes, smoothing=1.0, shrinkage=10.0)
+    conf, prior, _ = naive_em_step(rows, post, classes, smoothing=1.0, shrinkage=10.0)
+
+    ds = DawidSkene(max_iter=1).fit(rows)
+    assert ds.n_iter_ == 1
+    np.testing.assert_allclose(ds.posteriors_.to_numpy(), np.stack([post[i] for i in range(4)]), rtol=1e-12)
+    for a, who in enumerate(ds.annotators_):
+        np.testing.assert_allclose(ds.confusion_[a], conf[who], rtol=1e-12)
+    np.testing.assert_allclose(ds.priors_.to_numpy(), prior, rtol=1e-12)
+
+
+def test_dawid_skene_unanimous_items_get_their_label(small_annotations):
+    ds = DawidSkene().fit(small_annotations)
+    assert ds.labels_.tolist() == [0, 1, 2, 1]
+    post = ds.posteriors_.to_numpy()
+    np.testing.assert_allclose(post.sum(axis=1), 1.0)
+    assert post[0, 0] > 0.9 and post[2, 2] > 0.9
+    np.testing.assert_allclose(ds.confusion_.sum(axis=2), 1.0)
+    assert ds.priors_.sum() == pytest.approx(1.0)
+    assert ds.confusion_.shape == (3, 3, 3)
+    assert ds.confusion_of("c").loc[1, 2] == ds.confusion_[2, 1, 2]
+    # c, who disagreed once, is estimated less skilled than a and b.
+    assert ds.skills_["c"] < min(ds.skills_["a"], ds.skills_["b"])
+
+
+@pytest.mark.parametrize("model", ["full", "one_coin"])
+def test_recovers_planted_confusion_matrices(model):
+    rng = np.random.default_rng(7)
+    k, m = 3, 5
+    accuracy = np.linspace(0.5, 0.9, m)
+    confusion = np.empty((m, k, k))
+    for a in range(m):
+        confusion[a] = (1 - accuracy[a]) / (k - 1)
+        np.fill_diagonal(confusion[a], accuracy[a])
+    if model == "full":
+        # Annotator 0 mistakes class 1 for class 2 far more than for class 0.
+        confusion[0, 1] = [0.05, 0.55, 0.40]
+    annotations, truth = planted_crowd(rng, confusion, 1500, prior=np.array([0.5, 0.3, 0.2]))
+    ds = DawidSkene(model).fit(annotations)
+    assert np.abs(ds.confusion_ - confusion).max() < 0.06
+    np.testing.assert_allclose(ds.skills_.to_numpy(), accuracy, atol=0.04)
+    np.testing.assert_allclose(ds.priors_.to_numpy(), [0.5, 0.3, 0.2], atol=0.04)
+    ds_acc = (ds.labels_.to_numpy() == truth).mean()
+    mv_acc = (MajorityVote().fit(annotations).labels_.to_numpy() == truth).mean()
+    assert ds_acc > mv_acc + 0.02
+
+
+def test_one_coin_confusion_has_one_parameter_per_annotator(small_annotations):
+    ds = DawidSkene("one_coin").fit(small_annotations)
+    for conf in ds.confusion_:
+        off = conf[~np.eye(3, dtype=bool)]
+        np.testing.assert_allclose(off, off[0])
+        np.testing.assert_allclose(np.diag(conf), conf[0, 0])
+
+
+@st.composite
+def crowds(draw):
+    n_items = draw(st.integers(1, 12))
+    n_annotators = draw(st.integers(1, 5))
+    pairs = draw(st.lists(st.tuples(st.integers(0, n_items - 1), st.integers(0, n_annotators - 1)),
+                          min_size=1, max_size=40, unique=True))
+    labels = draw(st.lists(st.sampled_from(["cat", "dog", "emu"]), min_size=len(pairs), max_size=len(pairs)))
+    rows = [(f"i{i}", f"w{a}", lab) for (i, a), lab in zip(pairs, labels)]
+    return frame(rows), draw(st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=50, deadline=None)
+@given(crowds(), st.sampled_from(["full", "one_coin"]))
+def test_same_result_whatever_the_row_order(crowd, model):
+    annotations, seed = crowd
+    shuffled = annotations.sample(frac=1.0, random_state=seed)
+    for make in (MajorityVote, lambda: DawidSkene(model)):
+        a, b = make().fit(annotations), make().fit(shuffled)
+        pd.testing.assert_series_equal(a.labels_, b.labels_)
+        pd.testing.assert_frame_equal(a.posteriors_, b.posteriors_, check_exact=True)
+        pd.testing.assert_series_equal(a.skills_, b.skills_, check_exact=True)
+    post = DawidSkene(model).fit(annotations).posteriors_.to_numpy()
+    assert np.isfinite(post).all()
+    np.testing.assert_allclose(post.sum(axis=1), 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Dawid-Skene: thin data and gold
+
+
+def test_single_label_items_sparse_annotators_and_unused_classes():
+    rng = np.random.default_rng(3)
+    n = 200
+    truth = rng.integers(3, size=n)
+    rows = [(i, f"good{j}", int(truth[i])) for i in range(n) for j in range(3) if rng.random() < 0.8]
+    rows += [(n, "good0", 2), (n + 1, "once", 1)]  # two items with one label each
+    rows += [(i, "binary", int(min(truth[i], 1))) for i in range(20)]  # never says 2
+    ds = DawidSkene().fit(frame(rows))
+    assert np.isfinite(ds.confusion_).all() and np.isfinite(ds.posteriors_.to_numpy()).all()
+    assert (ds.confusion_ > 0).all()
+    assert ds.labels_[n] == 2 and ds.labels_[n + 1] == 1
+    np.testing.assert_allclose(ds.confusion_.sum(axis=2), 1.0)
+    assert ds.skills_.notna().all()
+
+
+def test_gold_anchors_posteriors_and_skills():
+    """Two colluding annotators swap classes; gold on some items reveals it."""
+    rng = np.random.default_rng(5)
+    n = 300
+    truth = rng.integers(2, size=n)
+    rows = []
+    for i in range(n):
+        rows += [(i, "liar1", 1 - truth[i]), (i, "liar2", 1 - truth[i]), (i, "honest", truth[i])]
+    annotations = frame(rows)
+    gold = pd.Series(truth[:60], index=pd.RangeIndex(60, name=ITEM))
+
+    plain = DawidSkene().fit(annotations)
+    assert (plain.labels_.to_numpy() == truth).mean() < 0.1  # the majority lies
+
+    anchored = DawidSkene().fit(annotations, gold=gold)
+    np.testing.assert_array_equal(anchored.posteriors_.to_numpy()[np.arange(60), truth[:60]], 1.0)
+    assert (anchored.labels_.to_numpy()[60:] == truth[60:]).all()
+    assert anchored.skills_["honest"] > 0.95 > 0.05 > anchored.skills_["liar1"]
+
+
+def test_gold_with_unseen_items_and_classes(small_annotations):
+    gold = pd.Series([2, 3], index=[0, 99])  # item 99 has no labels; class 3 only in gold
+    ds = DawidSkene().fit(small_annotations, gold=gold)
+    assert ds.classes_.tolist() == [0, 1, 2, 3]
+    assert ds.labels_[0] == 2
+    assert 99 not in ds.labels_.index
+
+
+@pytest.mark.shared_data
+@pytest.mark.filterwarnings("ignore")  # crowd-kit's deprecated pandas calls
+def test_rte_agrees_with_crowdkit(rte):
+    ck = pytest.importorskip("crowdkit.aggregation")
+    data = rte.annotations.rename(columns={ITEM: "task", ANNOTATOR: "worker"})[["task", "worker", LABEL]]
+    theirs = ck.DawidSkene(n_iter=100).fit_predict(data)
+    classic = DawidSkene(shrinkage=0.0).fit(rte.annotations).labels_
+    assert (classic.loc[theirs.index].to_numpy() == theirs.to_numpy()).mean() >= 0.99
+    ours = DawidSkene().fit(rte.annotations)
+    assert (ours.labels_.loc[theirs.index].to_numpy() == theirs.to_numpy()).mean() >= 0.98
+    gold = rte.gold
+    assert (ours.labels_.loc[gold.index] == gold).mean() >= 0.92
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input
+
+
+@pytest.mark.parametrize("Estimator", [MajorityVote, DawidSkene])
+def test_bad_annotations(Estimator, small_annotations):
+    with pytest.raises(SchemaError, match="non-empty"):
+        Estimator().fit(small_annotations.iloc[:0])
+    with pytest.raises(SchemaError, match="missing values"):
+        Estimator().fit(small_annotations.assign(label=[0, 1, np.nan, 1, 1, 2, 2, 2, 2, 1]))
+    with pytest.raises(SchemaError, match="at most one label"):
+        Estimator().fit(pd.concat([small_annotations, small_annotations.iloc[:1]]))
+    with pytest.raises(SchemaError, match="columns"):
+        Estimator().fit(small_annotations.drop(columns=[LABEL]))
+    with pytest.raises(SchemaError):
+        Estimator().fit(small_annotations.to_numpy())
+
+
+@pytest.mark.parametrize("params, name", [
+    ({"model": "two_coin"}, "model"),
+    ({"max_iter": 0}, "max_iter"),
+    ({"tol": -1.0}, "tol"),
+    ({"smoothing": 0.0}, "smoothing"),
+    ({"shrinkage": -1.0}, "shrinkage"),
+])
+def test_bad_parameters(params, name, small_annotations):
+    with pytest.raises(SchemaError, match=f"'{name}'"):
+        DawidSkene(**params).fit(small_annotations)
+
+
+def test_bad_gold(small_annotations):
+    with pytest.raises(SchemaError, match="'gold'"):
+        DawidSkene().fit(small_annotations, gold={0: 1})
+    with pytest.raises(SchemaError, match="'gold'"):
+        DawidSkene().fit(small_annotations, gold=pd.Series([1.0, np.nan], index=[0, 1]))
+    with pytest.raises(SchemaError, match="'gold'"):
+        DawidSkene().fit(small_annotations, gold=pd.Series([1, 2], index=[0, 0]))
+
+
+@pytest.mark.parametrize("Estimator", [MajorityVote, DawidSkene])
+def test_not_fitted(Estimator):
+    est = Estimator()
+    for name in ("labels_", "posteriors_", "classes_", "skills_"):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            getattr(est, name)
+    assert not hasattr(est, "labels_")
+
+
+def test_confusion_of_unknown_annotator(small_annotations):
+    with pytest.raises(NotFittedError):
+        DawidSkene().confusion_of("a")
+    with pytest.raises(SchemaError, match="'annotator'"):
+        DawidSkene().fit(small_annotations).confusion_of("zed")
