@@ -58,6 +58,9 @@ __all__ = [
 Level = Literal["nominal", "ordinal", "interval", "ratio"]
 LEVELS: Final[tuple[str, ...]] = ("nominal", "ordinal", "interval", "ratio")
 
+# Count (item, label) cells densely while there are at most this many cells per annotation.
+DENSE_CELLS_PER_ROW: Final = 8
+
 # Below this many shared items a pair's kappa is mostly noise.
 DEFAULT_MIN_OVERLAP: Final = 10
 
@@ -106,7 +109,14 @@ def _count_cells(annotations: pd.DataFrame) -> _Counts:
     item, items = _factorize(annotations[ITEM], sort=False)
     label, classes = _factorize(annotations[LABEL])
     k = len(classes)
-    cell, count = np.unique(item * k + label, return_counts=True)
+    key = item * k + label
+    if len(items) * k <= DENSE_CELLS_PER_ROW * key.size:
+        # Few classes: counting into every (item, class) cell beats sorting the keys.
+        dense = np.bincount(key, minlength=len(items) * k)
+        cell = np.flatnonzero(dense > 0)
+        count = dense[cell]
+    else:
+        cell, count = np.unique(key, return_counts=True)
     cell_item = cell // k
     n_ratings = np.bincount(item, minlength=len(items))
     return _Counts(item=cell_item, label=cell % k, count=count.astype(np.int64),

@@ -167,6 +167,18 @@ def test_alpha_is_invariant_to_row_order_and_to_renaming_classes(frame, seed) ->
     assert krippendorff_alpha(renamed) == pytest.approx(value, abs=1e-12)
 
 
+def test_alpha_with_many_classes_equals_the_package() -> None:
+    # More classes than labels per item: the (item, class) cells are counted sparsely.
+    rng = np.random.default_rng(5)
+    items = np.repeat(np.arange(200), 3)
+    truth = rng.integers(0, 150, 200)
+    labels = np.where(rng.random(600) < 0.6, truth[items], rng.integers(0, 150, 600))
+    frame = pd.DataFrame({ITEM: items, ANNOTATOR: np.tile([0, 1, 2], 200), LABEL: labels})
+    assert 200 * frame[LABEL].nunique() > 8 * len(frame)
+    assert krippendorff_alpha(frame) == pytest.approx(_reference_alpha(frame), abs=1e-9)
+    assert per_class_agreement(frame)[N_LABELS].sum() == 600
+
+
 def test_items_with_one_label_do_not_change_alpha(small_annotations) -> None:
     extra = _frame([(10, "a", 0), (11, "b", 5), (12, "c", 2)])
     with_singles = pd.concat([small_annotations, extra], ignore_index=True)
