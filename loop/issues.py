@@ -1,0 +1,351 @@
+"""Label issues: which given labels are probably wrong, and which class pairs get mixed up.
+
+Without per-annotator labels this is confident learning (cleanlab): a label is scored by the
+out-of-sample probability the model gives it (self-confidence), and the confident joint
+estimates how many labels are wrong and between which classes.
+
+With the long annotations frame there is more evidence. :class:`~loop.aggregate.DawidSkene`
+estimates each annotator's confusion matrix ``pi_a[true, said]`` from the whole frame; the
+model's probabilities, tempered by a weight ``w``, are the prior over the true class of each
+row; and a label is scored by its posterior probability of being the true class::
+
+    log q[i, t] = w * log p[i, t] + sum over the annotations (a, l) of row i of log pi_a[t, l]
+    score[i]    = softmax(q[i])[labels[i]]
+
+``w`` (how far to trust the model against the annotators) maximises the marginal likelihood
+of the annotations, ``sum_i log sum_t softmax(w log p[i])[t] prod pi_a[t, l]``, over the rows
+that have annotations; a well-calibrated model on a crowd whose confusion is well estimated
+gets ``w`` near 1.
+
+**Rows and annotations.** ``item_ids[i]`` is the item id of row ``i`` (default: the row
+position ``0 .. n - 1``); every ``item_id`` of the annotations must be one of them, and rows
+without annotations are scored by the model alone.
+
+**The given label counts once.** The given labels are what is being judged, so they are not
+evidence for themselves. When a given label *is* an annotator's label, say so with
+``given_annotator[i]``: that annotation then enters the posterior exactly once, through the
+annotator's own confusion matrix (the frame's row for ``(item_ids[i], given_annotator[i])``
+is that annotation, not a second, independent vote; if the frame lacks it, it is added; an
+annotator the frame does not know counts as an average one). Counting it once is right: an
+unreliable annotator's label is less likely to be correct. Counting it twice, or treating
+the label and its own annotation as two agreeing votes, would make the score circular.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from cleanlab.count import compute_confident_joint
+from cleanlab.filter import find_label_issues as _cleanlab_find_label_issues
+from cleanlab.rank import get_label_quality_scores
+from scipy.optimize import minimize_scalar
+from scipy.special import logsumexp, softmax
+
+from ._validation import check_annotations, check_labels, check_pred_probs, fail
+from .aggregate import DawidSkene
+from .columns import ANNOTATOR, CLASS_A, CLASS_B, ESTIMATED_COUNT, ITEM, LABEL, SHARE
+
+__all__ = ["confused_pairs", "find_label_issues", "label_quality_scores"]
+
+
+def label_quality_scores(labels: Any, pred_probs: Any, *, annotations: pd.DataFrame | None = None,
+                         item_ids: Any = None, given_annotator: Any = None) -> np.ndarray:
+    """Score how likely each given label is correct; lower means more likely wrong.
+
+    Without ``annotations`` this is cleanlab's self-confidence, ``pred_probs[i, labels[i]]``.
+    With ``annotations`` it is the posterior probability that ``labels[i]`` is the true class
+    given the model and the annotators' labels (see the module docstring).
+
+    Parameters
+    ----------
+    labels : array-like of int, shape (n,)
+        Given labels, class codes ``0 .. k - 1``.
+    pred_probs : array-like of float, shape (n, k)
+        Out-of-sample class probabilities (e.g. from cross-validation); rows sum to 1.
+    annotations : DataFrame, optional
+        Long frame ``item_id, annotator_id, label`` with labels in ``0 .. k - 1``.
+    item_ids : array-like, shape (n,), optional
+        Item id of each row; defaults to the row positions ``0 .. n - 1``.
+    given_annotator : array-like, shape (n,), optional
+        Annotator whose label is ``labels[i]``, or ``None`` where the label comes from elsewhere.
+
+    Returns
+    -------
+    scores : ndarray of float, shape (n,)
+        Values in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> probs = [[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]
+    >>> label_quality_scores([0, 1, 1, 0], probs).round(2)
+    array([0.9, 0.2, 0.7, 0.6])
+
+    Two annotators who agree with each other outvote a lukewarm model on row 3:
+
+    >>> crowd = pd.DataFrame({"item_id": [0, 0, 1, 1, 2, 2, 3, 3],
+    ...                       "annotator_id": ["a", "b"] * 4,
+    ...                       "label": [0, 0, 0, 0, 1, 1, 1, 1]})
+    >>> scores = label_quality_scores([0, 1, 1, 0], probs, annotations=crowd)
+    >>> (scores < 0.5).tolist()
+    [False, True, False, True]
+    """
+    labels, probs = _check_labels_and_probs(labels, pred_probs)
+    if annotations is None:
+        _refuse_given_annotator_alone(given_annotator)
+        return _clip_unit(get_label_quality_scores(labels, probs, method="self_confidence"))
+    return _clip_unit(_posterior_of_labels(labels, probs, annotations, item_ids, given_annotator))
+
+
+def find_label_issues(labels: Any, pred_probs: Any, *, annotations: pd.DataFrame | None = None,
+                      item_ids: Any = None, given_annotator: Any = None) -> np.ndarray:
+    """Flag the given labels that are probably wrong.
+
+    Without ``annotations``: confident learning (cleanlab's ``prune_by_noise_rate``); the
+    confident joint estimates how many labels of each class are really of each other class,
+    and that many labels with the lowest margin are flagged. (When every given label is the
+    same class there is nothing to compare, and a label is flagged when the model prefers
+    another class.)
+
+    With ``annotations``: a label is flagged when it is more likely wrong than right given the
+    model and the annotators, i.e. when :func:`label_quality_scores` is below 1/2. (Confident
+    learning on the posteriors misses many errors when the labels are the crowd's majority:
+    the confident joint counts few of them as confidently wrong.)
+
+    Parameters and the link between rows and annotations are those of
+    :func:`label_quality_scores`.
+
+    Returns
+    -------
+    is_issue : ndarray of bool, shape (n,)
+
+    Examples
+    --------
+    >>> probs = [[0.9, 0.1]] * 4 + [[0.1, 0.9]] * 4
+    >>> find_label_issues([0, 0, 0, 1, 1, 1, 1, 1], probs).nonzero()[0]
+    array([3])
+    """
+    labels, probs = _check_labels_and_probs(labels, pred_probs)
+    if annotations is None:
+        _refuse_given_annotator_alone(given_annotator)
+        return _confident_learning_issues(labels, probs)
+    return _posterior_of_labels(labels, probs, annotations, item_ids, given_annotator) < 0.5
+
+
+def confused_pairs(labels: Any, pred_probs: Any, *, classes: Sequence[Any] | None = None) -> pd.DataFrame:
+    """The class pairs that get mixed up most, from cleanlab's confident joint.
+
+    The calibrated confident joint ``C[given, true]`` estimates how many items of true class
+    ``true`` carry label ``given``. Errors in both directions of a pair are summed::
+
+        estimated_count(a, b) = C[a, b] + C[b, a]        (a < b)
+        share(a, b)           = estimated_count(a, b) / sum of off-diagonal C
+
+    Parameters
+    ----------
+    labels : array-like of int, shape (n,)
+    pred_probs : array-like of float, shape (n, k)
+        Out-of-sample class probabilities.
+    classes : sequence, length k, optional
+        Class names written into ``class_a`` and ``class_b``; defaults to the codes.
+
+    Returns
+    -------
+    pairs : DataFrame
+        Columns ``class_a, class_b, estimated_count, share``, one row per unordered pair with
+        a positive count, most confused first (ties in class order).
+
+    Examples
+    --------
+    >>> probs = [[0.9, 0.1, 0.0]] * 5 + [[0.1, 0.9, 0.0]] * 5 + [[0.0, 0.0, 1.0]] * 5
+    >>> confused_pairs([0, 0, 0, 0, 1, 1, 1, 1, 0, 1, 2, 2, 2, 2, 2], probs,
+    ...                classes=["cat", "dog", "fox"])
+      class_a class_b  estimated_count  share
+    0     cat     dog              2.0    1.0
+    """
+    labels, probs = _check_labels_and_probs(labels, pred_probs)
+    k = probs.shape[1]
+    if classes is None:
+        names = list(range(k))
+    else:
+        names = list(classes)
+        if len(names) != k:
+            raise fail("classes", f"one name per column of pred_probs ({k} names)", f"{len(names)} names")
+    joint = compute_confident_joint(labels, probs, calibrate=True).astype(np.float64)
+    both_ways = joint + joint.T
+    a, b = np.triu_indices(k, 1)
+    counts = both_ways[a, b]
+    total = counts.sum()
+    order = np.lexsort((b, a, -counts))
+    keep = order[counts[order] > 0]
+    return pd.DataFrame({
+        CLASS_A: [names[i] for i in a[keep]],
+        CLASS_B: [names[j] for j in b[keep]],
+        ESTIMATED_COUNT: counts[keep],
+        SHARE: counts[keep] / total if total > 0 else counts[keep],
+    })
+
+
+# --- checks -------------------------------------------------------------------------------
+
+
+def _check_labels_and_probs(labels: Any, pred_probs: Any) -> tuple[np.ndarray, np.ndarray]:
+    probs = check_pred_probs(pred_probs)
+    return check_labels(labels, n_classes=probs.shape[1], n_items=probs.shape[0]), probs
+
+
+def _refuse_given_annotator_alone(given_annotator: Any) -> None:
+    # Without the frame there is no estimate of the annotator's skill to weigh the label by.
+    if given_annotator is not None:
+        raise fail("annotations", "the annotations frame when 'given_annotator' is given", "None")
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """The annotations as likelihoods: annotation ``j`` is about row ``row[j]`` of
+    ``pred_probs``, and ``likelihood[j, t]`` is the probability that its annotator says what
+    they said about an item of true class ``t`` (``pi_a[t, l]``)."""
+
+    row: np.ndarray  # (n_annotations,) int
+    likelihood: np.ndarray  # (n_annotations, k)
+
+
+def _check_evidence(labels: np.ndarray, probs: np.ndarray, annotations: Any, item_ids: Any,
+                    given_annotator: Any) -> _Evidence:
+    """Validate the annotations against the rows, fold in the given annotators' labels, and
+    attach each annotation's confusion matrix from a Dawid-Skene fit on the frame."""
+    n, k = probs.shape
+    frame = check_annotations(annotations, classes=range(k))
+    ids = _check_item_ids(item_ids, n)
+    rows = ids.get_indexer(frame[ITEM])
+    if (rows < 0).any():
+        unknown = frame.loc[rows < 0, ITEM].unique()[:5].tolist()
+        raise fail("annotations", "item_id values that are item ids of the rows (see 'item_ids')",
+                   f"unknown items {unknown}")
+    frame_labels = frame[LABEL].to_numpy().astype(np.int64)
+    frame = frame.assign(**{LABEL: frame_labels})
+    annotators = frame[ANNOTATOR].to_numpy()
+    if given_annotator is not None:
+        extra_rows, extra_annotators = _given_annotations(labels, given_annotator, rows, annotators,
+                                                          frame_labels)
+        rows = np.concatenate([rows, extra_rows])
+        annotators = np.concatenate([annotators, extra_annotators])
+        frame_labels = np.concatenate([frame_labels, labels[extra_rows]])
+    confusion, who = _annotator_confusion(frame, annotators, k)
+    return _Evidence(rows, confusion[who, :, frame_labels])
+
+
+def _check_item_ids(item_ids: Any, n: int) -> pd.Index:
+    if item_ids is None:
+        return pd.RangeIndex(n)
+    ids = pd.Index(np.asarray(item_ids, dtype=object) if not isinstance(item_ids, pd.Index) else item_ids)
+    if ids.ndim != 1 or len(ids) != n:
+        raise fail("item_ids", f"one item id per row ({n} ids)", f"{len(ids)} ids")
+    if ids.hasnans:
+        raise fail("item_ids", "item ids without missing values", f"{int(ids.isna().sum())} missing")
+    if ids.has_duplicates:
+        raise fail("item_ids", "distinct item ids", f"duplicates such as {ids[ids.duplicated()][0]!r}")
+    return ids
+
+
+def _given_annotations(labels: np.ndarray, given_annotator: Any, rows: np.ndarray,
+                       annotators: np.ndarray, frame_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (and their annotators) whose given label must be added to the evidence because
+    the frame does not hold it; refuse a frame that gives the same annotator another label."""
+    given = pd.Series(np.asarray(given_annotator, dtype=object).reshape(-1))
+    if given.size != labels.size:
+        raise fail("given_annotator", f"one annotator id (or None) per row ({labels.size} values)",
+                   f"{given.size} values")
+    has = given.notna().to_numpy()
+    key = pd.MultiIndex.from_arrays([rows, annotators])
+    wanted = pd.MultiIndex.from_arrays([np.flatnonzero(has), given[has].to_numpy()])
+    where = key.get_indexer(wanted)
+    found = where >= 0
+    clash = found & (frame_labels[np.where(found, where, 0)] != labels[has])
+    if clash.any():
+        row = int(np.flatnonzero(has)[clash][0])
+        raise fail("given_annotator", "annotators whose label in 'annotations' is the given label",
+                   f"row {row}: {given[row]!r} said {frame_labels[where[clash][0]]} in the annotations "
+                   f"but the given label is {labels[row]}")
+    missing = np.flatnonzero(has)[~found]
+    return missing, given[missing].to_numpy()
+
+
+def _annotator_confusion(frame: pd.DataFrame, annotators: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Confusion matrices from a Dawid-Skene fit on ``frame``, laid out on the class codes
+    ``0 .. k - 1``: a ``(m + 1, k, k)`` array (the last one is the average annotator) and,
+    for each of ``annotators``, its index into it.
+
+    A class nobody used gets the row the Dawid-Skene prior gives an empty row,
+    ``(1/k + 1)/2`` on the diagonal and ``1/(2k)`` elsewhere; an annotator ``frame`` does not
+    know is the average of the others, weighted by how many labels each gave.
+    """
+    model = DawidSkene().fit(frame)
+    seen = np.asarray(model.classes_, dtype=np.int64)
+    full = np.empty((len(model.annotators_), k, k))
+    full[:] = (np.full((k, k), 1.0 / k) + np.eye(k)) / 2.0
+    full[np.ix_(np.arange(len(model.annotators_)), seen, seen)] = model.confusion_
+    # Rows of seen classes lose the mass of the unseen columns' prior; renormalise.
+    full /= full.sum(axis=2, keepdims=True)
+    counts = frame[ANNOTATOR].value_counts().reindex(model.annotators_).to_numpy(dtype=np.float64)
+    average = np.tensordot(counts / counts.sum(), full, axes=1)
+    where = model.annotators_.get_indexer(annotators)
+    return np.concatenate([full, average[None]]), np.where(where >= 0, where, len(full))
+
+
+def _clip_unit(scores: np.ndarray) -> np.ndarray:
+    # Rounding can leave 1 + 1e-16; the contract is [0, 1].
+    return np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+
+
+# --- cores --------------------------------------------------------------------------------
+
+
+def _posterior_of_labels(labels: np.ndarray, probs: np.ndarray, annotations: Any, item_ids: Any,
+                         given_annotator: Any) -> np.ndarray:
+    """``(n,)`` posterior probability that each given label is the true class."""
+    evidence = _check_evidence(labels, probs, annotations, item_ids, given_annotator)
+    return _posteriors(probs, evidence)[np.arange(labels.size), labels]
+
+# Probabilities of exactly 0 would make the log-prior -inf and veto a class the annotators
+# agree on; the floor keeps the model's vote finite.
+_PROB_FLOOR = 1e-9
+# Search range of the model weight w: 0 ignores the model; past 4 the model's argmax decides.
+_WEIGHT_BOUNDS = (0.0, 4.0)
+
+
+def _posteriors(probs: np.ndarray, evidence: _Evidence) -> np.ndarray:
+    """``(n, k)`` posterior over the true class of each row given the model and the annotations."""
+    n, k = probs.shape
+    log_prior = np.log(np.maximum(probs, _PROB_FLOOR))
+    # log_likelihood[i, t] = sum over the annotations (a, l) of row i of log pi_a[t, l].
+    log_likelihood = np.zeros((n, k))
+    np.add.at(log_likelihood, evidence.row, np.log(evidence.likelihood))
+    seen = np.unique(evidence.row)
+    weight = _model_weight(log_prior[seen], log_likelihood[seen])
+    return softmax(weight * log_prior + log_likelihood, axis=1)
+
+
+def _model_weight(log_prior: np.ndarray, log_likelihood: np.ndarray) -> float:
+    """The ``w`` that maximises ``sum_i log sum_t softmax(w log p[i])[t] L[i, t]``."""
+
+    def negative_log_likelihood(weight: float) -> float:
+        tempered = weight * log_prior
+        tempered = tempered - logsumexp(tempered, axis=1, keepdims=True)
+        return -float(logsumexp(tempered + log_likelihood, axis=1).sum())
+
+    return float(minimize_scalar(negative_log_likelihood, bounds=_WEIGHT_BOUNDS, method="bounded").x)
+
+
+def _confident_learning_issues(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    if np.unique(labels).size < 2:
+        # A single given class leaves the confident joint nothing to compare (cleanlab refuses
+        # it): flag the labels the model ranks below another class.
+        return probs[np.arange(labels.size), labels] < probs.max(axis=1)
+    # n_jobs=1: the machines we run on have 2 cores and cleanlab's pool costs more than it saves.
+    return np.asarray(_cleanlab_find_label_issues(labels, probs, filter_by="prune_by_noise_rate",
+                                                  n_jobs=1), dtype=bool)
