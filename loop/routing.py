@@ -497,7 +497,7 @@ def _check_scores_frame(scores: Any) -> pd.DataFrame:
     duplicated = scores[ITEM].duplicated()
     if duplicated.any():
         raise fail(f"scores.{ITEM}", "unique item ids (one route per item)",
-                   f"{int(duplicated.sum())} duplicates, the first {scores.loc[duplicated, ITEM].iloc[0]!r}")
+                   f"{int(duplicated.sum())} duplicates, the first {scores.loc[duplicated, ITEM].tolist()[0]!r}")
     return scores.reset_index(drop=True)
 
 
