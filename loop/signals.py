@@ -166,9 +166,9 @@ def vote_entropy(committee_probs: ArrayLike, *, normalize: bool = True) -> np.nd
     probs = check_pred_probs(committee_probs, "committee_probs", ndim=3)
     n_models, n_items, n_classes = probs.shape
     votes = probs.argmax(axis=2)  # (m, n)
-    # counts[i, c] = number of members voting c on item i, without a Python loop over items.
-    counts = np.zeros((n_items, n_classes))
-    np.add.at(counts, (np.broadcast_to(np.arange(n_items), votes.shape), votes), 1.0)
+    # counts[i, c] = number of members voting c on item i: one bincount over flat cells.
+    cells = (np.arange(n_items) * n_classes + votes).ravel()
+    counts = np.bincount(cells, minlength=n_items * n_classes).reshape(n_items, n_classes)
     scores = 0.0 - xlogy(counts / n_models, counts / n_models).sum(axis=1)  # 0.0 - : no -0.0
     return _normalise_committee(scores, n_models, n_classes, normalize=normalize)
 
