@@ -1,0 +1,30 @@
+"""labelloop's system of record: the label store on SQLite or PostgreSQL.
+
+The only part of :mod:`loop` that talks to a database. :class:`LabelStore` holds work streams,
+annotators, guideline versions, items, model versions and predictions, tasks, annotations,
+resolutions and an append-only audit trail; :func:`upgrade` migrates a database (also run by
+``labelloop db upgrade`` and on first use).
+
+Labels are stored as class codes of the stream's ordered class names.
+"""
+
+from __future__ import annotations
+
+from ._columns import (ACTOR, ANNOTATION_ID, CONFIDENCE, CREATED_AT, EVIDENCE, GUIDELINE_VERSION, IDEMPOTENCY_KEY,
+                       METHOD, PAYLOAD, PAYLOAD_REF, PROBS, RATIONALE, RESOLUTION_ID, RESOLVED_AT, SIGNALS, SOURCE,
+                       SUGGESTION, SUGGESTION_CONFIDENCE, SUPERSEDES, SUPERSEDES_KEY, TASK_ID)
+from ._engine import URL_ENV_VAR, default_url, normalize_url
+from ._records import (Annotator, BatchResult, GuidelineVersion, ModelVersion, Resolution, ResolutionMethod, Stream,
+                       StreamMetrics, Task, TaskStatus)
+from ._schema import MAX_RATIONALE_CHARS
+from .migrate import current_revision, head_revision, upgrade
+from .store import LabelStore
+
+__all__ = [
+    "ACTOR", "ANNOTATION_ID", "CONFIDENCE", "CREATED_AT", "EVIDENCE", "GUIDELINE_VERSION", "IDEMPOTENCY_KEY",
+    "MAX_RATIONALE_CHARS", "METHOD", "PAYLOAD", "PAYLOAD_REF", "PROBS", "RATIONALE", "RESOLUTION_ID", "RESOLVED_AT",
+    "SIGNALS", "SOURCE", "SUGGESTION", "SUGGESTION_CONFIDENCE", "SUPERSEDES", "SUPERSEDES_KEY", "TASK_ID",
+    "URL_ENV_VAR", "Annotator", "BatchResult", "GuidelineVersion", "LabelStore", "ModelVersion", "Resolution",
+    "ResolutionMethod", "Stream", "StreamMetrics", "Task", "TaskStatus", "current_revision", "default_url",
+    "head_revision", "normalize_url", "upgrade",
+]

@@ -1,0 +1,296 @@
+"""Batched, idempotent annotation writes.
+
+A batch is validated as a whole (one query per kind of reference), then written in one
+transaction with one event per new annotation: on SQLite an ``executemany`` of
+``INSERT .. ON CONFLICT DO NOTHING`` followed by one ``INSERT .. SELECT`` of the events; on
+PostgreSQL one statement that unnests column arrays, inserts, and inserts the events from
+``RETURNING``. Rows are written in idempotency-key order so concurrent writers of
+overlapping batches lock keys in the same order and cannot deadlock.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .._validation import fail
+from ..columns import ANNOTATOR, ITEM, LABEL, SECONDS
+from ..exceptions import ConflictError
+from . import _schema as S
+from ._columns import (CREATED_AT, EVIDENCE, GUIDELINE_VERSION, IDEMPOTENCY_KEY, RATIONALE, SUGGESTION,
+                       SUGGESTION_CONFIDENCE, TASK_ID)
+from ._convert import (as_frame, check_columns, content_hash, external_ids, json_text, lookup, now_utc,
+                       nullable, stamp_params, text, utc_stamps)
+from ._records import Stream
+
+REQUIRED: Final = (ITEM, ANNOTATOR, LABEL)
+OPTIONAL: Final = (SECONDS, RATIONALE, EVIDENCE, SUGGESTION, SUGGESTION_CONFIDENCE, GUIDELINE_VERSION,
+                   TASK_ID, CREATED_AT, IDEMPOTENCY_KEY)
+# Stored columns, in the order of the row tuples.
+STORED: Final = ("stream_id", "task_id", "item_id", "annotator_id", "label", "rationale", "evidence", "seconds",
+                 "suggestion", "suggestion_confidence", "guideline_version_id", "created_at", "idempotency_key",
+                 "content_hash")
+_HASHED: Final = ("item_id", "annotator_id", "label", "rationale", "evidence", "seconds", "suggestion",
+                  "suggestion_confidence", "guideline_version_id", "task_id")
+WRITE_CHUNK: Final = 10_000
+EVENT_ACTION: Final = "annotation.created"
+
+
+def prepare(conn: Connection, stream: Stream, records, name: str = "annotations") -> pd.DataFrame:
+    """Validate a batch and return it in stored form: one row per distinct idempotency key,
+    internal ids, label codes, sorted by key. Raises SchemaError naming the bad field, or
+    ConflictError when one key carries two different contents inside the batch."""
+    frame = check_columns(as_frame(records, name), name, required=REQUIRED, optional=OPTIONAL)
+    n = len(frame)
+    out = pd.DataFrame(index=frame.index)
+    out["stream_id"] = np.full(n, stream.id, dtype=np.int64)
+    out["item_id"] = _item_ids(conn, stream, frame[ITEM])
+    out["annotator_id"] = _annotator_ids(conn, stream, frame[ANNOTATOR])
+    out["label"] = label_codes(frame[LABEL], stream, LABEL)
+    out["rationale"] = _rationales(frame.get(RATIONALE), n)
+    out["evidence"] = pd.Series([json_text(v, EVIDENCE) for v in frame[EVIDENCE]], dtype=object) \
+        if EVIDENCE in frame else pd.Series([None] * n, dtype=object)
+    out["seconds"] = _reals(frame.get(SECONDS), n, SECONDS, low=0.0)
+    out["suggestion"] = label_codes(frame[SUGGESTION], stream, SUGGESTION, nullable=True) \
+        if SUGGESTION in frame else pd.Series(pd.array([pd.NA] * n, dtype="Int64"))
+    out["suggestion_confidence"] = _reals(frame.get(SUGGESTION_CONFIDENCE), n, SUGGESTION_CONFIDENCE,
+                                          low=0.0, high=1.0)
+    out["guideline_version_id"] = guideline_ids(conn, stream, frame.get(GUIDELINE_VERSION), n)
+    out["task_id"] = _task_ids(conn, stream, frame.get(TASK_ID), out["item_id"], n)
+    out["created_at"] = utc_stamps(frame[CREATED_AT], CREATED_AT) if CREATED_AT in frame \
+        else pd.Series(pd.DatetimeIndex([now_utc()] * n))
+    out["idempotency_key"] = _keys(frame.get(IDEMPOTENCY_KEY), out)
+    out["content_hash"] = content_hash(out[list(_HASHED)])
+    return _dedupe(out)
+
+
+def label_codes(values: pd.Series, stream: Stream, name: str, *, nullable: bool = False) -> pd.Series:
+    """Class codes from codes or class names; refuses anything outside the stream's classes."""
+    k = len(stream.classes)
+    index = {c: i for i, c in enumerate(stream.classes)}
+    missing = values.isna()
+    if missing.any() and not nullable:
+        raise fail(name, "a label on every row", f"{int(missing.sum())} missing labels")
+
+    def code(v):
+        if isinstance(v, (bool, np.bool_)):
+            return -1
+        if isinstance(v, (int, np.integer)) or (isinstance(v, (float, np.floating)) and float(v).is_integer()):
+            return int(v) if 0 <= v < k else -1
+        return index.get(v, -1)
+
+    present = values[~missing]
+    codes = np.fromiter((code(v) for v in present.tolist()), dtype=np.int64, count=len(present))
+    bad = codes < 0
+    if bad.any():
+        shown = list(dict.fromkeys(map(repr, present[bad].tolist())))[:5]
+        raise fail(name, f"class codes 0..{k - 1} or names in {list(stream.classes)} (stream {stream.name!r})",
+                   f"{', '.join(shown)} on {int(bad.sum())} rows")
+    result = pd.Series(pd.array([pd.NA] * len(values), dtype="Int64"), index=values.index)
+    result[~missing] = codes
+    return result if nullable else result.astype(np.int64)
+
+
+def _item_ids(conn: Connection, stream: Stream, values: pd.Series) -> np.ndarray:
+    ext = external_ids(values)
+    found = dict(lookup(conn, S.items.c.external_id, ext.unique(), S.items.c.external_id, S.items.c.id,
+                        where=S.items.c.stream_id == stream.id))
+    ids = ext.map(found)
+    if ids.isna().any():
+        unknown = list(dict.fromkeys(ext[ids.isna()]))
+        raise fail(ITEM, f"items registered in stream {stream.name!r} (add them with add_items)",
+                   f"{len(unknown)} unknown items, e.g. {unknown[:5]}")
+    return ids.to_numpy(dtype=np.int64)
+
+
+def _annotator_ids(conn: Connection, stream: Stream, values: pd.Series) -> np.ndarray:
+    names = external_ids(values)
+    a, sa_ = S.annotators, S.stream_annotators
+    on_stream = sa.exists().where(sa_.c.annotator_id == a.c.id, sa_.c.stream_id == stream.id)
+    rows = lookup(conn, a.c.name, names.unique(), a.c.name, a.c.id, a.c.active, on_stream.label("on"))
+    info = {name: (id_, active, on) for name, id_, active, on in rows}
+    unknown = [n for n in names.unique() if n not in info]
+    if unknown:
+        raise fail(ANNOTATOR, "registered annotators (add them with add_annotator)",
+                   f"{len(unknown)} unknown annotators, e.g. {unknown[:5]}")
+    off = [n for n in names.unique() if not info[n][2]]
+    if off:
+        raise fail(ANNOTATOR, f"annotators on stream {stream.name!r}", f"annotators not on it: {off[:5]}")
+    inactive = [n for n in names.unique() if not info[n][1]]
+    if inactive:
+        raise fail(ANNOTATOR, "active annotators", f"inactive annotators {inactive[:5]}")
+    return names.map({n: v[0] for n, v in info.items()}).to_numpy(dtype=np.int64)
+
+
+def guideline_ids(conn: Connection, stream: Stream, values: pd.Series | None, n: int) -> pd.Series:
+    """Ids of published guideline versions of the stream, from version numbers (NA allowed)."""
+    result = pd.Series(pd.array([pd.NA] * n, dtype="Int64"))
+    if values is None or values.isna().all():
+        return result
+    present = values.dropna()
+    g = S.guideline_versions
+    rows = lookup(conn, g.c.version, [int(v) for v in present.unique()], g.c.version, g.c.id, g.c.published_at,
+                  where=g.c.stream_id == stream.id)
+    info = {v: (id_, pub) for v, id_, pub in rows}
+    unknown = sorted({int(v) for v in present if int(v) not in info})
+    if unknown:
+        raise fail(GUIDELINE_VERSION, f"versions of stream {stream.name!r}'s guideline", f"unknown versions {unknown[:5]}")
+    drafts = sorted({int(v) for v in present if info[int(v)][1] is None})
+    if drafts:
+        raise fail(GUIDELINE_VERSION, "published guideline versions", f"unpublished (draft) versions {drafts[:5]}")
+    result[present.index] = [info[int(v)][0] for v in present]
+    return result
+
+
+def _task_ids(conn: Connection, stream: Stream, values: pd.Series | None, item_ids: pd.Series, n: int) -> pd.Series:
+    result = pd.Series(pd.array([pd.NA] * n, dtype="Int64"))
+    if values is None or values.isna().all():
+        return result
+    present = values.dropna().astype(np.int64)
+    t = S.tasks
+    owner = dict((tid, iid) for tid, iid in lookup(conn, t.c.id, present.unique().tolist(), t.c.id, t.c.item_id,
+                                                     where=t.c.stream_id == stream.id))
+    unknown = sorted(set(present.unique().tolist()) - set(owner))
+    if unknown:
+        raise fail(TASK_ID, f"tasks of stream {stream.name!r}", f"unknown tasks {unknown[:5]}")
+    wrong = present[present.map(owner).to_numpy() != item_ids[present.index].to_numpy()]
+    if len(wrong):
+        raise fail(TASK_ID, "the task of the annotated item", f"tasks for other items, e.g. task {int(wrong.iloc[0])}")
+    result[present.index] = present.to_numpy()
+    return result
+
+
+def _rationales(values: pd.Series | None, n: int) -> pd.Series:
+    if values is None:
+        return pd.Series([None] * n, dtype=object)
+    text = pd.Series([None if v is None or (isinstance(v, float) and v != v) else str(v) for v in values], dtype=object)
+    too_long = text.map(lambda s: s is not None and len(s) > S.MAX_RATIONALE_CHARS)
+    if too_long.any():
+        row = int(np.argmax(too_long.to_numpy()))
+        raise fail(RATIONALE, f"at most {S.MAX_RATIONALE_CHARS} characters",
+                   f"{len(text[row])} characters on row {row}")
+    return text
+
+
+def _reals(values: pd.Series | None, n: int, name: str, *, low: float | None = None,
+           high: float | None = None) -> pd.Series:
+    if values is None:
+        return pd.Series(np.full(n, np.nan))
+    try:
+        numbers = pd.to_numeric(values, errors="raise").astype(np.float64)
+    except (TypeError, ValueError):
+        raise fail(name, "numbers", f"non-numeric values, e.g. {values.iloc[0]!r}") from None
+    finite = numbers.dropna()
+    if not np.isfinite(finite).all() or (low is not None and (finite < low).any()) or \
+            (high is not None and (finite > high).any()):
+        raise fail(name, f"finite numbers in [{low}, {high if high is not None else 'inf'})",
+                   f"values from {finite.min()} to {finite.max()}")
+    return numbers.reset_index(drop=True)
+
+
+def _keys(values: pd.Series | None, out: pd.DataFrame) -> pd.Series:
+    # Default: one judgement per (item, annotator, task, guideline version); a retry of it is
+    # the same row, a different label for it is a conflict (never a silent overwrite).
+    default = ("a:" + text(out["stream_id"]) + ":" + text(out["item_id"]) + ":" + text(out["annotator_id"]) + ":" +
+               text(out["task_id"]) + ":" + text(out["guideline_version_id"]))
+    if values is None:
+        return default
+    keys = values.astype(object).where(values.notna(), default).astype(str)
+    long = keys.str.len() > S.MAX_KEY_CHARS
+    if long.any():
+        raise fail(IDEMPOTENCY_KEY, f"keys of at most {S.MAX_KEY_CHARS} characters",
+                   f"{int(long.sum())} longer keys")
+    return keys
+
+
+def _dedupe(out: pd.DataFrame) -> pd.DataFrame:
+    clash = out.groupby("idempotency_key", sort=False)["content_hash"].nunique()
+    if (clash > 1).any():
+        raise ConflictError(f"The 'idempotency_key' {clash.index[clash > 1][0]!r} is used by rows with different "
+                            "content in one batch; each key names one annotation.")
+    return out.drop_duplicates("idempotency_key").sort_values("idempotency_key", kind="stable").reset_index(drop=True)
+
+
+def row_tuples(prepared: pd.DataFrame, dialect: str) -> list[tuple]:
+    """The prepared batch as driver parameter tuples in :data:`STORED` order."""
+    columns = [prepared["stream_id"].tolist(), nullable(prepared["task_id"]), prepared["item_id"].tolist(),
+               prepared["annotator_id"].tolist(), prepared["label"].tolist(), nullable(prepared["rationale"]),
+               nullable(prepared["evidence"]), nullable(prepared["seconds"]), nullable(prepared["suggestion"]),
+               nullable(prepared["suggestion_confidence"]), nullable(prepared["guideline_version_id"]),
+               stamp_params(prepared["created_at"], dialect), prepared["idempotency_key"].tolist(),
+               prepared["content_hash"].tolist()]
+    return list(zip(*columns))
+
+
+def insert(conn: Connection, prepared: pd.DataFrame, *, actor: str | None, reason: str | None) -> int:
+    """Write a prepared batch and its events in the caller's transaction; return how many
+    annotations were new. Raises ConflictError when a key is already stored with other content."""
+    dialect = conn.dialect.name
+    rows = row_tuples(prepared, dialect)
+    write = _insert_sqlite if dialect == "sqlite" else _insert_postgresql
+    inserted = sum(write(conn, rows[i:i + WRITE_CHUNK], actor, reason) for i in range(0, len(rows), WRITE_CHUNK))
+    if inserted < len(prepared):
+        _check_existing(conn, prepared)
+    return inserted
+
+
+_SQLITE_INSERT: Final = (f"INSERT INTO annotations ({', '.join(STORED)}) VALUES ({', '.join('?' * len(STORED))}) "
+                         "ON CONFLICT (idempotency_key) DO NOTHING")
+_SQLITE_EVENTS: Final = (
+    "INSERT INTO events (at, actor, action, entity, entity_id, stream_id, item_id, after, reason) "
+    f"SELECT ?, ?, '{EVENT_ACTION}', 'annotation', id, stream_id, item_id, "
+    "json_object('label', label, 'annotator_id', annotator_id), ? FROM annotations WHERE id > ?")
+
+
+def _insert_sqlite(conn: Connection, rows: list[tuple], actor, reason) -> int:
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        # Inside the write lock (BEGIN IMMEDIATE), so new rows are exactly those above max(id).
+        last = cursor.execute("SELECT coalesce(max(id), 0) FROM annotations").fetchone()[0]
+        cursor.executemany(_SQLITE_INSERT, rows)
+        inserted = cursor.rowcount
+        if inserted:
+            at = now_utc().replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+            cursor.execute(_SQLITE_EVENTS, (at, actor, reason, last))
+        return inserted
+    finally:
+        cursor.close()
+
+
+_PG_TYPES: Final = ("int4", "int8", "int8", "int4", "int4", "text", "text", "float8", "int4", "float8", "int4",
+                    "timestamptz", "text", "int8")
+_PG_INSERT: Final = (
+    f"WITH rows AS (SELECT * FROM unnest({', '.join(f'%s::{t}[]' for t in _PG_TYPES)}) AS r({', '.join(STORED)})), "
+    f"ins AS (INSERT INTO annotations ({', '.join(STORED)}) "
+    f"SELECT {', '.join(c + '::jsonb' if c == 'evidence' else c for c in STORED)} FROM rows ORDER BY idempotency_key "
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, stream_id, item_id, annotator_id, label), "
+    "ev AS (INSERT INTO events (at, actor, action, entity, entity_id, stream_id, item_id, after, reason) "
+    f"SELECT now(), %s, '{EVENT_ACTION}', 'annotation', id, stream_id, item_id, "
+    "jsonb_build_object('label', label, 'annotator_id', annotator_id), %s FROM ins RETURNING 1) "
+    "SELECT count(*) FROM ev")
+
+
+def _insert_postgresql(conn: Connection, rows: list[tuple], actor, reason) -> int:
+    columns = [list(c) for c in zip(*rows)]
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(_PG_INSERT, (*columns, actor, reason))
+        return int(cursor.fetchone()[0])
+    finally:
+        cursor.close()
+
+
+def _check_existing(conn: Connection, prepared: pd.DataFrame) -> None:
+    a = S.annotations
+    stored = dict(lookup(conn, a.c.idempotency_key, prepared["idempotency_key"], a.c.idempotency_key, a.c.content_hash))
+    theirs = prepared["idempotency_key"].map(stored)
+    clash = theirs.notna() & (theirs.astype("Int64") != prepared["content_hash"])
+    if clash.any():
+        key = prepared.loc[clash, "idempotency_key"].iloc[0]
+        raise ConflictError(f"The 'idempotency_key' {key!r} already names a stored annotation with different content "
+                            f"({int(clash.sum())} such keys in the batch); a label is never overwritten: "
+                            "send a new annotation under a new key or correct the resolution.")

@@ -1,0 +1,138 @@
+"""Small conversions shared by the store's writers and readers: input frames, timestamps,
+JSON, content hashes, lookups of many ids in one query."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .._validation import _describe, fail
+
+LOOKUP_CHUNK: Final = 5_000
+SQLITE_STAMP: Final = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def as_frame(records: Any, name: str) -> pd.DataFrame:
+    """A DataFrame from a frame or an iterable of mappings (one per row)."""
+    if isinstance(records, pd.DataFrame):
+        return records.reset_index(drop=True)
+    if isinstance(records, Mapping) or isinstance(records, (str, bytes)) or not isinstance(records, Iterable):
+        raise fail(name, "a DataFrame or an iterable of row mappings", f"a {type(records).__name__}")
+    rows = list(records)
+    if not all(isinstance(r, Mapping) for r in rows):
+        raise fail(name, "a DataFrame or an iterable of row mappings", "an iterable holding non-mappings")
+    return pd.DataFrame.from_records(rows)
+
+
+def check_columns(frame: pd.DataFrame, name: str, *, required: Sequence[str],
+                  optional: Sequence[str]) -> pd.DataFrame:
+    """Refuse missing required columns, unknown columns, missing values in required ones and
+    an empty frame."""
+    missing = [c for c in required if c not in frame.columns]
+    unknown = [c for c in frame.columns if c not in required and c not in optional]
+    if missing or unknown:
+        got = f"columns {list(frame.columns)}" + (f" (missing {missing})" if missing else "") + \
+              (f" (unknown {unknown})" if unknown else "")
+        raise fail(name, f"a frame with columns {list(required)} and optionally {list(optional)}", got)
+    if frame.empty:
+        raise fail(name, "at least one row", "an empty frame")
+    for col in required:
+        nulls = frame[col].isna()
+        if nulls.any():
+            raise fail(col, "a value on every row", f"{int(nulls.sum())} missing values (first at row {int(np.argmax(nulls.to_numpy()))})")
+    return frame
+
+
+def external_ids(values: pd.Series) -> pd.Series:
+    """Item and annotator ids as stored: text (ints become their decimal strings)."""
+    return values.astype(str).astype(object)
+
+
+def utc_stamps(values: Any, name: str) -> pd.Series:
+    """Timestamps as a tz-aware UTC series; naive values are taken as UTC."""
+    try:
+        stamps = pd.to_datetime(pd.Series(values), utc=True, format="ISO8601") \
+            if not pd.api.types.is_datetime64_any_dtype(values) else pd.Series(values)
+    except (TypeError, ValueError) as exc:
+        raise fail(name, "timestamps", f"{_describe(values)} ({exc})") from None
+    if stamps.dt.tz is None:
+        stamps = stamps.dt.tz_localize("UTC")
+    return stamps.dt.tz_convert("UTC")
+
+
+def to_utc(value: datetime | str | pd.Timestamp, name: str) -> datetime:
+    """One timestamp as a tz-aware UTC datetime."""
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        raise fail(name, "a timestamp", _describe(value)) from None
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime()
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def stamp_params(stamps: pd.Series, dialect: str) -> list:
+    """Timestamps as the raw driver wants them: naive UTC text on SQLite (SQLAlchemy's
+    format), aware datetimes on PostgreSQL."""
+    if dialect == "sqlite":
+        return stamps.dt.tz_convert("UTC").dt.strftime(SQLITE_STAMP).tolist()
+    return [t.to_pydatetime() for t in stamps]
+
+
+def json_text(value: Any, name: str) -> str | None:
+    """Canonical JSON text (sorted keys) for a JSON-able value; None stays None."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_numpy_json)
+    except (TypeError, ValueError) as exc:
+        raise fail(name, "JSON-serialisable values (dicts, lists, strings, numbers)", f"{_describe(value)} ({exc})") from None
+
+
+def _numpy_json(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def text(values: pd.Series) -> pd.Series:
+    """Values as text, missing ones as ``"-"`` (so keys and hashes never hold NaN)."""
+    return values.astype(str).fillna("-")
+
+
+def content_hash(frame: pd.DataFrame) -> np.ndarray:
+    """A 64-bit hash per row of ``frame``'s values as text (stable across processes, runs and
+    dtypes: 3 and 3.0 differ, but an int column and an Int64 column holding 3 do not), as int64."""
+    as_text = pd.DataFrame({c: text(frame[c]) for c in frame.columns})
+    return pd.util.hash_pandas_object(as_text, index=False).to_numpy().view(np.int64)
+
+
+def nullable(values: pd.Series) -> list:
+    """Values for a driver: NaN/NA become None, numpy scalars become Python ones."""
+    return [None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else
+            (v.item() if isinstance(v, np.generic) else v) for v in values.tolist()]
+
+
+def lookup(conn: Connection, column: sa.Column, values: Iterable[Any], *columns: sa.Column,
+           where: Any = None) -> list[tuple]:
+    """Rows of ``columns`` whose ``column`` is in ``values``, fetched in chunks."""
+    values = list(dict.fromkeys(values))
+    rows: list[tuple] = []
+    for start in range(0, len(values), LOOKUP_CHUNK):
+        query = sa.select(*columns).where(column.in_(values[start:start + LOOKUP_CHUNK]))
+        if where is not None:
+            query = query.where(where)
+        rows.extend(tuple(r) for r in conn.execute(query))
+    return rows

@@ -1,0 +1,134 @@
+"""What the store hands back: frozen records and the choices it accepts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+
+class ResolutionMethod(str, Enum):
+    """How a final label was reached."""
+
+    AUTO = "auto"              # the model's label, accepted by the routing policy
+    CONSENSUS = "consensus"    # aggregated from annotators who agreed
+    ADJUDICATED = "adjudicated"  # a reviewer settled a disagreement
+    EXPERT = "expert"          # an expert's label, overriding the others
+
+
+class TaskStatus(str, Enum):
+    OPEN = "open"
+    ASSIGNED = "assigned"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A work stream: one labelling problem with its ordered class names (label ``c`` means
+    ``classes[c]``)."""
+
+    id: int
+    name: str
+    classes: tuple[str, ...]
+    owner: str | None
+    escalation_contact: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Annotator:
+    id: int
+    name: str
+    tier: int
+    active: bool
+    hourly_rate: float
+    streams: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GuidelineVersion:
+    """A version of a stream's labelling guideline; immutable once ``published_at`` is set."""
+
+    id: int
+    stream: str
+    version: int
+    text: str
+    examples: Any
+    parent_version: int | None
+    author: str
+    created_at: datetime
+    published_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    id: int
+    name: str
+    uri: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Task:
+    id: int
+    stream: str
+    item_id: str
+    tier: int
+    annotator: str | None
+    guideline_version: int | None
+    status: TaskStatus
+    created_at: datetime
+    due_at: datetime | None
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A final label for an item. A correction is a new resolution naming the one it
+    ``supersedes``; the old one stays in the history."""
+
+    id: int
+    stream: str
+    item_id: str
+    label: int
+    method: ResolutionMethod
+    confidence: float | None
+    resolved_at: datetime
+    supersedes: int | None
+    actor: str | None
+    reason: str | None
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Outcome of a batched write: rows stored now, and rows a previous call had already
+    stored under the same idempotency keys (a retry)."""
+
+    inserted: int
+    existing: int
+
+    @property
+    def total(self) -> int:
+        return self.inserted + self.existing
+
+
+@dataclass(frozen=True)
+class StreamMetrics:
+    """Health of one work stream; NaN where a figure is undefined (e.g. no item has two
+    labels, so there is no agreement to measure)."""
+
+    stream: str
+    n_items: int
+    n_annotations: int
+    n_annotators: int
+    n_resolved: int
+    percent_agreement: float
+    krippendorff_alpha: float
+    correction_frequency: float
+    median_resolution_hours: float
+    seconds_per_item: float
+    total_cost: float
+    cost_per_item: float

@@ -1,0 +1,99 @@
+"""Store fixtures: every store test runs on SQLite and on PostgreSQL.
+
+PostgreSQL is the server at 127.0.0.1:5432 (database ``test``, trust auth; override with
+``LABELLOOP_TEST_PG_URL``). Each test gets its own schema, dropped afterwards, so runs never
+collide. Without a reachable server the PostgreSQL cases skip, except in CI (``CI=true``),
+where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from loop.store import LabelStore
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PG_URLS = ([os.environ["LABELLOOP_TEST_PG_URL"]] if os.environ.get("LABELLOOP_TEST_PG_URL") else
+           ["postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test"])
+CLASSES = ("neg", "neu", "pos")
+STREAM = "sentiment"
+
+
+def _dsn(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str | None:
+    """The first reachable PostgreSQL URL, or None (with the reasons kept for the skip)."""
+    errors = []
+    for url in PG_URLS:
+        try:
+            with psycopg.connect(_dsn(url), connect_timeout=3):
+                return url
+        except psycopg.Error as exc:
+            errors.append(f"{url}: {str(exc).strip().splitlines()[0]}")
+    pg_server.reasons = errors  # type: ignore[attr-defined]
+    return None
+
+
+def _require_pg(pg_server: str | None) -> str:
+    if pg_server is None:
+        reason = "PostgreSQL at 127.0.0.1:5432 (database 'test') is unreachable: " + "; ".join(
+            getattr(pg_server_fn, "reasons", []))
+        if IN_CI:
+            pytest.fail(reason + " (CI=true: the PostgreSQL cases must run)")
+        pytest.skip(reason)
+    return pg_server
+
+
+pg_server_fn = pg_server.__wrapped__ if hasattr(pg_server, "__wrapped__") else pg_server
+
+
+@pytest.fixture
+def pg_url(pg_server: str | None) -> Iterator[str]:
+    """A URL whose connections use a fresh schema of their own."""
+    base = _require_pg(pg_server)
+    schema = f"loop_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_dsn(base), autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(_dsn(base), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'labels.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[LabelStore]:
+    with LabelStore(store_url) as s:
+        yield s
+
+
+@pytest.fixture
+def seeded(store: LabelStore) -> LabelStore:
+    """Stream 'sentiment' (neg, neu, pos); annotators a, b, c on it and d off it; items
+    i0..i9; guideline v1 published, v2 a draft."""
+    store.create_stream(STREAM, CLASSES, owner="ml-team", escalation_contact="lead@example.com")
+    store.create_stream("other", ("x", "y"))
+    for name, rate in (("a", 36.0), ("b", 18.0), ("c", 0.0)):
+        store.add_annotator(name, streams=[STREAM], hourly_rate=rate)
+    store.add_annotator("d", streams=["other"])
+    store.add_items(STREAM, [{"item_id": f"i{k}", "payload": {"text": f"review {k}"}} for k in range(10)])
+    store.add_guideline(STREAM, "Label the overall sentiment.", author="lead")
+    store.publish_guideline(STREAM, 1)
+    store.add_guideline(STREAM, "Sarcasm counts as negative.", author="lead", parent_version=1)
+    return store
