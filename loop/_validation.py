@@ -86,6 +86,38 @@ def check_labels(value: Any, name: str = "labels", *, n_classes: int | None = No
     return labels
 
 
+def factorize(values: pd.Series, *, sort: bool = True) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes ``0 .. u - 1`` of a column, shape ``(n,)``, and the ``u`` distinct values
+    they stand for; the values sorted when ``sort`` and they can be sorted (mixed types
+    cannot), in order of appearance otherwise. Missing values must have been refused before.
+    """
+    if pd.api.types.is_integer_dtype(values.dtype) and len(values):
+        raw = values.to_numpy()
+        if raw.dtype.kind in "iu":
+            low, high = int(raw.min()), int(raw.max())
+            if high - low <= 2 * raw.size:
+                # Integer ids in a compact range (class codes, 0 .. n - 1 item ids): a lookup
+                # table is several times faster than hashing, and its codes come out sorted.
+                offset = (raw if low == 0 else raw - low).astype(np.int64, copy=False)
+                present = np.bincount(offset, minlength=high - low + 1) > 0
+                codes = (np.cumsum(present) - 1)[offset]
+                return codes, pd.Index((np.flatnonzero(present) + low).astype(raw.dtype))
+    try:
+        codes, uniques = pd.factorize(values, sort=sort)
+    except TypeError:
+        codes, uniques = pd.factorize(values, sort=False)
+    return codes.astype(np.int64, copy=False), pd.Index(uniques)
+
+
+def _has_duplicate_pairs(first: pd.Series, second: pd.Series) -> bool:
+    """Whether some (first, second) pair occurs on two rows: sorted integer codes, two to three
+    times faster than ``DataFrame.duplicated`` on 10^6 rows."""
+    a, _ = factorize(first, sort=False)
+    b, b_values = factorize(second, sort=False)
+    key = np.sort(a * len(b_values) + b)
+    return bool((key[1:] == key[:-1]).any())
+
+
 def check_annotations(value: Any, name: str = "annotations", *,
                       classes: Collection[Hashable] | None = None) -> pd.DataFrame:
     """Check the long annotations frame: columns ``item_id, annotator_id, label``, no missing
@@ -105,8 +137,8 @@ def check_annotations(value: Any, name: str = "annotations", *,
     if nulls.any():
         where = ", ".join(f"{c}: {n}" for c, n in nulls.items() if n)
         raise fail(name, "no missing values in item_id, annotator_id, label", f"missing values ({where})")
-    dup = value.duplicated([ITEM, ANNOTATOR])
-    if dup.any():
+    if _has_duplicate_pairs(value[ITEM], value[ANNOTATOR]):
+        dup = value.duplicated([ITEM, ANNOTATOR])
         row = value.loc[dup, [ITEM, ANNOTATOR]].iloc[0]
         raise fail(name, "at most one label per (item_id, annotator_id)",
                    f"{int(dup.sum())} duplicates, the first ({row[ITEM]!r}, {row[ANNOTATOR]!r})")

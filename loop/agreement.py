@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._validation import check_annotations, check_int, check_option, fail
+from ._validation import check_annotations, check_int, check_option, factorize, fail
 from .columns import (
     ACCURACY,
     AGREEMENT,
@@ -93,21 +93,11 @@ class _Counts:
         return len(self.classes)
 
 
-def _factorize(values: pd.Series, *, sort: bool = True) -> tuple[np.ndarray, pd.Index]:
-    """Integer codes and their values, sorted when asked and the values allow it (mixed types
-    do not)."""
-    try:
-        codes, uniques = pd.factorize(values, sort=sort)
-    except TypeError:
-        codes, uniques = pd.factorize(values, sort=False)
-    return codes.astype(np.int64, copy=False), pd.Index(uniques)
-
-
 def _count_cells(annotations: pd.DataFrame) -> _Counts:
     """Reduce a checked annotations frame to its (item, label) counts."""
     # Item order does not matter; cells come out sorted by item code, then label code.
-    item, items = _factorize(annotations[ITEM], sort=False)
-    label, classes = _factorize(annotations[LABEL])
+    item, items = factorize(annotations[ITEM], sort=False)
+    label, classes = factorize(annotations[LABEL])
     k = len(classes)
     key = item * k + label
     if len(items) * k <= DENSE_CELLS_PER_ROW * key.size:
@@ -487,9 +477,9 @@ def cohen_kappa_pairwise(annotations: pd.DataFrame, *,
     """
     frame = check_annotations(annotations)
     min_overlap = check_int(min_overlap, "min_overlap", low=1)
-    item, _ = _factorize(frame[ITEM])
-    annotator, annotators = _factorize(frame[ANNOTATOR])
-    label, classes = _factorize(frame[LABEL])
+    item, _ = factorize(frame[ITEM])
+    annotator, annotators = factorize(frame[ANNOTATOR])
+    label, classes = factorize(frame[LABEL])
     a, b, la, lb = _pair_rows(item, annotator, label)
     n_ann, k = len(annotators), len(classes)
 
@@ -562,7 +552,7 @@ def annotator_accuracy(annotations: pd.DataFrame, gold: pd.Series) -> pd.DataFra
     truth = frame[ITEM].map(gold)
     has_gold = truth.notna().to_numpy()
     correct = (frame[LABEL].to_numpy() == truth.to_numpy()) & has_gold
-    annotator, annotators = _factorize(frame[ANNOTATOR])
+    annotator, annotators = factorize(frame[ANNOTATOR])
     n_items = np.bincount(annotator, weights=has_gold, minlength=len(annotators)).astype(np.int64)
     n_correct = np.bincount(annotator, weights=correct, minlength=len(annotators)).astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
