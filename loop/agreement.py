@@ -107,9 +107,9 @@ def _count_cells(annotations: pd.DataFrame) -> _Counts:
         count = dense[cell]
     else:
         cell, count = np.unique(key, return_counts=True)
-    cell_item = cell // k
+    cell_item, cell_label = np.divmod(cell, k)
     n_ratings = np.bincount(item, minlength=len(items))
-    return _Counts(item=cell_item, label=cell % k, count=count.astype(np.int64),
+    return _Counts(item=cell_item, label=cell_label, count=count.astype(np.int64),
                    n_ratings=n_ratings[cell_item].astype(np.int64), classes=classes,
                    n_items=len(items))
 
