@@ -26,15 +26,18 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from scipy import sparse
+from scipy.special import gammaln
 
 from ._validation import check_annotations, check_int, check_option, check_real, fail
 from .columns import ANNOTATOR, ITEM, LABEL
 from .exceptions import NotFittedError
 
-__all__ = ["DawidSkene", "MajorityVote"]
+__all__ = ["DawidSkene", "MajorityVote", "SHRINKAGE_GRID"]
 
 Model = Literal["full", "one_coin"]
 MODELS: tuple[str, ...] = ("full", "one_coin")
+# Candidate shrinkage weights (pseudo-labels per confusion row) for shrinkage="auto".
+SHRINKAGE_GRID: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,18 +227,23 @@ class DawidSkene(_Aggregator):
       the diagonal, a Dirichlet prior that keeps every probability positive (items with one
       label, annotators with few labels, classes an annotator never used stay finite) and
       says annotators do a little better than chance;
-    - :math:`\lambda\, \omega_a` (``shrinkage``): the annotator's own one-coin matrix
-      :math:`\omega_a` (accuracy :math:`s_a` on the diagonal, :math:`(1 - s_a)/(k - 1)`
-      elsewhere) with weight :math:`\lambda`. An annotator with few labels of a class gets
-      that row from their overall accuracy; class-specific confusion is learned only where
-      their labels show it. This is what makes the full model hold up on sparse crowds with
-      many classes (music genre: 44 annotators, 10 classes); ``shrinkage=0`` is the classic
-      model with Laplace smoothing.
+    - :math:`\lambda\, \omega_a` (``shrinkage``): a target matrix with the annotator's
+      overall accuracy :math:`s_a` on the diagonal and :math:`(1 - s_a)\, E[c, l]` elsewhere,
+      where :math:`E[c, \cdot]` is where the whole crowd's wrong answers about class
+      :math:`c` go. An annotator with few labels of a class gets that row from their own
+      accuracy and the crowd's typical confusions (*rock* taken for *metal*); their own
+      class-specific confusion is learned where their labels show it. With
+      ``shrinkage="auto"`` (default), :math:`\lambda` is re-chosen at every M-step from
+      :data:`SHRINKAGE_GRID` by empirical Bayes (the Dirichlet-multinomial marginal
+      likelihood of the counts): small when annotators differ from the target in ways
+      their data support, large (one-coin-like) when they do not, as on quizzes whose
+      answer letters carry no meaning. ``shrinkage=0`` is the classic model with Laplace
+      smoothing.
 
-    ``model="one_coin"`` uses :math:`\omega_a` itself as the confusion matrix: one parameter
-    per annotator. It ignores class-specific confusion, which helps when the classes'
-    boundaries are vague and the full model learns a confusion the gold does not share
-    (weather sentiment: *neutral* vs *not about weather*), and hurts when confusions are real.
+    ``model="one_coin"`` uses one parameter per annotator: :math:`\theta_a[c, c] = s_a` and
+    :math:`\theta_a[c, l] = (1 - s_a)/(k - 1)`. It ignores class-specific confusion, which
+    sometimes matches gold better when the class boundaries are vague (weather sentiment:
+    *neutral* vs *not about weather*) and loses when confusions are real.
 
     Parameters
     ----------
@@ -247,10 +255,10 @@ class DawidSkene(_Aggregator):
         Stop when the log-likelihood per annotation changes by less than this.
     smoothing : float, default 1.0
         Dirichlet pseudo-count per confusion row (see above); must be > 0.
-    shrinkage : float, default 10.0
-        Weight, in pseudo-labels per row, of the annotator's one-coin matrix in the full
-        model (ignored by ``"one_coin"``). Results on the real crowds change little
-        between 5 and 20.
+    shrinkage : float >= 0 or "auto", default "auto"
+        Weight :math:`\lambda`, in pseudo-labels per confusion row, of the target matrix in
+        the full model (ignored by ``"one_coin"``), or ``"auto"`` to choose it by empirical
+        Bayes.
 
     Attributes
     ----------
@@ -275,6 +283,8 @@ class DawidSkene(_Aggregator):
         EM iterations run.
     log_likelihood_ : float
         Log-likelihood of the annotations per annotation at the last iteration.
+    shrinkage_ : float
+        The shrinkage used in the last M-step (0 for ``"one_coin"``).
 
     Examples
     --------
@@ -286,7 +296,7 @@ class DawidSkene(_Aggregator):
     """
 
     def __init__(self, model: Model = "full", *, max_iter: int = 100, tol: float = 1e-6,
-                 smoothing: float = 1.0, shrinkage: float = 10.0) -> None:
+                 smoothing: float = 1.0, shrinkage: float | Literal["auto"] = "auto") -> None:
         self.model = model
         self.max_iter = max_iter
         self.tol = tol
@@ -298,7 +308,10 @@ class DawidSkene(_Aggregator):
         check_int(self.max_iter, "max_iter", low=1)
         check_real(self.tol, "tol", low=0.0)
         check_real(self.smoothing, "smoothing", low=0.0, low_open=True)
-        check_real(self.shrinkage, "shrinkage", low=0.0)
+        if not (isinstance(self.shrinkage, str) and self.shrinkage == "auto"):
+            if isinstance(self.shrinkage, str):
+                raise fail("shrinkage", "a number >= 0 or 'auto'", repr(self.shrinkage))
+            check_real(self.shrinkage, "shrinkage", low=0.0)
 
     def fit(self, annotations: pd.DataFrame, *, gold: pd.Series | None = None) -> DawidSkene:
         """Fit the confusion matrices and the item posteriors by EM.
@@ -334,6 +347,7 @@ class DawidSkene(_Aggregator):
         self.skills_ = _per_annotator_mean(enc, correct)
         self.n_iter_ = fit.n_iter
         self.log_likelihood_ = fit.log_likelihood
+        self.shrinkage_ = fit.shrinkage
         return self
 
     def confusion_of(self, annotator: Hashable) -> pd.DataFrame:
@@ -373,17 +387,18 @@ class _EMResult:
     priors: np.ndarray  # (k,)
     n_iter: int
     log_likelihood: float
+    shrinkage: float
 
 
-def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float, max_iter: int, tol: float,
-            gold_rows: np.ndarray, gold_codes: np.ndarray) -> _EMResult:
+def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | str, max_iter: int,
+            tol: float, gold_rows: np.ndarray, gold_codes: np.ndarray) -> _EMResult:
     """EM for Dawid-Skene on the encoded annotations; see :class:`DawidSkene`."""
     k, m = enc.n_classes, len(enc.annotators)
     X, XT = enc.X, enc.X.T.tocsr()
     # Pseudo-counts added to each confusion row: `smoothing` spread evenly over the row plus
     # `smoothing` on the diagonal (a Dirichlet prior whose mode is "better than chance").
     alpha = np.full((k, k), smoothing / k) + np.eye(k) * smoothing
-    # The one-coin model pools a row's pseudo-counts into right (diagonal) and wrong.
+    # The one-coin accuracy pools a row's pseudo-counts into right (diagonal) and wrong.
     right_prior, wrong_prior = alpha[0, 0], alpha[0].sum() - alpha[0, 0]
     diag = np.arange(k)
 
@@ -393,20 +408,26 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float, ma
             post[gold_rows, gold_codes] = 1.0
         return post
 
-    def m_step(post: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # counts[a, l, c] = sum of P(z_i = c) over the items annotator a labelled l.
-        counts = np.asarray(XT @ post).reshape(m, k, k).transpose(0, 2, 1)  # -> [a, c, l]
-        right = np.trace(counts, axis1=1, axis2=2)
-        skill = (right + right_prior) / (counts.sum(axis=(1, 2)) + right_prior + wrong_prior)
-        one = np.repeat(((1.0 - skill) / max(k - 1, 1))[:, None, None], k, axis=1).repeat(k, axis=2)
-        one[:, diag, diag] = skill[:, None]
-        if model == "full":
-            conf = counts + alpha + shrinkage * one
-            conf /= conf.sum(axis=2, keepdims=True)
+    def m_step(post: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        # counts[a, c, l] = sum of P(z_i = c) over the items annotator a labelled l.
+        counts = np.asarray(XT @ post).reshape(m, k, k).transpose(0, 2, 1)
+        skill = (np.trace(counts, axis1=1, axis2=2) + right_prior) / (counts.sum(axis=(1, 2)) + right_prior + wrong_prior)
+        # Where wrong answers go: uniform for the one-coin model; for the full model's
+        # shrinkage target, the crowd's pooled pattern of errors (which classes get confused).
+        errors = np.ones((k, k)) if model == "one_coin" else counts.sum(axis=0) + alpha
+        errors[diag, diag] = 0.0
+        errors /= np.maximum(errors.sum(axis=1, keepdims=True), np.finfo(float).tiny)
+        target = (1.0 - skill)[:, None, None] * errors
+        target[:, diag, diag] = skill[:, None]
+        lam = 0.0
+        if model == "one_coin":
+            conf = target
         else:
-            conf = one
+            lam = _eb_shrinkage(counts, alpha, target) if shrinkage == "auto" else float(shrinkage)
+            conf = counts + alpha + lam * target
+            conf /= conf.sum(axis=2, keepdims=True)
         priors = post.sum(axis=0) + 1.0
-        return conf, priors / priors.sum()
+        return conf, priors / priors.sum(), lam
 
     def e_step(conf: np.ndarray, priors: np.ndarray) -> tuple[np.ndarray, float]:
         # log_conf_by_column[a * k + l, c] = log conf[a, c, l], matching the columns of X.
@@ -421,12 +442,33 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float, ma
 
     counts = _vote_counts(enc)
     post = anchor(counts / counts.sum(axis=1, keepdims=True))
-    conf, priors = m_step(post)
+    conf, priors, lam = m_step(post)
     previous, n_iter, ll = -np.inf, 0, -np.inf
     for n_iter in range(1, max_iter + 1):
         post, ll = e_step(conf, priors)
-        conf, priors = m_step(post)
+        conf, priors, lam = m_step(post)
         if abs(ll - previous) < tol:
             break
         previous = ll
-    return _EMResult(post, conf, priors, n_iter, float(ll))
+    return _EMResult(post, conf, priors, n_iter, float(ll), lam)
+
+
+def _eb_shrinkage(counts: np.ndarray, alpha: np.ndarray, target: np.ndarray) -> float:
+    r"""The shrinkage :math:`\lambda` in :data:`SHRINKAGE_GRID` that maximises the marginal
+    likelihood of the soft counts under the prior :math:`\theta_a[c] \sim
+    \mathrm{Dirichlet}(\alpha_c + \lambda\, \omega_a[c])` (empirical Bayes).
+
+    ``counts``, ``target``: ``(n_annotators, k, k)``; ``alpha``: ``(k, k)``. The Dirichlet-
+    multinomial log-likelihood of a row :math:`n` under :math:`\beta` is, up to terms free
+    of :math:`\beta`, :math:`\log\Gamma(\sum\beta) - \log\Gamma(\sum\beta + \sum n) +
+    \sum_l [\log\Gamma(\beta_l + n_l) - \log\Gamma(\beta_l)]`.
+    """
+    n = counts.sum(axis=2)
+    best, best_lam = -np.inf, SHRINKAGE_GRID[0]
+    for lam in SHRINKAGE_GRID:
+        beta = alpha + lam * target
+        total = beta.sum(axis=2)
+        score = (gammaln(total) - gammaln(total + n)).sum() + (gammaln(beta + counts) - gammaln(beta)).sum()
+        if score > best:
+            best, best_lam = score, lam
+    return float(best_lam)

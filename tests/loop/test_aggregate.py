@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loop.aggregate import DawidSkene, MajorityVote
+from loop.aggregate import SHRINKAGE_GRID, DawidSkene, MajorityVote
 from loop.columns import ANNOTATOR, ITEM, LABEL
 from loop.exceptions import NotFittedError, SchemaError
 
@@ -34,18 +34,23 @@ def naive_em_step(annotations: pd.DataFrame, posteriors: dict, classes: list, sm
     """One M-step then one E-step of the full model, written item by item as in the paper."""
     k = len(classes)
     alpha = np.full((k, k), smoothing / k) + np.eye(k) * smoothing
-    conf, skill = {}, {}
+    counts = {}
     for who, rows in annotations.groupby(ANNOTATOR):
-        counts = np.zeros((k, k))
+        counts[who] = np.zeros((k, k))
         for item, label in zip(rows[ITEM], rows[LABEL]):
-            counts[:, classes.index(label)] += posteriors[item]
+            counts[who][:, classes.index(label)] += posteriors[item]
+    # Where the crowd's wrong answers about each class go.
+    errors = sum(counts.values()) + alpha
+    np.fill_diagonal(errors, 0.0)
+    errors /= errors.sum(axis=1, keepdims=True)
+    conf = {}
+    for who, n in counts.items():
         right_prior, wrong_prior = alpha[0, 0], alpha[0].sum() - alpha[0, 0]
-        s = (np.trace(counts) + right_prior) / (counts.sum() + right_prior + wrong_prior)
-        one = np.full((k, k), (1 - s) / (k - 1))
-        np.fill_diagonal(one, s)
-        full = counts + alpha + shrinkage * one
+        s = (np.trace(n) + right_prior) / (n.sum() + right_prior + wrong_prior)
+        target = (1 - s) * errors
+        np.fill_diagonal(target, s)
+        full = n + alpha + shrinkage * target
         conf[who] = full / full.sum(axis=1, keepdims=True)
-        skill[who] = s
     prior = sum(posteriors.values()) + 1.0
     prior = prior / prior.sum()
     new = {}
@@ -100,7 +105,7 @@ def test_dawid_skene_matches_an_item_by_item_em_step(small_annotations):
     _, _, post = naive_em_step(rows, start, classes, smoothing=1.0, shrinkage=10.0)
     conf, prior, _ = naive_em_step(rows, post, classes, smoothing=1.0, shrinkage=10.0)
 
-    ds = DawidSkene(max_iter=1).fit(rows)
+    ds = DawidSkene(max_iter=1, shrinkage=10.0).fit(rows)
     assert ds.n_iter_ == 1
     np.testing.assert_allclose(ds.posteriors_.to_numpy(), np.stack([post[i] for i in range(4)]), rtol=1e-12)
     for a, who in enumerate(ds.annotators_):
@@ -142,6 +147,29 @@ def test_recovers_planted_confusion_matrices(model):
     ds_acc = (ds.labels_.to_numpy() == truth).mean()
     mv_acc = (MajorityVote().fit(annotations).labels_.to_numpy() == truth).mean()
     assert ds_acc > mv_acc + 0.02
+
+
+def test_auto_shrinkage_follows_the_evidence():
+    """Annotators who differ only in accuracy: shrink hard. Each with their own confusions: don't."""
+    rng = np.random.default_rng(11)
+    k, m = 4, 6
+    accuracy = np.linspace(0.6, 0.85, m)
+    plain = np.empty((m, k, k))
+    own = np.empty((m, k, k))
+    for a in range(m):
+        plain[a] = (1 - accuracy[a]) / (k - 1)
+        np.fill_diagonal(plain[a], accuracy[a])
+        # Each annotator sends their errors on class c to one class of their own.
+        own[a] = np.eye(k) * accuracy[a]
+        own[a, np.arange(k), (np.arange(k) + 1 + a % (k - 1)) % k] = 1 - accuracy[a]
+    prior = np.full(k, 1 / k)
+    shrink = {}
+    for name, confusion in [("plain", plain), ("own", own)]:
+        annotations, _ = planted_crowd(rng, confusion, 800, prior)
+        ds = DawidSkene().fit(annotations)
+        assert ds.shrinkage_ in SHRINKAGE_GRID
+        shrink[name] = ds.shrinkage_
+    assert shrink["plain"] >= 100 and shrink["own"] <= 3
 
 
 def test_one_coin_confusion_has_one_parameter_per_annotator(small_annotations):
@@ -263,6 +291,7 @@ def test_bad_annotations(Estimator, small_annotations):
     ({"tol": -1.0}, "tol"),
     ({"smoothing": 0.0}, "smoothing"),
     ({"shrinkage": -1.0}, "shrinkage"),
+    ({"shrinkage": "full"}, "shrinkage"),
 ])
 def test_bad_parameters(params, name, small_annotations):
     with pytest.raises(SchemaError, match=f"'{name}'"):
