@@ -272,8 +272,8 @@ class SimulatedCrowd:
         rate = np.array([a.cost_per_hour for a in self.annotators])[who]
         seconds = median * np.exp(sigma * generator.standard_normal(len(pairs)))
         return pd.DataFrame({
-            ITEM: pairs[ITEM].to_numpy(),
-            ANNOTATOR: pairs[ANNOTATOR].to_numpy(),
+            ITEM: pairs[ITEM],
+            ANNOTATOR: pairs[ANNOTATOR],
             LABEL: labels,
             SECONDS: seconds,
             COST: seconds / _SECONDS_PER_HOUR * rate,
@@ -370,10 +370,17 @@ def make_crowd(n_per_tier: Mapping[Tier | str, int], n_classes: int, *, confusab
 
 
 def _sample_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One class per row of ``probs`` (n, k) by inverse CDF."""
-    cdf = np.cumsum(probs, axis=1)
-    u = rng.random(probs.shape[0]) * cdf[:, -1]  # rows sum to 1 up to rounding
-    return np.minimum((cdf <= u[:, None]).sum(axis=1), probs.shape[1] - 1).astype(np.int64)
+    """One class per row of ``probs`` (n, k) by inverse CDF: the number of cumulative
+    probabilities at or below a uniform draw. A loop over the k columns, each step over all n
+    rows (numpy's cumsum along short rows is slow)."""
+    n, k = probs.shape
+    u = rng.random(n)
+    cdf = np.zeros(n)
+    label = np.zeros(n, dtype=np.int64)
+    for column in range(k - 1):  # the last class takes whatever is left, rounding included
+        cdf += probs[:, column]
+        label += cdf <= u
+    return label
 
 
 def _check_counts(value: Any, n: int) -> np.ndarray:
