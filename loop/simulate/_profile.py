@@ -360,9 +360,9 @@ def crowd_like(profile: CrowdProfile, *, annotator_ids: Sequence[Hashable] | Non
 
     Each twin is a spammer with the probability that its real annotator is one (unknown ids:
     ``spammer_share``); the workers' accuracies are drawn from the profile's Beta and handed
-    out by rank of estimated skill. The draws keep the real
-    spread; the ranks keep who did how much work, which in real crowds is far from
-    independent of skill (spammers often label the most). Workers' errors follow the
+    out by rank of estimated skill. The draws keep the real spread; the ranks keep who did
+    how much work, which in real crowds is far from independent of skill (spammers often
+    label the most). Workers' errors follow the
     profile's confusability and class difficulty; spammers answer from ``spammer_answers``
     whatever the truth.
 
@@ -407,20 +407,7 @@ def crowd_like(profile: CrowdProfile, *, annotator_ids: Sequence[Hashable] | Non
     accuracy = np.full(m, 1.0 / k)
     accuracy[workers[np.argsort(skill[workers], kind="stable")]] = np.sort(
         generator.beta(profile.accuracy_alpha, profile.accuracy_beta, size=workers.size))
-    # Each worker's own class offsets, centred so they move no one's overall accuracy; since
-    # E[expit(x + tau z)] ~ expit(x / sqrt(1 + pi tau^2 / 8)), the rest is stretched to match.
-    bias = profile.class_bias_std * generator.standard_normal((m, k))
-    bias -= bias.mean(axis=1, keepdims=True)
-    stretch = np.sqrt(1.0 + np.pi * profile.class_bias_std**2 * (1 - 1 / k) / 8.0)
-    logits = (logit(np.clip(accuracy, 1e-9, 1 - 1e-9))[:, None] + profile.class_difficulty) * stretch + bias
-    confusions = annotator_confusions(np.full(m, 0.5), profile.confusability, class_difficulty=logits)
-    confusions[is_spam] = profile.spammer_answers
-    # From accuracy over items to accuracy on an item of average difficulty, likewise.
-    stretch = np.sqrt(1.0 + np.pi * profile.item_difficulty_std**2 / 8.0)
-    kappa, chance = _knowledge(confusions)
-    classes = np.tile(np.arange(k), m)
-    hit = _shift_knowledge(kappa, chance, scale=stretch).ravel()
-    confusions = _with_hit(confusions.reshape(m * k, k), classes, hit).reshape(m, k, k)
+    confusions = _twin_confusions(profile, accuracy, is_spam, generator)
 
     tiers = [t for t in Tier if t in profiles]
     means = np.array([profiles[t].accuracy_mean for t in tiers])
@@ -434,3 +421,22 @@ def crowd_like(profile: CrowdProfile, *, annotator_ids: Sequence[Hashable] | Non
             seconds_sigma=tier_profile.seconds_sigma, cost_per_hour=tier_profile.cost_per_hour,
         ))
     return SimulatedCrowd(tuple(annotators))
+
+
+def _twin_confusions(profile: CrowdProfile, accuracy: np.ndarray, is_spam: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Confusion matrices (m, k, k) of twins with the given accuracy over items and classes."""
+    m, k = accuracy.size, profile.n_classes
+    # Each worker's own class offsets, centred so they move no one's overall accuracy; since
+    # E[expit(x + tau z)] ~ expit(x / sqrt(1 + pi tau^2 / 8)), the rest is stretched to match.
+    bias = profile.class_bias_std * rng.standard_normal((m, k))
+    bias -= bias.mean(axis=1, keepdims=True)
+    stretch = np.sqrt(1.0 + np.pi * profile.class_bias_std**2 * (1 - 1 / k) / 8.0)
+    logits = (logit(np.clip(accuracy, 1e-9, 1 - 1e-9))[:, None] + profile.class_difficulty) * stretch + bias
+    confusions = annotator_confusions(np.full(m, 0.5), profile.confusability, class_difficulty=logits)
+    confusions[is_spam] = profile.spammer_answers
+    # From accuracy over items to accuracy on an item of average difficulty, likewise.
+    stretch = np.sqrt(1.0 + np.pi * profile.item_difficulty_std**2 / 8.0)
+    kappa, chance = _knowledge(confusions)
+    hit = _shift_knowledge(kappa, chance, scale=stretch).ravel()
+    return _with_hit(confusions.reshape(m * k, k), np.tile(np.arange(k), m), hit).reshape(m, k, k)

@@ -370,7 +370,7 @@ def test_fit_crowd_profile_rejects_bad_input(small_annotations):
 # How near a simulated twin of a real crowd comes to it, on the real crowd's own items and
 # (item, annotator) pairs; each figure averaged over SIMULATIONS simulated crowds.
 SIMULATIONS = 4
-TOLERANCE = {"accuracy_mean": 0.03, "accuracy_std": 0.03, "alpha": 0.05}
+TOLERANCE = {"accuracy_mean": 0.03, "accuracy_std": 0.03, "alpha": 0.04}
 
 
 def crowd_statistics(annotations: pd.DataFrame, gold: pd.Series) -> dict[str, float]:
