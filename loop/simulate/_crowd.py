@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._validation import check_array, check_int, check_real, check_rng, check_labels, fail
-from ..columns import ANNOTATOR, COST, ITEM, LABEL, SECONDS
+from ..columns import ACCURACY, ANNOTATOR, COST, ITEM, LABEL, SECONDS
 from ._model import (
     DEFAULT_PROFILES,
     Guideline,
@@ -132,7 +132,7 @@ class SimulatedCrowd:
     @property
     def accuracy(self) -> pd.Series:
         """Accuracy of each annotator under a uniform class prior, by annotator id."""
-        return pd.Series(np.diagonal(self.confusion, axis1=1, axis2=2).mean(axis=1), index=self.ids, name="accuracy")
+        return pd.Series(np.diagonal(self.confusion, axis1=1, axis2=2).mean(axis=1), index=self.ids, name=ACCURACY)
 
     def members(self, tier: Tier | str | None = None) -> pd.Index:
         """Ids of the annotators of ``tier`` (all of them when ``None``)."""
@@ -142,8 +142,8 @@ class SimulatedCrowd:
         if tier is None:
             return np.arange(len(self))
         tier = _check_tier(tier)
-        # Elementwise ==: numpy turns a str-Enum scalar into a plain string array and then
-        # compares nothing equal against the object array of Tier members.
+        # One by one: `self.tiers == tier` has numpy turn the str-Enum into a plain string
+        # array, which then matches none of the Tier members.
         pool = np.flatnonzero([t is tier for t in self.tiers])
         if pool.size == 0:
             raise fail("tier", f"a tier present in the crowd {sorted({t.value for t in self.tiers})}", repr(tier.value))
@@ -318,7 +318,8 @@ def make_crowd(n_per_tier: Mapping[Tier | str, int], n_classes: int, *, confusab
 
     Each annotator's accuracy is drawn from its tier's Beta distribution and its median
     seconds per item from a log-normal around the tier's median; its errors follow
-    ``confusability`` with the tier's ``confusable_share``. Ids are ``"<tier>-<nn>"``.
+    ``confusability`` with the tier's ``confusable_share``; a ``spammer_share`` of the tier
+    answers at random. Ids are ``"<tier>-<nn>"``.
 
     Parameters
     ----------
@@ -361,6 +362,8 @@ def make_crowd(n_per_tier: Mapping[Tier | str, int], n_classes: int, *, confusab
         accuracy = profile.sample_accuracy(count, rng=generator)
         seconds = profile.seconds_median * np.exp(profile.speed_spread * generator.standard_normal(count))
         confusions = annotator_confusions(accuracy, q, confusable_share=profile.confusable_share)
+        if profile.spammer_share > 0:  # no draw otherwise, so crowds without spammers stay as they were
+            confusions[generator.random(count) < profile.spammer_share] = 1.0 / k
         annotators += [
             Annotator(f"{tier.value}-{i:02d}", tier, confusions[i], seconds_median=float(seconds[i]),
                       seconds_sigma=profile.seconds_sigma, cost_per_hour=profile.cost_per_hour)

@@ -67,6 +67,9 @@ class TierProfile:
     confusable_share : float
         Share ``s`` in [0, 1] of errors that follow the confusability matrix; the rest fall
         uniformly on the other classes.
+    spammer_share : float
+        Share in [0, 1] of the tier's annotators who answer uniformly at random, whatever the
+        truth (real crowds have a few; see :attr:`CrowdProfile.spammer_share`).
     """
 
     accuracy_mean: float
@@ -76,6 +79,7 @@ class TierProfile:
     speed_spread: float = 0.3
     cost_per_hour: float = 20.0
     confusable_share: float = 0.8
+    spammer_share: float = 0.0
 
     def __post_init__(self) -> None:
         mean = check_real(self.accuracy_mean, "accuracy_mean", low=0, high=1, low_open=True, high_open=True)
@@ -85,6 +89,7 @@ class TierProfile:
         check_real(self.speed_spread, "speed_spread", low=0)
         check_real(self.cost_per_hour, "cost_per_hour", low=0)
         check_real(self.confusable_share, "confusable_share", low=0, high=1)
+        check_real(self.spammer_share, "spammer_share", low=0, high=1)
 
     def sample_accuracy(self, n: int, *, rng: np.random.Generator | int) -> np.ndarray:
         """Draw ``n`` annotator accuracies, shape ``(n,)``, from this tier's Beta distribution."""

@@ -14,7 +14,7 @@ from scipy.stats import betabinom, binom
 
 from .._validation import check_annotations, check_int, check_labels, check_rng, fail
 from ..agreement import annotator_accuracy
-from ..columns import ANNOTATOR, ITEM, LABEL, N_CORRECT, N_ITEMS, SECONDS
+from ..columns import ACCURACY, ANNOTATOR, ITEM, LABEL, N_CORRECT, N_ITEMS, SECONDS
 from ._crowd import Annotator, SimulatedCrowd
 from ._model import (
     DEFAULT_PROFILES,
@@ -86,7 +86,7 @@ class CrowdProfile:
     @property
     def accuracy(self) -> pd.Series:
         """Observed accuracy of each annotator on gold items."""
-        return (self.correct / self.n_gold).rename("accuracy")
+        return (self.correct / self.n_gold).rename(ACCURACY)
 
     @property
     def accuracy_mean(self) -> float:

@@ -142,6 +142,16 @@ def test_errors_land_on_the_confusable_pairs_in_proportion_to_the_share():
         assert on_pairs == pytest.approx(expected, abs=0.03)
 
 
+def test_a_tier_can_hold_spammers_who_answer_at_random():
+    sloppy = {Tier.NOVICE: TierProfile(0.8, 0.05, 20.0, spammer_share=0.5)}
+    crowd = make_crowd({Tier.NOVICE: 40}, K, profiles=sloppy, rng=0)
+    random_rows = np.isclose(crowd.confusion, 1 / K).all(axis=(1, 2))
+    assert 10 <= random_rows.sum() <= 30
+    assert (crowd.accuracy[~random_rows] > 0.6).all()
+    plain = make_crowd({Tier.NOVICE: 40}, K, rng=0)
+    assert not np.isclose(plain.confusion, 1 / K).all(axis=(1, 2)).any()
+
+
 def test_labels_follow_the_annotators_confusion_matrix():
     row = np.array([0.6, 0.25, 0.1, 0.05])
     matrix = np.vstack([row, np.roll(row, 1), np.roll(row, 2), np.roll(row, 3)])
