@@ -388,6 +388,7 @@ def crowd_statistics(annotations: pd.DataFrame, gold: pd.Series) -> dict[str, fl
     return {"accuracy_mean": accuracy.mean(), "accuracy_std": accuracy.std(), "alpha": krippendorff_alpha(annotations)}
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("name", ["music_genre", "rte", "weather"])
 def test_simulated_twin_matches_the_real_crowd(name, crowd_loader):
     dataset = crowd_loader(name)
