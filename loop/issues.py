@@ -70,8 +70,9 @@ def label_quality_scores(labels: Any, pred_probs: Any, *, annotations: pd.DataFr
         Long frame ``item_id, annotator_id, label`` with labels in ``0 .. k - 1``.
     item_ids : array-like, shape (n,), optional
         Item id of each row; defaults to the row positions ``0 .. n - 1``.
-    given_annotator : array-like, shape (n,), optional
-        Annotator whose label is ``labels[i]``, or ``None`` where the label comes from elsewhere.
+    given_annotator : array-like, shape (n,), or one annotator id, optional
+        Annotator whose label is ``labels[i]`` (``None`` or NaN where the label comes from
+        elsewhere); one id means that annotator gave every label. Needs ``annotations``.
 
     Returns
     -------
@@ -98,7 +99,8 @@ def label_quality_scores(labels: Any, pred_probs: Any, *, annotations: pd.DataFr
     if annotations is None:
         _refuse_given_annotator_alone(given_annotator)
         return _clip_unit(get_label_quality_scores(labels, probs, method="self_confidence"))
-    return _clip_unit(_posterior_of_labels(labels, probs, annotations, item_ids, given_annotator))
+    evidence = _check_evidence(labels, probs, annotations, item_ids, given_annotator)
+    return _clip_unit(_posteriors(probs, evidence)[np.arange(labels.size), labels])
 
 
 def find_label_issues(labels: Any, pred_probs: Any, *, annotations: pd.DataFrame | None = None,
@@ -111,10 +113,12 @@ def find_label_issues(labels: Any, pred_probs: Any, *, annotations: pd.DataFrame
     same class there is nothing to compare, and a label is flagged when the model prefers
     another class.)
 
-    With ``annotations``: a label is flagged when it is more likely wrong than right given the
-    model and the annotators, i.e. when :func:`label_quality_scores` is below 1/2. (Confident
-    learning on the posteriors misses many errors when the labels are the crowd's majority:
-    the confident joint counts few of them as confidently wrong.)
+    With ``annotations``: a label of a row with annotations is flagged when it is more likely
+    wrong than right given the model and the annotators, i.e. when
+    :func:`label_quality_scores` is below 1/2; rows without annotations keep the flags of
+    confident learning. (Confident learning on the posteriors misses many errors when the
+    labels are the crowd's majority: the confident joint counts few of them as confidently
+    wrong.)
 
     Parameters and the link between rows and annotations are those of
     :func:`label_quality_scores`.
@@ -133,7 +137,13 @@ def find_label_issues(labels: Any, pred_probs: Any, *, annotations: pd.DataFrame
     if annotations is None:
         _refuse_given_annotator_alone(given_annotator)
         return _confident_learning_issues(labels, probs)
-    return _posterior_of_labels(labels, probs, annotations, item_ids, given_annotator) < 0.5
+    evidence = _check_evidence(labels, probs, annotations, item_ids, given_annotator)
+    wrong = _posteriors(probs, evidence)[np.arange(labels.size), labels] < 0.5
+    annotated = np.zeros(labels.size, dtype=bool)
+    annotated[evidence.row] = True
+    if annotated.all():
+        return wrong
+    return np.where(annotated, wrong, _confident_learning_issues(labels, probs))
 
 
 def confused_pairs(labels: Any, pred_probs: Any, *, classes: Sequence[Any] | None = None) -> pd.DataFrame:
@@ -242,8 +252,10 @@ def _check_evidence(labels: np.ndarray, probs: np.ndarray, annotations: Any, ite
 def _check_item_ids(item_ids: Any, n: int) -> pd.Index:
     if item_ids is None:
         return pd.RangeIndex(n)
-    ids = pd.Index(np.asarray(item_ids, dtype=object) if not isinstance(item_ids, pd.Index) else item_ids)
-    if ids.ndim != 1 or len(ids) != n:
+    if np.ndim(item_ids) != 1:
+        raise fail("item_ids", "a 1-D array of item ids", f"an array of shape {np.shape(item_ids)}")
+    ids = pd.Index(item_ids, tupleize_cols=False)
+    if len(ids) != n:
         raise fail("item_ids", f"one item id per row ({n} ids)", f"{len(ids)} ids")
     if ids.hasnans:
         raise fail("item_ids", "item ids without missing values", f"{int(ids.isna().sum())} missing")
@@ -256,6 +268,9 @@ def _given_annotations(labels: np.ndarray, given_annotator: Any, rows: np.ndarra
                        annotators: np.ndarray, frame_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows (and their annotators) whose given label must be added to the evidence because
     the frame does not hold it; refuse a frame that gives the same annotator another label."""
+    if np.ndim(given_annotator) == 0:
+        # One annotator gave every label.
+        given_annotator = [given_annotator] * labels.size
     given = pd.Series(np.asarray(given_annotator, dtype=object).reshape(-1))
     if given.size != labels.size:
         raise fail("given_annotator", f"one annotator id (or None) per row ({labels.size} values)",
@@ -304,12 +319,6 @@ def _clip_unit(scores: np.ndarray) -> np.ndarray:
 
 # --- cores --------------------------------------------------------------------------------
 
-
-def _posterior_of_labels(labels: np.ndarray, probs: np.ndarray, annotations: Any, item_ids: Any,
-                         given_annotator: Any) -> np.ndarray:
-    """``(n,)`` posterior probability that each given label is the true class."""
-    evidence = _check_evidence(labels, probs, annotations, item_ids, given_annotator)
-    return _posteriors(probs, evidence)[np.arange(labels.size), labels]
 
 # Probabilities of exactly 0 would make the log-prior -inf and veto a class the annotators
 # agree on; the floor keeps the model's vote finite.

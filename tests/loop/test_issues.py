@@ -164,6 +164,18 @@ def test_a_label_from_an_unreliable_annotator_is_trusted_less() -> None:
     assert np.median(good) > np.median(poor) + 0.2
 
 
+def test_one_annotator_id_means_that_annotator_gave_every_label(noisy: Noisy, reliable_crowd: pd.DataFrame) -> None:
+    # A newcomer the frame does not know: each label counts once, as an average annotator's.
+    one = label_quality_scores(noisy.labels, noisy.pred_probs, annotations=reliable_crowd,
+                               given_annotator="newcomer")
+    every = label_quality_scores(noisy.labels, noisy.pred_probs, annotations=reliable_crowd,
+                                 given_annotator=np.full(N_ITEMS, "newcomer", dtype=object))
+    np.testing.assert_array_equal(one, every)
+    plain = label_quality_scores(noisy.labels, noisy.pred_probs, annotations=reliable_crowd)
+    # An extra vote for the given label raises its posterior (w is refitted, so not everywhere).
+    assert one.mean() > plain.mean() and (one >= plain - 1e-9).mean() > 0.9
+
+
 @pytest.mark.filterwarnings("ignore:May not flag all label issues")
 @settings(max_examples=50, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 30), k=st.integers(2, 5),
@@ -201,6 +213,15 @@ def test_find_label_issues_with_a_reliable_crowd_is_more_precise_and_complete(
     assert recall >= 0.95 and precision >= 0.85
     scores = label_quality_scores(noisy.labels, noisy.pred_probs, annotations=reliable_crowd)
     np.testing.assert_array_equal(flags, scores < 0.5)
+
+
+def test_rows_without_annotations_keep_the_flags_of_confident_learning(
+        noisy: Noisy, reliable_crowd: pd.DataFrame) -> None:
+    first_half = reliable_crowd[reliable_crowd[ITEM] < N_ITEMS // 2]
+    with_crowd = find_label_issues(noisy.labels, noisy.pred_probs, annotations=first_half)
+    alone = find_label_issues(noisy.labels, noisy.pred_probs)
+    np.testing.assert_array_equal(with_crowd[N_ITEMS // 2:], alone[N_ITEMS // 2:])
+    assert (with_crowd[: N_ITEMS // 2] != alone[: N_ITEMS // 2]).any()
 
 
 def test_a_single_given_class_flags_the_labels_the_model_disputes() -> None:
@@ -283,6 +304,7 @@ def test_bad_labels_or_probabilities_raise_schema_errors(labels, probs, fragment
         (_frame([("x", "a", 0)]), {"item_ids": ["x", "y"]}, "item_ids", "one item id per row"),
         (_frame([("x", "a", 0)]), {"item_ids": ["x", "x", "y"]}, "item_ids", "distinct"),
         (_frame([("x", "a", 0)]), {"item_ids": ["x", None, "y"]}, "item_ids", "missing"),
+        (_frame([("x", "a", 0)]), {"item_ids": [["x"], ["y"], ["z"]]}, "item_ids", "1-D"),
         (_frame([(0, "a", 0)]), {"given_annotator": ["a", None]}, "given_annotator", "one annotator"),
         (_frame([(0, "a", 1)]), {"given_annotator": ["a", None, None]}, "given_annotator", "row 0"),
         (None, {"given_annotator": ["a", None, None]}, "annotations", "when 'given_annotator'"),
