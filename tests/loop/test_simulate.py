@@ -189,6 +189,18 @@ def test_assign_picks_distinct_annotators_and_respects_tier_and_exclusions():
     np.testing.assert_allclose(shares, 0.2, atol=0.03)
 
 
+@settings(max_examples=50, deadline=None)
+@given(counts=st.lists(st.integers(0, 3), min_size=1, max_size=30), seed=st.integers(0, 2**16))
+def test_assign_gives_each_item_its_count_of_distinct_fresh_annotators(counts, seed):
+    crowd = make_crowd({Tier.NOVICE: 6}, 3, rng=0)
+    items = np.arange(len(counts))
+    earlier = crowd.assign(items, 2, rng=seed)
+    picked = crowd.assign(items, np.array(counts), exclude=earlier, rng=seed + 1)
+    assert picked.groupby(ITEM).size().reindex(items, fill_value=0).tolist() == counts
+    assert not picked.duplicated([ITEM, ANNOTATOR]).any()
+    assert picked.merge(earlier, on=[ITEM, ANNOTATOR]).empty
+
+
 def test_double_blind_then_expert_adjudication():
     """The pattern of the experiments: two novices blind, then an expert on disagreements."""
     crowd = make_crowd({Tier.NOVICE: 8, Tier.EXPERT: 2}, K, confusability=PAIRS, rng=0)
