@@ -19,8 +19,12 @@ Typical use, on 10 classes with a model's out-of-fold probabilities::
 
     Q = confusability_from_probs(oof_probs, labels)
     crowd = make_crowd({Tier.NOVICE: 20, Tier.EXPERT: 3}, 10, confusability=Q, rng=0)
-    noisy = crowd.ask(labels, tier=Tier.NOVICE, labels_per_item=3, rng=1)
-    reviewed = crowd.ask(labels[doubtful], tier=Tier.EXPERT, exclude=noisy, rng=2)
+    truth = pd.Series(labels)                     # true class by item_id
+    noisy = crowd.ask(truth, tier=Tier.NOVICE, labels_per_item=3, rng=1)
+    reviewed = crowd.ask(truth[doubtful], tier=Tier.EXPERT, exclude=noisy, rng=2)
+
+The answers are the long annotations frame (``item_id, annotator_id, label``) plus
+``seconds`` and ``cost``.
 
 To mimic a real crowd, :func:`fit_crowd_profile` measures it against gold (spammers, skill
 distribution, where errors go, class and item difficulty) and :func:`crowd_like` builds a
