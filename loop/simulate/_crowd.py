@@ -198,12 +198,7 @@ class SimulatedCrowd:
             # are a uniform sample without replacement of its allowed annotators.
             keys = generator.random((stop - start, pool.size))
             keys[blocked[start:stop]] = np.inf
-            if top < pool.size:
-                part = np.argpartition(keys, top - 1, axis=1)[:, :top] if top else np.empty((stop - start, 0), np.int64)
-            else:
-                part = np.broadcast_to(np.arange(pool.size), keys.shape)
-            order = np.argsort(np.take_along_axis(keys, part, axis=1), axis=1, kind="stable")
-            chosen[start:stop] = np.take_along_axis(part, order, axis=1)
+            chosen[start:stop] = _smallest(keys, top)
         keep = np.arange(top) < counts[:, None]
         rows, _ = np.nonzero(keep)
         return pd.DataFrame({
@@ -384,6 +379,18 @@ def _sample_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         cdf += probs[:, column]
         label += cdf <= u
     return label
+
+
+def _smallest(keys: np.ndarray, top: int) -> np.ndarray:
+    """Column indices (n, top) of the ``top`` smallest keys of each row of ``keys`` (n, m),
+    smallest first; ``0 <= top <= m``."""
+    n, m = keys.shape
+    if 0 < top < m:
+        part = np.argpartition(keys, top - 1, axis=1)[:, :top]
+    else:
+        part = np.broadcast_to(np.arange(m)[:top], (n, top))
+    order = np.argsort(np.take_along_axis(keys, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
 
 
 def _check_counts(value: Any, n: int) -> np.ndarray:
