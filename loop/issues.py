@@ -18,8 +18,9 @@ that have annotations; a well-calibrated model on a crowd whose confusion is wel
 gets ``w`` near 1.
 
 **Rows and annotations.** ``item_ids[i]`` is the item id of row ``i`` (default: the row
-position ``0 .. n - 1``); every ``item_id`` of the annotations must be one of them, and rows
-without annotations are scored by the model alone.
+position ``0 .. n - 1``); every ``item_id`` of the annotations must be one of them. Rows
+without annotations are scored by the model alone, tempered by the same ``w``, so that
+scores of rows with and without annotations rank on one scale.
 
 **The given label counts once.** The given labels are what is being judged, so they are not
 evidence for themselves. When a given label *is* an annotator's label, say so with
@@ -43,7 +44,7 @@ from cleanlab.count import compute_confident_joint
 from cleanlab.filter import find_label_issues as _cleanlab_find_label_issues
 from cleanlab.rank import get_label_quality_scores
 from scipy.optimize import minimize_scalar
-from scipy.special import logsumexp, softmax
+from scipy.special import softmax
 
 from ._validation import check_annotations, check_labels, check_pred_probs, fail
 from .aggregate import DawidSkene
@@ -227,7 +228,7 @@ class _Evidence:
 def _check_evidence(labels: np.ndarray, probs: np.ndarray, annotations: Any, item_ids: Any,
                     given_annotator: Any) -> _Evidence:
     """Validate the annotations against the rows, fold in the given annotators' labels, and
-    attach each annotation's confusion matrix from a Dawid-Skene fit on the frame."""
+    turn each annotation into its likelihood under a Dawid-Skene fit on the frame."""
     n, k = probs.shape
     frame = check_annotations(annotations, classes=range(k))
     ids = _check_item_ids(item_ids, n)
@@ -332,8 +333,9 @@ def _posteriors(probs: np.ndarray, evidence: _Evidence) -> np.ndarray:
     n, k = probs.shape
     log_prior = np.log(np.maximum(probs, _PROB_FLOOR))
     # log_likelihood[i, t] = sum over the annotations (a, l) of row i of log pi_a[t, l].
-    log_likelihood = np.zeros((n, k))
-    np.add.at(log_likelihood, evidence.row, np.log(evidence.likelihood))
+    per_annotation = np.log(evidence.likelihood)
+    log_likelihood = np.stack([np.bincount(evidence.row, weights=per_annotation[:, t], minlength=n)
+                               for t in range(k)], axis=1)
     seen = np.unique(evidence.row)
     weight = _model_weight(log_prior[seen], log_likelihood[seen])
     return softmax(weight * log_prior + log_likelihood, axis=1)
@@ -344,10 +346,15 @@ def _model_weight(log_prior: np.ndarray, log_likelihood: np.ndarray) -> float:
 
     def negative_log_likelihood(weight: float) -> float:
         tempered = weight * log_prior
-        tempered = tempered - logsumexp(tempered, axis=1, keepdims=True)
-        return -float(logsumexp(tempered + log_likelihood, axis=1).sum())
+        return -float((_logsumexp_rows(tempered + log_likelihood) - _logsumexp_rows(tempered)).sum())
 
     return float(minimize_scalar(negative_log_likelihood, bounds=_WEIGHT_BOUNDS, method="bounded").x)
+
+
+def _logsumexp_rows(x: np.ndarray) -> np.ndarray:
+    """``(n,)`` ``log(sum(exp(x), axis=1))`` for an ``(n, k)`` array, without overflow."""
+    top = x.max(axis=1)
+    return top + np.log(np.exp(x - top[:, None]).sum(axis=1))
 
 
 def _confident_learning_issues(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
