@@ -27,7 +27,9 @@ single-threaded: on a shared 2-core machine its threads fight each other and the
 cross-validation of a small logistic regression takes a minute instead of a second.
 
 ``ceiling`` is the largest ratio any ranking could reach, 1 / cleanlab's share: when cleanlab
-already catches 92 % of the errors, no method can catch 1.10 times as many.
+already catches 92 % of the errors, no method can catch 1.10 times as many. ``oracle`` (for
+the simulated annotators) is the ratio of the same posterior given what no method knows: each
+annotator's true accuracy and the best model weight in hindsight.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from cleanlab.rank import get_label_quality_scores
+from scipy.special import softmax
 from sklearn.datasets import load_breast_cancer, load_digits, load_wine
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -73,6 +76,7 @@ class Case:
     annotations: pd.DataFrame | None = None
     item_ids: np.ndarray | None = None
     given_annotator: np.ndarray | None = None
+    truth: np.ndarray | None = None  # known for the simulated annotators: for the oracle
 
 
 # --- data --------------------------------------------------------------------------------
@@ -140,7 +144,8 @@ def sklearn_cases(rng: np.random.Generator) -> list[Case]:
             probs = cv_probs(x, noisy)
             name = f"{set_name} {kind} {rate:.0%}"
             cases.append(Case(name, noisy, probs, noisy != truth))
-            cases.append(Case(f"{name} +ann", noisy, probs, noisy != truth, annotations=annotations))
+            cases.append(Case(f"{name} +ann", noisy, probs, noisy != truth, annotations=annotations,
+                              truth=truth))
     return cases
 
 
@@ -190,6 +195,26 @@ def caught_share(scores: np.ndarray, errors: np.ndarray) -> float:
     return float(errors[order[:k]].sum() / k)
 
 
+def oracle_share(case: Case) -> float:
+    """What the evidence allows at best: the share caught by the same posterior when each
+    simulated annotator's accuracy is measured against the truth (uniform errors, as
+    simulated) and the model weight is the best of a grid, chosen in hindsight."""
+    n, k = case.pred_probs.shape
+    rows = case.annotations[ITEM].to_numpy()
+    said = case.annotations[LABEL].to_numpy()
+    right = pd.Series(said == case.truth[rows]).groupby(case.annotations[ANNOTATOR].to_numpy()).mean()
+    accuracy = right.reindex(case.annotations[ANNOTATOR]).to_numpy()
+    per_label = np.where(np.arange(k) == said[:, None], accuracy[:, None], ((1 - accuracy) / (k - 1))[:, None])
+    log_likelihood = np.zeros((n, k))
+    np.add.at(log_likelihood, rows, np.log(per_label))
+    log_prior = np.log(np.maximum(case.pred_probs, 1e-9))
+    best = 0.0
+    for weight in np.linspace(0.25, 5.0, 20):
+        post = softmax(weight * log_prior + log_likelihood, axis=1)
+        best = max(best, caught_share(post[np.arange(n), case.labels], case.errors))
+    return best
+
+
 def rank_case(case: Case) -> dict[str, float]:
     ours = label_quality_scores(case.labels, case.pred_probs, annotations=case.annotations,
                                 item_ids=case.item_ids, given_annotator=case.given_annotator)
@@ -222,6 +247,7 @@ def _run() -> pd.DataFrame:
         rows.append({"case": case.name, "n": case.labels.size, "errors": int(case.errors.sum()),
                      **shares, "ratio": shares["labelloop"] / shares["cleanlab"],
                      "ceiling": 1.0 / shares["cleanlab"],
+                     "oracle": np.nan if case.truth is None else oracle_share(case) / shares["cleanlab"],
                      "evidence": case.annotations is not None})
     table = pd.DataFrame(rows)
     target = np.where(table["evidence"], TARGET_EVIDENCE_RATIO, 1.0)
