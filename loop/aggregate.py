@@ -107,7 +107,8 @@ def _encode(annotations: pd.DataFrame, extra_classes: pd.Index | None = None) ->
 def _vote_counts(enc: _Encoded) -> np.ndarray:
     """``(n_items, n_classes)`` number of annotators who gave each class to each item."""
     k = enc.n_classes
-    return np.bincount(enc.item * k + enc.label, minlength=len(enc.items) * k).reshape(-1, k).astype(np.float64)
+    flat = np.bincount(enc.item * k + enc.label, minlength=len(enc.items) * k)
+    return flat.reshape(-1, k).astype(np.float64)
 
 
 def _argmax_first(posteriors: np.ndarray) -> np.ndarray:
@@ -131,13 +132,13 @@ class _Aggregator:
     def fit(self, annotations: pd.DataFrame) -> _Aggregator:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def fit_predict(self, annotations: pd.DataFrame, **fit_params: Any) -> pd.Series:
+    def fit_predict(self, annotations: pd.DataFrame) -> pd.Series:
         """Fit, then return ``labels_``: the aggregated label by ``item_id``."""
-        return self.fit(annotations, **fit_params).labels_
+        return self.fit(annotations).labels_
 
-    def fit_predict_proba(self, annotations: pd.DataFrame, **fit_params: Any) -> pd.DataFrame:
+    def fit_predict_proba(self, annotations: pd.DataFrame) -> pd.DataFrame:
         """Fit, then return ``posteriors_``: an ``item_id`` x class frame of probabilities."""
-        return self.fit(annotations, **fit_params).posteriors_
+        return self.fit(annotations).posteriors_
 
     def _set_results(self, enc: _Encoded, posteriors: np.ndarray) -> None:
         self.classes_ = enc.classes
@@ -350,6 +351,15 @@ class DawidSkene(_Aggregator):
         self.shrinkage_ = fit.shrinkage
         return self
 
+    def fit_predict(self, annotations: pd.DataFrame, *, gold: pd.Series | None = None) -> pd.Series:
+        """Fit, then return ``labels_``: the most probable class by ``item_id``."""
+        return self.fit(annotations, gold=gold).labels_
+
+    def fit_predict_proba(self, annotations: pd.DataFrame, *,
+                          gold: pd.Series | None = None) -> pd.DataFrame:
+        """Fit, then return ``posteriors_``: an ``item_id`` x class frame of probabilities."""
+        return self.fit(annotations, gold=gold).posteriors_
+
     def confusion_of(self, annotator: Hashable) -> pd.DataFrame:
         """One annotator's confusion matrix as a frame: true class (rows) x given label (columns)."""
         where = self.annotators_.get_indexer([annotator])[0]
@@ -411,7 +421,8 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
     def m_step(post: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         # counts[a, c, l] = sum of P(z_i = c) over the items annotator a labelled l.
         counts = np.asarray(XT @ post).reshape(m, k, k).transpose(0, 2, 1)
-        skill = (np.trace(counts, axis1=1, axis2=2) + right_prior) / (counts.sum(axis=(1, 2)) + right_prior + wrong_prior)
+        right = np.trace(counts, axis1=1, axis2=2)
+        skill = (right + right_prior) / (counts.sum(axis=(1, 2)) + right_prior + wrong_prior)
         # Where wrong answers go: uniform for the one-coin model; for the full model's
         # shrinkage target, the crowd's pooled pattern of errors (which classes get confused).
         errors = np.ones((k, k)) if model == "one_coin" else counts.sum(axis=0) + alpha
