@@ -34,7 +34,9 @@ def test_importing_loop_loads_no_outer_layer() -> None:
     code = (
         "import sys, pkgutil, importlib, loop\n"
         "for m in pkgutil.walk_packages(loop.__path__, 'loop.'):\n"
-        "    importlib.import_module(m.name)\n"
+        # Alembic's env.py and revision scripts run inside alembic, not on import.
+        "    if '.migrations' not in m.name:\n"
+        "        importlib.import_module(m.name)\n"
         f"print(sorted(m for m in {sorted(FORBIDDEN)!r} if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
