@@ -321,3 +321,20 @@ def test_confusion_of_unknown_annotator(small_annotations):
         DawidSkene().confusion_of("a")
     with pytest.raises(SchemaError, match="'annotator'"):
         DawidSkene().fit(small_annotations).confusion_of("zed")
+
+
+def test_labels_of_mixed_types_sort_by_type_then_value():
+    rows = [(1, "a", "x"), (1, "b", "x"), (2, "a", 3), (2, "b", 3), (3, "a", 10), (3, "b", "x")]
+    for est in (MajorityVote(), DawidSkene()):
+        est.fit(frame(rows))
+        assert est.classes_.tolist() == [3, 10, "x"]
+        assert est.labels_[1] == "x" and est.labels_[2] == 3
+    assert MajorityVote().fit(frame(rows)).labels_[3] == 10  # a tie: the first class wins
+
+
+def test_convergence_and_iteration_cap(small_annotations):
+    converged = DawidSkene(max_iter=500, tol=1e-9).fit(small_annotations)
+    assert 1 < converged.n_iter_ < 500
+    assert np.isfinite(converged.log_likelihood_) and converged.log_likelihood_ < 0
+    capped = DawidSkene(max_iter=2, tol=0.0).fit(small_annotations)
+    assert capped.n_iter_ == 2
