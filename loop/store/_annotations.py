@@ -23,8 +23,8 @@ from ..exceptions import ConflictError
 from . import _schema as S
 from ._columns import (CREATED_AT, EVIDENCE, GUIDELINE_VERSION, IDEMPOTENCY_KEY, RATIONALE, SUGGESTION,
                        SUGGESTION_CONFIDENCE, TASK_ID)
-from ._convert import (as_frame, check_columns, content_hash, external_ids, json_text, lookup, now_utc,
-                       nullable, stamp_params, text, utc_stamps)
+from ._convert import (as_frame, check_columns, content_hash, external_ids, json_text, lookup, lookup_fast,
+                       missing_ints, now_utc, nullable, stamp_params, text, utc_stamps)
 from ._records import Stream
 
 REQUIRED: Final = (ITEM, ANNOTATOR, LABEL)
@@ -56,13 +56,13 @@ def prepare(conn: Connection, stream: Stream, records, name: str = "annotations"
         if EVIDENCE in frame else pd.Series([None] * n, dtype=object)
     out["seconds"] = _reals(frame.get(SECONDS), n, SECONDS, low=0.0)
     out["suggestion"] = label_codes(frame[SUGGESTION], stream, SUGGESTION, nullable=True) \
-        if SUGGESTION in frame else pd.Series(pd.array([pd.NA] * n, dtype="Int64"))
+        if SUGGESTION in frame else missing_ints(n)
     out["suggestion_confidence"] = _reals(frame.get(SUGGESTION_CONFIDENCE), n, SUGGESTION_CONFIDENCE,
                                           low=0.0, high=1.0)
     out["guideline_version_id"] = guideline_ids(conn, stream, frame.get(GUIDELINE_VERSION), n)
     out["task_id"] = _task_ids(conn, stream, frame.get(TASK_ID), out["item_id"], n)
     out["created_at"] = utc_stamps(frame[CREATED_AT], CREATED_AT) if CREATED_AT in frame \
-        else pd.Series(pd.DatetimeIndex([now_utc()] * n))
+        else pd.Series(pd.DatetimeIndex([now_utc()]).repeat(n))
     out["idempotency_key"] = _keys(frame.get(IDEMPOTENCY_KEY), out)
     out["content_hash"] = content_hash(out[list(_HASHED)])
     return _dedupe(out)
@@ -84,34 +84,51 @@ def label_codes(values: pd.Series, stream: Stream, name: str, *, nullable: bool 
         return index.get(v, -1)
 
     present = values[~missing]
-    codes = np.fromiter((code(v) for v in present.tolist()), dtype=np.int64, count=len(present))
+    if present.dtype.kind in "iu":
+        raw = present.to_numpy(dtype=np.int64)
+        codes = np.where((raw >= 0) & (raw < k), raw, -1)
+    elif present.dtype.kind == "f" and np.all(np.mod(present.to_numpy(), 1) == 0):
+        raw = present.to_numpy(dtype=np.float64)
+        codes = np.where((raw >= 0) & (raw < k), raw, -1).astype(np.int64)
+    else:
+        # Names (or a mix of names and codes): a hash lookup per distinct value.
+        distinct = pd.unique(present.to_numpy(dtype=object))
+        mapping = {v: code(v) for v in distinct}
+        codes = np.fromiter((mapping[v] for v in present.to_numpy(dtype=object)), dtype=np.int64, count=len(present))
     bad = codes < 0
     if bad.any():
         shown = list(dict.fromkeys(map(repr, present[bad].tolist())))[:5]
         raise fail(name, f"class codes 0..{k - 1} or names in {list(stream.classes)} (stream {stream.name!r})",
                    f"{', '.join(shown)} on {int(bad.sum())} rows")
-    result = pd.Series(pd.array([pd.NA] * len(values), dtype="Int64"), index=values.index)
+    if not missing.any():
+        return pd.Series(codes, index=values.index).astype("Int64" if nullable else np.int64)
+    result = missing_ints(len(values))
+    result.index = values.index
     result[~missing] = codes
-    return result if nullable else result.astype(np.int64)
+    return result
 
 
 def _item_ids(conn: Connection, stream: Stream, values: pd.Series) -> np.ndarray:
     ext = external_ids(values)
-    found = dict(lookup(conn, S.items.c.external_id, ext.unique(), S.items.c.external_id, S.items.c.id,
-                        where=S.items.c.stream_id == stream.id))
-    ids = ext.map(found)
-    if ids.isna().any():
-        unknown = list(dict.fromkeys(ext[ids.isna()]))
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    found = lookup_fast(conn, "items", "external_id", ext.unique().tolist(), ("external_id", "id"),
+                        f"items.stream_id = {mark}", (stream.id,))
+    keys = [r[0] for r in found]
+    pos = pd.Index(keys, dtype=object).get_indexer(ext.to_numpy()) if found else np.full(len(ext), -1)
+    if (pos < 0).any():
+        unknown = list(dict.fromkeys(ext[pos < 0]))
         raise fail(ITEM, f"items registered in stream {stream.name!r} (add them with add_items)",
                    f"{len(unknown)} unknown items, e.g. {unknown[:5]}")
-    return ids.to_numpy(dtype=np.int64)
+    return np.fromiter((r[1] for r in found), dtype=np.int64, count=len(found))[pos]
 
 
 def _annotator_ids(conn: Connection, stream: Stream, values: pd.Series) -> np.ndarray:
     names = external_ids(values)
-    a, sa_ = S.annotators, S.stream_annotators
-    on_stream = sa.exists().where(sa_.c.annotator_id == a.c.id, sa_.c.stream_id == stream.id)
-    rows = lookup(conn, a.c.name, names.unique(), a.c.name, a.c.id, a.c.active, on_stream.label("on"))
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    on_stream = (f"EXISTS (SELECT 1 FROM stream_annotators s WHERE s.annotator_id = annotators.id "
+                 f"AND s.stream_id = {mark})")
+    rows = lookup_fast(conn, "annotators", "name", names.unique().tolist(), ("name", "id", "active", on_stream),
+                       select_params=(stream.id,))
     info = {name: (id_, active, on) for name, id_, active, on in rows}
     unknown = [n for n in names.unique() if n not in info]
     if unknown:
@@ -128,7 +145,7 @@ def _annotator_ids(conn: Connection, stream: Stream, values: pd.Series) -> np.nd
 
 def guideline_ids(conn: Connection, stream: Stream, values: pd.Series | None, n: int) -> pd.Series:
     """Ids of published guideline versions of the stream, from version numbers (NA allowed)."""
-    result = pd.Series(pd.array([pd.NA] * n, dtype="Int64"))
+    result = missing_ints(n)
     if values is None or values.isna().all():
         return result
     present = values.dropna()
@@ -147,7 +164,7 @@ def guideline_ids(conn: Connection, stream: Stream, values: pd.Series | None, n:
 
 
 def _task_ids(conn: Connection, stream: Stream, values: pd.Series | None, item_ids: pd.Series, n: int) -> pd.Series:
-    result = pd.Series(pd.array([pd.NA] * n, dtype="Int64"))
+    result = missing_ints(n)
     if values is None or values.isna().all():
         return result
     present = values.dropna().astype(np.int64)
@@ -195,11 +212,13 @@ def _reals(values: pd.Series | None, n: int, name: str, *, low: float | None = N
 def _keys(values: pd.Series | None, out: pd.DataFrame) -> pd.Series:
     # Default: one judgement per (item, annotator, task, guideline version); a retry of it is
     # the same row, a different label for it is a conflict (never a silent overwrite).
-    default = ("a:" + text(out["stream_id"]) + ":" + text(out["item_id"]) + ":" + text(out["annotator_id"]) + ":" +
-               text(out["task_id"]) + ":" + text(out["guideline_version_id"]))
-    if values is None:
-        return default
-    keys = values.astype(object).where(values.notna(), default).astype(str)
+    if values is not None and values.notna().all():
+        keys = values.astype(str)
+    else:
+        default = pd.Series([f"a:{s}:{i}:{a}:{t}:{g}" for s, i, a, t, g in zip(
+            out["stream_id"].tolist(), out["item_id"].tolist(), out["annotator_id"].tolist(),
+            text(out["task_id"]).tolist(), text(out["guideline_version_id"]).tolist())], dtype=object)
+        keys = default if values is None else values.astype(object).where(values.notna(), default).astype(str)
     long = keys.str.len() > S.MAX_KEY_CHARS
     if long.any():
         raise fail(IDEMPOTENCY_KEY, f"keys of at most {S.MAX_KEY_CHARS} characters",
@@ -208,6 +227,8 @@ def _keys(values: pd.Series | None, out: pd.DataFrame) -> pd.Series:
 
 
 def _dedupe(out: pd.DataFrame) -> pd.DataFrame:
+    if not out["idempotency_key"].duplicated().any():
+        return out.sort_values("idempotency_key", kind="stable").reset_index(drop=True)
     clash = out.groupby("idempotency_key", sort=False)["content_hash"].nunique()
     if (clash > 1).any():
         raise ConflictError(f"The 'idempotency_key' {clash.index[clash > 1][0]!r} is used by rows with different "
@@ -263,11 +284,14 @@ def _insert_sqlite(conn: Connection, rows: list[tuple], actor, reason) -> int:
 
 _PG_TYPES: Final = ("int4", "int8", "int8", "int4", "int4", "text", "text", "float8", "int4", "float8", "int4",
                     "timestamptz", "text", "int8")
+_PG_STAGE: Final = "labelloop_annotations_in"
+_PG_CREATE_STAGE: Final = (f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} "
+                           f"({', '.join(f'{c} {t}' for c, t in zip(STORED, _PG_TYPES))}) ON COMMIT DELETE ROWS")
 _PG_INSERT: Final = (
-    f"WITH rows AS (SELECT * FROM unnest({', '.join(f'%s::{t}[]' for t in _PG_TYPES)}) AS r({', '.join(STORED)})), "
-    f"ins AS (INSERT INTO annotations ({', '.join(STORED)}) "
-    f"SELECT {', '.join(c + '::jsonb' if c == 'evidence' else c for c in STORED)} FROM rows ORDER BY idempotency_key "
-    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, stream_id, item_id, annotator_id, label), "
+    f"WITH ins AS (INSERT INTO annotations ({', '.join(STORED)}) "
+    f"SELECT {', '.join(c + '::jsonb' if c == 'evidence' else c for c in STORED)} FROM {_PG_STAGE} "
+    "ORDER BY idempotency_key ON CONFLICT (idempotency_key) DO NOTHING "
+    "RETURNING id, stream_id, item_id, annotator_id, label), "
     "ev AS (INSERT INTO events (at, actor, action, entity, entity_id, stream_id, item_id, after, reason) "
     f"SELECT now(), %s, '{EVENT_ACTION}', 'annotation', id, stream_id, item_id, "
     "jsonb_build_object('label', label, 'annotator_id', annotator_id), %s FROM ins RETURNING 1) "
@@ -275,18 +299,28 @@ _PG_INSERT: Final = (
 
 
 def _insert_postgresql(conn: Connection, rows: list[tuple], actor, reason) -> int:
-    columns = [list(c) for c in zip(*rows)]
+    # COPY into a session-local staging table, then one INSERT .. SELECT that skips stored
+    # keys and writes the events of the new rows from RETURNING.
+    info = conn.connection.info
     cursor = conn.connection.dbapi_connection.cursor()
     try:
-        cursor.execute(_PG_INSERT, (*columns, actor, reason))
-        return int(cursor.fetchone()[0])
+        if not info.get(_PG_STAGE):
+            cursor.execute(_PG_CREATE_STAGE)
+            info[_PG_STAGE] = True
+        with cursor.copy(f"COPY {_PG_STAGE} ({', '.join(STORED)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(_PG_INSERT, (actor, reason))
+        inserted = int(cursor.fetchone()[0])
+        cursor.execute(f"DELETE FROM {_PG_STAGE}")
+        return inserted
     finally:
         cursor.close()
 
 
 def _check_existing(conn: Connection, prepared: pd.DataFrame) -> None:
-    a = S.annotations
-    stored = dict(lookup(conn, a.c.idempotency_key, prepared["idempotency_key"], a.c.idempotency_key, a.c.content_hash))
+    stored = dict(lookup_fast(conn, "annotations", "idempotency_key", prepared["idempotency_key"].tolist(),
+                              ("idempotency_key", "content_hash")))
     theirs = prepared["idempotency_key"].map(stored)
     clash = theirs.notna() & (theirs.astype("Int64") != prepared["content_hash"])
     if clash.any():

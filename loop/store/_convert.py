@@ -84,9 +84,12 @@ def now_utc() -> datetime:
 def stamp_params(stamps: pd.Series, dialect: str) -> list:
     """Timestamps as the raw driver wants them: naive UTC text on SQLite (SQLAlchemy's
     format), aware datetimes on PostgreSQL."""
+    codes, uniques = pd.factorize(stamps)  # a batch usually shares one timestamp: format each once
     if dialect == "sqlite":
-        return stamps.dt.tz_convert("UTC").dt.strftime(SQLITE_STAMP).tolist()
-    return [t.to_pydatetime() for t in stamps]
+        formatted = np.asarray(uniques.tz_convert("UTC").strftime(SQLITE_STAMP), dtype=object)
+    else:
+        formatted = np.asarray([t.to_pydatetime() for t in uniques], dtype=object)
+    return formatted[codes].tolist()
 
 
 def json_text(value: Any, name: str) -> str | None:
@@ -112,17 +115,71 @@ def text(values: pd.Series) -> pd.Series:
     return values.astype(str).fillna("-")
 
 
+def missing_ints(n: int) -> pd.Series:
+    """``n`` missing values of the nullable Int64 dtype."""
+    return pd.Series(pd.arrays.IntegerArray(np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)))
+
+
+_NULL_TEXT: Final = np.array(["\x00"], dtype=object)
+
+
+def _column_hash(values: pd.Series) -> np.ndarray:
+    # One representation per value whatever the input dtype, so a retry hashes the same:
+    # integers (nullable or not) as int64 with a sentinel, floats as float64, the rest as text.
+    kind = values.dtype.kind
+    if kind in "iub" or str(values.dtype) in ("Int64", "Int32", "boolean"):
+        return pd.util.hash_array(values.astype("Int64").fillna(-(2 ** 62)).to_numpy(dtype=np.int64))
+    if kind == "f":
+        return pd.util.hash_array(values.to_numpy(dtype=np.float64, na_value=-np.inf))
+    missing = values.isna().to_numpy()
+    if missing.all():
+        return np.repeat(pd.util.hash_array(_NULL_TEXT), len(values))
+    return pd.util.hash_array(np.where(missing, _NULL_TEXT[0], values.astype(str).to_numpy(dtype=object)))
+
+
 def content_hash(frame: pd.DataFrame) -> np.ndarray:
-    """A 64-bit hash per row of ``frame``'s values as text (stable across processes, runs and
-    dtypes: 3 and 3.0 differ, but an int column and an Int64 column holding 3 do not), as int64."""
-    as_text = pd.DataFrame({c: text(frame[c]) for c in frame.columns})
-    return pd.util.hash_pandas_object(as_text, index=False).to_numpy().view(np.int64)
+    """A 64-bit hash per row of ``frame`` (stable across processes, runs and batch
+    compositions), as int64."""
+    combined = np.full(len(frame), 0x345678, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for col in frame.columns:
+            combined = (combined ^ _column_hash(frame[col])) * np.uint64(1_000_003)
+    return combined.view(np.int64)
+
+
+def lookup_fast(conn: Connection, table: str, key: str, values: Sequence[Any], columns: Sequence[str],
+                where: str = "", params: Sequence[Any] = (), select_params: Sequence[Any] = ()) -> list[tuple]:
+    """Like :func:`lookup` for many values at once: the values travel as one parameter (a
+    JSON array on SQLite, an array on PostgreSQL) instead of one placeholder each.
+    ``where`` is extra SQL using the driver's placeholders (``?``/``%s``) with ``params``;
+    ``select_params`` fill placeholders in ``columns``."""
+    values = list(dict.fromkeys(values))
+    if not values:
+        return []
+    sqlite = conn.dialect.name == "sqlite"
+    selected = ", ".join(f"{table}.{c}" if c.isidentifier() else c for c in columns)
+    if sqlite:
+        # CROSS JOIN pins the join order: walk the values, probe the table's index for each.
+        sql = f"SELECT {selected} FROM json_each(?) AS j CROSS JOIN {table} WHERE {table}.{key} = j.value"
+    else:
+        sql = f"SELECT {selected} FROM {table} WHERE {table}.{key} = ANY(%s)"
+    sql += f" AND {where}" if where else ""
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(sql, (*select_params, json.dumps(values) if sqlite else values, *params))
+        return [tuple(r) for r in cursor.fetchall()]
+    finally:
+        cursor.close()
 
 
 def nullable(values: pd.Series) -> list:
     """Values for a driver: NaN/NA become None, numpy scalars become Python ones."""
-    return [None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else
-            (v.item() if isinstance(v, np.generic) else v) for v in values.tolist()]
+    missing = values.isna()
+    if not missing.any():
+        return values.tolist()
+    if missing.all():
+        return [None] * len(values)
+    return values.astype(object).where(~missing, None).tolist()
 
 
 def lookup(conn: Connection, column: sa.Column, values: Iterable[Any], *columns: sa.Column,
