@@ -27,7 +27,7 @@ from ._validation import check_array, check_int, check_labels, check_option, che
 from .columns import ACCURACY, BIN_LOWER, BIN_UPPER, COUNT, GAP, MEAN_CONFIDENCE
 from .exceptions import NotFittedError
 
-__all__ = ["TemperatureScaling", "expected_calibration_error", "reliability_table"]
+__all__ = ["CalibratedClassifier", "TemperatureScaling", "expected_calibration_error", "reliability_table"]
 
 Kind = Literal["probs", "logits"]
 Strategy = Literal["uniform", "quantile"]
@@ -154,6 +154,70 @@ class TemperatureScaling:
         # Shifting each row by its log-sum-exp changes nothing after softmax, at any
         # temperature, and keeps exp() away from overflow.
         return log_softmax(logits, axis=1)
+
+
+class CalibratedClassifier:
+    """A fitted classifier followed by a fitted :class:`TemperatureScaling`: what gets served.
+
+    Both parts are fitted elsewhere (the classifier on the resolved labels, the scaler on
+    held-out gold); this only chains them, and lays the classifier's columns out over the
+    full class set, so a class missing from one round's training labels still has a column.
+
+    Parameters
+    ----------
+    estimator : fitted classifier
+        Has ``predict_proba`` and ``classes_`` (integer codes ``0 .. n_classes - 1``).
+    scaler : fitted TemperatureScaling
+        Fitted on ``n_classes`` columns (the output of :meth:`raw_proba` on held-out items).
+    n_classes : int
+        Size of the full class set.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> x, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+    >>> clf = LogisticRegression().fit(x, y)
+    >>> model = CalibratedClassifier(clf, TemperatureScaling().fit(clf.predict_proba(x), y), n_classes=2)
+    >>> model.predict_proba(x).shape, model.predict(x).tolist()
+    ((4, 2), [0, 0, 1, 1])
+    """
+
+    def __init__(self, estimator: Any, scaler: TemperatureScaling, *, n_classes: int) -> None:
+        if not hasattr(estimator, "predict_proba") or not hasattr(estimator, "classes_"):
+            raise fail("estimator", "a fitted classifier with predict_proba and classes_", type(estimator).__name__)
+        if not hasattr(scaler, "temperature_"):
+            raise NotFittedError("The 'scaler' must be a fitted TemperatureScaling.")
+        self.n_classes = check_int(n_classes, "n_classes", low=2)
+        columns = check_labels(np.asarray(estimator.classes_), "estimator.classes_", n_classes=self.n_classes)
+        if scaler.n_classes_ != self.n_classes:
+            raise fail("scaler", f"a TemperatureScaling fitted on {self.n_classes} classes",
+                       f"one fitted on {scaler.n_classes_}")
+        self.estimator = estimator
+        self.scaler = scaler
+        self.classes_ = np.arange(self.n_classes)
+        self._columns = columns
+
+    @property
+    def temperature_(self) -> float:
+        return self.scaler.temperature_
+
+    def raw_proba(self, X: ArrayLike) -> np.ndarray:
+        """The classifier's probabilities over the full class set, before calibration."""
+        raw = np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
+        out = np.zeros((raw.shape[0], self.n_classes))
+        out[:, self._columns] = raw
+        return out
+
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
+        """Calibrated probabilities, shape ``(n_items, n_classes)``."""
+        return self.scaler.transform(self.raw_proba(X))
+
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        """Most probable class per item, shape ``(n_items,)``."""
+        return self.predict_proba(X).argmax(axis=1)
+
+    def __repr__(self) -> str:
+        return f"CalibratedClassifier({self.estimator!r}, temperature={self.temperature_:.3g}, n_classes={self.n_classes})"
 
 
 def expected_calibration_error(pred_probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 15,

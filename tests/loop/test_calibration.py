@@ -206,3 +206,28 @@ def test_ece_bad_input() -> None:
         reliability_table(probs, [0, 5])
     with pytest.raises(SchemaError, match="'pred_probs'"):
         reliability_table([[0.9, np.nan]], [0])
+
+
+def test_calibrated_classifier_fills_missing_classes_and_applies_the_temperature() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from loop.calibration import CalibratedClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 2))
+    y = (x[:, 0] > 0).astype(int) * 2  # classes 0 and 2 only; class 1 never seen
+    clf = LogisticRegression().fit(x, y)
+    raw = np.zeros((300, 3))
+    raw[:, [0, 2]] = clf.predict_proba(x)
+    scaler = TemperatureScaling().fit(raw, y)
+    model = CalibratedClassifier(clf, scaler, n_classes=3)
+    probs = model.predict_proba(x)
+    assert probs.shape == (300, 3) and np.allclose(probs.sum(axis=1), 1)
+    assert np.allclose(probs, scaler.transform(raw))
+    assert (model.predict(x) == probs.argmax(axis=1)).all() and model.temperature_ == scaler.temperature_
+    with pytest.raises(SchemaError, match="'scaler'"):
+        CalibratedClassifier(clf, TemperatureScaling().fit(clf.predict_proba(x), y // 2), n_classes=3)
+    with pytest.raises(SchemaError, match="'estimator'"):
+        CalibratedClassifier(object(), scaler, n_classes=3)
+    with pytest.raises(NotFittedError):
+        CalibratedClassifier(clf, TemperatureScaling(), n_classes=3)
