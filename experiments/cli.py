@@ -14,6 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the library end to end on scikit-learn's digits")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(func=_demo)
+    from experiments.db_cli import add_db_parser
+    add_db_parser(sub)
     return parser
 
 
