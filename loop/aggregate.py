@@ -324,7 +324,8 @@ class DawidSkene(_Aggregator):
         gold : Series, optional
             Known true labels by ``item_id``. Those items' posteriors are fixed to their gold
             class at every step, so annotators' confusion is learned against the truth there.
-            Gold items without annotations are ignored.
+            Gold items without annotations are ignored; gold labels that no annotator gave
+            become classes too.
 
         Returns
         -------
@@ -432,7 +433,7 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
         target[:, diag, diag] = skill[:, None]
         lam = 0.0
         if model == "one_coin":
-            conf = target
+            conf = target / target.sum(axis=2, keepdims=True)  # a no-op unless k == 1
         else:
             lam = _eb_shrinkage(counts, alpha, target) if shrinkage == "auto" else float(shrinkage)
             conf = counts + alpha + lam * target

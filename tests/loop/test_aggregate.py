@@ -338,3 +338,11 @@ def test_convergence_and_iteration_cap(small_annotations):
     assert np.isfinite(converged.log_likelihood_) and converged.log_likelihood_ < 0
     capped = DawidSkene(max_iter=2, tol=0.0).fit(small_annotations)
     assert capped.n_iter_ == 2
+
+
+@pytest.mark.parametrize("model", ["full", "one_coin"])
+def test_a_single_class(model):
+    ds = DawidSkene(model).fit(frame([(1, "a", "x"), (1, "b", "x"), (2, "a", "x")]))
+    assert ds.labels_.tolist() == ["x", "x"]
+    np.testing.assert_allclose(ds.confusion_, 1.0)
+    np.testing.assert_allclose(ds.posteriors_.to_numpy(), 1.0)
