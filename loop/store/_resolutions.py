@@ -68,9 +68,12 @@ def prepare(conn: Connection, stream: Stream, records, *, method) -> pd.DataFram
     out["supersedes_id"] = pd.array([None if v is None or v != v else int(v) for v in sup], dtype="Int64")
     out["reason"] = frame[REASON].astype(object).where(frame[REASON].notna(), None) if REASON in frame else None
     default = "r:" + text(out["item_id"]) + ":" + text(out["supersedes_id"])
-    keys = frame[IDEMPOTENCY_KEY].astype(object).where(frame[IDEMPOTENCY_KEY].notna(), default) \
-        if IDEMPOTENCY_KEY in frame else default
+    given = frame[IDEMPOTENCY_KEY].notna() if IDEMPOTENCY_KEY in frame else pd.Series(False, index=frame.index)
+    keys = frame[IDEMPOTENCY_KEY].astype(object).where(given, default) if IDEMPOTENCY_KEY in frame else default
     out["idempotency_key"] = keys.astype(str)
+    # A default key is the natural key (item, superseded resolution): reusing it with another
+    # label is a lost race, reported as such below rather than as a key reuse.
+    out["natural_key"] = ~given.to_numpy()
     out["content_hash"] = content_hash(out[["item_id", "label", "method", "confidence", "supersedes_id"]])
     clash = out.groupby("idempotency_key")["content_hash"].nunique()
     if (clash > 1).any():
@@ -95,8 +98,10 @@ def insert(conn: Connection, stream: Stream, prepared: pd.DataFrame, *, actor: s
     stored = {k: (h, i) for k, h, i in lookup(conn, r.c.idempotency_key, prepared["idempotency_key"],
                                               r.c.idempotency_key, r.c.content_hash, r.c.id)}
     ids: dict[str, int] = {}
-    for key, hsh in zip(prepared["idempotency_key"], prepared["content_hash"]):
+    for key, hsh, natural in zip(prepared["idempotency_key"], prepared["content_hash"], prepared["natural_key"]):
         if key in stored:
+            if stored[key][0] != hsh and natural:
+                continue  # _check_chain explains: already resolved, or already superseded
             if stored[key][0] != hsh:
                 raise ConflictError(f"The 'idempotency_key' {key!r} already names a stored resolution with "
                                     "different content; a retry must send the same resolution.")

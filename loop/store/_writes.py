@@ -68,7 +68,7 @@ def insert_idempotent(conn: Connection, table: sa.Table, rows: list[dict], *, ke
         for id_, k in result:
             ids[k] = id_
         record_events(conn, [{"action": action, "entity": entity, "entity_id": ids[row[key]],
-                              "stream_id": row.get("stream_id", stream_id),
+                              "stream_id": ids[row[key]] if entity == "stream" else row.get("stream_id", stream_id),
                               "item_id": ids[row[key]] if entity == "item" else row.get("item_id"),
                               "after": {c: _jsonable(row[c]) for c in after}} for row in new],
                       actor=actor, reason=reason)

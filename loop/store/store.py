@@ -599,7 +599,7 @@ class LabelStore:
                 s = self.stream(stream)
                 query = query.where(e.c.stream_id == s.id)
                 if item_id is not None:
-                    query = query.where(e.c.item_id == _item_ids_of(conn, s, pd.Series([item_id]))[0])
+                    query = query.where(e.c.item_id == int(_item_ids_of(conn, s, pd.Series([item_id]))[0]))
             elif item_id is not None:
                 raise fail("stream", "a stream name when item_id is given", "None")
             rows = conn.execute(query).all()

@@ -1,0 +1,140 @@
+"""Batched annotation writes: idempotent, validated as a whole, one event each; the long
+frame read back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from loop.columns import ANNOTATOR, COST, ITEM, LABEL, SECONDS
+from loop.exceptions import ConflictError, SchemaError
+from loop.store import (EVIDENCE, GUIDELINE_VERSION, IDEMPOTENCY_KEY, MAX_RATIONALE_CHARS, RATIONALE, SUGGESTION,
+                        SUGGESTION_CONFIDENCE)
+
+from .conftest import STREAM
+
+
+def _batch(n_items: int = 10, annotators=("a", "b", "c"), seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = [{ITEM: f"i{i}", ANNOTATOR: a, LABEL: int(rng.integers(0, 3)), SECONDS: float(rng.integers(5, 60)),
+             GUIDELINE_VERSION: 1} for i in range(n_items) for a in annotators]
+    return pd.DataFrame(rows)
+
+
+def _counts(store) -> tuple[int, int]:
+    with store._engine.connect() as conn:
+        return (conn.execute(sa.text("SELECT count(*) FROM annotations")).scalar(),
+                conn.execute(sa.text("SELECT count(*) FROM events WHERE action = 'annotation.created'")).scalar())
+
+
+def test_batch_round_trips_through_the_long_frame(seeded):
+    batch = _batch()
+    batch[RATIONALE] = ["because"] * len(batch)
+    batch[EVIDENCE] = [{"span": [0, k]} for k in range(len(batch))]
+    batch[SUGGESTION] = "pos"
+    batch[SUGGESTION_CONFIDENCE] = 0.9
+    assert seeded.add_annotations(STREAM, batch, actor="ingest").inserted == 30
+    frame = seeded.annotations_frame(STREAM, extras=(RATIONALE, EVIDENCE, SUGGESTION, SUGGESTION_CONFIDENCE))
+    got = frame.sort_values([ITEM, ANNOTATOR]).reset_index(drop=True)
+    want = batch.sort_values([ITEM, ANNOTATOR]).reset_index(drop=True)
+    assert got[ITEM].tolist() == want[ITEM].tolist()
+    assert got[LABEL].tolist() == want[LABEL].tolist()
+    np.testing.assert_allclose(got[SECONDS], want[SECONDS])
+    rates = got[ANNOTATOR].map({"a": 36.0, "b": 18.0, "c": 0.0})
+    np.testing.assert_allclose(got[COST], got[SECONDS] * rates / 3600)
+    assert (got[GUIDELINE_VERSION] == 1).all() and (got[SUGGESTION] == 2).all()
+    assert got[EVIDENCE].tolist() == want[EVIDENCE].tolist()
+    assert str(frame["created_at"].dt.tz) == "UTC"
+    assert _counts(seeded) == (30, 30)
+
+
+def test_labels_may_be_codes_or_names(seeded):
+    seeded.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "a", LABEL: "neu"}, {ITEM: "i0", ANNOTATOR: "b", LABEL: 2}])
+    assert seeded.annotations_frame(STREAM)[LABEL].tolist() == [1, 2]
+
+
+def test_a_retry_stores_nothing_twice(seeded):
+    batch = _batch()
+    first = seeded.add_annotations(STREAM, batch)
+    half = seeded.add_annotations(STREAM, pd.concat([batch.iloc[:15], _batch(annotators=("a",)).assign(
+        **{GUIDELINE_VERSION: None})]))
+    assert (first.inserted, first.existing) == (30, 0)
+    assert (half.inserted, half.existing) == (10, 15)  # guideline-less labels are other judgements
+    assert _counts(seeded) == (40, 40)
+
+
+def test_a_key_reused_with_other_content_is_a_conflict(seeded):
+    seeded.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "a", LABEL: 0, IDEMPOTENCY_KEY: "k1"}])
+    with pytest.raises(ConflictError, match="k1"):
+        seeded.add_annotations(STREAM, [{ITEM: "i1", ANNOTATOR: "a", LABEL: 0, IDEMPOTENCY_KEY: "new"},
+                                        {ITEM: "i0", ANNOTATOR: "a", LABEL: 2, IDEMPOTENCY_KEY: "k1"}])
+    with pytest.raises(ConflictError, match="k2"):
+        seeded.add_annotations(STREAM, [{ITEM: "i1", ANNOTATOR: "a", LABEL: 0, IDEMPOTENCY_KEY: "k2"},
+                                        {ITEM: "i1", ANNOTATOR: "a", LABEL: 1, IDEMPOTENCY_KEY: "k2"}])
+    assert _counts(seeded) == (1, 1)  # the whole batch was refused, 'new' included
+
+
+def test_relabelling_the_same_judgement_is_a_conflict_not_an_overwrite(seeded):
+    seeded.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "a", LABEL: 0}])
+    with pytest.raises(ConflictError):
+        seeded.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "a", LABEL: 1}])
+    assert seeded.annotations_frame(STREAM)[LABEL].tolist() == [0]
+
+
+BAD = [
+    ({ITEM: "nope"}, "'item_id'"),
+    ({ANNOTATOR: "d"}, "'annotator_id'.*not on it"),          # d is on another stream
+    ({ANNOTATOR: "zed"}, "'annotator_id'.*unknown"),
+    ({LABEL: "great"}, "'label'"),
+    ({LABEL: 3}, "'label'"),
+    ({GUIDELINE_VERSION: 2}, "'guideline_version'.*unpublished"),
+    ({GUIDELINE_VERSION: 7}, "'guideline_version'"),
+    ({RATIONALE: "x" * (MAX_RATIONALE_CHARS + 1)}, "'rationale'"),
+    ({SECONDS: -1.0}, "'seconds'"),
+    ({SUGGESTION_CONFIDENCE: 1.5}, "'suggestion_confidence'"),
+    ({EVIDENCE: {1, 2}}, "'evidence'"),
+    ({"colour": "red"}, "unknown"),
+    ({"task_id": 12345}, "'task_id'"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD, ids=[m for _, m in BAD])
+def test_bad_input_names_the_field_and_stores_nothing(seeded, change, message):
+    good = {ITEM: "i1", ANNOTATOR: "b", LABEL: 1, SECONDS: 3.0}
+    with pytest.raises(SchemaError, match=message):
+        seeded.add_annotations(STREAM, [good, {**good, ANNOTATOR: "a", **change}])
+    assert _counts(seeded) == (0, 0)
+
+
+def test_missing_required_values_are_refused(seeded):
+    with pytest.raises(SchemaError, match="'label'"):
+        seeded.add_annotations(STREAM, pd.DataFrame({ITEM: ["i0"], ANNOTATOR: ["a"], LABEL: [None]}))
+    with pytest.raises(SchemaError, match="at least one row"):
+        seeded.add_annotations(STREAM, pd.DataFrame(columns=[ITEM, ANNOTATOR, LABEL]))
+
+
+def test_inactive_annotators_cannot_annotate(seeded):
+    seeded.set_annotator_active("c", False)
+    with pytest.raises(SchemaError, match="inactive"):
+        seeded.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "c", LABEL: 0}])
+
+
+def test_annotations_and_events_are_append_only(seeded):
+    seeded.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "a", LABEL: 0}])
+    for sql in ("UPDATE annotations SET label = 2", "DELETE FROM annotations", "UPDATE events SET actor = 'x'",
+                "DELETE FROM events"):
+        with pytest.raises(sa.exc.DatabaseError, match="append-only"), seeded._engine.begin() as conn:
+            conn.execute(sa.text(sql))
+    assert _counts(seeded) == (1, 1)
+    assert not any(hasattr(seeded, name) for name in ("update_annotation", "delete_annotation", "delete_event"))
+
+
+def test_time_window_reads(seeded):
+    seeded.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "a", LABEL: 0, "created_at": "2024-01-01T10:00:00Z"},
+                                    {ITEM: "i0", ANNOTATOR: "b", LABEL: 0, "created_at": "2024-02-01T10:00:00+02:00"}])
+    frame = seeded.annotations_frame(STREAM, since="2024-01-15")
+    assert frame[ANNOTATOR].tolist() == ["b"]
+    assert frame["created_at"].iloc[0] == pd.Timestamp("2024-02-01T08:00:00Z")
+    assert seeded.annotations_frame(STREAM, until="2024-01-15")[ANNOTATOR].tolist() == ["a"]
