@@ -1,0 +1,674 @@
+"""``labelloop tune``: search routing thresholds for the cheapest program that meets a target error rate.
+
+The search
+----------
+Four numbers are tuned: the Router's ``auto_accept_confidence``, ``expert_margin`` and
+``double_blind_issue_score`` (:class:`loop.routing.RoutingThresholds`; the other threshold
+fields, risk weights, always-human classes and guideline references, stay as the program
+config sets them) and the program's ``audit_rate``. Each trial runs the whole program on the
+simulator with those values (the in-process scorer, no Ray, no tracking of its own) and reads
+two numbers off the result: the annotation ``cost`` and the true ``error_rate`` of the final
+labels (known in simulation).
+
+Constraint handling
+-------------------
+The objective is the cost, minimised; the target error rate is an Optuna constraint, not a
+penalty. Each trial calls ``trial.set_constraint("error_rate_excess", error_rate - target)``
+(Optuna 5's replacement of the samplers' ``constraints_func``); a trial is feasible when the
+excess is <= 0. The TPE sampler then models feasible trials by cost and ranks infeasible ones
+by how far they miss, and ``study.best_trial`` is the cheapest *feasible* trial. A penalty
+(``cost + weight * excess``) would need a weight in money per error-rate point and could
+prefer a cheap trial that misses the target; the constraint never does. When no trial meets
+the target, no Serve config is written and the result says by how much the closest trial
+missed.
+
+Storage and resuming
+--------------------
+The study lives at an RDB storage URL (``sqlite:///optuna.db`` beside ``sqlite:///mlflow.db``
+by default; PostgreSQL for a team) and is loaded if it exists, so an interrupted study
+resumes: ``trials`` is the number of *completed* trials the study should reach, and a rerun of
+the same command runs only the missing ones. Trials left RUNNING by a killed process are
+failed by the storage's heartbeat and retried once.
+
+Tracking
+--------
+One parent MLflow run per study (reopened when the study resumes, or the project run under
+``mlflow run``), one nested run per trial with the trial's values as params and its cost, error
+rate and program metrics as metrics. The parent holds the tune settings and the program config
+as params and, at the end, the best trial's figures, the trials table and the Serve config.
+
+Examples
+--------
+The search over a function of the thresholds (the program is one such function)::
+
+    >>> def evaluate(p: TrialParams) -> TrialOutcome:
+    ...     cost = 100 * (1 - p.thresholds.auto_accept_confidence) ** -0.5
+    ...     return TrialOutcome(cost=cost, error_rate=0.3 * (1 - p.thresholds.auto_accept_confidence))
+    >>> study = run_study(evaluate, TuneSettings(trials=5, storage="sqlite://"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from loop.routing import RoutingThresholds
+
+__all__ = [
+    "ParamRange",
+    "SearchSpace",
+    "StudyResult",
+    "TrialOutcome",
+    "TrialParams",
+    "TuneSettings",
+    "best_params",
+    "run_study",
+    "open_study",
+]
+
+# Optuna parameter names: the threshold fields keep their RoutingThresholds names.
+THRESHOLD_PARAMS = ("auto_accept_confidence", "expert_margin", "double_blind_issue_score")
+AUDIT_RATE = "audit_rate"
+TUNED_PARAMS = (*THRESHOLD_PARAMS, AUDIT_RATE)
+CONSTRAINT = "error_rate_excess"
+
+# Trial user attributes and study user attributes (read back when the study resumes).
+ATTR_COST = "cost"
+ATTR_ERROR_RATE = "error_rate"
+ATTR_RUN_ID = "mlflow_run_id"
+ATTR_PARENT_RUN_ID = "mlflow_parent_run_id"
+ATTR_TRACKING_URI = "mlflow_tracking_uri"
+
+# MLflow names of the tuner's own metrics, params and tags.
+METRIC_COST = "cost"
+METRIC_ERROR_RATE = "final_error_rate"
+METRIC_EXCESS = CONSTRAINT
+METRIC_FEASIBLE = "feasible"
+METRIC_BEST_COST = "best_cost"
+METRIC_BEST_ERROR_RATE = "best_final_error_rate"
+METRIC_N_COMPLETE = "trials_complete"
+METRIC_N_FEASIBLE = "trials_feasible"
+PARAM_TRIAL = "trial_number"
+TAG_KIND = "labelloop.kind"
+TAG_STUDY = "labelloop.study"
+TAG_STORAGE = "labelloop.optuna_storage"
+TAG_TRIAL = "labelloop.trial"
+KIND_TUNE = "tune"
+KIND_TRIAL = "tune_trial"
+ARTIFACT_TRIALS = "trials.csv"
+
+# Heartbeat of the RDB storage: a trial whose process died is failed after the grace period
+# and retried once, so killing `labelloop tune` loses at most one trial's work.
+HEARTBEAT_SECONDS = 30
+GRACE_SECONDS = 90
+
+
+class TuneConfigError(ValueError):
+    """A tune setting is invalid; the message names it (``tune.trials: expected ...``)."""
+
+
+def _bad(field_name: str, expected: str, got: Any) -> TuneConfigError:
+    return TuneConfigError(f"tune.{field_name}: expected {expected}, got {got!r}")
+
+
+def _unit_float(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 <= value <= 1:
+        raise _bad(name, "a number in [0, 1]", value)
+    return float(value)
+
+
+@dataclass(frozen=True)
+class ParamRange:
+    """A closed interval ``[low, high]`` of a tuned value; ``low == high`` fixes the value.
+
+    Parameters
+    ----------
+    low, high : float in [0, 1]
+        The bounds, ``low <= high``.
+    name : str
+        The field it belongs to, for error messages (``search_space.expert_margin``).
+    """
+
+    low: float
+    high: float
+    name: str = "range"
+
+    def __post_init__(self) -> None:
+        low = _unit_float(self.low, f"{self.name}[0]")
+        high = _unit_float(self.high, f"{self.name}[1]")
+        if low > high:
+            raise _bad(self.name, "[low, high] with low <= high", [self.low, self.high])
+        object.__setattr__(self, "low", low)
+        object.__setattr__(self, "high", high)
+
+    @classmethod
+    def parse(cls, value: Any, name: str) -> ParamRange:
+        """Read ``[low, high]`` (a YAML list) or a single number (a fixed value)."""
+        if isinstance(value, ParamRange):
+            return cls(value.low, value.high, name)
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            return cls(value[0], value[1], name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return cls(value, value, name)
+        raise _bad(name, "[low, high] or a single number", value)
+
+
+def _default_range(name: str, low: float, high: float) -> Callable[[], ParamRange]:
+    return lambda: ParamRange(low, high, f"search_space.{name}")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Where each tuned value is searched (uniformly, between its bounds).
+
+    ``auto_accept_confidence`` must stay > 0 (``RoutingThresholds`` refuses 0).
+    """
+
+    auto_accept_confidence: ParamRange = field(default_factory=_default_range("auto_accept_confidence", 0.80, 0.999))
+    expert_margin: ParamRange = field(default_factory=_default_range("expert_margin", 0.0, 0.40))
+    double_blind_issue_score: ParamRange = field(default_factory=_default_range("double_blind_issue_score", 0.50, 0.99))
+    audit_rate: ParamRange = field(default_factory=_default_range("audit_rate", 0.0, 0.10))
+
+    def __post_init__(self) -> None:
+        for name in TUNED_PARAMS:
+            object.__setattr__(self, name, ParamRange.parse(getattr(self, name), f"search_space.{name}"))
+        if self.auto_accept_confidence.low <= 0:
+            raise _bad("search_space.auto_accept_confidence", "a range above 0",
+                       [self.auto_accept_confidence.low, self.auto_accept_confidence.high])
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any] | None) -> SearchSpace:
+        """Build from ``{name: [low, high] | value}``; unknown names are refused."""
+        config = {} if config is None else config
+        if not isinstance(config, Mapping):
+            raise _bad("search_space", "a mapping of tuned value -> [low, high]", config)
+        unknown = sorted(map(str, set(config) - set(TUNED_PARAMS)))
+        if unknown:
+            raise _bad(f"search_space.{unknown[0]}", f"one of {list(TUNED_PARAMS)}", unknown[0])
+        return cls(**{k: ParamRange.parse(v, f"search_space.{k}") for k, v in config.items()})
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {name: [getattr(self, name).low, getattr(self, name).high] for name in TUNED_PARAMS}
+
+    def suggest(self, trial: Any) -> dict[str, float]:
+        """Ask an Optuna trial for one value of each tuned parameter (fixed ranges are not asked)."""
+        values = {}
+        for name in TUNED_PARAMS:
+            r = getattr(self, name)
+            values[name] = r.low if r.low == r.high else trial.suggest_float(name, r.low, r.high)
+        return values
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """How ``labelloop tune`` searches (the ``tune:`` section of a tune config).
+
+    Parameters
+    ----------
+    trials : int >= 1, default=20
+        Completed trials the study should reach; a resumed study runs only the missing ones.
+    target_error_rate : float in [0, 1], default=0.02
+        Largest acceptable true error rate of the final labels.
+    storage : str, default="sqlite:///optuna.db"
+        Optuna RDB storage URL (SQLite or PostgreSQL).
+    study_name : str, default="labelloop-tune"
+        The study to create or resume in ``storage``.
+    serve_config : str, default="serve_config.yaml"
+        Where the best thresholds are written as a Serve config.
+    experiment : str, default="labelloop-tune"
+        MLflow experiment of the parent run (ignored under ``mlflow run``, which brings its own).
+    seed : int, default=0
+        Seed of the TPE sampler (offset by the number of trials already in the study, so a
+        resumed study does not replay its first random trials).
+    search_space : SearchSpace
+        Where each tuned value is searched.
+    """
+
+    trials: int = 20
+    target_error_rate: float = 0.02
+    storage: str = "sqlite:///optuna.db"
+    study_name: str = "labelloop-tune"
+    serve_config: str = "serve_config.yaml"
+    experiment: str = "labelloop-tune"
+    seed: int = 0
+    search_space: SearchSpace = field(default_factory=SearchSpace)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
+            raise _bad("trials", "an integer >= 1", self.trials)
+        object.__setattr__(self, "target_error_rate", _unit_float(self.target_error_rate, "target_error_rate"))
+        for name in ("storage", "study_name", "serve_config", "experiment"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise _bad(name, "a non-empty string", value)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise _bad("seed", "an integer >= 0", self.seed)
+        if isinstance(self.search_space, Mapping):
+            object.__setattr__(self, "search_space", SearchSpace.from_dict(self.search_space))
+        elif not isinstance(self.search_space, SearchSpace):
+            raise _bad("search_space", "a mapping of tuned value -> [low, high]", self.search_space)
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any] | None) -> TuneSettings:
+        """Build from the ``tune:`` mapping of a YAML file; unknown keys are refused."""
+        config = {} if config is None else config
+        if not isinstance(config, Mapping):
+            raise TuneConfigError(f"tune: expected a mapping of settings, got {config!r}")
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(map(str, set(config) - set(valid)))
+        if unknown:
+            raise TuneConfigError(f"tune.{unknown[0]}: unknown key; expected one of {valid}")
+        return cls(**config)
+
+    def to_params(self) -> dict[str, Any]:
+        """Flat MLflow params (``tune.trials`` is left out: it changes when a study is extended)."""
+        params = {f"tune.{f.name}": getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name not in ("trials", "search_space")}
+        for name, (low, high) in self.search_space.to_dict().items():
+            params[f"tune.search_space.{name}"] = f"[{low}, {high}]"
+        return params
+
+
+@dataclass(frozen=True)
+class TrialParams:
+    """The values one trial runs the program with."""
+
+    thresholds: RoutingThresholds
+    audit_rate: float
+
+    def to_dict(self) -> dict[str, float]:
+        values = {name: getattr(self.thresholds, name) for name in THRESHOLD_PARAMS}
+        values[AUDIT_RATE] = self.audit_rate
+        return values
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What one trial measured: the objective, the constrained value and any other metrics.
+
+    Parameters
+    ----------
+    cost : float >= 0
+        Annotation cost of the program (the objective, minimised).
+    error_rate : float in [0, 1]
+        True error rate of the final labels (the constrained value).
+    metrics : mapping of str -> float, default={}
+        Other figures to log on the trial's MLflow run (names as in :mod:`experiments.tracking`).
+    """
+
+    cost: float
+    error_rate: float
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("cost", "error_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0:
+                raise ValueError(f"TrialOutcome.{name}: expected a finite number >= 0, got {value!r}")
+        object.__setattr__(self, "cost", float(self.cost))
+        object.__setattr__(self, "error_rate", float(self.error_rate))
+
+
+Evaluate = Callable[[TrialParams], TrialOutcome]
+"""One trial: run the program with these values on the simulator and measure it."""
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """Where a study stands after a session.
+
+    Attributes
+    ----------
+    study_name, storage : str
+        The Optuna study and its storage URL.
+    trials : DataFrame
+        One row per trial of the whole study: ``number, state, cost, error_rate, feasible,
+        mlflow_run_id`` and one column per tuned value.
+    best : TrialParams or None
+        Values of the cheapest feasible trial; None when no trial meets the target.
+    best_number : int or None
+        Its trial number.
+    best_cost, best_error_rate : float
+        Its figures (NaN when there is none).
+    closest_excess : float
+        The smallest ``error_rate - target`` of any completed trial (<= 0 when one is feasible).
+    n_new : int
+        Trials run in this session.
+    parent_run_id : str or None
+        The parent MLflow run (None when tracking was off).
+    serve_config : Path or None
+        The Serve config the best values were written to (None when none was written).
+    """
+
+    study_name: str
+    storage: str
+    trials: pd.DataFrame
+    best: TrialParams | None
+    best_number: int | None
+    best_cost: float
+    best_error_rate: float
+    closest_excess: float
+    n_new: int
+    parent_run_id: str | None
+    serve_config: Path | None = None
+
+    @property
+    def n_complete(self) -> int:
+        return int((self.trials["state"] == "COMPLETE").sum()) if len(self.trials) else 0
+
+    @property
+    def n_feasible(self) -> int:
+        return int(self.trials["feasible"].fillna(False).astype(bool).sum()) if len(self.trials) else 0
+
+
+def open_study(settings: TuneSettings, *, heartbeat: bool = True) -> Any:
+    """Create the study in ``settings.storage`` or load it if it exists.
+
+    Returns
+    -------
+    optuna.Study
+        A minimising single-objective study with a seeded TPE sampler.
+    """
+    import optuna
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.storage)
+    # An in-memory SQLite database lives in one connection; the heartbeat thread would open another.
+    in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+    with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            settings.storage,
+            **(dict(heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+               if heartbeat and not in_memory else {}),
+        )
+    # Peek at the study size first so the sampler's seed moves on with the study.
+    existing = 0
+    try:
+        existing = len(optuna.load_study(study_name=settings.study_name, storage=storage).trials)
+    except KeyError:
+        pass
+    sampler = optuna.samplers.TPESampler(seed=settings.seed + existing)
+    return optuna.create_study(storage=storage, study_name=settings.study_name, direction="minimize",
+                               sampler=sampler, load_if_exists=True)
+
+
+def best_params(study: Any, base: RoutingThresholds) -> TrialParams | None:
+    """The values of the cheapest feasible trial of ``study`` on top of ``base``; None if none."""
+    try:
+        trial = study.best_trial
+    except ValueError:  # no completed trial, or none feasible
+        return None
+    if any(v > 0 for v in trial.constraints.values()):
+        return None
+    return _params_of(trial.params, base, trial.user_attrs)
+
+
+def _params_of(values: Mapping[str, float], base: RoutingThresholds, attrs: Mapping[str, Any]) -> TrialParams:
+    # Fixed ranges are not asked of Optuna; the trial keeps them in its user attrs.
+    merged = {**{k: attrs[k] for k in TUNED_PARAMS if k in attrs}, **values}
+    thresholds = dataclasses.replace(base, **{k: merged[k] for k in THRESHOLD_PARAMS})
+    return TrialParams(thresholds=thresholds, audit_rate=float(merged[AUDIT_RATE]))
+
+
+class _Tracker:
+    """The tuner's MLflow runs, written through one client (no global active run)."""
+
+    def __init__(self, tracking_uri: str, experiment: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        # Under `mlflow run`, the project run is the parent and its store is the tracking store.
+        self.project_run_id = os.environ.get("MLFLOW_RUN_ID") or None
+        if self.project_run_id:
+            tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        if self.project_run_id:
+            self.experiment_id = self.client.get_run(self.project_run_id).info.experiment_id
+        else:
+            found = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self.parent_run_id: str | None = None
+
+    def open_parent(self, study: Any, settings: TuneSettings, params: Mapping[str, Any]) -> str:
+        from mlflow.exceptions import MlflowException
+
+        tags = {TAG_KIND: KIND_TUNE, TAG_STUDY: settings.study_name,
+                TAG_STORAGE: _hide_password(settings.storage)}
+        candidate = self.project_run_id or self._previous_parent(study)
+        if candidate is not None:
+            try:
+                self._log(candidate, params=params, tags=tags)
+                if candidate != self.project_run_id:
+                    self.client.update_run(candidate, status="RUNNING")
+                self.parent_run_id = candidate
+            except MlflowException:  # the settings changed (params are immutable): start afresh
+                candidate = None
+        if candidate is None:
+            run = self.client.create_run(self.experiment_id, run_name=f"tune {settings.study_name}", tags=tags)
+            self.parent_run_id = run.info.run_id
+            self._log(self.parent_run_id, params=params)
+        study.set_user_attr(ATTR_PARENT_RUN_ID, self.parent_run_id)
+        study.set_user_attr(ATTR_TRACKING_URI, self.tracking_uri)
+        return self.parent_run_id
+
+    def _previous_parent(self, study: Any) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        run_id = study.user_attrs.get(ATTR_PARENT_RUN_ID)
+        if not run_id or study.user_attrs.get(ATTR_TRACKING_URI) != self.tracking_uri:
+            return None
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return None
+        if run.info.lifecycle_stage != "active" or run.info.experiment_id != self.experiment_id:
+            return None
+        return run_id
+
+    def start_trial(self, number: int, values: Mapping[str, float], settings: TuneSettings) -> str:
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"trial {number}",
+            tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, TAG_KIND: KIND_TRIAL,
+                  TAG_STUDY: settings.study_name, TAG_TRIAL: str(number)})
+        self._log(run.info.run_id, params={PARAM_TRIAL: number, **values})
+        return run.info.run_id
+
+    def end_trial(self, run_id: str, metrics: Mapping[str, float] | None, *, failed: bool = False) -> None:
+        if metrics:
+            self._log(run_id, metrics=metrics)
+        self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+    def close_parent(self, result: StudyResult, serve_config: Path | None, *, failed: bool = False) -> None:
+        if self.parent_run_id is None:
+            return
+        metrics = {METRIC_N_COMPLETE: result.n_complete, METRIC_N_FEASIBLE: result.n_feasible}
+        if result.best is not None:
+            metrics |= {METRIC_BEST_COST: result.best_cost, METRIC_BEST_ERROR_RATE: result.best_error_rate}
+            metrics |= {f"best_{k}": v for k, v in result.best.to_dict().items()}
+        self._log(self.parent_run_id, metrics=metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            table = Path(tmp) / ARTIFACT_TRIALS
+            result.trials.to_csv(table, index=False)
+            self.client.log_artifact(self.parent_run_id, str(table))
+        if serve_config is not None:
+            self.client.log_artifact(self.parent_run_id, str(serve_config))
+        if self.parent_run_id != self.project_run_id:  # `mlflow run` ends its own run
+            self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
+
+    def _log(self, run_id: str, *, params: Mapping[str, Any] | None = None,
+             metrics: Mapping[str, float] | None = None, tags: Mapping[str, str] | None = None) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+            params=[Param(k, str(v)) for k, v in (params or {}).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        )
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a SQLAlchemy URL: keep it as it was given
+        return url
+
+
+def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: RoutingThresholds | None = None,
+              base_audit_rate: float = 0.0, tracking_uri: str | None = None,
+              params: Mapping[str, Any] | None = None,
+              write_best: Callable[[TrialParams], Path] | None = None,
+              on_trial: Callable[[int, int, TrialOutcome], None] | None = None,
+              heartbeat: bool = True) -> StudyResult:
+    """Run (or resume) the study until it has ``settings.trials`` completed trials.
+
+    Parameters
+    ----------
+    evaluate : callable TrialParams -> TrialOutcome
+        One trial: run the program with these values and measure cost and final error rate.
+        An exception stops the session (the trial is marked failed; a rerun resumes).
+    settings : TuneSettings
+        Trials, target, storage, search space, seed.
+    base_thresholds : RoutingThresholds, optional
+        The thresholds whose three numeric cut-offs the tuned values replace (risk weights,
+        always-human classes and guideline references are kept). Default
+        ``RoutingThresholds()``. On a new study the first trial runs these values and
+        ``base_audit_rate`` (clipped into the search space): the baseline.
+    base_audit_rate : float, default=0.0
+        The configured audit rate, the baseline's fourth value.
+    tracking_uri : str, optional
+        MLflow tracking URI of the parent and trial runs; None turns tracking off.
+    params : mapping, optional
+        Extra params of the parent run (the program config, flattened).
+    write_best : callable TrialParams -> Path, optional
+        Writes the best values somewhere (a Serve config) when a trial meets the target; the
+        file is logged on the parent run.
+    on_trial : callable (done, total, outcome) -> None, optional
+        Called after each completed trial of this session (for a progress bar).
+    heartbeat : bool, default=True
+        Whether the storage keeps a heartbeat (fails and retries trials of dead processes).
+
+    Returns
+    -------
+    StudyResult
+
+    Examples
+    --------
+    >>> def evaluate(p):
+    ...     a = p.thresholds.auto_accept_confidence
+    ...     return TrialOutcome(cost=100 * (1 - a) ** -0.5, error_rate=0.3 * (1 - a))
+    >>> res = run_study(evaluate, TuneSettings(trials=8, storage="sqlite://"))
+    >>> res.n_complete, bool(res.best_error_rate <= 0.02)
+    (8, True)
+    """
+    base = base_thresholds if base_thresholds is not None else RoutingThresholds()
+    study = open_study(settings, heartbeat=heartbeat)
+    to_run = max(0, settings.trials - _n_complete(study))
+    if not study.trials:
+        study.enqueue_trial(_clip_to_space(base, base_audit_rate, settings))
+    tracker = _Tracker(tracking_uri, settings.experiment) if tracking_uri is not None else None
+    if tracker is not None:
+        tracker.open_parent(study, settings, {**settings.to_params(), **(params or {})})
+    counter = iter(range(1, to_run + 1))
+
+    def objective(trial: Any) -> float:
+        values = settings.search_space.suggest(trial)
+        for name, value in values.items():  # fixed values too, so every trial shows all four
+            trial.set_user_attr(name, value)
+        run_id = tracker.start_trial(trial.number, values, settings) if tracker else None
+        if run_id:
+            trial.set_user_attr(ATTR_RUN_ID, run_id)
+        try:
+            outcome = evaluate(_params_of(values, base, {}))
+        except BaseException:
+            if run_id:
+                tracker.end_trial(run_id, None, failed=True)
+            raise
+        excess = outcome.error_rate - settings.target_error_rate
+        trial.set_constraint(CONSTRAINT, excess)
+        trial.set_user_attr(ATTR_COST, outcome.cost)
+        trial.set_user_attr(ATTR_ERROR_RATE, outcome.error_rate)
+        if run_id:
+            tracker.end_trial(run_id, {
+                **{k: float(v) for k, v in outcome.metrics.items()},
+                METRIC_COST: outcome.cost, METRIC_ERROR_RATE: outcome.error_rate,
+                METRIC_EXCESS: excess, METRIC_FEASIBLE: float(excess <= 0)})
+        if on_trial:
+            on_trial(next(counter, to_run), to_run, outcome)
+        return outcome.cost
+
+    try:
+        if to_run:
+            study.optimize(objective, n_trials=to_run)
+        result = _result(study, settings, base, n_new=to_run,
+                         parent_run_id=tracker.parent_run_id if tracker else None)
+        if result.best is not None and write_best is not None:
+            result = dataclasses.replace(result, serve_config=Path(write_best(result.best)))
+    except BaseException:
+        if tracker is not None:
+            tracker.close_parent(_result(study, settings, base, n_new=0, parent_run_id=tracker.parent_run_id),
+                                 None, failed=True)
+        raise
+    if tracker is not None:
+        tracker.close_parent(result, result.serve_config)
+    return result
+
+
+def _n_complete(study: Any) -> int:
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def _clip_to_space(base: RoutingThresholds, audit_rate: float, settings: TuneSettings) -> dict[str, float]:
+    values = {**{k: getattr(base, k) for k in THRESHOLD_PARAMS}, AUDIT_RATE: audit_rate}
+    space = settings.search_space
+    return {k: min(max(v, getattr(space, k).low), getattr(space, k).high) for k, v in values.items()
+            if getattr(space, k).low < getattr(space, k).high}
+
+
+def _result(study: Any, settings: TuneSettings, base: RoutingThresholds, *, n_new: int,
+            parent_run_id: str | None) -> StudyResult:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        excess = t.constraints.get(CONSTRAINT)
+        rows.append({
+            "number": t.number, "state": t.state.name,
+            **{k: t.params.get(k, t.user_attrs.get(k)) for k in TUNED_PARAMS},
+            "cost": t.user_attrs.get(ATTR_COST), "error_rate": t.user_attrs.get(ATTR_ERROR_RATE),
+            "feasible": None if excess is None else bool(excess <= 0),
+            "mlflow_run_id": t.user_attrs.get(ATTR_RUN_ID),
+        })
+    columns = ["number", "state", *TUNED_PARAMS, "cost", "error_rate", "feasible", "mlflow_run_id"]
+    trials = pd.DataFrame(rows, columns=columns)
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    excesses = [t.constraints.get(CONSTRAINT, math.inf) for t in complete]
+    best = best_params(study, base)
+    best_trial = study.best_trial if best is not None else None
+    return StudyResult(
+        study_name=settings.study_name, storage=settings.storage, trials=trials, best=best,
+        best_number=best_trial.number if best_trial else None,
+        best_cost=float(best_trial.user_attrs[ATTR_COST]) if best_trial else math.nan,
+        best_error_rate=float(best_trial.user_attrs[ATTR_ERROR_RATE]) if best_trial else math.nan,
+        closest_excess=min(excesses) if excesses else math.nan,
+        n_new=n_new, parent_run_id=parent_run_id,
+    )

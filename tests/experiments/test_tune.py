@@ -1,0 +1,217 @@
+"""The tuner: constrained search, resuming from its storage, nested MLflow runs.
+
+The program is replaced by a small function of the thresholds with a known optimum, so the
+search itself is under test (the program-bound tuner is tested in test_tune_program.py).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from experiments.tune import (
+    ParamRange,
+    SearchSpace,
+    TrialOutcome,
+    TrialParams,
+    TuneConfigError,
+    TuneSettings,
+    run_study,
+)
+from loop.routing import RoutingThresholds
+
+TARGET = 0.02
+
+
+def toy_program(p: TrialParams) -> TrialOutcome:
+    """Auto-accepting more is cheaper and lets more errors through; a higher audit rate costs
+    and catches errors. The cheapest feasible point has auto_accept_confidence near 0.95."""
+    a = p.thresholds.auto_accept_confidence
+    error = 0.4 * (1 - a) * (1 - 2 * p.audit_rate) + 0.1 * p.thresholds.expert_margin ** 2
+    cost = 100 * a + 500 * p.audit_rate + 20 * p.thresholds.expert_margin
+    return TrialOutcome(cost=cost, error_rate=error, metrics={"auto_accept_rate": 1 - a})
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    """One MLflow tracking store for the module (its migrations take seconds), cwd in tmp so
+    that artifacts land there too."""
+    root = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield f"sqlite:///{root}/mlflow.db"
+
+
+def _settings(tmp_path: Path, name: str, **kw) -> TuneSettings:
+    return TuneSettings(storage=f"sqlite:///{tmp_path}/optuna.db", study_name=name, experiment=name,
+                        seed=3, **kw)
+
+
+def _children(tracking_uri: str, parent_run_id: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    return parent, client.search_runs([parent.info.experiment_id],
+                                      filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
+def test_best_trial_is_the_cheapest_that_meets_the_target(tmp_path, tracking) -> None:
+    written = []
+
+    def write(best: TrialParams) -> Path:
+        written.append(best)
+        return tmp_path / "serve_config.yaml"
+
+    (tmp_path / "serve_config.yaml").write_text("x: 1\n")
+    res = run_study(toy_program, _settings(tmp_path, "best", trials=12), tracking_uri=tracking,
+                    write_best=write)
+    trials = res.trials
+    assert res.n_complete == 12 and res.n_new == 12
+    feasible = trials[trials["error_rate"] <= TARGET]
+    assert len(feasible) >= 1 and res.n_feasible == len(feasible)
+    # A cheaper trial that misses the target exists (the constraint is doing work) ...
+    assert (trials["cost"] < feasible["cost"].min()).any()
+    # ... and the best is the cheapest feasible one, not the cheapest one.
+    assert res.best_cost == pytest.approx(feasible["cost"].min())
+    assert res.best_error_rate <= TARGET
+    assert written == [res.best] and res.serve_config == tmp_path / "serve_config.yaml"
+    row = trials.set_index("number").loc[res.best_number]
+    assert res.best.thresholds.auto_accept_confidence == pytest.approx(row["auto_accept_confidence"])
+    assert res.best.audit_rate == pytest.approx(row["audit_rate"])
+
+
+def test_every_trial_is_a_nested_run_with_its_values_and_figures(tmp_path, tracking) -> None:
+    res = run_study(toy_program, _settings(tmp_path, "nested", trials=4), tracking_uri=tracking,
+                    params={"program.dataset": "digits"})
+    parent, children = _children(tracking, res.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["tune.target_error_rate"] == str(TARGET)
+    assert parent.data.params["program.dataset"] == "digits"
+    assert parent.data.metrics["trials_complete"] == 4
+    assert parent.data.metrics["best_cost"] == pytest.approx(res.best_cost)
+    assert len(children) == 4
+    by_run = res.trials.set_index("mlflow_run_id")
+    for child in children:
+        row = by_run.loc[child.info.run_id]
+        assert child.info.status == "FINISHED"
+        assert float(child.data.params["auto_accept_confidence"]) == pytest.approx(row["auto_accept_confidence"])
+        assert float(child.data.params["audit_rate"]) == pytest.approx(row["audit_rate"])
+        assert child.data.metrics["cost"] == pytest.approx(row["cost"])
+        assert child.data.metrics["final_error_rate"] == pytest.approx(row["error_rate"])
+        assert child.data.metrics["error_rate_excess"] == pytest.approx(row["error_rate"] - TARGET)
+        assert "auto_accept_rate" in child.data.metrics
+    from mlflow.tracking import MlflowClient
+
+    artifacts = {a.path for a in MlflowClient(tracking).list_artifacts(res.parent_run_id)}
+    assert "trials.csv" in artifacts
+
+
+def test_the_first_trial_is_the_configured_baseline(tmp_path) -> None:
+    base = RoutingThresholds(auto_accept_confidence=0.9, expert_margin=0.05, double_blind_issue_score=0.7,
+                             class_risk_weights={"3": 2.0})
+    seen = []
+
+    def evaluate(p: TrialParams) -> TrialOutcome:
+        seen.append(p)
+        return toy_program(p)
+
+    run_study(evaluate, _settings(tmp_path, "baseline", trials=2), base_thresholds=base, base_audit_rate=0.05)
+    assert seen[0].thresholds == base and seen[0].audit_rate == pytest.approx(0.05)
+    # Tuned values replace only the three cut-offs; the rest of the policy is kept.
+    assert dict(seen[1].thresholds.class_risk_weights) == {"3": 2.0}
+
+
+def test_a_study_resumes_from_its_storage_under_the_same_parent_run(tmp_path, tracking) -> None:
+    first = run_study(toy_program, _settings(tmp_path, "resume", trials=3), tracking_uri=tracking)
+    calls = []
+
+    def evaluate(p: TrialParams) -> TrialOutcome:
+        calls.append(p)
+        return toy_program(p)
+
+    second = run_study(evaluate, _settings(tmp_path, "resume", trials=5), tracking_uri=tracking)
+    assert len(calls) == 2 and second.n_new == 2 and second.n_complete == 5
+    assert second.trials["number"].tolist() == [0, 1, 2, 3, 4]
+    # The resumed session did not replay the first session's random trials.
+    firsts = {round(v, 12) for v in first.trials["auto_accept_confidence"]}
+    assert not {round(p.thresholds.auto_accept_confidence, 12) for p in calls} & firsts
+    assert second.parent_run_id == first.parent_run_id
+    _, children = _children(tracking, second.parent_run_id)
+    assert len(children) == 5
+    # Asking again for what the study already has runs nothing.
+    third = run_study(evaluate, _settings(tmp_path, "resume", trials=5), tracking_uri=tracking)
+    assert len(calls) == 2 and third.n_new == 0 and third.best_number == second.best_number
+
+
+def test_a_crash_fails_the_trial_and_the_rerun_completes_the_study(tmp_path, tracking) -> None:
+    calls = []
+
+    def crashing(p: TrialParams) -> TrialOutcome:
+        calls.append(p)
+        if len(calls) == 3:
+            raise RuntimeError("simulator died")
+        return toy_program(p)
+
+    settings = _settings(tmp_path, "crash", trials=4)
+    with pytest.raises(RuntimeError, match="simulator died"):
+        run_study(crashing, settings, tracking_uri=tracking)
+    res = run_study(toy_program, settings, tracking_uri=tracking)
+    assert res.n_complete == 4 and res.n_new == 2
+    assert res.trials["state"].tolist().count("FAIL") == 1
+    parent, children = _children(tracking, res.parent_run_id)
+    assert sorted(c.info.status for c in children) == ["FAILED"] + ["FINISHED"] * 4
+    assert parent.info.status == "FINISHED"
+
+
+def test_when_no_trial_meets_the_target_nothing_is_written(tmp_path) -> None:
+    def write(best: TrialParams) -> Path:  # pragma: no cover - must not run
+        raise AssertionError("wrote a config for an infeasible study")
+
+    res = run_study(toy_program, _settings(tmp_path, "infeasible", trials=3, target_error_rate=0.0001,
+                                           search_space={"auto_accept_confidence": [0.5, 0.6]}),
+                    write_best=write)
+    assert res.best is None and res.best_number is None and math.isnan(res.best_cost)
+    assert res.n_feasible == 0 and res.closest_excess > 0
+    assert res.serve_config is None
+
+
+def test_a_fixed_range_is_not_searched(tmp_path) -> None:
+    seen = []
+
+    def evaluate(p: TrialParams) -> TrialOutcome:
+        seen.append(p)
+        return toy_program(p)
+
+    res = run_study(evaluate, _settings(tmp_path, "fixed", trials=4, search_space={"audit_rate": 0.03}))
+    assert {p.audit_rate for p in seen} == {0.03}
+    assert set(res.trials["audit_rate"]) == {0.03}
+    assert len({p.thresholds.expert_margin for p in seen}) == 4
+
+
+@pytest.mark.parametrize(("config", "field"), [
+    ({"trials": 0}, "tune.trials"),
+    ({"trials": "many"}, "tune.trials"),
+    ({"target_error_rate": 1.5}, "tune.target_error_rate"),
+    ({"trails": 3}, "tune.trails"),
+    ({"search_space": {"auto_accept": [0.5, 0.9]}}, "tune.search_space.auto_accept"),
+    ({"search_space": {"expert_margin": [0.4, 0.1]}}, "tune.search_space.expert_margin"),
+    ({"search_space": {"audit_rate": "low"}}, "tune.search_space.audit_rate"),
+    ({"search_space": {"auto_accept_confidence": [0, 0.9]}}, "tune.search_space.auto_accept_confidence"),
+    ({"storage": ""}, "tune.storage"),
+])
+def test_bad_settings_name_the_field(config, field) -> None:
+    with pytest.raises(TuneConfigError) as exc:
+        TuneSettings.from_dict(config)
+    message = str(exc.value)
+    assert message.startswith(field + ":") and "\n" not in message
+
+
+def test_settings_round_trip_their_search_space() -> None:
+    s = TuneSettings.from_dict({"trials": 7, "search_space": {"expert_margin": [0.0, 0.2], "audit_rate": 0.01}})
+    assert s.trials == 7 and s.search_space.expert_margin == ParamRange(0.0, 0.2, "search_space.expert_margin")
+    assert SearchSpace.from_dict(s.search_space.to_dict()) == s.search_space
