@@ -62,6 +62,7 @@ from typing import Any
 
 import pandas as pd
 
+from experiments.config import ConfigError
 from loop.routing import RoutingThresholds
 
 __all__ = [
@@ -113,12 +114,9 @@ HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 90
 
 
-class TuneConfigError(ValueError):
-    """A tune setting is invalid; the message names it (``tune.trials: expected ...``)."""
-
-
-def _bad(field_name: str, expected: str, got: Any) -> TuneConfigError:
-    return TuneConfigError(f"tune.{field_name}: expected {expected}, got {got!r}")
+def _bad(field_name: str, expected: str, got: Any) -> ConfigError:
+    text = repr(got)
+    return ConfigError(f"tune.{field_name}: expected {expected}, got {text if len(text) <= 60 else text[:57] + '...'}")
 
 
 def _unit_float(value: Any, name: str) -> float:
@@ -226,8 +224,6 @@ class TuneSettings:
         The study to create or resume in ``storage``.
     serve_config : str, default="serve_config.yaml"
         Where the best thresholds are written as a Serve config.
-    experiment : str, default="labelloop-tune"
-        MLflow experiment of the parent run (ignored under ``mlflow run``, which brings its own).
     seed : int, default=0
         Seed of the TPE sampler (offset by the number of trials already in the study, so a
         resumed study does not replay its first random trials).
@@ -240,7 +236,6 @@ class TuneSettings:
     storage: str = "sqlite:///optuna.db"
     study_name: str = "labelloop-tune"
     serve_config: str = "serve_config.yaml"
-    experiment: str = "labelloop-tune"
     seed: int = 0
     search_space: SearchSpace = field(default_factory=SearchSpace)
 
@@ -248,7 +243,7 @@ class TuneSettings:
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
             raise _bad("trials", "an integer >= 1", self.trials)
         object.__setattr__(self, "target_error_rate", _unit_float(self.target_error_rate, "target_error_rate"))
-        for name in ("storage", "study_name", "serve_config", "experiment"):
+        for name in ("storage", "study_name", "serve_config"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise _bad(name, "a non-empty string", value)
@@ -264,11 +259,11 @@ class TuneSettings:
         """Build from the ``tune:`` mapping of a YAML file; unknown keys are refused."""
         config = {} if config is None else config
         if not isinstance(config, Mapping):
-            raise TuneConfigError(f"tune: expected a mapping of settings, got {config!r}")
+            raise ConfigError(f"tune: expected a mapping of settings, got {config!r}")
         valid = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(map(str, set(config) - set(valid)))
         if unknown:
-            raise TuneConfigError(f"tune.{unknown[0]}: unknown key; expected one of {valid}")
+            raise ConfigError(f"tune.{unknown[0]}: unknown key; expected one of {valid}")
         return cls(**config)
 
     def to_params(self) -> dict[str, Any]:
@@ -535,7 +530,7 @@ def _hide_password(url: str) -> str:
 
 def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: RoutingThresholds | None = None,
               base_audit_rate: float = 0.0, tracking_uri: str | None = None,
-              params: Mapping[str, Any] | None = None,
+              experiment: str = "labelloop-tune", params: Mapping[str, Any] | None = None,
               write_best: Callable[[TrialParams], Path] | None = None,
               on_trial: Callable[[int, int, TrialOutcome], None] | None = None,
               heartbeat: bool = True) -> StudyResult:
@@ -557,6 +552,8 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
         The configured audit rate, the baseline's fourth value.
     tracking_uri : str, optional
         MLflow tracking URI of the parent and trial runs; None turns tracking off.
+    experiment : str, default="labelloop-tune"
+        MLflow experiment of the runs (under ``mlflow run``, the project run's experiment).
     params : mapping, optional
         Extra params of the parent run (the program config, flattened).
     write_best : callable TrialParams -> Path, optional
@@ -585,7 +582,7 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
     to_run = max(0, settings.trials - _n_complete(study))
     if not study.trials:
         study.enqueue_trial(_clip_to_space(base, base_audit_rate, settings))
-    tracker = _Tracker(tracking_uri, settings.experiment) if tracking_uri is not None else None
+    tracker = _Tracker(tracking_uri, experiment) if tracking_uri is not None else None
     if tracker is not None:
         tracker.open_parent(study, settings, {**settings.to_params(), **(params or {})})
     counter = iter(range(1, to_run + 1))

@@ -16,10 +16,10 @@ from experiments.tune import (
     SearchSpace,
     TrialOutcome,
     TrialParams,
-    TuneConfigError,
     TuneSettings,
     run_study,
 )
+from experiments.config import ConfigError
 from loop.routing import RoutingThresholds
 
 TARGET = 0.02
@@ -47,7 +47,7 @@ def tracking(tmp_path_factory):
 
 
 def _settings(tmp_path: Path, name: str, **kw) -> TuneSettings:
-    return TuneSettings(storage=f"sqlite:///{tmp_path}/optuna.db", study_name=name, experiment=name,
+    return TuneSettings(storage=f"sqlite:///{tmp_path}/optuna.db", study_name=name,
                         seed=3, **kw)
 
 
@@ -205,7 +205,7 @@ def test_a_fixed_range_is_not_searched(tmp_path) -> None:
     ({"storage": ""}, "tune.storage"),
 ])
 def test_bad_settings_name_the_field(config, field) -> None:
-    with pytest.raises(TuneConfigError) as exc:
+    with pytest.raises(ConfigError) as exc:
         TuneSettings.from_dict(config)
     message = str(exc.value)
     assert message.startswith(field + ":") and "\n" not in message
