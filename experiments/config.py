@@ -1,0 +1,372 @@
+"""The program config: YAML validated into frozen dataclasses.
+
+A config file has these sections (every key optional; defaults in brackets)::
+
+    program:
+      name: labelloop            # names the label-store stream and the MLflow runs
+      dataset: digits            # digits | music_genre
+      rounds: 4                  # rounds after the seed round (>= 1)
+      items_per_round: 250       # new items arriving per round (>= 10)
+      budget_per_round: 15.0     # cost units the strategy may spend per round (>= 0)
+      strategy: tiered           # random | least_confidence | cleanlab | triple_majority | tiered
+      audit_rate: 0.03           # share of labelled items an expert audits each round, in [0, 1]
+      calibration_items: 150     # gold items that fit the temperature (>= 20)
+      holdout_items: 300         # gold items the model is evaluated on (digits; music_genre
+                                 # uses its 300 test songs)
+      seed: 0
+    crowd:
+      tiers: {novice: 12, experienced: 6, expert: 3}   # or "replay" (music_genre's real crowd;
+      experts: 3                                        #   experts are simulated)
+    thresholds: {auto_accept_confidence: 0.97, ...}   # loop.routing.RoutingThresholds
+    gate: {max_ece: 0.08, ...}                        # loop.gate.QualityGate
+    tracking:
+      uri: sqlite:///mlflow.db   # or "none": no tracking, models kept in memory
+      experiment: labelloop
+      registered_model: labelloop
+    store:
+      url: sqlite:///labelloop.db
+    serve:
+      url: in_process            # in_process (no Ray) | local (start Ray Serve here) | http://host:port
+    compare:
+      strategies: [random, least_confidence, cleanlab, triple_majority, tiered]
+
+A wrong key or value stops with one line naming it, e.g.
+``program.rounds: expected an integer >= 1, got 'x'`` (:class:`ConfigError`).
+
+Examples
+--------
+>>> cfg = parse_config({"program": {"rounds": 2, "strategy": "random"}})
+>>> cfg.rounds, cfg.strategy.value, cfg.crowd.tiers["expert"]
+(2, 'random', 3)
+>>> parse_config({"program": {"rounds": "x"}})
+Traceback (most recent call last):
+...
+experiments.config.ConfigError: program.rounds: expected an integer >= 1, got 'x'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from loop.exceptions import SchemaError
+from loop.gate import QualityGate
+from loop.routing import RoutingThresholds
+from loop.simulate import Tier
+from loop.strategies import Strategy
+
+__all__ = ["ConfigError", "CrowdConfig", "Dataset", "ProgramConfig", "TrackingConfig", "flatten",
+           "load_config", "parse_config", "read_yaml", "IN_PROCESS", "LOCAL", "NO_TRACKING"]
+
+IN_PROCESS = "in_process"
+LOCAL = "local"
+NO_TRACKING = "none"
+REPLAY = "replay"
+SECTIONS = ("program", "crowd", "thresholds", "gate", "tracking", "store", "serve", "compare")
+
+
+class ConfigError(SchemaError):
+    """A config key or value is wrong; the message names it (``section.key: expected ..., got ...``)."""
+
+
+class Dataset(str, Enum):
+    DIGITS = "digits"
+    MUSIC_GENRE = "music_genre"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _bad(path: str, expected: str, got: Any) -> ConfigError:
+    text = repr(got)
+    return ConfigError(f"{path}: expected {expected}, got {text if len(text) <= 60 else text[:57] + '...'}")
+
+
+def _int(value: Any, path: str, low: int, high: int | None = None) -> int:
+    ok = isinstance(value, Integral) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
+    if not ok:
+        raise _bad(path, f"an integer >= {low}" + ("" if high is None else f" and <= {high}"), value)
+    return int(value)
+
+
+def _real(value: Any, path: str, low: float, high: float | None = None) -> float:
+    ok = isinstance(value, Real) and not isinstance(value, bool) and value == value and value >= low \
+        and (high is None or value <= high) and abs(value) != float("inf")
+    if not ok:
+        raise _bad(path, f"a number >= {low}" + ("" if high is None else f" and <= {high}"), value)
+    return float(value)
+
+
+def _text(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _bad(path, "a non-empty string", value)
+    return value
+
+
+def _choice(enum: type[Enum], value: Any, path: str) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        raise _bad(path, f"one of {[e.value for e in enum]}", value) from None
+
+
+@dataclass(frozen=True)
+class CrowdConfig:
+    """Who annotates: simulated tiers, or the dataset's real crowd replayed.
+
+    Parameters
+    ----------
+    tiers : mapping of tier name -> count, or ``"replay"``
+        Simulated annotators per tier (``novice``, ``experienced``, ``expert``); crowd work
+        goes to the non-expert tiers, expert work to ``expert``. ``"replay"`` replays the
+        dataset's real crowd (music_genre) and simulates ``experts`` experts.
+    experts : int >= 1
+        Simulated experts when replaying.
+    """
+
+    tiers: Mapping[str, int] | str = field(default_factory=lambda: {"novice": 12, "experienced": 6, "expert": 3})
+    experts: int = 3
+
+    def __post_init__(self) -> None:
+        _int(self.experts, "crowd.experts", 1)
+        if isinstance(self.tiers, str):
+            if self.tiers != REPLAY:
+                raise _bad("crowd.tiers", f"a mapping of tier -> count or {REPLAY!r}", self.tiers)
+            return
+        if not isinstance(self.tiers, Mapping):
+            raise _bad("crowd.tiers", f"a mapping of tier -> count or {REPLAY!r}", self.tiers)
+        counts = {}
+        for name, count in self.tiers.items():
+            tier = _choice(Tier, name, f"crowd.tiers.{name}").value
+            counts[tier] = _int(count, f"crowd.tiers.{name}", 0)
+        if counts.get(Tier.EXPERT.value, 0) < 1:
+            raise _bad("crowd.tiers.expert", "an integer >= 1 (experts adjudicate and audit)", counts.get("expert", 0))
+        if sum(v for k, v in counts.items() if k != Tier.EXPERT.value) < 3:
+            raise _bad("crowd.tiers", "at least 3 non-expert annotators (triple annotation needs 3 distinct people)",
+                       dict(self.tiers))
+        object.__setattr__(self, "tiers", dict(counts))
+
+    @property
+    def replay(self) -> bool:
+        return self.tiers == REPLAY
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where runs and models go. ``uri="none"`` tracks nothing and keeps models in memory."""
+
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "labelloop"
+    registered_model: str = "labelloop"
+
+    def __post_init__(self) -> None:
+        _text(self.uri, "tracking.uri")
+        _text(self.experiment, "tracking.experiment")
+        _text(self.registered_model, "tracking.registered_model")
+
+    @property
+    def enabled(self) -> bool:
+        return self.uri != NO_TRACKING
+
+
+@dataclass(frozen=True)
+class ProgramConfig:
+    """One program: a dataset, a crowd, a strategy, its budget, routing, gate and endpoints.
+
+    See the module docstring for every field, its YAML key and default.
+    """
+
+    name: str = "labelloop"
+    dataset: Dataset = Dataset.DIGITS
+    rounds: int = 4
+    items_per_round: int = 250
+    budget_per_round: float = 15.0
+    strategy: Strategy = Strategy.TIERED
+    audit_rate: float = 0.03
+    calibration_items: int = 150
+    holdout_items: int = 300
+    seed: int = 0
+    crowd: CrowdConfig = field(default_factory=CrowdConfig)
+    thresholds: RoutingThresholds = field(default_factory=lambda: RoutingThresholds(
+        auto_accept_confidence=0.97, expert_margin=0.15, double_blind_issue_score=0.5))
+    gate: QualityGate = field(default_factory=lambda: QualityGate(max_ece=0.1, max_recall_drop=0.1))
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    store_url: str = "sqlite:///labelloop.db"
+    serve: str = IN_PROCESS
+    strategies: tuple[Strategy, ...] = tuple(Strategy)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        _text(self.name, "program.name")
+        set_(self, "dataset", _choice(Dataset, self.dataset, "program.dataset"))
+        _int(self.rounds, "program.rounds", 1)
+        _int(self.items_per_round, "program.items_per_round", 10)
+        set_(self, "budget_per_round", _real(self.budget_per_round, "program.budget_per_round", 0.0))
+        set_(self, "strategy", _choice(Strategy, self.strategy, "program.strategy"))
+        set_(self, "audit_rate", _real(self.audit_rate, "program.audit_rate", 0.0, 1.0))
+        _int(self.calibration_items, "program.calibration_items", 20)
+        _int(self.holdout_items, "program.holdout_items", 20)
+        _int(self.seed, "program.seed", 0)
+        for name, kind in (("crowd", CrowdConfig), ("thresholds", RoutingThresholds), ("gate", QualityGate),
+                           ("tracking", TrackingConfig)):
+            if not isinstance(getattr(self, name), kind):
+                raise _bad(name, f"a {kind.__name__}", getattr(self, name))
+        _text(self.store_url, "store.url")
+        serve = _text(self.serve, "serve.url")
+        if serve not in (IN_PROCESS, LOCAL) and not serve.startswith(("http://", "https://")):
+            raise _bad("serve.url", f"{IN_PROCESS!r}, {LOCAL!r} or an http(s):// URL", serve)
+        if isinstance(self.strategies, (str, bytes)) or not hasattr(self.strategies, "__iter__"):
+            raise _bad("compare.strategies", "a list of strategies", self.strategies)
+        chosen = tuple(_choice(Strategy, s, f"compare.strategies[{i}]") for i, s in enumerate(self.strategies))
+        if not chosen or len(set(chosen)) != len(chosen):
+            raise _bad("compare.strategies", "a non-empty list of distinct strategies", list(self.strategies))
+        set_(self, "strategies", chosen)
+        if self.dataset is Dataset.DIGITS and self.crowd.replay:
+            raise _bad("crowd.tiers", "tier counts for digits (only music_genre has a real crowd to replay)", REPLAY)
+
+    def replace(self, **changes: Any) -> ProgramConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as YAML sections; :func:`parse_config` reads it back."""
+        return {
+            "program": {"name": self.name, "dataset": self.dataset.value, "rounds": self.rounds,
+                        "items_per_round": self.items_per_round, "budget_per_round": self.budget_per_round,
+                        "strategy": self.strategy.value, "audit_rate": self.audit_rate,
+                        "calibration_items": self.calibration_items, "holdout_items": self.holdout_items,
+                        "seed": self.seed},
+            "crowd": {"tiers": self.crowd.tiers if self.crowd.replay else dict(self.crowd.tiers),
+                      "experts": self.crowd.experts},
+            "thresholds": self.thresholds.to_dict(),
+            "gate": self.gate.to_dict(),
+            "tracking": dataclasses.asdict(self.tracking),
+            "store": {"url": self.store_url},
+            "serve": {"url": self.serve},
+            "compare": {"strategies": [s.value for s in self.strategies]},
+        }
+
+
+_PROGRAM_KEYS = ("name", "dataset", "rounds", "items_per_round", "budget_per_round", "strategy", "audit_rate",
+                 "calibration_items", "holdout_items", "seed")
+
+
+def _section(raw: Mapping[str, Any], name: str, keys: tuple[str, ...] | None) -> dict[str, Any]:
+    value = raw.get(name, {})
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _bad(name, "a mapping", value)
+    if keys is not None:
+        for key in value:
+            if key not in keys:
+                raise ConfigError(f"{name}.{key}: unknown key; expected one of {list(keys)}")
+    return dict(value)
+
+
+def parse_config(raw: Mapping[str, Any] | None, *, ignore: tuple[str, ...] = ()) -> ProgramConfig:
+    """Validate a parsed YAML mapping into a :class:`ProgramConfig`.
+
+    Parameters
+    ----------
+    raw : mapping or None
+        Sections as in the module docstring; None or {} gives the defaults.
+    ignore : tuple of str
+        Extra top-level sections to accept without reading (e.g. ``("tune",)`` for a
+        command that reads its own section).
+
+    Raises
+    ------
+    ConfigError
+        Naming the first wrong key or value.
+    """
+    raw = {} if raw is None else raw
+    if not isinstance(raw, Mapping):
+        raise _bad("config", "a mapping of sections", raw)
+    for key in raw:
+        if key not in SECTIONS and key not in ignore:
+            raise ConfigError(f"{key}: unknown section; expected one of {list(SECTIONS + tuple(ignore))}")
+    program = _section(raw, "program", _PROGRAM_KEYS)
+    crowd = _section(raw, "crowd", ("tiers", "experts"))
+    thresholds = _section(raw, "thresholds", None)
+    gate = _section(raw, "gate", None)
+    tracking = _section(raw, "tracking", ("uri", "experiment", "registered_model"))
+    store = _section(raw, "store", ("url",))
+    serve = _section(raw, "serve", ("url",))
+    compare = _section(raw, "compare", ("strategies",))
+    kwargs: dict[str, Any] = dict(program)
+    kwargs["crowd"] = CrowdConfig(**crowd)
+    kwargs["thresholds"] = _wrapped("thresholds", lambda: RoutingThresholds.from_dict(
+        {**ProgramConfig().thresholds.to_dict(), **thresholds}))
+    kwargs["gate"] = _wrapped("gate", lambda: QualityGate.from_dict({**ProgramConfig().gate.to_dict(), **gate}))
+    kwargs["tracking"] = TrackingConfig(**tracking)
+    if "url" in store:
+        kwargs["store_url"] = store["url"]
+    if "url" in serve:
+        kwargs["serve"] = serve["url"]
+    if "strategies" in compare:
+        kwargs["strategies"] = compare["strategies"]
+    return ProgramConfig(**kwargs)
+
+
+def _wrapped(section: str, build: Any) -> Any:
+    """Build a library object, re-raising its SchemaError with the config section named."""
+    try:
+        return build()
+    except ConfigError:
+        raise
+    except SchemaError as exc:
+        raise ConfigError(f"{section}: {exc}") from None
+    except TypeError as exc:
+        raise ConfigError(f"{section}: {exc}") from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML file into a mapping (empty file: {}); a missing file or bad YAML raises ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {str(path)!r} ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config: {str(path)!r} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise _bad("config", "a mapping of sections", data)
+    return data
+
+
+def load_config(path: str | Path, *, ignore: tuple[str, ...] = ()) -> ProgramConfig:
+    """Read and validate a program config file (see :func:`parse_config`)."""
+    return parse_config(read_yaml(path), ignore=ignore)
+
+
+def flatten(cfg: ProgramConfig) -> dict[str, str]:
+    """The whole config as flat ``section.key`` -> text, for MLflow params.
+
+    Examples
+    --------
+    >>> flatten(ProgramConfig())["program.rounds"]
+    '4'
+    """
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping) and value:
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        else:
+            out[prefix] = str(value)
+
+    walk("", cfg.to_dict())
+    return out

@@ -1,0 +1,671 @@
+"""A continuous labelling program: rounds of score, route, annotate, resolve, retrain, measure.
+
+``run_program(cfg, *, scorer=None, store=None, tracker=None, world=None, progress=None) -> ProgramResult``
+
+Round 0 (the seed round) brings the first ``items_per_round`` items with their initial crowd
+labels; a model trained on them becomes the first champion (whatever the gate says: something
+must serve). Each round ``r = 1 .. rounds`` then:
+
+1. **Arrive.** ``items_per_round`` new items with one crowd label each (see
+   :mod:`experiments.world`); the label is the item's first resolution.
+2. **Score.** Every item arrived so far is scored by the champion through the *scorer* port
+   (the Serve app over HTTP, or the same ``loop`` code in process), with its current label.
+3. **Plan.** The label-issue score of each item is recomputed with the annotators' evidence
+   (:func:`loop.issues.label_quality_scores` over the store's annotations), and the
+   strategy decides each eligible item's action within the round's budget
+   (:func:`loop.strategies.plan_round`). Items are eligible while they have no expert label
+   and fewer than :data:`MAX_LABELS` labels; old items are eligible too, so old errors are
+   found and fixed, not only new items labelled.
+4. **Annotate.** The workforce answers (review: one crowd label; double-blind: two crowd
+   labels, an expert adjudicates when they disagree; expert: one expert label; triple: two
+   more crowd labels). Tasks and annotations go to the label store in batches.
+5. **Resolve.** Dawid-Skene over the stream's annotations gives reviewed items their label;
+   expert and adjudicated labels are final; auto-accepted items take the model's label;
+   triple items take the majority of their three labels. Only changed labels are written,
+   each superseding the current resolution.
+6. **Audit.** ``audit_rate`` of the arrived items, drawn uniformly, are checked by an expert:
+   the share that disagrees with the current label estimates the error rate (95% Wilson
+   interval); a disagreeing audit then corrects the label like any expert label. Audits are
+   paid outside the budget, equally for every strategy.
+7. **Retrain.** On the labels resolved as of this round (``store.resolved_labels(stream,
+   as_of=version)``, reproducible), temperature-scaled on the calibration gold slice,
+   evaluated on the held-out gold; the quality gate (:mod:`loop.gate`) decides whether the
+   challenger becomes the champion; the scorer reloads.
+8. **Measure.** Everything in :mod:`experiments.tracking` with ``step = round``, and the
+   round's routed-item table.
+
+**Budget.** The strategy may plan at most the round's budget (``budget_per_round`` plus what
+earlier rounds left unspent, minus what they overspent: planned and actual costs differ
+because seconds vary), so every budgeted strategy spends the same over the program.
+``triple_majority`` ignores the budget by design.
+
+**What counts as an error removed.** The truth is known in simulation: an item's label is
+wrong when it differs from the true class. ``errors_removed`` = wrong initial labels of the
+arrived items minus wrong current labels (net of errors a strategy introduces).
+
+**Simulated time.** Round ``r`` is day ``r``: initial labels come in from midnight, program
+work from 08:00, adjudication from 16:00, audits from 20:00, each annotator working through
+their queue (their simulated seconds back to back). Disagreement resolution time is the
+median, over items resolved this round whose labels disagree, of the hours from the item's
+first label to its last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from loop.aggregate import DawidSkene, MajorityVote
+from loop.audit import audit_sample, estimate_error_rate
+from loop.calibration import CalibratedClassifier, TemperatureScaling, reliability_table
+from loop.columns import ANNOTATOR, CONFIDENCE, COST, ITEM, LABEL, LABEL_ISSUE_SCORE, REASON, ROUTE, SECONDS
+from loop.gate import ModelEvaluation, decide, evaluate_model
+from loop.issues import confused_pairs, label_quality_scores
+from loop.routing import score_items
+from loop.store import LabelStore
+from loop.strategies import ACTION, IS_NEW, PLANNED_COST, SELF_CONFIDENCE, Action, Strategy, plan_round
+
+from . import tracking as T
+from .config import IN_PROCESS, LOCAL, ProgramConfig, flatten
+from .world import TIER_CODES, World, build_world
+
+__all__ = ["MAX_LABELS", "HttpScorer", "InProcessScorer", "ProgramResult", "Scorer", "make_scorer",
+           "make_tracker", "run_program"]
+
+MAX_LABELS = 5  # an item with this many labels is not sent to people again
+_T0 = pd.Timestamp("2026-01-05", tz="UTC")
+_CROWD_START, _ADJUDICATION_START, _AUDIT_START = pd.Timedelta(hours=8), pd.Timedelta(hours=16), pd.Timedelta(hours=20)
+CREATED_AT = "created_at"
+_METHOD_CONSENSUS, _METHOD_EXPERT, _METHOD_ADJUDICATED, _METHOD_AUTO = "consensus", "expert", "adjudicated", "auto"
+
+
+# --- the scorer port ---------------------------------------------------------------------------
+
+
+class Scorer(Protocol):
+    """Scores items with the current champion (the Serve app, or the same code in process)."""
+
+    def score(self, item_ids: Any, features: Any, labels: Any = None) -> tuple[pd.DataFrame, np.ndarray]:
+        """The scores frame (``loop.columns.SCORE_COLUMNS``) and the (n, k) class probabilities."""
+        ...
+
+    def reload(self) -> None:
+        """Pick up the current champion."""
+        ...
+
+
+class InProcessScorer:
+    """The Serve app's scoring, in process: ``predict_proba``, signals, label-issue scores.
+
+    Parameters
+    ----------
+    load_model : callable () -> fitted model with ``predict_proba``
+        Called by :meth:`reload`; e.g. ``lambda: tracker.load_model("champion")``.
+    """
+
+    def __init__(self, load_model: Callable[[], Any]) -> None:
+        self._load = load_model
+        self._model: Any = None
+
+    def reload(self) -> None:
+        self._model = self._load()
+
+    def score(self, item_ids: Any, features: Any, labels: Any = None) -> tuple[pd.DataFrame, np.ndarray]:
+        if self._model is None:
+            self.reload()
+        probs = np.asarray(self._model.predict_proba(np.asarray(features, dtype=np.float64)), dtype=np.float64)
+        issue = None if labels is None else 1.0 - label_quality_scores(np.asarray(labels), probs)
+        return score_items(probs, item_ids=np.asarray(item_ids, dtype=object), label_issue_scores=issue), probs
+
+
+class HttpScorer:
+    """Scores through a running labelloop Serve app (:class:`serve.client.ServeClient`)."""
+
+    def __init__(self, base_url: str, *, compact: bool = True) -> None:
+        from serve.client import ServeClient
+
+        self.client = ServeClient(base_url, compact=compact)
+
+    def reload(self) -> None:
+        self.client.reload()
+
+    def score(self, item_ids: Any, features: Any, labels: Any = None) -> tuple[pd.DataFrame, np.ndarray]:
+        scores, probs = self.client.score(list(item_ids), np.asarray(features, dtype=np.float64),
+                                          None if labels is None else np.asarray(labels).tolist())
+        return scores, probs
+
+
+def make_tracker(cfg: ProgramConfig) -> T.Tracker:
+    """MLflow at ``cfg.tracking.uri``, or in memory when it is ``none``."""
+    if not cfg.tracking.enabled:
+        return T.MemoryTracker()
+    return T.MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.registered_model)
+
+
+def make_scorer(cfg: ProgramConfig, tracker: T.Tracker, world: World) -> Scorer:
+    """The scorer ``cfg.serve`` names: in process, a local Serve app started here, or a URL."""
+    if cfg.serve == IN_PROCESS:
+        return InProcessScorer(lambda: tracker.load_model(T.ALIAS_CHAMPION))
+    if not cfg.tracking.enabled:
+        from .config import ConfigError
+
+        raise ConfigError("serve.url: expected 'in_process' when tracking.uri is 'none' (the Serve app loads "
+                          f"models from the MLflow registry), got {cfg.serve!r}")
+    if cfg.serve == LOCAL:
+        from serve.local import start_local
+
+        url = start_local({"model_name": cfg.tracking.registered_model, "tracking_uri": cfg.tracking.uri,
+                           "thresholds": cfg.thresholds.to_dict()})
+        return HttpScorer(url)
+    return HttpScorer(cfg.serve)
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProgramResult:
+    """What a program did, against the simulation's truth.
+
+    Attributes
+    ----------
+    strategy, dataset, stream : str
+    run_id : str or None
+        The MLflow run (None without tracking).
+    rounds : DataFrame
+        One row per round (0 = seed), one column per metric of :mod:`experiments.tracking`.
+    n_items : int
+        Items arrived.
+    initial_error_rate, final_error_rate : float
+        Share of wrong labels among arrived items: initial crowd labels, and final labels.
+    errors_removed : int
+        Wrong initial labels minus wrong final labels.
+    errors_fixed, errors_introduced : int
+        Summed over rounds (a label may be fixed and broken again).
+    cost : float
+        Every annotation's cost, initial labels and audits included.
+    program_cost : float
+        Cost beyond the initial labels (what the strategy and the audits spent).
+    program_annotations : int
+        Annotations beyond the initial labels.
+    annotator_hours : float
+    model_accuracy, model_ece : float
+        The final champion on the held-out gold.
+    champion_version : str
+    promotions : int
+        Challengers the gate promoted (the seed model not counted).
+    """
+
+    strategy: str
+    dataset: str
+    stream: str
+    run_id: str | None
+    rounds: pd.DataFrame
+    n_items: int
+    initial_error_rate: float
+    final_error_rate: float
+    errors_removed: int
+    errors_fixed: int
+    errors_introduced: int
+    cost: float
+    program_cost: float
+    program_annotations: int
+    annotator_hours: float
+    model_accuracy: float
+    model_ece: float
+    champion_version: str
+    promotions: int
+
+    @property
+    def errors_removed_per_100_annotations(self) -> float:
+        return 100.0 * self.errors_removed / self.program_annotations if self.program_annotations else float("nan")
+
+    def metrics(self) -> dict[str, float]:
+        """The final figures as flat metrics."""
+        return {
+            T.FINAL_ERROR_RATE: self.final_error_rate, T.INITIAL_ERROR_RATE: self.initial_error_rate,
+            T.ERRORS_REMOVED: float(self.errors_removed), T.COST: self.cost, T.PROGRAM_COST: self.program_cost,
+            T.ANNOTATOR_HOURS: self.annotator_hours, T.MODEL_ACCURACY: self.model_accuracy,
+            T.MODEL_ECE: self.model_ece, T.ERRORS_REMOVED_PER_100: self.errors_removed_per_100_annotations,
+            "errors_fixed_total": float(self.errors_fixed), "errors_introduced_total": float(self.errors_introduced),
+            "promotions": float(self.promotions),
+        }
+
+
+# --- the program -------------------------------------------------------------------------------
+
+
+def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: LabelStore | None = None,
+                tracker: T.Tracker | None = None, world: World | None = None,
+                progress: Callable[[int, int], None] | None = None) -> ProgramResult:
+    """Run one program end to end.
+
+    Parameters
+    ----------
+    cfg : ProgramConfig
+    scorer : Scorer, optional
+        Default from ``cfg.serve``: in process, a local Serve app (started after the seed
+        model is registered), or the app at a URL.
+    store : LabelStore, optional
+        Default ``LabelStore(cfg.store_url)`` (closed at the end). Each run writes its own
+        stream, ``<name>-<dataset>-<strategy>-seed<seed>`` (``-2``, ``-3``... when taken).
+    tracker : Tracker, optional
+        Default from ``cfg.tracking``: MLflow, or in memory when ``uri`` is ``none``. Its run
+        is nested under the active MLflow run when there is one (a comparison).
+    world : World, optional
+        The simulated world; default ``build_world(cfg)``. Pass one to share it between
+        strategies (it depends on the dataset, crowd, sizes and seed only).
+    progress : callable (round, rounds) -> None, optional
+        Called after each round (0 = seed).
+
+    Returns
+    -------
+    ProgramResult
+
+    Examples
+    --------
+    >>> from experiments.config import parse_config
+    >>> cfg = parse_config({"program": {"rounds": 1, "items_per_round": 100},
+    ...                     "tracking": {"uri": "none"}, "store": {"url": "sqlite://"}})
+    >>> result = run_program(cfg)  # doctest: +SKIP
+    >>> result.final_error_rate < result.initial_error_rate  # doctest: +SKIP
+    True
+    """
+    world = world if world is not None else build_world(cfg)
+    own_store = store is None
+    store = store if store is not None else LabelStore(cfg.store_url)
+    tracker = tracker if tracker is not None else make_tracker(cfg)
+    program = _Program(cfg, world, store, tracker)
+    tracker.start(f"{cfg.strategy.value}", params=flatten(cfg), tags={
+        T.TAG_STRATEGY: cfg.strategy.value, T.TAG_DATASET: world.dataset, T.TAG_ROLE: T.ROLE_PROGRAM,
+        T.TAG_STREAM: program.stream})
+    try:
+        program.seed_round()
+        if progress:
+            progress(0, cfg.rounds)
+        program.scorer = scorer if scorer is not None else make_scorer(cfg, tracker, world)
+        program.scorer.reload()
+        for round_ in range(1, cfg.rounds + 1):
+            program.play_round(round_)
+            if progress:
+                progress(round_, cfg.rounds)
+        result = program.finish()
+    except BaseException:
+        tracker.finish(failed=True)
+        raise
+    finally:
+        if own_store:
+            store.close()
+    tracker.finish()
+    return result
+
+
+class _Program:
+    """The state of one run between rounds; each step is a method of a few lines."""
+
+    def __init__(self, cfg: ProgramConfig, world: World, store: LabelStore, tracker: T.Tracker) -> None:
+        self.cfg, self.world, self.store, self.tracker = cfg, world, store, tracker
+        self.rng = np.random.default_rng([cfg.seed, 11, list(Strategy).index(cfg.strategy)])
+        self.stream = _new_stream(store, f"{cfg.name}-{world.dataset}-{cfg.strategy.value}-seed{cfg.seed}",
+                                  world.classes)
+        people = world.workforce.annotators
+        for row in people.itertuples(index=False):
+            store.add_annotator(row.annotator_id, tier=TIER_CODES[row.tier], hourly_rate=float(row.hourly_rate),
+                                streams=[self.stream])
+        self.experts = set(people.loc[people["tier"] == "expert", ANNOTATOR])
+        self.scorer: Scorer | None = None
+        self.champion: ModelEvaluation | None = None
+        self.champion_version = ""
+        self.carry = 0.0
+        self.rows: list[dict[str, float]] = []
+        self.curve: list[dict[str, float]] = []
+        self.gates: list[dict[str, Any]] = []
+        self.promotions = 0
+        self.fixed = self.introduced = 0
+
+    # -- steps -------------------------------------------------------------------------------
+    def arrive(self, round_: int) -> np.ndarray:
+        """Register the round's new items with their initial labels (the first resolution)."""
+        new = self.world.arrivals(round_)
+        initial = self.world.initial.set_index(ITEM).loc[new].reset_index()
+        self.store.add_items(self.stream, pd.DataFrame({ITEM: new, "source": self.world.dataset}))
+        self._write_answers(initial, round_, pd.Timedelta(0), tier=TIER_CODES["novice"])
+        self.store.add_resolutions(self.stream, pd.DataFrame({
+            ITEM: new, LABEL: initial[LABEL].to_numpy(), "method": _METHOD_CONSENSUS,
+            REASON: "initial crowd label"}))
+        return new
+
+    def seed_round(self) -> None:
+        self.arrive(0)
+        labels = self._labels()
+        model, evaluation = self._retrain(labels)
+        self.champion_version = self.tracker.publish(model, aliases=(T.ALIAS_CHALLENGER, T.ALIAS_CHAMPION),
+                                                     input_example=self.world.x(labels.index[:2]))
+        self.champion = evaluation
+        self.gates.append({"round": 0, "version": self.champion_version, "promoted": True,
+                           "reason": "seed model: the first champion"})
+        arrived = self.world.stream[:self.world.items_per_round]
+        self._log_round(0, arrived=arrived, new=arrived, before=labels, after=labels, plan=None, audit=None,
+                        evaluation=evaluation, challenger=evaluation, promoted=True, round_cost=0.0, budget=0.0,
+                        resolution_hours=float("nan"), pairs=None)
+
+    def play_round(self, round_: int) -> None:
+        cfg, world = self.cfg, self.world
+        self.arrive(round_)
+        arrived = world.stream[:(round_ + 1) * world.items_per_round]
+        # New to the strategy: arrived since its last plan (round 1 also sees the seed items).
+        new = arrived[(0 if round_ == 1 else round_) * world.items_per_round:]
+        before = self._labels()
+        current = before.reindex(arrived).to_numpy(dtype=np.int64)
+        x = world.x(arrived)
+        scores, probs = self.scorer.score(arrived, x, current)
+        annotations = self.store.annotations_frame(self.stream)
+        candidates = self._candidates(scores, probs, current, annotations, new)
+        budget = max(0.0, cfg.budget_per_round + self.carry)
+        plan = plan_round(candidates, cfg.strategy, budget=budget, costs=world.costs, thresholds=cfg.thresholds,
+                          rng=self.rng)
+        spent_before = float(annotations[COST].sum())
+        answers = self._execute(plan, round_, annotations)
+        annotations = self.store.annotations_frame(self.stream)
+        planned_work = len(annotations)
+        round_labels = self._resolve(plan, answers, annotations, before, scores)
+        self._write_resolutions(round_labels, before)
+        audit = self._audit(arrived, round_, annotations)
+        annotations = self.store.annotations_frame(self.stream)
+        after = self._labels()
+        plan_cost = float(annotations[COST].iloc[:planned_work].sum()) - spent_before
+        if cfg.strategy is not Strategy.TRIPLE_MAJORITY:
+            self.carry = budget - plan_cost
+        challenger_model, challenger = self._retrain(after)
+        version = self.tracker.publish(challenger_model, aliases=(T.ALIAS_CHALLENGER,),
+                                       input_example=x[:2])
+        decision = decide(challenger, self.champion, cfg.gate)
+        if decision.promote:
+            self.tracker.set_alias(T.ALIAS_CHAMPION, version)
+            self.champion, self.champion_version = challenger, version
+            self.promotions += 1
+            self.scorer.reload()
+        self.gates.append({"round": round_, "version": version, "promoted": decision.promote,
+                           "reason": decision.reason})
+        self.tracker.set_tags({T.TAG_GATE_REASON: decision.reason})
+        pairs = confused_pairs(after.reindex(arrived).to_numpy(dtype=np.int64), probs, classes=list(world.classes))
+        self._log_round(round_, arrived=arrived, new=new, before=before, after=after, plan=plan, audit=audit,
+                        evaluation=self.champion, challenger=challenger, promoted=decision.promote,
+                        round_cost=float(annotations[COST].sum()) - spent_before, budget=budget,
+                        resolution_hours=_resolution_hours(annotations, plan, round_), pairs=pairs)
+        self._log_routed(round_, plan, candidates, before, after)
+
+    def finish(self) -> ProgramResult:
+        cfg, world = self.cfg, self.world
+        rounds = pd.DataFrame(self.rows).set_index("round")
+        arrived = world.stream[:(cfg.rounds + 1) * world.items_per_round]
+        initial = world.initial.set_index(ITEM)[LABEL].reindex(arrived)
+        final = self._labels().reindex(arrived)
+        annotations = self.store.annotations_frame(self.stream)
+        n_initial = len(arrived)
+        is_initial = annotations.groupby(ITEM).cumcount() == 0
+        initial_cost = float(annotations.loc[is_initial, COST].sum())
+        model = self.tracker.load_model(T.ALIAS_CHAMPION)
+        holdout = world.holdout
+        probs = model.predict_proba(world.x(holdout.index))
+        self._log_plots(rounds, probs, holdout.to_numpy())
+        self.tracker.log_table(rounds.reset_index(), T.ROUNDS_CSV)
+        self.tracker.log_table(pd.DataFrame(self.gates), T.GATE_CSV)
+        wrong_initial = int(self._wrong(initial).sum())
+        wrong_final = int(self._wrong(final).sum())
+        result = ProgramResult(
+            strategy=cfg.strategy.value, dataset=world.dataset, stream=self.stream,
+            run_id=getattr(self.tracker, "run_id", None), rounds=rounds, n_items=n_initial,
+            initial_error_rate=wrong_initial / n_initial, final_error_rate=wrong_final / n_initial,
+            errors_removed=wrong_initial - wrong_final, errors_fixed=self.fixed, errors_introduced=self.introduced,
+            cost=float(annotations[COST].sum()), program_cost=float(annotations[COST].sum()) - initial_cost,
+            program_annotations=int(len(annotations) - n_initial),
+            annotator_hours=float(annotations[SECONDS].sum() / 3600), model_accuracy=self.champion.accuracy,
+            model_ece=self.champion.ece, champion_version=self.champion_version, promotions=self.promotions)
+        final_metrics = result.metrics()
+        final_metrics[T.ERRORS_REMOVED_PER_100] = np.nan_to_num(final_metrics[T.ERRORS_REMOVED_PER_100])
+        self.tracker.log_metrics(final_metrics)
+        return result
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _labels(self) -> pd.Series:
+        """Current resolved label of every item, by item id (from the store)."""
+        frame = self.store.resolved_labels(self.stream)
+        return pd.Series(frame[LABEL].to_numpy(dtype=np.int64), index=frame[ITEM].astype(str).to_numpy())
+
+    def _wrong(self, labels: pd.Series) -> np.ndarray:
+        return labels.to_numpy(dtype=np.int64) != self.world.truth.reindex(labels.index).to_numpy(dtype=np.int64)
+
+    def _candidates(self, scores: pd.DataFrame, probs: np.ndarray, current: np.ndarray, annotations: pd.DataFrame,
+                    new: np.ndarray) -> pd.DataFrame:
+        """Eligible items with signals, the label-issue score from model and annotators, and newness."""
+        arrived = scores[ITEM].astype(str).to_numpy()
+        frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
+        quality = label_quality_scores(current, probs, annotations=frame, item_ids=arrived)
+        n_labels = frame.groupby(ITEM).size().reindex(arrived, fill_value=0).to_numpy()
+        has_expert = frame.loc[frame[ANNOTATOR].isin(self.experts), ITEM].unique()
+        eligible = (n_labels < MAX_LABELS) & ~np.isin(arrived, has_expert)
+        out = scores.assign(**{ITEM: arrived, LABEL_ISSUE_SCORE: 1.0 - quality,
+                               SELF_CONFIDENCE: probs[np.arange(len(current)), current],
+                               IS_NEW: np.isin(arrived, new)})
+        return out[eligible].reset_index(drop=True)
+
+    def _execute(self, plan: pd.DataFrame, round_: int, annotations: pd.DataFrame) -> pd.DataFrame:
+        """Ask the workforce for the plan's labels; write tasks and annotations; return the answers."""
+        truth, wf, rng = self.world.truth, self.world.workforce, self.rng
+        exclude = annotations[[ITEM, ANNOTATOR]].astype({ITEM: str})
+        actions = plan.set_index(ITEM)[ACTION]
+        ids = {a: actions.index[actions == a.value] for a in Action}
+        crowd = pd.concat([
+            wf.ask_crowd(truth[ids[Action.REVIEW]], 1, exclude=exclude, rng=rng),
+            wf.ask_crowd(truth[ids[Action.DOUBLE_BLIND]], 2, exclude=exclude, rng=rng),
+            wf.ask_crowd(truth[ids[Action.TRIPLE]], 2, exclude=exclude, rng=rng),
+        ], ignore_index=True)
+        experts = wf.ask_experts(truth[ids[Action.EXPERT]], exclude=exclude, rng=rng)
+        first = pd.concat([crowd, experts], ignore_index=True)
+        self._write_answers(first, round_, _CROWD_START)
+        # Double-blind pairs that disagree go to an expert who labelled neither.
+        pairs = crowd[crowd[ITEM].isin(ids[Action.DOUBLE_BLIND])]
+        split = pairs.groupby(ITEM)[LABEL].nunique()
+        disputed = split.index[split > 1]
+        seen = pd.concat([exclude, first[[ITEM, ANNOTATOR]]], ignore_index=True)
+        adjudication = wf.ask_experts(truth[disputed], exclude=seen, rng=rng)
+        self._write_answers(adjudication, round_, _ADJUDICATION_START)
+        return pd.concat([first, adjudication], ignore_index=True)
+
+    def _write_answers(self, answers: pd.DataFrame, round_: int, offset: pd.Timedelta, *,
+                       tier: int | None = None) -> None:
+        """Tasks and annotations in two batched writes, stamped with simulated time."""
+        if answers.empty:
+            return
+        start = _T0 + pd.Timedelta(days=round_) + offset
+        # Each annotator works through their queue back to back.
+        done = answers[SECONDS].astype(np.float64).groupby(answers[ANNOTATOR]).cumsum()
+        stamps = start + pd.to_timedelta(done, unit="s")
+        tiers = answers[ANNOTATOR].map(lambda a: TIER_CODES["expert"] if a in self.experts else TIER_CODES["novice"]) \
+            if tier is None else tier
+        self.store.add_tasks(self.stream, pd.DataFrame({
+            ITEM: answers[ITEM].to_numpy(), "tier": tiers, ANNOTATOR: answers[ANNOTATOR].to_numpy(),
+            "idempotency_key": [f"{self.stream}:{round_}:{i}:{a}" for i, a in zip(answers[ITEM], answers[ANNOTATOR])]}))
+        self.store.add_annotations(self.stream, pd.DataFrame({
+            ITEM: answers[ITEM].to_numpy(), ANNOTATOR: answers[ANNOTATOR].to_numpy(),
+            LABEL: answers[LABEL].to_numpy(dtype=np.int64), SECONDS: answers[SECONDS].to_numpy(dtype=np.float64),
+            CREATED_AT: stamps.to_numpy()}))
+
+    def _resolve(self, plan: pd.DataFrame, answers: pd.DataFrame, annotations: pd.DataFrame, before: pd.Series,
+                 scores: pd.DataFrame) -> pd.DataFrame:
+        """New labels of the items acted on: ``item_id, label, method, reason``."""
+        frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
+        actions = plan.set_index(ITEM)[ACTION]
+        out = []
+        auto = actions.index[actions == Action.AUTO_ACCEPT.value]
+        if len(auto):
+            predicted = scores.assign(**{ITEM: scores[ITEM].astype(str)}).set_index(ITEM)["predicted"]
+            out.append(pd.DataFrame({ITEM: auto, LABEL: predicted.reindex(auto).astype(np.int64).to_numpy(),
+                                     "method": _METHOD_AUTO, REASON: "auto-accepted: the model's label"}))
+        by_expert = answers[answers[ANNOTATOR].isin(self.experts)].drop_duplicates(ITEM, keep="last")
+        expert_items = actions.index[actions == Action.EXPERT.value]
+        blind = actions.index[actions == Action.DOUBLE_BLIND.value]
+        expert = by_expert[by_expert[ITEM].isin(expert_items)]
+        out.append(pd.DataFrame({ITEM: expert[ITEM].to_numpy(), LABEL: expert[LABEL].to_numpy(),
+                                 "method": _METHOD_EXPERT, REASON: "expert label"}))
+        adjudicated = by_expert[by_expert[ITEM].isin(blind)]
+        out.append(pd.DataFrame({ITEM: adjudicated[ITEM].to_numpy(), LABEL: adjudicated[LABEL].to_numpy(),
+                                 "method": _METHOD_ADJUDICATED, REASON: "double-blind labels disagreed; expert adjudicated"}))
+        agreed = answers[answers[ITEM].isin(blind.difference(adjudicated[ITEM]))].drop_duplicates(ITEM)
+        out.append(pd.DataFrame({ITEM: agreed[ITEM].to_numpy(), LABEL: agreed[LABEL].to_numpy(),
+                                 "method": _METHOD_CONSENSUS, REASON: "double-blind labels agreed"}))
+        reviewed = actions.index[actions == Action.REVIEW.value]
+        if len(reviewed):
+            ds = DawidSkene().fit(frame).labels_
+            out.append(pd.DataFrame({ITEM: reviewed, LABEL: ds.reindex(reviewed).astype(np.int64).to_numpy(),
+                                     "method": _METHOD_CONSENSUS, REASON: "reviewed; Dawid-Skene over its labels"}))
+        tripled = actions.index[actions == Action.TRIPLE.value]
+        if len(tripled):
+            votes = MajorityVote().fit(frame[frame[ITEM].isin(tripled)]).labels_
+            out.append(pd.DataFrame({ITEM: tripled, LABEL: votes.reindex(tripled).astype(np.int64).to_numpy(),
+                                     "method": _METHOD_CONSENSUS, REASON: "majority of three crowd labels"}))
+        return pd.concat(out, ignore_index=True)
+
+    def _write_resolutions(self, labels: pd.DataFrame, before: pd.Series) -> None:
+        """Write the labels that changed, each superseding the item's current resolution."""
+        if labels.empty:
+            return
+        current = self.store.resolved_labels(self.stream)
+        heads = pd.Series(current["resolution_id"].to_numpy(), index=current[ITEM].astype(str).to_numpy())
+        changed = labels[labels[LABEL].to_numpy() != before.reindex(labels[ITEM]).to_numpy()]
+        if changed.empty:
+            return
+        self.store.add_resolutions(self.stream, changed.assign(supersedes=heads.reindex(changed[ITEM]).to_numpy()))
+
+    def _audit(self, arrived: np.ndarray, round_: int, annotations: pd.DataFrame) -> dict[str, Any]:
+        """A uniform expert audit: the error-rate estimate, then corrections like any expert label."""
+        if self.cfg.audit_rate == 0:
+            return {"estimate": None}
+        sample = audit_sample(arrived, rate=self.cfg.audit_rate, rng=self.rng)
+        labels = self._labels()
+        exclude = annotations[[ITEM, ANNOTATOR]].astype({ITEM: str})
+        checked = self.world.workforce.ask_experts(self.world.truth[sample], exclude=exclude, rng=self.rng)
+        self._write_answers(checked, round_, _AUDIT_START)
+        disagree = checked[checked[LABEL].to_numpy() != labels.reindex(checked[ITEM]).to_numpy()]
+        estimate = estimate_error_rate(len(checked), len(disagree))
+        self._write_resolutions(pd.DataFrame({ITEM: disagree[ITEM].to_numpy(), LABEL: disagree[LABEL].to_numpy(),
+                                              "method": _METHOD_EXPERT, REASON: "corrected by a random audit"}), labels)
+        return {"estimate": estimate}
+
+    def _retrain(self, labels: pd.Series) -> tuple[CalibratedClassifier, ModelEvaluation]:
+        """Fit on the labels resolved as of now, temperature on the calibration slice, evaluate on the holdout."""
+        version = self.store.resolution_version()
+        resolved = self.store.resolved_labels(self.stream, as_of=version)
+        ids = resolved[ITEM].astype(str).to_numpy()
+        y = resolved[LABEL].to_numpy(dtype=np.int64)
+        k = self.world.n_classes
+        estimator = _classifier().fit(self.world.x(ids), y)
+        calib = self.world.calibration
+        raw = np.zeros((len(calib), k))
+        raw[:, estimator.classes_] = estimator.predict_proba(self.world.x(calib.index))
+        model = CalibratedClassifier(estimator, TemperatureScaling().fit(raw, calib.to_numpy()), n_classes=k)
+        holdout = self.world.holdout
+        return model, evaluate_model(holdout.to_numpy(), model.predict_proba(self.world.x(holdout.index)))
+
+    # -- measuring ---------------------------------------------------------------------------
+    def _log_round(self, round_: int, *, arrived: np.ndarray, new: np.ndarray, before: pd.Series, after: pd.Series,
+                   plan: pd.DataFrame | None, audit: dict[str, Any] | None, evaluation: ModelEvaluation,
+                   challenger: ModelEvaluation, promoted: bool, round_cost: float, budget: float,
+                   resolution_hours: float, pairs: pd.DataFrame | None) -> None:
+        world = self.world
+        now_wrong = self._wrong(after.reindex(arrived))
+        was_wrong = self._wrong(before.reindex(arrived))
+        initial_wrong = self._wrong(world.initial.set_index(ITEM)[LABEL].reindex(arrived))
+        fixed, introduced = int((was_wrong & ~now_wrong).sum()), int((~was_wrong & now_wrong).sum())
+        if round_ > 0:
+            self.fixed, self.introduced = self.fixed + fixed, self.introduced + introduced
+        annotations = self.store.annotations_frame(self.stream)
+        stats = self.store.stream_metrics(self.stream)
+        n_initial = len(arrived)
+        is_initial = annotations.groupby(ITEM).cumcount() == 0
+        row: dict[str, float] = {
+            T.N_ITEMS: n_initial, T.TRUE_ERROR_RATE: float(now_wrong.mean()),
+            T.MODEL_ACCURACY: evaluation.accuracy, T.MODEL_ECE: evaluation.ece,
+            T.CHALLENGER_ACCURACY: challenger.accuracy, T.CHALLENGER_ECE: challenger.ece, T.PROMOTED: float(promoted),
+            T.COST: float(annotations[COST].sum()), T.PROGRAM_COST: float(annotations.loc[~is_initial, COST].sum()),
+            T.ROUND_COST: round_cost, T.BUDGET: budget, T.ANNOTATOR_HOURS: float(annotations[SECONDS].sum() / 3600),
+            T.ANNOTATIONS: float(len(annotations)), T.ERRORS_FIXED: fixed, T.ERRORS_INTRODUCED: introduced,
+            T.ERRORS_REMOVED: float(initial_wrong.sum() - now_wrong.sum()),
+            T.CORRECTION_FREQUENCY: stats.correction_frequency, T.KRIPPENDORFF_ALPHA: stats.krippendorff_alpha,
+            T.PERCENT_AGREEMENT: stats.percent_agreement, T.RESOLUTION_HOURS: resolution_hours,
+        }
+        if plan is not None:
+            counts = plan[ACTION].value_counts()
+            row.update({T.ACTION_COUNT_PREFIX + a.value: float(counts.get(a.value, 0)) for a in Action})
+            auto = plan.loc[plan[ACTION] == Action.AUTO_ACCEPT.value, ITEM].astype(str)
+            row[T.AUTO_ACCEPT_RATE] = float(np.isin(new, auto).mean())
+            row[T.AUTO_ACCEPT_ERROR_RATE] = float(self._wrong(after.reindex(auto)).mean()) if len(auto) else float("nan")
+        if audit is not None and audit["estimate"] is not None:
+            est = audit["estimate"]
+            row.update({T.AUDIT_ERROR_RATE: est.rate, T.AUDIT_CI_LOW: est.low, T.AUDIT_CI_HIGH: est.high,
+                        T.AUDIT_N: float(est.n_audited)})
+        if pairs is not None and len(pairs):
+            row[T.TOP_PAIR_SHARE] = float(pairs["share"].iloc[0])
+            self.tracker.log_table(pairs, T.CONFUSED_PAIRS_CSV)
+        self.tracker.log_metrics(row, step=round_)
+        self.rows.append({"round": round_, **row})
+
+    def _log_routed(self, round_: int, plan: pd.DataFrame, candidates: pd.DataFrame, before: pd.Series,
+                    after: pd.Series) -> None:
+        ids = plan[ITEM].astype(str).to_numpy()
+        table = candidates.drop(columns=[c for c in (ROUTE,) if c in candidates.columns]).merge(
+            plan[[ITEM, ACTION, ROUTE, REASON, "priority", PLANNED_COST]], on=ITEM, how="left")
+        truth = self.world.truth.reindex(ids).to_numpy()
+        table = table.assign(label_before=before.reindex(ids).to_numpy(), label_after=after.reindex(ids).to_numpy(),
+                             true_label=truth)
+        table = table[table[ACTION] != Action.KEEP.value].sort_values("priority", ascending=False)
+        self.tracker.log_table(table, T.routed_table_path(round_))
+
+    def _log_plots(self, rounds: pd.DataFrame, probs: np.ndarray, truth: np.ndarray) -> None:
+        t = self.tracker
+        t.log_figure(T.plot_error_vs_cost({self.cfg.strategy.value: rounds}), T.ERROR_VS_COST_PNG)
+        t.log_figure(T.plot_reliability(reliability_table(probs, truth)), T.RELIABILITY_PNG)
+        t.log_figure(T.plot_confusion_matrix(truth, probs.argmax(axis=1), self.world.classes), T.CONFUSION_PNG)
+
+
+def _classifier():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000))
+
+
+def _new_stream(store: LabelStore, base: str, classes: tuple[str, ...]) -> str:
+    """Create a fresh stream named ``base`` (or ``base-2``, ``base-3``... when taken)."""
+    from loop.exceptions import SchemaError
+
+    for n in range(1, 10_000):
+        name = base if n == 1 else f"{base}-{n}"
+        try:
+            store.stream(name)
+        except SchemaError:
+            store.create_stream(name, list(classes))
+            return name
+    raise RuntimeError("no free stream name")  # pragma: no cover
+
+
+def _resolution_hours(annotations: pd.DataFrame, plan: pd.DataFrame, round_: int) -> float:
+    """Median hours from first to last label of the items acted on this round whose labels disagree."""
+    acted = plan.loc[plan[ACTION] != Action.KEEP.value, ITEM].astype(str)
+    frame = annotations.assign(**{ITEM: annotations[ITEM].astype(str)})
+    frame = frame[frame[ITEM].isin(acted)]
+    if frame.empty:
+        return float("nan")
+    by = frame.groupby(ITEM)
+    disagree = by[LABEL].nunique() > 1
+    if not disagree.any():
+        return float("nan")
+    stamps = pd.to_datetime(frame[CREATED_AT], utc=True)
+    span = stamps.groupby(frame[ITEM]).max() - stamps.groupby(frame[ITEM]).min()
+    return float(span[disagree[disagree].index].dt.total_seconds().median() / 3600)

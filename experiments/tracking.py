@@ -1,0 +1,347 @@
+"""Tracking: every metric, param, tag and artifact name in one place, the trackers, the plots.
+
+A program logs through a *tracker* port (:class:`Tracker`), so the same program code runs
+with MLflow (:class:`MlflowTracker`: runs, metrics with ``step = round``, PNG and CSV
+artifacts, models registered with the aliases ``challenger`` and ``champion``) or with none
+(:class:`MemoryTracker`: keeps everything in memory, for tests and the tuner).
+
+The model contract the Serve app relies on: ``mlflow.sklearn`` flavour, ``predict_proba`` as
+the pyfunc method, a registered version under an alias.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "ALIAS_CHALLENGER", "ALIAS_CHAMPION", "MemoryTracker", "MlflowTracker", "Tracker", "plot_confusion_matrix",
+    "plot_error_vs_cost", "plot_reliability", "routed_table_path",
+]
+
+# --- aliases -----------------------------------------------------------------------------
+ALIAS_CHAMPION = "champion"
+ALIAS_CHALLENGER = "challenger"
+
+# --- per-round metrics (step = round) --------------------------------------------------------
+TRUE_ERROR_RATE = "true_error_rate"            # share of arrived items whose label is wrong (simulation truth)
+AUDIT_ERROR_RATE = "audit_error_rate"          # estimate from this round's random expert audit
+AUDIT_CI_LOW = "audit_error_rate_ci_low"       # 95% Wilson interval
+AUDIT_CI_HIGH = "audit_error_rate_ci_high"
+AUDIT_N = "audit_items"
+MODEL_ACCURACY = "model_accuracy"              # the champion after this round's gate, on held-out gold
+MODEL_ECE = "model_ece"
+CHALLENGER_ACCURACY = "challenger_accuracy"    # this round's retrained model, on held-out gold
+CHALLENGER_ECE = "challenger_ece"
+PROMOTED = "promoted"                          # 1 when the gate promoted the challenger
+COST = "cost"                                  # cumulative cost of every annotation, initial labels included
+PROGRAM_COST = "program_cost"                  # cumulative cost beyond the initial labels
+ROUND_COST = "round_cost"
+BUDGET = "budget"                              # this round's budget, carry-over included
+ANNOTATOR_HOURS = "annotator_hours"            # cumulative
+ANNOTATIONS = "annotations"                    # cumulative number, initial labels included
+AUTO_ACCEPT_RATE = "auto_accept_rate"          # share of this round's new items auto-accepted
+AUTO_ACCEPT_ERROR_RATE = "auto_accept_error_rate"  # wrong labels among items auto-accepted this round
+ERRORS_FIXED = "errors_fixed"                  # labels wrong before this round, right after
+ERRORS_INTRODUCED = "errors_introduced"        # right before, wrong after
+ERRORS_REMOVED = "errors_removed"              # cumulative: initial errors of arrived items minus current errors
+CORRECTION_FREQUENCY = "correction_frequency"  # share of resolutions that supersede another (store)
+KRIPPENDORFF_ALPHA = "krippendorff_alpha"      # inter-annotator agreement on items with >= 2 labels (store)
+PERCENT_AGREEMENT = "percent_agreement"
+RESOLUTION_HOURS = "disagreement_resolution_hours"  # median simulated hours from first label to resolution
+TOP_PAIR_SHARE = "top_confused_pair_share"     # share of estimated label errors in the most confused pair
+N_ITEMS = "items"                              # items arrived so far
+ACTION_COUNT_PREFIX = "items_"                 # + action name: items per action this round
+
+# --- final metrics of a program run and of a comparison --------------------------------------
+FINAL_ERROR_RATE = "final_error_rate"
+INITIAL_ERROR_RATE = "initial_error_rate"
+ERRORS_REMOVED_PER_100 = "errors_removed_per_100_annotations"
+
+# --- tags --------------------------------------------------------------------------------------
+TAG_STRATEGY = "labelloop.strategy"
+TAG_DATASET = "labelloop.dataset"
+TAG_STREAM = "labelloop.stream"
+TAG_ROLE = "labelloop.role"       # "program" or "comparison"
+ROLE_PROGRAM = "program"
+ROLE_COMPARISON = "comparison"
+TAG_GATE_REASON = "labelloop.gate_reason"
+
+# --- artifacts ---------------------------------------------------------------------------------
+ERROR_VS_COST_PNG = "plots/error_rate_vs_cost.png"
+RELIABILITY_PNG = "plots/reliability_diagram.png"
+CONFUSION_PNG = "plots/confusion_matrix.png"
+CONFUSED_PAIRS_CSV = "tables/confused_pairs.csv"
+ROUNDS_CSV = "tables/rounds.csv"
+GATE_CSV = "tables/gate_decisions.csv"
+COMPARISON_CSV = "comparison.csv"
+MODEL_ARTIFACT = "model"
+
+
+def routed_table_path(round_: int) -> str:
+    """Artifact path of a round's routed-item table."""
+    return f"rounds/round_{round_:02d}_routed.csv"
+
+
+# --- the port ----------------------------------------------------------------------------------
+
+
+class Tracker(Protocol):
+    """What a program needs from tracking: a run, metrics, artifacts and a model registry."""
+
+    def start(self, run_name: str, *, params: Mapping[str, str], tags: Mapping[str, str]) -> str | None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None: ...
+
+    def log_table(self, frame: pd.DataFrame, path: str) -> None: ...
+
+    def log_figure(self, figure: Any, path: str) -> None: ...
+
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+
+    def publish(self, model: Any, *, aliases: tuple[str, ...], input_example: Any = None) -> str: ...
+
+    def set_alias(self, alias: str, version: str) -> None: ...
+
+    def load_model(self, alias: str) -> Any: ...
+
+    def finish(self, *, failed: bool = False) -> None: ...
+
+
+@dataclass
+class MemoryTracker:
+    """Tracks in memory: metrics by step, tables, the models and their aliases.
+
+    Used by the simulator (``tracking.uri: none``), the tuner and tests. Figures are closed
+    without being drawn.
+    """
+
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    models: list[Any] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
+    status: str = "none"
+
+    def start(self, run_name: str, *, params: Mapping[str, str], tags: Mapping[str, str]) -> str | None:
+        self.params.update(params)
+        self.tags.update(tags)
+        self.status = "running"
+        return None
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
+        self.metrics.append({"step": -1 if step is None else step, **{k: float(v) for k, v in metrics.items()}})
+
+    def log_table(self, frame: pd.DataFrame, path: str) -> None:
+        self.tables[path] = frame
+
+    def log_figure(self, figure: Any, path: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.figures.append(path)
+        plt.close(figure)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.tags.update(tags)
+
+    def publish(self, model: Any, *, aliases: tuple[str, ...], input_example: Any = None) -> str:
+        self.models.append(model)
+        version = str(len(self.models))
+        for alias in aliases:
+            self.aliases[alias] = version
+        return version
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self.aliases[alias] = version
+
+    def load_model(self, alias: str) -> Any:
+        return self.models[int(self.aliases[alias]) - 1]
+
+    def finish(self, *, failed: bool = False) -> None:
+        self.status = "failed" if failed else "finished"
+
+    def history(self) -> pd.DataFrame:
+        """Per-step metrics as a frame indexed by step."""
+        return pd.DataFrame(self.metrics).groupby("step").last()
+
+
+class MlflowTracker:
+    """Tracks to MLflow: one run (nested under the active run, if any), the model registry.
+
+    Parameters
+    ----------
+    tracking_uri : str
+        E.g. ``sqlite:///mlflow.db`` or ``http://mlflow:5000``; also the registry URI.
+    experiment : str
+        Experiment name (created when missing).
+    model_name : str
+        Registered model name the Scorer loads.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, model_name: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.model_name = model_name
+        self.run_id: str | None = None
+        self._client = None
+
+    @property
+    def client(self):
+        from mlflow import MlflowClient
+
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client
+
+    def start(self, run_name: str, *, params: Mapping[str, str], tags: Mapping[str, str]) -> str:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        mlflow.set_experiment(self.experiment)
+        run = mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None, tags=dict(tags))
+        self.run_id = run.info.run_id
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start:start + 100])
+        return self.run_id
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        rows = [Metric(k, float(v), now, 0 if step is None else int(step)) for k, v in metrics.items()
+                if v is not None and np.isfinite(v)]
+        for start in range(0, len(rows), 500):
+            self.client.log_batch(self.run_id, metrics=rows[start:start + 500])
+
+    def log_table(self, frame: pd.DataFrame, path: str) -> None:
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(path).name
+            frame.to_csv(local, index=False)
+            folder = str(Path(path).parent)
+            self.client.log_artifact(self.run_id, str(local), artifact_path=None if folder == "." else folder)
+
+    def log_figure(self, figure: Any, path: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(self.run_id, figure, path)
+        plt.close(figure)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value)[:5000])
+
+    def publish(self, model: Any, *, aliases: tuple[str, ...], input_example: Any = None) -> str:
+        """Log ``model`` in this run (sklearn flavour, ``predict_proba``), register a version, set aliases."""
+        import mlflow.sklearn
+
+        info = mlflow.sklearn.log_model(model, name=MODEL_ARTIFACT, pyfunc_predict_fn="predict_proba",
+                                        registered_model_name=self.model_name, input_example=input_example)
+        version = str(info.registered_model_version)
+        for alias in aliases:
+            self.set_alias(alias, version)
+        return version
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(self.model_name, alias, version)
+
+    def load_model(self, alias: str) -> Any:
+        import mlflow.sklearn
+
+        return mlflow.sklearn.load_model(f"models:/{self.model_name}@{alias}")
+
+    def finish(self, *, failed: bool = False) -> None:
+        import mlflow
+
+        if self.run_id is not None:
+            mlflow.end_run(status="FAILED" if failed else "FINISHED")
+
+
+# --- plots -------------------------------------------------------------------------------------
+
+
+def _figure(width: float = 5.5, height: float = 4.0):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def plot_error_vs_cost(curves: Mapping[str, pd.DataFrame], *, title: str = "label error rate against cost"):
+    """One line per program: cumulative ``cost`` (x) against ``true_error_rate`` (y), a point per round.
+
+    Parameters
+    ----------
+    curves : mapping of name -> DataFrame with columns ``cost`` and ``true_error_rate``
+    """
+    fig = _figure()
+    ax = fig.add_subplot()
+    for name, frame in curves.items():
+        ax.plot(frame[COST], frame[TRUE_ERROR_RATE], marker="o", label=name)
+    ax.set_xlabel("cumulative annotation cost")
+    ax.set_ylabel("true label error rate")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(table: pd.DataFrame, *, title: str = "reliability diagram (held-out gold)"):
+    """Accuracy against mean confidence per bin (``loop.calibration.reliability_table``)."""
+    fig = _figure(4.5, 4.5)
+    ax = fig.add_subplot()
+    filled = table[table["count"] > 0]
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    width = (table["bin_upper"] - table["bin_lower"]).to_numpy()
+    ax.bar(table["bin_lower"], table["accuracy"].fillna(0.0), width=width, align="edge", alpha=0.6,
+           edgecolor="black", label="accuracy")
+    ax.plot(filled["mean_confidence"], filled["accuracy"], marker="o", color="C3", label="bins")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...], *,
+                          title: str = "confusion matrix (held-out gold)"):
+    """Counts of true class (rows) against predicted class (columns)."""
+    k = len(classes)
+    counts = np.zeros((k, k), dtype=np.int64)
+    np.add.at(counts, (np.asarray(truth, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)
+    fig = _figure(5.5, 5.0)
+    ax = fig.add_subplot()
+    image = ax.imshow(counts, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(k):
+        for j in range(k):
+            if counts[i, j]:
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if counts[i, j] > counts.max() / 2 else "black")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,291 @@
+"""The simulated world a program runs in: items arriving, their truth, and who labels them.
+
+**Items.** A dataset is split once, by the seed, into three disjoint parts: a *holdout* of
+gold items the model is evaluated on (digits: ``holdout_items`` items; music genre: its 300
+test songs), a *calibration* slice of gold items the temperature is fitted on
+(``calibration_items``), and the *stream*: ``(rounds + 1) * items_per_round`` items that
+arrive ``items_per_round`` at a time (round 0 is the seed round). Neither gold set ever
+enters training.
+
+**Initial labels.** Every stream item arrives with one crowd label, drawn once per world
+(so every strategy starts from the very same noisy labels). The first resolution of an item
+is that label. What a strategy removes is counted against these initial labels.
+
+**Who labels.** The *crowd* are the non-expert annotators, the *experts* a separate pool.
+Crowd work (initial labels, reviews, double-blind pairs, triple annotation) goes to crowd
+members who have not labelled the item yet; expert work (the expert route, adjudication,
+audits) to experts who have not labelled it.
+
+- digits: :func:`loop.simulate.make_crowd` with the configured tiers (default 12 novices,
+  6 experienced, 3 experts; accuracies, seconds and hourly rates from
+  :data:`loop.simulate.DEFAULT_PROFILES`); errors land on the digit pairs a model really
+  confuses (the confusability of out-of-fold probabilities on the whole dataset).
+- music genre (``crowd.tiers: replay``): the real Mechanical Turk answers are replayed: the
+  initial label of a song is one of its real answers, drawn at random, and crowd work takes
+  the song's other real answers in random order. When a song has no real answer left, a
+  simulated twin (:func:`loop.simulate.crowd_like` fitted on the real crowd) of one of the
+  real annotators who did not label it answers. Experts are simulated (expert tier, errors
+  following the real crowd's confusions). The real answers carry no time: their seconds are
+  drawn from the novice tier's profile and they are paid the novice rate.
+
+**Cost.** An annotation costs ``seconds / 3600 * hourly rate`` of its annotator (the store
+computes it from the rates registered here); budgets and totals are in these units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from loop.columns import ANNOTATOR, COST, ITEM, LABEL, SECONDS
+from loop.simulate import (DEFAULT_PROFILES, SimulatedCrowd, Tier, confusability_from_confusion,
+                           confusability_from_probs, crowd_like, fit_crowd_profile, make_crowd)
+from loop.strategies import TaskCosts
+
+from .config import ConfigError, Dataset, ProgramConfig
+
+__all__ = ["TIER_CODES", "World", "Workforce", "build_world"]
+
+# Tier codes written to the store's annotators and tasks (an int column there).
+TIER_CODES = {Tier.NOVICE.value: 1, Tier.EXPERIENCED.value: 2, Tier.EXPERT.value: 3}
+_ANSWER_COLUMNS = [ITEM, ANNOTATOR, LABEL, SECONDS, COST]
+
+
+def _no_answers() -> pd.DataFrame:
+    return pd.DataFrame({ITEM: pd.Series(dtype=object), ANNOTATOR: pd.Series(dtype=object),
+                         LABEL: pd.Series(dtype=np.int64), SECONDS: pd.Series(dtype=np.float64),
+                         COST: pd.Series(dtype=np.float64)})
+
+
+def expected_cost(tier: Tier) -> float:
+    """Expected cost of one annotation by an annotator of ``tier`` (log-normal mean seconds)."""
+    p = DEFAULT_PROFILES[tier]
+    seconds = p.seconds_median * np.exp((p.seconds_sigma ** 2 + p.speed_spread ** 2) / 2)
+    return float(seconds / 3600 * p.cost_per_hour)
+
+
+@dataclass(frozen=True, eq=False)
+class Workforce:
+    """Who answers: a crowd (simulated, or real answers replayed with simulated twins) and experts.
+
+    Parameters
+    ----------
+    crowd : SimulatedCrowd
+        Simulated crowd members (digits), or the real crowd's twins (music genre).
+    experts : SimulatedCrowd
+    replay : DataFrame, optional
+        Real answers (``item_id, annotator_id, label``) served before any twin.
+    """
+
+    crowd: SimulatedCrowd
+    experts: SimulatedCrowd
+    replay: pd.DataFrame | None = None
+
+    @property
+    def annotators(self) -> pd.DataFrame:
+        """Everyone who may answer: ``annotator_id, tier, hourly_rate``."""
+        people = list(self.crowd.annotators) + list(self.experts.annotators)
+        frame = pd.DataFrame({ANNOTATOR: [a.annotator_id for a in people],
+                              "tier": [a.tier.value for a in people],
+                              "hourly_rate": [a.cost_per_hour for a in people]})
+        if self.replay is not None:
+            # The real crowd (and their twins, who carry the same ids) is paid the novice rate.
+            rate = DEFAULT_PROFILES[Tier.NOVICE].cost_per_hour
+            frame.loc[frame["tier"] != Tier.EXPERT.value, "hourly_rate"] = rate
+            real = pd.Index(self.replay[ANNOTATOR].unique()).difference(frame[ANNOTATOR])
+            frame = pd.concat([frame, pd.DataFrame({ANNOTATOR: real, "tier": Tier.NOVICE.value, "hourly_rate": rate})],
+                              ignore_index=True)
+        return frame
+
+    def ask_crowd(self, truth: pd.Series, n: int, *, exclude: pd.DataFrame | None, rng: np.random.Generator) -> pd.DataFrame:
+        """``n`` crowd answers per item of ``truth`` from people not in ``exclude``."""
+        if truth.empty or n == 0:
+            return _no_answers()
+        if self.replay is None:
+            return self.crowd.ask(truth, labels_per_item=n, exclude=exclude, rng=rng)[_ANSWER_COLUMNS]
+        return self._replayed(truth, n, exclude, rng)
+
+    def ask_experts(self, truth: pd.Series, *, exclude: pd.DataFrame | None, rng: np.random.Generator) -> pd.DataFrame:
+        """One expert answer per item of ``truth`` from an expert not in ``exclude``."""
+        if truth.empty:
+            return _no_answers()
+        return self.experts.ask(truth, exclude=exclude, rng=rng)[_ANSWER_COLUMNS]
+
+    def _replayed(self, truth: pd.Series, n: int, exclude: pd.DataFrame | None, rng: np.random.Generator) -> pd.DataFrame:
+        real = self.replay[self.replay[ITEM].isin(truth.index)]
+        if exclude is not None and len(exclude):
+            used = pd.MultiIndex.from_frame(exclude[[ITEM, ANNOTATOR]])
+            real = real[~pd.MultiIndex.from_frame(real[[ITEM, ANNOTATOR]]).isin(used)]
+        # A random order of each item's unused real answers; the first n are served.
+        real = real.assign(_key=rng.random(len(real))).sort_values([ITEM, "_key"], kind="stable")
+        served = real[real.groupby(ITEM).cumcount() < n][[ITEM, ANNOTATOR, LABEL]]
+        profile = DEFAULT_PROFILES[Tier.NOVICE]
+        seconds = profile.seconds_median * np.exp(profile.seconds_sigma * rng.standard_normal(len(served)))
+        served = served.assign(**{SECONDS: seconds, COST: seconds / 3600 * profile.cost_per_hour})
+        short = n - served.groupby(ITEM).size().reindex(truth.index, fill_value=0)
+        short = short[short > 0]
+        if short.empty:
+            return served.reset_index(drop=True)[_ANSWER_COLUMNS]
+        # Twins must not be the real people who answered (or may still answer) the item.
+        blocked = pd.concat([self.replay.loc[self.replay[ITEM].isin(short.index), [ITEM, ANNOTATOR]],
+                             *([] if exclude is None else [exclude[[ITEM, ANNOTATOR]]])], ignore_index=True)
+        twins = self.crowd.ask(truth[short.index], labels_per_item=short.to_numpy(), exclude=blocked, rng=rng)
+        # Twins stand in for the real people and are paid like them.
+        twins[COST] = twins[SECONDS] / 3600 * profile.cost_per_hour
+        return pd.concat([served, twins[_ANSWER_COLUMNS]], ignore_index=True)
+
+
+@dataclass(frozen=True, eq=False)
+class World:
+    """Everything the simulation knows and the program may not look at directly (truth).
+
+    Attributes
+    ----------
+    dataset : str
+    classes : tuple of str
+    features : DataFrame
+        Features of every stream and gold item, indexed by item id (str).
+    stream : ndarray of str, shape ((rounds + 1) * items_per_round,)
+        Stream item ids in arrival order.
+    truth : Series
+        True class code of every stream item, by item id.
+    initial : DataFrame
+        The initial crowd label of every stream item (``item_id, annotator_id, label,
+        seconds, cost``), in arrival order.
+    calibration, holdout : Series
+        Gold class codes by item id.
+    workforce : Workforce
+    costs : TaskCosts
+        Planned cost of one crowd and one expert annotation.
+    """
+
+    dataset: str
+    classes: tuple[str, ...]
+    features: pd.DataFrame
+    stream: np.ndarray
+    truth: pd.Series
+    initial: pd.DataFrame
+    calibration: pd.Series
+    holdout: pd.Series
+    workforce: Workforce
+    costs: TaskCosts
+    items_per_round: int = field(default=0)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def x(self, item_ids: Any) -> np.ndarray:
+        """Features of ``item_ids``, shape ``(n, d)``, float64."""
+        where = self.features.index.get_indexer(pd.Index(item_ids))
+        return self.features.to_numpy(dtype=np.float64)[where]
+
+    def arrivals(self, round_: int) -> np.ndarray:
+        """Ids of the items arriving in round ``round_`` (0 = seed round)."""
+        return self.stream[round_ * self.items_per_round:(round_ + 1) * self.items_per_round]
+
+
+def _model_for_confusability():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000))
+
+
+def build_world(cfg: ProgramConfig) -> World:
+    """Split the dataset, draw the workforce and the initial labels, all from ``cfg.seed``.
+
+    The world depends only on the dataset, crowd, sizes and seed, never on the strategy, so
+    every strategy of a comparison meets the same items, truth and initial labels.
+
+    Raises
+    ------
+    ConfigError
+        When the dataset has too few items for the rounds, items per round and gold sets.
+    """
+    rng = np.random.default_rng([cfg.seed, 7])
+    if cfg.dataset is Dataset.DIGITS:
+        return _digits_world(cfg, rng)
+    return _music_world(cfg, rng)
+
+
+def _check_size(cfg: ProgramConfig, available: int) -> int:
+    need = (cfg.rounds + 1) * cfg.items_per_round
+    if need > available:
+        raise ConfigError(f"program.items_per_round: expected (rounds + 1) * items_per_round <= {available} "
+                          f"stream items of {cfg.dataset.value}, got ({cfg.rounds} + 1) * {cfg.items_per_round} = {need}")
+    return need
+
+
+def _digits_world(cfg: ProgramConfig, rng: np.random.Generator) -> World:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import cross_val_predict
+
+    x, y = load_digits(return_X_y=True)
+    ids = np.array([f"digit-{i:04d}" for i in range(len(y))], dtype=object)
+    order = rng.permutation(len(y))
+    holdout, calib = order[:cfg.holdout_items], order[cfg.holdout_items:cfg.holdout_items + cfg.calibration_items]
+    rest = order[cfg.holdout_items + cfg.calibration_items:]
+    stream = rest[:_check_size(cfg, rest.size)]
+    # Errors land on the pairs a model confuses: the world's physics, fitted once on all digits.
+    confusability = confusability_from_probs(
+        cross_val_predict(_model_for_confusability(), x, y, cv=5, method="predict_proba"), y)
+    tiers = dict(cfg.crowd.tiers)
+    people = make_crowd(tiers, 10, confusability=confusability, rng=rng)
+    crowd = SimulatedCrowd(tuple(a for a in people.annotators if a.tier is not Tier.EXPERT))
+    experts = SimulatedCrowd(tuple(a for a in people.annotators if a.tier is Tier.EXPERT))
+    workforce = Workforce(crowd, experts)
+    truth = pd.Series(y[stream], index=pd.Index(ids[stream], name=ITEM), name=LABEL)
+    crowd_cost = float(np.mean([expected_cost(a.tier) for a in crowd.annotators]))
+    return _finish(cfg, rng, dataset="digits", classes=tuple(str(c) for c in range(10)),
+                   features=pd.DataFrame(x, index=pd.Index(ids, name=ITEM)), truth=truth,
+                   calibration=pd.Series(y[calib], index=pd.Index(ids[calib], name=ITEM)),
+                   holdout=pd.Series(y[holdout], index=pd.Index(ids[holdout], name=ITEM)),
+                   workforce=workforce, costs=TaskCosts(crowd=crowd_cost, expert=expected_cost(Tier.EXPERT)))
+
+
+def _music_world(cfg: ProgramConfig, rng: np.random.Generator) -> World:
+    from loop.datasets import load_music_genre
+
+    data = load_music_genre()
+    gold = data.gold.astype(np.int64)
+    train = data.features.index.intersection(gold.index)
+    order = rng.permutation(train.size)
+    calib = train[order[:cfg.calibration_items]]
+    rest = train[order[cfg.calibration_items:]]
+    stream = rest[:_check_size(cfg, rest.size)]
+    test_ids = pd.Index([f"test-{i}" for i in data.test_features.index], name=ITEM)
+    features = pd.concat([data.features, data.test_features.set_axis(test_ids)])
+    features.index = features.index.astype(str).rename(ITEM)
+    real = data.annotations[[ITEM, ANNOTATOR, LABEL]].copy()
+    real[ANNOTATOR] = real[ANNOTATOR].astype(str)
+    real[ITEM] = real[ITEM].astype(str)
+    k = len(data.classes)
+    profile = fit_crowd_profile(data.annotations, gold, n_classes=k)
+    twins = crowd_like(profile, annotator_ids=sorted(real[ANNOTATOR].unique()), rng=rng)
+    # Experts err like the real crowd does, only far less often.
+    counts = pd.crosstab(gold.reindex(real[ITEM]).to_numpy(), real[LABEL].to_numpy()).reindex(
+        index=range(k), columns=range(k), fill_value=0).to_numpy(dtype=np.float64)
+    experts = make_crowd({Tier.EXPERT: cfg.crowd.experts}, k, confusability=confusability_from_confusion(counts + 1e-3),
+                         rng=rng)
+    workforce = Workforce(twins, experts, replay=real[real[ITEM].isin(stream)].reset_index(drop=True))
+    truth = pd.Series(gold.reindex(stream).to_numpy(), index=pd.Index(stream.astype(str), name=ITEM), name=LABEL)
+    test_gold = pd.Series(data.test_gold.to_numpy(dtype=np.int64), index=test_ids)
+    return _finish(cfg, rng, dataset="music_genre", classes=tuple(data.classes), features=features, truth=truth,
+                   calibration=gold.reindex(calib).set_axis(calib.astype(str)), holdout=test_gold,
+                   workforce=workforce, costs=TaskCosts(crowd=expected_cost(Tier.NOVICE), expert=expected_cost(Tier.EXPERT)))
+
+
+def _finish(cfg: ProgramConfig, rng: np.random.Generator, *, dataset: str, classes: tuple[str, ...],
+            features: pd.DataFrame, truth: pd.Series, calibration: pd.Series, holdout: pd.Series,
+            workforce: Workforce, costs: TaskCosts) -> World:
+    initial = workforce.ask_crowd(truth, 1, exclude=None, rng=rng)
+    initial = initial.set_index(ITEM).reindex(truth.index).reset_index()
+    return World(dataset=dataset, classes=classes, features=features, stream=truth.index.to_numpy(dtype=object),
+                 truth=truth, initial=initial, calibration=calibration.astype(np.int64),
+                 holdout=holdout.astype(np.int64), workforce=workforce, costs=costs,
+                 items_per_round=cfg.items_per_round)

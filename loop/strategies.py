@@ -1,0 +1,285 @@
+"""Annotation strategies: given a round's scored items and a budget, who looks at what.
+
+A strategy is a function of a candidates frame (one row per item the program may still act
+on) and a budget in cost units. :func:`plan_round` returns one :class:`Action` per item:
+
+=================  =======================================================================
+``keep``           nobody looks; the item's current label stays
+``auto_accept``    the model's predicted label is taken (free)
+``review``         one more crowd annotator labels it; the labels are aggregated
+``expert``         one expert labels it; the expert's label is final
+``double_blind``   two crowd annotators label it without seeing each other; when they
+                   disagree an expert adjudicates
+``triple``         two more crowd annotators; the majority of the three labels is final
+=================  =======================================================================
+
+The strategies compared by the program (:class:`Strategy`):
+
+- ``random``: review items drawn uniformly at random, as many as the budget pays for;
+- ``least_confidence``: review the items whose model confidence is lowest;
+- ``cleanlab``: review the items whose current label has the lowest self-confidence (the
+  model's probability of that label, cleanlab's ranking);
+- ``triple_majority``: every new item gets two more crowd labels and the majority wins. It
+  ignores the budget: its cost is the protocol's, which is what the others are compared to;
+- ``tiered``: labelloop's routing (:func:`loop.routing.route`) on the scores, where the
+  label-issue score sends suspected wrong labels (new or old) to double-blind relabelling,
+  torn items to an expert, confident ones to auto-accept and the rest to review. Items sent
+  to people are served by priority (highest first) until the budget is spent; the rest keep
+  their label this round ("deferred") and are routed again next round.
+
+Budgets are in the same cost units as the annotations' ``cost`` column. Each action has a
+planned cost (:class:`TaskCosts`); an item is taken when the planned costs of all items taken
+before it plus its own stay within the budget, in the strategy's order (a prefix: the budget
+never skips an expensive item to take a cheaper one further down).
+
+Pure functions: frames in, a frame out; randomness only through ``rng``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._validation import check_real, check_rng, fail
+from .columns import CONFIDENCE, ITEM, PRIORITY, REASON, ROUTE, SCORE_COLUMNS
+from .routing import Route, RoutingThresholds, route
+
+__all__ = ["ACTION", "IS_NEW", "PLAN_COLUMNS", "PLANNED_COST", "SELF_CONFIDENCE", "Action", "Strategy",
+           "TaskCosts", "plan_round"]
+
+ACTION = "action"
+PLANNED_COST = "planned_cost"
+SELF_CONFIDENCE = "self_confidence"  # the model's probability of the item's current label
+IS_NEW = "is_new"  # the item arrived this round
+PLAN_COLUMNS = (ITEM, ACTION, ROUTE, REASON, PRIORITY, PLANNED_COST)
+
+
+class Strategy(str, Enum):
+    """The annotation strategies the program compares."""
+
+    RANDOM = "random"
+    LEAST_CONFIDENCE = "least_confidence"
+    CLEANLAB = "cleanlab"
+    TRIPLE_MAJORITY = "triple_majority"
+    TIERED = "tiered"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Action(str, Enum):
+    """What happens to one item this round (see the module docstring)."""
+
+    KEEP = "keep"
+    AUTO_ACCEPT = "auto_accept"
+    REVIEW = "review"
+    EXPERT = "expert"
+    DOUBLE_BLIND = "double_blind"
+    TRIPLE = "triple"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def crowd_labels(self) -> int:
+        """Crowd annotations the action asks for."""
+        return {Action.REVIEW: 1, Action.DOUBLE_BLIND: 2, Action.TRIPLE: 2}.get(self, 0)
+
+
+@dataclass(frozen=True)
+class TaskCosts:
+    """Expected cost of one annotation, used to plan a round within its budget.
+
+    Parameters
+    ----------
+    crowd : float > 0
+        Expected cost of one crowd annotation.
+    expert : float > 0
+        Expected cost of one expert annotation.
+    adjudication_share : float in [0, 1], default=0.5
+        Planned share of double-blind pairs that disagree and need the expert.
+
+    Examples
+    --------
+    >>> TaskCosts(crowd=0.1, expert=0.3).planned(Action.DOUBLE_BLIND)
+    0.35
+    """
+
+    crowd: float
+    expert: float
+    adjudication_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_real(self.crowd, "crowd", low=0, low_open=True)
+        check_real(self.expert, "expert", low=0, low_open=True)
+        check_real(self.adjudication_share, "adjudication_share", low=0, high=1)
+
+    def planned(self, action: Action | str) -> float:
+        """Planned cost of one item under ``action``."""
+        action = Action(action)
+        cost = action.crowd_labels * self.crowd
+        if action is Action.EXPERT:
+            cost += self.expert
+        elif action is Action.DOUBLE_BLIND:
+            cost += self.adjudication_share * self.expert
+        return round(cost, 12)
+
+
+_ROUTE_ACTION = {Route.AUTO_ACCEPT.value: Action.AUTO_ACCEPT.value, Route.REVIEW.value: Action.REVIEW.value,
+                 Route.EXPERT.value: Action.EXPERT.value, Route.DOUBLE_BLIND.value: Action.DOUBLE_BLIND.value}
+
+
+def plan_round(candidates: pd.DataFrame, strategy: Strategy | str, *, budget: float, costs: TaskCosts,
+               thresholds: RoutingThresholds | None = None,
+               rng: np.random.Generator | int | None = None) -> pd.DataFrame:
+    """Decide what happens to each candidate item this round.
+
+    Parameters
+    ----------
+    candidates : DataFrame of n rows
+        The scores frame of :func:`loop.routing.score_items` (``item_id, predicted,
+        runner_up, confidence, margin, entropy, label_issue_score``) plus ``self_confidence``
+        (the model's probability of the current label, in [0, 1]) and ``is_new`` (bool).
+        Unique ``item_id``.
+    strategy : Strategy or str
+        One of ``random, least_confidence, cleanlab, triple_majority, tiered``.
+    budget : float >= 0
+        Cost units the round may spend (ignored by ``triple_majority``).
+    costs : TaskCosts
+        Planned cost of each action.
+    thresholds : RoutingThresholds, optional
+        The routing policy of ``tiered`` (required there, ignored otherwise).
+    rng : Generator or int, optional
+        Required by ``random``.
+
+    Returns
+    -------
+    DataFrame of n rows, in the order of ``candidates``
+        Columns ``item_id, action, route, reason, priority, planned_cost``. ``route`` is the
+        routing decision of ``tiered`` (empty string for other strategies), ``priority`` is
+        higher for items served first (the strategy's order), ``planned_cost`` is 0 for
+        ``keep`` and ``auto_accept``. Except under ``triple_majority``, the planned costs
+        sum to at most ``budget``.
+
+    Raises
+    ------
+    SchemaError
+        Missing columns, an unknown strategy, a negative budget, or a missing ``rng`` or
+        ``thresholds`` where the strategy needs one.
+
+    Examples
+    --------
+    >>> from loop.routing import score_items
+    >>> scores = score_items([[0.99, 0.01], [0.6, 0.4], [0.55, 0.45]], classes=[0, 1])
+    >>> cands = scores.assign(self_confidence=[0.99, 0.4, 0.55], is_new=True)
+    >>> plan = plan_round(cands, "cleanlab", budget=0.1, costs=TaskCosts(crowd=0.1, expert=0.3))
+    >>> plan["action"].tolist()
+    ['keep', 'review', 'keep']
+    """
+    strategy = _check_strategy(strategy)
+    frame = _check_candidates(candidates)
+    budget = check_real(budget, "budget", low=0)
+    if not isinstance(costs, TaskCosts):
+        raise fail("costs", "a TaskCosts", type(costs).__name__)
+    n = len(frame)
+    if strategy is Strategy.TRIPLE_MAJORITY:
+        new = frame[IS_NEW].to_numpy(dtype=bool)
+        actions = np.where(new, Action.TRIPLE.value, Action.KEEP.value).astype(object)
+        reasons = np.where(new, "new item: two more crowd labels, majority of three", "old item: kept").astype(object)
+        return _plan(frame, actions, np.full(n, ""), reasons, new.astype(np.float64), costs)
+    if strategy is Strategy.TIERED:
+        return _plan_tiered(frame, budget, costs, thresholds)
+    order, priority, reasons = _ranking(frame, strategy, rng)
+    take = _within_budget(np.full(n, costs.planned(Action.REVIEW)), order, budget)
+    actions = np.where(take, Action.REVIEW.value, Action.KEEP.value).astype(object)
+    reasons = np.where(take, reasons, reasons + "; not reviewed: over budget").astype(object)
+    return _plan(frame, actions, np.full(n, ""), reasons, priority, costs)
+
+
+def _ranking(frame: pd.DataFrame, strategy: Strategy, rng: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The review order of a ranking strategy, a priority (higher = earlier) and reasons."""
+    n = len(frame)
+    if strategy is Strategy.RANDOM:
+        if rng is None:
+            raise fail("rng", "a numpy.random.Generator or an int seed for the random strategy", "None")
+        keys = check_rng(rng).random(n)
+        order = np.argsort(keys, kind="stable")
+        return order, 1.0 - keys, np.full(n, "random review", dtype=object)
+    if strategy is Strategy.LEAST_CONFIDENCE:
+        signal, text = frame[CONFIDENCE].to_numpy(dtype=np.float64), "confidence"
+    else:
+        signal, text = frame[SELF_CONFIDENCE].to_numpy(dtype=np.float64), "self-confidence of the label"
+    order = np.argsort(signal, kind="stable")
+    reasons = text + " " + pd.Series(signal).map("{:.3f}".format).to_numpy(dtype=object)
+    return order, 1.0 - signal, reasons
+
+
+def _plan_tiered(frame: pd.DataFrame, budget: float, costs: TaskCosts,
+                 thresholds: RoutingThresholds | None) -> pd.DataFrame:
+    if not isinstance(thresholds, RoutingThresholds):
+        raise fail("thresholds", "a RoutingThresholds for the tiered strategy", type(thresholds).__name__)
+    decided = route(frame, thresholds)
+    routes = decided[ROUTE].to_numpy(dtype=object)
+    wanted = pd.Series(routes).map(_ROUTE_ACTION).to_numpy(dtype=object)
+    priority = decided[PRIORITY].to_numpy(dtype=np.float64)
+    person = routes != Route.AUTO_ACCEPT.value
+    planned = np.array([costs.planned(a) for a in Action])[pd.Index([a.value for a in Action]).get_indexer(wanted)]
+    planned = np.where(person, planned, 0.0)
+    # Highest priority first; ties keep the candidates' order.
+    order = np.argsort(-priority, kind="stable")
+    order = order[person[order]]
+    take = _within_budget(planned, order, budget)
+    deferred = person & ~take
+    actions = np.where(deferred, Action.KEEP.value, wanted).astype(object)
+    reasons = decided[REASON].to_numpy(dtype=object)
+    reasons = np.where(deferred, reasons + "; deferred: over budget", reasons).astype(object)
+    return _plan(frame, actions, routes, reasons, priority, costs)
+
+
+def _within_budget(planned: np.ndarray, order: np.ndarray, budget: float) -> np.ndarray:
+    """Mask of the items in the longest prefix of ``order`` whose planned costs fit ``budget``."""
+    take = np.zeros(planned.shape[0], dtype=bool)
+    # A tiny tolerance so that a budget of exactly k tasks pays for k tasks despite rounding.
+    fits = np.cumsum(planned[order]) <= budget * (1 + 1e-9) + 1e-12
+    take[order[: int(np.argmin(fits)) if not fits.all() else order.size]] = True
+    return take
+
+
+def _plan(frame: pd.DataFrame, actions: np.ndarray, routes: np.ndarray, reasons: np.ndarray,
+          priority: np.ndarray, costs: TaskCosts) -> pd.DataFrame:
+    unit = {a.value: costs.planned(a) for a in Action}
+    return pd.DataFrame({
+        ITEM: frame[ITEM].to_numpy(),
+        ACTION: pd.Series(actions, dtype="str"),
+        ROUTE: pd.Series(routes, dtype="str"),
+        REASON: pd.Series(reasons, dtype="str"),
+        PRIORITY: np.asarray(priority, dtype=np.float64),
+        PLANNED_COST: pd.Series(actions).map(unit).to_numpy(dtype=np.float64),
+    }, columns=list(PLAN_COLUMNS))
+
+
+def _check_strategy(value: Any) -> Strategy:
+    try:
+        return Strategy(value)
+    except ValueError:
+        raise fail("strategy", f"one of {[s.value for s in Strategy]}", repr(value)) from None
+
+
+def _check_candidates(value: Any) -> pd.DataFrame:
+    if not isinstance(value, pd.DataFrame):
+        raise fail("candidates", "a DataFrame (the scores frame plus self_confidence and is_new)",
+                   f"a {type(value).__name__}")
+    needed = [c for c in (*SCORE_COLUMNS, SELF_CONFIDENCE, IS_NEW) if c not in value.columns]
+    if needed:
+        raise fail("candidates", f"a frame with columns {[*SCORE_COLUMNS, SELF_CONFIDENCE, IS_NEW]}",
+                   f"a frame missing {needed}")
+    if value[ITEM].duplicated().any():
+        raise fail("candidates", "unique item ids", f"duplicates {value.loc[value[ITEM].duplicated(), ITEM].tolist()[:5]}")
+    self_conf = value[SELF_CONFIDENCE].to_numpy(dtype=np.float64)
+    if not np.all((self_conf >= 0) & (self_conf <= 1)):
+        raise fail(f"candidates.{SELF_CONFIDENCE}", "values in [0, 1]", "values outside it or NaN")
+    return value.reset_index(drop=True)
