@@ -62,7 +62,7 @@ from typing import Any
 
 import pandas as pd
 
-from experiments.config import ConfigError
+from experiments.config import ConfigError, ProgramConfig, parse_config, read_yaml
 from loop.routing import RoutingThresholds
 
 __all__ = [
@@ -71,10 +71,14 @@ __all__ = [
     "StudyResult",
     "TrialOutcome",
     "TrialParams",
+    "TuneConfig",
     "TuneSettings",
     "best_params",
-    "run_study",
+    "load_tune_config",
+    "main",
     "open_study",
+    "parse_tune_config",
+    "run_study",
 ]
 
 # Optuna parameter names: the threshold fields keep their RoutingThresholds names.
@@ -273,6 +277,40 @@ class TuneSettings:
         for name, (low, high) in self.search_space.to_dict().items():
             params[f"tune.search_space.{name}"] = f"[{low}, {high}]"
         return params
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """A tune config file: the program config the trials run, and the ``tune:`` section."""
+
+    program: ProgramConfig = field(default_factory=ProgramConfig)
+    tune: TuneSettings = field(default_factory=TuneSettings)
+
+    def with_trials(self, trials: int) -> TuneConfig:
+        """A copy whose study should reach ``trials`` completed trials."""
+        return dataclasses.replace(self, tune=dataclasses.replace(self.tune, trials=trials))
+
+
+def parse_tune_config(raw: Mapping[str, Any] | None) -> TuneConfig:
+    """Validate a parsed YAML mapping: the program sections and a ``tune:`` section.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first wrong key or value (``tune.trials: expected an integer >= 1, got 0``).
+
+    Examples
+    --------
+    >>> parse_tune_config({"program": {"rounds": 2}, "tune": {"trials": 5}}).tune.trials
+    5
+    """
+    program = parse_config(raw, ignore=("tune",))
+    return TuneConfig(program=program, tune=TuneSettings.from_dict((raw or {}).get("tune")))
+
+
+def load_tune_config(path: str | Path) -> TuneConfig:
+    """Read and validate a tune config file (see :func:`parse_tune_config`)."""
+    return parse_tune_config(read_yaml(path))
 
 
 @dataclass(frozen=True)
@@ -669,3 +707,142 @@ def _result(study: Any, settings: TuneSettings, base: RoutingThresholds, *, n_ne
         closest_excess=min(excesses) if excesses else math.nan,
         n_new=n_new, parent_run_id=parent_run_id,
     )
+
+
+# --- the program as the objective ------------------------------------------------------------------
+
+
+def trial_program(program: ProgramConfig) -> ProgramConfig:
+    """The program a trial runs: ``program`` with the tiered strategy, in process, untracked.
+
+    Trials run the simulator in this process (no Ray, no HTTP: the in-process scorer runs
+    the same ``loop`` code as the Serve app), keep their label store in memory and track in
+    memory; the tuner logs each trial as a nested MLflow run itself. Only the ``tiered``
+    strategy reads the routing thresholds, so trials run it whatever ``program.strategy`` says.
+    """
+    from experiments.config import IN_PROCESS, NO_TRACKING, TrackingConfig
+    from loop.strategies import Strategy
+
+    return program.replace(strategy=Strategy.TIERED, serve=IN_PROCESS, store_url="sqlite://",
+                           tracking=TrackingConfig(uri=NO_TRACKING, experiment=program.tracking.experiment,
+                                                   registered_model=program.tracking.registered_model))
+
+
+def program_objective(program: ProgramConfig, *, world: Any = None) -> Evaluate:
+    """One trial = one run of ``program`` (see :func:`trial_program`) with the trial's values.
+
+    Parameters
+    ----------
+    program : ProgramConfig
+    world : experiments.world.World, optional
+        The simulated world, built once and shared by every trial (same items, truth and
+        initial labels: trials differ only by their values). Default ``build_world(program)``.
+
+    Returns
+    -------
+    callable TrialParams -> TrialOutcome
+        Cost = the program's cost beyond the initial labels (strategy work and audits);
+        error rate = the true error rate of the final labels; metrics = the program's final
+        figures (:meth:`experiments.program.ProgramResult.metrics`).
+    """
+    from experiments.program import run_program
+    from experiments.tracking import MemoryTracker
+    from experiments.world import build_world
+
+    base = trial_program(program)
+    shared = world if world is not None else build_world(base)
+
+    def evaluate(params: TrialParams) -> TrialOutcome:
+        result = run_program(base.replace(thresholds=params.thresholds, audit_rate=params.audit_rate),
+                             world=shared, tracker=MemoryTracker())
+        return TrialOutcome(cost=result.program_cost, error_rate=result.final_error_rate, metrics=result.metrics())
+
+    return evaluate
+
+
+def write_best_serve_config(cfg: TuneConfig, best: TrialParams) -> Path:
+    """Write ``best.thresholds`` as a Serve config of the program's model (``cfg.tune.serve_config``).
+
+    The app serves ``models:/<tracking.registered_model>@champion`` from ``tracking.uri``;
+    the Router starts with the tuned thresholds (``serve deploy <file>`` or
+    ``serve run <file>``).
+    """
+    from serve.args import AppArgs
+    from serve.config import write_serve_config
+
+    tracking = cfg.program.tracking
+    app_args = AppArgs(model_name=tracking.registered_model,
+                       tracking_uri=tracking.uri if tracking.enabled else None)
+    path = Path(cfg.tune.serve_config)
+    write_serve_config(path, app_args=app_args, thresholds=best.thresholds)
+    return path
+
+
+def main(cfg: TuneConfig, *, console: Any = None, world: Any = None) -> StudyResult:
+    """``labelloop tune``: run or resume the study, write the best thresholds, print a summary.
+
+    Parameters
+    ----------
+    cfg : TuneConfig
+    console : rich.console.Console, optional
+        Where the progress bar and the summary go; default a new console.
+    world : experiments.world.World, optional
+        The simulated world of the trials; default built from ``cfg.program``.
+
+    Returns
+    -------
+    StudyResult
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from experiments.config import flatten
+
+    console = console if console is not None else Console()
+    tracking = cfg.program.tracking
+    evaluate = program_objective(cfg.program, world=world)
+    best = {"cost": math.inf}
+    with Progress(TextColumn("[bold]tune[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as bar:
+        task = bar.add_task(cfg.tune.study_name, total=None)
+
+        def on_trial(done: int, total: int, outcome: TrialOutcome) -> None:
+            if outcome.error_rate <= cfg.tune.target_error_rate:
+                best["cost"] = min(best["cost"], outcome.cost)
+            text = "none meets the target yet" if math.isinf(best["cost"]) else f"cheapest so far {best['cost']:.1f}"
+            bar.update(task, completed=done, total=total, description=f"{cfg.tune.study_name} ({text} this session)")
+
+        result = run_study(evaluate, cfg.tune, base_thresholds=cfg.program.thresholds,
+                           base_audit_rate=cfg.program.audit_rate,
+                           tracking_uri=tracking.uri if tracking.enabled else None,
+                           experiment=tracking.experiment, params=flatten(cfg.program),
+                           write_best=lambda params: write_best_serve_config(cfg, params), on_trial=on_trial)
+    _print_summary(console, cfg, result)
+    return result
+
+
+def _print_summary(console: Any, cfg: TuneConfig, result: StudyResult) -> None:
+    from rich.table import Table
+
+    target = cfg.tune.target_error_rate
+    console.print(f"Study [bold]{result.study_name}[/] at {_hide_password(result.storage)}: "
+                  f"{result.n_complete} trials complete ({result.n_new} this session), "
+                  f"{result.n_feasible} meet the target error rate {target:.1%}.")
+    if result.best is None:
+        console.print(f"[red]No trial meets the target[/]: the closest misses it by "
+                      f"{result.closest_excess:.2%}. Run more trials (--trials), widen the search space, "
+                      "or relax tune.target_error_rate. No Serve config was written.")
+        return
+    table = Table(title=f"best trial #{result.best_number}: cost {result.best_cost:.1f}, "
+                        f"final error rate {result.best_error_rate:.2%}")
+    table.add_column("value")
+    table.add_column("configured", justify="right")
+    table.add_column("tuned", justify="right")
+    configured = {**{k: getattr(cfg.program.thresholds, k) for k in THRESHOLD_PARAMS},
+                  AUDIT_RATE: cfg.program.audit_rate}
+    for name, value in result.best.to_dict().items():
+        table.add_row(name, f"{configured[name]:.4g}", f"{value:.4g}")
+    console.print(table)
+    console.print(f"Serve config with these thresholds: [bold]{result.serve_config}[/] "
+                  f"(deploy: serve deploy {result.serve_config}; on a running app the Router takes them "
+                  f"without a redeploy). Set program.audit_rate: {result.best.audit_rate:.4g} in the program config.")
