@@ -1,0 +1,415 @@
+"""The Ray Serve application: a Scorer, a Router and an HTTP ingress, wired with ``.bind()``.
+
+::
+
+    HTTP ─► Ingress (FastAPI) ─┬─► Scorer  champion from the MLflow registry, @serve.batch
+                               │           predict_proba, signals (loop.routing.score_items)
+                               └─► Router  loop.routing.route, thresholds from user_config
+
+Start it with ``serve run serve.app:build_app model_name=digits tracking_uri=...``, with a
+Serve config YAML (:mod:`serve.config`), or from Python with :func:`serve.local.start_local`.
+
+Endpoints (JSON bodies described in :mod:`serve.payload`):
+
+- ``POST /v1/score``: probabilities and signals per item.
+- ``POST /v1/route``: signals plus ``route``, ``reason``, ``priority`` per item.
+- ``GET /v1/health``: 200 when a model is loaded, 503 before.
+- ``GET /v1/model``: the served model (name, alias, version, temperature...).
+- ``GET /v1/thresholds``: the Router's thresholds.
+- ``POST /v1/reload``: load the version the alias points at now, with no downtime.
+
+Every refusal is ``{"error": {"field": ..., "message": ...}}`` with a 4xx status.
+
+Zero-downtime reload: the Scorer loads the new version in a worker thread while the old one
+keeps serving, then swaps one reference. A batch reads the reference once, so each request is
+scored by exactly one version, named in its answer (``model.version``).
+"""
+
+# No "from __future__ import annotations" here: FastAPI reads the endpoint annotations
+# (Request) at run time, from a class Serve pickles by value, so they must be real objects.
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from loop.columns import ITEM, LABEL_ISSUE_SCORE
+from loop.exceptions import LoopError, SchemaError
+from loop.issues import label_quality_scores
+from loop.routing import RoutingThresholds, route, score_items
+
+from .args import APP_NAME, AppArgs
+from .payload import NO_LABEL, BadRequest, ScoreRequest, encode_answer, error_body, parse_request
+
+__all__ = ["APP_NAME", "AppArgs", "Ingress", "Router", "Scorer", "build_app"]
+
+logger = logging.getLogger("ray.serve")
+
+_JSON = "application/json"
+
+
+# ----------------------------------------------------------------------------- the Scorer
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One registry version, loaded: what a batch reads once and uses throughout."""
+
+    model: Any
+    name: str
+    alias: str
+    version: str
+    run_id: str | None
+    classes: list[Any]
+    n_features: int | None
+    temperature: float | None
+    loaded_at: float
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "alias": self.alias, "version": self.version, "run_id": self.run_id,
+                "classes": self.classes, "n_classes": len(self.classes), "n_features": self.n_features,
+                "temperature": self.temperature,
+                "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at))}
+
+    def stamp(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "alias": self.alias}
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A request's probabilities, shape (n, k), and its scores frame (item ids 0 .. n - 1)."""
+
+    probs: np.ndarray
+    scores: pd.DataFrame
+    model: dict[str, Any]
+    classes: list[Any]
+
+
+class NoModel(LoopError):
+    """The registry has no version under the alias (yet), or it could not be loaded."""
+
+
+def _registry_client(args: AppArgs):
+    import mlflow
+    from mlflow import MlflowClient
+
+    # A replica is its own process; mlflow.sklearn.load_model("models:/...") reads the
+    # process-wide URIs, so set them here, once, from the app's arguments.
+    if args.tracking_uri:
+        mlflow.set_tracking_uri(args.tracking_uri)
+    if args.registry_uri or args.tracking_uri:
+        mlflow.set_registry_uri(args.registry_uri or args.tracking_uri)
+    return MlflowClient(tracking_uri=args.tracking_uri, registry_uri=args.registry_uri or args.tracking_uri)
+
+
+def _n_features(model: Any) -> int | None:
+    for candidate in (model, getattr(model, "estimator", None)):
+        n = getattr(candidate, "n_features_in_", None)
+        if n is not None:
+            return int(n)
+    return None
+
+
+@serve.deployment(name="Scorer", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.25})
+class Scorer:
+    """Serves ``models:/<model_name>@<alias>``: batched ``predict_proba`` and routing signals.
+
+    Parameters
+    ----------
+    args : dict
+        :class:`AppArgs` as a mapping.
+    """
+
+    async def __init__(self, args: dict[str, Any]) -> None:
+        self._args = AppArgs.model_validate(args)
+        self._client = _registry_client(self._args)
+        self._current: LoadedModel | None = None
+        self._reload_lock = asyncio.Lock()
+        self._predict.set_max_batch_size(self._args.max_batch_size)
+        self._predict.set_batch_wait_timeout_s(self._args.batch_wait_timeout_s)
+        try:
+            await self.reload()
+        except NoModel as exc:
+            # Start anyway: /v1/health says 503 until a version is registered and reloaded.
+            logger.warning("Scorer starts without a model: %s", exc)
+        self._poller = None
+        if self._args.refresh_seconds:
+            self._poller = asyncio.get_running_loop().create_task(self._poll(self._args.refresh_seconds))
+
+    async def score(self, features: np.ndarray, labels: np.ndarray | None) -> Scored:
+        """Probabilities and the scores frame of one request (batched with its neighbours)."""
+        current = self._require_model()
+        if current.n_features is not None and features.shape[1] != current.n_features:
+            raise BadRequest("features", f"Model {current.name} version {current.version} takes "
+                             f"{current.n_features} features per item; got {features.shape[1]}.")
+        k = len(current.classes)
+        if labels is not None and labels.max() >= k:
+            i = int(np.argmax(labels >= k))
+            raise BadRequest(f"labels.{i}", f"Label codes are 0 .. {k - 1} for this model; got {labels[i]}.")
+        probs, used = await self._predict(features)
+        issues = None
+        if labels is not None:
+            has = labels != NO_LABEL
+            issues = np.full(labels.shape[0], np.nan)
+            if has.any():
+                issues[has] = 1.0 - label_quality_scores(labels[has], probs[has])
+        scores = score_items(probs, label_issue_scores=issues, classes=used.classes)
+        return Scored(probs=probs, scores=scores, model=used.stamp(), classes=used.classes)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def _predict(self, batch: list[np.ndarray]) -> list[tuple[np.ndarray, LoadedModel]]:
+        current = self._require_model()  # read once: the whole batch sees one version
+        sizes = np.cumsum([x.shape[0] for x in batch])[:-1]
+        probs = np.asarray(current.model.predict_proba(np.concatenate(batch)), dtype=np.float64)
+        return [(part, current) for part in np.split(probs, sizes)]
+
+    async def reload(self) -> dict[str, Any]:
+        """Load the version the alias points at now, if it is not the one served; then swap."""
+        async with self._reload_lock:
+            previous = self._current
+            version = await asyncio.to_thread(self._resolve_alias)
+            if previous is not None and previous.version == version:
+                return {**previous.describe(), "previous_version": previous.version, "changed": False}
+            loaded = await asyncio.to_thread(self._load, version)  # the old model keeps serving
+            self._current = loaded  # the swap: one reference
+            logger.info("Scorer serves %s version %s (was %s)", loaded.name, loaded.version,
+                        previous.version if previous else None)
+            return {**loaded.describe(), "previous_version": previous.version if previous else None,
+                    "changed": True}
+
+    def model_info(self) -> dict[str, Any] | None:
+        return None if self._current is None else self._current.describe()
+
+    def _require_model(self) -> LoadedModel:
+        current = self._current
+        if current is None:
+            raise NoModel(f"No version of model {self._args.model_name!r} has alias "
+                          f"{self._args.alias!r} yet: register one, set the alias, then POST /v1/reload.")
+        return current
+
+    def _resolve_alias(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self._client.get_model_version_by_alias(self._args.model_name, self._args.alias).version)
+        except MlflowException as exc:
+            raise NoModel(f"Cannot resolve models:/{self._args.model_name}@{self._args.alias}: {exc.message}") from None
+
+    def _load(self, version: str) -> LoadedModel:
+        import mlflow.sklearn
+
+        name = self._args.model_name
+        model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        if not hasattr(model, "predict_proba") or not hasattr(model, "classes_"):
+            raise NoModel(f"Model {name} version {version} has no predict_proba/classes_; "
+                          "log a scikit-learn classifier (loop.calibration.CalibratedClassifier).")
+        k = len(model.classes_)
+        classes = list(self._args.class_names) if self._args.class_names else list(range(k))
+        if len(classes) != k:
+            raise NoModel(f"Model {name} version {version} has {k} classes but the app was given "
+                          f"{len(classes)} class_names.")
+        run_id = self._client.get_model_version(name, version).run_id
+        temperature = getattr(model, "temperature_", None)
+        return LoadedModel(model=model, name=name, alias=self._args.alias, version=version, run_id=run_id,
+                           classes=classes, n_features=_n_features(model),
+                           temperature=None if temperature is None else float(temperature),
+                           loaded_at=time.time())
+
+    async def _poll(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.reload()
+            except Exception as exc:  # keep serving the current version; try again next time
+                logger.warning("Scorer refresh failed: %s", exc)
+
+
+# ----------------------------------------------------------------------------- the Router
+
+@serve.deployment(name="Router", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.25})
+class Router:
+    """Routes scored items with :func:`loop.routing.route`.
+
+    The thresholds come from the deployment's ``user_config`` (a
+    :meth:`RoutingThresholds.to_dict` mapping); changing it calls :meth:`reconfigure` on the
+    running replicas, without a redeploy.
+    """
+
+    def __init__(self) -> None:
+        self._thresholds = RoutingThresholds()
+        self._reconfigured = 0
+
+    def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        self._thresholds = RoutingThresholds.from_dict(user_config or {})
+        self._reconfigured += 1
+
+    def route(self, scores: pd.DataFrame) -> pd.DataFrame:
+        return route(scores, self._thresholds)
+
+    def thresholds(self) -> dict[str, Any]:
+        return {"thresholds": self._thresholds.to_dict(), "reconfigured": self._reconfigured,
+                "replica": serve.get_replica_context().replica_id.unique_id}
+
+
+# ----------------------------------------------------------------------------- the ingress
+
+api = FastAPI(title="labelloop", version="1",
+              description="Score and route items for labeling: who should look at which item, and why.")
+
+_REQUEST_BODY = {"requestBody": {"required": True, "content": {
+    _JSON: {"schema": ScoreRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+
+
+@api.exception_handler(BadRequest)
+async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+@api.exception_handler(SchemaError)
+async def _schema_error(request: Request, exc: SchemaError) -> JSONResponse:
+    return JSONResponse(error_body(_schema_field(str(exc)), str(exc)), status_code=422)
+
+
+@api.exception_handler(NoModel)
+async def _no_model(request: Request, exc: NoModel) -> JSONResponse:
+    return JSONResponse(error_body("model", str(exc)), status_code=503)
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    return JSONResponse(error_body(".".join(map(str, first["loc"])) or None, first["msg"]), status_code=422)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return JSONResponse(error_body(None, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+
+# The helpers the ingress calls are defined above it: @serve.ingress makes a class that
+# Serve pickles by value when the decorator runs, with the globals defined by then.
+
+async def _unwrap(response: Any) -> Any:
+    """Await a handle call; re-raise our own errors as themselves, not wrapped by Ray."""
+    try:
+        return await response
+    except Exception as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, (BadRequest, NoModel, SchemaError)):
+            raise cause from None
+        raise
+
+
+def _with_ids(frame: pd.DataFrame, item_ids: list[Any]) -> pd.DataFrame:
+    out = frame.copy(deep=False)
+    out[ITEM] = pd.Series(item_ids, dtype=object)
+    return out
+
+
+def _answer(frame: pd.DataFrame, probs: np.ndarray | None, compact: bool, scored: Scored) -> Response:
+    body = encode_answer(frame, probs, compact=compact, model=scored.model, classes=scored.classes)
+    return Response(content=body, media_type=_JSON)
+
+
+def _schema_field(message: str) -> str | None:
+    # loop's messages read "The 'name' argument must be ..."; the name is the field.
+    start = message.find("'")
+    end = message.find("'", start + 1)
+    return message[start + 1:end] if 0 <= start < end else None
+
+
+@serve.deployment(name="Ingress", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.25})
+@serve.ingress(api)
+class Ingress:
+    """HTTP adapter: parse the request, call the Scorer and the Router, serialise the answer."""
+
+    def __init__(self, scorer: DeploymentHandle, router: DeploymentHandle, args: dict[str, Any]) -> None:
+        self._scorer = scorer
+        self._router = router
+        self._args = AppArgs.model_validate(args)
+
+    @api.post("/v1/score", openapi_extra=_REQUEST_BODY)
+    async def score(self, request: Request) -> Response:
+        parsed, scored = await self._scored(request)
+        frame = _with_ids(scored.scores, parsed.item_ids)
+        probs = scored.probs if parsed.return_probabilities is not False else None
+        return _answer(frame, probs, parsed.compact, scored)
+
+    @api.post("/v1/route", openapi_extra=_REQUEST_BODY)
+    async def route(self, request: Request) -> Response:
+        parsed, scored = await self._scored(request)
+        routes = await _unwrap(self._router.route.remote(scored.scores))
+        frame = _with_ids(pd.concat([scored.scores, routes.drop(columns=[ITEM])], axis=1), parsed.item_ids)
+        probs = scored.probs if parsed.return_probabilities else None
+        return _answer(frame, probs, parsed.compact, scored)
+
+    @api.get("/v1/health")
+    async def health(self) -> JSONResponse:
+        info = await _unwrap(self._scorer.model_info.remote())
+        if info is None:
+            return JSONResponse({"status": "no_model", "model": None}, status_code=503)
+        return JSONResponse({"status": "ok", "model": {k: info[k] for k in ("name", "alias", "version")}})
+
+    @api.get("/v1/model")
+    async def model(self) -> JSONResponse:
+        info = await _unwrap(self._scorer.model_info.remote())
+        if info is None:
+            raise NoModel(f"No version of model {self._args.model_name!r} has alias {self._args.alias!r} "
+                          "loaded yet: register one, set the alias, then POST /v1/reload.")
+        return JSONResponse(info)
+
+    @api.get("/v1/thresholds")
+    async def thresholds(self) -> JSONResponse:
+        return JSONResponse(await _unwrap(self._router.thresholds.remote()))
+
+    @api.post("/v1/reload")
+    async def reload(self) -> JSONResponse:
+        return JSONResponse(await _unwrap(self._scorer.reload.remote()))
+
+    async def _scored(self, request: Request):
+        parsed = parse_request(await request.body(), class_names=self._args.class_names,
+                               max_rows=self._args.max_rows_per_request)
+        scored = await _unwrap(self._scorer.score.remote(parsed.features, parsed.labels))
+        return parsed, scored
+
+
+# ----------------------------------------------------------------------------- the builder
+
+def build_app(args: dict[str, Any] | AppArgs) -> Application:
+    """Compose the app: ``Ingress(Scorer, Router)``, each with fractional CPUs.
+
+    Parameters
+    ----------
+    args : AppArgs or mapping
+        See :class:`AppArgs`. ``thresholds`` becomes the Router's ``user_config`` (a Serve
+        config's ``user_config`` for the Router wins over it).
+
+    Returns
+    -------
+    ray.serve.Application
+
+    Examples
+    --------
+    ``serve run serve.app:build_app model_name=digits tracking_uri=sqlite:////tmp/mlflow.db``,
+    or from Python::
+
+        from ray import serve
+        serve.run(build_app({"model_name": "digits", "tracking_uri": uri}), name="labelloop")
+    """
+    args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
+    actor = {"num_cpus": args.replica_cpus}
+    plain = args.model_dump()
+    scorer = Scorer.options(num_replicas=args.scorer_replicas, ray_actor_options=actor,
+                            max_ongoing_requests=max(64, 4 * args.max_batch_size)).bind(plain)
+    router = Router.options(ray_actor_options=actor, user_config=args.routing_thresholds().to_dict()).bind()
+    return Ingress.options(ray_actor_options=actor).bind(scorer, router, plain)

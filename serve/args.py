@@ -1,0 +1,88 @@
+"""The arguments of the Serve application, validated at the edge with pydantic.
+
+``serve run serve.app:build_app model_name=digits tracking_uri=sqlite:///mlflow.db`` and a
+Serve config YAML (``import_path: serve.app:build_app`` with ``args: {...}``) both arrive here
+as a plain mapping; :class:`AppArgs` checks it once, before any replica starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+
+from loop.routing import RoutingThresholds
+
+__all__ = ["APP_NAME", "AppArgs"]
+
+APP_NAME = "labelloop"
+
+
+class AppArgs(BaseModel):
+    """What the app serves and how.
+
+    Parameters
+    ----------
+    model_name : str
+        Registered model name in the MLflow model registry.
+    alias : str, default="champion"
+        Registry alias the Scorer serves (``models:/<model_name>@<alias>``).
+    tracking_uri : str, optional
+        MLflow tracking URI (``sqlite:////abs/mlflow.db``, ``http://mlflow:5000``); default:
+        MLflow's own resolution (``MLFLOW_TRACKING_URI``).
+    registry_uri : str, optional
+        Model registry URI when it differs from the tracking URI.
+    thresholds : mapping, optional
+        Routing thresholds in :meth:`loop.routing.RoutingThresholds.to_dict` form; the
+        Router's initial ``user_config``. A Serve config's ``user_config`` for the Router wins.
+    class_names : list of str or int, optional
+        Names of the model's classes in column order; answers use them for ``predicted``,
+        ``runner_up`` and ``classes``, and requests may give labels by name. Default: the
+        class codes ``0 .. k - 1``.
+    refresh_seconds : float > 0, optional
+        Poll the registry alias this often and load a new version when it moves.
+        ``POST /v1/reload`` loads one at once either way.
+    max_batch_size : int, default=16
+        Requests the Scorer merges into one ``predict_proba`` call (``@serve.batch``).
+    batch_wait_timeout_s : float, default=0.002
+        How long the Scorer waits for a batch to fill.
+    scorer_replicas : int, default=1
+        Scorer replicas. With more than one, ``POST /v1/reload`` reaches one of them; set
+        ``refresh_seconds`` so that every replica follows the alias.
+    replica_cpus : float, default=0.25
+        CPUs reserved per replica (fractional, so that the app fits on a laptop).
+    max_rows_per_request : int, default=65536
+        Larger requests get HTTP 413.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_name: str = Field(min_length=1)
+    alias: str = Field("champion", min_length=1)
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+    thresholds: dict[str, Any] | None = None
+    class_names: list[StrictInt | StrictStr] | None = None
+    refresh_seconds: float | None = Field(None, gt=0)
+    max_batch_size: int = Field(16, ge=1, le=4096)
+    batch_wait_timeout_s: float = Field(0.002, ge=0, le=1)
+    scorer_replicas: int = Field(1, ge=1)
+    replica_cpus: float = Field(0.25, gt=0)
+    max_rows_per_request: int = Field(65536, ge=1)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds_load(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Fail here, with the key named, rather than in a Router replica later.
+        return None if value is None else RoutingThresholds.from_dict(value).to_dict()
+
+    @field_validator("class_names")
+    @classmethod
+    def _class_names_distinct(cls, value: list[Any] | None) -> list[Any] | None:
+        if value is not None and (len(value) < 2 or len(set(map(str, value))) != len(value)):
+            raise ValueError(f"expected at least 2 distinct class names, got {value!r}")
+        return value
+
+    def routing_thresholds(self) -> RoutingThresholds:
+        """The initial thresholds as a :class:`~loop.routing.RoutingThresholds`."""
+        return RoutingThresholds.from_dict(self.thresholds or {})

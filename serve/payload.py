@@ -1,0 +1,303 @@
+"""Request and answer bodies of the HTTP API: pydantic at the edge, arrays inside.
+
+Two forms of the same request, both JSON:
+
+- readable: ``{"item_ids": [...], "features": [[...], ...], "labels": [...]}``
+- compact: ``{"item_ids": [...], "features_b64": "<base64>", "shape": [n, d],
+  "dtype": "float32", "labels": [...]}``, the features as little-endian float32 or
+  float64 bytes, row-major (``base64.b64encode(x.astype("<f4").tobytes())``).
+
+``labels`` (optional) are the items' current labels, as class codes ``0 .. k - 1`` or, when
+the app has ``class_names``, as names; ``null`` where an item has none. ``return_probabilities``
+(optional) asks for the class probabilities (default: yes on ``/v1/score``, no on
+``/v1/route``).
+
+A readable request gets a readable answer, one record per item::
+
+    {"model": {"name": "digits", "version": "3", "alias": "champion"},
+     "classes": [0, 1, ...], "n_items": 2,
+     "items": [{"item_id": 7, "predicted": 3, "runner_up": 5, "confidence": 0.61,
+                "margin": 0.3, "entropy": 0.4, "label_issue_score": null,
+                "route": "review", "reason": "...", "priority": 0.39}, ...]}
+
+A compact request gets the compact answer: the same fields as columns
+(``"columns": {"item_id": [...], "predicted": [...], ...}``) and the probabilities as
+``"probabilities": {"b64": ..., "shape": [n, k], "dtype": "float64"}``.
+
+Errors are ``{"error": {"field": ..., "message": ...}}`` with a 4xx status (see
+:class:`BadRequest`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+from loop.columns import PRIORITY, REASON, ROUTE, SCORE_COLUMNS
+
+__all__ = [
+    "BadRequest",
+    "ParsedRequest",
+    "ScoreRequest",
+    "decode_b64_array",
+    "encode_answer",
+    "encode_b64_array",
+    "error_body",
+    "parse_request",
+]
+
+ROUTE_ANSWER_COLUMNS = (*SCORE_COLUMNS, ROUTE, REASON, PRIORITY)
+_DTYPES = {"float32": "<f4", "float64": "<f8"}
+NO_LABEL = -1  # label code of an item without a current label
+
+
+class BadRequest(Exception):
+    """A request the app refuses; becomes ``{"error": {"field", "message"}}`` with ``status``."""
+
+    def __init__(self, field: str | None, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.status = status
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.field, self.message)
+
+    def __reduce__(self):  # raised in a Scorer replica, re-raised by the ingress: keep the fields
+        return (type(self), (self.field, self.message, self.status))
+
+
+def error_body(field: str | None, message: str) -> dict[str, Any]:
+    """The one error shape every 4xx/5xx answer has."""
+    return {"error": {"field": field, "message": message}}
+
+
+class ScoreRequest(BaseModel):
+    """Body of ``POST /v1/score`` and ``POST /v1/route`` (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    item_ids: list[StrictInt | StrictStr] = Field(description="one unique id per item")
+    features: list[list[float]] | None = Field(None, description="n rows of d numbers")
+    features_b64: str | None = Field(None, description="little-endian row-major float bytes, base64")
+    shape: tuple[int, int] | None = Field(None, description="[n, d] of features_b64")
+    dtype: Literal["float32", "float64"] = Field("float32", description="dtype of features_b64")
+    labels: list[StrictInt | StrictStr | None] | None = Field(
+        None, description="current label per item (code or class name), null where none")
+    return_probabilities: StrictBool | None = Field(
+        None, description="include class probabilities (default: yes on /score, no on /route)")
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    """A checked request, as arrays.
+
+    Attributes
+    ----------
+    item_ids : list of int or str, length n
+    features : ndarray of float, shape (n, d)
+    labels : ndarray of int64, shape (n,), or None
+        Class codes; ``-1`` where an item has no current label. Not yet checked against the
+        model's class count (the Scorer does that).
+    compact : bool
+        Whether the request used ``features_b64`` (and so gets the compact answer).
+    return_probabilities : bool or None
+    """
+
+    item_ids: list[Any]
+    features: np.ndarray
+    labels: np.ndarray | None
+    compact: bool
+    return_probabilities: bool | None
+
+
+def parse_request(body: bytes, *, class_names: Sequence[Any] | None = None,
+                  max_rows: int | None = None) -> ParsedRequest:
+    """Check a request body and turn it into arrays.
+
+    Parameters
+    ----------
+    body : bytes
+        The raw JSON body.
+    class_names : sequence, optional
+        The app's class names, to read labels given by name.
+    max_rows : int, optional
+        Larger requests are refused with 413.
+
+    Returns
+    -------
+    ParsedRequest
+
+    Raises
+    ------
+    BadRequest
+        400 for a body that is not JSON or bad base64; 413 for too many rows; 422 for
+        everything else (unknown fields, wrong types or shapes, NaN or inf, empty batch,
+        duplicate ids, unknown label names).
+
+    Examples
+    --------
+    >>> p = parse_request(b'{"item_ids": [1, 2], "features": [[0, 1], [2, 3]], "labels": [0, null]}')
+    >>> p.features.shape, p.labels.tolist(), p.compact
+    ((2, 2), [0, -1], False)
+    """
+    try:
+        request = ScoreRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise _from_validation_error(exc) from None
+    n = len(request.item_ids)
+    if n == 0:
+        raise BadRequest("item_ids", "The batch is empty: send at least one item.")
+    if max_rows is not None and n > max_rows:
+        raise BadRequest("item_ids", f"At most {max_rows} items per request; got {n}. Split the batch.", 413)
+    if len(set(request.item_ids)) != n:
+        seen: set[Any] = set()
+        first = next(i for i in request.item_ids if i in seen or seen.add(i))
+        raise BadRequest("item_ids", f"Item ids must be unique; {first!r} appears more than once.")
+    features = _features(request, n)
+    labels = None if request.labels is None else _labels(request.labels, n, class_names)
+    return ParsedRequest(item_ids=request.item_ids, features=features, labels=labels,
+                         compact=request.features_b64 is not None,
+                         return_probabilities=request.return_probabilities)
+
+
+def _features(request: ScoreRequest, n: int) -> np.ndarray:
+    given = [name for name in ("features", "features_b64") if getattr(request, name) is not None]
+    if len(given) != 1:
+        raise BadRequest("features", "Give exactly one of 'features' (rows of numbers) and "
+                         f"'features_b64' (base64 bytes with 'shape' and 'dtype'); got {given or 'neither'}.")
+    if request.features is not None:
+        if request.shape is not None:
+            raise BadRequest("shape", "'shape' goes with 'features_b64' only.")
+        widths = {len(row) for row in request.features}
+        if len(widths) > 1:
+            raise BadRequest("features", f"Every row must have the same number of features; got widths {sorted(widths)}.")
+        features = np.asarray(request.features, dtype=np.float64)
+        if features.ndim != 2 or features.shape[1] == 0:
+            raise BadRequest("features", f"Features must be n rows of d >= 1 numbers; got shape {features.shape}.")
+    else:
+        if request.shape is None:
+            raise BadRequest("shape", "'features_b64' needs 'shape': [n_items, n_features].")
+        features = decode_b64_array(request.features_b64, request.shape, request.dtype, field="features_b64")
+        if not np.isfinite(features).all():
+            bad = int((~np.isfinite(features)).sum())
+            raise BadRequest("features_b64", f"Features must be finite numbers; got {bad} NaN or inf values.")
+    if features.shape[0] != n:
+        raise BadRequest("features", f"One row of features per item id: {n} ids but {features.shape[0]} rows.")
+    return features
+
+
+def decode_b64_array(text: str, shape: Sequence[int], dtype: str, *, field: str) -> np.ndarray:
+    """Little-endian bytes in base64 -> array of ``shape``; :class:`BadRequest` when they disagree."""
+    if any(s < 0 for s in shape):
+        raise BadRequest("shape", f"'shape' must be non-negative; got {list(shape)}.")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest(field, f"Not valid base64 ({exc}).", 400) from None
+    layout = np.dtype(_DTYPES[dtype])
+    expected = math.prod(shape) * layout.itemsize
+    if len(raw) != expected:
+        raise BadRequest(field, f"{len(raw)} bytes do not hold shape {list(shape)} of {dtype} "
+                         f"({expected} bytes expected).")
+    return np.frombuffer(raw, dtype=layout).reshape(tuple(shape))
+
+
+def encode_b64_array(array: np.ndarray, dtype: str = "float64") -> dict[str, Any]:
+    """An array as ``{"b64", "shape", "dtype"}`` (little-endian, row-major)."""
+    data = np.ascontiguousarray(array, dtype=_DTYPES[dtype])
+    return {"b64": base64.b64encode(data.tobytes()).decode("ascii"), "shape": list(data.shape), "dtype": dtype}
+
+
+def _labels(values: list[Any], n: int, class_names: Sequence[Any] | None) -> np.ndarray:
+    if len(values) != n:
+        raise BadRequest("labels", f"One label (or null) per item id: {n} ids but {len(values)} labels.")
+    names = {} if class_names is None else {str(c): code for code, c in enumerate(class_names)}
+    codes = np.full(n, NO_LABEL, dtype=np.int64)
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        if isinstance(value, str):
+            if value not in names:
+                known = sorted(names) if names else "none (the app has no class_names; send codes)"
+                raise BadRequest(f"labels.{i}", f"Unknown class name {value!r}; known names: {known}.")
+            codes[i] = names[value]
+        elif value < 0:
+            raise BadRequest(f"labels.{i}", f"Label codes are 0 .. n_classes - 1; got {value}.")
+        else:
+            codes[i] = value
+    return codes
+
+
+def _from_validation_error(exc: ValidationError) -> BadRequest:
+    first = exc.errors(include_url=False)[0]
+    if first["type"] == "json_invalid":
+        return BadRequest("body", f"The body is not valid JSON: {first['msg']}.", 400)
+    if first["type"] == "model_type":
+        return BadRequest("body", "The body must be a JSON object with 'item_ids' and 'features' (or "
+                          "'features_b64', 'shape', 'dtype').", 422)
+    field = ".".join(map(str, first["loc"])) or "body"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = f"Unknown field; valid fields are {sorted(ScoreRequest.model_fields)}"
+    extra = f" (and {exc.error_count() - 1} more errors)" if exc.error_count() > 1 else ""
+    return BadRequest(field, f"{message}.{extra}", 422)
+
+
+def encode_answer(frame: pd.DataFrame, probs: np.ndarray | None, *, compact: bool,
+                  model: dict[str, Any], classes: Sequence[Any]) -> bytes:
+    """Serialise an answer frame (score or route columns) and optional probabilities to JSON bytes.
+
+    Parameters
+    ----------
+    frame : DataFrame of n rows
+        Columns among ``SCORE_COLUMNS`` and ``route, reason, priority``.
+    probs : ndarray of shape (n, k), or None
+    compact : bool
+        Columns and base64 probabilities (True) or one record per item (False).
+    model : dict
+        ``name``, ``version``, ``alias`` of the model that scored the batch.
+    classes : sequence of length k
+
+    Returns
+    -------
+    bytes
+        Strict JSON: NaN becomes ``null``.
+    """
+    columns = {name: _json_list(frame[name]) for name in frame.columns}
+    answer: dict[str, Any] = {"model": model, "classes": list(classes), "n_items": len(frame)}
+    if compact:
+        answer["columns"] = columns
+        if probs is not None:
+            answer["probabilities"] = encode_b64_array(probs)
+    else:
+        names = list(columns)
+        rows = zip(*columns.values())
+        answer["items"] = [dict(zip(names, row)) for row in rows]
+        if probs is not None:
+            for record, row in zip(answer["items"], probs.tolist()):
+                record["probabilities"] = row
+    return json.dumps(answer, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _json_list(column: pd.Series) -> list[Any]:
+    values = column.to_numpy()
+    if values.dtype.kind == "f":
+        out = values.tolist()
+        if np.isnan(values).any():
+            out = [None if v != v else v for v in out]  # v != v only for NaN
+        return out
+    if values.dtype.kind in "iub":
+        return values.tolist()
+    return [v.item() if isinstance(v, np.generic) else v for v in values.tolist()]
+
+

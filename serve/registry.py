@@ -1,0 +1,79 @@
+"""Put a model where the Scorer finds it: log it to MLflow, register a version, set aliases.
+
+The retraining step of the program and the tests and benchmarks all publish models the same
+way, so the Scorer's contract (``mlflow.sklearn`` flavour, ``predict_proba`` as the pyfunc
+method, a registered version under an alias) is written down once, here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["publish_model", "trusted_types"]
+
+# MLflow 3 saves scikit-learn models with skops, which loads only types it is told to trust.
+# We trust our own estimators (labelloop's package) and nothing else beyond skops' defaults.
+_OWN_PACKAGES = ("loop.",)
+
+
+def publish_model(model: Any, *, model_name: str, tracking_uri: str | None = None,
+                  aliases: Sequence[str] = ("champion",), input_example: Any = None,
+                  run_name: str | None = None) -> str:
+    """Log ``model`` in a new MLflow run, register it as a new version, point ``aliases`` at it.
+
+    Parameters
+    ----------
+    model : fitted scikit-learn classifier
+        For example a :class:`loop.calibration.CalibratedClassifier`.
+    model_name : str
+        Registered model name.
+    tracking_uri : str, optional
+        Tracking and registry URI; default MLflow's own resolution.
+    aliases : sequence of str, default=("champion",)
+        Aliases to set on the new version (e.g. ``("challenger",)``).
+    input_example : array-like, optional
+        A few rows, to record the model's signature.
+    run_name : str, optional
+
+    Returns
+    -------
+    str
+        The new version number.
+    """
+    import mlflow
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    with mlflow.start_run(run_name=run_name):
+        info = mlflow.sklearn.log_model(model, name="model", pyfunc_predict_fn="predict_proba",
+                                        input_example=input_example, registered_model_name=model_name,
+                                        skops_trusted_types=trusted_types(model))
+    version = str(info.registered_model_version)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    for alias in aliases:
+        client.set_registered_model_alias(model_name, alias, version)
+    return version
+
+
+def trusted_types(model: Any) -> list[str]:
+    """The types in ``model`` that skops does not trust by default and that labelloop defines.
+
+    Raises
+    ------
+    SchemaError
+        When the model holds other untrusted types (say so explicitly, or log with
+        ``serialization_format="cloudpickle"``).
+    """
+    import skops.io
+
+    from loop._validation import fail
+
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    foreign = [t for t in untrusted if not t.startswith(_OWN_PACKAGES)]
+    if foreign:
+        raise fail("model", "a model skops can load with labelloop's types trusted", f"other types {foreign}")
+    return list(untrusted)
