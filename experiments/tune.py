@@ -769,10 +769,12 @@ def write_best_serve_config(cfg: TuneConfig, best: TrialParams) -> Path:
     """
     from serve.args import AppArgs
     from serve.config import write_serve_config
+    from serve.local import absolute_sqlite_uri
 
     tracking = cfg.program.tracking
+    # A relative SQLite path would resolve against wherever `serve deploy` runs: pin it.
     app_args = AppArgs(model_name=tracking.registered_model,
-                       tracking_uri=tracking.uri if tracking.enabled else None)
+                       tracking_uri=absolute_sqlite_uri(tracking.uri) if tracking.enabled else None)
     path = Path(cfg.tune.serve_config)
     write_serve_config(path, app_args=app_args, thresholds=best.thresholds)
     return path

@@ -1,0 +1,76 @@
+"""labelloop tune on the real program: trials on the simulator, nested runs with the program's
+figures, the best thresholds written as a Serve config the Router loads, and resuming."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from experiments.tune import main, parse_tune_config, trial_program
+from loop.routing import RoutingThresholds
+
+PROGRAM = {"rounds": 1, "items_per_round": 100, "budget_per_round": 1000.0, "calibration_items": 50,
+           "holdout_items": 100, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def world():
+    """The simulated world is the slow part; every trial of every test shares one."""
+    from experiments.world import build_world
+
+    return build_world(trial_program(parse_tune_config({"program": PROGRAM}).program))
+
+
+@pytest.fixture
+def cfg(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow artifacts land in tmp too
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    return parse_tune_config({
+        "program": PROGRAM,
+        "thresholds": {"auto_accept_confidence": 0.95, "guideline_refs": [{"classes": ["1", "7"], "ref": "g §4"}]},
+        "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "tune-test",
+                     "registered_model": "digits-test"},
+        "tune": {"trials": 3, "target_error_rate": 0.25, "storage": f"sqlite:///{tmp_path}/optuna.db",
+                 "study_name": "digits", "serve_config": str(tmp_path / "serve_config.yaml")},
+    })
+
+
+def test_tune_writes_a_serve_config_the_router_loads_and_resumes(cfg, world, tmp_path) -> None:
+    from mlflow.tracking import MlflowClient
+    from ray.serve.schema import ServeDeploySchema
+
+    from experiments import tracking as T
+    from serve.config import load_serve_config
+
+    result = main(cfg, world=world)
+    assert result.n_complete == 3 and result.best is not None and result.best_error_rate <= 0.25
+
+    # A Serve config `serve deploy` accepts, serving the program's model with the tuned thresholds.
+    assert result.serve_config == tmp_path / "serve_config.yaml"
+    raw = yaml.safe_load(result.serve_config.read_text())
+    ServeDeploySchema.model_validate(raw)
+    (app,) = raw["applications"]
+    assert app["import_path"] == "serve.app:build_app"
+    router = {d["name"]: d for d in app["deployments"]}["Router"]
+    loaded = RoutingThresholds.from_dict(router["user_config"])
+    assert loaded == result.best.thresholds
+    served = load_serve_config(result.serve_config)
+    assert served.thresholds == loaded and served.app_args.model_name == "digits-test"
+    assert served.app_args.tracking_uri == f"sqlite:///{tmp_path}/mlflow.db"
+    assert dict(loaded.guideline_refs) == dict(cfg.program.thresholds.guideline_refs)  # kept, not tuned
+
+    # Each trial is a nested run carrying the program's own figures.
+    client = MlflowClient(cfg.program.tracking.uri)
+    parent = client.get_run(result.parent_run_id)
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    assert len(children) == 3
+    for child in children:
+        assert {T.FINAL_ERROR_RATE, T.PROGRAM_COST, T.MODEL_ACCURACY} <= set(child.data.metrics)
+        assert child.data.metrics["cost"] == pytest.approx(child.data.metrics[T.PROGRAM_COST])
+    assert parent.data.params["program.rounds"] == "1"
+    assert {a.path for a in client.list_artifacts(result.parent_run_id)} >= {"trials.csv", "serve_config.yaml"}
+
+    # The study resumes: one more trial, same parent run.
+    again = main(cfg.with_trials(4), world=world)
+    assert again.n_new == 1 and again.n_complete == 4 and again.parent_run_id == result.parent_run_id
