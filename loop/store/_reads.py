@@ -92,7 +92,7 @@ def _shape(conn: Connection, stream: Stream, raw: pd.DataFrame, extras: tuple[st
 
 def _stamps(values: pd.Series, sqlite: bool) -> pd.Series:
     if sqlite:
-        return pd.to_datetime(values, format="%Y-%m-%d %H:%M:%S.%f", utc=True) if len(values) else \
+        return pd.to_datetime(values, format="ISO8601", utc=True) if len(values) else \
             pd.Series(pd.DatetimeIndex([], tz="UTC"))
     micros = np.round(values.to_numpy(dtype=float) * 1e6).astype(np.int64)
     return pd.Series(pd.to_datetime(micros, unit="us", utc=True))
