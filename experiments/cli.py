@@ -1,35 +1,256 @@
-"""The ``labelloop`` command: one subcommand per program, each a thin shell around ``main(cfg)``."""
+"""The ``labelloop`` command: one subcommand per program, each a thin shell around ``main(cfg)``.
+
+::
+
+    labelloop demo                      # local Ray Serve + the strategy comparison on digits
+    labelloop demo --library-only       # the library end to end, no Ray, no MLflow (= labelloop tour)
+    labelloop run --config configs/program.yaml
+    labelloop compare --config configs/compare.yaml
+    labelloop tune --config configs/tune.yaml [--trials N]
+    labelloop db upgrade | current
+
+A wrong argument or config value stops with one line naming it and exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from rich.console import Console
+
+EXIT_USAGE = 2
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage block) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labelloop", description=__doc__)
+    parser = _Parser(prog="labelloop", description="Continuous labeling improvement: model predictions "
+                     "decide where human annotators look.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="run the library end to end on scikit-learn's digits")
+    demo = sub.add_parser("demo", help="start a local Ray Serve app and compare the annotation strategies on "
+                                       "scikit-learn's digits with a simulated crowd (what `make demo` runs)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--library-only", action="store_true",
+                      help="run the library end to end instead (no Ray, no MLflow; same as `labelloop tour`)")
+    demo.add_argument("--config", default=None, help="a compare config to start from (default: the demo's own)")
     demo.set_defaults(func=_demo)
+
+    tour = sub.add_parser("tour", help="the library end to end on digits: aggregate, calibrate, find label "
+                                       "issues, route (no Ray, no MLflow; seconds)")
+    tour.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    tour.set_defaults(func=_tour)
+
+    run = sub.add_parser("run", help="run one labeling program (rounds of score, route, annotate, resolve, "
+                                     "retrain, gate), tracked in MLflow")
+    run.add_argument("--config", required=True, help="program config YAML (see configs/program.yaml)")
+    run.set_defaults(func=_run)
+
+    compare = sub.add_parser("compare", help="run the program once per strategy under one parent MLflow run "
+                                             "and print the comparison table")
+    compare.add_argument("--config", required=True, help="program config YAML with a compare: section "
+                                                         "(see configs/compare.yaml)")
+    compare.set_defaults(func=_compare)
+
+    tune = sub.add_parser("tune", help="search routing thresholds and audit rate for the cheapest program "
+                                       "that meets a target error rate (Optuna; resumes)")
+    tune.add_argument("--config", required=True, help="program config YAML with a tune: section "
+                                                      "(see configs/tune.yaml)")
+    tune.add_argument("--trials", type=_positive_int, default=None,
+                      help="completed trials the study should reach (default: tune.trials of the config)")
+    tune.set_defaults(func=_tune)
+
     from experiments.db_cli import add_db_parser
     add_db_parser(sub)
     return parser
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _tour(args: argparse.Namespace) -> int:
     from experiments.demo import DemoConfig, main as demo_main
 
     demo_main(DemoConfig(seed=args.seed))
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    if args.library_only:
+        return _tour(args)
+    from experiments.config import load_config, parse_config
+
+    cfg = load_config(args.config, ignore=("tune",)) if args.config else parse_config(DEMO_CONFIG)
+    return _comparison(_project_run(cfg.replace(seed=args.seed)))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from experiments.config import load_config
+
+    cfg = _project_run(load_config(args.config, ignore=("compare", "tune")))
+    from rich.table import Table
+
+    from experiments.program import run_program
+
+    console = Console()
+    with _rounds_progress(console, f"{cfg.name} ({cfg.strategy.value})", cfg.rounds) as progress, _local_serve(cfg):
+        result = run_program(cfg, progress=progress)
+    table = Table(title=f"{result.strategy} on {result.dataset}: {result.n_items} items, stream {result.stream}")
+    for column in ("initial error rate", "final error rate", "cost", "errors fixed per 100 annotations",
+                   "model accuracy", "promotions"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{result.initial_error_rate:.2%}", f"{result.final_error_rate:.2%}", f"{result.program_cost:.1f}",
+                  f"{result.errors_removed_per_100_annotations:.1f}", f"{result.model_accuracy:.3f}",
+                  str(result.promotions))
+    console.print(table)
+    _print_ui_hint(console, cfg.tracking.uri)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from experiments.config import load_config
+
+    return _comparison(_project_run(load_config(args.config, ignore=("tune",))))
+
+
+def _comparison(cfg: Any) -> int:
+    """Run the strategy comparison with one progress bar per strategy, print its table."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from experiments import compare
+
+    console = Console()
+    with Progress(TextColumn("[bold]{task.description:<16}[/]"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as bar, _local_serve(cfg):
+        tasks = {s.value: bar.add_task(s.value, total=cfg.rounds + 1, start=False) for s in cfg.strategies}
+
+        def progress(strategy: str, done: int, total: int) -> None:
+            bar.start_task(tasks[strategy])  # the clock of a strategy starts with its seed round
+            bar.update(tasks[strategy], completed=done + 1, total=total + 1)
+
+        result = compare.main(cfg, progress=progress)
+    table = Table(title=f"{cfg.dataset.value}: {cfg.rounds} rounds of {cfg.items_per_round} items, "
+                        f"budget {cfg.budget_per_round:g} per round (triple_majority pays its own way)")
+    for column in ("strategy", "final error rate", "cost", "errors fixed per 100 annotations", "model accuracy"):
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for row in result.table.itertuples(index=False):
+        table.add_row(row.strategy, f"{row.final_error_rate:.2%}", f"{row.program_cost:.1f}",
+                      f"{row.errors_removed_per_100_annotations:.1f}", f"{row.model_accuracy:.3f}")
+    console.print(table)
+    initial = next(iter(result.results.values())).initial_error_rate if result.results else float("nan")
+    console.print(f"Every strategy started from the same crowd labels ({initial:.2%} wrong); cost is what the "
+                  "strategy and the audits spent beyond those labels.")
+    _print_ui_hint(console, cfg.tracking.uri)
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from experiments import tune
+
+    cfg = tune.load_tune_config(args.config)
+    if args.trials is not None:
+        cfg = cfg.with_trials(args.trials)
+    cfg = dataclasses.replace(cfg, program=_project_run(cfg.program))
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar and summary say it all
+    console = Console()
+    result = tune.main(cfg, console=console)
+    _print_ui_hint(console, cfg.program.tracking.uri)
+    return 0 if result.best is not None else 1
+
+
+@contextlib.contextmanager
+def _rounds_progress(console: Console, name: str, rounds: int) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar over a program's rounds (round 0 is the seed round)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task(name, total=rounds + 1)
+        yield lambda done, total: bar.update(task, completed=done + 1, total=total + 1)
+
+
+@contextlib.contextmanager
+def _local_serve(cfg: Any) -> Iterator[None]:
+    """Shut down the local Ray Serve a program with ``serve: local`` starts, however it ends."""
+    from experiments.config import LOCAL
+
+    try:
+        yield
+    finally:
+        if cfg.serve == LOCAL:
+            from serve.local import shutdown_local
+
+            shutdown_local()
+
+
+def _project_run(cfg: Any) -> Any:
+    """Under ``mlflow run``, track into the entry point's run: its store and its experiment.
+
+    MLflow hands the entry point a run (``MLFLOW_RUN_ID``) in a tracking store
+    (``MLFLOW_TRACKING_URI``) and an experiment of its choosing; the program adopts that run as
+    its (parent) run, so the config's ``tracking.uri`` and ``tracking.experiment`` give way.
+    """
+    import os
+
+    run_id, uri = os.environ.get("MLFLOW_RUN_ID"), os.environ.get("MLFLOW_TRACKING_URI")
+    if not (run_id and uri and cfg.tracking.enabled):
+        return cfg
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment(client.get_run(run_id).info.experiment_id).name
+    return cfg.replace(tracking=dataclasses.replace(cfg.tracking, uri=uri, experiment=experiment))
+
+
+def _print_ui_hint(console: Console, tracking_uri: str) -> None:
+    if tracking_uri.startswith(("sqlite:", "postgresql:", "mysql:", "file:")) or "://" not in tracking_uri:
+        console.print(f"Open the runs in the MLflow UI: [bold]mlflow ui --backend-store-uri {tracking_uri}[/]")
+    elif tracking_uri.startswith(("http://", "https://")):
+        console.print(f"Open the runs in the MLflow UI: [bold]{tracking_uri}[/]")
+
+
+# The demo: the comparison on digits through a local Ray Serve app, sized to finish in a few
+# minutes on 2 cores; stores in the working directory.
+DEMO_CONFIG: dict[str, Any] = {
+    "program": {"name": "demo", "dataset": "digits", "rounds": 3, "items_per_round": 200},
+    "tracking": {"uri": DEFAULT_TRACKING_URI, "experiment": "labelloop-demo", "registered_model": "labelloop-demo"},
+    "store": {"url": "sqlite:///labelloop.db"},
+    "serve": {"url": "local"},
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``labelloop`` command; returns the exit code (2 for a bad argument or config)."""
+    from experiments.config import ConfigError
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,3 +43,39 @@ def test_mlproject_has_one_entry_point_per_program() -> None:
     # Extra parameters reach the CLI as options.
     tune = project.get_entry_point("tune").compute_command({"trials": "3"}, storage_dir=None)
     assert tune.endswith("--trials 3")
+
+
+@pytest.mark.slow
+def test_mlflow_run_compare_logs_into_the_project_run(tmp_path) -> None:
+    """`mlflow run . -e compare --env-manager local` on a tiny config: the entry point's run is
+    the comparison's parent, with one nested run per strategy."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    # An experiment whose artifacts live in tmp (the default would be ./mlruns in the checkout).
+    client.create_experiment("project", artifact_location=str(tmp_path / "artifacts"))
+    config = tmp_path / "compare.yaml"
+    config.write_text(
+        "program: {rounds: 1, items_per_round: 100, calibration_items: 50, holdout_items: 100}\n"
+        # The config names another store and experiment: under `mlflow run` the project run's win.
+        f"tracking: {{uri: 'sqlite:///{tmp_path}/elsewhere.db', experiment: other, registered_model: proj}}\n"
+        f"store: {{url: 'sqlite:///{tmp_path}/labelloop.db'}}\n"
+        "serve: {url: in_process}\n"
+        "compare: {strategies: [random, tiered]}\n")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("MLFLOW_RUN_ID", None)
+    out = subprocess.run([sys.executable, "-m", "mlflow", "run", ".", "-e", "compare", "--env-manager", "local",
+                          "--experiment-name", "project", "-P", f"config={config}"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "final error rate" in out.stdout and "tiered" in out.stdout
+    runs = client.search_runs([client.get_experiment_by_name("project").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == "compare"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.run_name for r in children) == ["random", "tiered"]
+    assert all(r.info.status == "FINISHED" for r in [parent, *children])
+    assert "final_error_rate" in children[0].data.metrics and "comparison.csv" in {
+        a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert not (tmp_path / "elsewhere.db").exists()

@@ -1,0 +1,88 @@
+"""The labelloop command: a wrong argument or config value is one line and exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+    return lines[0]
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["tune", "--config", "configs/tune.yaml", "--trials", "x"], "--trials"),
+    (["tune", "--config", "configs/tune.yaml", "--trials", "0"], "--trials"),
+    (["tune"], "--config"),
+    (["run", "--config"], "--config"),
+    (["compare", "--config", "c.yaml", "--rounds", "3"], "--rounds"),
+    (["demolish"], "invalid choice: 'demolish'"),
+])
+def test_a_wrong_argument_is_one_line_naming_it(capsys, argv, named) -> None:
+    line = _one_line_error(capsys, argv)
+    assert line.startswith("labelloop") and named in line
+
+
+@pytest.mark.parametrize(("command", "text", "named"), [
+    ("tune", "tune:\n  trials: 0\n", "tune.trials: expected an integer >= 1, got 0"),
+    ("tune", "tune:\n  search_space:\n    expert_margin: [0.5, 0.1]\n", "tune.search_space.expert_margin"),
+    ("tune", "tune:\n  trails: 3\n", "tune.trails: unknown key"),
+    ("tune", "program:\n  strategy: psychic\n", "program.strategy"),
+    ("run", "program:\n  rounds: x\n", "program.rounds: expected an integer >= 1, got 'x'"),
+    ("run", "program:\n  bogus: 1\n", "program.bogus: unknown key"),
+    ("run", "tuning:\n  trials: 3\n", "tuning: unknown section"),
+    ("compare", "compare:\n  strategies: [random, astrology]\n", "compare.strategies[1]"),
+    ("compare", "program: [1, 2\n", "not valid YAML"),
+])
+def test_a_wrong_config_value_is_one_line_naming_it(capsys, tmp_path, command, text, named) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    line = _one_line_error(capsys, [command, "--config", str(path)])
+    assert line.startswith(f"labelloop {command}: error: ") and named in line
+
+
+def test_a_missing_config_file_is_one_line(capsys, tmp_path) -> None:
+    line = _one_line_error(capsys, ["tune", "--config", str(tmp_path / "nope.yaml")])
+    assert "cannot read" in line and "nope.yaml" in line
+
+
+def test_the_installed_command_exits_2_without_a_traceback(tmp_path) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text("program:\n  rounds: 0\n")
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "run", "--config", str(path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "labelloop run: error: program.rounds: expected an integer >= 1, got 0"
+
+
+def test_the_library_demo_stays_reachable(capsys) -> None:
+    assert build_parser().parse_args(["tour"]).command == "tour"
+    assert main(["demo", "--library-only", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "labels wrong after Dawid-Skene" in out and "highest-priority decisions" in out
+
+
+def test_every_example_config_loads() -> None:
+    from experiments.config import load_config
+    from experiments.tune import load_tune_config
+
+    assert load_config(ROOT / "configs/program.yaml", ignore=("tune",)).strategy.value == "tiered"
+    assert len(load_config(ROOT / "configs/compare.yaml").strategies) == 5
+    cfg = load_tune_config(ROOT / "configs/tune.yaml")
+    assert cfg.tune.target_error_rate == 0.02 and cfg.with_trials(3).tune.trials == 3
