@@ -408,7 +408,9 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
     """
     args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
     actor = {"num_cpus": args.replica_cpus}
-    plain = args.model_dump()
+    # The thresholds reach the Router only, as user_config: changing them then reconfigures the
+    # Router in place and leaves the Scorer and the ingress (whose arguments did not change) alone.
+    plain = args.model_dump(exclude={"thresholds"})
     scorer = Scorer.options(num_replicas=args.scorer_replicas, ray_actor_options=actor,
                             max_ongoing_requests=max(64, 4 * args.max_batch_size)).bind(plain)
     router = Router.options(ray_actor_options=actor, user_config=args.routing_thresholds().to_dict()).bind()

@@ -37,7 +37,8 @@ from loop.routing import RoutingThresholds
 
 from .args import APP_NAME, AppArgs
 
-__all__ = ["IMPORT_PATH", "ROUTER", "ServeConfig", "load_serve_config", "write_serve_config"]
+__all__ = ["IMPORT_PATH", "ROUTER", "ServeConfig", "load_serve_config", "read_serve_config_document",
+           "serve_config_document", "write_serve_config"]
 
 IMPORT_PATH = "serve.app:build_app"
 ROUTER = "Router"  # the deployment whose user_config holds the thresholds
@@ -97,6 +98,30 @@ def write_serve_config(path: str | os.PathLike, *, app_args: AppArgs | Mapping[s
     >>> load_serve_config(path).thresholds.auto_accept_confidence
     0.95
     """
+    document = serve_config_document(app_args, thresholds=thresholds, host=host, port=port)
+    _check_schema(document, source=str(path))
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    header = ("# labelloop Serve config: `serve deploy` or `serve run` this file.\n"
+              "# The Router's user_config holds the routing thresholds; edit them and deploy again\n"
+              "# to change them without restarting replicas.\n")
+    target.write_text(header + yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    return target
+
+
+def serve_config_document(app_args: AppArgs | Mapping[str, Any], *,
+                          thresholds: RoutingThresholds | Mapping[str, Any] | None = None,
+                          host: str = "0.0.0.0", port: int = 8000) -> dict[str, Any]:
+    """The Serve config of the labelloop app as a plain mapping (what :func:`write_serve_config` writes).
+
+    Parameters are those of :func:`write_serve_config`.
+
+    Returns
+    -------
+    dict
+        A ``ServeDeploySchema`` document: ``proxy_location``, ``http_options``,
+        ``applications``.
+    """
     args = _app_args(app_args)
     if thresholds is None:
         routing = args.routing_thresholds()
@@ -104,7 +129,7 @@ def write_serve_config(path: str | os.PathLike, *, app_args: AppArgs | Mapping[s
         routing = thresholds
     else:
         routing = RoutingThresholds.from_dict(thresholds)
-    document = {
+    return {
         "proxy_location": "EveryNode",
         "http_options": {"host": host, "port": int(port)},
         "applications": [{
@@ -115,14 +140,6 @@ def write_serve_config(path: str | os.PathLike, *, app_args: AppArgs | Mapping[s
             "deployments": [{"name": ROUTER, "user_config": routing.to_dict()}],
         }],
     }
-    _check_schema(document, source=str(path))
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    header = ("# labelloop Serve config: `serve deploy` or `serve run` this file.\n"
-              "# The Router's user_config holds the routing thresholds; edit them and deploy again\n"
-              "# to change them without restarting replicas.\n")
-    target.write_text(header + yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
-    return target
 
 
 def load_serve_config(path: str | os.PathLike) -> ServeConfig:
@@ -135,13 +152,7 @@ def load_serve_config(path: str | os.PathLike) -> ServeConfig:
         args or thresholds are invalid; the message names the field.
     """
     source = Path(path)
-    try:
-        document = yaml.safe_load(source.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise fail("path", "a readable Serve config YAML file", f"{str(source)!r} ({exc})") from None
-    if not isinstance(document, dict):
-        raise fail("path", "a Serve config YAML mapping", f"{type(document).__name__} in {str(source)!r}")
-    _check_schema(document, source=str(source))
+    document = read_serve_config_document(source)
     apps = [a for a in document.get("applications", []) if a.get("import_path") == IMPORT_PATH]
     if len(apps) != 1:
         raise fail("applications", f"exactly one application with import_path {IMPORT_PATH!r}",
@@ -155,6 +166,25 @@ def load_serve_config(path: str | os.PathLike) -> ServeConfig:
     http = document.get("http_options") or {}
     return ServeConfig(app_args=args, thresholds=thresholds, host=str(http.get("host", "0.0.0.0")),
                        port=int(http.get("port", 8000)))
+
+
+def read_serve_config_document(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a Serve config YAML and check it against Ray's ``ServeDeploySchema``.
+
+    Raises
+    ------
+    SchemaError
+        Unreadable file, not a mapping, or not a valid Serve config (the field is named).
+    """
+    source = Path(path)
+    try:
+        document = yaml.safe_load(source.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise fail("path", "a readable Serve config YAML file", f"{str(source)!r} ({exc})") from None
+    if not isinstance(document, dict):
+        raise fail("path", "a Serve config YAML mapping", f"{type(document).__name__} in {str(source)!r}")
+    _check_schema(document, source=str(source))
+    return document
 
 
 def _app_args(value: AppArgs | Mapping[str, Any]) -> AppArgs:

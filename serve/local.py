@@ -3,26 +3,36 @@
 The program (``labelloop demo``, ``labelloop run`` with ``serve: local``) uses these; a team
 points the program at a cluster's URL instead (``serve deploy config.yaml``, see
 :mod:`serve.config`).
+
+The app is deployed the way ``serve deploy`` deploys a config file: declaratively, from the
+Serve config document of :mod:`serve.config`. Deploying again with other thresholds
+therefore only reconfigures the Router's running replicas (no restart, no dropped request),
+and deploying again with the same arguments changes nothing.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from loop.routing import RoutingThresholds
+
 from .args import APP_NAME, AppArgs
-from .exceptions import ServiceUnavailable
+from .config import read_serve_config_document, serve_config_document
+from .exceptions import ServeError, ServiceUnavailable
 
-__all__ = ["absolute_sqlite_uri", "shutdown_local", "start_local"]
+__all__ = ["absolute_sqlite_uri", "deploy_config", "shutdown_local", "start_local", "wait_until_answering"]
 
 
-def start_local(app_args: AppArgs | dict[str, Any], *, ray_temp_dir: str | os.PathLike | None = None,
-                port: int = 8000, host: str = "127.0.0.1", num_cpus: int | None = None,
-                timeout_s: float = 180.0) -> str:
+def start_local(app_args: AppArgs | Mapping[str, Any], *,
+                thresholds: RoutingThresholds | Mapping[str, Any] | None = None,
+                ray_temp_dir: str | os.PathLike | None = None, port: int = 8000, host: str = "127.0.0.1",
+                num_cpus: int | None = None, timeout_s: float = 180.0) -> str:
     """Start (or reuse) a local Ray and Serve, deploy the app, wait until it answers.
 
     Parameters
@@ -30,6 +40,8 @@ def start_local(app_args: AppArgs | dict[str, Any], *, ray_temp_dir: str | os.Pa
     app_args : AppArgs or mapping
         What to serve (see :class:`serve.args.AppArgs`). Relative ``sqlite:///`` URIs are made
         absolute against the current directory, since replicas may run elsewhere.
+    thresholds : RoutingThresholds or mapping, optional
+        The Router's thresholds; default ``app_args.thresholds`` or the defaults.
     ray_temp_dir : path, optional
         Ray's session directory (keep it short: unix socket paths must be < 108 characters).
     port, host : int, str
@@ -38,7 +50,7 @@ def start_local(app_args: AppArgs | dict[str, Any], *, ray_temp_dir: str | os.Pa
     num_cpus : int, optional
         CPUs Ray may use when it is started here; default all of this machine's.
     timeout_s : float, default=180
-        How long to wait for the app to answer ``GET /v1/health``.
+        How long to wait for the app to be running and to answer ``GET /v1/health``.
 
     Returns
     -------
@@ -48,6 +60,8 @@ def start_local(app_args: AppArgs | dict[str, Any], *, ray_temp_dir: str | os.Pa
 
     Raises
     ------
+    ServeError
+        The app failed to deploy (the message has Serve's reason).
     ServiceUnavailable
         The app did not answer in time.
 
@@ -56,26 +70,38 @@ def start_local(app_args: AppArgs | dict[str, Any], *, ray_temp_dir: str | os.Pa
     The app answers before a champion exists (``/v1/health`` is 503 with status
     ``"no_model"``, scoring is 503): register a version, set the alias, then
     ``ServeClient(url).reload()``.
+
+    Examples
+    --------
+    >>> url = start_local({"model_name": "digits", "tracking_uri": "sqlite:///mlflow.db"})  # doctest: +SKIP
+    >>> ServeClient(url).route(ids, features)  # doctest: +SKIP
     """
-    import ray
-    from ray import serve
-    from ray.serve.context import _get_global_client
-
-    from .app import build_app
-
-    args = app_args if isinstance(app_args, AppArgs) else AppArgs.model_validate(app_args)
+    args = app_args if isinstance(app_args, AppArgs) else AppArgs.model_validate(dict(app_args))
     args = args.model_copy(update={"tracking_uri": absolute_sqlite_uri(args.tracking_uri),
                                    "registry_uri": absolute_sqlite_uri(args.registry_uri)})
-    if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                 _temp_dir=None if ray_temp_dir is None else str(ray_temp_dir))
-    serve.start(http_options={"host": host, "port": port})
-    # serve.start keeps the HTTP options of a Serve that already runs; ask it where it listens.
-    http = _get_global_client().http_config
-    base_url = f"http://{http.host}:{http.port}"
-    serve.run(build_app(args), name=APP_NAME, route_prefix="/")
-    wait_until_answering(base_url, timeout_s=timeout_s)
-    return base_url
+    host, port = _ensure_serve(ray_temp_dir=ray_temp_dir, host=host, port=port, num_cpus=num_cpus)
+    document = serve_config_document(args, thresholds=thresholds, host=host, port=port)
+    return _deploy(document, host=host, port=port, timeout_s=timeout_s)
+
+
+def deploy_config(path: str | os.PathLike, *, ray_temp_dir: str | os.PathLike | None = None,
+                  num_cpus: int | None = None, timeout_s: float = 180.0) -> str:
+    """Deploy a Serve config YAML (:func:`serve.config.write_serve_config`) on the local Serve.
+
+    What ``serve deploy config.yaml`` does against a cluster, for this machine: starts Ray and
+    Serve when they are not running (at the file's ``http_options``), applies the config,
+    waits until the app answers. Changed thresholds reconfigure the running Router in place.
+
+    Returns
+    -------
+    str
+        The base URL.
+    """
+    document = read_serve_config_document(path)
+    http = document.get("http_options") or {}
+    host, port = _ensure_serve(ray_temp_dir=ray_temp_dir, host=str(http.get("host", "127.0.0.1")),
+                               port=int(http.get("port", 8000)), num_cpus=num_cpus)
+    return _deploy(document, host=host, port=port, timeout_s=timeout_s)
 
 
 def shutdown_local() -> None:
@@ -128,3 +154,46 @@ def absolute_sqlite_uri(uri: str | None) -> str | None:
     if path in ("", ":memory:"):
         return uri
     return prefix + str(Path(path).resolve())
+
+
+def _ensure_serve(*, ray_temp_dir: str | os.PathLike | None, host: str, port: int,
+                  num_cpus: int | None) -> tuple[str, int]:
+    """Start Ray and Serve unless they run; return where Serve's proxy listens."""
+    import ray
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 _temp_dir=None if ray_temp_dir is None else str(ray_temp_dir))
+    serve.start(http_options={"host": host, "port": port})
+    # serve.start keeps the HTTP options of a Serve that already runs; ask it where it listens.
+    http = _get_global_client().http_config
+    return http.host, http.port
+
+
+def _deploy(document: dict[str, Any], *, host: str, port: int, timeout_s: float) -> str:
+    from ray import serve
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    # The running proxy keeps its address; the document's is what a cluster would use.
+    document = {**document, "http_options": {"host": host, "port": port}}
+    started = time.time()
+    # What `serve deploy` sends to the cluster: apply the config on the controller.
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate(document))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        app = serve.status().applications.get(APP_NAME)
+        if app is not None and app.last_deployed_time_s >= started - 1:
+            if app.status == "RUNNING":
+                break
+            if app.status == "DEPLOY_FAILED":
+                raise ServeError(f"The Serve app {APP_NAME!r} failed to deploy: {app.message}")
+        if time.monotonic() > deadline:
+            state = "not deployed" if app is None else f"{app.status}: {app.message}"
+            raise ServiceUnavailable(f"The Serve app {APP_NAME!r} was not running after {timeout_s:g} s ({state}).")
+        time.sleep(0.2)
+    base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    wait_until_answering(base_url, timeout_s=max(5.0, deadline - time.monotonic()))
+    return base_url

@@ -238,6 +238,16 @@ def _labels(values: list[Any], n: int, class_names: Sequence[Any] | None) -> np.
     return codes
 
 
+_UNION_MESSAGES = {
+    "item_ids": "Item ids must be integers or strings",
+    "labels": "Labels must be class codes (integers), class names (strings) or null",
+}
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    return loc[:1] + tuple(part for part in loc[1:] if isinstance(part, int))
+
+
 def _from_validation_error(exc: ValidationError) -> BadRequest:
     first = exc.errors(include_url=False)[0]
     if first["type"] == "json_invalid":
@@ -245,11 +255,15 @@ def _from_validation_error(exc: ValidationError) -> BadRequest:
     if first["type"] == "model_type":
         return BadRequest("body", "The body must be a JSON object with 'item_ids' and 'features' (or "
                           "'features_b64', 'shape', 'dtype').", 422)
-    field = ".".join(map(str, first["loc"])) or "body"
-    message = first["msg"]
+    # Past the field name, keep the list positions only: unions add their member names
+    # ("item_ids.0.int") to the location.
+    loc = _clean_loc(first["loc"])
+    field = ".".join(map(str, loc)) or "body"
+    message = _UNION_MESSAGES.get(loc[0], first["msg"]) if len(first["loc"]) > len(loc) else first["msg"]
     if first["type"] == "extra_forbidden":
         message = f"Unknown field; valid fields are {sorted(ScoreRequest.model_fields)}"
-    extra = f" (and {exc.error_count() - 1} more errors)" if exc.error_count() > 1 else ""
+    more = len({_clean_loc(e["loc"]) for e in exc.errors()}) - 1  # a union fails once per member
+    extra = f" (and {more} more errors)" if more > 0 else ""
     return BadRequest(field, f"{message}.{extra}", 422)
 
 

@@ -13,6 +13,9 @@ from loop.datasets import load_crowd, shared_data_dir
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# The session's one Ray + Serve (fixture ray_serve), for the tests that deploy the Serve app.
+pytest_plugins = ["tests.ray_fixtures"]
+
 
 @pytest.fixture
 def rng() -> np.random.Generator:

@@ -1,0 +1,294 @@
+"""The Serve app over real HTTP, against a real MLflow registry in a temp dir.
+
+One app deployment for the module on the session's Ray (fixture ``ray_serve``): scoring and
+routing agree with ``loop`` in process, in both payload forms; bad requests get 4xx JSON;
+thresholds change by reconfigure without a redeploy; a new champion is picked up by
+``POST /v1/reload`` with no failed request in between; an app without a champion answers 503
+until the alias exists and its poller loads it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+pytest.importorskip("ray")
+pytest.importorskip("mlflow")
+
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+
+from loop.calibration import CalibratedClassifier, TemperatureScaling  # noqa: E402
+from loop.columns import ITEM, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE  # noqa: E402
+from loop.routing import RoutingThresholds, route, score_items  # noqa: E402
+from serve.client import ROUTE_COLUMNS, SCORE_COLUMNS, ServeClient  # noqa: E402
+from serve.exceptions import RequestError, ServiceUnavailable  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+MODEL = "digits-test"
+
+
+def _model(x: np.ndarray, y: np.ndarray, *, c: float) -> CalibratedClassifier:
+    clf = LogisticRegression(C=c, max_iter=300).fit(x[:900], y[:900])
+    scaler = TemperatureScaling().fit(clf.predict_proba(x[900:1300]), y[900:1300])
+    return CalibratedClassifier(clf, scaler, n_classes=10)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = load_digits(return_X_y=True)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def world(ray_serve, tmp_path_factory, digits):
+    """A registry with version 1 as champion and the app serving it."""
+    from serve.local import start_local
+    from serve.registry import publish_model
+
+    x, y = digits
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("serve-tests")  # artifacts under the experiment's tmp location
+    v1 = _model(x, y, c=0.05)
+    v2 = _model(x, y, c=5.0)
+    version = publish_model(v1, model_name=MODEL, tracking_uri=uri)
+    url = start_local({"model_name": MODEL, "tracking_uri": uri}, port=ray_serve.port)
+    assert url == ray_serve.base_url
+    return {"url": url, "uri": uri, "models": {version: v1}, "next": v2, "x": x, "y": y}
+
+
+def _expected(model: CalibratedClassifier, x: np.ndarray, labels: np.ndarray | None = None,
+              thresholds: RoutingThresholds | None = None) -> pd.DataFrame:
+    probs = model.predict_proba(x)
+    issues = None
+    if labels is not None:
+        issues = np.where(labels >= 0, 1.0 - probs[np.arange(len(x)), np.clip(labels, 0, None)], np.nan)
+    scores = score_items(probs, label_issue_scores=issues)
+    return pd.concat([scores, route(scores, thresholds or RoutingThresholds()).drop(columns=[ITEM])], axis=1)
+
+
+def _champion(world) -> CalibratedClassifier:
+    return world["models"][max(world["models"], key=int)]
+
+
+@pytest.mark.parametrize("compact", [True, False], ids=["compact", "json"])
+def test_route_matches_loop_in_process(world, compact):
+    x = world["x"][1300:1500]
+    labels = world["y"][1300:1500].copy()
+    labels[::3] = (labels[::3] + 1) % 10  # a third of the current labels are wrong
+    labels[1::7] = -1  # some items have no label yet
+    ids = [f"item-{i}" for i in range(len(x))]
+    got = ServeClient(world["url"], compact=compact).route(
+        ids, x, labels=[None if v < 0 else int(v) for v in labels])
+    want = _expected(_champion(world), x, labels)
+    assert list(got.columns) == list(ROUTE_COLUMNS)
+    assert got[ITEM].tolist() == ids
+    assert got[ROUTE].tolist() == want[ROUTE].tolist()
+    assert got[REASON].tolist() == want[REASON].tolist()
+    np.testing.assert_allclose(got[PRIORITY], want[PRIORITY], atol=1e-12)
+    np.testing.assert_allclose(got[LABEL_ISSUE_SCORE], want[LABEL_ISSUE_SCORE], atol=1e-12)
+    assert got[LABEL_ISSUE_SCORE].isna().tolist() == (labels < 0).tolist()
+    assert (got.loc[labels >= 0, ROUTE].isin(["double_blind"]).sum()
+            >= 0.5 * (labels[::3] >= 0).sum())  # wrong current labels are sent to be relabelled
+
+
+def test_score_returns_the_champion_probabilities(world):
+    x = world["x"][:64]
+    scores, probs = ServeClient(world["url"]).score(np.arange(64), x)
+    np.testing.assert_allclose(probs, _champion(world).predict_proba(x), atol=1e-12)
+    assert list(scores.columns) == list(SCORE_COLUMNS)
+    assert scores[ITEM].tolist() == list(range(64))
+    assert scores[LABEL_ISSUE_SCORE].isna().all()
+    json_scores, json_probs = ServeClient(world["url"], compact=False).score(np.arange(64), x)
+    np.testing.assert_allclose(json_probs, probs, atol=1e-12)
+    pd.testing.assert_frame_equal(json_scores, scores)
+
+
+def test_compact_float32_features_and_probabilities_on_route(world):
+    x = world["x"][:10]  # digits are small integers: exact in float32
+    body = {"item_ids": list(range(10)), "features_b64": base64.b64encode(x.astype("<f4").tobytes()).decode(),
+            "shape": [10, 64], "dtype": "float32", "return_probabilities": True}
+    answer = requests.post(world["url"] + "/v1/route", json=body, timeout=30).json()
+    assert set(answer["columns"]) == set(ROUTE_COLUMNS)
+    p = answer["probabilities"]
+    probs = np.frombuffer(base64.b64decode(p["b64"]), dtype="<f8").reshape(p["shape"])
+    np.testing.assert_allclose(probs, _champion(world).predict_proba(x), atol=1e-12)
+    readable = requests.post(world["url"] + "/v1/route", timeout=30,
+                             json={"item_ids": [1, 2], "features": x[:2].tolist()}).json()
+    assert set(readable["items"][0]) == set(ROUTE_COLUMNS)  # no probabilities unless asked
+    assert readable["classes"] == list(range(10))
+    assert readable["model"]["name"] == MODEL
+
+
+def test_health_model_and_thresholds(world):
+    client = ServeClient(world["url"])
+    assert client.health()["status"] == "ok"
+    info = client.model()
+    champion = _champion(world)
+    assert info["name"] == MODEL and info["alias"] == "champion"
+    assert info["version"] == max(world["models"], key=int)
+    assert info["temperature"] == pytest.approx(champion.temperature_)
+    assert info["n_features"] == 64 and info["classes"] == list(range(10))
+    assert client.thresholds()["thresholds"] == RoutingThresholds().to_dict()
+
+
+def _b64(x: np.ndarray, dtype: str = "<f4") -> str:
+    return base64.b64encode(np.asarray(x, dtype=dtype).tobytes()).decode()
+
+
+ROW = [0.0] * 64
+BAD_REQUESTS = {
+    "not json": (b'{"item_ids": [1], "features": [[0', 400, "body"),
+    "not an object": (b"[1, 2]", 422, "body"),
+    "empty batch": ({"item_ids": [], "features": []}, 422, "item_ids"),
+    "wrong feature count": ({"item_ids": [1], "features": [[1.0, 2.0]]}, 422, "features"),
+    "NaN feature": (b'{"item_ids": [1], "features": [[NaN' + b", 0.0" * 63 + b"]]}", 422, "features.0.0"),
+    "inf in compact": ({"item_ids": [1], "features_b64": _b64([np.inf] + ROW[1:]), "shape": [1, 64]},
+                       422, "features_b64"),
+    "text feature": ({"item_ids": [1], "features": [["a"] + ROW[1:]]}, 422, "features.0.0"),
+    "ragged rows": ({"item_ids": [1, 2], "features": [ROW, ROW[:10]]}, 422, "features"),
+    "rows and ids differ": ({"item_ids": [1, 2], "features": [ROW]}, 422, "features"),
+    "unknown field": ({"item_ids": [1], "features": [ROW], "colour": "red"}, 422, "colour"),
+    "bad base64": ({"item_ids": [1], "features_b64": "***", "shape": [1, 64]}, 400, "features_b64"),
+    "bytes do not fit shape": ({"item_ids": [1], "features_b64": _b64(ROW), "shape": [1, 64],
+                                "dtype": "float64"}, 422, "features_b64"),
+    "shape missing": ({"item_ids": [1], "features_b64": _b64(ROW)}, 422, "shape"),
+    "both forms": ({"item_ids": [1], "features": [ROW], "features_b64": _b64(ROW), "shape": [1, 64]},
+                   422, "features"),
+    "no features": ({"item_ids": [1]}, 422, "features"),
+    "duplicate ids": ({"item_ids": [1, 1], "features": [ROW, ROW]}, 422, "item_ids"),
+    "float id": ({"item_ids": [1.5], "features": [ROW]}, 422, "item_ids.0"),
+    "label out of range": ({"item_ids": [1, 2], "features": [ROW, ROW], "labels": [0, 10]}, 422, "labels.1"),
+    "negative label": ({"item_ids": [1], "features": [ROW], "labels": [-1]}, 422, "labels.0"),
+    "unknown label name": ({"item_ids": [1], "features": [ROW], "labels": ["cat"]}, 422, "labels.0"),
+    "labels and ids differ": ({"item_ids": [1, 2], "features": [ROW, ROW], "labels": [0]}, 422, "labels"),
+    "bad dtype": ({"item_ids": [1], "features_b64": _b64(ROW), "shape": [1, 64], "dtype": "int8"},
+                  422, "dtype"),
+}
+
+
+@pytest.mark.parametrize("path", ["/v1/score", "/v1/route"])
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_requests_get_4xx_json(world, path, case):
+    body, status, field = BAD_REQUESTS[case]
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    answer = requests.post(world["url"] + path, data=data, timeout=30,
+                           headers={"Content-Type": "application/json"})
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == field
+    assert isinstance(error["message"], str) and len(error["message"]) > 10
+
+
+def test_unknown_path_and_method_are_json(world):
+    missing = requests.get(world["url"] + "/v1/nope", timeout=30)
+    assert missing.status_code == 404 and "error" in missing.json()
+    wrong = requests.get(world["url"] + "/v1/route", timeout=30)
+    assert wrong.status_code == 405 and "error" in wrong.json()
+
+
+def test_client_raises_the_server_error(world):
+    client = ServeClient(world["url"])
+    with pytest.raises(RequestError) as caught:
+        client.route([1, 2], np.zeros((2, 5)))
+    assert caught.value.status == 422 and caught.value.field == "features"
+    assert "64 features" in caught.value.message
+    with pytest.raises(ServiceUnavailable):
+        ServeClient("http://127.0.0.1:9", timeout=2).health()
+
+
+def test_reconfigure_changes_routes_without_redeploy(world, tmp_path):
+    from serve.config import write_serve_config
+    from serve.local import deploy_config, start_local
+
+    client = ServeClient(world["url"])
+    x = world["x"][1300:1400]
+    before = client.route(np.arange(100), x)
+    replicas = client.thresholds()["replica"], client.model()["loaded_at"]
+    strict = RoutingThresholds(auto_accept_confidence=0.999999, expert_margin=0.0)
+    path = write_serve_config(tmp_path / "serve.yaml", thresholds=strict,
+                              app_args={"model_name": MODEL, "tracking_uri": world["uri"]})
+    try:
+        assert deploy_config(path) == world["url"]  # what `serve deploy serve.yaml` does
+        after = client.route(np.arange(100), x)
+        state = client.thresholds()
+        assert state["thresholds"] == strict.to_dict()
+        assert (state["replica"], client.model()["loaded_at"]) == replicas  # the same replicas
+        assert (before[ROUTE] == "auto_accept").sum() > 10
+        assert (after[ROUTE] == "auto_accept").sum() < (before[ROUTE] == "auto_accept").sum()
+        assert after[ROUTE].tolist() == _expected(_champion(world), x, thresholds=strict)[ROUTE].tolist()
+    finally:
+        start_local({"model_name": MODEL, "tracking_uri": world["uri"]})
+    assert client.thresholds()["thresholds"] == RoutingThresholds().to_dict()
+    assert (client.thresholds()["replica"], client.model()["loaded_at"]) == replicas
+
+
+def test_new_champion_after_reload_without_failed_requests(world):
+    from serve.registry import publish_model
+
+    url, x = world["url"], world["x"][:32]
+    body = json.dumps({"item_ids": list(range(32)), "features": x.tolist()}).encode()
+    seen: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                answer = session.post(url + "/v1/route", data=body, timeout=30)
+                version = answer.json()["model"]["version"] if answer.ok else None
+                seen.append((answer.status_code, version))
+
+    worker = threading.Thread(target=hammer)
+    worker.start()
+    try:
+        time.sleep(0.5)
+        old = ServeClient(url).model()["version"]
+        new = publish_model(world["next"], model_name=MODEL, tracking_uri=world["uri"])
+        world["models"][new] = world["next"]
+        reloaded = ServeClient(url).reload()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        worker.join()
+    assert reloaded["changed"] and reloaded["version"] == new and reloaded["previous_version"] == old
+    assert len(seen) > 10
+    assert all(status == 200 for status, _ in seen), [s for s in seen if s[0] != 200][:3]
+    versions = [v for _, v in seen]
+    switch = versions.index(new)
+    assert set(versions[:switch]) == {old} and set(versions[switch:]) == {new}  # one switch, no flapping
+    assert ServeClient(url).reload()["changed"] is False
+    _, probs = ServeClient(url).score(np.arange(32), x)
+    np.testing.assert_allclose(probs, world["next"].predict_proba(x), atol=1e-12)
+
+
+def test_app_without_champion_answers_503_until_the_alias_exists(world):
+    """Runs last in this module: it redeploys the app on an alias that does not exist yet."""
+    from mlflow import MlflowClient
+
+    from serve.local import start_local
+
+    url = start_local({"model_name": MODEL, "tracking_uri": world["uri"], "alias": "staging",
+                       "refresh_seconds": 0.5})
+    client = ServeClient(url)
+    assert client.health()["status"] == "no_model"
+    with pytest.raises(ServiceUnavailable) as caught:
+        client.route([1], world["x"][:1])
+    assert caught.value.status == 503 and caught.value.field == "model"
+    MlflowClient(world["uri"]).set_registered_model_alias(MODEL, "staging", "1")
+    deadline = time.monotonic() + 20
+    while client.health()["status"] != "ok" and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert client.model()["version"] == "1" and client.model()["alias"] == "staging"
+    assert len(client.route([1, 2], world["x"][:2])) == 2
