@@ -14,7 +14,6 @@ from typing import Final
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .._validation import fail

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from types import MappingProxyType
 from typing import Final
 
 import numpy as np
@@ -20,8 +21,9 @@ from ._records import Stream
 
 BASE_COLUMNS: Final = (ITEM, ANNOTATOR, LABEL, SECONDS, COST, CREATED_AT, GUIDELINE_VERSION, TASK_ID, ANNOTATION_ID)
 EXTRA_COLUMNS: Final = (RATIONALE, EVIDENCE, SUGGESTION, SUGGESTION_CONFIDENCE, IDEMPOTENCY_KEY)
-_SQL_OF: Final = {RATIONALE: "rationale", EVIDENCE: "evidence", SUGGESTION: "suggestion",
-                  SUGGESTION_CONFIDENCE: "suggestion_confidence", IDEMPOTENCY_KEY: "idempotency_key"}
+_SQL_OF: Final = MappingProxyType({RATIONALE: "rationale", EVIDENCE: "evidence", SUGGESTION: "suggestion",
+                                   SUGGESTION_CONFIDENCE: "suggestion_confidence",
+                                   IDEMPOTENCY_KEY: "idempotency_key"})
 
 
 def _raw_rows(conn: Connection, sql: str, params: tuple) -> list[tuple]:

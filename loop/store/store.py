@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,7 @@ from ..exceptions import ConflictError, StoreError
 from . import _annotations, _exchange, _metrics, _reads, _resolutions
 from . import _schema as S
 from ._columns import (CREATED_AT, GUIDELINE_VERSION, IDEMPOTENCY_KEY, PAYLOAD, PAYLOAD_REF, PROBS, SIGNALS,
-                       SOURCE)
+                       SOURCE, SUPERSEDES_KEY)
 from ._convert import as_frame, check_columns, external_ids, json_text, lookup, now_utc, to_utc, utc_stamps
 from ._engine import default_url, make_engine, normalize_url, write_transaction
 from ._records import (Annotator, BatchResult, GuidelineVersion, ModelVersion, Resolution, ResolutionMethod,
@@ -37,9 +37,9 @@ from .migrate import current_revision, head_revision, upgrade
 
 __all__ = ["LabelStore"]
 
-TIER: str = "tier"
-DUE_AT: str = "due_at"
-STATUS: str = "status"
+TIER: Final = "tier"
+DUE_AT: Final = "due_at"
+STATUS: Final = "status"
 
 
 def _name(value: Any, name: str) -> str:
@@ -644,8 +644,6 @@ class LabelStore:
         return BatchResult(inserted=inserted, existing=existing)
 
     def _resolution_ids_by_key(self, batch: pd.DataFrame) -> dict[str, int]:
-        from ._columns import SUPERSEDES_KEY
-
         keys = batch[SUPERSEDES_KEY].dropna().tolist()
         with self._read() as conn:
             return dict(lookup(conn, S.resolutions.c.idempotency_key, keys, S.resolutions.c.idempotency_key,

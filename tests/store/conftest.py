@@ -29,34 +29,30 @@ def _dsn(url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> str | None:
-    """The first reachable PostgreSQL URL, or None (with the reasons kept for the skip)."""
+def pg_server() -> tuple[str | None, str]:
+    """The first reachable PostgreSQL URL (or None) and, when none is, why."""
     errors = []
     for url in PG_URLS:
         try:
             with psycopg.connect(_dsn(url), connect_timeout=3):
-                return url
+                return url, ""
         except psycopg.Error as exc:
             errors.append(f"{url}: {str(exc).strip().splitlines()[0]}")
-    pg_server.reasons = errors  # type: ignore[attr-defined]
-    return None
+    return None, "; ".join(errors)
 
 
-def _require_pg(pg_server: str | None) -> str:
-    if pg_server is None:
-        reason = "PostgreSQL at 127.0.0.1:5432 (database 'test') is unreachable: " + "; ".join(
-            getattr(pg_server_fn, "reasons", []))
+def _require_pg(server: tuple[str | None, str]) -> str:
+    url, why = server
+    if url is None:
+        reason = f"PostgreSQL is unreachable ({why})"
         if IN_CI:
-            pytest.fail(reason + " (CI=true: the PostgreSQL cases must run)")
+            pytest.fail(reason + "; CI=true, so the PostgreSQL cases must run")
         pytest.skip(reason)
-    return pg_server
-
-
-pg_server_fn = pg_server.__wrapped__ if hasattr(pg_server, "__wrapped__") else pg_server
+    return url
 
 
 @pytest.fixture
-def pg_url(pg_server: str | None) -> Iterator[str]:
+def pg_url(pg_server: tuple[str | None, str]) -> Iterator[str]:
     """A URL whose connections use a fresh schema of their own."""
     base = _require_pg(pg_server)
     schema = f"loop_test_{uuid.uuid4().hex[:12]}"

@@ -4,10 +4,12 @@ SIGKILL inside its transaction leaves nothing behind, and its batch can be sent 
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -50,14 +52,28 @@ def _tally(url: str) -> dict[str, int]:
         }
 
 
+def _write(url: str, writer: int, errors) -> None:
+    # A forked child: it inherits the imports, and opens its own connections.
+    try:
+        with LabelStore(url) as store:
+            wp.write(store, writer, PER_WRITER, 500, WRITERS, seed=writer)
+    except BaseException:  # report any failure to the parent, then exit non-zero
+        errors.put(f"writer {writer}: {traceback.format_exc()}")
+        raise
+
+
 @pytest.mark.slow
 def test_concurrent_writers_with_retries_store_each_annotation_once(store_url):
     _prepare(store_url, WRITERS)
-    procs = [_spawn("write", "--url", store_url, "--writer", str(w), "--n", str(PER_WRITER), "--seed", str(w))
-             for w in range(WRITERS)]
+    ctx = mp.get_context("fork")
+    errors = ctx.Queue()
+    procs = [ctx.Process(target=_write, args=(store_url, w, errors)) for w in range(WRITERS)]
     for p in procs:
-        _, err = p.communicate(timeout=240)
-        assert p.returncode == 0, err[-3000:]
+        p.start()
+    for p in procs:
+        p.join(timeout=240)
+    failures = [errors.get() for _ in range(errors.qsize())] if not errors.empty() else []
+    assert [p.exitcode for p in procs] == [0] * WRITERS, failures
     total = WRITERS * PER_WRITER
     assert _tally(store_url) == {"annotations": total, "keys": total, "events": total,
                                  "annotations_with_one_event": total}
