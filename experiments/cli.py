@@ -141,17 +141,23 @@ def _comparison(cfg: Any) -> int:
     console = Console()
     with Progress(TextColumn("[bold]{task.description:<16}[/]"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as bar, _local_serve(cfg):
-        tasks = {s.value: bar.add_task(s.value, total=cfg.rounds + 1, start=False) for s in cfg.strategies}
+        order = [s.value for s in cfg.strategies]
+        tasks = {name: bar.add_task(name, total=cfg.rounds + 1, start=i == 0) for i, name in enumerate(order)}
 
         def progress(strategy: str, done: int, total: int) -> None:
-            bar.start_task(tasks[strategy])  # the clock of a strategy starts with its seed round
             bar.update(tasks[strategy], completed=done + 1, total=total + 1)
+            following = order.index(strategy) + 1
+            if done == total and following < len(order):  # the strategies run one after the other
+                bar.start_task(tasks[order[following]])
 
         result = compare.main(cfg, progress=progress)
     table = Table(title=f"{cfg.dataset.value}: {cfg.rounds} rounds of {cfg.items_per_round} items, "
                         f"budget {cfg.budget_per_round:g} per round (triple_majority pays its own way)")
     for column in ("strategy", "final error rate", "cost", "errors fixed per 100 annotations", "model accuracy"):
-        table.add_column(column, justify="left" if column == "strategy" else "right")
+        if column == "strategy":
+            table.add_column(column, no_wrap=True)
+        else:
+            table.add_column(column, justify="right")
     for row in result.table.itertuples(index=False):
         table.add_row(row.strategy, f"{row.final_error_rate:.2%}", f"{row.program_cost:.1f}",
                       f"{row.errors_removed_per_100_annotations:.1f}", f"{row.model_accuracy:.3f}")
@@ -224,6 +230,10 @@ def _project_run(cfg: Any) -> Any:
 
 
 def _print_ui_hint(console: Console, tracking_uri: str) -> None:
+    from experiments.config import NO_TRACKING
+
+    if tracking_uri == NO_TRACKING:
+        return
     if tracking_uri.startswith(("sqlite:", "postgresql:", "mysql:", "file:")) or "://" not in tracking_uri:
         console.print(f"Open the runs in the MLflow UI: [bold]mlflow ui --backend-store-uri {tracking_uri}[/]")
     elif tracking_uri.startswith(("http://", "https://")):
