@@ -95,7 +95,7 @@ ATTR_PARENT_RUN_ID = "mlflow_parent_run_id"
 ATTR_TRACKING_URI = "mlflow_tracking_uri"
 
 # MLflow names of the tuner's own metrics, params and tags.
-METRIC_COST = "cost"
+METRIC_COST = "objective_cost"  # not "cost": a program run's "cost" counts the initial labels too
 METRIC_ERROR_RATE = "final_error_rate"
 METRIC_EXCESS = CONSTRAINT
 METRIC_FEASIBLE = "feasible"
@@ -251,6 +251,14 @@ class TuneSettings:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise _bad(name, "a non-empty string", value)
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(self.storage)
+        except ArgumentError:
+            raise _bad("storage", "a database URL such as sqlite:///optuna.db or postgresql://host/db",
+                       self.storage) from None
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise _bad("seed", "an integer >= 0", self.seed)
         if isinstance(self.search_space, Mapping):
@@ -750,11 +758,13 @@ def program_objective(program: ProgramConfig, *, world: Any = None) -> Evaluate:
     from experiments.world import build_world
 
     base = trial_program(program)
-    shared = world if world is not None else build_world(base)
+    shared = {"world": world}
 
     def evaluate(params: TrialParams) -> TrialOutcome:
+        if shared["world"] is None:  # built at the first trial: a finished study needs none
+            shared["world"] = build_world(base)
         result = run_program(base.replace(thresholds=params.thresholds, audit_rate=params.audit_rate),
-                             world=shared, tracker=MemoryTracker())
+                             world=shared["world"], tracker=MemoryTracker())
         return TrialOutcome(cost=result.program_cost, error_rate=result.final_error_rate, metrics=result.metrics())
 
     return evaluate

@@ -101,7 +101,7 @@ def test_every_trial_is_a_nested_run_with_its_values_and_figures(tmp_path, track
         assert child.info.status == "FINISHED"
         assert float(child.data.params["auto_accept_confidence"]) == pytest.approx(row["auto_accept_confidence"])
         assert float(child.data.params["audit_rate"]) == pytest.approx(row["audit_rate"])
-        assert child.data.metrics["cost"] == pytest.approx(row["cost"])
+        assert child.data.metrics["objective_cost"] == pytest.approx(row["cost"])
         assert child.data.metrics["final_error_rate"] == pytest.approx(row["error_rate"])
         assert child.data.metrics["error_rate_excess"] == pytest.approx(row["error_rate"] - TARGET)
         assert "auto_accept_rate" in child.data.metrics
@@ -203,6 +203,7 @@ def test_a_fixed_range_is_not_searched(tmp_path) -> None:
     ({"search_space": {"audit_rate": "low"}}, "tune.search_space.audit_rate"),
     ({"search_space": {"auto_accept_confidence": [0, 0.9]}}, "tune.search_space.auto_accept_confidence"),
     ({"storage": ""}, "tune.storage"),
+    ({"storage": "optuna.db"}, "tune.storage"),
 ])
 def test_bad_settings_name_the_field(config, field) -> None:
     with pytest.raises(ConfigError) as exc:

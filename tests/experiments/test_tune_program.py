@@ -67,7 +67,7 @@ def test_tune_writes_a_serve_config_the_router_loads_and_resumes(cfg, world, tmp
     assert len(children) == 3
     for child in children:
         assert {T.FINAL_ERROR_RATE, T.PROGRAM_COST, T.MODEL_ACCURACY} <= set(child.data.metrics)
-        assert child.data.metrics["cost"] == pytest.approx(child.data.metrics[T.PROGRAM_COST])
+        assert child.data.metrics["objective_cost"] == pytest.approx(child.data.metrics[T.PROGRAM_COST])
     assert parent.data.params["program.rounds"] == "1"
     assert {a.path for a in client.list_artifacts(result.parent_run_id)} >= {"trials.csv", "serve_config.yaml"}
 
