@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["publish_model", "trusted_types"]
+__all__ = ["model_requirements", "publish_model", "trusted_types"]
+
+# What loading a labelloop model needs: its classes, the estimator, and skops to read it.
+_REQUIREMENTS = ("labelloop", "scikit-learn", "numpy", "scipy", "pandas", "skops", "cleanlab")
 
 # MLflow 3 saves scikit-learn models with skops, which loads only types it is told to trust.
 # We trust our own estimators (labelloop's package) and nothing else beyond skops' defaults.
@@ -19,7 +22,7 @@ _OWN_PACKAGES = ("loop.",)
 
 def publish_model(model: Any, *, model_name: str, tracking_uri: str | None = None,
                   aliases: Sequence[str] = ("champion",), input_example: Any = None,
-                  run_name: str | None = None) -> str:
+                  run_name: str | None = None, pip_requirements: Sequence[str] | None = None) -> str:
     """Log ``model`` in a new MLflow run, register it as a new version, point ``aliases`` at it.
 
     Parameters
@@ -35,6 +38,10 @@ def publish_model(model: Any, *, model_name: str, tracking_uri: str | None = Non
     input_example : array-like, optional
         A few rows, to record the model's signature.
     run_name : str, optional
+    pip_requirements : sequence of str, optional
+        The model's Python requirements; default the installed versions of labelloop and the
+        libraries a served model loads with (:func:`model_requirements`). Giving them spares
+        MLflow's inference, which imports the model in a subprocess (seconds per version).
 
     Returns
     -------
@@ -51,7 +58,8 @@ def publish_model(model: Any, *, model_name: str, tracking_uri: str | None = Non
     with mlflow.start_run(run_name=run_name):
         info = mlflow.sklearn.log_model(model, name="model", pyfunc_predict_fn="predict_proba",
                                         input_example=input_example, registered_model_name=model_name,
-                                        skops_trusted_types=trusted_types(model))
+                                        skops_trusted_types=trusted_types(model),
+                                        pip_requirements=list(pip_requirements or model_requirements()))
     version = str(info.registered_model_version)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     for alias in aliases:
@@ -77,3 +85,22 @@ def trusted_types(model: Any) -> list[str]:
     if foreign:
         raise fail("model", "a model skops can load with labelloop's types trusted", f"other types {foreign}")
     return list(untrusted)
+
+
+def model_requirements() -> list[str]:
+    """Pinned requirements of a served labelloop model, from the installed versions.
+
+    Examples
+    --------
+    >>> [r.split("==")[0] for r in model_requirements()][:2]
+    ['labelloop', 'scikit-learn']
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in _REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pins.append(name)
+    return pins

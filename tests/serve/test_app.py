@@ -24,6 +24,7 @@ pytest.importorskip("mlflow")
 
 from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from loop.calibration import CalibratedClassifier, TemperatureScaling  # noqa: E402
 from loop.columns import ITEM, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE  # noqa: E402
@@ -37,7 +38,8 @@ MODEL = "digits-test"
 
 
 def _model(x: np.ndarray, y: np.ndarray, *, c: float) -> CalibratedClassifier:
-    clf = LogisticRegression(C=c, max_iter=300).fit(x[:900], y[:900])
+    with threadpool_limits(1):  # BLAS threads on a busy 2-core machine: 0.1 s becomes 30 s
+        clf = LogisticRegression(C=c, max_iter=2000).fit(x[:900], y[:900])
     scaler = TemperatureScaling().fit(clf.predict_proba(x[900:1300]), y[900:1300])
     return CalibratedClassifier(clf, scaler, n_classes=10)
 
@@ -61,8 +63,8 @@ def world(ray_serve, tmp_path_factory, digits):
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("serve-tests")  # artifacts under the experiment's tmp location
-    v1 = _model(x, y, c=0.05)
-    v2 = _model(x, y, c=5.0)
+    v1 = _model(x, y, c=0.01)
+    v2 = _model(x, y, c=1.0)
     version = publish_model(v1, model_name=MODEL, tracking_uri=uri)
     url = start_local({"model_name": MODEL, "tracking_uri": uri}, port=ray_serve.port)
     assert url == ray_serve.base_url
