@@ -20,7 +20,7 @@ import pandas as pd
 
 __all__ = [
     "ALIAS_CHALLENGER", "ALIAS_CHAMPION", "MemoryTracker", "MlflowTracker", "Tracker", "plot_confusion_matrix",
-    "plot_error_vs_cost", "plot_reliability", "routed_table_path",
+    "plot_error_vs_cost", "plot_reliability", "routed_table_path", "strategy_metric",
 ]
 
 # --- aliases -----------------------------------------------------------------------------
@@ -80,6 +80,11 @@ ROUNDS_CSV = "tables/rounds.csv"
 GATE_CSV = "tables/gate_decisions.csv"
 COMPARISON_CSV = "comparison.csv"
 MODEL_ARTIFACT = "model"
+
+
+def strategy_metric(strategy: str, metric: str) -> str:
+    """Name of a strategy's final figure on the comparison's parent run, e.g. ``tiered.final_error_rate``."""
+    return f"{strategy}.{metric}"
 
 
 def routed_table_path(round_: int) -> str:
@@ -249,8 +254,13 @@ class MlflowTracker:
         """Log ``model`` in this run (sklearn flavour, ``predict_proba``), register a version, set aliases."""
         import mlflow.sklearn
 
+        from serve.registry import trusted_types
+
+        # The Serve app loads it with mlflow.sklearn: skops must be told to trust labelloop's types.
         info = mlflow.sklearn.log_model(model, name=MODEL_ARTIFACT, pyfunc_predict_fn="predict_proba",
-                                        registered_model_name=self.model_name, input_example=input_example)
+                                        registered_model_name=self.model_name, input_example=input_example,
+                                        skops_trusted_types=trusted_types(model),
+                                        pip_requirements=_model_requirements())
         version = str(info.registered_model_version)
         for alias in aliases:
             self.set_alias(alias, version)
@@ -269,6 +279,23 @@ class MlflowTracker:
 
         if self.run_id is not None:
             mlflow.end_run(status="FAILED" if failed else "FINISHED")
+
+
+def _model_requirements() -> list[str]:
+    """The packages a served model needs, pinned to this environment.
+
+    Given explicitly: MLflow's own inference of requirements takes seconds per model.
+    labelloop itself must be installed where the model is loaded (it defines the classes).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for package in ("scikit-learn", "numpy", "scipy", "skops", "cloudpickle"):
+        try:
+            out.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            pass
+    return out
 
 
 # --- plots -------------------------------------------------------------------------------------

@@ -207,10 +207,13 @@ def build_world(cfg: ProgramConfig) -> World:
     ConfigError
         When the dataset has too few items for the rounds, items per round and gold sets.
     """
+    from threadpoolctl import threadpool_limits
+
     rng = np.random.default_rng([cfg.seed, 7])
-    if cfg.dataset is Dataset.DIGITS:
-        return _digits_world(cfg, rng)
-    return _music_world(cfg, rng)
+    with threadpool_limits(1):  # small arrays; BLAS threads only fight over shared cores
+        if cfg.dataset is Dataset.DIGITS:
+            return _digits_world(cfg, rng)
+        return _music_world(cfg, rng)
 
 
 def _check_size(cfg: ProgramConfig, available: int) -> int:
