@@ -223,7 +223,8 @@ class TuneSettings:
     target_error_rate : float in [0, 1], default=0.02
         Largest acceptable true error rate of the final labels.
     storage : str, default="sqlite:///optuna.db"
-        Optuna RDB storage URL (SQLite or PostgreSQL).
+        Optuna RDB storage URL: SQLite or PostgreSQL (``postgresql://`` uses psycopg 3, as the
+        label store does).
     study_name : str, default="labelloop-tune"
         The study to create or resume in ``storage``.
     serve_config : str, default="serve_config.yaml"
@@ -251,13 +252,12 @@ class TuneSettings:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise _bad(name, "a non-empty string", value)
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
+        from loop.store import normalize_url
 
         try:
-            make_url(self.storage)
-        except ArgumentError:
-            raise _bad("storage", "a database URL such as sqlite:///optuna.db or postgresql://host/db",
+            normalize_url(self.storage)
+        except ValueError:
+            raise _bad("storage", "a database URL such as sqlite:///optuna.db or postgresql://user@host/db",
                        self.storage) from None
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise _bad("seed", "an integer >= 0", self.seed)
@@ -423,15 +423,17 @@ def open_study(settings: TuneSettings, *, heartbeat: bool = True) -> Any:
         A minimising single-objective study with a seeded TPE sampler.
     """
     import optuna
-    from sqlalchemy.engine import make_url
 
-    url = make_url(settings.storage)
+    from loop.store import normalize_url
+
+    # The label store's rule: postgresql:// means psycopg 3, the driver labelloop ships with.
+    url = normalize_url(settings.storage)
     # An in-memory SQLite database lives in one connection; the heartbeat thread would open another.
     in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
     with warnings.catch_warnings():  # the heartbeat is "experimental" since Optuna 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(
-            settings.storage,
+            url.render_as_string(hide_password=False),
             **(dict(heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
                if heartbeat and not in_memory else {}),

@@ -216,3 +216,40 @@ def test_settings_round_trip_their_search_space() -> None:
     s = TuneSettings.from_dict({"trials": 7, "search_space": {"expert_margin": [0.0, 0.2], "audit_rate": 0.01}})
     assert s.trials == 7 and s.search_space.expert_margin == ParamRange(0.0, 0.2, "search_space.expert_margin")
     assert SearchSpace.from_dict(s.search_space.to_dict()) == s.search_space
+
+
+def test_a_study_on_postgresql_resumes(tmp_path) -> None:
+    """The team setup keeps studies on PostgreSQL (``postgresql://`` means psycopg 3, as for the store).
+
+    Uses the server the store tests use (127.0.0.1:5432, database ``test``, or
+    ``LABELLOOP_TEST_PG_URL``), in a schema of its own; skips when there is none.
+    """
+    import os
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+    candidates = ([os.environ["LABELLOOP_TEST_PG_URL"]] if os.environ.get("LABELLOOP_TEST_PG_URL") else
+                  ["postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test"])
+    base = None
+    for url in candidates:
+        try:
+            psycopg.connect(url.replace("+psycopg", ""), connect_timeout=3).close()
+            base = url
+            break
+        except psycopg.Error:
+            continue
+    if base is None:
+        pytest.skip("no PostgreSQL server reachable")
+    schema = f"tune_test_{uuid.uuid4().hex[:10]}"
+    dsn = base.replace("+psycopg", "")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        storage = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+        settings = TuneSettings(storage=storage, study_name="pg", seed=3, trials=2)
+        first = run_study(toy_program, settings)
+        second = run_study(toy_program, TuneSettings(storage=storage, study_name="pg", seed=3, trials=4))
+        assert (first.n_complete, second.n_complete, second.n_new) == (2, 4, 2)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
