@@ -118,11 +118,12 @@ def test_the_in_process_scorer_matches_the_model(small_world):
 
 
 @pytest.fixture
-def mlflow_cfg(tmp_path, small_cfg):
-    pytest.importorskip("mlflow")
-    return small_cfg.replace(tracking=small_cfg.tracking.__class__(
-        uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="tests", registered_model="gate-test"),
-        store_url=f"sqlite:///{tmp_path}/labels.db")
+def mlflow_cfg(request, tmp_path, small_cfg, mlflow_uri):
+    """Tracking in the session's store, under an experiment and a model named after the test."""
+    name = request.node.name[:60]
+    return small_cfg.replace(tracking=small_cfg.tracking.__class__(uri=mlflow_uri, experiment=name,
+                                                                   registered_model=name),
+                             store_url=f"sqlite:///{tmp_path}/labels.db")
 
 
 @pytest.mark.slow
@@ -133,8 +134,8 @@ def test_the_gate_refuses_a_model_that_is_not_better_and_the_alias_stays(mlflow_
     result = run_program(cfg, world=small_world)
     client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
     assert result.promotions == 0
-    assert str(client.get_model_version_by_alias("gate-test", "champion").version) == "1"
-    assert str(client.get_model_version_by_alias("gate-test", "challenger").version) == "2"
+    assert str(client.get_model_version_by_alias(cfg.tracking.registered_model, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(cfg.tracking.registered_model, "challenger").version) == "2"
     run = client.get_run(result.run_id)
     assert run.data.tags[T.TAG_GATE_REASON].startswith("refused: accuracy gain")
     assert run.data.metrics[T.PROMOTED] == 0.0
@@ -163,16 +164,14 @@ def test_two_rounds_through_the_real_serve_app(ray_serve, mlflow_cfg, small_worl
     """Scoring over HTTP from the Serve app loading the registry's champion; tracking in a temp dir."""
     from mlflow import MlflowClient
 
-    from serve.local import start_local
+    from serve.client import ServeClient
 
     cfg = mlflow_cfg.replace(serve="local")
     result = run_program(cfg, world=small_world)
     assert result.final_error_rate < result.initial_error_rate
     _assert_tracked(cfg.tracking.uri, result.run_id)
-    # The app serves the program's champion.
-    from serve.client import ServeClient
-
-    url = start_local({"model_name": cfg.tracking.registered_model, "tracking_uri": cfg.tracking.uri})
-    served = ServeClient(url).model()
-    champion = MlflowClient(tracking_uri=cfg.tracking.uri).get_model_version_by_alias("gate-test", "champion")
+    # The app the program deployed on the session's Serve serves the program's champion.
+    served = ServeClient(ray_serve.base_url).model()
+    champion = MlflowClient(tracking_uri=cfg.tracking.uri).get_model_version_by_alias(cfg.tracking.registered_model,
+                                                                                           "champion")
     assert str(served["version"]) == str(champion.version)

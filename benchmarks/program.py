@@ -1,0 +1,177 @@
+"""The program's targets: which strategy removes the most label errors for the money.
+
+Targets (issue 4):
+
+- at equal annotation budget, labelloop's tiered routing removes at least 3x the label
+  errors of random review and at least 1.2x those of cleanlab-ranked review;
+- against triple annotation with majority vote: a lower final label error rate at no more
+  than 50% of its cost.
+
+How it is measured, on digits (simulated crowd) and on the music-genre crowd (the real
+Mechanical Turk answers replayed, experts simulated); see :mod:`experiments.world` and
+:mod:`experiments.program` for the simulated world and what counts as an error removed.
+
+1. **One budget for all**, fixed before anything runs: the per-round budget that makes the
+   *planned* total cost of the budgeted programs (initial labels + budget + audits) half the
+   planned cost of triple annotation (three crowd labels per item + the same audits)::
+
+       budget_per_round = (N * c_crowd / 2 - A / 2) / rounds
+
+   with N stream items, ``c_crowd`` the expected cost of a crowd label, ``A`` the expected
+   audit cost. Random, least-confidence, cleanlab-ranked and tiered programs all get it.
+2. **Calibrated thresholds, on another world.** The tiered routing's thresholds
+   (double-blind issue score, expert margin, auto-accept confidence) are picked by a small
+   grid on a *calibration* seed (its own split, crowd and initial labels): the setting that
+   removes the most errors at the budget. The evaluation seeds never take part in it.
+3. **Evaluation** on the evaluation seeds: all five strategies per seed on the same world
+   (same items, truth, initial labels, crowd). Errors removed are summed over seeds; the
+   error rates and costs are averaged.
+
+Run::
+
+    .venv/bin/python benchmarks/program.py                 # digits and music genre
+    .venv/bin/python benchmarks/program.py --dataset digits --seeds 0 1 2
+
+The music-genre part needs ../shared/data (skipped with a message otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.config import ProgramConfig, parse_config  # noqa: E402
+from experiments.program import run_program  # noqa: E402
+from experiments.world import World, build_world  # noqa: E402
+from loop.datasets import shared_data_dir  # noqa: E402
+from loop.routing import RoutingThresholds  # noqa: E402
+from loop.strategies import Strategy  # noqa: E402
+
+BASE = {
+    "digits": {"program": {"dataset": "digits", "rounds": 4, "items_per_round": 250, "audit_rate": 0.03}},
+    "music_genre": {"program": {"dataset": "music_genre", "rounds": 4, "items_per_round": 120,
+                                "calibration_items": 100, "audit_rate": 0.03},
+                    "crowd": {"tiers": "replay", "experts": 3}},
+}
+GRID = {"double_blind_issue_score": (0.7, 0.9, 0.97, 0.99, 1.0), "expert_margin": (0.0, 0.05),
+        "auto_accept_confidence": (0.9, 0.97)}
+
+
+def config(dataset: str, seed: int) -> ProgramConfig:
+    raw = {**BASE[dataset], "tracking": {"uri": "none"}, "store": {"url": "sqlite://"}}
+    raw["program"] = {**raw["program"], "seed": seed}
+    return parse_config(raw)
+
+
+def equal_budget(cfg: ProgramConfig, world: World) -> float:
+    """Per-round budget whose planned total is half of triple annotation's planned total."""
+    n = (cfg.rounds + 1) * cfg.items_per_round
+    audited = sum(cfg.audit_rate * (r + 1) * cfg.items_per_round for r in range(1, cfg.rounds + 1))
+    audit_cost = audited * world.costs.expert
+    return max(0.0, (0.5 * n * world.costs.crowd - 0.5 * audit_cost) / cfg.rounds)
+
+
+def calibrate(cfg: ProgramConfig, world: World) -> tuple[RoutingThresholds, pd.DataFrame]:
+    """The grid setting that removes the most errors at the budget (ties: the cheaper)."""
+    rows = []
+    for db, em, aa in itertools.product(*GRID.values()):
+        thresholds = RoutingThresholds(double_blind_issue_score=db, expert_margin=em, auto_accept_confidence=aa)
+        r = run_program(cfg.replace(strategy=Strategy.TIERED, thresholds=thresholds), world=world)
+        rows.append({"double_blind_issue_score": db, "expert_margin": em, "auto_accept_confidence": aa,
+                     "errors_removed": r.errors_removed, "final_error_rate": r.final_error_rate, "cost": r.cost})
+    grid = pd.DataFrame(rows).sort_values(["errors_removed", "cost"], ascending=[False, True])
+    best = grid.iloc[0]
+    return RoutingThresholds(double_blind_issue_score=float(best["double_blind_issue_score"]),
+                             expert_margin=float(best["expert_margin"]),
+                             auto_accept_confidence=float(best["auto_accept_confidence"])), grid
+
+
+def evaluate(cfg: ProgramConfig, seeds: list[int]) -> pd.DataFrame:
+    rows = []
+    for seed in seeds:
+        seeded = cfg.replace(seed=seed)
+        world = build_world(seeded)
+        for strategy in Strategy:
+            r = run_program(seeded.replace(strategy=strategy), world=world)
+            rows.append({"seed": seed, "strategy": strategy.value, "initial_error_rate": r.initial_error_rate,
+                         "final_error_rate": r.final_error_rate, "errors_removed": r.errors_removed,
+                         "errors_fixed": r.errors_fixed, "errors_introduced": r.errors_introduced,
+                         "cost": r.cost, "program_cost": r.program_cost,
+                         "removed_per_100_annotations": r.errors_removed_per_100_annotations,
+                         "model_accuracy": r.model_accuracy})
+    return pd.DataFrame(rows)
+
+
+def verdict(table: pd.DataFrame) -> list[tuple[str, str, bool]]:
+    pooled = table.groupby("strategy").agg(errors_removed=("errors_removed", "sum"),
+                                           final_error_rate=("final_error_rate", "mean"), cost=("cost", "mean"))
+    t, rnd, cl, tri = (pooled.loc[s] for s in ("tiered", "random", "cleanlab", "triple_majority"))
+    ratio_random = t.errors_removed / max(rnd.errors_removed, 1)
+    ratio_cleanlab = t.errors_removed / max(cl.errors_removed, 1)
+    share = t.cost / tri.cost
+    return [
+        ("errors removed, tiered / random >= 3", f"{ratio_random:.2f}x ({t.errors_removed:.0f} vs {rnd.errors_removed:.0f})",
+         ratio_random >= 3),
+        ("errors removed, tiered / cleanlab-ranked >= 1.2",
+         f"{ratio_cleanlab:.2f}x ({t.errors_removed:.0f} vs {cl.errors_removed:.0f})", ratio_cleanlab >= 1.2),
+        ("final error, tiered < triple majority", f"{t.final_error_rate:.2%} vs {tri.final_error_rate:.2%}",
+         t.final_error_rate < tri.final_error_rate),
+        ("cost, tiered <= 50% of triple majority", f"{share:.1%} ({t.cost:.1f} vs {tri.cost:.1f})", share <= 0.5),
+    ]
+
+
+def run(dataset: str, seeds: list[int], calibration_seed: int) -> bool:
+    start = time.perf_counter()
+    cfg = config(dataset, calibration_seed)
+    calibration_world = build_world(cfg)
+    budget = equal_budget(cfg, calibration_world)
+    cfg = cfg.replace(budget_per_round=round(budget, 2))
+    print(f"\n== {dataset}: {(cfg.rounds + 1) * cfg.items_per_round} stream items, {cfg.rounds} rounds after a seed "
+          f"round of {cfg.items_per_round}; budget {cfg.budget_per_round:.2f} per round "
+          f"(crowd label {calibration_world.costs.crowd:.3f}, expert label {calibration_world.costs.expert:.3f})")
+    thresholds, grid = calibrate(cfg, calibration_world)
+    print(f"calibration (seed {calibration_seed}), top 5 of {len(grid)} tiered settings:")
+    print(grid.head(5).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"chosen thresholds: {thresholds.to_dict()}")
+    table = evaluate(cfg.replace(thresholds=thresholds), seeds)
+    print(f"\nevaluation, seeds {seeds} (per seed):")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    pooled = table.groupby("strategy", sort=False).agg(
+        initial_error_rate=("initial_error_rate", "mean"), final_error_rate=("final_error_rate", "mean"),
+        errors_removed=("errors_removed", "sum"), cost=("cost", "mean"), program_cost=("program_cost", "mean"),
+        removed_per_100_annotations=("removed_per_100_annotations", "mean"), model_accuracy=("model_accuracy", "mean"))
+    print("\npooled (errors removed summed over seeds; the rest averaged):")
+    print(pooled.to_string(float_format=lambda v: f"{v:.4g}"))
+    print("\ntargets:")
+    ok = True
+    for name, value, met in verdict(table):
+        ok &= met
+        print(f"  {'MET ' if met else 'MISS'}  {name}: {value}")
+    print(f"({time.perf_counter() - start:.0f} s)")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=["digits", "music_genre", "all"], default="all")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--calibration-seed", type=int, default=100)
+    args = parser.parse_args(argv)
+    datasets = ["digits", "music_genre"] if args.dataset == "all" else [args.dataset]
+    for dataset in datasets:
+        if dataset == "music_genre" and shared_data_dir() is None:
+            print("\n== music_genre: skipped, ../shared/data is not on this machine")
+            continue
+        run(dataset, args.seeds, args.calibration_seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
