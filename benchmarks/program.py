@@ -12,10 +12,11 @@ Mechanical Turk answers replayed, experts simulated); see :mod:`experiments.worl
 :mod:`experiments.program` for the simulated world and what counts as an error removed.
 
 1. **One budget for all**, fixed before anything runs: the per-round budget that makes the
-   *planned* total cost of the budgeted programs (initial labels + budget + audits) half the
-   planned cost of triple annotation (three crowd labels per item + the same audits)::
+   *planned* total cost of the budgeted programs (initial labels + budget + audits) a share
+   (``--cost-share``, default 1/2) of the planned cost of triple annotation (three crowd
+   labels per item + the same audits)::
 
-       budget_per_round = (N * c_crowd / 2 - A / 2) / rounds
+       budget_per_round = (share * (3 N c_crowd + A) - N c_crowd - A) / rounds
 
    with N stream items, ``c_crowd`` the expected cost of a crowd label, ``A`` the expected
    audit cost. Random, least-confidence, cleanlab-ranked and tiered programs all get it.
@@ -70,12 +71,13 @@ def config(dataset: str, seed: int) -> ProgramConfig:
     return parse_config(raw)
 
 
-def equal_budget(cfg: ProgramConfig, world: World) -> float:
-    """Per-round budget whose planned total is half of triple annotation's planned total."""
+def equal_budget(cfg: ProgramConfig, world: World, share: float = 0.5) -> float:
+    """Per-round budget whose planned total is ``share`` of triple annotation's planned total."""
     n = (cfg.rounds + 1) * cfg.items_per_round
     audited = sum(cfg.audit_rate * (r + 1) * cfg.items_per_round for r in range(1, cfg.rounds + 1))
     audit_cost = audited * world.costs.expert
-    return max(0.0, (0.5 * n * world.costs.crowd - 0.5 * audit_cost) / cfg.rounds)
+    triple = 3 * n * world.costs.crowd + audit_cost
+    return max(0.0, (share * triple - n * world.costs.crowd - audit_cost) / cfg.rounds)
 
 
 def calibrate(cfg: ProgramConfig, world: World) -> tuple[RoutingThresholds, pd.DataFrame]:
@@ -127,14 +129,15 @@ def verdict(table: pd.DataFrame) -> list[tuple[str, str, bool]]:
     ]
 
 
-def run(dataset: str, seeds: list[int], calibration_seed: int) -> bool:
+def run(dataset: str, seeds: list[int], calibration_seed: int, share: float = 0.5) -> bool:
     start = time.perf_counter()
     cfg = config(dataset, calibration_seed)
     calibration_world = build_world(cfg)
-    budget = equal_budget(cfg, calibration_world)
+    budget = equal_budget(cfg, calibration_world, share)
     cfg = cfg.replace(budget_per_round=round(budget, 2))
     print(f"\n== {dataset}: {(cfg.rounds + 1) * cfg.items_per_round} stream items, {cfg.rounds} rounds after a seed "
-          f"round of {cfg.items_per_round}; budget {cfg.budget_per_round:.2f} per round "
+          f"round of {cfg.items_per_round}; budget {cfg.budget_per_round:.2f} per round, planned at "
+          f"{share:.0%} of triple annotation's cost "
           f"(crowd label {calibration_world.costs.crowd:.3f}, expert label {calibration_world.costs.expert:.3f})")
     thresholds, grid = calibrate(cfg, calibration_world)
     print(f"calibration (seed {calibration_seed}), top 5 of {len(grid)} tiered settings:")
@@ -163,13 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", choices=["digits", "music_genre", "all"], default="all")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--calibration-seed", type=int, default=100)
+    parser.add_argument("--cost-share", type=float, default=0.5,
+                        help="plan the budgeted programs' total cost at this share of triple annotation's (default 0.5)")
     args = parser.parse_args(argv)
     datasets = ["digits", "music_genre"] if args.dataset == "all" else [args.dataset]
     for dataset in datasets:
         if dataset == "music_genre" and shared_data_dir() is None:
             print("\n== music_genre: skipped, ../shared/data is not on this machine")
             continue
-        run(dataset, args.seeds, args.calibration_seed)
+        run(dataset, args.seeds, args.calibration_seed, args.cost_share)
     return 0
 
 

@@ -142,7 +142,7 @@ def test_replace_validates_again():
 def test_flatten_gives_every_field_as_text():
     flat = flatten(ProgramConfig())
     assert flat["program.rounds"] == "4"
-    assert flat["thresholds.auto_accept_confidence"] == "0.97"
+    assert flat["thresholds.auto_accept_confidence"] == "0.9"
     assert flat["crowd.tiers.novice"] == "12"
     assert flat["gate.max_ece"] == "0.1"
     assert all(isinstance(v, str) for v in flat.values())
