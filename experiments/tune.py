@@ -91,6 +91,7 @@ CONSTRAINT = "error_rate_excess"
 ATTR_COST = "cost"
 ATTR_ERROR_RATE = "error_rate"
 ATTR_RUN_ID = "mlflow_run_id"
+ATTR_BASELINE = "baseline"
 ATTR_PARENT_RUN_ID = "mlflow_parent_run_id"
 ATTR_TRACKING_URI = "mlflow_tracking_uri"
 
@@ -595,7 +596,8 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
         The thresholds whose three numeric cut-offs the tuned values replace (risk weights,
         always-human classes and guideline references are kept). Default
         ``RoutingThresholds()``. On a new study the first trial runs these values and
-        ``base_audit_rate`` (clipped into the search space): the baseline.
+        ``base_audit_rate`` (clipped into the search space): the baseline (queued again by the
+        next session if it failed).
     base_audit_rate : float, default=0.0
         The configured audit rate, the baseline's fourth value.
     tracking_uri : str, optional
@@ -628,8 +630,8 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
     base = base_thresholds if base_thresholds is not None else RoutingThresholds()
     study = open_study(settings, heartbeat=heartbeat)
     to_run = max(0, settings.trials - _n_complete(study))
-    if not study.trials:
-        study.enqueue_trial(_clip_to_space(base, base_audit_rate, settings))
+    if to_run and not _has_baseline(study):
+        study.enqueue_trial(_clip_to_space(base, base_audit_rate, settings), user_attrs={ATTR_BASELINE: True})
     tracker = _Tracker(tracking_uri, experiment) if tracking_uri is not None else None
     if tracker is not None:
         tracker.open_parent(study, settings, {**settings.to_params(), **(params or {})})
@@ -676,6 +678,14 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
     if tracker is not None:
         tracker.close_parent(result, result.serve_config)
     return result
+
+
+def _has_baseline(study: Any) -> bool:
+    """Whether the baseline trial is done, queued or running (a failed one is queued again)."""
+    import optuna
+
+    live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
+    return any(t.user_attrs.get(ATTR_BASELINE) for t in study.get_trials(deepcopy=False, states=live))
 
 
 def _n_complete(study: Any) -> int:

@@ -168,6 +168,25 @@ def test_a_crash_fails_the_trial_and_the_rerun_completes_the_study(tmp_path, tra
     assert parent.info.status == "FINISHED"
 
 
+def test_a_failed_baseline_is_run_again_by_the_next_session(tmp_path) -> None:
+    base = RoutingThresholds(auto_accept_confidence=0.9)
+
+    def broken(p: TrialParams) -> TrialOutcome:
+        raise RuntimeError("simulator died")
+
+    settings = _settings(tmp_path, "baseline-crash", trials=3)
+    with pytest.raises(RuntimeError):
+        run_study(broken, settings, base_thresholds=base)
+    seen = []
+
+    def evaluate(p: TrialParams) -> TrialOutcome:
+        seen.append(p)
+        return toy_program(p)
+
+    res = run_study(evaluate, settings, base_thresholds=base)
+    assert seen[0].thresholds == base and res.n_complete == 3
+
+
 def test_when_no_trial_meets_the_target_nothing_is_written(tmp_path) -> None:
     def write(best: TrialParams) -> Path:  # pragma: no cover - must not run
         raise AssertionError("wrote a config for an infeasible study")
