@@ -144,6 +144,6 @@ def test_flatten_gives_every_field_as_text():
     assert flat["program.rounds"] == "4"
     assert flat["thresholds.auto_accept_confidence"] == "0.9"
     assert flat["crowd.tiers.novice"] == "12"
-    assert flat["gate.max_ece"] == "0.1"
+    assert flat["gate.max_ece"] == "0.15"
     assert all(isinstance(v, str) for v in flat.values())
     assert all(len(k) < 250 for k in flat)
