@@ -113,6 +113,9 @@ KIND_TUNE = "tune"
 KIND_TRIAL = "tune_trial"
 ARTIFACT_TRIALS = "trials.csv"
 
+_MAX_BATCH_PARAMS = 100
+_MAX_PARAM_CHARS = 6000
+
 # Heartbeat of the RDB storage: a trial whose process died is failed after the grace period
 # and retried once, so killing `labelloop tune` loses at most one trial's work.
 HEARTBEAT_SECONDS = 30
@@ -560,12 +563,15 @@ class _Tracker:
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
-            params=[Param(k, str(v)) for k, v in (params or {}).items()],
-            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
-        )
+        # MLflow takes at most 100 params per batch and 6000 characters per param value.
+        items = [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in (params or {}).items()]
+        chunks = [items[i:i + _MAX_BATCH_PARAMS] for i in range(0, len(items), _MAX_BATCH_PARAMS)] or [[]]
+        for i, chunk in enumerate(chunks):
+            self.client.log_batch(
+                run_id, params=chunk,
+                metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()] if i == 0 else [],
+                tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()] if i == 0 else [],
+            )
 
 
 def _hide_password(url: str) -> str:

@@ -87,11 +87,12 @@ def test_best_trial_is_the_cheapest_that_meets_the_target(tmp_path, tracking) ->
 
 def test_every_trial_is_a_nested_run_with_its_values_and_figures(tmp_path, tracking) -> None:
     res = run_study(toy_program, _settings(tmp_path, "nested", trials=4), tracking_uri=tracking,
-                    params={"program.dataset": "digits"})
+                    params={"program.dataset": "digits", **{f"program.extra_{i}": i for i in range(120)}})
     parent, children = _children(tracking, res.parent_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.params["tune.target_error_rate"] == str(TARGET)
     assert parent.data.params["program.dataset"] == "digits"
+    assert parent.data.params["program.extra_119"] == "119"  # more than one batch of params
     assert parent.data.metrics["trials_complete"] == 4
     assert parent.data.metrics["best_cost"] == pytest.approx(res.best_cost)
     assert len(children) == 4
