@@ -259,7 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the message
+        print(f"{parser.prog} {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
 
 
