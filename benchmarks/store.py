@@ -7,6 +7,9 @@ no validation, no idempotency check and no audit events); and the time to read t
 annotations frame of 1,000,000 annotations. Target: the store keeps at least 50% of the bare
 insert's throughput in each setting.
 
+Bare and store batches alternate (one writer) and so do bare and store rounds (8 writers,
+each sending one batch per round), so load from other work on the machine hits both alike.
+
 Run: ``.venv/bin/python benchmarks/store.py [--rows 200000] [--read-rows 1000000]
 [--pg postgresql://postgres@127.0.0.1:5432/test]``. PostgreSQL cases are skipped with a note
 when the server is unreachable. Each database gets fresh files or schemas, dropped at the end.
@@ -88,52 +91,70 @@ def bare_tuples(url: str, frame: pd.DataFrame) -> list[list[tuple]]:
     return out
 
 
-def write_bare(url: str, batches: list[list[tuple]]) -> float:
-    engine = make_engine(url)
+def _bare_batch(engine, sql: str, rows: list[tuple]) -> None:
+    with write_transaction(engine) as conn:
+        cursor = conn.connection.dbapi_connection.cursor()
+        cursor.executemany(sql, rows)
+        cursor.close()
+
+
+def write_one(bare_url: str, store_url: str, frame: pd.DataFrame, batches: list[list[tuple]]) -> tuple[float, float]:
+    """One writer, batch by batch, alternating bare and store so that a load spike on the
+    machine hits both the same. Returns the two total times."""
+    engine, store = make_engine(bare_url), LabelStore(store_url)
     sql = _bare_sql(engine.dialect.name)
-    start = time.perf_counter()
-    for rows in batches:
-        with write_transaction(engine) as conn:
-            cursor = conn.connection.dbapi_connection.cursor()
-            cursor.executemany(sql, rows)
-            cursor.close()
-    elapsed = time.perf_counter() - start
-    engine.dispose()
-    return elapsed
-
-
-def write_store(url: str, frame: pd.DataFrame) -> float:
-    store = LabelStore(url)
     store.stream(STREAM)
-    start = time.perf_counter()
-    for begin in range(0, len(frame), BATCH):
-        store.add_annotations(STREAM, frame.iloc[begin:begin + BATCH])
-    elapsed = time.perf_counter() - start
-    store.close()
-    return elapsed
+    bare = mine = 0.0
+    for k, rows in enumerate(batches):
+        start = time.perf_counter()
+        _bare_batch(engine, sql, rows)
+        middle = time.perf_counter()
+        store.add_annotations(STREAM, frame.iloc[k * BATCH:(k + 1) * BATCH])
+        bare, mine = bare + middle - start, mine + time.perf_counter() - middle
+    engine.dispose(), store.close()
+    return bare, mine
 
 
-def _worker(kind: str, url: str, payload, barrier, out) -> None:
-    if kind == "bare":
-        engine = make_engine(url)
-        engine.dispose()
-    barrier.wait()
-    start = time.perf_counter()
-    elapsed = write_bare(url, payload) if kind == "bare" else write_store(url, payload)
-    out.put((start, start + elapsed))
+def _worker(bare_url: str, store_url: str, frame: pd.DataFrame, batches: list[list[tuple]], commands, barrier,
+            out) -> None:
+    engine, store = make_engine(bare_url), LabelStore(store_url)
+    sql = _bare_sql(engine.dialect.name)
+    store.stream(STREAM)
+    while (command := commands.get()) is not None:
+        kind, k = command
+        barrier.wait()
+        start = time.perf_counter()
+        if kind == "bare":
+            _bare_batch(engine, sql, batches[k])
+        else:
+            store.add_annotations(STREAM, frame.iloc[k * BATCH:(k + 1) * BATCH])
+        out.put((kind, start, time.perf_counter()))
+    engine.dispose(), store.close()
 
 
-def concurrent(kind: str, url: str, payloads: list) -> float:
-    """Wall time from the common start to the last writer's end."""
+def write_concurrent(bare_url: str, store_url: str, frames: list[pd.DataFrame],
+                     batches: list[list[list[tuple]]]) -> tuple[float, float]:
+    """``len(frames)`` writer processes; in each round every writer sends one batch, bare and
+    store rounds alternating. A round lasts from the common start to the last writer's end."""
     ctx = mp.get_context("spawn")
-    barrier, out = ctx.Barrier(len(payloads)), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(kind, url, p, barrier, out)) for p in payloads]
+    barrier, out = ctx.Barrier(len(frames)), ctx.Queue()
+    queues = [ctx.Queue() for _ in frames]
+    procs = [ctx.Process(target=_worker, args=(bare_url, store_url, f, b, q, barrier, out))
+             for f, b, q in zip(frames, batches, queues)]
     for p in procs:
         p.start()
-    spans = [out.get() for _ in procs]
+    totals = {"bare": 0.0, "store": 0.0}
+    for k in range(len(batches[0])):
+        for kind in ("bare", "store"):
+            for q in queues:
+                q.put((kind, k))
+            spans = [out.get()[1:] for _ in procs]
+            totals[kind] += max(e for _, e in spans) - min(s for s, _ in spans)
+    for q in queues:
+        q.put(None)
     for p in procs:
         p.join()
-    return max(e for _, e in spans) - min(s for s, _ in spans)
+    return totals["bare"], totals["store"]
 
 
 class Databases:
@@ -167,16 +188,14 @@ def bench_writes(dbs: Databases, rows: int, n_items: int) -> list[tuple[str, Rat
     frame = make_annotations(rows, n_items, seed=0, prefix="one")
     bare_url, store_url = dbs.fresh(), dbs.fresh()
     setup(bare_url, n_items), setup(store_url, n_items)
-    batches = bare_tuples(bare_url, frame)
-    results.append(("1 writer, batches of 5,000", Rate(rows, write_bare(bare_url, batches)),
-                    Rate(rows, write_store(store_url, frame))))
+    bare, mine = write_one(bare_url, store_url, frame, bare_tuples(bare_url, frame))
+    results.append(("1 writer, batches of 5,000", Rate(rows, bare), Rate(rows, mine)))
     parts = [make_annotations(rows // WRITERS, n_items, seed=w + 1, prefix=f"w{w}") for w in range(WRITERS)]
     bare_url, store_url = dbs.fresh(), dbs.fresh()
     setup(bare_url, n_items), setup(store_url, n_items)
-    payloads = [bare_tuples(bare_url, p) for p in parts]
+    bare, mine = write_concurrent(bare_url, store_url, parts, [bare_tuples(bare_url, p) for p in parts])
     total = sum(len(p) for p in parts)
-    results.append((f"{WRITERS} writer processes", Rate(total, concurrent("bare", bare_url, payloads)),
-                    Rate(total, concurrent("store", store_url, parts))))
+    results.append((f"{WRITERS} writer processes", Rate(total, bare), Rate(total, mine)))
     return results
 
 
@@ -196,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000, help="annotations per write setting (default 200,000)")
     parser.add_argument("--read-rows", type=int, default=1_000_000, help="annotations for the read (default 1,000,000)")
-    parser.add_argument("--items", type=int, default=100_000, help="items in the stream (default 100,000)")
+    parser.add_argument("--items", type=int, default=50_000, help="items in the stream (default 50,000)")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--only", choices=["sqlite", "postgresql"], default=None)
     args = parser.parse_args(argv)

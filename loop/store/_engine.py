@@ -23,6 +23,8 @@ __all__ = ["DEFAULT_URL", "URL_ENV_VAR", "default_url", "make_engine", "normaliz
 URL_ENV_VAR: Final = "LABELLOOP_STORE_URL"
 DEFAULT_URL: Final = "sqlite:///labelloop.db"
 SQLITE_BUSY_TIMEOUT_MS: Final = 60_000
+# Negative: KiB. The default 2 MiB makes index upkeep read pages back once a stream grows.
+SQLITE_CACHE_KIB: Final = -32_768
 # Execution option that makes the next transaction on a SQLite connection BEGIN IMMEDIATE.
 _IMMEDIATE: Final = "labelloop_immediate"
 
@@ -51,11 +53,13 @@ def normalize_url(url: str | URL) -> URL:
         raise fail("url", "a database URL such as 'sqlite:///labelloop.db' or "
                    "'postgresql://user@host:5432/db'", repr(url)) from None
     backend, _, driver = parsed.drivername.partition("+")
-    if backend == "postgresql":
-        return parsed.set(drivername="postgresql+psycopg") if driver in ("", "psycopg") else parsed
-    if backend == "sqlite":
+    # The bulk paths use the drivers' own APIs (psycopg 3's COPY, sqlite3's executemany).
+    if backend == "postgresql" and driver in ("", "psycopg"):
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite" and driver in ("", "pysqlite"):
         return parsed
-    raise fail("url", "a 'sqlite:///path' or 'postgresql://...' URL", repr(str(url)))
+    raise fail("url", "a 'sqlite:///path' or 'postgresql://...' URL (drivers: sqlite3, psycopg 3)",
+               repr(parsed.render_as_string(hide_password=True)))
 
 
 def make_engine(url: str | URL) -> Engine:
@@ -85,6 +89,7 @@ def _sqlite_engine(url: URL) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA cache_size={SQLITE_CACHE_KIB}")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import datetime
 from types import MappingProxyType
@@ -59,10 +60,29 @@ def annotations_frame(conn: Connection, stream: Stream, *, extras: tuple[str, ..
         if bound is not None:
             sql += f" AND created_at {op} {mark}"
             params.append(bound.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else bound)
-    rows = _raw_rows(conn, sql + " ORDER BY id", tuple(params))
-    raw = pd.DataFrame.from_records(rows, columns=["id", "item", "annotator", "label", "seconds", "stamp", "gv",
-                                                   "task", *extras], nrows=len(rows))
+    names = ["id", "item", "annotator", "label", "seconds", "stamp", "gv", "task", *extras]
+    if sqlite:
+        rows = _raw_rows(conn, sql + " ORDER BY id", tuple(params))
+        raw = pd.DataFrame.from_records(rows, columns=names, nrows=len(rows))
+    else:
+        raw = _copy_out(conn, sql + " ORDER BY id", tuple(params), names)
     return _shape(conn, stream, raw, extras, sqlite)
+
+
+def _copy_out(conn: Connection, sql: str, params: tuple, names: list[str]) -> pd.DataFrame:
+    """A PostgreSQL query's rows through ``COPY .. TO STDOUT`` (CSV), parsed by pandas in C:
+    several times faster than building a Python tuple per row."""
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        with cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", params) as copy:
+            data = b"".join(bytes(block) for block in copy)
+    finally:
+        cursor.close()
+    text_cols = {n: object for n in names if n in _SQL_OF}
+    numeric = {"id": np.int64, "item": np.int64, "annotator": np.int64, "label": np.int64, "seconds": np.float64,
+               "stamp": np.float64, "gv": np.float64, "task": np.float64}
+    return pd.read_csv(io.BytesIO(data), header=None, names=names, dtype={**numeric, **text_cols},
+                       keep_default_na=False, na_values={n: [""] for n in names})
 
 
 def _shape(conn: Connection, stream: Stream, raw: pd.DataFrame, extras: tuple[str, ...], sqlite: bool) -> pd.DataFrame:
@@ -84,7 +104,8 @@ def _shape(conn: Connection, stream: Stream, raw: pd.DataFrame, extras: tuple[st
         CREATED_AT: _stamps(raw["stamp"], sqlite),
         GUIDELINE_VERSION: pd.array(_take(raw["gv"].to_numpy(dtype=float), [v[0] for v in versions],
                                           [v[1] for v in versions]), dtype="Int64"),
-        TASK_ID: pd.array(raw["task"].to_numpy(dtype=object), dtype="Int64"),
+        TASK_ID: pd.array(raw["task"].to_numpy(dtype=object), dtype="Int64") if raw["task"].dtype == object
+        else pd.array(raw["task"].to_numpy(), dtype="Int64"),
         ANNOTATION_ID: raw["id"].to_numpy(dtype=np.int64),
     })
     for extra in extras:

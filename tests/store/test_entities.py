@@ -28,7 +28,7 @@ def test_normalize_url_picks_psycopg3(url, driver):
     assert normalize_url(url).drivername == driver
 
 
-@pytest.mark.parametrize("url", ["mysql://u@h/db", "not a url", 42])
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "postgresql+psycopg2://u@h/db", "not a url", 42])
 def test_normalize_url_refuses_other_databases(url):
     with pytest.raises(SchemaError, match="'url'"):
         normalize_url(url)
