@@ -300,12 +300,10 @@ _PG_INSERT: Final = (
 def _insert_postgresql(conn: Connection, rows: list[tuple], actor, reason) -> int:
     # COPY into a session-local staging table, then one INSERT .. SELECT that skips stored
     # keys and writes the events of the new rows from RETURNING.
-    info = conn.connection.info
     cursor = conn.connection.dbapi_connection.cursor()
     try:
-        if not info.get(_PG_STAGE):
-            cursor.execute(_PG_CREATE_STAGE)
-            info[_PG_STAGE] = True
+        # Every time: a rolled-back first batch takes the staging table's creation with it.
+        cursor.execute(_PG_CREATE_STAGE)
         with cursor.copy(f"COPY {_PG_STAGE} ({', '.join(STORED)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)

@@ -138,3 +138,21 @@ def test_time_window_reads(seeded):
     assert frame[ANNOTATOR].tolist() == ["b"]
     assert frame["created_at"].iloc[0] == pd.Timestamp("2024-02-01T08:00:00Z")
     assert seeded.annotations_frame(STREAM, until="2024-01-15")[ANNOTATOR].tolist() == ["a"]
+
+
+def test_a_retry_may_spell_labels_as_names_or_codes(seeded):
+    seeded.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "a", LABEL: 2, SECONDS: 5}])
+    again = seeded.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "a", LABEL: "pos", SECONDS: 5.0}])
+    assert (again.inserted, again.existing) == (0, 1)
+
+
+def test_a_failed_first_batch_leaves_the_connection_usable(seeded, store_url):
+    from loop.store import LabelStore
+
+    seeded.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "a", LABEL: 0, IDEMPOTENCY_KEY: "taken"}])
+    with LabelStore(store_url) as other:  # its first write conflicts after the rows went in
+        with pytest.raises(ConflictError):
+            other.add_annotations(STREAM, [{ITEM: "i1", ANNOTATOR: "a", LABEL: 0},
+                                           {ITEM: "i0", ANNOTATOR: "a", LABEL: 1, IDEMPOTENCY_KEY: "taken"}])
+        assert other.add_annotations(STREAM, [{ITEM: "i1", ANNOTATOR: "a", LABEL: 0}]).inserted == 1
+    assert _counts(seeded) == (2, 2)

@@ -1,0 +1,38 @@
+"""Idempotency as a property: whatever mix of retries, reorderings and duplicates a client
+sends, every key is stored once, with one event, and its content is the first one sent."""
+
+from __future__ import annotations
+
+import pandas as pd
+import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loop.columns import ANNOTATOR, ITEM, LABEL
+from loop.store import IDEMPOTENCY_KEY, LabelStore
+
+KEYS = [f"k{j}" for j in range(30)]
+
+
+def _row(key: str) -> dict:
+    j = int(key[1:])  # the content is a function of the key, as for a client that retries
+    return {ITEM: f"i{j % 7}", ANNOTATOR: "ab"[j % 2], LABEL: j % 3, IDEMPOTENCY_KEY: key}
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(KEYS), min_size=1, max_size=12), min_size=1, max_size=6))
+def test_any_sequence_of_retried_batches_stores_each_key_once(batches):
+    with LabelStore("sqlite://") as store:
+        store.create_stream("s", ["x", "y", "z"])
+        store.add_annotator("a", streams=["s"]), store.add_annotator("b", streams=["s"])
+        store.add_items("s", [{ITEM: f"i{k}"} for k in range(7)])
+        inserted = sum(store.add_annotations("s", [_row(k) for k in batch]).inserted for batch in batches)
+        sent = {k for batch in batches for k in batch}
+        frame = store.annotations_frame("s", extras=(IDEMPOTENCY_KEY,))
+        with store._engine.connect() as conn:
+            events = conn.execute(sa.text("SELECT count(*) FROM events WHERE action = 'annotation.created'")).scalar()
+    assert inserted == len(sent) == len(frame) == events
+    expected = pd.DataFrame([_row(k) for k in sorted(sent)]).set_index(IDEMPOTENCY_KEY)
+    got = frame.set_index(IDEMPOTENCY_KEY).loc[expected.index]
+    assert got[LABEL].tolist() == expected[LABEL].tolist()
+    assert got[ITEM].tolist() == expected[ITEM].tolist()
