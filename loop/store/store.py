@@ -303,15 +303,13 @@ class LabelStore:
         ``payload`` (JSON: features or the content), ``payload_ref`` (a URI), ``source``."""
         s = self.stream(stream)
         frame = check_columns(as_frame(items, "items"), "items", required=(ITEM,), optional=(PAYLOAD, PAYLOAD_REF, SOURCE))
-        ext = external_ids(frame[ITEM])
-        at = now_utc()
-        payloads = frame[PAYLOAD].tolist() if PAYLOAD in frame else [None] * len(frame)
+        payloads = [_json_or_none(p) for p in frame[PAYLOAD]] if PAYLOAD in frame else [None] * len(frame)
         for p in payloads:
             json_text(p, PAYLOAD)
-        rows = [{"stream_id": s.id, "external_id": e, "payload": p,
-                 "payload_ref": None if PAYLOAD_REF not in frame or pd.isna(r) else str(r),
-                 "source": None if SOURCE not in frame or pd.isna(src) else str(src), "created_at": at}
-                for e, p, r, src in zip(ext, payloads, frame.get(PAYLOAD_REF, ext), frame.get(SOURCE, ext))]
+        at = now_utc()
+        rows = [{"stream_id": s.id, "external_id": e, "payload": p, "payload_ref": r, "source": src, "created_at": at}
+                for e, p, r, src in zip(external_ids(frame[ITEM]), payloads, _texts(frame, PAYLOAD_REF),
+                                        _texts(frame, SOURCE))]
         with write_transaction(self._engine) as conn:
             result, _ = insert_idempotent(conn, S.items, rows, key="external_id", compare=("payload", "payload_ref", "source"),
                                           where=S.items.c.stream_id == s.id, action="item.created", entity="item",
@@ -351,11 +349,10 @@ class LabelStore:
                 raise fail("model_version", "a registered model version (add_model_version)", _describe(model_version))
             item_ids = _item_ids_of(conn, s, frame[ITEM])
             at = now_utc()
-            rows = [{"item_id": int(i), "model_version_id": mv, "probs": p.tolist(), "signals": _json_or_none(sig),
-                     "route": None if pd.isna(r) else str(r), "reason": None if pd.isna(why) else str(why),
-                     "created_at": at}
-                    for i, p, sig, r, why in zip(item_ids, probs, frame.get(SIGNALS, [None] * len(frame)),
-                                                 frame.get(ROUTE, [None] * len(frame)), frame.get(REASON, [None] * len(frame)))]
+            signals = [_json_or_none(v) for v in frame[SIGNALS]] if SIGNALS in frame else [None] * len(frame)
+            rows = [{"item_id": int(i), "model_version_id": mv, "probs": p.tolist(), "signals": sig, "route": r,
+                     "reason": why, "created_at": at}
+                    for i, p, sig, r, why in zip(item_ids, probs, signals, _texts(frame, ROUTE), _texts(frame, REASON))]
             for row in rows:
                 json_text(row["signals"], SIGNALS)
             result, _ = insert_idempotent(conn, S.predictions, rows, key="item_id",
@@ -675,6 +672,13 @@ class LabelStore:
 
 def _item_ids_of(conn: Connection, s: Stream, values: pd.Series) -> np.ndarray:
     return _annotations._item_ids(conn, s, pd.Series(values).reset_index(drop=True))
+
+
+def _texts(frame: pd.DataFrame, column: str) -> list[str | None]:
+    """An optional text column as a list (None where absent or missing)."""
+    if column not in frame:
+        return [None] * len(frame)
+    return [None if pd.isna(v) else str(v) for v in frame[column]]
 
 
 def _json_or_none(value: Any) -> Any:
