@@ -555,8 +555,20 @@ class _Tracker:
             self.client.log_artifact(self.parent_run_id, str(table))
         if serve_config is not None:
             self.client.log_artifact(self.parent_run_id, str(serve_config))
+        self._close_orphans(result.trials)
         if self.parent_run_id != self.project_run_id:  # `mlflow run` ends its own run
             self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
+
+    def _close_orphans(self, trials: pd.DataFrame) -> None:
+        """Mark KILLED the runs of trials whose process died (the heartbeat failed them)."""
+        from mlflow.exceptions import MlflowException
+
+        for run_id in trials.loc[(trials["state"] == "FAIL") & trials["mlflow_run_id"].notna(), "mlflow_run_id"]:
+            try:
+                if self.client.get_run(run_id).info.status == "RUNNING":
+                    self.client.set_terminated(run_id, status="KILLED")
+            except MlflowException:  # a run of another tracking store, or deleted
+                continue
 
     def _log(self, run_id: str, *, params: Mapping[str, Any] | None = None,
              metrics: Mapping[str, float] | None = None, tags: Mapping[str, str] | None = None) -> None:

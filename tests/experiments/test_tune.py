@@ -273,3 +273,22 @@ def test_a_study_on_postgresql_resumes(tmp_path) -> None:
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_the_run_of_a_trial_whose_process_died_is_closed(tmp_path, tracking) -> None:
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from experiments.tune import open_study
+
+    settings = _settings(tmp_path, "orphan", trials=1)
+    first = run_study(toy_program, settings, tracking_uri=tracking)
+    client = MlflowClient(tracking)
+    # What a killed process leaves once the heartbeat has failed its trial: a RUNNING MLflow run.
+    orphan = client.create_run(client.get_run(first.parent_run_id).info.experiment_id)
+    study = open_study(settings, heartbeat=False)
+    trial = study.ask()
+    trial.set_user_attr("mlflow_run_id", orphan.info.run_id)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    run_study(toy_program, _settings(tmp_path, "orphan", trials=2), tracking_uri=tracking)
+    assert client.get_run(orphan.info.run_id).info.status == "KILLED"
