@@ -28,7 +28,8 @@ The study lives at an RDB storage URL (``sqlite:///optuna.db`` beside ``sqlite:/
 by default; PostgreSQL for a team) and is loaded if it exists, so an interrupted study
 resumes: ``trials`` is the number of *completed* trials the study should reach, and a rerun of
 the same command runs only the missing ones. Trials left RUNNING by a killed process are
-failed by the storage's heartbeat and retried once.
+failed by the storage's heartbeat (after 90 s) and retried once; the next session marks their
+MLflow runs KILLED. A failed baseline trial is queued again.
 
 Tracking
 --------
@@ -39,12 +40,8 @@ as params and, at the end, the best trial's figures, the trials table and the Se
 
 Examples
 --------
-The search over a function of the thresholds (the program is one such function)::
-
-    >>> def evaluate(p: TrialParams) -> TrialOutcome:
-    ...     cost = 100 * (1 - p.thresholds.auto_accept_confidence) ** -0.5
-    ...     return TrialOutcome(cost=cost, error_rate=0.3 * (1 - p.thresholds.auto_accept_confidence))
-    >>> study = run_study(evaluate, TuneSettings(trials=5, storage="sqlite://"))  # doctest: +SKIP
+``labelloop tune --config configs/tune.yaml`` is :func:`main`; :func:`run_study` searches any
+function of the thresholds (see its example).
 """
 
 from __future__ import annotations
@@ -66,6 +63,7 @@ from experiments.config import ConfigError, ProgramConfig, parse_config, read_ya
 from loop.routing import RoutingThresholds
 
 __all__ = [
+    "Evaluate",
     "ParamRange",
     "SearchSpace",
     "StudyResult",
@@ -78,7 +76,10 @@ __all__ = [
     "main",
     "open_study",
     "parse_tune_config",
+    "program_objective",
     "run_study",
+    "trial_program",
+    "write_best_serve_config",
 ]
 
 # Optuna parameter names: the threshold fields keep their RoutingThresholds names.

@@ -292,3 +292,10 @@ def test_the_run_of_a_trial_whose_process_died_is_closed(tmp_path, tracking) -> 
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     run_study(toy_program, _settings(tmp_path, "orphan", trials=2), tracking_uri=tracking)
     assert client.get_run(orphan.info.run_id).info.status == "KILLED"
+
+
+def test_the_public_api_is_what_all_says() -> None:
+    import experiments.tune as tune
+
+    assert sorted(tune.__all__) == sorted(set(tune.__all__))
+    assert all(hasattr(tune, name) for name in tune.__all__)
