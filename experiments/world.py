@@ -60,10 +60,15 @@ def _no_answers() -> pd.DataFrame:
                          COST: pd.Series(dtype=np.float64)})
 
 
-def expected_cost(tier: Tier) -> float:
-    """Expected cost of one annotation by an annotator of ``tier`` (log-normal mean seconds)."""
+def expected_cost(tier: Tier, *, speed_spread: bool = True) -> float:
+    """Expected cost of one annotation by an annotator of ``tier`` (log-normal mean seconds).
+
+    ``speed_spread=False`` for answers whose seconds vary from item to item only (the replayed
+    real crowd), not also from annotator to annotator (simulated annotators).
+    """
     p = DEFAULT_PROFILES[tier]
-    seconds = p.seconds_median * np.exp((p.seconds_sigma ** 2 + p.speed_spread ** 2) / 2)
+    variance = p.seconds_sigma ** 2 + (p.speed_spread ** 2 if speed_spread else 0.0)
+    seconds = p.seconds_median * np.exp(variance / 2)
     return float(seconds / 3600 * p.cost_per_hour)
 
 
@@ -280,7 +285,8 @@ def _music_world(cfg: ProgramConfig, rng: np.random.Generator) -> World:
     test_gold = pd.Series(data.test_gold.to_numpy(dtype=np.int64), index=test_ids)
     return _finish(cfg, rng, dataset="music_genre", classes=tuple(data.classes), features=features, truth=truth,
                    calibration=gold.reindex(calib).set_axis(calib.astype(str)), holdout=test_gold,
-                   workforce=workforce, costs=TaskCosts(crowd=expected_cost(Tier.NOVICE), expert=expected_cost(Tier.EXPERT)))
+                   workforce=workforce,
+                   costs=TaskCosts(crowd=expected_cost(Tier.NOVICE, speed_spread=False), expert=expected_cost(Tier.EXPERT)))
 
 
 def _finish(cfg: ProgramConfig, rng: np.random.Generator, *, dataset: str, classes: tuple[str, ...],
