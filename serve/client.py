@@ -221,16 +221,17 @@ def _error(answer: requests.Response, method: str, url: str) -> ServeError:
 
 def _read_answer(answer: dict[str, Any]) -> tuple[pd.DataFrame, np.ndarray | None]:
     if "columns" in answer:
-        frame = pd.DataFrame(answer["columns"])
-        encoded = answer.get("probabilities")
-        probs = None
-        if encoded is not None:
-            raw = base64.b64decode(encoded["b64"])
-            probs = np.frombuffer(raw, dtype=_DTYPES[encoded["dtype"]]).reshape(encoded["shape"]).astype(np.float64)
-        return frame, probs
+        arrays = {name: _decode(encoded) for name, encoded in answer.get("arrays", {}).items()}
+        probs = arrays.pop("probabilities", None)
+        return pd.DataFrame({**answer["columns"], **arrays}), probs
     items = answer["items"]
     probs = np.array([item.pop("probabilities") for item in items]) if items and "probabilities" in items[0] else None
     return pd.DataFrame.from_records(items), probs
+
+
+def _decode(encoded: dict[str, Any]) -> np.ndarray:
+    raw = base64.b64decode(encoded["b64"])
+    return np.frombuffer(raw, dtype=_DTYPES[encoded["dtype"]]).reshape(encoded["shape"]).astype(np.float64)
 
 
 def _plain_ids(item_ids: ArrayLike) -> list[Any]:

@@ -20,9 +20,11 @@ A readable request gets a readable answer, one record per item::
                 "margin": 0.3, "entropy": 0.4, "label_issue_score": null,
                 "route": "review", "reason": "...", "priority": 0.39}, ...]}
 
-A compact request gets the compact answer: the same fields as columns
-(``"columns": {"item_id": [...], "predicted": [...], ...}``) and the probabilities as
-``"probabilities": {"b64": ..., "shape": [n, k], "dtype": "float64"}``.
+A compact request gets the compact answer: the text and integer fields as columns
+(``"columns": {"item_id": [...], "predicted": [...], "route": [...], ...}``) and the float
+fields and the probabilities as little-endian arrays (``"arrays": {"confidence": {"b64": ...,
+"shape": [n], "dtype": "float64"}, ..., "probabilities": {..., "shape": [n, k]}}``; NaN where
+an item has no label-issue score).
 
 Errors are ``{"error": {"field": ..., "message": ...}}`` with a 4xx status (see
 :class:`BadRequest`).
@@ -277,7 +279,8 @@ def encode_answer(frame: pd.DataFrame, probs: np.ndarray | None, *, compact: boo
         Columns among ``SCORE_COLUMNS`` and ``route, reason, priority``.
     probs : ndarray of shape (n, k), or None
     compact : bool
-        Columns and base64 probabilities (True) or one record per item (False).
+        Columns, with the float columns and the probabilities as base64 arrays (True), or one
+        record per item (False).
     model : dict
         ``name``, ``version``, ``alias`` of the model that scored the batch.
     classes : sequence of length k
@@ -287,16 +290,20 @@ def encode_answer(frame: pd.DataFrame, probs: np.ndarray | None, *, compact: boo
     bytes
         Strict JSON: NaN becomes ``null``.
     """
-    columns = {name: _json_list(frame[name]) for name in frame.columns}
     answer: dict[str, Any] = {"model": model, "classes": list(classes), "n_items": len(frame)}
     if compact:
-        answer["columns"] = columns
+        # Float columns travel as bytes: writing and reading 1,024 floats as text costs more
+        # than the routing itself.
+        floats = [name for name in frame.columns if frame[name].dtype.kind == "f"]
+        answer["columns"] = {name: _json_list(frame[name]) for name in frame.columns if name not in floats}
+        arrays = {name: encode_b64_array(frame[name].to_numpy()) for name in floats}
         if probs is not None:
-            answer["probabilities"] = encode_b64_array(probs)
+            arrays["probabilities"] = encode_b64_array(probs)
+        answer["arrays"] = arrays
     else:
+        columns = {name: _json_list(frame[name]) for name in frame.columns}
         names = list(columns)
-        rows = zip(*columns.values())
-        answer["items"] = [dict(zip(names, row)) for row in rows]
+        answer["items"] = [dict(zip(names, row)) for row in zip(*columns.values())]
         if probs is not None:
             for record, row in zip(answer["items"], probs.tolist()):
                 record["probabilities"] = row

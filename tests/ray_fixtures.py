@@ -57,8 +57,9 @@ def ray_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeSession
         temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     if ray.is_initialized():
         pytest.fail("Ray is already running: tests must start it only through the ray_serve fixture")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp_dir),
-             object_store_memory=_OBJECT_STORE_BYTES, log_to_driver=False)
+    from serve.local import init_ray
+
+    init_ray(num_cpus=2, temp_dir=temp_dir, object_store_memory=_OBJECT_STORE_BYTES, log_to_driver=False)
     session = ServeSession(host="127.0.0.1", port=free_port(), temp_dir=temp_dir)
     try:
         serve.start(http_options={"host": session.host, "port": session.port})

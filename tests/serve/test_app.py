@@ -123,8 +123,8 @@ def test_compact_float32_features_and_probabilities_on_route(world):
     body = {"item_ids": list(range(10)), "features_b64": base64.b64encode(x.astype("<f4").tobytes()).decode(),
             "shape": [10, 64], "dtype": "float32", "return_probabilities": True}
     answer = requests.post(world["url"] + "/v1/route", json=body, timeout=30).json()
-    assert set(answer["columns"]) == set(ROUTE_COLUMNS)
-    p = answer["probabilities"]
+    assert set(answer["columns"]) | set(answer["arrays"]) == {*ROUTE_COLUMNS, "probabilities"}
+    p = answer["arrays"]["probabilities"]
     probs = np.frombuffer(base64.b64decode(p["b64"]), dtype="<f8").reshape(p["shape"])
     np.testing.assert_allclose(probs, _champion(world).predict_proba(x), atol=1e-12)
     readable = requests.post(world["url"] + "/v1/route", timeout=30,
