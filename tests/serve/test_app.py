@@ -116,6 +116,9 @@ def test_score_returns_the_champion_probabilities(world):
     json_scores, json_probs = ServeClient(world["url"], compact=False).score(np.arange(64), x)
     np.testing.assert_allclose(json_probs, probs, atol=1e-12)
     pd.testing.assert_frame_equal(json_scores, scores)
+    chunked_scores, chunked_probs = ServeClient(world["url"], chunk_size=10).score(np.arange(64), x)
+    np.testing.assert_array_equal(chunked_probs, probs)  # 7 requests, put back in order
+    pd.testing.assert_frame_equal(chunked_scores, scores)
 
 
 def test_compact_float32_features_and_probabilities_on_route(world):
