@@ -36,10 +36,13 @@ STORED: Final = ("stream_id", "task_id", "item_id", "annotator_id", "label", "ra
 _HASHED: Final = ("item_id", "annotator_id", "label", "rationale", "evidence", "seconds", "suggestion",
                   "suggestion_confidence", "guideline_version_id", "task_id")
 WRITE_CHUNK: Final = 10_000
+# Item ids a store remembers per stream (external id -> id), about 100 bytes each.
+ITEM_CACHE_LIMIT: Final = 1_000_000
 EVENT_ACTION: Final = "annotation.created"
 
 
-def prepare(conn: Connection, stream: Stream, records, name: str = "annotations") -> pd.DataFrame:
+def prepare(conn: Connection, stream: Stream, records, name: str = "annotations", *,
+            item_cache: dict[str, int] | None = None) -> pd.DataFrame:
     """Validate a batch and return it in stored form: one row per distinct idempotency key,
     internal ids, label codes, sorted by key. Raises SchemaError naming the bad field, or
     ConflictError when one key carries two different contents inside the batch."""
@@ -47,7 +50,7 @@ def prepare(conn: Connection, stream: Stream, records, name: str = "annotations"
     n = len(frame)
     out = pd.DataFrame(index=frame.index)
     out["stream_id"] = np.full(n, stream.id, dtype=np.int64)
-    out["item_id"] = _item_ids(conn, stream, frame[ITEM])
+    out["item_id"] = _item_ids(conn, stream, frame[ITEM], item_cache)
     out["annotator_id"] = _annotator_ids(conn, stream, frame[ANNOTATOR])
     out["label"] = label_codes(frame[LABEL], stream, LABEL)
     out["rationale"] = _rationales(frame.get(RATIONALE), n)
@@ -107,18 +110,26 @@ def label_codes(values: pd.Series, stream: Stream, name: str, *, nullable: bool 
     return result
 
 
-def _item_ids(conn: Connection, stream: Stream, values: pd.Series) -> np.ndarray:
-    ext = external_ids(values)
-    mark = "?" if conn.dialect.name == "sqlite" else "%s"
-    found = lookup_fast(conn, "items", "external_id", ext.unique().tolist(), ("external_id", "id"),
-                        f"items.stream_id = {mark}", (stream.id,))
-    keys = [r[0] for r in found]
-    pos = pd.Index(keys, dtype=object).get_indexer(ext.to_numpy()) if found else np.full(len(ext), -1)
-    if (pos < 0).any():
-        unknown = list(dict.fromkeys(ext[pos < 0]))
-        raise fail(ITEM, f"items registered in stream {stream.name!r} (add them with add_items)",
-                   f"{len(unknown)} unknown items, e.g. {unknown[:5]}")
-    return np.fromiter((r[1] for r in found), dtype=np.int64, count=len(found))[pos]
+def _item_ids(conn: Connection, stream: Stream, values: pd.Series, cache: dict[str, int] | None = None) -> np.ndarray:
+    """Internal ids of the stream's items named by external id. ``cache`` (external id ->
+    id) is read first and filled with what the database returns: items are never changed or
+    deleted, so a cached id stays right."""
+    ext = external_ids(values).tolist()
+    known = cache if cache is not None else {}
+    misses = [e for e in dict.fromkeys(ext) if e not in known]
+    found: dict[str, int] = {}
+    if misses:
+        mark = "?" if conn.dialect.name == "sqlite" else "%s"
+        found = dict(lookup_fast(conn, "items", "external_id", misses, ("external_id", "id"),
+                                 f"items.stream_id = {mark}", (stream.id,)))
+        unknown = [e for e in misses if e not in found]
+        if unknown:
+            raise fail(ITEM, f"items registered in stream {stream.name!r} (add them with add_items)",
+                       f"{len(unknown)} unknown items, e.g. {unknown[:5]}")
+    if cache is not None and len(cache) < ITEM_CACHE_LIMIT:
+        cache.update(found)
+    # A dict lookup per row (Series.map would first copy a large cache into a Series).
+    return np.fromiter((known[e] if e in known else found[e] for e in ext), dtype=np.int64, count=len(ext))
 
 
 def _annotator_ids(conn: Connection, stream: Stream, values: pd.Series) -> np.ndarray:

@@ -84,6 +84,8 @@ class LabelStore:
         self.url = normalize_url(url if url is not None else default_url())
         self._engine = make_engine(self.url)
         self._streams: dict[str, Stream] = {}
+        # Item ids by stream and external id: items never change, so ids can be remembered.
+        self._item_ids: dict[int, dict[str, int]] = {}
         revision = current_revision(self._engine)
         if revision != head_revision():
             if not migrate:
@@ -496,7 +498,7 @@ class LabelStore:
         """
         s = self.stream(stream)
         with write_transaction(self._engine) as conn:
-            prepared = _annotations.prepare(conn, s, annotations)
+            prepared = _annotations.prepare(conn, s, annotations, item_cache=self._item_ids.setdefault(s.id, {}))
             inserted = _annotations.insert(conn, prepared, actor=actor, reason=reason)
         return BatchResult(inserted=inserted, existing=len(prepared) - inserted)
 

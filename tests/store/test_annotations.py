@@ -156,3 +156,11 @@ def test_a_failed_first_batch_leaves_the_connection_usable(seeded, store_url):
                                            {ITEM: "i0", ANNOTATOR: "a", LABEL: 1, IDEMPOTENCY_KEY: "taken"}])
         assert other.add_annotations(STREAM, [{ITEM: "i1", ANNOTATOR: "a", LABEL: 0}]).inserted == 1
     assert _counts(seeded) == (2, 2)
+
+
+def test_remembered_items_do_not_hide_unknown_ones(seeded):
+    seeded.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "a", LABEL: 0}])  # the store now knows i0's id
+    with pytest.raises(SchemaError, match="'item_id'.*ghost"):
+        seeded.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "b", LABEL: 0}, {ITEM: "ghost", ANNOTATOR: "b", LABEL: 0}])
+    assert seeded.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "b", LABEL: 0}]).inserted == 1
+    assert seeded.annotations_frame(STREAM)[ITEM].tolist() == ["i0", "i0"]
