@@ -187,7 +187,14 @@ class Scorer:
             version = await asyncio.to_thread(self._resolve_alias)
             if previous is not None and previous.version == version:
                 return {**previous.describe(), "previous_version": previous.version, "changed": False}
-            loaded = await asyncio.to_thread(self._load, version)  # the old model keeps serving
+            try:
+                loaded = await asyncio.to_thread(self._load, version)  # the old model keeps serving
+            except NoModel:
+                raise
+            except Exception as exc:  # an unreadable artifact, a registry outage: keep the old one
+                raise NoModel(f"Could not load models:/{self._args.model_name}/{version} "
+                              f"({type(exc).__name__}: {exc}); still serving "
+                              f"{'version ' + previous.version if previous else 'nothing'}.") from None
             self._current = loaded  # the swap: one reference
             logger.info("Scorer serves %s version %s (was %s)", loaded.name, loaded.version,
                         previous.version if previous else None)
@@ -211,6 +218,9 @@ class Scorer:
             return str(self._client.get_model_version_by_alias(self._args.model_name, self._args.alias).version)
         except MlflowException as exc:
             raise NoModel(f"Cannot resolve models:/{self._args.model_name}@{self._args.alias}: {exc.message}") from None
+        except Exception as exc:  # the registry is unreachable
+            raise NoModel(f"Cannot reach the model registry for models:/{self._args.model_name}@"
+                          f"{self._args.alias} ({type(exc).__name__}: {exc}).") from None
 
     def _load(self, version: str) -> LoadedModel:
         import mlflow.sklearn

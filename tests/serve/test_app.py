@@ -197,6 +197,13 @@ def test_bad_requests_get_4xx_json(world, path, case):
     assert isinstance(error["message"], str) and len(error["message"]) > 10
 
 
+def test_openapi_documents_the_endpoints(world):
+    spec = requests.get(world["url"] + "/openapi.json", timeout=30).json()
+    assert {"/v1/score", "/v1/route", "/v1/health", "/v1/model", "/v1/thresholds", "/v1/reload"} <= set(spec["paths"])
+    body = spec["paths"]["/v1/route"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"item_ids", "features", "features_b64", "labels"} <= set(body["properties"])
+
+
 def test_unknown_path_and_method_are_json(world):
     missing = requests.get(world["url"] + "/v1/nope", timeout=30)
     assert missing.status_code == 404 and "error" in missing.json()
