@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -23,19 +22,7 @@ import requests
 from numpy.typing import ArrayLike
 
 from loop._validation import check_array, check_int, check_option, fail
-from loop.columns import (
-    CONFIDENCE,
-    ENTROPY,
-    ITEM,
-    LABEL_ISSUE_SCORE,
-    MARGIN,
-    PREDICTED,
-    PRIORITY,
-    REASON,
-    ROUTE,
-    RUNNER_UP,
-    SCORE_COLUMNS,
-)
+from loop.columns import CONFIDENCE, ENTROPY, LABEL_ISSUE_SCORE, MARGIN, PRIORITY, REASON, ROUTE, SCORE_COLUMNS
 
 from .exceptions import RequestError, ServeError, ServiceUnavailable
 
