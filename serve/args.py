@@ -43,9 +43,10 @@ class AppArgs(BaseModel):
         Poll the registry alias this often and load a new version when it moves.
         ``POST /v1/reload`` loads one at once either way.
     max_batch_size : int, default=16
-        Requests the Scorer merges into one ``predict_proba`` call (``@serve.batch``).
+        Requests the Scorer merges into one ``predict_proba`` call, and the Router into one
+        ``route`` call (``@serve.batch``).
     batch_wait_timeout_s : float, default=0.002
-        How long the Scorer waits for a batch to fill.
+        How long they wait for a batch to fill.
     scorer_replicas : int, default=1
         Scorer replicas. With more than one, ``POST /v1/reload`` reaches one of them; set
         ``refresh_seconds`` so that every replica follows the alias.
