@@ -1,9 +1,10 @@
 """Aggregate many annotators' labels into one label per item.
 
-Two estimators, both fitted on the long annotations frame (``item_id, annotator_id, label``)::
+Three estimators, all fitted on the long annotations frame (``item_id, annotator_id, label``)::
 
     MajorityVote().fit(annotations).labels_      # the most frequent label per item
     DawidSkene().fit(annotations).labels_        # labels weighted by learned annotator skill
+    GLAD().fit(annotations).labels_              # ... by annotator ability and item difficulty
 
 Labels may be any hashable values that sort (ints or strings); ``classes_`` holds them in
 sorted order and every ``(n_items, n_classes)`` array uses that column order. Items are in
@@ -25,14 +26,14 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
-from scipy.special import gammaln
+from scipy import optimize, sparse
+from scipy.special import expit, gammaln
 
 from ._validation import check_annotations, check_int, check_option, check_real, fail
 from .columns import ANNOTATOR, ITEM, LABEL
 from .exceptions import NotFittedError
 
-__all__ = ["DawidSkene", "MajorityVote", "SHRINKAGE_GRID"]
+__all__ = ["GLAD", "DawidSkene", "MajorityVote", "SHRINKAGE_GRID"]
 
 Model = Literal["full", "one_coin"]
 MODELS: tuple[str, ...] = ("full", "one_coin")
@@ -484,3 +485,232 @@ def _eb_shrinkage(counts: np.ndarray, alpha: np.ndarray, target: np.ndarray) -> 
         if score > best:
             best, best_lam = score, lam
     return float(best_lam)
+
+
+# --------------------------------------------------------------------------------------------
+# GLAD: annotator ability and item difficulty
+
+
+class GLAD(_Aggregator):
+    r"""Whitehill et al.'s (2009) GLAD model: annotator ability times item easiness.
+
+    Annotator :math:`a` has an ability :math:`\alpha_a` (any real: 0 is guessing, negative
+    is adversarial) and item :math:`i` an easiness :math:`\beta_i = e^{b_i} > 0` (its
+    difficulty is :math:`1/\beta_i`). The annotator is right with probability
+    :math:`\sigma(\alpha_a \beta_i)`, :math:`\sigma(x) = 1 / (1 + e^{-x})`, and otherwise
+    says each of the :math:`k - 1` wrong classes alike:
+
+    .. math::
+
+        P(l_{ai} = l \mid z_i = c) = \sigma(\alpha_a\beta_i) \text{ if } l = c, \quad
+        \frac{1 - \sigma(\alpha_a\beta_i)}{k - 1} \text{ otherwise.}
+
+    So one hard item does not drag down the skill of everyone who missed it, and an item
+    that only weak annotators got "wrong" in the same way is not overruled by them when a
+    strong one disagrees. Priors: :math:`\alpha_a \sim N(\mu_\alpha, 1)`, :math:`b_i \sim
+    N(\mu_b, 1)` (MAP estimates), and class prior :math:`\pi` learned as in
+    :class:`DawidSkene`. Starting from majority-vote shares, EM alternates
+
+    - M-step: with :math:`p_r = P(z_i = l_r)` the posterior of the label given in row
+      :math:`r = (a, i)` and :math:`s_r = \alpha_a\beta_i`, maximise
+
+      .. math::
+
+          Q = \sum_r \big[p_r \log\sigma(s_r) + (1 - p_r) \log(1 - \sigma(s_r))\big]
+              - \tfrac12 \sum_a (\alpha_a - \mu_\alpha)^2 - \tfrac12 \sum_i (b_i - \mu_b)^2
+
+      by conjugate gradient from the previous values (the gradient is
+      :math:`\partial Q/\partial s_r = p_r - \sigma(s_r)`, summed per annotator times
+      :math:`\beta_i` and per item times :math:`\alpha_a\beta_i`, minus the prior terms),
+      and :math:`\pi_c \propto \sum_i P(z_i = c) + 1`;
+    - E-step: :math:`\log P(z_i = c) = \log\pi_c + \sum_{r \in i} [\,l_r = c\,]
+      \log\sigma(s_r) + [\,l_r \ne c\,] \log\frac{1 - \sigma(s_r)}{k - 1}` + const,
+      normalised per item;
+
+    until the log posterior (log-likelihood of the labels plus log prior) per annotation
+    changes by less than ``tol``. Every sum is a ``bincount`` over the annotation rows
+    sorted by (item, annotator), so the fit does not depend on the row order.
+
+    Use it when items differ in difficulty (ambiguous tweets, trick questions) more than
+    annotators differ in which classes they confuse; :class:`DawidSkene` learns the
+    confusions but treats all items alike.
+
+    Parameters
+    ----------
+    max_iter : int, default 100
+        At most this many EM iterations.
+    tol : float, default 1e-6
+        Stop when the log posterior per annotation changes by less than this.
+    m_step_iter : int, default 25
+        At most this many conjugate-gradient iterations per M-step.
+    ability_prior : float, default 1.0
+        Prior mean :math:`\mu_\alpha` of the abilities (1: better than chance).
+    easiness_prior : float, default 1.0
+        Prior mean :math:`\mu_b` of the log easiness :math:`b_i`.
+
+    Attributes
+    ----------
+    classes_ : Index, shape (n_classes,)
+        The labels seen in the annotations or in ``gold``, sorted.
+    labels_ : Series, shape (n_items,)
+        The most probable class by ``item_id`` (ties go to the first class).
+    posteriors_ : DataFrame, shape (n_items, n_classes)
+        :math:`P(z_i = c)` by ``item_id`` and class; rows sum to 1.
+    abilities_ : Series, shape (n_annotators,)
+        :math:`\alpha_a` by ``annotator_id``.
+    difficulties_ : Series, shape (n_items,)
+        :math:`1/\beta_i` by ``item_id`` (higher is harder).
+    skills_ : Series, shape (n_annotators,)
+        Estimated accuracy by ``annotator_id``: the mean posterior probability of the labels
+        the annotator gave.
+    priors_ : Series, shape (n_classes,)
+        Class prior :math:`\pi` by class.
+    n_iter_ : int
+        EM iterations run.
+    log_likelihood_ : float
+        Log-likelihood of the annotations per annotation at the last iteration.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"item_id": [1, 1, 1, 2, 2, 2], "annotator_id": list("abcabc"),
+    ...                       "label": [0, 0, 1, 1, 1, 1]})
+    >>> GLAD().fit(frame).labels_.tolist()
+    [0, 1]
+    """
+
+    def __init__(self, *, max_iter: int = 100, tol: float = 1e-6, m_step_iter: int = 25,
+                 ability_prior: float = 1.0, easiness_prior: float = 1.0) -> None:
+        self.max_iter = max_iter
+        self.tol = tol
+        self.m_step_iter = m_step_iter
+        self.ability_prior = ability_prior
+        self.easiness_prior = easiness_prior
+
+    def _check_params(self) -> None:
+        check_int(self.max_iter, "max_iter", low=1)
+        check_real(self.tol, "tol", low=0.0)
+        check_int(self.m_step_iter, "m_step_iter", low=1)
+        check_real(self.ability_prior, "ability_prior")
+        check_real(self.easiness_prior, "easiness_prior")
+
+    def fit(self, annotations: pd.DataFrame, *, gold: pd.Series | None = None) -> GLAD:
+        """Fit abilities, item difficulties and the item posteriors by EM.
+
+        Parameters
+        ----------
+        annotations : DataFrame
+            Columns ``item_id, annotator_id, label``; one row per (item, annotator).
+        gold : Series, optional
+            Known true labels by ``item_id``; those items' posteriors are fixed to their gold
+            class at every step (as in :meth:`DawidSkene.fit`).
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        annotations = check_annotations(annotations)
+        gold = _check_gold(gold)
+        enc = _encode(annotations, None if gold is None else pd.Index(gold.unique()))
+        gold_rows, gold_codes = _gold_codes(enc, gold)
+
+        fit = _fit_glad(enc, max_iter=self.max_iter, tol=self.tol, m_step_iter=self.m_step_iter,
+                        ability_prior=float(self.ability_prior),
+                        easiness_prior=float(self.easiness_prior),
+                        gold_rows=gold_rows, gold_codes=gold_codes)
+
+        self._set_results(enc, fit.posteriors)
+        self.abilities_ = pd.Series(fit.alpha, index=enc.annotators.rename(ANNOTATOR), name="ability")
+        self.difficulties_ = pd.Series(np.exp(-fit.log_beta), index=enc.items.rename(ITEM),
+                                       name="difficulty")
+        self.priors_ = pd.Series(fit.priors, index=enc.classes.rename(LABEL), name="prior")
+        self.skills_ = _per_annotator_mean(enc, fit.posteriors[enc.item, enc.label])
+        self.n_iter_ = fit.n_iter
+        self.log_likelihood_ = fit.log_likelihood
+        return self
+
+    def fit_predict(self, annotations: pd.DataFrame, *, gold: pd.Series | None = None) -> pd.Series:
+        """Fit, then return ``labels_``: the most probable class by ``item_id``."""
+        return self.fit(annotations, gold=gold).labels_
+
+    def fit_predict_proba(self, annotations: pd.DataFrame, *,
+                          gold: pd.Series | None = None) -> pd.DataFrame:
+        """Fit, then return ``posteriors_``: an ``item_id`` x class frame of probabilities."""
+        return self.fit(annotations, gold=gold).posteriors_
+
+
+@dataclass(frozen=True)
+class _GladResult:
+    posteriors: np.ndarray  # (n_items, k)
+    alpha: np.ndarray  # (n_annotators,)
+    log_beta: np.ndarray  # (n_items,)
+    priors: np.ndarray  # (k,)
+    n_iter: int
+    log_likelihood: float
+
+
+def _fit_glad(enc: _Encoded, *, max_iter: int, tol: float, m_step_iter: int, ability_prior: float,
+              easiness_prior: float, gold_rows: np.ndarray, gold_codes: np.ndarray) -> _GladResult:
+    """EM for GLAD on the encoded annotations; see :class:`GLAD`."""
+    k, m, n = enc.n_classes, len(enc.annotators), len(enc.items)
+    item, annotator, label = enc.item, enc.annotator, enc.label
+    cell = item * k + label
+    # A wrong answer is one of k - 1 classes; with one class there is no wrong answer.
+    log_wrong_share = np.log(k - 1) if k > 1 else 0.0
+
+    def anchor(post: np.ndarray) -> np.ndarray:
+        if gold_rows.size:
+            post[gold_rows] = 0.0
+            post[gold_rows, gold_codes] = 1.0
+        return post
+
+    def row_logs(alpha: np.ndarray, log_beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = alpha[annotator] * np.exp(log_beta[item])
+        return -np.logaddexp(0.0, -s), -np.logaddexp(0.0, s)  # log sigma(s), log(1 - sigma(s))
+
+    def e_step(alpha: np.ndarray, log_beta: np.ndarray, priors: np.ndarray) -> tuple[np.ndarray, float]:
+        log_right, log_wrong = row_logs(alpha, log_beta)
+        log_wrong = log_wrong - log_wrong_share
+        # Every row adds log_wrong to all classes of its item, plus (log_right - log_wrong)
+        # to the class it named.
+        joint = np.bincount(item, weights=log_wrong, minlength=n)[:, None] + np.log(priors)
+        joint += np.bincount(cell, weights=log_right - log_wrong, minlength=n * k).reshape(n, k)
+        top = joint.max(axis=1, keepdims=True)
+        log_norm = top[:, 0] + np.log(np.exp(joint - top).sum(axis=1))
+        return anchor(np.exp(joint - log_norm[:, None])), float(log_norm.sum())
+
+    def m_step(post: np.ndarray, alpha: np.ndarray, log_beta: np.ndarray) -> tuple[np.ndarray, ...]:
+        p = post[item, label]
+
+        def negative_q(x: np.ndarray) -> tuple[float, np.ndarray]:
+            a, b = x[:m], x[m:]
+            beta = np.exp(b)
+            s = a[annotator] * beta[item]
+            q = (p * -np.logaddexp(0.0, -s) + (1 - p) * -np.logaddexp(0.0, s)).sum()
+            q -= 0.5 * (((a - ability_prior) ** 2).sum() + ((b - easiness_prior) ** 2).sum())
+            residual = p - expit(s)
+            grad_a = np.bincount(annotator, weights=residual * beta[item], minlength=m) - (a - ability_prior)
+            grad_b = np.bincount(item, weights=residual * s, minlength=n) - (b - easiness_prior)
+            return -q, -np.concatenate([grad_a, grad_b])
+
+        result = optimize.minimize(negative_q, np.concatenate([alpha, log_beta]), jac=True,
+                                   method="CG", options={"maxiter": m_step_iter})
+        priors = post.sum(axis=0) + 1.0
+        return result.x[:m], result.x[m:], priors / priors.sum()
+
+    def log_prior(alpha: np.ndarray, log_beta: np.ndarray) -> float:
+        return -0.5 * float(((alpha - ability_prior) ** 2).sum() + ((log_beta - easiness_prior) ** 2).sum())
+
+    counts = _vote_counts(enc)
+    post = anchor(counts / counts.sum(axis=1, keepdims=True))
+    alpha, log_beta, priors = m_step(post, np.full(m, ability_prior), np.full(n, easiness_prior))
+    previous, n_iter, ll = -np.inf, 0, -np.inf
+    for n_iter in range(1, max_iter + 1):
+        post, ll = e_step(alpha, log_beta, priors)
+        objective = (ll + log_prior(alpha, log_beta)) / item.size
+        alpha, log_beta, priors = m_step(post, alpha, log_beta)
+        if abs(objective - previous) < tol:
+            break
+        previous = objective
+    return _GladResult(post, alpha, log_beta, priors, n_iter, ll / item.size)

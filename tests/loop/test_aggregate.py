@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loop.aggregate import SHRINKAGE_GRID, DawidSkene, MajorityVote
+from loop.aggregate import GLAD, SHRINKAGE_GRID, DawidSkene, MajorityVote
 from loop.columns import ANNOTATOR, ITEM, LABEL
 from loop.exceptions import NotFittedError, SchemaError
 
@@ -196,7 +196,8 @@ def crowds(draw):
 def test_same_result_whatever_the_row_order(crowd, model):
     annotations, seed = crowd
     shuffled = annotations.sample(frac=1.0, random_state=seed)
-    for make in (MajorityVote, lambda: DawidSkene(model)):
+    # A few GLAD iterations suffice: invariance must hold at every iteration.
+    for make in (MajorityVote, lambda: DawidSkene(model), lambda: GLAD(max_iter=3)):
         a, b = make().fit(annotations), make().fit(shuffled)
         pd.testing.assert_series_equal(a.labels_, b.labels_)
         pd.testing.assert_frame_equal(a.posteriors_, b.posteriors_, check_exact=True)
@@ -205,6 +206,10 @@ def test_same_result_whatever_the_row_order(crowd, model):
     a, b = DawidSkene(model).fit(annotations, gold=gold), DawidSkene(model).fit(shuffled, gold=gold)
     pd.testing.assert_frame_equal(a.posteriors_, b.posteriors_, check_exact=True)
     np.testing.assert_array_equal(a.confusion_, b.confusion_)
+    a, b = GLAD(max_iter=3).fit(annotations, gold=gold), GLAD(max_iter=3).fit(shuffled, gold=gold)
+    pd.testing.assert_frame_equal(a.posteriors_, b.posteriors_, check_exact=True)
+    pd.testing.assert_series_equal(a.abilities_, b.abilities_, check_exact=True)
+    pd.testing.assert_series_equal(a.difficulties_, b.difficulties_, check_exact=True)
     post = DawidSkene(model).fit(annotations).posteriors_.to_numpy()
     assert np.isfinite(post).all()
     np.testing.assert_allclose(post.sum(axis=1), 1.0)
@@ -275,7 +280,7 @@ def test_rte_agrees_with_crowdkit(rte):
 # Bad input
 
 
-@pytest.mark.parametrize("Estimator", [MajorityVote, DawidSkene])
+@pytest.mark.parametrize("Estimator", [MajorityVote, DawidSkene, GLAD])
 def test_bad_annotations(Estimator, small_annotations):
     with pytest.raises(SchemaError, match="non-empty"):
         Estimator().fit(small_annotations.iloc[:0])
@@ -302,7 +307,21 @@ def test_bad_parameters(params, name, small_annotations):
         DawidSkene(**params).fit(small_annotations)
 
 
+@pytest.mark.parametrize("params, name", [
+    ({"max_iter": 0}, "max_iter"),
+    ({"tol": -1.0}, "tol"),
+    ({"m_step_iter": 0}, "m_step_iter"),
+    ({"ability_prior": np.nan}, "ability_prior"),
+    ({"easiness_prior": "high"}, "easiness_prior"),
+])
+def test_glad_bad_parameters(params, name, small_annotations):
+    with pytest.raises(SchemaError, match=f"'{name}'"):
+        GLAD(**params).fit(small_annotations)
+
+
 def test_bad_gold(small_annotations):
+    with pytest.raises(SchemaError, match="'gold'"):
+        GLAD().fit(small_annotations, gold=pd.Series([1, 2], index=[0, 0]))
     with pytest.raises(SchemaError, match="'gold'"):
         DawidSkene().fit(small_annotations, gold={0: 1})
     with pytest.raises(SchemaError, match="'gold'"):
@@ -311,7 +330,7 @@ def test_bad_gold(small_annotations):
         DawidSkene().fit(small_annotations, gold=pd.Series([1, 2], index=[0, 0]))
 
 
-@pytest.mark.parametrize("Estimator", [MajorityVote, DawidSkene])
+@pytest.mark.parametrize("Estimator", [MajorityVote, DawidSkene, GLAD])
 def test_not_fitted(Estimator):
     est = Estimator()
     for name in ("labels_", "posteriors_", "classes_", "skills_"):
@@ -350,3 +369,54 @@ def test_a_single_class(model):
     assert ds.labels_.tolist() == ["x", "x"]
     np.testing.assert_allclose(ds.confusion_, 1.0)
     np.testing.assert_allclose(ds.posteriors_.to_numpy(), 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# GLAD
+
+
+def glad_crowd(rng: np.random.Generator, ability: np.ndarray, easiness: np.ndarray, k: int,
+               per_item: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Each item is labelled by ``per_item`` random annotators; right with probability
+    sigmoid(ability * easiness), otherwise a uniformly drawn wrong class."""
+    n, m = easiness.size, ability.size
+    truth = rng.integers(k, size=n)
+    who = np.argsort(rng.random((n, m)), axis=1)[:, :per_item]
+    items = np.repeat(np.arange(n), per_item)
+    annotators = who.ravel()
+    right = rng.random(items.size) < 1 / (1 + np.exp(-ability[annotators] * easiness[items]))
+    wrong = (truth[items] + rng.integers(1, k, size=items.size)) % k
+    return frame(zip(items, annotators, np.where(right, truth[items], wrong))), truth
+
+
+def test_glad_recovers_planted_abilities_and_difficulties():
+    rng = np.random.default_rng(13)
+    m, n, k = 20, 1500, 4
+    ability = np.linspace(-0.5, 2.0, m)  # from adversarial to expert
+    easiness = np.exp(rng.normal(0.5, 0.8, size=n))
+    annotations, truth = glad_crowd(rng, ability, easiness, k, per_item=5)
+    glad = GLAD().fit(annotations)
+    rank = lambda x: pd.Series(x).rank().to_numpy()  # noqa: E731
+    assert np.corrcoef(rank(glad.abilities_.to_numpy()), rank(ability))[0, 1] > 0.95
+    assert np.corrcoef(rank(glad.difficulties_.to_numpy()), rank(1 / easiness))[0, 1] > 0.4
+    assert glad.abilities_.iloc[0] < 0 < glad.abilities_.iloc[-1]  # the adversary is found
+    glad_acc = (glad.labels_.to_numpy() == truth).mean()
+    mv_acc = (MajorityVote().fit(annotations).labels_.to_numpy() == truth).mean()
+    assert glad_acc > mv_acc + 0.02
+    np.testing.assert_allclose(glad.posteriors_.to_numpy().sum(axis=1), 1.0)
+    np.testing.assert_allclose(glad.priors_.to_numpy(), np.bincount(truth) / n, atol=0.04)
+    assert glad.skills_.iloc[-1] > glad.skills_.iloc[0]
+
+
+def test_glad_thin_data_gold_and_a_single_class(small_annotations):
+    glad = GLAD().fit(small_annotations)
+    assert glad.labels_.tolist() == DawidSkene().fit(small_annotations).labels_.tolist()
+    assert np.isfinite(glad.difficulties_.to_numpy()).all() and (glad.difficulties_ > 0).all()
+    anchored = GLAD().fit(small_annotations, gold=pd.Series([1, 3], index=[0, 99]))
+    assert anchored.classes_.tolist() == [0, 1, 2, 3]
+    assert anchored.posteriors_.loc[0].tolist() == [0.0, 1.0, 0.0, 0.0]
+    one = GLAD().fit(frame([(1, "a", "x"), (1, "b", "x"), (2, "a", "x")]))
+    assert one.labels_.tolist() == ["x", "x"]
+    np.testing.assert_allclose(one.posteriors_.to_numpy(), 1.0)
+    capped = GLAD(max_iter=2, tol=0.0).fit(small_annotations)
+    assert capped.n_iter_ == 2 and np.isfinite(capped.log_likelihood_)
