@@ -71,6 +71,16 @@ def test_annotations_frame_checks(small_annotations: pd.DataFrame) -> None:
         check_annotations(pd.concat([small_annotations, small_annotations.iloc[:1]]))
     with pytest.raises(SchemaError, match="missing values"):
         check_annotations(small_annotations.assign(**{ANNOTATOR: None}))
+    nullable = small_annotations.astype({LABEL: "Int64"})
+    nullable.loc[2, LABEL] = pd.NA
+    with pytest.raises(SchemaError, match="missing values \\(label: 1\\)"):
+        check_annotations(nullable)
+    with pytest.raises(SchemaError, match="missing values \\(item_id: 1\\)"):
+        check_annotations(small_annotations.astype({ITEM: float}).assign(**{ITEM: [np.nan] + [1.0] * 9}))
+    many = pd.DataFrame({ITEM: np.arange(1000) % 500, ANNOTATOR: np.arange(1000) // 500, LABEL: 0})
+    assert len(check_annotations(many)) == 1000  # the dense duplicate count finds none
+    with pytest.raises(SchemaError, match="duplicates"):
+        check_annotations(many.assign(**{ANNOTATOR: 0}))
     with pytest.raises(SchemaError, match="class set"):
         check_annotations(small_annotations, classes=[0, 1])
     with pytest.raises(SchemaError, match="DataFrame"):
