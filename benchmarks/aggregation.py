@@ -1,4 +1,7 @@
-"""Aggregation benchmark: labelloop's DawidSkene, GLAD and MajorityVote against crowd-kit.
+"""Aggregation benchmark: labelloop's aggregators against crowd-kit's.
+
+labelloop's DawidSkene (full, one-coin and MACE models), GLAD and MajorityVote against
+crowd-kit's DawidSkene, OneCoinDawidSkene, GLAD, MACE and MajorityVote.
 
 Accuracy against gold and wall time on the real crowds in ../shared/data and on simulated
 crowds, then a scale run (200,000 items x 3 labels, time only). Run::
@@ -39,6 +42,7 @@ OURS = {
     "ll MV": lambda: MajorityVote(),
     "ll DS": lambda: DawidSkene(),
     "ll DS-1coin": lambda: DawidSkene("one_coin"),
+    "ll DS-mace": lambda: DawidSkene("mace"),
     "ll GLAD": lambda: GLAD(),
 }
 THEIRS = {
@@ -169,6 +173,7 @@ def scale_run(n_items: int, rng: np.random.Generator, *, fixed_iter: int, repeat
         ("ck MV", ck.MajorityVote),
         ("ll DS", DawidSkene),
         ("ll DS-1coin", lambda: DawidSkene("one_coin")),
+        ("ll DS-mace", lambda: DawidSkene("mace")),
         ("ll GLAD", GLAD),
         ("ck DS", lambda: ck.DawidSkene(n_iter=100)),
         ("ck 1coin", lambda: ck.OneCoinDawidSkene(n_iter=100)),
@@ -216,6 +221,7 @@ def main(quick: bool = False) -> None:
         "ll best - ck best": acc[list(OURS)].max(axis=1) - ck_best,
         "DS - best": acc["ll DS"] - ck_best,
         "1coin - best": acc["ll DS-1coin"] - ck_best,
+        "mace - best": acc["ll DS-mace"] - ck_best,
         "GLAD - best": acc["ll GLAD"] - ck_best,
         "ck DS s / ll DS s": secs["ck DS"] / secs["ll DS"],
     })
@@ -229,7 +235,8 @@ def main(quick: bool = False) -> None:
     best = summary["ll best - ck best"] >= -TARGET_POINTS
     print(f"\nAccuracy target (ll's best method within {TARGET_POINTS} points of ck's best method): "
           f"met on {int(best.sum())}/{len(best)} sets; missed on {list(summary.index[~best])}")
-    for column, name in [("DS - best", "ll DS"), ("1coin - best", "ll DS-1coin"), ("GLAD - best", "ll GLAD")]:
+    for column, name in [("DS - best", "ll DS"), ("1coin - best", "ll DS-1coin"),
+                         ("mace - best", "ll DS-mace"), ("GLAD - best", "ll GLAD")]:
         met = summary[column] >= -TARGET_POINTS
         print(f"  ({name} alone: met on {int(met.sum())}/{len(met)}; missed on {list(summary.index[~met])})")
 

@@ -35,8 +35,10 @@ from .exceptions import NotFittedError
 
 __all__ = ["GLAD", "DawidSkene", "MajorityVote", "SHRINKAGE_GRID"]
 
-Model = Literal["full", "one_coin"]
-MODELS: tuple[str, ...] = ("full", "one_coin")
+Model = Literal["full", "one_coin", "mace"]
+MODELS: tuple[str, ...] = ("full", "one_coin", "mace")
+# Fixed-point sweeps of the honest/spam split in each M-step of model="mace".
+_MACE_SWEEPS = 3
 # Candidate shrinkage weights (pseudo-labels per confusion row) for shrinkage="auto".
 SHRINKAGE_GRID: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
 
@@ -247,9 +249,22 @@ class DawidSkene(_Aggregator):
     sometimes matches gold better when the class boundaries are vague (weather sentiment:
     *neutral* vs *not about weather*) and loses when confusions are real.
 
+    ``model="mace"`` is the annotator model of MACE (Hovy et al. 2013): annotator :math:`a`
+    answers honestly (the true class) with probability :math:`\theta_a` and otherwise
+    "spams" a label drawn from their own habit :math:`\xi_a` (a distribution over classes,
+    e.g. always answering *A* on a quiz), so :math:`\theta_a[c, l] = \theta_a [l = c] +
+    (1 - \theta_a)\, \xi_a[l]`: :math:`k` parameters per annotator instead of
+    :math:`k(k - 1)`. The M-step splits each annotator's soft count of correct answers
+    :math:`n_a[l, l]` into honest and spammed parts, :math:`h_a[l] = n_a[l, l]\,
+    \theta_a / (\theta_a + (1 - \theta_a)\xi_a[l])`, and sets :math:`\theta_a = (\sum_l
+    h_a[l] + \mathrm{smoothing}) / (\sum_{c, l} n_a[c, l] + 2\,\mathrm{smoothing})` and
+    :math:`\xi_a[l] \propto \sum_c n_a[c, l] - h_a[l] + \mathrm{smoothing}` (a few
+    fixed-point sweeps from the previous values: a generalised EM step). It suits crowds
+    where some annotators guess, as on quizzes.
+
     Parameters
     ----------
-    model : {"full", "one_coin"}, default "full"
+    model : {"full", "one_coin", "mace"}, default "full"
         The form of the confusion matrices.
     max_iter : int, default 100
         At most this many EM iterations.
@@ -259,7 +274,7 @@ class DawidSkene(_Aggregator):
         Dirichlet pseudo-count per confusion row (see above); must be > 0.
     shrinkage : float >= 0 or "auto", default "auto"
         Weight :math:`\lambda`, in pseudo-labels per confusion row, of the target matrix in
-        the full model (ignored by ``"one_coin"``), or ``"auto"`` to choose it by empirical
+        the full model (ignored by the others), or ``"auto"`` to choose it by empirical
         Bayes.
 
     Attributes
@@ -286,7 +301,7 @@ class DawidSkene(_Aggregator):
     log_likelihood_ : float
         Log-likelihood of the annotations per annotation at the last iteration.
     shrinkage_ : float
-        The shrinkage used in the last M-step (0 for ``"one_coin"``).
+        The shrinkage used in the last M-step (0 for ``"one_coin"`` and ``"mace"``).
 
     Examples
     --------
@@ -413,6 +428,8 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
     # The one-coin accuracy pools a row's pseudo-counts into right (diagonal) and wrong.
     right_prior, wrong_prior = alpha[0, 0], alpha[0].sum() - alpha[0, 0]
     diag = np.arange(k)
+    # model="mace": each annotator's honesty and spamming habit, carried between M-steps.
+    honesty, habit = np.full(m, 0.5), np.full((m, k), 1.0 / k)
 
     def anchor(post: np.ndarray) -> np.ndarray:
         if gold_rows.size:
@@ -421,8 +438,15 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
         return post
 
     def m_step(post: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        nonlocal honesty, habit
         # counts[a, c, l] = sum of P(z_i = c) over the items annotator a labelled l.
         counts = np.asarray(XT @ post).reshape(m, k, k).transpose(0, 2, 1)
+        priors = post.sum(axis=0) + 1.0
+        if model == "mace":
+            honesty, habit = _mace_update(counts, honesty, habit, smoothing)
+            conf = np.repeat(((1.0 - honesty)[:, None] * habit)[:, None, :], k, axis=1)
+            conf[:, diag, diag] += honesty[:, None]
+            return conf, priors / priors.sum(), 0.0
         right = np.trace(counts, axis1=1, axis2=2)
         skill = (right + right_prior) / (counts.sum(axis=(1, 2)) + right_prior + wrong_prior)
         # Where wrong answers go: uniform for the one-coin model; for the full model's
@@ -439,7 +463,6 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
             lam = _eb_shrinkage(counts, alpha, target) if shrinkage == "auto" else float(shrinkage)
             conf = counts + alpha + lam * target
             conf /= conf.sum(axis=2, keepdims=True)
-        priors = post.sum(axis=0) + 1.0
         return conf, priors / priors.sum(), lam
 
     def e_step(conf: np.ndarray, priors: np.ndarray) -> tuple[np.ndarray, float]:
@@ -464,6 +487,23 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
             break
         previous = ll
     return _EMResult(post, conf, priors, n_iter, float(ll), lam)
+
+
+def _mace_update(counts: np.ndarray, honesty: np.ndarray, habit: np.ndarray,
+                 smoothing: float) -> tuple[np.ndarray, np.ndarray]:
+    r"""Honesty :math:`\theta` ``(n_annotators,)`` and spamming habit :math:`\xi`
+    ``(n_annotators, k)`` of the MACE model from the soft counts ``counts[a, c, l]``
+    ``(n_annotators, k, k)``, by :data:`_MACE_SWEEPS` fixed-point sweeps from the given
+    values (see :class:`DawidSkene`)."""
+    right = np.diagonal(counts, axis1=1, axis2=2)  # (m, k): said l about an item of class l
+    said = counts.sum(axis=1)  # (m, k): said l at all
+    for _ in range(_MACE_SWEEPS):
+        # The share of right answers that were honest rather than lucky spam.
+        honest = right * (honesty[:, None] / (honesty[:, None] + (1.0 - honesty[:, None]) * habit))
+        honesty = (honest.sum(axis=1) + smoothing) / (said.sum(axis=1) + 2.0 * smoothing)
+        habit = said - honest + smoothing
+        habit /= habit.sum(axis=1, keepdims=True)
+    return honesty, habit
 
 
 def _eb_shrinkage(counts: np.ndarray, alpha: np.ndarray, target: np.ndarray) -> float:

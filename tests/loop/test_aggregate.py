@@ -172,6 +172,28 @@ def test_auto_shrinkage_follows_the_evidence():
     assert shrink["plain"] >= 100 and shrink["own"] <= 3
 
 
+def test_mace_recovers_planted_honesty_and_spamming_habits():
+    """Annotators answer honestly with probability theta, else spam from a habit of their own."""
+    rng = np.random.default_rng(17)
+    k, m = 4, 8
+    honesty = np.linspace(0.2, 0.9, m)
+    habit = rng.dirichlet(np.full(k, 0.5), size=m)  # some nearly always answer the same
+    confusion = (1 - honesty)[:, None, None] * habit[:, None, :] + honesty[:, None, None] * np.eye(k)
+    annotations, truth = planted_crowd(rng, confusion, 1500, prior=np.full(k, 1 / k))
+    ds = DawidSkene("mace").fit(annotations)
+    assert np.abs(ds.confusion_ - confusion).max() < 0.06
+    np.testing.assert_allclose(ds.confusion_.sum(axis=2), 1.0)
+    # The MACE form: off the diagonal, each column is the same spam share in every row.
+    off = ~np.eye(k, dtype=bool)
+    for conf in ds.confusion_:
+        spam = np.where(off, conf, np.nan)
+        np.testing.assert_allclose(np.nanmax(spam, axis=0), np.nanmin(spam, axis=0), rtol=1e-9)
+    mace_acc = (ds.labels_.to_numpy() == truth).mean()
+    mv_acc = (MajorityVote().fit(annotations).labels_.to_numpy() == truth).mean()
+    assert mace_acc > mv_acc + 0.02
+    assert ds.shrinkage_ == 0.0
+
+
 def test_one_coin_confusion_has_one_parameter_per_annotator(small_annotations):
     ds = DawidSkene("one_coin").fit(small_annotations)
     for conf in ds.confusion_:
@@ -192,7 +214,7 @@ def crowds(draw):
 
 
 @settings(max_examples=50, deadline=None)
-@given(crowds(), st.sampled_from(["full", "one_coin"]))
+@given(crowds(), st.sampled_from(["full", "one_coin", "mace"]))
 def test_same_result_whatever_the_row_order(crowd, model):
     annotations, seed = crowd
     shuffled = annotations.sample(frac=1.0, random_state=seed)
@@ -363,7 +385,7 @@ def test_convergence_and_iteration_cap(small_annotations):
     assert capped.n_iter_ == 2
 
 
-@pytest.mark.parametrize("model", ["full", "one_coin"])
+@pytest.mark.parametrize("model", ["full", "one_coin", "mace"])
 def test_a_single_class(model):
     ds = DawidSkene(model).fit(frame([(1, "a", "x"), (1, "b", "x"), (2, "a", "x")]))
     assert ds.labels_.tolist() == ["x", "x"]
