@@ -250,12 +250,24 @@ DEMO_CONFIG: dict[str, Any] = {
 }
 
 
+def _quiet_libraries() -> None:
+    """Keep the command's output to its progress bars and tables: Ray's and MLflow's INFO lines
+    (a new model version, a started replica) are for their own logs, not the terminal."""
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow configures its loggers
+    for name in ("mlflow", "ray", "ray.serve", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``labelloop`` command; returns the exit code (2 for a bad argument or config)."""
     from experiments.config import ConfigError
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_libraries()
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -252,19 +252,9 @@ class MlflowTracker:
 
     def publish(self, model: Any, *, aliases: tuple[str, ...], input_example: Any = None) -> str:
         """Log ``model`` in this run (sklearn flavour, ``predict_proba``), register a version, set aliases."""
-        import mlflow.sklearn
+        from serve.registry import log_and_register
 
-        from serve.registry import trusted_types
-
-        # The Serve app loads it with mlflow.sklearn: skops must be told to trust labelloop's types.
-        info = mlflow.sklearn.log_model(model, name=MODEL_ARTIFACT, pyfunc_predict_fn="predict_proba",
-                                        registered_model_name=self.model_name, input_example=input_example,
-                                        skops_trusted_types=trusted_types(model),
-                                        pip_requirements=_model_requirements())
-        version = str(info.registered_model_version)
-        for alias in aliases:
-            self.set_alias(alias, version)
-        return version
+        return log_and_register(model, model_name=self.model_name, aliases=aliases, input_example=input_example)
 
     def set_alias(self, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(self.model_name, alias, version)
@@ -279,23 +269,6 @@ class MlflowTracker:
 
         if self.run_id is not None:
             mlflow.end_run(status="FAILED" if failed else "FINISHED")
-
-
-def _model_requirements() -> list[str]:
-    """The packages a served model needs, pinned to this environment.
-
-    Given explicitly: MLflow's own inference of requirements takes seconds per model.
-    labelloop itself must be installed where the model is loaded (it defines the classes).
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = []
-    for package in ("scikit-learn", "numpy", "scipy", "skops", "cloudpickle"):
-        try:
-            out.append(f"{package}=={version(package)}")
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 # --- plots -------------------------------------------------------------------------------------

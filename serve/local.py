@@ -12,6 +12,7 @@ and deploying again with the same arguments changes nothing.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -173,6 +174,7 @@ def init_ray(*, num_cpus: int, temp_dir: str | os.PathLike | None = None,
     import ray
 
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver,
+             logging_level=logging.INFO if log_to_driver else logging.WARNING,
              object_store_memory=object_store_memory,
              _temp_dir=None if temp_dir is None else str(temp_dir),
              _system_config={"max_direct_call_object_size": INLINE_OBJECT_BYTES})
@@ -186,7 +188,9 @@ def _ensure_serve(*, ray_temp_dir: str | os.PathLike | None, host: str, port: in
     from ray.serve.context import _get_global_client
 
     if not ray.is_initialized():
-        init_ray(num_cpus=num_cpus or os.cpu_count() or 1, temp_dir=ray_temp_dir)
+        # The replicas' logs stay in Ray's session folder (/tmp/ray/session_latest/logs) rather
+        # than flooding the terminal of the program that started them.
+        init_ray(num_cpus=num_cpus or os.cpu_count() or 1, temp_dir=ray_temp_dir, log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
     # serve.start keeps the HTTP options of a Serve that already runs; ask it where it listens.
     http = _get_global_client().http_config

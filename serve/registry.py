@@ -7,10 +7,13 @@ method, a registered version under an alias) is written down once, here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import io
+import sys
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["model_requirements", "publish_model", "trusted_types"]
+__all__ = ["log_and_register", "model_requirements", "publish_model", "trusted_types"]
 
 # What loading a labelloop model needs: its classes, the estimator, and skops to read it.
 _REQUIREMENTS = ("labelloop", "scikit-learn", "numpy", "scipy", "pandas", "skops", "cleanlab")
@@ -49,22 +52,51 @@ def publish_model(model: Any, *, model_name: str, tracking_uri: str | None = Non
         The new version number.
     """
     import mlflow
-    import mlflow.sklearn
-    from mlflow import MlflowClient
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
     with mlflow.start_run(run_name=run_name):
+        return log_and_register(model, model_name=model_name, aliases=aliases, input_example=input_example,
+                                pip_requirements=pip_requirements)
+
+
+def log_and_register(model: Any, *, model_name: str, aliases: Sequence[str], input_example: Any = None,
+                     pip_requirements: Sequence[str] | None = None) -> str:
+    """Log ``model`` into the active MLflow run, register it as a new version of ``model_name``
+    and point ``aliases`` at it; returns the version.
+
+    The one place that knows how a served model is stored: the scikit-learn flavour with
+    ``predict_proba`` as the pyfunc method, labelloop's own types trusted by skops, pinned
+    requirements. MLflow's progress lines ("Created version ...") are kept off the terminal.
+    """
+    import mlflow
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+
+    with _mlflow_quiet():
         info = mlflow.sklearn.log_model(model, name="model", pyfunc_predict_fn="predict_proba",
                                         input_example=input_example, registered_model_name=model_name,
                                         skops_trusted_types=trusted_types(model),
                                         pip_requirements=list(pip_requirements or model_requirements()))
     version = str(info.registered_model_version)
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=mlflow.get_tracking_uri(), registry_uri=mlflow.get_registry_uri())
     for alias in aliases:
         client.set_registered_model_alias(model_name, alias, version)
     return version
+
+
+@contextlib.contextmanager
+def _mlflow_quiet() -> Iterator[None]:
+    """Keep MLflow's progress lines (printed to stderr) off the terminal for the block; if the
+    block fails, what MLflow printed is shown after all, since it may explain the failure."""
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            yield
+    except BaseException:
+        sys.stderr.write(held.getvalue())
+        raise
 
 
 def trusted_types(model: Any) -> list[str]:

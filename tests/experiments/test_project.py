@@ -65,7 +65,10 @@ def test_mlflow_run_compare_logs_into_the_project_run(tmp_path) -> None:
         "compare: {strategies: [random, tiered]}\n")
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("MLFLOW_RUN_ID", None)
+    # What other tests (or the caller's own `mlflow run`) left in the environment must not leak
+    # in: mlflow run refuses an experiment id beside --experiment-name.
+    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(leaked, None)
     out = subprocess.run([sys.executable, "-m", "mlflow", "run", ".", "-e", "compare", "--env-manager", "local",
                           "--experiment-name", "project", "-P", f"config={config}"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
