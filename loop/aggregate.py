@@ -155,6 +155,22 @@ class _Aggregator:
 # Majority vote
 
 
+class _GoldAnchored(_Aggregator):
+    """An aggregator whose ``fit`` takes optional ``gold`` labels that anchor their items."""
+
+    def fit(self, annotations: pd.DataFrame, *, gold: pd.Series | None = None) -> _GoldAnchored:  # pragma: no cover
+        raise NotImplementedError
+
+    def fit_predict(self, annotations: pd.DataFrame, *, gold: pd.Series | None = None) -> pd.Series:
+        """Fit, then return ``labels_``: the most probable class by ``item_id``."""
+        return self.fit(annotations, gold=gold).labels_
+
+    def fit_predict_proba(self, annotations: pd.DataFrame, *,
+                          gold: pd.Series | None = None) -> pd.DataFrame:
+        """Fit, then return ``posteriors_``: an ``item_id`` x class frame of probabilities."""
+        return self.fit(annotations, gold=gold).posteriors_
+
+
 class MajorityVote(_Aggregator):
     """The most frequent label of each item; ties go to the first class in ``classes_``.
 
@@ -210,7 +226,7 @@ def _per_annotator_mean(enc: _Encoded, values: np.ndarray) -> pd.Series:
 # Dawid-Skene
 
 
-class DawidSkene(_Aggregator):
+class DawidSkene(_GoldAnchored):
     r"""Dawid and Skene's (1979) latent-class model, fitted by EM in log space.
 
     Each item has a hidden true class :math:`z_i` with prior :math:`\pi`; annotator :math:`a`
@@ -368,15 +384,6 @@ class DawidSkene(_Aggregator):
         self.shrinkage_ = fit.shrinkage
         return self
 
-    def fit_predict(self, annotations: pd.DataFrame, *, gold: pd.Series | None = None) -> pd.Series:
-        """Fit, then return ``labels_``: the most probable class by ``item_id``."""
-        return self.fit(annotations, gold=gold).labels_
-
-    def fit_predict_proba(self, annotations: pd.DataFrame, *,
-                          gold: pd.Series | None = None) -> pd.DataFrame:
-        """Fit, then return ``posteriors_``: an ``item_id`` x class frame of probabilities."""
-        return self.fit(annotations, gold=gold).posteriors_
-
     def confusion_of(self, annotator: Hashable) -> pd.DataFrame:
         """One annotator's confusion matrix as a frame: true class (rows) x given label (columns)."""
         where = self.annotators_.get_indexer([annotator])[0]
@@ -531,7 +538,7 @@ def _eb_shrinkage(counts: np.ndarray, alpha: np.ndarray, target: np.ndarray) -> 
 # GLAD: annotator ability and item difficulty
 
 
-class GLAD(_Aggregator):
+class GLAD(_GoldAnchored):
     r"""Whitehill et al.'s (2009) GLAD model: annotator ability times item easiness.
 
     Annotator :math:`a` has an ability :math:`\alpha_a` (any real: 0 is guessing, negative
@@ -669,15 +676,6 @@ class GLAD(_Aggregator):
         self.n_iter_ = fit.n_iter
         self.log_likelihood_ = fit.log_likelihood
         return self
-
-    def fit_predict(self, annotations: pd.DataFrame, *, gold: pd.Series | None = None) -> pd.Series:
-        """Fit, then return ``labels_``: the most probable class by ``item_id``."""
-        return self.fit(annotations, gold=gold).labels_
-
-    def fit_predict_proba(self, annotations: pd.DataFrame, *,
-                          gold: pd.Series | None = None) -> pd.DataFrame:
-        """Fit, then return ``posteriors_``: an ``item_id`` x class frame of probabilities."""
-        return self.fit(annotations, gold=gold).posteriors_
 
 
 @dataclass(frozen=True)
