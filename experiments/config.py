@@ -64,7 +64,7 @@ from loop.routing import RoutingThresholds
 from loop.simulate import Tier
 from loop.strategies import Strategy
 
-__all__ = ["ConfigError", "CrowdConfig", "Dataset", "ProgramConfig", "TrackingConfig", "flatten",
+__all__ = ["ConfigError", "config_error", "CrowdConfig", "Dataset", "ProgramConfig", "TrackingConfig", "flatten",
            "load_config", "parse_config", "read_yaml", "IN_PROCESS", "LOCAL", "NO_TRACKING"]
 
 IN_PROCESS = "in_process"
@@ -86,7 +86,8 @@ class Dataset(str, Enum):
         return self.value
 
 
-def _bad(path: str, expected: str, got: Any) -> ConfigError:
+def config_error(path: str, expected: str, got: Any) -> ConfigError:
+    """The one form of a config error: ``<path>: expected <form>, got <value>``."""
     text = repr(got)
     return ConfigError(f"{path}: expected {expected}, got {text if len(text) <= 60 else text[:57] + '...'}")
 
@@ -94,7 +95,7 @@ def _bad(path: str, expected: str, got: Any) -> ConfigError:
 def _int(value: Any, path: str, low: int, high: int | None = None) -> int:
     ok = isinstance(value, Integral) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
     if not ok:
-        raise _bad(path, f"an integer >= {low}" + ("" if high is None else f" and <= {high}"), value)
+        raise config_error(path, f"an integer >= {low}" + ("" if high is None else f" and <= {high}"), value)
     return int(value)
 
 
@@ -102,13 +103,13 @@ def _real(value: Any, path: str, low: float, high: float | None = None) -> float
     ok = isinstance(value, Real) and not isinstance(value, bool) and value == value and value >= low \
         and (high is None or value <= high) and abs(value) != float("inf")
     if not ok:
-        raise _bad(path, f"a number >= {low}" + ("" if high is None else f" and <= {high}"), value)
+        raise config_error(path, f"a number >= {low}" + ("" if high is None else f" and <= {high}"), value)
     return float(value)
 
 
 def _text(value: Any, path: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise _bad(path, "a non-empty string", value)
+        raise config_error(path, "a non-empty string", value)
     return value
 
 
@@ -116,7 +117,7 @@ def _choice(enum: type[Enum], value: Any, path: str) -> Any:
     try:
         return enum(value)
     except ValueError:
-        raise _bad(path, f"one of {[e.value for e in enum]}", value) from None
+        raise config_error(path, f"one of {[e.value for e in enum]}", value) from None
 
 
 @dataclass(frozen=True)
@@ -140,18 +141,18 @@ class CrowdConfig:
         _int(self.experts, "crowd.experts", 1)
         if isinstance(self.tiers, str):
             if self.tiers != REPLAY:
-                raise _bad("crowd.tiers", f"a mapping of tier -> count or {REPLAY!r}", self.tiers)
+                raise config_error("crowd.tiers", f"a mapping of tier -> count or {REPLAY!r}", self.tiers)
             return
         if not isinstance(self.tiers, Mapping):
-            raise _bad("crowd.tiers", f"a mapping of tier -> count or {REPLAY!r}", self.tiers)
+            raise config_error("crowd.tiers", f"a mapping of tier -> count or {REPLAY!r}", self.tiers)
         counts = {}
         for name, count in self.tiers.items():
             tier = _choice(Tier, name, f"crowd.tiers.{name}").value
             counts[tier] = _int(count, f"crowd.tiers.{name}", 0)
         if counts.get(Tier.EXPERT.value, 0) < 1:
-            raise _bad("crowd.tiers.expert", "an integer >= 1 (experts adjudicate and audit)", counts.get("expert", 0))
+            raise config_error("crowd.tiers.expert", "an integer >= 1 (experts adjudicate and audit)", counts.get("expert", 0))
         if sum(v for k, v in counts.items() if k != Tier.EXPERT.value) < 3:
-            raise _bad("crowd.tiers", "at least 3 non-expert annotators (triple annotation needs 3 distinct people)",
+            raise config_error("crowd.tiers", "at least 3 non-expert annotators (triple annotation needs 3 distinct people)",
                        dict(self.tiers))
         object.__setattr__(self, "tiers", dict(counts))
 
@@ -223,19 +224,19 @@ class ProgramConfig:
         for name, kind in (("crowd", CrowdConfig), ("thresholds", RoutingThresholds), ("gate", QualityGate),
                            ("tracking", TrackingConfig)):
             if not isinstance(getattr(self, name), kind):
-                raise _bad(name, f"a {kind.__name__}", getattr(self, name))
+                raise config_error(name, f"a {kind.__name__}", getattr(self, name))
         _text(self.store_url, "store.url")
         serve = _text(self.serve, "serve.url")
         if serve not in (IN_PROCESS, LOCAL) and not serve.startswith(("http://", "https://")):
-            raise _bad("serve.url", f"{IN_PROCESS!r}, {LOCAL!r} or an http(s):// URL", serve)
+            raise config_error("serve.url", f"{IN_PROCESS!r}, {LOCAL!r} or an http(s):// URL", serve)
         if isinstance(self.strategies, (str, bytes)) or not hasattr(self.strategies, "__iter__"):
-            raise _bad("compare.strategies", "a list of strategies", self.strategies)
+            raise config_error("compare.strategies", "a list of strategies", self.strategies)
         chosen = tuple(_choice(Strategy, s, f"compare.strategies[{i}]") for i, s in enumerate(self.strategies))
         if not chosen or len(set(chosen)) != len(chosen):
-            raise _bad("compare.strategies", "a non-empty list of distinct strategies", list(self.strategies))
+            raise config_error("compare.strategies", "a non-empty list of distinct strategies", list(self.strategies))
         set_(self, "strategies", chosen)
         if self.dataset is Dataset.DIGITS and self.crowd.replay:
-            raise _bad("crowd.tiers", "tier counts for digits (only music_genre has a real crowd to replay)", REPLAY)
+            raise config_error("crowd.tiers", "tier counts for digits (only music_genre has a real crowd to replay)", REPLAY)
 
     def replace(self, **changes: Any) -> ProgramConfig:
         """A copy with some fields changed (validated again)."""
@@ -269,7 +270,7 @@ def _section(raw: Mapping[str, Any], name: str, keys: tuple[str, ...] | None) ->
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise _bad(name, "a mapping", value)
+        raise config_error(name, "a mapping", value)
     if keys is not None:
         for key in value:
             if key not in keys:
@@ -295,7 +296,7 @@ def parse_config(raw: Mapping[str, Any] | None, *, ignore: tuple[str, ...] = ())
     """
     raw = {} if raw is None else raw
     if not isinstance(raw, Mapping):
-        raise _bad("config", "a mapping of sections", raw)
+        raise config_error("config", "a mapping of sections", raw)
     for key in raw:
         if key not in SECTIONS and key not in ignore:
             raise ConfigError(f"{key}: unknown section; expected one of {list(SECTIONS + tuple(ignore))}")
@@ -348,7 +349,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise _bad("config", "a mapping of sections", data)
+        raise config_error("config", "a mapping of sections", data)
     return data
 
 

@@ -59,7 +59,7 @@ from typing import Any
 
 import pandas as pd
 
-from experiments.config import ConfigError, ProgramConfig, parse_config, read_yaml
+from experiments.config import ConfigError, ProgramConfig, config_error, parse_config, read_yaml
 from loop.routing import RoutingThresholds
 
 __all__ = [
@@ -124,8 +124,7 @@ GRACE_SECONDS = 90
 
 
 def _bad(field_name: str, expected: str, got: Any) -> ConfigError:
-    text = repr(got)
-    return ConfigError(f"tune.{field_name}: expected {expected}, got {text if len(text) <= 60 else text[:57] + '...'}")
+    return config_error(f"tune.{field_name}", expected, got)
 
 
 def _unit_float(value: Any, name: str) -> float:
