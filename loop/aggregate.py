@@ -161,6 +161,18 @@ class _GoldAnchored(_Aggregator):
     def fit(self, annotations: pd.DataFrame, *, gold: pd.Series | None = None) -> _GoldAnchored:  # pragma: no cover
         raise NotImplementedError
 
+    def _check_params(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _encode_with_gold(self, annotations: pd.DataFrame,
+                          gold: pd.Series | None) -> tuple[_Encoded, np.ndarray, np.ndarray]:
+        """Check the parameters and the input, encode it; the gold items' rows and codes."""
+        self._check_params()
+        annotations = check_annotations(annotations)
+        gold = _check_gold(gold)
+        enc = _encode(annotations, None if gold is None else pd.Index(gold.unique()))
+        return (enc, *_gold_codes(enc, gold))
+
     def fit_predict(self, annotations: pd.DataFrame, *, gold: pd.Series | None = None) -> pd.Series:
         """Fit, then return ``labels_``: the most probable class by ``item_id``."""
         return self.fit(annotations, gold=gold).labels_
@@ -363,11 +375,7 @@ class DawidSkene(_GoldAnchored):
         -------
         self
         """
-        self._check_params()
-        annotations = check_annotations(annotations)
-        gold = _check_gold(gold)
-        enc = _encode(annotations, None if gold is None else pd.Index(gold.unique()))
-        gold_rows, gold_codes = _gold_codes(enc, gold)
+        enc, gold_rows, gold_codes = self._encode_with_gold(annotations, gold)
 
         fit = _fit_em(enc, self.model, smoothing=self.smoothing, shrinkage=self.shrinkage,
                       max_iter=self.max_iter, tol=self.tol,
@@ -656,11 +664,7 @@ class GLAD(_GoldAnchored):
         -------
         self
         """
-        self._check_params()
-        annotations = check_annotations(annotations)
-        gold = _check_gold(gold)
-        enc = _encode(annotations, None if gold is None else pd.Index(gold.unique()))
-        gold_rows, gold_codes = _gold_codes(enc, gold)
+        enc, gold_rows, gold_codes = self._encode_with_gold(annotations, gold)
 
         fit = _fit_glad(enc, max_iter=self.max_iter, tol=self.tol, m_step_iter=self.m_step_iter,
                         ability_prior=float(self.ability_prior),
