@@ -262,18 +262,20 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``labelloop`` command; returns the exit code (2 for a bad argument or config)."""
-    from experiments.config import ConfigError
+    """Run the ``labelloop`` command; returns the exit code: 2 for a bad argument, config or
+    value (a :class:`~loop.exceptions.SchemaError`, of which config errors are one kind), 1 when
+    labelloop refused or failed for another stated reason (e.g. the store is unreachable)."""
+    from loop.exceptions import LoopError, SchemaError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_libraries()
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except LoopError as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message
         print(f"{parser.prog} {args.command}: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_USAGE if isinstance(exc, SchemaError) else 1
 
 
 if __name__ == "__main__":

@@ -55,7 +55,13 @@ def current_revision(url: str | URL | Engine) -> str | None:
     """
     engine = url if isinstance(url, Engine) else make_engine(url)
     try:
-        with engine.connect() as conn:
+        try:
+            conn = engine.connect()
+        except sa.exc.OperationalError as exc:
+            # The first connection a store makes: say where it looked, without a driver traceback.
+            where = engine.url.render_as_string(hide_password=True)
+            raise StoreError(f"Cannot connect to the label store at {where}: {exc.orig or exc}".strip()) from exc
+        with conn:
             return _current(conn)
     finally:
         if engine is not url:
