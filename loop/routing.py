@@ -54,7 +54,7 @@ __all__ = ["Route", "RoutingThresholds", "route", "score_items"]
 
 ROUTE_COLUMNS = (ITEM, ROUTE, REASON, PRIORITY)
 _REQUIRED = (ITEM, PREDICTED, RUNNER_UP, CONFIDENCE, MARGIN)
-# A signal shown in a reason is rounded down to at least this many decimals; see _floor_text.
+# A signal shown in a reason is rounded down to at least this many decimals; see _floored.
 _CONFIDENCE_DECIMALS = 3
 _SCORE_DECIMALS = 2
 
@@ -394,38 +394,44 @@ def _reasons(s: _Signals, routes: np.ndarray, t: RoutingThresholds) -> list[str]
     """One sentence per item, in item order.
 
     The numbers are rounded down with numpy; the sentences are put together in one pass of
-    plain string formatting, which costs microseconds for the single item of a serving request
-    and stays linear for a million (pandas' string operations cost milliseconds per call).
+    plain string formatting, each formatting only the numbers it shows. That costs microseconds
+    for the single item of a serving request and stays linear for a million (pandas' string
+    operations cost milliseconds per call).
     """
     n = len(routes)
-    conf_digits = max(_CONFIDENCE_DECIMALS, _decimals(t.auto_accept_confidence))
-    confidence = _floor_text(s.confidence, conf_digits)
-    plain_confidence = _floor_text(s.confidence, _CONFIDENCE_DECIMALS)
-    weighted_confidence = _floor_text(s.weighted_confidence, conf_digits)
-    margin = _floor_text(s.margin, _SCORE_DECIMALS)
-    expert_margin = _floor_text(s.margin, max(_SCORE_DECIMALS, _decimals(t.expert_margin)))
-    issue = _floor_text(np.nan_to_num(s.issue), max(_SCORE_DECIMALS, _decimals(t.double_blind_issue_score)))
+    cd = max(_CONFIDENCE_DECIMALS, _decimals(t.auto_accept_confidence))
+    md = max(_SCORE_DECIMALS, _decimals(t.expert_margin))
+    idd = max(_SCORE_DECIMALS, _decimals(t.double_blind_issue_score))
+    confidence = _floored(s.confidence, cd)
+    plain_confidence = _floored(s.confidence, _CONFIDENCE_DECIMALS)
+    weighted_confidence = _floored(s.weighted_confidence, cd)
+    margin = _floored(s.margin, _SCORE_DECIMALS)
+    expert_margin = _floored(s.margin, md)
+    issue = _floored(np.nan_to_num(s.issue), idd)
     refs = [f" ({g})" if g else "" for g in s.guideline.tolist()] if t.guideline_refs else [""] * n
     auto = _threshold_text(t.auto_accept_confidence)
     expert = _threshold_text(t.expert_margin)
     double_blind = _threshold_text(t.double_blind_issue_score)
+    cp, sp = _CONFIDENCE_DECIMALS, _SCORE_DECIMALS
 
     out = []
     for i, (where, p, q, weight, human) in enumerate(zip(routes.tolist(), s.predicted.tolist(), s.runner_up.tolist(),
                                                          s.weight.tolist(), s.always_human.tolist())):
-        doubt = f"{p} over {q} by margin {margin[i]}{refs[i]}"
+        if where == "expert":
+            out.append(f"margin {expert_margin[i]:.{md}f} between {p} and {q} < expert cut-off {expert}{refs[i]}")
+            continue
+        doubt = f"{p} over {q} by margin {margin[i]:.{sp}f}{refs[i]}"
         if where == "double_blind":
-            out.append(f"label-issue score {issue[i]} >= double-blind cut-off {double_blind}; model prefers {doubt}")
-        elif where == "expert":
-            out.append(f"margin {expert_margin[i]} between {p} and {q} < expert cut-off {expert}{refs[i]}")
+            out.append(f"label-issue score {issue[i]:.{idd}f} >= double-blind cut-off {double_blind}; "
+                       f"model prefers {doubt}")
         elif where == "review" and human:
-            out.append(f"class {p} always goes to a person; confidence {plain_confidence[i]}, {doubt}")
+            out.append(f"class {p} always goes to a person; confidence {plain_confidence[i]:.{cp}f}, {doubt}")
         else:
             if weight == 1.0:
-                clause = f"confidence {confidence[i]}"
+                clause = f"confidence {confidence[i]:.{cd}f}"
             else:
-                clause = (f"risk-weighted confidence {weighted_confidence[i]} (confidence {plain_confidence[i]}, "
-                          f"class {p} weight {weight:g})")
+                clause = (f"risk-weighted confidence {weighted_confidence[i]:.{cd}f} "
+                          f"(confidence {plain_confidence[i]:.{cp}f}, class {p} weight {weight:g})")
             out.append(f"{clause} >= auto-accept {auto}" if where == "auto_accept"
                        else f"{clause} < auto-accept {auto}; {doubt}")
     return out
@@ -453,16 +459,15 @@ def _threshold_text(threshold: float) -> str:
     return f"{threshold:.{_decimals(threshold)}f}"
 
 
-def _floor_text(values: np.ndarray, digits: int) -> list[str]:
-    """Values rounded *down* to ``digits`` decimals, as text.
+def _floored(values: np.ndarray, digits: int) -> list[float]:
+    """Values rounded *down* to ``digits`` decimals, to be printed with ``digits`` decimals.
 
     Rounding down keeps the printed comparison true: with ``digits`` at least the threshold's
     decimals, ``v < t`` prints below ``t`` and ``v >= t`` prints at or above it (0.9799 would
     otherwise print as "0.980 < auto-accept 0.98"). The 1e-9 absorbs float error in v * 10**d.
     """
     scale = 10.0 ** digits
-    floored = np.floor(np.asarray(values) * scale + 1e-9) / scale
-    return [f"{v:.{digits}f}" for v in floored.tolist()]
+    return (np.floor(np.asarray(values) * scale + 1e-9) / scale).tolist()
 
 
 def _check_scores_frame(scores: Any) -> pd.DataFrame:
