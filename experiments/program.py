@@ -13,9 +13,11 @@ must serve). Each round ``r = 1 .. rounds`` then:
 3. **Plan.** The label-issue score of each item is recomputed with the annotators' evidence
    (:func:`loop.issues.label_quality_scores` over the store's annotations), and the
    strategy decides each eligible item's action within the round's budget
-   (:func:`loop.strategies.plan_round`). Items are eligible while they have no expert label
-   and fewer than :data:`MAX_LABELS` labels; old items are eligible too, so old errors are
-   found and fixed, not only new items labelled.
+   (:func:`loop.strategies.plan_round`). The tiered strategy's routing decisions come from
+   the scorer port too (:meth:`Scorer.route`: the Serve app's Router over ``POST /v1/route``,
+   given those label-issue scores, or :func:`loop.routing.route` in process). Items are
+   eligible while they have no expert label and fewer than :data:`MAX_LABELS` labels; old
+   items are eligible too, so old errors are found and fixed, not only new items labelled.
 4. **Annotate.** The workforce answers (review: one crowd label; double-blind: two crowd
    labels, an expert adjudicates when they disagree; expert: one expert label; triple: two
    more crowd labels). Tasks and annotations go to the label store in batches.
@@ -52,6 +54,7 @@ first label to its last.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -63,10 +66,10 @@ from threadpoolctl import threadpool_limits
 from loop.aggregate import DawidSkene, MajorityVote
 from loop.audit import audit_sample, estimate_error_rate
 from loop.calibration import CalibratedClassifier, TemperatureScaling, reliability_table
-from loop.columns import ANNOTATOR, CONFIDENCE, COST, ITEM, LABEL, LABEL_ISSUE_SCORE, REASON, ROUTE, SECONDS
+from loop.columns import ANNOTATOR, CONFIDENCE, COST, ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, SECONDS
 from loop.gate import ModelEvaluation, decide, evaluate_model
 from loop.issues import confused_pairs, label_quality_scores
-from loop.routing import score_items
+from loop.routing import RoutingThresholds, route, score_items
 from loop.store import LabelStore
 from loop.strategies import ACTION, IS_NEW, PLANNED_COST, SELF_CONFIDENCE, Action, Strategy, plan_round
 
@@ -94,6 +97,12 @@ class Scorer(Protocol):
         """The scores frame (``loop.columns.SCORE_COLUMNS``) and the (n, k) class probabilities."""
         ...
 
+    def route(self, item_ids: Any, features: Any, labels: Any, label_issue_scores: Any,
+              thresholds: RoutingThresholds) -> pd.DataFrame:
+        """Routing decisions (``item_id, route, reason, priority``, as :func:`loop.routing.route`)
+        of the champion's scores, with the caller's label-issue scores in place of the model's."""
+        ...
+
     def reload(self) -> None:
         """Pick up the current champion."""
         ...
@@ -116,15 +125,31 @@ class InProcessScorer:
         self._model = self._load()
 
     def score(self, item_ids: Any, features: Any, labels: Any = None) -> tuple[pd.DataFrame, np.ndarray]:
-        if self._model is None:
-            self.reload()
-        probs = np.asarray(self._model.predict_proba(np.asarray(features, dtype=np.float64)), dtype=np.float64)
+        probs = self._probs(features)
         issue = None if labels is None else 1.0 - label_quality_scores(np.asarray(labels), probs)
         return score_items(probs, item_ids=np.asarray(item_ids, dtype=object), label_issue_scores=issue), probs
 
+    def route(self, item_ids: Any, features: Any, labels: Any, label_issue_scores: Any,
+              thresholds: RoutingThresholds) -> pd.DataFrame:
+        """:func:`loop.routing.route` on the champion's scores (``labels`` are not needed: the
+        label-issue scores are given)."""
+        scores = score_items(self._probs(features), item_ids=np.asarray(item_ids, dtype=object),
+                             label_issue_scores=np.asarray(label_issue_scores, dtype=np.float64))
+        return route(scores, thresholds)
+
+    def _probs(self, features: Any) -> np.ndarray:
+        if self._model is None:
+            self.reload()
+        return np.asarray(self._model.predict_proba(np.asarray(features, dtype=np.float64)), dtype=np.float64)
+
 
 class HttpScorer:
-    """Scores through a running labelloop Serve app (:class:`serve.client.ServeClient`)."""
+    """Scores and routes through a running labelloop Serve app (:class:`serve.client.ServeClient`).
+
+    :meth:`route` asks the app's Router (``POST /v1/route``), which routes with its own
+    thresholds (its ``user_config``); when they differ from the ones the program was given,
+    a warning says so.
+    """
 
     def __init__(self, base_url: str, *, compact: bool = True) -> None:
         from serve.client import ServeClient
@@ -138,6 +163,17 @@ class HttpScorer:
         scores, probs = self.client.score(list(item_ids), np.asarray(features, dtype=np.float64),
                                           None if labels is None else np.asarray(labels).tolist())
         return scores, probs
+
+    def route(self, item_ids: Any, features: Any, labels: Any, label_issue_scores: Any,
+              thresholds: RoutingThresholds) -> pd.DataFrame:
+        served = RoutingThresholds.from_dict(self.client.thresholds()["thresholds"])
+        if served != thresholds:
+            warnings.warn(f"The Serve app's Router routes with {served.to_dict()}, not the program's "
+                          f"thresholds {thresholds.to_dict()}.", stacklevel=2)
+        routed = self.client.route(list(item_ids), np.asarray(features, dtype=np.float64),
+                                   None if labels is None else np.asarray(labels).tolist(),
+                                   label_issue_scores=np.asarray(label_issue_scores, dtype=np.float64))
+        return routed[[ITEM, ROUTE, REASON, PRIORITY]]
 
 
 def make_tracker(cfg: ProgramConfig) -> T.Tracker:
@@ -372,7 +408,7 @@ class _Program:
         candidates = self._candidates(scores, probs, current, annotations, new)
         budget = max(0.0, cfg.budget_per_round + self.carry)
         plan = plan_round(candidates, cfg.strategy, budget=budget, costs=world.costs, thresholds=cfg.thresholds,
-                          rng=self.rng)
+                          rng=self.rng, decisions=self._route(candidates, before))
         spent_before = float(annotations[COST].sum())
         answers = self._execute(plan, round_, annotations)
         annotations = self.store.annotations_frame(self.stream)
@@ -458,6 +494,14 @@ class _Program:
                                SELF_CONFIDENCE: probs[np.arange(len(current)), current],
                                IS_NEW: np.isin(arrived, new)})
         return out[eligible].reset_index(drop=True)
+
+    def _route(self, candidates: pd.DataFrame, before: pd.Series) -> pd.DataFrame | None:
+        """The tiered strategy's routing decisions, from the scorer port (the Serve app's Router)."""
+        if self.cfg.strategy is not Strategy.TIERED or candidates.empty:
+            return None
+        ids = candidates[ITEM].astype(str).to_numpy()
+        return self.scorer.route(ids, self.world.x(ids), before.reindex(ids).to_numpy(dtype=np.int64),
+                                 candidates[LABEL_ISSUE_SCORE].to_numpy(dtype=np.float64), self.cfg.thresholds)
 
     def _execute(self, plan: pd.DataFrame, round_: int, annotations: pd.DataFrame) -> pd.DataFrame:
         """Ask the workforce for the plan's labels; write tasks and annotations; return the answers."""

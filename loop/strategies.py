@@ -25,7 +25,9 @@ The strategies compared by the program (:class:`Strategy`):
   label-issue score sends suspected wrong labels (new or old) to double-blind relabelling,
   torn items to an expert, confident ones to auto-accept and the rest to review. Items sent
   to people are served by priority (highest first) until the budget is spent; the rest keep
-  their label this round ("deferred") and are routed again next round.
+  their label this round ("deferred") and are routed again next round. The routing decisions
+  can also come in precomputed (``decisions=``, e.g. from the Serve app's Router); the budget
+  is then applied to them the same way.
 
 Budgets are in the same cost units as the annotations' ``cost`` column. Each action has a
 planned cost (:class:`TaskCosts`); an item is taken when the planned costs of all items taken
@@ -135,7 +137,8 @@ _ROUTE_ACTION = {Route.AUTO_ACCEPT.value: Action.AUTO_ACCEPT.value, Route.REVIEW
 
 def plan_round(candidates: pd.DataFrame, strategy: Strategy | str, *, budget: float, costs: TaskCosts,
                thresholds: RoutingThresholds | None = None,
-               rng: np.random.Generator | int | None = None) -> pd.DataFrame:
+               rng: np.random.Generator | int | None = None,
+               decisions: pd.DataFrame | None = None) -> pd.DataFrame:
     """Decide what happens to each candidate item this round.
 
     Parameters
@@ -152,9 +155,14 @@ def plan_round(candidates: pd.DataFrame, strategy: Strategy | str, *, budget: fl
     costs : TaskCosts
         Planned cost of each action.
     thresholds : RoutingThresholds, optional
-        The routing policy of ``tiered`` (required there, ignored otherwise).
+        The routing policy of ``tiered`` (required there unless ``decisions`` is given,
+        ignored otherwise).
     rng : Generator or int, optional
         Required by ``random``.
+    decisions : DataFrame, optional
+        ``tiered`` only: routing decisions already made for the candidates (the output of
+        :func:`loop.routing.route`, columns ``item_id, route, reason, priority``, one row per
+        candidate in any order), used instead of calling ``route(candidates, thresholds)``.
 
     Returns
     -------
@@ -168,8 +176,9 @@ def plan_round(candidates: pd.DataFrame, strategy: Strategy | str, *, budget: fl
     Raises
     ------
     SchemaError
-        Missing columns, an unknown strategy, a negative budget, or a missing ``rng`` or
-        ``thresholds`` where the strategy needs one.
+        Missing columns, an unknown strategy, a negative budget, a missing ``rng`` or
+        ``thresholds`` where the strategy needs one, or ``decisions`` that do not match the
+        candidates.
 
     Examples
     --------
@@ -192,7 +201,7 @@ def plan_round(candidates: pd.DataFrame, strategy: Strategy | str, *, budget: fl
         reasons = np.where(new, "new item: two more crowd labels, majority of three", "old item: kept").astype(object)
         return _plan(frame, actions, np.full(n, ""), reasons, new.astype(np.float64), costs)
     if strategy is Strategy.TIERED:
-        return _plan_tiered(frame, budget, costs, thresholds)
+        return _plan_tiered(frame, budget, costs, thresholds, decisions)
     order, priority, reasons = _ranking(frame, strategy, rng)
     take = _within_budget(np.full(n, costs.planned(Action.REVIEW)), order, budget)
     actions = np.where(take, Action.REVIEW.value, Action.KEEP.value).astype(object)
@@ -218,11 +227,14 @@ def _ranking(frame: pd.DataFrame, strategy: Strategy, rng: Any) -> tuple[np.ndar
     return order, 1.0 - signal, reasons
 
 
-def _plan_tiered(frame: pd.DataFrame, budget: float, costs: TaskCosts,
-                 thresholds: RoutingThresholds | None) -> pd.DataFrame:
-    if not isinstance(thresholds, RoutingThresholds):
+def _plan_tiered(frame: pd.DataFrame, budget: float, costs: TaskCosts, thresholds: RoutingThresholds | None,
+                 decisions: pd.DataFrame | None) -> pd.DataFrame:
+    if decisions is not None:
+        decided = _check_decisions(decisions, frame)
+    elif not isinstance(thresholds, RoutingThresholds):
         raise fail("thresholds", "a RoutingThresholds for the tiered strategy", type(thresholds).__name__)
-    decided = route(frame, thresholds)
+    else:
+        decided = route(frame, thresholds)
     routes = decided[ROUTE].to_numpy(dtype=object)
     wanted = pd.Series(routes).map(_ROUTE_ACTION).to_numpy(dtype=object)
     priority = decided[PRIORITY].to_numpy(dtype=np.float64)
@@ -267,6 +279,28 @@ def _check_strategy(value: Any) -> Strategy:
         return Strategy(value)
     except ValueError:
         raise fail("strategy", f"one of {[s.value for s in Strategy]}", repr(value)) from None
+
+
+def _check_decisions(value: Any, frame: pd.DataFrame) -> pd.DataFrame:
+    """Routing decisions for exactly the candidates, put in the candidates' order."""
+    columns = [ITEM, ROUTE, REASON, PRIORITY]
+    if not isinstance(value, pd.DataFrame) or any(c not in value.columns for c in columns):
+        raise fail("decisions", f"a DataFrame with columns {columns} (the output of loop.routing.route)",
+                   f"a {type(value).__name__}" if not isinstance(value, pd.DataFrame)
+                   else f"a frame with columns {list(value.columns)}")
+    ids = value[ITEM].astype(str)
+    wanted = frame[ITEM].astype(str)
+    if ids.duplicated().any() or len(ids) != len(wanted) or not wanted.isin(ids).all():
+        raise fail("decisions", "one row per candidate item", f"{len(ids)} rows for {len(wanted)} candidates "
+                   "with other or duplicate item ids")
+    routes = value[ROUTE].astype(str)
+    unknown = routes[~routes.isin(list(_ROUTE_ACTION))]
+    if len(unknown):
+        raise fail("decisions.route", f"values among {list(_ROUTE_ACTION)}", repr(unknown.iloc[0]))
+    priority = value[PRIORITY].to_numpy(dtype=np.float64)
+    if not np.isfinite(priority).all():
+        raise fail("decisions.priority", "finite numbers", "NaN or inf")
+    return value.assign(**{ITEM: ids}).set_index(ITEM).loc[wanted.to_numpy()].reset_index()
 
 
 def _check_candidates(value: Any) -> pd.DataFrame:

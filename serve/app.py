@@ -17,7 +17,9 @@ Serve config YAML (:mod:`serve.config`), or from Python with :func:`serve.local.
 Endpoints (JSON bodies described in :mod:`serve.payload`):
 
 - ``POST /v1/score``: probabilities and signals per item.
-- ``POST /v1/route``: signals plus ``route``, ``reason``, ``priority`` per item.
+- ``POST /v1/route``: signals plus ``route``, ``reason``, ``priority`` per item; with
+  ``label_issue_scores`` the Router routes on the caller's label-issue scores instead of the
+  Scorer's own.
 - ``GET /v1/health``: 200 when a model is loaded, 503 before.
 - ``GET /v1/model``: the served model (name, alias, version, temperature...).
 - ``GET /v1/thresholds``: the Router's thresholds.
@@ -49,7 +51,7 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from loop.columns import ITEM
+from loop.columns import ITEM, LABEL_ISSUE_SCORE
 from loop.exceptions import LoopError, SchemaError
 from loop.issues import label_quality_scores
 from loop.routing import RoutingThresholds, route, score_items
@@ -277,10 +279,18 @@ class Router:
         self._thresholds = RoutingThresholds.from_dict(user_config or {})
         self._reconfigured += 1
 
-    async def route(self, scored: Scored, keep_probabilities: bool = False) -> Scored:
-        """Add ``route, reason, priority`` to a Scorer's answer (passed straight from the Scorer)."""
-        routes = await self._route(scored.scores)
-        frame = pd.concat([scored.scores, routes], axis=1)
+    async def route(self, scored: Scored, keep_probabilities: bool = False,
+                    label_issue_scores: np.ndarray | None = None) -> Scored:
+        """Add ``route, reason, priority`` to a Scorer's answer (passed straight from the Scorer).
+
+        ``label_issue_scores`` (shape (n,), in [0, 1]), when given, replace the Scorer's own
+        label-issue scores: the caller's, e.g. computed with the annotators' labels as evidence.
+        """
+        scores = scored.scores
+        if label_issue_scores is not None:
+            scores = scores.assign(**{LABEL_ISSUE_SCORE: np.asarray(label_issue_scores, dtype=np.float64)})
+        routes = await self._route(scores)
+        frame = pd.concat([scores, routes], axis=1)
         return Scored(probs=scored.probs if keep_probabilities else None, scores=frame,
                       model=scored.model, classes=scored.classes)
 
@@ -386,6 +396,9 @@ class Ingress:
     @api.post("/v1/score", openapi_extra=_REQUEST_BODY)
     async def score(self, request: Request) -> Response:
         parsed = self._parse(await request.body())
+        if parsed.label_issue_scores is not None:
+            raise BadRequest("label_issue_scores", "Label-issue scores are an input of the Router: send "
+                             "them to POST /v1/route, not /v1/score.")
         keep = parsed.return_probabilities is not False
         scored = await _unwrap(self._scorer.score.remote(parsed.features, parsed.labels, keep))
         frame = _with_ids(scored.scores, parsed.item_ids)
@@ -399,7 +412,7 @@ class Ingress:
         # without bringing it back here first); the Router returns scores and routes together.
         keep = bool(parsed.return_probabilities)
         scored = self._scorer.score.remote(parsed.features, parsed.labels, keep)
-        routed = await _unwrap(self._router.route.remote(scored, keep))
+        routed = await _unwrap(self._router.route.remote(scored, keep, parsed.label_issue_scores))
         return _answer(_with_ids(routed.scores, parsed.item_ids), routed.probs, parsed.compact, routed)
 
     @api.get("/v1/health")

@@ -76,7 +76,8 @@ class ServeClient:
 
     # -- scoring -------------------------------------------------------------------------
 
-    def route(self, item_ids: ArrayLike, features: ArrayLike, labels: ArrayLike | None = None) -> pd.DataFrame:
+    def route(self, item_ids: ArrayLike, features: ArrayLike, labels: ArrayLike | None = None, *,
+              label_issue_scores: ArrayLike | None = None) -> pd.DataFrame:
         """Score and route items.
 
         Parameters
@@ -87,6 +88,10 @@ class ServeClient:
         labels : array-like of shape (n,), optional
             Current labels (class codes, or names when the app has ``class_names``); None or
             NaN where an item has none. Labelled items get a ``label_issue_score``.
+        label_issue_scores : array-like of shape (n,), optional
+            Your own label-issue score per item, in [0, 1] (e.g. with the annotators' labels
+            as evidence): the Router routes on them instead of the Scorer's self-confidence
+            score, and the answer's ``label_issue_score`` holds them.
 
         Returns
         -------
@@ -94,7 +99,8 @@ class ServeClient:
             Columns ``item_id, predicted, runner_up, confidence, margin, entropy,
             label_issue_score, route, reason, priority``, in the order of ``item_ids``.
         """
-        frame, _ = self._post_batches("/v1/route", item_ids, features, labels, probabilities=False)
+        frame, _ = self._post_batches("/v1/route", item_ids, features, labels, probabilities=False,
+                                      label_issue_scores=label_issue_scores)
         return frame[list(ROUTE_COLUMNS)]
 
     def score(self, item_ids: ArrayLike, features: ArrayLike,
@@ -146,17 +152,20 @@ class ServeClient:
     # -- private -------------------------------------------------------------------------
 
     def _post_batches(self, path: str, item_ids: ArrayLike, features: ArrayLike, labels: ArrayLike | None,
-                      *, probabilities: bool) -> tuple[pd.DataFrame, np.ndarray | None]:
+                      *, probabilities: bool,
+                      label_issue_scores: ArrayLike | None = None) -> tuple[pd.DataFrame, np.ndarray | None]:
         ids = _plain_ids(item_ids)
         x = check_array(features, "features", ndim=2)
         if x.shape[0] != len(ids):
             raise fail("features", f"one row per item id ({len(ids)} rows)", f"{x.shape[0]} rows")
         plain_labels = None if labels is None else _plain_labels(labels, len(ids))
+        issues = None if label_issue_scores is None else _issue_scores(label_issue_scores, len(ids))
         frames, probs = [], []
         for start in range(0, max(len(ids), 1), self.chunk_size):
             stop = start + self.chunk_size
             body = self._body(ids[start:stop], x[start:stop],
-                              None if plain_labels is None else plain_labels[start:stop], probabilities)
+                              None if plain_labels is None else plain_labels[start:stop], probabilities,
+                              None if issues is None else issues[start:stop])
             answer = self._request("POST", path, body=body)
             frame, p = _read_answer(answer)
             frames.append(frame)
@@ -167,7 +176,8 @@ class ServeClient:
                 frame[column] = frame[column].astype("float64")
         return frame, (np.concatenate(probs) if probabilities else None)
 
-    def _body(self, ids: list[Any], x: np.ndarray, labels: list[Any] | None, probabilities: bool) -> bytes:
+    def _body(self, ids: list[Any], x: np.ndarray, labels: list[Any] | None, probabilities: bool,
+              issues: np.ndarray | None = None) -> bytes:
         body: dict[str, Any] = {"item_ids": ids}
         if self.compact:
             data = np.ascontiguousarray(x, dtype=_DTYPES[self.dtype])
@@ -177,6 +187,11 @@ class ServeClient:
             body["features"] = x.tolist()
         if labels is not None:
             body["labels"] = labels
+        if issues is not None and self.compact:
+            data = np.ascontiguousarray(issues, dtype="<f8")
+            body["label_issue_scores_b64"] = base64.b64encode(data.tobytes()).decode("ascii")
+        elif issues is not None:
+            body["label_issue_scores"] = issues.tolist()
         body["return_probabilities"] = probabilities
         return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
 
@@ -226,6 +241,15 @@ def _plain_ids(item_ids: ArrayLike) -> list[Any]:
     if not ids:
         raise fail("item_ids", "at least one item id", "an empty sequence")
     return [i.item() if isinstance(i, np.generic) else i for i in ids]
+
+
+def _issue_scores(values: ArrayLike, n: int) -> np.ndarray:
+    scores = check_array(values, "label_issue_scores", ndim=1)
+    if scores.shape[0] != n:
+        raise fail("label_issue_scores", f"one score per item ({n} scores)", f"{scores.shape[0]} scores")
+    if not np.all((scores >= 0) & (scores <= 1)):
+        raise fail("label_issue_scores", "numbers in [0, 1]", "values outside it or NaN")
+    return scores.astype(np.float64)
 
 
 def _plain_labels(labels: ArrayLike, n: int) -> list[Any]:

@@ -12,6 +12,12 @@ the app has ``class_names``, as names; ``null`` where an item has none. ``return
 (optional) asks for the class probabilities (default: yes on ``/v1/score``, no on
 ``/v1/route``).
 
+``label_issue_scores`` (optional, ``/v1/route`` only) are the caller's own label-issue scores,
+one number in [0, 1] per item, e.g. computed with the annotators' labels as evidence; the
+Router then routes on them instead of the Scorer's self-confidence score (and the answer's
+``label_issue_score`` shows them). Compact form: ``label_issue_scores_b64``, n little-endian
+float64 values in base64 (``base64.b64encode(s.astype("<f8").tobytes())``).
+
 A readable request gets a readable answer, one record per item::
 
     {"model": {"name": "digits", "version": "3", "alias": "champion"},
@@ -97,6 +103,11 @@ class ScoreRequest(BaseModel):
         None, description="current label per item (code or class name), null where none")
     return_probabilities: StrictBool | None = Field(
         None, description="include class probabilities (default: yes on /score, no on /route)")
+    label_issue_scores: list[float] | None = Field(
+        None, description="/v1/route only: the caller's label-issue score per item, in [0, 1]; "
+                          "the Router routes on them instead of the Scorer's own")
+    label_issue_scores_b64: str | None = Field(
+        None, description="label_issue_scores as n little-endian float64 values, base64")
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,8 @@ class ParsedRequest:
     compact : bool
         Whether the request used ``features_b64`` (and so gets the compact answer).
     return_probabilities : bool or None
+    label_issue_scores : ndarray of float64, shape (n,), or None
+        The caller's label-issue scores, in [0, 1] (``/v1/route`` only).
     """
 
     item_ids: list[Any]
@@ -120,6 +133,7 @@ class ParsedRequest:
     labels: np.ndarray | None
     compact: bool
     return_probabilities: bool | None
+    label_issue_scores: np.ndarray | None = None
 
 
 def parse_request(body: bytes, *, class_names: Sequence[Any] | None = None,
@@ -144,7 +158,7 @@ def parse_request(body: bytes, *, class_names: Sequence[Any] | None = None,
     BadRequest
         400 for a body that is not JSON or bad base64; 413 for too many rows; 422 for
         everything else (unknown fields, wrong types or shapes, NaN or inf, empty batch,
-        duplicate ids, unknown label names).
+        duplicate ids, unknown label names, label-issue scores outside [0, 1]).
 
     Examples
     --------
@@ -169,7 +183,29 @@ def parse_request(body: bytes, *, class_names: Sequence[Any] | None = None,
     labels = None if request.labels is None else _labels(request.labels, n, class_names)
     return ParsedRequest(item_ids=request.item_ids, features=features, labels=labels,
                          compact=request.features_b64 is not None,
-                         return_probabilities=request.return_probabilities)
+                         return_probabilities=request.return_probabilities,
+                         label_issue_scores=_issue_scores(request, n))
+
+
+def _issue_scores(request: ScoreRequest, n: int) -> np.ndarray | None:
+    if request.label_issue_scores is not None and request.label_issue_scores_b64 is not None:
+        raise BadRequest("label_issue_scores", "Give at most one of 'label_issue_scores' (numbers) and "
+                         "'label_issue_scores_b64' (base64 float64 bytes); got both.")
+    if request.label_issue_scores is not None:
+        field, values = "label_issue_scores", np.asarray(request.label_issue_scores, dtype=np.float64)
+        if values.shape[0] != n:
+            raise BadRequest(field, f"One label-issue score per item id: {n} ids but {values.shape[0]} scores.")
+    elif request.label_issue_scores_b64 is not None:
+        field = "label_issue_scores_b64"
+        values = decode_b64_array(request.label_issue_scores_b64, (n,), "float64", field=field)
+    else:
+        return None
+    bad = ~((values >= 0) & (values <= 1))  # NaN fails both comparisons
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise BadRequest(f"{field}.{i}", f"Label-issue scores must be numbers in [0, 1]; got {values[i]} "
+                         f"({int(bad.sum())} bad values).")
+    return values.astype(np.float64)
 
 
 def _features(request: ScoreRequest, n: int) -> np.ndarray:

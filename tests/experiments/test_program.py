@@ -117,6 +117,21 @@ def test_the_in_process_scorer_matches_the_model(small_world):
     np.testing.assert_allclose(scores["label_issue_score"], 1 - probs[np.arange(5), y[:5]], atol=1e-9)
 
 
+def test_the_in_process_port_routes_with_loop_routing(small_world):
+    from sklearn.linear_model import LogisticRegression
+
+    from loop.routing import RoutingThresholds, route, score_items
+
+    ids = small_world.stream[:200]
+    x, y = small_world.x(ids), small_world.truth.iloc[:200].to_numpy()
+    model = LogisticRegression(max_iter=500).fit(x, y)
+    issues = np.random.default_rng(0).random(200)
+    thresholds = RoutingThresholds(double_blind_issue_score=0.8)
+    got = InProcessScorer(lambda: model).route(ids, x, y, issues, thresholds)
+    want = route(score_items(model.predict_proba(x), item_ids=ids, label_issue_scores=issues), thresholds)
+    pd.testing.assert_frame_equal(got, want)
+
+
 @pytest.fixture
 def mlflow_cfg(request, tmp_path, small_cfg, mlflow_uri):
     """Tracking in the session's store, under an experiment and a model named after the test."""
@@ -159,17 +174,43 @@ def _assert_tracked(uri: str, run_id: str) -> None:
             T.routed_table_path(2), T.ROUNDS_CSV} <= paths
 
 
+def _routed_table(uri: str, run_id: str, round_: int) -> pd.DataFrame:
+    import mlflow
+
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=T.routed_table_path(round_),
+                                               tracking_uri=uri)
+    return pd.read_csv(path, dtype={ITEM: str})
+
+
 @pytest.mark.slow
-def test_two_rounds_through_the_real_serve_app(ray_serve, mlflow_cfg, small_world):
+def test_two_rounds_through_the_real_serve_app(ray_serve, mlflow_cfg, small_world, monkeypatch):
     """Scoring over HTTP from the Serve app loading the registry's champion; tracking in a temp dir."""
     from mlflow import MlflowClient
 
     from serve.client import ServeClient
 
+    # Spy on the client: the tiered routing decisions must be the Router's answers.
+    answers = []
+    real_route = ServeClient.route
+
+    def spy(self, *args, **kwargs):
+        answer = real_route(self, *args, **kwargs)
+        answers.append((kwargs.get("label_issue_scores"), answer))
+        return answer
+
+    monkeypatch.setattr(ServeClient, "route", spy)
     cfg = mlflow_cfg.replace(serve="local")
     result = run_program(cfg, world=small_world)
     assert result.final_error_rate < result.initial_error_rate
     _assert_tracked(cfg.tracking.uri, result.run_id)
+    assert len(answers) == cfg.rounds  # one /v1/route call per round, with the program's issue scores
+    for round_, (issues, answer) in enumerate(answers, start=1):
+        assert issues is not None
+        np.testing.assert_allclose(answer["label_issue_score"], issues)
+        routed = _routed_table(cfg.tracking.uri, result.run_id, round_)
+        sent = answer.set_index(ITEM).loc[routed[ITEM].astype(str)]
+        assert routed["route"].tolist() == sent["route"].tolist()
+        assert [r.removesuffix("; deferred: over budget") for r in routed["reason"]] == sent["reason"].tolist()
     # The app the program deployed on the session's Serve serves the program's champion.
     served = ServeClient(ray_serve.base_url).model()
     champion = MlflowClient(tracking_uri=cfg.tracking.uri).get_model_version_by_alias(cfg.tracking.registered_model,

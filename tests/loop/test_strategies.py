@@ -104,6 +104,37 @@ def test_tiered_needs_thresholds():
         plan_round(candidates(), "tiered", budget=1.0, costs=COSTS)
 
 
+def test_tiered_takes_precomputed_decisions_in_any_order():
+    from loop.routing import route
+
+    frame = candidates(n=60, seed=7)
+    decided = route(frame, THRESHOLDS)
+    for budget in (1.0, 1e9):
+        want = plan_round(frame, "tiered", budget=budget, costs=COSTS, thresholds=THRESHOLDS)
+        shuffled = decided.sample(frac=1.0, random_state=0)
+        got = plan_round(frame, "tiered", budget=budget, costs=COSTS, decisions=shuffled)
+        pd.testing.assert_frame_equal(got, want)
+    # The decisions win over the thresholds: everything routed to an expert.
+    experts = decided.assign(route="expert", reason="asked by the router")
+    plan = plan_round(frame, "tiered", budget=1e9, costs=COSTS, thresholds=THRESHOLDS, decisions=experts)
+    assert (plan[ACTION] == "expert").all() and (plan["reason"] == "asked by the router").all()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d.iloc[1:], "'decisions'"),
+    (lambda d: pd.concat([d.iloc[1:], d.iloc[1:2]]), "'decisions'"),
+    (lambda d: d.drop(columns=["reason"]), "'decisions'"),
+    (lambda d: d.assign(route="later"), "'decisions.route'"),
+    (lambda d: d.assign(priority=np.nan), "'decisions.priority'"),
+])
+def test_bad_decisions_are_refused(change, message):
+    from loop.routing import route
+
+    frame = candidates(n=10)
+    with pytest.raises(SchemaError, match=message):
+        plan_round(frame, "tiered", budget=1.0, costs=COSTS, decisions=change(route(frame, THRESHOLDS)))
+
+
 def test_task_costs():
     assert COSTS.planned("review") == pytest.approx(0.1)
     assert COSTS.planned("expert") == pytest.approx(0.3)

@@ -106,6 +106,53 @@ def test_route_matches_loop_in_process(world, compact):
             >= 0.5 * (labels[::3] >= 0).sum())  # wrong current labels are sent to be relabelled
 
 
+@pytest.mark.parametrize("compact", [True, False], ids=["compact", "json"])
+def test_the_router_routes_on_the_callers_label_issue_scores(world, compact):
+    x = world["x"][1300:1400]
+    labels = world["y"][1300:1400]
+    issues = np.random.default_rng(3).random(len(x))  # the caller's own evidence, not the model's
+    ids = [f"item-{i}" for i in range(len(x))]
+    got = ServeClient(world["url"], compact=compact, chunk_size=40).route(ids, x, labels=labels.tolist(),
+                                                                          label_issue_scores=issues)
+    probs = _champion(world).predict_proba(x)
+    scores = score_items(probs, item_ids=ids, label_issue_scores=issues)
+    want = route(scores, RoutingThresholds())
+    assert got[ITEM].tolist() == ids
+    np.testing.assert_allclose(got[LABEL_ISSUE_SCORE], issues, atol=0 if compact else 1e-15)
+    assert got[ROUTE].tolist() == want[ROUTE].tolist()
+    assert got[REASON].tolist() == want[REASON].tolist()
+    np.testing.assert_allclose(got[PRIORITY], want[PRIORITY], atol=1e-12)
+    # The model's own label-issue scores would route differently.
+    own = ServeClient(world["url"], compact=compact).route(ids, x, labels=labels.tolist())
+    assert own[ROUTE].tolist() != got[ROUTE].tolist()
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"item_ids": [1, 2], "features": [[0.0] * 64] * 2, "label_issue_scores": [0.5]},
+     "label_issue_scores"),
+    ({"item_ids": [1, 2], "features": [[0.0] * 64] * 2, "label_issue_scores": [0.5, 1.01]}, "label_issue_scores.1"),
+    (b'{"item_ids": [1], "features": [[' + b", ".join([b"0.0"] * 64) + b']], "label_issue_scores": [NaN]}',
+     "label_issue_scores.0"),
+    ({"item_ids": [1, 2], "features_b64": base64.b64encode(np.zeros((2, 64), "<f4").tobytes()).decode(),
+      "shape": [2, 64], "label_issue_scores_b64": base64.b64encode(np.array([np.nan, 0.1], "<f8").tobytes()).decode()},
+     "label_issue_scores_b64.0"),
+])
+def test_bad_label_issue_scores_get_422_naming_the_field(world, body, field):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    answer = requests.post(world["url"] + "/v1/route", data=data, timeout=30,
+                           headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["field"] == field
+
+
+def test_score_refuses_label_issue_scores(world):
+    answer = requests.post(world["url"] + "/v1/score", timeout=30,
+                           json={"item_ids": [1], "features": [[0.0] * 64], "label_issue_scores": [0.5]})
+    assert answer.status_code == 422
+    error = answer.json()["error"]
+    assert error["field"] == "label_issue_scores" and "/v1/route" in error["message"]
+
+
 def test_score_returns_the_champion_probabilities(world):
     x = world["x"][:64]
     scores, probs = ServeClient(world["url"]).score(np.arange(64), x)

@@ -114,3 +114,38 @@ def test_compact_answer_carries_floats_as_arrays():
     np.testing.assert_array_equal(arrays["probabilities"], probs)
     np.testing.assert_array_equal(arrays[CONFIDENCE], [0.9, 0.6])
     assert np.isnan(arrays[LABEL_ISSUE_SCORE][0]) and arrays[LABEL_ISSUE_SCORE][1] == 0.25
+
+
+def test_label_issue_scores_in_both_forms():
+    scores = [0.0, 0.25, 1.0]
+    readable = parse_request(_body(item_ids=[1, 2, 3], features=[[0.0]] * 3, label_issue_scores=scores))
+    compact = parse_request(_compact(np.zeros((3, 1)), item_ids=[1, 2, 3], label_issue_scores_b64=_issues_b64(scores)))
+    np.testing.assert_array_equal(readable.label_issue_scores, scores)
+    np.testing.assert_array_equal(compact.label_issue_scores, scores)
+    assert parse_request(_body(item_ids=[1], features=[[0.0]])).label_issue_scores is None
+
+
+def _issues_b64(values) -> str:
+    return base64.b64encode(np.asarray(values, dtype="<f8").tobytes()).decode()
+
+
+@pytest.mark.parametrize(("body", "status", "field"), [
+    (_body(item_ids=[1, 2], features=[[0.0]] * 2, label_issue_scores=[0.5]), 422, "label_issue_scores"),
+    (_body(item_ids=[1, 2], features=[[0.0]] * 2, label_issue_scores=[0.5, 1.5]), 422, "label_issue_scores.1"),
+    (_body(item_ids=[1, 2], features=[[0.0]] * 2, label_issue_scores=[-0.1, 0.5]), 422, "label_issue_scores.0"),
+    (b'{"item_ids": [1], "features": [[0.0]], "label_issue_scores": [NaN]}', 422, "label_issue_scores.0"),
+    (_body(item_ids=[1], features=[[0.0]], label_issue_scores=["high"]), 422, "label_issue_scores.0"),
+    (_body(item_ids=[1], features=[[0.0]], label_issue_scores=[None]), 422, "label_issue_scores.0"),
+    (_body(item_ids=[1, 2], features=[[0.0]] * 2, label_issue_scores_b64=_issues_b64([0.5, np.nan])),
+     422, "label_issue_scores_b64.1"),
+    (_body(item_ids=[1, 2], features=[[0.0]] * 2, label_issue_scores_b64=_issues_b64([0.5])),
+     422, "label_issue_scores_b64"),
+    (_body(item_ids=[1], features=[[0.0]], label_issue_scores_b64="***"), 400, "label_issue_scores_b64"),
+    (_body(item_ids=[1], features=[[0.0]], label_issue_scores=[0.5], label_issue_scores_b64=_issues_b64([0.5])),
+     422, "label_issue_scores"),
+])
+def test_bad_label_issue_scores_name_the_field(body, status, field):
+    with pytest.raises(BadRequest) as caught:
+        parse_request(body)
+    assert (caught.value.status, caught.value.field) == (status, field)
+    assert len(caught.value.message) > 10
