@@ -544,6 +544,9 @@ class _Program:
             ITEM: answers[ITEM].to_numpy(), ANNOTATOR: answers[ANNOTATOR].to_numpy(),
             LABEL: answers[LABEL].to_numpy(dtype=np.int64), SECONDS: answers[SECONDS].to_numpy(dtype=np.float64),
             CREATED_AT: stamps.to_numpy()}))
+        # Every task of this batch was just answered: close them in one write.
+        answered = self.store.tasks_frame(self.stream, statuses=["assigned"])["task_id"]
+        self.store.set_task_statuses(answered.astype(int).tolist(), "done", reason="answered")
 
     def _resolve(self, plan: pd.DataFrame, answers: pd.DataFrame, annotations: pd.DataFrame, before: pd.Series,
                  scores: pd.DataFrame) -> pd.DataFrame:

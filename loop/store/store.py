@@ -426,6 +426,41 @@ class LabelStore:
                                   "after": values}], actor=actor, reason=reason)
         return self.task(task_id)
 
+    def set_task_statuses(self, task_ids: Sequence[int], status: TaskStatus | str, *, actor: str | None = None,
+                          reason: str | None = None) -> int:
+        """Move many tasks to ``status`` in one transaction, one audit event per task that changes.
+
+        Tasks already at ``status`` are left alone (a retry changes nothing). An unknown id
+        refuses the whole call, and nothing is written.
+
+        Returns
+        -------
+        int
+            How many tasks changed.
+        """
+        if status not in {t.value for t in TaskStatus} and not isinstance(status, TaskStatus):
+            raise fail(STATUS, f"one of {[t.value for t in TaskStatus]}", _describe(status))
+        status = TaskStatus(status)
+        ids = sorted({check_int(i, "task_ids", low=1) for i in task_ids})
+        if not ids:
+            return 0
+        t = S.tasks
+        with write_transaction(self._engine) as conn:
+            rows = conn.execute(sa.select(t.c.id, t.c.status, t.c.stream_id, t.c.item_id, t.c.annotator_id)
+                                .where(t.c.id.in_(ids))).all()
+            missing = sorted(set(ids) - {r.id for r in rows})
+            if missing:
+                raise fail("task_ids", "ids of stored tasks", f"unknown ids {missing[:5]}")
+            moving = [r for r in rows if r.status != status.value]
+            if not moving:
+                return 0
+            conn.execute(t.update().where(t.c.id.in_([r.id for r in moving])).values(status=status.value))
+            record_events(conn, [{"action": "task.status", "entity": "task", "entity_id": r.id,
+                                  "stream_id": r.stream_id, "item_id": r.item_id,
+                                  "before": {"status": r.status, "annotator_id": r.annotator_id},
+                                  "after": {"status": status.value}} for r in moving], actor=actor, reason=reason)
+        return len(moving)
+
     def _stream_by_id(self, conn: Connection, stream_id: int) -> Stream:
         return self.stream(conn.execute(sa.select(S.streams.c.name).where(S.streams.c.id == stream_id)).scalar_one())
 

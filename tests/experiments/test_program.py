@@ -68,7 +68,9 @@ def test_the_store_holds_the_program(tiered_run, small_world):
     assert history["supersedes"].notna().sum() > 0  # corrections supersede, nothing is overwritten
     # Initial labels are consensus resolutions; the program's corrections come by other methods too.
     assert "consensus" in set(history["method"]) and len(set(history["method"])) >= 2
-    assert len(store.tasks_frame(result.stream)) == len(annotations)
+    tasks = store.tasks_frame(result.stream)
+    assert len(tasks) == len(annotations)
+    assert set(tasks["status"]) == {"done"}  # every task the program created was answered and closed
 
 
 def test_the_routed_table_explains_each_decision(tiered_run, small_world):

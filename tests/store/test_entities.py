@@ -125,3 +125,21 @@ def test_predictions_and_tasks(seeded):
     assert task.status is TaskStatus.ASSIGNED and task.annotator == "b"
     with pytest.raises(SchemaError, match="'guideline_version'"):
         seeded.add_tasks(STREAM, pd.DataFrame({"item_id": ["i2"], "guideline_version": [2]}))  # a draft
+
+
+def test_many_tasks_move_at_once_with_one_event_each(seeded):
+    tasks = pd.DataFrame({"item_id": ["i0", "i1", "i2"], "annotator_id": ["a", "b", "c"]})
+    seeded.add_tasks(STREAM, tasks)
+    ids = seeded.tasks_frame(STREAM)["task_id"].astype(int).tolist()
+    events_before = len(seeded.events_frame(stream=STREAM))
+    assert seeded.set_task_statuses(ids[:2], "done", reason="answered") == 2
+    assert seeded.tasks_frame(STREAM)["status"].tolist() == ["done", "done", "assigned"]
+    assert seeded.set_task_statuses(ids, TaskStatus.DONE) == 1  # the retry changes only the third
+    events = seeded.events_frame(stream=STREAM)
+    assert len(events) == events_before + 3
+    with pytest.raises(SchemaError, match="'task_ids'.*unknown ids \\[999999\\]"):
+        seeded.set_task_statuses([ids[0], 999999], "cancelled")
+    assert seeded.tasks_frame(STREAM)["status"].tolist() == ["done", "done", "done"]  # nothing written
+    with pytest.raises(SchemaError, match="'status'"):
+        seeded.set_task_statuses(ids, "finished")
+    assert seeded.set_task_statuses([], "done") == 0
