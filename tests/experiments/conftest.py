@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
@@ -14,6 +16,15 @@ def mlflow_uri(tmp_path_factory) -> str:
     pytest.importorskip("mlflow")
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
-    MlflowClient(tracking_uri=uri).search_experiments()
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    # MLflow caches one store per URI, with its default artifact root (./mlruns) made absolute
+    # from the working directory when the store is first built: build it from tmp, so the
+    # artifacts of experiments the tests create land there and not in the checkout.
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments()
+    finally:
+        os.chdir(cwd)
     return uri

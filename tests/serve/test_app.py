@@ -62,7 +62,9 @@ def world(ray_serve, tmp_path_factory, digits):
     import mlflow
 
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("serve-tests")  # artifacts under the experiment's tmp location
+    # Artifacts under tmp: a new experiment's default location is ./mlruns in the checkout.
+    mlflow.create_experiment("serve-tests", artifact_location=str(root / "artifacts"))
+    mlflow.set_experiment("serve-tests")
     v1 = _model(x, y, c=0.01)
     v2 = _model(x, y, c=1.0)
     version = publish_model(v1, model_name=MODEL, tracking_uri=uri)
