@@ -86,28 +86,38 @@ def check_labels(value: Any, name: str = "labels", *, n_classes: int | None = No
     return labels
 
 
+def _compact_integers(values: pd.Series) -> tuple[np.ndarray, int, int] | None:
+    """``(array, min, max)`` when a column holds integers whose range is at most twice their
+    count, so a table indexed by value is cheap; ``None`` otherwise."""
+    if not (pd.api.types.is_integer_dtype(values.dtype) and len(values)):
+        return None
+    raw = values.to_numpy()
+    if raw.dtype.kind not in "iu":
+        return None
+    low, high = int(raw.min()), int(raw.max())
+    return (raw, low, high) if high - low <= 2 * raw.size else None
+
+
 def factorize(values: pd.Series, *, sort: bool = True) -> tuple[np.ndarray, pd.Index]:
     """Integer codes ``0 .. u - 1`` of a column, shape ``(n,)``, and the ``u`` distinct values
     they stand for; the values sorted when ``sort`` and they can be sorted (mixed types
     cannot), in order of appearance otherwise. Missing values must have been refused before.
     """
-    if pd.api.types.is_integer_dtype(values.dtype) and len(values):
-        raw = values.to_numpy()
-        if raw.dtype.kind in "iu":
-            low, high = int(raw.min()), int(raw.max())
-            if high - low <= 2 * raw.size:
-                # Integer ids in a compact range (class codes, 0 .. n - 1 item ids): a lookup
-                # table is several times faster than hashing, and its codes come out sorted.
-                offset = (raw if low == 0 else raw - low).astype(np.int64, copy=False)
-                present = np.bincount(offset, minlength=high - low + 1) > 0
-                if present.all():
-                    # Every id in the range occurs: the offsets are the codes. A read-only view,
-                    # since it may share memory with the caller's frame.
-                    codes = offset.view()
-                    codes.flags.writeable = False
-                else:
-                    codes = (np.cumsum(present) - 1)[offset]
-                return codes, pd.Index((np.flatnonzero(present) + low).astype(raw.dtype))
+    compact = _compact_integers(values)
+    if compact is not None:
+        # Integer ids in a compact range (class codes, 0 .. n - 1 item ids): a lookup table is
+        # several times faster than hashing, and its codes come out sorted.
+        raw, low, high = compact
+        offset = (raw if low == 0 else raw - low).astype(np.int64, copy=False)
+        present = np.bincount(offset, minlength=high - low + 1) > 0
+        if present.all():
+            # Every id in the range occurs: the offsets are the codes. A read-only view, since
+            # it may share memory with the caller's frame.
+            codes = offset.view()
+            codes.flags.writeable = False
+        else:
+            codes = (np.cumsum(present) - 1)[offset]
+        return codes, pd.Index((np.flatnonzero(present) + low).astype(raw.dtype))
     try:
         codes, uniques = pd.factorize(values, sort=sort)
     except TypeError:
@@ -130,11 +140,10 @@ def _has_duplicate_pairs(first: pd.Series, second: pd.Series) -> bool:
 def _injective_codes(values: pd.Series) -> tuple[np.ndarray, int]:
     """Codes ``0 .. size - 1`` that tell distinct values apart, and ``size``: integer ids in a
     compact range are their own codes (offset by the minimum); anything else is factorized."""
-    raw = values.to_numpy() if isinstance(values.dtype, np.dtype) else None
-    if raw is not None and raw.dtype.kind in "iu" and raw.size:
-        low, high = int(raw.min()), int(raw.max())
-        if high - low <= 2 * raw.size:
-            return raw - low, high - low + 1
+    compact = _compact_integers(values)
+    if compact is not None:
+        raw, low, high = compact
+        return raw - low, high - low + 1
     codes, uniques = factorize(values, sort=False)
     return codes, len(uniques)
 
