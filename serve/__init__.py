@@ -1,6 +1,6 @@
 """labelloop's serving layer: a Ray Serve app that scores and routes items over HTTP.
 
-- :mod:`serve.app`: the deployments (Scorer, Router, Ingress) and ``build_app``.
+- :mod:`serve.app`: the deployments (Router, the HTTP ingress, and Scorer) and ``build_app``.
 - :mod:`serve.client`: :class:`~serve.client.ServeClient`, arrays in, frames out.
 - :mod:`serve.local`: ``start_local`` / ``shutdown_local`` on this machine.
 - :mod:`serve.config`: Serve config YAML, written and read back.

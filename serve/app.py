@@ -1,15 +1,17 @@
-"""The Ray Serve application: a Scorer, a Router and an HTTP ingress, wired with ``.bind()``.
+"""The Ray Serve application: a Router (the HTTP ingress) and a Scorer, wired with ``.bind()``.
 
 ::
 
-    HTTP ─► Ingress (FastAPI) ─► Scorer ─► Router ─► Ingress ─► HTTP answer
-            parse, check         champion   loop.routing.route, thresholds from user_config
-            write the answer     from the MLflow registry, @serve.batch predict_proba,
-                                 signals (loop.routing.score_items)
+    HTTP ─► Router (FastAPI ingress) ─► Scorer ─► Router ─► HTTP answer
+            parse, check; then            champion from the MLflow registry,
+            loop.routing.route with       @serve.batch predict_proba,
+            thresholds from user_config   signals (loop.routing.score_items)
 
-``/v1/route`` hands the Scorer's answer straight to the Router (a Serve handle response passed
-as an argument), so it does not travel back through the ingress in between; the Router
-batches too (``loop.routing.route`` costs a few ms per call whatever the number of rows).
+The Router is the ingress so that a routed request crosses one replica boundary (to the
+Scorer and back), as a scored one does: with a Router deployment behind a separate ingress
+the Scorer's answer was pickled twice more per request, which cost more than routing itself.
+The Router batches ``loop.routing.route`` calls across requests (``@serve.batch``): its
+fixed cost then counts once per batch.
 
 Start it with ``serve run serve.app:build_app model_name=digits tracking_uri=...``, with a
 Serve config YAML (:mod:`serve.config`), or from Python with :func:`serve.local.start_local`.
@@ -59,7 +61,7 @@ from loop.routing import RoutingThresholds, route, score_items
 from .args import APP_NAME, AppArgs
 from .payload import NO_LABEL, BadRequest, ScoreRequest, encode_answer, error_body, parse_request
 
-__all__ = ["APP_NAME", "AppArgs", "Ingress", "Router", "Scorer", "build_app"]
+__all__ = ["APP_NAME", "AppArgs", "Router", "Scorer", "build_app"]
 
 logger = logging.getLogger("ray.serve")
 
@@ -258,62 +260,7 @@ class Scorer:
                 logger.warning("Scorer refresh failed: %s", exc)
 
 
-# ----------------------------------------------------------------------------- the Router
-
-@serve.deployment(name="Router", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.25})
-class Router:
-    """Routes scored items with :func:`loop.routing.route`.
-
-    The thresholds come from the deployment's ``user_config`` (a
-    :meth:`RoutingThresholds.to_dict` mapping); changing it calls :meth:`reconfigure` on the
-    running replicas, without a redeploy.
-    """
-
-    def __init__(self, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.002) -> None:
-        self._thresholds = RoutingThresholds()
-        self._reconfigured = 0
-        self._route.set_max_batch_size(max_batch_size)
-        self._route.set_batch_wait_timeout_s(batch_wait_timeout_s)
-
-    def reconfigure(self, user_config: dict[str, Any] | None) -> None:
-        self._thresholds = RoutingThresholds.from_dict(user_config or {})
-        self._reconfigured += 1
-
-    async def route(self, scored: Scored, keep_probabilities: bool = False,
-                    label_issue_scores: np.ndarray | None = None) -> Scored:
-        """Add ``route, reason, priority`` to a Scorer's answer (passed straight from the Scorer).
-
-        ``label_issue_scores`` (shape (n,), in [0, 1]), when given, replace the Scorer's own
-        label-issue scores: the caller's, e.g. computed with the annotators' labels as evidence.
-        """
-        scores = scored.scores
-        if label_issue_scores is not None:
-            scores = scores.assign(**{LABEL_ISSUE_SCORE: np.asarray(label_issue_scores, dtype=np.float64)})
-        routes = await self._route(scores)
-        frame = pd.concat([scores, routes], axis=1)
-        return Scored(probs=scored.probs if keep_probabilities else None, scores=frame,
-                      model=scored.model, classes=scored.classes)
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
-    async def _route(self, frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
-        # One route() call per batch: its fixed cost (about 10 ms of pandas on 2 busy cores,
-        # against 16 ms for 1,024 rows and 26 ms for 8,192) then counts once for the batch.
-        # Item ids are positions, made unique across the batch here.
-        thresholds = self._thresholds  # read once: the whole batch sees one policy
-        if len(frames) == 1:
-            return [route(frames[0], thresholds).drop(columns=[ITEM])]
-        merged = pd.concat(frames, ignore_index=True)
-        merged[ITEM] = np.arange(len(merged))
-        routes = route(merged, thresholds).drop(columns=[ITEM])
-        bounds = np.cumsum([0] + [len(f) for f in frames])
-        return [routes.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:])]
-
-    def thresholds(self) -> dict[str, Any]:
-        return {"thresholds": self._thresholds.to_dict(), "reconfigured": self._reconfigured,
-                "replica": serve.get_replica_context().replica_id.unique_id}
-
-
-# ----------------------------------------------------------------------------- the ingress
+# ----------------------------------------------------------------------------- the Router (HTTP ingress)
 
 api = FastAPI(title="labelloop", version="1",
               description="Score and route items for labeling: who should look at which item, and why.")
@@ -348,7 +295,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return JSONResponse(error_body(None, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
 
-# The helpers the ingress calls are defined above it: @serve.ingress makes a class that
+# The helpers the Router calls are defined above it: @serve.ingress makes a class that
 # Serve pickles by value when the decorator runs, with the globals defined by then.
 
 async def _unwrap(response: Any) -> Any:
@@ -356,7 +303,6 @@ async def _unwrap(response: Any) -> Any:
     try:
         return await response
     except Exception as exc:
-        # A Scorer error reaching us through the Router is wrapped twice: follow the causes.
         cause, seen = getattr(exc, "cause", None), 0
         while cause is not None and seen < 5:
             if isinstance(cause, (BadRequest, NoModel, SchemaError)):
@@ -383,15 +329,29 @@ def _schema_field(message: str) -> str | None:
     return message[start + 1:end] if 0 <= start < end else None
 
 
-@serve.deployment(name="Ingress", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.25})
+@serve.deployment(name="Router", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.25})
 @serve.ingress(api)
-class Ingress:
-    """HTTP adapter: parse the request, call the Scorer and the Router, serialise the answer."""
+class Router:
+    """The HTTP ingress: parses requests, asks the Scorer, routes with :func:`loop.routing.route`.
 
-    def __init__(self, scorer: DeploymentHandle, router: DeploymentHandle, args: dict[str, Any]) -> None:
+    The thresholds come from the deployment's ``user_config`` (a
+    :meth:`RoutingThresholds.to_dict` mapping); changing it calls :meth:`reconfigure` on the
+    running replicas, without a redeploy. Routing here, in the process that holds the
+    request, rather than in a deployment of its own saves a replica hop per request: the
+    Scorer's answer would otherwise be pickled twice more (to the Router, and back).
+    """
+
+    def __init__(self, scorer: DeploymentHandle, args: dict[str, Any]) -> None:
         self._scorer = scorer
-        self._router = router
         self._args = AppArgs.model_validate(args)
+        self._thresholds = RoutingThresholds()
+        self._reconfigured = 0
+        self._route.set_max_batch_size(self._args.max_batch_size)
+        self._route.set_batch_wait_timeout_s(self._args.batch_wait_timeout_s)
+
+    def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        self._thresholds = RoutingThresholds.from_dict(user_config or {})
+        self._reconfigured += 1
 
     @api.post("/v1/score", openapi_extra=_REQUEST_BODY)
     async def score(self, request: Request) -> Response:
@@ -401,19 +361,35 @@ class Ingress:
                              "them to POST /v1/route, not /v1/score.")
         keep = parsed.return_probabilities is not False
         scored = await _unwrap(self._scorer.score.remote(parsed.features, parsed.labels, keep))
-        frame = _with_ids(scored.scores, parsed.item_ids)
-        probs = scored.probs
-        return _answer(frame, probs, parsed.compact, scored)
+        return _answer(_with_ids(scored.scores, parsed.item_ids), scored.probs, parsed.compact, scored)
 
     @api.post("/v1/route", openapi_extra=_REQUEST_BODY)
     async def route(self, request: Request) -> Response:
+        """Signals plus ``route, reason, priority``; with ``label_issue_scores`` (shape (n,), in
+        [0, 1]) the caller's label-issue scores (e.g. computed with the annotators' labels as
+        evidence) replace the Scorer's own."""
         parsed = self._parse(await request.body())
-        # The Scorer's answer goes straight to the Router (Serve passes the response along
-        # without bringing it back here first); the Router returns scores and routes together.
         keep = bool(parsed.return_probabilities)
-        scored = self._scorer.score.remote(parsed.features, parsed.labels, keep)
-        routed = await _unwrap(self._router.route.remote(scored, keep, parsed.label_issue_scores))
-        return _answer(_with_ids(routed.scores, parsed.item_ids), routed.probs, parsed.compact, routed)
+        scored = await _unwrap(self._scorer.score.remote(parsed.features, parsed.labels, keep))
+        scores = scored.scores
+        if parsed.label_issue_scores is not None:
+            scores = scores.assign(**{LABEL_ISSUE_SCORE: np.asarray(parsed.label_issue_scores, dtype=np.float64)})
+        routes = await self._route(scores)
+        frame = pd.concat([scores, routes], axis=1)
+        return _answer(_with_ids(frame, parsed.item_ids), scored.probs, parsed.compact, scored)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def _route(self, frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
+        # One route() call per batch: its fixed cost (a few ms of pandas) then counts once for
+        # the batch. Item ids are positions, made unique across the batch here.
+        thresholds = self._thresholds  # read once: the whole batch sees one policy
+        if len(frames) == 1:
+            return [route(frames[0], thresholds).drop(columns=[ITEM])]
+        merged = pd.concat(frames, ignore_index=True)
+        merged[ITEM] = np.arange(len(merged))
+        routes = route(merged, thresholds).drop(columns=[ITEM])
+        bounds = np.cumsum([0] + [len(f) for f in frames])
+        return [routes.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:])]
 
     @api.get("/v1/health")
     async def health(self) -> JSONResponse:
@@ -432,7 +408,8 @@ class Ingress:
 
     @api.get("/v1/thresholds")
     async def thresholds(self) -> JSONResponse:
-        return JSONResponse(await _unwrap(self._router.thresholds.remote()))
+        return JSONResponse({"thresholds": self._thresholds.to_dict(), "reconfigured": self._reconfigured,
+                             "replica": serve.get_replica_context().replica_id.unique_id})
 
     @api.post("/v1/reload")
     async def reload(self) -> JSONResponse:
@@ -445,7 +422,7 @@ class Ingress:
 # ----------------------------------------------------------------------------- the builder
 
 def build_app(args: dict[str, Any] | AppArgs) -> Application:
-    """Compose the app: ``Ingress(Scorer, Router)``, each with fractional CPUs.
+    """Compose the app: ``Router(Scorer)``, each with fractional CPUs.
 
     Parameters
     ----------
@@ -471,11 +448,9 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
     actor = {"num_cpus": args.replica_cpus,
              "runtime_env": {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}}
     # The thresholds reach the Router only, as user_config: changing them then reconfigures the
-    # Router in place and leaves the Scorer and the ingress (whose arguments did not change) alone.
+    # Router in place and leaves the Scorer (whose arguments did not change) alone.
     plain = args.model_dump(exclude={"thresholds"})
     scorer = Scorer.options(num_replicas=args.scorer_replicas, ray_actor_options=actor,
                             max_ongoing_requests=max(64, 4 * args.max_batch_size)).bind(plain)
-    router = Router.options(num_replicas=args.router_replicas, ray_actor_options=actor,
-                            user_config=args.routing_thresholds().to_dict()).bind(
-        args.max_batch_size, args.batch_wait_timeout_s)
-    return Ingress.options(num_replicas=args.ingress_replicas, ray_actor_options=actor).bind(scorer, router, plain)
+    return Router.options(num_replicas=args.router_replicas, ray_actor_options=actor,
+                          user_config=args.routing_thresholds().to_dict()).bind(scorer, plain)

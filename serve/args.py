@@ -50,8 +50,8 @@ class AppArgs(BaseModel):
     scorer_replicas : int, default=1
         Scorer replicas. With more than one, ``POST /v1/reload`` reaches one of them; set
         ``refresh_seconds`` so that every replica follows the alias.
-    router_replicas, ingress_replicas : int, default=1
-        Router and ingress replicas (the ingress parses and writes the JSON).
+    router_replicas : int, default=1
+        Router replicas (the HTTP ingress: parses the JSON, routes, writes the answer).
     replica_cpus : float, default=0.25
         CPUs reserved per replica (fractional, so that the app fits on a laptop).
     max_rows_per_request : int, default=65536
@@ -71,7 +71,6 @@ class AppArgs(BaseModel):
     batch_wait_timeout_s: float = Field(0.002, ge=0, le=1)
     scorer_replicas: int = Field(1, ge=1)
     router_replicas: int = Field(1, ge=1)
-    ingress_replicas: int = Field(1, ge=1)
     replica_cpus: float = Field(0.25, gt=0)
     max_rows_per_request: int = Field(65536, ge=1)
 
