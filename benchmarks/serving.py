@@ -8,9 +8,10 @@ regression + temperature) is published to a temporary MLflow registry as
 - ``mlflow models serve -m models:/serving-bench@champion --env-manager local`` (uvicorn,
   its default single worker), fed ``/invocations`` with ``{"inputs": [[...]]}`` and with
   ``dataframe_split``; its answer is the probabilities only;
-- labelloop's app (:func:`serve.local.start_local`: Ingress -> Scorer (``@serve.batch``) ->
-  Router on a local Ray), fed ``/v1/route`` in the readable JSON form and in the compact form
-  (base64 float32 features, columnar answer), and ``/v1/score`` compact. Its answers carry
+- labelloop's app (:func:`serve.local.start_local`: Router, the HTTP ingress, -> Scorer
+  (``@serve.batch``) on a local Ray in Serve's high-throughput mode: HAProxy, gRPC), fed
+  ``/v1/route`` in the readable JSON form and in the compact form (base64 float32 features,
+  columnar answer), and ``/v1/score`` compact. Its answers carry
   the probabilities or signals *and* the routing decision with its reason.
 
 For 1, 64 and 1,024 rows per request, ``--concurrency`` client threads send pre-encoded
@@ -244,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         print(f"{os.cpu_count()} cores; {opts.concurrency} client threads; best of {opts.repeats} x "
               f"{opts.seconds:g} s per cell; "
-              f"mlflow models serve with {opts.mlflow_workers} worker(s); labelloop app: Ingress, Scorer "
-              "(max_batch_size 16), Router, 1 replica each, on a local Ray\n")
+              f"mlflow models serve with {opts.mlflow_workers} worker(s); labelloop app: Router (ingress) "
+              "and Scorer (max_batch_size 16), 1 replica each, on a local Ray, HAProxy\n")
         results = []
         for n in opts.rows:
             rows = np.resize(x, (n, x.shape[1])).astype(np.float64)
