@@ -108,11 +108,11 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _project_run(load_config(args.config, ignore=("compare", "tune")))
     from rich.table import Table
 
-    from experiments.program import run_program
+    from experiments import program
 
     console = Console()
-    with _rounds_progress(console, f"{cfg.name} ({cfg.strategy.value})", cfg.rounds) as progress, _local_serve(cfg):
-        result = run_program(cfg, progress=progress)
+    with _rounds_progress(console, f"{cfg.name} ({cfg.strategy.value})", cfg.rounds) as progress:
+        result = program.main(cfg, progress=progress)
     table = Table(title=f"{result.strategy} on {result.dataset}: {result.n_items} items, stream {result.stream}")
     for column in ("initial error rate", "final error rate", "cost", "errors fixed per 100 annotations",
                    "model accuracy", "promotions"):
@@ -140,7 +140,7 @@ def _comparison(cfg: Any) -> int:
 
     console = Console()
     with Progress(TextColumn("[bold]{task.description:<16}[/]"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as bar, _local_serve(cfg):
+                  TimeElapsedColumn(), console=console) as bar:
         order = [s.value for s in cfg.strategies]
         tasks = {name: bar.add_task(name, total=cfg.rounds + 1, start=i == 0) for i, name in enumerate(order)}
 
@@ -194,20 +194,6 @@ def _rounds_progress(console: Console, name: str, rounds: int) -> Iterator[Calla
                   console=console) as bar:
         task = bar.add_task(name, total=rounds + 1)
         yield lambda done, total: bar.update(task, completed=done + 1, total=total + 1)
-
-
-@contextlib.contextmanager
-def _local_serve(cfg: Any) -> Iterator[None]:
-    """Shut down the local Ray Serve a program with ``serve: local`` starts, however it ends."""
-    from experiments.config import LOCAL
-
-    try:
-        yield
-    finally:
-        if cfg.serve == LOCAL:
-            from serve.local import shutdown_local
-
-            shutdown_local()
 
 
 def _project_run(cfg: Any) -> Any:

@@ -20,9 +20,9 @@ import pandas as pd
 from loop.store import LabelStore
 
 from . import tracking as T
-from .config import LOCAL, ProgramConfig, flatten
-from .program import HttpScorer, ProgramResult, Scorer, make_tracker, run_program
-from .world import World, build_world
+from .config import ProgramConfig, flatten
+from .program import ProgramResult, Scorer, make_tracker, open_setup, run_program
+from .world import World
 
 __all__ = ["ComparisonResult", "TABLE_COLUMNS", "comparison_table", "main"]
 
@@ -65,8 +65,9 @@ def main(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: LabelStore 
     ----------
     cfg : ProgramConfig
     scorer : Scorer, optional
-        Shared by all strategies; default from ``cfg.serve`` (one local Serve app for all
-        with ``local``; in process otherwise, one per strategy).
+        Shared by all strategies; default from ``cfg.serve`` (:func:`~experiments.program.open_setup`:
+        one Serve app for all, started here with ``local`` and stopped at the end; in process,
+        one per strategy).
     store : LabelStore, optional
         Default ``LabelStore(cfg.store_url)``; each strategy writes its own stream.
     world : World, optional
@@ -77,37 +78,27 @@ def main(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: LabelStore 
     -------
     ComparisonResult
     """
-    world = world if world is not None else build_world(cfg)
-    own_store = store is None
-    store = store if store is not None else LabelStore(cfg.store_url)
     parent = make_tracker(cfg)
     params = {k: v for k, v in flatten(cfg).items() if k != "program.strategy"}
-    parent_id = parent.start(f"compare-{world.dataset}", params=params, tags={
-        T.TAG_ROLE: T.ROLE_COMPARISON, T.TAG_DATASET: world.dataset})
-    try:
-        if scorer is None and cfg.serve == LOCAL and cfg.tracking.enabled:
-            from serve.local import start_local
-
-            scorer = HttpScorer(start_local({"model_name": cfg.tracking.registered_model,
-                                             "tracking_uri": cfg.tracking.uri,
-                                             "thresholds": cfg.thresholds.to_dict()}))
-        results: dict[str, ProgramResult] = {}
-        for strategy in cfg.strategies:
-            step = (lambda r, n, s=strategy.value: progress(s, r, n)) if progress else None
-            results[strategy.value] = run_program(cfg.replace(strategy=strategy), scorer=scorer, store=store,
-                                                  world=world, progress=step)
-        table = comparison_table(results)
-        parent.log_table(table, T.COMPARISON_CSV)
-        parent.log_figure(T.plot_error_vs_cost({name: r.rounds for name, r in results.items()},
-                                               title=f"{world.dataset}: label error rate against cost"),
-                          T.ERROR_VS_COST_PNG)
-        parent.log_metrics({T.strategy_metric(row.strategy, column): float(getattr(row, column))
-                            for row in table.itertuples(index=False) for column in TABLE_COLUMNS[1:]})
-    except BaseException:
-        parent.finish(failed=True)
-        raise
-    finally:
-        if own_store:
-            store.close()
-    parent.finish()
+    # One world, store and scorer for every strategy (with serve.url local, one Serve app).
+    with open_setup(cfg, world=world, store=store, scorer=scorer) as setup:
+        parent_id = parent.start(f"compare-{setup.world.dataset}", params=params, tags={
+            T.TAG_ROLE: T.ROLE_COMPARISON, T.TAG_DATASET: setup.world.dataset})
+        try:
+            results: dict[str, ProgramResult] = {}
+            for strategy in cfg.strategies:
+                step = (lambda r, n, s=strategy.value: progress(s, r, n)) if progress else None
+                results[strategy.value] = run_program(cfg.replace(strategy=strategy), scorer=setup.scorer,
+                                                      store=setup.store, world=setup.world, progress=step)
+            table = comparison_table(results)
+            parent.log_table(table, T.COMPARISON_CSV)
+            parent.log_figure(T.plot_error_vs_cost({name: r.rounds for name, r in results.items()},
+                                                   title=f"{setup.world.dataset}: label error rate against cost"),
+                              T.ERROR_VS_COST_PNG)
+            parent.log_metrics({T.strategy_metric(row.strategy, column): float(getattr(row, column))
+                                for row in table.itertuples(index=False) for column in TABLE_COLUMNS[1:]})
+        except BaseException:
+            parent.finish(failed=True)
+            raise
+        parent.finish()
     return ComparisonResult(parent_run_id=parent_id, results=results, table=table)

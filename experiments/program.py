@@ -1,6 +1,9 @@
 """A continuous labelling program: rounds of score, route, annotate, resolve, retrain, measure.
 
-``run_program(cfg, *, scorer=None, store=None, tracker=None, world=None, progress=None) -> ProgramResult``
+``main(cfg, *, progress=None) -> ProgramResult`` runs one program with everything its config names
+(what ``labelloop run`` and ``mlflow run . -e run`` run); ``run_program(cfg, *, scorer=None,
+store=None, tracker=None, world=None, progress=None)`` is the same with any of those given
+(a comparison shares them between its programs, see :func:`open_setup`).
 
 Round 0 (the seed round) brings the first ``items_per_round`` items with their initial crowd
 labels; a model trained on them becomes the first champion (whatever the gate says: something
@@ -8,16 +11,18 @@ must serve). Each round ``r = 1 .. rounds`` then:
 
 1. **Arrive.** ``items_per_round`` new items with one crowd label each (see
    :mod:`experiments.world`); the label is the item's first resolution.
-2. **Score.** Every item arrived so far is scored by the champion through the *scorer* port
-   (the Serve app over HTTP, or the same ``loop`` code in process), with its current label.
-3. **Plan.** The label-issue score of each item is recomputed with the annotators' evidence
-   (:func:`loop.issues.label_quality_scores` over the store's annotations), and the
-   strategy decides each eligible item's action within the round's budget
-   (:func:`loop.strategies.plan_round`). The tiered strategy's routing decisions come from
-   the scorer port too (:meth:`Scorer.route`: the Serve app's Router over ``POST /v1/route``,
-   given those label-issue scores, or :func:`loop.routing.route` in process). Items are
-   eligible while they have no expert label and fewer than :data:`MAX_LABELS` labels; old
-   items are eligible too, so old errors are found and fixed, not only new items labelled.
+2. **Score.** Every item arrived so far is scored once by the champion through the *scorer*
+   port (the Serve app's ``POST /v1/score``, or the same ``loop`` code in process):
+   probabilities and signals.
+3. **Plan.** The label-issue score of each item is computed from those probabilities and the
+   annotators' evidence (:func:`loop.issues.label_quality_scores` over the store's
+   annotations), and the strategy decides each eligible item's action within the round's
+   budget (:func:`loop.strategies.plan_round`). The tiered strategy's routing decisions come
+   from the scorer port too (:meth:`Scorer.route`: the Serve app's Router over
+   ``POST /v1/route``, given those label-issue scores, or :func:`loop.routing.route` in
+   process). Items are eligible while they have no expert label and fewer than
+   :data:`MAX_LABELS` labels; old items are eligible too, so old errors are found and fixed,
+   not only new items labelled.
 4. **Annotate.** The workforce answers (review: one crowd label; double-blind: two crowd
    labels, an expert adjudicates when they disagree; expert: one expert label; triple: two
    more crowd labels). Tasks and annotations go to the label store in batches.
@@ -54,8 +59,9 @@ first label to its last.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -74,11 +80,11 @@ from loop.store import LabelStore
 from loop.strategies import ACTION, IS_NEW, PLANNED_COST, SELF_CONFIDENCE, Action, Strategy, plan_round
 
 from . import tracking as T
-from .config import IN_PROCESS, LOCAL, ProgramConfig, flatten
+from .config import IN_PROCESS, LOCAL, ConfigError, ProgramConfig, flatten
 from .world import TIER_CODES, World, build_world
 
-__all__ = ["MAX_LABELS", "HttpScorer", "InProcessScorer", "ProgramResult", "Scorer", "make_scorer",
-           "make_tracker", "run_program"]
+__all__ = ["MAX_LABELS", "HttpScorer", "InProcessScorer", "ProgramResult", "Scorer", "Setup", "main",
+           "make_tracker", "open_setup", "run_program"]
 
 MAX_LABELS = 5  # an item with this many labels is not sent to people again
 _T0 = pd.Timestamp("2026-01-05", tz="UTC")
@@ -97,10 +103,10 @@ class Scorer(Protocol):
         """The scores frame (``loop.columns.SCORE_COLUMNS``) and the (n, k) class probabilities."""
         ...
 
-    def route(self, item_ids: Any, features: Any, labels: Any, label_issue_scores: Any,
+    def route(self, item_ids: Any, features: Any, label_issue_scores: Any,
               thresholds: RoutingThresholds) -> pd.DataFrame:
         """Routing decisions (``item_id, route, reason, priority``, as :func:`loop.routing.route`)
-        of the champion's scores, with the caller's label-issue scores in place of the model's."""
+        of the champion's scores, with the caller's label-issue scores (no labels needed)."""
         ...
 
     def reload(self) -> None:
@@ -129,10 +135,9 @@ class InProcessScorer:
         issue = None if labels is None else 1.0 - label_quality_scores(np.asarray(labels), probs)
         return score_items(probs, item_ids=np.asarray(item_ids, dtype=object), label_issue_scores=issue), probs
 
-    def route(self, item_ids: Any, features: Any, labels: Any, label_issue_scores: Any,
+    def route(self, item_ids: Any, features: Any, label_issue_scores: Any,
               thresholds: RoutingThresholds) -> pd.DataFrame:
-        """:func:`loop.routing.route` on the champion's scores (``labels`` are not needed: the
-        label-issue scores are given)."""
+        """:func:`loop.routing.route` on the champion's scores with the given label-issue scores."""
         scores = score_items(self._probs(features), item_ids=np.asarray(item_ids, dtype=object),
                              label_issue_scores=np.asarray(label_issue_scores, dtype=np.float64))
         return route(scores, thresholds)
@@ -147,8 +152,9 @@ class HttpScorer:
     """Scores and routes through a running labelloop Serve app (:class:`serve.client.ServeClient`).
 
     :meth:`route` asks the app's Router (``POST /v1/route``), which routes with its own
-    thresholds (its ``user_config``); when they differ from the ones the program was given,
-    a warning says so.
+    thresholds (its ``user_config``). An app the program deploys itself gets the program's
+    thresholds (:func:`open_setup`); an app somebody else runs may have others, and then a
+    warning names both, each round.
     """
 
     def __init__(self, base_url: str, *, compact: bool = True) -> None:
@@ -164,16 +170,34 @@ class HttpScorer:
                                           None if labels is None else np.asarray(labels).tolist())
         return scores, probs
 
-    def route(self, item_ids: Any, features: Any, labels: Any, label_issue_scores: Any,
+    def route(self, item_ids: Any, features: Any, label_issue_scores: Any,
               thresholds: RoutingThresholds) -> pd.DataFrame:
-        served = RoutingThresholds.from_dict(self.client.thresholds()["thresholds"])
-        if served != thresholds:
-            warnings.warn(f"The Serve app's Router routes with {served.to_dict()}, not the program's "
-                          f"thresholds {thresholds.to_dict()}.", stacklevel=2)
+        self._warn_unless_served(thresholds)
+        # No labels: the Scorer would score them only for the Router to use the given scores
+        # instead. No probabilities back: the caller has them.
         routed = self.client.route(list(item_ids), np.asarray(features, dtype=np.float64),
-                                   None if labels is None else np.asarray(labels).tolist(),
                                    label_issue_scores=np.asarray(label_issue_scores, dtype=np.float64))
         return routed[[ITEM, ROUTE, REASON, PRIORITY]]
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> HttpScorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _warn_unless_served(self, thresholds: RoutingThresholds) -> None:
+        served = RoutingThresholds.from_dict(self.client.thresholds()["thresholds"])
+        if served == thresholds:
+            return
+        theirs, ours = served.to_dict(), thresholds.to_dict()
+        differ = "; ".join(f"{key} {theirs[key]!r} (Router) vs {ours[key]!r} (program)"
+                           for key in ours if theirs[key] != ours[key]) or f"{theirs} vs {ours}"
+        warnings.warn(f"The Serve app at {self.client.base_url} routes with its Router's thresholds, not the "
+                      f"program's: {differ}. Deploy the app with the program's thresholds as the Router's "
+                      "user_config, or give the program the Router's.", stacklevel=3)
 
 
 def make_tracker(cfg: ProgramConfig) -> T.Tracker:
@@ -183,22 +207,104 @@ def make_tracker(cfg: ProgramConfig) -> T.Tracker:
     return T.MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.registered_model)
 
 
-def make_scorer(cfg: ProgramConfig, tracker: T.Tracker, world: World) -> Scorer:
-    """The scorer ``cfg.serve`` names: in process, a local Serve app started here, or a URL."""
-    if cfg.serve == IN_PROCESS:
-        return InProcessScorer(lambda: tracker.load_model(T.ALIAS_CHAMPION))
-    if not cfg.tracking.enabled:
-        from .config import ConfigError
+# --- start-up ----------------------------------------------------------------------------------
 
+
+@dataclass(frozen=True)
+class Setup:
+    """What a program needs besides its tracker, and a comparison shares between its programs.
+
+    Attributes
+    ----------
+    world : World
+    store : LabelStore
+    scorer : Scorer or None
+        The Serve app's :class:`HttpScorer`, or the scorer the caller gave; None means in
+        process (each program then scores with its own tracker's champion).
+    """
+
+    world: World
+    store: LabelStore
+    scorer: Scorer | None
+
+
+@contextlib.contextmanager
+def open_setup(cfg: ProgramConfig, *, world: World | None = None, store: LabelStore | None = None,
+               scorer: Scorer | None = None) -> Iterator[Setup]:
+    """The world, the label store and the scorer of ``cfg``, for the time of a ``with`` block.
+
+    What is given is used as is and left open; what is opened here is closed at exit.
+
+    - ``world``: default ``build_world(cfg)``.
+    - ``store``: default ``LabelStore(cfg.store_url)``, closed at exit.
+    - ``scorer``, from ``cfg.serve``: ``in_process`` gives None; ``local`` starts Ray Serve
+      here and deploys the app with the program's thresholds as the Router's
+      ``user_config``, so that the Router and the program agree by construction (Ray is
+      shut down at exit when it was started here); a URL is an app somebody else runs,
+      whose Router's thresholds :class:`HttpScorer` checks each round.
+
+    Raises
+    ------
+    ConfigError
+        ``serve.url`` is not ``in_process`` while ``tracking.uri`` is ``none``: the Serve app
+        loads its models from the MLflow registry.
+
+    Examples
+    --------
+    >>> from experiments.config import parse_config
+    >>> cfg = parse_config({"tracking": {"uri": "none"}, "store": {"url": "sqlite://"}})
+    >>> with open_setup(cfg) as setup:  # doctest: +SKIP
+    ...     results = [run_program(cfg.replace(strategy=s), store=setup.store, world=setup.world,
+    ...                            scorer=setup.scorer) for s in ("random", "tiered")]
+    """
+    if scorer is None and cfg.serve != IN_PROCESS and not cfg.tracking.enabled:
         raise ConfigError("serve.url: expected 'in_process' when tracking.uri is 'none' (the Serve app loads "
                           f"models from the MLflow registry), got {cfg.serve!r}")
-    if cfg.serve == LOCAL:
-        from serve.local import start_local
+    with contextlib.ExitStack() as stack:
+        # Cheapest first: a store that cannot be opened stops the run before Ray starts.
+        if store is None:
+            store = stack.enter_context(LabelStore(cfg.store_url))
+        world = world if world is not None else build_world(cfg)
+        if scorer is None:
+            scorer = stack.enter_context(_serving(cfg))
+        yield Setup(world=world, store=store, scorer=scorer)
 
-        url = start_local({"model_name": cfg.tracking.registered_model, "tracking_uri": cfg.tracking.uri,
-                           "thresholds": cfg.thresholds.to_dict()})
-        return HttpScorer(url)
-    return HttpScorer(cfg.serve)
+
+@contextlib.contextmanager
+def _serving(cfg: ProgramConfig) -> Iterator[HttpScorer | None]:
+    """The Serve app ``cfg.serve`` names, as an :class:`HttpScorer`; None for ``in_process``."""
+    if cfg.serve == IN_PROCESS:
+        yield None
+        return
+    if cfg.serve != LOCAL:
+        with HttpScorer(cfg.serve) as scorer:
+            yield scorer
+        return
+    from serve.local import local_app
+
+    args = {"model_name": cfg.tracking.registered_model, "tracking_uri": cfg.tracking.uri}
+    with local_app(args, thresholds=cfg.thresholds) as url, HttpScorer(url) as scorer:
+        yield scorer
+
+
+def main(cfg: ProgramConfig, *, progress: Callable[[int, int], None] | None = None) -> ProgramResult:
+    """Run one program with everything from its config: what ``labelloop run --config`` and
+    ``mlflow run . -e run`` run.
+
+    The world, the label store, the scorer (:func:`open_setup`) and the tracker
+    (:func:`make_tracker`) come from ``cfg``; a Serve app started here is stopped at the end.
+
+    Parameters
+    ----------
+    cfg : ProgramConfig
+    progress : callable (round, rounds) -> None, optional
+        Called after each round (0 = seed).
+
+    Returns
+    -------
+    ProgramResult
+    """
+    return run_program(cfg, progress=progress)
 
 
 # --- results -----------------------------------------------------------------------------------
@@ -285,8 +391,8 @@ def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: Labe
     ----------
     cfg : ProgramConfig
     scorer : Scorer, optional
-        Default from ``cfg.serve``: in process, a local Serve app (started after the seed
-        model is registered), or the app at a URL.
+        Default from ``cfg.serve`` (:func:`open_setup`): in process with the tracker's
+        champion, a local Serve app started for this run, or the app at a URL.
     store : LabelStore, optional
         Default ``LabelStore(cfg.store_url)`` (closed at the end). Each run writes its own
         stream, ``<name>-<dataset>-<strategy>-seed<seed>`` (``-2``, ``-3``... when taken).
@@ -312,36 +418,33 @@ def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: Labe
     >>> result.final_error_rate < result.initial_error_rate  # doctest: +SKIP
     True
     """
-    world = world if world is not None else build_world(cfg)
-    own_store = store is None
-    store = store if store is not None else LabelStore(cfg.store_url)
     tracker = tracker if tracker is not None else make_tracker(cfg)
-    program = _Program(cfg, world, store, tracker)
-    tracker.start(f"{cfg.strategy.value}", params=flatten(cfg), tags={
-        T.TAG_STRATEGY: cfg.strategy.value, T.TAG_DATASET: world.dataset, T.TAG_ROLE: T.ROLE_PROGRAM,
-        T.TAG_STREAM: program.stream})
-    # Single-threaded BLAS: the arrays are small, and BLAS threads fighting over a few shared
-    # cores made a 0.1 s model fit take 4 s.
-    limits = threadpool_limits(1)
-    try:
-        program.seed_round()
-        if progress:
-            progress(0, cfg.rounds)
-        program.scorer = scorer if scorer is not None else make_scorer(cfg, tracker, world)
-        program.scorer.reload()
-        for round_ in range(1, cfg.rounds + 1):
-            program.play_round(round_)
+    with open_setup(cfg, world=world, store=store, scorer=scorer) as setup:
+        program = _Program(cfg, setup.world, setup.store, tracker)
+        tracker.start(f"{cfg.strategy.value}", params=flatten(cfg), tags={
+            T.TAG_STRATEGY: cfg.strategy.value, T.TAG_DATASET: setup.world.dataset, T.TAG_ROLE: T.ROLE_PROGRAM,
+            T.TAG_STREAM: program.stream})
+        # Single-threaded BLAS: the arrays are small, and BLAS threads fighting over a few shared
+        # cores made a 0.1 s model fit take 4 s.
+        limits = threadpool_limits(1)
+        try:
+            program.seed_round()
             if progress:
-                progress(round_, cfg.rounds)
-        result = program.finish()
-    except BaseException:
-        tracker.finish(failed=True)
-        raise
-    finally:
-        limits.unregister()
-        if own_store:
-            store.close()
-    tracker.finish()
+                progress(0, cfg.rounds)
+            program.scorer = setup.scorer if setup.scorer is not None else \
+                InProcessScorer(lambda: tracker.load_model(T.ALIAS_CHAMPION))
+            program.scorer.reload()  # the seed model is the champion now
+            for round_ in range(1, cfg.rounds + 1):
+                program.play_round(round_)
+                if progress:
+                    progress(round_, cfg.rounds)
+            result = program.finish()
+        except BaseException:
+            tracker.finish(failed=True)
+            raise
+        finally:
+            limits.unregister()
+        tracker.finish()
     return result
 
 
@@ -403,12 +506,15 @@ class _Program:
         before = self._labels()
         current = before.reindex(arrived).to_numpy(dtype=np.int64)
         x = world.x(arrived)
-        scores, probs = self.scorer.score(arrived, x, current)
+        # One scoring pass over what arrived, without the labels: the program judges them
+        # itself below (annotators' evidence against these probabilities), so the Scorer's own
+        # label-issue scores would be thrown away.
+        scores, probs = self.scorer.score(arrived, x)
         annotations = self.store.annotations_frame(self.stream)
         candidates = self._candidates(scores, probs, current, annotations, new)
         budget = max(0.0, cfg.budget_per_round + self.carry)
         plan = plan_round(candidates, cfg.strategy, budget=budget, costs=world.costs, thresholds=cfg.thresholds,
-                          rng=self.rng, decisions=self._route(candidates, before))
+                          rng=self.rng, decisions=self._route(candidates))
         spent_before = float(annotations[COST].sum())
         answers = self._execute(plan, round_, annotations)
         annotations = self.store.annotations_frame(self.stream)
@@ -495,13 +601,22 @@ class _Program:
                                IS_NEW: np.isin(arrived, new)})
         return out[eligible].reset_index(drop=True)
 
-    def _route(self, candidates: pd.DataFrame, before: pd.Series) -> pd.DataFrame | None:
+    def _route(self, candidates: pd.DataFrame) -> pd.DataFrame | None:
         """The tiered strategy's routing decisions, from the scorer port (the Serve app's Router)."""
         if self.cfg.strategy is not Strategy.TIERED or candidates.empty:
             return None
+        # A second request, after the scoring one, and it cannot be folded into it: the Router
+        # decides on the label-issue scores (the double-blind cut-off, the priority), and those
+        # depend on the probabilities of every arrived item (the posterior weighs the model
+        # against the annotators with a weight fitted over all of them), so they exist only
+        # once the scoring answer is back. Routing on the Scorer's model-only scores in the
+        # first request instead would route on other scores than the program's. It carries
+        # only what the Router needs: the candidates (not every arrived item), their
+        # features (the endpoint scores again: /v1/route takes features, not probabilities)
+        # and their label-issue scores.
         ids = candidates[ITEM].astype(str).to_numpy()
-        return self.scorer.route(ids, self.world.x(ids), before.reindex(ids).to_numpy(dtype=np.int64),
-                                 candidates[LABEL_ISSUE_SCORE].to_numpy(dtype=np.float64), self.cfg.thresholds)
+        return self.scorer.route(ids, self.world.x(ids), candidates[LABEL_ISSUE_SCORE].to_numpy(dtype=np.float64),
+                                 self.cfg.thresholds)
 
     def _execute(self, plan: pd.DataFrame, round_: int, annotations: pd.DataFrame) -> pd.DataFrame:
         """Ask the workforce for the plan's labels; write tasks and annotations; return the answers."""

@@ -12,10 +12,11 @@ and deploying again with the same arguments changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from .args import APP_NAME, AppArgs
 from .config import read_serve_config_document, serve_config_document
 from .exceptions import ServeError, ServiceUnavailable
 
-__all__ = ["absolute_sqlite_uri", "deploy_config", "init_ray", "shutdown_local", "start_local",
+__all__ = ["absolute_sqlite_uri", "deploy_config", "init_ray", "local_app", "shutdown_local", "start_local",
            "wait_until_answering"]
 
 INLINE_OBJECT_BYTES = 8 * 1024 ** 2
@@ -98,6 +99,36 @@ def start_local(app_args: AppArgs | Mapping[str, Any], *,
     host, port = _ensure_serve(ray_temp_dir=ray_temp_dir, host=host, port=port, num_cpus=num_cpus)
     document = serve_config_document(args, thresholds=thresholds, host=host, port=port)
     return _deploy(document, host=host, port=port, timeout_s=timeout_s)
+
+
+@contextlib.contextmanager
+def local_app(app_args: AppArgs | Mapping[str, Any], *,
+              thresholds: RoutingThresholds | Mapping[str, Any] | None = None) -> Iterator[str]:
+    """:func:`start_local` for the time of a ``with`` block: the base URL inside, Ray stopped after.
+
+    At exit, Serve and Ray are shut down only when this call started Ray; a Ray that was
+    running before (a notebook's, a test session's, a cluster this process joined) keeps
+    running, with the app.
+
+    Parameters
+    ----------
+    app_args, thresholds
+        As :func:`start_local`; ``thresholds`` become the Router's ``user_config``.
+
+    Examples
+    --------
+    >>> with local_app({"model_name": "digits"}, thresholds={"expert_margin": 0.2}) as url:  # doctest: +SKIP
+    ...     ServeClient(url).thresholds()["thresholds"]["expert_margin"]
+    0.2
+    """
+    import ray
+
+    started_here = not ray.is_initialized()
+    try:
+        yield start_local(app_args, thresholds=thresholds)
+    finally:
+        if started_here:
+            shutdown_local()
 
 
 def deploy_config(path: str | os.PathLike, *, ray_temp_dir: str | os.PathLike | None = None,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import warnings
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from experiments import tracking as T
-from experiments.config import parse_config
-from experiments.program import InProcessScorer, run_program
+from experiments.config import ProgramConfig, parse_config
+from experiments.program import InProcessScorer, ProgramResult, run_program
 from experiments.world import build_world
 from loop.columns import ITEM, LABEL
 from loop.store import LabelStore
@@ -129,7 +133,7 @@ def test_the_in_process_port_routes_with_loop_routing(small_world):
     model = LogisticRegression(max_iter=500).fit(x, y)
     issues = np.random.default_rng(0).random(200)
     thresholds = RoutingThresholds(double_blind_issue_score=0.8)
-    got = InProcessScorer(lambda: model).route(ids, x, y, issues, thresholds)
+    got = InProcessScorer(lambda: model).route(ids, x, issues, thresholds)
     want = route(score_items(model.predict_proba(x), item_ids=ids, label_issue_scores=issues), thresholds)
     pd.testing.assert_frame_equal(got, want)
 
@@ -184,29 +188,74 @@ def _routed_table(uri: str, run_id: str, round_: int) -> pd.DataFrame:
     return pd.read_csv(path, dtype={ITEM: str})
 
 
+@dataclass
+class _Call:
+    """One POST the program's Serve client sent."""
+
+    path: str
+    item_ids: list[str]
+    has_labels: bool
+    return_probabilities: bool | None
+    has_issue_scores: bool
+
+
+@dataclass
+class _ServedRun:
+    cfg: ProgramConfig
+    result: ProgramResult
+    routed: list[tuple[np.ndarray, pd.DataFrame]]  # /v1/route: the issue scores sent, the answer
+    posts: list[_Call]
+    warnings: list[warnings.WarningMessage]
+
+
+@pytest.fixture(scope="module")
+def served_run(ray_serve, small_cfg, small_world, mlflow_uri, tmp_path_factory) -> _ServedRun:
+    """Two rounds of the tiered program through the real Serve app it deploys on the session's
+    Ray (``serve: local``), with spies on its HTTP client; tracking in the session's store."""
+    from serve.client import ServeClient
+
+    name = "served-run"
+    cfg = small_cfg.replace(serve="local", tracking=small_cfg.tracking.__class__(
+        uri=mlflow_uri, experiment=name, registered_model=name),
+        store_url=f"sqlite:///{tmp_path_factory.mktemp('served')}/labels.db")
+    routed, posts = [], []
+    real_route, real_request = ServeClient.route, ServeClient._request
+
+    def route_spy(self, *args, **kwargs):
+        answer = real_route(self, *args, **kwargs)
+        routed.append((kwargs.get("label_issue_scores"), answer))
+        return answer
+
+    def request_spy(self, method, path, *, body=None, **kwargs):
+        if method == "POST" and body is not None:
+            sent = json.loads(body)
+            posts.append(_Call(path, [str(i) for i in sent["item_ids"]], "labels" in sent,
+                               sent.get("return_probabilities"),
+                               "label_issue_scores" in sent or "label_issue_scores_b64" in sent))
+        return real_request(self, method, path, body=body, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        patch.setattr(ServeClient, "route", route_spy)
+        patch.setattr(ServeClient, "_request", request_spy)
+        result = run_program(cfg, world=small_world)
+    return _ServedRun(cfg, result, routed, posts, list(caught))
+
+
 @pytest.mark.slow
-def test_two_rounds_through_the_real_serve_app(ray_serve, mlflow_cfg, small_world, monkeypatch):
+def test_two_rounds_through_the_real_serve_app(served_run, ray_serve):
     """Scoring over HTTP from the Serve app loading the registry's champion; tracking in a temp dir."""
     from mlflow import MlflowClient
 
     from serve.client import ServeClient
 
-    # Spy on the client: the tiered routing decisions must be the Router's answers.
-    answers = []
-    real_route = ServeClient.route
-
-    def spy(self, *args, **kwargs):
-        answer = real_route(self, *args, **kwargs)
-        answers.append((kwargs.get("label_issue_scores"), answer))
-        return answer
-
-    monkeypatch.setattr(ServeClient, "route", spy)
-    cfg = mlflow_cfg.replace(serve="local")
-    result = run_program(cfg, world=small_world)
+    cfg, result = served_run.cfg, served_run.result
     assert result.final_error_rate < result.initial_error_rate
     _assert_tracked(cfg.tracking.uri, result.run_id)
-    assert len(answers) == cfg.rounds  # one /v1/route call per round, with the program's issue scores
-    for round_, (issues, answer) in enumerate(answers, start=1):
+    # The tiered routing decisions are the Router's answers: one /v1/route call per round,
+    # with the program's issue scores.
+    assert len(served_run.routed) == cfg.rounds
+    for round_, (issues, answer) in enumerate(served_run.routed, start=1):
         assert issues is not None
         np.testing.assert_allclose(answer["label_issue_score"], issues)
         routed = _routed_table(cfg.tracking.uri, result.run_id, round_)
@@ -218,3 +267,97 @@ def test_two_rounds_through_the_real_serve_app(ray_serve, mlflow_cfg, small_worl
     champion = MlflowClient(tracking_uri=cfg.tracking.uri).get_model_version_by_alias(cfg.tracking.registered_model,
                                                                                            "champion")
     assert str(served["version"]) == str(champion.version)
+
+
+@pytest.mark.slow
+def test_a_round_scores_each_item_in_one_request_and_routes_only_the_candidates(served_run, small_world):
+    cfg = served_run.cfg
+    posts = [c for c in served_run.posts if c.path in ("/v1/score", "/v1/route")]
+    assert [c.path for c in posts] == ["/v1/score", "/v1/route"] * cfg.rounds
+    scored, routed = posts[0::2], posts[1::2]
+    for round_, (score, route_) in enumerate(zip(scored, routed), start=1):
+        arrived = small_world.stream[:(round_ + 1) * cfg.items_per_round]
+        # Every item that arrived so far, once, with no labels: the program scores the labels
+        # itself, with the annotators' evidence.
+        assert score.item_ids == list(arrived)
+        assert not score.has_labels and score.return_probabilities is True
+        # Then the Router gets the candidates and the program's scores; nothing else.
+        assert set(route_.item_ids) <= set(arrived) and len(set(route_.item_ids)) == len(route_.item_ids)
+        assert route_.has_issue_scores and not route_.has_labels and route_.return_probabilities is False
+    # Items an expert labelled (audits) are candidates no more.
+    assert len(routed[-1].item_ids) < len(scored[-1].item_ids)
+
+
+@pytest.mark.slow
+def test_the_app_the_program_deploys_routes_with_the_programs_thresholds(served_run, ray_serve):
+    from loop.routing import RoutingThresholds
+    from serve.client import ServeClient
+
+    thresholds = served_run.cfg.thresholds
+    assert thresholds != RoutingThresholds()  # the Router's defaults would not pass for them
+    got = ServeClient(ray_serve.base_url).thresholds()["thresholds"]
+    assert RoutingThresholds.from_dict(got) == thresholds
+    assert not [w for w in served_run.warnings if "Router's thresholds" in str(w.message)]
+
+
+@pytest.mark.slow
+def test_an_app_with_other_thresholds_gets_a_warning_naming_both(served_run, ray_serve, small_world):
+    """Someone else's app (a URL): the program routes with its Router and says how they differ."""
+    import dataclasses
+
+    from experiments.program import HttpScorer
+    from loop.routing import RoutingThresholds
+    from serve.client import ServeClient
+
+    theirs = RoutingThresholds.from_dict(ServeClient(ray_serve.base_url).thresholds()["thresholds"])
+    ours = dataclasses.replace(theirs, auto_accept_confidence=0.95 if theirs.auto_accept_confidence != 0.95 else 0.96)
+    ids = small_world.stream[:20]
+    with HttpScorer(ray_serve.base_url) as scorer, pytest.warns(UserWarning) as caught:
+        routed = scorer.route(ids, small_world.x(ids), np.full(20, 0.5), ours)
+    message = str(caught[0].message)
+    assert ray_serve.base_url in message
+    assert (f"auto_accept_confidence {theirs.auto_accept_confidence!r} (Router) vs "
+            f"{ours.auto_accept_confidence!r} (program)") in message
+    assert "expert_margin" not in message  # only what differs
+    assert routed[ITEM].tolist() == list(ids)
+
+
+class _CountingScorer:
+    """The in-process scorer, counting the items each call carries."""
+
+    def __init__(self, inner: InProcessScorer) -> None:
+        self.inner, self.calls = inner, []
+
+    def reload(self) -> None:
+        self.inner.reload()
+
+    def score(self, item_ids, features, labels=None):
+        self.calls.append(("score", list(item_ids), labels is not None))
+        return self.inner.score(item_ids, features, labels)
+
+    def route(self, item_ids, features, label_issue_scores, thresholds):
+        self.calls.append(("route", list(item_ids), False))
+        return self.inner.route(item_ids, features, label_issue_scores, thresholds)
+
+
+@pytest.mark.parametrize("strategy", ["cleanlab", "tiered"])
+def test_the_scorer_port_scores_each_arrived_item_once_per_round(small_cfg, small_world, strategy):
+    tracker = T.MemoryTracker()
+    scorer = _CountingScorer(InProcessScorer(lambda: tracker.load_model(T.ALIAS_CHAMPION)))
+    cfg = small_cfg.replace(strategy=strategy)
+    run_program(cfg, world=small_world, tracker=tracker, scorer=scorer)
+    scored = [ids for kind, ids, _ in scorer.calls if kind == "score"]
+    routed = [ids for kind, ids, _ in scorer.calls if kind == "route"]
+    assert scored == [list(small_world.stream[:(r + 1) * cfg.items_per_round]) for r in range(1, cfg.rounds + 1)]
+    assert not any(labelled for kind, _, labelled in scorer.calls if kind == "score")
+    if strategy == "tiered":  # only the tiered strategy asks the Router, for its candidates
+        assert len(routed) == cfg.rounds and all(set(r) <= set(s) for r, s in zip(routed, scored))
+    else:
+        assert routed == []
+
+
+def test_serving_over_http_needs_tracking(small_cfg, small_world):
+    from experiments.config import ConfigError
+
+    with pytest.raises(ConfigError, match="serve.url: expected 'in_process' when tracking.uri is 'none'"):
+        run_program(small_cfg.replace(serve="http://127.0.0.1:9"), world=small_world)
