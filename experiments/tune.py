@@ -22,9 +22,10 @@ penalty. Each trial calls ``trial.set_constraint("error_rate_excess", error_rate
 excess is <= 0. The TPE sampler then models feasible trials by cost and ranks infeasible ones
 by how far they miss, and ``study.best_trial`` is the cheapest *feasible* trial. A penalty
 (``cost + weight * excess``) would need a weight in money per error-rate point and could
-prefer a cheap trial that misses the target; the constraint never does. When no trial meets
-the target, no Serve config is written and the result says by how much the closest trial
-missed.
+prefer a cheap trial that misses the target; the constraint never does. The constraint is on
+the mean over the worlds: one world of a feasible trial may miss the target (its nested run's
+``final_error_rate_max`` says by how much). When no trial meets the target, no Serve config
+is written and the result says by how much the closest trial missed.
 
 Storage and resuming
 --------------------
@@ -946,10 +947,11 @@ def _print_summary(console: Any, cfg: TuneConfig, result: StudyResult) -> None:
 
     target = cfg.tune.target_error_rate
     seeds = world_seeds(cfg.program, cfg.tune.worlds)
-    over = f"world seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} worlds, seeds {seeds[0]}-{seeds[-1]}"
+    over = f"on world seed {seeds[0]}" if len(seeds) == 1 else \
+        f"means over {len(seeds)} worlds, seeds {seeds[0]}-{seeds[-1]}"
     console.print(f"Study [bold]{result.study_name}[/] at {_hide_password(result.storage)}: "
                   f"{result.n_complete} trials complete ({result.n_new} this session), "
-                  f"{result.n_feasible} meet the target error rate {target:.1%} (means over {over}).")
+                  f"{result.n_feasible} meet the target error rate {target:.1%} ({over}).")
     if result.best is None:
         console.print(f"[red]No trial meets the target[/]: the closest misses it by "
                       f"{result.closest_excess:.2%}. Run more trials (--trials), widen the search space, "
