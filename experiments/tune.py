@@ -109,6 +109,7 @@ ATTR_RUN_ID = "mlflow_run_id"
 ATTR_BASELINE = "baseline"
 ATTR_PARENT_RUN_ID = "mlflow_parent_run_id"
 ATTR_TRACKING_URI = "mlflow_tracking_uri"
+ATTR_WORLDS = "worlds"
 
 _MAX_BATCH_PARAMS = 100
 _MAX_PARAM_CHARS = 6000
@@ -226,6 +227,7 @@ class TuneSettings:
         Simulated worlds each trial runs the program on (world ``i`` seeded with
         ``program.seed + i``): the cost and error rate of a trial are means over them, so the
         best values are less the luck of one world. Each world costs one program run a trial.
+        A study keeps the number it started with (its means would not compare otherwise).
     target_error_rate : float in [0, 1], default=0.02
         Largest acceptable true error rate of the final labels.
     storage : str, default="sqlite:///optuna.db"
@@ -687,6 +689,7 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
     import optuna
 
     study = open_study(settings, heartbeat=heartbeat)
+    _check_worlds(study, settings)
     # Trials other sessions are running count as taken, or parallel sessions would overshoot.
     to_run = max(0, settings.trials - _n_taken(study))
     if to_run and not _has_baseline(study):
@@ -694,9 +697,10 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
     tracker = _Tracker(tracking_uri, experiment) if tracking_uri is not None else None
     if tracker is not None:
         tracker.open_parent(study, settings, {**settings.to_params(), **(params or {})})
-    done = [0]
+    n_done = 0
 
     def objective(trial: Any) -> float:
+        nonlocal n_done
         values = settings.search_space.suggest(trial)
         for name, value in values.items():  # fixed values too, so every trial shows all four
             trial.set_user_attr(name, value)
@@ -718,9 +722,9 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
                 **{k: float(v) for k, v in outcome.metrics.items()},
                 T.TUNE_COST: outcome.cost, T.TUNE_ERROR_RATE: outcome.error_rate,
                 T.TUNE_ERROR_RATE_EXCESS: excess, T.TUNE_FEASIBLE: float(excess <= 0)})
-        done[0] += 1
+        n_done += 1
         if on_trial:
-            on_trial(done[0], to_run, outcome)
+            on_trial(n_done, to_run, outcome)
         return outcome.cost
 
     # Checked after each trial: a session stops early when others took the remaining trials.
@@ -728,7 +732,7 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
     try:
         if to_run:
             study.optimize(objective, n_trials=to_run, callbacks=[stop_when_taken])
-        result = _result(study, settings, base, n_new=done[0],
+        result = _result(study, settings, base, n_new=n_done,
                          parent_run_id=tracker.parent_run_id if tracker else None)
         if result.best is not None and write_best is not None:
             result = dataclasses.replace(result, serve_config=Path(write_best(result.best)))
@@ -740,6 +744,17 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
     if tracker is not None:
         tracker.close_parent(result, result.serve_config)
     return result
+
+
+def _check_worlds(study: Any, settings: TuneSettings) -> None:
+    """Refuse to mix trials measured on different numbers of worlds in one study (their means
+    are not comparable); a study records the number at its first session."""
+    ran_on = study.user_attrs.get(ATTR_WORLDS)
+    if ran_on is None:
+        study.set_user_attr(ATTR_WORLDS, settings.worlds)
+    elif ran_on != settings.worlds:
+        raise _bad("worlds", f"{ran_on}, the worlds of study {settings.study_name!r} (another study_name starts "
+                             "a new study)", settings.worlds)
 
 
 def _has_baseline(study: Any) -> bool:
@@ -841,8 +856,9 @@ def program_objective(program: ProgramConfig, *, worlds: int = 1,
     program : ProgramConfig
     worlds : int >= 1, default=1
         Simulated worlds a trial runs on, seeded :func:`world_seeds` (the program of world
-        ``i`` runs with that seed too). A world depends on its seed only, so each is built at
-        its first use and shared by every later trial: trials differ only by their values.
+        ``i`` runs with that seed too). A world depends on the program's dataset, crowd, sizes
+        and seed, never on a trial's values, so each is built at its first use and shared by
+        every later trial: trials differ only by their values.
     built : sequence of experiments.world.World, optional
         The worlds already built (``build_world(trial_program(program).replace(seed=s))`` for
         each seed), e.g. shared by several studies.

@@ -265,6 +265,14 @@ def test_sessions_sharing_a_study_stop_at_its_trials(tmp_path) -> None:
     assert again.n_new == 0 and again.n_complete == 5 and len(again.trials) == 5
 
 
+def test_a_study_keeps_its_number_of_worlds(tmp_path) -> None:
+    run_study(toy_program, _settings(tmp_path, "worlds", trials=1, worlds=2))
+    with pytest.raises(ConfigError) as exc:
+        run_study(toy_program, _settings(tmp_path, "worlds", trials=2, worlds=3))
+    assert str(exc.value).startswith("tune.worlds: expected 2, the worlds of study 'worlds'")
+    assert run_study(toy_program, _settings(tmp_path, "worlds", trials=2, worlds=2)).n_complete == 2
+
+
 def test_a_trial_on_several_worlds_is_their_mean_and_spread() -> None:
     from experiments import tracking as T
 
