@@ -713,9 +713,16 @@ class _Program:
         """A uniform expert audit: the error-rate estimate, then corrections like any expert label."""
         if self.cfg.audit_rate == 0:
             return {"estimate": None}
-        sample = audit_sample(arrived, rate=self.cfg.audit_rate, rng=self.rng)
-        labels = self._labels()
         exclude = annotations[[ITEM, ANNOTATOR]].astype({ITEM: str})
+        # An item every expert has labelled already (routed, adjudicated, audited) has no expert
+        # left to audit it: the audit draws from the other items.
+        experts_per_item = exclude[exclude[ANNOTATOR].isin(self.experts)].groupby(ITEM)[ANNOTATOR].nunique()
+        checked_by_all = experts_per_item.index[experts_per_item >= len(self.experts)]
+        population = arrived[~np.isin(arrived.astype(str), checked_by_all)]
+        if population.size == 0:
+            return {"estimate": None}
+        sample = audit_sample(population, rate=self.cfg.audit_rate, rng=self.rng)
+        labels = self._labels()
         checked = self.world.workforce.ask_experts(self.world.truth[sample], exclude=exclude, rng=self.rng)
         self._write_answers(checked, round_, _AUDIT_START)
         disagree = checked[checked[LABEL].to_numpy() != labels.reindex(checked[ITEM]).to_numpy()]

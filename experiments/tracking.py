@@ -20,7 +20,7 @@ import pandas as pd
 
 __all__ = [
     "ALIAS_CHALLENGER", "ALIAS_CHAMPION", "MemoryTracker", "MlflowTracker", "Tracker", "plot_confusion_matrix",
-    "plot_error_vs_cost", "plot_reliability", "routed_table_path", "strategy_metric",
+    "plot_error_vs_cost", "plot_reliability", "routed_table_path", "strategy_metric", "tune_best_value",
 ]
 
 # --- aliases -----------------------------------------------------------------------------
@@ -66,9 +66,11 @@ ERRORS_REMOVED_PER_100 = "errors_removed_per_100_annotations"
 TAG_STRATEGY = "labelloop.strategy"
 TAG_DATASET = "labelloop.dataset"
 TAG_STREAM = "labelloop.stream"
-TAG_ROLE = "labelloop.role"       # "program" or "comparison"
+TAG_ROLE = "labelloop.role"       # what a run is: one of the ROLE_* values
 ROLE_PROGRAM = "program"
 ROLE_COMPARISON = "comparison"
+ROLE_TUNE = "tune"                # a study's parent run
+ROLE_TUNE_TRIAL = "tune_trial"    # one trial, nested under it
 TAG_GATE_REASON = "labelloop.gate_reason"
 
 # --- artifacts ---------------------------------------------------------------------------------
@@ -81,10 +83,42 @@ GATE_CSV = "tables/gate_decisions.csv"
 COMPARISON_CSV = "comparison.csv"
 MODEL_ARTIFACT = "model"
 
+# --- labelloop tune: a parent run per study, a nested run per trial ---------------------------
+# A trial's params are the values it tried, under their config names (the Optuna parameter
+# names too): RoutingThresholds fields, and the program's audit rate.
+TUNED_THRESHOLDS = ("auto_accept_confidence", "expert_margin", "double_blind_issue_score")
+TUNED_AUDIT_RATE = "audit_rate"
+TRIAL_NUMBER = "trial_number"                  # param: the Optuna trial number
+# A trial's metrics: its program metrics averaged over the worlds it ran on, and these.
+TUNE_COST = "objective_cost"                   # mean program_cost over the worlds (not COST: initial labels too)
+TUNE_ERROR_RATE = FINAL_ERROR_RATE             # mean over the worlds: the constrained value
+TUNE_ERROR_RATE_EXCESS = "error_rate_excess"   # mean final error rate - target (<= 0: feasible)
+TUNE_FEASIBLE = "feasible"                     # 1 when the excess is <= 0
+TUNE_COST_MIN = "objective_cost_min"           # the spread over the worlds
+TUNE_COST_MAX = "objective_cost_max"
+TUNE_COST_STD = "objective_cost_std"           # population std (0 for one world)
+TUNE_ERROR_RATE_MIN = "final_error_rate_min"
+TUNE_ERROR_RATE_MAX = "final_error_rate_max"
+TUNE_ERROR_RATE_STD = "final_error_rate_std"
+# The parent run's metrics.
+TUNE_BEST_COST = "best_cost"
+TUNE_BEST_ERROR_RATE = "best_final_error_rate"
+TUNE_TRIALS_COMPLETE = "trials_complete"
+TUNE_TRIALS_FEASIBLE = "trials_feasible"
+TAG_STUDY = "labelloop.study"
+TAG_OPTUNA_STORAGE = "labelloop.optuna_storage"  # password hidden
+TAG_TRIAL = "labelloop.trial"
+TRIALS_CSV = "trials.csv"                      # the parent's table of every trial of the study
+
 
 def strategy_metric(strategy: str, metric: str) -> str:
     """Name of a strategy's final figure on the comparison's parent run, e.g. ``tiered.final_error_rate``."""
     return f"{strategy}.{metric}"
+
+
+def tune_best_value(name: str) -> str:
+    """Name of the best trial's tuned value on a study's parent run, e.g. ``best_audit_rate``."""
+    return f"best_{name}"
 
 
 def routed_table_path(round_: int) -> str:

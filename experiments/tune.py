@@ -6,9 +6,13 @@ Four numbers are tuned: the Router's ``auto_accept_confidence``, ``expert_margin
 ``double_blind_issue_score`` (:class:`loop.routing.RoutingThresholds`; the other threshold
 fields, risk weights, always-human classes and guideline references, stay as the program
 config sets them) and the program's ``audit_rate``. Each trial runs the whole program on the
-simulator with those values (the in-process scorer, no Ray, no tracking of its own) and reads
-two numbers off the result: the annotation ``cost`` and the true ``error_rate`` of the final
-labels (known in simulation).
+simulator with those values (the in-process scorer, no Ray, no tracking of its own) in each of
+``tune.worlds`` simulated worlds (seeds ``program.seed``, ``program.seed + 1``, ...: other
+items, initial labels and annotators) and reads two numbers off the results: the mean
+annotation ``cost`` and the mean true ``error_rate`` of the final labels (known in
+simulation). On one world the objective is noisy and the "best" values partly luck: the
+baseline trial of ``configs/tune.yaml`` costs 138 and ends 1.5% wrong with seed 0, 210 and
+2.0% with seed 1.
 
 Constraint handling
 -------------------
@@ -18,25 +22,32 @@ penalty. Each trial calls ``trial.set_constraint("error_rate_excess", error_rate
 excess is <= 0. The TPE sampler then models feasible trials by cost and ranks infeasible ones
 by how far they miss, and ``study.best_trial`` is the cheapest *feasible* trial. A penalty
 (``cost + weight * excess``) would need a weight in money per error-rate point and could
-prefer a cheap trial that misses the target; the constraint never does. When no trial meets
-the target, no Serve config is written and the result says by how much the closest trial
-missed.
+prefer a cheap trial that misses the target; the constraint never does. The constraint is on
+the mean over the worlds: one world of a feasible trial may miss the target (its nested run's
+``final_error_rate_max`` says by how much). When no trial meets the target, no Serve config
+is written and the result says by how much the closest trial missed.
 
 Storage and resuming
 --------------------
 The study lives at an RDB storage URL (``sqlite:///optuna.db`` beside ``sqlite:///mlflow.db``
 by default; PostgreSQL for a team) and is loaded if it exists, so an interrupted study
 resumes: ``trials`` is the number of *completed* trials the study should reach, and a rerun of
-the same command runs only the missing ones. Trials left RUNNING by a killed process are
+the same command runs only the missing ones. Several processes may run one study together
+(same storage and study name): each counts the trials the others are running as taken and
+stops once the study has ``trials`` trials complete or running (Optuna's
+``MaxTrialsCallback``, checked after each trial; two sessions finishing a trial at the same
+instant can still start one trial too many). Trials left RUNNING by a killed process are
 failed by the storage's heartbeat (after 90 s) and retried once; the next session marks their
 MLflow runs KILLED. A failed baseline trial is queued again.
 
 Tracking
 --------
 One parent MLflow run per study (reopened when the study resumes, or the project run under
-``mlflow run``), one nested run per trial with the trial's values as params and its cost, error
-rate and program metrics as metrics. The parent holds the tune settings and the program config
+``mlflow run``), one nested run per trial with the trial's values as params and, as metrics,
+its mean cost and error rate, their min, max and std over the worlds, and the program's
+metrics averaged over the worlds. The parent holds the tune settings and the program config
 as params and, at the end, the best trial's figures, the trials table and the Serve config.
+Every name is a constant of :mod:`experiments.tracking`.
 
 Examples
 --------
@@ -49,16 +60,18 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from experiments import tracking as T
 from experiments.config import ConfigError, ProgramConfig, config_error, parse_config, read_yaml
 from loop.routing import RoutingThresholds
 
@@ -79,14 +92,15 @@ __all__ = [
     "program_objective",
     "run_study",
     "trial_program",
+    "world_seeds",
     "write_best_serve_config",
 ]
 
-# Optuna parameter names: the threshold fields keep their RoutingThresholds names.
-THRESHOLD_PARAMS = ("auto_accept_confidence", "expert_margin", "double_blind_issue_score")
-AUDIT_RATE = "audit_rate"
+# Optuna parameter names, also the trial runs' MLflow params (named in experiments.tracking).
+THRESHOLD_PARAMS = T.TUNED_THRESHOLDS
+AUDIT_RATE = T.TUNED_AUDIT_RATE
 TUNED_PARAMS = (*THRESHOLD_PARAMS, AUDIT_RATE)
-CONSTRAINT = "error_rate_excess"
+CONSTRAINT = T.TUNE_ERROR_RATE_EXCESS
 
 # Trial user attributes and study user attributes (read back when the study resumes).
 ATTR_COST = "cost"
@@ -95,24 +109,7 @@ ATTR_RUN_ID = "mlflow_run_id"
 ATTR_BASELINE = "baseline"
 ATTR_PARENT_RUN_ID = "mlflow_parent_run_id"
 ATTR_TRACKING_URI = "mlflow_tracking_uri"
-
-# MLflow names of the tuner's own metrics, params and tags.
-METRIC_COST = "objective_cost"  # not "cost": a program run's "cost" counts the initial labels too
-METRIC_ERROR_RATE = "final_error_rate"
-METRIC_EXCESS = CONSTRAINT
-METRIC_FEASIBLE = "feasible"
-METRIC_BEST_COST = "best_cost"
-METRIC_BEST_ERROR_RATE = "best_final_error_rate"
-METRIC_N_COMPLETE = "trials_complete"
-METRIC_N_FEASIBLE = "trials_feasible"
-PARAM_TRIAL = "trial_number"
-TAG_KIND = "labelloop.kind"
-TAG_STUDY = "labelloop.study"
-TAG_STORAGE = "labelloop.optuna_storage"
-TAG_TRIAL = "labelloop.trial"
-KIND_TUNE = "tune"
-KIND_TRIAL = "tune_trial"
-ARTIFACT_TRIALS = "trials.csv"
+ATTR_WORLDS = "worlds"
 
 _MAX_BATCH_PARAMS = 100
 _MAX_PARAM_CHARS = 6000
@@ -223,7 +220,14 @@ class TuneSettings:
     Parameters
     ----------
     trials : int >= 1, default=20
-        Completed trials the study should reach; a resumed study runs only the missing ones.
+        Completed trials the study should reach; a resumed study runs only the missing ones,
+        and sessions sharing the storage stop once the study has this many trials complete or
+        running.
+    worlds : int >= 1, default=3
+        Simulated worlds each trial runs the program on (world ``i`` seeded with
+        ``program.seed + i``): the cost and error rate of a trial are means over them, so the
+        best values are less the luck of one world. Each world costs one program run a trial.
+        A study keeps the number it started with (its means would not compare otherwise).
     target_error_rate : float in [0, 1], default=0.02
         Largest acceptable true error rate of the final labels.
     storage : str, default="sqlite:///optuna.db"
@@ -241,6 +245,7 @@ class TuneSettings:
     """
 
     trials: int = 20
+    worlds: int = 3
     target_error_rate: float = 0.02
     storage: str = "sqlite:///optuna.db"
     study_name: str = "labelloop-tune"
@@ -251,6 +256,8 @@ class TuneSettings:
     def __post_init__(self) -> None:
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
             raise _bad("trials", "an integer >= 1", self.trials)
+        if isinstance(self.worlds, bool) or not isinstance(self.worlds, int) or self.worlds < 1:
+            raise _bad("worlds", "an integer >= 1", self.worlds)
         object.__setattr__(self, "target_error_rate", _unit_float(self.target_error_rate, "target_error_rate"))
         for name in ("storage", "study_name", "serve_config"):
             value = getattr(self, name)
@@ -364,6 +371,32 @@ class TrialOutcome:
                 raise ValueError(f"TrialOutcome.{name}: expected a finite number >= 0, got {value!r}")
         object.__setattr__(self, "cost", float(self.cost))
         object.__setattr__(self, "error_rate", float(self.error_rate))
+
+    @classmethod
+    def mean(cls, outcomes: Sequence[TrialOutcome]) -> TrialOutcome:
+        """One trial measured on several worlds: the means, and how far the worlds spread.
+
+        Cost and error rate are the means over ``outcomes`` (the objective and the constrained
+        value); the metrics are the mean of each metric every outcome has, plus the min, max
+        and population std of cost and error rate over the worlds
+        (``experiments.tracking.TUNE_COST_MIN`` ...).
+
+        Examples
+        --------
+        >>> m = TrialOutcome.mean([TrialOutcome(cost=10, error_rate=0.01), TrialOutcome(cost=30, error_rate=0.03)])
+        >>> m.cost, round(m.error_rate, 6), m.metrics["objective_cost_max"], m.metrics["objective_cost_std"]
+        (20.0, 0.02, 30.0, 10.0)
+        """
+        if not outcomes:
+            raise ValueError("outcomes: expected at least one TrialOutcome, got none")
+        costs = [o.cost for o in outcomes]
+        errors = [o.error_rate for o in outcomes]
+        shared = set.intersection(*(set(o.metrics) for o in outcomes))
+        metrics = {name: statistics.fmean(float(o.metrics[name]) for o in outcomes) for name in sorted(shared)}
+        for values, low, high, std in ((costs, T.TUNE_COST_MIN, T.TUNE_COST_MAX, T.TUNE_COST_STD),
+                                       (errors, T.TUNE_ERROR_RATE_MIN, T.TUNE_ERROR_RATE_MAX, T.TUNE_ERROR_RATE_STD)):
+            metrics |= {low: min(values), high: max(values), std: statistics.pstdev(values)}
+        return cls(cost=statistics.fmean(costs), error_rate=statistics.fmean(errors), metrics=metrics)
 
 
 Evaluate = Callable[[TrialParams], TrialOutcome]
@@ -493,8 +526,8 @@ class _Tracker:
     def open_parent(self, study: Any, settings: TuneSettings, params: Mapping[str, Any]) -> str:
         from mlflow.exceptions import MlflowException
 
-        tags = {TAG_KIND: KIND_TUNE, TAG_STUDY: settings.study_name,
-                TAG_STORAGE: _hide_password(settings.storage)}
+        tags = {T.TAG_ROLE: T.ROLE_TUNE, T.TAG_STUDY: settings.study_name,
+                T.TAG_OPTUNA_STORAGE: _hide_password(settings.storage)}
         candidate = self.project_run_id or self._previous_parent(study)
         if candidate is not None:
             try:
@@ -531,9 +564,9 @@ class _Tracker:
 
         run = self.client.create_run(
             self.experiment_id, run_name=f"trial {number}",
-            tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, TAG_KIND: KIND_TRIAL,
-                  TAG_STUDY: settings.study_name, TAG_TRIAL: str(number)})
-        self._log(run.info.run_id, params={PARAM_TRIAL: number, **values})
+            tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, T.TAG_ROLE: T.ROLE_TUNE_TRIAL,
+                  T.TAG_STUDY: settings.study_name, T.TAG_TRIAL: str(number)})
+        self._log(run.info.run_id, params={T.TRIAL_NUMBER: number, **values})
         return run.info.run_id
 
     def end_trial(self, run_id: str, metrics: Mapping[str, float] | None, *, failed: bool = False) -> None:
@@ -544,13 +577,13 @@ class _Tracker:
     def close_parent(self, result: StudyResult, serve_config: Path | None, *, failed: bool = False) -> None:
         if self.parent_run_id is None:
             return
-        metrics = {METRIC_N_COMPLETE: result.n_complete, METRIC_N_FEASIBLE: result.n_feasible}
+        metrics = {T.TUNE_TRIALS_COMPLETE: result.n_complete, T.TUNE_TRIALS_FEASIBLE: result.n_feasible}
         if result.best is not None:
-            metrics |= {METRIC_BEST_COST: result.best_cost, METRIC_BEST_ERROR_RATE: result.best_error_rate}
-            metrics |= {f"best_{k}": v for k, v in result.best.to_dict().items()}
+            metrics |= {T.TUNE_BEST_COST: result.best_cost, T.TUNE_BEST_ERROR_RATE: result.best_error_rate}
+            metrics |= {T.tune_best_value(k): v for k, v in result.best.to_dict().items()}
         self._log(self.parent_run_id, metrics=metrics)
         with tempfile.TemporaryDirectory() as tmp:
-            table = Path(tmp) / ARTIFACT_TRIALS
+            table = Path(tmp) / T.TRIALS_CSV
             result.trials.to_csv(table, index=False)
             self.client.log_artifact(self.parent_run_id, str(table))
         if serve_config is not None:
@@ -603,6 +636,12 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
               heartbeat: bool = True) -> StudyResult:
     """Run (or resume) the study until it has ``settings.trials`` completed trials.
 
+    Other sessions may run the same study at the same time (several ``labelloop tune``
+    processes on one RDB storage): this session runs at most the trials missing when it
+    starts, counting those other sessions are running as taken, and stops once the study has
+    ``settings.trials`` trials complete or running. Trials of a killed process count as
+    running until the storage's heartbeat fails them (``GRACE_SECONDS``); they are retried.
+
     Parameters
     ----------
     evaluate : callable TrialParams -> TrialOutcome
@@ -628,7 +667,8 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
         Writes the best values somewhere (a Serve config) when a trial meets the target; the
         file is logged on the parent run.
     on_trial : callable (done, total, outcome) -> None, optional
-        Called after each completed trial of this session (for a progress bar).
+        Called after each completed trial of this session (for a progress bar); ``total`` is
+        the most this session will run.
     heartbeat : bool, default=True
         Whether the storage keeps a heartbeat (fails and retries trials of dead processes).
 
@@ -646,16 +686,21 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
     (8, True)
     """
     base = base_thresholds if base_thresholds is not None else RoutingThresholds()
+    import optuna
+
     study = open_study(settings, heartbeat=heartbeat)
-    to_run = max(0, settings.trials - _n_complete(study))
+    _check_worlds(study, settings)
+    # Trials other sessions are running count as taken, or parallel sessions would overshoot.
+    to_run = max(0, settings.trials - _n_taken(study))
     if to_run and not _has_baseline(study):
         study.enqueue_trial(_clip_to_space(base, base_audit_rate, settings), user_attrs={ATTR_BASELINE: True})
     tracker = _Tracker(tracking_uri, experiment) if tracking_uri is not None else None
     if tracker is not None:
         tracker.open_parent(study, settings, {**settings.to_params(), **(params or {})})
-    counter = iter(range(1, to_run + 1))
+    n_done = 0
 
     def objective(trial: Any) -> float:
+        nonlocal n_done
         values = settings.search_space.suggest(trial)
         for name, value in values.items():  # fixed values too, so every trial shows all four
             trial.set_user_attr(name, value)
@@ -675,16 +720,19 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
         if run_id:
             tracker.end_trial(run_id, {
                 **{k: float(v) for k, v in outcome.metrics.items()},
-                METRIC_COST: outcome.cost, METRIC_ERROR_RATE: outcome.error_rate,
-                METRIC_EXCESS: excess, METRIC_FEASIBLE: float(excess <= 0)})
+                T.TUNE_COST: outcome.cost, T.TUNE_ERROR_RATE: outcome.error_rate,
+                T.TUNE_ERROR_RATE_EXCESS: excess, T.TUNE_FEASIBLE: float(excess <= 0)})
+        n_done += 1
         if on_trial:
-            on_trial(next(counter, to_run), to_run, outcome)
+            on_trial(n_done, to_run, outcome)
         return outcome.cost
 
+    # Checked after each trial: a session stops early when others took the remaining trials.
+    stop_when_taken = optuna.study.MaxTrialsCallback(settings.trials, states=_taken_states())
     try:
         if to_run:
-            study.optimize(objective, n_trials=to_run)
-        result = _result(study, settings, base, n_new=to_run,
+            study.optimize(objective, n_trials=to_run, callbacks=[stop_when_taken])
+        result = _result(study, settings, base, n_new=n_done,
                          parent_run_id=tracker.parent_run_id if tracker else None)
         if result.best is not None and write_best is not None:
             result = dataclasses.replace(result, serve_config=Path(write_best(result.best)))
@@ -698,6 +746,17 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
     return result
 
 
+def _check_worlds(study: Any, settings: TuneSettings) -> None:
+    """Refuse to mix trials measured on different numbers of worlds in one study (their means
+    are not comparable); a study records the number at its first session."""
+    ran_on = study.user_attrs.get(ATTR_WORLDS)
+    if ran_on is None:
+        study.set_user_attr(ATTR_WORLDS, settings.worlds)
+    elif ran_on != settings.worlds:
+        raise _bad("worlds", f"{ran_on}, the worlds of study {settings.study_name!r} (another study_name starts "
+                             "a new study)", settings.worlds)
+
+
 def _has_baseline(study: Any) -> bool:
     """Whether the baseline trial is done, queued or running (a failed one is queued again)."""
     import optuna
@@ -706,10 +765,19 @@ def _has_baseline(study: Any) -> bool:
     return any(t.user_attrs.get(ATTR_BASELINE) for t in study.get_trials(deepcopy=False, states=live))
 
 
-def _n_complete(study: Any) -> int:
+def _taken_states() -> tuple[Any, ...]:
+    """The trials that count towards ``tune.trials``: done, or being run by some session.
+
+    Failed trials do not (the study runs them again); waiting ones (the baseline, a retried
+    trial) are the next trial some session starts.
+    """
     import optuna
 
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    return optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING
+
+
+def _n_taken(study: Any) -> int:
+    return len(study.get_trials(deepcopy=False, states=_taken_states()))
 
 
 def _clip_to_space(base: RoutingThresholds, audit_rate: float, settings: TuneSettings) -> dict[str, float]:
@@ -766,36 +834,62 @@ def trial_program(program: ProgramConfig) -> ProgramConfig:
                                                    registered_model=program.tracking.registered_model))
 
 
-def program_objective(program: ProgramConfig, *, world: Any = None) -> Evaluate:
-    """One trial = one run of ``program`` (see :func:`trial_program`) with the trial's values.
+def world_seeds(program: ProgramConfig, worlds: int) -> tuple[int, ...]:
+    """Seeds of the worlds a trial runs on: ``program.seed``, ``program.seed + 1``, ...
+
+    Examples
+    --------
+    >>> world_seeds(ProgramConfig(seed=5), 3)
+    (5, 6, 7)
+    """
+    if isinstance(worlds, bool) or not isinstance(worlds, int) or worlds < 1:
+        raise ValueError(f"worlds: expected an integer >= 1, got {worlds!r}")
+    return tuple(range(program.seed, program.seed + worlds))
+
+
+def program_objective(program: ProgramConfig, *, worlds: int = 1,
+                      built: Sequence[Any] | None = None) -> Evaluate:
+    """One trial = one run of ``program`` (see :func:`trial_program`) per world, with the trial's values.
 
     Parameters
     ----------
     program : ProgramConfig
-    world : experiments.world.World, optional
-        The simulated world, built once and shared by every trial (same items, truth and
-        initial labels: trials differ only by their values). Default ``build_world(program)``.
+    worlds : int >= 1, default=1
+        Simulated worlds a trial runs on, seeded :func:`world_seeds` (the program of world
+        ``i`` runs with that seed too). A world depends on the program's dataset, crowd, sizes
+        and seed, never on a trial's values, so each is built at its first use and shared by
+        every later trial: trials differ only by their values.
+    built : sequence of experiments.world.World, optional
+        The worlds already built (``build_world(trial_program(program).replace(seed=s))`` for
+        each seed), e.g. shared by several studies.
 
     Returns
     -------
     callable TrialParams -> TrialOutcome
-        Cost = the program's cost beyond the initial labels (strategy work and audits);
-        error rate = the true error rate of the final labels; metrics = the program's final
-        figures (:meth:`experiments.program.ProgramResult.metrics`).
+        :meth:`TrialOutcome.mean` over the worlds of: cost = the program's cost beyond the
+        initial labels (strategy work and audits); error rate = the true error rate of the final
+        labels; metrics = the program's final figures
+        (:meth:`experiments.program.ProgramResult.metrics`).
     """
     from experiments.program import run_program
     from experiments.tracking import MemoryTracker
     from experiments.world import build_world
 
-    base = trial_program(program)
-    shared = {"world": world}
+    bases = [trial_program(program).replace(seed=seed) for seed in world_seeds(program, worlds)]
+    if built is not None and len(built) != len(bases):
+        raise ValueError(f"built: expected {len(bases)} worlds (one per seed), got {len(built)}")
+    cache: list[Any] = list(built) if built is not None else [None] * len(bases)
 
     def evaluate(params: TrialParams) -> TrialOutcome:
-        if shared["world"] is None:  # built at the first trial: a finished study needs none
-            shared["world"] = build_world(base)
-        result = run_program(base.replace(thresholds=params.thresholds, audit_rate=params.audit_rate),
-                             world=shared["world"], tracker=MemoryTracker())
-        return TrialOutcome(cost=result.program_cost, error_rate=result.final_error_rate, metrics=result.metrics())
+        outcomes = []
+        for i, base in enumerate(bases):
+            if cache[i] is None:  # built at the first trial: a finished study needs none
+                cache[i] = build_world(base)
+            result = run_program(base.replace(thresholds=params.thresholds, audit_rate=params.audit_rate),
+                                 world=cache[i], tracker=MemoryTracker())
+            outcomes.append(TrialOutcome(cost=result.program_cost, error_rate=result.final_error_rate,
+                                         metrics=result.metrics()))
+        return TrialOutcome.mean(outcomes)
 
     return evaluate
 
@@ -820,7 +914,7 @@ def write_best_serve_config(cfg: TuneConfig, best: TrialParams) -> Path:
     return path
 
 
-def main(cfg: TuneConfig, *, console: Any = None, world: Any = None) -> StudyResult:
+def main(cfg: TuneConfig, *, console: Any = None, worlds: Sequence[Any] | None = None) -> StudyResult:
     """``labelloop tune``: run or resume the study, write the best thresholds, print a summary.
 
     Parameters
@@ -828,8 +922,9 @@ def main(cfg: TuneConfig, *, console: Any = None, world: Any = None) -> StudyRes
     cfg : TuneConfig
     console : rich.console.Console, optional
         Where the progress bar and the summary go; default a new console.
-    world : experiments.world.World, optional
-        The simulated world of the trials; default built from ``cfg.program``.
+    worlds : sequence of experiments.world.World, optional
+        The ``cfg.tune.worlds`` simulated worlds of the trials (see :func:`program_objective`);
+        default built from ``cfg.program`` at the first trial.
 
     Returns
     -------
@@ -842,7 +937,7 @@ def main(cfg: TuneConfig, *, console: Any = None, world: Any = None) -> StudyRes
 
     console = console if console is not None else Console()
     tracking = cfg.program.tracking
-    evaluate = program_objective(cfg.program, world=world)
+    evaluate = program_objective(cfg.program, worlds=cfg.tune.worlds, built=worlds)
     best = {"cost": math.inf}
     with Progress(TextColumn("[bold]tune[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as bar:
@@ -867,16 +962,19 @@ def _print_summary(console: Any, cfg: TuneConfig, result: StudyResult) -> None:
     from rich.table import Table
 
     target = cfg.tune.target_error_rate
+    seeds = world_seeds(cfg.program, cfg.tune.worlds)
+    over = f"on world seed {seeds[0]}" if len(seeds) == 1 else \
+        f"means over {len(seeds)} worlds, seeds {seeds[0]}-{seeds[-1]}"
     console.print(f"Study [bold]{result.study_name}[/] at {_hide_password(result.storage)}: "
                   f"{result.n_complete} trials complete ({result.n_new} this session), "
-                  f"{result.n_feasible} meet the target error rate {target:.1%}.")
+                  f"{result.n_feasible} meet the target error rate {target:.1%} ({over}).")
     if result.best is None:
         console.print(f"[red]No trial meets the target[/]: the closest misses it by "
                       f"{result.closest_excess:.2%}. Run more trials (--trials), widen the search space, "
                       "or relax tune.target_error_rate. No Serve config was written.")
         return
-    table = Table(title=f"best trial #{result.best_number}: cost {result.best_cost:.1f}, "
-                        f"final error rate {result.best_error_rate:.2%}")
+    table = Table(title=f"best trial #{result.best_number}: mean cost {result.best_cost:.1f}, "
+                        f"mean final error rate {result.best_error_rate:.2%}")
     table.add_column("value")
     table.add_column("configured", justify="right")
     table.add_column("tuned", justify="right")

@@ -216,6 +216,9 @@ def test_a_fixed_range_is_not_searched(tmp_path) -> None:
 @pytest.mark.parametrize(("config", "field"), [
     ({"trials": 0}, "tune.trials"),
     ({"trials": "many"}, "tune.trials"),
+    ({"worlds": 0}, "tune.worlds"),
+    ({"worlds": 2.5}, "tune.worlds"),
+    ({"worlds": True}, "tune.worlds"),
     ({"target_error_rate": 1.5}, "tune.target_error_rate"),
     ({"trails": 3}, "tune.trails"),
     ({"search_space": {"auto_accept": [0.5, 0.9]}}, "tune.search_space.auto_accept"),
@@ -230,6 +233,72 @@ def test_bad_settings_name_the_field(config, field) -> None:
         TuneSettings.from_dict(config)
     message = str(exc.value)
     assert message.startswith(field + ":") and "\n" not in message
+
+
+def test_sessions_sharing_a_study_stop_at_its_trials(tmp_path) -> None:
+    """Parallel `labelloop tune` processes on one storage: another session's running trials
+    count as taken, whether they started before this session or during it."""
+    from experiments.tune import open_study
+
+    settings = _settings(tmp_path, "shared", trials=5)
+    other = open_study(settings, heartbeat=False)  # the other process
+    before = other.ask()
+    during = []
+
+    def evaluate(p: TrialParams) -> TrialOutcome:
+        if not during:
+            during.append(other.ask())
+        return toy_program(p)
+
+    res = run_study(evaluate, settings)
+    # 4 left when it started; it stopped after 3, when 3 complete + 2 running made 5.
+    assert res.n_new == 3 and res.n_complete == 3
+    # A session started while the other's two still run has nothing left to run.
+    assert run_study(toy_program, settings).n_new == 0
+    for trial in (before, *during):  # the other process finishes its two
+        cost = 500.0  # dearer than any toy trial: the best stays one of this session's
+        trial.set_user_attr("cost", cost)
+        trial.set_user_attr("error_rate", TARGET)
+        trial.set_constraint("error_rate_excess", 0.0)
+        other.tell(trial, cost)
+    again = run_study(toy_program, settings)
+    assert again.n_new == 0 and again.n_complete == 5 and len(again.trials) == 5
+
+
+def test_a_study_keeps_its_number_of_worlds(tmp_path) -> None:
+    run_study(toy_program, _settings(tmp_path, "worlds", trials=1, worlds=2))
+    with pytest.raises(ConfigError) as exc:
+        run_study(toy_program, _settings(tmp_path, "worlds", trials=2, worlds=3))
+    assert str(exc.value).startswith("tune.worlds: expected 2, the worlds of study 'worlds'")
+    assert run_study(toy_program, _settings(tmp_path, "worlds", trials=2, worlds=2)).n_complete == 2
+
+
+def test_a_trial_on_several_worlds_is_their_mean_and_spread() -> None:
+    from experiments import tracking as T
+
+    worlds = [TrialOutcome(cost=10.0, error_rate=0.01, metrics={"model_accuracy": 0.9, "only_here": 1.0}),
+              TrialOutcome(cost=20.0, error_rate=0.03, metrics={"model_accuracy": 0.8}),
+              TrialOutcome(cost=60.0, error_rate=0.02, metrics={"model_accuracy": 0.7})]
+    m = TrialOutcome.mean(worlds)
+    assert m.cost == pytest.approx(30.0) and m.error_rate == pytest.approx(0.02)
+    assert m.metrics["model_accuracy"] == pytest.approx(0.8) and "only_here" not in m.metrics
+    assert (m.metrics[T.TUNE_COST_MIN], m.metrics[T.TUNE_COST_MAX]) == (10.0, 60.0)
+    assert m.metrics[T.TUNE_COST_STD] == pytest.approx(math.sqrt((400 + 100 + 900) / 3))
+    assert (m.metrics[T.TUNE_ERROR_RATE_MIN], m.metrics[T.TUNE_ERROR_RATE_MAX]) == (0.01, 0.03)
+    one = TrialOutcome.mean(worlds[:1])
+    assert one.cost == 10.0 and one.metrics[T.TUNE_COST_STD] == 0.0
+    with pytest.raises(ValueError, match="outcomes"):
+        TrialOutcome.mean([])
+
+
+def test_tuned_names_are_the_config_fields_they_set() -> None:
+    import dataclasses
+
+    from experiments import tracking as T
+    from experiments.config import ProgramConfig
+
+    assert set(T.TUNED_THRESHOLDS) <= {f.name for f in dataclasses.fields(RoutingThresholds)}
+    assert T.TUNED_AUDIT_RATE in {f.name for f in dataclasses.fields(ProgramConfig)}
 
 
 def test_settings_round_trip_their_search_space() -> None:

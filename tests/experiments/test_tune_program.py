@@ -1,4 +1,4 @@
-"""labelloop tune on the real program: trials on the simulator, nested runs with the program's
+"""labelloop tune on the real program: trials on simulated worlds, nested runs with the program's
 figures, the best thresholds written as a Serve config the Router loads, and resuming."""
 
 from __future__ import annotations
@@ -6,19 +6,25 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from experiments.tune import main, parse_tune_config, trial_program
+from experiments import tracking as T
+from experiments.tune import (TrialParams, main, parse_tune_config, program_objective, trial_program,
+                              world_seeds)
 from loop.routing import RoutingThresholds
 
 PROGRAM = {"rounds": 1, "items_per_round": 100, "budget_per_round": 1000.0, "calibration_items": 50,
            "holdout_items": 100, "seed": 0}
 
 
+WORLDS = 2
+
+
 @pytest.fixture(scope="module")
-def world():
-    """The simulated world is the slow part; every trial of every test shares one."""
+def worlds():
+    """The trials' worlds, built once for every trial of every test."""
     from experiments.world import build_world
 
-    return build_world(trial_program(parse_tune_config({"program": PROGRAM}).program))
+    program = parse_tune_config({"program": PROGRAM}).program
+    return [build_world(trial_program(program).replace(seed=s)) for s in world_seeds(program, WORLDS)]
 
 
 @pytest.fixture
@@ -30,19 +36,18 @@ def cfg(tmp_path, monkeypatch):
         "thresholds": {"auto_accept_confidence": 0.95, "guideline_refs": [{"classes": ["1", "7"], "ref": "g §4"}]},
         "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "tune-test",
                      "registered_model": "digits-test"},
-        "tune": {"trials": 3, "target_error_rate": 0.25, "storage": f"sqlite:///{tmp_path}/optuna.db",
+        "tune": {"trials": 3, "worlds": WORLDS, "target_error_rate": 0.25, "storage": f"sqlite:///{tmp_path}/optuna.db",
                  "study_name": "digits", "serve_config": str(tmp_path / "serve_config.yaml")},
     })
 
 
-def test_tune_writes_a_serve_config_the_router_loads_and_resumes(cfg, world, tmp_path) -> None:
+def test_tune_writes_a_serve_config_the_router_loads_and_resumes(cfg, worlds, tmp_path) -> None:
     from mlflow.tracking import MlflowClient
     from ray.serve.schema import ServeDeploySchema
 
-    from experiments import tracking as T
     from serve.config import load_serve_config
 
-    result = main(cfg, world=world)
+    result = main(cfg, worlds=worlds)
     assert result.n_complete == 3 and result.best is not None and result.best_error_rate <= 0.25
 
     # A Serve config `serve deploy` accepts, serving the program's model with the tuned thresholds.
@@ -59,18 +64,39 @@ def test_tune_writes_a_serve_config_the_router_loads_and_resumes(cfg, world, tmp
     assert served.app_args.tracking_uri == f"sqlite:///{tmp_path}/mlflow.db"
     assert dict(loaded.guideline_refs) == dict(cfg.program.thresholds.guideline_refs)  # kept, not tuned
 
-    # Each trial is a nested run carrying the program's own figures.
+    # Each trial is a nested run carrying the program's own figures (means over the worlds)
+    # and the spread of its cost and error rate over the worlds.
     client = MlflowClient(cfg.program.tracking.uri)
     parent = client.get_run(result.parent_run_id)
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
     assert len(children) == 3
     for child in children:
-        assert {T.FINAL_ERROR_RATE, T.PROGRAM_COST, T.MODEL_ACCURACY} <= set(child.data.metrics)
-        assert child.data.metrics["objective_cost"] == pytest.approx(child.data.metrics[T.PROGRAM_COST])
+        m = child.data.metrics
+        assert {T.FINAL_ERROR_RATE, T.PROGRAM_COST, T.MODEL_ACCURACY} <= set(m)
+        assert m[T.TUNE_COST] == pytest.approx(m[T.PROGRAM_COST])
+        assert m[T.TUNE_COST_MIN] <= m[T.TUNE_COST] <= m[T.TUNE_COST_MAX]
+        assert m[T.TUNE_ERROR_RATE_MIN] <= m[T.TUNE_ERROR_RATE] <= m[T.TUNE_ERROR_RATE_MAX]
+        assert {T.TUNE_COST_STD, T.TUNE_ERROR_RATE_STD} <= set(m)
+    assert parent.data.params["tune.worlds"] == str(WORLDS)
     assert parent.data.params["program.rounds"] == "1"
     assert {a.path for a in client.list_artifacts(result.parent_run_id)} >= {"trials.csv", "serve_config.yaml"}
 
     # The study resumes: one more trial, same parent run.
-    again = main(cfg.with_trials(4), world=world)
+    again = main(cfg.with_trials(4), worlds=worlds)
     assert again.n_new == 1 and again.n_complete == 4 and again.parent_run_id == result.parent_run_id
+
+
+def test_a_trial_is_the_mean_over_worlds_seeded_from_the_program(worlds) -> None:
+    """World i runs with seed program.seed + i: the two-world objective is the mean of the
+    one-world objectives of seeds 0 and 1, and the worlds really differ."""
+    program = parse_tune_config({"program": PROGRAM}).program
+    params = TrialParams(thresholds=RoutingThresholds(auto_accept_confidence=0.95), audit_rate=0.05)
+    both = program_objective(program, worlds=2, built=worlds)(params)
+    each = [program_objective(program.replace(seed=s), built=[w])(params) for s, w in zip((0, 1), worlds)]
+    assert both.cost == pytest.approx((each[0].cost + each[1].cost) / 2)
+    assert both.error_rate == pytest.approx((each[0].error_rate + each[1].error_rate) / 2)
+    assert both.metrics[T.TUNE_COST_MIN] == pytest.approx(min(e.cost for e in each))
+    assert each[0].cost != each[1].cost
+    with pytest.raises(ValueError, match="built"):
+        program_objective(program, worlds=3, built=worlds)
