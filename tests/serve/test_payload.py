@@ -173,7 +173,8 @@ def test_probabilities_must_match_the_apps_classes():
                          "probabilities_b64")]:
         with pytest.raises(BadRequest) as caught:
             parse_request(body, class_names=["cat", "dog"])
-        assert caught.value.field == field and "2 classes" in caught.value.message and "3 columns" in caught.value.message
+        assert caught.value.field == field
+        assert "2 classes" in caught.value.message and "3 columns" in caught.value.message
 
 
 @pytest.mark.parametrize(("probs", "where"), [
