@@ -19,7 +19,8 @@ must serve). Each round ``r = 1 .. rounds`` then:
    annotations), and the strategy decides each eligible item's action within the round's
    budget (:func:`loop.strategies.plan_round`). The tiered strategy's routing decisions come
    from the scorer port too (:meth:`Scorer.route`: the Serve app's Router over
-   ``POST /v1/route``, given those label-issue scores, or :func:`loop.routing.route` in
+   ``POST /v1/route``, given the candidates' probabilities from step 2 and those label-issue
+   scores, so the model runs once per item per round; or :func:`loop.routing.route` in
    process). Items are eligible while they have no expert label and fewer than
    :data:`MAX_LABELS` labels; old items are eligible too, so old errors are found and fixed,
    not only new items labelled.
@@ -103,10 +104,11 @@ class Scorer(Protocol):
         """The scores frame (``loop.columns.SCORE_COLUMNS``) and the (n, k) class probabilities."""
         ...
 
-    def route(self, item_ids: Any, features: Any, label_issue_scores: Any,
+    def route(self, item_ids: Any, probabilities: Any, label_issue_scores: Any,
               thresholds: RoutingThresholds) -> pd.DataFrame:
         """Routing decisions (``item_id, route, reason, priority``, as :func:`loop.routing.route`)
-        of the champion's scores, with the caller's label-issue scores (no labels needed)."""
+        of the champion's probabilities (shape (n, k), as :meth:`score` returned them), with the
+        caller's label-issue scores (no labels needed): the model does not run again."""
         ...
 
     def reload(self) -> None:
@@ -135,10 +137,10 @@ class InProcessScorer:
         issue = None if labels is None else 1.0 - label_quality_scores(np.asarray(labels), probs)
         return score_items(probs, item_ids=np.asarray(item_ids, dtype=object), label_issue_scores=issue), probs
 
-    def route(self, item_ids: Any, features: Any, label_issue_scores: Any,
+    def route(self, item_ids: Any, probabilities: Any, label_issue_scores: Any,
               thresholds: RoutingThresholds) -> pd.DataFrame:
-        """:func:`loop.routing.route` on the champion's scores with the given label-issue scores."""
-        scores = score_items(self._probs(features), item_ids=np.asarray(item_ids, dtype=object),
+        """:func:`loop.routing.route` on the scores of the given probabilities and label-issue scores."""
+        scores = score_items(np.asarray(probabilities, dtype=np.float64), item_ids=np.asarray(item_ids, dtype=object),
                              label_issue_scores=np.asarray(label_issue_scores, dtype=np.float64))
         return route(scores, thresholds)
 
@@ -170,12 +172,13 @@ class HttpScorer:
                                           None if labels is None else np.asarray(labels).tolist())
         return scores, probs
 
-    def route(self, item_ids: Any, features: Any, label_issue_scores: Any,
+    def route(self, item_ids: Any, probabilities: Any, label_issue_scores: Any,
               thresholds: RoutingThresholds) -> pd.DataFrame:
         self._warn_unless_served(thresholds)
-        # No labels: the Scorer would score them only for the Router to use the given scores
-        # instead. No probabilities back: the caller has them.
-        routed = self.client.route(list(item_ids), np.asarray(features, dtype=np.float64),
+        # Probabilities, not features: the Router routes them without asking the Scorer. No
+        # labels: their label-issue scores would be replaced by the given ones. No
+        # probabilities back: the caller has them.
+        routed = self.client.route(list(item_ids), probabilities=np.asarray(probabilities, dtype=np.float64),
                                    label_issue_scores=np.asarray(label_issue_scores, dtype=np.float64))
         return routed[[ITEM, ROUTE, REASON, PRIORITY]]
 
@@ -511,10 +514,10 @@ class _Program:
         # label-issue scores would be thrown away.
         scores, probs = self.scorer.score(arrived, x)
         annotations = self.store.annotations_frame(self.stream)
-        candidates = self._candidates(scores, probs, current, annotations, new)
+        candidates, candidate_probs = self._candidates(scores, probs, current, annotations, new)
         budget = max(0.0, cfg.budget_per_round + self.carry)
         plan = plan_round(candidates, cfg.strategy, budget=budget, costs=world.costs, thresholds=cfg.thresholds,
-                          rng=self.rng, decisions=self._route(candidates))
+                          rng=self.rng, decisions=self._route(candidates, candidate_probs))
         spent_before = float(annotations[COST].sum())
         answers = self._execute(plan, round_, annotations)
         annotations = self.store.annotations_frame(self.stream)
@@ -588,8 +591,9 @@ class _Program:
         return labels.to_numpy(dtype=np.int64) != self.world.truth.reindex(labels.index).to_numpy(dtype=np.int64)
 
     def _candidates(self, scores: pd.DataFrame, probs: np.ndarray, current: np.ndarray, annotations: pd.DataFrame,
-                    new: np.ndarray) -> pd.DataFrame:
-        """Eligible items with signals, the label-issue score from model and annotators, and newness."""
+                    new: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+        """Eligible items with signals, the label-issue score from model and annotators, and
+        newness; and their rows of ``probs``."""
         arrived = scores[ITEM].astype(str).to_numpy()
         frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
         quality = label_quality_scores(current, probs, annotations=frame, item_ids=arrived)
@@ -599,9 +603,9 @@ class _Program:
         out = scores.assign(**{ITEM: arrived, LABEL_ISSUE_SCORE: 1.0 - quality,
                                SELF_CONFIDENCE: probs[np.arange(len(current)), current],
                                IS_NEW: np.isin(arrived, new)})
-        return out[eligible].reset_index(drop=True)
+        return out[eligible].reset_index(drop=True), probs[eligible]
 
-    def _route(self, candidates: pd.DataFrame) -> pd.DataFrame | None:
+    def _route(self, candidates: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame | None:
         """The tiered strategy's routing decisions, from the scorer port (the Serve app's Router)."""
         if self.cfg.strategy is not Strategy.TIERED or candidates.empty:
             return None
@@ -612,10 +616,11 @@ class _Program:
         # once the scoring answer is back. Routing on the Scorer's model-only scores in the
         # first request instead would route on other scores than the program's. It carries
         # only what the Router needs: the candidates (not every arrived item), their
-        # features (the endpoint scores again: /v1/route takes features, not probabilities)
-        # and their label-issue scores.
+        # probabilities from the scoring answer (not their features: the Router routes them
+        # without asking the Scorer, so the model runs once per item per round) and their
+        # label-issue scores.
         ids = candidates[ITEM].astype(str).to_numpy()
-        return self.scorer.route(ids, self.world.x(ids), candidates[LABEL_ISSUE_SCORE].to_numpy(dtype=np.float64),
+        return self.scorer.route(ids, probs, candidates[LABEL_ISSUE_SCORE].to_numpy(dtype=np.float64),
                                  self.cfg.thresholds)
 
     def _execute(self, plan: pd.DataFrame, round_: int, annotations: pd.DataFrame) -> pd.DataFrame:

@@ -21,7 +21,8 @@ Endpoints (JSON bodies described in :mod:`serve.payload`):
 - ``POST /v1/score``: probabilities and signals per item.
 - ``POST /v1/route``: signals plus ``route``, ``reason``, ``priority`` per item; with
   ``label_issue_scores`` the Router routes on the caller's label-issue scores instead of the
-  Scorer's own.
+  Scorer's own. Given ``probabilities`` instead of features, the Router computes the signals
+  itself and the Scorer is not asked (the answer's ``model`` is then ``null``).
 - ``GET /v1/health``: 200 when a model is loaded, 503 before.
 - ``GET /v1/model``: the served model (name, alias, version, temperature...).
 - ``GET /v1/thresholds``: the Router's thresholds.
@@ -59,7 +60,8 @@ from loop.issues import label_quality_scores
 from loop.routing import RoutingThresholds, route, score_items
 
 from .args import APP_NAME, AppArgs
-from .payload import NO_LABEL, BadRequest, ScoreRequest, encode_answer, error_body, parse_request
+from .payload import (NO_LABEL, BadRequest, ParsedRequest, ScoreRequest, check_label_codes, encode_answer,
+                      error_body, parse_request)
 
 __all__ = ["APP_NAME", "AppArgs", "Router", "Scorer", "build_app"]
 
@@ -97,12 +99,28 @@ class LoadedModel:
 @dataclass(frozen=True)
 class Scored:
     """A request's probabilities, shape (n, k), and its scores frame (item ids 0 .. n - 1;
-    after the Router, with ``route, reason, priority`` too)."""
+    after the Router, with ``route, reason, priority`` too). ``model`` is None when no model
+    ran: the request carried the probabilities."""
 
     probs: np.ndarray | None
     scores: pd.DataFrame
-    model: dict[str, Any]
+    model: dict[str, Any] | None
     classes: list[Any]
+
+
+def _signals(probs: np.ndarray, labels: np.ndarray | None, classes: list[Any]) -> pd.DataFrame:
+    """The scores frame of (n, k) probabilities (item ids 0 .. n - 1), with the self-confidence
+    label-issue score of each labelled item (``labels``: codes below k, ``NO_LABEL`` where none).
+
+    The Scorer calls it on the model's probabilities, the Router on a caller's.
+    """
+    issues = None
+    if labels is not None:
+        has = labels != NO_LABEL
+        issues = np.full(labels.shape[0], np.nan)
+        if has.any():
+            issues[has] = 1.0 - label_quality_scores(labels[has], probs[has])
+    return score_items(probs, label_issue_scores=issues, classes=classes)
 
 
 class NoModel(LoopError):
@@ -167,18 +185,10 @@ class Scorer:
         if current.n_features is not None and features.shape[1] != current.n_features:
             raise BadRequest("features", f"Model {current.name} version {current.version} takes "
                              f"{current.n_features} features per item; got {features.shape[1]}.")
-        k = len(current.classes)
-        if labels is not None and labels.max() >= k:
-            i = int(np.argmax(labels >= k))
-            raise BadRequest(f"labels.{i}", f"Label codes are 0 .. {k - 1} for this model; got {labels[i]}.")
-        probs, used = await self._predict(features)
-        issues = None
         if labels is not None:
-            has = labels != NO_LABEL
-            issues = np.full(labels.shape[0], np.nan)
-            if has.any():
-                issues[has] = 1.0 - label_quality_scores(labels[has], probs[has])
-        scores = score_items(probs, label_issue_scores=issues, classes=used.classes)
+            check_label_codes(labels, len(current.classes), "this model")
+        probs, used = await self._predict(features)
+        scores = _signals(probs, labels, used.classes)
         return Scored(probs=probs if keep_probabilities else None, scores=scores, model=used.stamp(),
                       classes=used.classes)
 
@@ -359,6 +369,9 @@ class Router:
         if parsed.label_issue_scores is not None:
             raise BadRequest("label_issue_scores", "Label-issue scores are an input of the Router: send "
                              "them to POST /v1/route, not /v1/score.")
+        if parsed.probabilities is not None:
+            raise BadRequest("probabilities", "Probabilities are an input of routing only: send them to "
+                             "POST /v1/route; /v1/score takes 'features' (or 'features_b64').")
         keep = parsed.return_probabilities is not False
         scored = await _unwrap(self._scorer.score.remote(parsed.features, parsed.labels, keep))
         return _answer(_with_ids(scored.scores, parsed.item_ids), scored.probs, parsed.compact, scored)
@@ -367,10 +380,14 @@ class Router:
     async def route(self, request: Request) -> Response:
         """Signals plus ``route, reason, priority``; with ``label_issue_scores`` (shape (n,), in
         [0, 1]) the caller's label-issue scores (e.g. computed with the annotators' labels as
-        evidence) replace the Scorer's own."""
+        evidence) replace the Scorer's own. With ``probabilities`` (shape (n, k)) instead of
+        features the signals are computed here, from them, and the Scorer is not asked."""
         parsed = self._parse(await request.body())
         keep = bool(parsed.return_probabilities)
-        scored = await _unwrap(self._scorer.score.remote(parsed.features, parsed.labels, keep))
+        if parsed.probabilities is None:
+            scored = await _unwrap(self._scorer.score.remote(parsed.features, parsed.labels, keep))
+        else:
+            scored = self._from_probabilities(parsed, keep)
         scores = scored.scores
         if parsed.label_issue_scores is not None:
             scores = scores.assign(**{LABEL_ISSUE_SCORE: np.asarray(parsed.label_issue_scores, dtype=np.float64)})
@@ -415,8 +432,16 @@ class Router:
     async def reload(self) -> JSONResponse:
         return JSONResponse(await _unwrap(self._scorer.reload.remote()))
 
-    def _parse(self, body: bytes):
+    def _parse(self, body: bytes) -> ParsedRequest:
         return parse_request(body, class_names=self._args.class_names, max_rows=self._args.max_rows_per_request)
+
+    def _from_probabilities(self, parsed: ParsedRequest, keep_probabilities: bool) -> Scored:
+        # The caller's probabilities (parse_request checked them, and k against class_names):
+        # no model ran, so the answer names none.
+        probs = parsed.probabilities
+        classes = list(self._args.class_names) if self._args.class_names else list(range(probs.shape[1]))
+        return Scored(probs=probs if keep_probabilities else None, scores=_signals(probs, parsed.labels, classes),
+                      model=None, classes=classes)
 
 
 # ----------------------------------------------------------------------------- the builder

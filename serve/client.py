@@ -3,6 +3,10 @@
 >>> client = ServeClient("http://127.0.0.1:8000")              # doctest: +SKIP
 >>> routes = client.route(item_ids, features, labels=current)  # doctest: +SKIP
 >>> routes[["item_id", "route", "reason"]].head()              # doctest: +SKIP
+>>> client.route(item_ids, probabilities=probs)                # doctest: +SKIP
+
+``route`` takes the class probabilities instead of the features when you already have them
+(from :meth:`ServeClient.score`, say): the app then routes them without running the model.
 
 By default requests use the compact payload (features as base64 bytes, answers as columns),
 which is several times cheaper to encode and parse than rows of JSON numbers; pass
@@ -25,6 +29,7 @@ from loop._validation import check_array, check_int, check_option, fail
 from loop.columns import CONFIDENCE, ENTROPY, LABEL_ISSUE_SCORE, MARGIN, PRIORITY, REASON, ROUTE, SCORE_COLUMNS
 
 from .exceptions import RequestError, ServeError, ServiceUnavailable
+from .payload import probabilities_problem
 
 __all__ = ["ROUTE_COLUMNS", "SCORE_COLUMNS", "ServeClient"]
 
@@ -76,18 +81,24 @@ class ServeClient:
 
     # -- scoring -------------------------------------------------------------------------
 
-    def route(self, item_ids: ArrayLike, features: ArrayLike, labels: ArrayLike | None = None, *,
+    def route(self, item_ids: ArrayLike, features: ArrayLike | None = None, labels: ArrayLike | None = None, *,
+              probabilities: ArrayLike | None = None,
               label_issue_scores: ArrayLike | None = None) -> pd.DataFrame:
-        """Score and route items.
+        """Score and route items, from their features or from class probabilities you have.
 
         Parameters
         ----------
         item_ids : array-like of shape (n,)
             Unique ids (int or str).
-        features : array-like of shape (n, d)
+        features : array-like of shape (n, d), optional
+            The model's input; give this or ``probabilities``.
         labels : array-like of shape (n,), optional
             Current labels (class codes, or names when the app has ``class_names``); None or
             NaN where an item has none. Labelled items get a ``label_issue_score``.
+        probabilities : array-like of shape (n, k), optional
+            Class probabilities instead of features (e.g. what :meth:`score` returned): the
+            app routes them without running the model. Rows sum to 1, columns in the order of
+            the app's classes; always sent as float64.
         label_issue_scores : array-like of shape (n,), optional
             Your own label-issue score per item, in [0, 1] (e.g. with the annotators' labels
             as evidence): the Router routes on them instead of the Scorer's self-confidence
@@ -99,7 +110,8 @@ class ServeClient:
             Columns ``item_id, predicted, runner_up, confidence, margin, entropy,
             label_issue_score, route, reason, priority``, in the order of ``item_ids``.
         """
-        frame, _ = self._post_batches("/v1/route", item_ids, features, labels, probabilities=False,
+        frame, _ = self._post_batches("/v1/route", item_ids, labels, features=features,
+                                      probabilities=probabilities, return_probabilities=False,
                                       label_issue_scores=label_issue_scores)
         return frame[list(ROUTE_COLUMNS)]
 
@@ -115,7 +127,7 @@ class ServeClient:
         probs : ndarray of shape (n, n_classes)
             Calibrated class probabilities, columns in the order of ``model()["classes"]``.
         """
-        frame, probs = self._post_batches("/v1/score", item_ids, features, labels, probabilities=True)
+        frame, probs = self._post_batches("/v1/score", item_ids, labels, features=features, return_probabilities=True)
         return frame[list(SCORE_COLUMNS)], probs
 
     # -- the app -------------------------------------------------------------------------
@@ -151,20 +163,27 @@ class ServeClient:
 
     # -- private -------------------------------------------------------------------------
 
-    def _post_batches(self, path: str, item_ids: ArrayLike, features: ArrayLike, labels: ArrayLike | None,
-                      *, probabilities: bool,
+    def _post_batches(self, path: str, item_ids: ArrayLike, labels: ArrayLike | None, *,
+                      features: ArrayLike | None, probabilities: ArrayLike | None = None,
+                      return_probabilities: bool,
                       label_issue_scores: ArrayLike | None = None) -> tuple[pd.DataFrame, np.ndarray | None]:
         ids = _plain_ids(item_ids)
-        x = check_array(features, "features", ndim=2)
-        if x.shape[0] != len(ids):
-            raise fail("features", f"one row per item id ({len(ids)} rows)", f"{x.shape[0]} rows")
+        if (features is None) == (probabilities is None):
+            raise fail("features", "given, or 'probabilities' instead (exactly one of the two)",
+                       "both" if features is not None else "neither")
+        if features is not None:
+            given, x = "features", check_array(features, "features", ndim=2)
+            if x.shape[0] != len(ids):
+                raise fail("features", f"one row per item id ({len(ids)} rows)", f"{x.shape[0]} rows")
+        else:
+            given, x = "probabilities", _probabilities(probabilities, len(ids))
         plain_labels = None if labels is None else _plain_labels(labels, len(ids))
         issues = None if label_issue_scores is None else _issue_scores(label_issue_scores, len(ids))
         frames, probs = [], []
         for start in range(0, max(len(ids), 1), self.chunk_size):
             stop = start + self.chunk_size
-            body = self._body(ids[start:stop], x[start:stop],
-                              None if plain_labels is None else plain_labels[start:stop], probabilities,
+            body = self._body(ids[start:stop], given, x[start:stop],
+                              None if plain_labels is None else plain_labels[start:stop], return_probabilities,
                               None if issues is None else issues[start:stop])
             answer = self._request("POST", path, body=body)
             frame, p = _read_answer(answer)
@@ -174,17 +193,21 @@ class ServeClient:
         for column in _FLOAT_COLUMNS:
             if column in frame.columns:
                 frame[column] = frame[column].astype("float64")
-        return frame, (np.concatenate(probs) if probabilities else None)
+        return frame, (np.concatenate(probs) if return_probabilities else None)
 
-    def _body(self, ids: list[Any], x: np.ndarray, labels: list[Any] | None, probabilities: bool,
-              issues: np.ndarray | None = None) -> bytes:
+    def _body(self, ids: list[Any], given: str, x: np.ndarray, labels: list[Any] | None,
+              return_probabilities: bool, issues: np.ndarray | None = None) -> bytes:
+        # ``given`` names what ``x`` holds: "features" or "probabilities" (always float64:
+        # float32 rounding could push a row's sum outside the app's tolerance).
         body: dict[str, Any] = {"item_ids": ids}
         if self.compact:
-            data = np.ascontiguousarray(x, dtype=_DTYPES[self.dtype])
-            body.update(features_b64=base64.b64encode(data.tobytes()).decode("ascii"),
-                        shape=list(data.shape), dtype=self.dtype)
+            dtype = self.dtype if given == "features" else "float64"
+            data = np.ascontiguousarray(x, dtype=_DTYPES[dtype])
+            body.update({f"{given}_b64": base64.b64encode(data.tobytes()).decode("ascii"), "shape": list(data.shape)})
+            if given == "features":
+                body["dtype"] = dtype
         else:
-            body["features"] = x.tolist()
+            body[given] = x.tolist()
         if labels is not None:
             body["labels"] = labels
         if issues is not None and self.compact:
@@ -192,7 +215,7 @@ class ServeClient:
             body["label_issue_scores_b64"] = base64.b64encode(data.tobytes()).decode("ascii")
         elif issues is not None:
             body["label_issue_scores"] = issues.tolist()
-        body["return_probabilities"] = probabilities
+        body["return_probabilities"] = return_probabilities
         return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
 
     def _request(self, method: str, path: str, *, body: bytes | None = None,
@@ -250,6 +273,17 @@ def _issue_scores(values: ArrayLike, n: int) -> np.ndarray:
     if not np.all((scores >= 0) & (scores <= 1)):
         raise fail("label_issue_scores", "numbers in [0, 1]", "values outside it or NaN")
     return scores.astype(np.float64)
+
+
+def _probabilities(values: ArrayLike, n: int) -> np.ndarray:
+    probs = check_array(values, "probabilities", ndim=2)
+    if probs.shape[0] != n:
+        raise fail("probabilities", f"one row per item id ({n} rows)", f"{probs.shape[0]} rows")
+    problem = probabilities_problem(probs)
+    if problem is not None:
+        where, expected, got = problem
+        raise fail("probabilities", expected, got + (f" at {list(where)}" if where else ""))
+    return probs
 
 
 def _plain_labels(labels: ArrayLike, n: int) -> list[Any]:

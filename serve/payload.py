@@ -7,6 +7,24 @@ Two forms of the same request, both JSON:
   "dtype": "float32", "labels": [...]}``, the features as little-endian float32 or
   float64 bytes, row-major (``base64.b64encode(x.astype("<f4").tobytes())``).
 
+``/v1/route`` also takes class probabilities the caller already has instead of features, so
+the model does not run again on items it scored a moment ago (``/v1/score`` refuses them:
+they are an input of routing only):
+
+- readable: ``{"item_ids": [...], "probabilities": [[...], ...]}``, n rows of k numbers;
+- compact: ``{"item_ids": [...], "probabilities_b64": "<base64>", "shape": [n, k]}``, always
+  little-endian float64, row-major (``base64.b64encode(p.astype("<f8").tobytes())``);
+  ``dtype`` belongs to ``features_b64`` and may only say ``"float64"`` here.
+
+A request carries exactly one of ``features``, ``features_b64``, ``probabilities`` and
+``probabilities_b64``; ``shape`` is the ``[n, d]`` or ``[n, k]`` of the base64 one. The
+probabilities must be finite, each in [0, 1], each row summing to 1 within
+:data:`PROB_SUM_TOLERANCE`, with k >= 2 columns in the order of the app's classes: k must equal
+the length of the app's ``class_names`` when it has them (the Scorer refuses a model whose
+class count differs from them). Without ``class_names`` the Router does not ask the Scorer for
+the served model's class count (that would cost the replica hop this form saves): the classes
+are then ``0 .. k - 1`` of the k columns sent, and label codes must be below k.
+
 ``labels`` (optional) are the items' current labels, as class codes ``0 .. k - 1`` or, when
 the app has ``class_names``, as names; ``null`` where an item has none. ``return_probabilities``
 (optional) asks for the class probabilities (default: yes on ``/v1/score``, no on
@@ -18,7 +36,8 @@ Router then routes on them instead of the Scorer's self-confidence score (and th
 ``label_issue_score`` shows them). Compact form: ``label_issue_scores_b64``, n little-endian
 float64 values in base64 (``base64.b64encode(s.astype("<f8").tobytes())``).
 
-A readable request gets a readable answer, one record per item::
+A readable request gets a readable answer, one record per item (``model`` is ``null`` when
+the request carried probabilities: no model ran, the caller's probabilities were routed)::
 
     {"model": {"name": "digits", "version": "3", "alias": "champion"},
      "classes": [0, 1, ...], "n_items": 2,
@@ -53,19 +72,26 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from loop.columns import PRIORITY, REASON, ROUTE, SCORE_COLUMNS
 
 __all__ = [
+    "PROB_SUM_TOLERANCE",
     "BadRequest",
     "ParsedRequest",
     "ScoreRequest",
+    "check_label_codes",
     "decode_b64_array",
     "encode_answer",
     "encode_b64_array",
     "error_body",
     "parse_request",
+    "probabilities_problem",
 ]
 
 ROUTE_ANSWER_COLUMNS = (*SCORE_COLUMNS, ROUTE, REASON, PRIORITY)
 _DTYPES = {"float32": "<f4", "float64": "<f8"}
 NO_LABEL = -1  # label code of an item without a current label
+# A row of float64 probabilities from predict_proba sums to 1 within ~1e-15; 1e-6 leaves room
+# for a softmax computed in float32 and refuses rows that are not distributions at all.
+PROB_SUM_TOLERANCE = 1e-6
+_INPUTS = ("features", "features_b64", "probabilities", "probabilities_b64")
 
 
 class BadRequest(Exception):
@@ -97,8 +123,13 @@ class ScoreRequest(BaseModel):
     item_ids: list[StrictInt | StrictStr] = Field(description="one unique id per item")
     features: list[list[float]] | None = Field(None, description="n rows of d numbers")
     features_b64: str | None = Field(None, description="little-endian row-major float bytes, base64")
-    shape: tuple[int, int] | None = Field(None, description="[n, d] of features_b64")
+    shape: tuple[int, int] | None = Field(None, description="[n, d] of features_b64, or [n, k] of probabilities_b64")
     dtype: Literal["float32", "float64"] = Field("float32", description="dtype of features_b64")
+    probabilities: list[list[float]] | None = Field(
+        None, description="/v1/route only, instead of features: n rows of k class probabilities "
+                          "(the model does not run)")
+    probabilities_b64: str | None = Field(
+        None, description="probabilities as little-endian row-major float64 bytes, base64, with 'shape'")
     labels: list[StrictInt | StrictStr | None] | None = Field(
         None, description="current label per item (code or class name), null where none")
     return_probabilities: StrictBool | None = Field(
@@ -117,23 +148,29 @@ class ParsedRequest:
     Attributes
     ----------
     item_ids : list of int or str, length n
-    features : ndarray of float, shape (n, d)
+    features : ndarray of float, shape (n, d), or None
+        None when the request carried probabilities instead.
     labels : ndarray of int64, shape (n,), or None
-        Class codes; ``-1`` where an item has no current label. Not yet checked against the
-        model's class count (the Scorer does that).
+        Class codes; ``-1`` where an item has no current label. With features, not yet checked
+        against the model's class count (the Scorer does that); with probabilities, below k.
     compact : bool
-        Whether the request used ``features_b64`` (and so gets the compact answer).
+        Whether the request used ``features_b64`` or ``probabilities_b64`` (and so gets the
+        compact answer).
     return_probabilities : bool or None
     label_issue_scores : ndarray of float64, shape (n,), or None
         The caller's label-issue scores, in [0, 1] (``/v1/route`` only).
+    probabilities : ndarray of float64, shape (n, k), or None
+        The caller's class probabilities (``/v1/route`` only), checked; None when the
+        request carried features.
     """
 
     item_ids: list[Any]
-    features: np.ndarray
+    features: np.ndarray | None
     labels: np.ndarray | None
     compact: bool
     return_probabilities: bool | None
     label_issue_scores: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
 
 
 def parse_request(body: bytes, *, class_names: Sequence[Any] | None = None,
@@ -158,13 +195,16 @@ def parse_request(body: bytes, *, class_names: Sequence[Any] | None = None,
     BadRequest
         400 for a body that is not JSON or bad base64; 413 for too many rows; 422 for
         everything else (unknown fields, wrong types or shapes, NaN or inf, empty batch,
-        duplicate ids, unknown label names, label-issue scores outside [0, 1]).
+        duplicate ids, unknown label names, label-issue scores outside [0, 1], features and
+        probabilities together, probabilities that are not distributions over the classes).
 
     Examples
     --------
     >>> p = parse_request(b'{"item_ids": [1, 2], "features": [[0, 1], [2, 3]], "labels": [0, null]}')
     >>> p.features.shape, p.labels.tolist(), p.compact
     ((2, 2), [0, -1], False)
+    >>> parse_request(b'{"item_ids": [1], "probabilities": [[0.25, 0.75]]}').probabilities
+    array([[0.25, 0.75]])
     """
     try:
         request = ScoreRequest.model_validate_json(body)
@@ -179,12 +219,92 @@ def parse_request(body: bytes, *, class_names: Sequence[Any] | None = None,
         seen: set[Any] = set()
         first = next(i for i in request.item_ids if i in seen or seen.add(i))
         raise BadRequest("item_ids", f"Item ids must be unique; {first!r} appears more than once.")
-    features = _features(request, n)
+    given = [name for name in _INPUTS if getattr(request, name) is not None]
+    if len(given) != 1:
+        # "features" when nothing or both feature forms came; "probabilities" as soon as a
+        # probabilities form is among several.
+        field = "probabilities" if any(g.startswith("probabilities") for g in given) else "features"
+        raise BadRequest(field, "Give exactly one of 'features' (rows of numbers), 'features_b64' (base64 "
+                         "bytes with 'shape' and 'dtype'), 'probabilities' (rows of class probabilities, "
+                         f"/v1/route only) and 'probabilities_b64'; got {given or 'none'}.")
+    features = probs = None
+    if given[0].startswith("features"):
+        features = _features(request, n)
+    else:
+        probs = _probabilities(request, n, class_names)
     labels = None if request.labels is None else _labels(request.labels, n, class_names)
+    if labels is not None and probs is not None:
+        check_label_codes(labels, probs.shape[1], f"these probabilities ({probs.shape[1]} columns)")
     return ParsedRequest(item_ids=request.item_ids, features=features, labels=labels,
-                         compact=request.features_b64 is not None,
+                         compact=given[0].endswith("_b64"),
                          return_probabilities=request.return_probabilities,
-                         label_issue_scores=_issue_scores(request, n))
+                         label_issue_scores=_issue_scores(request, n), probabilities=probs)
+
+
+def check_label_codes(labels: np.ndarray, k: int, whose: str) -> None:
+    """Refuse label codes ``>= k`` (``labels`` as :class:`ParsedRequest` holds them)."""
+    if labels.max() >= k:
+        i = int(np.argmax(labels >= k))
+        raise BadRequest(f"labels.{i}", f"Label codes are 0 .. {k - 1} for {whose}; got {labels[i]}.")
+
+
+def probabilities_problem(probs: np.ndarray) -> tuple[tuple[int, ...], str, str] | None:
+    """The first way an (n, k) float array fails to be class probabilities, or None.
+
+    Returns ``(position, expected, got)``: the position of the first bad value (``(i, j)``),
+    row (``(i,)``) or ``()`` for the shape; what was expected and what came, in words. Both
+    the server (:class:`BadRequest`) and :class:`serve.client.ServeClient` (``SchemaError``)
+    word their refusals from it.
+    """
+    k = probs.shape[1]
+    if k < 2:
+        return (), "rows of k >= 2 class probabilities", f"{k} column{'s' * (k != 1)}"
+    bad = ~np.isfinite(probs)
+    if bad.any():
+        i, j = np.argwhere(bad)[0].tolist()
+        return (i, j), "finite numbers", f"{float(probs[i, j])} ({int(bad.sum())} NaN or inf values)"
+    bad = (probs < 0) | (probs > 1)
+    if bad.any():
+        i, j = np.argwhere(bad)[0].tolist()
+        return (i, j), "numbers in [0, 1]", f"{float(probs[i, j])!r} ({int(bad.sum())} values outside)"
+    sums = probs.sum(axis=1)
+    bad = np.abs(sums - 1) > PROB_SUM_TOLERANCE
+    if bad.any():
+        i = int(np.argmax(bad))
+        return ((i,), f"rows summing to 1 (within {PROB_SUM_TOLERANCE:g})",
+                f"a row summing to {float(sums[i])!r} ({int(bad.sum())} such rows)")
+    return None
+
+
+def _probabilities(request: ScoreRequest, n: int, class_names: Sequence[Any] | None) -> np.ndarray:
+    if request.probabilities is not None:
+        field = "probabilities"
+        if request.shape is not None:
+            raise BadRequest("shape", "'shape' goes with 'features_b64' and 'probabilities_b64' only.")
+        widths = {len(row) for row in request.probabilities}
+        if len(widths) > 1:
+            raise BadRequest(field, f"Every row must have the same number of classes; got widths {sorted(widths)}.")
+        probs = np.asarray(request.probabilities, dtype=np.float64)
+        if probs.ndim != 2:  # an empty list of rows
+            probs = probs.reshape(len(request.probabilities), 0)
+    else:
+        field = "probabilities_b64"
+        if request.shape is None:
+            raise BadRequest("shape", "'probabilities_b64' needs 'shape': [n_items, n_classes].")
+        if "dtype" in request.model_fields_set and request.dtype != "float64":
+            raise BadRequest("dtype", f"'probabilities_b64' is float64 bytes; 'dtype' {request.dtype!r} "
+                             "applies to 'features_b64' only.")
+        probs = decode_b64_array(request.probabilities_b64, request.shape, "float64", field=field)
+    if probs.shape[0] != n:
+        raise BadRequest(field, f"One row of probabilities per item id: {n} ids but {probs.shape[0]} rows.")
+    if class_names is not None and probs.shape[1] != len(class_names):
+        raise BadRequest(field, f"One probability per class: the app has {len(class_names)} classes "
+                         f"({list(class_names)}); got {probs.shape[1]} columns.")
+    problem = probabilities_problem(probs)
+    if problem is not None:
+        where, expected, got = problem
+        raise BadRequest(".".join(map(str, (field, *where))), f"Probabilities must be {expected}; got {got}.")
+    return probs.astype(np.float64)
 
 
 def _issue_scores(request: ScoreRequest, n: int) -> np.ndarray | None:
@@ -209,13 +329,9 @@ def _issue_scores(request: ScoreRequest, n: int) -> np.ndarray | None:
 
 
 def _features(request: ScoreRequest, n: int) -> np.ndarray:
-    given = [name for name in ("features", "features_b64") if getattr(request, name) is not None]
-    if len(given) != 1:
-        raise BadRequest("features", "Give exactly one of 'features' (rows of numbers) and "
-                         f"'features_b64' (base64 bytes with 'shape' and 'dtype'); got {given or 'neither'}.")
     if request.features is not None:
         if request.shape is not None:
-            raise BadRequest("shape", "'shape' goes with 'features_b64' only.")
+            raise BadRequest("shape", "'shape' goes with 'features_b64' and 'probabilities_b64' only.")
         widths = {len(row) for row in request.features}
         if len(widths) > 1:
             raise BadRequest("features", f"Every row must have the same number of features; got widths {sorted(widths)}.")
@@ -292,7 +408,7 @@ def _from_validation_error(exc: ValidationError) -> BadRequest:
         return BadRequest("body", f"The body is not valid JSON: {first['msg']}.", 400)
     if first["type"] == "model_type":
         return BadRequest("body", "The body must be a JSON object with 'item_ids' and 'features' (or "
-                          "'features_b64', 'shape', 'dtype').", 422)
+                          "'features_b64', 'shape', 'dtype'; on /v1/route, or 'probabilities').", 422)
     # Past the field name, keep the list positions only: unions add their member names
     # ("item_ids.0.int") to the location.
     loc = _clean_loc(first["loc"])
@@ -306,7 +422,7 @@ def _from_validation_error(exc: ValidationError) -> BadRequest:
 
 
 def encode_answer(frame: pd.DataFrame, probs: np.ndarray | None, *, compact: bool,
-                  model: dict[str, Any], classes: Sequence[Any]) -> bytes:
+                  model: dict[str, Any] | None, classes: Sequence[Any]) -> bytes:
     """Serialise an answer frame (score or route columns) and optional probabilities to JSON bytes.
 
     Parameters
@@ -317,8 +433,9 @@ def encode_answer(frame: pd.DataFrame, probs: np.ndarray | None, *, compact: boo
     compact : bool
         Columns, with the float columns and the probabilities as base64 arrays (True), or one
         record per item (False).
-    model : dict
-        ``name``, ``version``, ``alias`` of the model that scored the batch.
+    model : dict or None
+        ``name``, ``version``, ``alias`` of the model that scored the batch; None when no
+        model ran (the request carried the probabilities).
     classes : sequence of length k
 
     Returns

@@ -133,7 +133,7 @@ def test_the_in_process_port_routes_with_loop_routing(small_world):
     model = LogisticRegression(max_iter=500).fit(x, y)
     issues = np.random.default_rng(0).random(200)
     thresholds = RoutingThresholds(double_blind_issue_score=0.8)
-    got = InProcessScorer(lambda: model).route(ids, x, issues, thresholds)
+    got = InProcessScorer(lambda: model).route(ids, model.predict_proba(x), issues, thresholds)
     want = route(score_items(model.predict_proba(x), item_ids=ids, label_issue_scores=issues), thresholds)
     pd.testing.assert_frame_equal(got, want)
 
@@ -197,6 +197,19 @@ class _Call:
     has_labels: bool
     return_probabilities: bool | None
     has_issue_scores: bool
+    has_features: bool
+    probabilities: np.ndarray | None  # (n, k): sent to /v1/route, or answered by /v1/score
+    model: dict | None  # the answer's model; None when no model ran
+
+
+def _probabilities(sent: dict, answer: dict) -> np.ndarray | None:
+    from serve.payload import decode_b64_array
+
+    if "probabilities_b64" in sent:
+        return decode_b64_array(sent["probabilities_b64"], sent["shape"], "float64", field="probabilities_b64")
+    encoded = answer.get("arrays", {}).get("probabilities")
+    return None if encoded is None else decode_b64_array(encoded["b64"], encoded["shape"], encoded["dtype"],
+                                                         field="probabilities")
 
 
 @dataclass
@@ -227,12 +240,15 @@ def served_run(ray_serve, small_cfg, small_world, mlflow_uri, tmp_path_factory) 
         return answer
 
     def request_spy(self, method, path, *, body=None, **kwargs):
+        answer = real_request(self, method, path, body=body, **kwargs)
         if method == "POST" and body is not None:
             sent = json.loads(body)
             posts.append(_Call(path, [str(i) for i in sent["item_ids"]], "labels" in sent,
                                sent.get("return_probabilities"),
-                               "label_issue_scores" in sent or "label_issue_scores_b64" in sent))
-        return real_request(self, method, path, body=body, **kwargs)
+                               "label_issue_scores" in sent or "label_issue_scores_b64" in sent,
+                               "features" in sent or "features_b64" in sent, _probabilities(sent, answer),
+                               answer["model"]))
+        return answer
 
     with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -281,9 +297,15 @@ def test_a_round_scores_each_item_in_one_request_and_routes_only_the_candidates(
         # itself, with the annotators' evidence.
         assert score.item_ids == list(arrived)
         assert not score.has_labels and score.return_probabilities is True
-        # Then the Router gets the candidates and the program's scores; nothing else.
+        # Then the Router gets the candidates, their probabilities from the scoring answer and
+        # the program's scores; no features, so no model runs for it: the answer names none
+        # (an answer from the Scorer names the model version it ran).
         assert set(route_.item_ids) <= set(arrived) and len(set(route_.item_ids)) == len(route_.item_ids)
         assert route_.has_issue_scores and not route_.has_labels and route_.return_probabilities is False
+        assert not route_.has_features and route_.model is None
+        assert score.model is not None and score.model["name"] == cfg.tracking.registered_model
+        rows = pd.Index(score.item_ids).get_indexer(route_.item_ids)
+        np.testing.assert_array_equal(route_.probabilities, score.probabilities[rows])
     # Items an expert labelled (audits) are candidates no more.
     assert len(routed[-1].item_ids) < len(scored[-1].item_ids)
 
@@ -312,8 +334,9 @@ def test_an_app_with_other_thresholds_gets_a_warning_naming_both(served_run, ray
     theirs = RoutingThresholds.from_dict(ServeClient(ray_serve.base_url).thresholds()["thresholds"])
     ours = dataclasses.replace(theirs, auto_accept_confidence=0.95 if theirs.auto_accept_confidence != 0.95 else 0.96)
     ids = small_world.stream[:20]
+    probs = np.full((20, small_world.n_classes), 1 / small_world.n_classes)
     with HttpScorer(ray_serve.base_url) as scorer, pytest.warns(UserWarning) as caught:
-        routed = scorer.route(ids, small_world.x(ids), np.full(20, 0.5), ours)
+        routed = scorer.route(ids, probs, np.full(20, 0.5), ours)
     message = str(caught[0].message)
     assert ray_serve.base_url in message
     assert (f"auto_accept_confidence {theirs.auto_accept_confidence!r} (Router) vs "
@@ -335,9 +358,9 @@ class _CountingScorer:
         self.calls.append(("score", list(item_ids), labels is not None))
         return self.inner.score(item_ids, features, labels)
 
-    def route(self, item_ids, features, label_issue_scores, thresholds):
+    def route(self, item_ids, probabilities, label_issue_scores, thresholds):
         self.calls.append(("route", list(item_ids), False))
-        return self.inner.route(item_ids, features, label_issue_scores, thresholds)
+        return self.inner.route(item_ids, probabilities, label_issue_scores, thresholds)
 
 
 @pytest.mark.parametrize("strategy", ["cleanlab", "tiered"])

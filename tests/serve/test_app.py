@@ -1,7 +1,8 @@
 """The Serve app over real HTTP, against a real MLflow registry in a temp dir.
 
 One app deployment for the module on the session's Ray (fixture ``ray_serve``): scoring and
-routing agree with ``loop`` in process, in both payload forms; bad requests get 4xx JSON;
+routing agree with ``loop`` in process, in both payload forms, from features or from the
+caller's probabilities; bad requests get 4xx JSON;
 thresholds change by reconfigure without a redeploy; a new champion is picked up by
 ``POST /v1/reload`` with no failed request in between; an app without a champion answers 503
 until the alias exists and its poller loads it.
@@ -129,6 +130,63 @@ def test_the_router_routes_on_the_callers_label_issue_scores(world, compact):
     assert own[ROUTE].tolist() != got[ROUTE].tolist()
 
 
+@pytest.mark.parametrize("compact", [True, False], ids=["compact", "json"])
+def test_routing_from_probabilities_matches_loop_in_process(world, compact):
+    rng = np.random.default_rng(11)
+    probs = rng.dirichlet(np.full(10, 0.3), size=120)  # anyone's probabilities, not the model's
+    labels = rng.integers(0, 10, size=120)
+    labels[::5] = -1
+    issues = rng.random(120)
+    ids = [f"p-{i}" for i in range(120)]
+    client = ServeClient(world["url"], compact=compact, chunk_size=50)
+    got = client.route(ids, probabilities=probs, labels=[None if v < 0 else int(v) for v in labels])
+    own = np.where(labels >= 0, 1.0 - probs[np.arange(120), np.clip(labels, 0, None)], np.nan)
+    want = route(score_items(probs, item_ids=ids, label_issue_scores=own), RoutingThresholds())
+    assert list(got.columns) == list(ROUTE_COLUMNS) and got[ITEM].tolist() == ids
+    assert got[ROUTE].tolist() == want[ROUTE].tolist()
+    assert got[REASON].tolist() == want[REASON].tolist()
+    np.testing.assert_allclose(got[PRIORITY], want[PRIORITY], atol=1e-12)
+    np.testing.assert_allclose(got[LABEL_ISSUE_SCORE], own, atol=1e-12)
+    # The caller's label-issue scores replace the self-confidence ones, as with features.
+    given = client.route(ids, probabilities=probs, label_issue_scores=issues)
+    want = route(score_items(probs, item_ids=ids, label_issue_scores=issues), RoutingThresholds())
+    assert given[ROUTE].tolist() == want[ROUTE].tolist()
+    np.testing.assert_allclose(given[LABEL_ISSUE_SCORE], issues, atol=0)
+
+
+@pytest.mark.parametrize("compact", [True, False], ids=["compact", "json"])
+def test_routing_the_models_probabilities_equals_routing_its_features(world, compact):
+    x = world["x"][1300:1400]
+    labels = world["y"][1300:1400].tolist()
+    ids = list(range(100))
+    client = ServeClient(world["url"], compact=compact)
+    _, probs = client.score(ids, x)
+    from_features = client.route(ids, x, labels=labels)
+    from_probs = client.route(ids, labels=labels, probabilities=probs)
+    for column in ROUTE_COLUMNS:
+        if from_features[column].dtype.kind == "f":  # two predict_proba batches: BLAS may round apart
+            np.testing.assert_allclose(from_probs[column], from_features[column], rtol=1e-9, atol=1e-12)
+        else:
+            assert from_probs[column].tolist() == from_features[column].tolist(), column
+
+
+def test_an_answer_from_probabilities_names_no_model(world):
+    probs = [[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]  # the app has no class_names: any k >= 2 is read as 0 .. k - 1
+    answer = requests.post(world["url"] + "/v1/route", timeout=30,
+                           json={"item_ids": ["a", "b"], "probabilities": probs, "return_probabilities": True})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model"] is None and body["classes"] == [0, 1, 2]
+    assert [item["predicted"] for item in body["items"]] == [0, 2]
+    assert [item["probabilities"] for item in body["items"]] == probs
+    compact = requests.post(world["url"] + "/v1/route", timeout=30, json={
+        "item_ids": ["a", "b"], "probabilities_b64": _b64(probs, "<f8"), "shape": [2, 3],
+        "return_probabilities": True}).json()
+    assert compact["model"] is None and compact["columns"]["predicted"] == [0, 2]
+    p = compact["arrays"]["probabilities"]
+    np.testing.assert_array_equal(np.frombuffer(base64.b64decode(p["b64"]), "<f8").reshape(p["shape"]), probs)
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"item_ids": [1, 2], "features": [[0.0] * 64] * 2, "label_issue_scores": [0.5]},
      "label_issue_scores"),
@@ -153,6 +211,15 @@ def test_score_refuses_label_issue_scores(world):
     assert answer.status_code == 422
     error = answer.json()["error"]
     assert error["field"] == "label_issue_scores" and "/v1/route" in error["message"]
+
+
+def test_score_refuses_probabilities(world):
+    for body in ({"item_ids": [1], "probabilities": [[0.5, 0.5]]},
+                 {"item_ids": [1], "probabilities_b64": _b64([[0.5, 0.5]], "<f8"), "shape": [1, 2]}):
+        answer = requests.post(world["url"] + "/v1/score", json=body, timeout=30)
+        assert answer.status_code == 422, answer.text
+        error = answer.json()["error"]
+        assert error["field"] == "probabilities" and "/v1/route" in error["message"]
 
 
 def test_score_returns_the_champion_probabilities(world):
@@ -234,6 +301,44 @@ BAD_REQUESTS = {
 }
 
 
+HALF = [0.5, 0.5]
+BAD_PROBABILITIES = {
+    "ragged rows": ({"item_ids": [1, 2], "probabilities": [HALF, [1.0]]}, 422, "probabilities"),
+    "rows and ids differ": ({"item_ids": [1, 2], "probabilities": [HALF]}, 422, "probabilities"),
+    "one class": ({"item_ids": [1], "probabilities": [[1.0]]}, 422, "probabilities"),
+    "NaN": (b'{"item_ids": [1], "probabilities": [[0.5, NaN]]}', 422, "probabilities.0.1"),
+    "NaN in compact": ({"item_ids": [1, 2], "probabilities_b64": _b64([HALF, [np.nan, 0.5]], "<f8"),
+                        "shape": [2, 2]}, 422, "probabilities_b64.1.0"),
+    "outside [0, 1]": ({"item_ids": [1], "probabilities": [[1.5, -0.5]]}, 422, "probabilities.0.0"),
+    "row not summing to 1": ({"item_ids": [1, 2], "probabilities": [HALF, [0.3, 0.3]]}, 422, "probabilities.1"),
+    "compact row not summing to 1": ({"item_ids": [1], "probabilities_b64": _b64([[0.5, 0.5 + 1e-5]], "<f8"),
+                                      "shape": [1, 2]}, 422, "probabilities_b64.0"),
+    "bytes do not fit shape": ({"item_ids": [1], "probabilities_b64": _b64(HALF, "<f8"), "shape": [1, 3]},
+                               422, "probabilities_b64"),
+    "shape missing": ({"item_ids": [1], "probabilities_b64": _b64(HALF, "<f8")}, 422, "shape"),
+    "float32 dtype": ({"item_ids": [1], "probabilities_b64": _b64(HALF), "shape": [1, 2], "dtype": "float32"},
+                      422, "dtype"),
+    "label beyond k": ({"item_ids": [1], "probabilities": [HALF], "labels": [2]}, 422, "labels.0"),
+    "features too": ({"item_ids": [1], "features": [ROW], "probabilities": [HALF]}, 422, "probabilities"),
+    "compact features too": ({"item_ids": [1], "features_b64": _b64(ROW), "shape": [1, 64],
+                              "probabilities": [HALF]}, 422, "probabilities"),
+    "both forms": ({"item_ids": [1], "probabilities": [HALF], "probabilities_b64": _b64(HALF, "<f8"),
+                    "shape": [1, 2]}, 422, "probabilities"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PROBABILITIES))
+def test_bad_probabilities_get_4xx_json_naming_the_field(world, case):
+    body, status, field = BAD_PROBABILITIES[case]
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    answer = requests.post(world["url"] + "/v1/route", data=data, timeout=30,
+                           headers={"Content-Type": "application/json"})
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == field
+    assert isinstance(error["message"], str) and len(error["message"]) > 10
+
+
 @pytest.mark.parametrize("path", ["/v1/score", "/v1/route"])
 @pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
 def test_bad_requests_get_4xx_json(world, path, case):
@@ -251,7 +356,8 @@ def test_openapi_documents_the_endpoints(world):
     spec = requests.get(world["url"] + "/openapi.json", timeout=30).json()
     assert {"/v1/score", "/v1/route", "/v1/health", "/v1/model", "/v1/thresholds", "/v1/reload"} <= set(spec["paths"])
     body = spec["paths"]["/v1/route"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert {"item_ids", "features", "features_b64", "labels"} <= set(body["properties"])
+    assert {"item_ids", "features", "features_b64", "probabilities", "probabilities_b64",
+            "labels"} <= set(body["properties"])
 
 
 def test_unknown_path_and_method_are_json(world):

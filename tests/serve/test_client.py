@@ -37,6 +37,20 @@ def test_arguments_are_checked_before_any_request():
         client.route([], np.zeros((0, 4)))
 
 
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({}, "'features' argument must be given, or 'probabilities' instead.*Got neither"),
+    ({"features": np.zeros((2, 4)), "probabilities": [[0.5, 0.5]] * 2}, "Got both"),
+    ({"probabilities": [0.5, 0.5]}, "'probabilities' argument must be a 2-D array"),
+    ({"probabilities": [[0.5, 0.5]]}, "one row per item id"),
+    ({"probabilities": [[1.0], [1.0]]}, "k >= 2"),
+    ({"probabilities": [[0.5, 0.5], [np.nan, 0.5]]}, r"finite numbers.*at \[1, 0\]"),
+    ({"probabilities": [[0.5, 0.5], [0.5, 0.6]]}, r"rows summing to 1.*at \[1\]"),
+])
+def test_route_takes_features_or_checked_probabilities_before_any_request(kwargs, match):
+    with pytest.raises(SchemaError, match=match):
+        ServeClient("http://127.0.0.1:9").route([1, 2], **kwargs)
+
+
 @pytest.mark.parametrize(("status", "kind"), [(400, RequestError), (422, RequestError), (413, RequestError),
                                               (503, ServiceUnavailable), (500, ServeError)])
 def test_server_errors_become_loop_errors_with_the_servers_words(status, kind):

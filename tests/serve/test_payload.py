@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from loop.columns import CONFIDENCE, ITEM, LABEL_ISSUE_SCORE, PREDICTED, REASON, ROUTE
-from serve.payload import BadRequest, decode_b64_array, encode_answer, encode_b64_array, parse_request
+from serve.payload import (BadRequest, decode_b64_array, encode_answer, encode_b64_array, parse_request,
+                           probabilities_problem)
 
 
 def _body(**fields) -> bytes:
@@ -149,3 +150,41 @@ def test_bad_label_issue_scores_name_the_field(body, status, field):
         parse_request(body)
     assert (caught.value.status, caught.value.field) == (status, field)
     assert len(caught.value.message) > 10
+
+
+def test_probabilities_in_both_forms(rng):
+    probs = rng.dirichlet(np.ones(4), size=5)
+    readable = parse_request(_body(item_ids=list(range(5)), probabilities=probs.tolist(), labels=[0, None, 3, 1, 2]))
+    compact = parse_request(_body(item_ids=list(range(5)), probabilities_b64=_issues_b64(probs), shape=[5, 4]))
+    np.testing.assert_array_equal(readable.probabilities, probs)  # JSON floats round-trip exactly
+    np.testing.assert_array_equal(compact.probabilities, probs)
+    assert readable.features is None and compact.features is None
+    assert (readable.compact, compact.compact) == (False, True)
+    assert readable.labels.tolist() == [0, -1, 3, 1, 2]
+    assert parse_request(_body(item_ids=[1], features=[[0.0]])).probabilities is None
+
+
+def test_probabilities_must_match_the_apps_classes():
+    parsed = parse_request(_body(item_ids=[1], probabilities=[[0.2, 0.8]], labels=["dog"]),
+                           class_names=["cat", "dog"])
+    assert parsed.labels.tolist() == [1]
+    for body, field in [(_body(item_ids=[1], probabilities=[[0.2, 0.3, 0.5]]), "probabilities"),
+                        (_body(item_ids=[1], probabilities_b64=_issues_b64([[0.2, 0.3, 0.5]]), shape=[1, 3]),
+                         "probabilities_b64")]:
+        with pytest.raises(BadRequest) as caught:
+            parse_request(body, class_names=["cat", "dog"])
+        assert caught.value.field == field
+        assert "2 classes" in caught.value.message and "3 columns" in caught.value.message
+
+
+@pytest.mark.parametrize(("probs", "where"), [
+    ([[0.5, 0.5], [0.2, 0.8]], None),
+    ([[0.5, 0.5 + 1e-7]], None),  # within the tolerance
+    ([[1.0]], ()),
+    ([[0.5, np.inf]], (0, 1)),
+    ([[0.5, 0.5], [1.2, -0.2]], (1, 0)),
+    ([[0.5, 0.5], [0.5, 0.5 + 1e-5]], (1,)),
+])
+def test_probabilities_problem_points_at_the_first_bad_value(probs, where):
+    problem = probabilities_problem(np.asarray(probs, dtype=np.float64))
+    assert (problem if problem is None else problem[0]) == where
