@@ -266,13 +266,16 @@ def _deploy(document: dict[str, Any], *, host: str, port: int, timeout_s: float)
 
     # The running proxy keeps its address; the document's is what a cluster would use.
     document = {**document, "http_options": {"host": host, "port": port}}
-    started = time.time()
+    # Wait for *this* deployment: a status read before the controller took it in still shows
+    # the previous one as RUNNING (a clock comparison with a tolerance let that through).
+    previous = serve.status().applications.get(APP_NAME)
+    previous_time = previous.last_deployed_time_s if previous is not None else -1.0
     # What `serve deploy` sends to the cluster: apply the config on the controller.
     _get_global_client().deploy_apps(ServeDeploySchema.model_validate(document))
     deadline = time.monotonic() + timeout_s
     while True:
         app = serve.status().applications.get(APP_NAME)
-        if app is not None and app.last_deployed_time_s >= started - 1:
+        if app is not None and app.last_deployed_time_s > previous_time:
             if app.status == "RUNNING":
                 break
             if app.status == "DEPLOY_FAILED":
