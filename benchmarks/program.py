@@ -39,6 +39,8 @@ against the truth; a strategy that only *reviews* cannot beat random review by m
 genre's p ~ 0.43, about 2.3x), so a larger gain needs fixes that cost nothing: the tiered
 routing's auto-accept, which takes the model's label where the calibrated model is confident
 (the routed-item tables of the program runs say which action fixed or broke what).
+:mod:`benchmarks.program_ceiling` measures what paid work aimed by an oracle at the wrong
+labels removes at the same budget.
 
 Run::
 
