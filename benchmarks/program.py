@@ -23,7 +23,12 @@ Mechanical Turk answers replayed, experts simulated); see :mod:`experiments.worl
 2. **Calibrated thresholds, on another world.** The tiered routing's thresholds
    (double-blind issue score, expert margin, auto-accept confidence) are picked by a small
    grid on a *calibration* seed (its own split, crowd and initial labels): the setting that
-   removes the most errors at the budget. The evaluation seeds never take part in it.
+   removes the most errors at the budget among those whose cost there stays within the share
+   of triple annotation's cost there. The evaluation seeds never take part in it.
+
+   The programs plan each round at the higher of the planned and the so-far actual cost of a
+   crowd and an expert label, and take what audits cost beyond their plan out of the budget
+   (see :mod:`experiments.program`), so the actual total stays near the planned one.
 3. **Evaluation** on the evaluation seeds: all five strategies per seed on the same world
    (same items, truth, initial labels, crowd). Errors removed are summed over seeds; the
    error rates and costs are averaged.
@@ -34,6 +39,8 @@ against the truth; a strategy that only *reviews* cannot beat random review by m
 genre's p ~ 0.43, about 2.3x), so a larger gain needs fixes that cost nothing: the tiered
 routing's auto-accept, which takes the model's label where the calibrated model is confident
 (the routed-item tables of the program runs say which action fixed or broke what).
+:mod:`benchmarks.program_ceiling` measures what paid work aimed by an oracle at the wrong
+labels removes at the same budget.
 
 Run::
 
@@ -96,15 +103,19 @@ def equal_budget(cfg: ProgramConfig, world: World, share: float = 0.5) -> float:
     return max(0.0, (share * triple - n * world.costs.crowd - audit_cost) / cfg.rounds)
 
 
-def calibrate(cfg: ProgramConfig, world: World) -> tuple[RoutingThresholds, pd.DataFrame]:
-    """The grid setting that removes the most errors at the budget (ties: the cheaper)."""
+def calibrate(cfg: ProgramConfig, world: World, share: float = 0.5) -> tuple[RoutingThresholds, pd.DataFrame]:
+    """The grid setting that removes the most errors at the budget (ties: the cheaper), among the
+    settings whose cost on the calibration world stays within ``share`` of triple annotation's
+    there (all settings when none does)."""
+    triple = run_program(cfg.replace(strategy=Strategy.TRIPLE_MAJORITY), world=world).cost
     rows = []
     for db, em, aa in itertools.product(*GRID.values()):
         thresholds = RoutingThresholds(double_blind_issue_score=db, expert_margin=em, auto_accept_confidence=aa)
         r = run_program(cfg.replace(strategy=Strategy.TIERED, thresholds=thresholds), world=world)
         rows.append({"double_blind_issue_score": db, "expert_margin": em, "auto_accept_confidence": aa,
                      "errors_removed": r.errors_removed, "final_error_rate": r.final_error_rate, "cost": r.cost})
-    grid = pd.DataFrame(rows).sort_values(["errors_removed", "cost"], ascending=[False, True])
+    grid = pd.DataFrame(rows).assign(within_cost=lambda g: g["cost"] <= share * triple)
+    grid = grid.sort_values(["within_cost", "errors_removed", "cost"], ascending=[False, False, True])
     best = grid.iloc[0]
     return RoutingThresholds(double_blind_issue_score=float(best["double_blind_issue_score"]),
                              expert_margin=float(best["expert_margin"]),
@@ -155,7 +166,7 @@ def run(dataset: str, seeds: list[int], calibration_seed: int, share: float = 0.
           f"round of {cfg.items_per_round}; budget {cfg.budget_per_round:.2f} per round, planned at "
           f"{share:.0%} of triple annotation's cost "
           f"(crowd label {calibration_world.costs.crowd:.3f}, expert label {calibration_world.costs.expert:.3f})")
-    thresholds, grid = calibrate(cfg, calibration_world)
+    thresholds, grid = calibrate(cfg, calibration_world, share)
     print(f"calibration (seed {calibration_seed}), top 5 of {len(grid)} tiered settings:")
     print(grid.head(5).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"chosen thresholds: {thresholds.to_dict()}; gate: {cfg.gate.to_dict()}")

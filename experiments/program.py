@@ -27,14 +27,19 @@ must serve). Each round ``r = 1 .. rounds`` then:
 4. **Annotate.** The workforce answers (review: one crowd label; double-blind: two crowd
    labels, an expert adjudicates when they disagree; expert: one expert label; triple: two
    more crowd labels). Tasks and annotations go to the label store in batches.
-5. **Resolve.** Dawid-Skene over the stream's annotations gives reviewed items their label;
-   expert and adjudicated labels are final; auto-accepted items take the model's label;
-   triple items take the majority of their three labels. Only changed labels are written,
+5. **Resolve.** Dawid-Skene over the stream's annotations gives reviewed items their label
+   (under ``tiered``, the posterior of :func:`loop.issues.label_posteriors`: the annotators'
+   Dawid-Skene confusions with the champion's probabilities as the prior, so that the model
+   breaks a tie between two disagreeing labels); expert and adjudicated labels are final;
+   auto-accepted items take the model's label; triple items take the majority of their
+   three labels. Only changed labels are written,
    each superseding the current resolution.
 6. **Audit.** ``audit_rate`` of the arrived items, drawn uniformly, are checked by an expert:
    the share that disagrees with the current label estimates the error rate (95% Wilson
-   interval); a disagreeing audit then corrects the label like any expert label. Audits are
-   paid outside the budget, equally for every strategy.
+   interval); a disagreeing audit then corrects the label like any expert label. The audit
+   draws its items and experts from its own random numbers (seed and round), the same for
+   every strategy. Audits are paid outside the budget, equally for every strategy (only what
+   they cost beyond their plan is charged to it, see **Budget**).
 7. **Retrain.** On the labels resolved as of this round (``store.resolved_labels(stream,
    as_of=version)``, reproducible), temperature-scaled on the calibration gold slice,
    evaluated on the held-out gold; the quality gate (:mod:`loop.gate`) decides whether the
@@ -45,7 +50,14 @@ must serve). Each round ``r = 1 .. rounds`` then:
 **Budget.** The strategy may plan at most the round's budget (``budget_per_round`` plus what
 earlier rounds left unspent, minus what they overspent: planned and actual costs differ
 because seconds vary), so every budgeted strategy spends the same over the program.
-``triple_majority`` ignores the budget by design.
+``triple_majority`` ignores the budget by design. A round is planned at the higher of the
+world's expected cost of a crowd and an expert label and what they have actually cost in
+this program so far (a program meets a few experts, and their speed decides the cost), and
+audits are planned at the expected expert cost: what a round's audit will probably cost
+beyond that, plus one standard deviation of the round's spending, is held back from the
+round's plan (and carried to the next), and what the audit did cost beyond its plan is
+charged to the budget like the strategy's own overspending (a saving is not handed out). So
+the total, audits included, stays within the planned total, also after the last round.
 
 **What counts as an error removed.** The truth is known in simulation: an item's label is
 wrong when it differs from the true class. ``errors_removed`` = wrong initial labels of the
@@ -75,10 +87,10 @@ from loop.audit import audit_sample, estimate_error_rate
 from loop.calibration import CalibratedClassifier, TemperatureScaling, reliability_table
 from loop.columns import ANNOTATOR, CONFIDENCE, COST, ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, SECONDS
 from loop.gate import ModelEvaluation, decide, evaluate_model
-from loop.issues import confused_pairs, label_quality_scores
+from loop.issues import confused_pairs, label_posteriors, label_quality_scores
 from loop.routing import RoutingThresholds, route, score_items
 from loop.store import LabelStore
-from loop.strategies import ACTION, IS_NEW, PLANNED_COST, SELF_CONFIDENCE, Action, Strategy, plan_round
+from loop.strategies import ACTION, IS_NEW, PLANNED_COST, SELF_CONFIDENCE, Action, Strategy, TaskCosts, plan_round
 
 from . import tracking as T
 from .config import IN_PROCESS, LOCAL, ConfigError, ProgramConfig, flatten
@@ -516,20 +528,26 @@ class _Program:
         annotations = self.store.annotations_frame(self.stream)
         candidates, candidate_probs = self._candidates(scores, probs, current, annotations, new)
         budget = max(0.0, cfg.budget_per_round + self.carry)
-        plan = plan_round(candidates, cfg.strategy, budget=budget, costs=world.costs, thresholds=cfg.thresholds,
-                          rng=self.rng, decisions=self._route(candidates, candidate_probs))
+        costs = self._planning_costs(annotations)
+        planned_audit = self._audit_size(arrived) * world.costs.expert
+        reserve = self._reserve(annotations, self._audit_size(arrived), costs, budget)
+        plan = plan_round(candidates, cfg.strategy, budget=max(0.0, budget - reserve), costs=costs,
+                          thresholds=cfg.thresholds, rng=self.rng, decisions=self._route(candidates, candidate_probs))
         spent_before = float(annotations[COST].sum())
         answers = self._execute(plan, round_, annotations)
         annotations = self.store.annotations_frame(self.stream)
         planned_work = len(annotations)
-        round_labels = self._resolve(plan, answers, annotations, before, scores)
+        round_labels = self._resolve(plan, answers, annotations, before, scores, probs)
         self._write_resolutions(round_labels, before)
         audit = self._audit(arrived, round_, annotations)
         annotations = self.store.annotations_frame(self.stream)
         after = self._labels()
         plan_cost = float(annotations[COST].iloc[:planned_work].sum()) - spent_before
+        audit_cost = float(annotations[COST].iloc[planned_work:].sum())
         if cfg.strategy is not Strategy.TRIPLE_MAJORITY:
-            self.carry = budget - plan_cost
+            # Audits are planned at the expected expert cost; what they cost beyond it comes out of
+            # the budget (a saving is not handed out: the total stays within the plan either way).
+            self.carry = budget - plan_cost - max(0.0, audit_cost - planned_audit)
         challenger_model, challenger = self._retrain(after)
         version = self.tracker.publish(challenger_model, aliases=(T.ALIAS_CHALLENGER,),
                                        input_example=x[:2])
@@ -586,6 +604,42 @@ class _Program:
         """Current resolved label of every item, by item id (from the store)."""
         frame = self.store.resolved_labels(self.stream)
         return pd.Series(frame[LABEL].to_numpy(dtype=np.int64), index=frame[ITEM].astype(str).to_numpy())
+
+    def _audit_size(self, arrived: np.ndarray) -> int:
+        """Items the round's audit will check (as :func:`loop.audit.audit_sample` rounds)."""
+        return int(np.ceil(self.cfg.audit_rate * len(arrived)))
+
+    def _planning_costs(self, annotations: pd.DataFrame) -> TaskCosts:
+        """The planned cost of a crowd and an expert label, raised to what they have cost so far.
+
+        The world's costs are expectations over annotators; a program meets a few of them (three
+        experts), whose speed decides what its labels really cost. Planning at the higher of the
+        two keeps the actual spending within the budget instead of catching up a round later.
+        """
+        planned = self.world.costs
+        crowd, expert = self._label_costs(annotations)
+        crowd_cost = max(planned.crowd, float(crowd.mean())) if crowd.size else planned.crowd
+        expert_cost = max(planned.expert, float(expert.mean())) if expert.size else planned.expert
+        return TaskCosts(crowd=crowd_cost, expert=expert_cost, adjudication_share=planned.adjudication_share)
+
+    def _reserve(self, annotations: pd.DataFrame, audit_size: int, costs: TaskCosts, budget: float) -> float:
+        """What the round's plan holds back: what its audit will probably cost beyond the audit's
+        planned cost, plus one standard deviation of the round's spending (labels' seconds vary).
+
+        What is held back and not spent is carried to the next round; only after the last round
+        is it left unspent, so the program's total stays within its plan.
+        """
+        crowd, expert = self._label_costs(annotations)
+        spread_crowd = float(crowd.std()) if crowd.size > 1 else 0.0
+        spread_expert = float(expert.std()) if expert.size > 1 else 0.0
+        spread = np.sqrt(audit_size * spread_expert ** 2 + budget / costs.crowd * spread_crowd ** 2)
+        return audit_size * (costs.expert - self.world.costs.expert) + float(spread)
+
+    def _label_costs(self, annotations: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """What each crowd label and each expert label of the stream has cost so far."""
+        by_expert = annotations[ANNOTATOR].isin(self.experts).to_numpy()
+        cost = annotations[COST].to_numpy(dtype=np.float64)
+        return cost[~by_expert], cost[by_expert]
 
     def _wrong(self, labels: pd.Series) -> np.ndarray:
         return labels.to_numpy(dtype=np.int64) != self.world.truth.reindex(labels.index).to_numpy(dtype=np.int64)
@@ -669,7 +723,7 @@ class _Program:
         self.store.set_task_statuses(answered.astype(int).tolist(), "done", reason="answered")
 
     def _resolve(self, plan: pd.DataFrame, answers: pd.DataFrame, annotations: pd.DataFrame, before: pd.Series,
-                 scores: pd.DataFrame) -> pd.DataFrame:
+                 scores: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
         """New labels of the items acted on: ``item_id, label, method, reason``."""
         frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
         actions = plan.set_index(ITEM)[ACTION]
@@ -692,7 +746,14 @@ class _Program:
         out.append(pd.DataFrame({ITEM: agreed[ITEM].to_numpy(), LABEL: agreed[LABEL].to_numpy(),
                                  "method": _METHOD_CONSENSUS, REASON: "double-blind labels agreed"}))
         reviewed = actions.index[actions == Action.REVIEW.value]
-        if len(reviewed):
+        if len(reviewed) and self.cfg.strategy is Strategy.TIERED:
+            # The model breaks ties between annotators who disagree (one review of a single label).
+            arrived = scores[ITEM].astype(str).to_numpy()
+            posterior = pd.DataFrame(label_posteriors(probs, annotations=frame, item_ids=arrived), index=arrived)
+            best = posterior.reindex(reviewed).to_numpy().argmax(axis=1)
+            out.append(pd.DataFrame({ITEM: reviewed, LABEL: best.astype(np.int64), "method": _METHOD_CONSENSUS,
+                                     REASON: "reviewed; posterior over its labels and the model"}))
+        elif len(reviewed):
             ds = DawidSkene().fit(frame).labels_
             out.append(pd.DataFrame({ITEM: reviewed, LABEL: ds.reindex(reviewed).astype(np.int64).to_numpy(),
                                      "method": _METHOD_CONSENSUS, REASON: "reviewed; Dawid-Skene over its labels"}))
@@ -726,9 +787,13 @@ class _Program:
         population = arrived[~np.isin(arrived.astype(str), checked_by_all)]
         if population.size == 0:
             return {"estimate": None}
-        sample = audit_sample(population, rate=self.cfg.audit_rate, rng=self.rng)
+        # The audit's own random numbers, the same for every strategy of a seed: the same items,
+        # mostly the same experts and seconds, so audits (part of every strategy's cost, and with
+        # their overrun of its budget) differ between strategies as little as they can.
+        rng = np.random.default_rng([self.cfg.seed, 17, round_])
+        sample = audit_sample(population, rate=self.cfg.audit_rate, rng=rng)
         labels = self._labels()
-        checked = self.world.workforce.ask_experts(self.world.truth[sample], exclude=exclude, rng=self.rng)
+        checked = self.world.workforce.ask_experts(self.world.truth[sample], exclude=exclude, rng=rng)
         self._write_answers(checked, round_, _AUDIT_START)
         disagree = checked[checked[LABEL].to_numpy() != labels.reindex(checked[ITEM]).to_numpy()]
         estimate = estimate_error_rate(len(checked), len(disagree))

@@ -50,7 +50,7 @@ from ._validation import check_annotations, check_labels, check_pred_probs, fail
 from .aggregate import DawidSkene
 from .columns import ANNOTATOR, CLASS_A, CLASS_B, ESTIMATED_COUNT, ITEM, LABEL, SHARE
 
-__all__ = ["confused_pairs", "find_label_issues", "label_quality_scores"]
+__all__ = ["confused_pairs", "find_label_issues", "label_posteriors", "label_quality_scores"]
 
 
 def label_quality_scores(labels: Any, pred_probs: Any, *, annotations: pd.DataFrame | None = None,
@@ -102,6 +102,44 @@ def label_quality_scores(labels: Any, pred_probs: Any, *, annotations: pd.DataFr
         return _clip_unit(get_label_quality_scores(labels, probs, method="self_confidence"))
     evidence = _check_evidence(labels, probs, annotations, item_ids, given_annotator)
     return _clip_unit(_posteriors(probs, evidence)[np.arange(labels.size), labels])
+
+
+def label_posteriors(pred_probs: Any, *, annotations: pd.DataFrame, item_ids: Any = None) -> np.ndarray:
+    """The probability of each true class of each row given the model and the annotators.
+
+    The posterior :func:`label_quality_scores` reads the given label's score from (see the
+    module docstring): the model's probabilities tempered by the fitted weight ``w`` are the
+    prior, and each annotation enters through its annotator's Dawid-Skene confusion matrix.
+    Its argmax is a consensus label that lets the model break ties between annotators who
+    disagree; rows without annotations get the tempered model.
+
+    Parameters
+    ----------
+    pred_probs : array-like of float, shape (n, k)
+        Out-of-sample class probabilities; rows sum to 1.
+    annotations : DataFrame
+        Long frame ``item_id, annotator_id, label`` with labels in ``0 .. k - 1``.
+    item_ids : array-like, shape (n,), optional
+        Item id of each row; defaults to the row positions ``0 .. n - 1``.
+
+    Returns
+    -------
+    posteriors : ndarray of float, shape (n, k)
+        Rows sum to 1.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> probs = [[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]
+    >>> crowd = pd.DataFrame({"item_id": [0, 0, 1, 1, 2, 2, 3, 3],
+    ...                       "annotator_id": ["a", "b"] * 4,
+    ...                       "label": [0, 0, 0, 0, 1, 1, 1, 1]})
+    >>> label_posteriors(probs, annotations=crowd).argmax(axis=1).tolist()
+    [0, 0, 1, 1]
+    """
+    probs = check_pred_probs(pred_probs)
+    labels = np.zeros(probs.shape[0], dtype=np.int64)  # no given labels: nothing to fold in
+    return _posteriors(probs, _check_evidence(labels, probs, annotations, item_ids, None))
 
 
 def find_label_issues(labels: Any, pred_probs: Any, *, annotations: pd.DataFrame | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from experiments.program import InProcessScorer, ProgramResult, run_program
 from experiments.world import build_world
 from loop.columns import ITEM, LABEL
 from loop.store import LabelStore
+from loop.strategies import TaskCosts
 
 SMALL = {"program": {"rounds": 2, "items_per_round": 80, "budget_per_round": 5.0, "calibration_items": 60,
                      "holdout_items": 150, "audit_rate": 0.05},
@@ -92,6 +94,18 @@ def test_the_budget_is_kept_over_the_program(small_cfg, small_world):
     spent = result.program_cost
     assert spent <= small_cfg.rounds * small_cfg.budget_per_round * 1.15
     assert spent >= small_cfg.rounds * small_cfg.budget_per_round * 0.7
+
+
+def test_audits_beyond_their_planned_cost_come_out_of_the_budget(small_cfg, small_world):
+    # The plan expects experts three times cheaper than they are: the audits overrun their plan.
+    costs = TaskCosts(crowd=small_world.costs.crowd, expert=small_world.costs.expert / 3)
+    world = dataclasses.replace(small_world, costs=costs)
+    result = run_program(small_cfg.replace(strategy="random"), world=world)
+    arrived = [(r + 1) * small_cfg.items_per_round for r in range(1, small_cfg.rounds + 1)]
+    planned_audits = sum(int(np.ceil(small_cfg.audit_rate * n)) for n in arrived) * costs.expert
+    # Within the plan up to the last review's spread in seconds (one crowd label).
+    assert result.program_cost <= small_cfg.rounds * small_cfg.budget_per_round + planned_audits + \
+        3 * small_world.costs.crowd
 
 
 def test_a_program_is_reproducible(small_cfg, small_world):

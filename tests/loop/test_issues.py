@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from loop.columns import ANNOTATOR, CLASS_A, CLASS_B, ESTIMATED_COUNT, ITEM, LABEL, SHARE
 from loop.exceptions import SchemaError
-from loop.issues import confused_pairs, find_label_issues, label_quality_scores
+from loop.issues import confused_pairs, find_label_issues, label_posteriors, label_quality_scores
 
 N_ITEMS, N_CLASSES, NOISE = 600, 4, 0.15
 
@@ -220,6 +220,34 @@ def test_on_the_music_genre_crowd_the_annotators_catch_more_errors_than_the_mode
 
 
 # --- find_label_issues ------------------------------------------------------------------
+
+
+# --- label_posteriors ----------------------------------------------------------------------
+
+
+def test_the_posterior_is_the_one_the_quality_scores_read(noisy: Noisy, reliable_crowd: pd.DataFrame) -> None:
+    posterior = label_posteriors(noisy.pred_probs, annotations=reliable_crowd)
+    np.testing.assert_allclose(posterior.sum(axis=1), 1.0)
+    np.testing.assert_allclose(posterior[np.arange(N_ITEMS), noisy.labels],
+                               label_quality_scores(noisy.labels, noisy.pred_probs, annotations=reliable_crowd))
+
+
+def test_the_model_breaks_ties_between_disagreeing_annotators(noisy: Noisy) -> None:
+    # Two equally reliable annotators per item: where they disagree, the posterior's argmax is
+    # right more often than either annotator, because the model tips the balance.
+    pair = crowd(noisy.truth, {"a": 0.7, "b": 0.7}, np.random.default_rng(4), per_item=2)
+    split = pair.groupby(ITEM)[LABEL].nunique().to_numpy() > 1
+    best = label_posteriors(noisy.pred_probs, annotations=pair).argmax(axis=1)
+    first = pair.drop_duplicates(ITEM).set_index(ITEM)[LABEL].reindex(range(N_ITEMS)).to_numpy()
+    right = (best == noisy.truth)[split].mean()
+    assert right > (first == noisy.truth)[split].mean() + 0.2
+    assert right > 0.7
+
+
+def test_label_posteriors_refuses_annotations_of_unknown_items() -> None:
+    frame = pd.DataFrame({ITEM: ["x"], ANNOTATOR: ["a"], LABEL: [0]})
+    with pytest.raises(SchemaError, match="annotations"):
+        label_posteriors([[0.5, 0.5]], annotations=frame, item_ids=["y"])
 
 
 def test_find_label_issues_recovers_most_planted_errors(noisy: Noisy) -> None:
