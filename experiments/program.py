@@ -100,6 +100,7 @@ __all__ = ["MAX_LABELS", "HttpScorer", "InProcessScorer", "ProgramResult", "Scor
            "make_tracker", "open_setup", "run_program"]
 
 MAX_LABELS = 5  # an item with this many labels is not sent to people again
+_FOLDS = 5  # out-of-fold probabilities of the training items
 _T0 = pd.Timestamp("2026-01-05", tz="UTC")
 _CROWD_START, _ADJUDICATION_START, _AUDIT_START = pd.Timedelta(hours=8), pd.Timedelta(hours=16), pd.Timedelta(hours=20)
 CREATED_AT = "created_at"
@@ -478,6 +479,7 @@ class _Program:
         self.experts = set(people.loc[people["tier"] == "expert", ANNOTATOR])
         self.scorer: Scorer | None = None
         self.champion: ModelEvaluation | None = None
+        self.out_of_fold = pd.DataFrame()  # the champion's out-of-fold probabilities, by training item
         self.champion_version = ""
         self.carry = 0.0
         self.rows: list[dict[str, float]] = []
@@ -501,7 +503,7 @@ class _Program:
     def seed_round(self) -> None:
         self.arrive(0)
         labels = self._labels()
-        model, evaluation = self._retrain(labels)
+        model, evaluation, self.out_of_fold = self._retrain(labels)
         self.champion_version = self.tracker.publish(model, aliases=(T.ALIAS_CHALLENGER, T.ALIAS_CHAMPION),
                                                      input_example=self.world.x(labels.index[:2]))
         self.champion = evaluation
@@ -525,6 +527,7 @@ class _Program:
         # itself below (annotators' evidence against these probabilities), so the Scorer's own
         # label-issue scores would be thrown away.
         scores, probs = self.scorer.score(arrived, x)
+        scores, probs = self._out_of_sample(arrived, scores, probs)
         annotations = self.store.annotations_frame(self.stream)
         candidates, candidate_probs = self._candidates(scores, probs, current, annotations, new)
         budget = max(0.0, cfg.budget_per_round + self.carry)
@@ -548,13 +551,14 @@ class _Program:
             # Audits are planned at the expected expert cost; what they cost beyond it comes out of
             # the budget (a saving is not handed out: the total stays within the plan either way).
             self.carry = budget - plan_cost - max(0.0, audit_cost - planned_audit)
-        challenger_model, challenger = self._retrain(after)
+        challenger_model, challenger, challenger_oof = self._retrain(after)
         version = self.tracker.publish(challenger_model, aliases=(T.ALIAS_CHALLENGER,),
                                        input_example=x[:2])
         decision = decide(challenger, self.champion, cfg.gate)
         if decision.promote:
             self.tracker.set_alias(T.ALIAS_CHAMPION, version)
             self.champion, self.champion_version = challenger, version
+            self.out_of_fold = challenger_oof
             self.promotions += 1
             self.scorer.reload()
         self.gates.append({"round": round_, "version": version, "promoted": decision.promote,
@@ -801,20 +805,47 @@ class _Program:
                                               "method": _METHOD_EXPERT, REASON: "corrected by a random audit"}), labels)
         return {"estimate": estimate}
 
-    def _retrain(self, labels: pd.Series) -> tuple[CalibratedClassifier, ModelEvaluation]:
-        """Fit on the labels resolved as of now, temperature on the calibration slice, evaluate on the holdout."""
+    def _retrain(self, labels: pd.Series) -> tuple[CalibratedClassifier, ModelEvaluation, pd.DataFrame]:
+        """Fit on the labels resolved as of now, temperature on the calibration slice, evaluate on the
+        holdout; and the out-of-fold calibrated probabilities of the training items."""
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
         version = self.store.resolution_version()
         resolved = self.store.resolved_labels(self.stream, as_of=version)
         ids = resolved[ITEM].astype(str).to_numpy()
         y = resolved[LABEL].to_numpy(dtype=np.int64)
         k = self.world.n_classes
-        estimator = _classifier().fit(self.world.x(ids), y)
+        x = self.world.x(ids)
+        estimator = _classifier().fit(x, y)
         calib = self.world.calibration
         raw = np.zeros((len(calib), k))
         raw[:, estimator.classes_] = estimator.predict_proba(self.world.x(calib.index))
         model = CalibratedClassifier(estimator, TemperatureScaling().fit(raw, calib.to_numpy()), n_classes=k)
+        # A model judges the labels it learnt from too kindly (it fits their errors): the items it
+        # was trained on are judged by models that did not see them (cleanlab's out-of-sample
+        # requirement), each fold's probabilities calibrated like the model's.
+        folds = StratifiedKFold(n_splits=_FOLDS, shuffle=True, random_state=self.cfg.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a class with fewer items than folds
+            held_out = cross_val_predict(_classifier(), x, y, cv=folds, method="predict_proba")
+        raw = np.zeros((len(ids), k))
+        raw[:, estimator.classes_] = held_out
+        out_of_fold = pd.DataFrame(model.scaler.transform(raw), index=pd.Index(ids, name=ITEM))
         holdout = self.world.holdout
-        return model, evaluate_model(holdout.to_numpy(), model.predict_proba(self.world.x(holdout.index)))
+        evaluation = evaluate_model(holdout.to_numpy(), model.predict_proba(self.world.x(holdout.index)))
+        return model, evaluation, out_of_fold
+
+    def _out_of_sample(self, arrived: np.ndarray, scores: pd.DataFrame,
+                       probs: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+        """The champion's probabilities, with its training items' rows out of fold (and their scores
+        recomputed): what the program judges labels and routes on."""
+        known = self.out_of_fold.index.get_indexer(pd.Index(arrived.astype(str)))
+        trained = known >= 0
+        if not trained.any():
+            return scores, probs
+        probs = probs.copy()
+        probs[trained] = self.out_of_fold.to_numpy()[known[trained]]
+        return score_items(probs, item_ids=np.asarray(scores[ITEM], dtype=object)), probs
 
     # -- measuring ---------------------------------------------------------------------------
     def _log_round(self, round_: int, *, arrived: np.ndarray, new: np.ndarray, before: pd.Series, after: pd.Series,
