@@ -13,7 +13,10 @@ must serve). Each round ``r = 1 .. rounds`` then:
    :mod:`experiments.world`); the label is the item's first resolution.
 2. **Score.** Every item arrived so far is scored once by the champion through the *scorer*
    port (the Serve app's ``POST /v1/score``, or the same ``loop`` code in process):
-   probabilities and signals.
+   probabilities and signals. The items the champion was trained on then take its
+   out-of-fold probabilities instead (5 folds, computed when it was trained, calibrated like
+   it): a model judges the labels it learnt from too kindly, and cleanlab's ranking assumes
+   out-of-sample probabilities.
 3. **Plan.** The label-issue score of each item is computed from those probabilities and the
    annotators' evidence (:func:`loop.issues.label_quality_scores` over the store's
    annotations), and the strategy decides each eligible item's action within the round's
@@ -41,7 +44,8 @@ must serve). Each round ``r = 1 .. rounds`` then:
    every strategy. Audits are paid outside the budget, equally for every strategy (only what
    they cost beyond their plan is charged to it, see **Budget**).
 7. **Retrain.** On the labels resolved as of this round (``store.resolved_labels(stream,
-   as_of=version)``, reproducible), temperature-scaled on the calibration gold slice,
+   as_of=version)``, reproducible; with out-of-fold probabilities of those items),
+   temperature-scaled on the calibration gold slice,
    evaluated on the held-out gold; the quality gate (:mod:`loop.gate`) decides whether the
    challenger becomes the champion; the scorer reloads.
 8. **Measure.** Everything in :mod:`experiments.tracking` with ``step = round``, and the
@@ -118,10 +122,11 @@ class Scorer(Protocol):
         ...
 
     def route(self, item_ids: Any, probabilities: Any, label_issue_scores: Any,
-              thresholds: RoutingThresholds) -> pd.DataFrame:
+              thresholds: RoutingThresholds, labels: Any = None) -> pd.DataFrame:
         """Routing decisions (``item_id, route, reason, priority``, as :func:`loop.routing.route`)
         of the champion's probabilities (shape (n, k), as :meth:`score` returned them), with the
-        caller's label-issue scores (no labels needed): the model does not run again."""
+        caller's label-issue scores: the model does not run again. ``labels`` (the current
+        class codes, optional) are named in the reasons."""
         ...
 
     def reload(self) -> None:
@@ -151,10 +156,12 @@ class InProcessScorer:
         return score_items(probs, item_ids=np.asarray(item_ids, dtype=object), label_issue_scores=issue), probs
 
     def route(self, item_ids: Any, probabilities: Any, label_issue_scores: Any,
-              thresholds: RoutingThresholds) -> pd.DataFrame:
+              thresholds: RoutingThresholds, labels: Any = None) -> pd.DataFrame:
         """:func:`loop.routing.route` on the scores of the given probabilities and label-issue scores."""
         scores = score_items(np.asarray(probabilities, dtype=np.float64), item_ids=np.asarray(item_ids, dtype=object),
                              label_issue_scores=np.asarray(label_issue_scores, dtype=np.float64))
+        if labels is not None:
+            scores[LABEL] = np.asarray(labels)
         return route(scores, thresholds)
 
     def _probs(self, features: Any) -> np.ndarray:
@@ -186,12 +193,13 @@ class HttpScorer:
         return scores, probs
 
     def route(self, item_ids: Any, probabilities: Any, label_issue_scores: Any,
-              thresholds: RoutingThresholds) -> pd.DataFrame:
+              thresholds: RoutingThresholds, labels: Any = None) -> pd.DataFrame:
         self._warn_unless_served(thresholds)
-        # Probabilities, not features: the Router routes them without asking the Scorer. No
-        # labels: their label-issue scores would be replaced by the given ones. No
-        # probabilities back: the caller has them.
+        # Probabilities, not features: the Router routes them without asking the Scorer. The
+        # labels only for the reasons (the given label-issue scores replace the ones the Router
+        # would compute from them). No probabilities back: the caller has them.
         routed = self.client.route(list(item_ids), probabilities=np.asarray(probabilities, dtype=np.float64),
+                                   labels=None if labels is None else np.asarray(labels),
                                    label_issue_scores=np.asarray(label_issue_scores, dtype=np.float64))
         return routed[[ITEM, ROUTE, REASON, PRIORITY]]
 
@@ -658,7 +666,7 @@ class _Program:
         n_labels = frame.groupby(ITEM).size().reindex(arrived, fill_value=0).to_numpy()
         has_expert = frame.loc[frame[ANNOTATOR].isin(self.experts), ITEM].unique()
         eligible = (n_labels < MAX_LABELS) & ~np.isin(arrived, has_expert)
-        out = scores.assign(**{ITEM: arrived, LABEL_ISSUE_SCORE: 1.0 - quality,
+        out = scores.assign(**{ITEM: arrived, LABEL: current, LABEL_ISSUE_SCORE: 1.0 - quality,
                                SELF_CONFIDENCE: probs[np.arange(len(current)), current],
                                IS_NEW: np.isin(arrived, new)})
         return out[eligible].reset_index(drop=True), probs[eligible]
@@ -679,7 +687,7 @@ class _Program:
         # label-issue scores.
         ids = candidates[ITEM].astype(str).to_numpy()
         return self.scorer.route(ids, probs, candidates[LABEL_ISSUE_SCORE].to_numpy(dtype=np.float64),
-                                 self.cfg.thresholds)
+                                 self.cfg.thresholds, labels=candidates[LABEL].to_numpy())
 
     def _execute(self, plan: pd.DataFrame, round_: int, annotations: pd.DataFrame) -> pd.DataFrame:
         """Ask the workforce for the plan's labels; write tasks and annotations; return the answers."""
@@ -827,7 +835,7 @@ class _Program:
         folds = StratifiedKFold(n_splits=_FOLDS, shuffle=True, random_state=self.cfg.seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # a class with fewer items than folds
-            held_out = cross_val_predict(_classifier(), x, y, cv=folds, method="predict_proba")
+            held_out = cross_val_predict(estimator, x, y, cv=folds, method="predict_proba")  # refits clones
         raw = np.zeros((len(ids), k))
         raw[:, estimator.classes_] = held_out
         out_of_fold = pd.DataFrame(model.scaler.transform(raw), index=pd.Index(ids, name=ITEM))

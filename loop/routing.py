@@ -39,6 +39,7 @@ from .columns import (
     CONFIDENCE,
     ENTROPY,
     ITEM,
+    LABEL,
     LABEL_ISSUE_SCORE,
     MARGIN,
     PREDICTED,
@@ -284,7 +285,9 @@ def route(scores: pd.DataFrame, thresholds: RoutingThresholds) -> pd.DataFrame:
     scores : DataFrame of n_items rows
         Columns ``item_id, predicted, runner_up, confidence, margin`` (no missing values,
         unique ``item_id``) and optionally ``label_issue_score`` (NaN = no score), as built
-        by :func:`score_items`. Other columns are ignored.
+        by :func:`score_items`, and ``label``, the item's current label in the form of
+        ``predicted`` (NaN or None = none), which the reasons then name. Other columns are
+        ignored.
     thresholds : RoutingThresholds
         The policy's cut-offs.
 
@@ -294,7 +297,9 @@ def route(scores: pd.DataFrame, thresholds: RoutingThresholds) -> pd.DataFrame:
         Columns ``item_id, route, reason, priority``. ``route`` holds the
         :class:`Route` string values. ``reason`` is a sentence with the signal values, the
         threshold crossed, the class pair in doubt and the guideline reference when there
-        is one, e.g. ``"margin 0.04 between 3 and 5 < expert cut-off 0.10 (guideline v3 §2)"``.
+        is one, e.g. ``"margin 0.04 between 3 and 5 < expert cut-off 0.10 (guideline v3 §2)"``,
+        and the current label when ``scores`` has one (``"...; labelled 5"``; an auto-accept
+        that changes it says ``"replaces label 5 with 3"``).
         ``priority`` (higher = look sooner) is the larger of the risk
         ``weight * (1 - confidence)`` and the label-issue score.
 
@@ -312,6 +317,11 @@ def route(scores: pd.DataFrame, thresholds: RoutingThresholds) -> pd.DataFrame:
     ['auto_accept', 'expert', 'review']
     >>> decisions["reason"][1]
     'margin 0.04 between cat and dog < expert cut-off 0.10'
+    >>> for reason in route(scores.assign(label=["dog", "dog", None]), RoutingThresholds())["reason"]:
+    ...     print(reason)
+    confidence 0.995 >= auto-accept 0.98; replaces label dog with cat
+    margin 0.04 between cat and dog < expert cut-off 0.10; labelled dog
+    confidence 0.900 < auto-accept 0.98; cat over dog by margin 0.80
     """
     if not isinstance(thresholds, RoutingThresholds):
         raise fail("thresholds", "a RoutingThresholds (use RoutingThresholds.from_dict for a mapping)",
@@ -339,6 +349,7 @@ class _Signals:
     weight: np.ndarray
     always_human: np.ndarray  # bool
     guideline: pd.Series  # "" where the pair has no guideline reference
+    label: list[str]  # the current label as text, "" where none (or not given)
 
     @property
     def risk(self) -> np.ndarray:
@@ -372,6 +383,7 @@ class _Signals:
             item_ids=frame[ITEM].to_numpy(), predicted=predicted, runner_up=runner_up,
             confidence=confidence, margin=margin, issue=issue, weight=weight,
             always_human=always, guideline=_guidelines(predicted, runner_up, thresholds),
+            label=_label_text(frame[LABEL]) if LABEL in frame.columns else [""] * n,
         )
 
 
@@ -415,25 +427,46 @@ def _reasons(s: _Signals, routes: np.ndarray, t: RoutingThresholds) -> list[str]
     cp, sp = _CONFIDENCE_DECIMALS, _SCORE_DECIMALS
 
     out = []
-    for i, (where, p, q, weight, human) in enumerate(zip(routes.tolist(), s.predicted.tolist(), s.runner_up.tolist(),
-                                                         s.weight.tolist(), s.always_human.tolist())):
+    for i, (where, p, q, weight, human, label) in enumerate(zip(
+            routes.tolist(), s.predicted.tolist(), s.runner_up.tolist(), s.weight.tolist(),
+            s.always_human.tolist(), s.label)):
+        labelled = f"; labelled {label}" if label else ""
         if where == "expert":
-            out.append(f"margin {expert_margin[i]:.{md}f} between {p} and {q} < expert cut-off {expert}{refs[i]}")
+            out.append(f"margin {expert_margin[i]:.{md}f} between {p} and {q} < expert cut-off {expert}{refs[i]}"
+                       f"{labelled}")
             continue
         doubt = f"{p} over {q} by margin {margin[i]:.{sp}f}{refs[i]}"
         if where == "double_blind":
             out.append(f"label-issue score {issue[i]:.{idd}f} >= double-blind cut-off {double_blind}; "
-                       f"model prefers {doubt}")
+                       f"{'labelled ' + label + ', ' if label else ''}model prefers {doubt}")
         elif where == "review" and human:
-            out.append(f"class {p} always goes to a person; confidence {plain_confidence[i]:.{cp}f}, {doubt}")
+            out.append(f"class {p} always goes to a person; confidence {plain_confidence[i]:.{cp}f}, {doubt}{labelled}")
         else:
             if weight == 1.0:
                 clause = f"confidence {confidence[i]:.{cd}f}"
             else:
                 clause = (f"risk-weighted confidence {weighted_confidence[i]:.{cd}f} "
                           f"(confidence {plain_confidence[i]:.{cp}f}, class {p} weight {weight:g})")
-            out.append(f"{clause} >= auto-accept {auto}" if where == "auto_accept"
-                       else f"{clause} < auto-accept {auto}; {doubt}")
+            if where == "auto_accept":
+                changes = f"; replaces label {label} with {p}" if label and label != p else ""
+                out.append(f"{clause} >= auto-accept {auto}{changes}")
+            else:
+                out.append(f"{clause} < auto-accept {auto}; {doubt}{labelled}")
+    return out
+
+
+def _label_text(column: pd.Series) -> list[str]:
+    """Current labels as the reasons print them ("" where none), in the form of ``predicted``:
+    integral floats (an integer column with NaN) print as integers."""
+    values = column.to_numpy(dtype=object)
+    out = []
+    for v in values:
+        if v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+            out.append("")
+        elif isinstance(v, (float, np.floating)) and float(v).is_integer():
+            out.append(str(int(v)))
+        else:
+            out.append(str(v))
     return out
 
 

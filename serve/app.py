@@ -54,7 +54,7 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from loop.columns import ITEM, LABEL_ISSUE_SCORE
+from loop.columns import ITEM, LABEL, LABEL_ISSUE_SCORE
 from loop.exceptions import LoopError, SchemaError
 from loop.issues import label_quality_scores
 from loop.routing import RoutingThresholds, route, score_items
@@ -391,7 +391,13 @@ class Router:
         scores = scored.scores
         if parsed.label_issue_scores is not None:
             scores = scores.assign(**{LABEL_ISSUE_SCORE: np.asarray(parsed.label_issue_scores, dtype=np.float64)})
-        routes = await self._route(scores)
+        to_route = scores
+        if parsed.labels is not None:
+            # The reasons name each item's current label (by class name, like `predicted`).
+            names = np.asarray(scored.classes, dtype=object)
+            to_route = scores.assign(**{LABEL: np.where(parsed.labels == NO_LABEL, None,
+                                                        names[np.maximum(parsed.labels, 0)])})
+        routes = await self._route(to_route)
         frame = pd.concat([scores, routes], axis=1)
         return _answer(_with_ids(frame, parsed.item_ids), scored.probs, parsed.compact, scored)
 

@@ -311,15 +311,22 @@ def test_a_round_scores_each_item_in_one_request_and_routes_only_the_candidates(
         # itself, with the annotators' evidence.
         assert score.item_ids == list(arrived)
         assert not score.has_labels and score.return_probabilities is True
-        # Then the Router gets the candidates, their probabilities from the scoring answer and
-        # the program's scores; no features, so no model runs for it: the answer names none
-        # (an answer from the Scorer names the model version it ran).
+        # Then the Router gets the candidates, their probabilities from the scoring answer, the
+        # program's scores and the current labels (for the reasons); no features, so no model
+        # runs for it: the answer names none (an answer from the Scorer names the model version
+        # it ran).
         assert set(route_.item_ids) <= set(arrived) and len(set(route_.item_ids)) == len(route_.item_ids)
-        assert route_.has_issue_scores and not route_.has_labels and route_.return_probabilities is False
+        assert route_.has_issue_scores and route_.has_labels and route_.return_probabilities is False
         assert not route_.has_features and route_.model is None
         assert score.model is not None and score.model["name"] == cfg.tracking.registered_model
         rows = pd.Index(score.item_ids).get_indexer(route_.item_ids)
-        np.testing.assert_array_equal(route_.probabilities, score.probabilities[rows])
+        # Items the champion never saw go with the scoring answer's rows; the ones it was
+        # trained on with its out-of-fold probabilities (it judges its own labels too kindly).
+        unseen = np.isin(route_.item_ids, arrived[round_ * cfg.items_per_round:])
+        np.testing.assert_array_equal(route_.probabilities[unseen], score.probabilities[rows[unseen]])
+        if (~unseen).any():
+            moved = np.abs(route_.probabilities[~unseen] - score.probabilities[rows[~unseen]]).max(axis=1)
+            assert (moved > 1e-6).any()
     # Items an expert labelled (audits) are candidates no more.
     assert len(routed[-1].item_ids) < len(scored[-1].item_ids)
 
@@ -372,9 +379,9 @@ class _CountingScorer:
         self.calls.append(("score", list(item_ids), labels is not None))
         return self.inner.score(item_ids, features, labels)
 
-    def route(self, item_ids, probabilities, label_issue_scores, thresholds):
+    def route(self, item_ids, probabilities, label_issue_scores, thresholds, labels=None):
         self.calls.append(("route", list(item_ids), False))
-        return self.inner.route(item_ids, probabilities, label_issue_scores, thresholds)
+        return self.inner.route(item_ids, probabilities, label_issue_scores, thresholds, labels=labels)
 
 
 @pytest.mark.parametrize("strategy", ["cleanlab", "tiered"])

@@ -337,3 +337,32 @@ def test_routes_100_000_items_with_every_route_used() -> None:
                           guideline_refs={(3, 5): "guideline v3 §2"})
     out = route(scores, t)
     assert len(out) == 100_000 and set(out[ROUTE]) == {r.value for r in Route}
+
+
+@settings(max_examples=50, deadline=None)
+@given(scored_items(), thresholds(), st.integers(0, 2**32 - 1))
+def test_current_labels_change_reasons_not_decisions(scores, t, seed) -> None:
+    rng = np.random.default_rng(seed)
+    k = int(scores[PREDICTED].max()) + 1
+    # Integer codes with gaps (NaN) print as integers, like `predicted`.
+    labels = np.where(rng.random(len(scores)) < 0.3, np.nan, rng.integers(0, k, len(scores)))
+    plain, labelled = route(scores, t), route(scores.assign(label=labels), t)
+    pd.testing.assert_frame_equal(plain.drop(columns=[REASON]), labelled.drop(columns=[REASON]))
+    for reason, before, label, predicted, where in zip(labelled[REASON], plain[REASON], labels, scores[PREDICTED],
+                                                       labelled[ROUTE]):
+        if np.isnan(label):
+            assert reason == before
+        elif where == Route.AUTO_ACCEPT:
+            changes = f"; replaces label {int(label)} with {predicted}"
+            assert reason == before + (changes if int(label) != predicted else "")
+        else:
+            assert f"labelled {int(label)}" in reason and ".0" not in reason.split("labelled ")[1][:4]
+
+
+def test_double_blind_reason_names_the_current_label() -> None:
+    scores = score_items([[0.7, 0.2, 0.1]], label_issue_scores=[0.95], classes=["cat", "dog", "fox"])
+    reason = route(scores.assign(label=["fox"]), RoutingThresholds())[REASON][0]
+    assert reason == ("label-issue score 0.95 >= double-blind cut-off 0.80; labelled fox, "
+                      "model prefers cat over dog by margin 0.50")
+    unlabelled = route(scores, RoutingThresholds())[REASON][0]
+    assert route(scores.assign(label=[pd.NA]), RoutingThresholds())[REASON][0] == unlabelled

@@ -81,7 +81,9 @@ def _expected(model: CalibratedClassifier, x: np.ndarray, labels: np.ndarray | N
     if labels is not None:
         issues = np.where(labels >= 0, 1.0 - probs[np.arange(len(x)), np.clip(labels, 0, None)], np.nan)
     scores = score_items(probs, label_issue_scores=issues)
-    return pd.concat([scores, route(scores, thresholds or RoutingThresholds()).drop(columns=[ITEM])], axis=1)
+    # The Router names each item's current label in its reasons.
+    to_route = scores if labels is None else scores.assign(label=np.where(labels >= 0, labels, np.nan))
+    return pd.concat([scores, route(to_route, thresholds or RoutingThresholds()).drop(columns=[ITEM])], axis=1)
 
 
 def _champion(world) -> CalibratedClassifier:
@@ -118,7 +120,7 @@ def test_the_router_routes_on_the_callers_label_issue_scores(world, compact):
     got = ServeClient(world["url"], compact=compact, chunk_size=40).route(ids, x, labels=labels.tolist(),
                                                                           label_issue_scores=issues)
     probs = _champion(world).predict_proba(x)
-    scores = score_items(probs, item_ids=ids, label_issue_scores=issues)
+    scores = score_items(probs, item_ids=ids, label_issue_scores=issues).assign(label=labels)
     want = route(scores, RoutingThresholds())
     assert got[ITEM].tolist() == ids
     np.testing.assert_allclose(got[LABEL_ISSUE_SCORE], issues, atol=0 if compact else 1e-15)
@@ -141,7 +143,8 @@ def test_routing_from_probabilities_matches_loop_in_process(world, compact):
     client = ServeClient(world["url"], compact=compact, chunk_size=50)
     got = client.route(ids, probabilities=probs, labels=[None if v < 0 else int(v) for v in labels])
     own = np.where(labels >= 0, 1.0 - probs[np.arange(120), np.clip(labels, 0, None)], np.nan)
-    want = route(score_items(probs, item_ids=ids, label_issue_scores=own), RoutingThresholds())
+    want = route(score_items(probs, item_ids=ids, label_issue_scores=own).assign(
+        label=np.where(labels >= 0, labels, np.nan)), RoutingThresholds())
     assert list(got.columns) == list(ROUTE_COLUMNS) and got[ITEM].tolist() == ids
     assert got[ROUTE].tolist() == want[ROUTE].tolist()
     assert got[REASON].tolist() == want[REASON].tolist()
