@@ -1,0 +1,48 @@
+"""serve.local: how the local Ray is started (without starting one: the session's Ray is shared)."""
+
+from __future__ import annotations
+
+import pytest
+
+import serve.local as local
+
+_NAMES = (*local.THROUGHPUT_ENV, "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+
+
+@pytest.fixture
+def fake_ray_init(monkeypatch):
+    """Record ray.init's arguments instead of starting Ray; start from an environment without our variables."""
+    import ray
+
+    calls = []
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    for name in _NAMES:
+        # setenv first so that monkeypatch restores the variable's state before the test,
+        # whatever init_ray writes into os.environ.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    return calls
+
+
+def test_init_ray_turns_on_serves_high_throughput_mode(fake_ray_init, monkeypatch):
+    import os
+
+    local.init_ray(num_cpus=2)
+    for name, value in local.THROUGHPUT_ENV.items():
+        assert os.environ[name] == value
+    # HAProxy's stats and metrics get free ports, not the fixed defaults two Rays would share.
+    ports = {int(os.environ["RAY_SERVE_HAPROXY_STATS_PORT"]), int(os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"])}
+    assert ports.isdisjoint({8404, 9101}) and len(ports) == 2
+    (kwargs,) = fake_ray_init
+    assert kwargs["num_cpus"] == 2
+    assert kwargs["_system_config"]["max_direct_call_object_size"] == local.INLINE_OBJECT_BYTES
+
+
+def test_init_ray_leaves_the_users_choice_alone(fake_ray_init, monkeypatch):
+    import os
+
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "0")
+    local.init_ray(num_cpus=1)
+    assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+    # Without HAProxy there are no HAProxy ports to choose.
+    assert "RAY_SERVE_HAPROXY_STATS_PORT" not in os.environ
