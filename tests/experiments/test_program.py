@@ -405,3 +405,36 @@ def test_serving_over_http_needs_tracking(small_cfg, small_world):
 
     with pytest.raises(ConfigError, match="serve.url: expected 'in_process' when tracking.uri is 'none'"):
         run_program(small_cfg.replace(serve="http://127.0.0.1:9"), world=small_world)
+
+
+class _RecordingScorer(_CountingScorer):
+    """Also keeps the probabilities each call answered or was given."""
+
+    def score(self, item_ids, features, labels=None):
+        scores, probs = super().score(item_ids, features, labels)
+        self.scored = pd.DataFrame(probs, index=pd.Index(list(item_ids)))
+        return scores, probs
+
+    def route(self, item_ids, probabilities, label_issue_scores, thresholds, labels=None):
+        self.routed = (pd.DataFrame(np.asarray(probabilities), index=pd.Index(list(item_ids))), np.asarray(labels))
+        return super().route(item_ids, probabilities, label_issue_scores, thresholds, labels=labels)
+
+
+def test_the_champions_training_items_are_judged_out_of_fold(small_cfg, small_world):
+    tracker = T.MemoryTracker()
+    scorer = _RecordingScorer(InProcessScorer(lambda: tracker.load_model(T.ALIAS_CHAMPION)))
+    cfg = small_cfg.replace(strategy="tiered", rounds=2)
+    run_program(cfg, world=small_world, tracker=tracker, scorer=scorer)
+    routed, labels = scorer.routed  # the last round's
+    in_sample = scorer.scored.reindex(routed.index)
+    unseen = np.isin(routed.index, small_world.stream[cfg.rounds * cfg.items_per_round:])
+    assert unseen.any() and (~unseen).any()
+    # Items the champion never saw: the scoring answer as it was.
+    np.testing.assert_array_equal(routed[unseen].to_numpy(), in_sample[unseen].to_numpy())
+    # Items it was trained on: other probabilities (rows still sum to 1), and less sure of the
+    # labels it learnt, which is why they are used.
+    np.testing.assert_allclose(routed[~unseen].sum(axis=1), 1.0)
+    rows = np.arange(int((~unseen).sum()))
+    out_of_fold = routed[~unseen].to_numpy()[rows, labels[~unseen]]
+    fitted = in_sample[~unseen].to_numpy()[rows, labels[~unseen]]
+    assert out_of_fold.mean() < fitted.mean()
