@@ -537,7 +537,11 @@ class _Program:
         scores, probs = self.scorer.score(arrived, x)
         scores, probs = self._out_of_sample(arrived, scores, probs)
         annotations = self.store.annotations_frame(self.stream)
-        candidates, candidate_probs = self._candidates(scores, probs, current, annotations, new)
+        # What the tiered routing decides on: the posterior of the model and the annotators
+        # (other strategies: the model alone, as their definitions say).
+        evidence, signals = self._evidence(scores, probs, annotations)
+        candidates, eligible = self._candidates(signals, probs, current, annotations, new)
+        candidate_probs = evidence[eligible]
         budget = max(0.0, cfg.budget_per_round + self.carry)
         costs = self._planning_costs(annotations)
         planned_audit = self._audit_size(arrived) * world.costs.expert
@@ -548,7 +552,7 @@ class _Program:
         answers = self._execute(plan, round_, annotations)
         annotations = self.store.annotations_frame(self.stream)
         planned_work = len(annotations)
-        round_labels = self._resolve(plan, answers, annotations, before, scores, probs)
+        round_labels = self._resolve(plan, answers, annotations, before, signals, probs)
         self._write_resolutions(round_labels, before)
         audit = self._audit(arrived, round_, annotations)
         annotations = self.store.annotations_frame(self.stream)
@@ -656,10 +660,24 @@ class _Program:
     def _wrong(self, labels: pd.Series) -> np.ndarray:
         return labels.to_numpy(dtype=np.int64) != self.world.truth.reindex(labels.index).to_numpy(dtype=np.int64)
 
+    def _evidence(self, scores: pd.DataFrame, probs: np.ndarray,
+                  annotations: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+        """The class probabilities routing decides on, and their signals: under ``tiered`` the
+        posterior of the model (prior) and every annotator's label (Dawid-Skene confusions),
+        so that an item the annotators and the model agree on is settled without a person,
+        and one whose label both doubt is relabelled to their consensus when it is confident
+        enough (auto-accept takes ``predicted``); the model's own otherwise."""
+        if self.cfg.strategy is not Strategy.TIERED:
+            return probs, scores
+        arrived = scores[ITEM].astype(str).to_numpy()
+        frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
+        posterior = label_posteriors(probs, annotations=frame, item_ids=arrived)
+        return posterior, score_items(posterior, item_ids=np.asarray(scores[ITEM], dtype=object))
+
     def _candidates(self, scores: pd.DataFrame, probs: np.ndarray, current: np.ndarray, annotations: pd.DataFrame,
                     new: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
         """Eligible items with signals, the label-issue score from model and annotators, and
-        newness; and their rows of ``probs``."""
+        newness; and which of the arrived items are eligible."""
         arrived = scores[ITEM].astype(str).to_numpy()
         frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
         quality = label_quality_scores(current, probs, annotations=frame, item_ids=arrived)
@@ -669,7 +687,7 @@ class _Program:
         out = scores.assign(**{ITEM: arrived, LABEL: current, LABEL_ISSUE_SCORE: 1.0 - quality,
                                SELF_CONFIDENCE: probs[np.arange(len(current)), current],
                                IS_NEW: np.isin(arrived, new)})
-        return out[eligible].reset_index(drop=True), probs[eligible]
+        return out[eligible].reset_index(drop=True), eligible
 
     def _route(self, candidates: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame | None:
         """The tiered strategy's routing decisions, from the scorer port (the Serve app's Router)."""
@@ -743,8 +761,10 @@ class _Program:
         auto = actions.index[actions == Action.AUTO_ACCEPT.value]
         if len(auto):
             predicted = scores.assign(**{ITEM: scores[ITEM].astype(str)}).set_index(ITEM)["predicted"]
+            whose = ("the consensus of the model and its annotators" if self.cfg.strategy is Strategy.TIERED
+                     else "the model's label")
             out.append(pd.DataFrame({ITEM: auto, LABEL: predicted.reindex(auto).astype(np.int64).to_numpy(),
-                                     "method": _METHOD_AUTO, REASON: "auto-accepted: the model's label"}))
+                                     "method": _METHOD_AUTO, REASON: f"auto-accepted: {whose}"}))
         by_expert = answers[answers[ANNOTATOR].isin(self.experts)].drop_duplicates(ITEM, keep="last")
         expert_items = actions.index[actions == Action.EXPERT.value]
         blind = actions.index[actions == Action.DOUBLE_BLIND.value]

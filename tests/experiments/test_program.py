@@ -408,33 +408,40 @@ def test_serving_over_http_needs_tracking(small_cfg, small_world):
 
 
 class _RecordingScorer(_CountingScorer):
-    """Also keeps the probabilities each call answered or was given."""
+    """Also keeps the probabilities of the last scoring answer."""
 
     def score(self, item_ids, features, labels=None):
         scores, probs = super().score(item_ids, features, labels)
         self.scored = pd.DataFrame(probs, index=pd.Index(list(item_ids)))
         return scores, probs
 
-    def route(self, item_ids, probabilities, label_issue_scores, thresholds, labels=None):
-        self.routed = (pd.DataFrame(np.asarray(probabilities), index=pd.Index(list(item_ids))), np.asarray(labels))
-        return super().route(item_ids, probabilities, label_issue_scores, thresholds, labels=labels)
 
+def test_the_champions_training_items_are_judged_out_of_fold(small_cfg, small_world, monkeypatch):
+    import experiments.program as program
 
-def test_the_champions_training_items_are_judged_out_of_fold(small_cfg, small_world):
+    seen = []  # the model probabilities the evidence of each round starts from
+
+    def spy(pred_probs, *, annotations, item_ids=None):
+        seen.append(pd.DataFrame(np.asarray(pred_probs), index=pd.Index(list(item_ids))))
+        return real(pred_probs, annotations=annotations, item_ids=item_ids)
+
+    real = program.label_posteriors
+    monkeypatch.setattr(program, "label_posteriors", spy)
     tracker = T.MemoryTracker()
     scorer = _RecordingScorer(InProcessScorer(lambda: tracker.load_model(T.ALIAS_CHAMPION)))
     cfg = small_cfg.replace(strategy="tiered", rounds=2)
     run_program(cfg, world=small_world, tracker=tracker, scorer=scorer)
-    routed, labels = scorer.routed  # the last round's
-    in_sample = scorer.scored.reindex(routed.index)
-    unseen = np.isin(routed.index, small_world.stream[cfg.rounds * cfg.items_per_round:])
+    last = next(frame for frame in reversed(seen) if list(frame.index) == list(scorer.scored.index))
+    unseen = np.isin(last.index, small_world.stream[cfg.rounds * cfg.items_per_round:])
     assert unseen.any() and (~unseen).any()
     # Items the champion never saw: the scoring answer as it was.
-    np.testing.assert_array_equal(routed[unseen].to_numpy(), in_sample[unseen].to_numpy())
+    np.testing.assert_array_equal(last[unseen].to_numpy(), scorer.scored[unseen].to_numpy())
     # Items it was trained on: other probabilities (rows still sum to 1), and less sure of the
-    # labels it learnt, which is why they are used.
-    np.testing.assert_allclose(routed[~unseen].sum(axis=1), 1.0)
-    rows = np.arange(int((~unseen).sum()))
-    out_of_fold = routed[~unseen].to_numpy()[rows, labels[~unseen]]
-    fitted = in_sample[~unseen].to_numpy()[rows, labels[~unseen]]
+    # labels it learnt (the initial crowd labels of the seed round), which is why they are used.
+    trained = ~unseen
+    np.testing.assert_allclose(last[trained].sum(axis=1), 1.0)
+    learnt = small_world.initial.set_index("item_id")["label"].reindex(last.index[trained]).to_numpy()
+    rows = np.arange(int(trained.sum()))
+    out_of_fold = last[trained].to_numpy()[rows, learnt]
+    fitted = scorer.scored[trained].to_numpy()[rows, learnt]
     assert out_of_fold.mean() < fitted.mean()
