@@ -544,8 +544,9 @@ class _Program:
         candidate_probs = evidence[eligible]
         budget = max(0.0, cfg.budget_per_round + self.carry)
         costs = self._planning_costs(annotations)
-        planned_audit = self._audit_size(arrived) * world.costs.expert
-        reserve = self._reserve(annotations, self._audit_size(arrived), costs, budget)
+        audit_size = self._audit_size(arrived)
+        planned_audit = audit_size * world.costs.expert
+        reserve = self._reserve(annotations, audit_size, costs, budget)
         plan = plan_round(candidates, cfg.strategy, budget=max(0.0, budget - reserve), costs=costs,
                           thresholds=cfg.thresholds, rng=self.rng, decisions=self._route(candidates, candidate_probs))
         spent_before = float(annotations[COST].sum())
