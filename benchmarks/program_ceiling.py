@@ -56,12 +56,12 @@ def oracle_issue_scores() -> Iterator[None]:
     original = program_module._Program._candidates
 
     def candidates(self: program_module._Program, scores: pd.DataFrame, probs: np.ndarray, current: np.ndarray,
-                   annotations: pd.DataFrame, new: np.ndarray) -> pd.DataFrame:
-        out = original(self, scores, probs, current, annotations, new)
+                   annotations: pd.DataFrame, new: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+        out, eligible = original(self, scores, probs, current, annotations, new)
         ids = out[ITEM].astype(str)
         wrong = self._labels().reindex(ids).to_numpy() != self.world.truth.reindex(ids).to_numpy()
         # 0.999, not 1: the priority is max(risk, issue), so wrong labels come first.
-        return out.assign(**{LABEL_ISSUE_SCORE: np.where(wrong, 0.999, 0.0)})
+        return out.assign(**{LABEL_ISSUE_SCORE: np.where(wrong, 0.999, 0.0)}), eligible
 
     program_module._Program._candidates = candidates
     try:
