@@ -1,0 +1,39 @@
+"""The benchmarks' own instruments still fit the code they measure (benchmarks are not run here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def ceiling(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.delitem(sys.modules, "program", raising=False)  # benchmarks/program.py, not another
+    import program_ceiling
+
+    yield program_ceiling
+    sys.modules.pop("program_ceiling", None)
+    sys.modules.pop("program", None)
+
+
+def test_the_oracle_routes_wrong_labels_first(ceiling):
+    from experiments.config import parse_config
+    from experiments.program import run_program
+    from experiments.world import build_world
+    from loop.strategies import Strategy
+
+    cfg = parse_config({"program": {"rounds": 2, "items_per_round": 80, "budget_per_round": 5.0,
+                                    "calibration_items": 60, "holdout_items": 150, "audit_rate": 0.05},
+                        "tracking": {"uri": "none"}, "store": {"url": "sqlite://"}})
+    world = build_world(cfg)
+    random = run_program(cfg.replace(strategy=Strategy.RANDOM), world=world)
+    with ceiling.oracle_issue_scores():
+        oracle = run_program(cfg.replace(strategy=Strategy.TIERED, thresholds=ceiling.ORACLES["oracle review"]),
+                             world=world)
+    # Every review aimed at a wrong label: far more removed than reviews drawn at random.
+    assert oracle.errors_removed > 2 * max(random.errors_removed, 1)
