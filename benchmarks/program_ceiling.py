@@ -28,6 +28,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -55,9 +56,8 @@ def oracle_issue_scores() -> Iterator[None]:
     """Replace the program's label-issue scores by the truth (a benchmark-only instrument)."""
     original = program_module._Program._candidates
 
-    def candidates(self: program_module._Program, scores: pd.DataFrame, probs: np.ndarray, current: np.ndarray,
-                   annotations: pd.DataFrame, new: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
-        out, eligible = original(self, scores, probs, current, annotations, new)
+    def candidates(self: program_module._Program, *args: Any, **kwargs: Any) -> tuple[pd.DataFrame, np.ndarray]:
+        out, eligible = original(self, *args, **kwargs)
         ids = out[ITEM].astype(str)
         wrong = self._labels().reindex(ids).to_numpy() != self.world.truth.reindex(ids).to_numpy()
         # 0.999, not 1: the priority is max(risk, issue), so wrong labels come first.

@@ -539,8 +539,8 @@ class _Program:
         annotations = self.store.annotations_frame(self.stream)
         # What the tiered routing decides on: the posterior of the model and the annotators
         # (other strategies: the model alone, as their definitions say).
-        evidence, signals = self._evidence(scores, probs, annotations)
-        candidates, eligible = self._candidates(signals, probs, current, annotations, new)
+        posterior, evidence, signals = self._evidence(scores, probs, annotations)
+        candidates, eligible = self._candidates(signals, probs, current, annotations, new, posterior=posterior)
         candidate_probs = evidence[eligible]
         budget = max(0.0, cfg.budget_per_round + self.carry)
         costs = self._planning_costs(annotations)
@@ -662,26 +662,28 @@ class _Program:
         return labels.to_numpy(dtype=np.int64) != self.world.truth.reindex(labels.index).to_numpy(dtype=np.int64)
 
     def _evidence(self, scores: pd.DataFrame, probs: np.ndarray,
-                  annotations: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-        """The class probabilities routing decides on, and their signals: under ``tiered`` the
-        posterior of the model (prior) and every annotator's label (Dawid-Skene confusions),
-        so that an item the annotators and the model agree on is settled without a person,
-        and one whose label both doubt is relabelled to their consensus when it is confident
-        enough (auto-accept takes ``predicted``); the model's own otherwise."""
-        if self.cfg.strategy is not Strategy.TIERED:
-            return probs, scores
+                  annotations: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+        """The posterior of the model (prior) and every annotator's label (Dawid-Skene
+        confusions), fitted once a round: every strategy's label-issue scores read it. Then the
+        class probabilities routing decides on, and their signals: under ``tiered`` that
+        posterior, so that an item the annotators and the model agree on is settled without a
+        person, and one whose label both doubt is relabelled to their consensus when it is
+        confident enough (auto-accept takes ``predicted``); the model's own otherwise."""
         arrived = scores[ITEM].astype(str).to_numpy()
         frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
         posterior = label_posteriors(probs, annotations=frame, item_ids=arrived)
-        return posterior, score_items(posterior, item_ids=np.asarray(scores[ITEM], dtype=object))
+        if self.cfg.strategy is not Strategy.TIERED:
+            return posterior, probs, scores
+        return posterior, posterior, score_items(posterior, item_ids=np.asarray(scores[ITEM], dtype=object))
 
     def _candidates(self, scores: pd.DataFrame, probs: np.ndarray, current: np.ndarray, annotations: pd.DataFrame,
-                    new: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+                    new: np.ndarray, *, posterior: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
         """Eligible items with signals, the label-issue score from model and annotators, and
         newness; and which of the arrived items are eligible."""
         arrived = scores[ITEM].astype(str).to_numpy()
         frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
-        quality = label_quality_scores(current, probs, annotations=frame, item_ids=arrived)
+        # loop.issues.label_quality_scores with these annotations: the posterior of the current label.
+        quality = np.clip(posterior[np.arange(len(current)), current], 0.0, 1.0)
         n_labels = frame.groupby(ITEM).size().reindex(arrived, fill_value=0).to_numpy()
         has_expert = frame.loc[frame[ANNOTATOR].isin(self.experts), ITEM].unique()
         eligible = (n_labels < MAX_LABELS) & ~np.isin(arrived, has_expert)
@@ -700,8 +702,8 @@ class _Program:
         # against the annotators with a weight fitted over all of them), so they exist only
         # once the scoring answer is back. Routing on the Scorer's model-only scores in the
         # first request instead would route on other scores than the program's. It carries
-        # only what the Router needs: the candidates (not every arrived item), their
-        # probabilities from the scoring answer (not their features: the Router routes them
+        # only what the Router needs: the candidates (not every arrived item), the
+        # probabilities tiered decides on (not their features: the Router routes them
         # without asking the Scorer, so the model runs once per item per round) and their
         # label-issue scores.
         ids = candidates[ITEM].astype(str).to_numpy()
