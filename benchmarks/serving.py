@@ -33,7 +33,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -88,12 +87,6 @@ def train_model(seed: int) -> tuple[CalibratedClassifier, np.ndarray]:
         clf = LogisticRegression(C=0.01, max_iter=2000).fit(x[:1000], y[:1000])
     scaler = TemperatureScaling().fit(clf.predict_proba(x[1000:1400]), y[1000:1400])
     return CalibratedClassifier(clf, scaler, n_classes=10), x
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_mlflow_serve(tracking_uri: str, port: int, workers: int, log: Path) -> subprocess.Popen:
@@ -218,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import mlflow
 
-    from serve.local import shutdown_local, start_local
+    from serve.local import free_port, shutdown_local, start_local
     from serve.registry import publish_model
 
     root = Path(tempfile.mkdtemp(prefix="llserve"))

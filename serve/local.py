@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -28,8 +29,8 @@ from .args import APP_NAME, AppArgs
 from .config import read_serve_config_document, serve_config_document
 from .exceptions import ServeError, ServiceUnavailable
 
-__all__ = ["absolute_sqlite_uri", "deploy_config", "init_ray", "local_app", "shutdown_local", "start_local",
-           "wait_until_answering"]
+__all__ = ["absolute_sqlite_uri", "deploy_config", "free_port", "init_ray", "local_app", "shutdown_local",
+           "start_local", "wait_until_answering"]
 
 INLINE_OBJECT_BYTES = 8 * 1024 ** 2
 
@@ -224,7 +225,7 @@ def init_ray(*, num_cpus: int, temp_dir: str | os.PathLike | None = None,
         # HAProxy's stats and metrics listen on fixed ports by default (8404, 9101): a second
         # local Ray (tests beside a demo) would find them taken.
         for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
-            os.environ.setdefault(name, str(_free_port()))
+            os.environ.setdefault(name, str(free_port()))
     import ray
 
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver,
@@ -234,9 +235,8 @@ def init_ray(*, num_cpus: int, temp_dir: str | os.PathLike | None = None,
              _system_config={"max_direct_call_object_size": INLINE_OBJECT_BYTES})
 
 
-def _free_port() -> int:
-    import socket
-
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the OS picks it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -13,7 +13,6 @@ ray_serve : ServeSession
 
 from __future__ import annotations
 
-import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,12 +39,6 @@ class ServeSession:
         return f"http://{self.host}:{self.port}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def ray_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeSession]:
     """Ray (2 CPUs) and Serve on a free port for the whole session; skips when Ray is absent."""
@@ -57,7 +50,7 @@ def ray_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeSession
         temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     if ray.is_initialized():
         pytest.fail("Ray is already running: tests must start it only through the ray_serve fixture")
-    from serve.local import init_ray
+    from serve.local import free_port, init_ray
 
     init_ray(num_cpus=2, temp_dir=temp_dir, object_store_memory=_OBJECT_STORE_BYTES, log_to_driver=False)
     session = ServeSession(host="127.0.0.1", port=free_port(), temp_dir=temp_dir)
