@@ -444,9 +444,12 @@ class Router:
     def _from_probabilities(self, parsed: ParsedRequest, keep_probabilities: bool) -> Scored:
         # The caller's probabilities (parse_request checked them, and k against class_names):
         # no model ran, so the answer names none.
+        # Label-issue scores from the labels only where the caller sent none of its own (route
+        # replaces them with the caller's anyway); parse_request checked the labels against k.
         probs = parsed.probabilities
         classes = list(self._args.class_names) if self._args.class_names else list(range(probs.shape[1]))
-        return Scored(probs=probs if keep_probabilities else None, scores=_signals(probs, parsed.labels, classes),
+        labels = parsed.labels if parsed.label_issue_scores is None else None
+        return Scored(probs=probs if keep_probabilities else None, scores=_signals(probs, labels, classes),
                       model=None, classes=classes)
 
 
