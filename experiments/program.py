@@ -17,13 +17,14 @@ must serve). Each round ``r = 1 .. rounds`` then:
    out-of-fold probabilities instead (5 folds, computed when it was trained, calibrated like
    it): a model judges the labels it learnt from too kindly, and cleanlab's ranking assumes
    out-of-sample probabilities.
-3. **Plan.** The label-issue score of each item is computed from those probabilities and the
-   annotators' evidence (:func:`loop.issues.label_quality_scores` over the store's
-   annotations), and the strategy decides each eligible item's action within the round's
-   budget (:func:`loop.strategies.plan_round`). The tiered strategy's routing decisions come
-   from the scorer port too (:meth:`Scorer.route`: the Serve app's Router over
-   ``POST /v1/route``, given the candidates' probabilities from step 2 and those label-issue
-   scores, so the model runs once per item per round; or :func:`loop.routing.route` in
+3. **Plan.** The posterior of each item's true class given those probabilities and the
+   annotators' labels (:func:`loop.issues.label_posteriors` over the store's annotations,
+   one fit a round) gives its label-issue score (one minus the posterior of its current
+   label), and the strategy decides each eligible item's action within the round's budget
+   (:func:`loop.strategies.plan_round`). The tiered strategy routes on that posterior, and its
+   decisions come from the scorer port too (:meth:`Scorer.route`: the Serve app's Router over
+   ``POST /v1/route``, given the candidates' posterior, label-issue scores and current
+   labels, so the model runs once per item per round; or :func:`loop.routing.route` in
    process). Items are eligible while they have no expert label and fewer than
    :data:`MAX_LABELS` labels; old items are eligible too, so old errors are found and fixed,
    not only new items labelled.
