@@ -32,9 +32,9 @@ must serve). Each round ``r = 1 .. rounds`` then:
    labels, an expert adjudicates when they disagree; expert: one expert label; triple: two
    more crowd labels). Tasks and annotations go to the label store in batches.
 5. **Resolve.** Dawid-Skene over the stream's annotations gives reviewed items their label
-   (under ``tiered``, the posterior of :func:`loop.issues.label_posteriors`: the annotators'
-   Dawid-Skene confusions with the champion's probabilities as the prior, so that the model
-   breaks a tie between two disagreeing labels); expert and adjudicated labels are final;
+   (under ``tiered``, the posterior of :func:`loop.issues.label_posteriors`: the champion's
+   probabilities as the prior, each annotator's label weighed by an accuracy fitted jointly
+   with them, so that the model breaks a tie between two disagreeing labels); expert and adjudicated labels are final;
    auto-accepted items take the model's label; triple items take the majority of their
    three labels. Only changed labels are written,
    each superseding the current resolution.
@@ -664,8 +664,8 @@ class _Program:
 
     def _evidence(self, scores: pd.DataFrame, probs: np.ndarray,
                   annotations: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-        """The posterior of the model (prior) and every annotator's label (Dawid-Skene
-        confusions), fitted once a round: every strategy's label-issue scores read it. Then the
+        """The posterior of the model (prior) and every annotator's label (each annotator's
+        accuracy fitted jointly with the model), fitted once a round: every strategy's label-issue scores read it. Then the
         class probabilities routing decides on, and their signals: under ``tiered`` that
         posterior, so that an item the annotators and the model agree on is settled without a
         person, and one whose label both doubt is relabelled to their consensus when it is

@@ -185,8 +185,8 @@ def test_one_annotator_id_means_that_annotator_gave_every_label(noisy: Noisy, re
 @pytest.mark.filterwarnings("ignore:May not flag all label issues")
 @settings(max_examples=50, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 30), k=st.integers(2, 5),
-       with_crowd=st.booleans())
-def test_scores_are_in_the_unit_interval(seed: int, n: int, k: int, with_crowd: bool) -> None:
+       with_crowd=st.booleans(), annotator_model=st.sampled_from(["one_coin", "dawid_skene"]))
+def test_scores_are_in_the_unit_interval(seed: int, n: int, k: int, with_crowd: bool, annotator_model: str) -> None:
     rng = np.random.default_rng(seed)
     # Dirichlet rows with a small concentration give exact zeros and ones, the hard cases.
     probs = rng.dirichlet(np.full(k, 0.2), size=n)
@@ -197,10 +197,10 @@ def test_scores_are_in_the_unit_interval(seed: int, n: int, k: int, with_crowd: 
         items = rng.integers(0, n, size=2 * n)
         frame = pd.DataFrame({ITEM: items, ANNOTATOR: rng.integers(0, 3, size=2 * n),
                               LABEL: rng.integers(0, k, size=2 * n)}).drop_duplicates([ITEM, ANNOTATOR])
-    scores = label_quality_scores(labels, probs, annotations=frame)
+    scores = label_quality_scores(labels, probs, annotations=frame, annotator_model=annotator_model)
     assert scores.shape == (n,)
     assert np.isfinite(scores).all() and scores.min() >= 0.0 and scores.max() <= 1.0
-    flags = find_label_issues(labels, probs, annotations=frame)
+    flags = find_label_issues(labels, probs, annotations=frame, annotator_model=annotator_model)
     assert flags.shape == (n,) and flags.dtype == bool
 
 
@@ -242,6 +242,39 @@ def test_the_model_breaks_ties_between_disagreeing_annotators(noisy: Noisy) -> N
     right = (best == noisy.truth)[split].mean()
     assert right > (first == noisy.truth)[split].mean() + 0.2
     assert right > 0.7
+
+
+def test_one_coin_learns_who_is_reliable_from_items_with_one_label() -> None:
+    # One label per item, from two careful and two careless annotators: on the annotations
+    # alone no item says who is right (a lone label agrees with itself), so Dawid-Skene cannot
+    # tell them apart; the joint fit measures each annotator against the model.
+    x, truth = make_blobs(N_ITEMS, centers=N_CLASSES, n_features=5, cluster_std=5.0, random_state=7)
+    frame = crowd(truth, {"good-1": 0.9, "good-2": 0.85, "poor-1": 0.35, "poor-2": 0.3},
+                  np.random.default_rng(0), per_item=1)
+    labels = frame.sort_values(ITEM)[LABEL].to_numpy()
+    probs = _cv_probs(x, labels)
+    right = {model: float((label_posteriors(probs, annotations=frame, annotator_model=model).argmax(axis=1)
+                           == truth).mean()) for model in ("one_coin", "dawid_skene")}
+    assert right["one_coin"] > max(right["dawid_skene"], (probs.argmax(axis=1) == truth).mean()) + 0.04
+    assert right["one_coin"] > 0.85
+    errors = labels != truth
+    caught = {model: caught_share(label_quality_scores(labels, probs, annotations=frame, annotator_model=model),
+                                  errors) for model in ("one_coin", "dawid_skene")}
+    assert caught["one_coin"] > caught["dawid_skene"] + 0.1
+
+
+@pytest.mark.shared_data
+def test_on_the_music_genre_crowd_with_one_label_a_song_the_joint_fit_is_right_more_often(music_genre) -> None:
+    items = music_genre.features.index.to_numpy()
+    one = music_genre.annotations.sample(frac=1.0, random_state=0).drop_duplicates(ITEM).set_index(ITEM)
+    one = one.reindex(items)
+    gold = music_genre.gold.reindex(items).to_numpy()
+    probs = _cv_probs(music_genre.features.to_numpy(), one[LABEL].to_numpy())
+    frame = one.reset_index()[[ITEM, ANNOTATOR, LABEL]]
+    right = {model: float((label_posteriors(probs, annotations=frame, item_ids=items, annotator_model=model)
+                           .argmax(axis=1) == gold).mean()) for model in ("one_coin", "dawid_skene")}
+    # Measured: 0.656 against 0.590 (the given labels: 0.559).
+    assert right["one_coin"] > right["dawid_skene"] + 0.03
 
 
 def test_label_posteriors_refuses_annotations_of_unknown_items() -> None:
@@ -363,6 +396,16 @@ def test_bad_annotations_raise_schema_errors(annotations, extra, argument: str, 
     for function in (label_quality_scores, find_label_issues):
         with pytest.raises(SchemaError, match=f"'{argument}' argument.*{fragment}"):
             function(GOOD_LABELS, GOOD_PROBS, annotations=annotations, **extra)
+
+
+@pytest.mark.parametrize("value", ["full", "", None, 1])
+def test_an_unknown_annotator_model_is_refused(value) -> None:
+    frame = _frame([(0, "a", 0)])
+    for function in (label_quality_scores, find_label_issues):
+        with pytest.raises(SchemaError, match="'annotator_model' argument.*one_coin"):
+            function(GOOD_LABELS, GOOD_PROBS, annotations=frame, annotator_model=value)
+    with pytest.raises(SchemaError, match="'annotator_model' argument"):
+        label_posteriors(GOOD_PROBS, annotations=frame, annotator_model=value)
 
 
 def test_confused_pairs_refuses_class_names_of_the_wrong_length() -> None:
