@@ -130,7 +130,8 @@ def label_posteriors(pred_probs: Any, *, annotations: pd.DataFrame, item_ids: An
 
     The posterior :func:`label_quality_scores` reads the given label's score from (see the
     module docstring): the model's probabilities tempered by the fitted weight ``w`` are the
-    prior, and each annotation enters through its annotator's Dawid-Skene confusion matrix.
+    prior, and each annotation enters through its annotator's confusion matrix (as
+    ``annotator_model`` estimates it).
     Its argmax is a consensus label that lets the model break ties between annotators who
     disagree; rows without annotations get the tempered model.
 
