@@ -13,6 +13,10 @@ A config file has these sections (every key optional; defaults in brackets)::
       calibration_items: 150     # gold items that fit the temperature (>= 20)
       holdout_items: 300         # gold items the model is evaluated on (digits; music_genre
                                  # uses its 300 test songs)
+      annotator_model: one_coin  # how the posterior of the model and the annotators weighs each
+                                 # annotator: one_coin (an accuracy fitted jointly with the model)
+                                 # | dawid_skene (confusion matrices from the annotations alone);
+                                 # see loop.issues
       seed: 0
     crowd:
       tiers: {novice: 12, experienced: 6, expert: 3}   # or "replay" (music_genre's real crowd;
@@ -60,6 +64,7 @@ import yaml
 
 from loop.exceptions import SchemaError
 from loop.gate import QualityGate
+from loop.issues import ANNOTATOR_MODELS
 from loop.routing import RoutingThresholds
 from loop.simulate import Tier
 from loop.strategies import Strategy
@@ -195,6 +200,7 @@ class ProgramConfig:
     audit_rate: float = 0.03
     calibration_items: int = 150
     holdout_items: int = 300
+    annotator_model: str = "one_coin"
     seed: int = 0
     crowd: CrowdConfig = field(default_factory=CrowdConfig)
     # From the calibration grid of benchmarks/program.py (digits, seed 100): among the settings
@@ -220,6 +226,8 @@ class ProgramConfig:
         set_(self, "audit_rate", _real(self.audit_rate, "program.audit_rate", 0.0, 1.0))
         _int(self.calibration_items, "program.calibration_items", 20)
         _int(self.holdout_items, "program.holdout_items", 20)
+        if not isinstance(self.annotator_model, str) or self.annotator_model not in ANNOTATOR_MODELS:
+            raise config_error("program.annotator_model", f"one of {list(ANNOTATOR_MODELS)}", self.annotator_model)
         _int(self.seed, "program.seed", 0)
         for name, kind in (("crowd", CrowdConfig), ("thresholds", RoutingThresholds), ("gate", QualityGate),
                            ("tracking", TrackingConfig)):
@@ -249,7 +257,7 @@ class ProgramConfig:
                         "items_per_round": self.items_per_round, "budget_per_round": self.budget_per_round,
                         "strategy": self.strategy.value, "audit_rate": self.audit_rate,
                         "calibration_items": self.calibration_items, "holdout_items": self.holdout_items,
-                        "seed": self.seed},
+                        "annotator_model": self.annotator_model, "seed": self.seed},
             "crowd": {"tiers": self.crowd.tiers if self.crowd.replay else dict(self.crowd.tiers),
                       "experts": self.crowd.experts},
             "thresholds": self.thresholds.to_dict(),
@@ -262,7 +270,7 @@ class ProgramConfig:
 
 
 _PROGRAM_KEYS = ("name", "dataset", "rounds", "items_per_round", "budget_per_round", "strategy", "audit_rate",
-                 "calibration_items", "holdout_items", "seed")
+                 "calibration_items", "holdout_items", "annotator_model", "seed")
 
 
 def _section(raw: Mapping[str, Any], name: str, keys: tuple[str, ...] | None) -> dict[str, Any]:

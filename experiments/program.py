@@ -672,7 +672,8 @@ class _Program:
         confident enough (auto-accept takes ``predicted``); the model's own otherwise."""
         arrived = scores[ITEM].astype(str).to_numpy()
         frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
-        posterior = label_posteriors(probs, annotations=frame, item_ids=arrived)
+        posterior = label_posteriors(probs, annotations=frame, item_ids=arrived,
+                                     annotator_model=self.cfg.annotator_model)
         if self.cfg.strategy is not Strategy.TIERED:
             return posterior, probs, scores
         return posterior, posterior, score_items(posterior, item_ids=np.asarray(scores[ITEM], dtype=object))
@@ -785,7 +786,8 @@ class _Program:
         if len(reviewed) and self.cfg.strategy is Strategy.TIERED:
             # The model breaks ties between annotators who disagree (one review of a single label).
             arrived = scores[ITEM].astype(str).to_numpy()
-            posterior = pd.DataFrame(label_posteriors(probs, annotations=frame, item_ids=arrived), index=arrived)
+            posterior = pd.DataFrame(label_posteriors(probs, annotations=frame, item_ids=arrived,
+                                                      annotator_model=self.cfg.annotator_model), index=arrived)
             best = posterior.reindex(reviewed).to_numpy().argmax(axis=1)
             out.append(pd.DataFrame({ITEM: reviewed, LABEL: best.astype(np.int64), "method": _METHOD_CONSENSUS,
                                      REASON: "reviewed; posterior over its labels and the model"}))

@@ -69,7 +69,10 @@ from ._validation import check_annotations, check_labels, check_pred_probs, fail
 from .aggregate import DawidSkene
 from .columns import ANNOTATOR, CLASS_A, CLASS_B, ESTIMATED_COUNT, ITEM, LABEL, SHARE
 
-__all__ = ["confused_pairs", "find_label_issues", "label_posteriors", "label_quality_scores"]
+__all__ = ["ANNOTATOR_MODELS", "confused_pairs", "find_label_issues", "label_posteriors", "label_quality_scores"]
+
+#: The values of ``annotator_model``: how the annotators are estimated (see the module docstring).
+ANNOTATOR_MODELS = ("one_coin", "dawid_skene")
 
 
 def label_quality_scores(labels: Any, pred_probs: Any, *, annotations: pd.DataFrame | None = None,
@@ -278,8 +281,8 @@ def _check_labels_and_probs(labels: Any, pred_probs: Any) -> tuple[np.ndarray, n
 
 
 def _check_annotator_model(value: Any) -> str:
-    if not isinstance(value, str) or value not in _ANNOTATOR_MODELS:
-        raise fail("annotator_model", f"one of {list(_ANNOTATOR_MODELS)}", repr(value))
+    if not isinstance(value, str) or value not in ANNOTATOR_MODELS:
+        raise fail("annotator_model", f"one of {list(ANNOTATOR_MODELS)}", repr(value))
     return value
 
 
@@ -402,7 +405,6 @@ def _clip_unit(scores: np.ndarray) -> np.ndarray:
 _PROB_FLOOR = 1e-9
 # Search range of the model weight w: 0 ignores the model; past 4 the model's argmax decides.
 _WEIGHT_BOUNDS = (0.0, 4.0)
-_ANNOTATOR_MODELS = ("one_coin", "dawid_skene")
 # The joint EM stops when no posterior probability moves by more than _JOINT_TOL (it takes a
 # few dozen steps on a real crowd) or after _JOINT_MAX_ITER steps.
 _JOINT_TOL = 1e-6

@@ -21,6 +21,7 @@ program:
   budget_per_round: 9.5
   strategy: cleanlab
   audit_rate: 0.05
+  annotator_model: dawid_skene
   seed: 4
 crowd:
   tiers: {novice: 8, experienced: 2, expert: 2}
@@ -47,7 +48,7 @@ def test_yaml_is_read_into_frozen_dataclasses(tmp_path):
     cfg = load_config(path)
     assert (cfg.name, cfg.dataset, cfg.rounds, cfg.items_per_round, cfg.budget_per_round) == \
         ("team-a", Dataset.DIGITS, 3, 120, 9.5)
-    assert cfg.strategy is Strategy.CLEANLAB
+    assert cfg.strategy is Strategy.CLEANLAB and cfg.annotator_model == "dawid_skene"
     assert cfg.crowd.tiers == {"novice": 8, "experienced": 2, "expert": 2}
     assert cfg.thresholds.auto_accept_confidence == 0.95 and cfg.thresholds.expert_margin == 0.2
     # Keys not given keep the program's defaults, not the library's.
@@ -90,6 +91,8 @@ def test_defaults_from_an_empty_file(tmp_path):
                                          "'cleanlab', 'triple_majority', 'tiered'], got 'magic'"),
     ({"program": {"dataset": "mnist"}}, "program.dataset: expected one of ['digits', 'music_genre'], got 'mnist'"),
     ({"program": {"round": 3}}, "program.round: unknown key; expected one of"),
+    ({"program": {"annotator_model": "glad"}},
+     "program.annotator_model: expected one of ['one_coin', 'dawid_skene'], got 'glad'"),
     ({"programme": {}}, "programme: unknown section"),
     ({"crowd": {"tiers": {"wizard": 3}}}, "crowd.tiers.wizard: expected one of ['novice', 'experienced', 'expert']"),
     ({"crowd": {"tiers": {"novice": 5, "expert": 0}}}, "crowd.tiers.expert: expected an integer >= 1"),

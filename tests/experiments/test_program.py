@@ -419,9 +419,9 @@ def test_the_champions_training_items_are_judged_out_of_fold(small_cfg, small_wo
 
     seen = []  # the model probabilities the evidence of each round starts from
 
-    def spy(pred_probs, *, annotations, item_ids=None):
+    def spy(pred_probs, *, annotations, item_ids=None, annotator_model="one_coin"):
         seen.append(pd.DataFrame(np.asarray(pred_probs), index=pd.Index(list(item_ids))))
-        return real(pred_probs, annotations=annotations, item_ids=item_ids)
+        return real(pred_probs, annotations=annotations, item_ids=item_ids, annotator_model=annotator_model)
 
     real = program.label_posteriors
     monkeypatch.setattr(program, "label_posteriors", spy)
@@ -443,3 +443,22 @@ def test_the_champions_training_items_are_judged_out_of_fold(small_cfg, small_wo
     out_of_fold = last[trained].to_numpy()[rows, learnt]
     fitted = scorer.scored[trained].to_numpy()[rows, learnt]
     assert out_of_fold.mean() < fitted.mean()
+
+
+@pytest.mark.parametrize("annotator_model", ["one_coin", "dawid_skene"])
+def test_the_configured_annotator_model_weighs_the_evidence(small_cfg, small_world, monkeypatch, annotator_model):
+    import experiments.program as program
+
+    used = []
+
+    def spy(pred_probs, *, annotations, item_ids=None, annotator_model="one_coin"):
+        used.append(annotator_model)
+        return real(pred_probs, annotations=annotations, item_ids=item_ids, annotator_model=annotator_model)
+
+    real = program.label_posteriors
+    monkeypatch.setattr(program, "label_posteriors", spy)
+    cfg = small_cfg.replace(strategy="tiered", rounds=2, annotator_model=annotator_model)
+    result = run_program(cfg, world=small_world, tracker=T.MemoryTracker())
+    # One fit a round for the plan, and one more where reviewed items are settled.
+    assert len(used) >= cfg.rounds and set(used) == {annotator_model}
+    assert result.errors_removed > 0
