@@ -33,11 +33,11 @@ must serve). Each round ``r = 1 .. rounds`` then:
    more crowd labels). Tasks and annotations go to the label store in batches.
 5. **Resolve.** Dawid-Skene over the stream's annotations gives reviewed items their label
    (under ``tiered``, the posterior of :func:`loop.issues.label_posteriors`: the champion's
-   probabilities as the prior, each annotator's label weighed by an accuracy fitted jointly
-   with them, so that the model breaks a tie between two disagreeing labels); expert and adjudicated labels are final;
-   auto-accepted items take the model's label; triple items take the majority of their
-   three labels. Only changed labels are written,
-   each superseding the current resolution.
+   probabilities as the prior, each annotator's label weighed as ``program.annotator_model``
+   says, by default by an accuracy fitted jointly with them, so that the model breaks a tie
+   between two disagreeing labels); expert and adjudicated labels are final; auto-accepted
+   items take the model's label; triple items take the majority of their three labels. Only
+   changed labels are written, each superseding the current resolution.
 6. **Audit.** ``audit_rate`` of the arrived items, drawn uniformly, are checked by an expert:
    the share that disagrees with the current label estimates the error rate (95% Wilson
    interval); a disagreeing audit then corrects the label like any expert label. The audit
