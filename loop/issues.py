@@ -455,6 +455,9 @@ def _tempered_posterior(log_prior: np.ndarray, log_likelihood: np.ndarray, seen:
 
 def _model_weight(log_prior: np.ndarray, log_likelihood: np.ndarray) -> float:
     """The ``w`` that maximises ``sum_i log sum_t softmax(w log p[i])[t] L[i, t]``."""
+    # Column-major: the search evaluates this some 25 times, and each evaluation reduces over
+    # the k classes, which then run down contiguous columns.
+    log_prior, log_likelihood = np.asfortranarray(log_prior), np.asfortranarray(log_likelihood)
 
     def negative_log_likelihood(weight: float) -> float:
         tempered = weight * log_prior
@@ -465,8 +468,9 @@ def _model_weight(log_prior: np.ndarray, log_likelihood: np.ndarray) -> float:
 
 def _logsumexp_rows(x: np.ndarray) -> np.ndarray:
     """``(n,)`` ``log(sum(exp(x), axis=1))`` for an ``(n, k)`` array, without overflow."""
-    top = x.max(axis=1)
-    return top + np.log(np.exp(x - top[:, None]).sum(axis=1))
+    columns = [x[:, t] for t in range(x.shape[1])]
+    top = np.maximum.reduce(columns)
+    return top + np.log(np.add.reduce([np.exp(column - top) for column in columns]))
 
 
 def _confident_learning_issues(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
