@@ -163,12 +163,8 @@ def music_genre_cases(rng: np.random.Generator) -> list[Case]:
     x = crowd.features.to_numpy()
     gold = crowd.gold.reindex(items).to_numpy()
     annotations = crowd.annotations
-    # One annotator's label per song, drawn uniformly among those who labelled it.
-    shuffled = annotations.sample(frac=1.0, random_state=int(rng.integers(2**31)))
-    one = shuffled.drop_duplicates(ITEM).set_index(ITEM).reindex(items)
-    # Majority vote, ties broken towards the lowest class code.
-    votes = pd.crosstab(annotations[ITEM], annotations[LABEL]).reindex(items)
-    majority = votes.columns.to_numpy()[votes.to_numpy().argmax(axis=1)]
+    one = _one_label_each(annotations, items, int(rng.integers(2**31)))
+    majority = _majority_vote(annotations, items)
     cases = []
     for tag, given, who in (("one", one[LABEL].to_numpy(), one[ANNOTATOR].to_numpy()),
                             ("majority", majority, None)):
@@ -179,6 +175,17 @@ def music_genre_cases(rng: np.random.Generator) -> list[Case]:
         cases.append(Case(f"{name} +ann", given, probs, given != gold, annotations=annotations,
                           item_ids=items, given_annotator=who))
     return cases
+
+
+def _one_label_each(annotations: pd.DataFrame, items: np.ndarray, seed: int) -> pd.DataFrame:
+    """One annotator's label per item, drawn uniformly among those who labelled it (by item)."""
+    return annotations.sample(frac=1.0, random_state=seed).drop_duplicates(ITEM).set_index(ITEM).reindex(items)
+
+
+def _majority_vote(annotations: pd.DataFrame, items: np.ndarray) -> np.ndarray:
+    """Majority vote per item, ties broken towards the lowest class code."""
+    votes = pd.crosstab(annotations[ITEM], annotations[LABEL]).reindex(items)
+    return votes.columns.to_numpy()[votes.to_numpy().argmax(axis=1)]
 
 
 def _full_width(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -244,11 +251,10 @@ def consensus_table(draws: int = 3) -> pd.DataFrame:
     items = crowd.features.index.to_numpy()
     gold = crowd.gold.reindex(items).to_numpy()
     annotations = crowd.annotations[[ITEM, ANNOTATOR, LABEL]]
-    votes = pd.crosstab(annotations[ITEM], annotations[LABEL]).reindex(items)
-    majority = votes.columns.to_numpy()[votes.to_numpy().argmax(axis=1)]
+    majority = _majority_vote(annotations, items)
     rows = []
     for draw in range(draws):
-        one = annotations.sample(frac=1.0, random_state=draw).drop_duplicates(ITEM).set_index(ITEM).reindex(items)
+        one = _one_label_each(annotations, items, draw)
         given = one[LABEL].to_numpy().astype(np.int64)
         probs = _full_width(cv_probs(crowd.features.to_numpy(), given), given, crowd.n_classes)
         for evidence, frame in (("one", one.reset_index()[[ITEM, ANNOTATOR, LABEL]]), ("all", annotations)):
