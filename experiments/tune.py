@@ -35,8 +35,10 @@ resumes: ``trials`` is the number of *completed* trials the study should reach, 
 the same command runs only the missing ones. Several processes may run one study together
 (same storage and study name): each counts the trials the others are running as taken and
 stops once the study has ``trials`` trials complete or running (Optuna's
-``MaxTrialsCallback``, checked after each trial; two sessions finishing a trial at the same
-instant can still start one trial too many). Trials left RUNNING by a killed process are
+``MaxTrialsCallback``, checked after each trial). Two sessions that start a trial at the same
+instant may still both find one trial left: each trial first counts the trials taken with a
+lower number, and the one beyond ``trials`` ends at once as PRUNED (user attribute
+``surplus``), without a program or an MLflow run, and stops its session. Trials left RUNNING by a killed process are
 failed by the storage's heartbeat (after 90 s) and retried once; the next session marks their
 MLflow runs KILLED. A failed baseline trial is queued again.
 
@@ -110,6 +112,7 @@ ATTR_BASELINE = "baseline"
 ATTR_PARENT_RUN_ID = "mlflow_parent_run_id"
 ATTR_TRACKING_URI = "mlflow_tracking_uri"
 ATTR_WORLDS = "worlds"
+ATTR_SURPLUS = "surplus"  # a trial one too many, pruned as it started (see "Storage and resuming")
 
 _MAX_BATCH_PARAMS = 100
 _MAX_PARAM_CHARS = 6000
@@ -701,6 +704,10 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
 
     def objective(trial: Any) -> float:
         nonlocal n_done
+        if _surplus(study, trial.number, settings.trials):
+            trial.set_user_attr(ATTR_SURPLUS, True)
+            study.stop()
+            raise optuna.TrialPruned(f"the study had its {settings.trials} trials when trial {trial.number} started")
         values = settings.search_space.suggest(trial)
         for name, value in values.items():  # fixed values too, so every trial shows all four
             trial.set_user_attr(name, value)
@@ -778,6 +785,14 @@ def _taken_states() -> tuple[Any, ...]:
 
 def _n_taken(study: Any) -> int:
     return len(study.get_trials(deepcopy=False, states=_taken_states()))
+
+
+def _surplus(study: Any, number: int, trials: int) -> bool:
+    """Whether trial ``number`` is one too many: the trials taken with lower numbers (trial
+    numbers grow with the order in which sessions ask the storage for them) already make
+    ``trials``. Of two sessions racing for the last trial, exactly the later one finds this."""
+    taken = study.get_trials(deepcopy=False, states=_taken_states())
+    return sum(t.number < number for t in taken) >= trials
 
 
 def _clip_to_space(base: RoutingThresholds, audit_rate: float, settings: TuneSettings) -> dict[str, float]:

@@ -265,6 +265,46 @@ def test_sessions_sharing_a_study_stop_at_its_trials(tmp_path) -> None:
     assert again.n_new == 0 and again.n_complete == 5 and len(again.trials) == 5
 
 
+def test_of_two_sessions_racing_for_the_last_trial_the_later_one_stands_down(tmp_path, monkeypatch) -> None:
+    """The other process asks for a trial between this session's after-trial check and its next
+    trial (the instant MaxTrialsCallback cannot see): the later-numbered trial is pruned before it
+    runs a program, and the study ends with exactly its trials."""
+    import optuna
+
+    from experiments.tune import open_study
+
+    settings = _settings(tmp_path, "race", trials=2)
+    other = open_study(settings, heartbeat=False)
+    raced = []
+    check = optuna.study.MaxTrialsCallback
+
+    class RacedCheck(check):
+        def __call__(self, study, trial):
+            super().__call__(study, trial)  # 1 complete, none running: 1 < 2, go on
+            if not raced:
+                raced.append(other.ask())  # ... and the other process takes trial 1 now
+
+    monkeypatch.setattr(optuna.study, "MaxTrialsCallback", RacedCheck)
+    evaluated = []
+
+    def evaluate(p: TrialParams) -> TrialOutcome:
+        evaluated.append(p)
+        return toy_program(p)
+
+    res = run_study(evaluate, settings)
+    assert len(evaluated) == 1 and res.n_new == 1 and res.n_complete == 1
+    states = {t.number: t.state.name for t in other.get_trials(deepcopy=False)}
+    assert states == {0: "COMPLETE", 1: "RUNNING", 2: "PRUNED"}
+    assert other.trials[2].user_attrs.get("surplus") is True
+    trial = raced[0]
+    trial.set_user_attr("cost", 500.0)
+    trial.set_user_attr("error_rate", TARGET)
+    trial.set_constraint("error_rate_excess", 0.0)
+    other.tell(trial, 500.0)
+    again = run_study(toy_program, settings)
+    assert again.n_new == 0 and again.n_complete == 2
+
+
 def test_a_study_keeps_its_number_of_worlds(tmp_path) -> None:
     run_study(toy_program, _settings(tmp_path, "worlds", trials=1, worlds=2))
     with pytest.raises(ConfigError) as exc:
