@@ -36,7 +36,8 @@ must serve). Each round ``r = 1 .. rounds`` then:
    probabilities as the prior, each annotator's label weighed as ``program.annotator_model``
    says, by default by an accuracy fitted jointly with them, so that the model breaks a tie
    between two disagreeing labels); expert and adjudicated labels are final; auto-accepted
-   items take the model's label; triple items take the majority of their three labels. Only
+   items take the model's label; triple items take the majority of their three labels (when all
+   three differ, one of them drawn at random: ties to the first class would favour it). Only
    changed labels are written, each superseding the current resolution.
 6. **Audit.** ``audit_rate`` of the arrived items, drawn uniformly, are checked by an expert:
    the share that disagrees with the current label estimates the error rate (95% Wilson
@@ -479,6 +480,9 @@ class _Program:
     def __init__(self, cfg: ProgramConfig, world: World, store: LabelStore, tracker: T.Tracker) -> None:
         self.cfg, self.world, self.store, self.tracker = cfg, world, store, tracker
         self.rng = np.random.default_rng([cfg.seed, 11, list(Strategy).index(cfg.strategy)])
+        # Triple annotation's ties (three labels that all differ) are drawn from their own
+        # numbers, so that breaking them leaves the crowd's answers as they were.
+        self.ties = np.random.default_rng([cfg.seed, 13])
         self.stream = _new_stream(store, f"{cfg.name}-{world.dataset}-{cfg.strategy.value}-seed{cfg.seed}",
                                   world.classes)
         people = world.workforce.annotators
@@ -797,7 +801,8 @@ class _Program:
                                      "method": _METHOD_CONSENSUS, REASON: "reviewed; Dawid-Skene over its labels"}))
         tripled = actions.index[actions == Action.TRIPLE.value]
         if len(tripled):
-            votes = MajorityVote().fit(frame[frame[ITEM].isin(tripled)]).labels_
+            vote = MajorityVote(tie_break="random", random_state=self.ties)
+            votes = vote.fit(frame[frame[ITEM].isin(tripled)]).labels_
             out.append(pd.DataFrame({ITEM: tripled, LABEL: votes.reindex(tripled).astype(np.int64).to_numpy(),
                                      "method": _METHOD_CONSENSUS, REASON: "majority of three crowd labels"}))
         return pd.concat(out, ignore_index=True)

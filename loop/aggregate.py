@@ -9,7 +9,8 @@ Three estimators, all fitted on the long annotations frame (``item_id, annotator
 Labels may be any hashable values that sort (ints or strings); ``classes_`` holds them in
 sorted order and every ``(n_items, n_classes)`` array uses that column order. Items are in
 sorted ``item_id`` order and annotators in sorted ``annotator_id`` order, so a fit does not
-depend on the order of the rows. Ties go to the first class in ``classes_``.
+depend on the order of the rows. Ties go to the first class in ``classes_`` (``MajorityVote``
+can draw them at random instead).
 
 The Dawid-Skene EM works on integer codes: every annotation becomes one non-zero of a sparse
 ``(n_items, n_annotators * n_classes)`` indicator matrix ``X`` (column ``a * k + l`` means
@@ -29,7 +30,7 @@ import pandas as pd
 from scipy import optimize, sparse
 from scipy.special import expit, gammaln
 
-from ._validation import check_annotations, check_int, check_option, check_real, fail
+from ._validation import check_annotations, check_int, check_option, check_real, check_rng, fail
 from .columns import ANNOTATOR, ITEM, LABEL
 from .exceptions import NotFittedError
 
@@ -184,7 +185,17 @@ class _GoldAnchored(_Aggregator):
 
 
 class MajorityVote(_Aggregator):
-    """The most frequent label of each item; ties go to the first class in ``classes_``.
+    """The most frequent label of each item.
+
+    Parameters
+    ----------
+    tie_break : {"first", "random"}, default "first"
+        Which of the tied most frequent labels wins: the first in ``classes_`` (deterministic,
+        but it favours the classes that sort first: with three labels that all differ, the
+        lowest class always wins), or one drawn uniformly from ``random_state`` (unbiased;
+        what "majority vote" usually means when it is a baseline).
+    random_state : Generator or int, optional
+        The draws of ``tie_break="random"`` (required there, unused otherwise).
 
     Attributes
     ----------
@@ -206,6 +217,11 @@ class MajorityVote(_Aggregator):
     ['cat', 'dog']
     """
 
+    def __init__(self, tie_break: Literal["first", "random"] = "first",
+                 random_state: np.random.Generator | int | None = None) -> None:
+        self.tie_break = tie_break
+        self.random_state = random_state
+
     def fit(self, annotations: pd.DataFrame) -> MajorityVote:
         """Count the votes.
 
@@ -218,10 +234,21 @@ class MajorityVote(_Aggregator):
         -------
         self
         """
+        check_option(self.tie_break, "tie_break", ("first", "random"))
+        rng = None
+        if self.tie_break == "random":
+            if self.random_state is None:
+                raise fail("random_state", "a numpy.random.Generator or an int seed with tie_break='random'", "None")
+            rng = check_rng(self.random_state, "random_state")
         enc = _encode(check_annotations(annotations))
         counts = _vote_counts(enc)
         self._set_results(enc, counts / counts.sum(axis=1, keepdims=True))
-        winner = _argmax_first(counts)
+        if rng is None:
+            winner = _argmax_first(counts)
+        else:
+            # Counts are integers: a uniform key below 1 orders the tied classes at random only.
+            winner = np.argmax(counts + rng.random(counts.shape), axis=1)
+            self.labels_ = pd.Series(enc.classes[winner], index=enc.items.rename(ITEM), name=LABEL)
         agrees = (enc.label == winner[enc.item]).astype(np.float64)
         self.skills_ = _per_annotator_mean(enc, agrees)
         return self

@@ -83,6 +83,31 @@ def test_majority_vote_ties_go_to_the_first_class():
     assert mv.classes_.tolist() == ["cat", "dog"]
 
 
+def test_majority_vote_can_draw_ties_at_random():
+    # 300 items whose three labels all differ, one item with a clear majority.
+    rows = [(i, who, label) for i in range(300) for who, label in zip("abc", ("x", "y", "z"), strict=True)]
+    rows += [("clear", "a", "z"), ("clear", "b", "z"), ("clear", "c", "x")]
+    mv = MajorityVote(tie_break="random", random_state=0).fit(frame(rows))
+    drawn = mv.labels_.drop("clear").value_counts()
+    # Each of the three tied labels wins about a third of the time (first-class rule: "x" always).
+    assert set(drawn.index) == {"x", "y", "z"} and drawn.min() > 70
+    assert mv.labels_["clear"] == "z"
+    # Same seed, same draws; the shares and skills do not depend on the rule.
+    again = MajorityVote(tie_break="random", random_state=0).fit(frame(rows))
+    pd.testing.assert_series_equal(again.labels_, mv.labels_)
+    pd.testing.assert_frame_equal(MajorityVote().fit(frame(rows)).posteriors_, mv.posteriors_)
+
+
+def test_majority_vote_tie_break_is_validated():
+    rows = [("q", "a", "dog"), ("q", "b", "cat")]
+    with pytest.raises(SchemaError, match="'tie_break'.*'first', 'random'"):
+        MajorityVote(tie_break="last").fit(frame(rows))
+    with pytest.raises(SchemaError, match="'random_state'"):
+        MajorityVote(tie_break="random").fit(frame(rows))
+    with pytest.raises(SchemaError, match="'random_state'"):
+        MajorityVote(tie_break="random", random_state="seven").fit(frame(rows))
+
+
 def test_fit_predict_conveniences(small_annotations):
     mv = MajorityVote()
     pd.testing.assert_series_equal(mv.fit_predict(small_annotations), mv.labels_)
