@@ -53,3 +53,17 @@ def test_the_consensus_table_measures_both_libraries_on_the_music_crowd(monkeypa
         assert table.loc[evidence, "labelloop one_coin"] > table.loc[evidence, "given label"]
     assert table.loc["all", "labelloop one_coin"] > table.loc["one", "labelloop one_coin"]
     sys.modules.pop("review_ranking", None)
+
+
+@pytest.mark.shared_data
+def test_every_crowd_label_counts_what_the_whole_crowd_knows(ceiling, music_genre):
+    from experiments.world import build_world
+
+    cfg = ceiling.config("music_genre", 0)
+    counts = ceiling.every_crowd_label(build_world(cfg))
+    assert counts["labels_per_item"] > 3  # every real answer, not the one the program starts from
+    # More answers beat one; the model and the answers beat the answers alone; a model learnt from
+    # the truth beats one learnt from the crowd.
+    assert counts["initial_wrong"] > counts["majority_vote"] > counts["posterior"] >= counts["posterior_gold_model"]
+    with pytest.raises(ValueError, match="replayed crowd"):
+        ceiling.every_crowd_label(build_world(ceiling.config("digits", 0)))
