@@ -341,14 +341,14 @@ class _Signals:
     """The scores frame as arrays, with each item's class weight and guideline looked up."""
 
     item_ids: np.ndarray
-    predicted: pd.Series  # class names as text
-    runner_up: pd.Series
+    predicted: np.ndarray  # class names as text (object array of str)
+    runner_up: np.ndarray
     confidence: np.ndarray
     margin: np.ndarray
     issue: np.ndarray  # NaN = no label-issue score
     weight: np.ndarray
     always_human: np.ndarray  # bool
-    guideline: pd.Series  # "" where the pair has no guideline reference
+    guideline: np.ndarray  # "" where the pair has no guideline reference
     label: list[str]  # the current label as text, "" where none (or not given)
 
     @property
@@ -365,8 +365,15 @@ class _Signals:
     def read(cls, scores: Any, thresholds: RoutingThresholds) -> _Signals:
         frame = _check_scores_frame(scores)
         n = len(frame)
-        predicted = frame[PREDICTED].astype(str).reset_index(drop=True)
-        runner_up = frame[RUNNER_UP].astype(str).reset_index(drop=True)
+        # The class names are few: everything looked up per class (risk weight, always-human,
+        # guideline reference) is looked up once per distinct name and spread by code. That
+        # keeps a one-item serving request at microseconds, where pandas' string operations
+        # cost milliseconds a call, and stays vectorised for a million items.
+        names = np.concatenate([frame[PREDICTED].to_numpy(dtype=object), frame[RUNNER_UP].to_numpy(dtype=object)])
+        codes, distinct = pd.factorize(names)
+        text = np.array([str(c) for c in distinct], dtype=object)
+        predicted, runner_up = text[codes[:n]], text[codes[n:]]
+        code_p, code_r = codes[:n], codes[n:]
         confidence = check_array(frame[CONFIDENCE], f"scores.{CONFIDENCE}", ndim=1)
         margin = check_array(frame[MARGIN], f"scores.{MARGIN}", ndim=1)
         _check_scores_range(confidence, f"scores.{CONFIDENCE}")
@@ -376,13 +383,14 @@ class _Signals:
             _check_scores_range(issue, f"scores.{LABEL_ISSUE_SCORE}", allow_nan=True)
         else:
             issue = np.full(n, np.nan)
-        weights = {str(c): w for c, w in thresholds.class_risk_weights.items()}
-        weight = predicted.map(weights).astype("float64").fillna(1.0).to_numpy()
-        always = predicted.isin([str(c) for c in thresholds.always_human]).to_numpy()
+        weights = {str(c): float(w) for c, w in thresholds.class_risk_weights.items()}
+        human = {str(c) for c in thresholds.always_human}
         return cls(
             item_ids=frame[ITEM].to_numpy(), predicted=predicted, runner_up=runner_up,
-            confidence=confidence, margin=margin, issue=issue, weight=weight,
-            always_human=always, guideline=_guidelines(predicted, runner_up, thresholds),
+            confidence=confidence, margin=margin, issue=issue,
+            weight=np.array([weights.get(t, 1.0) for t in text], dtype=np.float64)[code_p],
+            always_human=np.array([t in human for t in text], dtype=bool)[code_p],
+            guideline=_guidelines(text, code_p, code_r, thresholds),
             label=_label_text(frame[LABEL]) if LABEL in frame.columns else [""] * n,
         )
 
@@ -470,14 +478,17 @@ def _label_text(column: pd.Series) -> list[str]:
     return out
 
 
-def _guidelines(predicted: pd.Series, runner_up: pd.Series, t: RoutingThresholds) -> pd.Series:
-    if not t.guideline_refs:
-        return pd.Series("", index=predicted.index, dtype="str")
-    # Order each pair the same way so that (3, 5) and (5, 3) find the same reference.
-    first = predicted <= runner_up
-    key = predicted.where(first, runner_up) + "\x1f" + runner_up.where(first, predicted)
-    refs = {"\x1f".join(sorted(map(str, pair))): ref for pair, ref in t.guideline_refs.items()}
-    return key.map(refs).fillna("").astype("str")
+def _guidelines(text: np.ndarray, code_p: np.ndarray, code_r: np.ndarray, t: RoutingThresholds) -> np.ndarray:
+    """The guideline reference of each item's (predicted, runner-up) pair, "" where none:
+    a table over the distinct class names (``text``), read at the items' codes."""
+    table = np.full((len(text), len(text)), "", dtype=object)
+    if t.guideline_refs:
+        where = {name: i for i, name in enumerate(text)}
+        for pair, ref in t.guideline_refs.items():
+            a, b = (where.get(str(c)) for c in pair)
+            if a is not None and b is not None:
+                table[a, b] = table[b, a] = ref  # (3, 5) and (5, 3) find the same reference
+    return table[code_p, code_r]
 
 
 def _decimals(threshold: float) -> int:
