@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import mlflow
 
-    from serve.local import free_port, shutdown_local, start_local
+    from serve.local import quiet_port, shutdown_local, start_local
     from serve.registry import publish_model
 
     root = Path(tempfile.mkdtemp(prefix="llserve"))
@@ -222,11 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     version = publish_model(model, model_name=MODEL_NAME, tracking_uri=tracking_uri, input_example=x[:2])
     print(f"model: {model!r}, registered as models:/{MODEL_NAME}/{version} (@champion)")
 
-    mlflow_port = free_port()
+    mlflow_port = quiet_port()
     mlflow_process = start_mlflow_serve(tracking_uri, mlflow_port, opts.mlflow_workers, root / "mlflow-serve.log")
     try:
         serve_url = start_local({"model_name": MODEL_NAME, "tracking_uri": tracking_uri},
-                                ray_temp_dir=root / "ray", port=free_port(), num_cpus=os.cpu_count())
+                                ray_temp_dir=root / "ray", port=quiet_port(), num_cpus=os.cpu_count())
         mlflow_url = f"http://127.0.0.1:{mlflow_port}/invocations"
         print(check_answers(model, x, mlflow_url, serve_url))
         targets = [

@@ -15,9 +15,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from .args import APP_NAME, AppArgs
 from .config import read_serve_config_document, serve_config_document
 from .exceptions import ServeError, ServiceUnavailable
 
-__all__ = ["absolute_sqlite_uri", "deploy_config", "free_port", "init_ray", "local_app", "shutdown_local",
+__all__ = ["absolute_sqlite_uri", "deploy_config", "free_port", "init_ray", "local_app", "quiet_port", "shutdown_local",
            "start_local", "wait_until_answering"]
 
 INLINE_OBJECT_BYTES = 8 * 1024 ** 2
@@ -224,8 +225,11 @@ def init_ray(*, num_cpus: int, temp_dir: str | os.PathLike | None = None,
     if os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1":
         # HAProxy's stats and metrics listen on fixed ports by default (8404, 9101): a second
         # local Ray (tests beside a demo) would find them taken.
+        chosen: list[int] = []
         for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
-            os.environ.setdefault(name, str(free_port()))
+            if name not in os.environ:
+                chosen.append(quiet_port(exclude=chosen))
+                os.environ[name] = str(chosen[-1])
     import ray
 
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver,
@@ -240,6 +244,34 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+_QUIET_PORTS = range(20000, 32768)
+
+
+def quiet_port(exclude: Iterable[int] = ()) -> int:
+    """A TCP port free on every interface now, for a listener that binds it seconds later.
+
+    Drawn from 20000-32767: below Linux's ephemeral range (32768-60999), from which the OS
+    hands a port to every process that binds port 0 (Ray's own servers do, by the dozen, while
+    it starts), and above Ray's worker ports (10002-19999). A port the OS picked (as
+    :func:`free_port` does) is one the OS may give again to one of those before HAProxy binds
+    it, which then fails to start ("Address already in use"). Drawn with the system's random
+    numbers, so that a process that seeded ``random`` does not pick what its twin picks.
+    ``exclude``: ports chosen already and not bound yet.
+    """
+    draw, skip = random.SystemRandom(), set(exclude)
+    for _ in range(200):
+        port = draw.choice(_QUIET_PORTS)
+        if port in skip:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
 
 
 def _ensure_serve(*, ray_temp_dir: str | os.PathLike | None, host: str, port: int,

@@ -50,10 +50,10 @@ def ray_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeSession
         temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     if ray.is_initialized():
         pytest.fail("Ray is already running: tests must start it only through the ray_serve fixture")
-    from serve.local import free_port, init_ray
+    from serve.local import init_ray, quiet_port
 
     init_ray(num_cpus=2, temp_dir=temp_dir, object_store_memory=_OBJECT_STORE_BYTES, log_to_driver=False)
-    session = ServeSession(host="127.0.0.1", port=free_port(), temp_dir=temp_dir)
+    session = ServeSession(host="127.0.0.1", port=quiet_port(), temp_dir=temp_dir)
     try:
         serve.start(http_options={"host": session.host, "port": session.port})
         yield session

@@ -46,3 +46,39 @@ def test_init_ray_leaves_the_users_choice_alone(fake_ray_init, monkeypatch):
     assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
     # Without HAProxy there are no HAProxy ports to choose.
     assert "RAY_SERVE_HAPROXY_STATS_PORT" not in os.environ
+
+
+def test_quiet_ports_stay_out_of_the_ranges_other_processes_are_handed():
+    import socket
+
+    ports = set()
+    for _ in range(20):
+        port = local.quiet_port(exclude=ports)
+        # Below the kernel's ephemeral range and above Ray's worker ports, and bindable now.
+        assert 20000 <= port < 32768 and port not in ports
+        with socket.socket() as s:
+            s.bind(("0.0.0.0", port))
+        ports.add(port)
+
+
+def test_a_quiet_port_that_is_taken_is_not_chosen(monkeypatch):
+    import socket
+
+    taken, free = [p for p in range(20000, 32768) if _bindable(p)][:2]
+    with socket.socket() as held:
+        held.bind(("0.0.0.0", taken))
+        held.listen()
+        # Two candidates, one of them held by this test: the other one comes back every time.
+        monkeypatch.setattr(local, "_QUIET_PORTS", [taken, free])
+        assert {local.quiet_port() for _ in range(20)} == {free}
+
+
+def _bindable(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
