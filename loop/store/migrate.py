@@ -45,6 +45,15 @@ def _current(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+def _connect(engine: Engine) -> Connection:
+    """A connection; the first one a store makes says where it looked when it fails."""
+    try:
+        return engine.connect()
+    except sa.exc.OperationalError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        raise StoreError(f"Cannot connect to the label store at {where}: {exc.orig or exc}".strip()) from exc
+
+
 def current_revision(url: str | URL | Engine) -> str | None:
     """The revision a database is at, or ``None`` for an empty database.
 
@@ -55,13 +64,7 @@ def current_revision(url: str | URL | Engine) -> str | None:
     """
     engine = url if isinstance(url, Engine) else make_engine(url)
     try:
-        try:
-            conn = engine.connect()
-        except sa.exc.OperationalError as exc:
-            # The first connection a store makes: say where it looked, without a driver traceback.
-            where = engine.url.render_as_string(hide_password=True)
-            raise StoreError(f"Cannot connect to the label store at {where}: {exc.orig or exc}".strip()) from exc
-        with conn:
+        with _connect(engine) as conn:
             return _current(conn)
     finally:
         if engine is not url:
@@ -87,6 +90,7 @@ def upgrade(url: str | URL | Engine, revision: str = HEAD) -> str:
     """
     engine = url if isinstance(url, Engine) else make_engine(url)
     try:
+        _connect(engine).close()  # an unreachable store: one line naming it, not a driver traceback
         with write_transaction(engine) as conn:
             if conn.dialect.name == "postgresql":
                 # Keyed by schema, so tests in their own schemas do not wait for each other.
