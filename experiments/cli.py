@@ -202,12 +202,17 @@ def _project_run(cfg: Any) -> Any:
     MLflow hands the entry point a run (``MLFLOW_RUN_ID``) in a tracking store
     (``MLFLOW_TRACKING_URI``) and an experiment of its choosing; the program adopts that run as
     its (parent) run, so the config's ``tracking.uri`` and ``tracking.experiment`` give way.
+    Either way a tracking server that does not answer stops the command here, in one line.
     """
     import os
 
+    from experiments.tracking import check_reachable
+
     run_id, uri = os.environ.get("MLFLOW_RUN_ID"), os.environ.get("MLFLOW_TRACKING_URI")
     if not (run_id and uri and cfg.tracking.enabled):
+        check_reachable(cfg.tracking.uri)  # before any work: MLflow would retry for minutes
         return cfg
+    check_reachable(uri)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)

@@ -18,9 +18,12 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from loop.exceptions import LoopError
+
 __all__ = [
-    "ALIAS_CHALLENGER", "ALIAS_CHAMPION", "MemoryTracker", "MlflowTracker", "Tracker", "plot_confusion_matrix",
-    "plot_error_vs_cost", "plot_reliability", "routed_table_path", "strategy_metric", "tune_best_value",
+    "ALIAS_CHALLENGER", "ALIAS_CHAMPION", "MemoryTracker", "MlflowTracker", "Tracker", "TrackingError",
+    "check_reachable", "plot_confusion_matrix", "plot_error_vs_cost", "plot_reliability", "routed_table_path",
+    "strategy_metric", "tune_best_value",
 ]
 
 # --- aliases -----------------------------------------------------------------------------
@@ -124,6 +127,43 @@ def tune_best_value(name: str) -> str:
 def routed_table_path(round_: int) -> str:
     """Artifact path of a round's routed-item table."""
     return f"rounds/round_{round_:02d}_routed.csv"
+
+
+# --- reaching a tracking server ------------------------------------------------------------
+
+
+class TrackingError(LoopError):
+    """The MLflow tracking server does not answer."""
+
+
+def check_reachable(tracking_uri: str, *, timeout: float = 5.0) -> None:
+    """Fail at once, naming the server, when an ``http(s)://`` tracking URI does not answer.
+
+    MLflow's client retries a refused connection with back-off for minutes before it gives
+    up, silently; a command would sit there. Any HTTP answer counts as reachable (a server
+    behind authentication may refuse ``/health``); database and file URIs are not checked here
+    (MLflow opens them itself and says why it cannot).
+
+    Raises
+    ------
+    TrackingError
+        No HTTP answer from ``<tracking_uri>/health`` within ``timeout`` seconds.
+    """
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"tracking.uri: cannot reach the MLflow tracking server at {tracking_uri} ({reason}); "
+                            "start it (see the README's team setup) or use a local store such as "
+                            "sqlite:///mlflow.db") from None
 
 
 # --- the port ----------------------------------------------------------------------------------
