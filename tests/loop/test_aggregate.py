@@ -239,6 +239,20 @@ def crowds(draw):
 
 
 @settings(max_examples=50, deadline=None)
+@given(crowds())
+def test_a_random_tie_break_picks_a_most_voted_label_and_changes_nothing_else(crowd):
+    annotations, seed = crowd
+    first = MajorityVote().fit(annotations)
+    drawn = MajorityVote(tie_break="random", random_state=seed).fit(annotations)
+    shares = first.posteriors_
+    for item, label in drawn.labels_.items():
+        assert shares.loc[item, label] == shares.loc[item].max()  # one of the tied winners
+    untied = (shares.to_numpy() == shares.to_numpy().max(axis=1, keepdims=True)).sum(axis=1) == 1
+    pd.testing.assert_series_equal(drawn.labels_[untied], first.labels_[untied])
+    pd.testing.assert_frame_equal(drawn.posteriors_, shares)
+
+
+@settings(max_examples=50, deadline=None)
 @given(crowds(), st.sampled_from(["full", "one_coin", "mace"]))
 def test_same_result_whatever_the_row_order(crowd, model):
     annotations, seed = crowd
