@@ -371,7 +371,9 @@ class _Signals:
         # cost milliseconds a call, and stays vectorised for a million items.
         names = np.concatenate([frame[PREDICTED].to_numpy(dtype=object), frame[RUNNER_UP].to_numpy(dtype=object)])
         codes, distinct = pd.factorize(names)
-        text = np.array([str(c) for c in distinct], dtype=object)
+        # Names are compared as text (3 and "3" are one class): merge what prints the same.
+        merged, text = pd.factorize(np.array([str(c) for c in distinct], dtype=object))
+        codes, text = merged[codes], np.asarray(text, dtype=object)
         predicted, runner_up = text[codes[:n]], text[codes[n:]]
         code_p, code_r = codes[:n], codes[n:]
         confidence = check_array(frame[CONFIDENCE], f"scores.{CONFIDENCE}", ndim=1)

@@ -366,3 +366,15 @@ def test_double_blind_reason_names_the_current_label() -> None:
                       "model prefers cat over dog by margin 0.50")
     unlabelled = route(scores, RoutingThresholds())[REASON][0]
     assert route(scores.assign(label=[pd.NA]), RoutingThresholds())[REASON][0] == unlabelled
+
+
+def test_class_names_are_compared_as_text_whatever_their_type() -> None:
+    # One frame may carry 3 and "3" (codes from one client, names from another): one class.
+    scores = pd.DataFrame({"item_id": [1, 2], "predicted": [3, "3"], "runner_up": ["5", 5],
+                           "confidence": [0.5, 0.5], "margin": [0.01, 0.01]}, dtype=object)
+    scores[["confidence", "margin"]] = scores[["confidence", "margin"]].astype(float)
+    thresholds = RoutingThresholds(guideline_refs={frozenset({3, 5}): "guideline v3 §2"},
+                                   class_risk_weights={"3": 2.0}, always_human={3})
+    decided = route(scores, thresholds)
+    assert decided["reason"].str.endswith("(guideline v3 §2)").all()
+    assert decided["reason"].nunique() == 1
