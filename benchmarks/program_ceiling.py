@@ -47,8 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import experiments.program as program_module  # noqa: E402
-from experiments.world import build_world  # noqa: E402
-from experiments.world import World  # noqa: E402
+from experiments.world import World, build_world  # noqa: E402
 from loop.aggregate import MajorityVote  # noqa: E402
 from loop.columns import ANNOTATOR, ITEM, LABEL, LABEL_ISSUE_SCORE  # noqa: E402
 from loop.datasets import shared_data_dir  # noqa: E402

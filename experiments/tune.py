@@ -38,9 +38,9 @@ stops once the study has ``trials`` trials complete or running (Optuna's
 ``MaxTrialsCallback``, checked after each trial). Two sessions that start a trial at the same
 instant may still both find one trial left: each trial first counts the trials taken with a
 lower number, and the one beyond ``trials`` ends at once as PRUNED (user attribute
-``surplus``), without a program or an MLflow run, and stops its session. Trials left RUNNING by a killed process are
-failed by the storage's heartbeat (after 90 s) and retried once; the next session marks their
-MLflow runs KILLED. A failed baseline trial is queued again.
+``surplus``), without a program or an MLflow run, and stops its session. Trials left RUNNING
+by a killed process are failed by the storage's heartbeat (after 90 s) and retried once; the
+next session marks their MLflow runs KILLED. A failed baseline trial is queued again.
 
 Tracking
 --------
