@@ -668,12 +668,13 @@ class _Program:
 
     def _evidence(self, scores: pd.DataFrame, probs: np.ndarray,
                   annotations: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-        """The posterior of the model (prior) and every annotator's label (each annotator's
-        accuracy fitted jointly with the model), fitted once a round: every strategy's label-issue scores read it. Then the
-        class probabilities routing decides on, and their signals: under ``tiered`` that
-        posterior, so that an item the annotators and the model agree on is settled without a
-        person, and one whose label both doubt is relabelled to their consensus when it is
-        confident enough (auto-accept takes ``predicted``); the model's own otherwise."""
+        """The posterior of the model (prior) and every annotator's label (weighed as
+        ``program.annotator_model`` says), fitted once a round: every strategy's label-issue
+        scores read it. Then the class probabilities routing decides on, and their signals:
+        under ``tiered`` that posterior, so that an item the annotators and the model agree on
+        is settled without a person, and one whose label both doubt is relabelled to their
+        consensus when it is confident enough (auto-accept takes ``predicted``); the model's
+        own otherwise."""
         arrived = scores[ITEM].astype(str).to_numpy()
         frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
         posterior = label_posteriors(probs, annotations=frame, item_ids=arrived,
