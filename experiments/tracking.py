@@ -59,11 +59,24 @@ RESOLUTION_HOURS = "disagreement_resolution_hours"  # median simulated hours fro
 TOP_PAIR_SHARE = "top_confused_pair_share"     # share of estimated label errors in the most confused pair
 N_ITEMS = "items"                              # items arrived so far
 ACTION_COUNT_PREFIX = "items_"                 # + action name: items per action this round
+# Estimated companions of the truth-needing figures above: computed the same way with or without
+# truth, never reading it (a live team sees only these). Truth-needing names start true_ or are
+# logged only in simulation.
+AUTO_ACCEPT_ESTIMATE = "auto_accept_error_rate_estimate"   # audited stratum of auto-accepted labels
+AUTO_ACCEPT_ESTIMATE_CI_LOW = "auto_accept_error_rate_estimate_ci_low"
+AUTO_ACCEPT_ESTIMATE_CI_HIGH = "auto_accept_error_rate_estimate_ci_high"
+ERRORS_FIXED_CONFIRMED = "errors_fixed_confirmed"  # this round's corrections confirmed by adjudication
+ERRORS_REMOVED_ESTIMATE = "errors_removed_estimate"  # cumulative confirmed corrections
 
 # --- final metrics of a program run and of a comparison --------------------------------------
 FINAL_ERROR_RATE = "final_error_rate"
 INITIAL_ERROR_RATE = "initial_error_rate"
 ERRORS_REMOVED_PER_100 = "errors_removed_per_100_annotations"
+FINAL_ERROR_RATE_ESTIMATE = "final_error_rate_estimate"  # the last round's audit_error_rate
+FINAL_ERROR_RATE_ESTIMATE_CI_LOW = "final_error_rate_estimate_ci_low"
+FINAL_ERROR_RATE_ESTIMATE_CI_HIGH = "final_error_rate_estimate_ci_high"
+COST_PER_ERROR_REMOVED = "cost_per_error_removed"  # program_cost / errors_removed
+COST_PER_ERROR_REMOVED_ESTIMATE = "cost_per_error_removed_estimate"  # program_cost / errors_removed_estimate
 
 # --- tags --------------------------------------------------------------------------------------
 TAG_STRATEGY = "labelloop.strategy"
