@@ -4,7 +4,12 @@ A config file has these sections (every key optional; defaults in brackets)::
 
     program:
       name: labelloop            # names the label-store stream and the MLflow runs
-      dataset: digits            # digits | music_genre
+      dataset: digits            # digits | music_genre | a table of your own items:
+                                 #   {path: items.parquet, id: item_id, label: label,
+                                 #    features: [f0, f1], gold: gold, classes: [cat, dog]}
+                                 #   (see TableDataset)
+      annotations: null          # a table's answers: a CSV/Parquet long frame
+                                 #   item_id, annotator_id, label[, seconds]
       rounds: 4                  # rounds after the seed round (>= 1)
       items_per_round: 250       # new items arriving per round (>= 10)
       budget_per_round: 15.0     # cost units the strategy may spend per round (>= 0)
@@ -35,6 +40,12 @@ A config file has these sections (every key optional; defaults in brackets)::
       url: in_process            # in_process (no Ray) | local (start Ray Serve here) | http://host:port
     compare:
       strategies: [random, least_confidence, cleanlab, triple_majority, tiered]
+    model:
+      estimator: null            # an import path (sklearn.ensemble.HistGradientBoostingClassifier)
+                                 #   or package.module:factory; null: the built-in logistic regression
+      params: {}                 # keyword arguments of the estimator or factory
+      uri: null                  # score with a registered model instead: models:/name@champion
+      allow_pickle: false        # load model flavours that unpickle (they run code when loaded)
 
 A wrong key or value stops with one line naming it, e.g.
 ``program.rounds: expected an integer >= 1, got 'x'`` (:class:`ConfigError`).
@@ -69,14 +80,15 @@ from loop.routing import RoutingThresholds
 from loop.simulate import Tier
 from loop.strategies import Strategy
 
-__all__ = ["ConfigError", "config_error", "CrowdConfig", "Dataset", "ProgramConfig", "TrackingConfig", "flatten",
+__all__ = ["ConfigError", "config_error", "CrowdConfig", "Dataset", "ModelConfig", "ProgramConfig", "TableDataset",
+           "TrackingConfig", "flatten",
            "load_config", "parse_config", "read_yaml", "IN_PROCESS", "LOCAL", "NO_TRACKING"]
 
 IN_PROCESS = "in_process"
 LOCAL = "local"
 NO_TRACKING = "none"
 REPLAY = "replay"
-SECTIONS = ("program", "crowd", "thresholds", "gate", "tracking", "store", "serve", "compare")
+SECTIONS = ("program", "crowd", "thresholds", "gate", "tracking", "store", "serve", "compare", "model")
 
 
 class ConfigError(SchemaError):
@@ -167,6 +179,138 @@ class CrowdConfig:
 
 
 @dataclass(frozen=True)
+class TableDataset:
+    """A team's own items: one row an item in a CSV or Parquet file.
+
+    Only the config's form is checked here; the file itself is read and checked (missing
+    columns, duplicate ids, labels outside ``classes``, bad features) when a command loads it.
+
+    Parameters
+    ----------
+    path : str
+        ``.csv`` or ``.parquet``; a relative path is relative to the working directory.
+    id : str, default="item_id"
+        The column of unique item ids.
+    label : str, default="label"
+        The current label; empty means not labelled yet.
+    features : tuple of str or None
+        Numeric feature columns; None means every other numeric column.
+    gold : str or None
+        The known-true label where it is known (a simulation uses these items as its world).
+    classes : tuple of str or None
+        The classes in order; None means the sorted labels seen.
+    """
+
+    path: str
+    id: str = "item_id"
+    label: str = "label"
+    features: tuple[str, ...] | None = None
+    gold: str | None = None
+    classes: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        _text(self.path, "program.dataset.path")
+        if not str(self.path).lower().endswith((".csv", ".parquet", ".csv.gz", ".pq")):
+            raise config_error("program.dataset.path", "a .csv or .parquet file", self.path)
+        _text(self.id, "program.dataset.id")
+        _text(self.label, "program.dataset.label")
+        if self.gold is not None:
+            _text(self.gold, "program.dataset.gold")
+        for key in ("features", "classes"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise config_error(f"program.dataset.{key}", "a list of names", value)
+            names = tuple(str(v) if key == "classes" else _text(v, f"program.dataset.{key}[{i}]")
+                          for i, v in enumerate(value))
+            if not names or len(set(names)) != len(names):
+                raise config_error(f"program.dataset.{key}", "a non-empty list of distinct names", list(value))
+            set_(self, key, names)
+        named = [self.id, self.label] + ([self.gold] if self.gold else [])
+        if len(set(named)) != len(named):
+            raise config_error("program.dataset", "distinct id, label and gold columns", named)
+        if self.features and set(self.features) & set(named):
+            raise config_error("program.dataset.features", "columns other than id, label and gold",
+                               sorted(set(self.features) & set(named)))
+
+    @property
+    def value(self) -> str:
+        """The dataset's name in stream names, runs and tables: the file's stem."""
+        name = Path(self.path).name
+        for suffix in (".csv.gz", ".parquet", ".csv", ".pq"):
+            if name.lower().endswith(suffix):
+                return name[: -len(suffix)] or "table"
+        return name  # pragma: no cover - the path's suffix is checked above
+
+    def __str__(self) -> str:
+        return self.value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "id": self.id, "label": self.label,
+                "features": None if self.features is None else list(self.features), "gold": self.gold,
+                "classes": None if self.classes is None else list(self.classes)}
+
+
+_TABLE_KEYS = ("path", "id", "label", "features", "gold", "classes")
+
+
+def _dataset(value: Any) -> Dataset | TableDataset:
+    """``program.dataset``: a built-in world's name, or a table's mapping."""
+    if isinstance(value, (Dataset, TableDataset)):
+        return value
+    if isinstance(value, Mapping):
+        for key in value:
+            if key not in _TABLE_KEYS:
+                raise ConfigError(f"program.dataset.{key}: unknown key; expected one of {list(_TABLE_KEYS)}")
+        if "path" not in value:
+            raise config_error("program.dataset.path", "the table's file (a .csv or .parquet)", None)
+        return TableDataset(**value)
+    return _choice(Dataset, value, "program.dataset")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model a program trains and scores with.
+
+    Parameters
+    ----------
+    estimator : str or None
+        An import path of a class (``sklearn.ensemble.HistGradientBoostingClassifier``) or of a
+        factory (``package.module:factory``) giving an estimator with ``fit`` and
+        ``predict_proba``; None is the built-in logistic regression.
+    params : mapping
+        Keyword arguments of the estimator or factory.
+    uri : str or None
+        A model already in the MLflow registry (``models:/name@champion``), any pyfunc whose
+        predict returns class probabilities; it scores instead of a trained one.
+    allow_pickle : bool, default=False
+        Whether model flavours that unpickle (and so run code when loaded) may load.
+    """
+
+    estimator: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    uri: str | None = None
+    allow_pickle: bool = False
+
+    def __post_init__(self) -> None:
+        if self.estimator is not None:
+            _text(self.estimator, "model.estimator")
+        if not isinstance(self.params, Mapping) or not all(isinstance(k, str) for k in self.params):
+            raise config_error("model.params", "a mapping of keyword -> value", self.params)
+        object.__setattr__(self, "params", dict(self.params))
+        if self.uri is not None:
+            _text(self.uri, "model.uri")
+        if not isinstance(self.allow_pickle, bool):
+            raise config_error("model.allow_pickle", "true or false", self.allow_pickle)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"estimator": self.estimator, "params": dict(self.params), "uri": self.uri,
+                "allow_pickle": self.allow_pickle}
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """Where runs and models go. ``uri="none"`` tracks nothing and keeps models in memory."""
 
@@ -192,7 +336,8 @@ class ProgramConfig:
     """
 
     name: str = "labelloop"
-    dataset: Dataset = Dataset.DIGITS
+    dataset: Dataset | TableDataset = Dataset.DIGITS
+    annotations: str | None = None
     rounds: int = 4
     items_per_round: int = 250
     budget_per_round: float = 15.0
@@ -214,11 +359,17 @@ class ProgramConfig:
     store_url: str = "sqlite:///labelloop.db"
     serve: str = IN_PROCESS
     strategies: tuple[Strategy, ...] = tuple(Strategy)
+    model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         _text(self.name, "program.name")
-        set_(self, "dataset", _choice(Dataset, self.dataset, "program.dataset"))
+        set_(self, "dataset", _dataset(self.dataset))
+        if self.annotations is not None:
+            _text(self.annotations, "program.annotations")
+            if not isinstance(self.dataset, TableDataset):
+                raise config_error("program.annotations", "no value with a built-in dataset (only a table's "
+                                   "answers are read from a file)", self.annotations)
         _int(self.rounds, "program.rounds", 1)
         _int(self.items_per_round, "program.items_per_round", 10)
         set_(self, "budget_per_round", _real(self.budget_per_round, "program.budget_per_round", 0.0))
@@ -230,7 +381,7 @@ class ProgramConfig:
             raise config_error("program.annotator_model", f"one of {list(ANNOTATOR_MODELS)}", self.annotator_model)
         _int(self.seed, "program.seed", 0)
         for name, kind in (("crowd", CrowdConfig), ("thresholds", RoutingThresholds), ("gate", QualityGate),
-                           ("tracking", TrackingConfig)):
+                           ("tracking", TrackingConfig), ("model", ModelConfig)):
             if not isinstance(getattr(self, name), kind):
                 raise config_error(name, f"a {kind.__name__}", getattr(self, name))
         _text(self.store_url, "store.url")
@@ -246,6 +397,11 @@ class ProgramConfig:
         if self.dataset is Dataset.DIGITS and self.crowd.replay:
             raise config_error("crowd.tiers", "tier counts for digits (only music_genre has a real crowd to replay)", REPLAY)
 
+    @property
+    def table(self) -> TableDataset | None:
+        """The team's own table, or None on a built-in world."""
+        return self.dataset if isinstance(self.dataset, TableDataset) else None
+
     def replace(self, **changes: Any) -> ProgramConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
@@ -253,7 +409,9 @@ class ProgramConfig:
     def to_dict(self) -> dict[str, Any]:
         """The config as YAML sections; :func:`parse_config` reads it back."""
         return {
-            "program": {"name": self.name, "dataset": self.dataset.value, "rounds": self.rounds,
+            "program": {"name": self.name,
+                        "dataset": self.table.to_dict() if self.table else self.dataset.value,
+                        "annotations": self.annotations, "rounds": self.rounds,
                         "items_per_round": self.items_per_round, "budget_per_round": self.budget_per_round,
                         "strategy": self.strategy.value, "audit_rate": self.audit_rate,
                         "calibration_items": self.calibration_items, "holdout_items": self.holdout_items,
@@ -266,10 +424,11 @@ class ProgramConfig:
             "store": {"url": self.store_url},
             "serve": {"url": self.serve},
             "compare": {"strategies": [s.value for s in self.strategies]},
+            "model": self.model.to_dict(),
         }
 
 
-_PROGRAM_KEYS = ("name", "dataset", "rounds", "items_per_round", "budget_per_round", "strategy", "audit_rate",
+_PROGRAM_KEYS = ("name", "dataset", "annotations", "rounds", "items_per_round", "budget_per_round", "strategy", "audit_rate",
                  "calibration_items", "holdout_items", "annotator_model", "seed")
 
 
@@ -316,7 +475,11 @@ def parse_config(raw: Mapping[str, Any] | None, *, ignore: tuple[str, ...] = ())
     store = _section(raw, "store", ("url",))
     serve = _section(raw, "serve", ("url",))
     compare = _section(raw, "compare", ("strategies",))
+    model = _section(raw, "model", ("estimator", "params", "uri", "allow_pickle"))
     kwargs: dict[str, Any] = dict(program)
+    if "dataset" in program:
+        kwargs["dataset"] = _dataset(program["dataset"])
+    kwargs["model"] = ModelConfig(**model)
     kwargs["crowd"] = CrowdConfig(**crowd)
     kwargs["thresholds"] = _wrapped("thresholds", lambda: RoutingThresholds.from_dict(
         {**ProgramConfig().thresholds.to_dict(), **thresholds}))

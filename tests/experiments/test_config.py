@@ -150,3 +150,40 @@ def test_flatten_gives_every_field_as_text():
     assert flat["gate.max_ece"] == "0.15"
     assert all(isinstance(v, str) for v in flat.values())
     assert all(len(k) < 250 for k in flat)
+
+
+# --- a team's own table and model ------------------------------------------------------------
+
+
+def test_table_dataset_parses_and_round_trips():
+    from experiments.config import TableDataset
+
+    cfg = parse_config({"program": {"dataset": {"path": "data/items.parquet", "features": ["f0", "f1"],
+                                                "gold": "gold", "classes": ["cat", "dog"]},
+                                    "annotations": "answers.csv"},
+                        "model": {"estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
+                                  "params": {"max_iter": 50}}})
+    assert isinstance(cfg.dataset, TableDataset) and cfg.table is cfg.dataset
+    assert cfg.dataset.value == "items" and cfg.dataset.features == ("f0", "f1")
+    assert cfg.model.params == {"max_iter": 50} and cfg.model.allow_pickle is False
+    assert parse_config(cfg.to_dict()) == cfg
+    assert parse_config({}).table is None
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"program": {"dataset": {"path": "items.txt"}}}, "program.dataset.path: expected a .csv or .parquet file"),
+    ({"program": {"dataset": {"id": "x"}}}, "program.dataset.path: expected the table's file"),
+    ({"program": {"dataset": {"path": "a.csv", "colour": 1}}}, "program.dataset.colour: unknown key"),
+    ({"program": {"dataset": {"path": "a.csv", "features": "f0"}}}, "program.dataset.features: expected a list"),
+    ({"program": {"dataset": {"path": "a.csv", "classes": ["a", "a"]}}}, "program.dataset.classes: expected a non-empty"),
+    ({"program": {"dataset": {"path": "a.csv", "gold": "label"}}}, "program.dataset: expected distinct id, label"),
+    ({"program": {"dataset": {"path": "a.csv", "features": ["item_id"]}}}, "program.dataset.features: expected columns"),
+    ({"program": {"annotations": "answers.csv"}}, "program.annotations: expected no value with a built-in"),
+    ({"model": {"params": [1]}}, "model.params: expected a mapping"),
+    ({"model": {"allow_pickle": "yes"}}, "model.allow_pickle: expected true or false"),
+    ({"model": {"flavour": "x"}}, "model.flavour: unknown key"),
+])
+def test_table_and_model_errors_name_the_key(raw, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert str(info.value).startswith(message), str(info.value)
