@@ -1,9 +1,13 @@
 """The program's targets: which strategy removes the most label errors for the money.
 
-Targets (issue 4):
+Targets (issue 4, music genre's restated by issue 10):
 
-- at equal annotation budget, labelloop's tiered routing removes at least 3x the label
-  errors of random review and at least 1.2x those of cleanlab-ranked review;
+- at equal annotation budget, labelloop's tiered routing removes at least 1.2x the label
+  errors of cleanlab-ranked review, and on digits at least 3x those of random review;
+- on music genre, instead of 3x random (which :mod:`benchmarks.program_ceiling` showed the
+  crowd's own data cannot reach), at least 85% of the errors that the posterior of *every*
+  real crowd answer and a model removes (that benchmark's ``posterior`` row, computed here on
+  the same worlds);
 - against triple annotation with majority vote: a lower final label error rate at no more
   than 50% of its cost.
 
@@ -125,11 +129,15 @@ def calibrate(cfg: ProgramConfig, worlds: list[tuple[int, World]]) -> tuple[Rout
                              auto_accept_confidence=float(best["auto_accept_confidence"])), grid
 
 
-def evaluate(cfg: ProgramConfig, seeds: list[int]) -> pd.DataFrame:
-    rows = []
+def evaluate(cfg: ProgramConfig, seeds: list[int]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Every strategy on every seed's world; and on a replayed crowd, what every real crowd answer
+    of the same worlds holds (:func:`program_ceiling.every_crowd_label`, one row per seed)."""
+    rows, crowd = [], []
     for seed in seeds:
         seeded = cfg.replace(seed=seed)
         world = build_world(seeded)
+        if world.workforce.replay is not None:
+            crowd.append({"seed": seed, **_every_crowd_label(world)})
         for strategy in Strategy:
             r = run_program(seeded.replace(strategy=strategy), world=world)
             rows.append({"seed": seed, "strategy": strategy.value, "initial_error_rate": r.initial_error_rate,
@@ -138,19 +146,40 @@ def evaluate(cfg: ProgramConfig, seeds: list[int]) -> pd.DataFrame:
                          "cost": r.cost, "program_cost": r.program_cost,
                          "removed_per_100_annotations": r.errors_removed_per_100_annotations,
                          "model_accuracy": r.model_accuracy})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), (pd.DataFrame(crowd) if crowd else None)
 
 
-def verdict(table: pd.DataFrame) -> list[tuple[str, str, bool]]:
+def _every_crowd_label(world: World) -> dict[str, float]:
+    # program_ceiling imports this module's config and budget: imported here, not at the top.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from program_ceiling import every_crowd_label
+
+    return every_crowd_label(world)
+
+
+CEILING_SHARE = 0.85  # music genre: share of what every real crowd answer holds
+
+
+def verdict(table: pd.DataFrame, crowd: pd.DataFrame | None = None) -> list[tuple[str, str, bool]]:
+    """The targets and whether they are met. ``crowd`` (a replayed crowd's ceiling per seed, from
+    :func:`evaluate`) replaces the 3x-random target with the share of that ceiling."""
     pooled = table.groupby("strategy").agg(errors_removed=("errors_removed", "sum"),
                                            final_error_rate=("final_error_rate", "mean"), cost=("cost", "mean"))
     t, rnd, cl, tri = (pooled.loc[s] for s in ("tiered", "random", "cleanlab", "triple_majority"))
     ratio_random = t.errors_removed / max(rnd.errors_removed, 1)
     ratio_cleanlab = t.errors_removed / max(cl.errors_removed, 1)
     share = t.cost / tri.cost
+    if crowd is None:
+        first = ("errors removed, tiered / random >= 3",
+                 f"{ratio_random:.2f}x ({t.errors_removed:.0f} vs {rnd.errors_removed:.0f})", ratio_random >= 3)
+    else:
+        ceiling = float((crowd["initial_wrong"] - crowd["posterior"]).sum())
+        of_ceiling = t.errors_removed / max(ceiling, 1)
+        first = (f"errors removed, tiered / every crowd answer's posterior >= {CEILING_SHARE:.0%}",
+                 f"{of_ceiling:.1%} ({t.errors_removed:.0f} vs {ceiling:.0f}; {ratio_random:.2f}x random, "
+                 "no longer a target)", of_ceiling >= CEILING_SHARE)
     return [
-        ("errors removed, tiered / random >= 3", f"{ratio_random:.2f}x ({t.errors_removed:.0f} vs {rnd.errors_removed:.0f})",
-         ratio_random >= 3),
+        first,
         ("errors removed, tiered / cleanlab-ranked >= 1.2",
          f"{ratio_cleanlab:.2f}x ({t.errors_removed:.0f} vs {cl.errors_removed:.0f})", ratio_cleanlab >= 1.2),
         ("final error, tiered < triple majority", f"{t.final_error_rate:.2%} vs {tri.final_error_rate:.2%}",
@@ -175,7 +204,7 @@ def run(dataset: str, seeds: list[int], calibration_seeds: list[int], share: flo
     print(f"calibration (seeds {calibration_seeds}, summed), top 5 of {len(grid)} tiered settings:")
     print(grid.head(5).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"chosen thresholds: {thresholds.to_dict()}; gate: {cfg.gate.to_dict()}")
-    table = evaluate(cfg.replace(thresholds=thresholds), seeds)
+    table, crowd = evaluate(cfg.replace(thresholds=thresholds), seeds)
     print(f"\nevaluation, seeds {seeds} (per seed):")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     pooled = table.groupby("strategy", sort=False).agg(
@@ -186,7 +215,7 @@ def run(dataset: str, seeds: list[int], calibration_seeds: list[int], share: flo
     print(pooled.to_string(float_format=lambda v: f"{v:.4g}"))
     print("\ntargets:")
     ok = True
-    for name, value, met in verdict(table):
+    for name, value, met in verdict(table, crowd):
         ok &= met
         print(f"  {'MET ' if met else 'MISS'}  {name}: {value}")
     print(f"({time.perf_counter() - start:.0f} s)")

@@ -67,3 +67,22 @@ def test_every_crowd_label_counts_what_the_whole_crowd_knows(ceiling, music_genr
     assert counts["initial_wrong"] > counts["majority_vote"] > counts["posterior"] >= counts["posterior_gold_model"]
     with pytest.raises(ValueError, match="replayed crowd"):
         ceiling.every_crowd_label(build_world(ceiling.config("digits", 0)))
+
+
+def test_music_genre_is_judged_against_what_the_whole_crowd_holds(ceiling):
+    import pandas as pd
+
+    program = sys.modules["program"]
+    table = pd.DataFrame({"strategy": ["tiered", "random", "cleanlab", "triple_majority"],
+                          "errors_removed": [90, 40, 70, 80], "final_error_rate": [0.1, 0.3, 0.2, 0.15],
+                          "cost": [50.0, 50.0, 50.0, 120.0]})
+    # Without a replayed crowd: 3x random (90 / 40 = 2.25x, missed).
+    first, *_ = program.verdict(table)
+    assert first[0].startswith("errors removed, tiered / random") and not first[2]
+    # With it: the share of what every crowd answer's posterior removes (initial 200 - 95 = 105).
+    crowd = pd.DataFrame({"seed": [0], "initial_wrong": [200], "posterior": [95]})
+    first, second, *_ = program.verdict(table, crowd)
+    assert "every crowd answer" in first[0] and first[2]  # 90 / 105 = 85.7%
+    assert second[2]  # 90 / 70 = 1.29x cleanlab-ranked
+    crowd["posterior"] = 90  # 90 / 110 = 81.8%
+    assert not program.verdict(table, crowd)[0][2]
