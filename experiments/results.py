@@ -208,17 +208,27 @@ def check_output_dir(path: str | os.PathLike[str]) -> Path:
     if path.exists():
         if not path.is_dir():
             raise _unusable(path, "a file, not a directory")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise _unusable(path, "not writable")
+        _probe(path, path, "not writable")
         return path
     parent = path.absolute().parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
         raise _unusable(path, f"{str(parent)!r} is a file")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise _unusable(path, f"cannot create it in {str(parent)!r}: not writable")
+    _probe(path, parent, f"cannot create it in {str(parent)!r}")
     return path
+
+
+def _probe(path: Path, directory: Path, why: str) -> None:
+    """Create and remove a file in ``directory``: permission bits alone do not tell (root ignores
+    them; a read-only mount or /proc refuses root too)."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise _unusable(path, f"{why}: {exc.strerror or exc}") from None
 
 
 def _unusable(path: Path, why: str) -> OutputError:
