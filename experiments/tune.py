@@ -9,8 +9,10 @@ config sets them) and the program's ``audit_rate``. Each trial runs the whole pr
 simulator with those values (the in-process scorer, no Ray, no tracking of its own) in each of
 ``tune.worlds`` simulated worlds (seeds ``program.seed``, ``program.seed + 1``, ...: other
 items, initial labels and annotators) and reads two numbers off the results: the mean
-annotation ``cost`` and the mean true ``error_rate`` of the final labels (known in
-simulation). On one world the objective is noisy and the "best" values partly luck: the
+annotation ``cost`` and the mean ``error_rate`` of the final labels, as ``tune.objective``
+measures it (:func:`measure`): ``simulator``, the true rate (known in simulation);
+``estimated``, the upper end of the last audit's 95% interval, never reading the truth, so the
+same study runs where only audits say how good the labels are. On one world the objective is noisy and the "best" values partly luck: the
 baseline trial of ``configs/tune.yaml`` costs 138 and ends 1.5% wrong with seed 0, 210 and
 2.0% with seed 1.
 
@@ -49,7 +51,10 @@ One parent MLflow run per study (reopened when the study resumes, or the project
 its mean cost and error rate, their min, max and std over the worlds, and the program's
 metrics averaged over the worlds. The parent holds the tune settings and the program config
 as params and, at the end, the best trial's figures, the trials table and the Serve config.
-Every name is a constant of :mod:`experiments.tracking`.
+Both carry the objective (tag ``labelloop.tune_objective``); under ``estimated`` the
+constrained value is logged as ``final_error_rate_bound``, never as ``final_error_rate``.
+Every name is a constant of :mod:`experiments.tracking`. With ``output``, :func:`write_results`
+writes the best trial's programs and the trials table as CSV.
 
 Examples
 --------

@@ -151,3 +151,10 @@ def test_the_output_directory_is_checked_before_any_work(tmp_path) -> None:
         message = str(exc.value)
         assert message.startswith("--output: expected a directory labelloop can write to")
         assert why in message and "\n" not in message
+
+
+def test_the_public_api_is_what_all_says() -> None:
+    import experiments.results as results
+
+    assert sorted(results.__all__) == sorted(set(results.__all__))
+    assert all(hasattr(results, name) for name in results.__all__)
