@@ -12,9 +12,9 @@ items, initial labels and annotators) and reads two numbers off the results: the
 annotation ``cost`` and the mean ``error_rate`` of the final labels, as ``tune.objective``
 measures it (:func:`measure`): ``simulator``, the true rate (known in simulation);
 ``estimated``, the upper end of the last audit's 95% interval, never reading the truth, so the
-same study runs where only audits say how good the labels are. On one world the objective is noisy and the "best" values partly luck: the
-baseline trial of ``configs/tune.yaml`` costs 138 and ends 1.5% wrong with seed 0, 210 and
-2.0% with seed 1.
+same study runs where only audits say how good the labels are. On one world the objective is
+noisy and the "best" values partly luck: the baseline trial of ``configs/tune.yaml`` costs 138
+and ends 1.5% wrong with seed 0, 210 and 2.0% with seed 1.
 
 Constraint handling
 -------------------
@@ -53,8 +53,8 @@ metrics averaged over the worlds. The parent holds the tune settings and the pro
 as params and, at the end, the best trial's figures, the trials table and the Serve config.
 Both carry the objective (tag ``labelloop.tune_objective``); under ``estimated`` the
 constrained value is logged as ``final_error_rate_bound``, never as ``final_error_rate``.
-Every name is a constant of :mod:`experiments.tracking`. With ``output``, :func:`write_results`
-writes the best trial's programs and the trials table as CSV.
+Every name is a constant of :mod:`experiments.tracking`. With ``output``, :func:`main` also
+writes the best trial's programs and the trials table as CSV (:mod:`experiments.results`).
 
 Examples
 --------
@@ -104,7 +104,6 @@ __all__ = [
     "trial_program",
     "world_seeds",
     "write_best_serve_config",
-    "write_results",
 ]
 
 # Optuna parameter names, also the trial runs' MLflow params (named in experiments.tracking).
@@ -635,7 +634,8 @@ class _Tracker:
             return
         metrics = {T.TUNE_TRIALS_COMPLETE: result.n_complete, T.TUNE_TRIALS_FEASIBLE: result.n_feasible}
         if result.best is not None:
-            metrics |= {T.TUNE_BEST_COST: result.best_cost, result.objective.best_error_rate_name: result.best_error_rate}
+            metrics |= {T.TUNE_BEST_COST: result.best_cost,
+                        result.objective.best_error_rate_name: result.best_error_rate}
             metrics |= {T.tune_best_value(k): v for k, v in result.best.to_dict().items()}
         self._log(self.parent_run_id, metrics=metrics)
         with tempfile.TemporaryDirectory() as tmp:
@@ -1046,7 +1046,10 @@ def main(cfg: TuneConfig, *, console: Any = None, worlds: Sequence[Any] | None =
         The ``cfg.tune.worlds`` simulated worlds of the trials (see :func:`program_objective`);
         default built from ``cfg.program`` at the first trial.
     output : path, optional
-        A directory to write the results to as CSV (:func:`write_results`).
+        A directory to write the results to as CSV: ``summary.csv`` and ``rounds.csv`` of the
+        best trial's programs, one per world (columns ``trial`` and ``world_seed`` after
+        ``strategy``; run again when an earlier session ran that trial; header only when no
+        trial meets the target), and ``trials.csv``, the study's trials.
 
     Returns
     -------
@@ -1081,7 +1084,7 @@ def main(cfg: TuneConfig, *, console: Any = None, worlds: Sequence[Any] | None =
                            write_best=lambda params: write_best_serve_config(cfg, params), on_trial=on_trial)
     _print_summary(console, cfg, result)
     if output is not None:
-        written = write_results(output, cfg, result, evaluate=evaluate, kept=kept)
+        written = _write_output(output, cfg, result, evaluate=evaluate, kept=kept)
         console.print(f"Results for scripts: {', '.join(str(p) for p in written)}")
     return result
 
@@ -1090,7 +1093,7 @@ def _key(params: TrialParams) -> tuple[tuple[str, float], ...]:
     return tuple(sorted(params.to_dict().items()))
 
 
-def write_results(directory: str | os.PathLike[str], cfg: TuneConfig, result: StudyResult, *,
+def _write_output(directory: str | os.PathLike[str], cfg: TuneConfig, result: StudyResult, *,
                   evaluate: Evaluate, kept: Mapping[tuple[tuple[str, float], ...], list[Any]]) -> list[Path]:
     """Write a study's results to ``directory``: the best trial's programs, and every trial.
 
