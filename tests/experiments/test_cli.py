@@ -118,6 +118,12 @@ def test_a_bad_output_directory_is_one_line_before_any_work(capsys, tmp_path, mo
     assert str(taken) in line and "a file, not a directory" in line
 
 
+def test_an_output_directory_that_cannot_be_written_is_one_line(capsys, unwritable_dir) -> None:
+    line = _one_line_error(capsys, ["run", "--config", str(ROOT / "configs/program.yaml"),
+                                    "--output", str(unwritable_dir)])
+    assert line.startswith("labelloop run: error: argument --output: ") and "cannot create it" in line
+
+
 def test_run_writes_its_results_for_scripts(capsys, tmp_path, monkeypatch) -> None:
     import pandas as pd
 
