@@ -4,9 +4,9 @@
 
     labelloop demo                      # local Ray Serve + the strategy comparison on digits
     labelloop demo --library-only       # the library end to end, no Ray, no MLflow (= labelloop tour)
-    labelloop run --config configs/program.yaml
-    labelloop compare --config configs/compare.yaml
-    labelloop tune --config configs/tune.yaml [--trials N]
+    labelloop run --config configs/program.yaml [--output DIR]
+    labelloop compare --config configs/compare.yaml [--output DIR]
+    labelloop tune --config configs/tune.yaml [--trials N] [--output DIR]
     labelloop db upgrade | current
 
 A wrong argument or config value stops with one line naming it and exit code 2.
@@ -44,6 +44,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _output_dir(text: str) -> Any:
+    from experiments.results import OutputError, check_output_dir
+
+    try:
+        return check_output_dir(text)
+    except OutputError as exc:  # argparse prefixes "argument --output: "
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--output: ")) from None
+
+
+def add_output_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--output DIR``: where a command writes its results as CSV (:mod:`experiments.results`).
+
+    The directory is checked while the arguments are parsed, so a bad one stops the command
+    before any work, in one line.
+    """
+    parser.add_argument("--output", type=_output_dir, default=None, metavar="DIR",
+                        help=f"also write {what} to DIR (created if missing) for scripts and CI")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="labelloop", description="Continuous labeling improvement: model predictions "
                      "decide where human annotators look.")
@@ -65,12 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one labeling program (rounds of score, route, annotate, resolve, "
                                      "retrain, gate), tracked in MLflow")
     run.add_argument("--config", required=True, help="program config YAML (see configs/program.yaml)")
+    add_output_argument(run, "summary.csv and rounds.csv")
     run.set_defaults(func=_run)
 
     compare = sub.add_parser("compare", help="run the program once per strategy under one parent MLflow run "
                                              "and print the comparison table")
     compare.add_argument("--config", required=True, help="program config YAML with a compare: section "
                                                          "(see configs/compare.yaml)")
+    add_output_argument(compare, "summary.csv and rounds.csv (one row per strategy, per strategy and round)")
     compare.set_defaults(func=_compare)
 
     tune = sub.add_parser("tune", help="search routing thresholds and audit rate for the cheapest program "
@@ -79,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "(see configs/tune.yaml)")
     tune.add_argument("--trials", type=_positive_int, default=None,
                       help="completed trials the study should reach (default: tune.trials of the config)")
+    add_output_argument(tune, "the best trial's summary.csv and rounds.csv, and trials.csv")
     tune.set_defaults(func=_tune)
 
     from experiments.db_cli import add_db_parser
@@ -121,6 +143,7 @@ def _run(args: argparse.Namespace) -> int:
                   f"{result.errors_removed_per_100_annotations:.1f}", f"{result.model_accuracy:.3f}",
                   str(result.promotions))
     console.print(table)
+    _print_written(console, args.output, [result])
     _print_ui_hint(console, cfg.tracking.uri)
     return 0
 
@@ -128,10 +151,10 @@ def _run(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from experiments.config import load_config
 
-    return _comparison(_project_run(load_config(args.config, ignore=("tune",))))
+    return _comparison(_project_run(load_config(args.config, ignore=("tune",))), output=args.output)
 
 
-def _comparison(cfg: Any) -> int:
+def _comparison(cfg: Any, *, output: Any = None) -> int:
     """Run the strategy comparison with one progress bar per strategy, print its table."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
@@ -165,6 +188,7 @@ def _comparison(cfg: Any) -> int:
     initial = next(iter(result.results.values())).initial_error_rate if result.results else float("nan")
     console.print(f"Every strategy started from the same crowd labels ({initial:.2%} wrong); cost is what the "
                   "strategy and the audits spent beyond those labels.")
+    _print_written(console, output, list(result.results.values()))
     _print_ui_hint(console, cfg.tracking.uri)
     return 0
 
@@ -180,7 +204,7 @@ def _tune(args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar and summary say it all
     console = Console()
-    result = tune.main(cfg, console=console)
+    result = tune.main(cfg, console=console, output=args.output)
     _print_ui_hint(console, cfg.program.tracking.uri)
     return 0 if result.best is not None else 1
 
@@ -218,6 +242,16 @@ def _project_run(cfg: Any) -> Any:
     client = MlflowClient(uri)
     experiment = client.get_experiment(client.get_run(run_id).info.experiment_id).name
     return cfg.replace(tracking=dataclasses.replace(cfg.tracking, uri=uri, experiment=experiment))
+
+
+def _print_written(console: Console, output: Any, results: list[Any]) -> None:
+    """Write the programs' results to ``output`` (when given) and say where."""
+    if output is None:
+        return
+    from experiments.results import write_results
+
+    written = write_results(output, results)
+    console.print(f"Results for scripts: {', '.join(str(p) for p in written)}")
 
 
 def _print_ui_hint(console: Console, tracking_uri: str) -> None:

@@ -116,14 +116,23 @@ TUNE_COST_STD = "objective_cost_std"           # population std (0 for one world
 TUNE_ERROR_RATE_MIN = "final_error_rate_min"
 TUNE_ERROR_RATE_MAX = "final_error_rate_max"
 TUNE_ERROR_RATE_STD = "final_error_rate_std"
+# With tune.objective: estimated the constrained value is the audits' upper 95% bound on the final
+# error rate (1 for a world whose last round had no audit), under its own names: it is not the
+# true rate, nor any one program's final_error_rate_estimate_ci_high.
+TUNE_ERROR_RATE_BOUND = "final_error_rate_bound"
+TUNE_ERROR_RATE_BOUND_MIN = "final_error_rate_bound_min"
+TUNE_ERROR_RATE_BOUND_MAX = "final_error_rate_bound_max"
+TUNE_ERROR_RATE_BOUND_STD = "final_error_rate_bound_std"
 # The parent run's metrics.
 TUNE_BEST_COST = "best_cost"
 TUNE_BEST_ERROR_RATE = "best_final_error_rate"
+TUNE_BEST_ERROR_RATE_BOUND = "best_final_error_rate_bound"
 TUNE_TRIALS_COMPLETE = "trials_complete"
 TUNE_TRIALS_FEASIBLE = "trials_feasible"
 TAG_STUDY = "labelloop.study"
 TAG_OPTUNA_STORAGE = "labelloop.optuna_storage"  # password hidden
 TAG_TRIAL = "labelloop.trial"
+TAG_TUNE_OBJECTIVE = "labelloop.tune_objective"  # simulator | estimated, on the parent and every trial
 TRIALS_CSV = "trials.csv"                      # the parent's table of every trial of the study
 
 

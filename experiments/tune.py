@@ -9,10 +9,12 @@ config sets them) and the program's ``audit_rate``. Each trial runs the whole pr
 simulator with those values (the in-process scorer, no Ray, no tracking of its own) in each of
 ``tune.worlds`` simulated worlds (seeds ``program.seed``, ``program.seed + 1``, ...: other
 items, initial labels and annotators) and reads two numbers off the results: the mean
-annotation ``cost`` and the mean true ``error_rate`` of the final labels (known in
-simulation). On one world the objective is noisy and the "best" values partly luck: the
-baseline trial of ``configs/tune.yaml`` costs 138 and ends 1.5% wrong with seed 0, 210 and
-2.0% with seed 1.
+annotation ``cost`` and the mean ``error_rate`` of the final labels, as ``tune.objective``
+measures it (:func:`measure`): ``simulator``, the true rate (known in simulation);
+``estimated``, the upper end of the last audit's 95% interval, never reading the truth, so the
+same study runs where only audits say how good the labels are. On one world the objective is
+noisy and the "best" values partly luck: the baseline trial of ``configs/tune.yaml`` costs 138
+and ends 1.5% wrong with seed 0, 210 and 2.0% with seed 1.
 
 Constraint handling
 -------------------
@@ -49,7 +51,10 @@ One parent MLflow run per study (reopened when the study resumes, or the project
 its mean cost and error rate, their min, max and std over the worlds, and the program's
 metrics averaged over the worlds. The parent holds the tune settings and the program config
 as params and, at the end, the best trial's figures, the trials table and the Serve config.
-Every name is a constant of :mod:`experiments.tracking`.
+Both carry the objective (tag ``labelloop.tune_objective``); under ``estimated`` the
+constrained value is logged as ``final_error_rate_bound``, never as ``final_error_rate``.
+Every name is a constant of :mod:`experiments.tracking`. With ``output``, :func:`main` also
+writes the best trial's programs and the trials table as CSV (:mod:`experiments.results`).
 
 Examples
 --------
@@ -68,6 +73,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +85,7 @@ from loop.routing import RoutingThresholds
 
 __all__ = [
     "Evaluate",
+    "Objective",
     "ParamRange",
     "SearchSpace",
     "StudyResult",
@@ -89,6 +96,7 @@ __all__ = [
     "best_params",
     "load_tune_config",
     "main",
+    "measure",
     "open_study",
     "parse_tune_config",
     "program_objective",
@@ -112,6 +120,7 @@ ATTR_BASELINE = "baseline"
 ATTR_PARENT_RUN_ID = "mlflow_parent_run_id"
 ATTR_TRACKING_URI = "mlflow_tracking_uri"
 ATTR_WORLDS = "worlds"
+ATTR_OBJECTIVE = "objective"
 ATTR_SURPLUS = "surplus"  # a trial one too many, pruned as it started (see "Storage and resuming")
 
 _MAX_BATCH_PARAMS = 100
@@ -216,6 +225,34 @@ class SearchSpace:
         return values
 
 
+class Objective(str, Enum):
+    """What a trial's constrained error rate is (``tune.objective``; see :func:`measure`).
+
+    ``simulator``: the true error rate of the final labels, known only in simulation.
+    ``estimated``: the audits' upper 95% bound on it, read off the program's rounds as a team
+    without truth would (1 when the last round had no audit): the trial never reads the truth.
+    """
+
+    SIMULATOR = "simulator"
+    ESTIMATED = "estimated"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def error_rate_names(self) -> tuple[str, str, str, str]:
+        """MLflow names of the constrained value: mean, min, max and std over the worlds."""
+        if self is Objective.SIMULATOR:
+            return T.TUNE_ERROR_RATE, T.TUNE_ERROR_RATE_MIN, T.TUNE_ERROR_RATE_MAX, T.TUNE_ERROR_RATE_STD
+        return T.TUNE_ERROR_RATE_BOUND, T.TUNE_ERROR_RATE_BOUND_MIN, T.TUNE_ERROR_RATE_BOUND_MAX, \
+            T.TUNE_ERROR_RATE_BOUND_STD
+
+    @property
+    def best_error_rate_name(self) -> str:
+        """MLflow name of the best trial's constrained value on the study's parent run."""
+        return T.TUNE_BEST_ERROR_RATE if self is Objective.SIMULATOR else T.TUNE_BEST_ERROR_RATE_BOUND
+
+
 @dataclass(frozen=True)
 class TuneSettings:
     """How ``labelloop tune`` searches (the ``tune:`` section of a tune config).
@@ -232,7 +269,11 @@ class TuneSettings:
         best values are less the luck of one world. Each world costs one program run a trial.
         A study keeps the number it started with (its means would not compare otherwise).
     target_error_rate : float in [0, 1], default=0.02
-        Largest acceptable true error rate of the final labels.
+        Largest acceptable error rate of the final labels (as ``objective`` measures it).
+    objective : {"simulator", "estimated"}, default="simulator"
+        What the target constrains (:class:`Objective`): the true final error rate, or the
+        audits' upper 95% bound on it (the same study where only audits say how good the labels
+        are). A study keeps the objective it started with.
     storage : str, default="sqlite:///optuna.db"
         Optuna RDB storage URL: SQLite or PostgreSQL (``postgresql://`` uses psycopg 3, as the
         label store does).
@@ -250,6 +291,7 @@ class TuneSettings:
     trials: int = 20
     worlds: int = 3
     target_error_rate: float = 0.02
+    objective: Objective = Objective.SIMULATOR
     storage: str = "sqlite:///optuna.db"
     study_name: str = "labelloop-tune"
     serve_config: str = "serve_config.yaml"
@@ -262,6 +304,10 @@ class TuneSettings:
         if isinstance(self.worlds, bool) or not isinstance(self.worlds, int) or self.worlds < 1:
             raise _bad("worlds", "an integer >= 1", self.worlds)
         object.__setattr__(self, "target_error_rate", _unit_float(self.target_error_rate, "target_error_rate"))
+        try:
+            object.__setattr__(self, "objective", Objective(self.objective))
+        except ValueError:
+            raise _bad("objective", f"one of {[o.value for o in Objective]}", self.objective) from None
         for name in ("storage", "study_name", "serve_config"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
@@ -294,7 +340,7 @@ class TuneSettings:
 
     def to_params(self) -> dict[str, Any]:
         """Flat MLflow params (``tune.trials`` is left out: it changes when a study is extended)."""
-        params = {f"tune.{f.name}": getattr(self, f.name) for f in dataclasses.fields(self)
+        params = {f"tune.{f.name}": str(getattr(self, f.name)) for f in dataclasses.fields(self)
                   if f.name not in ("trials", "search_space")}
         for name, (low, high) in self.search_space.to_dict().items():
             params[f"tune.search_space.{name}"] = f"[{low}, {high}]"
@@ -357,7 +403,7 @@ class TrialOutcome:
     cost : float >= 0
         Annotation cost of the program (the objective, minimised).
     error_rate : float in [0, 1]
-        True error rate of the final labels (the constrained value).
+        Error rate of the final labels, true or estimated (the constrained value; see :class:`Objective`).
     metrics : mapping of str -> float, default={}
         Other figures to log on the trial's MLflow run (names as in :mod:`experiments.tracking`).
     """
@@ -376,13 +422,15 @@ class TrialOutcome:
         object.__setattr__(self, "error_rate", float(self.error_rate))
 
     @classmethod
-    def mean(cls, outcomes: Sequence[TrialOutcome]) -> TrialOutcome:
+    def mean(cls, outcomes: Sequence[TrialOutcome], *,
+             objective: Objective = Objective.SIMULATOR) -> TrialOutcome:
         """One trial measured on several worlds: the means, and how far the worlds spread.
 
         Cost and error rate are the means over ``outcomes`` (the objective and the constrained
         value); the metrics are the mean of each metric every outcome has, plus the min, max
         and population std of cost and error rate over the worlds
-        (``experiments.tracking.TUNE_COST_MIN`` ...).
+        (``experiments.tracking.TUNE_COST_MIN`` ...; the error rate's under the names of
+        ``objective``, :attr:`Objective.error_rate_names`).
 
         Examples
         --------
@@ -397,7 +445,7 @@ class TrialOutcome:
         shared = set.intersection(*(set(o.metrics) for o in outcomes))
         metrics = {name: statistics.fmean(float(o.metrics[name]) for o in outcomes) for name in sorted(shared)}
         for values, low, high, std in ((costs, T.TUNE_COST_MIN, T.TUNE_COST_MAX, T.TUNE_COST_STD),
-                                       (errors, T.TUNE_ERROR_RATE_MIN, T.TUNE_ERROR_RATE_MAX, T.TUNE_ERROR_RATE_STD)):
+                                       (errors, *Objective(objective).error_rate_names[1:])):
             metrics |= {low: min(values), high: max(values), std: statistics.pstdev(values)}
         return cls(cost=statistics.fmean(costs), error_rate=statistics.fmean(errors), metrics=metrics)
 
@@ -422,7 +470,7 @@ class StudyResult:
     best_number : int or None
         Its trial number.
     best_cost, best_error_rate : float
-        Its figures (NaN when there is none).
+        Its figures (NaN when there is none); the error rate as ``objective`` measures it.
     closest_excess : float
         The smallest ``error_rate - target`` of any completed trial (<= 0 when one is feasible).
     n_new : int
@@ -431,6 +479,8 @@ class StudyResult:
         The parent MLflow run (None when tracking was off).
     serve_config : Path or None
         The Serve config the best values were written to (None when none was written).
+    objective : Objective
+        What ``error_rate`` and ``best_error_rate`` are (``tune.objective``).
     """
 
     study_name: str
@@ -444,6 +494,7 @@ class StudyResult:
     n_new: int
     parent_run_id: str | None
     serve_config: Path | None = None
+    objective: Objective = Objective.SIMULATOR
 
     @property
     def n_complete(self) -> int:
@@ -530,7 +581,7 @@ class _Tracker:
         from mlflow.exceptions import MlflowException
 
         tags = {T.TAG_ROLE: T.ROLE_TUNE, T.TAG_STUDY: settings.study_name,
-                T.TAG_OPTUNA_STORAGE: _hide_password(settings.storage)}
+                T.TAG_OPTUNA_STORAGE: _hide_password(settings.storage), T.TAG_TUNE_OBJECTIVE: settings.objective.value}
         candidate = self.project_run_id or self._previous_parent(study)
         if candidate is not None:
             try:
@@ -568,7 +619,8 @@ class _Tracker:
         run = self.client.create_run(
             self.experiment_id, run_name=f"trial {number}",
             tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, T.TAG_ROLE: T.ROLE_TUNE_TRIAL,
-                  T.TAG_STUDY: settings.study_name, T.TAG_TRIAL: str(number)})
+                  T.TAG_STUDY: settings.study_name, T.TAG_TRIAL: str(number),
+                  T.TAG_TUNE_OBJECTIVE: settings.objective.value})
         self._log(run.info.run_id, params={T.TRIAL_NUMBER: number, **values})
         return run.info.run_id
 
@@ -582,7 +634,8 @@ class _Tracker:
             return
         metrics = {T.TUNE_TRIALS_COMPLETE: result.n_complete, T.TUNE_TRIALS_FEASIBLE: result.n_feasible}
         if result.best is not None:
-            metrics |= {T.TUNE_BEST_COST: result.best_cost, T.TUNE_BEST_ERROR_RATE: result.best_error_rate}
+            metrics |= {T.TUNE_BEST_COST: result.best_cost,
+                        result.objective.best_error_rate_name: result.best_error_rate}
             metrics |= {T.tune_best_value(k): v for k, v in result.best.to_dict().items()}
         self._log(self.parent_run_id, metrics=metrics)
         with tempfile.TemporaryDirectory() as tmp:
@@ -692,7 +745,7 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
     import optuna
 
     study = open_study(settings, heartbeat=heartbeat)
-    _check_worlds(study, settings)
+    _check_kept(study, settings)
     # Trials other sessions are running count as taken, or parallel sessions would overshoot.
     to_run = max(0, settings.trials - _n_taken(study))
     if to_run and not _has_baseline(study):
@@ -727,7 +780,7 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
         if run_id:
             tracker.end_trial(run_id, {
                 **{k: float(v) for k, v in outcome.metrics.items()},
-                T.TUNE_COST: outcome.cost, T.TUNE_ERROR_RATE: outcome.error_rate,
+                T.TUNE_COST: outcome.cost, settings.objective.error_rate_names[0]: outcome.error_rate,
                 T.TUNE_ERROR_RATE_EXCESS: excess, T.TUNE_FEASIBLE: float(excess <= 0)})
         n_done += 1
         if on_trial:
@@ -753,15 +806,22 @@ def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: Ro
     return result
 
 
-def _check_worlds(study: Any, settings: TuneSettings) -> None:
-    """Refuse to mix trials measured on different numbers of worlds in one study (their means
-    are not comparable); a study records the number at its first session."""
-    ran_on = study.user_attrs.get(ATTR_WORLDS)
-    if ran_on is None:
-        study.set_user_attr(ATTR_WORLDS, settings.worlds)
-    elif ran_on != settings.worlds:
-        raise _bad("worlds", f"{ran_on}, the worlds of study {settings.study_name!r} (another study_name starts "
-                             "a new study)", settings.worlds)
+def _check_kept(study: Any, settings: TuneSettings) -> None:
+    """Refuse to mix trials measured differently in one study: on different numbers of worlds
+    (their means are not comparable) or against another objective (a true rate and an audit
+    bound are not one constraint). A study records both at its first session; one from before
+    ``tune.objective`` existed was tuned on the simulator."""
+    older = Objective.SIMULATOR.value if study.trials else None
+    for attr, name, value, default in ((ATTR_WORLDS, "worlds", settings.worlds, None),
+                                       (ATTR_OBJECTIVE, "objective", settings.objective.value, older)):
+        ran_on = study.user_attrs.get(attr, default)
+        if ran_on is None:
+            study.set_user_attr(attr, value)
+        elif ran_on != value:
+            raise _bad(name, f"{ran_on}, the {name} of study {settings.study_name!r} (another study_name starts "
+                             "a new study)", value)
+        elif attr not in study.user_attrs:
+            study.set_user_attr(attr, value)
 
 
 def _has_baseline(study: Any) -> bool:
@@ -826,7 +886,7 @@ def _result(study: Any, settings: TuneSettings, base: RoutingThresholds, *, n_ne
         best_cost=float(best_trial.user_attrs[ATTR_COST]) if best_trial else math.nan,
         best_error_rate=float(best_trial.user_attrs[ATTR_ERROR_RATE]) if best_trial else math.nan,
         closest_excess=min(excesses) if excesses else math.nan,
-        n_new=n_new, parent_run_id=parent_run_id,
+        n_new=n_new, parent_run_id=parent_run_id, objective=settings.objective,
     )
 
 
@@ -862,8 +922,49 @@ def world_seeds(program: ProgramConfig, worlds: int) -> tuple[int, ...]:
     return tuple(range(program.seed, program.seed + worlds))
 
 
-def program_objective(program: ProgramConfig, *, worlds: int = 1,
-                      built: Sequence[Any] | None = None) -> Evaluate:
+def measure(result: Any, objective: Objective = Objective.SIMULATOR) -> TrialOutcome:
+    """What a trial reads off one program run: its cost and the error rate ``objective`` constrains.
+
+    The cost is the program's cost beyond the initial labels (strategy work and audits), known
+    with or without truth. The error rate:
+
+    ``simulator``
+        The true error rate of the final labels; the metrics are the program's final figures
+        (:meth:`experiments.program.ProgramResult.metrics`).
+    ``estimated``
+        The upper bound of the last round's audit estimate (Wilson, 95%) on the error rate of
+        the labels, or 1 when that round had no audit (nothing audited bounds nothing). The
+        upper bound, not the estimate itself: the tuner minimises cost, and the audit rate is
+        one of its values, so against the point estimate it would find that a handful of
+        audited items showing no error is the cheapest "feasible" program. Against the bound a
+        smaller audit must show a lower error rate to pass. The metrics are the cost and
+        :func:`experiments.results.estimated_figures`; nothing here reads the truth.
+
+    Parameters
+    ----------
+    result : experiments.program.ProgramResult
+    objective : Objective or str, default="simulator"
+
+    Returns
+    -------
+    TrialOutcome
+    """
+    from experiments.results import estimated_figures
+
+    objective = Objective(objective)
+    if objective is Objective.SIMULATOR:
+        return TrialOutcome(cost=result.program_cost, error_rate=result.final_error_rate, metrics=result.metrics())
+    estimated = estimated_figures(result)
+    bound = estimated[T.FINAL_ERROR_RATE_ESTIMATE_CI_HIGH]
+    # A figure one world lacks would drop out of the mean over worlds anyway; NaN is not logged.
+    metrics = {T.COST: result.cost, T.PROGRAM_COST: result.program_cost, T.ANNOTATOR_HOURS: result.annotator_hours,
+               **{name: value for name, value in estimated.items() if math.isfinite(value)}}
+    return TrialOutcome(cost=result.program_cost, error_rate=1.0 if math.isnan(bound) else bound, metrics=metrics)
+
+
+def program_objective(program: ProgramConfig, *, worlds: int = 1, built: Sequence[Any] | None = None,
+                      objective: Objective = Objective.SIMULATOR,
+                      keep: Callable[[TrialParams, list[Any]], None] | None = None) -> Evaluate:
     """One trial = one run of ``program`` (see :func:`trial_program`) per world, with the trial's values.
 
     Parameters
@@ -877,14 +978,15 @@ def program_objective(program: ProgramConfig, *, worlds: int = 1,
     built : sequence of experiments.world.World, optional
         The worlds already built (``build_world(trial_program(program).replace(seed=s))`` for
         each seed), e.g. shared by several studies.
+    objective : Objective or str, default="simulator"
+        What a trial's error rate is (:func:`measure`).
+    keep : callable (TrialParams, list of ProgramResult) -> None, optional
+        Given each trial's programs, one per world (e.g. to write the best trial's rounds).
 
     Returns
     -------
     callable TrialParams -> TrialOutcome
-        :meth:`TrialOutcome.mean` over the worlds of: cost = the program's cost beyond the
-        initial labels (strategy work and audits); error rate = the true error rate of the final
-        labels; metrics = the program's final figures
-        (:meth:`experiments.program.ProgramResult.metrics`).
+        :meth:`TrialOutcome.mean` over the worlds of :func:`measure` of each world's program.
     """
     from experiments.program import run_program
     from experiments.tracking import MemoryTracker
@@ -895,16 +997,18 @@ def program_objective(program: ProgramConfig, *, worlds: int = 1,
         raise ValueError(f"built: expected {len(bases)} worlds (one per seed), got {len(built)}")
     cache: list[Any] = list(built) if built is not None else [None] * len(bases)
 
+    objective = Objective(objective)
+
     def evaluate(params: TrialParams) -> TrialOutcome:
-        outcomes = []
+        results = []
         for i, base in enumerate(bases):
             if cache[i] is None:  # built at the first trial: a finished study needs none
                 cache[i] = build_world(base)
-            result = run_program(base.replace(thresholds=params.thresholds, audit_rate=params.audit_rate),
-                                 world=cache[i], tracker=MemoryTracker())
-            outcomes.append(TrialOutcome(cost=result.program_cost, error_rate=result.final_error_rate,
-                                         metrics=result.metrics()))
-        return TrialOutcome.mean(outcomes)
+            results.append(run_program(base.replace(thresholds=params.thresholds, audit_rate=params.audit_rate),
+                                       world=cache[i], tracker=MemoryTracker()))
+        if keep is not None:
+            keep(params, results)
+        return TrialOutcome.mean([measure(r, objective) for r in results], objective=objective)
 
     return evaluate
 
@@ -929,7 +1033,8 @@ def write_best_serve_config(cfg: TuneConfig, best: TrialParams) -> Path:
     return path
 
 
-def main(cfg: TuneConfig, *, console: Any = None, worlds: Sequence[Any] | None = None) -> StudyResult:
+def main(cfg: TuneConfig, *, console: Any = None, worlds: Sequence[Any] | None = None,
+         output: str | os.PathLike[str] | None = None) -> StudyResult:
     """``labelloop tune``: run or resume the study, write the best thresholds, print a summary.
 
     Parameters
@@ -940,6 +1045,11 @@ def main(cfg: TuneConfig, *, console: Any = None, worlds: Sequence[Any] | None =
     worlds : sequence of experiments.world.World, optional
         The ``cfg.tune.worlds`` simulated worlds of the trials (see :func:`program_objective`);
         default built from ``cfg.program`` at the first trial.
+    output : path, optional
+        A directory to write the results to as CSV: ``summary.csv`` and ``rounds.csv`` of the
+        best trial's programs, one per world (columns ``trial`` and ``world_seed`` after
+        ``strategy``; run again when an earlier session ran that trial; header only when no
+        trial meets the target), and ``trials.csv``, the study's trials.
 
     Returns
     -------
@@ -952,7 +1062,10 @@ def main(cfg: TuneConfig, *, console: Any = None, worlds: Sequence[Any] | None =
 
     console = console if console is not None else Console()
     tracking = cfg.program.tracking
-    evaluate = program_objective(cfg.program, worlds=cfg.tune.worlds, built=worlds)
+    kept: dict[tuple[tuple[str, float], ...], list[Any]] = {}
+    keep = (lambda params, programs: kept.__setitem__(_key(params), programs)) if output is not None else None
+    evaluate = program_objective(cfg.program, worlds=cfg.tune.worlds, built=worlds, objective=cfg.tune.objective,
+                                 keep=keep)
     best = {"cost": math.inf}
     with Progress(TextColumn("[bold]tune[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as bar:
@@ -970,7 +1083,49 @@ def main(cfg: TuneConfig, *, console: Any = None, worlds: Sequence[Any] | None =
                            experiment=tracking.experiment, params=flatten(cfg.program),
                            write_best=lambda params: write_best_serve_config(cfg, params), on_trial=on_trial)
     _print_summary(console, cfg, result)
+    if output is not None:
+        written = _write_output(output, cfg, result, evaluate=evaluate, kept=kept)
+        console.print(f"Results for scripts: {', '.join(str(p) for p in written)}")
     return result
+
+
+def _key(params: TrialParams) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted(params.to_dict().items()))
+
+
+def _write_output(directory: str | os.PathLike[str], cfg: TuneConfig, result: StudyResult, *,
+                  evaluate: Evaluate, kept: Mapping[tuple[tuple[str, float], ...], list[Any]]) -> list[Path]:
+    """Write a study's results to ``directory``: the best trial's programs, and every trial.
+
+    ``summary.csv`` and ``rounds.csv`` (:mod:`experiments.results`) hold the best trial's
+    programs, one per world, told apart by the columns ``trial`` and ``world_seed``: the
+    programs whose thresholds the Serve config carries, as ``labelloop run`` would write them.
+    ``trials.csv`` is the study's table (``StudyResult.trials``: one row per trial, its values,
+    mean ``cost``, mean ``error_rate`` as ``tune.objective`` measures it, ``feasible``). When an
+    earlier session ran the best trial, its programs are run again here (same values, same
+    worlds: the same programs); without a feasible trial the two program files have their
+    header only.
+
+    Parameters
+    ----------
+    directory : path
+    cfg : TuneConfig
+    result : StudyResult
+    evaluate : callable TrialParams -> TrialOutcome
+        The study's objective, made with ``keep`` filling ``kept``.
+    kept : mapping
+        The programs of this session's trials by their values (:func:`program_objective`'s ``keep``).
+    """
+    from experiments import results
+
+    programs: list[Any] = []
+    if result.best is not None:
+        if _key(result.best) not in kept:
+            evaluate(result.best)
+        programs = list(kept[_key(result.best)])
+    seeds = world_seeds(cfg.program, cfg.tune.worlds)[:len(programs)]
+    keys = {"trial": [result.best_number] * len(programs), "world_seed": list(seeds)}
+    return results.write_results(directory, programs, keys=keys, extra={T.TRIALS_CSV: result.trials})
 
 
 def _print_summary(console: Any, cfg: TuneConfig, result: StudyResult) -> None:
@@ -982,14 +1137,17 @@ def _print_summary(console: Any, cfg: TuneConfig, result: StudyResult) -> None:
         f"means over {len(seeds)} worlds, seeds {seeds[0]}-{seeds[-1]}"
     console.print(f"Study [bold]{result.study_name}[/] at {_hide_password(result.storage)}: "
                   f"{result.n_complete} trials complete ({result.n_new} this session), "
-                  f"{result.n_feasible} meet the target error rate {target:.1%} ({over}).")
+                  f"{result.n_feasible} meet the target error rate {target:.1%} "
+                  f"({'true rate' if result.objective is Objective.SIMULATOR else 'audit bound'}, {over}).")
     if result.best is None:
         console.print(f"[red]No trial meets the target[/]: the closest misses it by "
                       f"{result.closest_excess:.2%}. Run more trials (--trials), widen the search space, "
                       "or relax tune.target_error_rate. No Serve config was written.")
         return
+    measured = "final error rate" if result.objective is Objective.SIMULATOR else \
+        "audit bound on the final error rate"
     table = Table(title=f"best trial #{result.best_number}: mean cost {result.best_cost:.1f}, "
-                        f"mean final error rate {result.best_error_rate:.2%}")
+                        f"mean {measured} {result.best_error_rate:.2%}")
     table.add_column("value")
     table.add_column("configured", justify="right")
     table.add_column("tuned", justify="right")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +29,18 @@ def mlflow_uri(tmp_path_factory) -> str:
     finally:
         os.chdir(cwd)
     return uri
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path) -> Path:
+    """A directory that cannot be created: under a read-only directory (root ignores permission
+    bits, so for root under a read-only file system)."""
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        return locked / "out"
+    for root in ("/sys", "/proc"):
+        if Path(root).is_dir():
+            return Path(root) / "labelloop-results"
+    pytest.skip("no read-only directory to write into")

@@ -100,3 +100,41 @@ def test_run_prints_the_program_table(capsys, tmp_path, monkeypatch) -> None:
     assert main(["run", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "tiered on digits" in out and "final error" in out and "mlflow ui" not in out
+
+
+@pytest.mark.parametrize("command", ["run", "compare", "tune"])
+def test_a_bad_output_directory_is_one_line_before_any_work(capsys, tmp_path, monkeypatch, command) -> None:
+    import experiments.compare
+    import experiments.program
+    import experiments.tune
+
+    for module in (experiments.program, experiments.compare, experiments.tune):  # nothing may run
+        monkeypatch.setattr(module, "main", lambda *a, **k: pytest.fail("ran despite a bad --output"))
+    taken = tmp_path / "results"
+    taken.write_text("not a directory")
+    config = ROOT / f"configs/{'program' if command == 'run' else command}.yaml"
+    line = _one_line_error(capsys, [command, "--config", str(config), "--output", str(taken)])
+    assert line.startswith(f"labelloop {command}: error: argument --output: ")
+    assert str(taken) in line and "a file, not a directory" in line
+
+
+def test_an_output_directory_that_cannot_be_written_is_one_line(capsys, unwritable_dir) -> None:
+    line = _one_line_error(capsys, ["run", "--config", str(ROOT / "configs/program.yaml"),
+                                    "--output", str(unwritable_dir)])
+    assert line.startswith("labelloop run: error: argument --output: ") and "cannot create it" in line
+
+
+def test_run_writes_its_results_for_scripts(capsys, tmp_path, monkeypatch) -> None:
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "program.yaml"
+    path.write_text("program: {rounds: 1, items_per_round: 100, calibration_items: 50, holdout_items: 100}\n"
+                    "tracking: {uri: none}\nstore: {url: 'sqlite://'}\nserve: {url: in_process}\n")
+    assert main(["run", "--config", str(path), "--output", "out/run"]) == 0
+    assert "out/run/summary.csv" in capsys.readouterr().out
+    summary = pd.read_csv(tmp_path / "out/run/summary.csv")
+    rounds = pd.read_csv(tmp_path / "out/run/rounds.csv")
+    assert summary["strategy"].tolist() == ["tiered"]
+    assert rounds["round"].tolist() == [0, 1] and "true_error_rate" in rounds.columns
+    assert summary["final_error_rate"].iloc[0] == pytest.approx(rounds["true_error_rate"].iloc[-1])

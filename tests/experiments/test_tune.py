@@ -227,6 +227,8 @@ def test_a_fixed_range_is_not_searched(tmp_path) -> None:
     ({"search_space": {"auto_accept_confidence": [0, 0.9]}}, "tune.search_space.auto_accept_confidence"),
     ({"storage": ""}, "tune.storage"),
     ({"storage": "optuna.db"}, "tune.storage"),
+    ({"objective": "truth"}, "tune.objective"),
+    ({"objective": ["estimated"]}, "tune.objective"),
 ])
 def test_bad_settings_name_the_field(config, field) -> None:
     with pytest.raises(ConfigError) as exc:
@@ -313,6 +315,43 @@ def test_a_study_keeps_its_number_of_worlds(tmp_path) -> None:
     assert run_study(toy_program, _settings(tmp_path, "worlds", trials=2, worlds=2)).n_complete == 2
 
 
+def test_a_study_keeps_its_objective(tmp_path) -> None:
+    run_study(toy_program, _settings(tmp_path, "objective", trials=1, objective="estimated"))
+    with pytest.raises(ConfigError) as exc:
+        run_study(toy_program, _settings(tmp_path, "objective", trials=2))
+    assert str(exc.value).startswith("tune.objective: expected estimated, the objective of study 'objective'")
+    assert run_study(toy_program, _settings(tmp_path, "objective", trials=2, objective="estimated")).n_complete == 2
+
+
+def test_a_study_from_before_the_objective_was_tuned_on_the_simulator(tmp_path) -> None:
+    from experiments.tune import open_study
+
+    settings = _settings(tmp_path, "older", trials=1)
+    open_study(settings, heartbeat=False).optimize(lambda trial: 1.0, n_trials=1)  # no objective recorded
+    with pytest.raises(ConfigError, match="tune.objective: expected simulator"):
+        run_study(toy_program, _settings(tmp_path, "older", trials=2, objective="estimated"))
+
+
+def test_an_estimated_study_records_its_objective_and_names_its_bound(tmp_path, tracking) -> None:
+    from experiments import tracking as T
+
+    settings = _settings(tmp_path, "estimated", trials=3, objective="estimated")
+    result = run_study(toy_program, settings, tracking_uri=tracking)
+    parent, children = _children(tracking, result.parent_run_id)
+    assert parent.data.params["tune.objective"] == "estimated"
+    assert parent.data.tags[T.TAG_TUNE_OBJECTIVE] == "estimated"
+    assert parent.data.metrics[T.TUNE_BEST_ERROR_RATE_BOUND] == pytest.approx(result.best_error_rate)
+    assert T.TUNE_BEST_ERROR_RATE not in parent.data.metrics
+    for child in children:
+        assert child.data.tags[T.TAG_TUNE_OBJECTIVE] == "estimated"
+        # The constrained value is the audits' bound, not a true final error rate.
+        assert T.TUNE_ERROR_RATE_BOUND in child.data.metrics and T.FINAL_ERROR_RATE not in child.data.metrics
+    simulator = run_study(toy_program, _settings(tmp_path, "simulator", trials=1), tracking_uri=tracking)
+    parent, (child,) = _children(tracking, simulator.parent_run_id)
+    assert parent.data.params["tune.objective"] == "simulator" == child.data.tags[T.TAG_TUNE_OBJECTIVE]
+    assert T.FINAL_ERROR_RATE in child.data.metrics
+
+
 def test_a_trial_on_several_worlds_is_their_mean_and_spread() -> None:
     from experiments import tracking as T
 
@@ -325,6 +364,8 @@ def test_a_trial_on_several_worlds_is_their_mean_and_spread() -> None:
     assert (m.metrics[T.TUNE_COST_MIN], m.metrics[T.TUNE_COST_MAX]) == (10.0, 60.0)
     assert m.metrics[T.TUNE_COST_STD] == pytest.approx(math.sqrt((400 + 100 + 900) / 3))
     assert (m.metrics[T.TUNE_ERROR_RATE_MIN], m.metrics[T.TUNE_ERROR_RATE_MAX]) == (0.01, 0.03)
+    bound = TrialOutcome.mean(worlds, objective="estimated")
+    assert bound.metrics[T.TUNE_ERROR_RATE_BOUND_MAX] == 0.03 and T.TUNE_ERROR_RATE_MAX not in bound.metrics
     one = TrialOutcome.mean(worlds[:1])
     assert one.cost == 10.0 and one.metrics[T.TUNE_COST_STD] == 0.0
     with pytest.raises(ValueError, match="outcomes"):

@@ -100,3 +100,78 @@ def test_a_trial_is_the_mean_over_worlds_seeded_from_the_program(worlds) -> None
     assert each[0].cost != each[1].cost
     with pytest.raises(ValueError, match="built"):
         program_objective(program, worlds=3, built=worlds)
+
+
+class NoTruth:
+    """A program's result whose truth-needing figures cannot be read: what a team without truth has."""
+
+    TRUTH = {"final_error_rate", "initial_error_rate", "errors_removed", "errors_fixed", "errors_introduced",
+             "errors_removed_per_100_annotations", "metrics", "model_accuracy", "model_ece"}
+    SEEN = (T.COST, T.PROGRAM_COST, T.AUDIT_ERROR_RATE, T.AUDIT_CI_LOW, T.AUDIT_CI_HIGH, T.AUDIT_N,
+            T.ERRORS_REMOVED_ESTIMATE, T.ERRORS_FIXED_CONFIRMED)
+
+    def __init__(self, result) -> None:
+        self._result = result
+        self.rounds = result.rounds[[c for c in self.SEEN if c in result.rounds.columns]]
+
+    def __getattr__(self, name: str):
+        if name in self.TRUTH:
+            raise AssertionError(f"the estimated objective read {name}")
+        return getattr(self._result, name)
+
+
+def test_the_estimated_objective_never_reads_the_truth(worlds) -> None:
+    import math
+
+    from experiments.tune import Objective, measure
+
+    program = parse_tune_config({"program": PROGRAM}).program
+    kept = []
+    params = TrialParams(thresholds=RoutingThresholds(auto_accept_confidence=0.95), audit_rate=0.08)
+    outcome = program_objective(program, worlds=2, built=worlds, objective="estimated",
+                                keep=lambda p, results: kept.extend(results))(params)
+    blind = [measure(NoTruth(r), Objective.ESTIMATED) for r in kept]
+    assert [b.error_rate for b in blind] == [measure(r, "estimated").error_rate for r in kept]
+    # The constrained value is the mean of the last rounds' audit upper bounds, not the truth.
+    bounds = [r.rounds[T.AUDIT_CI_HIGH].iloc[-1] for r in kept]
+    assert not any(math.isnan(b) for b in bounds)
+    assert outcome.error_rate == pytest.approx(sum(bounds) / 2)
+    assert outcome.error_rate != pytest.approx(sum(r.final_error_rate for r in kept) / 2)
+    assert outcome.cost == pytest.approx(sum(r.program_cost for r in kept) / 2)
+    assert T.FINAL_ERROR_RATE not in outcome.metrics and T.TUNE_ERROR_RATE_BOUND_MAX in outcome.metrics
+    # Without an audit nothing bounds the error rate: the trial cannot meet a target below 1.
+    unaudited = program_objective(program, built=worlds[:1], objective="estimated")(
+        TrialParams(thresholds=params.thresholds, audit_rate=0.0))
+    assert unaudited.error_rate == 1.0
+
+
+def test_tune_writes_the_best_trials_programs_and_every_trial(cfg, worlds, tmp_path) -> None:
+    import dataclasses
+
+    import pandas as pd
+
+    cfg = dataclasses.replace(cfg, tune=dataclasses.replace(
+        cfg.tune, objective="estimated", target_error_rate=0.5, study_name="digits-estimated",
+        search_space={"audit_rate": [0.05, 0.10]}))
+    result = main(cfg, worlds=worlds, output=tmp_path / "out")
+    assert result.best is not None
+    summary = pd.read_csv(tmp_path / "out/summary.csv")
+    rounds = pd.read_csv(tmp_path / "out/rounds.csv")
+    trials = pd.read_csv(tmp_path / "out/trials.csv")
+
+    # summary.csv: the best trial's programs, one per world.
+    assert summary["trial"].tolist() == [result.best_number] * WORLDS
+    assert summary["world_seed"].tolist() == list(world_seeds(cfg.program, WORLDS))
+    assert summary["strategy"].tolist() == ["tiered"] * WORLDS
+    assert summary["program_cost"].mean() == pytest.approx(result.best_cost)
+    # The study's constraint was the mean of those programs' audit bounds.
+    assert summary["final_error_rate_estimate_ci_high"].mean() == pytest.approx(result.best_error_rate)
+    assert len(rounds) == WORLDS * (PROGRAM["rounds"] + 1)
+    assert list(rounds.columns[:4]) == ["strategy", "trial", "world_seed", "round"]
+    assert len(trials) == 3 and trials.loc[trials["number"] == result.best_number, "error_rate"].item() \
+        == pytest.approx(result.best_error_rate)
+
+    # A later session with nothing left to run runs the best trial's programs again: the same ones.
+    again = main(cfg, worlds=worlds, output=tmp_path / "again")
+    assert again.n_new == 0 and again.best_number == result.best_number
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again/summary.csv"), summary)
