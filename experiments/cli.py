@@ -194,7 +194,7 @@ def _comparison(cfg: Any) -> int:
                       f"{row.errors_removed_per_100_annotations:.1f}", f"{row.model_accuracy:.3f}")
     console.print(table)
     initial = next(iter(result.results.values())).initial_error_rate if result.results else float("nan")
-    source = "the table's labels" if cfg.table is not None else "crowd labels"
+    source = "table labels" if cfg.table is not None else "crowd labels"
     console.print(f"Every strategy started from the same {source} ({initial:.2%} wrong); cost is what the "
                   "strategy and the audits spent beyond those labels.")
     _print_ui_hint(console, cfg.tracking.uri)
