@@ -320,3 +320,31 @@ def test_the_example_config_is_a_table() -> None:
     root = Path(__file__).resolve().parents[2]
     cfg = parse_config(yaml.safe_load((root / "configs/own.yaml").read_text()), ignore=("tune",))
     assert cfg.table is not None and cfg.table.gold == "gold" and cfg.simulation_model == "labelloop-own-simulation"
+
+
+def test_a_first_model_the_gate_refuses_never_becomes_champion(capsys, tmp_path, mlflow_uri) -> None:
+    from mlflow import MlflowClient
+
+    impossible = _retrain_config(tmp_path, mlflow_uri, "own-refused-first", max_ece=0.0)
+    assert main(["retrain", "--config", str(impossible)]) == 3
+    assert "refused: calibration error" in capsys.readouterr().out
+    client = MlflowClient(mlflow_uri)
+    assert "champion" not in client.get_registered_model("own-refused-first").aliases
+    # The registered model exists, its champion alias does not: still "no champion yet".
+    path = _retrain_config(tmp_path, mlflow_uri, "own-refused-first")
+    assert main(["retrain", "--config", str(path)]) == 0
+    assert "promoted: every check passed (no champion yet)" in capsys.readouterr().out
+    assert str(client.get_model_version_by_alias("own-refused-first", "champion").version) == "2"
+
+
+def test_retrain_on_a_stream_with_items_the_table_lacks_is_exit_2(capsys, tmp_path) -> None:
+    from loop.store import LabelStore
+
+    path = _config(tmp_path)
+    with LabelStore(f"sqlite:///{tmp_path}/labels.db") as store:
+        store.create_stream("elsewhere", list(CLASSES))
+        store.add_items("elsewhere", pd.DataFrame({ITEM: ["case-001", "stranger"]}))
+        store.add_resolutions("elsewhere", pd.DataFrame({ITEM: ["case-001", "stranger"], LABEL: ["benign", "benign"],
+                                                         "method": "consensus"}))
+    line = _one_line(capsys, ["retrain", "--config", str(path), "--stream", "elsewhere"])
+    assert "column 'item_id': stream 'elsewhere' has item 'stranger', which the table does not" in line
