@@ -146,7 +146,8 @@ def simulation_table(cfg: ProgramConfig) -> Table:
     TableError
         A bad file (see :func:`load_table`).
     ConfigError
-        The table has no gold column or no item with gold.
+        The table has no gold column, no item with gold, or too few of them for the program's
+        holdout, calibration slice and stream.
     """
     spec = cfg.table
     if spec is None:
@@ -159,7 +160,27 @@ def simulation_table(cfg: ProgramConfig) -> Table:
     if table.known_gold.empty:
         raise ConfigError(f"program.dataset.gold: a simulation needs gold (the known-true label of some items, "
                           f"its truth to count errors against); column {spec.gold!r} of {name} is empty")
+    _check_size(cfg, name, table.known_gold.size)
     return table
+
+
+def _check_size(cfg: ProgramConfig, name: str, available: int) -> None:
+    """Too few gold items for the holdout, calibration and stream stop with a line saying what would fit."""
+    stream = (cfg.rounds + 1) * cfg.items_per_round
+    need = cfg.holdout_items + cfg.calibration_items + stream
+    if need <= available:
+        return
+    fits = (available - cfg.holdout_items - cfg.calibration_items) // (cfg.rounds + 1)
+    if fits >= 10:
+        hint = f"items_per_round: {fits} would fit"
+    elif (available - 40) // 2 >= 10:
+        hint = f"holdout_items: 20, calibration_items: 20, rounds: 1, items_per_round: {(available - 40) // 2} would fit"
+    else:
+        hint = "the smallest program needs 80 (20 holdout, 20 calibration, 2 rounds of 10)"
+    raise ConfigError(f"program.items_per_round: {name} has {available} items with gold; holdout_items + "
+                      f"calibration_items + (rounds + 1) * items_per_round = {cfg.holdout_items} + "
+                      f"{cfg.calibration_items} + ({cfg.rounds} + 1) * {cfg.items_per_round} = {need} do not fit; "
+                      f"{hint}")
 
 
 # --- reading ------------------------------------------------------------------------------------

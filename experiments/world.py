@@ -343,7 +343,7 @@ def _table_world(cfg: ProgramConfig, rng: np.random.Generator) -> World:
     name = f"{table.name} ({cfg.table.path})"
     gold = table.known_gold
     k = len(table.classes)
-    need = _check_table_size(cfg, name, gold.size)
+    need = (cfg.rounds + 1) * cfg.items_per_round  # simulation_table checked that it fits
     order = rng.permutation(gold.size)
     holdout = gold.iloc[order[:cfg.holdout_items]]
     calib = gold.iloc[order[cfg.holdout_items:cfg.holdout_items + cfg.calibration_items]]
@@ -369,25 +369,6 @@ def _table_world(cfg: ProgramConfig, rng: np.random.Generator) -> World:
     labelled = table.labelled.reindex(truth.index).dropna().astype(np.int64)
     return _finish(cfg, rng, dataset=table.name, classes=table.classes, features=features, truth=truth,
                    calibration=calib, holdout=holdout, workforce=workforce, costs=costs, team=labelled)
-
-
-def _check_table_size(cfg: ProgramConfig, name: str, available: int) -> int:
-    """The stream's size; too few gold items stop with a line saying what would fit."""
-    stream = (cfg.rounds + 1) * cfg.items_per_round
-    need = cfg.holdout_items + cfg.calibration_items + stream
-    if need <= available:
-        return stream
-    fits = (available - cfg.holdout_items - cfg.calibration_items) // (cfg.rounds + 1)
-    if fits >= 10:
-        hint = f"items_per_round: {fits} would fit"
-    elif (available - 40) // 2 >= 10:
-        hint = f"holdout_items: 20, calibration_items: 20, rounds: 1, items_per_round: {(available - 40) // 2} would fit"
-    else:
-        hint = "the smallest program needs 80 (20 holdout, 20 calibration, 2 rounds of 10)"
-    raise ConfigError(f"program.items_per_round: {name} has {available} items with gold; holdout_items + "
-                      f"calibration_items + (rounds + 1) * items_per_round = {cfg.holdout_items} + "
-                      f"{cfg.calibration_items} + ({cfg.rounds} + 1) * {cfg.items_per_round} = {need} do not fit; "
-                      f"{hint}")
 
 
 def _out_of_fold(x: np.ndarray, y: np.ndarray, k: int, name: str) -> np.ndarray:

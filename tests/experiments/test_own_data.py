@@ -161,8 +161,9 @@ def test_a_table_with_too_few_gold_items_says_what_fits(capsys, tmp_path) -> Non
     path = _config(tmp_path, _items(gold_share=0.2))
     line = _one_line(capsys, ["run", "--config", str(path)])
     n_gold = int(_items(gold_share=0.2)["gold"].notna().sum())
-    assert f"has {n_gold} items with gold" in line
+    assert f"program.items_per_round: items.csv has {n_gold} items with gold" in line
     assert f"items_per_round: {(n_gold - 70) // 2} would fit" in line
+    assert not (tmp_path / "labels.db").exists()  # stopped before any work
 
 
 # --- the simulation on a table --------------------------------------------------------------------
