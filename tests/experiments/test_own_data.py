@@ -106,11 +106,11 @@ def _text_feature(t):
     (lambda t: t, {"label": "answer"}, "items.csv: column 'answer' is missing"),
     (lambda t: t, {"features": ["f0", "f99"]}, "items.csv: column 'f99' is missing"),
 ])
-@pytest.mark.parametrize("command", ["run", "compare", "retrain"])
+@pytest.mark.parametrize("command", ["run", "compare", "tune", "retrain"])
 def test_a_bad_table_stops_before_any_work_in_one_line(capsys, tmp_path, change, dataset, named, command) -> None:
     path = _config(tmp_path, change(_items()), dataset=dataset)
     line = _one_line(capsys, [command, "--config", str(path)])
-    assert line == f"labelloop {command}: error: {named}" or (line.startswith(f"labelloop {command}: error: {named}"))
+    assert line.startswith(f"labelloop {command}: error: {named}")
     assert not (tmp_path / "labels.db").exists()
 
 
