@@ -349,3 +349,28 @@ def test_retrain_on_a_stream_with_items_the_table_lacks_is_exit_2(capsys, tmp_pa
                                                          "method": "consensus"}))
     line = _one_line(capsys, ["retrain", "--config", str(path), "--stream", "elsewhere"])
     assert "column 'item_id': stream 'elsewhere' has item 'stranger', which the table does not" in line
+
+
+def test_retrain_adds_the_tables_new_rows_and_keeps_the_stores_corrections(tmp_path) -> None:
+    from experiments import retrain
+    from experiments.config import load_config
+    from experiments.tracking import MemoryTracker
+    from loop.store import LabelStore
+
+    items = _items()
+    path = _config(tmp_path, items.iloc[:-20])
+    cfg = load_config(path, ignore=("compare",))
+    with LabelStore("sqlite://") as store:
+        before = retrain.main(cfg, store=store, tracker=MemoryTracker())
+        corrected = items.loc[items["gold"].isna(), "item_id"].iloc[0]
+        head = store.resolved_labels("team-items").set_index(ITEM).loc[corrected, "resolution_id"]
+        store.add_resolutions("team-items", pd.DataFrame({ITEM: [corrected], LABEL: ["malignant"],
+                                                          "method": "consensus", "supersedes": [int(head)]}))
+        items.loc[items["item_id"] == corrected, "label"] = "benign"  # the table is not where labels change
+        items.to_csv(tmp_path / "items.csv", index=False)
+        after = retrain.main(cfg, store=store, tracker=MemoryTracker())
+        labels = store.resolved_labels("team-items").set_index(ITEM)[LABEL]
+    new_without_gold = int(items.iloc[-20:]["gold"].isna().sum())
+    assert new_without_gold > 0
+    assert after.training_items == before.training_items + new_without_gold
+    assert len(labels) == len(items) and labels[corrected] == CLASSES.index("malignant")
