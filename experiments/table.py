@@ -174,7 +174,8 @@ def _check_size(cfg: ProgramConfig, name: str, available: int) -> None:
     if fits >= 10:
         hint = f"items_per_round: {fits} would fit"
     elif (available - 40) // 2 >= 10:
-        hint = f"holdout_items: 20, calibration_items: 20, rounds: 1, items_per_round: {(available - 40) // 2} would fit"
+        hint = (f"holdout_items: 20, calibration_items: 20, rounds: 1, items_per_round: {(available - 40) // 2} "
+                "would fit")
     else:
         hint = "the smallest program needs 80 (20 holdout, 20 calibration, 2 rounds of 10)"
     raise ConfigError(f"program.items_per_round: {name} has {available} items with gold; holdout_items + "

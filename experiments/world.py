@@ -320,8 +320,7 @@ def _finish(cfg: ProgramConfig, rng: np.random.Generator, *, dataset: str, class
     asked = truth if team is None else truth[~truth.index.isin(team.index)]
     initial = workforce.ask_crowd(asked, 1, exclude=None, rng=rng)
     if team is not None:
-        initial = pd.concat([initial, _team_answers(team.reindex(truth.index.intersection(team.index)),
-                                                    workforce.team, rng)], ignore_index=True)
+        initial = pd.concat([initial, _team_answers(team, workforce.team, rng)], ignore_index=True)
     initial = initial.set_index(ITEM).reindex(truth.index).reset_index()
     return World(dataset=dataset, classes=classes, features=features, stream=truth.index.to_numpy(dtype=object),
                  truth=truth, initial=initial, calibration=calibration.astype(np.int64),
@@ -356,7 +355,8 @@ def _table_world(cfg: ProgramConfig, rng: np.random.Generator) -> World:
         if cfg.crowd.replay:
             raise config_error("crowd.tiers", "tier counts for a table without program.annotations (replay "
                                "replays the team's own answers)", REPLAY)
-        confusability = confusability_from_probs(_out_of_fold(features.to_numpy(), gold.to_numpy(), k, name), gold.to_numpy())
+        y = gold.to_numpy()
+        confusability = confusability_from_probs(_out_of_fold(features.to_numpy(), y, k, name), y)
         people = make_crowd(dict(cfg.crowd.tiers), k, confusability=confusability, rng=rng)
         crowd = SimulatedCrowd(tuple(a for a in people.annotators if a.tier is not Tier.EXPERT))
         experts = SimulatedCrowd(tuple(a for a in people.annotators if a.tier is Tier.EXPERT))
