@@ -374,3 +374,32 @@ def test_retrain_adds_the_tables_new_rows_and_keeps_the_stores_corrections(tmp_p
     assert new_without_gold > 0
     assert after.training_items == before.training_items + new_without_gold
     assert len(labels) == len(items) and labels[corrected] == CLASSES.index("malignant")
+
+
+def test_a_parquet_table_reads_like_its_csv(tmp_path) -> None:
+    from experiments.config import TableDataset
+    from experiments.table import load_table
+
+    items = _items().assign(note="free text")  # a text column is not a feature
+    items.to_csv(tmp_path / "items.csv", index=False)
+    items.to_parquet(tmp_path / "items.parquet")
+    csv = load_table(TableDataset(path=str(tmp_path / "items.csv"), gold="gold"))
+    parquet = load_table(TableDataset(path=str(tmp_path / "items.parquet"), gold="gold"))
+    assert csv.classes == parquet.classes == CLASSES
+    assert list(csv.features.columns) == [f"f{i}" for i in range(8)]
+    pd.testing.assert_frame_equal(csv.features, parquet.features)
+    pd.testing.assert_series_equal(csv.labels, parquet.labels)
+    pd.testing.assert_series_equal(csv.gold, parquet.gold)
+    assert (csv.gold == -1).sum() == items["gold"].isna().sum()
+
+
+def test_a_stray_text_cell_in_a_numeric_column_is_reported_not_dropped(tmp_path) -> None:
+    from experiments.config import TableDataset
+    from experiments.table import TableError, load_table
+
+    items = _items()
+    items["f4"] = items["f4"].astype(object)
+    items.loc[20, "f4"] = "?"
+    items.to_csv(tmp_path / "items.csv", index=False)
+    with pytest.raises(TableError, match=r"column 'f4', row 21 \(item_id 'case-020'\): expected a finite number, got '\?'"):
+        load_table(TableDataset(path=str(tmp_path / "items.csv"), gold="gold"))
