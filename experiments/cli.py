@@ -7,9 +7,11 @@
     labelloop run --config configs/program.yaml [--output DIR]
     labelloop compare --config configs/compare.yaml [--output DIR]
     labelloop tune --config configs/tune.yaml [--trials N] [--output DIR]
+    labelloop retrain --config configs/own.yaml [--stream S] [--as-of V]
     labelloop db upgrade | current
 
-A wrong argument or config value stops with one line naming it and exit code 2.
+A wrong argument or config value stops with one line naming it and exit code 2. ``retrain``
+exits 0 when the gate promoted the new model and 3 when it refused it.
 """
 
 from __future__ import annotations
@@ -103,9 +105,34 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_argument(tune, "the best trial's summary.csv and rounds.csv, and trials.csv")
     tune.set_defaults(func=_tune)
 
+    retrain = sub.add_parser("retrain", help="train on the label store's labels of your own items, gate against "
+                                             "the champion, set the registry aliases (exit 0 promoted, 3 refused)")
+    retrain.add_argument("--config", required=True, help="program config YAML whose program.dataset is your table "
+                                                         "(see configs/own.yaml)")
+    retrain.add_argument("--stream", default=None,
+                         help="the store stream to train on (default: <program.name>-<table's stem>, created from "
+                              "the table when missing)")
+    retrain.add_argument("--as-of", type=_as_of, default=None, dest="as_of",
+                         help="the labels as resolved at this resolution version (an integer) or timestamp "
+                              "(ISO 8601); default: now")
+    retrain.set_defaults(func=_retrain)
+
     from experiments.db_cli import add_db_parser
     add_db_parser(sub)
     return parser
+
+
+def _as_of(text: str) -> int | str:
+    """A resolution version (digits) or a timestamp (checked by the store)."""
+    return int(text) if text.strip().isdigit() else text
+
+
+def _check_table(cfg: Any) -> None:
+    """A simulation on a team's table: read and check it before any work (one line, exit 2)."""
+    if cfg.table is not None:
+        from experiments.table import simulation_table
+
+        simulation_table(cfg)
 
 
 def _tour(args: argparse.Namespace) -> int:
@@ -127,7 +154,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from experiments.config import load_config
 
-    cfg = _project_run(load_config(args.config, ignore=("compare", "tune")))
+    cfg = load_config(args.config, ignore=("compare", "tune"))
+    _check_table(cfg)
+    cfg = _project_run(cfg)
     from rich.table import Table
 
     from experiments import program
@@ -151,7 +180,9 @@ def _run(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from experiments.config import load_config
 
-    return _comparison(_project_run(load_config(args.config, ignore=("tune",))), output=args.output)
+    cfg = load_config(args.config, ignore=("tune",))
+    _check_table(cfg)
+    return _comparison(_project_run(cfg), output=args.output)
 
 
 def _comparison(cfg: Any, *, output: Any = None) -> int:
@@ -186,7 +217,8 @@ def _comparison(cfg: Any, *, output: Any = None) -> int:
                       f"{row.errors_removed_per_100_annotations:.1f}", f"{row.model_accuracy:.3f}")
     console.print(table)
     initial = next(iter(result.results.values())).initial_error_rate if result.results else float("nan")
-    console.print(f"Every strategy started from the same crowd labels ({initial:.2%} wrong); cost is what the "
+    source = "table labels" if cfg.table is not None else "crowd labels"
+    console.print(f"Every strategy started from the same {source} ({initial:.2%} wrong); cost is what the "
                   "strategy and the audits spent beyond those labels.")
     _print_written(console, output, list(result.results.values()))
     _print_ui_hint(console, cfg.tracking.uri)
@@ -199,6 +231,7 @@ def _tune(args: argparse.Namespace) -> int:
     cfg = tune.load_tune_config(args.config)
     if args.trials is not None:
         cfg = cfg.with_trials(args.trials)
+    _check_table(cfg.program)
     cfg = dataclasses.replace(cfg, program=_project_run(cfg.program))
     import optuna
 
@@ -207,6 +240,34 @@ def _tune(args: argparse.Namespace) -> int:
     result = tune.main(cfg, console=console, output=args.output)
     _print_ui_hint(console, cfg.program.tracking.uri)
     return 0 if result.best is not None else 1
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from experiments import retrain
+    from experiments.config import load_config
+
+    cfg = load_config(args.config, ignore=("compare", "tune"))
+    retrain.team_stream(cfg)  # a table, before anything else
+    from experiments.table import load_table
+
+    load_table(cfg.table, annotations=cfg.annotations)  # bad input stops before any work
+    cfg = _project_run(cfg)
+    result = retrain.main(cfg, stream=args.stream, as_of=args.as_of)
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"retrain on stream {result.stream} (labels as of {result.as_of}): "
+                        f"{result.training_items} training items, {result.evaluation_items} evaluation items")
+    for column in ("model", "accuracy", "calibration error"):
+        table.add_column(column, justify="right" if column != "model" else "left")
+    table.add_row(f"challenger (version {result.version})", f"{result.challenger.accuracy:.3f}",
+                  f"{result.challenger.ece:.3f}")
+    if result.champion is not None:
+        table.add_row("champion before", f"{result.champion.accuracy:.3f}", f"{result.champion.ece:.3f}")
+    console.print(table)
+    console.print(f"Gate: {result.decision.reason}")
+    _print_ui_hint(console, cfg.tracking.uri)
+    return result.exit_code
 
 
 @contextlib.contextmanager

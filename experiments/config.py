@@ -33,7 +33,8 @@ A config file has these sections (every key optional; defaults in brackets)::
     tracking:
       uri: sqlite:///mlflow.db   # or "none": no tracking, models kept in memory
       experiment: labelloop
-      registered_model: labelloop
+      registered_model: labelloop  # on a team's table, simulations (run, compare) register as
+                                   #   <registered_model>-simulation; labelloop retrain registers here
     store:
       url: sqlite:///labelloop.db
     serve:
@@ -396,6 +397,18 @@ class ProgramConfig:
         set_(self, "strategies", chosen)
         if self.dataset is Dataset.DIGITS and self.crowd.replay:
             raise config_error("crowd.tiers", "tier counts for digits (only music_genre has a real crowd to replay)", REPLAY)
+
+    @property
+    def simulation_model(self) -> str:
+        """The registered model a simulated program publishes to (and a local Serve app serves).
+
+        ``tracking.registered_model`` on a built-in world; on a team's table
+        ``<registered_model>-simulation``: a simulation trains on the items with gold, the ones
+        ``labelloop retrain`` judges models on, so its models must never become the team's
+        champion.
+        """
+        name = self.tracking.registered_model
+        return name if self.table is None else f"{name}-simulation"
 
     @property
     def table(self) -> TableDataset | None:

@@ -227,10 +227,10 @@ class HttpScorer:
 
 
 def make_tracker(cfg: ProgramConfig) -> T.Tracker:
-    """MLflow at ``cfg.tracking.uri``, or in memory when it is ``none``."""
+    """MLflow at ``cfg.tracking.uri`` (models: ``cfg.simulation_model``), or in memory when it is ``none``."""
     if not cfg.tracking.enabled:
         return T.MemoryTracker()
-    return T.MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.registered_model)
+    return T.MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.simulation_model)
 
 
 # --- start-up ----------------------------------------------------------------------------------
@@ -308,7 +308,7 @@ def _serving(cfg: ProgramConfig) -> Iterator[HttpScorer | None]:
         return
     from serve.local import local_app
 
-    args = {"model_name": cfg.tracking.registered_model, "tracking_uri": cfg.tracking.uri}
+    args = {"model_name": cfg.simulation_model, "tracking_uri": cfg.tracking.uri}
     with local_app(args, thresholds=cfg.thresholds) as url, HttpScorer(url) as scorer:
         yield scorer
 

@@ -68,6 +68,15 @@ AUTO_ACCEPT_ESTIMATE_CI_HIGH = "auto_accept_error_rate_estimate_ci_high"
 ERRORS_FIXED_CONFIRMED = "errors_fixed_confirmed"  # this round's corrections confirmed by adjudication
 ERRORS_REMOVED_ESTIMATE = "errors_removed_estimate"  # cumulative confirmed corrections
 
+# --- labelloop retrain: one run per retraining (step 0) -------------------------------------------
+CHAMPION_ACCURACY = "champion_accuracy"        # the champion before the run, on the same evaluation items
+CHAMPION_ECE = "champion_ece"                  # (CHALLENGER_ACCURACY, CHALLENGER_ECE and PROMOTED as above)
+RETRAIN_TRAINING_ITEMS = "training_items"
+RETRAIN_EVALUATION_ITEMS = "evaluation_items"  # items with gold or an expert-confirmed label, less calibration
+RETRAIN_CALIBRATION_ITEMS = "calibration_items"
+RETRAIN_STREAM = "retrain.stream"              # params beside the config's
+RETRAIN_AS_OF = "retrain.as_of"                # the resolution version (or timestamp) the labels were read at
+
 # --- final metrics of a program run and of a comparison --------------------------------------
 FINAL_ERROR_RATE = "final_error_rate"
 INITIAL_ERROR_RATE = "initial_error_rate"
@@ -87,7 +96,12 @@ ROLE_PROGRAM = "program"
 ROLE_COMPARISON = "comparison"
 ROLE_TUNE = "tune"                # a study's parent run
 ROLE_TUNE_TRIAL = "tune_trial"    # one trial, nested under it
+ROLE_RETRAIN = "retrain"          # a labelloop retrain run
 TAG_GATE_REASON = "labelloop.gate_reason"
+TAG_GATE_VERDICT = "labelloop.gate_verdict"  # a retrain run's verdict: one of the VERDICT_* values
+VERDICT_PROMOTED = "promoted"
+VERDICT_REFUSED = "refused"
+TAG_MODEL_VERSION = "labelloop.model_version"  # the registered version a retrain run published
 
 # --- artifacts ---------------------------------------------------------------------------------
 ERROR_VS_COST_PNG = "plots/error_rate_vs_cost.png"

@@ -20,6 +20,15 @@ audits) to experts who have not labelled it.
   6 experienced, 3 experts; accuracies, seconds and hourly rates from
   :data:`loop.simulate.DEFAULT_PROFILES`); errors land on the digit pairs a model really
   confuses (the confusability of out-of-fold probabilities on the whole dataset).
+- a team's table (``program.dataset: {path: ..., gold: ...}``, see :mod:`experiments.table`):
+  the items whose gold is known are the world, gold their truth; holdout, calibration and
+  stream are drawn from them. An item's initial label is the table's ``label`` (the team's
+  current label, by the annotator ``current-label``); an item not labelled yet gets one crowd
+  label. With ``program.annotations`` crowd work replays the team's real answers like music
+  genre's below (with their ``seconds`` when the file has them), then ``crowd_like`` twins;
+  experts are simulated (``crowd.experts`` of them with ``crowd.tiers: replay``, else the
+  tiers' expert count). Without annotations the crowd follows the tier profiles, like
+  digits, with errors where out-of-fold probabilities on the gold items put them.
 - music genre (``crowd.tiers: replay``): the real Mechanical Turk answers are replayed: the
   initial label of a song is one of its real answers, drawn at random, and crowd work takes
   the song's other real answers in random order. When a song has no real answer left, a
@@ -45,7 +54,7 @@ from loop.simulate import (DEFAULT_PROFILES, SimulatedCrowd, Tier, confusability
                            confusability_from_probs, crowd_like, fit_crowd_profile, make_crowd)
 from loop.strategies import TaskCosts
 
-from .config import ConfigError, Dataset, ProgramConfig
+from .config import REPLAY, ConfigError, Dataset, ProgramConfig, config_error
 
 __all__ = ["TIER_CODES", "World", "Workforce", "build_world"]
 
@@ -82,12 +91,16 @@ class Workforce:
         Simulated crowd members (digits), or the real crowd's twins (music genre).
     experts : SimulatedCrowd
     replay : DataFrame, optional
-        Real answers (``item_id, annotator_id, label``) served before any twin.
+        Real answers (``item_id, annotator_id, label[, seconds]``) served before any twin.
+    team : str, optional
+        The annotator of the labels a team's items came with (their initial labels), paid the
+        novice rate; answers nothing in the program.
     """
 
     crowd: SimulatedCrowd
     experts: SimulatedCrowd
     replay: pd.DataFrame | None = None
+    team: str | None = None
 
     @property
     def annotators(self) -> pd.DataFrame:
@@ -102,6 +115,10 @@ class Workforce:
             frame.loc[frame["tier"] != Tier.EXPERT.value, "hourly_rate"] = rate
             real = pd.Index(self.replay[ANNOTATOR].unique()).difference(frame[ANNOTATOR])
             frame = pd.concat([frame, pd.DataFrame({ANNOTATOR: real, "tier": Tier.NOVICE.value, "hourly_rate": rate})],
+                              ignore_index=True)
+        if self.team is not None:
+            frame = pd.concat([frame, pd.DataFrame({ANNOTATOR: [self.team], "tier": Tier.NOVICE.value,
+                                                    "hourly_rate": DEFAULT_PROFILES[Tier.NOVICE].cost_per_hour})],
                               ignore_index=True)
         return frame
 
@@ -126,9 +143,13 @@ class Workforce:
             real = real[~pd.MultiIndex.from_frame(real[[ITEM, ANNOTATOR]]).isin(used)]
         # A random order of each item's unused real answers; the first n are served.
         real = real.assign(_key=rng.random(len(real))).sort_values([ITEM, "_key"], kind="stable")
-        served = real[real.groupby(ITEM).cumcount() < n][[ITEM, ANNOTATOR, LABEL]]
+        served = real[real.groupby(ITEM).cumcount() < n]
         profile = DEFAULT_PROFILES[Tier.NOVICE]
-        seconds = profile.seconds_median * np.exp(profile.seconds_sigma * rng.standard_normal(len(served)))
+        if SECONDS in served:  # a team's answers may carry the time they took
+            seconds = served[SECONDS].to_numpy(dtype=np.float64)
+        else:
+            seconds = profile.seconds_median * np.exp(profile.seconds_sigma * rng.standard_normal(len(served)))
+        served = served[[ITEM, ANNOTATOR, LABEL]]
         served = served.assign(**{SECONDS: seconds, COST: seconds / 3600 * profile.cost_per_hour})
         short = n - served.groupby(ITEM).size().reindex(truth.index, fill_value=0)
         short = short[short > 0]
@@ -216,6 +237,8 @@ def build_world(cfg: ProgramConfig) -> World:
 
     rng = np.random.default_rng([cfg.seed, 7])
     with threadpool_limits(1):  # small arrays; BLAS threads only fight over shared cores
+        if cfg.table is not None:
+            return _table_world(cfg, rng)
         if cfg.dataset is Dataset.DIGITS:
             return _digits_world(cfg, rng)
         return _music_world(cfg, rng)
@@ -291,10 +314,113 @@ def _music_world(cfg: ProgramConfig, rng: np.random.Generator) -> World:
 
 def _finish(cfg: ProgramConfig, rng: np.random.Generator, *, dataset: str, classes: tuple[str, ...],
             features: pd.DataFrame, truth: pd.Series, calibration: pd.Series, holdout: pd.Series,
-            workforce: Workforce, costs: TaskCosts) -> World:
-    initial = workforce.ask_crowd(truth, 1, exclude=None, rng=rng)
+            workforce: Workforce, costs: TaskCosts, team: pd.Series | None = None) -> World:
+    """The world, with each stream item's initial label: the ``team``'s label where given (by
+    ``workforce.team``), else one crowd label."""
+    asked = truth if team is None else truth[~truth.index.isin(team.index)]
+    initial = workforce.ask_crowd(asked, 1, exclude=None, rng=rng)
+    if team is not None:
+        initial = pd.concat([initial, _team_answers(team, workforce.team, rng)], ignore_index=True)
     initial = initial.set_index(ITEM).reindex(truth.index).reset_index()
     return World(dataset=dataset, classes=classes, features=features, stream=truth.index.to_numpy(dtype=object),
                  truth=truth, initial=initial, calibration=calibration.astype(np.int64),
                  holdout=holdout.astype(np.int64), workforce=workforce, costs=costs,
                  items_per_round=cfg.items_per_round)
+
+
+# --- a team's table ---------------------------------------------------------------------------
+
+_TEAM = "current-label"  # the annotator of a table's current labels
+_MIN_CROWD = 5  # distinct crowd members an item may need: the program asks up to MAX_LABELS labels
+
+
+def _table_world(cfg: ProgramConfig, rng: np.random.Generator) -> World:
+    """The world of a team's table: its items with gold (see the module docstring)."""
+    from .table import simulation_table
+
+    table = simulation_table(cfg)
+    name = f"{table.name} ({cfg.table.path})"
+    gold = table.known_gold
+    k = len(table.classes)
+    need = (cfg.rounds + 1) * cfg.items_per_round  # simulation_table checked that it fits
+    order = rng.permutation(gold.size)
+    holdout = gold.iloc[order[:cfg.holdout_items]]
+    calib = gold.iloc[order[cfg.holdout_items:cfg.holdout_items + cfg.calibration_items]]
+    truth = gold.iloc[order[cfg.holdout_items + cfg.calibration_items:][:need]].rename(LABEL)
+    truth.index = truth.index.rename(ITEM)
+    features = table.features.loc[gold.index]
+    n_experts = cfg.crowd.experts if cfg.crowd.replay else cfg.crowd.tiers[Tier.EXPERT.value]
+    team = _team_name(table.annotations)
+    if table.annotations is None:
+        if cfg.crowd.replay:
+            raise config_error("crowd.tiers", "tier counts for a table without program.annotations (replay "
+                               "replays the team's own answers)", REPLAY)
+        y = gold.to_numpy()
+        confusability = confusability_from_probs(_out_of_fold(features.to_numpy(), y, k, name), y)
+        people = make_crowd(dict(cfg.crowd.tiers), k, confusability=confusability, rng=rng)
+        crowd = SimulatedCrowd(tuple(a for a in people.annotators if a.tier is not Tier.EXPERT))
+        experts = SimulatedCrowd(tuple(a for a in people.annotators if a.tier is Tier.EXPERT))
+        workforce = Workforce(crowd, experts, team=team)
+        costs = TaskCosts(crowd=float(np.mean([expected_cost(a.tier) for a in crowd.annotators])),
+                          expert=expected_cost(Tier.EXPERT))
+    else:
+        workforce = _replay_workforce(cfg, table.annotations, gold, truth.index, k, n_experts, team, rng)
+        costs = TaskCosts(crowd=expected_cost(Tier.NOVICE, speed_spread=False), expert=expected_cost(Tier.EXPERT))
+    labelled = table.labelled.reindex(truth.index).dropna().astype(np.int64)
+    return _finish(cfg, rng, dataset=table.name, classes=table.classes, features=features, truth=truth,
+                   calibration=calib, holdout=holdout, workforce=workforce, costs=costs, team=labelled)
+
+
+def _out_of_fold(x: np.ndarray, y: np.ndarray, k: int, name: str) -> np.ndarray:
+    """Out-of-fold class probabilities of the gold items, shape (n, k): where a model confuses them."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    counts = np.bincount(y, minlength=k)
+    present = counts[counts > 0]
+    if present.min() < 2:
+        raise ConfigError(f"program.dataset.gold: {name} has a class with a single gold item; the simulated "
+                          "crowd's confusions need at least 2 gold items of each class that has any")
+    folds = StratifiedKFold(n_splits=int(min(5, present.min())), shuffle=True, random_state=0)
+    held_out = cross_val_predict(_model_for_confusability(), x, y, cv=folds, method="predict_proba")
+    out = np.zeros((len(y), k))
+    out[:, np.flatnonzero(counts)] = held_out
+    return out
+
+
+def _replay_workforce(cfg: ProgramConfig, answers: pd.DataFrame, gold: pd.Series, stream: pd.Index, k: int,
+                      n_experts: int, team: str, rng: np.random.Generator) -> Workforce:
+    """The team's real answers replayed, crowd_like twins of its annotators, simulated experts."""
+    checked = answers[answers[ITEM].isin(gold.index)]
+    people = sorted(answers[ANNOTATOR].unique())
+    where = f"program.annotations ({cfg.annotations})"
+    if checked.empty:
+        raise ConfigError(f"{where}: no answer is on an item with gold; the simulated twins of the team's "
+                          "annotators are fitted against gold")
+    if len(people) < _MIN_CROWD:
+        raise ConfigError(f"{where}: {len(people)} annotators answer; a simulation needs at least {_MIN_CROWD} "
+                          "(an item may collect that many labels from distinct people)")
+    profile = fit_crowd_profile(checked, gold, n_classes=k)
+    twins = crowd_like(profile, annotator_ids=people, rng=rng)
+    # Experts err like the team's annotators do, only far less often.
+    counts = pd.crosstab(gold.reindex(checked[ITEM]).to_numpy(), checked[LABEL].to_numpy()).reindex(
+        index=range(k), columns=range(k), fill_value=0).to_numpy(dtype=np.float64)
+    experts = make_crowd({Tier.EXPERT: n_experts}, k, confusability=confusability_from_confusion(counts + 1e-3),
+                         rng=rng)
+    return Workforce(twins, experts, replay=answers[answers[ITEM].isin(stream)].reset_index(drop=True), team=team)
+
+
+def _team_name(answers: pd.DataFrame | None) -> str:
+    """The current labels' annotator id, distinct from every real annotator's."""
+    name = _TEAM
+    while answers is not None and (answers[ANNOTATOR] == name).any():
+        name += "_"
+    return name
+
+
+def _team_answers(labels: pd.Series, team: str, rng: np.random.Generator) -> pd.DataFrame:
+    """The team's current labels as answers, with the novice tier's seconds and rate."""
+    profile = DEFAULT_PROFILES[Tier.NOVICE]
+    seconds = profile.seconds_median * np.exp(profile.seconds_sigma * rng.standard_normal(len(labels)))
+    return pd.DataFrame({ITEM: labels.index.to_numpy(dtype=object), ANNOTATOR: team,
+                         LABEL: labels.to_numpy(dtype=np.int64), SECONDS: seconds,
+                         COST: seconds / 3600 * profile.cost_per_hour})

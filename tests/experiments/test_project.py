@@ -33,8 +33,8 @@ def test_mlproject_has_one_entry_point_per_program() -> None:
     from mlflow.projects import _project_spec
 
     project = _project_spec.load_project(str(ROOT))
-    assert set(project._entry_points) == {"demo", "run", "compare", "tune"}
-    for name in ("run", "compare", "tune"):
+    assert set(project._entry_points) == {"demo", "run", "compare", "tune", "retrain"}
+    for name in ("run", "compare", "tune", "retrain"):
         entry = project.get_entry_point(name)
         command = entry.compute_command({"config": "configs/x.yaml"}, storage_dir=None)
         assert command.startswith(f"python -m experiments.cli {name} --config")
