@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--as-of", type=_as_of, default=None, dest="as_of",
                          help="the labels as resolved at this resolution version (an integer) or timestamp "
                               "(ISO 8601); default: now")
+    add_output_argument(retrain, "summary.csv (one row: the gate's verdict and both models' figures)")
     retrain.set_defaults(func=_retrain)
 
     from experiments.db_cli import add_db_parser
@@ -266,6 +267,13 @@ def _retrain(args: argparse.Namespace) -> int:
         table.add_row("champion before", f"{result.champion.accuracy:.3f}", f"{result.champion.ece:.3f}")
     console.print(table)
     console.print(f"Gate: {result.decision.reason}")
+    if args.output is not None:
+        import pandas as pd
+
+        from experiments.results import SUMMARY_CSV, write_tables
+
+        written = write_tables(args.output, {SUMMARY_CSV: pd.DataFrame([result.summary()])})
+        console.print(f"Results for scripts: {', '.join(str(p) for p in written)}")
     _print_ui_hint(console, cfg.tracking.uri)
     return result.exit_code
 

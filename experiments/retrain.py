@@ -97,6 +97,17 @@ class RetrainResult:
     def exit_code(self) -> int:
         return EXIT_PROMOTED if self.promoted else EXIT_REFUSED
 
+    def summary(self) -> dict[str, Any]:
+        """One flat row for ``--output DIR``'s ``summary.csv`` (no truth in it: gold and
+        expert-confirmed labels are what the team has)."""
+        champion = self.champion
+        return {"stream": self.stream, "as_of": self.as_of, "version": self.version, "promoted": self.promoted,
+                "gate_reason": self.decision.reason, "training_items": self.training_items,
+                "evaluation_items": self.evaluation_items, "calibration_items": self.calibration_items,
+                "challenger_accuracy": self.challenger.accuracy, "challenger_ece": self.challenger.ece,
+                "champion_accuracy": None if champion is None else champion.accuracy,
+                "champion_ece": None if champion is None else champion.ece, "run_id": self.run_id}
+
 
 def team_stream(cfg: ProgramConfig) -> str:
     """The team's stream of a config: ``<program.name>-<table's stem>``."""

@@ -259,8 +259,13 @@ def test_retrain_promotes_then_a_gate_it_cannot_pass_refuses_with_exit_3(capsys,
     assert len(resolved) == len(_items())
 
     strict = _retrain_config(tmp_path, mlflow_uri, "own-retrain", min_accuracy_gain=0.5)
-    assert main(["retrain", "--config", str(strict)]) == 3
+    assert main(["retrain", "--config", str(strict), "--output", str(tmp_path / "out")]) == 3
     assert "refused: accuracy gain +0.000 < +0.500" in capsys.readouterr().out
+    # --output: the verdict for scripts, one row, both models on the same items.
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert len(summary) == 1 and not bool(summary.loc[0, "promoted"]) and summary.loc[0, "version"] == 2
+    assert summary.loc[0, "gate_reason"].startswith("refused: accuracy gain")
+    assert summary.loc[0, "champion_accuracy"] == summary.loc[0, "challenger_accuracy"]
     assert str(client.get_model_version_by_alias("own-retrain", "champion").version) == "1"
     assert str(client.get_model_version_by_alias("own-retrain", "challenger").version) == "2"
     runs = client.search_runs([client.get_experiment_by_name("own-retrain").experiment_id],
