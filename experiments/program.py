@@ -553,7 +553,7 @@ class _Program:
         planned_audit = audit_size * world.costs.expert
         reserve = self._reserve(annotations, audit_size, costs, budget)
         plan = plan_round(candidates, cfg.strategy, budget=max(0.0, budget - reserve), costs=costs,
-                          thresholds=cfg.thresholds, rng=self.rng, decisions=self._route(candidates, candidate_probs))
+                          rng=self.rng, decisions=self._route(candidates, candidate_probs))
         spent_before = float(annotations[COST].sum())
         answers = self._execute(plan, round_, annotations)
         annotations = self.store.annotations_frame(self.stream)
@@ -701,8 +701,10 @@ class _Program:
 
     def _route(self, candidates: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame | None:
         """The tiered strategy's routing decisions, from the scorer port (the Serve app's Router)."""
-        if self.cfg.strategy is not Strategy.TIERED or candidates.empty:
+        if self.cfg.strategy is not Strategy.TIERED:
             return None
+        if candidates.empty:  # nothing to route: no request
+            return route(candidates, self.cfg.thresholds)
         # A second request, after the scoring one, and it cannot be folded into it: the Router
         # decides on the label-issue scores (the double-blind cut-off, the priority), and those
         # depend on the probabilities of every arrived item (the posterior weighs the model
