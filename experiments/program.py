@@ -81,7 +81,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 import numpy as np
@@ -218,9 +218,9 @@ class HttpScorer:
         served = RoutingThresholds.from_dict(self.client.thresholds()["thresholds"])
         if served == thresholds:
             return
-        theirs, ours = served.to_dict(), thresholds.to_dict()
-        differ = "; ".join(f"{key} {theirs[key]!r} (Router) vs {ours[key]!r} (program)"
-                           for key in ours if theirs[key] != ours[key]) or f"{theirs} vs {ours}"
+        pairs = ((f.name, getattr(served, f.name), getattr(thresholds, f.name)) for f in fields(thresholds))
+        differ = "; ".join(f"{name} {theirs!r} (Router) vs {ours!r} (program)"
+                           for name, theirs, ours in pairs if theirs != ours)
         warnings.warn(f"The Serve app at {self.client.base_url} routes with its Router's thresholds, not the "
                       f"program's: {differ}. Deploy the app with the program's thresholds as the Router's "
                       "user_config, or give the program the Router's.", stacklevel=3)

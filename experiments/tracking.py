@@ -22,9 +22,9 @@ import pandas as pd
 from loop.exceptions import LoopError
 
 __all__ = [
-    "ALIAS_CHALLENGER", "ALIAS_CHAMPION", "MemoryTracker", "MlflowTracker", "RunWriter", "Tracker", "TrackingError",
-    "check_reachable", "hide_passwords", "plot_confusion_matrix", "plot_error_vs_cost", "plot_reliability", "routed_table_path",
-    "strategy_metric", "tune_best_value",
+    "ALIAS_CHALLENGER", "ALIAS_CHAMPION", "MemoryTracker", "MlflowTracker", "RunWriter", "Tracker",
+    "TrackingError", "check_reachable", "hide_passwords", "plot_confusion_matrix", "plot_error_vs_cost",
+    "plot_reliability", "routed_table_path", "strategy_metric", "tune_best_value",
 ]
 
 # --- aliases -----------------------------------------------------------------------------
