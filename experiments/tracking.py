@@ -3,7 +3,10 @@
 A program logs through a *tracker* port (:class:`Tracker`), so the same program code runs
 with MLflow (:class:`MlflowTracker`: runs, metrics with ``step = round``, PNG and CSV
 artifacts, models registered with the aliases ``challenger`` and ``champion``) or with none
-(:class:`MemoryTracker`: keeps everything in memory, for tests and the tuner).
+(:class:`MemoryTracker`: keeps everything in memory, for tests and the tuner). The params,
+metrics, tags and artifacts of every run, the program's and the tuner's study and trial runs
+alike, go through one :class:`RunWriter`: MLflow's batch and length limits and hidden URL
+passwords in one place.
 
 The model contract the Serve app relies on: ``mlflow.sklearn`` flavour, ``predict_proba`` as
 the pyfunc method, a registered version under an alias.
