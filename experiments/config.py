@@ -495,7 +495,7 @@ def parse_config(raw: Mapping[str, Any] | None, *, ignore: tuple[str, ...] = ())
     kwargs["model"] = ModelConfig(**model)
     kwargs["crowd"] = CrowdConfig(**crowd)
     kwargs["thresholds"] = _wrapped("thresholds", lambda: RoutingThresholds.from_dict(
-        {**ProgramConfig().thresholds.to_dict(), **thresholds}))
+        thresholds, base=ProgramConfig().thresholds))
     kwargs["gate"] = _wrapped("gate", lambda: QualityGate.from_dict({**ProgramConfig().gate.to_dict(), **gate}))
     kwargs["tracking"] = TrackingConfig(**tracking)
     if "url" in store:

@@ -81,7 +81,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 import numpy as np
@@ -218,9 +218,9 @@ class HttpScorer:
         served = RoutingThresholds.from_dict(self.client.thresholds()["thresholds"])
         if served == thresholds:
             return
-        theirs, ours = served.to_dict(), thresholds.to_dict()
-        differ = "; ".join(f"{key} {theirs[key]!r} (Router) vs {ours[key]!r} (program)"
-                           for key in ours if theirs[key] != ours[key]) or f"{theirs} vs {ours}"
+        pairs = ((f.name, getattr(served, f.name), getattr(thresholds, f.name)) for f in fields(thresholds))
+        differ = "; ".join(f"{name} {theirs!r} (Router) vs {ours!r} (program)"
+                           for name, theirs, ours in pairs if theirs != ours)
         warnings.warn(f"The Serve app at {self.client.base_url} routes with its Router's thresholds, not the "
                       f"program's: {differ}. Deploy the app with the program's thresholds as the Router's "
                       "user_config, or give the program the Router's.", stacklevel=3)
@@ -553,7 +553,7 @@ class _Program:
         planned_audit = audit_size * world.costs.expert
         reserve = self._reserve(annotations, audit_size, costs, budget)
         plan = plan_round(candidates, cfg.strategy, budget=max(0.0, budget - reserve), costs=costs,
-                          thresholds=cfg.thresholds, rng=self.rng, decisions=self._route(candidates, candidate_probs))
+                          rng=self.rng, decisions=self._route(candidates, candidate_probs))
         spent_before = float(annotations[COST].sum())
         answers = self._execute(plan, round_, annotations)
         annotations = self.store.annotations_frame(self.stream)
@@ -701,8 +701,10 @@ class _Program:
 
     def _route(self, candidates: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame | None:
         """The tiered strategy's routing decisions, from the scorer port (the Serve app's Router)."""
-        if self.cfg.strategy is not Strategy.TIERED or candidates.empty:
+        if self.cfg.strategy is not Strategy.TIERED:
             return None
+        if candidates.empty:  # nothing to route: no request
+            return route(candidates, self.cfg.thresholds)
         # A second request, after the scoring one, and it cannot be folded into it: the Router
         # decides on the label-issue scores (the double-blind cut-off, the priority), and those
         # depend on the probabilities of every arrived item (the posterior weighs the model

@@ -3,7 +3,10 @@
 A program logs through a *tracker* port (:class:`Tracker`), so the same program code runs
 with MLflow (:class:`MlflowTracker`: runs, metrics with ``step = round``, PNG and CSV
 artifacts, models registered with the aliases ``challenger`` and ``champion``) or with none
-(:class:`MemoryTracker`: keeps everything in memory, for tests and the tuner).
+(:class:`MemoryTracker`: keeps everything in memory, for tests and the tuner). The params,
+metrics, tags and artifacts of every run, the program's and the tuner's study and trial runs
+alike, go through one :class:`RunWriter`: MLflow's batch and length limits and hidden URL
+passwords in one place.
 
 The model contract the Serve app relies on: ``mlflow.sklearn`` flavour, ``predict_proba`` as
 the pyfunc method, a registered version under an alias.
@@ -11,6 +14,7 @@ the pyfunc method, a registered version under an alias.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,9 +25,9 @@ import pandas as pd
 from loop.exceptions import LoopError
 
 __all__ = [
-    "ALIAS_CHALLENGER", "ALIAS_CHAMPION", "MemoryTracker", "MlflowTracker", "Tracker", "TrackingError",
-    "check_reachable", "plot_confusion_matrix", "plot_error_vs_cost", "plot_reliability", "routed_table_path",
-    "strategy_metric", "tune_best_value",
+    "ALIAS_CHALLENGER", "ALIAS_CHAMPION", "MemoryTracker", "MlflowTracker", "RunWriter", "Tracker",
+    "TrackingError", "check_reachable", "hide_passwords", "plot_confusion_matrix", "plot_error_vs_cost",
+    "plot_reliability", "routed_table_path", "strategy_metric", "tune_best_value",
 ]
 
 # --- aliases -----------------------------------------------------------------------------
@@ -286,6 +290,168 @@ class MemoryTracker:
         return pd.DataFrame(self.metrics).groupby("step").last()
 
 
+# --- the one MLflow writer ---------------------------------------------------------------------
+
+# MLflow's limits (mlflow.utils.validation): one log_batch call takes at most 100 params, 100 tags
+# and 1000 metrics, 1000 entities in all; a param value at most 6000 characters, a tag value 8000,
+# a key 250. Values are cut to fit (MLflow's own client does the same); a key is refused, since
+# cutting it could merge two names into one.
+MAX_BATCH_PARAMS = 100
+MAX_BATCH_TAGS = 100
+MAX_BATCH_METRICS = 1000
+MAX_BATCH_ENTITIES = 1000
+MAX_PARAM_CHARS = 6000
+MAX_TAG_CHARS = 8000
+MAX_KEY_CHARS = 250
+
+# The password of a URL (``scheme://user:password@host``), up to the last "@" before the path: a
+# database URL's password may hold "@" in plain text.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)[^\s/]*(?=@)")
+
+
+def hide_passwords(text: str) -> str:
+    """``text`` with the password of every URL in it shown as ``***``, as SQLAlchemy renders it.
+
+    Examples
+    --------
+    >>> hide_passwords("postgresql+psycopg://labelloop:s3cret@db:5432/labels")
+    'postgresql+psycopg://labelloop:***@db:5432/labels'
+    >>> hide_passwords("sqlite:///optuna.db")
+    'sqlite:///optuna.db'
+    """
+    return _URL_PASSWORD.sub(r"\g<head>***", text)
+
+
+def _status(failed: bool) -> str:
+    return "FAILED" if failed else "FINISHED"
+
+
+class RunWriter:
+    """Every write to MLflow runs goes through here: the program's runs, a study's parent and trials.
+
+    It writes to runs by id through one ``MlflowClient`` (no global active run), and keeps
+    MLflow's rules in one place: params, tags and metrics go in batches within MLflow's limits,
+    over-long values are cut to fit, over-long keys refused, and no param or tag value shows
+    the password of a URL (a PostgreSQL ``store.url``, an Optuna storage).
+
+    Parameters
+    ----------
+    tracking_uri : str
+        The tracking store, also the registry.
+    client : MlflowClient, optional
+        Default ``MlflowClient(tracking_uri, registry_uri=tracking_uri)``, made when first needed.
+
+    Examples
+    --------
+    >>> writer = RunWriter("sqlite:///mlflow.db")
+    >>> experiment = writer.experiment_id("labelloop-tune")  # doctest: +SKIP
+    >>> parent = writer.start_run(experiment, "tune s", params={"tune.seed": 0})  # doctest: +SKIP
+    >>> trial = writer.start_run(experiment, "trial 0", parent_run_id=parent)  # doctest: +SKIP
+    >>> writer.log(trial, metrics={"objective_cost": 120.0})  # doctest: +SKIP
+    >>> writer.finish(trial)  # doctest: +SKIP
+    """
+
+    def __init__(self, tracking_uri: str, *, client: Any = None) -> None:
+        self.tracking_uri = tracking_uri
+        self._client = client
+
+    @property
+    def client(self):
+        from mlflow import MlflowClient
+
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client
+
+    def experiment_id(self, name: str) -> str:
+        """The id of experiment ``name``, created when missing."""
+        found = self.client.get_experiment_by_name(name)
+        return found.experiment_id if found else self.client.create_experiment(name)
+
+    def start_run(self, experiment_id: str, run_name: str, *, parent_run_id: str | None = None,
+                  params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None) -> str:
+        """Create a run (nested under ``parent_run_id``, if given), log its params; returns its id."""
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        nested = {MLFLOW_PARENT_RUN_ID: parent_run_id} if parent_run_id else {}
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=self.clean_tags({**nested, **(tags or {})}))
+        self.log(run.info.run_id, params=params)
+        return run.info.run_id
+
+    def reopen(self, run_id: str) -> None:
+        """Mark a finished run running again (a study that resumes under its parent)."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def log(self, run_id: str, *, params: Mapping[str, Any] | None = None,
+            metrics: Mapping[str, float] | None = None, tags: Mapping[str, Any] | None = None,
+            step: int | None = None) -> None:
+        """Log params, metrics (at ``step``, default 0) and tags, in as few batches as MLflow allows.
+
+        Raises
+        ------
+        ValueError
+            A key longer than MLflow's 250 characters.
+        """
+        import time
+
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        at = 0 if step is None else int(step)
+        param_rows = [Param(_key(k), _value(v, MAX_PARAM_CHARS)) for k, v in (params or {}).items()]
+        tag_rows = [RunTag(k, v) for k, v in self.clean_tags(tags or {}).items()]
+        metric_rows = [Metric(_key(k), float(v), now, at) for k, v in (metrics or {}).items()]
+        while param_rows or tag_rows or metric_rows:
+            batch_params, param_rows = param_rows[:MAX_BATCH_PARAMS], param_rows[MAX_BATCH_PARAMS:]
+            batch_tags, tag_rows = tag_rows[:MAX_BATCH_TAGS], tag_rows[MAX_BATCH_TAGS:]
+            room = min(MAX_BATCH_METRICS, MAX_BATCH_ENTITIES - len(batch_params) - len(batch_tags))
+            batch_metrics, metric_rows = metric_rows[:room], metric_rows[room:]
+            self.client.log_batch(run_id, metrics=batch_metrics, params=batch_params, tags=batch_tags)
+
+    def clean_tags(self, tags: Mapping[str, Any]) -> dict[str, str]:
+        """Tags as MLflow takes them: text, cut to 8000 characters, no URL password."""
+        return {_key(k): _value(v, MAX_TAG_CHARS) for k, v in tags.items()}
+
+    def log_table(self, run_id: str, frame: pd.DataFrame, path: str) -> None:
+        """``frame`` as a CSV artifact at ``path`` (e.g. ``tables/rounds.csv``)."""
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(path).name
+            frame.to_csv(local, index=False)
+            folder = str(Path(path).parent)
+            self.log_artifact(run_id, str(local), folder=None if folder == "." else folder)
+
+    def log_figure(self, run_id: str, figure: Any, path: str) -> None:
+        """A matplotlib figure as an image artifact at ``path``; the figure is closed."""
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(run_id, figure, path)
+        plt.close(figure)
+
+    def log_artifact(self, run_id: str, local_path: str, *, folder: str | None = None) -> None:
+        """A local file as an artifact, in ``folder`` of the run's artifacts (default: at the top)."""
+        self.client.log_artifact(run_id, local_path, artifact_path=folder)
+
+    def finish(self, run_id: str, *, failed: bool = False, status: str | None = None) -> None:
+        """End a run: FINISHED, FAILED when ``failed``, or ``status`` (e.g. ``KILLED``)."""
+        self.client.set_terminated(run_id, status=status or _status(failed))
+
+
+def _key(key: Any) -> str:
+    key = str(key)
+    if len(key) > MAX_KEY_CHARS:
+        raise ValueError(f"MLflow key {key[:40]!r}... is {len(key)} characters long; MLflow takes at most "
+                         f"{MAX_KEY_CHARS}")
+    return key
+
+
+def _value(value: Any, limit: int) -> str:
+    # Hidden before cutting, so that a cut cannot leave part of a password behind.
+    return hide_passwords(str(value))[:limit]
+
+
 class MlflowTracker:
     """Tracks to MLflow: one run (nested under the active run, if any), the model registry.
 
@@ -304,15 +470,11 @@ class MlflowTracker:
         self.experiment = experiment
         self.model_name = model_name
         self.run_id: str | None = None
-        self._client = None
+        self.writer = RunWriter(tracking_uri)
 
     @property
     def client(self):
-        from mlflow import MlflowClient
-
-        if self._client is None:
-            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-        return self._client
+        return self.writer.client
 
     def start(self, run_name: str, *, params: Mapping[str, str], tags: Mapping[str, str]) -> str:
         import mlflow
@@ -320,45 +482,27 @@ class MlflowTracker:
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         mlflow.set_experiment(self.experiment)
-        run = mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None, tags=dict(tags))
+        # MLflow's fluent API starts the run, because the run must be the active one: publish's
+        # mlflow.sklearn.log_model logs into it, a comparison's strategies nest under it, and
+        # under `mlflow run` the first one is the project run. Everything else is the writer's.
+        run = mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None,
+                               tags=self.writer.clean_tags(tags))
         self.run_id = run.info.run_id
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for start in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[start:start + 100])
+        self.writer.log(self.run_id, params=params)
         return self.run_id
 
     def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
-        import time
-
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        rows = [Metric(k, float(v), now, 0 if step is None else int(step)) for k, v in metrics.items()
-                if v is not None and np.isfinite(v)]
-        for start in range(0, len(rows), 500):
-            self.client.log_batch(self.run_id, metrics=rows[start:start + 500])
+        self.writer.log(self.run_id, metrics={k: v for k, v in metrics.items() if v is not None and np.isfinite(v)},
+                        step=step)
 
     def log_table(self, frame: pd.DataFrame, path: str) -> None:
-        import tempfile
-        from pathlib import Path
-
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / Path(path).name
-            frame.to_csv(local, index=False)
-            folder = str(Path(path).parent)
-            self.client.log_artifact(self.run_id, str(local), artifact_path=None if folder == "." else folder)
+        self.writer.log_table(self.run_id, frame, path)
 
     def log_figure(self, figure: Any, path: str) -> None:
-        import matplotlib.pyplot as plt
-
-        self.client.log_figure(self.run_id, figure, path)
-        plt.close(figure)
+        self.writer.log_figure(self.run_id, figure, path)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, str(value)[:5000])
+        self.writer.log(self.run_id, tags=tags)
 
     def publish(self, model: Any, *, aliases: tuple[str, ...], input_example: Any = None) -> str:
         """Log ``model`` in this run (sklearn flavour, ``predict_proba``), register a version, set aliases."""
@@ -377,8 +521,9 @@ class MlflowTracker:
     def finish(self, *, failed: bool = False) -> None:
         import mlflow
 
+        # The fluent API holds the run active (see start); ending it there terminates it.
         if self.run_id is not None:
-            mlflow.end_run(status="FAILED" if failed else "FINISHED")
+            mlflow.end_run(status=_status(failed))
 
 
 # --- plots -------------------------------------------------------------------------------------

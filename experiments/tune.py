@@ -68,8 +68,6 @@ import dataclasses
 import math
 import os
 import statistics
-import tempfile
-import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -122,9 +120,6 @@ ATTR_TRACKING_URI = "mlflow_tracking_uri"
 ATTR_WORLDS = "worlds"
 ATTR_OBJECTIVE = "objective"
 ATTR_SURPLUS = "surplus"  # a trial one too many, pruned as it started (see "Storage and resuming")
-
-_MAX_BATCH_PARAMS = 100
-_MAX_PARAM_CHARS = 6000
 
 # Heartbeat of the RDB storage: a trial whose process died is failed after the grace period
 # and retried once, so killing `labelloop tune` loses at most one trial's work.
@@ -559,42 +554,40 @@ def _params_of(values: Mapping[str, float], base: RoutingThresholds, attrs: Mapp
 
 
 class _Tracker:
-    """The tuner's MLflow runs, written through one client (no global active run)."""
+    """The tuner's MLflow runs: a study's parent, a nested run per trial (all through the one writer)."""
 
     def __init__(self, tracking_uri: str, experiment: str) -> None:
-        from mlflow.tracking import MlflowClient
-
         # Under `mlflow run`, the project run is the parent and its store is the tracking store.
         self.project_run_id = os.environ.get("MLFLOW_RUN_ID") or None
         if self.project_run_id:
             tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", tracking_uri)
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri)
+        self.writer = T.RunWriter(tracking_uri)
+        self.client = self.writer.client
         if self.project_run_id:
             self.experiment_id = self.client.get_run(self.project_run_id).info.experiment_id
         else:
-            found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+            self.experiment_id = self.writer.experiment_id(experiment)
         self.parent_run_id: str | None = None
 
     def open_parent(self, study: Any, settings: TuneSettings, params: Mapping[str, Any]) -> str:
         from mlflow.exceptions import MlflowException
 
+        # The writer hides the storage URL's password, as it does for every param and tag.
         tags = {T.TAG_ROLE: T.ROLE_TUNE, T.TAG_STUDY: settings.study_name,
-                T.TAG_OPTUNA_STORAGE: _hide_password(settings.storage), T.TAG_TUNE_OBJECTIVE: settings.objective.value}
+                T.TAG_OPTUNA_STORAGE: settings.storage, T.TAG_TUNE_OBJECTIVE: settings.objective.value}
         candidate = self.project_run_id or self._previous_parent(study)
         if candidate is not None:
             try:
-                self._log(candidate, params=params, tags=tags)
+                self.writer.log(candidate, params=params, tags=tags)
                 if candidate != self.project_run_id:
-                    self.client.update_run(candidate, status="RUNNING")
+                    self.writer.reopen(candidate)
                 self.parent_run_id = candidate
             except MlflowException:  # the settings changed (params are immutable): start afresh
                 candidate = None
         if candidate is None:
-            run = self.client.create_run(self.experiment_id, run_name=f"tune {settings.study_name}", tags=tags)
-            self.parent_run_id = run.info.run_id
-            self._log(self.parent_run_id, params=params)
+            self.parent_run_id = self.writer.start_run(self.experiment_id, f"tune {settings.study_name}",
+                                                       params=params, tags=tags)
         study.set_user_attr(ATTR_PARENT_RUN_ID, self.parent_run_id)
         study.set_user_attr(ATTR_TRACKING_URI, self.tracking_uri)
         return self.parent_run_id
@@ -614,20 +607,16 @@ class _Tracker:
         return run_id
 
     def start_trial(self, number: int, values: Mapping[str, float], settings: TuneSettings) -> str:
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
-        run = self.client.create_run(
-            self.experiment_id, run_name=f"trial {number}",
-            tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, T.TAG_ROLE: T.ROLE_TUNE_TRIAL,
-                  T.TAG_STUDY: settings.study_name, T.TAG_TRIAL: str(number),
+        return self.writer.start_run(
+            self.experiment_id, f"trial {number}", parent_run_id=self.parent_run_id,
+            params={T.TRIAL_NUMBER: number, **values},
+            tags={T.TAG_ROLE: T.ROLE_TUNE_TRIAL, T.TAG_STUDY: settings.study_name, T.TAG_TRIAL: str(number),
                   T.TAG_TUNE_OBJECTIVE: settings.objective.value})
-        self._log(run.info.run_id, params={T.TRIAL_NUMBER: number, **values})
-        return run.info.run_id
 
     def end_trial(self, run_id: str, metrics: Mapping[str, float] | None, *, failed: bool = False) -> None:
         if metrics:
-            self._log(run_id, metrics=metrics)
-        self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+            self.writer.log(run_id, metrics=metrics)
+        self.writer.finish(run_id, failed=failed)
 
     def close_parent(self, result: StudyResult, serve_config: Path | None, *, failed: bool = False) -> None:
         if self.parent_run_id is None:
@@ -637,16 +626,13 @@ class _Tracker:
             metrics |= {T.TUNE_BEST_COST: result.best_cost,
                         result.objective.best_error_rate_name: result.best_error_rate}
             metrics |= {T.tune_best_value(k): v for k, v in result.best.to_dict().items()}
-        self._log(self.parent_run_id, metrics=metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            table = Path(tmp) / T.TRIALS_CSV
-            result.trials.to_csv(table, index=False)
-            self.client.log_artifact(self.parent_run_id, str(table))
+        self.writer.log(self.parent_run_id, metrics=metrics)
+        self.writer.log_table(self.parent_run_id, result.trials, T.TRIALS_CSV)
         if serve_config is not None:
-            self.client.log_artifact(self.parent_run_id, str(serve_config))
+            self.writer.log_artifact(self.parent_run_id, str(serve_config))
         self._close_orphans(result.trials)
         if self.parent_run_id != self.project_run_id:  # `mlflow run` ends its own run
-            self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
+            self.writer.finish(self.parent_run_id, failed=failed)
 
     def _close_orphans(self, trials: pd.DataFrame) -> None:
         """Mark KILLED the runs of trials whose process died (the heartbeat failed them)."""
@@ -655,33 +641,9 @@ class _Tracker:
         for run_id in trials.loc[(trials["state"] == "FAIL") & trials["mlflow_run_id"].notna(), "mlflow_run_id"]:
             try:
                 if self.client.get_run(run_id).info.status == "RUNNING":
-                    self.client.set_terminated(run_id, status="KILLED")
+                    self.writer.finish(run_id, status="KILLED")
             except MlflowException:  # a run of another tracking store, or deleted
                 continue
-
-    def _log(self, run_id: str, *, params: Mapping[str, Any] | None = None,
-             metrics: Mapping[str, float] | None = None, tags: Mapping[str, str] | None = None) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-
-        now = int(time.time() * 1000)
-        # MLflow takes at most 100 params per batch and 6000 characters per param value.
-        items = [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in (params or {}).items()]
-        chunks = [items[i:i + _MAX_BATCH_PARAMS] for i in range(0, len(items), _MAX_BATCH_PARAMS)] or [[]]
-        for i, chunk in enumerate(chunks):
-            self.client.log_batch(
-                run_id, params=chunk,
-                metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()] if i == 0 else [],
-                tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()] if i == 0 else [],
-            )
-
-
-def _hide_password(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a SQLAlchemy URL: keep it as it was given
-        return url
 
 
 def run_study(evaluate: Evaluate, settings: TuneSettings, *, base_thresholds: RoutingThresholds | None = None,
@@ -1135,7 +1097,7 @@ def _print_summary(console: Any, cfg: TuneConfig, result: StudyResult) -> None:
     seeds = world_seeds(cfg.program, cfg.tune.worlds)
     over = f"on world seed {seeds[0]}" if len(seeds) == 1 else \
         f"means over {len(seeds)} worlds, seeds {seeds[0]}-{seeds[-1]}"
-    console.print(f"Study [bold]{result.study_name}[/] at {_hide_password(result.storage)}: "
+    console.print(f"Study [bold]{result.study_name}[/] at {T.hide_passwords(result.storage)}: "
                   f"{result.n_complete} trials complete ({result.n_new} this session), "
                   f"{result.n_feasible} meet the target error rate {target:.1%} "
                   f"({'true rate' if result.objective is Objective.SIMULATOR else 'audit bound'}, {over}).")

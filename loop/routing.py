@@ -158,13 +158,16 @@ class RoutingThresholds:
         return hash(tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
 
     @classmethod
-    def from_dict(cls, config: Mapping[str, Any]) -> RoutingThresholds:
+    def from_dict(cls, config: Mapping[str, Any], *, base: RoutingThresholds | None = None) -> RoutingThresholds:
         """Build thresholds from a plain mapping (a YAML file, a Serve ``user_config``).
 
         Parameters
         ----------
         config : mapping
-            Keys among the field names; missing keys take their defaults.
+            Keys among the field names; missing keys take their values from ``base``.
+        base : RoutingThresholds, optional
+            The values ``config`` overrides (a program's own defaults); default the field
+            defaults.
 
         Returns
         -------
@@ -179,6 +182,9 @@ class RoutingThresholds:
         --------
         >>> RoutingThresholds.from_dict({"expert_margin": 0.2}).expert_margin
         0.2
+        >>> t = RoutingThresholds.from_dict({"expert_margin": 0.2}, base=RoutingThresholds(auto_accept_confidence=0.9))
+        >>> t.auto_accept_confidence, t.expert_margin
+        (0.9, 0.2)
         """
         if not isinstance(config, Mapping):
             raise fail("config", "a mapping of threshold names to values", f"a {type(config).__name__}")
@@ -186,7 +192,10 @@ class RoutingThresholds:
         unknown = sorted(map(str, set(config) - set(valid)))
         if unknown:
             raise fail("config", f"a mapping with keys among {valid}", f"unknown keys {unknown}")
-        return cls(**config)
+        if base is not None and not isinstance(base, RoutingThresholds):
+            raise fail("base", "a RoutingThresholds or None", f"a {type(base).__name__}")
+        # replace() runs __post_init__, so the overrides are checked and normalised as in cls(...).
+        return cls(**config) if base is None else dataclasses.replace(base, **config)
 
     def to_dict(self) -> dict[str, Any]:
         """The thresholds as plain YAML/JSON-ready values; :meth:`from_dict` reads them back.

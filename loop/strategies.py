@@ -155,14 +155,15 @@ def plan_round(candidates: pd.DataFrame, strategy: Strategy | str, *, budget: fl
     costs : TaskCosts
         Planned cost of each action.
     thresholds : RoutingThresholds, optional
-        The routing policy of ``tiered`` (required there unless ``decisions`` is given,
-        ignored otherwise).
+        ``tiered`` only: the routing policy, ``route(candidates, thresholds)``. The other
+        strategies do not route, so they refuse thresholds rather than ignore them.
     rng : Generator or int, optional
         Required by ``random``.
     decisions : DataFrame, optional
-        ``tiered`` only: routing decisions already made for the candidates (the output of
-        :func:`loop.routing.route`, columns ``item_id, route, reason, priority``, one row per
-        candidate in any order), used instead of calling ``route(candidates, thresholds)``.
+        ``tiered`` only, instead of ``thresholds``: routing decisions already made for the
+        candidates (the output of :func:`loop.routing.route`, columns ``item_id, route,
+        reason, priority``, one row per candidate in any order), e.g. by the Serve app's
+        Router under its own thresholds. ``tiered`` takes exactly one of the two.
 
     Returns
     -------
@@ -176,9 +177,10 @@ def plan_round(candidates: pd.DataFrame, strategy: Strategy | str, *, budget: fl
     Raises
     ------
     SchemaError
-        Missing columns, an unknown strategy, a negative budget, a missing ``rng`` or
-        ``thresholds`` where the strategy needs one, or ``decisions`` that do not match the
-        candidates.
+        Missing columns, an unknown strategy, a negative budget, a missing ``rng`` where the
+        strategy needs one, ``thresholds`` or ``decisions`` for a strategy other than
+        ``tiered``, neither or both of them for ``tiered``, or ``decisions`` that do not
+        match the candidates.
 
     Examples
     --------
@@ -194,6 +196,12 @@ def plan_round(candidates: pd.DataFrame, strategy: Strategy | str, *, budget: fl
     budget = check_real(budget, "budget", low=0)
     if not isinstance(costs, TaskCosts):
         raise fail("costs", "a TaskCosts", type(costs).__name__)
+    if strategy is not Strategy.TIERED:
+        # Only tiered routes; a policy handed to another strategy would have no effect.
+        for name, value in (("thresholds", thresholds), ("decisions", decisions)):
+            if value is not None:
+                raise fail(name, f"None for the {strategy.value} strategy (only tiered routes)",
+                           f"a {type(value).__name__}")
     n = len(frame)
     if strategy is Strategy.TRIPLE_MAJORITY:
         new = frame[IS_NEW].to_numpy(dtype=bool)
@@ -229,10 +237,15 @@ def _ranking(frame: pd.DataFrame, strategy: Strategy, rng: Any) -> tuple[np.ndar
 
 def _plan_tiered(frame: pd.DataFrame, budget: float, costs: TaskCosts, thresholds: RoutingThresholds | None,
                  decisions: pd.DataFrame | None) -> pd.DataFrame:
+    if decisions is not None and thresholds is not None:
+        # The decisions were routed under somebody's thresholds (the Router's); these would be
+        # ignored, and need not be the same.
+        raise fail("thresholds", "None when decisions are given (they are routed already)", "a RoutingThresholds")
     if decisions is not None:
         decided = _check_decisions(decisions, frame)
     elif not isinstance(thresholds, RoutingThresholds):
-        raise fail("thresholds", "a RoutingThresholds for the tiered strategy", type(thresholds).__name__)
+        raise fail("thresholds", "a RoutingThresholds for the tiered strategy (or its decisions)",
+                   type(thresholds).__name__)
     else:
         decided = route(frame, thresholds)
     routes = decided[ROUTE].to_numpy(dtype=object)

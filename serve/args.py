@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_serializer, field_validator
 
 from loop.routing import RoutingThresholds
 
@@ -32,9 +32,10 @@ class AppArgs(BaseModel):
         MLflow's own resolution (``MLFLOW_TRACKING_URI``).
     registry_uri : str, optional
         Model registry URI when it differs from the tracking URI.
-    thresholds : mapping, optional
-        Routing thresholds in :meth:`loop.routing.RoutingThresholds.to_dict` form; the
-        Router's initial ``user_config``. A Serve config's ``user_config`` for the Router wins.
+    thresholds : RoutingThresholds or mapping, optional
+        The Router's initial thresholds: a mapping in
+        :meth:`loop.routing.RoutingThresholds.to_dict` form is parsed here, once, and kept as
+        the object. A Serve config's ``user_config`` for the Router wins.
     class_names : list of str or int, optional
         Names of the model's classes in column order; answers use them for ``predicted``,
         ``runner_up`` and ``classes``, and requests may give labels by name. Default: the
@@ -58,13 +59,13 @@ class AppArgs(BaseModel):
         Larger requests get HTTP 413.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     model_name: str = Field(min_length=1)
     alias: str = Field("champion", min_length=1)
     tracking_uri: str | None = None
     registry_uri: str | None = None
-    thresholds: dict[str, Any] | None = None
+    thresholds: RoutingThresholds | None = None
     class_names: list[StrictInt | StrictStr] | None = None
     refresh_seconds: float | None = Field(None, gt=0)
     max_batch_size: int = Field(16, ge=1, le=4096)
@@ -74,11 +75,17 @@ class AppArgs(BaseModel):
     replica_cpus: float = Field(0.25, gt=0)
     max_rows_per_request: int = Field(65536, ge=1)
 
-    @field_validator("thresholds")
+    @field_validator("thresholds", mode="before")
     @classmethod
-    def _thresholds_load(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _thresholds_load(cls, value: Any) -> RoutingThresholds | None:
         # Fail here, with the key named, rather than in a Router replica later.
-        return None if value is None else RoutingThresholds.from_dict(value).to_dict()
+        if value is None or isinstance(value, RoutingThresholds):
+            return value
+        return RoutingThresholds.from_dict(value)
+
+    @field_serializer("thresholds")
+    def _thresholds_dump(self, value: RoutingThresholds | None) -> dict[str, Any] | None:
+        return None if value is None else value.to_dict()
 
     @field_validator("class_names")
     @classmethod
@@ -89,4 +96,4 @@ class AppArgs(BaseModel):
 
     def routing_thresholds(self) -> RoutingThresholds:
         """The initial thresholds as a :class:`~loop.routing.RoutingThresholds`."""
-        return RoutingThresholds.from_dict(self.thresholds or {})
+        return self.thresholds if self.thresholds is not None else RoutingThresholds()

@@ -449,3 +449,20 @@ def test_the_public_api_is_what_all_says() -> None:
 
     assert sorted(tune.__all__) == sorted(set(tune.__all__))
     assert all(hasattr(tune, name) for name in tune.__all__)
+
+
+def test_trials_nest_under_the_parent_which_shows_no_password(tmp_path, tracking) -> None:
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    from experiments import tracking as T
+
+    url = "postgresql+psycopg://labelloop:s3cret@db:5432/labels"
+    res = run_study(toy_program, _settings(tmp_path, "secret", trials=2), tracking_uri=tracking,
+                    params={"store.url": url})
+    parent, children = _children(tracking, res.parent_run_id)
+    assert parent.data.params["store.url"] == "postgresql+psycopg://labelloop:***@db:5432/labels"
+    assert {c.info.run_id for c in children} == set(res.trials["mlflow_run_id"])
+    assert all(c.data.tags[MLFLOW_PARENT_RUN_ID] == res.parent_run_id and
+               c.data.tags[T.TAG_ROLE] == T.ROLE_TUNE_TRIAL for c in children)
+    assert not any("s3cret" in v for run in (parent, *children)
+                   for v in [*run.data.params.values(), *run.data.tags.values()])

@@ -378,3 +378,17 @@ def test_class_names_are_compared_as_text_whatever_their_type() -> None:
     decided = route(scores, thresholds)
     assert decided["reason"].str.endswith("(guideline v3 §2)").all()
     assert decided["reason"].nunique() == 1
+
+
+def test_from_dict_overrides_a_base_without_a_round_trip():
+    base = RoutingThresholds(auto_accept_confidence=0.9, always_human={"cat"}, guideline_refs={("a", "b"): "g §1"})
+    t = RoutingThresholds.from_dict({"expert_margin": 0.2, "guideline_refs": [{"classes": ["c", "d"], "ref": "g §2"}]},
+                                    base=base)
+    assert (t.auto_accept_confidence, t.expert_margin, t.always_human) == (0.9, 0.2, frozenset({"cat"}))
+    assert dict(t.guideline_refs) == {frozenset({"c", "d"}): "g §2"}  # normalised as by the constructor
+    with pytest.raises(SchemaError, match="expert_margin"):
+        RoutingThresholds.from_dict({"expert_margin": 2.0}, base=base)
+    with pytest.raises(SchemaError, match="unknown keys"):
+        RoutingThresholds.from_dict({"nope": 1}, base=base)
+    with pytest.raises(SchemaError, match="'base'"):
+        RoutingThresholds.from_dict({}, base=base.to_dict())  # type: ignore[arg-type]

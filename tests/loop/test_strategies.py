@@ -26,10 +26,15 @@ def candidates(n: int = 40, seed: int = 0, k: int = 4) -> pd.DataFrame:
     return scores.assign(**{SELF_CONFIDENCE: probs[np.arange(n), labels], IS_NEW: np.arange(n) % 2 == 0})
 
 
+def policy(strategy: Strategy | str) -> RoutingThresholds | None:
+    """The thresholds a strategy takes: tiered's routing policy, None for the others."""
+    return THRESHOLDS if Strategy(strategy) is Strategy.TIERED else None
+
+
 @pytest.mark.parametrize("strategy", list(Strategy))
 def test_one_action_per_item_in_input_order(strategy):
     frame = candidates()
-    plan = plan_round(frame, strategy, budget=1.0, costs=COSTS, thresholds=THRESHOLDS, rng=0)
+    plan = plan_round(frame, strategy, budget=1.0, costs=COSTS, thresholds=policy(strategy), rng=0)
     assert list(plan.columns) == list(PLAN_COLUMNS)
     assert plan["item_id"].tolist() == frame["item_id"].tolist()
     assert set(plan[ACTION]) <= {a.value for a in Action}
@@ -40,7 +45,8 @@ def test_one_action_per_item_in_input_order(strategy):
 @settings(max_examples=40, deadline=None)
 @given(budget=st.floats(0, 5), seed=st.integers(0, 1000))
 def test_budgeted_strategies_plan_within_budget(strategy, budget, seed):
-    plan = plan_round(candidates(seed=seed), strategy, budget=budget, costs=COSTS, thresholds=THRESHOLDS, rng=seed)
+    plan = plan_round(candidates(seed=seed), strategy, budget=budget, costs=COSTS, thresholds=policy(strategy),
+                      rng=seed)
     assert plan[PLANNED_COST].sum() <= budget + 1e-9
 
 
@@ -51,7 +57,7 @@ def test_more_budget_never_looks_at_fewer_items(strategy, low, extra, seed):
     frame = candidates(seed=seed)
     looked = []
     for budget in (low, low + extra):
-        plan = plan_round(frame, strategy, budget=budget, costs=COSTS, thresholds=THRESHOLDS, rng=seed)
+        plan = plan_round(frame, strategy, budget=budget, costs=COSTS, thresholds=policy(strategy), rng=seed)
         looked.append(set(plan.loc[~plan[ACTION].isin(["keep", "auto_accept"]), "item_id"]))
     assert looked[0] <= looked[1]
 
@@ -114,10 +120,26 @@ def test_tiered_takes_precomputed_decisions_in_any_order():
         shuffled = decided.sample(frac=1.0, random_state=0)
         got = plan_round(frame, "tiered", budget=budget, costs=COSTS, decisions=shuffled)
         pd.testing.assert_frame_equal(got, want)
-    # The decisions win over the thresholds: everything routed to an expert.
+    # The decisions are followed as given: everything routed to an expert.
     experts = decided.assign(route="expert", reason="asked by the router")
-    plan = plan_round(frame, "tiered", budget=1e9, costs=COSTS, thresholds=THRESHOLDS, decisions=experts)
+    plan = plan_round(frame, "tiered", budget=1e9, costs=COSTS, decisions=experts)
     assert (plan[ACTION] == "expert").all() and (plan["reason"] == "asked by the router").all()
+
+
+def test_thresholds_are_taken_only_where_they_route():
+    from loop.routing import route
+
+    frame = candidates(n=10)
+    # Tiered routes on thresholds or on decisions routed already, never on both: the
+    # thresholds would be ignored.
+    with pytest.raises(SchemaError, match="'thresholds'.*routed already"):
+        plan_round(frame, "tiered", budget=1.0, costs=COSTS, thresholds=THRESHOLDS, decisions=route(frame, THRESHOLDS))
+    # The other strategies do not route: thresholds (or decisions) given to them are refused.
+    for strategy in (Strategy.RANDOM, Strategy.LEAST_CONFIDENCE, Strategy.CLEANLAB, Strategy.TRIPLE_MAJORITY):
+        with pytest.raises(SchemaError, match=f"'thresholds'.*None for the {strategy.value} strategy"):
+            plan_round(frame, strategy, budget=1.0, costs=COSTS, thresholds=THRESHOLDS, rng=0)
+        with pytest.raises(SchemaError, match="'decisions'"):
+            plan_round(frame, strategy, budget=1.0, costs=COSTS, decisions=route(frame, THRESHOLDS), rng=0)
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -93,3 +93,13 @@ def test_absolute_sqlite_uri(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert absolute_sqlite_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/mlflow.db"
     assert absolute_sqlite_uri(None) is None
+
+
+def test_app_args_keep_the_thresholds_as_one_object():
+    strict = RoutingThresholds(expert_margin=0.3, always_human={"x"})
+    assert AppArgs(model_name="m", thresholds=strict).thresholds is strict  # not re-parsed
+    parsed = AppArgs(model_name="m", thresholds=strict.to_dict())
+    assert parsed.thresholds == strict and parsed.routing_thresholds() is parsed.thresholds
+    # Where they leave the process (a Serve config's args) they are the to_dict form again.
+    assert parsed.model_dump(mode="json")["thresholds"] == strict.to_dict()
+    assert AppArgs(model_name="m").routing_thresholds() == RoutingThresholds()
