@@ -46,6 +46,11 @@ _MACE_SWEEPS = 3
 SHRINKAGE_GRID: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
 # EM tolerance of the fits that compare the models for model="auto" (the final fit uses `tol`).
 _SELECTION_TOL = 1e-4
+# cv_repeats="auto": repeat the fold split until this many held-out labels are scored (at most
+# _SELECTION_MAX_REPEATS times). On a quiz of 1,200 labels one split's choice between two
+# close models turns on which labels it happened to hold out; the mean of five does not.
+_SELECTION_SCORED = 10_000
+_SELECTION_MAX_REPEATS = 5
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,17 +328,19 @@ class DawidSkene(_GoldAnchored):
 
     ``model="auto"`` (default) chooses among the three without gold, by how well each
     predicts annotations it has not seen: the annotations (of at most ``selection_items``
-    items drawn at random) are split into ``cv_folds`` folds; each model is fitted on all
-    folds but one and scores the held-out labels by their predictive log-probability
+    items drawn at random) are split into ``cv_folds`` folds (``cv_repeats`` times); each
+    model is fitted on all folds but one and scores the held-out labels by their predictive
+    log-probability
     :math:`\log \sum_c P(z_i = c \mid \text{the item's other labels})\, \theta_a[c, l]`;
     the model with the highest mean over all held-out labels is then fitted on all the
     annotations and recorded in ``model_`` (its scores in ``model_scores_``). No single form
     wins everywhere; on the real crowds of ``benchmarks/aggregation.py`` it picks MACE-style
-    on RTE, TEMP and music genre, one-coin on most quizzes (20-40 questions: too few for a
-    matrix per annotator) and the full model on weather sentiment. Cross-validation charges
-    each form for its freedom at its real price (the full model's confusions are shrunk, so
-    parameter-counting criteria such as BIC over-charge it). It costs ``3 * cv_folds`` fits
-    on the selection sample, at a looser tolerance. Held-out likelihood measures how well a
+    on RTE, TEMP, WSD and music genre, one-coin or full on the quizzes (20-40 questions, where
+    a matrix per annotator is often more than the data support) and the full model on
+    weather sentiment. Cross-validation charges each form for its freedom at its real price
+    (the full model's confusions are shrunk, so parameter-counting criteria such as BIC
+    over-charge it). It costs ``3 * cv_folds * cv_repeats`` fits on the selection sample, at a
+    looser tolerance. Held-out likelihood measures how well a
     model explains the annotations, not agreement with any gold: where a gold set is itself a
     plurality of the crowd (weather sentiment), symmetric models such as :class:`GLAD` match
     it better than the model that explains the annotations best.
@@ -355,6 +362,9 @@ class DawidSkene(_GoldAnchored):
         Bayes.
     cv_folds : int, default 5
         Folds of the held-out comparison of ``model="auto"`` (>= 2; ignored otherwise).
+    cv_repeats : int >= 1 or "auto", default "auto"
+        How many random fold splits ``model="auto"`` averages over; ``"auto"``: enough to
+        score 10,000 held-out labels, at most 5 (one on crowds of 10,000 labels or more).
     selection_items : int, default 5000
         ``model="auto"`` compares the models on at most this many items, drawn at random
         (>= 1; ignored otherwise): the comparison's cost stays bounded on large crowds.
@@ -404,20 +414,25 @@ class DawidSkene(_GoldAnchored):
 
     def __init__(self, model: Model = "auto", *, max_iter: int = 100, tol: float = 1e-6,
                  smoothing: float = 1.0, shrinkage: float | Literal["auto"] = "auto",
-                 cv_folds: int = 5, selection_items: int = 5000,
-                 random_state: np.random.Generator | int = 0) -> None:
+                 cv_folds: int = 5, cv_repeats: int | Literal["auto"] = "auto",
+                 selection_items: int = 5000, random_state: np.random.Generator | int = 0) -> None:
         self.model = model
         self.max_iter = max_iter
         self.tol = tol
         self.smoothing = smoothing
         self.shrinkage = shrinkage
         self.cv_folds = cv_folds
+        self.cv_repeats = cv_repeats
         self.selection_items = selection_items
         self.random_state = random_state
 
     def _check_params(self) -> None:
         check_option(self.model, "model", ("auto", *MODELS))
         check_int(self.cv_folds, "cv_folds", low=2)
+        if not (isinstance(self.cv_repeats, str) and self.cv_repeats == "auto"):
+            if isinstance(self.cv_repeats, str):
+                raise fail("cv_repeats", "an int >= 1 or 'auto'", repr(self.cv_repeats))
+            check_int(self.cv_repeats, "cv_repeats", low=1)
         check_int(self.selection_items, "selection_items", low=1)
         check_rng(self.random_state, "random_state")
         check_int(self.max_iter, "max_iter", low=1)
@@ -453,7 +468,8 @@ class DawidSkene(_GoldAnchored):
         if model == "auto":
             # The comparison needs its fits converged only roughly: a looser tolerance halves
             # its cost and leaves the held-out scores within ~1e-4 of each other's ranking.
-            scores = _heldout_scores(enc, MODELS, folds=self.cv_folds, max_items=self.selection_items,
+            scores = _heldout_scores(enc, MODELS, folds=self.cv_folds, repeats=self.cv_repeats,
+                                     max_items=self.selection_items,
                                      rng=check_rng(self.random_state, "random_state"),
                                      gold_rows=gold_rows, gold_codes=gold_codes,
                                      **{**options, "tol": max(self.tol, _SELECTION_TOL)})
@@ -516,13 +532,14 @@ def _subset(enc: _Encoded, rows: np.ndarray) -> tuple[_Encoded, np.ndarray]:
     return _Encoded(item, annotator, label, enc.items[kept], enc.annotators, enc.classes, X), kept
 
 
-def _heldout_scores(enc: _Encoded, models: tuple[str, ...], *, folds: int, max_items: int,
-                    rng: np.random.Generator, gold_rows: np.ndarray, gold_codes: np.ndarray,
-                    **options: Any) -> pd.Series:
+def _heldout_scores(enc: _Encoded, models: tuple[str, ...], *, folds: int, repeats: int | str,
+                    max_items: int, rng: np.random.Generator, gold_rows: np.ndarray,
+                    gold_codes: np.ndarray, **options: Any) -> pd.Series:
     r"""Mean held-out log-likelihood per annotation of each of ``models``, by model name.
 
     At most ``max_items`` items are drawn; their annotation rows are dealt into ``folds``
-    folds at random. For each fold and model, EM runs on the other folds and each held-out
+    folds at random, ``repeats`` times (``"auto"``: enough to score :data:`_SELECTION_SCORED`
+    held-out rows, at most :data:`_SELECTION_MAX_REPEATS` times). For each fold and model, EM runs on the other folds and each held-out
     row ``(i, a, l)`` scores :math:`\log \sum_c p_i(c)\, \theta_a[c, l]`, with
     :math:`p_i` the item's posterior from its training labels (the class prior when it has
     none). Rows are drawn in the encoding's (item, annotator) order, so the draws do not
@@ -531,25 +548,29 @@ def _heldout_scores(enc: _Encoded, models: tuple[str, ...], *, folds: int, max_i
     n = len(enc.items)
     items = np.sort(rng.choice(n, size=max_items, replace=False)) if n > max_items else np.arange(n)
     rows = np.flatnonzero(np.isin(enc.item, items)) if n > max_items else np.arange(enc.item.size)
-    fold = rng.permutation(rows.size) % folds
-    total = dict.fromkeys(models, 0.0)
-    for f in range(folds):
-        train, test = rows[fold != f], rows[fold == f]
-        if train.size == 0 or test.size == 0:
-            continue
-        sub, kept = _subset(enc, train)
-        where = np.searchsorted(kept, gold_rows)
-        known = (where < kept.size) & (kept[np.minimum(where, kept.size - 1)] == gold_rows)
-        # Held-out rows of items with no training label fall back on the class prior.
-        test_pos = np.searchsorted(kept, enc.item[test])
-        seen = (test_pos < kept.size) & (kept[np.minimum(test_pos, kept.size - 1)] == enc.item[test])
-        for model in models:
-            fit = _fit_em(sub, model, gold_rows=where[known], gold_codes=gold_codes[known], **options)
-            post = np.where(seen[:, None], fit.posteriors[np.minimum(test_pos, kept.size - 1)],
-                            fit.priors[None, :])
-            said = fit.confusion[enc.annotator[test], :, enc.label[test]]  # (n_test, k) over c
-            total[model] += float(np.log((post * said).sum(axis=1)).sum())
-    return pd.Series({model: total[model] / rows.size for model in models}, name="heldout_log_likelihood")
+    if repeats == "auto":
+        repeats = int(np.clip(-(-_SELECTION_SCORED // max(rows.size, 1)), 1, _SELECTION_MAX_REPEATS))
+    total, scored = dict.fromkeys(models, 0.0), 0
+    for _ in range(int(repeats)):
+        fold = rng.permutation(rows.size) % folds
+        for f in range(folds):
+            train, test = rows[fold != f], rows[fold == f]
+            if train.size == 0 or test.size == 0:
+                continue
+            sub, kept = _subset(enc, train)
+            where = np.searchsorted(kept, gold_rows)
+            known = (where < kept.size) & (kept[np.minimum(where, kept.size - 1)] == gold_rows)
+            # Held-out rows of items with no training label fall back on the class prior.
+            test_pos = np.searchsorted(kept, enc.item[test])
+            seen = (test_pos < kept.size) & (kept[np.minimum(test_pos, kept.size - 1)] == enc.item[test])
+            scored += test.size
+            for model in models:
+                fit = _fit_em(sub, model, gold_rows=where[known], gold_codes=gold_codes[known], **options)
+                post = np.where(seen[:, None], fit.posteriors[np.minimum(test_pos, kept.size - 1)],
+                                fit.priors[None, :])
+                said = fit.confusion[enc.annotator[test], :, enc.label[test]]  # (n_test, k) over c
+                total[model] += float(np.log((post * said).sum(axis=1)).sum())
+    return pd.Series({model: total[model] / max(scored, 1) for model in models}, name="heldout_log_likelihood")
 
 
 @dataclass(frozen=True)

@@ -310,23 +310,39 @@ def test_a_random_tie_break_picks_a_most_voted_label_and_changes_nothing_else(cr
 def test_same_result_whatever_the_row_order(crowd, model):
     annotations, seed = crowd
     shuffled = annotations.sample(frac=1.0, random_state=seed)
+    # One fold split is enough to show model="auto" draws its folds whatever the row order.
+    def ds() -> DawidSkene:
+        return DawidSkene(model, cv_repeats=1)
+
     # A few GLAD iterations suffice: invariance must hold at every iteration.
-    for make in (MajorityVote, lambda: DawidSkene(model), lambda: GLAD(max_iter=3)):
+    for make in (MajorityVote, ds, lambda: GLAD(max_iter=3)):
         a, b = make().fit(annotations), make().fit(shuffled)
         pd.testing.assert_series_equal(a.labels_, b.labels_)
         pd.testing.assert_frame_equal(a.posteriors_, b.posteriors_, check_exact=True)
         pd.testing.assert_series_equal(a.skills_, b.skills_, check_exact=True)
     gold = pd.Series(["emu"], index=[annotations[ITEM].iloc[0]])
-    a, b = DawidSkene(model).fit(annotations, gold=gold), DawidSkene(model).fit(shuffled, gold=gold)
+    a, b = ds().fit(annotations, gold=gold), ds().fit(shuffled, gold=gold)
     pd.testing.assert_frame_equal(a.posteriors_, b.posteriors_, check_exact=True)
     np.testing.assert_array_equal(a.confusion_, b.confusion_)
     a, b = GLAD(max_iter=3).fit(annotations, gold=gold), GLAD(max_iter=3).fit(shuffled, gold=gold)
     pd.testing.assert_frame_equal(a.posteriors_, b.posteriors_, check_exact=True)
     pd.testing.assert_series_equal(a.abilities_, b.abilities_, check_exact=True)
     pd.testing.assert_series_equal(a.difficulties_, b.difficulties_, check_exact=True)
-    post = DawidSkene(model).fit(annotations).posteriors_.to_numpy()
+    post = ds().fit(annotations).posteriors_.to_numpy()
     assert np.isfinite(post).all()
     np.testing.assert_allclose(post.sum(axis=1), 1.0)
+
+
+def test_auto_repeats_the_split_on_small_crowds_only():
+    """Small crowds average several fold splits (a steadier choice); large ones need one."""
+    rng = np.random.default_rng(29)
+    small, _ = planted_crowd(rng, planted_worlds(rng)["one_coin"], 100, np.full(4, 0.25))  # 600 labels
+    auto = DawidSkene().fit(small).model_scores_
+    pd.testing.assert_series_equal(auto, DawidSkene(cv_repeats=5).fit(small).model_scores_, check_exact=True)
+    assert not auto.equals(DawidSkene(cv_repeats=1).fit(small).model_scores_)
+    large, _ = planted_crowd(rng, planted_worlds(rng)["one_coin"], 2000, np.full(4, 0.25))  # 12,000 labels
+    pd.testing.assert_series_equal(DawidSkene().fit(large).model_scores_,
+                                   DawidSkene(cv_repeats=1).fit(large).model_scores_, check_exact=True)
 
 
 @settings(max_examples=40, deadline=None)
@@ -447,6 +463,8 @@ def test_bad_annotations(Estimator, small_annotations):
     ({"shrinkage": "full"}, "shrinkage"),
     ({"cv_folds": 1}, "cv_folds"),
     ({"cv_folds": 2.5}, "cv_folds"),
+    ({"cv_repeats": 0}, "cv_repeats"),
+    ({"cv_repeats": "many"}, "cv_repeats"),
     ({"selection_items": 0}, "selection_items"),
     ({"random_state": None}, "random_state"),
     ({"random_state": 0.5}, "random_state"),
