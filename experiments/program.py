@@ -31,7 +31,8 @@ must serve). Each round ``r = 1 .. rounds`` then:
 4. **Annotate.** The workforce answers (review: one crowd label; double-blind: two crowd
    labels, an expert adjudicates when they disagree; expert: one expert label; triple: two
    more crowd labels). Tasks and annotations go to the label store in batches.
-5. **Resolve.** Dawid-Skene over the stream's annotations gives reviewed items their label
+5. **Resolve.** Dawid-Skene over the stream's annotations (its annotator model chosen without
+   gold, by held-out likelihood, and named in the reason) gives reviewed items their label
    (under ``tiered``, the posterior of :func:`loop.issues.label_posteriors`: the champion's
    probabilities as the prior, each annotator's label weighed as ``program.annotator_model``
    says, by default by an accuracy fitted jointly with them, so that the model breaks a tie
@@ -799,9 +800,11 @@ class _Program:
             out.append(pd.DataFrame({ITEM: reviewed, LABEL: best.astype(np.int64), "method": _METHOD_CONSENSUS,
                                      REASON: "reviewed; posterior over its labels and the model"}))
         elif len(reviewed):
-            ds = DawidSkene().fit(frame).labels_
-            out.append(pd.DataFrame({ITEM: reviewed, LABEL: ds.reindex(reviewed).astype(np.int64).to_numpy(),
-                                     "method": _METHOD_CONSENSUS, REASON: "reviewed; Dawid-Skene over its labels"}))
+            # The default resolver picks its annotator model without gold; the reason names it.
+            ds = DawidSkene().fit(frame)
+            out.append(pd.DataFrame({ITEM: reviewed, LABEL: ds.labels_.reindex(reviewed).astype(np.int64).to_numpy(),
+                                     "method": _METHOD_CONSENSUS,
+                                     REASON: f"reviewed; Dawid-Skene ({ds.model_} model) over its labels"}))
         tripled = actions.index[actions == Action.TRIPLE.value]
         if len(tripled):
             vote = MajorityVote(tie_break="random", random_state=self.ties)

@@ -4,6 +4,7 @@ Three estimators, all fitted on the long annotations frame (``item_id, annotator
 
     MajorityVote().fit(annotations).labels_      # the most frequent label per item
     DawidSkene().fit(annotations).labels_        # labels weighted by learned annotator skill
+    DawidSkene().fit(annotations).model_         # ... by the annotator model chosen without gold
     GLAD().fit(annotations).labels_              # ... by annotator ability and item difficulty
 
 Labels may be any hashable values that sort (ints or strings); ``classes_`` holds them in
@@ -36,12 +37,20 @@ from .exceptions import NotFittedError
 
 __all__ = ["GLAD", "DawidSkene", "MajorityVote", "SHRINKAGE_GRID"]
 
-Model = Literal["full", "one_coin", "mace"]
+Model = Literal["auto", "full", "one_coin", "mace"]
+# The fitted forms of the confusion matrices; model="auto" chooses one of them per crowd.
 MODELS: tuple[str, ...] = ("full", "one_coin", "mace")
 # Fixed-point sweeps of the honest/spam split in each M-step of model="mace".
 _MACE_SWEEPS = 3
 # Candidate shrinkage weights (pseudo-labels per confusion row) for shrinkage="auto".
 SHRINKAGE_GRID: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+# EM tolerance of the fits that compare the models for model="auto" (the final fit uses `tol`).
+_SELECTION_TOL = 1e-4
+# cv_repeats="auto": repeat the fold split until this many held-out labels are scored (at most
+# _SELECTION_MAX_REPEATS times). On a quiz of 1,200 labels one split's choice between two
+# close models turns on which labels it happened to hold out; the mean of five does not.
+_SELECTION_SCORED = 10_000
+_SELECTION_MAX_REPEATS = 5
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,10 +326,30 @@ class DawidSkene(_GoldAnchored):
     fixed-point sweeps from the previous values: a generalised EM step). It suits crowds
     where some annotators guess, as on quizzes.
 
+    ``model="auto"`` (default) chooses among the three without gold, by how well each
+    predicts annotations it has not seen: the annotations (of at most ``selection_items``
+    items drawn at random) are split into ``cv_folds`` folds (``cv_repeats`` times); each
+    model is fitted on all folds but one and scores the held-out labels by their predictive
+    log-probability
+    :math:`\log \sum_c P(z_i = c \mid \text{the item's other labels})\, \theta_a[c, l]`;
+    the model with the highest mean over all held-out labels is then fitted on all the
+    annotations and recorded in ``model_`` (its scores in ``model_scores_``). No single form
+    wins everywhere; on the real crowds of ``benchmarks/aggregation.py`` it picks MACE-style
+    on RTE, TEMP, WSD and music genre, one-coin or full on the quizzes (20-40 questions, where
+    a matrix per annotator is often more than the data support) and the full model on
+    weather sentiment. Cross-validation charges each form for its freedom at its real price
+    (the full model's confusions are shrunk, so parameter-counting criteria such as BIC
+    over-charge it). It costs ``3 * cv_folds * cv_repeats`` fits on the selection sample, at a
+    looser tolerance. Held-out likelihood measures how well a model explains the
+    annotations, not agreement with any gold: where a gold set is itself a plurality of the
+    crowd (weather sentiment), symmetric models such as :class:`GLAD` match it better than
+    the model that explains the annotations best.
+
     Parameters
     ----------
-    model : {"full", "one_coin", "mace"}, default "full"
-        The form of the confusion matrices.
+    model : {"auto", "full", "one_coin", "mace"}, default "auto"
+        The form of the confusion matrices, or ``"auto"`` to choose one by held-out
+        likelihood (above).
     max_iter : int, default 100
         At most this many EM iterations.
     tol : float, default 1e-6
@@ -331,9 +360,25 @@ class DawidSkene(_GoldAnchored):
         Weight :math:`\lambda`, in pseudo-labels per confusion row, of the target matrix in
         the full model (ignored by the others), or ``"auto"`` to choose it by empirical
         Bayes.
+    cv_folds : int, default 5
+        Folds of the held-out comparison of ``model="auto"`` (>= 2; ignored otherwise).
+    cv_repeats : int >= 1 or "auto", default "auto"
+        How many random fold splits ``model="auto"`` averages over; ``"auto"``: enough to
+        score 10,000 held-out labels, at most 5 (one on crowds of 10,000 labels or more).
+    selection_items : int, default 5000
+        ``model="auto"`` compares the models on at most this many items, drawn at random
+        (>= 1; ignored otherwise): the comparison's cost stays bounded on large crowds.
+    random_state : Generator or int, default 0
+        The draws of the items and folds of ``model="auto"``. A fit does not depend on the
+        order of the rows for a given seed.
 
     Attributes
     ----------
+    model_ : str
+        The model fitted: ``model``, or the one ``"auto"`` chose.
+    model_scores_ : Series
+        For ``model="auto"``: the held-out log-likelihood per annotation of each candidate
+        model (higher is better), by model name; empty otherwise.
     classes_ : Index, shape (n_classes,)
         The labels seen in the annotations or in ``gold``, sorted.
     annotators_ : Index, shape (n_annotators,)
@@ -367,16 +412,29 @@ class DawidSkene(_GoldAnchored):
     [0, 1]
     """
 
-    def __init__(self, model: Model = "full", *, max_iter: int = 100, tol: float = 1e-6,
-                 smoothing: float = 1.0, shrinkage: float | Literal["auto"] = "auto") -> None:
+    def __init__(self, model: Model = "auto", *, max_iter: int = 100, tol: float = 1e-6,
+                 smoothing: float = 1.0, shrinkage: float | Literal["auto"] = "auto",
+                 cv_folds: int = 5, cv_repeats: int | Literal["auto"] = "auto",
+                 selection_items: int = 5000, random_state: np.random.Generator | int = 0) -> None:
         self.model = model
         self.max_iter = max_iter
         self.tol = tol
         self.smoothing = smoothing
         self.shrinkage = shrinkage
+        self.cv_folds = cv_folds
+        self.cv_repeats = cv_repeats
+        self.selection_items = selection_items
+        self.random_state = random_state
 
     def _check_params(self) -> None:
-        check_option(self.model, "model", MODELS)
+        check_option(self.model, "model", ("auto", *MODELS))
+        check_int(self.cv_folds, "cv_folds", low=2)
+        if not (isinstance(self.cv_repeats, str) and self.cv_repeats == "auto"):
+            if isinstance(self.cv_repeats, str):
+                raise fail("cv_repeats", "an int >= 1 or 'auto'", repr(self.cv_repeats))
+            check_int(self.cv_repeats, "cv_repeats", low=1)
+        check_int(self.selection_items, "selection_items", low=1)
+        check_rng(self.random_state, "random_state")
         check_int(self.max_iter, "max_iter", low=1)
         check_real(self.tol, "tol", low=0.0)
         check_real(self.smoothing, "smoothing", low=0.0, low_open=True)
@@ -403,11 +461,23 @@ class DawidSkene(_GoldAnchored):
         self
         """
         enc, gold_rows, gold_codes = self._encode_with_gold(annotations, gold)
+        options = dict(smoothing=self.smoothing, shrinkage=self.shrinkage, max_iter=self.max_iter,
+                       tol=self.tol)
 
-        fit = _fit_em(enc, self.model, smoothing=self.smoothing, shrinkage=self.shrinkage,
-                      max_iter=self.max_iter, tol=self.tol,
-                      gold_rows=gold_rows, gold_codes=gold_codes)
+        model, scores = self.model, pd.Series(dtype=np.float64, name="heldout_log_likelihood")
+        if model == "auto":
+            # The comparison needs its fits converged only roughly: a looser tolerance halves
+            # its cost (and makes the same choice on every crowd of the benchmark).
+            scores = _heldout_scores(enc, MODELS, folds=self.cv_folds, repeats=self.cv_repeats,
+                                     max_items=self.selection_items,
+                                     rng=check_rng(self.random_state, "random_state"),
+                                     gold_rows=gold_rows, gold_codes=gold_codes,
+                                     **{**options, "tol": max(self.tol, _SELECTION_TOL)})
+            model = str(scores.idxmax())
+        fit = _fit_em(enc, model, gold_rows=gold_rows, gold_codes=gold_codes, **options)
 
+        self.model_ = model
+        self.model_scores_ = scores
         self._set_results(enc, fit.posteriors)
         self.annotators_ = enc.annotators.rename(ANNOTATOR)
         self.confusion_ = fit.confusion
@@ -447,6 +517,64 @@ def _gold_codes(enc: _Encoded, gold: pd.Series | None) -> tuple[np.ndarray, np.n
     rows = enc.items.get_indexer(gold.index)
     known = rows >= 0
     return rows[known], enc.classes.get_indexer(gold.to_numpy()[known])
+
+
+def _subset(enc: _Encoded, rows: np.ndarray) -> tuple[_Encoded, np.ndarray]:
+    """The encoding of the annotation rows ``rows`` (a sorted ``(n,)`` index into ``enc``'s
+    rows), keeping every annotator and class but only the items those rows label; and the
+    ``enc`` item codes of the items kept (sorted: new item code ``j`` is old code
+    ``kept[j]``)."""
+    kept, item = np.unique(enc.item[rows], return_inverse=True)
+    annotator, label, k = enc.annotator[rows], enc.label[rows], enc.n_classes
+    X = sparse.csr_matrix((np.ones(item.size), (item, annotator * k + label)),
+                          shape=(kept.size, len(enc.annotators) * k))
+    X.sort_indices()
+    return _Encoded(item, annotator, label, enc.items[kept], enc.annotators, enc.classes, X), kept
+
+
+def _heldout_scores(enc: _Encoded, models: tuple[str, ...], *, folds: int, repeats: int | str,
+                    max_items: int, rng: np.random.Generator, gold_rows: np.ndarray,
+                    gold_codes: np.ndarray, **options: Any) -> pd.Series:
+    r"""Mean held-out log-likelihood per annotation of each of ``models``, by model name.
+
+    At most ``max_items`` items are drawn; their annotation rows are dealt into ``folds``
+    folds at random, ``repeats`` times (``"auto"``: enough to score :data:`_SELECTION_SCORED`
+    held-out rows, at most :data:`_SELECTION_MAX_REPEATS` times). For each fold and model,
+    EM runs on the other folds and each held-out row ``(i, a, l)`` scores :math:`\log \sum_c
+    p_i(c)\, \theta_a[c, l]`, with :math:`p_i` the item's posterior from its training labels
+    (its gold class if it has one; the class prior when it has neither). Rows are drawn in the encoding's (item, annotator) order, so the draws do not
+    depend on the order of the input rows.
+    """
+    n = len(enc.items)
+    items = np.sort(rng.choice(n, size=max_items, replace=False)) if n > max_items else np.arange(n)
+    rows = np.flatnonzero(np.isin(enc.item, items)) if n > max_items else np.arange(enc.item.size)
+    if repeats == "auto":
+        repeats = int(np.clip(-(-_SELECTION_SCORED // max(rows.size, 1)), 1, _SELECTION_MAX_REPEATS))
+    gold_of = np.full(n, -1)
+    gold_of[gold_rows] = gold_codes
+    total, scored = dict.fromkeys(models, 0.0), 0
+    for _ in range(int(repeats)):
+        fold = rng.permutation(rows.size) % folds
+        for f in range(folds):
+            train, test = rows[fold != f], rows[fold == f]
+            if train.size == 0 or test.size == 0:
+                continue
+            sub, kept = _subset(enc, train)
+            where = np.searchsorted(kept, gold_rows)
+            known = (where < kept.size) & (kept[np.minimum(where, kept.size - 1)] == gold_rows)
+            # Held-out rows of items with no training label fall back on the class prior.
+            test_pos = np.searchsorted(kept, enc.item[test])
+            seen = (test_pos < kept.size) & (kept[np.minimum(test_pos, kept.size - 1)] == enc.item[test])
+            scored += test.size
+            for model in models:
+                fit = _fit_em(sub, model, gold_rows=where[known], gold_codes=gold_codes[known], **options)
+                post = np.where(seen[:, None], fit.posteriors[np.minimum(test_pos, kept.size - 1)],
+                                fit.priors[None, :])
+                anchored = gold_of[enc.item[test]]  # fixed to gold even with no training label
+                post[anchored >= 0] = np.eye(enc.n_classes)[anchored[anchored >= 0]]
+                said = fit.confusion[enc.annotator[test], :, enc.label[test]]  # (n_test, k) over c
+                total[model] += float(np.log((post * said).sum(axis=1)).sum())
+    return pd.Series({model: total[model] / max(scored, 1) for model in models}, name="heldout_log_likelihood")
 
 
 @dataclass(frozen=True)

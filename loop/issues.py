@@ -379,7 +379,7 @@ def _annotator_confusion(frame: pd.DataFrame, annotators: np.ndarray, k: int) ->
     ``(1/k + 1)/2`` on the diagonal and ``1/(2k)`` elsewhere; an annotator ``frame`` does not
     know is the average of the others, weighted by how many labels each gave.
     """
-    model = DawidSkene().fit(frame)
+    model = DawidSkene("full").fit(frame)
     seen = np.asarray(model.classes_, dtype=np.int64)
     full = np.empty((len(model.annotators_), k, k))
     full[:] = (np.full((k, k), 1.0 / k) + np.eye(k)) / 2.0
