@@ -242,10 +242,12 @@ class Scorer:
                           f"{self._args.alias} ({type(exc).__name__}: {exc}).") from None
 
     def _load(self, version: str) -> LoadedModel:
-        import mlflow.sklearn
+        from serve.registry import load_model
 
         name = self._args.model_name
-        model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        # The one loader: a flavour that would run code while loading is refused unless allowed.
+        model = load_model(f"models:/{name}/{version}", allow_pickle=self._args.allow_pickle,
+                           trusted_modules=self._args.trusted_modules, field="model", allow_key="allow_pickle")
         if not hasattr(model, "predict_proba") or not hasattr(model, "classes_"):
             raise NoModel(f"Model {name} version {version} has no predict_proba/classes_; "
                           "log a scikit-learn classifier (loop.calibration.CalibratedClassifier).")
