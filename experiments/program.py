@@ -93,7 +93,7 @@ from loop.audit import audit_sample, estimate_error_rate
 from loop.calibration import CalibratedClassifier, TemperatureScaling, reliability_table
 from loop.columns import ANNOTATOR, CONFIDENCE, COST, ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, SECONDS
 from loop.gate import ModelEvaluation, decide, evaluate_model
-from loop.issues import confused_pairs, label_posteriors, label_quality_scores
+from loop.issues import confused_pairs, label_posteriors
 from loop.routing import RoutingThresholds, route, score_items
 from loop.store import LabelStore
 from loop.strategies import ACTION, IS_NEW, PLANNED_COST, SELF_CONFIDENCE, Action, Strategy, TaskCosts, plan_round
@@ -155,8 +155,7 @@ class InProcessScorer:
 
     def score(self, item_ids: Any, features: Any, labels: Any = None) -> tuple[pd.DataFrame, np.ndarray]:
         probs = self._probs(features)
-        issue = None if labels is None else 1.0 - label_quality_scores(np.asarray(labels), probs)
-        return score_items(probs, item_ids=np.asarray(item_ids, dtype=object), label_issue_scores=issue), probs
+        return score_items(probs, item_ids=np.asarray(item_ids, dtype=object), labels=labels), probs
 
     def route(self, item_ids: Any, probabilities: Any, label_issue_scores: Any,
               thresholds: RoutingThresholds, labels: Any = None) -> pd.DataFrame:

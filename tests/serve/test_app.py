@@ -314,7 +314,7 @@ BAD_PROBABILITIES = {
                         "shape": [2, 2]}, 422, "probabilities_b64.1.0"),
     "outside [0, 1]": ({"item_ids": [1], "probabilities": [[1.5, -0.5]]}, 422, "probabilities.0.0"),
     "row not summing to 1": ({"item_ids": [1, 2], "probabilities": [HALF, [0.3, 0.3]]}, 422, "probabilities.1"),
-    "compact row not summing to 1": ({"item_ids": [1], "probabilities_b64": _b64([[0.5, 0.5 + 1e-5]], "<f8"),
+    "compact row not summing to 1": ({"item_ids": [1], "probabilities_b64": _b64([[0.5, 0.5 + 1e-3]], "<f8"),
                                       "shape": [1, 2]}, 422, "probabilities_b64.0"),
     "bytes do not fit shape": ({"item_ids": [1], "probabilities_b64": _b64(HALF, "<f8"), "shape": [1, 3]},
                                422, "probabilities_b64"),
