@@ -7,6 +7,7 @@
     labelloop run --config configs/program.yaml
     labelloop compare --config configs/compare.yaml
     labelloop tune --config configs/tune.yaml [--trials N]
+    labelloop score --config F --pool pool.parquet --out scored.parquet
     labelloop db upgrade | current
 
 A wrong argument or config value stops with one line naming it and exit code 2.
@@ -80,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--trials", type=_positive_int, default=None,
                       help="completed trials the study should reach (default: tune.trials of the config)")
     tune.set_defaults(func=_tune)
+
+    score = sub.add_parser("score", help="score and route a whole pool with Ray Data; write Parquet and the "
+                                         "store's predictions table")
+    score.add_argument("--config", required=True, help="config YAML: model, tracking, thresholds, store, and the "
+                                                       "table's columns (program.dataset)")
+    score.add_argument("--pool", required=True, help="the items: a .parquet or .csv file (or a directory of them)")
+    score.add_argument("--out", required=True, help="the Parquet dataset to write (a directory; must not exist)")
+    score.add_argument("--stream", default=None, help="the store's stream for the predictions (default program.name)")
+    score.add_argument("--no-store", action="store_true", help="write the Parquet only, not the predictions table")
+    score.set_defaults(func=_score)
 
     from experiments.db_cli import add_db_parser
     add_db_parser(sub)
@@ -183,6 +194,22 @@ def _tune(args: argparse.Namespace) -> int:
     result = tune.main(cfg, console=console)
     _print_ui_hint(console, cfg.program.tracking.uri)
     return 0 if result.best is not None else 1
+
+
+def _score(args: argparse.Namespace) -> int:
+    from experiments import score
+    from experiments.config import load_config
+    from experiments.tracking import check_reachable
+
+    cfg = load_config(args.config, ignore=("compare", "tune"))
+    check_reachable(cfg.tracking.uri)
+    result = score.main(cfg, args.pool, args.out, store=not args.no_store, stream=args.stream)
+    routes = ", ".join(f"{name} {count}" for name, count in sorted(result.routes.items()))
+    stored = (f"; {result.stored} new predictions in stream {result.stream} of the store" if result.stream
+              else "")
+    Console().print(f"Scored {result.rows} items with {result.model_version} ({result.model_uri}) in "
+                    f"{result.score_seconds:.1f} s: {routes}. Wrote {result.out}{stored}.")
+    return 0
 
 
 @contextlib.contextmanager
