@@ -155,7 +155,6 @@ class BulkScorer:
         self._limits = threadpool_limits(1)
         self.model, self.columns, self.thresholds, self.model_version = model, columns, thresholds, model_version
         self.classes = np.asarray([str(c) for c in classes], dtype=object)
-        self._codes = {name: code for code, name in enumerate(self.classes)}
 
     def __call__(self, batch: pd.DataFrame) -> Any:
         import pyarrow as pa
@@ -188,17 +187,23 @@ class BulkScorer:
         return pa.table(arrays)
 
     def _label_codes(self, labels: pd.Series) -> np.ndarray:
-        present = labels.notna().to_numpy() & (labels.astype(str).str.strip() != "").to_numpy()
-        text = labels.astype(str).to_numpy()
-        if pd.api.types.is_float_dtype(labels):  # 3.0 read from a column with gaps is the class "3"
-            text = np.array([str(int(v)) if v == int(v) else str(v) for v in labels.fillna(-1)], dtype=object)
+        """Class codes of the labels (matched by text), NO_LABEL where a row has none."""
+        present = labels.notna().to_numpy().copy()
+        values = labels[present]
+        numbers = values.to_numpy(dtype=np.float64) if pd.api.types.is_numeric_dtype(values) else None
+        if numbers is not None and (numbers % 1 == 0).all():
+            text = numbers.astype(np.int64).astype(str)  # 3.0, read from a column with gaps, is the class "3"
+        else:
+            text = values.astype(str).str.strip().to_numpy(dtype=object)
+            keep = text != ""
+            present[np.flatnonzero(present)[~keep]] = False
+            text = text[keep]
+        found = pd.Index(self.classes).get_indexer(text)
+        if (found < 0).any():
+            raise SchemaError(f"--pool: expected labels among the classes {list(self.classes)} in column "
+                              f"{labels.name!r}, got {text[found < 0][0]!r}")
         codes = np.full(len(labels), NO_LABEL, dtype=np.int64)
-        for i in np.flatnonzero(present):
-            code = self._codes.get(text[i])
-            if code is None:
-                raise SchemaError(f"--pool: expected labels among the classes {list(self.classes)} in column "
-                                  f"{labels.name!r}, got {text[i]!r}")
-            codes[i] = code
+        codes[present] = found
         return codes
 
 
@@ -342,10 +347,13 @@ def _run_ray(pool: Path, out: Path, scorer: type, scorer_kwargs: dict[str, Any],
             data = ray.data.read_csv(str(pool)).select_columns(read_columns)
         else:
             data = ray.data.read_parquet(str(pool)).select_columns(read_columns)
+        # A Parquet file is read as one block: split it, so that every actor gets batches.
+        data = data.repartition(target_num_rows_per_block=batch_size)
         # One actor per core by default (each single-threaded); fewer when the pool has fewer blocks.
         actors = concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
         scored = data.map_batches(scorer, fn_constructor_kwargs=scorer_kwargs, batch_size=batch_size,
-                                  batch_format="pandas", num_cpus=num_cpus, concurrency=(1, actors))
+                                  batch_format="pandas", num_cpus=num_cpus,
+                                  compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors))
         scored.write_parquet(str(out))
     except Exception as exc:
         cause = _our_error(exc)

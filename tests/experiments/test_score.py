@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from experiments.cli import main as cli
-from experiments.score import MODEL_VERSION, OUTPUT_COLUMNS, PROBABILITIES
+from experiments.config import ProgramConfig, parse_config
+from experiments.score import MODEL_VERSION, OUTPUT_COLUMNS, PROBABILITIES, BulkScorer, PoolColumns, pool_columns
+from loop.exceptions import SchemaError
 from loop.calibration import CalibratedClassifier, TemperatureScaling
 from loop.columns import ITEM, LABEL_ISSUE_SCORE, NO_LABEL, REASON, ROUTE
 from loop.routing import RoutingThresholds, route, score_items
@@ -123,3 +125,28 @@ def test_bad_input_exits_2_with_one_line_naming_the_field(scored_world, capsys, 
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("labelloop score: error: ")
     assert field in err
+
+
+def test_a_table_config_names_the_pool_columns():
+    cfg = parse_config({"program": {"dataset": {"path": "t.csv", "id": "key", "label": "y", "gold": "truth"}}})
+    columns = pool_columns(cfg, ["key", "a", "y", "truth", "b", "text"], ["a", "y", "truth", "b"])
+    assert columns == PoolColumns(id="key", label="y", features=("a", "b"))
+    with pytest.raises(SchemaError, match="--pool: expected an id column 'key'"):
+        pool_columns(cfg, ["item_id", "a"], ["a"])
+    assert pool_columns(ProgramConfig(), ["item_id", "a"], ["a"]).label is None
+
+
+def test_the_batch_scorer_reads_labels_by_class_name_and_refuses_unknown_ones():
+    class Fixed:
+        def predict_proba(self, x):
+            return np.tile([0.7, 0.2, 0.1], (len(x), 1))
+
+    scorer = BulkScorer(Fixed(), PoolColumns("item_id", "label", ("a",)), ["cat", "dog", "eel"],
+                        RoutingThresholds.from_dict(THRESHOLDS), "m/1")
+    batch = pd.DataFrame({"item_id": [1, 2, 3], "a": [0.0, 1.0, 2.0], "label": ["dog", None, " "]})
+    out = scorer(batch).to_pandas()
+    assert out[LABEL_ISSUE_SCORE].round(6).tolist()[0] == 0.8 and out[LABEL_ISSUE_SCORE].isna().tolist() == [
+        False, True, True]
+    assert "labelled dog" in out[REASON][0] and out[MODEL_VERSION].tolist() == ["m/1"] * 3
+    with pytest.raises(SchemaError, match="--pool: expected labels among the classes .* got 'fox'"):
+        scorer(batch.assign(label=["fox", "dog", "cat"]))
