@@ -208,7 +208,7 @@ class BulkScorer:
 
 
 def main(cfg: ProgramConfig, pool: str | Path, out: str | Path, *, store: bool = True, stream: str | None = None,
-         batch_size: int = 8192, num_cpus: float = 0.5, concurrency: int | None = None) -> ScoreResult:
+         batch_size: int | None = None, num_cpus: float = 0.5, concurrency: int | None = None) -> ScoreResult:
     """Score and route every row of ``pool`` with Ray Data; write ``out`` and the store's predictions.
 
     Parameters
@@ -224,8 +224,9 @@ def main(cfg: ProgramConfig, pool: str | Path, out: str | Path, *, store: bool =
         Write the predictions table too.
     stream : str, optional
         The store's stream; default ``program.name``.
-    batch_size : int, default=8192
-        Rows per ``map_batches`` call.
+    batch_size : int, optional
+        Rows per ``map_batches`` call (and per output file); default about 16 MB of features,
+        4,096 to 65,536 rows: each batch and each file costs Ray a task's fixed overhead.
     num_cpus : float, default=0.5
         CPUs each actor asks Ray for.
     concurrency : int, optional
@@ -254,6 +255,7 @@ def main(cfg: ProgramConfig, pool: str | Path, out: str | Path, *, store: bool =
     if len(classes) != k:
         raise SchemaError(f"model.uri: {model_uri} gives {k} class probabilities, but program.dataset.classes "
                           f"names {len(classes)}")
+    batch_size = batch_size or int(np.clip(2_000_000 // len(columns.features), 4096, 65536))
     started = time.perf_counter()
     _run_ray(pool, out, BulkScorer, dict(model=model, columns=columns, classes=classes, thresholds=cfg.thresholds,
                                          model_version=version),
