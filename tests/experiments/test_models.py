@@ -98,6 +98,7 @@ def registry(mlflow_uri):
 
     mlflow.set_tracking_uri(mlflow_uri)
     mlflow.set_registry_uri(mlflow_uri)
+    mlflow.set_experiment("models-tests")  # this store's own: another module may have set another store's
     return mlflow_uri
 
 

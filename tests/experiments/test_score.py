@@ -27,8 +27,12 @@ def scored_world(mlflow_uri, tmp_path_factory):
     """A champion in the registry, a pool of N items (some without a label), and a config."""
     from sklearn.linear_model import LogisticRegression
 
+    import mlflow
+
     from serve.registry import publish_model
 
+    mlflow.set_tracking_uri(mlflow_uri)
+    mlflow.set_experiment("score-tests")  # this store's own: another module may have set another store's
     rng = np.random.default_rng(3)
     x = rng.normal(size=(N + 300, D))
     y = np.argmax(x[:, :K] + 0.5 * rng.normal(size=(N + 300, K)), axis=1)
