@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -337,9 +338,16 @@ def _run_ray(pool: Path, out: Path, scorer: type, scorer_kwargs: dict[str, Any],
         from serve.local import init_ray
 
         init_ray(num_cpus=os.cpu_count() or 1, log_to_driver=False)
-    # Ray Data logs a failed block's traceback at ERROR; a bad row is reported once, by us.
-    level = logging.getLogger("ray.data").level
-    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+    # Ray Data logs its progress at INFO and a failed block's traceback at ERROR, on loggers of
+    # its own (set up when ray.data is imported): the command says what it did, and a bad row is
+    # reported once, by us.
+    import ray.data
+
+    quiet = [logging.getLogger(name) for name in ["ray.data", *logging.root.manager.loggerDict]
+             if name.startswith("ray.data")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.CRITICAL)
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
@@ -353,9 +361,13 @@ def _run_ray(pool: Path, out: Path, scorer: type, scorer_kwargs: dict[str, Any],
         data = data.repartition(target_num_rows_per_block=batch_size)
         # One actor per core by default (each single-threaded); fewer when the pool has fewer blocks.
         actors = concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        scored = data.map_batches(scorer, fn_constructor_kwargs=scorer_kwargs, batch_size=batch_size,
-                                  batch_format="pandas", num_cpus=num_cpus,
-                                  compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors))
+        with warnings.catch_warnings():
+            # max_restarts goes to the actors as a "remote arg", which Ray 2.60 calls deprecated;
+            # without it Ray warns that actors holding the model could not be restarted.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            scored = data.map_batches(scorer, fn_constructor_kwargs=scorer_kwargs, batch_size=batch_size,
+                                      batch_format="pandas", num_cpus=num_cpus, max_restarts=0,
+                                      compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors))
         scored.write_parquet(str(out))
     except Exception as exc:
         cause = _our_error(exc)
@@ -363,7 +375,8 @@ def _run_ray(pool: Path, out: Path, scorer: type, scorer_kwargs: dict[str, Any],
             raise cause from None
         raise
     finally:
-        logging.getLogger("ray.data").setLevel(level)
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
         if started_here:
             ray.shutdown()
 
