@@ -107,7 +107,8 @@ def log_and_register(model: Any, *, model_name: str, aliases: Sequence[str], inp
 
     The one place that knows how a served model is stored: the scikit-learn flavour with
     ``predict_proba`` as the pyfunc method, labelloop's own types (and those of
-    ``trusted_modules``) trusted by skops, pinned requirements. MLflow's progress lines ("Created version ...") are kept off the terminal.
+    ``trusted_modules``) trusted by skops, pinned requirements. MLflow's progress lines
+    ("Created version ...") are kept off the terminal.
     """
     import mlflow
     import mlflow.sklearn
