@@ -34,7 +34,7 @@ __all__ = ["ROUTE_COLUMNS", "SCORE_COLUMNS", "ServeClient"]
 
 ROUTE_COLUMNS = (*SCORE_COLUMNS, ROUTE, REASON, PRIORITY)
 _FLOAT_COLUMNS = (CONFIDENCE, MARGIN, ENTROPY, LABEL_ISSUE_SCORE, PRIORITY)
-_DTYPES = {"float32": "<f4", "float64": "<f8"}
+_DTYPES = ("float32", "float64")  # the features dtypes serve.payload's codec sends
 
 
 class ServeClient:
