@@ -7,7 +7,8 @@
     labelloop run --config configs/program.yaml [--output DIR]
     labelloop compare --config configs/compare.yaml [--output DIR]
     labelloop tune --config configs/tune.yaml [--trials N] [--output DIR]
-    labelloop retrain --config configs/own.yaml [--stream S] [--as-of V]
+    labelloop retrain --config configs/own.yaml [--stream S] [--as-of V] [--output DIR]
+    labelloop score --config F --pool pool.parquet --out scored.parquet [--output DIR]
     labelloop db upgrade | current
 
 A wrong argument or config value stops with one line naming it and exit code 2. ``retrain``
@@ -117,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
                               "(ISO 8601); default: now")
     add_output_argument(retrain, "summary.csv (one row: the gate's verdict and both models' figures)")
     retrain.set_defaults(func=_retrain)
+    score = sub.add_parser("score", help="score and route a whole pool with Ray Data; write Parquet and the "
+                                         "store's predictions table")
+    score.add_argument("--config", required=True, help="config YAML: model, tracking, thresholds, store, and the "
+                                                       "table's columns (program.dataset)")
+    score.add_argument("--pool", required=True, help="the items: a .parquet or .csv file (or a directory of them)")
+    score.add_argument("--out", required=True, help="the Parquet dataset to write (a directory; must not exist)")
+    score.add_argument("--stream", default=None, help="the store's stream for the predictions (default program.name)")
+    score.add_argument("--no-store", action="store_true", help="write the Parquet only, not the predictions table")
+    add_output_argument(score, "summary.csv (one row: rows, items per route, model version, seconds)")
+    score.set_defaults(func=_score)
 
     from experiments.db_cli import add_db_parser
     add_db_parser(sub)
@@ -267,15 +278,25 @@ def _retrain(args: argparse.Namespace) -> int:
         table.add_row("champion before", f"{result.champion.accuracy:.3f}", f"{result.champion.ece:.3f}")
     console.print(table)
     console.print(f"Gate: {result.decision.reason}")
-    if args.output is not None:
-        import pandas as pd
-
-        from experiments.results import SUMMARY_CSV, write_tables
-
-        written = write_tables(args.output, {SUMMARY_CSV: pd.DataFrame([result.summary()])})
-        console.print(f"Results for scripts: {', '.join(str(p) for p in written)}")
+    _write_summary(console, args.output, result.summary())
     _print_ui_hint(console, cfg.tracking.uri)
     return result.exit_code
+def _score(args: argparse.Namespace) -> int:
+    from experiments import score
+    from experiments.config import load_config
+    from experiments.tracking import check_reachable
+
+    cfg = load_config(args.config, ignore=("compare", "tune"))
+    check_reachable(cfg.tracking.uri)
+    result = score.main(cfg, args.pool, args.out, store=not args.no_store, stream=args.stream)
+    routes = ", ".join(f"{name} {count}" for name, count in sorted(result.routes.items()))
+    stored = (f"; {result.stored} new predictions in stream {result.stream} of the store" if result.stream
+              else "")
+    console = Console()
+    console.print(f"Scored {result.rows} items with {result.model_version} ({result.model_uri}) in "
+                  f"{result.score_seconds:.1f} s: {routes}. Wrote {result.out}{stored}.")
+    _write_summary(console, args.output, result.summary())
+    return 0
 
 
 @contextlib.contextmanager
@@ -311,6 +332,18 @@ def _project_run(cfg: Any) -> Any:
     client = MlflowClient(uri)
     experiment = client.get_experiment(client.get_run(run_id).info.experiment_id).name
     return cfg.replace(tracking=dataclasses.replace(cfg.tracking, uri=uri, experiment=experiment))
+
+
+def _write_summary(console: Console, output: Any, row: dict[str, Any]) -> None:
+    """A one-row ``summary.csv`` in ``output`` (when given) for a command that runs no program."""
+    if output is None:
+        return
+    import pandas as pd
+
+    from experiments.results import SUMMARY_CSV, write_tables
+
+    written = write_tables(output, {SUMMARY_CSV: pd.DataFrame([row])})
+    console.print(f"Results for scripts: {', '.join(str(p) for p in written)}")
 
 
 def _print_written(console: Console, output: Any, results: list[Any]) -> None:

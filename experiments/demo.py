@@ -19,10 +19,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 from sklearn.datasets import load_digits
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from loop.aggregate import DawidSkene
 from loop.agreement import krippendorff_alpha
@@ -31,6 +28,8 @@ from loop.columns import COST, ITEM, PRIORITY, REASON, ROUTE
 from loop.issues import confused_pairs, find_label_issues, label_quality_scores
 from loop.routing import Route, RoutingThresholds, route, score_items
 from loop.simulate import Tier, confusability_from_probs, make_crowd
+
+from .models import make_estimator
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class DemoResult:
 
 
 def _model():
-    return make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000))
+    return make_estimator()
 
 
 def main(cfg: DemoConfig = DemoConfig(), console: Console | None = None) -> DemoResult:

@@ -94,13 +94,14 @@ from loop.audit import audit_sample, estimate_error_rate
 from loop.calibration import CalibratedClassifier, TemperatureScaling, reliability_table
 from loop.columns import ANNOTATOR, CONFIDENCE, COST, ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, SECONDS
 from loop.gate import ModelEvaluation, decide, evaluate_model
-from loop.issues import confused_pairs, label_posteriors, label_quality_scores
+from loop.issues import confused_pairs, label_posteriors
 from loop.routing import RoutingThresholds, route, score_items
 from loop.store import LabelStore
 from loop.strategies import ACTION, IS_NEW, PLANNED_COST, SELF_CONFIDENCE, Action, Strategy, TaskCosts, plan_round
 
 from . import tracking as T
-from .config import IN_PROCESS, LOCAL, ConfigError, ProgramConfig, flatten
+from .config import IN_PROCESS, LOCAL, ConfigError, ModelConfig, ProgramConfig, flatten
+from .models import make_estimator, trusted_modules
 from .world import TIER_CODES, World, build_world
 
 __all__ = ["MAX_LABELS", "HttpScorer", "InProcessScorer", "ProgramResult", "Scorer", "Setup", "main",
@@ -155,8 +156,7 @@ class InProcessScorer:
 
     def score(self, item_ids: Any, features: Any, labels: Any = None) -> tuple[pd.DataFrame, np.ndarray]:
         probs = self._probs(features)
-        issue = None if labels is None else 1.0 - label_quality_scores(np.asarray(labels), probs)
-        return score_items(probs, item_ids=np.asarray(item_ids, dtype=object), label_issue_scores=issue), probs
+        return score_items(probs, item_ids=np.asarray(item_ids, dtype=object), labels=labels), probs
 
     def route(self, item_ids: Any, probabilities: Any, label_issue_scores: Any,
               thresholds: RoutingThresholds, labels: Any = None) -> pd.DataFrame:
@@ -231,7 +231,8 @@ def make_tracker(cfg: ProgramConfig) -> T.Tracker:
     """MLflow at ``cfg.tracking.uri`` (models: ``cfg.simulation_model``), or in memory when it is ``none``."""
     if not cfg.tracking.enabled:
         return T.MemoryTracker()
-    return T.MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.simulation_model)
+    return T.MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.simulation_model,
+                           trusted_modules=trusted_modules(cfg.model), allow_pickle=cfg.model.allow_pickle)
 
 
 # --- start-up ----------------------------------------------------------------------------------
@@ -309,7 +310,8 @@ def _serving(cfg: ProgramConfig) -> Iterator[HttpScorer | None]:
         return
     from serve.local import local_app
 
-    args = {"model_name": cfg.simulation_model, "tracking_uri": cfg.tracking.uri}
+    args = {"model_name": cfg.simulation_model, "tracking_uri": cfg.tracking.uri,
+            "trusted_modules": list(trusted_modules(cfg.model)), "allow_pickle": cfg.model.allow_pickle}
     with local_app(args, thresholds=cfg.thresholds) as url, HttpScorer(url) as scorer:
         yield scorer
 
@@ -861,7 +863,7 @@ class _Program:
         y = resolved[LABEL].to_numpy(dtype=np.int64)
         k = self.world.n_classes
         x = self.world.x(ids)
-        estimator = _classifier().fit(x, y)
+        estimator = _classifier(self.cfg.model).fit(x, y)
         calib = self.world.calibration
         raw = np.zeros((len(calib), k))
         raw[:, estimator.classes_] = estimator.predict_proba(self.world.x(calib.index))
@@ -953,12 +955,9 @@ class _Program:
         t.log_figure(T.plot_confusion_matrix(truth, probs.argmax(axis=1), self.world.classes), T.CONFUSION_PNG)
 
 
-def _classifier():
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000))
+def _classifier(model: ModelConfig | None = None):
+    """A new estimator as ``program``'s ``model:`` section says (the built-in one by default)."""
+    return make_estimator(model)
 
 
 def _new_stream(store: LabelStore, base: str, classes: tuple[str, ...]) -> str:

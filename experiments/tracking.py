@@ -463,12 +463,20 @@ class MlflowTracker:
         Experiment name (created when missing).
     model_name : str
         Registered model name the Scorer loads.
+    trusted_modules : sequence of str, default=()
+        Modules whose types the models may hold beyond skops' defaults and labelloop's (the
+        config's ``model.estimator``, see :func:`experiments.models.trusted_modules`).
+    allow_pickle : bool, default=False
+        Whether :meth:`load_model` may load flavours that unpickle (``model.allow_pickle``).
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, model_name: str) -> None:
+    def __init__(self, tracking_uri: str, experiment: str, model_name: str, *,
+                 trusted_modules: tuple[str, ...] = (), allow_pickle: bool = False) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.model_name = model_name
+        self.trusted_modules = tuple(trusted_modules)
+        self.allow_pickle = allow_pickle
         self.run_id: str | None = None
         self.writer = RunWriter(tracking_uri)
 
@@ -508,15 +516,23 @@ class MlflowTracker:
         """Log ``model`` in this run (sklearn flavour, ``predict_proba``), register a version, set aliases."""
         from serve.registry import log_and_register
 
-        return log_and_register(model, model_name=self.model_name, aliases=aliases, input_example=input_example)
+        return log_and_register(model, model_name=self.model_name, aliases=aliases, input_example=input_example,
+                                trusted_modules=self.trusted_modules)
 
     def set_alias(self, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(self.model_name, alias, version)
 
     def load_model(self, alias: str) -> Any:
-        import mlflow.sklearn
+        """The version under ``alias``, through :func:`serve.registry.load_model` (no code runs
+        while it loads unless ``allow_pickle``)."""
+        import mlflow
 
-        return mlflow.sklearn.load_model(f"models:/{self.model_name}@{alias}")
+        from serve.registry import load_model
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        return load_model(f"models:/{self.model_name}@{alias}", allow_pickle=self.allow_pickle,
+                          trusted_modules=self.trusted_modules)
 
     def finish(self, *, failed: bool = False) -> None:
         import mlflow

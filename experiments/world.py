@@ -215,11 +215,9 @@ class World:
 
 
 def _model_for_confusability():
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from .models import make_estimator
 
-    return make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000))
+    return make_estimator()  # the built-in model: the world's confusions, whatever model a program trains
 
 
 def build_world(cfg: ProgramConfig) -> World:

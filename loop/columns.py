@@ -39,6 +39,7 @@ __all__ = [
     "N_CORRECT",
     "N_ITEMS",
     "N_LABELS",
+    "NO_LABEL",
     "N_PAIRS",
     "PREDICTED",
     "PRIORITY",
@@ -54,6 +55,7 @@ __all__ = [
 ITEM: Final = "item_id"
 ANNOTATOR: Final = "annotator_id"
 LABEL: Final = "label"
+NO_LABEL: Final = -1  # the label code of an item without a current label
 ANNOTATION_COLUMNS: Final = (ITEM, ANNOTATOR, LABEL)
 
 # Optional columns of the annotations frame written by the simulator and the store.

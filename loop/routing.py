@@ -42,6 +42,7 @@ from .columns import (
     LABEL,
     LABEL_ISSUE_SCORE,
     MARGIN,
+    NO_LABEL,
     PREDICTED,
     PRIORITY,
     REASON,
@@ -226,9 +227,13 @@ class RoutingThresholds:
 
 
 def score_items(pred_probs: ArrayLike, *, item_ids: ArrayLike | None = None,
-                label_issue_scores: ArrayLike | None = None,
+                label_issue_scores: ArrayLike | None = None, labels: ArrayLike | None = None,
                 classes: Sequence[Hashable] | None = None) -> pd.DataFrame:
     """Build the scores frame :func:`route` reads, from class probabilities.
+
+    The one scoring step of labelloop: the Serve app, the in-process scorer and the bulk
+    scorer (``labelloop score``) all call it, so an item gets the same signals and label-issue
+    score whichever way it was scored.
 
     Parameters
     ----------
@@ -240,6 +245,11 @@ def score_items(pred_probs: ArrayLike, *, item_ids: ArrayLike | None = None,
         Scores in [0, 1], higher = the current label is more likely wrong (for example
         ``1 - loop.issues.label_quality_scores(...)``); NaN where an item has no label yet.
         Default: all NaN.
+    labels : array-like of int, shape (n_items,), optional
+        Each item's current label as a class code ``0 .. n_classes - 1``, ``NO_LABEL`` (-1,
+        :data:`loop.columns.NO_LABEL`) where it has none: the label-issue score of a labelled
+        item is then one minus its self-confidence, ``1 - loop.issues.label_quality_scores``,
+        and NaN elsewhere. Not together with ``label_issue_scores``.
     classes : sequence of length n_classes, optional
         Class names in column order; default the column indices ``0 .. n_classes - 1``.
 
@@ -256,11 +266,17 @@ def score_items(pred_probs: ArrayLike, *, item_ids: ArrayLike | None = None,
     >>> scores = score_items([[0.05, 0.9, 0.05], [0.45, 0.1, 0.45]], classes=["a", "b", "c"])
     >>> scores[["predicted", "runner_up", "confidence", "margin"]].values.tolist()
     [['b', 'a', 0.9, 0.85], ['a', 'c', 0.45, 0.0]]
+    >>> score_items([[0.05, 0.9, 0.05], [0.45, 0.1, 0.45]], labels=[0, -1])["label_issue_score"].tolist()
+    [0.95, nan]
     """
     probs = check_pred_probs(pred_probs)
     n_items, n_classes = probs.shape
     names = _class_index(classes, n_classes)
     ids = _item_ids(item_ids, n_items)
+    if labels is not None:
+        if label_issue_scores is not None:
+            raise fail("labels", "None when 'label_issue_scores' are given (one or the other)", "both")
+        label_issue_scores = _self_confidence_issues(probs, labels)
     if label_issue_scores is None:
         issues = np.full(n_items, np.nan)
     else:
@@ -276,6 +292,20 @@ def score_items(pred_probs: ArrayLike, *, item_ids: ArrayLike | None = None,
         ENTROPY: _entropy(probs, normalize=True),
         LABEL_ISSUE_SCORE: issues,
     }, columns=list(SCORE_COLUMNS))
+
+
+def _self_confidence_issues(probs: np.ndarray, labels: ArrayLike) -> np.ndarray:
+    """1 - self-confidence of the labelled items, NaN where ``labels`` is NO_LABEL."""
+    from .issues import label_quality_scores  # cleanlab loads only when labels are scored
+
+    codes = check_array(labels, "labels", ndim=1, dtype=np.int64)
+    if codes.shape[0] != probs.shape[0]:
+        raise fail("labels", f"one class code per item ({probs.shape[0]})", f"{codes.shape[0]} codes")
+    has = codes != NO_LABEL
+    issues = np.full(codes.shape[0], np.nan)
+    if has.any():
+        issues[has] = 1.0 - label_quality_scores(codes[has], probs[has])
+    return issues
 
 
 def route(scores: pd.DataFrame, thresholds: RoutingThresholds) -> pd.DataFrame:

@@ -56,7 +56,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loop.columns import ITEM, LABEL, LABEL_ISSUE_SCORE
 from loop.exceptions import LoopError, SchemaError
-from loop.issues import label_quality_scores
 from loop.routing import RoutingThresholds, route, score_items
 
 from .args import APP_NAME, AppArgs
@@ -110,17 +109,12 @@ class Scored:
 
 def _signals(probs: np.ndarray, labels: np.ndarray | None, classes: list[Any]) -> pd.DataFrame:
     """The scores frame of (n, k) probabilities (item ids 0 .. n - 1), with the self-confidence
-    label-issue score of each labelled item (``labels``: codes below k, ``NO_LABEL`` where none).
+    label-issue score of each labelled item (``labels``: codes below k, ``NO_LABEL`` where none):
+    :func:`loop.routing.score_items`, the same call as the in-process and bulk scorers'.
 
     The Scorer calls it on the model's probabilities, the Router on a caller's.
     """
-    issues = None
-    if labels is not None:
-        has = labels != NO_LABEL
-        issues = np.full(labels.shape[0], np.nan)
-        if has.any():
-            issues[has] = 1.0 - label_quality_scores(labels[has], probs[has])
-    return score_items(probs, label_issue_scores=issues, classes=classes)
+    return score_items(probs, labels=labels, classes=classes)
 
 
 class NoModel(LoopError):
@@ -242,10 +236,12 @@ class Scorer:
                           f"{self._args.alias} ({type(exc).__name__}: {exc}).") from None
 
     def _load(self, version: str) -> LoadedModel:
-        import mlflow.sklearn
+        from serve.registry import load_model
 
         name = self._args.model_name
-        model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        # The one loader: a flavour that would run code while loading is refused unless allowed.
+        model = load_model(f"models:/{name}/{version}", allow_pickle=self._args.allow_pickle,
+                           trusted_modules=self._args.trusted_modules, field="model", allow_key="allow_pickle")
         if not hasattr(model, "predict_proba") or not hasattr(model, "classes_"):
             raise NoModel(f"Model {name} version {version} has no predict_proba/classes_; "
                           "log a scikit-learn classifier (loop.calibration.CalibratedClassifier).")

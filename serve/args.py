@@ -57,6 +57,12 @@ class AppArgs(BaseModel):
         CPUs reserved per replica (fractional, so that the app fits on a laptop).
     max_rows_per_request : int, default=65536
         Larger requests get HTTP 413.
+    trusted_modules : list of str, default=[]
+        Modules whose types a served model may hold beyond skops' defaults and labelloop's
+        (a config's ``model.estimator``: :func:`experiments.models.trusted_modules`).
+    allow_pickle : bool, default=False
+        Whether the Scorer may load model flavours that unpickle, and so run code, when they
+        load (:func:`serve.registry.load_model`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -74,6 +80,8 @@ class AppArgs(BaseModel):
     router_replicas: int = Field(1, ge=1)
     replica_cpus: float = Field(0.25, gt=0)
     max_rows_per_request: int = Field(65536, ge=1)
+    trusted_modules: list[StrictStr] = Field(default_factory=list)
+    allow_pickle: bool = False
 
     @field_validator("thresholds", mode="before")
     @classmethod

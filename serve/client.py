@@ -16,7 +16,6 @@ which is several times cheaper to encode and parse than rows of JSON numbers; pa
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -29,13 +28,13 @@ from loop._validation import check_array, check_int, check_option, fail
 from loop.columns import CONFIDENCE, ENTROPY, LABEL_ISSUE_SCORE, MARGIN, PRIORITY, REASON, ROUTE, SCORE_COLUMNS
 
 from .exceptions import RequestError, ServeError, ServiceUnavailable
-from .payload import probabilities_problem
+from .payload import decode_b64_array, encode_b64_array, probabilities_problem
 
 __all__ = ["ROUTE_COLUMNS", "SCORE_COLUMNS", "ServeClient"]
 
 ROUTE_COLUMNS = (*SCORE_COLUMNS, ROUTE, REASON, PRIORITY)
 _FLOAT_COLUMNS = (CONFIDENCE, MARGIN, ENTROPY, LABEL_ISSUE_SCORE, PRIORITY)
-_DTYPES = {"float32": "<f4", "float64": "<f8"}
+_DTYPES = ("float32", "float64")  # the features dtypes serve.payload's codec sends
 
 
 class ServeClient:
@@ -202,8 +201,8 @@ class ServeClient:
         body: dict[str, Any] = {"item_ids": ids}
         if self.compact:
             dtype = self.dtype if given == "features" else "float64"
-            data = np.ascontiguousarray(x, dtype=_DTYPES[dtype])
-            body.update({f"{given}_b64": base64.b64encode(data.tobytes()).decode("ascii"), "shape": list(data.shape)})
+            encoded = encode_b64_array(x, dtype)
+            body.update({f"{given}_b64": encoded["b64"], "shape": encoded["shape"]})
             if given == "features":
                 body["dtype"] = dtype
         else:
@@ -211,8 +210,7 @@ class ServeClient:
         if labels is not None:
             body["labels"] = labels
         if issues is not None and self.compact:
-            data = np.ascontiguousarray(issues, dtype="<f8")
-            body["label_issue_scores_b64"] = base64.b64encode(data.tobytes()).decode("ascii")
+            body["label_issue_scores_b64"] = encode_b64_array(issues)["b64"]
         elif issues is not None:
             body["label_issue_scores"] = issues.tolist()
         body["return_probabilities"] = return_probabilities
@@ -255,8 +253,7 @@ def _read_answer(answer: dict[str, Any]) -> tuple[pd.DataFrame, np.ndarray | Non
 
 
 def _decode(encoded: dict[str, Any]) -> np.ndarray:
-    raw = base64.b64decode(encoded["b64"])
-    return np.frombuffer(raw, dtype=_DTYPES[encoded["dtype"]]).reshape(encoded["shape"]).astype(np.float64)
+    return decode_b64_array(encoded["b64"], encoded["shape"], encoded["dtype"], field="answer").astype(np.float64)
 
 
 def _plain_ids(item_ids: ArrayLike) -> list[Any]:

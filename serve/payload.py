@@ -69,7 +69,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
-from loop.columns import PRIORITY, REASON, ROUTE, SCORE_COLUMNS
+from loop._validation import PROB_SUM_ATOL
+from loop.columns import NO_LABEL, PRIORITY, REASON, ROUTE, SCORE_COLUMNS
 
 __all__ = [
     "PROB_SUM_TOLERANCE",
@@ -87,10 +88,8 @@ __all__ = [
 
 ROUTE_ANSWER_COLUMNS = (*SCORE_COLUMNS, ROUTE, REASON, PRIORITY)
 _DTYPES = {"float32": "<f4", "float64": "<f8"}
-NO_LABEL = -1  # label code of an item without a current label
-# A row of float64 probabilities from predict_proba sums to 1 within ~1e-15; 1e-6 leaves room
-# for a softmax computed in float32 and refuses rows that are not distributions at all.
-PROB_SUM_TOLERANCE = 1e-6
+# loop's one tolerance: a request's probabilities are held to what score_items checks anyway.
+PROB_SUM_TOLERANCE = PROB_SUM_ATOL
 _INPUTS = ("features", "features_b64", "probabilities", "probabilities_b64")
 
 

@@ -27,11 +27,11 @@ def test_a_worse_challenger_is_refused_and_the_champion_stays(monkeypatch, mlflo
     real = program._classifier
     built = []
 
-    def good_then_useless():
+    def good_then_useless(model=None):
         # The seed champion is the real model; every retrained challenger only predicts the
         # most frequent class: a worse model, not a stricter gate.
         built.append(1)
-        return real() if len(built) == 1 else DummyClassifier(strategy="prior")
+        return real(model) if len(built) == 1 else DummyClassifier(strategy="prior")
 
     monkeypatch.setattr(program, "_classifier", good_then_useless)
     result = program.run_program(cfg, world=build_world(cfg))

@@ -33,16 +33,20 @@ def test_mlproject_has_one_entry_point_per_program() -> None:
     from mlflow.projects import _project_spec
 
     project = _project_spec.load_project(str(ROOT))
-    assert set(project._entry_points) == {"demo", "run", "compare", "tune", "retrain"}
-    for name in ("run", "compare", "tune", "retrain"):
+    assert set(project._entry_points) == {"demo", "run", "compare", "tune", "retrain", "score"}
+    for name in ("run", "compare", "tune", "retrain", "score"):
         entry = project.get_entry_point(name)
-        command = entry.compute_command({"config": "configs/x.yaml"}, storage_dir=None)
+        command = entry.compute_command({"config": "configs/x.yaml", "pool": "p.parquet", "out": "o.parquet"},
+                                        storage_dir=None)
         assert command.startswith(f"python -m experiments.cli {name} --config")
         default = entry.parameters["config"].default
         assert (ROOT / default).is_file(), f"the {name} entry point's default config {default} is missing"
     # Extra parameters reach the CLI as options.
     tune = project.get_entry_point("tune").compute_command({"trials": "3"}, storage_dir=None)
     assert tune.endswith("--trials 3")
+    score = project.get_entry_point("score").compute_command({"pool": "p.parquet", "out": "o.parquet"},
+                                                             storage_dir=None)
+    assert score.endswith("--pool p.parquet --out o.parquet")
 
 
 @pytest.mark.slow

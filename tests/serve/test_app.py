@@ -314,7 +314,7 @@ BAD_PROBABILITIES = {
                         "shape": [2, 2]}, 422, "probabilities_b64.1.0"),
     "outside [0, 1]": ({"item_ids": [1], "probabilities": [[1.5, -0.5]]}, 422, "probabilities.0.0"),
     "row not summing to 1": ({"item_ids": [1, 2], "probabilities": [HALF, [0.3, 0.3]]}, 422, "probabilities.1"),
-    "compact row not summing to 1": ({"item_ids": [1], "probabilities_b64": _b64([[0.5, 0.5 + 1e-5]], "<f8"),
+    "compact row not summing to 1": ({"item_ids": [1], "probabilities_b64": _b64([[0.5, 0.5 + 1e-3]], "<f8"),
                                       "shape": [1, 2]}, 422, "probabilities_b64.0"),
     "bytes do not fit shape": ({"item_ids": [1], "probabilities_b64": _b64(HALF, "<f8"), "shape": [1, 3]},
                                422, "probabilities_b64"),
@@ -444,6 +444,30 @@ def test_new_champion_after_reload_without_failed_requests(world):
     np.testing.assert_allclose(probs, world["next"].predict_proba(x), atol=1e-12)
 
 
+def test_a_pickled_version_is_refused_and_the_served_one_stays(world):
+    """The Scorer loads through serve.registry.load_model: a flavour that unpickles is refused
+    unless the app's args allow it, and the version it serves keeps serving."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+
+    client = ServeClient(world["url"])
+    served = client.model()["version"]
+    mlflow.set_tracking_uri(world["uri"])
+    mlflow.set_registry_uri(world["uri"])
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(world["next"], name="model", serialization_format="cloudpickle",
+                                        pyfunc_predict_fn="predict_proba", registered_model_name=MODEL)
+    registry = MlflowClient(tracking_uri=world["uri"], registry_uri=world["uri"])
+    registry.set_registered_model_alias(MODEL, "champion", str(info.registered_model_version))
+    try:
+        with pytest.raises(ServiceUnavailable, match=r"flavour sklearn \(cloudpickle\).*set allow_pickle: true"):
+            client.reload()
+        assert client.model()["version"] == served
+    finally:
+        registry.set_registered_model_alias(MODEL, "champion", served)
+
+
 def test_app_without_champion_answers_503_until_the_alias_exists(world):
     """Runs last in this module: it redeploys the app on an alias that does not exist yet."""
     from mlflow import MlflowClient
@@ -463,3 +487,4 @@ def test_app_without_champion_answers_503_until_the_alias_exists(world):
         time.sleep(0.25)
     assert client.model()["version"] == "1" and client.model()["alias"] == "staging"
     assert len(client.route([1, 2], world["x"][:2])) == 2
+
