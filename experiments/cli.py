@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "table's columns (program.dataset)")
     score.add_argument("--pool", required=True, help="the items: a .parquet or .csv file (or a directory of them)")
     score.add_argument("--out", required=True, help="the Parquet dataset to write (a directory; must not exist)")
-    score.add_argument("--stream", default=None, help="the store's stream for the predictions (default program.name)")
+    score.add_argument("--stream", default=None, help="the store's stream for the predictions (default: program.name; for a table, <program.name>-<file stem>, the stream retrain trains on)")
     score.add_argument("--no-store", action="store_true", help="write the Parquet only, not the predictions table")
     add_output_argument(score, "summary.csv (one row: rows, items per route, model version, seconds)")
     score.set_defaults(func=_score)

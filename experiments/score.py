@@ -29,6 +29,7 @@ The output is a Parquet dataset (a directory of files, one per block, which
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -232,7 +233,7 @@ def main(cfg: ProgramConfig, pool: str | Path, out: str | Path, *, store: bool =
     store : bool, default=True
         Write the predictions table too.
     stream : str, optional
-        The store's stream; default ``program.name``.
+        The store's stream; default ``program.name``, or for a table the stream ``retrain`` trains on (``<program.name>-<file stem>``).
     batch_size : int, optional
         Rows per ``map_batches`` call (and per output file); default about 16 MB of features,
         4,096 to 65,536 rows: each batch and each file costs Ray a task's fixed overhead.
@@ -260,26 +261,46 @@ def main(cfg: ProgramConfig, pool: str | Path, out: str | Path, *, store: bool =
     columns = pool_columns(cfg, names, numeric)
     model, model_uri, version = _load(cfg)
     k = _n_classes(model, len(columns.features))
-    classes = [str(c) for c in cfg.table.classes] if cfg.table and cfg.table.classes else [str(c) for c in range(k)]
+    classes = _classes(cfg, k)
     if len(classes) != k:
         raise SchemaError(f"model.uri: {model_uri} gives {k} class probabilities, but program.dataset.classes "
                           f"names {len(classes)}")
     batch_size = batch_size or int(np.clip(2_000_000 // len(columns.features), 4096, 65536))
     started = time.perf_counter()
-    _run_ray(pool, out, BulkScorer, dict(model=model, columns=columns, classes=classes, thresholds=cfg.thresholds,
-                                         model_version=version),
-             columns, batch_size=batch_size, num_cpus=num_cpus, concurrency=concurrency)
+    try:
+        _run_ray(pool, out, BulkScorer, dict(model=model, columns=columns, classes=classes,
+                                             thresholds=cfg.thresholds, model_version=version),
+                 columns, batch_size=batch_size, num_cpus=num_cpus, concurrency=concurrency)
+    except BaseException:
+        # A pool that fails half-way (a bad label in a later batch) leaves no half-written output:
+        # --out did not exist before (checked above), so all of it is this run's.
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     score_seconds = time.perf_counter() - started
     summary = pd.read_parquet(out, columns=[ROUTE])
     routes = {str(k_): int(v) for k_, v in summary[ROUTE].value_counts().items()}
     stored, store_seconds, name = 0, 0.0, None
     if store:
         started = time.perf_counter()
-        name = stream or cfg.name
+        from .retrain import team_stream  # a table's predictions go to the stream retrain trains on
+
+        name = stream or (team_stream(cfg) if cfg.table else cfg.name)
         stored = _store(cfg, out, name, classes, version, model_uri)
         store_seconds = time.perf_counter() - started
     return ScoreResult(out=out, rows=len(summary), model_uri=model_uri, model_version=version, routes=routes,
                        score_seconds=score_seconds, store_seconds=store_seconds, stored=stored, stream=name)
+
+
+def _classes(cfg: ProgramConfig, k: int) -> list[str]:
+    """The class names a model's k probabilities stand for: a table's, as ``retrain`` trained on
+    them (``program.dataset.classes``, or the sorted labels the table's file holds), else 0..k-1."""
+    if cfg.table is None:
+        return [str(c) for c in range(k)]
+    if cfg.table.classes:
+        return [str(c) for c in cfg.table.classes]
+    from experiments.table import load_table
+
+    return list(load_table(cfg.table).classes)
 
 
 def _pool_schema(pool: Path) -> tuple[list[str], list[str]]:
@@ -422,7 +443,9 @@ def _store(cfg: ProgramConfig, out: Path, stream: str, classes: list[str], versi
             for batch in pq.ParquetFile(file).iter_batches(batch_size=_STORE_CHUNK, columns=wanted):
                 frame = batch.to_pandas()
                 frame[ITEM] = frame[ITEM].astype(str)
-                labels.add_items(stream, frame[[ITEM]])
+                # A table's items carry its name as their source, as retrain and the program register
+                # them: the store refuses the same item with another source.
+                labels.add_items(stream, frame[[ITEM]].assign(source=cfg.table.value) if cfg.table else frame[[ITEM]])
                 # NaN (no label, so no label-issue score) is not JSON: null.
                 signals = [{k: (None if v != v else v) for k, v in row.items()}
                            for row in frame[list(_SIGNALS)].to_dict("records")]

@@ -98,6 +98,8 @@ def test_nan_features_stop_the_score_naming_the_item(scored_world, ray_serve, ca
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "--pool: expected finite features" in err and "'f2'" in err and "'it-5'" in err
+    # Nothing half-written: the next run with the same --out starts clean.
+    assert not (world["root"] / "nan-out").exists()
 
 
 @pytest.mark.parametrize(("case", "field"), [
@@ -160,3 +162,37 @@ def test_the_batch_scorer_reads_labels_by_class_name_and_refuses_unknown_ones():
     assert "labelled dog" in out[REASON][0] and out[MODEL_VERSION].tolist() == ["m/1"] * 3
     with pytest.raises(SchemaError, match="--pool: expected labels among the classes .* got 'fox'"):
         scorer(batch.assign(label=["fox", "dog", "cat"]))
+
+
+def test_a_tables_classes_are_the_names_retrain_trained_on(tmp_path):
+    from experiments.score import _classes
+
+    pd.DataFrame({"item_id": ["a", "b", "c"], "label": ["malignant", "benign", ""], "f0": [0.1, 0.2, 0.3]}) \
+        .to_csv(tmp_path / "items.csv", index=False)
+    table = parse_config({"program": {"dataset": {"path": str(tmp_path / "items.csv")}}})
+    # No classes in the config: the sorted labels of the table's file, as load_table gives retrain.
+    assert _classes(table, 2) == ["benign", "malignant"]
+    named = parse_config({"program": {"dataset": {"path": str(tmp_path / "items.csv"),
+                                                  "classes": ["malignant", "benign"]}}})
+    assert _classes(named, 2) == ["malignant", "benign"]
+    assert _classes(ProgramConfig(), 3) == ["0", "1", "2"]
+
+
+def test_a_tables_predictions_join_the_items_retrain_registered(tmp_path):
+    from experiments.score import _SIGNALS, _store
+    from loop.store import LabelStore
+
+    path = tmp_path / "items.csv"
+    cfg = parse_config({"program": {"name": "own", "dataset": {"path": str(path)}},
+                        "store": {"url": f"sqlite:///{tmp_path}/labels.db"}})
+    with LabelStore(cfg.store_url) as store:  # as retrain leaves it: the table's items, its name as source
+        store.create_stream("own-items", ["benign", "malignant"])
+        store.add_items("own-items", pd.DataFrame({ITEM: ["a", "b"], "source": "items"}))
+    out = tmp_path / "scored"
+    out.mkdir()
+    frame = pd.DataFrame({ITEM: ["a", "b", "c"], PROBABILITIES: [[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]],
+                          **{s: [0.1, 0.2, float("nan")] for s in _SIGNALS}, ROUTE: "review", REASON: "why"})
+    frame.to_parquet(out / "part-0.parquet")
+    assert _store(cfg, out, "own-items", ["benign", "malignant"], "own/1", "models:/own@champion") == 3
+    with LabelStore(cfg.store_url) as store:
+        assert len(store.events_frame(stream="own-items").query("action == 'prediction.created'")) == 3
