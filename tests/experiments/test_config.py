@@ -150,3 +150,14 @@ def test_flatten_gives_every_field_as_text():
     assert flat["gate.max_ece"] == "0.15"
     assert all(isinstance(v, str) for v in flat.values())
     assert all(len(k) < 250 for k in flat)
+
+
+def test_seed_and_the_auto_accept_bound_come_from_the_config():
+    cfg = parse_config({"program": {"seed": 7}, "thresholds": {"max_auto_accept_error": 0.02}})
+    assert cfg.seed == 7 and cfg.thresholds.max_auto_accept_error == 0.02
+    # Keys not given keep the program's defaults; the bound is off unless set.
+    assert cfg.thresholds.auto_accept_confidence == ProgramConfig().thresholds.auto_accept_confidence
+    assert ProgramConfig().thresholds.max_auto_accept_error is None
+    assert parse_config(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="max_auto_accept_error"):
+        parse_config({"thresholds": {"max_auto_accept_error": 1.5}})
