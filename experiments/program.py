@@ -782,34 +782,22 @@ class _Program:
         # Here, not in the Router's thresholds, so that a Serve app shared with others keeps
         # its own. An item held back goes to review, where the Router's rule 5 would send it.
         where = pd.Index(candidates[ITEM].astype(str)).get_indexer(decisions[ITEM].astype(str))
+        raw = probs[where].max(axis=1)
         confidence = _tempered(probs[where], self.temperature).max(axis=1)
         auto = np.flatnonzero(decisions[ROUTE].to_numpy() == Action.AUTO_ACCEPT.value)
         order = auto[np.argsort(-confidence[auto], kind="stable")]
         mean_risk = np.cumsum(1.0 - confidence[order]) / np.arange(1, order.size + 1)
         keep = int(np.sum(mean_risk <= bound))
         held = order[keep:]
-        self.cutoff = float(confidence[order[keep - 1]]) if keep else 1.0
+        # In the router's own terms: the lowest confidence auto-accepted this round (1: none).
+        self.cutoff = float(raw[order[:keep]].min()) if keep else 1.0
         if held.size == 0:
             return decisions
-        decisions = decisions.copy()
+        decisions = decisions.reset_index(drop=True)
         decisions.loc[held, ROUTE] = Action.REVIEW.value
-        decisions.loc[held, REASON] = [f"tempered confidence {c:.4f} < {self.cutoff:.5g}, this round's auto-accept "
-                                       f"cut-off under max_auto_accept_error: {self.bound_reason}"
-                                       for c in confidence[held]]
-        return decisions
-        # The bound raised the cut-off (see _bound_auto_accept): here, not in the Router's
-        # thresholds, so that a Serve app shared with others keeps its own. Below the raised
-        # cut-off an item goes to review, as the Router's rule 5 would send it.
-        confidence = candidates.set_index(candidates[ITEM].astype(str))[CONFIDENCE].reindex(
-            decisions[ITEM].astype(str)).to_numpy(dtype=np.float64)
-        held = (decisions[ROUTE].to_numpy() == Action.AUTO_ACCEPT.value) & (confidence < self.cutoff)
-        why = ("no audit supports an auto-accept cut-off yet (max_auto_accept_error)" if np.isinf(self.cutoff) else
-               f"auto-accept {self.cutoff:.5g}, raised from {self.cfg.thresholds.auto_accept_confidence:g} by the "
-               "audited bound on auto-accepted labels")
-        reasons = [f"confidence {c:.4f}: {why}" for c in confidence[held]]
-        decisions = decisions.copy()
-        decisions.loc[held, ROUTE] = Action.REVIEW.value
-        decisions.loc[held, REASON] = reasons
+        decisions.loc[held, REASON] = [f"confidence {r:.4f}, {c:.4f} at the audited temperature: held for review "
+                                       f"under max_auto_accept_error: {self.bound_reason}"
+                                       for r, c in zip(raw[held], confidence[held])]
         return decisions
 
     def _execute(self, plan: pd.DataFrame, round_: int, annotations: pd.DataFrame) -> pd.DataFrame:
@@ -951,7 +939,10 @@ class _Program:
         current = labels.reindex(sample).to_numpy(dtype=np.int64)
         disputed = sample[first[LABEL].to_numpy() != current]
         seen = pd.concat([exclude, first.reset_index()[[ITEM, ANNOTATOR]]], ignore_index=True)
-        second = self.world.workforce.ask_experts(truth[disputed], exclude=seen, rng=rng)
+        # Only where an expert who has not labelled the item is left (see _verdict otherwise).
+        used = seen[seen[ANNOTATOR].isin(self.experts)].groupby(ITEM)[ANNOTATOR].nunique()
+        askable = disputed[used.reindex(disputed).fillna(0).to_numpy() < len(self.experts)]
+        second = self.world.workforce.ask_experts(truth[askable], exclude=seen, rng=rng)
         self._write_answers(second, round_, _AUDIT_START + pd.Timedelta(hours=2))
         verdict = _verdict(sample, current, first[LABEL].to_numpy(dtype=np.int64),
                            second.set_index(ITEM)[LABEL].reindex(sample).to_numpy(dtype=np.float64))
