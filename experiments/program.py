@@ -39,12 +39,45 @@ must serve). Each round ``r = 1 .. rounds`` then:
    items take the model's label; triple items take the majority of their three labels (when all
    three differ, one of them drawn at random: ties to the first class would favour it). Only
    changed labels are written, each superseding the current resolution.
-6. **Audit.** ``audit_rate`` of the arrived items, drawn uniformly, are checked by an expert:
-   the share that disagrees with the current label estimates the error rate (95% Wilson
-   interval); a disagreeing audit then corrects the label like any expert label. The audit
-   draws its items and experts from its own random numbers (seed and round), the same for
-   every strategy. Audits are paid outside the budget, equally for every strategy (only what
-   they cost beyond their plan is charged to it, see **Budget**).
+6. **Audit.** Experts check items drawn at random, and the program estimates the error rate of
+   the labels without reading the truth (the same code with a team's own people).
+
+   - *Strata.* Each item's stratum is where its current label came from, by the program's
+     own record: ``auto_accepted``, ``reviewed`` (review, double-blind, triple),
+     ``expert`` (the expert route, an audit's correction) or ``untouched`` (the initial
+     label). The draw has two design strata, the auto-accepted labels and the rest: the
+     auto-accepted share ``W`` of the items gets ``W + W (1 - W) / 2`` of the draw (at least one
+     item each), so its own estimate rests on more items; within a stratum the draw is uniform.
+   - *Adjudication.* A first expert's disagreement with the label is evidence, not a verdict:
+     a second, independent expert looks at the item, and the label counts as wrong only when
+     both reject it; it is corrected only when they agree on its class (with experts wrong
+     4% of the time, a right label is then counted wrong about 0.2% of the time instead of
+     4%, and an audit no longer overwrites right labels). Where no second expert is left, the
+     first's disagreement counts and changes nothing.
+   - *Spend.* The same expert labels as a single-expert audit, ``ceil(audit_rate * items)``
+     a round, second opinions included: the first checks are fewer by the share of first
+     checks that disputed the label so far (a prior of 15% before the first audit).
+   - *Estimates.* ``audit_error_rate``: the stratified share of wrong labels with the Wilson
+     interval at Kish's effective size (:func:`loop.audit.estimate_error_rate_stratified`,
+     ``method="wilson"``), less the share the audit itself corrected: the error of the
+     labels after the round. ``auto_accept_error_rate_estimate``: the auto-accepted stratum's
+     Wilson estimate, likewise. Every stratum's estimate goes to ``tables/audit_strata.csv``;
+     the method is the run's ``audit.method`` param. ``errors_fixed_confirmed``: the round's
+     label changes that two independent annotators back, more than back the old label (an
+     expert alone, or a reviewer against the crowd label, is one word against another);
+     ``errors_removed_estimate`` sums them.
+   - The audit draws its items and experts from its own random numbers (seed and round), the
+     same for every strategy. Audits are paid outside the budget, equally for every strategy
+     (only what they cost beyond their plan is charged to it, see **Budget**).
+   - *The auto-accept bound* (``thresholds.max_auto_accept_error``, tiered only; off by
+     default). With a bound, nothing is auto-accepted before the first audit. After it,
+     while the audited 95% upper bound of the auto-accepted stratum's error exceeds the
+     bound, the router's probabilities are read at a temperature fitted on the audited
+     items (the upper end of its 95% interval, at least 1), and a round auto-accepts its most
+     confident items only while their mean tempered risk stays within the bound; the others
+     go to review. Each change is logged with why (tag ``labelloop.auto_accept_bound``,
+     ``tables/auto_accept_bound.csv``, the held items' reasons); ``auto_accept_cutoff`` is the
+     lowest confidence auto-accepted in the round.
 7. **Retrain.** On the labels resolved as of this round (``store.resolved_labels(stream,
    as_of=version)``, reproducible; with out-of-fold probabilities of those items),
    temperature-scaled on the calibration gold slice,
@@ -67,7 +100,11 @@ the total, audits included, stays within the planned total, also after the last 
 
 **What counts as an error removed.** The truth is known in simulation: an item's label is
 wrong when it differs from the true class. ``errors_removed`` = wrong initial labels of the
-arrived items minus wrong current labels (net of errors a strategy introduces).
+arrived items minus wrong current labels (net of errors a strategy introduces). These
+truth-needing figures (``true_error_rate``, ``auto_accept_error_rate``, ``errors_fixed``,
+``errors_introduced``, ``errors_removed``, ``final_error_rate``) exist only in simulation; each
+has an estimated companion computed without the truth (step 6), and ``final_error_rate_estimate``
+is the last round's ``audit_error_rate``.
 
 **Simulated time.** Round ``r`` is day ``r``: initial labels come in from midnight, program
 work from 08:00, adjudication from 16:00, audits from 20:00, each annotator working through
