@@ -77,7 +77,8 @@ must serve). Each round ``r = 1 .. rounds`` then:
      confident items only while their mean tempered risk stays within the bound; the others
      go to review. Each change is logged with why (tag ``labelloop.auto_accept_bound``,
      ``tables/auto_accept_bound.csv``, the held items' reasons); ``auto_accept_cutoff`` is the
-     lowest confidence auto-accepted in the round.
+     lowest confidence auto-accepted in the round (1: none; without a bound, the configured
+     cut-off).
 7. **Retrain.** On the labels resolved as of this round (``store.resolved_labels(stream,
    as_of=version)``, reproducible; with out-of-fold probabilities of those items),
    temperature-scaled on the calibration gold slice,
@@ -130,8 +131,7 @@ from threadpoolctl import threadpool_limits
 from loop.aggregate import DawidSkene, MajorityVote
 from loop.audit import ErrorRateEstimate, audit_sample, estimate_error_rate, estimate_error_rate_stratified
 from loop.calibration import CalibratedClassifier, TemperatureScaling, reliability_table
-from loop.columns import (ANNOTATOR, CONFIDENCE, COST, ITEM, LABEL, LABEL_ISSUE_SCORE, PREDICTED, PRIORITY, REASON,
-                          ROUTE, SECONDS)
+from loop.columns import ANNOTATOR, CONFIDENCE, COST, ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, SECONDS
 from loop.gate import ModelEvaluation, decide, evaluate_model
 from loop.issues import confused_pairs, label_posteriors, label_quality_scores
 from loop.routing import RoutingThresholds, route, score_items
@@ -155,8 +155,8 @@ _METHOD_CONSENSUS, _METHOD_EXPERT, _METHOD_ADJUDICATED, _METHOD_AUTO = "consensu
 # strata. Double-blind and triple work count as reviewed, an audit's correction as expert.
 STRATA = ("auto_accepted", "reviewed", "expert", "untouched")
 _AUTO, _REVIEWED, _EXPERT, _UNTOUCHED = STRATA
-_ACTION_STRATUM = {Action.AUTO_ACCEPT.value: _AUTO, Action.REVIEW.value: _REVIEWED, Action.DOUBLE_BLIND.value: _REVIEWED,
-                   Action.TRIPLE.value: _REVIEWED, Action.EXPERT.value: _EXPERT}
+_ACTION_STRATUM = {Action.AUTO_ACCEPT.value: _AUTO, Action.REVIEW.value: _REVIEWED,
+                   Action.DOUBLE_BLIND.value: _REVIEWED, Action.TRIPLE.value: _REVIEWED, Action.EXPERT.value: _EXPERT}
 AUDIT_METHOD = ("stratified (auto-accepted oversampled, the rest uniform), adjudicated (a first expert's "
                 "disagreement counts only when a second independent expert also rejects the label), "
                 "Wilson interval at Kish's effective size")
@@ -1033,7 +1033,8 @@ class _Program:
         audited = "no auto-accepted label audited" if auto is None else \
             f"{auto.high:.3f} ({auto.n_errors}/{auto.n_audited} audited wrong)"
         if auto is not None and auto.high <= bound:
-            temperature, why = 1.0, f"the audited 95% upper bound of auto-accepted labels' error, {audited}, is within {bound:g}"
+            temperature = 1.0
+            why = f"the audited 95% upper bound of auto-accepted labels' error, {audited}, is within {bound:g}"
         elif evidence.empty:
             temperature, why = np.inf, "no audited item to calibrate the router on yet"
         else:
@@ -1043,8 +1044,8 @@ class _Program:
             found_wrong = int((probs.argmax(axis=1) != evidence[LABEL].to_numpy()).sum())
             why = (f"the audited 95% upper bound of auto-accepted labels' error, {audited}, is not within {bound:g}; "
                    f"the router's top class was wrong on {found_wrong} of {len(evidence)} audited items against "
-                   f"{predicted_wrong:.1f} it predicted: its probabilities are read at temperature {temperature:.2f} "
-                   f"(fitted {fitted:.2f}, the upper end of its 95% interval)")
+                   f"{predicted_wrong:.1f} it predicted: its probabilities are read at temperature {temperature:.2f}, "
+                   f"the upper end of the 95% interval of the fitted {fitted:.2f}")
         self.bound_reason = why
         self.bound_log.append({"round": round_, "temperature": temperature, "auto_accept_ci_high":
                                np.nan if auto is None else auto.high, "max_auto_accept_error": bound,

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from experiments import tracking as T
 from experiments.config import parse_config
