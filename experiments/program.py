@@ -56,7 +56,7 @@ must serve). Each round ``r = 1 .. rounds`` then:
      first's disagreement counts and changes nothing.
    - *Spend.* The same expert labels as a single-expert audit, ``ceil(audit_rate * items)``
      a round, second opinions included: the first checks are fewer by the share of first
-     checks that disputed the label so far (a prior of 15% before the first audit).
+     checks that disputed the label so far (before, the posterior's mean doubt in the labels).
    - *Estimates.* ``audit_error_rate``: the stratified share of wrong labels with the Wilson
      interval at Kish's effective size (:func:`loop.audit.estimate_error_rate_stratified`,
      ``method="wilson"``), less the share the audit itself corrected: the error of the
@@ -575,6 +575,7 @@ class _Program:
         self.last_audit: _Audit | None = None
         self.evidence: list[pd.DataFrame] = []  # audited items: the router's probabilities, the experts' class
         self.first_checks = self.disputed = 0
+        self.doubt = 0.15  # the posterior's mean doubt in the current labels (set each round)
         self.confirmed = 0
         self.bound_log: list[dict[str, Any]] = []
         self.strata_log: list[pd.DataFrame] = []
@@ -627,6 +628,7 @@ class _Program:
         posterior, evidence, signals = self._evidence(scores, probs, annotations)
         candidates, eligible = self._candidates(signals, probs, current, annotations, new, posterior=posterior)
         self.router = pd.DataFrame(evidence, index=signals[ITEM].astype(str).to_numpy())
+        self.doubt = float(1.0 - posterior[np.arange(len(current)), current].mean())
         candidate_probs = evidence[eligible]
         budget = max(0.0, cfg.budget_per_round + self.carry)
         costs = self._planning_costs(annotations)
@@ -963,9 +965,10 @@ class _Program:
         rng = np.random.default_rng([self.cfg.seed, 17, round_])
         labels = self._labels()
         # Today's spend in expert labels, second opinions included: the first checks are fewer
-        # by the share of first checks that disputed the label so far (a prior of 15% before).
+        # by the share of first checks that disputed the label so far, after a prior worth five
+        # checks: the posterior's mean doubt in the labels (an expert disputes a wrong label).
         spend = int(np.ceil(self.cfg.audit_rate * population.size))
-        share = (self.disputed + 1.5) / (self.first_checks + 10)
+        share = (self.disputed + 5 * self.doubt) / (self.first_checks + 5)
         strata = self.stratum.reindex(population).fillna(_UNTOUCHED).to_numpy()
         design = np.where(strata == _AUTO, _AUTO, "rest")
         sample = _stratified_sample(population, design, max(1, int(round(spend / (1 + share)))), rng)
