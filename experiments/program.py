@@ -74,8 +74,8 @@ must serve). Each round ``r = 1 .. rounds`` then:
      while the audited 95% upper bound of the auto-accepted stratum's error exceeds the
      bound, the router's probabilities are read at a temperature fitted on the audited
      items (the upper end of its 95% interval, at least 1), and a round auto-accepts its most
-     confident items only while their mean tempered risk stays within the bound; the others
-     go to review. Each change is logged with why (tag ``labelloop.auto_accept_bound``,
+     confident items only while their share of errors stays within the bound with 95%
+     probability under the tempered risks; the others go to review. Each change is logged with why (tag ``labelloop.auto_accept_bound``,
      ``tables/auto_accept_bound.csv``, the held items' reasons); ``auto_accept_cutoff`` is the
      lowest confidence auto-accepted in the round (1: none; without a bound, the configured
      cut-off).
@@ -815,18 +815,23 @@ class _Program:
         bound = self.cfg.thresholds.max_auto_accept_error
         if self.temperature is None:
             return decisions
-        # The bound holds the items auto-accepted this round to a mean risk within it, the risk
-        # read from the router's probabilities tempered as the audits say (_bound_auto_accept):
-        # the most confident first, as many as keep ``mean(1 - tempered confidence) <= bound``.
-        # Here, not in the Router's thresholds, so that a Serve app shared with others keeps
-        # its own. An item held back goes to review, where the Router's rule 5 would send it.
+        # The bound holds the items auto-accepted this round within it, the risk read from the
+        # router's probabilities tempered as the audits say (_bound_auto_accept): the most
+        # confident first, as many as keep their share of errors within the bound with 95%
+        # probability under those risks (mean + 1.645 standard deviations of the share; a
+        # mean alone lets a few dozen labels overshoot half the time). Here, not in the
+        # Router's thresholds, so that a Serve app shared with others keeps its own. An item
+        # held back goes to review, where the Router's rule 5 would send it.
         where = pd.Index(candidates[ITEM].astype(str)).get_indexer(decisions[ITEM].astype(str))
         raw = probs[where].max(axis=1)
         confidence = _tempered(probs[where], self.temperature).max(axis=1)
         auto = np.flatnonzero(decisions[ROUTE].to_numpy() == Action.AUTO_ACCEPT.value)
         order = auto[np.argsort(-confidence[auto], kind="stable")]
-        mean_risk = np.cumsum(1.0 - confidence[order]) / np.arange(1, order.size + 1)
-        keep = int(np.sum(mean_risk <= bound))
+        risk = 1.0 - confidence[order]
+        m = np.arange(1, order.size + 1)
+        share = np.cumsum(risk) / m + 1.645 * np.sqrt(np.cumsum(risk * (1.0 - risk))) / m
+        within = np.flatnonzero(share <= bound)
+        keep = int(within.max()) + 1 if within.size else 0
         held = order[keep:]
         # In the router's own terms: the lowest confidence auto-accepted this round (1: none).
         self.cutoff = float(raw[order[:keep]].min()) if keep else 1.0
@@ -1018,8 +1023,8 @@ class _Program:
         still allow 11%), the router's probabilities are read at a temperature fitted on every
         audited item so far (the class the experts settled on; maximum likelihood on a grid),
         at the upper end of its 95% profile-likelihood interval and never below 1, and a round
-        auto-accepts its most confident items while their mean tempered risk stays within the
-        bound. A temperature, not a constant factor on the risk: an overconfident posterior
+        auto-accepts its most confident items while their share of errors stays within the
+        bound with 95% probability under the tempered risks. A temperature, not a constant factor on the risk: an overconfident posterior
         (music genre's, 17% wrong at 0.9) is most overconfident near 1, where the model and a
         crowd label agree on the same mistake, and tempering raises the risk there the most.
         The posterior combines the model and the annotators, so a model's own temperature on
