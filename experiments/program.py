@@ -125,7 +125,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.special import softmax
 from threadpoolctl import threadpool_limits
 
 from loop.aggregate import DawidSkene, MajorityVote
@@ -1021,10 +1021,12 @@ class _Program:
         While the last audit's 95% upper bound on the auto-accepted labels' error exceeds the
         bound (at a few percent of audit spend it does: 30 audited labels without an error
         still allow 11%), the router's probabilities are read at a temperature fitted on every
-        audited item so far (the class the experts settled on; maximum likelihood on a grid),
-        at the upper end of its 95% profile-likelihood interval and never below 1, and a round
-        auto-accepts its most confident items while their share of errors stays within the
-        bound with 95% probability under the tempered risks. A temperature, not a constant factor on the risk: an overconfident posterior
+        audited item so far (the class the experts settled on;
+        :class:`loop.calibration.TemperatureScaling`), at the upper end of its 95%
+        profile-likelihood interval and never below 1, and a round auto-accepts its most
+        confident items while their share of errors stays within the bound with 95%
+        probability under the tempered risks. A temperature, not a constant factor on the
+        risk: an overconfident posterior
         (music genre's, 17% wrong at 0.9) is most overconfident near 1, where the model and a
         crowd label agree on the same mistake, and tempering raises the risk there the most.
         The posterior combines the model and the annotators, so a model's own temperature on
@@ -1047,7 +1049,10 @@ class _Program:
             temperature, why = np.inf, "no audited item to calibrate the router on yet"
         else:
             probs = np.stack(evidence["probs"].to_numpy())
-            fitted, temperature = _fit_temperature(probs, evidence[LABEL].to_numpy())
+            # Floored at 1e-6: one confident mistake among a few dozen audited items should raise
+            # the temperature, not send it to its bound.
+            scaler = TemperatureScaling(kind="logits").fit(_floored_logits(probs), evidence[LABEL].to_numpy())
+            fitted, temperature = scaler.temperature_, max(1.0, scaler.temperature_high_)
             predicted_wrong = float((1.0 - probs.max(axis=1)).sum())
             found_wrong = int((probs.argmax(axis=1) != evidence[LABEL].to_numpy()).sum())
             why = (f"the audited 95% upper bound of auto-accepted labels' error, {audited}, is not within {bound:g}; "
@@ -1318,27 +1323,12 @@ def _confirmed_changes(annotations: pd.DataFrame, before: pd.Series, after: pd.S
     return int(((for_new >= 2) & (for_new > for_old)).sum())
 
 
+def _floored_logits(probs: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(probs, 1e-6, 1.0))
+
+
 def _tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities (n, k) read at ``temperature`` (softmax of ``log p / T``); inf: uniform."""
+    """Probabilities (n, k) read at ``temperature`` (softmax of the floored ``log p / T``); inf: uniform."""
     if np.isinf(temperature):
         return np.full_like(probs, 1.0 / probs.shape[1])
-    logits = np.log(np.clip(probs, 1e-6, 1.0)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    out = np.exp(logits)
-    return out / out.sum(axis=1, keepdims=True)
-
-
-def _fit_temperature(probs: np.ndarray, classes: np.ndarray) -> tuple[float, float]:
-    """The maximum-likelihood temperature of probabilities (n, k) for the given classes (n,), and
-    the upper end of its 95% profile-likelihood interval, at least 1 (a grid from 0.5 to 100).
-
-    Probabilities are floored at 1e-6: one confident mistake among a few dozen audited items
-    should raise the temperature, not send it to infinity.
-    """
-    grid = np.exp(np.linspace(np.log(0.5), np.log(100.0), 240))
-    rows = np.arange(len(classes))
-    loglik = np.array([np.log(_tempered(probs, t)[rows, classes]).sum() for t in grid])
-    best = int(loglik.argmax())
-    # Wilks: twice the log-likelihood drop is chi-squared with one degree of freedom (3.84 at 95%).
-    inside = np.flatnonzero(loglik >= loglik[best] - 3.84 / 2)
-    return float(grid[best]), max(1.0, float(grid[inside.max()]))
+    return softmax(_floored_logits(probs) / temperature, axis=1)
