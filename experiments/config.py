@@ -27,7 +27,9 @@ A config file has these sections (every key optional; defaults in brackets)::
       tiers: {novice: 12, experienced: 6, expert: 3}   # or "replay" (music_genre's real crowd;
       experts: 3                                        #   experts are simulated)
     thresholds: {auto_accept_confidence: 0.9, ...}    # loop.routing.RoutingThresholds (default:
-                                                      #   0.9, expert_margin 0.05, double-blind 0.99)
+                                                      #   0.9, expert_margin 0.05, double-blind 0.99;
+                                                      #   max_auto_accept_error: 0.02 bounds the
+                                                      #   audited error of auto-accepted labels)
     gate: {max_ece: 0.15, ...}                        # loop.gate.QualityGate (default: max_ece 0.15,
                                                       #   max_recall_drop 0.25, min_accuracy_gain 0)
     tracking:

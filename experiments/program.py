@@ -40,12 +40,46 @@ must serve). Each round ``r = 1 .. rounds`` then:
    items take the model's label; triple items take the majority of their three labels (when all
    three differ, one of them drawn at random: ties to the first class would favour it). Only
    changed labels are written, each superseding the current resolution.
-6. **Audit.** ``audit_rate`` of the arrived items, drawn uniformly, are checked by an expert:
-   the share that disagrees with the current label estimates the error rate (95% Wilson
-   interval); a disagreeing audit then corrects the label like any expert label. The audit
-   draws its items and experts from its own random numbers (seed and round), the same for
-   every strategy. Audits are paid outside the budget, equally for every strategy (only what
-   they cost beyond their plan is charged to it, see **Budget**).
+6. **Audit.** Experts check items drawn at random, and the program estimates the error rate of
+   the labels without reading the truth (the same code with a team's own people).
+
+   - *Strata.* Each item's stratum is where its current label came from, by the program's
+     own record: ``auto_accepted``, ``reviewed`` (review, double-blind, triple),
+     ``expert`` (the expert route, an audit's correction) or ``untouched`` (the initial
+     label). The draw has two design strata, the auto-accepted labels and the rest: the
+     auto-accepted share ``W`` of the items gets ``W + W (1 - W) / 2`` of the draw (at least one
+     item each), so its own estimate rests on more items; within a stratum the draw is uniform.
+   - *Adjudication.* A first expert's disagreement with the label is evidence, not a verdict:
+     a second, independent expert looks at the item, and the label counts as wrong only when
+     both reject it; it is corrected only when they agree on its class (with experts wrong
+     4% of the time, a right label is then counted wrong about 0.2% of the time instead of
+     4%, and an audit no longer overwrites right labels). Where no second expert is left, the
+     first's disagreement counts and changes nothing.
+   - *Spend.* The same expert labels as a single-expert audit, ``ceil(audit_rate * items)``
+     a round, second opinions included: the first checks are fewer by the share of first
+     checks that disputed the label so far (before, the posterior's mean doubt in the labels).
+   - *Estimates.* ``audit_error_rate``: the stratified share of wrong labels with the Wilson
+     interval at Kish's effective size (:func:`loop.audit.estimate_error_rate_stratified`,
+     ``method="wilson"``), less the share the audit itself corrected: the error of the
+     labels after the round. ``auto_accept_error_rate_estimate``: the auto-accepted stratum's
+     Wilson estimate, likewise. Every stratum's estimate goes to ``tables/audit_strata.csv``;
+     the method is the run's ``audit.method`` param. ``errors_fixed_confirmed``: the round's
+     label changes that two independent annotators back, more than back the old label (an
+     expert alone, or a reviewer against the crowd label, is one word against another);
+     ``errors_removed_estimate`` sums them.
+   - The audit draws its items and experts from its own random numbers (seed and round), the
+     same for every strategy. Audits are paid outside the budget, equally for every strategy
+     (only what they cost beyond their plan is charged to it, see **Budget**).
+   - *The auto-accept bound* (``thresholds.max_auto_accept_error``, tiered only; off by
+     default). With a bound, nothing is auto-accepted before the first audit. After it,
+     while the audited 95% upper bound of the auto-accepted stratum's error exceeds the
+     bound, the router's probabilities are read at a temperature fitted on the audited
+     items (the upper end of its 95% interval, at least 1), and a round auto-accepts its most
+     confident items only while their share of errors stays within the bound with 95%
+     probability under the tempered risks; the others go to review. Each change is logged with why (tag ``labelloop.auto_accept_bound``,
+     ``tables/auto_accept_bound.csv``, the held items' reasons); ``auto_accept_cutoff`` is the
+     lowest confidence auto-accepted in the round (1: none; without a bound, the configured
+     cut-off).
 7. **Retrain.** On the labels resolved as of this round (``store.resolved_labels(stream,
    as_of=version)``, reproducible; with out-of-fold probabilities of those items),
    temperature-scaled on the calibration gold slice,
@@ -68,7 +102,11 @@ the total, audits included, stays within the planned total, also after the last 
 
 **What counts as an error removed.** The truth is known in simulation: an item's label is
 wrong when it differs from the true class. ``errors_removed`` = wrong initial labels of the
-arrived items minus wrong current labels (net of errors a strategy introduces).
+arrived items minus wrong current labels (net of errors a strategy introduces). These
+truth-needing figures (``true_error_rate``, ``auto_accept_error_rate``, ``errors_fixed``,
+``errors_introduced``, ``errors_removed``, ``final_error_rate``) exist only in simulation; each
+has an estimated companion computed without the truth (step 6), and ``final_error_rate_estimate``
+is the last round's ``audit_error_rate``.
 
 **Simulated time.** Round ``r`` is day ``r``: initial labels come in from midnight, program
 work from 08:00, adjudication from 16:00, audits from 20:00, each annotator working through
@@ -80,6 +118,7 @@ first label to its last.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
@@ -87,10 +126,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+from scipy.special import softmax
 from threadpoolctl import threadpool_limits
 
 from loop.aggregate import DawidSkene, MajorityVote
-from loop.audit import audit_sample, estimate_error_rate
+from loop.audit import ErrorRateEstimate, audit_sample, estimate_error_rate, estimate_error_rate_stratified
 from loop.calibration import CalibratedClassifier, TemperatureScaling, reliability_table
 from loop.columns import ANNOTATOR, CONFIDENCE, COST, ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, SECONDS
 from loop.gate import ModelEvaluation, decide, evaluate_model
@@ -113,6 +153,15 @@ _T0 = pd.Timestamp("2026-01-05", tz="UTC")
 _CROWD_START, _ADJUDICATION_START, _AUDIT_START = pd.Timedelta(hours=8), pd.Timedelta(hours=16), pd.Timedelta(hours=20)
 CREATED_AT = "created_at"
 _METHOD_CONSENSUS, _METHOD_EXPERT, _METHOD_ADJUDICATED, _METHOD_AUTO = "consensus", "expert", "adjudicated", "auto"
+# Where an item's current label came from, by the program's own record (no truth): the audit's
+# strata. Double-blind and triple work count as reviewed, an audit's correction as expert.
+STRATA = ("auto_accepted", "reviewed", "expert", "untouched")
+_AUTO, _REVIEWED, _EXPERT, _UNTOUCHED = STRATA
+_ACTION_STRATUM = {Action.AUTO_ACCEPT.value: _AUTO, Action.REVIEW.value: _REVIEWED,
+                   Action.DOUBLE_BLIND.value: _REVIEWED, Action.TRIPLE.value: _REVIEWED, Action.EXPERT.value: _EXPERT}
+AUDIT_METHOD = ("stratified (auto-accepted oversampled, the rest uniform), adjudicated (a first expert's "
+                "disagreement counts only when a second independent expert also rejects the label), "
+                "Wilson interval at Kish's effective size")
 
 
 # --- the scorer port ---------------------------------------------------------------------------
@@ -370,6 +419,11 @@ class ProgramResult:
     champion_version : str
     promotions : int
         Challengers the gate promoted (the seed model not counted).
+    final_error_rate_estimate, final_error_rate_estimate_ci_low, final_error_rate_estimate_ci_high : float
+        The last round's audit estimate of the error rate and its 95% interval (no truth
+        read; NaN without audits).
+    errors_removed_estimate : int
+        Label changes confirmed by two independent annotators, summed over rounds (no truth read).
     """
 
     strategy: str
@@ -391,6 +445,10 @@ class ProgramResult:
     model_ece: float
     champion_version: str
     promotions: int
+    final_error_rate_estimate: float = float("nan")
+    final_error_rate_estimate_ci_low: float = float("nan")
+    final_error_rate_estimate_ci_high: float = float("nan")
+    errors_removed_estimate: int = 0
 
     @property
     def errors_removed_per_100_annotations(self) -> float:
@@ -405,6 +463,10 @@ class ProgramResult:
             T.MODEL_ECE: self.model_ece, T.ERRORS_REMOVED_PER_100: self.errors_removed_per_100_annotations,
             "errors_fixed_total": float(self.errors_fixed), "errors_introduced_total": float(self.errors_introduced),
             "promotions": float(self.promotions),
+            T.FINAL_ERROR_RATE_ESTIMATE: self.final_error_rate_estimate,
+            T.FINAL_ERROR_RATE_ESTIMATE_CI_LOW: self.final_error_rate_estimate_ci_low,
+            T.FINAL_ERROR_RATE_ESTIMATE_CI_HIGH: self.final_error_rate_estimate_ci_high,
+            T.ERRORS_REMOVED_ESTIMATE: float(self.errors_removed_estimate),
         }
 
 
@@ -450,7 +512,7 @@ def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: Labe
     tracker = tracker if tracker is not None else make_tracker(cfg)
     with open_setup(cfg, world=world, store=store, scorer=scorer) as setup:
         program = _Program(cfg, setup.world, setup.store, tracker)
-        tracker.start(f"{cfg.strategy.value}", params=flatten(cfg), tags={
+        tracker.start(f"{cfg.strategy.value}", params={**flatten(cfg), T.PARAM_AUDIT_METHOD: AUDIT_METHOD}, tags={
             T.TAG_STRATEGY: cfg.strategy.value, T.TAG_DATASET: setup.world.dataset, T.TAG_ROLE: T.ROLE_PROGRAM,
             T.TAG_STREAM: program.stream})
         # Single-threaded BLAS: the arrays are small, and BLAS threads fighting over a few shared
@@ -503,6 +565,23 @@ class _Program:
         self.gates: list[dict[str, Any]] = []
         self.promotions = 0
         self.fixed = self.introduced = 0
+        # What the audits and the auto-accept bound know, none of it from truth.
+        self.stratum = pd.Series(dtype=object)  # where each item's current label came from
+        self.router = pd.DataFrame()  # the probabilities the last plan routed on, by arrived item
+        # The temperature the auto-accept bound reads the router's probabilities at (None:
+        # unbounded; inf: closed, as before an audit supports anything) and why; the cut-off it
+        # gave this round.
+        bounded = cfg.thresholds.max_auto_accept_error is not None and cfg.strategy is Strategy.TIERED
+        self.temperature: float | None = np.inf if bounded else None
+        self.bound_reason = "no audit yet supports auto-accepting anything (max_auto_accept_error)"
+        self.cutoff = cfg.thresholds.auto_accept_confidence
+        self.last_audit: _Audit | None = None
+        self.evidence: list[pd.DataFrame] = []  # audited items: the router's probabilities, the experts' class
+        self.first_checks = self.disputed = 0
+        self.doubt = 0.15  # the posterior's mean doubt in the current labels (set each round)
+        self.confirmed = 0
+        self.bound_log: list[dict[str, Any]] = []
+        self.strata_log: list[pd.DataFrame] = []
 
     # -- steps -------------------------------------------------------------------------------
     def arrive(self, round_: int) -> np.ndarray:
@@ -510,6 +589,7 @@ class _Program:
         new = self.world.arrivals(round_)
         initial = self.world.initial.set_index(ITEM).loc[new].reset_index()
         self.store.add_items(self.stream, pd.DataFrame({ITEM: new, "source": self.world.dataset}))
+        self.stratum = pd.concat([self.stratum, pd.Series(_UNTOUCHED, index=new.astype(str), dtype=object)])
         self._write_answers(initial, round_, pd.Timedelta(0), tier=TIER_CODES["novice"])
         self.store.add_resolutions(self.stream, pd.DataFrame({
             ITEM: new, LABEL: initial[LABEL].to_numpy(), "method": _METHOD_CONSENSUS,
@@ -537,6 +617,7 @@ class _Program:
         # New to the strategy: arrived since its last plan (round 1 also sees the seed items).
         new = arrived[(0 if round_ == 1 else round_) * world.items_per_round:]
         before = self._labels()
+        self._bound_auto_accept(round_)
         current = before.reindex(arrived).to_numpy(dtype=np.int64)
         x = world.x(arrived)
         # One scoring pass over what arrived, without the labels: the program judges them
@@ -549,6 +630,8 @@ class _Program:
         # (other strategies: the model alone, as their definitions say).
         posterior, evidence, signals = self._evidence(scores, probs, annotations)
         candidates, eligible = self._candidates(signals, probs, current, annotations, new, posterior=posterior)
+        self.router = pd.DataFrame(evidence, index=signals[ITEM].astype(str).to_numpy())
+        self.doubt = float(1.0 - posterior[np.arange(len(current)), current].mean())
         candidate_probs = evidence[eligible]
         budget = max(0.0, cfg.budget_per_round + self.carry)
         costs = self._planning_costs(annotations)
@@ -563,6 +646,7 @@ class _Program:
         planned_work = len(annotations)
         round_labels = self._resolve(plan, answers, annotations, before, signals, probs)
         self._write_resolutions(round_labels, before)
+        self._track_strata(plan)
         audit = self._audit(arrived, round_, annotations)
         annotations = self.store.annotations_frame(self.stream)
         after = self._labels()
@@ -608,6 +692,11 @@ class _Program:
         self._log_plots(rounds, probs, holdout.to_numpy())
         self.tracker.log_table(rounds.reset_index(), T.ROUNDS_CSV)
         self.tracker.log_table(pd.DataFrame(self.gates), T.GATE_CSV)
+        if self.strata_log:
+            self.tracker.log_table(pd.concat(self.strata_log, ignore_index=True), T.AUDIT_STRATA_CSV)
+        if self.bound_log:
+            self.tracker.log_table(pd.DataFrame(self.bound_log), T.AUTO_ACCEPT_BOUND_CSV)
+        last = rounds.iloc[-1]
         wrong_initial = int(self._wrong(initial).sum())
         wrong_final = int(self._wrong(final).sum())
         result = ProgramResult(
@@ -618,9 +707,16 @@ class _Program:
             cost=float(annotations[COST].sum()), program_cost=float(annotations[COST].sum()) - initial_cost,
             program_annotations=int(len(annotations) - n_initial),
             annotator_hours=float(annotations[SECONDS].sum() / 3600), model_accuracy=self.champion.accuracy,
-            model_ece=self.champion.ece, champion_version=self.champion_version, promotions=self.promotions)
+            model_ece=self.champion.ece, champion_version=self.champion_version, promotions=self.promotions,
+            final_error_rate_estimate=float(last.get(T.AUDIT_ERROR_RATE, np.nan)),
+            final_error_rate_estimate_ci_low=float(last.get(T.AUDIT_CI_LOW, np.nan)),
+            final_error_rate_estimate_ci_high=float(last.get(T.AUDIT_CI_HIGH, np.nan)),
+            errors_removed_estimate=self.confirmed)
         final_metrics = result.metrics()
         final_metrics[T.ERRORS_REMOVED_PER_100] = np.nan_to_num(final_metrics[T.ERRORS_REMOVED_PER_100])
+        # Without audits there is no estimate to log (not a zero).
+        final_metrics = {k: v for k, v in final_metrics.items() if not (k.startswith(T.FINAL_ERROR_RATE_ESTIMATE)
+                                                                         and np.isnan(v))}
         self.tracker.log_metrics(final_metrics, step=cfg.rounds)
         return result
 
@@ -719,8 +815,39 @@ class _Program:
         # without asking the Scorer, so the model runs once per item per round) and their
         # label-issue scores.
         ids = candidates[ITEM].astype(str).to_numpy()
-        return self.scorer.route(ids, probs, candidates[LABEL_ISSUE_SCORE].to_numpy(dtype=np.float64),
-                                 self.cfg.thresholds, labels=candidates[LABEL].to_numpy())
+        decisions = self.scorer.route(ids, probs, candidates[LABEL_ISSUE_SCORE].to_numpy(dtype=np.float64),
+                                      self.cfg.thresholds, labels=candidates[LABEL].to_numpy())
+        bound = self.cfg.thresholds.max_auto_accept_error
+        if self.temperature is None:
+            return decisions
+        # The bound holds the items auto-accepted this round within it, the risk read from the
+        # router's probabilities tempered as the audits say (_bound_auto_accept): the most
+        # confident first, as many as keep their share of errors within the bound with 95%
+        # probability under those risks (mean + 1.645 standard deviations of the share; a
+        # mean alone lets a few dozen labels overshoot half the time). Here, not in the
+        # Router's thresholds, so that a Serve app shared with others keeps its own. An item
+        # held back goes to review, where the Router's rule 5 would send it.
+        where = pd.Index(candidates[ITEM].astype(str)).get_indexer(decisions[ITEM].astype(str))
+        raw = probs[where].max(axis=1)
+        confidence = _tempered(probs[where], self.temperature).max(axis=1)
+        auto = np.flatnonzero(decisions[ROUTE].to_numpy() == Action.AUTO_ACCEPT.value)
+        order = auto[np.argsort(-confidence[auto], kind="stable")]
+        risk = 1.0 - confidence[order]
+        m = np.arange(1, order.size + 1)
+        share = np.cumsum(risk) / m + 1.645 * np.sqrt(np.cumsum(risk * (1.0 - risk))) / m
+        within = np.flatnonzero(share <= bound)
+        keep = int(within.max()) + 1 if within.size else 0
+        held = order[keep:]
+        # In the router's own terms: the lowest confidence auto-accepted this round (1: none).
+        self.cutoff = float(raw[order[:keep]].min()) if keep else 1.0
+        if held.size == 0:
+            return decisions
+        decisions = decisions.reset_index(drop=True)
+        decisions.loc[held, ROUTE] = Action.REVIEW.value
+        decisions.loc[held, REASON] = [f"confidence {r:.4f}, {c:.4f} at the audited temperature: held for review "
+                                       f"under max_auto_accept_error: {self.bound_reason}"
+                                       for r, c in zip(raw[held], confidence[held])]
+        return decisions
 
     def _execute(self, plan: pd.DataFrame, round_: int, annotations: pd.DataFrame) -> pd.DataFrame:
         """Ask the workforce for the plan's labels; write tasks and annotations; return the answers."""
@@ -826,31 +953,125 @@ class _Program:
             return
         self.store.add_resolutions(self.stream, changed.assign(supersedes=heads.reindex(changed[ITEM]).to_numpy()))
 
-    def _audit(self, arrived: np.ndarray, round_: int, annotations: pd.DataFrame) -> dict[str, Any]:
-        """A uniform expert audit: the error-rate estimate, then corrections like any expert label."""
+    def _track_strata(self, plan: pd.DataFrame) -> None:
+        """Record the stratum of each item the plan acted on (by its action)."""
+        acted = plan[plan[ACTION] != Action.KEEP.value]
+        self.stratum.loc[acted[ITEM].astype(str).to_numpy()] = acted[ACTION].map(_ACTION_STRATUM).to_numpy()
+
+    def _audit(self, arrived: np.ndarray, round_: int, annotations: pd.DataFrame) -> _Audit | None:
+        """An adjudicated, stratified expert audit: the error-rate estimates, then corrections
+        that two independent experts agree on. Never reads the truth (the simulated experts do)."""
         if self.cfg.audit_rate == 0:
-            return {"estimate": None}
+            return None
         exclude = annotations[[ITEM, ANNOTATOR]].astype({ITEM: str})
         # An item every expert has labelled already (routed, adjudicated, audited) has no expert
         # left to audit it: the audit draws from the other items.
         experts_per_item = exclude[exclude[ANNOTATOR].isin(self.experts)].groupby(ITEM)[ANNOTATOR].nunique()
         checked_by_all = experts_per_item.index[experts_per_item >= len(self.experts)]
-        population = arrived[~np.isin(arrived.astype(str), checked_by_all)]
+        population = arrived[~np.isin(arrived.astype(str), checked_by_all)].astype(str)
         if population.size == 0:
-            return {"estimate": None}
+            return None
         # The audit's own random numbers, the same for every strategy of a seed: the same items,
         # mostly the same experts and seconds, so audits (part of every strategy's cost, and with
         # their overrun of its budget) differ between strategies as little as they can.
         rng = np.random.default_rng([self.cfg.seed, 17, round_])
-        sample = audit_sample(population, rate=self.cfg.audit_rate, rng=rng)
         labels = self._labels()
-        checked = self.world.workforce.ask_experts(self.world.truth[sample], exclude=exclude, rng=rng)
-        self._write_answers(checked, round_, _AUDIT_START)
-        disagree = checked[checked[LABEL].to_numpy() != labels.reindex(checked[ITEM]).to_numpy()]
-        estimate = estimate_error_rate(len(checked), len(disagree))
-        self._write_resolutions(pd.DataFrame({ITEM: disagree[ITEM].to_numpy(), LABEL: disagree[LABEL].to_numpy(),
-                                              "method": _METHOD_EXPERT, REASON: "corrected by a random audit"}), labels)
-        return {"estimate": estimate}
+        # Today's spend in expert labels, second opinions included: the first checks are fewer
+        # by the share of first checks that disputed the label so far, after a prior worth five
+        # checks: the posterior's mean doubt in the labels (an expert disputes a wrong label).
+        spend = int(np.ceil(self.cfg.audit_rate * population.size))
+        share = (self.disputed + 5 * self.doubt) / (self.first_checks + 5)
+        strata = self.stratum.reindex(population).fillna(_UNTOUCHED).to_numpy()
+        design = np.where(strata == _AUTO, _AUTO, "rest")
+        sample = _stratified_sample(population, design, max(1, int(round(spend / (1 + share)))), rng)
+        truth = self.world.truth
+        first = self.world.workforce.ask_experts(truth[sample], exclude=exclude, rng=rng)
+        self._write_answers(first, round_, _AUDIT_START)
+        first = first.set_index(ITEM)[[ANNOTATOR, LABEL]].reindex(sample)
+        current = labels.reindex(sample).to_numpy(dtype=np.int64)
+        disputed = sample[first[LABEL].to_numpy() != current]
+        seen = pd.concat([exclude, first.reset_index()[[ITEM, ANNOTATOR]]], ignore_index=True)
+        # Only where an expert who has not labelled the item is left (see _verdict otherwise).
+        used = seen[seen[ANNOTATOR].isin(self.experts)].groupby(ITEM)[ANNOTATOR].nunique()
+        askable = disputed[used.reindex(disputed).fillna(0).to_numpy() < len(self.experts)]
+        second = self.world.workforce.ask_experts(truth[askable], exclude=seen, rng=rng)
+        self._write_answers(second, round_, _AUDIT_START + pd.Timedelta(hours=2))
+        verdict = _verdict(sample, current, first[LABEL].to_numpy(dtype=np.int64),
+                           second.set_index(ITEM)[LABEL].reindex(sample).to_numpy(dtype=np.float64))
+        self.first_checks, self.disputed = self.first_checks + sample.size, self.disputed + disputed.size
+        fixes = verdict[verdict["fix"]]
+        self._write_resolutions(pd.DataFrame({
+            ITEM: fixes[ITEM].to_numpy(), LABEL: fixes["first"].to_numpy(dtype=np.int64), "method": _METHOD_EXPERT,
+            REASON: "corrected by a random audit: two independent experts agreed against the label"}), labels)
+        audit = _estimate(verdict, pd.Series(strata, index=population), pd.Series(design, index=population), round_)
+        self._learn_from_audit(verdict)
+        self.stratum.loc[fixes[ITEM].to_numpy()] = _EXPERT
+        self.strata_log.append(audit.strata)
+        self.last_audit = audit
+        return audit
+
+    def _learn_from_audit(self, verdict: pd.DataFrame) -> None:
+        """Keep, for each audited item, the probabilities the router read this round and the
+        class the experts settled on (the label when it stood, the two experts' class when they
+        corrected it; an item whose two experts rejected the label and differ is left out):
+        what the auto-accept bound calibrates the router against."""
+        settled = np.where(~verdict["error"], verdict[LABEL], np.where(verdict["fix"], verdict["first"], -1))
+        where = self.router.index.get_indexer(verdict[ITEM].astype(str))
+        known = (settled >= 0) & (where >= 0)
+        self.evidence.append(pd.DataFrame({"probs": list(self.router.to_numpy()[where[known]]),
+                                           LABEL: settled[known].astype(np.int64)}))
+
+    def _bound_auto_accept(self, round_: int) -> None:
+        """Calibrate what the router reads so that auto-accepted labels keep
+        ``thresholds.max_auto_accept_error`` (tiered only); :meth:`_route` applies it.
+
+        While the last audit's 95% upper bound on the auto-accepted labels' error exceeds the
+        bound (at a few percent of audit spend it does: 30 audited labels without an error
+        still allow 11%), the router's probabilities are read at a temperature fitted on every
+        audited item so far (the class the experts settled on;
+        :class:`loop.calibration.TemperatureScaling`), at the upper end of its 95%
+        profile-likelihood interval and never below 1, and a round auto-accepts its most
+        confident items while their share of errors stays within the bound with 95%
+        probability under the tempered risks. A temperature, not a constant factor on the
+        risk: an overconfident posterior
+        (music genre's, 17% wrong at 0.9) is most overconfident near 1, where the model and a
+        crowd label agree on the same mistake, and tempering raises the risk there the most.
+        The posterior combines the model and the annotators, so a model's own temperature on
+        gold cannot calibrate it. Before the first audit nothing supports auto-accepting, and
+        nothing is. Each change is logged (tag :data:`T.TAG_AUTO_ACCEPT_BOUND`, table
+        :data:`T.AUTO_ACCEPT_BOUND_CSV`) with why. Labels auto-accepted before stay: the audits
+        keep checking them, and withdrawing them would restore labels the posterior judged wrong.
+        """
+        bound = self.cfg.thresholds.max_auto_accept_error
+        if self.temperature is None or self.last_audit is None:
+            return
+        auto = self.last_audit.auto
+        evidence = pd.concat(self.evidence, ignore_index=True)
+        audited = "no auto-accepted label audited" if auto is None else \
+            f"{auto.high:.3f} ({auto.n_errors}/{auto.n_audited} audited wrong)"
+        if auto is not None and auto.high <= bound:
+            temperature = 1.0
+            why = f"the audited 95% upper bound of auto-accepted labels' error, {audited}, is within {bound:g}"
+        elif evidence.empty:
+            temperature, why = np.inf, "no audited item to calibrate the router on yet"
+        else:
+            probs = np.stack(evidence["probs"].to_numpy())
+            # Floored at 1e-6: one confident mistake among a few dozen audited items should raise
+            # the temperature, not send it to its bound.
+            scaler = TemperatureScaling(kind="logits").fit(_floored_logits(probs), evidence[LABEL].to_numpy())
+            fitted, temperature = scaler.temperature_, max(1.0, scaler.temperature_high_)
+            predicted_wrong = float((1.0 - probs.max(axis=1)).sum())
+            found_wrong = int((probs.argmax(axis=1) != evidence[LABEL].to_numpy()).sum())
+            why = (f"the audited 95% upper bound of auto-accepted labels' error, {audited}, is not within {bound:g}; "
+                   f"the router's top class was wrong on {found_wrong} of {len(evidence)} audited items against "
+                   f"{predicted_wrong:.1f} it predicted: its probabilities are read at temperature {temperature:.2f}, "
+                   f"the upper end of the 95% interval of the fitted {fitted:.2f}")
+        self.bound_reason = why
+        self.bound_log.append({"round": round_, "temperature": temperature, "auto_accept_ci_high":
+                               np.nan if auto is None else auto.high, "max_auto_accept_error": bound,
+                               "audited": len(evidence), "reason": why})
+        self.tracker.set_tags({T.TAG_AUTO_ACCEPT_BOUND: f"round {round_}: {why}"})
+        self.temperature = temperature
 
     def _retrain(self, labels: pd.Series) -> tuple[CalibratedClassifier, ModelEvaluation, pd.DataFrame]:
         """Fit on the labels resolved as of now, temperature on the calibration slice, evaluate on the
@@ -896,7 +1117,7 @@ class _Program:
 
     # -- measuring ---------------------------------------------------------------------------
     def _log_round(self, round_: int, *, arrived: np.ndarray, new: np.ndarray, before: pd.Series, after: pd.Series,
-                   plan: pd.DataFrame | None, audit: dict[str, Any] | None, evaluation: ModelEvaluation,
+                   plan: pd.DataFrame | None, audit: _Audit | None, evaluation: ModelEvaluation,
                    challenger: ModelEvaluation, promoted: bool, round_cost: float, budget: float,
                    resolution_hours: float, pairs: pd.DataFrame | None) -> None:
         world = self.world
@@ -927,10 +1148,19 @@ class _Program:
             auto = plan.loc[plan[ACTION] == Action.AUTO_ACCEPT.value, ITEM].astype(str)
             row[T.AUTO_ACCEPT_RATE] = float(np.isin(new, auto).mean())
             row[T.AUTO_ACCEPT_ERROR_RATE] = float(self._wrong(after.reindex(auto)).mean()) if len(auto) else float("nan")
-        if audit is not None and audit["estimate"] is not None:
-            est = audit["estimate"]
+        if audit is not None:
+            est = audit.estimate
             row.update({T.AUDIT_ERROR_RATE: est.rate, T.AUDIT_CI_LOW: est.low, T.AUDIT_CI_HIGH: est.high,
                         T.AUDIT_N: float(est.n_audited)})
+            if audit.auto is not None:
+                row.update({T.AUTO_ACCEPT_ESTIMATE: audit.auto.rate, T.AUTO_ACCEPT_ESTIMATE_CI_LOW: audit.auto.low,
+                            T.AUTO_ACCEPT_ESTIMATE_CI_HIGH: audit.auto.high})
+        if round_ > 0:
+            confirmed = _confirmed_changes(annotations, before.reindex(arrived), after.reindex(arrived))
+            self.confirmed += confirmed
+            row.update({T.ERRORS_FIXED_CONFIRMED: float(confirmed), T.ERRORS_REMOVED_ESTIMATE: float(self.confirmed)})
+        if plan is not None and self.cfg.strategy is Strategy.TIERED:
+            row[T.AUTO_ACCEPT_CUTOFF] = self.cutoff  # under a bound, the lowest confidence it let through (1: none)
         if pairs is not None and len(pairs):
             row[T.TOP_PAIR_SHARE] = float(pairs["share"].iloc[0])
             self.tracker.log_table(pairs, T.CONFUSED_PAIRS_CSV)
@@ -988,3 +1218,121 @@ def _resolution_hours(annotations: pd.DataFrame, plan: pd.DataFrame, round_: int
     stamps = pd.to_datetime(frame[CREATED_AT], utc=True)
     span = stamps.groupby(frame[ITEM]).max() - stamps.groupby(frame[ITEM]).min()
     return float(span[disagree[disagree].index].dt.total_seconds().median() / 3600)
+
+
+# --- the audit's parts -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Audit:
+    """One round's audit: the whole set's estimate, the auto-accepted stratum's (None when there
+    is none or it drew no item), and the per-route table (:data:`T.AUDIT_STRATA_CSV`)."""
+
+    estimate: ErrorRateEstimate
+    auto: ErrorRateEstimate | None
+    strata: pd.DataFrame
+
+
+def _stratified_sample(population: np.ndarray, design: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` items: the auto-accepted stratum oversampled, the rest uniform.
+
+    The auto-accepted share ``W`` of the population gets ``W + W (1 - W) / 2`` of the sample (at
+    least one item each), so its own estimate rests on more items while the whole set's
+    effective size stays within about 10% of a uniform draw's. Too few items for two strata, or
+    one stratum: a uniform draw.
+    """
+    size = min(size, population.size)
+    auto = design == _AUTO
+    n_auto_pop = int(auto.sum())
+    if n_auto_pop in (0, population.size) or size < 2:
+        return audit_sample(population, size=size, rng=rng)
+    w = n_auto_pop / population.size
+    n_auto = int(np.clip(round(size * (w + w * (1 - w) / 2)), 1, size - 1))
+    n_rest = min(size - n_auto, population.size - n_auto_pop)
+    n_auto = min(size - n_rest, n_auto_pop)
+    picked = np.concatenate([audit_sample(population[auto], size=n_auto, rng=rng),
+                             audit_sample(population[~auto], size=n_rest, rng=rng)])
+    return population[np.isin(population, picked)]
+
+
+def _verdict(sample: np.ndarray, label: np.ndarray, first: np.ndarray, second: np.ndarray) -> pd.DataFrame:
+    """Per audited item: is its label an error, and is it fixed (to ``first``)?
+
+    A first expert's disagreement is evidence, not a verdict: it counts as an error only when a
+    second, independent expert also rejects the label, and it fixes the label only when the two
+    agree on the class. With experts wrong 4% of the time a right label is then counted wrong
+    about 0.2% of the time instead of 4%. When no second expert is left (NaN), the first's
+    disagreement counts (as before), but changes nothing.
+    """
+    disputed = first != label
+    alone = np.isnan(second)
+    return pd.DataFrame({ITEM: sample, LABEL: label, "first": first, "second": second,
+                         "error": disputed & (alone | (second != label)),
+                         "fix": disputed & ~alone & (second == first)})
+
+
+def _estimate(verdict: pd.DataFrame, strata: pd.Series, design: pd.Series, round_: int) -> _Audit:
+    """The audit's estimates, of the labels *after* its own corrections (each fix takes one
+    error out of its stratum), and the per-route table."""
+    n_all = len(strata)
+    audited = verdict.set_index(ITEM)
+    by_design = pd.DataFrame({"population": design.value_counts(),
+                              "audited": design.reindex(audited.index).value_counts(),
+                              "errors": design.reindex(audited.index[audited["error"]]).value_counts(),
+                              "fixed": design.reindex(audited.index[audited["fix"]]).value_counts()}).fillna(0)
+    if (by_design["audited"] == 0).any():  # drawn uniformly (see _stratified_sample)
+        whole = estimate_error_rate(len(audited), int(audited["error"].sum()))
+    else:
+        whole = estimate_error_rate_stratified(by_design, method="wilson")
+    whole = _after_fixes(whole, int(audited["fix"].sum()) / n_all)
+    auto = None
+    if _AUTO in by_design.index and by_design.loc[_AUTO, "audited"] > 0:
+        row = by_design.loc[_AUTO]
+        auto = _after_fixes(estimate_error_rate(int(row["audited"]), int(row["errors"])),
+                            row["fixed"] / row["population"])
+    rows = []
+    for name in STRATA:
+        members = audited.index[strata.reindex(audited.index).to_numpy() == name]
+        n, errors = len(members), int(audited.loc[members, "error"].sum())
+        est = estimate_error_rate(n, errors) if n else None
+        rows.append({"round": round_, "stratum": name, "population": int((strata == name).sum()), "audited": n,
+                     "errors": errors, "rate": est.rate if est else np.nan, "ci_low": est.low if est else np.nan,
+                     "ci_high": est.high if est else np.nan})
+    rows.append({"round": round_, "stratum": "all", "population": n_all, "audited": len(audited),
+                 "errors": int(audited["error"].sum()), "rate": whole.rate, "ci_low": whole.low, "ci_high": whole.high})
+    return _Audit(estimate=whole, auto=auto, strata=pd.DataFrame(rows))
+
+
+def _after_fixes(estimate: ErrorRateEstimate, removed: float) -> ErrorRateEstimate:
+    """The estimate less the share of the population the audit itself corrected."""
+    return dataclasses.replace(estimate, rate=max(0.0, estimate.rate - removed), low=max(0.0, estimate.low - removed),
+                               high=max(0.0, estimate.high - removed))
+
+
+def _confirmed_changes(annotations: pd.DataFrame, before: pd.Series, after: pd.Series) -> int:
+    """Label changes backed by two independent annotators, more than back the old label.
+
+    What a team can count as errors fixed without truth: an expert alone, or a reviewer against
+    the crowd member before, is one word against another; two people agreeing on a new label,
+    neither of them the one who gave the old, is a correction confirmed by adjudication.
+    """
+    changed = before.index[before.to_numpy() != after.to_numpy()]
+    if changed.empty:
+        return 0
+    frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
+    frame = frame[frame[ITEM].isin(changed)].drop_duplicates([ITEM, ANNOTATOR], keep="last")
+    votes = frame.groupby([ITEM, LABEL])[ANNOTATOR].nunique()
+    for_new = votes.reindex(list(zip(changed, after.reindex(changed).astype(np.int64))), fill_value=0).to_numpy()
+    for_old = votes.reindex(list(zip(changed, before.reindex(changed).astype(np.int64))), fill_value=0).to_numpy()
+    return int(((for_new >= 2) & (for_new > for_old)).sum())
+
+
+def _floored_logits(probs: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(probs, 1e-6, 1.0))
+
+
+def _tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities (n, k) read at ``temperature`` (softmax of the floored ``log p / T``); inf: uniform."""
+    if np.isinf(temperature):
+        return np.full_like(probs, 1.0 / probs.shape[1])
+    return softmax(_floored_logits(probs) / temperature, axis=1)

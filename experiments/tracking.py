@@ -106,6 +106,11 @@ TAG_GATE_VERDICT = "labelloop.gate_verdict"  # a retrain run's verdict: one of t
 VERDICT_PROMOTED = "promoted"
 VERDICT_REFUSED = "refused"
 TAG_MODEL_VERSION = "labelloop.model_version"  # the registered version a retrain run published
+TAG_AUTO_ACCEPT_BOUND = "labelloop.auto_accept_bound"  # why the program last raised the auto-accept cut-off
+
+# --- params beyond the config ------------------------------------------------------------------
+PARAM_AUDIT_METHOD = "audit.method"            # how audit_error_rate is estimated
+AUTO_ACCEPT_CUTOFF = "auto_accept_cutoff"      # per round: the cut-off the program auto-accepted at
 
 # --- artifacts ---------------------------------------------------------------------------------
 ERROR_VS_COST_PNG = "plots/error_rate_vs_cost.png"
@@ -114,6 +119,8 @@ CONFUSION_PNG = "plots/confusion_matrix.png"
 CONFUSED_PAIRS_CSV = "tables/confused_pairs.csv"
 ROUNDS_CSV = "tables/rounds.csv"
 GATE_CSV = "tables/gate_decisions.csv"
+AUDIT_STRATA_CSV = "tables/audit_strata.csv"   # per round and route: population, audited, errors, interval
+AUTO_ACCEPT_BOUND_CSV = "tables/auto_accept_bound.csv"  # each time the bound raised the cut-off, and why
 COMPARISON_CSV = "comparison.csv"
 MODEL_ARTIFACT = "model"
 

@@ -108,21 +108,30 @@ def estimate_error_rate(n_audited: int, n_errors: int, *, confidence: float = 0.
     return ErrorRateEstimate(n_errors / n_audited, float(ci.low), float(ci.high), n_audited, n_errors, confidence)
 
 
-def estimate_error_rate_stratified(strata: pd.DataFrame, *, confidence: float = 0.95) -> ErrorRateEstimate:
+def estimate_error_rate_stratified(strata: pd.DataFrame, *, confidence: float = 0.95,
+                                   method: Literal["normal", "wilson"] = "normal") -> ErrorRateEstimate:
     """Error rate from an audit drawn uniformly *within* strata (e.g. one stratum per route).
 
     The estimate weights each stratum's error share by its share of the population,
-    ``p = sum_h W_h p_h`` with ``W_h = N_h / N``; its variance is
-    ``sum_h W_h^2 (1 - n_h / N_h) p_h (1 - p_h) / (n_h - 1)`` (finite population correction), and the
-    interval is the normal one clipped to [0, 1]. A stratum with no audited item is refused: its
+    ``p = sum_h W_h p_h`` with ``W_h = N_h / N``. A stratum with no audited item is refused: its
     errors would be invisible.
+
+    - ``normal``: variance ``sum_h W_h^2 (1 - n_h / N_h) p_h (1 - p_h) / (n_h - 1)`` (finite
+      population correction), the normal interval clipped to [0, 1]. It collapses to a point
+      when every stratum found no error, so use it with tens of errors per stratum.
+    - ``wilson``: the Wilson score interval of ``p`` at Kish's effective sample size
+      ``n_eff = 1 / sum_h (W_h^2 / n_h)`` (the sample size a uniform audit of the same
+      precision would need; ``n`` when the allocation is proportional). It stays honest at
+      small counts and near 0, as :func:`estimate_error_rate`'s does, and equals it for one
+      stratum.
 
     Parameters
     ----------
     strata : DataFrame
         One row per stratum with integer columns ``population`` (N_h), ``audited`` (n_h) and
-        ``errors``.
+        ``errors``. ``errors`` may be fractional (e.g. an error counted by weight).
     confidence : float
+    method : {"normal", "wilson"}, default "normal"
 
     Examples
     --------
@@ -143,11 +152,25 @@ def estimate_error_rate_stratified(strata: pd.DataFrame, *, confidence: float = 
         raise fail("strata", "1 <= audited <= population and errors <= audited in every stratum",
                    f"audited={aud.astype(int).tolist()}, population={pop.astype(int).tolist()}, errors={err.astype(int).tolist()}")
     confidence = check_real(confidence, "confidence", low=0, high=1, low_open=True, high_open=True)
+    method = check_option(method, "method", ("normal", "wilson"))
     weights = pop / pop.sum()
     shares = err / aud
     rate = float(weights @ shares)
+    if method == "wilson":
+        low, high = _wilson(rate, 1.0 / float(np.sum(weights**2 / aud)), confidence)
+        return ErrorRateEstimate(rate, low, high, int(aud.sum()), int(round(err.sum())), confidence)
     fpc = 1 - aud / pop
     with np.errstate(divide="ignore", invalid="ignore"):
         var_h = np.where(aud > 1, shares * (1 - shares) / (aud - 1), 0.0)
     half = stats.norm.ppf(0.5 + confidence / 2) * float(np.sqrt(np.sum(weights**2 * fpc * var_h)))
     return ErrorRateEstimate(rate, max(0.0, rate - half), min(1.0, rate + half), int(aud.sum()), int(err.sum()), confidence)
+
+
+def _wilson(rate: float, n: float, confidence: float) -> tuple[float, float]:
+    """The Wilson score interval of a share ``rate`` of ``n`` (which may be an effective, real size)."""
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    denominator = 1 + z**2 / n
+    centre = (rate + z**2 / (2 * n)) / denominator
+    half = z / denominator * float(np.sqrt(rate * (1 - rate) / n + z**2 / (4 * n**2)))
+    # Clipped: rounding must not push a bound past the point estimate at 0 or 1 errors.
+    return max(0.0, min(rate, centre - half)), min(1.0, max(rate, centre + half))

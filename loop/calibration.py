@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
-from scipy.optimize import minimize_scalar
+from scipy.optimize import brentq, minimize_scalar
 from scipy.special import log_softmax, logsumexp, softmax
 
 from ._validation import check_array, check_int, check_labels, check_option, check_pred_probs, fail
@@ -58,6 +58,10 @@ class TemperatureScaling:
     ----------
     temperature_ : float
         The learned temperature; above 1 means the model was over-confident.
+    temperature_high_ : float
+        The upper end of the temperature's 95% profile-likelihood interval (Wilks: the
+        log-likelihood of the labels within 1.92 of its maximum; at most 100). Read the
+        probabilities at it to be cautious when the labels were few.
     n_classes_ : int
         Number of classes seen in ``fit``.
 
@@ -100,6 +104,15 @@ class TemperatureScaling:
         result = minimize_scalar(nll, bounds=_LOG_T_BOUNDS, method="bounded",
                                  options={"xatol": 1e-6})
         self.temperature_ = float(np.exp(result.x))
+        # The mean NLL times n is the log-likelihood's drop; chi-squared(1) / 2 at 95% is 1.92.
+        n, drop = logits.shape[0], 3.841458820694124 / 2
+
+        def excess(log_t: float) -> float:
+            return n * (nll(log_t) - nll(result.x)) - drop
+
+        top = _LOG_T_BOUNDS[1]
+        high = top if excess(top) <= 0 else brentq(excess, result.x, top)
+        self.temperature_high_ = max(self.temperature_, min(float(np.exp(high)), float(np.exp(top))))
         self.n_classes_ = int(logits.shape[1])
         return self
 

@@ -128,6 +128,11 @@ class RoutingThresholds:
         sent to a person whose two most probable classes are that pair. Keys are two-class
         ``frozenset``s or tuples; :meth:`from_dict` also takes a list of
         ``{"classes": [a, b], "ref": "..."}`` records.
+    max_auto_accept_error : float in (0, 1) or None, default=None
+        A bound on the error rate of auto-accepted labels (e.g. 0.02). :func:`route` does not
+        read it: a program that audits its labels does, and raises the auto-accept cut-off
+        when the audited upper bound of the auto-accepted labels' error exceeds it (see
+        :mod:`experiments.program`). None: no bound.
 
     Examples
     --------
@@ -143,6 +148,7 @@ class RoutingThresholds:
     class_risk_weights: Mapping[Hashable, float] = field(default_factory=dict)
     always_human: frozenset[Hashable] = frozenset()
     guideline_refs: Mapping[frozenset[Hashable], str] = field(default_factory=dict)
+    max_auto_accept_error: float | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # the one way to normalise fields of a frozen dataclass
@@ -154,6 +160,9 @@ class RoutingThresholds:
         set_(self, "class_risk_weights", _check_weights(self.class_risk_weights))
         set_(self, "always_human", _check_classes(self.always_human))
         set_(self, "guideline_refs", _check_guideline_refs(self.guideline_refs))
+        if self.max_auto_accept_error is not None:
+            set_(self, "max_auto_accept_error", check_real(
+                self.max_auto_accept_error, "max_auto_accept_error", low=0, high=1, low_open=True, high_open=True))
 
     def __hash__(self) -> int:
         return hash(tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
@@ -223,6 +232,7 @@ class RoutingThresholds:
                 for pair, ref in sorted(self.guideline_refs.items(),
                                         key=lambda kv: sorted(map(str, kv[0])))
             ],
+            "max_auto_accept_error": self.max_auto_accept_error,
         }
 
 

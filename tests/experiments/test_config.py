@@ -187,3 +187,12 @@ def test_table_and_model_errors_name_the_key(raw, message):
     with pytest.raises(ConfigError) as info:
         parse_config(raw)
     assert str(info.value).startswith(message), str(info.value)
+def test_seed_and_the_auto_accept_bound_come_from_the_config():
+    cfg = parse_config({"program": {"seed": 7}, "thresholds": {"max_auto_accept_error": 0.02}})
+    assert cfg.seed == 7 and cfg.thresholds.max_auto_accept_error == 0.02
+    # Keys not given keep the program's defaults; the bound is off unless set.
+    assert cfg.thresholds.auto_accept_confidence == ProgramConfig().thresholds.auto_accept_confidence
+    assert ProgramConfig().thresholds.max_auto_accept_error is None
+    assert parse_config(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="max_auto_accept_error"):
+        parse_config({"thresholds": {"max_auto_accept_error": 1.5}})

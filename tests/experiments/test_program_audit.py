@@ -1,13 +1,33 @@
-"""The program's audit when the experts run out: an item every expert has labelled already is
-left out of the audit's draw, not asked of an expert who is not there."""
+"""The program's audit: experts who are sometimes wrong, estimates that never read the truth,
+and the bound on auto-accepted labels."""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
 from experiments import tracking as T
 from experiments.config import parse_config
-from experiments.program import run_program
-from loop.columns import ANNOTATOR, ITEM
+from experiments.program import CREATED_AT, run_program
+from experiments.world import World, Workforce, build_world
+from loop.columns import ANNOTATOR, ITEM, LABEL, REASON
+from loop.simulate import SimulatedCrowd
 from loop.store import LabelStore
+
+SMALL = {"rounds": 2, "items_per_round": 80, "calibration_items": 40, "holdout_items": 60, "seed": 0}
+OFFLINE = {"tracking": {"uri": "none"}, "store": {"url": "sqlite://"}}
+# What a team without truth sees: none of these may change when the truth does.
+ESTIMATED = [T.AUDIT_ERROR_RATE, T.AUDIT_CI_LOW, T.AUDIT_CI_HIGH, T.AUDIT_N, T.AUTO_ACCEPT_ESTIMATE,
+             T.AUTO_ACCEPT_ESTIMATE_CI_LOW, T.AUTO_ACCEPT_ESTIMATE_CI_HIGH, T.ERRORS_FIXED_CONFIRMED,
+             T.ERRORS_REMOVED_ESTIMATE, T.AUTO_ACCEPT_CUTOFF]
+
+
+def _config(**program: Any) -> Any:
+    raw = {"program": {**SMALL, **program.pop("program", {})}, **OFFLINE, **program}
+    return parse_config(raw)
 
 
 def test_the_audit_skips_items_no_expert_is_left_for() -> None:
@@ -27,3 +47,99 @@ def test_the_audit_skips_items_no_expert_is_left_for() -> None:
     assert len(expert) > 0 and not expert.duplicated([ITEM, ANNOTATOR]).any()
     # The audit still ran: every round has an estimate.
     assert result.rounds.loc[1:, T.AUDIT_N].gt(0).all()
+
+
+def _imperfect_experts(world: World, accuracy: float) -> World:
+    """The world with experts right ``accuracy`` of the time, wrong uniformly otherwise."""
+    k = world.n_classes
+    confusion = np.full((k, k), (1 - accuracy) / (k - 1))
+    np.fill_diagonal(confusion, accuracy)
+    experts = SimulatedCrowd(tuple(dataclasses.replace(a, confusion=confusion)
+                                   for a in world.workforce.experts.annotators))
+    return dataclasses.replace(world, workforce=dataclasses.replace(world.workforce, experts=experts))
+
+
+def test_an_audit_no_longer_makes_labels_worse_when_the_experts_are_imperfect() -> None:
+    # Experts wrong 15% of the time, and an audit of 40% of the items a round: a single expert's
+    # disagreement would overwrite dozens of right labels.
+    cfg = _config(program={"strategy": "random", "budget_per_round": 0.5, "audit_rate": 0.4, "rounds": 3})
+    world = _imperfect_experts(build_world(cfg), accuracy=0.85)
+    store = LabelStore("sqlite://")
+    result = run_program(cfg, store=store, world=world, tracker=T.MemoryTracker())
+    truth = world.truth
+    history = store.resolutions_frame(result.stream)
+    history = history.assign(**{ITEM: history[ITEM].astype(str)})
+    by_audit = history[history[REASON].str.contains("audit", na=False)]
+    previous = history.set_index("resolution_id")[LABEL].reindex(by_audit["supersedes"]).to_numpy()
+    right_before = previous == truth.reindex(by_audit[ITEM]).to_numpy()
+    right_after = by_audit[LABEL].to_numpy() == truth.reindex(by_audit[ITEM]).to_numpy()
+    broken, fixed = int((right_before & ~right_after).sum()), int((~right_before & right_after).sum())
+    # The experts were imperfect: their first look disputed right labels many times over.
+    annotations = store.annotations_frame(result.stream)
+    audits = annotations[pd.to_datetime(annotations[CREATED_AT], utc=True).dt.hour >= 20]
+    wrong_experts = int((audits[LABEL].to_numpy() != truth.reindex(audits[ITEM].astype(str)).to_numpy()).sum())
+    assert wrong_experts >= 15
+    assert fixed >= 10 and broken <= 1
+    # The audit made the labels better on the whole: each round's fixes outnumber what it broke.
+    assert result.errors_introduced <= 1
+
+
+class _AnswersFromRealTruth:
+    """A workforce that answers from the real truth whatever truth it is handed: a world whose
+    ``truth`` is shuffled then changes only what the program *measures*."""
+
+    def __init__(self, inner: Workforce, truth: pd.Series) -> None:
+        self.inner, self.truth = inner, truth
+
+    @property
+    def annotators(self) -> pd.DataFrame:
+        return self.inner.annotators
+
+    def ask_crowd(self, truth: pd.Series, n: int, *, exclude: Any, rng: np.random.Generator) -> pd.DataFrame:
+        return self.inner.ask_crowd(self.truth.reindex(truth.index), n, exclude=exclude, rng=rng)
+
+    def ask_experts(self, truth: pd.Series, *, exclude: Any, rng: np.random.Generator) -> pd.DataFrame:
+        return self.inner.ask_experts(self.truth.reindex(truth.index), exclude=exclude, rng=rng)
+
+
+def test_the_estimates_never_read_the_truth() -> None:
+    cfg = _config(program={"strategy": "tiered", "audit_rate": 0.1, "budget_per_round": 5.0},
+                  thresholds={"max_auto_accept_error": 0.05})
+    world = build_world(cfg)
+    shuffled = pd.Series(np.random.default_rng(0).permutation(world.truth.to_numpy()), index=world.truth.index)
+    blind = dataclasses.replace(world, truth=shuffled, workforce=_AnswersFromRealTruth(world.workforce, world.truth))
+    seen, unseen = T.MemoryTracker(), T.MemoryTracker()
+    real = run_program(cfg, world=world, tracker=seen)
+    hidden = run_program(cfg, world=blind, tracker=unseen)
+    # The truth-needing figures moved with the truth; the estimated ones did not.
+    assert not np.allclose(real.rounds[T.TRUE_ERROR_RATE], hidden.rounds[T.TRUE_ERROR_RATE])
+    pd.testing.assert_frame_equal(real.rounds[ESTIMATED], hidden.rounds[ESTIMATED])
+    assert real.rounds.loc[1:, T.AUDIT_ERROR_RATE].notna().all()
+    assert real.final_error_rate_estimate == hidden.final_error_rate_estimate
+    assert real.errors_removed_estimate == hidden.errors_removed_estimate > 0
+    assert real.metrics()[T.FINAL_ERROR_RATE_ESTIMATE] == real.rounds[T.AUDIT_ERROR_RATE].iloc[-1]
+    pd.testing.assert_frame_equal(seen.tables[T.AUDIT_STRATA_CSV], unseen.tables[T.AUDIT_STRATA_CSV])
+    # The run names its estimator.
+    assert "second independent expert" in seen.params[T.PARAM_AUDIT_METHOD]
+
+
+def test_the_bound_tightens_auto_accept_and_logs_why() -> None:
+    base = {"program": {"strategy": "tiered", "audit_rate": 0.1, "budget_per_round": 8.0, "rounds": 3}}
+    free = run_program(_config(**base), tracker=T.MemoryTracker())
+    tracker = T.MemoryTracker()
+    bounded = run_program(_config(**base, thresholds={"max_auto_accept_error": 0.02}), tracker=tracker)
+    auto = T.ACTION_COUNT_PREFIX + "auto_accept"
+    # Before an audit nothing supports auto-accepting; after, less than without the bound, at
+    # a cut-off above the configured one.
+    assert free.rounds.loc[1, auto] > 0 and bounded.rounds.loc[1, auto] == 0
+    assert bounded.rounds.loc[1:, auto].sum() < free.rounds.loc[1:, auto].sum()
+    assert (bounded.rounds.loc[1:, T.AUTO_ACCEPT_CUTOFF] >= 0.9).all()
+    assert (free.rounds.loc[1:, T.AUTO_ACCEPT_CUTOFF] == 0.9).all()
+    # Logged, with why: a tag, a table row per round after an audit, and the held items' reasons.
+    log = tracker.tables[T.AUTO_ACCEPT_BOUND_CSV]
+    assert list(log["round"]) == [2, 3] and (log["temperature"] >= 1).all()
+    assert log["reason"].str.contains("not within 0.02").all()
+    assert tracker.tags[T.TAG_AUTO_ACCEPT_BOUND].startswith("round 3:")
+    routed = pd.concat([tracker.tables[T.routed_table_path(r)] for r in (1, 2, 3)])
+    held = routed[routed[REASON].str.contains("max_auto_accept_error")]
+    assert len(held) > 0 and (held["action"] == "review").all()

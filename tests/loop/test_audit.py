@@ -99,3 +99,36 @@ def test_stratified_rejects_an_unaudited_stratum() -> None:
         estimate_error_rate_stratified(frame)
     with pytest.raises(SchemaError, match="columns"):
         estimate_error_rate_stratified(frame.drop(columns="errors"))
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(1, 2000), population=st.integers(0, 5000), data=st.data())
+def test_stratified_wilson_of_one_stratum_is_the_wilson_interval(n: int, population: int, data) -> None:
+    errors = data.draw(st.integers(0, n))
+    frame = pd.DataFrame({"population": [n + population], "audited": [n], "errors": [errors]})
+    got, want = estimate_error_rate_stratified(frame, method="wilson"), estimate_error_rate(n, errors)
+    assert got.rate == pytest.approx(want.rate)
+    assert got.low == pytest.approx(want.low, abs=1e-9) and got.high == pytest.approx(want.high, abs=1e-9)
+
+
+def test_stratified_wilson_covers_with_an_oversampled_stratum_and_few_errors() -> None:
+    # An auto-accepted stratum of 700 items (1% wrong) oversampled against the other 300 (20%
+    # wrong): 20 and 10 audited, a handful of errors, where the normal interval collapses.
+    gen = np.random.default_rng(3)
+    population, audited, rates = np.array([700, 300]), np.array([20, 10]), np.array([0.01, 0.20])
+    truth = float(population @ rates / population.sum())
+    covered, normal_covered = [], []
+    for _ in range(2000):
+        frame = pd.DataFrame({"population": population, "audited": audited, "errors": gen.binomial(audited, rates)})
+        est, normal = (estimate_error_rate_stratified(frame, method=m) for m in ("wilson", "normal"))
+        covered.append(est.low <= truth <= est.high)
+        normal_covered.append(normal.low <= truth <= normal.high)
+        assert 0 <= est.low <= est.rate <= est.high <= 1
+    assert 0.93 <= np.mean(covered) <= 0.99
+    assert np.mean(normal_covered) < np.mean(covered)
+
+
+def test_stratified_rejects_an_unknown_method() -> None:
+    frame = pd.DataFrame({"population": [10], "audited": [5], "errors": [1]})
+    with pytest.raises(SchemaError, match="'method'"):
+        estimate_error_rate_stratified(frame, method="bootstrap")

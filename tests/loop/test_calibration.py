@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.special import softmax
+from scipy.special import logsumexp, softmax
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.naive_bayes import GaussianNB
@@ -231,3 +231,31 @@ def test_calibrated_classifier_fills_missing_classes_and_applies_the_temperature
         CalibratedClassifier(object(), scaler, n_classes=3)
     with pytest.raises(NotFittedError):
         CalibratedClassifier(clf, TemperatureScaling(), n_classes=3)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(5, 200))
+def test_the_temperature_interval_ends_where_the_likelihood_has_dropped_by_1_92(seed: int, n: int) -> None:
+    gen = np.random.default_rng(seed)
+    logits = gen.normal(0, 3, size=(n, 3))
+    labels = np.array([gen.choice(3, p=p) for p in softmax(logits / 2.0, axis=1)])
+    ts = TemperatureScaling(kind="logits").fit(logits, labels)
+
+    def loglik(t: float) -> float:
+        scaled = logits / t
+        return float((scaled[np.arange(n), labels] - logsumexp(scaled, axis=1)).sum())
+
+    assert ts.temperature_ <= ts.temperature_high_ <= 100 + 1e-9
+    if ts.temperature_high_ < 99.99:
+        assert loglik(ts.temperature_) - loglik(ts.temperature_high_) == pytest.approx(1.92, abs=1e-3)
+
+
+def test_the_temperature_interval_covers_the_true_temperature() -> None:
+    gen = np.random.default_rng(5)
+    covered = 0
+    for _ in range(200):
+        logits = gen.normal(0, 3, size=(40, 4))
+        labels = np.array([gen.choice(4, p=p) for p in softmax(logits / 2.0, axis=1)])
+        covered += TemperatureScaling(kind="logits").fit(logits, labels).temperature_high_ >= 2.0
+    # The upper end of a two-sided 95% interval: above the truth about 97.5% of the time.
+    assert covered >= 0.94 * 200

@@ -55,7 +55,7 @@ def test_route_values_are_the_strings_in_the_route_column() -> None:
 def test_thresholds_round_trip_through_dict_yaml_and_json() -> None:
     t = RoutingThresholds(auto_accept_confidence=0.95, expert_margin=0.2, double_blind_issue_score=0.7,
                           class_risk_weights={"cat": 2, "dog": 0.5}, always_human={"tiger"},
-                          guideline_refs={("cat", "dog"): "guideline v3 §2"})
+                          guideline_refs={("cat", "dog"): "guideline v3 §2"}, max_auto_accept_error=0.02)
     assert RoutingThresholds.from_dict(t.to_dict()) == t
     assert RoutingThresholds.from_dict(yaml.safe_load(yaml.safe_dump(t.to_dict()))) == t
     assert RoutingThresholds.from_dict(json.loads(json.dumps(t.to_dict()))) == t
@@ -88,6 +88,10 @@ def test_thresholds_are_frozen_hashable_and_picklable() -> None:
     ("guideline_refs", {("cat",): "g"}),
     ("guideline_refs", {("cat", "dog"): ""}),
     ("guideline_refs", [{"classes": ["cat", "dog"]}]),
+    ("max_auto_accept_error", 0.0),
+    ("max_auto_accept_error", 1.0),
+    ("max_auto_accept_error", "0.02"),
+    ("max_auto_accept_error", True),
 ])
 def test_out_of_range_thresholds_name_the_field(field: str, value) -> None:
     with pytest.raises(SchemaError, match=field):
