@@ -45,8 +45,9 @@ must serve). Each round ``r = 1 .. rounds`` then:
    draws its items and experts from its own random numbers (seed and round), the same for
    every strategy. Audits are paid outside the budget, equally for every strategy (only what
    they cost beyond their plan is charged to it, see **Budget**).
-7. **Retrain.** On the labels resolved as of this round (``store.resolved_labels(stream,
-   as_of=version)``, reproducible; with out-of-fold probabilities of those items),
+7. **Retrain.** On the labels resolved as of this round (the store's resolved labels, which the
+   program keeps in memory and reads incrementally, :class:`loop.store.StreamHistory`; with
+   out-of-fold probabilities of those items),
    temperature-scaled on the calibration gold slice,
    evaluated on the held-out gold; the quality gate (:mod:`loop.gate`) decides whether the
    challenger becomes the champion; the scorer reloads.
@@ -95,7 +96,7 @@ from loop.columns import ANNOTATOR, CONFIDENCE, COST, ITEM, LABEL, LABEL_ISSUE_S
 from loop.gate import ModelEvaluation, decide, evaluate_model
 from loop.issues import confused_pairs, label_posteriors, label_quality_scores
 from loop.routing import RoutingThresholds, route, score_items
-from loop.store import LabelStore
+from loop.store import TASK_ID, LabelStore, StreamHistory
 from loop.strategies import ACTION, IS_NEW, PLANNED_COST, SELF_CONFIDENCE, Action, Strategy, TaskCosts, plan_round
 
 from . import tracking as T
@@ -485,7 +486,11 @@ class _Program:
         self.ties = np.random.default_rng([cfg.seed, 13])
         self.stream = _new_stream(store, f"{cfg.name}-{world.dataset}-{cfg.strategy.value}-seed{cfg.seed}",
                                   world.classes)
+        # The stream's annotations and labels, kept in memory and read incrementally: the
+        # program needs them several times a round, and a whole read costs the stream's history.
+        self.history = StreamHistory(store, self.stream)
         people = world.workforce.annotators
+        self.tiers = dict(zip(people[ANNOTATOR], people["tier"].map(TIER_CODES)))
         for row in people.itertuples(index=False):
             store.add_annotator(row.annotator_id, tier=TIER_CODES[row.tier], hourly_rate=float(row.hourly_rate),
                                 streams=[self.stream])
@@ -507,7 +512,7 @@ class _Program:
         new = self.world.arrivals(round_)
         initial = self.world.initial.set_index(ITEM).loc[new].reset_index()
         self.store.add_items(self.stream, pd.DataFrame({ITEM: new, "source": self.world.dataset}))
-        self._write_answers(initial, round_, pd.Timedelta(0), tier=TIER_CODES["novice"])
+        self._write_answers(initial, round_, pd.Timedelta(0))
         self.store.add_resolutions(self.stream, pd.DataFrame({
             ITEM: new, LABEL: initial[LABEL].to_numpy(), "method": _METHOD_CONSENSUS,
             REASON: "initial crowd label"}))
@@ -541,7 +546,7 @@ class _Program:
         # label-issue scores would be thrown away.
         scores, probs = self.scorer.score(arrived, x)
         scores, probs = self._out_of_sample(arrived, scores, probs)
-        annotations = self.store.annotations_frame(self.stream)
+        annotations = self.history.annotations()
         # What the tiered routing decides on: the posterior of the model and the annotators
         # (other strategies: the model alone, as their definitions say).
         posterior, evidence, signals = self._evidence(scores, probs, annotations)
@@ -556,12 +561,12 @@ class _Program:
                           thresholds=cfg.thresholds, rng=self.rng, decisions=self._route(candidates, candidate_probs))
         spent_before = float(annotations[COST].sum())
         answers = self._execute(plan, round_, annotations)
-        annotations = self.store.annotations_frame(self.stream)
+        annotations = self.history.annotations()
         planned_work = len(annotations)
         round_labels = self._resolve(plan, answers, annotations, before, signals, probs)
         self._write_resolutions(round_labels, before)
         audit = self._audit(arrived, round_, annotations)
-        annotations = self.store.annotations_frame(self.stream)
+        annotations = self.history.annotations()
         after = self._labels()
         plan_cost = float(annotations[COST].iloc[:planned_work].sum()) - spent_before
         audit_cost = float(annotations[COST].iloc[planned_work:].sum())
@@ -595,7 +600,7 @@ class _Program:
         arrived = world.stream[:(cfg.rounds + 1) * world.items_per_round]
         initial = world.initial.set_index(ITEM)[LABEL].reindex(arrived)
         final = self._labels().reindex(arrived)
-        annotations = self.store.annotations_frame(self.stream)
+        annotations = self.history.annotations()
         n_initial = len(arrived)
         is_initial = annotations.groupby(ITEM).cumcount() == 0
         initial_cost = float(annotations.loc[is_initial, COST].sum())
@@ -624,8 +629,7 @@ class _Program:
     # -- helpers -----------------------------------------------------------------------------
     def _labels(self) -> pd.Series:
         """Current resolved label of every item, by item id (from the store)."""
-        frame = self.store.resolved_labels(self.stream)
-        return pd.Series(frame[LABEL].to_numpy(dtype=np.int64), index=frame[ITEM].astype(str).to_numpy())
+        return self.history.labels()
 
     def _audit_size(self, arrived: np.ndarray) -> int:
         """Items the round's audit will check (as :func:`loop.audit.audit_sample` rounds)."""
@@ -740,27 +744,26 @@ class _Program:
         self._write_answers(adjudication, round_, _ADJUDICATION_START)
         return pd.concat([first, adjudication], ignore_index=True)
 
-    def _write_answers(self, answers: pd.DataFrame, round_: int, offset: pd.Timedelta, *,
-                       tier: int | None = None) -> None:
-        """Tasks and annotations in two batched writes, stamped with simulated time."""
+    def _write_answers(self, answers: pd.DataFrame, round_: int, offset: pd.Timedelta) -> None:
+        """Tasks (each at its annotator's tier) and the annotations that answer them, in batched
+        writes stamped with simulated time; the tasks are then closed by their ids."""
         if answers.empty:
             return
         start = _T0 + pd.Timedelta(days=round_) + offset
         # Each annotator works through their queue back to back.
         done = answers[SECONDS].astype(np.float64).groupby(answers[ANNOTATOR]).cumsum()
         stamps = start + pd.to_timedelta(done, unit="s")
-        tiers = answers[ANNOTATOR].map(lambda a: TIER_CODES["expert"] if a in self.experts else TIER_CODES["novice"]) \
-            if tier is None else tier
-        self.store.add_tasks(self.stream, pd.DataFrame({
-            ITEM: answers[ITEM].to_numpy(), "tier": tiers, ANNOTATOR: answers[ANNOTATOR].to_numpy(),
+        tasks = self.store.add_tasks(self.stream, pd.DataFrame({
+            ITEM: answers[ITEM].to_numpy(), "tier": answers[ANNOTATOR].map(self.tiers).to_numpy(),
+            ANNOTATOR: answers[ANNOTATOR].to_numpy(),
             "idempotency_key": [f"{self.stream}:{round_}:{i}:{a}" for i, a in zip(answers[ITEM], answers[ANNOTATOR])]}))
         self.store.add_annotations(self.stream, pd.DataFrame({
             ITEM: answers[ITEM].to_numpy(), ANNOTATOR: answers[ANNOTATOR].to_numpy(),
             LABEL: answers[LABEL].to_numpy(dtype=np.int64), SECONDS: answers[SECONDS].to_numpy(dtype=np.float64),
-            CREATED_AT: stamps.to_numpy()}))
-        # Every task of this batch was just answered: close them in one write.
-        answered = self.store.tasks_frame(self.stream, statuses=["assigned"])["task_id"]
-        self.store.set_task_statuses(answered.astype(int).tolist(), "done", reason="answered")
+            CREATED_AT: stamps.to_numpy(), TASK_ID: list(tasks.ids)}))
+        # Every task of this batch was just answered: close them in one write, by id (reading the
+        # stream's assigned tasks instead would cost its whole history).
+        self.store.set_task_statuses(list(tasks.ids), "done", reason="answered")
 
     def _resolve(self, plan: pd.DataFrame, answers: pd.DataFrame, annotations: pd.DataFrame, before: pd.Series,
                  scores: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
@@ -812,8 +815,7 @@ class _Program:
         """Write the labels that changed, each superseding the item's current resolution."""
         if labels.empty:
             return
-        current = self.store.resolved_labels(self.stream)
-        heads = pd.Series(current["resolution_id"].to_numpy(), index=current[ITEM].astype(str).to_numpy())
+        heads = self.history.heads()
         changed = labels[labels[LABEL].to_numpy() != before.reindex(labels[ITEM]).to_numpy()]
         if changed.empty:
             return
@@ -850,10 +852,10 @@ class _Program:
         holdout; and the out-of-fold calibrated probabilities of the training items."""
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-        version = self.store.resolution_version()
-        resolved = self.store.resolved_labels(self.stream, as_of=version)
-        ids = resolved[ITEM].astype(str).to_numpy()
-        y = resolved[LABEL].to_numpy(dtype=np.int64)
+        # ``labels`` are the stream's resolved labels as of now (sorted by item id, as the store
+        # returns them), read a moment ago.
+        ids = labels.index.to_numpy(dtype=object)
+        y = labels.to_numpy(dtype=np.int64)
         k = self.world.n_classes
         x = self.world.x(ids)
         estimator = _classifier().fit(x, y)
@@ -899,8 +901,8 @@ class _Program:
         fixed, introduced = int((was_wrong & ~now_wrong).sum()), int((~was_wrong & now_wrong).sum())
         if round_ > 0:
             self.fixed, self.introduced = self.fixed + fixed, self.introduced + introduced
-        annotations = self.store.annotations_frame(self.stream)
-        stats = self.store.stream_metrics(self.stream)
+        annotations = self.history.annotations()
+        stats = self.history.metrics()
         n_initial = len(arrived)
         is_initial = annotations.groupby(ITEM).cumcount() == 0
         row: dict[str, float] = {

@@ -14,7 +14,7 @@ import pytest
 from experiments import tracking as T
 from experiments.config import ProgramConfig, parse_config
 from experiments.program import InProcessScorer, ProgramResult, run_program
-from experiments.world import build_world
+from experiments.world import TIER_CODES, build_world
 from loop.columns import ITEM, LABEL
 from loop.store import LabelStore
 from loop.strategies import TaskCosts
@@ -77,6 +77,20 @@ def test_the_store_holds_the_program(tiered_run, small_world):
     tasks = store.tasks_frame(result.stream)
     assert len(tasks) == len(annotations)
     assert set(tasks["status"]) == {"done"}  # every task the program created was answered and closed
+
+
+def test_answers_link_to_their_tasks_at_their_annotators_tier(tiered_run, small_world):
+    result, store, _ = tiered_run
+    annotations = store.annotations_frame(result.stream)
+    tasks = store.tasks_frame(result.stream).set_index("task_id")
+    linked = tasks.reindex(annotations["task_id"].astype(int))
+    assert annotations["task_id"].notna().all() and annotations["task_id"].is_unique
+    assert (linked[ITEM].to_numpy() == annotations[ITEM].to_numpy()).all()
+    assert (linked["annotator_id"].to_numpy() == annotations["annotator_id"].to_numpy()).all()
+    # Each task is stored at its annotator's tier (an experienced annotator's too, initial labels too).
+    people = small_world.workforce.annotators.set_index("annotator_id")["tier"].map(TIER_CODES)
+    assert (tasks["tier"].to_numpy() == people.reindex(tasks["annotator_id"]).to_numpy()).all()
+    assert TIER_CODES["experienced"] in set(tasks["tier"])
 
 
 def test_the_routed_table_explains_each_decision(tiered_run, small_world):
