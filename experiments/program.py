@@ -697,10 +697,11 @@ class _Program:
         quality = np.clip(posterior[np.arange(len(current)), current], 0.0, 1.0)
         n_labels = frame.groupby(ITEM).size().reindex(arrived, fill_value=0).to_numpy()
         has_expert = frame.loc[frame[ANNOTATOR].isin(self.experts), ITEM].unique()
-        eligible = (n_labels < MAX_LABELS) & ~np.isin(arrived, has_expert)
+        # pd.Index.isin hashes; np.isin on strings compares every pair (quadratic in the history).
+        eligible = (n_labels < MAX_LABELS) & ~pd.Index(arrived).isin(has_expert)
         out = scores.assign(**{ITEM: arrived, LABEL: current, LABEL_ISSUE_SCORE: 1.0 - quality,
                                SELF_CONFIDENCE: probs[np.arange(len(current)), current],
-                               IS_NEW: np.isin(arrived, new)})
+                               IS_NEW: pd.Index(arrived).isin(new)})
         return out[eligible].reset_index(drop=True), eligible
 
     def _route(self, candidates: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame | None:
@@ -920,7 +921,7 @@ class _Program:
             counts = plan[ACTION].value_counts()
             row.update({T.ACTION_COUNT_PREFIX + a.value: float(counts.get(a.value, 0)) for a in Action})
             auto = plan.loc[plan[ACTION] == Action.AUTO_ACCEPT.value, ITEM].astype(str)
-            row[T.AUTO_ACCEPT_RATE] = float(np.isin(new, auto).mean())
+            row[T.AUTO_ACCEPT_RATE] = float(pd.Index(new).isin(auto).mean())
             row[T.AUTO_ACCEPT_ERROR_RATE] = float(self._wrong(after.reindex(auto)).mean()) if len(auto) else float("nan")
         if audit is not None and audit["estimate"] is not None:
             est = audit["estimate"]
