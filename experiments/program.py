@@ -70,6 +70,13 @@ the total, audits included, stays within the planned total, also after the last 
 wrong when it differs from the true class. ``errors_removed`` = wrong initial labels of the
 arrived items minus wrong current labels (net of errors a strategy introduces).
 
+**A long program.** A round's cost must not grow with the stream's history: the program keeps
+the stream's annotations and labels in memory and reads only what is new
+(:class:`loop.store.StreamHistory`), and at most ``program.max_fit_items`` items (default
+10,000; every built-in dataset stays below it) train each round's model and get its out-of-fold
+probabilities, and fit the posterior's annotators (:func:`loop.issues.label_posteriors`'s
+``fit_rows``): a uniform sample once more have arrived.
+
 **Simulated time.** Round ``r`` is day ``r``: initial labels come in from midnight, program
 work from 08:00, adjudication from 16:00, audits from 20:00, each annotator working through
 their queue (their simulated seconds back to back). Disagreement resolution time is the
@@ -682,10 +689,15 @@ class _Program:
         arrived = scores[ITEM].astype(str).to_numpy()
         frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
         posterior = label_posteriors(probs, annotations=frame, item_ids=arrived,
-                                     annotator_model=self.cfg.annotator_model)
+                                     annotator_model=self.cfg.annotator_model, **self._posterior_fit())
         if self.cfg.strategy is not Strategy.TIERED:
             return posterior, probs, scores
         return posterior, posterior, score_items(posterior, item_ids=np.asarray(scores[ITEM], dtype=object))
+
+    def _posterior_fit(self) -> dict[str, Any]:
+        """How :func:`loop.issues.label_posteriors` bounds its fit: at most
+        ``program.max_fit_items`` rows, drawn the same way by both of a round's fits."""
+        return {"fit_rows": self.cfg.max_fit_items, "random_state": [self.cfg.seed, 29]}
 
     def _candidates(self, scores: pd.DataFrame, probs: np.ndarray, current: np.ndarray, annotations: pd.DataFrame,
                     new: np.ndarray, *, posterior: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
@@ -796,7 +808,8 @@ class _Program:
             # The model breaks ties between annotators who disagree (one review of a single label).
             arrived = scores[ITEM].astype(str).to_numpy()
             posterior = pd.DataFrame(label_posteriors(probs, annotations=frame, item_ids=arrived,
-                                                      annotator_model=self.cfg.annotator_model), index=arrived)
+                                                      annotator_model=self.cfg.annotator_model,
+                                                      **self._posterior_fit()), index=arrived)
             best = posterior.reindex(reviewed).to_numpy().argmax(axis=1)
             out.append(pd.DataFrame({ITEM: reviewed, LABEL: best.astype(np.int64), "method": _METHOD_CONSENSUS,
                                      REASON: "reviewed; posterior over its labels and the model"}))
@@ -857,6 +870,14 @@ class _Program:
         # returns them), read a moment ago.
         ids = labels.index.to_numpy(dtype=object)
         y = labels.to_numpy(dtype=np.int64)
+        cap = self.cfg.max_fit_items
+        if cap is not None and len(ids) > cap:
+            # A bounded training set, so that a round's cost stops growing with the history: a
+            # uniform sample (in item order). The items left out are judged by the champion's own
+            # probabilities, which are out of sample for them.
+            rng = np.random.default_rng([self.cfg.seed, 23, len(ids)])
+            keep = np.sort(rng.choice(len(ids), size=cap, replace=False))
+            ids, y = ids[keep], y[keep]
         k = self.world.n_classes
         x = self.world.x(ids)
         estimator = _classifier().fit(x, y)

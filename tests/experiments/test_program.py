@@ -433,9 +433,9 @@ def test_the_champions_training_items_are_judged_out_of_fold(small_cfg, small_wo
 
     seen = []  # the model probabilities the evidence of each round starts from
 
-    def spy(pred_probs, *, annotations, item_ids=None, annotator_model="one_coin"):
+    def spy(pred_probs, *, annotations, item_ids=None, annotator_model="one_coin", **fit):
         seen.append(pd.DataFrame(np.asarray(pred_probs), index=pd.Index(list(item_ids))))
-        return real(pred_probs, annotations=annotations, item_ids=item_ids, annotator_model=annotator_model)
+        return real(pred_probs, annotations=annotations, item_ids=item_ids, annotator_model=annotator_model, **fit)
 
     real = program.label_posteriors
     monkeypatch.setattr(program, "label_posteriors", spy)
@@ -465,9 +465,9 @@ def test_the_configured_annotator_model_weighs_the_evidence(small_cfg, small_wor
 
     used = []
 
-    def spy(pred_probs, *, annotations, item_ids=None, annotator_model="one_coin"):
+    def spy(pred_probs, *, annotations, item_ids=None, annotator_model="one_coin", **fit):
         used.append(annotator_model)
-        return real(pred_probs, annotations=annotations, item_ids=item_ids, annotator_model=annotator_model)
+        return real(pred_probs, annotations=annotations, item_ids=item_ids, annotator_model=annotator_model, **fit)
 
     real = program.label_posteriors
     monkeypatch.setattr(program, "label_posteriors", spy)
@@ -476,3 +476,28 @@ def test_the_configured_annotator_model_weighs_the_evidence(small_cfg, small_wor
     # One fit a round for the plan, and one more where reviewed items are settled.
     assert len(used) >= cfg.rounds and set(used) == {annotator_model}
     assert result.errors_removed > 0
+
+
+def test_a_long_program_fits_on_a_bounded_sample(small_cfg, small_world, monkeypatch):
+    # 240 items arrive; at most 100 train each model (and get its out-of-fold probabilities) and
+    # fit the posterior's annotators, so a round's cost stops growing with the history.
+    import sklearn.model_selection
+
+    import experiments.program as program
+
+    trained, fitted = [], []
+    real_cv, real_posteriors = sklearn.model_selection.cross_val_predict, program.label_posteriors
+
+    def cv_spy(estimator, x, y, **kwargs):
+        trained.append(len(x))
+        return real_cv(estimator, x, y, **kwargs)
+
+    def posterior_spy(pred_probs, **kwargs):
+        fitted.append(kwargs["fit_rows"])
+        return real_posteriors(pred_probs, **kwargs)
+
+    monkeypatch.setattr(sklearn.model_selection, "cross_val_predict", cv_spy)
+    monkeypatch.setattr(program, "label_posteriors", posterior_spy)
+    result = run_program(small_cfg.replace(strategy="tiered", max_fit_items=100), world=small_world)
+    assert trained == [80, 100, 100] and set(fitted) == {100}
+    assert result.final_error_rate < result.initial_error_rate
