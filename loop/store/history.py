@@ -13,10 +13,12 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from ..columns import ITEM, LABEL
+from ..agreement import nominal_agreement_from_counts
+from ..columns import ANNOTATOR, COST, ITEM, LABEL, SECONDS
+from ..exceptions import SchemaError
 from . import _metrics
 from . import _schema as S
-from ._columns import ANNOTATION_ID, RESOLUTION_ID
+from ._columns import ANNOTATION_ID, CREATED_AT, RESOLUTION_ID
 from ._records import StreamMetrics
 from .store import LabelStore
 
@@ -33,7 +35,9 @@ class StreamHistory:
 
     Notes
     -----
-    Ids grow in insertion order. On PostgreSQL two writers committing at the same time may
+    :meth:`metrics` keeps its figures up to date from what is new (label counts per item,
+    running totals), so it costs what is new, not the history; costs are at the hourly rates
+    of when each annotation was read. Ids grow in insertion order. On PostgreSQL two writers committing at the same time may
     commit out of id order, so a row committed late under a smaller id than one already read
     would be missed; one writer (a program and its own workforce) never races itself.
 
@@ -54,8 +58,20 @@ class StreamHistory:
 
     def __init__(self, store: LabelStore, stream: str) -> None:
         self.store, self.stream = store, stream
-        store.stream(stream)  # refuses an unknown stream now
+        k = len(store.stream(stream).classes)  # refuses an unknown stream now
         self._annotations: pd.DataFrame | None = None
+        # For metrics(): each item's position, its latest label per annotator and their counts
+        # (what agreement is computed on), the labels it ever had (as bits: has it had two?),
+        # and the item position of each annotation row.
+        self._item_pos: dict[str, int] = {}
+        self._latest: dict[tuple[str, str], tuple[int, int]] = {}
+        self._counts = np.zeros((1024, k), dtype=np.int64)
+        self._ever = np.zeros(1024, dtype=np.int64)
+        self._row_item = np.zeros(0, dtype=np.int64)
+        self._annotators: set[str] = set()
+        self._totals = np.zeros(4)  # seconds, labels with seconds, cost, labels with a cost
+        self._chains: dict[str, int] = {}  # resolutions per item
+        self._corrected = 0  # items with more than one
         self._resolutions: pd.DataFrame | None = None
         # The current resolution of each item (label, resolution id), by item id, sorted as
         # :meth:`LabelStore.resolved_labels` sorts them.
@@ -67,12 +83,14 @@ class StreamHistory:
         order, with what was stored since the last call appended."""
         if self._annotations is None:
             self._annotations = self.store.annotations_frame(self.stream)
+            self._count(self._annotations)
             return self._annotations
         last = int(self._annotations[ANNOTATION_ID].iloc[-1]) if len(self._annotations) else 0
         new = self.store.annotations_frame(self.stream, after=last)
         if len(new):
             self._annotations = new if self._annotations.empty else \
                 pd.concat([self._annotations, new], ignore_index=True)
+            self._count(new)
         return self._annotations
 
     def labels(self) -> pd.Series:
@@ -91,12 +109,61 @@ class StreamHistory:
         return self._resolutions
 
     def metrics(self) -> StreamMetrics:
-        """:meth:`LabelStore.stream_metrics`, computed on the history in memory."""
+        """:meth:`LabelStore.stream_metrics`, from counts kept up to date as the history grows."""
         s = self.store.stream(self.stream)
         with self.store._read() as conn:
             n_items = conn.execute(sa.select(sa.func.count()).select_from(S.items)
                                    .where(S.items.c.stream_id == s.id)).scalar()
-        return _metrics.stream_metrics(self.stream, self.annotations(), self.resolutions(), n_items)
+        annotations, history = self.annotations(), self.resolutions()
+        n_annotated = len(self._item_pos)
+        try:
+            alpha, agreement = nominal_agreement_from_counts(self._counts[:n_annotated])
+        except SchemaError:  # no item with two labels, or a single class: undefined
+            alpha = agreement = float("nan")
+        # Only an item whose labels ever differed has a disagreement to resolve.
+        split = np.flatnonzero(_bits(self._ever[:n_annotated]) >= 2)
+        rows = np.isin(self._row_item, split)
+        names = np.array(list(self._item_pos), dtype=object)[split]
+        resolved = history[pd.Index(history[ITEM].to_numpy(dtype=object), dtype=object).isin(names)]
+        seconds, n_seconds, cost, n_cost = self._totals
+        return StreamMetrics(
+            stream=self.stream, n_items=n_items, n_annotations=len(annotations), n_annotators=len(self._annotators),
+            n_resolved=len(self._heads), percent_agreement=agreement, krippendorff_alpha=alpha,
+            correction_frequency=self._corrected / len(self._chains) if self._chains else float("nan"),
+            median_resolution_hours=_metrics._median_resolution_hours(annotations[rows], resolved),
+            seconds_per_item=float(seconds / n_annotated) if n_annotated and n_seconds else float("nan"),
+            total_cost=float(cost) if n_cost else float("nan"),
+            cost_per_item=float(cost / n_annotated) if n_annotated and n_cost else float("nan"))
+
+    def _count(self, new: pd.DataFrame) -> None:
+        """Fold new annotations into the counts :meth:`metrics` reads."""
+        if new.empty:
+            return
+        items, people = new[ITEM].to_numpy(dtype=object), new[ANNOTATOR].to_numpy(dtype=object)
+        labels = new[LABEL].to_numpy(dtype=np.int64)
+        # Like _metrics.latest_per_pair: a later label of the same annotator replaces theirs
+        # (later in time; at the same time, the one stored last).
+        stamps = pd.DatetimeIndex(new[CREATED_AT]).as_unit("us").asi8
+        where = np.empty(len(new), dtype=np.int64)
+        positions, latest = self._item_pos, self._latest
+        for j, (item, who, label, at) in enumerate(zip(items, people, labels.tolist(), stamps.tolist())):
+            p = positions.setdefault(item, len(positions))
+            if p >= len(self._ever):
+                self._counts = np.concatenate([self._counts, np.zeros_like(self._counts)])
+                self._ever = np.concatenate([self._ever, np.zeros_like(self._ever)])
+            where[j] = p
+            before = latest.get((item, who))
+            if before is not None:
+                if at < before[1]:
+                    continue
+                self._counts[p, before[0]] -= 1
+            self._counts[p, label] += 1
+            latest[(item, who)] = (label, at)
+        np.bitwise_or.at(self._ever, where, np.left_shift(1, labels))
+        self._row_item = np.concatenate([self._row_item, where])
+        self._annotators.update(people.tolist())
+        seconds, cost = new[SECONDS].to_numpy(dtype=np.float64), new[COST].to_numpy(dtype=np.float64)
+        self._totals += [np.nansum(seconds), np.isfinite(seconds).sum(), np.nansum(cost), np.isfinite(cost).sum()]
 
     def _refresh_resolutions(self) -> None:
         if self._resolutions is None:
@@ -110,6 +177,10 @@ class StreamHistory:
                 pd.concat([self._resolutions, new], ignore_index=True)
         if new.empty:
             return
+        for item in new[ITEM].astype(str).tolist():
+            n = self._chains.get(item, 0) + 1
+            self._chains[item] = n
+            self._corrected += n == 2
         # A correction must supersede the item's current resolution, so an item's newest
         # resolution is its head.
         newest = new.drop_duplicates(ITEM, keep="last")
@@ -121,3 +192,13 @@ class StreamHistory:
             self._heads.loc[newest.index[known], [LABEL, RESOLUTION_ID]] = newest[known].to_numpy()
         if not known.all():
             self._heads = pd.concat([self._heads, newest[~known]]).sort_index(kind="stable")
+
+
+def _bits(values: np.ndarray) -> np.ndarray:
+    """How many bits of each value are set."""
+    count = np.zeros(values.shape, dtype=np.int64)
+    values = values.copy()
+    while values.any():
+        count += values & 1
+        values >>= 1
+    return count
