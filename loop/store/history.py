@@ -108,8 +108,12 @@ class StreamHistory:
         self._refresh_resolutions()
         return self._resolutions
 
-    def metrics(self) -> StreamMetrics:
-        """:meth:`LabelStore.stream_metrics`, from counts kept up to date as the history grows."""
+    def metrics(self, *, resolution_hours: bool = True) -> StreamMetrics:
+        """:meth:`LabelStore.stream_metrics`, from counts kept up to date as the history grows.
+
+        ``resolution_hours=False`` leaves ``median_resolution_hours`` NaN: it is the one figure
+        that reads every annotation of the items whose labels ever disagreed, and those grow
+        with the history."""
         s = self.store.stream(self.stream)
         with self.store._read() as conn:
             n_items = conn.execute(sa.select(sa.func.count()).select_from(S.items)
@@ -120,20 +124,24 @@ class StreamHistory:
             alpha, agreement = nominal_agreement_from_counts(self._counts[:n_annotated])
         except SchemaError:  # no item with two labels, or a single class: undefined
             alpha = agreement = float("nan")
-        # Only an item whose labels ever differed has a disagreement to resolve.
-        split = np.flatnonzero(_bits(self._ever[:n_annotated]) >= 2)
-        rows = np.isin(self._row_item, split)
-        names = np.array(list(self._item_pos), dtype=object)[split]
-        resolved = history[pd.Index(history[ITEM].to_numpy(dtype=object), dtype=object).isin(names)]
+        hours = self._resolution_hours(annotations, history) if resolution_hours else float("nan")
         seconds, n_seconds, cost, n_cost = self._totals
         return StreamMetrics(
             stream=self.stream, n_items=n_items, n_annotations=len(annotations), n_annotators=len(self._annotators),
             n_resolved=len(self._heads), percent_agreement=agreement, krippendorff_alpha=alpha,
             correction_frequency=self._corrected / len(self._chains) if self._chains else float("nan"),
-            median_resolution_hours=_metrics._median_resolution_hours(annotations[rows], resolved),
+            median_resolution_hours=hours,
             seconds_per_item=float(seconds / n_annotated) if n_annotated and n_seconds else float("nan"),
             total_cost=float(cost) if n_cost else float("nan"),
             cost_per_item=float(cost / n_annotated) if n_annotated and n_cost else float("nan"))
+
+    def _resolution_hours(self, annotations: pd.DataFrame, history: pd.DataFrame) -> float:
+        # Only an item whose labels ever differed has a disagreement to resolve.
+        split = np.flatnonzero(_bits(self._ever[:len(self._item_pos)]) >= 2)
+        rows = np.isin(self._row_item, split)
+        names = np.array(list(self._item_pos), dtype=object)[split]
+        resolved = history[pd.Index(history[ITEM].to_numpy(dtype=object), dtype=object).isin(names)]
+        return _metrics._median_resolution_hours(annotations[rows], resolved)
 
     def _count(self, new: pd.DataFrame) -> None:
         """Fold new annotations into the counts :meth:`metrics` reads."""

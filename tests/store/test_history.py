@@ -48,3 +48,4 @@ def test_the_history_follows_every_writer(seeded, store_url):
     assert kept.pop("stream") == read.pop("stream")
     assert kept == pytest.approx(read, nan_ok=True)  # running totals: equal up to rounding
     assert np.isfinite(kept["krippendorff_alpha"]) and np.isfinite(kept["median_resolution_hours"])
+    assert np.isnan(history.metrics(resolution_hours=False).median_resolution_hours)
