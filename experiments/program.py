@@ -502,6 +502,10 @@ class _Program:
             store.add_annotator(row.annotator_id, tier=TIER_CODES[row.tier], hourly_rate=float(row.hourly_rate),
                                 streams=[self.stream])
         self.experts = set(people.loc[people["tier"] == "expert", ANNOTATOR])
+        # The truth and the initial labels by object id, looked up over every arrived item each
+        # round: pandas' Arrow str index lookups are ~10x slower.
+        self._truth = pd.Series(world.truth.to_numpy(), index=pd.Index(world.truth.index, dtype=object))
+        self._initial = pd.Series(world.initial[LABEL].to_numpy(), index=pd.Index(world.initial[ITEM], dtype=object))
         self.scorer: Scorer | None = None
         self.champion: ModelEvaluation | None = None
         self.out_of_fold = pd.DataFrame()  # the champion's out-of-fold probabilities, by training item
@@ -546,7 +550,8 @@ class _Program:
         # New to the strategy: arrived since its last plan (round 1 also sees the seed items).
         new = arrived[(0 if round_ == 1 else round_) * world.items_per_round:]
         before = self._labels()
-        current = before.reindex(arrived).to_numpy(dtype=np.int64)
+        # Object ids: pandas infers Arrow str from an array of strings, and its lookups are ~10x slower.
+        current = before.reindex(pd.Index(arrived, dtype=object)).to_numpy(dtype=np.int64)
         x = world.x(arrived)
         # One scoring pass over what arrived, without the labels: the program judges them
         # itself below (annotators' evidence against these probabilities), so the Scorer's own
@@ -594,7 +599,8 @@ class _Program:
         self.gates.append({"round": round_, "version": version, "promoted": decision.promote,
                            "reason": decision.reason})
         self.tracker.set_tags({T.TAG_GATE_REASON: decision.reason})
-        pairs = confused_pairs(after.reindex(arrived).to_numpy(dtype=np.int64), probs, classes=list(world.classes))
+        pairs = confused_pairs(after.reindex(pd.Index(arrived, dtype=object)).to_numpy(dtype=np.int64), probs,
+                               classes=list(world.classes))
         self._log_round(round_, arrived=arrived, new=new, before=before, after=after, plan=plan, audit=audit,
                         evaluation=self.champion, challenger=challenger, promoted=decision.promote,
                         round_cost=float(annotations[COST].sum()) - spent_before, budget=budget,
@@ -675,7 +681,7 @@ class _Program:
         return cost[~by_expert], cost[by_expert]
 
     def _wrong(self, labels: pd.Series) -> np.ndarray:
-        return labels.to_numpy(dtype=np.int64) != self.world.truth.reindex(labels.index).to_numpy(dtype=np.int64)
+        return labels.to_numpy(dtype=np.int64) != self._truth.reindex(labels.index).to_numpy(dtype=np.int64)
 
     def _evidence(self, scores: pd.DataFrame, probs: np.ndarray,
                   annotations: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
@@ -919,9 +925,10 @@ class _Program:
                    challenger: ModelEvaluation, promoted: bool, round_cost: float, budget: float,
                    resolution_hours: float, pairs: pd.DataFrame | None) -> None:
         world = self.world
+        arrived = pd.Index(arrived, dtype=object)  # object ids: Arrow str lookups are ~10x slower
         now_wrong = self._wrong(after.reindex(arrived))
         was_wrong = self._wrong(before.reindex(arrived))
-        initial_wrong = self._wrong(world.initial.set_index(ITEM)[LABEL].reindex(arrived))
+        initial_wrong = self._wrong(self._initial.reindex(arrived))
         fixed, introduced = int((was_wrong & ~now_wrong).sum()), int((~was_wrong & now_wrong).sum())
         if round_ > 0:
             self.fixed, self.introduced = self.fixed + fixed, self.introduced + introduced
