@@ -184,7 +184,7 @@ def label_posteriors(pred_probs: Any, *, annotations: pd.DataFrame, item_ids: An
     labels = np.zeros(probs.shape[0], dtype=np.int64)  # no given labels: nothing to fold in
     evidence = _check_evidence(labels, probs, annotations, item_ids, None)
     sample = None
-    seen = np.unique(evidence.row)
+    seen = np.flatnonzero(np.bincount(evidence.row, minlength=probs.shape[0]))  # sorted, like np.unique
     if fit_rows is not None and seen.size > fit_rows:
         sample = np.sort(np.random.default_rng(random_state).choice(seen, size=fit_rows, replace=False))
     return _posteriors(probs, evidence, annotator_model, sample=sample)
@@ -328,7 +328,7 @@ def _check_evidence(labels: np.ndarray, probs: np.ndarray, annotations: Any, ite
     n, k = probs.shape
     frame = check_annotations(annotations, classes=range(k))
     ids = _check_item_ids(item_ids, n)
-    rows = ids.get_indexer(frame[ITEM])
+    rows = ids.get_indexer(frame[ITEM].to_numpy(dtype=object) if ids.dtype == object else frame[ITEM])
     if (rows < 0).any():
         unknown = frame.loc[rows < 0, ITEM].unique()[:5].tolist()
         raise fail("annotations", "item_id values that are item ids of the rows (see 'item_ids')",
@@ -352,6 +352,9 @@ def _check_item_ids(item_ids: Any, n: int) -> pd.Index:
     if np.ndim(item_ids) != 1:
         raise fail("item_ids", "a 1-D array of item ids", f"an array of shape {np.shape(item_ids)}")
     ids = pd.Index(item_ids, tupleize_cols=False)
+    if ids.dtype != object and ids.inferred_type == "string":
+        # Object strings: pandas' hashing of Arrow-backed ones is several times slower.
+        ids = ids.astype(object)
     if len(ids) != n:
         raise fail("item_ids", f"one item id per row ({n} ids)", f"{len(ids)} ids")
     if ids.hasnans:
@@ -433,7 +436,8 @@ def _posteriors(probs: np.ndarray, evidence: _Evidence, annotator_model: str, *,
     """``(n, k)`` posterior over the true class of each row given the model and the annotations;
     fitted on the rows ``sample`` (sorted, all with annotations) when given, else on all."""
     log_prior = np.log(np.maximum(probs, _PROB_FLOOR))
-    seen = np.unique(evidence.row) if sample is None else sample
+    n = probs.shape[0]
+    seen = np.flatnonzero(np.bincount(evidence.row, minlength=n)) if sample is None else sample
     n, k = probs.shape
     if annotator_model == "dawid_skene":
         confusion, who = _annotator_confusion(evidence.frame, evidence.annotator, k)
