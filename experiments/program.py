@@ -713,7 +713,9 @@ class _Program:
         frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
         # loop.issues.label_quality_scores with these annotations: the posterior of the current label.
         quality = np.clip(posterior[np.arange(len(current)), current], 0.0, 1.0)
-        n_labels = frame.groupby(ITEM).size().reindex(arrived, fill_value=0).to_numpy()
+        # Counted by position on object ids (a groupby and reindex of Arrow strings cost ~10x more).
+        where = pd.Index(arrived, dtype=object).get_indexer(frame[ITEM].to_numpy(dtype=object))
+        n_labels = np.bincount(where[where >= 0], minlength=len(arrived))
         has_expert = frame.loc[frame[ANNOTATOR].isin(self.experts), ITEM].unique()
         # Hashed membership on object ids: np.isin on strings compares every pair (quadratic in the
         # history), and pandas' Arrow-backed str isin costs ~10 us an item.
