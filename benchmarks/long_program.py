@@ -19,8 +19,8 @@ the process's resident memory (RSS now and its peak so far) and where the wall t
 - ``other``: the rest (planning, routing, resolving, measuring, the tracker).
 
 Steps nest (a retrain reads the store), so each figure counts only its own time, not that of
-the steps inside it (the audit's counts everything inside it). **Target:** round ``--rounds`` costs at most 1.5x round 5 (the summary gives
-the ratio of wall and of CPU seconds).
+the steps inside it (the audit's counts everything inside it). **Target:** round ``--rounds``
+costs at most 1.5x round 5 (the summary gives the ratio of wall and of CPU seconds).
 
 The world is built here (a table-backed world will replace it). Run::
 

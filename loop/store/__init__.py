@@ -27,6 +27,6 @@ __all__ = [
     "MAX_RATIONALE_CHARS", "METHOD", "PAYLOAD", "PAYLOAD_REF", "PROBS", "RATIONALE", "RESOLUTION_ID", "RESOLVED_AT",
     "SIGNALS", "SOURCE", "SUGGESTION", "SUGGESTION_CONFIDENCE", "SUPERSEDES", "SUPERSEDES_KEY", "TASK_ID",
     "URL_ENV_VAR", "Annotator", "BatchResult", "GuidelineVersion", "LabelStore", "ModelVersion", "Resolution",
-    "ResolutionMethod", "Stream", "StreamHistory", "StreamMetrics", "Task", "TaskStatus", "current_revision", "default_url",
-    "head_revision", "normalize_url", "upgrade",
+    "ResolutionMethod", "Stream", "StreamHistory", "StreamMetrics", "Task", "TaskStatus", "current_revision",
+    "default_url", "head_revision", "normalize_url", "upgrade",
 ]

@@ -35,11 +35,11 @@ class StreamHistory:
 
     Notes
     -----
-    :meth:`metrics` keeps its figures up to date from what is new (label counts per item,
-    running totals), so it costs what is new, not the history; costs are at the hourly rates
-    of when each annotation was read. Ids grow in insertion order. On PostgreSQL two writers committing at the same time may
-    commit out of id order, so a row committed late under a smaller id than one already read
-    would be missed; one writer (a program and its own workforce) never races itself.
+    :meth:`metrics` keeps its figures up to date from what is new (label counts per item, running
+    totals), so it costs what is new, not the history; costs are at the hourly rates of when each
+    annotation was read. Ids grow in insertion order. On PostgreSQL two writers committing at the
+    same time may commit out of id order, so a row committed late under a smaller id than one
+    already read would be missed; one writer (a program and its own workforce) never races itself.
 
     Examples
     --------
