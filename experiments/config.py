@@ -22,6 +22,10 @@ A config file has these sections (every key optional; defaults in brackets)::
                                  # annotator: one_coin (an accuracy fitted jointly with the model)
                                  # | dawid_skene (confusion matrices from the annotations alone);
                                  # see loop.issues
+      max_fit_items: 10000       # at most this many items train each round's model (and get its
+                                 # out-of-fold probabilities) and fit the posterior's annotators:
+                                 # a uniform sample once more have arrived, so a round's cost
+                                 # stops growing with the history (>= 100; null: every item)
       seed: 0
     crowd:
       tiers: {novice: 12, experienced: 6, expert: 3}   # or "replay" (music_genre's real crowd;
@@ -349,6 +353,8 @@ class ProgramConfig:
     calibration_items: int = 150
     holdout_items: int = 300
     annotator_model: str = "one_coin"
+    # The built-in datasets stay below it (digits has 1,797 items): their programs fit on all.
+    max_fit_items: int | None = 10_000
     seed: int = 0
     crowd: CrowdConfig = field(default_factory=CrowdConfig)
     # From the calibration grid of benchmarks/program.py (digits, seed 100): among the settings
@@ -382,6 +388,8 @@ class ProgramConfig:
         _int(self.holdout_items, "program.holdout_items", 20)
         if not isinstance(self.annotator_model, str) or self.annotator_model not in ANNOTATOR_MODELS:
             raise config_error("program.annotator_model", f"one of {list(ANNOTATOR_MODELS)}", self.annotator_model)
+        if self.max_fit_items is not None:
+            _int(self.max_fit_items, "program.max_fit_items", 100)
         _int(self.seed, "program.seed", 0)
         for name, kind in (("crowd", CrowdConfig), ("thresholds", RoutingThresholds), ("gate", QualityGate),
                            ("tracking", TrackingConfig), ("model", ModelConfig)):
@@ -430,7 +438,8 @@ class ProgramConfig:
                         "items_per_round": self.items_per_round, "budget_per_round": self.budget_per_round,
                         "strategy": self.strategy.value, "audit_rate": self.audit_rate,
                         "calibration_items": self.calibration_items, "holdout_items": self.holdout_items,
-                        "annotator_model": self.annotator_model, "seed": self.seed},
+                        "annotator_model": self.annotator_model, "max_fit_items": self.max_fit_items,
+                        "seed": self.seed},
             "crowd": {"tiers": self.crowd.tiers if self.crowd.replay else dict(self.crowd.tiers),
                       "experts": self.crowd.experts},
             "thresholds": self.thresholds.to_dict(),
@@ -444,7 +453,7 @@ class ProgramConfig:
 
 
 _PROGRAM_KEYS = ("name", "dataset", "annotations", "rounds", "items_per_round", "budget_per_round", "strategy", "audit_rate",
-                 "calibration_items", "holdout_items", "annotator_model", "seed")
+                 "calibration_items", "holdout_items", "annotator_model", "max_fit_items", "seed")
 
 
 def _section(raw: Mapping[str, Any], name: str, keys: tuple[str, ...] | None) -> dict[str, Any]:

@@ -19,7 +19,7 @@ where the value is undefined, and say so in their docstrings.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,7 @@ __all__ = [
     "cohen_kappa_pairwise",
     "fleiss_kappa",
     "krippendorff_alpha",
+    "nominal_agreement_from_counts",
     "per_class_agreement",
     "percent_agreement",
 ]
@@ -251,6 +252,10 @@ def krippendorff_alpha(annotations: pd.DataFrame, *, level: Level = "nominal") -
     """
     check_option(level, "level", LEVELS)
     counts = _require_pairable(_count_cells(check_annotations(annotations)), "annotations")
+    return _alpha(counts, level)
+
+
+def _alpha(counts: _Counts, level: str) -> float:
     if level == "nominal":
         # sum(o * d) = n - trace(o) and sum(e * d) = (n^2 - sum_c n_c^2) / (n - 1).
         diagonal, n_c = _coincidence_margins(counts)
@@ -356,12 +361,56 @@ def percent_agreement(annotations: pd.DataFrame) -> float:
     >>> round(percent_agreement(df), 4)   # item 0: 1 of 3 pairs agree; item 1: 1 of 1
     0.6667
     """
-    counts = _require_pairable(_count_cells(check_annotations(annotations)), "annotations")
+    return _percent_agreement(_require_pairable(_count_cells(check_annotations(annotations)), "annotations"))
+
+
+def _percent_agreement(counts: _Counts) -> float:
     m = counts.n_ratings
     share = counts.count * (counts.count - 1) / (m * (m - 1))
     per_item = np.bincount(counts.item, weights=share, minlength=counts.n_items)
     n_pairable = np.unique(counts.item).size
     return float(per_item.sum() / n_pairable)
+
+
+def nominal_agreement_from_counts(counts: Any) -> tuple[float, float]:
+    """Nominal Krippendorff's alpha and percent agreement from a matrix of label counts.
+
+    What :func:`krippendorff_alpha` and :func:`percent_agreement` give for a frame whose item
+    ``u`` has ``counts[u, c]`` labels ``c``: for a reader that keeps the counts up to date as
+    annotations arrive instead of counting every annotation again. Rows with fewer than two
+    labels do not count (as in the frame functions).
+
+    Parameters
+    ----------
+    counts : array-like of int, shape (n_items, k)
+        Non-negative label counts; column ``c`` is class code ``c``.
+
+    Returns
+    -------
+    alpha, agreement : float
+
+    Raises
+    ------
+    SchemaError
+        As the frame functions: no row with two labels, or a single label value on those rows.
+
+    Examples
+    --------
+    >>> round(nominal_agreement_from_counts([[0, 2, 0], [1, 1, 0], [0, 0, 1]])[1], 4)
+    0.5
+    """
+    matrix = np.asarray(counts)
+    if matrix.ndim != 2 or matrix.dtype.kind not in "iu" or (matrix < 0).any():
+        raise fail("counts", "a 2-D array of non-negative integer label counts", f"an array of shape {matrix.shape} "
+                   f"and dtype {matrix.dtype}")
+    # Cells sorted by item, then label code, as _count_cells makes them.
+    item, label = np.nonzero(matrix)
+    n_ratings = matrix.sum(axis=1)
+    cells = _Counts(item=item, label=label, count=matrix[item, label].astype(np.int64),
+                    n_ratings=n_ratings[item].astype(np.int64), classes=pd.RangeIndex(matrix.shape[1]),
+                    n_items=matrix.shape[0])
+    cells = _require_pairable(cells, "counts")
+    return _alpha(cells, "nominal"), _percent_agreement(cells)
 
 
 def per_class_agreement(annotations: pd.DataFrame) -> pd.DataFrame:

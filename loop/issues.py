@@ -65,7 +65,7 @@ from cleanlab.rank import get_label_quality_scores
 from scipy.optimize import minimize_scalar
 from scipy.special import softmax
 
-from ._validation import check_annotations, check_labels, check_pred_probs, fail
+from ._validation import check_annotations, check_int, check_labels, check_pred_probs, fail
 from .aggregate import DawidSkene
 from .columns import ANNOTATOR, CLASS_A, CLASS_B, ESTIMATED_COUNT, ITEM, LABEL, SHARE
 
@@ -131,7 +131,8 @@ def label_quality_scores(labels: Any, pred_probs: Any, *, annotations: pd.DataFr
 
 
 def label_posteriors(pred_probs: Any, *, annotations: pd.DataFrame, item_ids: Any = None,
-                     annotator_model: str = "one_coin") -> np.ndarray:
+                     annotator_model: str = "one_coin", fit_rows: int | None = None,
+                     random_state: Any = None) -> np.ndarray:
     """The probability of each true class of each row given the model and the annotators.
 
     The posterior :func:`label_quality_scores` reads the given label's score from (see the
@@ -151,6 +152,15 @@ def label_posteriors(pred_probs: Any, *, annotations: pd.DataFrame, item_ids: An
         Item id of each row; defaults to the row positions ``0 .. n - 1``.
     annotator_model : {"one_coin", "dawid_skene"}, default "one_coin"
         How the annotators are estimated (see the module docstring).
+    fit_rows : int, optional
+        Fit the annotators and the model weight on at most this many rows with annotations,
+        drawn uniformly with ``random_state`` when there are more, so that the fit's cost stops
+        growing with the rows: under ``"one_coin"`` the joint EM runs on the sample, then one
+        more step over every annotation gives each annotator (also one outside the sample) its
+        accuracy and every row its posterior; under ``"dawid_skene"`` only the model weight is
+        fitted on the sample. Default: every row (the exact fit).
+    random_state : int, sequence of int or Generator, optional
+        Draws the sample of ``fit_rows``.
 
     Returns
     -------
@@ -169,8 +179,15 @@ def label_posteriors(pred_probs: Any, *, annotations: pd.DataFrame, item_ids: An
     """
     probs = check_pred_probs(pred_probs)
     annotator_model = _check_annotator_model(annotator_model)
+    if fit_rows is not None:
+        fit_rows = check_int(fit_rows, "fit_rows", low=1)
     labels = np.zeros(probs.shape[0], dtype=np.int64)  # no given labels: nothing to fold in
-    return _posteriors(probs, _check_evidence(labels, probs, annotations, item_ids, None), annotator_model)
+    evidence = _check_evidence(labels, probs, annotations, item_ids, None)
+    sample = None
+    seen = np.flatnonzero(np.bincount(evidence.row, minlength=probs.shape[0]))  # sorted, like np.unique
+    if fit_rows is not None and seen.size > fit_rows:
+        sample = np.sort(np.random.default_rng(random_state).choice(seen, size=fit_rows, replace=False))
+    return _posteriors(probs, evidence, annotator_model, sample=sample)
 
 
 def find_label_issues(labels: Any, pred_probs: Any, *, annotations: pd.DataFrame | None = None,
@@ -311,7 +328,7 @@ def _check_evidence(labels: np.ndarray, probs: np.ndarray, annotations: Any, ite
     n, k = probs.shape
     frame = check_annotations(annotations, classes=range(k))
     ids = _check_item_ids(item_ids, n)
-    rows = ids.get_indexer(frame[ITEM])
+    rows = ids.get_indexer(frame[ITEM].to_numpy(dtype=object) if ids.dtype == object else frame[ITEM])
     if (rows < 0).any():
         unknown = frame.loc[rows < 0, ITEM].unique()[:5].tolist()
         raise fail("annotations", "item_id values that are item ids of the rows (see 'item_ids')",
@@ -335,6 +352,9 @@ def _check_item_ids(item_ids: Any, n: int) -> pd.Index:
     if np.ndim(item_ids) != 1:
         raise fail("item_ids", "a 1-D array of item ids", f"an array of shape {np.shape(item_ids)}")
     ids = pd.Index(item_ids, tupleize_cols=False)
+    if ids.dtype != object and ids.inferred_type == "string":
+        # Object strings: pandas' hashing of Arrow-backed ones is several times slower.
+        ids = ids.astype(object)
     if len(ids) != n:
         raise fail("item_ids", f"one item id per row ({n} ids)", f"{len(ids)} ids")
     if ids.hasnans:
@@ -411,10 +431,13 @@ _JOINT_TOL = 1e-6
 _JOINT_MAX_ITER = 200
 
 
-def _posteriors(probs: np.ndarray, evidence: _Evidence, annotator_model: str) -> np.ndarray:
-    """``(n, k)`` posterior over the true class of each row given the model and the annotations."""
+def _posteriors(probs: np.ndarray, evidence: _Evidence, annotator_model: str, *,
+                sample: np.ndarray | None = None) -> np.ndarray:
+    """``(n, k)`` posterior over the true class of each row given the model and the annotations;
+    fitted on the rows ``sample`` (sorted, all with annotations) when given, else on all."""
     log_prior = np.log(np.maximum(probs, _PROB_FLOOR))
-    seen = np.unique(evidence.row)
+    n = probs.shape[0]
+    seen = np.flatnonzero(np.bincount(evidence.row, minlength=n)) if sample is None else sample
     n, k = probs.shape
     if annotator_model == "dawid_skene":
         confusion, who = _annotator_confusion(evidence.frame, evidence.annotator, k)
@@ -423,27 +446,63 @@ def _posteriors(probs: np.ndarray, evidence: _Evidence, annotator_model: str) ->
         log_likelihood = np.stack([np.bincount(evidence.row, weights=per_annotation[:, t], minlength=n)
                                    for t in range(k)], axis=1)
         return _tempered_posterior(log_prior, log_likelihood, seen)
+    n_codes = int(evidence.code.max()) + 1 if evidence.code.size else 0
+    if sample is None:
+        posterior, _, _ = _one_coin(log_prior, evidence.row, evidence.code, evidence.label, n_codes, seen)
+        return posterior
+    # The joint EM on the sample's rows and their annotations...
+    in_sample = np.zeros(n, dtype=bool)
+    in_sample[sample] = True
+    keep = in_sample[evidence.row]
+    position = np.cumsum(in_sample) - 1
+    _, accuracy, weight = _one_coin(log_prior[sample], position[evidence.row[keep]], evidence.code[keep],
+                                    evidence.label[keep], n_codes, np.arange(sample.size))
+    # ...then every row with the fitted annotators and weight, one more M-step over every
+    # annotation (an annotator outside the sample gets an accuracy too), and the E-step.
+    for last in (False, True):
+        posterior = softmax(weight * log_prior + _one_coin_log_likelihood(
+            accuracy[evidence.code], evidence.row, evidence.label, n, k), axis=1)
+        if not last:
+            accuracy = _one_coin_accuracy(posterior, evidence.row, evidence.code, evidence.label, n_codes)
+    return posterior
+
+
+def _one_coin(log_prior: np.ndarray, row: np.ndarray, code: np.ndarray, label: np.ndarray, n_codes: int,
+              seen: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The joint EM of one-coin annotators and the model's tempered probabilities (each row's
+    prior): the posterior, each annotator's accuracy (by code) and the model weight."""
+    n, k = log_prior.shape
     # The first M-step measures each annotator against the model alone.
     posterior = softmax(log_prior, axis=1)
-    # Joint EM for one-coin annotators, the model's tempered probabilities as each row's prior.
-    n_by_annotator = np.bincount(evidence.code).astype(np.float64)
-    cell = evidence.row * k + evidence.label
+    accuracy, weight = np.full(n_codes, 0.5), 1.0
     for _ in range(_JOINT_MAX_ITER):
-        right = np.bincount(evidence.code, weights=posterior[evidence.row, evidence.label],
-                            minlength=n_by_annotator.size)
-        # Beta-like pseudo-counts: an annotator with one label is not certain either way.
-        accuracy = ((right + 1.0) / (n_by_annotator + 2.0))[evidence.code]
-        log_wrong = np.log((1.0 - accuracy) / max(k - 1, 1))
-        # Every annotation adds log_wrong to each class of its row, and log(accuracy) - log_wrong
-        # more to the class it said.
-        log_likelihood = np.bincount(evidence.row, weights=log_wrong, minlength=n)[:, None] + np.bincount(
-            cell, weights=np.log(accuracy) - log_wrong, minlength=n * k).reshape(n, k)
-        updated = _tempered_posterior(log_prior, log_likelihood, seen)
+        accuracy = _one_coin_accuracy(posterior, row, code, label, n_codes)
+        log_likelihood = _one_coin_log_likelihood(accuracy[code], row, label, n, k)
+        weight = _model_weight(log_prior[seen], log_likelihood[seen])
+        updated = softmax(weight * log_prior + log_likelihood, axis=1)
         moved = float(np.abs(updated - posterior).max())
         posterior = updated
         if moved < _JOINT_TOL:
             break
-    return posterior
+    return posterior, accuracy, weight
+
+
+def _one_coin_accuracy(posterior: np.ndarray, row: np.ndarray, code: np.ndarray, label: np.ndarray,
+                       n_codes: int) -> np.ndarray:
+    """``(m,)`` each annotator's expected share of right labels under ``posterior``."""
+    right = np.bincount(code, weights=posterior[row, label], minlength=n_codes)
+    # Beta-like pseudo-counts: an annotator with one label is not certain either way.
+    return (right + 1.0) / (np.bincount(code, minlength=n_codes) + 2.0)
+
+
+def _one_coin_log_likelihood(accuracy: np.ndarray, row: np.ndarray, label: np.ndarray, n: int,
+                             k: int) -> np.ndarray:
+    """``(n, k)`` log-likelihood of each row's annotations, given each annotation's accuracy."""
+    log_wrong = np.log((1.0 - accuracy) / max(k - 1, 1))
+    # Every annotation adds log_wrong to each class of its row, and log(accuracy) - log_wrong
+    # more to the class it said.
+    return np.bincount(row, weights=log_wrong, minlength=n)[:, None] + np.bincount(
+        row * k + label, weights=np.log(accuracy) - log_wrong, minlength=n * k).reshape(n, k)
 
 
 def _tempered_posterior(log_prior: np.ndarray, log_likelihood: np.ndarray, seen: np.ndarray) -> np.ndarray:

@@ -86,3 +86,18 @@ def test_music_genre_is_judged_against_what_the_whole_crowd_holds(ceiling):
     assert second[2]  # 90 / 70 = 1.29x cleanlab-ranked
     crowd["posterior"] = 90  # 90 / 110 = 81.8%
     assert not program.verdict(table, crowd)[0][2]
+
+
+def test_the_long_program_times_every_step_of_every_round(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import long_program
+
+    world = long_program.table_world(600, 2, holdout=100, calibration=60)
+    frame = long_program.run("sqlite", world, 2, "tiered", long_program.PG, {})
+    assert list(frame.index) == [0, 1, 2]
+    steps = frame[list(long_program.STEPS)]
+    # The steps the wrappers saw (a renamed method would leave its step at zero) add up to the round.
+    assert (steps[["write", "posterior", "retrain"]].loc[1:] > 0).all().all()
+    assert (steps.sum(axis=1) - frame["seconds"]).abs().max() < 1e-6
+    assert (frame["cpu"] > 0).all() and (frame["peak_mb"] > 0).all()
+    sys.modules.pop("long_program", None)

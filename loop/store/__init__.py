@@ -2,7 +2,8 @@
 
 The only part of :mod:`loop` that talks to a database. :class:`LabelStore` holds work streams,
 annotators, guideline versions, items, model versions and predictions, tasks, annotations,
-resolutions and an append-only audit trail; :func:`upgrade` migrates a database (also run by
+resolutions and an append-only audit trail; :class:`StreamHistory` keeps a stream's history
+in memory and reads only what is new; :func:`upgrade` migrates a database (also run by
 ``labelloop db upgrade`` and on first use).
 
 Labels are stored as class codes of the stream's ordered class names.
@@ -18,6 +19,7 @@ from ._records import (Annotator, BatchResult, GuidelineVersion, ModelVersion, R
                        StreamMetrics, Task, TaskStatus)
 from ._schema import MAX_RATIONALE_CHARS
 from .migrate import current_revision, head_revision, upgrade
+from .history import StreamHistory
 from .store import LabelStore
 
 __all__ = [
@@ -25,6 +27,6 @@ __all__ = [
     "MAX_RATIONALE_CHARS", "METHOD", "PAYLOAD", "PAYLOAD_REF", "PROBS", "RATIONALE", "RESOLUTION_ID", "RESOLVED_AT",
     "SIGNALS", "SOURCE", "SUGGESTION", "SUGGESTION_CONFIDENCE", "SUPERSEDES", "SUPERSEDES_KEY", "TASK_ID",
     "URL_ENV_VAR", "Annotator", "BatchResult", "GuidelineVersion", "LabelStore", "ModelVersion", "Resolution",
-    "ResolutionMethod", "Stream", "StreamMetrics", "Task", "TaskStatus", "current_revision", "default_url",
-    "head_revision", "normalize_url", "upgrade",
+    "ResolutionMethod", "Stream", "StreamHistory", "StreamMetrics", "Task", "TaskStatus", "current_revision",
+    "default_url", "head_revision", "normalize_url", "upgrade",
 ]

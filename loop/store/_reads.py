@@ -18,6 +18,7 @@ from ..columns import ANNOTATOR, COST, ITEM, LABEL, SECONDS
 from . import _schema as S
 from ._columns import (ANNOTATION_ID, CREATED_AT, EVIDENCE, GUIDELINE_VERSION, IDEMPOTENCY_KEY, RATIONALE,
                        SUGGESTION, SUGGESTION_CONFIDENCE, TASK_ID)
+from ._convert import lookup_fast
 from ._records import Stream
 
 BASE_COLUMNS: Final = (ITEM, ANNOTATOR, LABEL, SECONDS, COST, CREATED_AT, GUIDELINE_VERSION, TASK_ID, ANNOTATION_ID)
@@ -45,7 +46,8 @@ def _take(ids: np.ndarray, keys: list, values: list, *, missing=None) -> np.ndar
 
 
 def annotations_frame(conn: Connection, stream: Stream, *, extras: tuple[str, ...] = (),
-                      since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
+                      since: datetime | None = None, until: datetime | None = None,
+                      after: int | None = None) -> pd.DataFrame:
     unknown = [e for e in extras if e not in EXTRA_COLUMNS]
     if unknown:
         raise fail("extras", f"a subset of {list(EXTRA_COLUMNS)}", f"{unknown}")
@@ -60,13 +62,16 @@ def annotations_frame(conn: Connection, stream: Stream, *, extras: tuple[str, ..
         if bound is not None:
             sql += f" AND created_at {op} {mark}"
             params.append(bound.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else bound)
+    if after is not None:
+        sql += f" AND id > {mark}"
+        params.append(after)
     names = ["id", "item", "annotator", "label", "seconds", "stamp", "gv", "task", *extras]
     if sqlite:
         rows = _raw_rows(conn, sql + " ORDER BY id", tuple(params))
         raw = pd.DataFrame.from_records(rows, columns=names, nrows=len(rows))
     else:
         raw = _copy_out(conn, sql + " ORDER BY id", tuple(params), names)
-    return _shape(conn, stream, raw, extras, sqlite)
+    return _shape(conn, stream, raw, extras, sqlite, whole=since is None and until is None and after is None)
 
 
 def _copy_out(conn: Connection, sql: str, params: tuple, names: list[str]) -> pd.DataFrame:
@@ -85,9 +90,15 @@ def _copy_out(conn: Connection, sql: str, params: tuple, names: list[str]) -> pd
                        keep_default_na=False, na_values={n: [""] for n in names})
 
 
-def _shape(conn: Connection, stream: Stream, raw: pd.DataFrame, extras: tuple[str, ...], sqlite: bool) -> pd.DataFrame:
-    items = _raw_rows(conn, "SELECT id, external_id FROM items WHERE stream_id = " + ("?" if sqlite else "%s"),
-                      (stream.id,))
+def _shape(conn: Connection, stream: Stream, raw: pd.DataFrame, extras: tuple[str, ...], sqlite: bool, *,
+           whole: bool = True) -> pd.DataFrame:
+    if whole:
+        items = _raw_rows(conn, "SELECT id, external_id FROM items WHERE stream_id = " + ("?" if sqlite else "%s"),
+                          (stream.id,))
+    else:
+        # A slice of the history names few of the stream's items: look up only those, so that
+        # reading what is new costs what is new, not the size of the stream.
+        items = lookup_fast(conn, "items", "id", raw["item"].unique().tolist(), ("id", "external_id"))
     people = conn.execute(sa.select(S.annotators.c.id, S.annotators.c.name, S.annotators.c.hourly_rate)).all()
     versions = conn.execute(sa.select(S.guideline_versions.c.id, S.guideline_versions.c.version)
                             .where(S.guideline_versions.c.stream_id == stream.id)).all()

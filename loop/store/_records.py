@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -105,10 +105,13 @@ class Resolution:
 @dataclass(frozen=True)
 class BatchResult:
     """Outcome of a batched write: rows stored now, and rows a previous call had already
-    stored under the same idempotency keys (a retry)."""
+    stored under the same idempotency keys (a retry). ``ids``: the stored id of each row of the
+    batch, in the batch's order, where the write reports them (:meth:`LabelStore.add_tasks`,
+    so that its caller can link annotations to their tasks and close them by id)."""
 
     inserted: int
     existing: int
+    ids: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def total(self) -> int:

@@ -163,8 +163,10 @@ def _check_chain(conn: Connection, stream: Stream, new: pd.DataFrame, current: d
                                 f"writer (the current one is {head[0] if head else None}); read it and decide again.")
 
 
-def resolutions_frame(conn: Connection, stream: Stream, *, as_of: int | datetime | None = None) -> pd.DataFrame:
-    """Every resolution of the stream (the full history), optionally only those up to ``as_of``."""
+def resolutions_frame(conn: Connection, stream: Stream, *, as_of: int | datetime | None = None,
+                      after: int | None = None) -> pd.DataFrame:
+    """Every resolution of the stream (the full history), optionally only those up to ``as_of``
+    and after the id ``after``."""
     r, i, s = S.resolutions, S.items, S.resolutions.alias("s")
     query = (sa.select(r.c.id, i.c.external_id, r.c.label, r.c.method, r.c.confidence, r.c.resolved_at,
                        r.c.supersedes_id, s.c.idempotency_key, r.c.actor, r.c.reason, r.c.idempotency_key)
@@ -174,6 +176,8 @@ def resolutions_frame(conn: Connection, stream: Stream, *, as_of: int | datetime
         query = query.where(r.c.resolved_at <= as_of)
     elif as_of is not None:
         query = query.where(r.c.id <= as_of)
+    if after is not None:
+        query = query.where(r.c.id > after)
     rows = conn.execute(query).all()
     frame = pd.DataFrame(rows, columns=[RESOLUTION_ID, ITEM, LABEL, METHOD, CONFIDENCE, RESOLVED_AT, SUPERSEDES,
                                         SUPERSEDES_KEY, ACTOR, REASON, IDEMPOTENCY_KEY])

@@ -367,7 +367,9 @@ class LabelStore:
     def add_tasks(self, stream: str, tasks: Any, *, actor: str | None = None) -> BatchResult:
         """Create labelling tasks (idempotent). Columns: ``item_id``; optional ``tier``
         (default 1), ``annotator_id`` (assigns it), ``guideline_version`` (published),
-        ``due_at``, ``idempotency_key`` (default: one task per item, tier and guideline)."""
+        ``due_at``, ``idempotency_key`` (default: one task per item, tier and guideline).
+        The result's ``ids`` are the task ids of the rows, in order (a retry's too): write
+        them as the annotations' ``task_id`` and close the tasks by them."""
         s = self.stream(stream)
         frame = check_columns(as_frame(tasks, "tasks"), "tasks", required=(ITEM,),
                               optional=(TIER, ANNOTATOR, GUIDELINE_VERSION, DUE_AT, IDEMPOTENCY_KEY))
@@ -397,11 +399,12 @@ class LabelStore:
                              "guideline_version_id": gv, "status": "assigned" if people[i] is not None else "open",
                              "created_at": at, "due_at": None if pd.isna(due.iloc[i]) else due.iloc[i].to_pydatetime(),
                              "idempotency_key": str(key)})
-            result, _ = insert_idempotent(conn, S.tasks, rows, key="idempotency_key",
-                                          compare=("item_id", "tier", "annotator_id", "guideline_version_id"),
-                                          action="task.created", entity="task", actor=actor, reason=None,
-                                          after=("tier", "status"))
-        return result
+            result, ids = insert_idempotent(conn, S.tasks, rows, key="idempotency_key",
+                                            compare=("item_id", "tier", "annotator_id", "guideline_version_id"),
+                                            action="task.created", entity="task", actor=actor, reason=None,
+                                            after=("tier", "status"))
+        return BatchResult(inserted=result.inserted, existing=result.existing,
+                           ids=tuple(int(ids[row["idempotency_key"]]) for row in rows))
 
     def set_task_status(self, task_id: int, status: TaskStatus | str, *, annotator: str | None = None,
                         actor: str | None = None, reason: str | None = None) -> Task:
@@ -538,7 +541,7 @@ class LabelStore:
         return BatchResult(inserted=inserted, existing=len(prepared) - inserted)
 
     def annotations_frame(self, stream: str, *, extras: Sequence[str] = (), since: datetime | str | None = None,
-                          until: datetime | str | None = None) -> pd.DataFrame:
+                          until: datetime | str | None = None, after: int | None = None) -> pd.DataFrame:
         """The long annotations frame of a stream, in insertion order.
 
         Columns ``item_id``, ``annotator_id`` (text), ``label`` (class code), ``seconds``,
@@ -546,12 +549,19 @@ class LabelStore:
         ``guideline_version``, ``task_id``, ``annotation_id``, plus any of ``extras``:
         ``rationale``, ``evidence``, ``suggestion``, ``suggestion_confidence``,
         ``idempotency_key``. ``since``/``until`` bound ``created_at`` (``[since, until)``).
+        ``after`` (an ``annotation_id``) keeps the annotations stored after it: a reader that
+        keeps the frame appends what arrived since its last read (its largest
+        ``annotation_id``) instead of reading the whole history again. Ids grow in insertion
+        order; on PostgreSQL two writers committing at once may commit out of that order, so a
+        reader racing other writers reads again from an older id.
         """
         s = self.stream(stream)
+        if after is not None:
+            after = check_int(after, "after", low=0)
         with self._read() as conn:
             return _reads.annotations_frame(conn, s, extras=tuple(extras),
                                             since=None if since is None else to_utc(since, "since"),
-                                            until=None if until is None else to_utc(until, "until"))
+                                            until=None if until is None else to_utc(until, "until"), after=after)
 
     # ----------------------------------------------------------------- resolutions
     def resolve(self, stream: str, item_id: Any, label: Any, *, method: ResolutionMethod | str,
@@ -597,13 +607,18 @@ class LabelStore:
         with self._read() as conn:
             return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(S.resolutions.c.id), 0))).scalar())
 
-    def resolutions_frame(self, stream: str, *, as_of: int | datetime | str | None = None) -> pd.DataFrame:
+    def resolutions_frame(self, stream: str, *, as_of: int | datetime | str | None = None,
+                          after: int | None = None) -> pd.DataFrame:
         """Every resolution of the stream, superseded ones included: resolution_id, item_id,
         label, method, confidence, resolved_at, supersedes, supersedes_key, actor, reason,
-        idempotency_key."""
+        idempotency_key. ``after`` (a resolution version, :meth:`resolution_version`) keeps
+        those stored after it: a reader that keeps the current labels applies what changed
+        since its last read."""
         s = self.stream(stream)
+        if after is not None:
+            after = check_int(after, "after", low=0)
         with self._read() as conn:
-            return _resolutions.resolutions_frame(conn, s, as_of=self._as_of(as_of))
+            return _resolutions.resolutions_frame(conn, s, as_of=self._as_of(as_of), after=after)
 
     def resolved_labels(self, stream: str, *, as_of: int | datetime | str | None = None) -> pd.DataFrame:
         """The final label of every resolved item, one row per item sorted by item_id.

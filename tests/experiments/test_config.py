@@ -93,6 +93,7 @@ def test_defaults_from_an_empty_file(tmp_path):
     ({"program": {"round": 3}}, "program.round: unknown key; expected one of"),
     ({"program": {"annotator_model": "glad"}},
      "program.annotator_model: expected one of ['one_coin', 'dawid_skene'], got 'glad'"),
+    ({"program": {"max_fit_items": 10}}, "program.max_fit_items: expected an integer >= 100, got 10"),
     ({"programme": {}}, "programme: unknown section"),
     ({"crowd": {"tiers": {"wizard": 3}}}, "crowd.tiers.wizard: expected one of ['novice', 'experienced', 'expert']"),
     ({"crowd": {"tiers": {"novice": 5, "expert": 0}}}, "crowd.tiers.expert: expected an integer >= 1"),

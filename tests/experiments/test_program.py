@@ -14,7 +14,7 @@ import pytest
 from experiments import tracking as T
 from experiments.config import ProgramConfig, parse_config
 from experiments.program import InProcessScorer, ProgramResult, run_program
-from experiments.world import build_world
+from experiments.world import TIER_CODES, build_world
 from loop.columns import ITEM, LABEL
 from loop.store import LabelStore
 from loop.strategies import TaskCosts
@@ -77,6 +77,20 @@ def test_the_store_holds_the_program(tiered_run, small_world):
     tasks = store.tasks_frame(result.stream)
     assert len(tasks) == len(annotations)
     assert set(tasks["status"]) == {"done"}  # every task the program created was answered and closed
+
+
+def test_answers_link_to_their_tasks_at_their_annotators_tier(tiered_run, small_world):
+    result, store, _ = tiered_run
+    annotations = store.annotations_frame(result.stream)
+    tasks = store.tasks_frame(result.stream).set_index("task_id")
+    linked = tasks.reindex(annotations["task_id"].astype(int))
+    assert annotations["task_id"].notna().all() and annotations["task_id"].is_unique
+    assert (linked[ITEM].to_numpy() == annotations[ITEM].to_numpy()).all()
+    assert (linked["annotator_id"].to_numpy() == annotations["annotator_id"].to_numpy()).all()
+    # Each task is stored at its annotator's tier (an experienced annotator's too, initial labels too).
+    people = small_world.workforce.annotators.set_index("annotator_id")["tier"].map(TIER_CODES)
+    assert (tasks["tier"].to_numpy() == people.reindex(tasks["annotator_id"]).to_numpy()).all()
+    assert TIER_CODES["experienced"] in set(tasks["tier"])
 
 
 def test_the_routed_table_explains_each_decision(tiered_run, small_world):
@@ -419,9 +433,9 @@ def test_the_champions_training_items_are_judged_out_of_fold(small_cfg, small_wo
 
     seen = []  # the model probabilities the evidence of each round starts from
 
-    def spy(pred_probs, *, annotations, item_ids=None, annotator_model="one_coin"):
+    def spy(pred_probs, *, annotations, item_ids=None, annotator_model="one_coin", **fit):
         seen.append(pd.DataFrame(np.asarray(pred_probs), index=pd.Index(list(item_ids))))
-        return real(pred_probs, annotations=annotations, item_ids=item_ids, annotator_model=annotator_model)
+        return real(pred_probs, annotations=annotations, item_ids=item_ids, annotator_model=annotator_model, **fit)
 
     real = program.label_posteriors
     monkeypatch.setattr(program, "label_posteriors", spy)
@@ -451,9 +465,9 @@ def test_the_configured_annotator_model_weighs_the_evidence(small_cfg, small_wor
 
     used = []
 
-    def spy(pred_probs, *, annotations, item_ids=None, annotator_model="one_coin"):
+    def spy(pred_probs, *, annotations, item_ids=None, annotator_model="one_coin", **fit):
         used.append(annotator_model)
-        return real(pred_probs, annotations=annotations, item_ids=item_ids, annotator_model=annotator_model)
+        return real(pred_probs, annotations=annotations, item_ids=item_ids, annotator_model=annotator_model, **fit)
 
     real = program.label_posteriors
     monkeypatch.setattr(program, "label_posteriors", spy)
@@ -462,3 +476,28 @@ def test_the_configured_annotator_model_weighs_the_evidence(small_cfg, small_wor
     # One fit a round for the plan, and one more where reviewed items are settled.
     assert len(used) >= cfg.rounds and set(used) == {annotator_model}
     assert result.errors_removed > 0
+
+
+def test_a_long_program_fits_on_a_bounded_sample(small_cfg, small_world, monkeypatch):
+    # 240 items arrive; at most 100 train each model (and get its out-of-fold probabilities) and
+    # fit the posterior's annotators, so a round's cost stops growing with the history.
+    import sklearn.model_selection
+
+    import experiments.program as program
+
+    trained, fitted = [], []
+    real_cv, real_posteriors = sklearn.model_selection.cross_val_predict, program.label_posteriors
+
+    def cv_spy(estimator, x, y, **kwargs):
+        trained.append(len(x))
+        return real_cv(estimator, x, y, **kwargs)
+
+    def posterior_spy(pred_probs, **kwargs):
+        fitted.append(kwargs["fit_rows"])
+        return real_posteriors(pred_probs, **kwargs)
+
+    monkeypatch.setattr(sklearn.model_selection, "cross_val_predict", cv_spy)
+    monkeypatch.setattr(program, "label_posteriors", posterior_spy)
+    result = run_program(small_cfg.replace(strategy="tiered", max_fit_items=100), world=small_world)
+    assert trained == [80, 100, 100] and set(fitted) == {100}
+    assert result.final_error_rate < result.initial_error_rate

@@ -19,6 +19,7 @@ from loop.agreement import (
     cohen_kappa_pairwise,
     fleiss_kappa,
     krippendorff_alpha,
+    nominal_agreement_from_counts,
     per_class_agreement,
     percent_agreement,
 )
@@ -139,6 +140,19 @@ def test_alpha_equals_the_krippendorff_package_on_random_frames_with_missing_dat
             krippendorff_alpha(frame)
     else:
         assert krippendorff_alpha(frame) == pytest.approx(reference, abs=1e-9)
+
+
+@SETTINGS
+@given(annotation_frames())
+def test_counts_give_what_the_frame_gives(frame) -> None:
+    counts = pd.crosstab(frame[ITEM], frame[LABEL]).reindex(columns=range(4), fill_value=0).to_numpy()
+    try:
+        alpha, agreement = krippendorff_alpha(frame), percent_agreement(frame)
+    except SchemaError:
+        with pytest.raises(SchemaError):
+            nominal_agreement_from_counts(counts)
+        return
+    assert nominal_agreement_from_counts(counts) == pytest.approx((alpha, agreement), abs=1e-12)
 
 
 @SETTINGS

@@ -140,6 +140,33 @@ def test_time_window_reads(seeded):
     assert seeded.annotations_frame(STREAM, until="2024-01-15")[ANNOTATOR].tolist() == ["a"]
 
 
+def test_reading_after_an_annotation_id_returns_only_what_came_since(seeded):
+    seeded.add_annotations(STREAM, _batch(n_items=3))
+    first = seeded.annotations_frame(STREAM)
+    seeded.add_annotations(STREAM, _batch(n_items=5, annotators=("a",), seed=1).iloc[3:])
+    since = seeded.annotations_frame(STREAM, after=int(first["annotation_id"].max()))
+    assert since[ITEM].tolist() == ["i3", "i4"] and since[ANNOTATOR].tolist() == ["a", "a"]
+    # Appending what came since gives the frame a whole read gives.
+    pd.testing.assert_frame_equal(pd.concat([first, since], ignore_index=True), seeded.annotations_frame(STREAM))
+    assert seeded.annotations_frame(STREAM, after=int(since["annotation_id"].max())).empty
+    with pytest.raises(SchemaError, match="'after'"):
+        seeded.annotations_frame(STREAM, after=-1)
+
+
+def test_annotations_link_to_the_tasks_they_answer(seeded):
+    tasks = pd.DataFrame({ITEM: ["i0", "i1"], ANNOTATOR: ["a", "b"], "tier": [2, 3]})
+    created = seeded.add_tasks(STREAM, tasks)
+    assert len(created.ids) == 2 and seeded.add_tasks(STREAM, tasks).ids == created.ids  # a retry: the same ids
+    stored = seeded.tasks_frame(STREAM)
+    assert stored["task_id"].tolist() == list(created.ids) and stored["tier"].tolist() == [2, 3]
+    seeded.add_annotations(STREAM, tasks.drop(columns="tier").assign(**{LABEL: [0, 1], "task_id": list(created.ids)}))
+    assert seeded.annotations_frame(STREAM)["task_id"].tolist() == list(created.ids)
+    assert seeded.set_task_statuses(list(created.ids), "done") == 2
+    assert seeded.tasks_frame(STREAM, statuses=["assigned"]).empty
+    with pytest.raises(SchemaError, match="'task_id'.*other items"):
+        seeded.add_annotations(STREAM, [{ITEM: "i2", ANNOTATOR: "c", LABEL: 0, "task_id": created.ids[0]}])
+
+
 def test_a_retry_may_spell_labels_as_names_or_codes(seeded):
     seeded.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "a", LABEL: 2, SECONDS: 5}])
     again = seeded.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "a", LABEL: "pos", SECONDS: 5.0}])

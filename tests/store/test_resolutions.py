@@ -108,6 +108,17 @@ def test_resolved_labels_as_of_a_version_or_a_time_are_reproducible(seeded):
     assert seeded.add_resolutions(STREAM, batch, method="consensus").existing == 5  # a retried job
 
 
+def test_resolutions_after_a_version_are_what_changed_since(seeded):
+    seeded.add_resolutions(STREAM, pd.DataFrame({ITEM: ["i0", "i1"], LABEL: [0, 1]}), method="consensus")
+    version = seeded.resolution_version()
+    head = int(seeded.resolved_labels(STREAM).set_index(ITEM).loc["i0", RESOLUTION_ID])
+    seeded.resolve(STREAM, "i0", 2, method="expert", supersedes=head)
+    seeded.resolve(STREAM, "i2", 1, method="consensus")
+    since = seeded.resolutions_frame(STREAM, after=version)
+    assert since[ITEM].tolist() == ["i0", "i2"] and since[SUPERSEDES].tolist()[0] == head
+    assert seeded.resolutions_frame(STREAM, after=seeded.resolution_version()).empty
+
+
 def test_batch_resolutions_are_all_or_nothing(seeded):
     seeded.resolve(STREAM, "i1", 1, method="auto")
     batch = pd.DataFrame({ITEM: ["i0", "i1"], LABEL: [0, 2]})  # i1 is already resolved
