@@ -1291,7 +1291,7 @@ def _stratified_sample(population: np.ndarray, design: np.ndarray, size: int, rn
     n_auto = min(size - n_rest, n_auto_pop)
     picked = np.concatenate([audit_sample(population[auto], size=n_auto, rng=rng),
                              audit_sample(population[~auto], size=n_rest, rng=rng)])
-    return population[np.isin(population, picked)]
+    return population[pd.Index(population, dtype=object).isin(pd.Index(picked, dtype=object))]
 
 
 def _verdict(sample: np.ndarray, label: np.ndarray, first: np.ndarray, second: np.ndarray) -> pd.DataFrame:
