@@ -645,6 +645,7 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
     honesty, habit = np.full(m_all, 0.5), np.full((m_all, k), 1.0 / k)
     # shrinkage="auto": each crowd's position in SHRINKAGE_GRID, carried between M-steps.
     lam_at = np.full(groups, -1)
+    done = np.zeros(groups, bool)  # the crowds whose EM has stopped
 
     def anchor(post: np.ndarray) -> np.ndarray:
         if gold_rows.size:
@@ -683,7 +684,10 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
         if model == "one_coin":
             return target / target.sum(axis=2, keepdims=True), priors, lam  # a no-op unless k == 1
         if shrinkage == "auto":
-            lam_at = _eb_shrinkage(counts.reshape(groups, m, k, k), alpha, target.reshape(groups, m, k, k), lam_at)
+            # Crowds that have stopped keep their values (see below): skip their search.
+            live = ~done
+            lam_at[live] = _eb_shrinkage(counts.reshape(groups, m, k, k)[live], alpha,
+                                         target.reshape(groups, m, k, k)[live], lam_at[live])
             lam = np.asarray(SHRINKAGE_GRID)[lam_at]
         else:
             lam[:] = float(shrinkage)
@@ -709,7 +713,6 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
     post = anchor(counts / counts.sum(axis=1, keepdims=True))
     conf, priors, lam = m_step(post)
     previous, n_iter, ll = np.full(groups, -np.inf), 0, np.full(groups, -np.inf)
-    done = np.zeros(groups, bool)
     final: tuple[np.ndarray, ...] | None = None
     for n_iter in range(1, max_iter + 1):
         post, ll = e_step(conf, priors)
@@ -724,7 +727,7 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
             items, annotators = stop[item_group], np.repeat(stop, m)
             final[0][items], final[1][annotators] = post[items], conf[annotators]
             final[2][stop], final[3][stop], final[4][stop] = priors[stop], lam[stop], ll[stop]
-            done |= stop
+            done[stop] = True
             if done.all():
                 post, conf, priors, lam, ll = final
                 break
@@ -773,12 +776,21 @@ def _eb_shrinkage(counts: np.ndarray, alpha: np.ndarray, target: np.ndarray, sta
     """
     n = counts.sum(axis=3)
     grid = np.asarray(SHRINKAGE_GRID)
+    alpha_total, target_total = alpha.sum(axis=1), target.sum(axis=3)
 
-    def score(at: np.ndarray) -> np.ndarray:
-        beta = alpha + grid[at][:, None, None, None] * target
-        total = beta.sum(axis=3)
-        return ((gammaln(total) - gammaln(total + n)).sum(axis=(1, 2))
-                + (gammaln(beta + counts) - gammaln(beta)).sum(axis=(1, 2, 3)))
+    def score(at: np.ndarray, crowds: np.ndarray | slice = slice(None)) -> np.ndarray:
+        lam = grid[at][:, None, None]
+        beta = alpha + lam[..., None] * target[crowds]
+        total = alpha_total + lam * target_total[crowds]
+        return ((gammaln(total) - gammaln(total + n[crowds])).sum(axis=(1, 2))
+                + (gammaln(beta + counts[crowds]) - gammaln(beta)).sum(axis=(1, 2, 3)))
+
+    def score_moved(at: np.ndarray, to: np.ndarray, here: np.ndarray) -> np.ndarray:
+        # At the ends of the grid a neighbour is the point itself: no need to score it again.
+        scores, moved = here.copy(), np.flatnonzero(to != at)
+        if moved.size:
+            scores[moved] = score(to[moved], moved)
+        return scores
 
     if (start < 0).any():
         scores = np.stack([score(np.full(len(start), j)) for j in range(grid.size)])
@@ -787,7 +799,7 @@ def _eb_shrinkage(counts: np.ndarray, alpha: np.ndarray, target: np.ndarray, sta
     while True:
         down, up = np.maximum(at - 1, 0), np.minimum(at + 1, grid.size - 1)
         # Ties go to the smaller lambda, as in the full search.
-        candidates = np.stack([score(down), here, score(up)])
+        candidates = np.stack([score_moved(at, down, here), here, score_moved(at, up, here)])
         best = np.argmax(candidates, axis=0)
         moved = np.choose(best, [down, at, up])
         if (moved == at).all():
