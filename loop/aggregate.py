@@ -342,10 +342,10 @@ class DawidSkene(_GoldAnchored):
     over-charge it). It costs ``3 * cv_folds * cv_repeats`` fits on the selection sample, at a
     looser tolerance, run as three grouped EMs (one per model, all its fold fits at once, each
     fold with its own prior, shrinkage and stopping point), so on small crowds it pays the
-    per-iteration overhead three times rather than dozens. Held-out likelihood measures how well a model explains the
-    annotations, not agreement with any gold: where a gold set is itself a plurality of the
-    crowd (weather sentiment), symmetric models such as :class:`GLAD` match it better than
-    the model that explains the annotations best.
+    per-iteration overhead three times rather than dozens. Held-out likelihood measures how
+    well a model explains the annotations, not agreement with any gold: where a gold set is
+    itself a plurality of the crowd (weather sentiment), symmetric models such as
+    :class:`GLAD` match it better than the model that explains the annotations best.
 
     Parameters
     ----------
@@ -604,7 +604,8 @@ def _heldout_scores(enc: _Encoded, models: tuple[str, ...], *, folds: int, repea
         priors = fit.priors.reshape(groups, k)
         post = np.where(seen[:, None], fit.posteriors[stacked_row], priors[test_group])
         post[anchored >= 0] = np.eye(k)[anchored[anchored >= 0]]
-        said = fit.confusion[test_group * m + enc.annotator[test_all], :, enc.label[test_all]]  # (n_test, k) over c
+        # (n_test, k): the fold's confusion of each held-out row's annotator, over classes c.
+        said = fit.confusion[test_group * m + enc.annotator[test_all], :, enc.label[test_all]]
         scores[model] = float(np.log((post * said).sum(axis=1)).sum()) / test_all.size
     return pd.Series(scores, name="heldout_log_likelihood")
 
@@ -628,8 +629,9 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
     fold fits): ``item_group`` ``(n_items,)`` gives each item's crowd, annotators are stacked
     crowd by crowd (annotator ``g * m + a`` is annotator ``a`` of crowd ``g``), and each crowd
     has its own class prior, pooled error pattern, shrinkage and stopping iteration, so the
-    result is that of ``G`` separate fits; ``n_iter``, ``log_likelihood`` and ``shrinkage``
-    are then those of the last crowd to stop.
+    result is that of ``G`` separate fits. ``priors`` is then ``(G, k)``; ``n_iter`` is the
+    iterations run until every crowd stopped, and ``log_likelihood`` and ``shrinkage`` are the
+    last crowd's (the comparison uses only the posteriors, confusions and priors).
     """
     k, n_all, m_all = enc.n_classes, len(enc.items), len(enc.annotators)
     m = m_all // groups
@@ -681,7 +683,8 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
             errors = counts.reshape(groups, m, k, k).sum(axis=1) + alpha
         errors[:, diag, diag] = 0.0
         errors /= np.maximum(errors.sum(axis=2, keepdims=True), np.finfo(float).tiny)
-        target = (1.0 - skill)[:, None, None] * (errors[0] if model == "one_coin" else np.repeat(errors, m, axis=0))
+        spread = errors[0] if model == "one_coin" else np.repeat(errors, m, axis=0)
+        target = (1.0 - skill)[:, None, None] * spread
         target[:, diag, diag] = skill[:, None]
         if model == "one_coin":
             return target / target.sum(axis=2, keepdims=True), priors, lam  # a no-op unless k == 1
@@ -740,7 +743,8 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
             items, annotators = done[item_group], np.repeat(done, m)
             post, conf = post.copy(), conf.copy()
             post[items], conf[annotators] = final[0][items], final[1][annotators]
-            priors, lam, ll = np.where(done[:, None], final[2], priors), np.where(done, final[3], lam), np.where(done, final[4], ll)
+            priors = np.where(done[:, None], final[2], priors)
+            lam, ll = np.where(done, final[3], lam), np.where(done, final[4], ll)
     return _EMResult(post, conf, priors[0] if groups == 1 else priors, n_iter, float(ll[-1]), float(lam[-1]))
 
 
