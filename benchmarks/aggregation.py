@@ -207,6 +207,21 @@ def best_time(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
+def default_speed(crowds: list[Crowd], repeat: int) -> pd.DataFrame:
+    """Per set: the default and crowd-kit's DawidSkene, alternated, best of ``repeat`` runs each
+    (the per-set seconds of the accuracy table are single runs on a shared machine)."""
+    rows = []
+    for crowd in crowds:
+        frame = to_crowdkit(crowd.annotations)
+        ours, theirs = [], []
+        for _ in range(repeat):
+            ours.append(best_time(lambda: DawidSkene().fit(crowd.annotations), 1))
+            theirs.append(best_time(lambda: ck.DawidSkene(n_iter=100).fit(frame), 1))
+        rows.append({"set": crowd.name, "default s": min(ours), "ck DS s": min(theirs),
+                     "ck DS / default": min(theirs) / min(ours)})
+    return pd.DataFrame(rows).set_index("set")
+
+
 def scale_run(n_items: int, rng: np.random.Generator, *, fixed_iter: int, repeat: int) -> pd.DataFrame:
     """Time only. Each EM method runs twice: with its defaults (its own stopping rule) and
     for exactly ``fixed_iter`` iterations (labelloop ``tol=0``; crowd-kit ``tol=-inf``)."""
@@ -298,6 +313,12 @@ def main(quick: bool = False) -> None:
     print(f"\nThe default over {seeds} seeds of its fold draws (random_state=0..{seeds - 1})")
     with pd.option_context("display.width", 200, "display.precision", 2, "display.max_colwidth", 60):
         print(seed_check(crowds, ck_best, slack, seeds))
+    repeat = 5
+    print(f"\nThe default against crowd-kit's DawidSkene per set, alternated, best of {repeat} runs each")
+    speed = default_speed(crowds, repeat)
+    print(speed.to_string(float_format=lambda v: f"{v:.3f}"))
+    faster = speed["ck DS / default"] > TARGET_DEFAULT_SPEEDUP
+    print(f"Default faster than ck DS on {int(faster.sum())}/{len(faster)} sets; slower on {list(speed.index[~faster])}")
     best = summary["ll best - ck best"] >= -TARGET_POINTS
     print(f"\nAccuracy target (ll's best method within {TARGET_POINTS} points of ck's best method): "
           f"met on {int(best.sum())}/{len(best)} sets; missed on {list(summary.index[~best])}")

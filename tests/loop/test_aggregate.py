@@ -588,3 +588,90 @@ def test_glad_thin_data_gold_and_a_single_class(small_annotations):
     np.testing.assert_allclose(one.posteriors_.to_numpy(), 1.0)
     capped = GLAD(max_iter=2, tol=0.0).fit(small_annotations)
     assert capped.n_iter_ == 2 and np.isfinite(capped.log_likelihood_)
+
+
+# --------------------------------------------------------------------------------------------
+# Dawid-Skene: the comparison's shortcuts give the same numbers as the plain computation
+# (these reach private helpers: the public result they protect is `model_scores_`)
+
+
+def separate_fold_fits(annotations: pd.DataFrame, *, folds: int, repeats: int, seed: int,
+                       gold: pd.Series | None = None) -> pd.Series:
+    """`model_scores_` computed the plain way: one EM per (repeat, fold, model)."""
+    from loop.aggregate import MODELS, _encode, _fit_em, _gold_codes, _subset
+
+    enc = _encode(annotations, None if gold is None else pd.Index(gold.unique()))
+    gold_rows, gold_codes = _gold_codes(enc, gold)
+    gold_of = np.full(len(enc.items), -1)
+    gold_of[gold_rows] = gold_codes
+    rng, rows = np.random.default_rng(seed), np.arange(enc.item.size)
+    total, scored = dict.fromkeys(MODELS, 0.0), 0
+    for _ in range(repeats):
+        fold = rng.permutation(rows.size) % folds
+        for f in range(folds):
+            train, test = rows[fold != f], rows[fold == f]
+            sub, kept = _subset(enc, train)
+            known = np.isin(gold_rows, kept)
+            pos = np.searchsorted(kept, enc.item[test])
+            seen = (pos < kept.size) & (kept[np.minimum(pos, kept.size - 1)] == enc.item[test])
+            scored += test.size
+            for model in MODELS:
+                fit = _fit_em(sub, model, smoothing=1.0, shrinkage="auto", max_iter=100, tol=1e-4,
+                              gold_rows=np.searchsorted(kept, gold_rows[known]),
+                              gold_codes=gold_codes[known])
+                post = np.where(seen[:, None], fit.posteriors[np.minimum(pos, kept.size - 1)], fit.priors)
+                anchored = gold_of[enc.item[test]]
+                post[anchored >= 0] = np.eye(enc.n_classes)[anchored[anchored >= 0]]
+                said = fit.confusion[enc.annotator[test], :, enc.label[test]]
+                total[model] += float(np.log((post * said).sum(axis=1)).sum())
+    return pd.Series({model: total[model] / scored for model in MODELS})
+
+
+@pytest.mark.parametrize("world", ["full", "one_coin", "mace"])
+def test_grouped_fold_fits_score_as_separate_fits(world):
+    """All fold fits of a model run as one grouped EM; each fold keeps its own class prior,
+    error pattern, shrinkage and stopping iteration, so the scores are those of separate fits."""
+    rng = np.random.default_rng(41)
+    annotations, truth = planted_crowd(rng, planted_worlds(rng)[world], 60, np.array([0.4, 0.3, 0.2, 0.1]))
+    # Thin the crowd so folds leave some items without training labels.
+    annotations = annotations.sample(frac=0.5, random_state=3).reset_index(drop=True)
+    gold = pd.Series(truth[:6], index=pd.RangeIndex(6, name=ITEM))
+    auto = DawidSkene(cv_repeats=3, random_state=7).fit(annotations, gold=gold)
+    expected = separate_fold_fits(annotations, folds=5, repeats=3, seed=7, gold=gold)
+    np.testing.assert_allclose(auto.model_scores_.to_numpy(), expected.to_numpy(), rtol=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4))
+def test_shrinkage_climb_finds_the_grid_maximum(seed, groups):
+    """Climbing from any start reaches the grid's best shrinkage when the marginal
+    likelihood has one maximum over the grid (and a point no worse than its neighbours always)."""
+    from loop.aggregate import _eb_shrinkage
+
+    rng = np.random.default_rng(seed)
+    m, k = int(rng.integers(2, 12)), int(rng.integers(2, 5))
+    counts = rng.gamma(0.5, 4.0, size=(groups, m, k, k)) * (rng.random((groups, m, k, k)) < 0.7)
+    target = rng.dirichlet(np.ones(k), size=(groups, m, k))
+    alpha = np.full((k, k), 1.0 / k) + np.eye(k)
+    grid = np.asarray(SHRINKAGE_GRID)
+    scores = np.array([[_eb_shrinkage_score(counts[g], alpha, target[g], lam) for lam in grid]
+                       for g in range(groups)])
+    starts = [np.full(groups, -1)] + [np.full(groups, j) for j in range(grid.size)]
+    for start in starts:
+        climbed = _eb_shrinkage(counts, alpha, target, start)
+        for g, at in enumerate(climbed):
+            tol = 1e-9 * abs(scores[g]).max()
+            assert scores[g, at] >= scores[g, max(at - 1, 0)] - tol
+            assert scores[g, at] >= scores[g, min(at + 1, grid.size - 1)] - tol
+            rises = np.diff(scores[g]) > 0
+            if not np.any(rises[1:] & ~rises[:-1]):  # one maximum: rises, then falls
+                assert at == np.argmax(scores[g])
+
+
+def _eb_shrinkage_score(counts: np.ndarray, alpha: np.ndarray, target: np.ndarray, lam: float) -> float:
+    """The Dirichlet-multinomial marginal log-likelihood of one crowd's counts, term by term."""
+    from scipy.special import gammaln
+
+    beta = alpha + lam * target
+    total, n = beta.sum(axis=2), counts.sum(axis=2)
+    return float((gammaln(total) - gammaln(total + n)).sum() + (gammaln(beta + counts) - gammaln(beta)).sum())
