@@ -31,7 +31,7 @@ must serve). Each round ``r = 1 .. rounds`` then:
 4. **Annotate.** The workforce answers (review: one crowd label; double-blind: two crowd
    labels, an expert adjudicates when they disagree; expert: one expert label; triple: two
    more crowd labels). Tasks and annotations go to the label store in batches.
-5. **Resolve.** Dawid-Skene over the stream's annotations (its annotator model chosen without
+5. **Resolve** (the rules are :func:`loop.resolution.resolve_actions`, a pure function). Dawid-Skene over the stream's annotations (its annotator model chosen without
    gold, by held-out likelihood, and named in the reason) gives reviewed items their label
    (under ``tiered``, the posterior of :func:`loop.issues.label_posteriors`: the champion's
    probabilities as the prior, each annotator's label weighed as ``program.annotator_model``
@@ -137,12 +137,12 @@ import pandas as pd
 from scipy.special import softmax
 from threadpoolctl import threadpool_limits
 
-from loop.aggregate import DawidSkene, MajorityVote
 from loop.audit import ErrorRateEstimate, audit_sample, estimate_error_rate, estimate_error_rate_stratified
 from loop.calibration import CalibratedClassifier, TemperatureScaling, reliability_table
 from loop.columns import ANNOTATOR, CONFIDENCE, COST, ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, SECONDS
 from loop.gate import ModelEvaluation, decide, evaluate_model
 from loop.issues import confused_pairs, label_posteriors
+from loop.resolution import METHOD_CONSENSUS, METHOD_EXPERT, resolve_actions
 from loop.routing import RoutingThresholds, route, score_items
 from loop.store import TASK_ID, LabelStore, StreamHistory
 from loop.strategies import ACTION, IS_NEW, PLANNED_COST, SELF_CONFIDENCE, Action, Strategy, TaskCosts, plan_round
@@ -160,7 +160,6 @@ _FOLDS = 5  # out-of-fold probabilities of the training items
 _T0 = pd.Timestamp("2026-01-05", tz="UTC")
 _CROWD_START, _ADJUDICATION_START, _AUDIT_START = pd.Timedelta(hours=8), pd.Timedelta(hours=16), pd.Timedelta(hours=20)
 CREATED_AT = "created_at"
-_METHOD_CONSENSUS, _METHOD_EXPERT, _METHOD_ADJUDICATED, _METHOD_AUTO = "consensus", "expert", "adjudicated", "auto"
 # Where an item's current label came from, by the program's own record (no truth): the audit's
 # strata. Double-blind and triple work count as reviewed, an audit's correction as expert.
 STRATA = ("auto_accepted", "reviewed", "expert", "untouched")
@@ -608,7 +607,7 @@ class _Program:
         self.stratum = pd.concat([self.stratum, pd.Series(_UNTOUCHED, index=new.astype(str), dtype=object)])
         self._write_answers(initial, round_, pd.Timedelta(0))
         self.store.add_resolutions(self.stream, pd.DataFrame({
-            ITEM: new, LABEL: initial[LABEL].to_numpy(), "method": _METHOD_CONSENSUS,
+            ITEM: new, LABEL: initial[LABEL].to_numpy(), "method": METHOD_CONSENSUS,
             REASON: "initial crowd label"}))
         return new
 
@@ -661,7 +660,7 @@ class _Program:
         answers = self._execute(plan, round_, annotations)
         annotations = self.history.annotations()
         planned_work = len(annotations)
-        round_labels = self._resolve(plan, answers, annotations, before, signals, probs)
+        round_labels = self._resolve(plan, answers, annotations, signals, probs)
         self._write_resolutions(round_labels, before)
         self._track_strata(plan)
         audit = self._audit(arrived, round_, annotations)
@@ -920,54 +919,20 @@ class _Program:
         # stream's assigned tasks instead would cost its whole history).
         self.store.set_task_statuses(list(tasks.ids), "done", reason="answered")
 
-    def _resolve(self, plan: pd.DataFrame, answers: pd.DataFrame, annotations: pd.DataFrame, before: pd.Series,
+    def _resolve(self, plan: pd.DataFrame, answers: pd.DataFrame, annotations: pd.DataFrame,
                  scores: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
-        """New labels of the items acted on: ``item_id, label, method, reason``."""
-        frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
-        actions = plan.set_index(ITEM)[ACTION]
-        out = []
-        auto = actions.index[actions == Action.AUTO_ACCEPT.value]
-        if len(auto):
-            predicted = scores.assign(**{ITEM: scores[ITEM].astype(str)}).set_index(ITEM)["predicted"]
-            whose = ("the consensus of the model and its annotators" if self.cfg.strategy is Strategy.TIERED
-                     else "the model's label")
-            out.append(pd.DataFrame({ITEM: auto, LABEL: predicted.reindex(auto).astype(np.int64).to_numpy(),
-                                     "method": _METHOD_AUTO, REASON: f"auto-accepted: {whose}"}))
-        by_expert = answers[answers[ANNOTATOR].isin(self.experts)].drop_duplicates(ITEM, keep="last")
-        expert_items = actions.index[actions == Action.EXPERT.value]
-        blind = actions.index[actions == Action.DOUBLE_BLIND.value]
-        expert = by_expert[by_expert[ITEM].isin(expert_items)]
-        out.append(pd.DataFrame({ITEM: expert[ITEM].to_numpy(), LABEL: expert[LABEL].to_numpy(),
-                                 "method": _METHOD_EXPERT, REASON: "expert label"}))
-        adjudicated = by_expert[by_expert[ITEM].isin(blind)]
-        out.append(pd.DataFrame({ITEM: adjudicated[ITEM].to_numpy(), LABEL: adjudicated[LABEL].to_numpy(),
-                                 "method": _METHOD_ADJUDICATED, REASON: "double-blind labels disagreed; expert adjudicated"}))
-        agreed = answers[answers[ITEM].isin(blind.difference(adjudicated[ITEM]))].drop_duplicates(ITEM)
-        out.append(pd.DataFrame({ITEM: agreed[ITEM].to_numpy(), LABEL: agreed[LABEL].to_numpy(),
-                                 "method": _METHOD_CONSENSUS, REASON: "double-blind labels agreed"}))
-        reviewed = actions.index[actions == Action.REVIEW.value]
-        if len(reviewed) and self.cfg.strategy is Strategy.TIERED:
-            # The model breaks ties between annotators who disagree (one review of a single label).
+        """New labels of the items acted on (:func:`loop.resolution.resolve_actions`)."""
+        predicted = scores.assign(**{ITEM: scores[ITEM].astype(str)}).set_index(ITEM)["predicted"]
+        posterior = None
+        if self.cfg.strategy is Strategy.TIERED and (plan[ACTION] == Action.REVIEW.value).any():
+            # The posterior after this round's answers: the model breaks ties between annotators.
             arrived = scores[ITEM].astype(str).to_numpy()
+            frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
             posterior = pd.DataFrame(label_posteriors(probs, annotations=frame, item_ids=arrived,
                                                       annotator_model=self.cfg.annotator_model,
                                                       **self._posterior_fit()), index=arrived)
-            best = posterior.reindex(reviewed).to_numpy().argmax(axis=1)
-            out.append(pd.DataFrame({ITEM: reviewed, LABEL: best.astype(np.int64), "method": _METHOD_CONSENSUS,
-                                     REASON: "reviewed; posterior over its labels and the model"}))
-        elif len(reviewed):
-            # The default resolver picks its annotator model without gold; the reason names it.
-            ds = DawidSkene().fit(frame)
-            out.append(pd.DataFrame({ITEM: reviewed, LABEL: ds.labels_.reindex(reviewed).astype(np.int64).to_numpy(),
-                                     "method": _METHOD_CONSENSUS,
-                                     REASON: f"reviewed; Dawid-Skene ({ds.model_} model) over its labels"}))
-        tripled = actions.index[actions == Action.TRIPLE.value]
-        if len(tripled):
-            vote = MajorityVote(tie_break="random", random_state=self.ties)
-            votes = vote.fit(frame[frame[ITEM].isin(tripled)]).labels_
-            out.append(pd.DataFrame({ITEM: tripled, LABEL: votes.reindex(tripled).astype(np.int64).to_numpy(),
-                                     "method": _METHOD_CONSENSUS, REASON: "majority of three crowd labels"}))
-        return pd.concat(out, ignore_index=True)
+        return resolve_actions(plan, answers, annotations, strategy=self.cfg.strategy, experts=self.experts,
+                               predicted=predicted, posterior=posterior, rng=self.ties)
 
     def _write_resolutions(self, labels: pd.DataFrame, before: pd.Series) -> None:
         """Write the labels that changed, each superseding the item's current resolution."""
@@ -1028,7 +993,7 @@ class _Program:
         self.first_checks, self.disputed = self.first_checks + sample.size, self.disputed + disputed.size
         fixes = verdict[verdict["fix"]]
         self._write_resolutions(pd.DataFrame({
-            ITEM: fixes[ITEM].to_numpy(), LABEL: fixes["first"].to_numpy(dtype=np.int64), "method": _METHOD_EXPERT,
+            ITEM: fixes[ITEM].to_numpy(), LABEL: fixes["first"].to_numpy(dtype=np.int64), "method": METHOD_EXPERT,
             REASON: "corrected by a random audit: two independent experts agreed against the label"}), labels)
         audit = _estimate(verdict, pd.Series(strata, index=population), pd.Series(design, index=population), round_)
         self._learn_from_audit(verdict)
