@@ -89,7 +89,7 @@ must serve). Each round ``r = 1 .. rounds`` then:
 8. **Measure.** Everything in :mod:`experiments.tracking` with ``step = round``, and the
    round's routed-item table.
 
-**Budget.** The strategy may plan at most the round's budget (``budget_per_round`` plus what
+**Budget** (:class:`loop.budget.Budget`). The strategy may plan at most the round's budget (``budget_per_round`` plus what
 earlier rounds left unspent, minus what they overspent: planned and actual costs differ
 because seconds vary), so every budgeted strategy spends the same over the program.
 ``triple_majority`` ignores the budget by design. A round is planned at the higher of the
@@ -138,6 +138,7 @@ from scipy.special import softmax
 from threadpoolctl import threadpool_limits
 
 from loop.audit import ErrorRateEstimate, audit_sample, estimate_error_rate, estimate_error_rate_stratified
+from loop.budget import Budget
 from loop.calibration import CalibratedClassifier, TemperatureScaling, reliability_table
 from loop.columns import ANNOTATOR, CONFIDENCE, COST, ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, SECONDS
 from loop.gate import ModelEvaluation, decide, evaluate_model
@@ -145,7 +146,7 @@ from loop.issues import confused_pairs, label_posteriors
 from loop.resolution import METHOD_CONSENSUS, METHOD_EXPERT, resolve_actions
 from loop.routing import RoutingThresholds, route, score_items
 from loop.store import TASK_ID, LabelStore, StreamHistory
-from loop.strategies import ACTION, IS_NEW, PLANNED_COST, SELF_CONFIDENCE, Action, Strategy, TaskCosts, plan_round
+from loop.strategies import ACTION, IS_NEW, PLANNED_COST, SELF_CONFIDENCE, Action, Strategy, plan_round
 
 from . import tracking as T
 from .config import IN_PROCESS, LOCAL, ConfigError, ModelConfig, ProgramConfig, flatten
@@ -574,7 +575,8 @@ class _Program:
         self.champion: ModelEvaluation | None = None
         self.out_of_fold = pd.DataFrame()  # the champion's out-of-fold probabilities, by training item
         self.champion_version = ""
-        self.carry = 0.0
+        # triple_majority ignores the budget by design: its cost is its protocol's.
+        self.budget = Budget(cfg.budget_per_round, world.costs, carries=cfg.strategy is not Strategy.TRIPLE_MAJORITY)
         self.rows: list[dict[str, float]] = []
         self.curve: list[dict[str, float]] = []
         self.gates: list[dict[str, Any]] = []
@@ -649,12 +651,8 @@ class _Program:
         self.router = pd.DataFrame(evidence, index=signals[ITEM].astype(str).to_numpy())
         self.doubt = float(1.0 - posterior[np.arange(len(current)), current].mean())
         candidate_probs = evidence[eligible]
-        budget = max(0.0, cfg.budget_per_round + self.carry)
-        costs = self._planning_costs(annotations)
-        audit_size = self._audit_size(arrived)
-        planned_audit = audit_size * world.costs.expert
-        reserve = self._reserve(annotations, audit_size, costs, budget)
-        plan = plan_round(candidates, cfg.strategy, budget=max(0.0, budget - reserve), costs=costs,
+        books = self.budget.open_round(*self._label_costs(annotations), audit_size=self._audit_size(arrived))
+        plan = plan_round(candidates, cfg.strategy, budget=books.plannable, costs=books.costs,
                           rng=self.rng, decisions=self._route(candidates, candidate_probs))
         spent_before = float(annotations[COST].sum())
         answers = self._execute(plan, round_, annotations)
@@ -668,10 +666,9 @@ class _Program:
         after = self._labels()
         plan_cost = float(annotations[COST].iloc[:planned_work].sum()) - spent_before
         audit_cost = float(annotations[COST].iloc[planned_work:].sum())
-        if cfg.strategy is not Strategy.TRIPLE_MAJORITY:
-            # Audits are planned at the expected expert cost; what they cost beyond it comes out of
-            # the budget (a saving is not handed out: the total stays within the plan either way).
-            self.carry = budget - plan_cost - max(0.0, audit_cost - planned_audit)
+        # Audits are planned at the expected expert cost; what they cost beyond it comes out of
+        # the budget (a saving is not handed out: the total stays within the plan either way).
+        self.budget.close_round(books, plan_cost=plan_cost, audit_cost=audit_cost)
         challenger_model, challenger, challenger_oof = self._retrain(after)
         version = self.tracker.publish(challenger_model, aliases=(T.ALIAS_CHALLENGER,),
                                        input_example=x[:2])
@@ -689,7 +686,7 @@ class _Program:
                                classes=list(world.classes))
         self._log_round(round_, arrived=arrived, new=new, before=before, after=after, plan=plan, audit=audit,
                         evaluation=self.champion, challenger=challenger, promoted=decision.promote,
-                        round_cost=float(annotations[COST].sum()) - spent_before, budget=budget,
+                        round_cost=float(annotations[COST].sum()) - spent_before, budget=books.budget,
                         resolution_hours=_resolution_hours(annotations, plan, round_), pairs=pairs)
         self._log_routed(round_, plan, candidates, before, after)
 
@@ -745,32 +742,6 @@ class _Program:
     def _audit_size(self, arrived: np.ndarray) -> int:
         """Items the round's audit will check (as :func:`loop.audit.audit_sample` rounds)."""
         return int(np.ceil(self.cfg.audit_rate * len(arrived)))
-
-    def _planning_costs(self, annotations: pd.DataFrame) -> TaskCosts:
-        """The planned cost of a crowd and an expert label, raised to what they have cost so far.
-
-        The world's costs are expectations over annotators; a program meets a few of them (three
-        experts), whose speed decides what its labels really cost. Planning at the higher of the
-        two keeps the actual spending within the budget instead of catching up a round later.
-        """
-        planned = self.world.costs
-        crowd, expert = self._label_costs(annotations)
-        crowd_cost = max(planned.crowd, float(crowd.mean())) if crowd.size else planned.crowd
-        expert_cost = max(planned.expert, float(expert.mean())) if expert.size else planned.expert
-        return TaskCosts(crowd=crowd_cost, expert=expert_cost, adjudication_share=planned.adjudication_share)
-
-    def _reserve(self, annotations: pd.DataFrame, audit_size: int, costs: TaskCosts, budget: float) -> float:
-        """What the round's plan holds back: what its audit will probably cost beyond the audit's
-        planned cost, plus one standard deviation of the round's spending (labels' seconds vary).
-
-        What is held back and not spent is carried to the next round; only after the last round
-        is it left unspent, so the program's total stays within its plan.
-        """
-        crowd, expert = self._label_costs(annotations)
-        spread_crowd = float(crowd.std()) if crowd.size > 1 else 0.0
-        spread_expert = float(expert.std()) if expert.size > 1 else 0.0
-        spread = np.sqrt(audit_size * spread_expert ** 2 + budget / costs.crowd * spread_crowd ** 2)
-        return audit_size * (costs.expert - self.world.costs.expert) + float(spread)
 
     def _label_costs(self, annotations: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """What each crowd label and each expert label of the stream has cost so far."""
