@@ -108,3 +108,10 @@ def test_a_round_whose_answers_are_not_in_says_so(cfg, world) -> None:
     with pytest.raises(LoopError, match="not answered"):
         run_program(cfg.replace(strategy="random"), world=world, tracker=T.MemoryTracker(),
                     workforce=_Later(SimulatedWorkforce(world)))
+
+
+def test_the_public_names_are_listed_once_and_exist() -> None:
+    import experiments.ports as ports
+
+    assert sorted(ports.__all__) == sorted(set(ports.__all__))
+    assert all(hasattr(ports, name) for name in ports.__all__)

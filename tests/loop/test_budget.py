@@ -78,3 +78,10 @@ def test_inputs_are_validated() -> None:
         planning_costs(EXPECTED, [[1.0]], [])
     with pytest.raises(SchemaError, match="'audit_size'"):
         audit_reserve(EXPECTED, EXPECTED, [], [], audit_size=-1, budget=1.0)
+
+
+def test_the_public_names_are_listed_once_and_exist() -> None:
+    import loop.budget as module
+
+    assert sorted(module.__all__) == sorted(set(module.__all__))
+    assert all(hasattr(module, name) for name in module.__all__)

@@ -96,3 +96,10 @@ def test_inputs_are_validated() -> None:
         _resolve(_plan(a="shout"), _answers())
     with pytest.raises(SchemaError, match="'strategy'"):
         _resolve(_plan(a="keep"), _answers(), strategy="vibes")
+
+
+def test_the_public_names_are_listed_once_and_exist() -> None:
+    import loop.resolution as module
+
+    assert sorted(module.__all__) == sorted(set(module.__all__))
+    assert all(hasattr(module, name) for name in module.__all__)
