@@ -50,15 +50,15 @@ must serve). Each round ``r = 1 .. rounds`` then:
 4. **Annotate.** The workforce port answers (review: one crowd label; double-blind: two crowd
    labels, an expert adjudicates when they disagree; expert: one expert label; triple: two
    more crowd labels). Tasks and annotations go to the label store in batches.
-5. **Resolve** (the rules are :func:`loop.resolution.resolve_actions`, a pure function). Dawid-Skene over the stream's annotations (its annotator model chosen without
-   gold, by held-out likelihood, and named in the reason) gives reviewed items their label
-   (under ``tiered``, the posterior of :func:`loop.issues.label_posteriors`: the champion's
-   probabilities as the prior, each annotator's label weighed as ``program.annotator_model``
-   says, by default by an accuracy fitted jointly with them, so that the model breaks a tie
-   between two disagreeing labels); expert and adjudicated labels are final; auto-accepted
-   items take the model's label; triple items take the majority of their three labels (when all
-   three differ, one of them drawn at random: ties to the first class would favour it). Only
-   changed labels are written, each superseding the current resolution.
+5. **Resolve** (the rules are :func:`loop.resolution.resolve_actions`, a pure function). Dawid-Skene
+   over the stream's annotations (its annotator model chosen without gold, by held-out likelihood,
+   and named in the reason) gives reviewed items their label (under ``tiered``, the posterior of
+   :func:`loop.issues.label_posteriors`: the champion's probabilities as the prior, each annotator's
+   label weighed as ``program.annotator_model`` says, by default by an accuracy fitted jointly with
+   them, so that the model breaks a tie between two disagreeing labels); expert and adjudicated
+   labels are final; auto-accepted items take the model's label; triple items take the majority of
+   their three labels (when all three differ, one of them drawn at random: ties to the first class
+   would favour it). Only changed labels are written, each superseding the current resolution.
 6. **Audit.** Experts check items drawn at random, and the program estimates the error rate of
    the labels without reading the truth (the same code with a team's own people).
 
@@ -102,22 +102,22 @@ must serve). Each round ``r = 1 .. rounds`` then:
 7. **Retrain.** The trainer port, on the labels resolved as of this round (the store's resolved
    labels, which the program keeps in memory and reads incrementally,
    :class:`loop.store.StreamHistory`; with out-of-fold probabilities of those items), by default
-   temperature-scaled on the calibration gold slice and evaluated on the held-out gold; the quality gate (:mod:`loop.gate`) decides whether the
-   challenger becomes the champion; the scorer reloads.
+   temperature-scaled on the calibration gold slice and evaluated on the held-out gold; the quality
+   gate (:mod:`loop.gate`) decides whether the challenger becomes the champion; the scorer reloads.
 8. **Measure.** Everything in :mod:`experiments.tracking` with ``step = round``, and the
    round's routed-item table.
 
-**Budget** (:class:`loop.budget.Budget`). The strategy may plan at most the round's budget (``budget_per_round`` plus what
-earlier rounds left unspent, minus what they overspent: planned and actual costs differ
-because seconds vary), so every budgeted strategy spends the same over the program.
-``triple_majority`` ignores the budget by design. A round is planned at the higher of the
-world's expected cost of a crowd and an expert label and what they have actually cost in
-this program so far (a program meets a few experts, and their speed decides the cost), and
-audits are planned at the expected expert cost: what a round's audit will probably cost
-beyond that, plus one standard deviation of the round's spending, is held back from the
-round's plan (and carried to the next), and what the audit did cost beyond its plan is
-charged to the budget like the strategy's own overspending (a saving is not handed out). So
-the total, audits included, stays within the planned total, also after the last round.
+**Budget** (:class:`loop.budget.Budget`). The strategy may plan at most the round's budget
+(``budget_per_round`` plus what earlier rounds left unspent, minus what they overspent: planned and
+actual costs differ because seconds vary), so every budgeted strategy spends the same over the
+program. ``triple_majority`` ignores the budget by design. A round is planned at the higher of the
+workforce's expected cost of a crowd and an expert label and what they have actually cost in this
+program so far (a program meets a few experts, and their speed decides the cost), and audits are
+planned at the expected expert cost: what a round's audit will probably cost beyond that, plus one
+standard deviation of the round's spending, is held back from the round's plan (and carried to the
+next), and what the audit did cost beyond its plan is charged to the budget like the strategy's own
+overspending (a saving is not handed out). So the total, audits included, stays within the planned
+total, also after the last round.
 
 **What counts as an error removed.** The truth is known in simulation: an item's label is
 wrong when it differs from the true class. ``errors_removed`` = wrong initial labels of the
@@ -192,7 +192,7 @@ AUDIT_METHOD = ("stratified (auto-accepted oversampled, the rest uniform), adjud
                 "Wilson interval at Kish's effective size")
 
 
-# --- the scorer port's adapters (the port: experiments.ports.Scorer) ---------------------------------------------------------------------------
+# --- the scorer port's adapters (the port: experiments.ports.Scorer) ------------------------
 
 
 class InProcessScorer:
@@ -596,7 +596,8 @@ class _Program:
         self.out_of_fold = pd.DataFrame()  # the champion's out-of-fold probabilities, by training item
         self.champion_version = ""
         # triple_majority ignores the budget by design: its cost is its protocol's.
-        self.budget = Budget(cfg.budget_per_round, workforce.costs, carries=cfg.strategy is not Strategy.TRIPLE_MAJORITY)
+        self.budget = Budget(cfg.budget_per_round, workforce.costs,
+                             carries=cfg.strategy is not Strategy.TRIPLE_MAJORITY)
         self.rows: list[dict[str, float]] = []
         self.curve: list[dict[str, float]] = []
         self.gates: list[dict[str, Any]] = []
