@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import experiments.program as P  # noqa: E402
 from experiments.config import parse_config  # noqa: E402
+from experiments.ports import CalibratedTrainer  # noqa: E402
 from experiments.world import World, Workforce, expected_cost  # noqa: E402
 from loop.columns import ITEM, LABEL  # noqa: E402
 from loop.simulate import SimulatedCrowd, Tier, confusability_from_probs, make_crowd  # noqa: E402
@@ -141,7 +142,7 @@ def instrumented(clock: StepClock, store: LabelStore, world: World) -> Iterator[
     for name in ("score",):
         patch(P.InProcessScorer, name, "score")
     patch(P, "label_posteriors", "posterior")
-    patch(P._Program, "_retrain", "retrain")
+    patch(CalibratedTrainer, "train", "retrain")
     patch(P._Program, "_audit", "audit")
     for name in ("ask_crowd", "ask_experts"):
         patch(Workforce, name, "crowd")

@@ -71,7 +71,7 @@ def oracle_issue_scores() -> Iterator[None]:
     def candidates(self: program_module._Program, *args: Any, **kwargs: Any) -> tuple[pd.DataFrame, np.ndarray]:
         out, eligible = original(self, *args, **kwargs)
         ids = out[ITEM].astype(str)
-        wrong = self._labels().reindex(ids).to_numpy() != self.world.truth.reindex(ids).to_numpy()
+        wrong = self._labels().reindex(ids).to_numpy() != self.dataset.truth.reindex(ids).to_numpy()
         # 0.999, not 1: the priority is max(risk, issue), so wrong labels come first.
         return out.assign(**{LABEL_ISSUE_SCORE: np.where(wrong, 0.999, 0.0)}), eligible
 

@@ -2,15 +2,34 @@
 
 ``main(cfg, *, progress=None) -> ProgramResult`` runs one program with everything its config names
 (what ``labelloop run`` and ``mlflow run . -e run`` run); ``run_program(cfg, *, scorer=None,
-store=None, tracker=None, world=None, progress=None)`` is the same with any of those given
-(a comparison shares them between its programs, see :func:`open_setup`).
+store=None, tracker=None, world=None, progress=None, workforce=None, trainer=None)`` is the same
+with any of those given (a comparison shares them between its programs, see :func:`open_setup`).
+
+**A loop over ports.** The round loop talks to five small interfaces (:mod:`experiments.ports`)
+and never asks which adapter is behind one:
+
+- *Dataset*: what arrives when, features, initial labels, the gold slices, the truth when
+  known. Adapter: :class:`~experiments.ports.WorldDataset` (a built-in world or a team's
+  table, :mod:`experiments.world`).
+- *Workforce*: takes requests for crowd or expert labels (``submit -> Ticket``) and gives their
+  answers (``collect``), so that people can answer later. Adapter:
+  :class:`~experiments.ports.SimulatedWorkforce` (simulated annotators, or a real crowd
+  replayed), which answers at once; a round still needs its answers within the round.
+- *Trainer*: a challenger from the resolved labels, evaluated, with out-of-fold
+  probabilities. Adapter: :class:`~experiments.ports.CalibratedTrainer`.
+- *Scorer*: scores and routes with the champion (:class:`InProcessScorer`, :class:`HttpScorer`).
+- *Tracker*: metrics, tables, models (:mod:`experiments.tracking`).
+
+The rules themselves are pure functions in :mod:`loop`: the plan
+(:func:`loop.strategies.plan_round`), the budget (:class:`loop.budget.Budget`), the resolution
+(:func:`loop.resolution.resolve_actions`), the gate (:func:`loop.gate.decide`).
 
 Round 0 (the seed round) brings the first ``items_per_round`` items with their initial crowd
 labels; a model trained on them becomes the first champion (whatever the gate says: something
 must serve). Each round ``r = 1 .. rounds`` then:
 
-1. **Arrive.** ``items_per_round`` new items with one crowd label each (see
-   :mod:`experiments.world`); the label is the item's first resolution.
+1. **Arrive.** ``items_per_round`` new items with one crowd label each, from the dataset port
+   (see :mod:`experiments.world`); the label is the item's first resolution.
 2. **Score.** Every item arrived so far is scored once by the champion through the *scorer*
    port (the Serve app's ``POST /v1/score``, or the same ``loop`` code in process):
    probabilities and signals. The items the champion was trained on then take its
@@ -28,18 +47,18 @@ must serve). Each round ``r = 1 .. rounds`` then:
    process). Items are eligible while they have no expert label and fewer than
    :data:`MAX_LABELS` labels; old items are eligible too, so old errors are found and fixed,
    not only new items labelled.
-4. **Annotate.** The workforce answers (review: one crowd label; double-blind: two crowd
+4. **Annotate.** The workforce port answers (review: one crowd label; double-blind: two crowd
    labels, an expert adjudicates when they disagree; expert: one expert label; triple: two
    more crowd labels). Tasks and annotations go to the label store in batches.
-5. **Resolve.** Dawid-Skene over the stream's annotations (its annotator model chosen without
-   gold, by held-out likelihood, and named in the reason) gives reviewed items their label
-   (under ``tiered``, the posterior of :func:`loop.issues.label_posteriors`: the champion's
-   probabilities as the prior, each annotator's label weighed as ``program.annotator_model``
-   says, by default by an accuracy fitted jointly with them, so that the model breaks a tie
-   between two disagreeing labels); expert and adjudicated labels are final; auto-accepted
-   items take the model's label; triple items take the majority of their three labels (when all
-   three differ, one of them drawn at random: ties to the first class would favour it). Only
-   changed labels are written, each superseding the current resolution.
+5. **Resolve** (the rules are :func:`loop.resolution.resolve_actions`, a pure function). Dawid-Skene
+   over the stream's annotations (its annotator model chosen without gold, by held-out likelihood,
+   and named in the reason) gives reviewed items their label (under ``tiered``, the posterior of
+   :func:`loop.issues.label_posteriors`: the champion's probabilities as the prior, each annotator's
+   label weighed as ``program.annotator_model`` says, by default by an accuracy fitted jointly with
+   them, so that the model breaks a tie between two disagreeing labels); expert and adjudicated
+   labels are final; auto-accepted items take the model's label; triple items take the majority of
+   their three labels (when all three differ, one of them drawn at random: ties to the first class
+   would favour it). Only changed labels are written, each superseding the current resolution.
 6. **Audit.** Experts check items drawn at random, and the program estimates the error rate of
    the labels without reading the truth (the same code with a team's own people).
 
@@ -80,26 +99,25 @@ must serve). Each round ``r = 1 .. rounds`` then:
      ``tables/auto_accept_bound.csv``, the held items' reasons); ``auto_accept_cutoff`` is the
      lowest confidence auto-accepted in the round (1: none; without a bound, the configured
      cut-off).
-7. **Retrain.** On the labels resolved as of this round (the store's resolved labels, which the
-   program keeps in memory and reads incrementally, :class:`loop.store.StreamHistory`; with
-   out-of-fold probabilities of those items),
-   temperature-scaled on the calibration gold slice,
-   evaluated on the held-out gold; the quality gate (:mod:`loop.gate`) decides whether the
-   challenger becomes the champion; the scorer reloads.
+7. **Retrain.** The trainer port, on the labels resolved as of this round (the store's resolved
+   labels, which the program keeps in memory and reads incrementally,
+   :class:`loop.store.StreamHistory`; with out-of-fold probabilities of those items), by default
+   temperature-scaled on the calibration gold slice and evaluated on the held-out gold; the quality
+   gate (:mod:`loop.gate`) decides whether the challenger becomes the champion; the scorer reloads.
 8. **Measure.** Everything in :mod:`experiments.tracking` with ``step = round``, and the
    round's routed-item table.
 
-**Budget.** The strategy may plan at most the round's budget (``budget_per_round`` plus what
-earlier rounds left unspent, minus what they overspent: planned and actual costs differ
-because seconds vary), so every budgeted strategy spends the same over the program.
-``triple_majority`` ignores the budget by design. A round is planned at the higher of the
-world's expected cost of a crowd and an expert label and what they have actually cost in
-this program so far (a program meets a few experts, and their speed decides the cost), and
-audits are planned at the expected expert cost: what a round's audit will probably cost
-beyond that, plus one standard deviation of the round's spending, is held back from the
-round's plan (and carried to the next), and what the audit did cost beyond its plan is
-charged to the budget like the strategy's own overspending (a saving is not handed out). So
-the total, audits included, stays within the planned total, also after the last round.
+**Budget** (:class:`loop.budget.Budget`). The strategy may plan at most the round's budget
+(``budget_per_round`` plus what earlier rounds left unspent, minus what they overspent: planned and
+actual costs differ because seconds vary), so every budgeted strategy spends the same over the
+program. ``triple_majority`` ignores the budget by design. A round is planned at the higher of the
+workforce's expected cost of a crowd and an expert label and what they have actually cost in this
+program so far (a program meets a few experts, and their speed decides the cost), and audits are
+planned at the expected expert cost: what a round's audit will probably cost beyond that, plus one
+standard deviation of the round's spending, is held back from the round's plan (and carried to the
+next), and what the audit did cost beyond its plan is charged to the budget like the strategy's own
+overspending (a saving is not handed out). So the total, audits included, stays within the planned
+total, also after the last round.
 
 **What counts as an error removed.** The truth is known in simulation: an item's label is
 wrong when it differs from the true class. ``errors_removed`` = wrong initial labels of the
@@ -130,37 +148,39 @@ import dataclasses
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.special import softmax
 from threadpoolctl import threadpool_limits
 
-from loop.aggregate import DawidSkene, MajorityVote
 from loop.audit import ErrorRateEstimate, audit_sample, estimate_error_rate, estimate_error_rate_stratified
-from loop.calibration import CalibratedClassifier, TemperatureScaling, reliability_table
+from loop.budget import Budget
+from loop.calibration import TemperatureScaling, reliability_table
+from loop.exceptions import LoopError
 from loop.columns import ANNOTATOR, CONFIDENCE, COST, ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, SECONDS
-from loop.gate import ModelEvaluation, decide, evaluate_model
+from loop.gate import ModelEvaluation, decide
 from loop.issues import confused_pairs, label_posteriors
+from loop.resolution import METHOD_CONSENSUS, METHOD_EXPERT, resolve_actions
 from loop.routing import RoutingThresholds, route, score_items
 from loop.store import TASK_ID, LabelStore, StreamHistory
-from loop.strategies import ACTION, IS_NEW, PLANNED_COST, SELF_CONFIDENCE, Action, Strategy, TaskCosts, plan_round
+from loop.strategies import ACTION, IS_NEW, PLANNED_COST, SELF_CONFIDENCE, Action, Strategy, plan_round
 
 from . import tracking as T
 from .config import IN_PROCESS, LOCAL, ConfigError, ModelConfig, ProgramConfig, flatten
 from .models import make_estimator, trusted_modules
+from .ports import (CalibratedTrainer, Dataset, Request, Scorer, SimulatedWorkforce, Ticket, Trainer, Workforce,
+                    WorldDataset)
 from .world import TIER_CODES, World, build_world
 
 __all__ = ["MAX_LABELS", "HttpScorer", "InProcessScorer", "ProgramResult", "Scorer", "Setup", "main",
            "make_tracker", "open_setup", "run_program"]
 
 MAX_LABELS = 5  # an item with this many labels is not sent to people again
-_FOLDS = 5  # out-of-fold probabilities of the training items
 _T0 = pd.Timestamp("2026-01-05", tz="UTC")
 _CROWD_START, _ADJUDICATION_START, _AUDIT_START = pd.Timedelta(hours=8), pd.Timedelta(hours=16), pd.Timedelta(hours=20)
 CREATED_AT = "created_at"
-_METHOD_CONSENSUS, _METHOD_EXPERT, _METHOD_ADJUDICATED, _METHOD_AUTO = "consensus", "expert", "adjudicated", "auto"
 # Where an item's current label came from, by the program's own record (no truth): the audit's
 # strata. Double-blind and triple work count as reviewed, an audit's correction as expert.
 STRATA = ("auto_accepted", "reviewed", "expert", "untouched")
@@ -172,27 +192,7 @@ AUDIT_METHOD = ("stratified (auto-accepted oversampled, the rest uniform), adjud
                 "Wilson interval at Kish's effective size")
 
 
-# --- the scorer port ---------------------------------------------------------------------------
-
-
-class Scorer(Protocol):
-    """Scores items with the current champion (the Serve app, or the same code in process)."""
-
-    def score(self, item_ids: Any, features: Any, labels: Any = None) -> tuple[pd.DataFrame, np.ndarray]:
-        """The scores frame (``loop.columns.SCORE_COLUMNS``) and the (n, k) class probabilities."""
-        ...
-
-    def route(self, item_ids: Any, probabilities: Any, label_issue_scores: Any,
-              thresholds: RoutingThresholds, labels: Any = None) -> pd.DataFrame:
-        """Routing decisions (``item_id, route, reason, priority``, as :func:`loop.routing.route`)
-        of the champion's probabilities (shape (n, k), as :meth:`score` returned them), with the
-        caller's label-issue scores: the model does not run again. ``labels`` (the current
-        class codes, optional) are named in the reasons."""
-        ...
-
-    def reload(self) -> None:
-        """Pick up the current champion."""
-        ...
+# --- the scorer port's adapters (the port: experiments.ports.Scorer) ------------------------
 
 
 class InProcessScorer:
@@ -483,8 +483,9 @@ class ProgramResult:
 
 def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: LabelStore | None = None,
                 tracker: T.Tracker | None = None, world: World | None = None,
-                progress: Callable[[int, int], None] | None = None) -> ProgramResult:
-    """Run one program end to end.
+                progress: Callable[[int, int], None] | None = None, workforce: Workforce | None = None,
+                trainer: Trainer | None = None) -> ProgramResult:
+    """Run one program end to end: the loop over its ports (:mod:`experiments.ports`).
 
     Parameters
     ----------
@@ -500,9 +501,15 @@ def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: Labe
         is nested under the active MLflow run when there is one (a comparison).
     world : World, optional
         The simulated world; default ``build_world(cfg)``. Pass one to share it between
-        strategies (it depends on the dataset, crowd, sizes and seed only).
+        strategies (it depends on the dataset, crowd, sizes and seed only). It is the program's
+        :class:`~experiments.ports.Dataset` (:class:`~experiments.ports.WorldDataset`).
     progress : callable (round, rounds) -> None, optional
         Called after each round (0 = seed).
+    workforce : Workforce, optional
+        Who labels; default the world's (:class:`~experiments.ports.SimulatedWorkforce`).
+    trainer : Trainer, optional
+        Trains each round's challenger; default :class:`~experiments.ports.CalibratedTrainer`
+        with ``cfg.model``.
 
     Returns
     -------
@@ -519,9 +526,14 @@ def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: Labe
     """
     tracker = tracker if tracker is not None else make_tracker(cfg)
     with open_setup(cfg, world=world, store=store, scorer=scorer) as setup:
-        program = _Program(cfg, setup.world, setup.store, tracker)
+        dataset = WorldDataset(setup.world)
+        workforce = workforce if workforce is not None else SimulatedWorkforce(setup.world)
+        # The estimator is looked up when a model is trained (_classifier, patched in tests).
+        trainer = trainer if trainer is not None else CalibratedTrainer(
+            dataset, estimator=lambda: _classifier(cfg.model), seed=cfg.seed, max_fit_items=cfg.max_fit_items)
+        program = _Program(cfg, dataset, workforce, trainer, setup.store, tracker)
         tracker.start(f"{cfg.strategy.value}", params={**flatten(cfg), T.PARAM_AUDIT_METHOD: AUDIT_METHOD}, tags={
-            T.TAG_STRATEGY: cfg.strategy.value, T.TAG_DATASET: setup.world.dataset, T.TAG_ROLE: T.ROLE_PROGRAM,
+            T.TAG_STRATEGY: cfg.strategy.value, T.TAG_DATASET: dataset.name, T.TAG_ROLE: T.ROLE_PROGRAM,
             T.TAG_STREAM: program.stream})
         # Single-threaded BLAS: the arrays are small, and BLAS threads fighting over a few shared
         # cores made a 0.1 s model fit take 4 s.
@@ -548,20 +560,27 @@ def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: Labe
 
 
 class _Program:
-    """The state of one run between rounds; each step is a method of a few lines."""
+    """The state of one run between rounds; each step is a method of a few lines. It talks to
+    its ports (dataset, workforce, trainer, scorer, tracker) and never asks which adapter it has."""
 
-    def __init__(self, cfg: ProgramConfig, world: World, store: LabelStore, tracker: T.Tracker) -> None:
-        self.cfg, self.world, self.store, self.tracker = cfg, world, store, tracker
+    def __init__(self, cfg: ProgramConfig, dataset: Dataset, workforce: Workforce, trainer: Trainer,
+                 store: LabelStore, tracker: T.Tracker) -> None:
+        if dataset.truth is None:
+            raise LoopError(f"dataset {dataset.name!r} has no truth: the program's truth-needing figures "
+                            "(true_error_rate, errors_removed, ...) need one; a dataset without truth is not "
+                            "supported by the program yet")
+        self.cfg, self.dataset, self.workforce, self.trainer = cfg, dataset, workforce, trainer
+        self.store, self.tracker = store, tracker
         self.rng = np.random.default_rng([cfg.seed, 11, list(Strategy).index(cfg.strategy)])
         # Triple annotation's ties (three labels that all differ) are drawn from their own
         # numbers, so that breaking them leaves the crowd's answers as they were.
         self.ties = np.random.default_rng([cfg.seed, 13])
-        self.stream = _new_stream(store, f"{cfg.name}-{world.dataset}-{cfg.strategy.value}-seed{cfg.seed}",
-                                  world.classes)
+        self.stream = _new_stream(store, f"{cfg.name}-{dataset.name}-{cfg.strategy.value}-seed{cfg.seed}",
+                                  dataset.classes)
         # The stream's annotations and labels, kept in memory and read incrementally: the
         # program needs them several times a round, and a whole read costs the stream's history.
         self.history = StreamHistory(store, self.stream)
-        people = world.workforce.annotators
+        people = workforce.annotators
         self.tiers = dict(zip(people[ANNOTATOR], people["tier"].map(TIER_CODES)))
         for row in people.itertuples(index=False):
             store.add_annotator(row.annotator_id, tier=TIER_CODES[row.tier], hourly_rate=float(row.hourly_rate),
@@ -569,13 +588,16 @@ class _Program:
         self.experts = set(people.loc[people["tier"] == "expert", ANNOTATOR])
         # The truth and the initial labels by object id, looked up over every arrived item each
         # round: pandas' Arrow str index lookups are ~10x slower.
-        self._truth = pd.Series(world.truth.to_numpy(), index=pd.Index(world.truth.index, dtype=object))
-        self._initial = pd.Series(world.initial[LABEL].to_numpy(), index=pd.Index(world.initial[ITEM], dtype=object))
+        self._truth = pd.Series(dataset.truth.to_numpy(), index=pd.Index(dataset.truth.index, dtype=object))
+        self._initial = pd.Series(dataset.initial[LABEL].to_numpy(),
+                                  index=pd.Index(dataset.initial[ITEM], dtype=object))
         self.scorer: Scorer | None = None
         self.champion: ModelEvaluation | None = None
         self.out_of_fold = pd.DataFrame()  # the champion's out-of-fold probabilities, by training item
         self.champion_version = ""
-        self.carry = 0.0
+        # triple_majority ignores the budget by design: its cost is its protocol's.
+        self.budget = Budget(cfg.budget_per_round, workforce.costs,
+                             carries=cfg.strategy is not Strategy.TRIPLE_MAJORITY)
         self.rows: list[dict[str, float]] = []
         self.curve: list[dict[str, float]] = []
         self.gates: list[dict[str, Any]] = []
@@ -602,41 +624,42 @@ class _Program:
     # -- steps -------------------------------------------------------------------------------
     def arrive(self, round_: int) -> np.ndarray:
         """Register the round's new items with their initial labels (the first resolution)."""
-        new = self.world.arrivals(round_)
-        initial = self.world.initial.set_index(ITEM).loc[new].reset_index()
-        self.store.add_items(self.stream, pd.DataFrame({ITEM: new, "source": self.world.dataset}))
+        new = self.dataset.arrivals(round_)
+        initial = self.dataset.initial.set_index(ITEM).loc[new].reset_index()
+        self.store.add_items(self.stream, pd.DataFrame({ITEM: new, "source": self.dataset.name}))
         self.stratum = pd.concat([self.stratum, pd.Series(_UNTOUCHED, index=new.astype(str), dtype=object)])
         self._write_answers(initial, round_, pd.Timedelta(0))
         self.store.add_resolutions(self.stream, pd.DataFrame({
-            ITEM: new, LABEL: initial[LABEL].to_numpy(), "method": _METHOD_CONSENSUS,
+            ITEM: new, LABEL: initial[LABEL].to_numpy(), "method": METHOD_CONSENSUS,
             REASON: "initial crowd label"}))
         return new
 
     def seed_round(self) -> None:
         self.arrive(0)
         labels = self._labels()
-        model, evaluation, self.out_of_fold = self._retrain(labels)
-        self.champion_version = self.tracker.publish(model, aliases=(T.ALIAS_CHALLENGER, T.ALIAS_CHAMPION),
-                                                     input_example=self.world.x(labels.index[:2]))
+        trained = self.trainer.train(labels)
+        evaluation, self.out_of_fold = trained.evaluation, trained.out_of_fold
+        self.champion_version = self.tracker.publish(trained.model, aliases=(T.ALIAS_CHALLENGER, T.ALIAS_CHAMPION),
+                                                     input_example=self.dataset.x(labels.index[:2]))
         self.champion = evaluation
         self.gates.append({"round": 0, "version": self.champion_version, "promoted": True,
                            "reason": "seed model: the first champion"})
-        arrived = self.world.stream[:self.world.items_per_round]
+        arrived = self.dataset.arrived(0)
         self._log_round(0, arrived=arrived, new=arrived, before=labels, after=labels, plan=None, audit=None,
                         evaluation=evaluation, challenger=evaluation, promoted=True, round_cost=0.0, budget=0.0,
                         resolution_hours=float("nan"), pairs=None)
 
     def play_round(self, round_: int) -> None:
-        cfg, world = self.cfg, self.world
-        self.arrive(round_)
-        arrived = world.stream[:(round_ + 1) * world.items_per_round]
+        cfg, dataset = self.cfg, self.dataset
+        new = self.arrive(round_)
+        arrived = dataset.arrived(round_)
         # New to the strategy: arrived since its last plan (round 1 also sees the seed items).
-        new = arrived[(0 if round_ == 1 else round_) * world.items_per_round:]
+        new = arrived if round_ == 1 else new
         before = self._labels()
         self._bound_auto_accept(round_)
         # Object ids: pandas infers Arrow str from an array of strings, and its lookups are ~10x slower.
         current = before.reindex(pd.Index(arrived, dtype=object)).to_numpy(dtype=np.int64)
-        x = world.x(arrived)
+        x = dataset.x(arrived)
         # One scoring pass over what arrived, without the labels: the program judges them
         # itself below (annotators' evidence against these probabilities), so the Scorer's own
         # label-issue scores would be thrown away.
@@ -650,18 +673,14 @@ class _Program:
         self.router = pd.DataFrame(evidence, index=signals[ITEM].astype(str).to_numpy())
         self.doubt = float(1.0 - posterior[np.arange(len(current)), current].mean())
         candidate_probs = evidence[eligible]
-        budget = max(0.0, cfg.budget_per_round + self.carry)
-        costs = self._planning_costs(annotations)
-        audit_size = self._audit_size(arrived)
-        planned_audit = audit_size * world.costs.expert
-        reserve = self._reserve(annotations, audit_size, costs, budget)
-        plan = plan_round(candidates, cfg.strategy, budget=max(0.0, budget - reserve), costs=costs,
+        books = self.budget.open_round(*self._label_costs(annotations), audit_size=self._audit_size(arrived))
+        plan = plan_round(candidates, cfg.strategy, budget=books.plannable, costs=books.costs,
                           rng=self.rng, decisions=self._route(candidates, candidate_probs))
         spent_before = float(annotations[COST].sum())
         answers = self._execute(plan, round_, annotations)
         annotations = self.history.annotations()
         planned_work = len(annotations)
-        round_labels = self._resolve(plan, answers, annotations, before, signals, probs)
+        round_labels = self._resolve(plan, answers, annotations, signals, probs)
         self._write_resolutions(round_labels, before)
         self._track_strata(plan)
         audit = self._audit(arrived, round_, annotations)
@@ -669,12 +688,12 @@ class _Program:
         after = self._labels()
         plan_cost = float(annotations[COST].iloc[:planned_work].sum()) - spent_before
         audit_cost = float(annotations[COST].iloc[planned_work:].sum())
-        if cfg.strategy is not Strategy.TRIPLE_MAJORITY:
-            # Audits are planned at the expected expert cost; what they cost beyond it comes out of
-            # the budget (a saving is not handed out: the total stays within the plan either way).
-            self.carry = budget - plan_cost - max(0.0, audit_cost - planned_audit)
-        challenger_model, challenger, challenger_oof = self._retrain(after)
-        version = self.tracker.publish(challenger_model, aliases=(T.ALIAS_CHALLENGER,),
+        # Audits are planned at the expected expert cost; what they cost beyond it comes out of
+        # the budget (a saving is not handed out: the total stays within the plan either way).
+        self.budget.close_round(books, plan_cost=plan_cost, audit_cost=audit_cost)
+        trained = self.trainer.train(after)
+        challenger, challenger_oof = trained.evaluation, trained.out_of_fold
+        version = self.tracker.publish(trained.model, aliases=(T.ALIAS_CHALLENGER,),
                                        input_example=x[:2])
         decision = decide(challenger, self.champion, cfg.gate)
         if decision.promote:
@@ -687,26 +706,26 @@ class _Program:
                            "reason": decision.reason})
         self.tracker.set_tags({T.TAG_GATE_REASON: decision.reason})
         pairs = confused_pairs(after.reindex(pd.Index(arrived, dtype=object)).to_numpy(dtype=np.int64), probs,
-                               classes=list(world.classes))
+                               classes=list(dataset.classes))
         self._log_round(round_, arrived=arrived, new=new, before=before, after=after, plan=plan, audit=audit,
                         evaluation=self.champion, challenger=challenger, promoted=decision.promote,
-                        round_cost=float(annotations[COST].sum()) - spent_before, budget=budget,
+                        round_cost=float(annotations[COST].sum()) - spent_before, budget=books.budget,
                         resolution_hours=_resolution_hours(annotations, plan, round_), pairs=pairs)
         self._log_routed(round_, plan, candidates, before, after)
 
     def finish(self) -> ProgramResult:
-        cfg, world = self.cfg, self.world
+        cfg, dataset = self.cfg, self.dataset
         rounds = pd.DataFrame(self.rows).set_index("round")
-        arrived = world.stream[:(cfg.rounds + 1) * world.items_per_round]
-        initial = world.initial.set_index(ITEM)[LABEL].reindex(arrived)
+        arrived = dataset.arrived(cfg.rounds)
+        initial = dataset.initial.set_index(ITEM)[LABEL].reindex(arrived)
         final = self._labels().reindex(arrived)
         annotations = self.history.annotations()
         n_initial = len(arrived)
         is_initial = annotations.groupby(ITEM).cumcount() == 0
         initial_cost = float(annotations.loc[is_initial, COST].sum())
         model = self.tracker.load_model(T.ALIAS_CHAMPION)
-        holdout = world.holdout
-        probs = model.predict_proba(world.x(holdout.index))
+        holdout = dataset.holdout
+        probs = model.predict_proba(dataset.x(holdout.index))
         self._log_plots(rounds, probs, holdout.to_numpy())
         self.tracker.log_table(rounds.reset_index(), T.ROUNDS_CSV)
         self.tracker.log_table(pd.DataFrame(self.gates), T.GATE_CSV)
@@ -718,7 +737,7 @@ class _Program:
         wrong_initial = int(self._wrong(initial).sum())
         wrong_final = int(self._wrong(final).sum())
         result = ProgramResult(
-            strategy=cfg.strategy.value, dataset=world.dataset, stream=self.stream,
+            strategy=cfg.strategy.value, dataset=dataset.name, stream=self.stream,
             run_id=getattr(self.tracker, "run_id", None), rounds=rounds, n_items=n_initial,
             initial_error_rate=wrong_initial / n_initial, final_error_rate=wrong_final / n_initial,
             errors_removed=wrong_initial - wrong_final, errors_fixed=self.fixed, errors_introduced=self.introduced,
@@ -746,32 +765,6 @@ class _Program:
     def _audit_size(self, arrived: np.ndarray) -> int:
         """Items the round's audit will check (as :func:`loop.audit.audit_sample` rounds)."""
         return int(np.ceil(self.cfg.audit_rate * len(arrived)))
-
-    def _planning_costs(self, annotations: pd.DataFrame) -> TaskCosts:
-        """The planned cost of a crowd and an expert label, raised to what they have cost so far.
-
-        The world's costs are expectations over annotators; a program meets a few of them (three
-        experts), whose speed decides what its labels really cost. Planning at the higher of the
-        two keeps the actual spending within the budget instead of catching up a round later.
-        """
-        planned = self.world.costs
-        crowd, expert = self._label_costs(annotations)
-        crowd_cost = max(planned.crowd, float(crowd.mean())) if crowd.size else planned.crowd
-        expert_cost = max(planned.expert, float(expert.mean())) if expert.size else planned.expert
-        return TaskCosts(crowd=crowd_cost, expert=expert_cost, adjudication_share=planned.adjudication_share)
-
-    def _reserve(self, annotations: pd.DataFrame, audit_size: int, costs: TaskCosts, budget: float) -> float:
-        """What the round's plan holds back: what its audit will probably cost beyond the audit's
-        planned cost, plus one standard deviation of the round's spending (labels' seconds vary).
-
-        What is held back and not spent is carried to the next round; only after the last round
-        is it left unspent, so the program's total stays within its plan.
-        """
-        crowd, expert = self._label_costs(annotations)
-        spread_crowd = float(crowd.std()) if crowd.size > 1 else 0.0
-        spread_expert = float(expert.std()) if expert.size > 1 else 0.0
-        spread = np.sqrt(audit_size * spread_expert ** 2 + budget / costs.crowd * spread_crowd ** 2)
-        return audit_size * (costs.expert - self.world.costs.expert) + float(spread)
 
     def _label_costs(self, annotations: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """What each crowd label and each expert label of the stream has cost so far."""
@@ -877,17 +870,19 @@ class _Program:
         return decisions
 
     def _execute(self, plan: pd.DataFrame, round_: int, annotations: pd.DataFrame) -> pd.DataFrame:
-        """Ask the workforce for the plan's labels; write tasks and annotations; return the answers."""
-        truth, wf, rng = self.world.truth, self.world.workforce, self.rng
+        """Ask the workforce for the plan's labels; write tasks and annotations; return the answers.
+
+        The round's work goes out at once, then its answers are collected (a workforce of
+        people answers later); adjudication goes out once the double-blind pairs are in."""
+        wf, rng = self.workforce, self.rng
         exclude = annotations[[ITEM, ANNOTATOR]].astype({ITEM: str})
         actions = plan.set_index(ITEM)[ACTION]
         ids = {a: actions.index[actions == a.value] for a in Action}
-        crowd = pd.concat([
-            wf.ask_crowd(truth[ids[Action.REVIEW]], 1, exclude=exclude, rng=rng),
-            wf.ask_crowd(truth[ids[Action.DOUBLE_BLIND]], 2, exclude=exclude, rng=rng),
-            wf.ask_crowd(truth[ids[Action.TRIPLE]], 2, exclude=exclude, rng=rng),
-        ], ignore_index=True)
-        experts = wf.ask_experts(truth[ids[Action.EXPERT]], exclude=exclude, rng=rng)
+        crowd_work = [wf.submit(Request(ids[a], labels_per_item=a.crowd_labels, exclude=exclude), rng=rng)
+                      for a in (Action.REVIEW, Action.DOUBLE_BLIND, Action.TRIPLE)]
+        expert_work = wf.submit(Request(ids[Action.EXPERT], expert=True, exclude=exclude), rng=rng)
+        crowd = pd.concat([self._collect(t) for t in crowd_work], ignore_index=True)
+        experts = self._collect(expert_work)
         first = pd.concat([crowd, experts], ignore_index=True)
         self._write_answers(first, round_, _CROWD_START)
         # Double-blind pairs that disagree go to an expert who labelled neither.
@@ -895,9 +890,18 @@ class _Program:
         split = pairs.groupby(ITEM)[LABEL].nunique()
         disputed = split.index[split > 1]
         seen = pd.concat([exclude, first[[ITEM, ANNOTATOR]]], ignore_index=True)
-        adjudication = wf.ask_experts(truth[disputed], exclude=seen, rng=rng)
+        adjudication = self._collect(wf.submit(Request(disputed, expert=True, exclude=seen), rng=rng))
         self._write_answers(adjudication, round_, _ADJUDICATION_START)
         return pd.concat([first, adjudication], ignore_index=True)
+
+    def _collect(self, ticket: Ticket) -> pd.DataFrame:
+        """The answers of a ticket. A round waits for its answers; a workforce whose answers are
+        not in yet (people) needs the annotation team's waiting, not supported yet."""
+        answers = self.workforce.collect(ticket)
+        if answers is None:
+            raise LoopError(f"the workforce has not answered request {ticket.id} yet: the program's rounds need "
+                            "their answers within the round")
+        return answers
 
     def _write_answers(self, answers: pd.DataFrame, round_: int, offset: pd.Timedelta) -> None:
         """Tasks (each at its annotator's tier) and the annotations that answer them, in batched
@@ -920,54 +924,20 @@ class _Program:
         # stream's assigned tasks instead would cost its whole history).
         self.store.set_task_statuses(list(tasks.ids), "done", reason="answered")
 
-    def _resolve(self, plan: pd.DataFrame, answers: pd.DataFrame, annotations: pd.DataFrame, before: pd.Series,
+    def _resolve(self, plan: pd.DataFrame, answers: pd.DataFrame, annotations: pd.DataFrame,
                  scores: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
-        """New labels of the items acted on: ``item_id, label, method, reason``."""
-        frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
-        actions = plan.set_index(ITEM)[ACTION]
-        out = []
-        auto = actions.index[actions == Action.AUTO_ACCEPT.value]
-        if len(auto):
-            predicted = scores.assign(**{ITEM: scores[ITEM].astype(str)}).set_index(ITEM)["predicted"]
-            whose = ("the consensus of the model and its annotators" if self.cfg.strategy is Strategy.TIERED
-                     else "the model's label")
-            out.append(pd.DataFrame({ITEM: auto, LABEL: predicted.reindex(auto).astype(np.int64).to_numpy(),
-                                     "method": _METHOD_AUTO, REASON: f"auto-accepted: {whose}"}))
-        by_expert = answers[answers[ANNOTATOR].isin(self.experts)].drop_duplicates(ITEM, keep="last")
-        expert_items = actions.index[actions == Action.EXPERT.value]
-        blind = actions.index[actions == Action.DOUBLE_BLIND.value]
-        expert = by_expert[by_expert[ITEM].isin(expert_items)]
-        out.append(pd.DataFrame({ITEM: expert[ITEM].to_numpy(), LABEL: expert[LABEL].to_numpy(),
-                                 "method": _METHOD_EXPERT, REASON: "expert label"}))
-        adjudicated = by_expert[by_expert[ITEM].isin(blind)]
-        out.append(pd.DataFrame({ITEM: adjudicated[ITEM].to_numpy(), LABEL: adjudicated[LABEL].to_numpy(),
-                                 "method": _METHOD_ADJUDICATED, REASON: "double-blind labels disagreed; expert adjudicated"}))
-        agreed = answers[answers[ITEM].isin(blind.difference(adjudicated[ITEM]))].drop_duplicates(ITEM)
-        out.append(pd.DataFrame({ITEM: agreed[ITEM].to_numpy(), LABEL: agreed[LABEL].to_numpy(),
-                                 "method": _METHOD_CONSENSUS, REASON: "double-blind labels agreed"}))
-        reviewed = actions.index[actions == Action.REVIEW.value]
-        if len(reviewed) and self.cfg.strategy is Strategy.TIERED:
-            # The model breaks ties between annotators who disagree (one review of a single label).
+        """New labels of the items acted on (:func:`loop.resolution.resolve_actions`)."""
+        predicted = scores.assign(**{ITEM: scores[ITEM].astype(str)}).set_index(ITEM)["predicted"]
+        posterior = None
+        if self.cfg.strategy is Strategy.TIERED and (plan[ACTION] == Action.REVIEW.value).any():
+            # The posterior after this round's answers: the model breaks ties between annotators.
             arrived = scores[ITEM].astype(str).to_numpy()
+            frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
             posterior = pd.DataFrame(label_posteriors(probs, annotations=frame, item_ids=arrived,
                                                       annotator_model=self.cfg.annotator_model,
                                                       **self._posterior_fit()), index=arrived)
-            best = posterior.reindex(reviewed).to_numpy().argmax(axis=1)
-            out.append(pd.DataFrame({ITEM: reviewed, LABEL: best.astype(np.int64), "method": _METHOD_CONSENSUS,
-                                     REASON: "reviewed; posterior over its labels and the model"}))
-        elif len(reviewed):
-            # The default resolver picks its annotator model without gold; the reason names it.
-            ds = DawidSkene().fit(frame)
-            out.append(pd.DataFrame({ITEM: reviewed, LABEL: ds.labels_.reindex(reviewed).astype(np.int64).to_numpy(),
-                                     "method": _METHOD_CONSENSUS,
-                                     REASON: f"reviewed; Dawid-Skene ({ds.model_} model) over its labels"}))
-        tripled = actions.index[actions == Action.TRIPLE.value]
-        if len(tripled):
-            vote = MajorityVote(tie_break="random", random_state=self.ties)
-            votes = vote.fit(frame[frame[ITEM].isin(tripled)]).labels_
-            out.append(pd.DataFrame({ITEM: tripled, LABEL: votes.reindex(tripled).astype(np.int64).to_numpy(),
-                                     "method": _METHOD_CONSENSUS, REASON: "majority of three crowd labels"}))
-        return pd.concat(out, ignore_index=True)
+        return resolve_actions(plan, answers, annotations, strategy=self.cfg.strategy, experts=self.experts,
+                               predicted=predicted, posterior=posterior, rng=self.ties)
 
     def _write_resolutions(self, labels: pd.DataFrame, before: pd.Series) -> None:
         """Write the labels that changed, each superseding the item's current resolution."""
@@ -1011,8 +981,7 @@ class _Program:
         strata = self.stratum.reindex(population).fillna(_UNTOUCHED).to_numpy()
         design = np.where(strata == _AUTO, _AUTO, "rest")
         sample = _stratified_sample(population, design, max(1, int(round(spend / (1 + share)))), rng)
-        truth = self.world.truth
-        first = self.world.workforce.ask_experts(truth[sample], exclude=exclude, rng=rng)
+        first = self._collect(self.workforce.submit(Request(sample, expert=True, exclude=exclude), rng=rng))
         self._write_answers(first, round_, _AUDIT_START)
         first = first.set_index(ITEM)[[ANNOTATOR, LABEL]].reindex(sample)
         current = labels.reindex(sample).to_numpy(dtype=np.int64)
@@ -1021,14 +990,14 @@ class _Program:
         # Only where an expert who has not labelled the item is left (see _verdict otherwise).
         used = seen[seen[ANNOTATOR].isin(self.experts)].groupby(ITEM)[ANNOTATOR].nunique()
         askable = disputed[used.reindex(disputed).fillna(0).to_numpy() < len(self.experts)]
-        second = self.world.workforce.ask_experts(truth[askable], exclude=seen, rng=rng)
+        second = self._collect(self.workforce.submit(Request(askable, expert=True, exclude=seen), rng=rng))
         self._write_answers(second, round_, _AUDIT_START + pd.Timedelta(hours=2))
         verdict = _verdict(sample, current, first[LABEL].to_numpy(dtype=np.int64),
                            second.set_index(ITEM)[LABEL].reindex(sample).to_numpy(dtype=np.float64))
         self.first_checks, self.disputed = self.first_checks + sample.size, self.disputed + disputed.size
         fixes = verdict[verdict["fix"]]
         self._write_resolutions(pd.DataFrame({
-            ITEM: fixes[ITEM].to_numpy(), LABEL: fixes["first"].to_numpy(dtype=np.int64), "method": _METHOD_EXPERT,
+            ITEM: fixes[ITEM].to_numpy(), LABEL: fixes["first"].to_numpy(dtype=np.int64), "method": METHOD_EXPERT,
             REASON: "corrected by a random audit: two independent experts agreed against the label"}), labels)
         audit = _estimate(verdict, pd.Series(strata, index=population), pd.Series(design, index=population), round_)
         self._learn_from_audit(verdict)
@@ -1100,44 +1069,6 @@ class _Program:
         self.tracker.set_tags({T.TAG_AUTO_ACCEPT_BOUND: f"round {round_}: {why}"})
         self.temperature = temperature
 
-    def _retrain(self, labels: pd.Series) -> tuple[CalibratedClassifier, ModelEvaluation, pd.DataFrame]:
-        """Fit on the labels resolved as of now, temperature on the calibration slice, evaluate on the
-        holdout; and the out-of-fold calibrated probabilities of the training items."""
-        from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-        # ``labels`` are the stream's resolved labels as of now (sorted by item id, as the store
-        # returns them), read a moment ago.
-        ids = labels.index.to_numpy(dtype=object)
-        y = labels.to_numpy(dtype=np.int64)
-        cap = self.cfg.max_fit_items
-        if cap is not None and len(ids) > cap:
-            # A bounded training set, so that a round's cost stops growing with the history: a
-            # uniform sample (in item order). The items left out are judged by the champion's own
-            # probabilities, which are out of sample for them.
-            rng = np.random.default_rng([self.cfg.seed, 23, len(ids)])
-            keep = np.sort(rng.choice(len(ids), size=cap, replace=False))
-            ids, y = ids[keep], y[keep]
-        k = self.world.n_classes
-        x = self.world.x(ids)
-        estimator = _classifier(self.cfg.model).fit(x, y)
-        calib = self.world.calibration
-        raw = np.zeros((len(calib), k))
-        raw[:, estimator.classes_] = estimator.predict_proba(self.world.x(calib.index))
-        model = CalibratedClassifier(estimator, TemperatureScaling().fit(raw, calib.to_numpy()), n_classes=k)
-        # A model judges the labels it learnt from too kindly (it fits their errors): the items it
-        # was trained on are judged by models that did not see them (cleanlab's out-of-sample
-        # requirement), each fold's probabilities calibrated like the model's.
-        folds = StratifiedKFold(n_splits=_FOLDS, shuffle=True, random_state=self.cfg.seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # a class with fewer items than folds
-            held_out = cross_val_predict(estimator, x, y, cv=folds, method="predict_proba")  # refits clones
-        raw = np.zeros((len(ids), k))
-        raw[:, estimator.classes_] = held_out
-        out_of_fold = pd.DataFrame(model.scaler.transform(raw), index=pd.Index(ids, name=ITEM))
-        holdout = self.world.holdout
-        evaluation = evaluate_model(holdout.to_numpy(), model.predict_proba(self.world.x(holdout.index)))
-        return model, evaluation, out_of_fold
-
     def _out_of_sample(self, arrived: np.ndarray, scores: pd.DataFrame,
                        probs: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
         """The champion's probabilities, with its training items' rows out of fold (and their scores
@@ -1155,7 +1086,6 @@ class _Program:
                    plan: pd.DataFrame | None, audit: _Audit | None, evaluation: ModelEvaluation,
                    challenger: ModelEvaluation, promoted: bool, round_cost: float, budget: float,
                    resolution_hours: float, pairs: pd.DataFrame | None) -> None:
-        world = self.world
         arrived = pd.Index(arrived, dtype=object)  # object ids: Arrow str lookups are ~10x slower
         now_wrong = self._wrong(after.reindex(arrived))
         was_wrong = self._wrong(before.reindex(arrived))
@@ -1208,7 +1138,7 @@ class _Program:
         ids = plan[ITEM].astype(str).to_numpy()
         table = candidates.drop(columns=[c for c in (ROUTE,) if c in candidates.columns]).merge(
             plan[[ITEM, ACTION, ROUTE, REASON, "priority", PLANNED_COST]], on=ITEM, how="left")
-        truth = self.world.truth.reindex(ids).to_numpy()
+        truth = self.dataset.truth.reindex(ids).to_numpy()
         table = table.assign(label_before=before.reindex(ids).to_numpy(), label_after=after.reindex(ids).to_numpy(),
                              true_label=truth)
         table = table[table[ACTION] != Action.KEEP.value].sort_values("priority", ascending=False)
@@ -1218,7 +1148,7 @@ class _Program:
         t = self.tracker
         t.log_figure(T.plot_error_vs_cost({self.cfg.strategy.value: rounds}), T.ERROR_VS_COST_PNG)
         t.log_figure(T.plot_reliability(reliability_table(probs, truth)), T.RELIABILITY_PNG)
-        t.log_figure(T.plot_confusion_matrix(truth, probs.argmax(axis=1), self.world.classes), T.CONFUSION_PNG)
+        t.log_figure(T.plot_confusion_matrix(truth, probs.argmax(axis=1), self.dataset.classes), T.CONFUSION_PNG)
 
 
 def _classifier(model: ModelConfig | None = None):

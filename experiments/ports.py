@@ -1,0 +1,296 @@
+"""The program's ports: small interfaces the round loop talks to, and their adapters.
+
+The program (:mod:`experiments.program`) is a loop over ports; it never asks which adapter
+it has:
+
+==============  ===========================================================  ==============================
+port            what it does                                                 adapters
+==============  ===========================================================  ==============================
+``Dataset``     items, their features, arrivals, initial labels, gold        :class:`WorldDataset` (a built-in
+                (calibration, holdout) and the truth (``None``: unknown)     world or a team's table)
+``Workforce``   takes work (crowd or expert labels) and answers it, maybe    :class:`SimulatedWorkforce`
+                later: :meth:`Workforce.submit` returns a :class:`Ticket`,   (simulated or replayed answers,
+                :meth:`Workforce.collect` its answers once they are in       at once); people: next
+``Trainer``     fits a model on resolved labels: calibrated, evaluated,      :class:`CalibratedTrainer`
+                with out-of-fold probabilities of its training items
+``Scorer``      scores and routes with the champion                          ``InProcessScorer``,
+                                                                             ``HttpScorer`` (program)
+``Tracker``     runs, metrics, tables, models                                :mod:`experiments.tracking`
+==============  ===========================================================  ==============================
+
+The simulator is one adapter pair (:class:`WorldDataset` and :class:`SimulatedWorkforce` over
+an :class:`experiments.world.World`), not the shape of the loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from loop.calibration import CalibratedClassifier, TemperatureScaling
+from loop.columns import ITEM
+from loop.gate import ModelEvaluation, evaluate_model
+from loop.routing import RoutingThresholds
+from loop.strategies import TaskCosts
+
+from .tracking import Tracker
+from .world import World
+
+__all__ = ["CalibratedTrainer", "Dataset", "Request", "Scorer", "SimulatedWorkforce", "Ticket", "Trained", "Tracker",
+           "Trainer", "Workforce", "WorldDataset"]
+
+FOLDS = 5  # out-of-fold probabilities of the training items
+
+
+# --- Dataset -----------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """The items of a program: what arrives when, their features, their first labels, the gold.
+
+    Attributes
+    ----------
+    name : str
+    classes : tuple of str
+        Class names; labels are codes into it.
+    initial : DataFrame
+        The initial label of every stream item: ``item_id, annotator_id, label, seconds, cost``.
+    calibration, holdout : Series
+        Gold class codes by item id: the temperature's slice and the evaluation's.
+    truth : Series or None
+        The true class code of every stream item (a simulation); None when nobody knows it
+        (a live team).
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    initial: pd.DataFrame
+    calibration: pd.Series
+    holdout: pd.Series
+    truth: pd.Series | None
+
+    def x(self, item_ids: Any) -> np.ndarray:
+        """Features of ``item_ids``, shape ``(n, d)``, float64."""
+        ...
+
+    def arrivals(self, round_: int) -> np.ndarray:
+        """Ids of the items arriving in round ``round_`` (0 = seed round)."""
+        ...
+
+    def arrived(self, round_: int) -> np.ndarray:
+        """Ids of every item arrived by the end of round ``round_``, in arrival order."""
+        ...
+
+
+class WorldDataset:
+    """A simulated world (built-in dataset or a team's table, :func:`experiments.world.build_world`)
+    as a :class:`Dataset`."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.name, self.classes = world.dataset, world.classes
+        self.initial, self.truth = world.initial, world.truth
+        self.calibration, self.holdout = world.calibration, world.holdout
+
+    def x(self, item_ids: Any) -> np.ndarray:
+        return self.world.x(item_ids)
+
+    def arrivals(self, round_: int) -> np.ndarray:
+        return self.world.arrivals(round_)
+
+    def arrived(self, round_: int) -> np.ndarray:
+        return self.world.stream[:(round_ + 1) * self.world.items_per_round]
+
+
+# --- Workforce ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """Work for the workforce: labels of some items, by the crowd or by experts.
+
+    Attributes
+    ----------
+    item_ids : array-like of str
+    expert : bool
+        Expert labels (one per item) instead of crowd labels.
+    labels_per_item : int
+        Crowd labels per item, each from a different person.
+    exclude : DataFrame, optional
+        ``item_id, annotator_id`` pairs that may not answer (who labelled the item already).
+    """
+
+    item_ids: Any
+    expert: bool = False
+    labels_per_item: int = 1
+    exclude: pd.DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A request the workforce took; :meth:`Workforce.collect` gives its answers."""
+
+    id: int
+    request: Request
+
+
+@runtime_checkable
+class Workforce(Protocol):
+    """Who labels: takes requests, and answers them now (simulated, replayed) or later (people).
+
+    Attributes
+    ----------
+    annotators : DataFrame
+        Everyone who may answer: ``annotator_id, tier, hourly_rate``.
+    costs : TaskCosts
+        The expected cost of a crowd and an expert label (what rounds are planned at).
+    """
+
+    annotators: pd.DataFrame
+    costs: TaskCosts
+
+    def submit(self, request: Request, *, rng: np.random.Generator) -> Ticket:
+        """Take a request. ``rng`` draws what a simulated workforce draws (who answers, what,
+        how long); people ignore it."""
+        ...
+
+    def collect(self, ticket: Ticket) -> pd.DataFrame | None:
+        """The ticket's answers (``item_id, annotator_id, label, seconds, cost``), or None while
+        they are not all in."""
+        ...
+
+
+class SimulatedWorkforce:
+    """The world's workforce (simulated annotators, or a real crowd replayed with simulated twins)
+    as a :class:`Workforce`: it answers each request when it is submitted, from the truth."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.costs = world.costs
+        self._answers: dict[int, pd.DataFrame] = {}
+        self._ids = itertools.count()
+
+    @property
+    def annotators(self) -> pd.DataFrame:
+        return self.world.workforce.annotators
+
+    def submit(self, request: Request, *, rng: np.random.Generator) -> Ticket:
+        wf, truth = self.world.workforce, self.world.truth[request.item_ids]
+        if request.expert:
+            answers = wf.ask_experts(truth, exclude=request.exclude, rng=rng)
+        else:
+            answers = wf.ask_crowd(truth, request.labels_per_item, exclude=request.exclude, rng=rng)
+        ticket = Ticket(next(self._ids), request)
+        self._answers[ticket.id] = answers
+        return ticket
+
+    def collect(self, ticket: Ticket) -> pd.DataFrame | None:
+        return self._answers.pop(ticket.id, None)
+
+
+# --- Trainer -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained model, its evaluation on the holdout, and its training items' out-of-fold
+    calibrated probabilities (DataFrame, shape (n, k), indexed by item id)."""
+
+    model: Any
+    evaluation: ModelEvaluation
+    out_of_fold: pd.DataFrame
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """Trains a challenger on the labels resolved as of now."""
+
+    def train(self, labels: pd.Series) -> Trained:
+        """``labels``: class codes by item id (sorted by item id, as the store returns them)."""
+        ...
+
+
+class CalibratedTrainer:
+    """The program's model: the configured estimator, temperature-scaled on the calibration
+    gold, evaluated on the holdout gold, with out-of-fold probabilities of its training items.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    estimator : callable () -> unfitted classifier
+        A new estimator each call (``program``'s ``model:`` section).
+    seed : int
+        The folds' shuffle and the training sample's draw.
+    max_fit_items : int, optional
+        At most this many items train a model (a uniform sample, in item order).
+    """
+
+    def __init__(self, dataset: Dataset, *, estimator: Callable[[], Any], seed: int,
+                 max_fit_items: int | None = None) -> None:
+        self.dataset, self.estimator, self.seed, self.max_fit_items = dataset, estimator, seed, max_fit_items
+
+    def train(self, labels: pd.Series) -> Trained:
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+        data = self.dataset
+        ids = labels.index.to_numpy(dtype=object)
+        y = labels.to_numpy(dtype=np.int64)
+        cap = self.max_fit_items
+        if cap is not None and len(ids) > cap:
+            # A bounded training set, so that a round's cost stops growing with the history: a
+            # uniform sample (in item order). The items left out are judged by the champion's own
+            # probabilities, which are out of sample for them.
+            rng = np.random.default_rng([self.seed, 23, len(ids)])
+            keep = np.sort(rng.choice(len(ids), size=cap, replace=False))
+            ids, y = ids[keep], y[keep]
+        k = len(data.classes)
+        x = data.x(ids)
+        estimator = self.estimator().fit(x, y)
+        calib = data.calibration
+        raw = np.zeros((len(calib), k))
+        raw[:, estimator.classes_] = estimator.predict_proba(data.x(calib.index))
+        model = CalibratedClassifier(estimator, TemperatureScaling().fit(raw, calib.to_numpy()), n_classes=k)
+        # A model judges the labels it learnt from too kindly (it fits their errors): the items it
+        # was trained on are judged by models that did not see them (cleanlab's out-of-sample
+        # requirement), each fold's probabilities calibrated like the model's.
+        folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=self.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a class with fewer items than folds
+            held_out = cross_val_predict(estimator, x, y, cv=folds, method="predict_proba")  # refits clones
+        raw = np.zeros((len(ids), k))
+        raw[:, estimator.classes_] = held_out
+        out_of_fold = pd.DataFrame(model.scaler.transform(raw), index=pd.Index(ids, name=ITEM))
+        holdout = data.holdout
+        evaluation = evaluate_model(holdout.to_numpy(), model.predict_proba(data.x(holdout.index)))
+        return Trained(model=model, evaluation=evaluation, out_of_fold=out_of_fold)
+
+
+# --- Scorer (its adapters, InProcessScorer and HttpScorer, are in experiments.program) ---------
+
+
+class Scorer(Protocol):
+    """Scores items with the current champion (the Serve app, or the same code in process)."""
+
+    def score(self, item_ids: Any, features: Any, labels: Any = None) -> tuple[pd.DataFrame, np.ndarray]:
+        """The scores frame (``loop.columns.SCORE_COLUMNS``) and the (n, k) class probabilities."""
+        ...
+
+    def route(self, item_ids: Any, probabilities: Any, label_issue_scores: Any,
+              thresholds: RoutingThresholds, labels: Any = None) -> pd.DataFrame:
+        """Routing decisions (``item_id, route, reason, priority``, as :func:`loop.routing.route`)
+        of the champion's probabilities (shape (n, k), as :meth:`score` returned them), with the
+        caller's label-issue scores: the model does not run again. ``labels`` (the current
+        class codes, optional) are named in the reasons."""
+        ...
+
+    def reload(self) -> None:
+        """Pick up the current champion."""
+        ...
+
