@@ -118,13 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
                               "(ISO 8601); default: now")
     add_output_argument(retrain, "summary.csv (one row: the gate's verdict and both models' figures)")
     retrain.set_defaults(func=_retrain)
+
     score = sub.add_parser("score", help="score and route a whole pool with Ray Data; write Parquet and the "
                                          "store's predictions table")
     score.add_argument("--config", required=True, help="config YAML: model, tracking, thresholds, store, and the "
                                                        "table's columns (program.dataset)")
     score.add_argument("--pool", required=True, help="the items: a .parquet or .csv file (or a directory of them)")
     score.add_argument("--out", required=True, help="the Parquet dataset to write (a directory; must not exist)")
-    score.add_argument("--stream", default=None, help="the store's stream for the predictions (default: program.name; for a table, <program.name>-<file stem>, the stream retrain trains on)")
+    score.add_argument("--stream", default=None,
+                       help="the store's stream for the predictions (default: program.name; for a table, "
+                            "<program.name>-<file stem>, the stream retrain trains on)")
     score.add_argument("--no-store", action="store_true", help="write the Parquet only, not the predictions table")
     add_output_argument(score, "summary.csv (one row: rows, items per route, model version, seconds)")
     score.set_defaults(func=_score)
