@@ -986,10 +986,14 @@ def write_best_serve_config(cfg: TuneConfig, best: TrialParams) -> Path:
     from serve.config import write_serve_config
     from serve.local import absolute_sqlite_uri
 
-    tracking = cfg.program.tracking
-    # A relative SQLite path would resolve against wherever `serve deploy` runs: pin it.
+    from experiments.models import trusted_modules
+
+    tracking, model = cfg.program.tracking, cfg.program.model
+    # A relative SQLite path would resolve against wherever `serve deploy` runs: pin it. The
+    # model config's trust travels with it: a deployed gradient-boosting champion must load.
     app_args = AppArgs(model_name=tracking.registered_model,
-                       tracking_uri=absolute_sqlite_uri(tracking.uri) if tracking.enabled else None)
+                       tracking_uri=absolute_sqlite_uri(tracking.uri) if tracking.enabled else None,
+                       trusted_modules=list(trusted_modules(model)), allow_pickle=model.allow_pickle)
     path = Path(cfg.tune.serve_config)
     write_serve_config(path, app_args=app_args, thresholds=best.thresholds)
     return path

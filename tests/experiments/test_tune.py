@@ -466,3 +466,20 @@ def test_trials_nest_under_the_parent_which_shows_no_password(tmp_path, tracking
                c.data.tags[T.TAG_ROLE] == T.ROLE_TUNE_TRIAL for c in children)
     assert not any("s3cret" in v for run in (parent, *children)
                    for v in [*run.data.params.values(), *run.data.tags.values()])
+
+
+def test_the_serve_config_carries_the_model_configs_trust(tmp_path):
+    from experiments.config import ModelConfig
+    from experiments.tune import TuneConfig, parse_tune_config, write_best_serve_config
+    from serve.config import load_serve_config
+
+    cfg = parse_tune_config({"tune": {"serve_config": str(tmp_path / "serve.yaml")},
+                             "tracking": {"uri": "none"}})
+    best = TrialParams(thresholds=cfg.program.thresholds, audit_rate=0.03)
+    plain = load_serve_config(write_best_serve_config(cfg, best))
+    assert plain.app_args.trusted_modules == [] and plain.app_args.allow_pickle is False
+    model = ModelConfig("sklearn.ensemble.HistGradientBoostingClassifier", allow_pickle=True)
+    cfg = TuneConfig(program=cfg.program.replace(model=model), tune=cfg.tune)
+    served = load_serve_config(write_best_serve_config(cfg, best))
+    assert served.app_args.trusted_modules == ["sklearn.ensemble._hist_gradient_boosting"]
+    assert served.app_args.allow_pickle is True
