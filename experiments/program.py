@@ -73,10 +73,20 @@ must serve). Each round ``r = 1 .. rounds`` then:
      both reject it; it is corrected only when they agree on its class (with experts wrong
      4% of the time, a right label is then counted wrong about 0.2% of the time instead of
      4%, and an audit no longer overwrites right labels). Where no second expert is left, the
-     first's disagreement counts and changes nothing.
+     first's disagreement counts and changes nothing. Where one expert's disagreement is
+     decisive, no second is asked: given a dispute the label is wrong with probability
+     ``p / (p + (1 - p) (1 - a))``, ``p`` the label's stratum's error rate as the audits so far
+     count it (after a prior worth five audited items at the posterior's mean doubt), ``a`` the
+     experts' accuracy as the square root of how often two experts agreed on the audits so far
+     (after a prior of 0.95 worth ten pairs; disputed items, so it leans low); a right label
+     is taken to be disputed whenever the expert errs (the conservative bound), a wrong one
+     always. At 0.95 or more (``DECISIVE_DISPUTE``, strata wrong about half the time) the
+     disagreement counts as an error and corrects the label to the expert's class. Digits'
+     strata seldom get there; music genre's crowd labels (about 44% wrong) sometimes do.
    - *Spend.* The same expert labels as a single-expert audit, ``ceil(audit_rate * items)``
      a round, second opinions included: the first checks are fewer by the share of first
-     checks that disputed the label so far (before, the posterior's mean doubt in the labels).
+     checks that needed a second opinion so far (before, the posterior's mean doubt in the
+     labels); a decisive dispute's saved second opinion pays for more first checks.
    - *Estimates.* ``audit_error_rate``: the stratified share of wrong labels with the Wilson
      interval at Kish's effective size (:func:`loop.audit.estimate_error_rate_stratified`,
      ``method="wilson"``), less the share the audit itself corrected: the error of the
@@ -185,10 +195,19 @@ CREATED_AT = "created_at"
 # strata. Double-blind and triple work count as reviewed, an audit's correction as expert.
 STRATA = ("auto_accepted", "reviewed", "expert", "untouched")
 _AUTO, _REVIEWED, _EXPERT, _UNTOUCHED = STRATA
+# One expert's dispute of a label settles it, without a second opinion, when the label is
+# wrong with at least this probability given the dispute (:func:`_dispute_posterior`): the
+# same 95% as the audit's intervals: at most one such correction in twenty is expected to break a
+# right label, and only in strata wrong about half the time (p >= 0.49 with experts right 95%),
+# where the first checks the saved second opinions pay for fix many more.
+DECISIVE_DISPUTE = 0.95
+_PRIOR_CHECKS = 5  # a stratum's error rate: a prior at the posterior's mean doubt, worth this many audited items
+_PRIOR_EXPERT_ACCURACY, _PRIOR_PAIRS = 0.95, 10  # the experts' accuracy: a prior worth this many pairs
 _ACTION_STRATUM = {Action.AUTO_ACCEPT.value: _AUTO, Action.REVIEW.value: _REVIEWED,
                    Action.DOUBLE_BLIND.value: _REVIEWED, Action.TRIPLE.value: _REVIEWED, Action.EXPERT.value: _EXPERT}
 AUDIT_METHOD = ("stratified (auto-accepted oversampled, the rest uniform), adjudicated (a first expert's "
-                "disagreement counts only when a second independent expert also rejects the label), "
+                "disagreement counts only when a second independent expert also rejects the label, or alone when "
+                "the label's stratum makes it decisive: P(label wrong | dispute) >= 0.95), "
                 "Wilson interval at Kish's effective size")
 
 
@@ -615,7 +634,11 @@ class _Program:
         self.cutoff = cfg.thresholds.auto_accept_confidence
         self.last_audit: _Audit | None = None
         self.evidence: list[pd.DataFrame] = []  # audited items: the router's probabilities, the experts' class
-        self.first_checks = self.disputed = 0
+        self.first_checks = self.seconds = 0
+        # What the audits so far say, never the truth: per stratum, items audited and counted
+        # wrong; over every second opinion, how often the two experts agreed.
+        self.stratum_audits = pd.DataFrame(0.0, index=list(STRATA), columns=["audited", "errors"])
+        self.expert_pairs = self.expert_agreements = 0
         self.doubt = 0.15  # the posterior's mean doubt in the current labels (set each round)
         self.confirmed = 0
         self.bound_log: list[dict[str, Any]] = []
@@ -974,10 +997,10 @@ class _Program:
         rng = np.random.default_rng([self.cfg.seed, 17, round_])
         labels = self._labels()
         # Today's spend in expert labels, second opinions included: the first checks are fewer
-        # by the share of first checks that disputed the label so far, after a prior worth five
-        # checks: the posterior's mean doubt in the labels (an expert disputes a wrong label).
+        # by the share of first checks that needed a second opinion so far, after a prior worth
+        # five checks: the posterior's mean doubt in the labels (an expert disputes a wrong label).
         spend = int(np.ceil(self.cfg.audit_rate * population.size))
-        share = (self.disputed + 5 * self.doubt) / (self.first_checks + 5)
+        share = (self.seconds + 5 * self.doubt) / (self.first_checks + 5)
         strata = self.stratum.reindex(population).fillna(_UNTOUCHED).to_numpy()
         design = np.where(strata == _AUTO, _AUTO, "rest")
         sample = _stratified_sample(population, design, max(1, int(round(spend / (1 + share)))), rng)
@@ -985,7 +1008,12 @@ class _Program:
         self._write_answers(first, round_, _AUDIT_START)
         first = first.set_index(ITEM)[[ANNOTATOR, LABEL]].reindex(sample)
         current = labels.reindex(sample).to_numpy(dtype=np.int64)
-        disputed = sample[first[LABEL].to_numpy() != current]
+        sample_strata = pd.Series(strata, index=population).reindex(sample).to_numpy()
+        doubt = _dispute_posterior(self._stratum_error_rates().reindex(sample_strata).to_numpy(),
+                                   self._expert_accuracy())
+        is_disputed = first[LABEL].to_numpy() != current
+        decisive = is_disputed & (doubt >= DECISIVE_DISPUTE)
+        disputed = sample[is_disputed & ~decisive]
         seen = pd.concat([exclude, first.reset_index()[[ITEM, ANNOTATOR]]], ignore_index=True)
         # Only where an expert who has not labelled the item is left (see _verdict otherwise).
         used = seen[seen[ANNOTATOR].isin(self.experts)].groupby(ITEM)[ANNOTATOR].nunique()
@@ -993,18 +1021,42 @@ class _Program:
         second = self._collect(self.workforce.submit(Request(askable, expert=True, exclude=seen), rng=rng))
         self._write_answers(second, round_, _AUDIT_START + pd.Timedelta(hours=2))
         verdict = _verdict(sample, current, first[LABEL].to_numpy(dtype=np.int64),
-                           second.set_index(ITEM)[LABEL].reindex(sample).to_numpy(dtype=np.float64))
-        self.first_checks, self.disputed = self.first_checks + sample.size, self.disputed + disputed.size
+                           second.set_index(ITEM)[LABEL].reindex(sample).to_numpy(dtype=np.float64), decisive)
+        self.first_checks, self.seconds = self.first_checks + sample.size, self.seconds + askable.size
+        asked = verdict[verdict["second"].notna()]
+        self.expert_pairs += len(asked)
+        self.expert_agreements += int((asked["second"] == asked["first"]).sum())
+        tally = pd.DataFrame({"stratum": sample_strata, "error": verdict["error"].to_numpy()}).groupby("stratum")
+        self.stratum_audits = self.stratum_audits.add(pd.DataFrame({"audited": tally.size(),
+                                                                    "errors": tally["error"].sum()}), fill_value=0)
         fixes = verdict[verdict["fix"]]
         self._write_resolutions(pd.DataFrame({
             ITEM: fixes[ITEM].to_numpy(), LABEL: fixes["first"].to_numpy(dtype=np.int64), "method": METHOD_EXPERT,
-            REASON: "corrected by a random audit: two independent experts agreed against the label"}), labels)
+            REASON: np.where(fixes["decisive"],
+                             "corrected by a random audit: one expert's dispute is decisive in the label's stratum",
+                             "corrected by a random audit: two independent experts agreed against the label")}), labels)
         audit = _estimate(verdict, pd.Series(strata, index=population), pd.Series(design, index=population), round_)
         self._learn_from_audit(verdict)
         self.stratum.loc[fixes[ITEM].to_numpy()] = _EXPERT
         self.strata_log.append(audit.strata)
         self.last_audit = audit
         return audit
+
+    def _stratum_error_rates(self) -> pd.Series:
+        """Each stratum's error rate as the audits so far count it, after a prior worth
+        :data:`_PRIOR_CHECKS` audited items at the posterior's mean doubt in the labels."""
+        counts = self.stratum_audits
+        return (counts["errors"] + _PRIOR_CHECKS * self.doubt) / (counts["audited"] + _PRIOR_CHECKS)
+
+    def _expert_accuracy(self) -> float:
+        """The experts' accuracy as the audits so far show it: two independent experts agree
+        about ``a**2`` of the time, after a prior of :data:`_PRIOR_EXPERT_ACCURACY` worth
+        :data:`_PRIOR_PAIRS` pairs. The pairs are disputed items, where experts agree less
+        often than on average, so the estimate leans low: a conservative side, as it makes a
+        dispute less decisive."""
+        agree = ((self.expert_agreements + _PRIOR_PAIRS * _PRIOR_EXPERT_ACCURACY ** 2)
+                 / (self.expert_pairs + _PRIOR_PAIRS))
+        return float(np.sqrt(agree))
 
     def _learn_from_audit(self, verdict: pd.DataFrame) -> None:
         """Keep, for each audited item, the probabilities the router read this round and the
@@ -1224,20 +1276,40 @@ def _stratified_sample(population: np.ndarray, design: np.ndarray, size: int, rn
     return population[pd.Index(population, dtype=object).isin(pd.Index(picked, dtype=object))]
 
 
-def _verdict(sample: np.ndarray, label: np.ndarray, first: np.ndarray, second: np.ndarray) -> pd.DataFrame:
+def _dispute_posterior(error_rate: np.ndarray, expert_accuracy: float) -> np.ndarray:
+    """P(label wrong | one expert disputes it), per item: ``p / (p + (1 - p) (1 - a))``.
+
+    ``error_rate`` (n,): the item's stratum's estimated error rate ``p``; ``expert_accuracy``:
+    ``a``. A right label is taken to be disputed whenever the expert errs (the conservative
+    bound: ``c = 1``, a wrong expert never picks the label), a wrong one always (it is unless
+    the expert errs onto the label, which overstates the odds by at most ``1 - a``).
+
+    >>> _dispute_posterior(np.array([0.01, 0.5]), 0.96).round(3)
+    array([0.202, 0.962])
+    """
+    p = np.clip(np.asarray(error_rate, dtype=np.float64), 0.0, 1.0)
+    return p / np.maximum(p + (1.0 - p) * (1.0 - expert_accuracy), 1e-12)
+
+
+def _verdict(sample: np.ndarray, label: np.ndarray, first: np.ndarray, second: np.ndarray,
+             decisive: np.ndarray | None = None) -> pd.DataFrame:
     """Per audited item: is its label an error, and is it fixed (to ``first``)?
 
     A first expert's disagreement is evidence, not a verdict: it counts as an error only when a
     second, independent expert also rejects the label, and it fixes the label only when the two
     agree on the class. With experts wrong 4% of the time a right label is then counted wrong
     about 0.2% of the time instead of 4%. When no second expert is left (NaN), the first's
-    disagreement counts (as before), but changes nothing.
+    disagreement counts (as before), but changes nothing. Where the disagreement is
+    ``decisive`` (n,) (:func:`_dispute_posterior` at least :data:`DECISIVE_DISPUTE`: the
+    label's stratum is so often wrong that one expert's word settles it), it counts and fixes
+    the label to ``first`` without a second opinion.
     """
     disputed = first != label
     alone = np.isnan(second)
-    return pd.DataFrame({ITEM: sample, LABEL: label, "first": first, "second": second,
-                         "error": disputed & (alone | (second != label)),
-                         "fix": disputed & ~alone & (second == first)})
+    decisive = np.zeros(len(sample), dtype=bool) if decisive is None else disputed & np.asarray(decisive, dtype=bool)
+    return pd.DataFrame({ITEM: sample, LABEL: label, "first": first, "second": second, "decisive": decisive,
+                         "error": disputed & (decisive | alone | (second != label)),
+                         "fix": decisive | (disputed & ~alone & (second == first))})
 
 
 def _estimate(verdict: pd.DataFrame, strata: pd.Series, design: pd.Series, round_: int) -> _Audit:

@@ -143,3 +143,35 @@ def test_the_bound_tightens_auto_accept_and_logs_why() -> None:
     routed = pd.concat([tracker.tables[T.routed_table_path(r)] for r in (1, 2, 3)])
     held = routed[routed[REASON].str.contains("max_auto_accept_error")]
     assert len(held) > 0 and (held["action"] == "review").all()
+
+
+def test_one_experts_dispute_is_decisive_only_where_labels_are_often_wrong() -> None:
+    from experiments.program import DECISIVE_DISPUTE, _dispute_posterior
+
+    # p / (p + (1 - p)(1 - a)): a dispute of an auto-accepted label (1% wrong) is mostly the
+    # expert's mistake; of a crowd label from a stratum half wrong, it settles the matter.
+    posterior = _dispute_posterior(np.array([0.01, 0.2, 0.44, 0.5]), 0.95)
+    np.testing.assert_allclose(posterior, [0.01 / (0.01 + 0.99 * 0.05), 0.2 / (0.2 + 0.8 * 0.05),
+                                           0.44 / (0.44 + 0.56 * 0.05), 0.5 / (0.5 + 0.5 * 0.05)])
+    assert list(posterior >= DECISIVE_DISPUTE) == [False, False, False, True]
+    assert _dispute_posterior(np.array([0.3]), 0.99)[0] > _dispute_posterior(np.array([0.3]), 0.9)[0]
+
+
+def test_a_decisive_dispute_counts_and_corrects_without_a_second_opinion() -> None:
+    from experiments.program import _verdict
+
+    sample = np.array(["a", "b", "c", "d", "e"], dtype=object)
+    label = np.array([0, 0, 0, 0, 0])
+    first = np.array([1, 1, 1, 0, 2])
+    second = np.array([np.nan, 1.0, 0.0, np.nan, np.nan])
+    decisive = np.array([True, False, False, True, False])
+    verdict = _verdict(sample, label, first, second, decisive).set_index(ITEM)
+    # a: decisive, no second asked: an error, fixed to the first expert's class.
+    # b, c: as before (agreed against the label; overruled by the second expert).
+    # d: no dispute, so nothing to decide. e: disputed, no second expert left: counted, not fixed.
+    assert list(verdict["error"]) == [True, True, False, False, True]
+    assert list(verdict["fix"]) == [True, True, False, False, False]
+    assert list(verdict["decisive"]) == [True, False, False, False, False]
+    # Without ``decisive`` the verdict is today's.
+    plain = _verdict(sample, label, first, second)
+    assert list(plain["fix"]) == [False, True, False, False, False]
