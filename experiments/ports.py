@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from loop.calibration import CalibratedClassifier, TemperatureScaling
+from loop.calibration import calibrate
 from loop.columns import ITEM
 from loop.gate import ModelEvaluation, evaluate_model
 from loop.routing import RoutingThresholds
@@ -254,9 +254,7 @@ class CalibratedTrainer:
         x = data.x(ids)
         estimator = self.estimator().fit(x, y)
         calib = data.calibration
-        raw = np.zeros((len(calib), k))
-        raw[:, estimator.classes_] = estimator.predict_proba(data.x(calib.index))
-        model = CalibratedClassifier(estimator, TemperatureScaling().fit(raw, calib.to_numpy()), n_classes=k)
+        model = calibrate(estimator, data.x(calib.index), calib.to_numpy(), n_classes=k)
         # A model judges the labels it learnt from too kindly (it fits their errors): the items it
         # was trained on are judged by models that did not see them (cleanlab's out-of-sample
         # requirement), each fold's probabilities calibrated like the model's.

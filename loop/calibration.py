@@ -27,7 +27,7 @@ from ._validation import check_array, check_int, check_labels, check_option, che
 from .columns import ACCURACY, BIN_LOWER, BIN_UPPER, COUNT, GAP, MEAN_CONFIDENCE
 from .exceptions import NotFittedError
 
-__all__ = ["CalibratedClassifier", "TemperatureScaling", "expected_calibration_error", "reliability_table"]
+__all__ = ["CalibratedClassifier", "TemperatureScaling", "calibrate", "expected_calibration_error", "reliability_table"]
 
 Kind = Literal["probs", "logits"]
 Strategy = Literal["uniform", "quantile"]
@@ -216,10 +216,7 @@ class CalibratedClassifier:
 
     def raw_proba(self, X: ArrayLike) -> np.ndarray:
         """The classifier's probabilities over the full class set, before calibration."""
-        raw = np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
-        out = np.zeros((raw.shape[0], self.n_classes))
-        out[:, self._columns] = raw
-        return out
+        return _over_classes(self.estimator.predict_proba(X), self._columns, self.n_classes)
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Calibrated probabilities, shape ``(n_items, n_classes)``."""
@@ -231,6 +228,38 @@ class CalibratedClassifier:
 
     def __repr__(self) -> str:
         return f"CalibratedClassifier({self.estimator!r}, temperature={self.temperature_:.3g}, n_classes={self.n_classes})"
+
+
+def calibrate(estimator: Any, X_calibration: ArrayLike, y_calibration: ArrayLike, *,
+              n_classes: int) -> CalibratedClassifier:
+    """A fitted classifier with a temperature fitted on held-out gold: the served model.
+
+    The classifier's probabilities of ``X_calibration`` are laid out over the full class set
+    (a class missing from its training labels gets a column of zeros), and a
+    :class:`TemperatureScaling` is fitted on them against ``y_calibration``.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> x, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+    >>> model = calibrate(LogisticRegression().fit(x, y), x, y, n_classes=3)
+    >>> model.predict_proba(x).shape
+    (4, 3)
+    """
+    n = check_int(n_classes, "n_classes", low=2)
+    if not hasattr(estimator, "predict_proba") or not hasattr(estimator, "classes_"):
+        raise fail("estimator", "a fitted classifier with predict_proba and classes_", type(estimator).__name__)
+    columns = check_labels(np.asarray(estimator.classes_), "estimator.classes_", n_classes=n)
+    raw = _over_classes(estimator.predict_proba(X_calibration), columns, n)
+    return CalibratedClassifier(estimator, TemperatureScaling().fit(raw, y_calibration), n_classes=n)
+
+
+def _over_classes(probs: ArrayLike, columns: np.ndarray, n_classes: int) -> np.ndarray:
+    """A classifier's probabilities (one column per class it saw) laid out over all classes."""
+    raw = np.asarray(probs, dtype=np.float64)
+    out = np.zeros((raw.shape[0], n_classes))
+    out[:, columns] = raw
+    return out
 
 
 def expected_calibration_error(pred_probs: ArrayLike, labels: ArrayLike, *, n_bins: int = 15,
