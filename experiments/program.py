@@ -303,11 +303,12 @@ class HttpScorer:
                       "user_config, or give the program the Router's.", stacklevel=3)
 
 
-def make_tracker(cfg: ProgramConfig) -> T.Tracker:
-    """MLflow at ``cfg.tracking.uri`` (models: ``cfg.simulation_model``), or in memory when it is ``none``."""
+def make_tracker(cfg: ProgramConfig, *, model_name: str | None = None) -> T.Tracker:
+    """MLflow at ``cfg.tracking.uri``, or in memory when it is ``none``. Models register under
+    ``model_name`` (default ``cfg.simulation_model``), loading with the model config's trust."""
     if not cfg.tracking.enabled:
         return T.MemoryTracker()
-    return T.MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.simulation_model,
+    return T.MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, model_name or cfg.simulation_model,
                            trusted_modules=trusted_modules(cfg.model), allow_pickle=cfg.model.allow_pickle)
 
 

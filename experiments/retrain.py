@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from loop.calibration import CalibratedClassifier, TemperatureScaling
+from loop.calibration import CalibratedClassifier, calibrate
 from loop.columns import ITEM, LABEL, REASON
 from loop.exceptions import SchemaError
 from loop.gate import GateDecision, ModelEvaluation, decide, evaluate_model
@@ -215,18 +215,17 @@ def _split(cfg: ProgramConfig, store: LabelStore, stream: str, table: Table, as_
                  evaluation=checked.iloc[order[n_calibration:]])
 
 
-def _fit(table: Table, data: _Data) -> CalibratedClassifier:
-    """The program's model on the training labels, temperature-scaled on the calibration items."""
+def _fit(cfg: ProgramConfig, table: Table, data: _Data) -> CalibratedClassifier:
+    """The configured model (``model:``) on the training labels, temperature-scaled on the
+    calibration items."""
     from threadpoolctl import threadpool_limits
 
-    from .program import _classifier
+    from .models import make_estimator
 
-    k = len(table.classes)
     with threadpool_limits(1):  # small arrays; BLAS threads only fight over shared cores
-        estimator = _classifier().fit(_x(table, data.train.index), data.train.to_numpy())
-        raw = np.zeros((len(data.calibration), k))
-        raw[:, estimator.classes_] = estimator.predict_proba(_x(table, data.calibration.index))
-    return CalibratedClassifier(estimator, TemperatureScaling().fit(raw, data.calibration.to_numpy()), n_classes=k)
+        estimator = make_estimator(cfg.model).fit(_x(table, data.train.index), data.train.to_numpy())
+        return calibrate(estimator, _x(table, data.calibration.index), data.calibration.to_numpy(),
+                         n_classes=len(table.classes))
 
 
 def _x(table: Table, ids: Any) -> np.ndarray:
@@ -234,11 +233,11 @@ def _x(table: Table, ids: Any) -> np.ndarray:
 
 
 def _tracker(cfg: ProgramConfig) -> T.Tracker:
-    """MLflow with the team's registered model (``tracking.registered_model``, not a
-    simulation's), or in memory when tracking is ``none``."""
-    if not cfg.tracking.enabled:
-        return T.MemoryTracker()
-    return T.MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.registered_model)
+    """The program's tracker (the model config's trust included) with the team's registered
+    model (``tracking.registered_model``, not a simulation's)."""
+    from .program import make_tracker
+
+    return make_tracker(cfg, model_name=cfg.tracking.registered_model)
 
 
 def _load_champion(tracker: T.Tracker) -> Any:
@@ -261,7 +260,7 @@ def _retrain(cfg: ProgramConfig, tracker: T.Tracker, table: Table, stream: str, 
     run_id = tracker.start(f"retrain-{stream}", params=params, tags={
         T.TAG_ROLE: T.ROLE_RETRAIN, T.TAG_DATASET: table.name, T.TAG_STREAM: stream})
     try:
-        model = _fit(table, data)
+        model = _fit(cfg, table, data)
         challenger = evaluate_model(truth, model.predict_proba(evaluation_x))
         champion_model = _load_champion(tracker)
         champion = None if champion_model is None else evaluate_model(truth, champion_model.predict_proba(evaluation_x))

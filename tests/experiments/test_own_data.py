@@ -408,3 +408,23 @@ def test_a_stray_text_cell_in_a_numeric_column_is_reported_not_dropped(tmp_path)
     items.to_csv(tmp_path / "items.csv", index=False)
     with pytest.raises(TableError, match=r"column 'f4', row 21 \(item_id 'case-020'\): expected a finite number, got '\?'"):
         load_table(TableDataset(path=str(tmp_path / "items.csv"), gold="gold"))
+
+
+def test_retrain_fits_the_configured_model_and_registers_it_with_its_trust(tmp_path) -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from experiments import retrain
+    from experiments.config import load_config
+    from experiments.tracking import MemoryTracker
+    from loop.store import LabelStore
+
+    model = {"estimator": "sklearn.ensemble.HistGradientBoostingClassifier", "params": {"max_iter": 20}}
+    cfg = load_config(_config(tmp_path, model=model), ignore=("compare",))
+    tracker = MemoryTracker()
+    with LabelStore("sqlite://") as store:
+        retrain.main(cfg, store=store, tracker=tracker)
+    assert isinstance(tracker.load_model("challenger").estimator, HistGradientBoostingClassifier)
+    # With MLflow, the team's model name and the configured estimator's trusted modules.
+    mlflow = retrain._tracker(cfg.replace(tracking=cfg.tracking.__class__(uri=f"sqlite:///{tmp_path}/m.db")))
+    assert mlflow.model_name == cfg.tracking.registered_model
+    assert mlflow.trusted_modules == ("sklearn.ensemble._hist_gradient_boosting",)
