@@ -20,21 +20,23 @@ from .._validation import fail
 from ..columns import ANNOTATOR, ITEM, LABEL, SECONDS
 from ..exceptions import ConflictError
 from . import _schema as S
-from ._columns import (CREATED_AT, EVIDENCE, GUIDELINE_VERSION, IDEMPOTENCY_KEY, RATIONALE, SUGGESTION,
-                       SUGGESTION_CONFIDENCE, TASK_ID)
+from ._columns import (CREATED_AT, EVIDENCE, FLAGS, GUIDELINE_VERSION, IDEMPOTENCY_KEY, RATIONALE, SOURCE,
+                       SUGGESTION, SUGGESTION_CONFIDENCE, TASK_ID)
 from ._convert import (as_frame, check_columns, content_hash, external_ids, json_text, lookup, lookup_fast,
                        missing_ints, now_utc, nullable, stamp_params, text, utc_stamps)
 from ._records import Stream
 
 REQUIRED: Final = (ITEM, ANNOTATOR, LABEL)
 OPTIONAL: Final = (SECONDS, RATIONALE, EVIDENCE, SUGGESTION, SUGGESTION_CONFIDENCE, GUIDELINE_VERSION,
-                   TASK_ID, CREATED_AT, IDEMPOTENCY_KEY)
+                   TASK_ID, CREATED_AT, IDEMPOTENCY_KEY, FLAGS, SOURCE)
+# Flags an annotator may raise on an answer (stored as a JSON list).
+ANNOTATION_FLAGS: Final = ("model_wrong", "guideline_unclear")
 # Stored columns, in the order of the row tuples.
 STORED: Final = ("stream_id", "task_id", "item_id", "annotator_id", "label", "rationale", "evidence", "seconds",
                  "suggestion", "suggestion_confidence", "guideline_version_id", "created_at", "idempotency_key",
-                 "content_hash")
+                 "content_hash", "flags", "source")
 _HASHED: Final = ("item_id", "annotator_id", "label", "rationale", "evidence", "seconds", "suggestion",
-                  "suggestion_confidence", "guideline_version_id", "task_id")
+                  "suggestion_confidence", "guideline_version_id", "task_id", "flags")
 WRITE_CHUNK: Final = 10_000
 # Item ids a store remembers per stream (external id -> id), about 100 bytes each.
 ITEM_CACHE_LIMIT: Final = 1_000_000
@@ -62,6 +64,8 @@ def prepare(conn: Connection, stream: Stream, records, name: str = "annotations"
     out["suggestion_confidence"] = _reals(frame.get(SUGGESTION_CONFIDENCE), n, SUGGESTION_CONFIDENCE,
                                           low=0.0, high=1.0)
     out["guideline_version_id"] = guideline_ids(conn, stream, frame.get(GUIDELINE_VERSION), n)
+    out["flags"] = _flags(frame.get(FLAGS), n)
+    out["source"] = _sources(frame.get(SOURCE), n)
     out["task_id"] = _task_ids(conn, stream, frame.get(TASK_ID), out["item_id"], n)
     out["created_at"] = utc_stamps(frame[CREATED_AT], CREATED_AT) if CREATED_AT in frame \
         else pd.Series(pd.DatetimeIndex([now_utc()]).repeat(n))
@@ -191,6 +195,37 @@ def _task_ids(conn: Connection, stream: Stream, values: pd.Series | None, item_i
     return result
 
 
+def _flags(values: pd.Series | None, n: int) -> pd.Series:
+    """Flags as a sorted JSON list of names from :data:`ANNOTATION_FLAGS` (None: no flags)."""
+    if values is None:
+        return pd.Series([None] * n, dtype=object)
+    out = []
+    for row, v in enumerate(values):
+        if v is None or (isinstance(v, float) and v != v):
+            out.append(None)
+            continue
+        names = [v] if isinstance(v, str) else v
+        if not isinstance(names, (list, tuple, np.ndarray)) or \
+                not all(isinstance(f, str) and f in ANNOTATION_FLAGS for f in names):
+            raise fail(FLAGS, f"a list of flags from {list(ANNOTATION_FLAGS)}", f"{v!r} on row {row}")
+        out.append(json_text(sorted(set(names)), FLAGS) if len(names) else None)
+    return pd.Series(out, dtype=object)
+
+
+def _sources(values: pd.Series | None, n: int) -> pd.Series:
+    if values is None:
+        return pd.Series([None] * n, dtype=object)
+    out = []
+    for row, v in enumerate(values):
+        if v is None or (isinstance(v, float) and v != v):
+            out.append(None)
+        elif not isinstance(v, str) or not v or len(v) > 50:
+            raise fail(SOURCE, "a name of at most 50 characters (api, label_studio, import...)", f"{v!r} on row {row}")
+        else:
+            out.append(v)
+    return pd.Series(out, dtype=object)
+
+
 def _rationales(values: pd.Series | None, n: int) -> pd.Series:
     if values is None:
         return pd.Series([None] * n, dtype=object)
@@ -253,7 +288,7 @@ def row_tuples(prepared: pd.DataFrame, dialect: str) -> list[tuple]:
                nullable(prepared["evidence"]), nullable(prepared["seconds"]), nullable(prepared["suggestion"]),
                nullable(prepared["suggestion_confidence"]), nullable(prepared["guideline_version_id"]),
                stamp_params(prepared["created_at"], dialect), prepared["idempotency_key"].tolist(),
-               prepared["content_hash"].tolist()]
+               prepared["content_hash"].tolist(), nullable(prepared["flags"]), nullable(prepared["source"])]
     return list(zip(*columns))
 
 
@@ -293,13 +328,13 @@ def _insert_sqlite(conn: Connection, rows: list[tuple], actor, reason) -> int:
 
 
 _PG_TYPES: Final = ("int4", "int8", "int8", "int4", "int4", "text", "text", "float8", "int4", "float8", "int4",
-                    "timestamptz", "text", "int8")
-_PG_STAGE: Final = "labelloop_annotations_in"
+                    "timestamptz", "text", "int8", "text", "text")
+_PG_STAGE: Final = "labelloop_annotations_in3"  # revision 0003's columns
 _PG_CREATE_STAGE: Final = (f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} "
                            f"({', '.join(f'{c} {t}' for c, t in zip(STORED, _PG_TYPES))}) ON COMMIT DELETE ROWS")
 _PG_INSERT: Final = (
     f"WITH ins AS (INSERT INTO annotations ({', '.join(STORED)}) "
-    f"SELECT {', '.join(c + '::jsonb' if c == 'evidence' else c for c in STORED)} FROM {_PG_STAGE} "
+    f"SELECT {', '.join(c + '::jsonb' if c in ('evidence', 'flags') else c for c in STORED)} FROM {_PG_STAGE} "
     "ORDER BY idempotency_key ON CONFLICT (idempotency_key) DO NOTHING "
     "RETURNING id, stream_id, item_id, annotator_id, label), "
     "ev AS (INSERT INTO events (at, actor, action, entity, entity_id, stream_id, item_id, after, reason) "

@@ -13,6 +13,7 @@ SUGGESTION_CONFIDENCE: Final = "suggestion_confidence"
 GUIDELINE_VERSION: Final = "guideline_version"
 CREATED_AT: Final = "created_at"
 IDEMPOTENCY_KEY: Final = "idempotency_key"
+FLAGS: Final = "flags"
 
 RESOLUTION_ID: Final = "resolution_id"
 METHOD: Final = "method"

@@ -16,16 +16,16 @@ from sqlalchemy.engine import Connection
 from .._validation import fail
 from ..columns import ANNOTATOR, COST, ITEM, LABEL, SECONDS
 from . import _schema as S
-from ._columns import (ANNOTATION_ID, CREATED_AT, EVIDENCE, GUIDELINE_VERSION, IDEMPOTENCY_KEY, RATIONALE,
-                       SUGGESTION, SUGGESTION_CONFIDENCE, TASK_ID)
+from ._columns import (ANNOTATION_ID, CREATED_AT, EVIDENCE, FLAGS, GUIDELINE_VERSION, IDEMPOTENCY_KEY, RATIONALE,
+                       SOURCE, SUGGESTION, SUGGESTION_CONFIDENCE, TASK_ID)
 from ._convert import lookup_fast
 from ._records import Stream
 
 BASE_COLUMNS: Final = (ITEM, ANNOTATOR, LABEL, SECONDS, COST, CREATED_AT, GUIDELINE_VERSION, TASK_ID, ANNOTATION_ID)
-EXTRA_COLUMNS: Final = (RATIONALE, EVIDENCE, SUGGESTION, SUGGESTION_CONFIDENCE, IDEMPOTENCY_KEY)
+EXTRA_COLUMNS: Final = (RATIONALE, EVIDENCE, SUGGESTION, SUGGESTION_CONFIDENCE, IDEMPOTENCY_KEY, FLAGS, SOURCE)
 _SQL_OF: Final = MappingProxyType({RATIONALE: "rationale", EVIDENCE: "evidence", SUGGESTION: "suggestion",
                                    SUGGESTION_CONFIDENCE: "suggestion_confidence",
-                                   IDEMPOTENCY_KEY: "idempotency_key"})
+                                   IDEMPOTENCY_KEY: "idempotency_key", FLAGS: "flags", SOURCE: "source"})
 
 
 def _raw_rows(conn: Connection, sql: str, params: tuple) -> list[tuple]:
@@ -55,7 +55,7 @@ def annotations_frame(conn: Connection, stream: Stream, *, extras: tuple[str, ..
     mark = "?" if sqlite else "%s"
     stamp = "created_at" if sqlite else "extract(epoch from created_at)::float8"
     cols = ["id", "item_id", "annotator_id", "label", "seconds", stamp, "guideline_version_id", "task_id",
-            *(_SQL_OF[e] + ("::text" if e == EVIDENCE and not sqlite else "") for e in extras)]
+            *(_SQL_OF[e] + ("::text" if e in (EVIDENCE, FLAGS) and not sqlite else "") for e in extras)]
     sql = f"SELECT {', '.join(cols)} FROM annotations WHERE stream_id = {mark}"
     params: list = [stream.id]
     for bound, op in ((since, ">="), (until, "<")):
@@ -133,6 +133,8 @@ def _stamps(values: pd.Series, sqlite: bool) -> pd.Series:
 
 
 def _extra(values: pd.Series, name: str) -> pd.Series:
+    if name == FLAGS:
+        return pd.Series([json.loads(v) if isinstance(v, str) else [] for v in values], dtype=object)
     if name == EVIDENCE:
         return pd.Series([json.loads(v) if isinstance(v, str) else None for v in values], dtype=object)
     if name == SUGGESTION:

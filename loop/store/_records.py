@@ -82,6 +82,12 @@ class Task:
     created_at: datetime
     due_at: datetime | None
     idempotency_key: str
+    kind: str = "label"        # one of TASK_KINDS: label, expert, double_blind, audit, adjudication
+    blind: bool = False        # no suggestion and no other annotator's answer is shown
+    round: int | None = None   # the program round that made it
+    assigned_at: datetime | None = None
+    completed_at: datetime | None = None
+    escalated_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,11 @@ MAX_NAME_CHARS: Final = 200
 MAX_KEY_CHARS: Final = 200
 RESOLUTION_METHODS: Final = ("auto", "consensus", "adjudicated", "expert")
 TASK_STATUSES: Final = ("open", "assigned", "done", "cancelled")
+TASK_KINDS: Final = ("label", "expert", "double_blind", "audit", "adjudication")
+TOKEN_ROLES: Final = ("admin", "annotator", "client")
+DISPUTE_TARGETS: Final = ("resolution", "suggestion")
+DISPUTE_STATUSES: Final = ("open", "resolved", "rejected")
+MAX_EMAIL_CHARS: Final = 320
 
 # Autoincrementing 64-bit keys (SQLite only autoincrements an INTEGER PRIMARY KEY).
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -74,6 +79,9 @@ annotators = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     # Revision 0002.
     sa.Column("hourly_rate", sa.Float, nullable=False, server_default=sa.text("0")),
+    # Revision 0003: how a Label Studio user is matched to an annotator.
+    sa.Column("email", sa.String(MAX_EMAIL_CHARS)),
+    sa.Index("uq_annotators_email", "email", unique=True),
 )
 
 stream_annotators = sa.Table(
@@ -144,6 +152,16 @@ tasks = sa.Table(
     sa.Column("due_at", UTCDateTime),
     sa.Column("idempotency_key", sa.String(MAX_KEY_CHARS), nullable=False, unique=True),
     sa.CheckConstraint("status IN ('open', 'assigned', 'done', 'cancelled')", name="ck_tasks_status"),
+    # Revision 0003: what the task is (TASK_KINDS), whether it is blind (no suggestion and no
+    # other answer shown), the program round that made it, and its timeline.
+    sa.Column("kind", sa.String(20), nullable=False, server_default="label"),
+    sa.Column("blind", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("round", sa.Integer),
+    sa.Column("assigned_at", UTCDateTime),
+    sa.Column("completed_at", UTCDateTime),
+    sa.Column("escalated_at", UTCDateTime),
+    sa.Index("ix_tasks_stream_status_tier", "stream_id", "status", "tier"),
+    sa.Index("ix_tasks_annotator_status", "annotator_id", "status"),
 )
 
 annotations = sa.Table(
@@ -165,6 +183,11 @@ annotations = sa.Table(
     # Hash of the content, so a retry under the same key can be told from a reuse of the key.
     sa.Column("content_hash", sa.BigInteger, nullable=False),
     sa.Index("ix_annotations_stream_item", "stream_id", "item_id"),
+    # Revision 0003: the annotator's flags (model_wrong, guideline_unclear) and where the
+    # answer came from (api, label_studio, import...).
+    sa.Column("flags", Json),
+    sa.Column("source", sa.String(50)),
+    sa.Index("ix_annotations_task", "task_id"),
 )
 
 resolutions = sa.Table(
@@ -207,3 +230,56 @@ events = sa.Table(
 
 # Revision 0002.
 sa.Index("ix_annotations_stream_created", annotations.c.stream_id, annotations.c.created_at)
+
+
+# Revision 0003.
+tokens = sa.Table(
+    "tokens", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    # SHA-256 of the token: a token is 32 random bytes, so a fast hash is enough (nothing to
+    # brute-force), and the plain token is shown once, when issued, and never stored.
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),  # to tell tokens apart in listings
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("name", sa.String(MAX_NAME_CHARS), nullable=False),
+    sa.Column("annotator_id", sa.Integer, sa.ForeignKey("annotators.id")),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime),
+    sa.Column("revoked_at", UTCDateTime),
+    sa.CheckConstraint("role IN ('admin', 'annotator', 'client')", name="ck_tokens_role"),
+)
+
+disputes = sa.Table(
+    "disputes", metadata,
+    sa.Column("id", BigId, primary_key=True),
+    sa.Column("stream_id", sa.Integer, sa.ForeignKey("streams.id"), nullable=False),
+    sa.Column("item_id", sa.BigInteger, sa.ForeignKey("items.id"), nullable=False),
+    sa.Column("annotator_id", sa.Integer, sa.ForeignKey("annotators.id")),
+    sa.Column("task_id", sa.BigInteger, sa.ForeignKey("tasks.id")),
+    sa.Column("target", sa.String(20), nullable=False),  # DISPUTE_TARGETS
+    sa.Column("label", sa.Integer),  # the class the disputer proposes, if any
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # DISPUTE_STATUSES
+    sa.Column("adjudication_task_id", sa.BigInteger, sa.ForeignKey("tasks.id")),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("due_at", UTCDateTime),
+    sa.Column("escalated_at", UTCDateTime),
+    sa.Column("closed_at", UTCDateTime),
+    sa.Column("idempotency_key", sa.String(MAX_KEY_CHARS), nullable=False, unique=True),
+    sa.CheckConstraint("target IN ('resolution', 'suggestion')", name="ck_disputes_target"),
+    sa.CheckConstraint("status IN ('open', 'resolved', 'rejected')", name="ck_disputes_status"),
+    sa.Index("ix_disputes_stream_status", "stream_id", "status"),
+)
+
+external_tasks = sa.Table(
+    "external_tasks", metadata,
+    sa.Column("id", BigId, primary_key=True),
+    sa.Column("system", sa.String(50), nullable=False),  # "label_studio"
+    sa.Column("project", sa.String(MAX_NAME_CHARS), nullable=False),
+    sa.Column("external_id", sa.String(MAX_NAME_CHARS), nullable=False),
+    sa.Column("task_id", sa.BigInteger, sa.ForeignKey("tasks.id"), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("closed_at", UTCDateTime),
+    sa.UniqueConstraint("system", "project", "external_id", name="uq_external_tasks_external"),
+    sa.UniqueConstraint("system", "project", "task_id", name="uq_external_tasks_task"),
+)

@@ -38,6 +38,9 @@ from .migrate import current_revision, head_revision, upgrade
 __all__ = ["LabelStore"]
 
 TIER: Final = "tier"
+KIND: Final = "kind"
+BLIND: Final = "blind"
+ROUND: Final = "round"
 DUE_AT: Final = "due_at"
 STATUS: Final = "status"
 
@@ -367,17 +370,23 @@ class LabelStore:
     def add_tasks(self, stream: str, tasks: Any, *, actor: str | None = None) -> BatchResult:
         """Create labelling tasks (idempotent). Columns: ``item_id``; optional ``tier``
         (default 1), ``annotator_id`` (assigns it), ``guideline_version`` (published),
-        ``due_at``, ``idempotency_key`` (default: one task per item, tier and guideline).
+        ``due_at``, ``kind`` (one of ``label, expert, double_blind, audit, adjudication``;
+        default ``label``), ``blind`` (show no suggestion and no other answer; default: true
+        for double_blind and audit tasks), ``round``, ``idempotency_key`` (default: one task per
+        item, tier and guideline).
         The result's ``ids`` are the task ids of the rows, in order (a retry's too): write
         them as the annotations' ``task_id`` and close the tasks by them."""
         s = self.stream(stream)
         frame = check_columns(as_frame(tasks, "tasks"), "tasks", required=(ITEM,),
-                              optional=(TIER, ANNOTATOR, GUIDELINE_VERSION, DUE_AT, IDEMPOTENCY_KEY))
+                              optional=(TIER, ANNOTATOR, GUIDELINE_VERSION, DUE_AT, IDEMPOTENCY_KEY, KIND, BLIND,
+                                        ROUND))
         n = len(frame)
         with write_transaction(self._engine) as conn:
             item_ids = _item_ids_of(conn, s, frame[ITEM])
-            tiers = [check_int(int(t) if isinstance(t, (float, np.floating)) and float(t).is_integer() else t, TIER, low=0)
-                     for t in frame.get(TIER, pd.Series([1] * n))]
+            # A row without a tier (NaN where other rows of the batch name one) gets the default.
+            tiers = [1 if isinstance(t, (float, np.floating)) and t != t else
+                     check_int(int(t) if isinstance(t, (float, np.floating)) and float(t).is_integer() else t, TIER,
+                               low=0) for t in frame.get(TIER, pd.Series([1] * n))]
             people = [None] * n
             if ANNOTATOR in frame:
                 names = frame[ANNOTATOR]
@@ -390,6 +399,11 @@ class LabelStore:
             gvs = _annotations.guideline_ids(conn, s, frame.get(GUIDELINE_VERSION), n)
             due = utc_stamps(frame[DUE_AT], DUE_AT) if DUE_AT in frame else pd.Series([pd.NaT] * n)
             keys = frame.get(IDEMPOTENCY_KEY, pd.Series([None] * n))
+            kinds = [_task_kind(k) for k in frame.get(KIND, pd.Series(["label"] * n))]
+            blinds = [_task_blind(b, k) for b, k in zip(frame.get(BLIND, pd.Series([None] * n)), kinds)]
+            rounds = [None if r is None or (isinstance(r, float) and r != r) else
+                      check_int(int(r) if isinstance(r, (float, np.floating)) and float(r).is_integer() else r,
+                                ROUND, low=0) for r in frame.get(ROUND, pd.Series([None] * n))]
             at = now_utc()
             rows = []
             for i in range(n):
@@ -397,10 +411,12 @@ class LabelStore:
                 key = keys.iloc[i] if pd.notna(keys.iloc[i]) else f"t:{item_ids[i]}:{tiers[i]}:{gv}"
                 rows.append({"stream_id": s.id, "item_id": int(item_ids[i]), "tier": tiers[i], "annotator_id": people[i],
                              "guideline_version_id": gv, "status": "assigned" if people[i] is not None else "open",
-                             "created_at": at, "due_at": None if pd.isna(due.iloc[i]) else due.iloc[i].to_pydatetime(),
+                             "kind": kinds[i], "blind": blinds[i], "round": rounds[i],
+                             "assigned_at": at if people[i] is not None else None, "created_at": at, "due_at": None if pd.isna(due.iloc[i]) else due.iloc[i].to_pydatetime(),
                              "idempotency_key": str(key)})
             result, ids = insert_idempotent(conn, S.tasks, rows, key="idempotency_key",
-                                            compare=("item_id", "tier", "annotator_id", "guideline_version_id"),
+                                            compare=("item_id", "tier", "annotator_id", "guideline_version_id",
+                                                     "kind", "blind"),
                                             action="task.created", entity="task", actor=actor, reason=None,
                                             after=("tier", "status"))
         return BatchResult(inserted=result.inserted, existing=result.existing,
@@ -475,11 +491,15 @@ class LabelStore:
         return Task(id=int(row["task_id"]), stream=row["stream"], item_id=row[ITEM], tier=int(row[TIER]),
                     annotator=row[ANNOTATOR], guideline_version=None if pd.isna(row[GUIDELINE_VERSION]) else
                     int(row[GUIDELINE_VERSION]), status=TaskStatus(row[STATUS]), created_at=row[CREATED_AT],
-                    due_at=None if pd.isna(row[DUE_AT]) else row[DUE_AT], idempotency_key=row[IDEMPOTENCY_KEY])
+                    due_at=None if pd.isna(row[DUE_AT]) else row[DUE_AT], idempotency_key=row[IDEMPOTENCY_KEY],
+                    kind=row[KIND], blind=bool(row[BLIND]), round=None if pd.isna(row[ROUND]) else int(row[ROUND]),
+                    assigned_at=_stamp_or_none(row["assigned_at"]), completed_at=_stamp_or_none(row["completed_at"]),
+                    escalated_at=_stamp_or_none(row["escalated_at"]))
 
     def tasks_frame(self, stream: str, *, statuses: Sequence[TaskStatus | str] | None = None) -> pd.DataFrame:
         """The stream's tasks, one row each: task_id, item_id, tier, annotator_id,
-        guideline_version, status, created_at, due_at, idempotency_key."""
+        guideline_version, status, created_at, due_at, idempotency_key, kind, blind, round,
+        assigned_at, completed_at, escalated_at."""
         s = self.stream(stream)
         where = S.tasks.c.stream_id == s.id
         if statuses is not None:
@@ -490,15 +510,19 @@ class LabelStore:
         t, i, a, g, st = S.tasks, S.items, S.annotators, S.guideline_versions, S.streams
         query = (base.add_columns(t.c.id.label("task_id"), st.c.name.label("stream"), i.c.external_id.label(ITEM),
                                   t.c.tier, a.c.name.label(ANNOTATOR), g.c.version.label(GUIDELINE_VERSION), t.c.status,
-                                  t.c.created_at, t.c.due_at, t.c.idempotency_key)
+                                  t.c.created_at, t.c.due_at, t.c.idempotency_key, t.c.kind, t.c.blind, t.c.round,
+                                  t.c.assigned_at, t.c.completed_at, t.c.escalated_at)
                  .select_from(t).join(i, i.c.id == t.c.item_id).join(st, st.c.id == t.c.stream_id)
                  .outerjoin(a, a.c.id == t.c.annotator_id).outerjoin(g, g.c.id == t.c.guideline_version_id)
                  .order_by(t.c.id))
         with self._read() as conn:
             rows = conn.execute(query).all()
         frame = pd.DataFrame(rows, columns=["task_id", "stream", ITEM, TIER, ANNOTATOR, GUIDELINE_VERSION, STATUS,
-                                            CREATED_AT, DUE_AT, IDEMPOTENCY_KEY])
+                                            CREATED_AT, DUE_AT, IDEMPOTENCY_KEY, KIND, BLIND, ROUND, "assigned_at",
+                                            "completed_at", "escalated_at"])
         frame[GUIDELINE_VERSION] = frame[GUIDELINE_VERSION].astype("Int64")
+        frame[ROUND] = frame[ROUND].astype("Int64")
+        frame[BLIND] = frame[BLIND].astype(bool)
         return frame
 
     # ----------------------------------------------------------------- annotations
@@ -731,6 +755,29 @@ def _texts(frame: pd.DataFrame, column: str) -> list[str | None]:
     if column not in frame:
         return [None] * len(frame)
     return [None if pd.isna(v) else str(v) for v in frame[column]]
+
+
+def _task_kind(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "label"
+    if not isinstance(value, str) or value not in S.TASK_KINDS:
+        raise fail(KIND, f"one of {list(S.TASK_KINDS)}", _describe(value))
+    return value
+
+
+def _task_blind(value: Any, kind: str) -> bool:
+    # Double-blind and audit answers must be independent of the model and of each other.
+    if value is None or (isinstance(value, float) and value != value):
+        return kind in ("double_blind", "audit")
+    if not isinstance(value, (bool, np.bool_)):
+        raise fail(BLIND, "true or false", _describe(value))
+    if kind in ("double_blind", "audit") and not value:
+        raise fail(BLIND, f"true for {kind} tasks (their answers must be independent)", "false")
+    return bool(value)
+
+
+def _stamp_or_none(value: Any) -> Any:
+    return None if value is None or pd.isna(value) else value
 
 
 def _json_or_none(value: Any) -> Any:
