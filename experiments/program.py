@@ -184,11 +184,27 @@ from .ports import (CalibratedTrainer, Dataset, Request, Scorer, SimulatedWorkfo
                     WorldDataset)
 from .world import TIER_CODES, World, build_world
 
-__all__ = ["MAX_LABELS", "HttpScorer", "InProcessScorer", "ProgramResult", "Scorer", "Setup", "main",
-           "make_tracker", "open_setup", "run_program"]
+__all__ = ["MAX_LABELS", "Clock", "HttpScorer", "InProcessScorer", "ProgramResult", "Scorer", "Setup", "main",
+           "make_tracker", "open_setup", "run_program", "simulated_clock", "wall_clock"]
 
 MAX_LABELS = 5  # an item with this many labels is not sent to people again
 _T0 = pd.Timestamp("2026-01-05", tz="UTC")
+Clock = Callable[[int, pd.Timedelta], pd.Timestamp]  # (round, offset into the round's day) -> when
+
+
+def simulated_clock(round_: int, offset: pd.Timedelta) -> pd.Timestamp:
+    """Simulated time: round ``r`` is day ``r`` from 2026-01-05, plus ``offset``."""
+    return _T0 + pd.Timedelta(days=round_) + offset
+
+
+def wall_clock(round_: int, offset: pd.Timedelta) -> pd.Timestamp:
+    """Real time, now (a live program with people): the round and offset do not matter."""
+    return pd.Timestamp.now(tz="UTC")
+
+
+# The final figures that need the truth: left out when nobody knows it.
+_TRUTH_FINALS = frozenset({T.FINAL_ERROR_RATE, T.INITIAL_ERROR_RATE, T.ERRORS_REMOVED, T.ERRORS_REMOVED_PER_100,
+                           "errors_fixed_total", "errors_introduced_total"})
 _CROWD_START, _ADJUDICATION_START, _AUDIT_START = pd.Timedelta(hours=8), pd.Timedelta(hours=16), pd.Timedelta(hours=20)
 CREATED_AT = "created_at"
 # Where an item's current label came from, by the program's own record (no truth): the audit's
@@ -203,6 +219,8 @@ _AUTO, _REVIEWED, _EXPERT, _UNTOUCHED = STRATA
 DECISIVE_DISPUTE = 0.95
 _PRIOR_CHECKS = 5  # a stratum's error rate: a prior at the posterior's mean doubt, worth this many audited items
 _PRIOR_EXPERT_ACCURACY, _PRIOR_PAIRS = 0.95, 10  # the experts' accuracy: a prior worth this many pairs
+# The store's task kind of each action's crowd work.
+_TASK_KINDS = {Action.REVIEW: "label", Action.DOUBLE_BLIND: "double_blind", Action.TRIPLE: "label"}
 _ACTION_STRATUM = {Action.AUTO_ACCEPT.value: _AUTO, Action.REVIEW.value: _REVIEWED,
                    Action.DOUBLE_BLIND.value: _REVIEWED, Action.TRIPLE.value: _REVIEWED, Action.EXPERT.value: _EXPERT}
 AUDIT_METHOD = ("stratified (auto-accepted oversampled, the rest uniform), adjudicated (a first expert's "
@@ -321,26 +339,32 @@ class Setup:
 
     Attributes
     ----------
-    world : World
+    world : World or None
+        The simulated world; None when the caller gave the dataset (a live program's store).
     store : LabelStore
     scorer : Scorer or None
         The Serve app's :class:`HttpScorer`, or the scorer the caller gave; None means in
         process (each program then scores with its own tracker's champion).
+    dataset : Dataset
+        The program's dataset port: the given one, or the world's (:class:`WorldDataset`).
     """
 
-    world: World
+    world: World | None
     store: LabelStore
     scorer: Scorer | None
+    dataset: Dataset
 
 
 @contextlib.contextmanager
 def open_setup(cfg: ProgramConfig, *, world: World | None = None, store: LabelStore | None = None,
-               scorer: Scorer | None = None) -> Iterator[Setup]:
-    """The world, the label store and the scorer of ``cfg``, for the time of a ``with`` block.
+               scorer: Scorer | None = None, dataset: Dataset | None = None) -> Iterator[Setup]:
+    """The world (or dataset), the label store and the scorer of ``cfg``, for the time of a
+    ``with`` block.
 
     What is given is used as is and left open; what is opened here is closed at exit.
 
-    - ``world``: default ``build_world(cfg)``.
+    - ``world``: default ``build_world(cfg)``, unless a ``dataset`` is given (a live program's
+      :class:`experiments.live.StoreDataset`): then no world is built.
     - ``store``: default ``LabelStore(cfg.store_url)``, closed at exit.
     - ``scorer``, from ``cfg.serve``: ``in_process`` gives None; ``local`` starts Ray Serve
       here and deploys the app with the program's thresholds as the Router's
@@ -369,10 +393,12 @@ def open_setup(cfg: ProgramConfig, *, world: World | None = None, store: LabelSt
         # Cheapest first: a store that cannot be opened stops the run before Ray starts.
         if store is None:
             store = stack.enter_context(LabelStore(cfg.store_url))
-        world = world if world is not None else build_world(cfg)
+        if dataset is None:
+            world = world if world is not None else build_world(cfg)
+            dataset = WorldDataset(world)
         if scorer is None:
             scorer = stack.enter_context(_serving(cfg))
-        yield Setup(world=world, store=store, scorer=scorer)
+        yield Setup(world=world, store=store, scorer=scorer, dataset=dataset)
 
 
 @contextlib.contextmanager
@@ -504,7 +530,8 @@ class ProgramResult:
 def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: LabelStore | None = None,
                 tracker: T.Tracker | None = None, world: World | None = None,
                 progress: Callable[[int, int], None] | None = None, workforce: Workforce | None = None,
-                trainer: Trainer | None = None) -> ProgramResult:
+                trainer: Trainer | None = None, dataset: Dataset | None = None, stream: str | None = None,
+                schedule: Callable[[int], bool] | None = None, clock: Clock | None = None) -> ProgramResult:
     """Run one program end to end: the loop over its ports (:mod:`experiments.ports`).
 
     Parameters
@@ -530,6 +557,18 @@ def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: Labe
     trainer : Trainer, optional
         Trains each round's challenger; default :class:`~experiments.ports.CalibratedTrainer`
         with ``cfg.model``.
+    dataset : Dataset, optional
+        The items, instead of a world's (a live program: :class:`experiments.live.StoreDataset`,
+        with ``workforce`` given too). Its ``truth`` may be None: then only the estimated
+        figures are computed and logged, no ``true_*`` one.
+    stream : str, optional
+        Write to this existing stream instead of a fresh one (a live program's items are there).
+    schedule : callable (round) -> bool, optional
+        Called before each round (0 = seed): True plays it, False ends the program there. Default:
+        rounds ``0 .. cfg.rounds``. A live program waits in it until the round's items are in.
+    clock : callable (round, offset) -> Timestamp, optional
+        When the program's own writes (initial labels, simulated answers) are stamped; default
+        simulated time (round ``r`` is day ``r``, :data:`simulated_clock`).
 
     Returns
     -------
@@ -545,13 +584,18 @@ def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: Labe
     True
     """
     tracker = tracker if tracker is not None else make_tracker(cfg)
-    with open_setup(cfg, world=world, store=store, scorer=scorer) as setup:
-        dataset = WorldDataset(setup.world)
-        workforce = workforce if workforce is not None else SimulatedWorkforce(setup.world)
+    schedule = schedule if schedule is not None else (lambda r: r <= cfg.rounds)
+    with open_setup(cfg, world=world, store=store, scorer=scorer, dataset=dataset) as setup:
+        dataset = setup.dataset
+        if workforce is None:
+            if setup.world is None:
+                raise LoopError("run_program: a dataset without a world needs its workforce (workforce=...)")
+            workforce = SimulatedWorkforce(setup.world)
         # The estimator is looked up when a model is trained (_classifier, patched in tests).
         trainer = trainer if trainer is not None else CalibratedTrainer(
             dataset, estimator=lambda: _classifier(cfg.model), seed=cfg.seed, max_fit_items=cfg.max_fit_items)
-        program = _Program(cfg, dataset, workforce, trainer, setup.store, tracker)
+        program = _Program(cfg, dataset, workforce, trainer, setup.store, tracker, stream=stream,
+                           clock=clock or simulated_clock)
         tracker.start(f"{cfg.strategy.value}", params={**flatten(cfg), T.PARAM_AUDIT_METHOD: AUDIT_METHOD}, tags={
             T.TAG_STRATEGY: cfg.strategy.value, T.TAG_DATASET: dataset.name, T.TAG_ROLE: T.ROLE_PROGRAM,
             T.TAG_STREAM: program.stream})
@@ -559,16 +603,20 @@ def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: Labe
         # cores made a 0.1 s model fit take 4 s.
         limits = threadpool_limits(1)
         try:
+            if not schedule(0):
+                raise LoopError("the program ended before its seed round: no items arrived")
             program.seed_round()
             if progress:
                 progress(0, cfg.rounds)
             program.scorer = setup.scorer if setup.scorer is not None else \
                 InProcessScorer(lambda: tracker.load_model(T.ALIAS_CHAMPION))
             program.scorer.reload()  # the seed model is the champion now
-            for round_ in range(1, cfg.rounds + 1):
+            round_ = 1
+            while schedule(round_):
                 program.play_round(round_)
                 if progress:
                     progress(round_, cfg.rounds)
+                round_ += 1
             result = program.finish()
         except BaseException:
             tracker.finish(failed=True)
@@ -584,19 +632,17 @@ class _Program:
     its ports (dataset, workforce, trainer, scorer, tracker) and never asks which adapter it has."""
 
     def __init__(self, cfg: ProgramConfig, dataset: Dataset, workforce: Workforce, trainer: Trainer,
-                 store: LabelStore, tracker: T.Tracker) -> None:
-        if dataset.truth is None:
-            raise LoopError(f"dataset {dataset.name!r} has no truth: the program's truth-needing figures "
-                            "(true_error_rate, errors_removed, ...) need one; a dataset without truth is not "
-                            "supported by the program yet")
+                 store: LabelStore, tracker: T.Tracker, *, stream: str | None = None,
+                 clock: Clock | None = None) -> None:
         self.cfg, self.dataset, self.workforce, self.trainer = cfg, dataset, workforce, trainer
+        self.clock = clock if clock is not None else simulated_clock
         self.store, self.tracker = store, tracker
         self.rng = np.random.default_rng([cfg.seed, 11, list(Strategy).index(cfg.strategy)])
         # Triple annotation's ties (three labels that all differ) are drawn from their own
         # numbers, so that breaking them leaves the crowd's answers as they were.
         self.ties = np.random.default_rng([cfg.seed, 13])
-        self.stream = _new_stream(store, f"{cfg.name}-{dataset.name}-{cfg.strategy.value}-seed{cfg.seed}",
-                                  dataset.classes)
+        self.stream = stream if stream is not None else _new_stream(
+            store, f"{cfg.name}-{dataset.name}-{cfg.strategy.value}-seed{cfg.seed}", dataset.classes)
         # The stream's annotations and labels, kept in memory and read incrementally: the
         # program needs them several times a round, and a whole read costs the stream's history.
         self.history = StreamHistory(store, self.stream)
@@ -606,11 +652,12 @@ class _Program:
             store.add_annotator(row.annotator_id, tier=TIER_CODES[row.tier], hourly_rate=float(row.hourly_rate),
                                 streams=[self.stream])
         self.experts = set(people.loc[people["tier"] == "expert", ANNOTATOR])
-        # The truth and the initial labels by object id, looked up over every arrived item each
-        # round: pandas' Arrow str index lookups are ~10x slower.
-        self._truth = pd.Series(dataset.truth.to_numpy(), index=pd.Index(dataset.truth.index, dtype=object))
-        self._initial = pd.Series(dataset.initial[LABEL].to_numpy(),
-                                  index=pd.Index(dataset.initial[ITEM], dtype=object))
+        # The truth by object id, looked up over every arrived item each round (pandas' Arrow str
+        # index lookups are ~10x slower); None when nobody knows it: then every figure that needs
+        # it is left out, and only the estimated ones are computed.
+        truth = dataset.truth
+        self._truth = None if truth is None else pd.Series(truth.to_numpy(), index=pd.Index(truth.index, dtype=object))
+        self.last_round = 0
         self.scorer: Scorer | None = None
         self.champion: ModelEvaluation | None = None
         self.out_of_fold = pd.DataFrame()  # the champion's out-of-fold probabilities, by training item
@@ -649,13 +696,17 @@ class _Program:
     def arrive(self, round_: int) -> np.ndarray:
         """Register the round's new items with their initial labels (the first resolution)."""
         new = self.dataset.arrivals(round_)
+        self.last_round = round_
         initial = self.dataset.initial.set_index(ITEM).loc[new].reset_index()
-        self.store.add_items(self.stream, pd.DataFrame({ITEM: new, "source": self.dataset.name}))
+        self.store.add_items(self.stream, self.dataset.items(new))
         self.stratum = pd.concat([self.stratum, pd.Series(_UNTOUCHED, index=new.astype(str), dtype=object)])
         self._write_answers(initial, round_, pd.Timedelta(0))
-        self.store.add_resolutions(self.stream, pd.DataFrame({
-            ITEM: new, LABEL: initial[LABEL].to_numpy(), "method": METHOD_CONSENSUS,
-            REASON: "initial crowd label"}))
+        # An item resolved before it arrived (a live stream's earlier resolution) keeps it.
+        first = ~pd.Index(initial[ITEM].astype(str), dtype=object).isin(self.history.heads().index)
+        if first.any():
+            self.store.add_resolutions(self.stream, pd.DataFrame({
+                ITEM: new[first], LABEL: initial[LABEL].to_numpy()[first], "method": METHOD_CONSENSUS,
+                REASON: "initial crowd label"}))
         return new
 
     def seed_round(self) -> None:
@@ -740,7 +791,7 @@ class _Program:
     def finish(self) -> ProgramResult:
         cfg, dataset = self.cfg, self.dataset
         rounds = pd.DataFrame(self.rows).set_index("round")
-        arrived = dataset.arrived(cfg.rounds)
+        arrived = dataset.arrived(self.last_round)
         initial = dataset.initial.set_index(ITEM)[LABEL].reindex(arrived)
         final = self._labels().reindex(arrived)
         annotations = self.history.annotations()
@@ -758,12 +809,15 @@ class _Program:
         if self.bound_log:
             self.tracker.log_table(pd.DataFrame(self.bound_log), T.AUTO_ACCEPT_BOUND_CSV)
         last = rounds.iloc[-1]
-        wrong_initial = int(self._wrong(initial).sum())
-        wrong_final = int(self._wrong(final).sum())
+        # Without truth these figures are unknown: NaN (and zero counts), never logged.
+        known = self._truth is not None
+        wrong_initial = int(self._wrong(initial).sum()) if known else 0
+        wrong_final = int(self._wrong(final).sum()) if known else 0
         result = ProgramResult(
             strategy=cfg.strategy.value, dataset=dataset.name, stream=self.stream,
             run_id=getattr(self.tracker, "run_id", None), rounds=rounds, n_items=n_initial,
-            initial_error_rate=wrong_initial / n_initial, final_error_rate=wrong_final / n_initial,
+            initial_error_rate=wrong_initial / n_initial if known else float("nan"),
+            final_error_rate=wrong_final / n_initial if known else float("nan"),
             errors_removed=wrong_initial - wrong_final, errors_fixed=self.fixed, errors_introduced=self.introduced,
             cost=float(annotations[COST].sum()), program_cost=float(annotations[COST].sum()) - initial_cost,
             program_annotations=int(len(annotations) - n_initial),
@@ -778,6 +832,8 @@ class _Program:
         # Without audits there is no estimate to log (not a zero).
         final_metrics = {k: v for k, v in final_metrics.items() if not (k.startswith(T.FINAL_ERROR_RATE_ESTIMATE)
                                                                          and np.isnan(v))}
+        if not known:
+            final_metrics = {k: v for k, v in final_metrics.items() if k not in _TRUTH_FINALS}
         self.tracker.log_metrics(final_metrics, step=cfg.rounds)
         return result
 
@@ -902,9 +958,11 @@ class _Program:
         exclude = annotations[[ITEM, ANNOTATOR]].astype({ITEM: str})
         actions = plan.set_index(ITEM)[ACTION]
         ids = {a: actions.index[actions == a.value] for a in Action}
-        crowd_work = [wf.submit(Request(ids[a], labels_per_item=a.crowd_labels, exclude=exclude), rng=rng)
+        crowd_work = [wf.submit(Request(ids[a], labels_per_item=a.crowd_labels, exclude=exclude,
+                                        kind=_TASK_KINDS[a], round=round_), rng=rng)
                       for a in (Action.REVIEW, Action.DOUBLE_BLIND, Action.TRIPLE)]
-        expert_work = wf.submit(Request(ids[Action.EXPERT], expert=True, exclude=exclude), rng=rng)
+        expert_work = wf.submit(Request(ids[Action.EXPERT], expert=True, exclude=exclude, kind="expert",
+                                        round=round_), rng=rng)
         crowd = pd.concat([self._collect(t) for t in crowd_work], ignore_index=True)
         experts = self._collect(expert_work)
         first = pd.concat([crowd, experts], ignore_index=True)
@@ -914,7 +972,8 @@ class _Program:
         split = pairs.groupby(ITEM)[LABEL].nunique()
         disputed = split.index[split > 1]
         seen = pd.concat([exclude, first[[ITEM, ANNOTATOR]]], ignore_index=True)
-        adjudication = self._collect(wf.submit(Request(disputed, expert=True, exclude=seen), rng=rng))
+        adjudication = self._collect(wf.submit(Request(disputed, expert=True, exclude=seen, kind="adjudication",
+                                                       round=round_), rng=rng))
         self._write_answers(adjudication, round_, _ADJUDICATION_START)
         return pd.concat([first, adjudication], ignore_index=True)
 
@@ -929,10 +988,14 @@ class _Program:
 
     def _write_answers(self, answers: pd.DataFrame, round_: int, offset: pd.Timedelta) -> None:
         """Tasks (each at its annotator's tier) and the annotations that answer them, in batched
-        writes stamped with simulated time; the tasks are then closed by their ids."""
+        writes stamped by the program's clock (simulated time by default); the tasks are then
+        closed by their ids. Answers already stored with their task (people answered through
+        the task API) are not written again."""
+        if TASK_ID in answers.columns:
+            answers = answers[answers[TASK_ID].isna()]
         if answers.empty:
             return
-        start = _T0 + pd.Timedelta(days=round_) + offset
+        start = self.clock(round_, offset)
         # Each annotator works through their queue back to back.
         done = answers[SECONDS].astype(np.float64).groupby(answers[ANNOTATOR]).cumsum()
         stamps = start + pd.to_timedelta(done, unit="s")
@@ -1005,8 +1068,13 @@ class _Program:
         strata = self.stratum.reindex(population).fillna(_UNTOUCHED).to_numpy()
         design = np.where(strata == _AUTO, _AUTO, "rest")
         sample = _stratified_sample(population, design, max(1, int(round(spend / (1 + share)))), rng)
-        first = self._collect(self.workforce.submit(Request(sample, expert=True, exclude=exclude), rng=rng))
+        first = self._collect(self.workforce.submit(Request(sample, expert=True, exclude=exclude, kind="audit",
+                                                            round=round_), rng=rng))
         self._write_answers(first, round_, _AUDIT_START)
+        # People may leave an audit task unanswered (its time ran out): the audit is what was answered.
+        sample = sample[pd.Index(sample, dtype=object).isin(first[ITEM].astype(str).to_numpy(dtype=object))]
+        if sample.size == 0:
+            return None
         first = first.set_index(ITEM)[[ANNOTATOR, LABEL]].reindex(sample)
         current = labels.reindex(sample).to_numpy(dtype=np.int64)
         sample_strata = pd.Series(strata, index=population).reindex(sample).to_numpy()
@@ -1019,7 +1087,8 @@ class _Program:
         # Only where an expert who has not labelled the item is left (see _verdict otherwise).
         used = seen[seen[ANNOTATOR].isin(self.experts)].groupby(ITEM)[ANNOTATOR].nunique()
         askable = disputed[used.reindex(disputed).fillna(0).to_numpy() < len(self.experts)]
-        second = self._collect(self.workforce.submit(Request(askable, expert=True, exclude=seen), rng=rng))
+        second = self._collect(self.workforce.submit(Request(askable, expert=True, exclude=seen, kind="audit",
+                                                             round=round_), rng=rng))
         self._write_answers(second, round_, _AUDIT_START + pd.Timedelta(hours=2))
         verdict = _verdict(sample, current, first[LABEL].to_numpy(dtype=np.int64),
                            second.set_index(ITEM)[LABEL].reindex(sample).to_numpy(dtype=np.float64), decisive)
@@ -1140,24 +1209,17 @@ class _Program:
                    challenger: ModelEvaluation, promoted: bool, round_cost: float, budget: float,
                    resolution_hours: float, pairs: pd.DataFrame | None) -> None:
         arrived = pd.Index(arrived, dtype=object)  # object ids: Arrow str lookups are ~10x slower
-        now_wrong = self._wrong(after.reindex(arrived))
-        was_wrong = self._wrong(before.reindex(arrived))
-        initial_wrong = self._wrong(self._initial.reindex(arrived))
-        fixed, introduced = int((was_wrong & ~now_wrong).sum()), int((~was_wrong & now_wrong).sum())
-        if round_ > 0:
-            self.fixed, self.introduced = self.fixed + fixed, self.introduced + introduced
         annotations = self.history.annotations()
         stats = self.history.metrics(resolution_hours=False)
         n_initial = len(arrived)
         is_initial = annotations.groupby(ITEM).cumcount() == 0
         row: dict[str, float] = {
-            T.N_ITEMS: n_initial, T.TRUE_ERROR_RATE: float(now_wrong.mean()),
+            T.N_ITEMS: n_initial,
             T.MODEL_ACCURACY: evaluation.accuracy, T.MODEL_ECE: evaluation.ece,
             T.CHALLENGER_ACCURACY: challenger.accuracy, T.CHALLENGER_ECE: challenger.ece, T.PROMOTED: float(promoted),
             T.COST: float(annotations[COST].sum()), T.PROGRAM_COST: float(annotations.loc[~is_initial, COST].sum()),
             T.ROUND_COST: round_cost, T.BUDGET: budget, T.ANNOTATOR_HOURS: float(annotations[SECONDS].sum() / 3600),
-            T.ANNOTATIONS: float(len(annotations)), T.ERRORS_FIXED: fixed, T.ERRORS_INTRODUCED: introduced,
-            T.ERRORS_REMOVED: float(initial_wrong.sum() - now_wrong.sum()),
+            T.ANNOTATIONS: float(len(annotations)),
             T.CORRECTION_FREQUENCY: stats.correction_frequency, T.KRIPPENDORFF_ALPHA: stats.krippendorff_alpha,
             T.PERCENT_AGREEMENT: stats.percent_agreement, T.RESOLUTION_HOURS: resolution_hours,
         }
@@ -1166,7 +1228,8 @@ class _Program:
             row.update({T.ACTION_COUNT_PREFIX + a.value: float(counts.get(a.value, 0)) for a in Action})
             auto = plan.loc[plan[ACTION] == Action.AUTO_ACCEPT.value, ITEM].astype(str)
             row[T.AUTO_ACCEPT_RATE] = float(pd.Index(new, dtype=object).isin(auto.to_numpy(dtype=object)).mean())
-            row[T.AUTO_ACCEPT_ERROR_RATE] = float(self._wrong(after.reindex(auto)).mean()) if len(auto) else float("nan")
+        if self._truth is not None:
+            row.update(self._true_figures(round_, arrived, before, after, plan))
         if audit is not None:
             est = audit.estimate
             row.update({T.AUDIT_ERROR_RATE: est.rate, T.AUDIT_CI_LOW: est.low, T.AUDIT_CI_HIGH: est.high,
@@ -1186,14 +1249,33 @@ class _Program:
         self.tracker.log_metrics(row, step=round_)
         self.rows.append({"round": round_, **row})
 
+    def _true_figures(self, round_: int, arrived: pd.Index, before: pd.Series, after: pd.Series,
+                      plan: pd.DataFrame | None) -> dict[str, float]:
+        """The figures only a simulation knows (against the truth): ``true_error_rate``, errors
+        fixed, introduced and removed, the auto-accepted labels' true error rate."""
+        now_wrong = self._wrong(after.reindex(arrived))
+        was_wrong = self._wrong(before.reindex(arrived))
+        initial = self.dataset.initial
+        initial_wrong = self._wrong(pd.Series(initial[LABEL].to_numpy(), index=pd.Index(initial[ITEM], dtype=object))
+                                    .reindex(arrived))
+        fixed, introduced = int((was_wrong & ~now_wrong).sum()), int((~was_wrong & now_wrong).sum())
+        if round_ > 0:
+            self.fixed, self.introduced = self.fixed + fixed, self.introduced + introduced
+        row = {T.TRUE_ERROR_RATE: float(now_wrong.mean()), T.ERRORS_FIXED: fixed, T.ERRORS_INTRODUCED: introduced,
+               T.ERRORS_REMOVED: float(initial_wrong.sum() - now_wrong.sum())}
+        if plan is not None:
+            auto = plan.loc[plan[ACTION] == Action.AUTO_ACCEPT.value, ITEM].astype(str)
+            row[T.AUTO_ACCEPT_ERROR_RATE] = float(self._wrong(after.reindex(auto)).mean()) if len(auto) else float("nan")
+        return row
+
     def _log_routed(self, round_: int, plan: pd.DataFrame, candidates: pd.DataFrame, before: pd.Series,
                     after: pd.Series) -> None:
         ids = plan[ITEM].astype(str).to_numpy()
         table = candidates.drop(columns=[c for c in (ROUTE,) if c in candidates.columns]).merge(
             plan[[ITEM, ACTION, ROUTE, REASON, "priority", PLANNED_COST]], on=ITEM, how="left")
-        truth = self.dataset.truth.reindex(ids).to_numpy()
-        table = table.assign(label_before=before.reindex(ids).to_numpy(), label_after=after.reindex(ids).to_numpy(),
-                             true_label=truth)
+        table = table.assign(label_before=before.reindex(ids).to_numpy(), label_after=after.reindex(ids).to_numpy())
+        if self._truth is not None:
+            table = table.assign(true_label=self.dataset.truth.reindex(ids).to_numpy())
         table = table[table[ACTION] != Action.KEEP.value].sort_values("priority", ascending=False)
         self.tracker.log_table(table, T.routed_table_path(round_))
 

@@ -24,7 +24,7 @@ from sqlalchemy.engine import URL, Connection
 from .._validation import _describe, check_int, check_pred_probs, check_real, fail
 from ..columns import ANNOTATOR, ITEM, REASON, ROUTE
 from ..exceptions import ConflictError, StoreError
-from . import _annotations, _exchange, _metrics, _reads, _resolutions
+from . import _annotations, _exchange, _live, _metrics, _reads, _resolutions
 from . import _schema as S
 from ._columns import (CREATED_AT, GUIDELINE_VERSION, IDEMPOTENCY_KEY, PAYLOAD, PAYLOAD_REF, PROBS, SIGNALS,
                        SOURCE, SUPERSEDES_KEY)
@@ -659,6 +659,23 @@ class LabelStore:
         if isinstance(as_of, (int, np.integer)) and not isinstance(as_of, bool):
             return int(as_of)
         return to_utc(as_of, "as_of")
+
+    # ----------------------------------------------------------------- live programs
+    def items_frame(self, stream: str, *, after: int | None = None) -> pd.DataFrame:
+        """The stream's items in insertion order: ``item_id, payload, payload_ref, source,
+        created_at, item_row`` (``item_row``: the store's id, growing in insertion order; ``after``
+        keeps the items stored after that row, so a reader appends what is new)."""
+        s = self.stream(stream)
+        if after is not None:
+            after = check_int(after, "after", low=0)
+        with self._read() as conn:
+            return _live.items_frame(conn, s, after=after)
+
+    def annotators_frame(self, stream: str) -> pd.DataFrame:
+        """The stream's annotators: ``annotator_id`` (name), ``tier``, ``hourly_rate``, ``active``."""
+        s = self.stream(stream)
+        with self._read() as conn:
+            return _live.annotators_frame(conn, s)
 
     # ----------------------------------------------------------------- audit, metrics
     def events_frame(self, *, stream: str | None = None, item_id: Any = None) -> pd.DataFrame:
