@@ -839,8 +839,13 @@ class _Program:
 
     # -- helpers -----------------------------------------------------------------------------
     def _labels(self) -> pd.Series:
-        """Current resolved label of every item, by item id (from the store)."""
-        return self.history.labels()
+        """Current resolved label of every arrived item, by item id (from the store). A live
+        stream also holds items that have not arrived (or never will: its gold)."""
+        labels = self.history.labels()
+        arrived = pd.Index(self.dataset.arrived(self.last_round), dtype=object)
+        if len(arrived) == len(labels):  # a simulation's stream: every resolved item has arrived
+            return labels
+        return labels[pd.Index(labels.index, dtype=object).isin(arrived)]
 
     def _audit_size(self, arrived: np.ndarray) -> int:
         """Items the round's audit will check (as :func:`loop.audit.audit_sample` rounds)."""
@@ -1281,7 +1286,8 @@ class _Program:
 
     def _log_plots(self, rounds: pd.DataFrame, probs: np.ndarray, truth: np.ndarray) -> None:
         t = self.tracker
-        t.log_figure(T.plot_error_vs_cost({self.cfg.strategy.value: rounds}), T.ERROR_VS_COST_PNG)
+        metric = T.TRUE_ERROR_RATE if self._truth is not None else T.AUDIT_ERROR_RATE
+        t.log_figure(T.plot_error_vs_cost({self.cfg.strategy.value: rounds}, metric=metric), T.ERROR_VS_COST_PNG)
         t.log_figure(T.plot_reliability(reliability_table(probs, truth)), T.RELIABILITY_PNG)
         t.log_figure(T.plot_confusion_matrix(truth, probs.argmax(axis=1), self.dataset.classes), T.CONFUSION_PNG)
 

@@ -561,19 +561,21 @@ def _figure(width: float = 5.5, height: float = 4.0):
     return Figure(figsize=(width, height), dpi=100)
 
 
-def plot_error_vs_cost(curves: Mapping[str, pd.DataFrame], *, title: str = "label error rate against cost"):
-    """One line per program: cumulative ``cost`` (x) against ``true_error_rate`` (y), a point per round.
+def plot_error_vs_cost(curves: Mapping[str, pd.DataFrame], *, title: str = "label error rate against cost",
+                       metric: str = TRUE_ERROR_RATE):
+    """One line per program: cumulative ``cost`` (x) against ``metric`` (y; default
+    ``true_error_rate``, or ``audit_error_rate`` where nobody knows the truth), a point per round.
 
     Parameters
     ----------
-    curves : mapping of name -> DataFrame with columns ``cost`` and ``true_error_rate``
+    curves : mapping of name -> DataFrame with columns ``cost`` and ``metric``
     """
     fig = _figure()
     ax = fig.add_subplot()
     for name, frame in curves.items():
-        ax.plot(frame[COST], frame[TRUE_ERROR_RATE], marker="o", label=name)
+        ax.plot(frame[COST], frame[metric] if metric in frame else np.nan, marker="o", label=name)
     ax.set_xlabel("cumulative annotation cost")
-    ax.set_ylabel("true label error rate")
+    ax.set_ylabel("true label error rate" if metric == TRUE_ERROR_RATE else "estimated label error rate (audits)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
