@@ -56,7 +56,7 @@ from loop.strategies import TaskCosts
 from . import tracking as T
 from .config import ProgramConfig
 from .ports import Request, Ticket
-from .program import ProgramResult, make_tracker, run_program, wall_clock
+from .program import ProgramResult, _serving, make_tracker, run_program, wall_clock
 from .table import Table
 from .world import TIER_CODES, expected_cost
 
@@ -235,7 +235,7 @@ class HumanWorkforce:
             copy = np.tile(np.arange(copies), ids.size)
             tasks = pd.DataFrame({
                 ITEM: items, "tier": _EXPERT_TIER if request.expert else _CROWD_TIER, "kind": kind,
-                "round": request.round, "due_at": pd.Timestamp(deadline, unit="s", tz="UTC"),
+                "round": request.round, "due_at": pd.Timestamp(deadline, unit="s", tz="UTC").floor("us"),
                 "idempotency_key": [f"{self.stream}:{self._session}:{ticket.id}:{i}:{c}" for i, c in zip(items, copy)]})
             task_ids = list(self.store.add_tasks(self.stream, tasks).ids)
         self._tickets[ticket.id] = (task_ids, deadline, self._mark)
@@ -414,6 +414,10 @@ def serve_program(cfg: ProgramConfig, *, store: LabelStore | None = None, tracke
         schedule = RoundSchedule(dataset, round_items=live.round_items, round_seconds=live.round_seconds,
                                  poll_seconds=live.poll_seconds, max_rounds=max_rounds, now=now, sleep=sleep,
                                  stop=stop)
-        tracker = RoundRuns(tracker if tracker is not None else make_tracker(cfg))
+        # The team's own model (not a simulation's <name>-simulation): what its people label with.
+        model = cfg.tracking.registered_model
+        tracker = RoundRuns(tracker if tracker is not None else make_tracker(cfg, model_name=model))
+        if scorer is None:
+            scorer = stack.enter_context(_serving(cfg, model_name=model))
         return run_program(cfg, scorer=scorer, store=store, tracker=tracker, dataset=dataset, workforce=workforce,
                            stream=stream, schedule=schedule, clock=wall_clock, progress=progress)

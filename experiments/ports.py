@@ -282,7 +282,9 @@ class CalibratedTrainer:
         # A model judges the labels it learnt from too kindly (it fits their errors): the items it
         # was trained on are judged by models that did not see them (cleanlab's out-of-sample
         # requirement), each fold's probabilities calibrated like the model's.
-        folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=self.seed)
+        # Fewer folds when no class has FOLDS items (a live program's first small rounds).
+        n_splits = int(max(2, min(FOLDS, np.bincount(y).max())))
+        folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=self.seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # a class with fewer items than folds
             held_out = cross_val_predict(estimator, x, y, cv=folds, method="predict_proba")  # refits clones

@@ -402,8 +402,10 @@ def open_setup(cfg: ProgramConfig, *, world: World | None = None, store: LabelSt
 
 
 @contextlib.contextmanager
-def _serving(cfg: ProgramConfig) -> Iterator[HttpScorer | None]:
-    """The Serve app ``cfg.serve`` names, as an :class:`HttpScorer`; None for ``in_process``."""
+def _serving(cfg: ProgramConfig, *, model_name: str | None = None) -> Iterator[HttpScorer | None]:
+    """The Serve app ``cfg.serve`` names, as an :class:`HttpScorer`; None for ``in_process``.
+    A local app serves ``model_name`` (default ``cfg.simulation_model``) and, once the app
+    takes them, gets the store's URL (its task and item endpoints write there)."""
     if cfg.serve == IN_PROCESS:
         yield None
         return
@@ -411,10 +413,13 @@ def _serving(cfg: ProgramConfig) -> Iterator[HttpScorer | None]:
         with HttpScorer(cfg.serve) as scorer:
             yield scorer
         return
+    from serve.args import AppArgs
     from serve.local import local_app
 
-    args = {"model_name": cfg.simulation_model, "tracking_uri": cfg.tracking.uri,
+    args = {"model_name": model_name or cfg.simulation_model, "tracking_uri": cfg.tracking.uri,
             "trusted_modules": list(trusted_modules(cfg.model)), "allow_pickle": cfg.model.allow_pickle}
+    if "store_url" in AppArgs.model_fields:  # the task API's app (its branch adds the field)
+        args["store_url"] = cfg.store_url
     with local_app(args, thresholds=cfg.thresholds) as url, HttpScorer(url) as scorer:
         yield scorer
 

@@ -573,7 +573,7 @@ def plot_error_vs_cost(curves: Mapping[str, pd.DataFrame], *, title: str = "labe
     fig = _figure()
     ax = fig.add_subplot()
     for name, frame in curves.items():
-        ax.plot(frame[COST], frame[metric] if metric in frame else np.nan, marker="o", label=name)
+        ax.plot(frame[COST], frame.get(metric, pd.Series(np.nan, index=frame.index)), marker="o", label=name)
     ax.set_xlabel("cumulative annotation cost")
     ax.set_ylabel("true label error rate" if metric == TRUE_ERROR_RATE else "estimated label error rate (audits)")
     ax.set_title(title)

@@ -253,3 +253,38 @@ def test_a_stream_without_gold_says_so(tmp_path) -> None:
 def test_the_live_section_is_validated_naming_the_key(live, message) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         parse_config({"live": live})
+
+
+def test_labelloop_serve_ingests_a_table_and_runs_rounds_nobody_answers(tmp_path, capsys) -> None:
+    """`labelloop serve --items` for a team without an HTTP producer (columns as the config's
+    table names them): the table's gold becomes
+    the gold, its other items arrive; with nobody answering, every task runs past its SLA, is
+    escalated, and the round goes on without inventing an answer."""
+    from experiments.cli import main
+
+    x, ids, truth, initial, _ = _world()
+    n = GOLD + 2 * 20
+    table = pd.DataFrame(x[:n], columns=[f"f{j}" for j in range(x.shape[1])])
+    table.insert(0, "item_id", ids[:n])
+    table["label"] = initial[:n]
+    table["gold"] = pd.array([int(t) if i < GOLD else None for i, t in enumerate(truth.to_numpy()[:n])],
+                             dtype="Int64")
+    table.to_csv(tmp_path / "items.csv", index=False)
+    url = f"sqlite:///{tmp_path / 'labels.db'}"
+    (tmp_path / "serve.yaml").write_text(
+        f"program: {{name: team, audit_rate: 0.1, budget_per_round: 5.0, dataset: {{path: unused.csv, gold: gold}}}}\n"
+        f"gate: {{max_ece: 0.5}}\n"
+        f"tracking: {{uri: none}}\nstore: {{url: '{url}'}}\n"
+        f"live: {{round_items: 20, round_seconds: 60, sla_seconds: 0.2, poll_seconds: 0.05}}\n")
+    code = main(["serve", "--config", str(tmp_path / "serve.yaml"), "--items", str(tmp_path / "items.csv"),
+                 "--rounds", "1", "--in-process"])
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 0, captured.err
+    assert "round 1 done" in out
+    with LabelStore(url) as store:
+        tasks = store.tasks_frame("team")
+        people = store.annotations_frame("team")
+    asked = tasks[tasks[ANNOTATOR].isna() | (tasks[ANNOTATOR] != CURRENT_LABEL)]
+    assert len(asked) and (asked["status"] == "cancelled").all()
+    assert (people[ANNOTATOR] == CURRENT_LABEL).all() and len(people) == 40  # only the items' own labels
