@@ -7,10 +7,14 @@ it has:
 port            what it does                                                 adapters
 ==============  ===========================================================  ==============================
 ``Dataset``     items, their features, arrivals, initial labels, gold        :class:`WorldDataset` (a built-in
-                (calibration, holdout) and the truth (``None``: unknown)     world or a team's table)
+                (calibration, holdout) and the truth (``None``: unknown)     world or a team's table);
+                                                                             ``live.StoreDataset`` (a store
+                                                                             stream, no truth)
 ``Workforce``   takes work (crowd or expert labels) and answers it, maybe    :class:`SimulatedWorkforce`
                 later: :meth:`Workforce.submit` returns a :class:`Ticket`,   (simulated or replayed answers,
-                :meth:`Workforce.collect` its answers once they are in       at once); people: next
+                :meth:`Workforce.collect` its answers once they are in       at once); people:
+                                                                             ``live.HumanWorkforce`` (tasks
+                                                                             in the store, an SLA)
 ``Trainer``     fits a model on resolved labels: calibrated, evaluated,      :class:`CalibratedTrainer`
                 with out-of-fold probabilities of its training items
 ``Scorer``      scores and routes with the champion                          ``InProcessScorer``,

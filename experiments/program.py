@@ -9,12 +9,14 @@ with any of those given (a comparison shares them between its programs, see :fun
 and never asks which adapter is behind one:
 
 - *Dataset*: what arrives when, features, initial labels, the gold slices, the truth when
-  known. Adapter: :class:`~experiments.ports.WorldDataset` (a built-in world or a team's
-  table, :mod:`experiments.world`).
+  known. Adapters: :class:`~experiments.ports.WorldDataset` (a built-in world or a team's
+  table, :mod:`experiments.world`); :class:`experiments.live.StoreDataset` (a label-store
+  stream, ``labelloop serve``: no truth, so only the estimated figures exist).
 - *Workforce*: takes requests for crowd or expert labels (``submit -> Ticket``) and gives their
-  answers (``collect``), so that people can answer later. Adapter:
+  answers (``collect``), so that people can answer later. Adapters:
   :class:`~experiments.ports.SimulatedWorkforce` (simulated annotators, or a real crowd
-  replayed), which answers at once; a round still needs its answers within the round.
+  replayed), which answers at once; :class:`experiments.live.HumanWorkforce` (people: tasks in
+  the store, answered within an SLA or escalated). A round waits for its answers.
 - *Trainer*: a challenger from the resolved labels, evaluated, with out-of-fold
   probabilities. Adapter: :class:`~experiments.ports.CalibratedTrainer`.
 - *Scorer*: scores and routes with the champion (:class:`InProcessScorer`, :class:`HttpScorer`).

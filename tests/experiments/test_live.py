@@ -4,6 +4,8 @@ tasks from a simulated crowd; the truth stays in this test, where it checks the 
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -103,23 +105,30 @@ def _items(x, ids, labels):
                                              for f, c in zip(x, labels)], "source": "producer"})
 
 
-def _store_url(tmp_path, backend: str) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'labels.db'}"
-    url = os.environ.get("LABELLOOP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    schema = f"live_{os.getpid()}_{abs(hash(str(tmp_path))) % 10**6}"
-    import sqlalchemy as sa
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> Iterator[str]:
+    """A file SQLite store, or a fresh schema on the PostgreSQL server the store tests use
+    (``LABELLOOP_TEST_PG_URL``, else 127.0.0.1:5432/test; skipped when unreachable, except in CI)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'labels.db'}"
+        return
+    import psycopg
 
+    base = os.environ.get("LABELLOOP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    dsn = base.replace("postgresql+psycopg://", "postgresql://")
+    schema = f"live_test_{uuid.uuid4().hex[:12]}"
     try:
-        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-        engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - no server: skipped unless CI promises one
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no PostgreSQL at {url}: {exc}")
-    return f"{url}?options=-csearch_path%3D{schema}"
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+    except psycopg.Error as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL is unreachable at {base} ({exc}); CI=true, so the PostgreSQL case must run")
+        pytest.skip(f"PostgreSQL is unreachable at {base}")
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def _setup(store: LabelStore, crowd, x, ids, initial, truth) -> None:
@@ -133,10 +142,9 @@ def _setup(store: LabelStore, crowd, x, ids, initial, truth) -> None:
                                                 "reason": "gold"}))
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_three_rounds_with_people_lower_the_estimated_error(tmp_path, backend) -> None:
+def test_three_rounds_with_people_lower_the_estimated_error(tmp_path, store_url) -> None:
     x, ids, truth, initial, crowd = _world()
-    url = _store_url(tmp_path, backend)
+    url = store_url
     cfg = parse_config({
         "program": {"name": "live", "audit_rate": 0.25, "budget_per_round": 25.0, "seed": 0},
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "live"},
