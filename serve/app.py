@@ -58,6 +58,7 @@ from loop.columns import ITEM, LABEL, LABEL_ISSUE_SCORE
 from loop.exceptions import LoopError, SchemaError
 from loop.routing import RoutingThresholds, route, score_items
 
+from . import review
 from .args import APP_NAME, AppArgs
 from .payload import (NO_LABEL, BadRequest, ParsedRequest, ScoreRequest, check_label_codes, encode_answer,
                       error_body, parse_request)
@@ -270,6 +271,7 @@ class Scorer:
 
 api = FastAPI(title="labelloop", version="1",
               description="Score and route items for labeling: who should look at which item, and why.")
+api.include_router(review.router)  # the annotators' review page, GET /review
 
 _REQUEST_BODY = {"requestBody": {"required": True, "content": {
     _JSON: {"schema": ScoreRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}}

@@ -15,8 +15,10 @@ from ._columns import (ACTOR, ANNOTATION_ID, CONFIDENCE, CREATED_AT, EVIDENCE, G
                        METHOD, PAYLOAD, PAYLOAD_REF, PROBS, RATIONALE, RESOLUTION_ID, RESOLVED_AT, SIGNALS, SOURCE,
                        SUGGESTION, SUGGESTION_CONFIDENCE, SUPERSEDES, SUPERSEDES_KEY, TASK_ID)
 from ._engine import URL_ENV_VAR, default_url, normalize_url
-from ._records import (Annotator, BatchResult, GuidelineVersion, ModelVersion, Resolution, ResolutionMethod, Stream,
-                       StreamMetrics, Task, TaskStatus)
+from ._records import (Annotation, Annotator, BatchResult, Dispute, Escalation, GuidelineVersion, ModelVersion,
+                       Principal, QueueMetrics, Resolution, ResolutionMethod, Role, Stream, StreamMetrics, Suggestion,
+                       Task, TaskPreview, TaskStatus)
+from ._tasks import guideline_section
 from ._schema import MAX_RATIONALE_CHARS
 from .migrate import current_revision, head_revision, upgrade
 from .history import StreamHistory
@@ -26,7 +28,8 @@ __all__ = [
     "ACTOR", "ANNOTATION_ID", "CONFIDENCE", "CREATED_AT", "EVIDENCE", "GUIDELINE_VERSION", "IDEMPOTENCY_KEY",
     "MAX_RATIONALE_CHARS", "METHOD", "PAYLOAD", "PAYLOAD_REF", "PROBS", "RATIONALE", "RESOLUTION_ID", "RESOLVED_AT",
     "SIGNALS", "SOURCE", "SUGGESTION", "SUGGESTION_CONFIDENCE", "SUPERSEDES", "SUPERSEDES_KEY", "TASK_ID",
-    "URL_ENV_VAR", "Annotator", "BatchResult", "GuidelineVersion", "LabelStore", "ModelVersion", "Resolution",
-    "ResolutionMethod", "Stream", "StreamHistory", "StreamMetrics", "Task", "TaskStatus", "current_revision",
-    "default_url", "head_revision", "normalize_url", "upgrade",
+    "URL_ENV_VAR", "Annotation", "Annotator", "BatchResult", "Dispute", "Escalation", "GuidelineVersion",
+    "LabelStore", "ModelVersion", "Principal", "QueueMetrics", "Resolution", "ResolutionMethod", "Role", "Stream",
+    "StreamHistory", "StreamMetrics", "Suggestion", "Task", "TaskPreview", "TaskStatus", "current_revision",
+    "default_url", "guideline_section", "head_revision", "normalize_url", "upgrade",
 ]

@@ -45,6 +45,7 @@ class Annotator:
     active: bool
     hourly_rate: float
     streams: tuple[str, ...]
+    email: str | None = None   # how a Label Studio user is matched to the annotator
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,29 @@ class Task:
     assigned_at: datetime | None = None
     completed_at: datetime | None = None
     escalated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One stored answer (:meth:`LabelStore.answer_task`); ``label`` and ``suggestion`` are
+    class codes."""
+
+    id: int
+    stream: str
+    task_id: int | None
+    item_id: str
+    annotator: str
+    label: int
+    rationale: str | None
+    evidence: Any
+    seconds: float | None
+    flags: tuple[str, ...]
+    suggestion: int | None
+    suggestion_confidence: float | None
+    guideline_version: int | None
+    source: str | None
+    created_at: datetime
+    idempotency_key: str
 
 
 @dataclass(frozen=True)
@@ -141,3 +165,97 @@ class StreamMetrics:
     seconds_per_item: float
     total_cost: float
     cost_per_item: float
+
+
+class Role(str, Enum):
+    """What a bearer token may do: ``admin`` everything; ``annotator`` their own tasks,
+    answers and disputes; ``client`` score, route and ingest items."""
+
+    ADMIN = "admin"
+    ANNOTATOR = "annotator"
+    CLIENT = "client"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a valid token speaks for (:meth:`LabelStore.authenticate`)."""
+
+    token_id: int
+    role: Role
+    name: str
+    annotator: str | None
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """What the model proposes for an item, shown on a task that is not blind."""
+
+    label: str
+    confidence: float
+    route: str | None
+    reason: str | None
+    confused_pair: tuple[str, str]
+    model_version: str
+
+
+@dataclass(frozen=True)
+class TaskPreview:
+    """Everything an annotator sees with a task.
+
+    ``suggestion`` and ``examples`` are None on blind tasks (double-blind, audit,
+    adjudication), and ``guideline_section`` is then the whole guideline (a section for the
+    model's confused pair would reveal the model's guess). Nothing in a preview depends on any
+    other annotator's answer.
+    """
+
+    task: Task
+    classes: tuple[str, ...]
+    display: str | None
+    payload: Any
+    guideline_version: int | None
+    guideline_section: str | None
+    suggestion: Suggestion | None
+    examples: dict[str, list[dict[str, Any]]] | None
+
+
+@dataclass(frozen=True)
+class Dispute:
+    """An annotator's objection to a resolved label or a suggestion; settled by an
+    adjudication task."""
+
+    id: int
+    stream: str
+    item_id: str
+    annotator: str | None
+    target: str
+    label: int | None
+    reason: str
+    status: str
+    adjudication_task_id: int | None
+    created_at: datetime
+    due_at: datetime | None
+    escalated_at: datetime | None
+    closed_at: datetime | None
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """What :meth:`LabelStore.escalate_overdue` escalated now (ids)."""
+
+    tasks: tuple[int, ...]
+    disputes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class QueueMetrics:
+    """The queues for Prometheus (:meth:`LabelStore.queue_metrics`).
+
+    ``queues``: one row per stream, tier and status (``open``, ``assigned``) with ``depth``,
+    ``oldest_seconds`` (age of the oldest task) and ``overdue`` (past ``due_at``).
+    ``streams``: one row per stream with ``answers_last_minute``, ``tasks_escalated`` and
+    ``disputes_escalated`` (all time: SLA breaches) and ``disputes_open``.
+    """
+
+    queues: Any
+    streams: Any

@@ -11,8 +11,9 @@ is a new resolution that supersedes the old one.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -22,16 +23,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
 
 from .._validation import _describe, check_int, check_pred_probs, check_real, fail
-from ..columns import ANNOTATOR, ITEM, REASON, ROUTE
-from ..exceptions import ConflictError, StoreError
-from . import _annotations, _exchange, _live, _metrics, _reads, _resolutions
+from ..columns import ANNOTATOR, ITEM, LABEL, REASON, ROUTE
+from ..exceptions import ConflictError, ForbiddenError, NotFoundError, StoreError
+from . import _annotations, _exchange, _live, _metrics, _reads, _resolutions, _tasks, _tokens
 from . import _schema as S
 from ._columns import (CREATED_AT, GUIDELINE_VERSION, IDEMPOTENCY_KEY, PAYLOAD, PAYLOAD_REF, PROBS, SIGNALS,
                        SOURCE, SUPERSEDES_KEY)
 from ._convert import as_frame, check_columns, external_ids, json_text, lookup, now_utc, to_utc, utc_stamps
 from ._engine import default_url, make_engine, normalize_url, write_transaction
-from ._records import (Annotator, BatchResult, GuidelineVersion, ModelVersion, Resolution, ResolutionMethod,
-                       Stream, StreamMetrics, Task, TaskStatus)
+from ._records import (Annotation, Annotator, BatchResult, Dispute, Escalation, GuidelineVersion, ModelVersion,
+                       Principal, QueueMetrics, Resolution, ResolutionMethod, Role, Stream, StreamMetrics, Task,
+                       TaskPreview, TaskStatus)
 from ._writes import insert_idempotent, record_events
 from .migrate import current_revision, head_revision, upgrade
 
@@ -43,6 +45,7 @@ BLIND: Final = "blind"
 ROUND: Final = "round"
 DUE_AT: Final = "due_at"
 STATUS: Final = "status"
+DEFAULT_DISPUTE_SLA: Final = timedelta(hours=24)
 
 
 def _name(value: Any, name: str) -> str:
@@ -149,15 +152,22 @@ class LabelStore:
         return self._streams[name]
 
     def add_annotator(self, name: str, *, tier: int = 1, streams: Sequence[str] = (), active: bool = True,
-                      hourly_rate: float = 0.0, actor: str | None = None) -> Annotator:
-        """Register an annotator (idempotent by name) and put them on ``streams``."""
+                      hourly_rate: float = 0.0, email: str | None = None, actor: str | None = None) -> Annotator:
+        """Register an annotator (idempotent by name) and put them on ``streams``. ``email``
+        (unique) is how a Label Studio user is matched to them."""
         row = {"name": _name(name, "name"), "tier": check_int(tier, "tier", low=0), "active": bool(active),
-               "hourly_rate": check_real(hourly_rate, "hourly_rate", low=0.0), "created_at": now_utc()}
+               "hourly_rate": check_real(hourly_rate, "hourly_rate", low=0.0), "created_at": now_utc(),
+               "email": _email(email)}
         targets = [self.stream(s) for s in streams]
         with write_transaction(self._engine) as conn:
+            _check_email_free(conn, row["email"], name)
+            # The email is not part of the idempotent comparison: a later call without it (the
+            # program re-registering its annotators) must not conflict with one set since.
             _, ids = insert_idempotent(conn, S.annotators, [row], key="name", compare=("tier", "active", "hourly_rate"),
                                        action="annotator.created", entity="annotator", actor=actor, reason=None,
                                        after=("name", "tier", "hourly_rate"))
+            if row["email"] is not None:
+                self._set_email(conn, ids[name], row["email"], actor=actor)
             self._join(conn, ids[name], targets, actor=actor)
         return self.annotator(name)
 
@@ -206,7 +216,54 @@ class LabelStore:
             streams = conn.execute(sa.select(st.c.name).join(sa_, sa_.c.stream_id == st.c.id)
                                    .where(sa_.c.annotator_id == row.id).order_by(st.c.name)).scalars().all()
         return Annotator(id=row.id, name=row.name, tier=row.tier, active=row.active, hourly_rate=row.hourly_rate,
-                         streams=tuple(streams))
+                         streams=tuple(streams), email=row.email)
+
+    def update_annotator(self, name: str, *, tier: int | None = None, active: bool | None = None,
+                         email: str | None = None, streams: Sequence[str] = (), actor: str | None = None,
+                         reason: str | None = None) -> Annotator:
+        """Change an annotator's tier, active flag or email, and put them on more ``streams``;
+        one event per change. None leaves a field as it is."""
+        targets = [self.stream(s) for s in streams]
+        tier = None if tier is None else check_int(tier, "tier", low=0)
+        email = _email(email)
+        if active is not None:
+            self.set_annotator_active(name, active, actor=actor, reason=reason)
+        a = S.annotators
+        with write_transaction(self._engine) as conn:
+            id_ = self._annotator_id(conn, name)
+            if tier is not None:
+                before = conn.execute(sa.select(a.c.tier).where(a.c.id == id_)).scalar_one()
+                if before != tier:
+                    conn.execute(a.update().where(a.c.id == id_).values(tier=tier))
+                    record_events(conn, [{"action": "annotator.tier", "entity": "annotator", "entity_id": id_,
+                                          "before": {"tier": before}, "after": {"tier": tier}}], actor=actor,
+                                  reason=reason)
+            if email is not None:
+                _check_email_free(conn, email, name)
+                self._set_email(conn, id_, email, actor=actor)
+            self._join(conn, id_, targets, actor=actor)
+        return self.annotator(name)
+
+    def set_annotator_email(self, name: str, email: str, *, actor: str | None = None) -> Annotator:
+        """Set the email a Label Studio user is matched by (unique among annotators)."""
+        return self.update_annotator(name, email=email, actor=actor)
+
+    def annotator_by_email(self, email: str) -> Annotator:
+        """The annotator with this email (case-insensitive)."""
+        email = _email(email)
+        with self._read() as conn:
+            name = conn.execute(sa.select(S.annotators.c.name).where(S.annotators.c.email == email)).scalar()
+        if name is None:
+            raise NotFoundError(f"The 'email' argument must be an annotator's email. Got {email!r} instead.")
+        return self.annotator(name)
+
+    def _set_email(self, conn: Connection, annotator_id: int, email: str, *, actor: str | None) -> None:
+        a = S.annotators
+        before = conn.execute(sa.select(a.c.email).where(a.c.id == annotator_id)).scalar_one()
+        if before != email:
+            conn.execute(a.update().where(a.c.id == annotator_id).values(email=email))
+            record_events(conn, [{"action": "annotator.email", "entity": "annotator", "entity_id": annotator_id,
+                                  "before": {"email": before}, "after": {"email": email}}], actor=actor, reason=None)
 
     # ----------------------------------------------------------------- guidelines
     def add_guideline(self, stream: str, text: str, *, author: str, examples: Any = None,
@@ -367,13 +424,15 @@ class LabelStore:
                                           stream_id=s.id)
         return result
 
-    def add_tasks(self, stream: str, tasks: Any, *, actor: str | None = None) -> BatchResult:
+    def add_tasks(self, stream: str, tasks: Any, *, sla: timedelta | None = None,
+                  actor: str | None = None) -> BatchResult:
         """Create labelling tasks (idempotent). Columns: ``item_id``; optional ``tier``
         (default 1), ``annotator_id`` (assigns it), ``guideline_version`` (published),
         ``due_at``, ``kind`` (one of ``label, expert, double_blind, audit, adjudication``;
         default ``label``), ``blind`` (show no suggestion and no other answer; default: true
         for double_blind and audit tasks), ``round``, ``idempotency_key`` (default: one task per
-        item, tier and guideline).
+        item, tier and guideline). ``sla``: rows without a ``due_at`` are due this long after
+        now (past it, :meth:`escalate_overdue` escalates them to the stream owner).
         The result's ``ids`` are the task ids of the rows, in order (a retry's too): write
         them as the annotations' ``task_id`` and close the tasks by them."""
         s = self.stream(stream)
@@ -405,6 +464,9 @@ class LabelStore:
                       check_int(int(r) if isinstance(r, (float, np.floating)) and float(r).is_integer() else r,
                                 ROUND, low=0) for r in frame.get(ROUND, pd.Series([None] * n))]
             at = now_utc()
+            if sla is not None:
+                if not isinstance(sla, timedelta) or sla <= timedelta(0):
+                    raise fail("sla", "a positive timedelta", _describe(sla))
             rows = []
             for i in range(n):
                 gv = None if pd.isna(gvs.iloc[i]) else int(gvs.iloc[i])
@@ -412,7 +474,7 @@ class LabelStore:
                 rows.append({"stream_id": s.id, "item_id": int(item_ids[i]), "tier": tiers[i], "annotator_id": people[i],
                              "guideline_version_id": gv, "status": "assigned" if people[i] is not None else "open",
                              "kind": kinds[i], "blind": blinds[i], "round": rounds[i],
-                             "assigned_at": at if people[i] is not None else None, "created_at": at, "due_at": None if pd.isna(due.iloc[i]) else due.iloc[i].to_pydatetime(),
+                             "assigned_at": at if people[i] is not None else None, "created_at": at, "due_at": (None if sla is None else at + sla) if pd.isna(due.iloc[i]) else due.iloc[i].to_pydatetime(),
                              "idempotency_key": str(key)})
             result, ids = insert_idempotent(conn, S.tasks, rows, key="idempotency_key",
                                             compare=("item_id", "tier", "annotator_id", "guideline_version_id",
@@ -762,6 +824,298 @@ class LabelStore:
         return self.add_annotations(stream, _exchange.annotations_from_label_studio(s, source, from_name=from_name),
                                     actor=actor)
 
+    # ----------------------------------------------------------------- tokens
+    def issue_token(self, name: str, role: Role | str, *, annotator: str | None = None,
+                    expires_at: datetime | str | None = None, actor: str | None = None) -> str:
+        """Issue a bearer token and return it: the only time it is ever shown.
+
+        The store keeps its SHA-256 hash (:mod:`loop.store._tokens`). ``role``: ``admin``,
+        ``annotator`` (speaks for ``annotator``, default the annotator called ``name``) or
+        ``client``.
+
+        Examples
+        --------
+        >>> store = LabelStore("sqlite://")
+        >>> token = store.issue_token("ops", "admin")
+        >>> token.startswith("ll_"), store.authenticate(token).role.value
+        (True, 'admin')
+        """
+        _name(name, "name")
+        role = _tokens.check_role(role)
+        if role is Role.ANNOTATOR and annotator is None:
+            annotator = name
+        expires = None if expires_at is None else to_utc(expires_at, "expires_at")
+        with write_transaction(self._engine) as conn:
+            annotator_id = None if annotator is None else self._annotator_id(conn, annotator)
+            return _tokens.issue(conn, name=name, role=role, annotator_id=annotator_id, expires_at=expires,
+                                 actor=actor)
+
+    def revoke_token(self, token: int | str, *, actor: str | None = None, reason: str | None = None) -> int:
+        """Revoke a token by id, by prefix (``ll_`` and 7 characters, as listed) or by the token
+        itself; returns its id. Revoking twice is a no-op."""
+        with write_transaction(self._engine) as conn:
+            return _tokens.revoke(conn, token, actor=actor, reason=reason)
+
+    def tokens_frame(self) -> pd.DataFrame:
+        """Every token (never its hash): token_id, prefix, role, name, annotator_id,
+        created_at, expires_at, revoked_at, active."""
+        with self._read() as conn:
+            return _tokens.frame(conn, now=now_utc())
+
+    def authenticate(self, token: str) -> Principal | None:
+        """Who ``token`` speaks for; None when it is unknown, revoked, expired, or its
+        annotator is inactive."""
+        with self._read() as conn:
+            return _tokens.authenticate(conn, token, now=now_utc())
+
+    # ----------------------------------------------------------------- people in the loop
+    def next_task(self, annotator: str, *, stream: str | None = None, actor: str | None = None) -> Task | None:
+        """The caller's next task: their own unfinished one first, else an open task claimed
+        for them now (race-free); None when there is none. How the task is chosen (streams,
+        tier, items already labelled, skill on the likely class pair, urgency):
+        :mod:`loop.store._tasks`."""
+        with write_transaction(self._engine) as conn:
+            who = self._annotator_row(conn, annotator)
+            if not who.active:
+                raise ForbiddenError(f"Annotator {annotator!r} is inactive and takes no tasks.")
+            _tasks.lock_annotator(conn, who.id)
+            stream_ids = self._annotator_stream_ids(conn, who.id)
+            if stream is not None:
+                s = self.stream(stream)
+                if s.id not in stream_ids:
+                    raise ForbiddenError(f"Annotator {annotator!r} is not on stream {stream!r}.")
+                stream_ids = [s.id]
+            if not stream_ids:
+                return None
+            task_id = _tasks.own_unfinished(conn, who.id, stream_ids)
+            if task_id is None:
+                ranked = _tasks.rank(conn, who.id, _tasks.candidates(conn, who.id, who.tier, stream_ids))
+                task_id = _tasks.claim(conn, ranked, who.id, now=now_utc(), actor=actor or annotator)
+        return None if task_id is None else self.task(task_id)
+
+    def answer_task(self, task_id: int, annotator: str, label: Any, *, rationale: str | None = None,
+                    evidence: Any = None, seconds: float | None = None, flags: Sequence[str] | None = None,
+                    idempotency_key: str | None = None, source: str = "api",
+                    actor: str | None = None) -> tuple[Annotation, bool]:
+        """Answer a task assigned to ``annotator``; returns the stored annotation and whether
+        it was created now.
+
+        In one transaction: the annotation (with the task id, ``source``, the suggestion and
+        its confidence as shown — none on a blind task — and the guideline version shown), the
+        task marked done, their events; an adjudication task also closes its disputes
+        (:meth:`dispute`). A retry under the same ``idempotency_key`` (default: one answer per
+        task) with the same content returns the stored answer.
+
+        Raises
+        ------
+        NotFoundError
+            No such task.
+        ForbiddenError
+            The task is not assigned to ``annotator``.
+        ConflictError
+            The key names an answer with other content, or the task is not open for answers.
+        SchemaError
+            A bad label, flag, rationale or seconds (naming the field).
+        """
+        now = now_utc()
+        with write_transaction(self._engine) as conn:
+            task = _tasks.task_row(conn, task_id, lock=True)
+            who = self._annotator_row(conn, annotator)
+            s = self._stream_by_id(conn, task.stream_id)
+            key = _tasks.answer_key(int(task.id), idempotency_key)
+            content = _tasks.answer_content(s, label, rationale=rationale, evidence=evidence, seconds=seconds,
+                                            flags=flags)
+            stored = _tasks.existing_answer(conn, key)
+            if stored is not None:
+                if stored.annotator_id != who.id:
+                    raise ForbiddenError(f"Task {task.id} is not assigned to this annotator; only its assignee "
+                                         "may answer it.")
+                if _tasks.stored_content(stored) != content:
+                    raise ConflictError(f"The 'idempotency_key' {idempotency_key!r} already names an answer to task "
+                                        f"{task.id} with other content; an answer is never overwritten.")
+                return self._annotation(conn, stored.id), False
+            _tasks.check_answerable(task, who.id)
+            _tasks.write_answer(conn, s, task, annotator, content, key=key, source=source, evidence=evidence,
+                                now=now, actor=actor or annotator, item_cache=self._item_ids.setdefault(s.id, {}))
+            if task.kind == "adjudication":
+                _tasks.close_disputes(conn, s, task, content["label"], now=now, actor=actor or annotator)
+            return self._annotation(conn, _tasks.existing_answer(conn, key).id), True
+
+    def task_preview(self, task_id: int) -> TaskPreview:
+        """What an annotator sees with a task: the item, the guideline section for the item's
+        likely class pair, the suggestion and the nearest resolved examples of each class of
+        the pair. A blind task shows no suggestion and no examples, and the whole guideline;
+        no preview shows another annotator's answer."""
+        task = self.task(task_id)
+        s = self.stream(task.stream)
+        with self._read() as conn:
+            row = _tasks.task_row(conn, task_id)
+            item = conn.execute(sa.select(S.items.c.payload, S.items.c.payload_ref)
+                                .where(S.items.c.id == row.item_id)).one()
+            gv_id = _tasks.shown_guideline(conn, row)
+            gv = None if gv_id is None else conn.execute(
+                sa.select(S.guideline_versions.c.version, S.guideline_versions.c.text)
+                .where(S.guideline_versions.c.id == gv_id)).one()
+            pred = None if task.blind else _tasks.latest_predictions(conn, [row.item_id]).get(row.item_id)
+            suggestion = _tasks.suggestion_of(s, pred)
+            examples = None
+            if suggestion is not None:
+                codes = tuple(s.classes.index(c) for c in suggestion.confused_pair)
+                examples = _tasks.nearest_examples(conn, s, row.item_id, item.payload, codes)
+        section = None if gv is None else _tasks.guideline_section(
+            gv.text, None if suggestion is None else suggestion.confused_pair)
+        return TaskPreview(task=task, classes=s.classes, display=_tasks.display_of(item.payload, item.payload_ref),
+                           payload=item.payload, guideline_version=None if gv is None else gv.version,
+                           guideline_section=section, suggestion=suggestion, examples=examples)
+
+    def annotator_tasks(self, annotator: str | None = None, *, stream: str | None = None,
+                        statuses: Sequence[TaskStatus | str] | None = None) -> pd.DataFrame:
+        """Tasks across streams (with a ``stream`` column), those assigned to ``annotator``
+        when given, else everyone's."""
+        t = S.tasks
+        where = sa.true()
+        if annotator is not None:
+            with self._read() as conn:
+                where = where & (t.c.annotator_id == self._annotator_id(conn, annotator))
+        if stream is not None:
+            where = where & (t.c.stream_id == self.stream(stream).id)
+        if statuses is not None:
+            where = where & t.c.status.in_([_task_status(v).value for v in statuses])
+        return self._tasks_query(sa.select().where(where))
+
+    def dispute(self, stream: str, item_id: Any, annotator: str, *, target: str, reason: str, label: Any = None,
+                idempotency_key: str | None = None, sla: timedelta | None = DEFAULT_DISPUTE_SLA,
+                actor: str | None = None) -> Dispute:
+        """Dispute an item's resolved label (``target="resolution"``) or the model's suggestion
+        (``"suggestion"``); the item goes to adjudication.
+
+        Creates the dispute and, unless the item has an unfinished adjudication task already
+        (the dispute then joins it), an ``adjudication`` task (tier 2, blind, due after
+        ``sla``). Answering that task closes the dispute: ``resolved`` with the adjudicated
+        label superseding the current resolution when it differs (or as the first resolution),
+        ``rejected`` when the adjudicator keeps the current label. Idempotent by
+        ``idempotency_key`` (default: one dispute per item, annotator and target).
+        """
+        s = self.stream(stream)
+        if target not in S.DISPUTE_TARGETS:
+            raise fail("target", f"one of {list(S.DISPUTE_TARGETS)}", _describe(target))
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > S.MAX_RATIONALE_CHARS:
+            raise fail("reason", f"a non-empty text of at most {S.MAX_RATIONALE_CHARS} characters", _describe(reason))
+        code = None if label is None else int(_annotations.label_codes(pd.Series([label]), s, LABEL).iloc[0])
+        now = now_utc()
+        d, t = S.disputes, S.tasks
+        with write_transaction(self._engine) as conn:
+            item = self._item_row(conn, s, item_id)
+            who = self._annotator_row(conn, annotator)
+            _annotations._annotator_ids(conn, s, pd.Series([annotator]))  # on the stream and active
+            key = idempotency_key or f"dispute:{s.id}:{item.id}:{who.id}:{target}"
+            if len(key) > S.MAX_KEY_CHARS:
+                raise fail(IDEMPOTENCY_KEY, f"at most {S.MAX_KEY_CHARS} characters", f"{len(key)} characters")
+            stored = conn.execute(sa.select(d).where(d.c.idempotency_key == key)).first()
+            if stored is not None:
+                if (stored.stream_id, stored.item_id, stored.annotator_id, stored.target, stored.label,
+                        stored.reason) != (s.id, item.id, who.id, target, code, reason):
+                    raise ConflictError(f"The 'idempotency_key' {key!r} already names another dispute.")
+                return _tasks.to_dispute(stored, s, item.external_id, annotator)
+            current = _resolutions._current(conn, [item.id]).get(item.id)
+            if target == "resolution" and current is None:
+                raise fail("target", "'suggestion' for an item not resolved yet (a resolution to dispute)",
+                           "'resolution'")
+            if target == "suggestion" and not _tasks.latest_predictions(conn, [item.id]):
+                raise fail("target", "'resolution' for an item without a prediction (a suggestion to dispute)",
+                           "'suggestion'")
+            due = None if sla is None else now + sla
+            task_id = _tasks.open_adjudication(conn, item.id)
+            if task_id is None:
+                task_id = conn.execute(t.insert().returning(t.c.id), {
+                    "stream_id": s.id, "item_id": item.id, "tier": _tasks.EXPERT_TIER, "annotator_id": None,
+                    "guideline_version_id": None, "status": "open", "created_at": now, "due_at": due,
+                    "idempotency_key": f"adjudication:{key}", "kind": "adjudication", "blind": True,
+                    "round": None}).scalar_one()
+                record_events(conn, [{"action": "task.created", "entity": "task", "entity_id": task_id,
+                                      "stream_id": s.id, "item_id": item.id,
+                                      "after": {"kind": "adjudication", "tier": _tasks.EXPERT_TIER,
+                                                "status": "open"}}], actor=actor or annotator, reason="dispute")
+            dispute_id = conn.execute(d.insert().returning(d.c.id), {
+                "stream_id": s.id, "item_id": item.id, "annotator_id": who.id, "task_id": None, "target": target,
+                "label": code, "reason": reason, "status": "open", "adjudication_task_id": task_id,
+                "created_at": now, "due_at": due, "escalated_at": None, "closed_at": None,
+                "idempotency_key": key}).scalar_one()
+            record_events(conn, [{"action": "dispute.created", "entity": "dispute", "entity_id": dispute_id,
+                                  "stream_id": s.id, "item_id": item.id,
+                                  "before": None if current is None else {"resolution_id": current[0],
+                                                                          "label": current[1]},
+                                  "after": {"target": target, "label": code, "adjudication_task_id": task_id}}],
+                          actor=actor or annotator, reason=reason)
+            return _tasks.to_dispute(_tasks.dispute_row(conn, dispute_id), s, item.external_id, annotator)
+
+    def disputes_frame(self, stream: str) -> pd.DataFrame:
+        """The stream's disputes: dispute_id, item_id, annotator_id, target, label, reason,
+        status, adjudication_task_id, created_at, due_at, escalated_at, closed_at."""
+        s = self.stream(stream)
+        d, i, a = S.disputes, S.items, S.annotators
+        with self._read() as conn:
+            rows = conn.execute(sa.select(d.c.id, i.c.external_id, a.c.name, d.c.target, d.c.label, d.c.reason,
+                                          d.c.status, d.c.adjudication_task_id, d.c.created_at, d.c.due_at,
+                                          d.c.escalated_at, d.c.closed_at)
+                                .join(i, i.c.id == d.c.item_id).outerjoin(a, a.c.id == d.c.annotator_id)
+                                .where(d.c.stream_id == s.id).order_by(d.c.id)).all()
+        return pd.DataFrame(rows, columns=["dispute_id", ITEM, ANNOTATOR, "target", "label", "reason", STATUS,
+                                           "adjudication_task_id", CREATED_AT, DUE_AT, "escalated_at", "closed_at"])
+
+    def escalate_overdue(self, now: datetime | str | None = None) -> Escalation:
+        """Escalate unfinished tasks and open disputes past their ``due_at``: set
+        ``escalated_at`` (once) and record an event; they then show in :meth:`owner_queue`."""
+        at = now_utc() if now is None else to_utc(now, "now")
+        with write_transaction(self._engine) as conn:
+            return _tasks.escalate(conn, at)
+
+    def owner_queue(self, stream: str) -> pd.DataFrame:
+        """The stream owner's queue: escalated, unfinished tasks and open disputes (columns
+        entity, id, item_id, kind, status, annotator_id, due_at, escalated_at)."""
+        s = self.stream(stream)
+        with self._read() as conn:
+            return _tasks.owner_queue(conn, s)
+
+    def queue_metrics(self, now: datetime | str | None = None) -> QueueMetrics:
+        """Queue depth per stream, tier and status, task age, answers per minute and SLA
+        breaches (:class:`~loop.store.QueueMetrics`)."""
+        at = now_utc() if now is None else to_utc(now, "now")
+        with self._read() as conn:
+            return _tasks.queue_metrics(conn, at)
+
+    def _annotator_row(self, conn: Connection, name: str):
+        row = conn.execute(sa.select(S.annotators).where(S.annotators.c.name == str(name))).first()
+        if row is None:
+            raise NotFoundError(f"The {ANNOTATOR!r} argument must be a registered annotator (add_annotator). "
+                                f"Got {name!r} instead.")
+        return row
+
+    def _annotator_stream_ids(self, conn: Connection, annotator_id: int) -> list[int]:
+        sa_ = S.stream_annotators
+        return sorted(conn.execute(sa.select(sa_.c.stream_id).where(sa_.c.annotator_id == annotator_id)).scalars())
+
+    def _item_row(self, conn: Connection, s: Stream, item_id: Any):
+        i = S.items
+        row = conn.execute(sa.select(i.c.id, i.c.external_id).where(i.c.stream_id == s.id,
+                                                                    i.c.external_id == str(item_id))).first()
+        if row is None:
+            raise NotFoundError(f"The {ITEM!r} argument must be an item of stream {s.name!r}. Got {item_id!r} instead.")
+        return row
+
+    def _annotation(self, conn: Connection, annotation_id: int) -> Annotation:
+        a, i, p, g = S.annotations, S.items, S.annotators, S.guideline_versions
+        row = conn.execute(sa.select(a, i.c.external_id, p.c.name.label("annotator"), g.c.version.label("gv"))
+                           .join(i, i.c.id == a.c.item_id).join(p, p.c.id == a.c.annotator_id)
+                           .outerjoin(g, g.c.id == a.c.guideline_version_id).where(a.c.id == annotation_id)).one()
+        s = self._stream_by_id(conn, row.stream_id)
+        flags = row.flags if isinstance(row.flags, list) or row.flags is None else json.loads(row.flags)
+        return Annotation(id=row.id, stream=s.name, task_id=row.task_id, item_id=row.external_id,
+                          annotator=row.annotator, label=row.label, rationale=row.rationale, evidence=row.evidence,
+                          seconds=row.seconds, flags=tuple(flags or ()), suggestion=row.suggestion,
+                          suggestion_confidence=row.suggestion_confidence, guideline_version=row.gv,
+                          source=row.source, created_at=row.created_at, idempotency_key=row.idempotency_key)
+
 
 def _item_ids_of(conn: Connection, s: Stream, values: pd.Series) -> np.ndarray:
     return _annotations._item_ids(conn, s, pd.Series(values).reset_index(drop=True))
@@ -772,6 +1126,13 @@ def _texts(frame: pd.DataFrame, column: str) -> list[str | None]:
     if column not in frame:
         return [None] * len(frame)
     return [None if pd.isna(v) else str(v) for v in frame[column]]
+
+
+def _task_status(value: Any) -> TaskStatus:
+    try:
+        return TaskStatus(value)
+    except ValueError:
+        raise fail(STATUS, f"one of {[t.value for t in TaskStatus]}", _describe(value)) from None
 
 
 def _task_kind(value: Any) -> str:
@@ -785,7 +1146,7 @@ def _task_kind(value: Any) -> str:
 def _task_blind(value: Any, kind: str) -> bool:
     # Double-blind and audit answers must be independent of the model and of each other.
     if value is None or (isinstance(value, float) and value != value):
-        return kind in ("double_blind", "audit")
+        return kind in _tasks.BLIND_KINDS  # an adjudicator, too, decides without the others' answers
     if not isinstance(value, (bool, np.bool_)):
         raise fail(BLIND, "true or false", _describe(value))
     if kind in ("double_blind", "audit") and not value:
@@ -800,3 +1161,20 @@ def _stamp_or_none(value: Any) -> Any:
 def _json_or_none(value: Any) -> Any:
     return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
+
+
+def _email(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or "@" not in value.strip("@") or len(value) > S.MAX_EMAIL_CHARS or \
+            any(c.isspace() for c in value):
+        raise fail("email", f"an email address of at most {S.MAX_EMAIL_CHARS} characters", _describe(value))
+    return value.lower()
+
+
+def _check_email_free(conn: Connection, email: str | None, name: str) -> None:
+    if email is None:
+        return
+    holder = conn.execute(sa.select(S.annotators.c.name).where(S.annotators.c.email == email)).scalar()
+    if holder is not None and holder != name:
+        raise ConflictError(f"The 'email' {email!r} already belongs to annotator {holder!r}.")

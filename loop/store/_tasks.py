@@ -1,0 +1,482 @@
+"""People in the loop: handing out tasks, taking answers, disputes, SLAs, previews.
+
+Handing out (:func:`claim_next`)
+    An annotator asks for work; they get their own unfinished task first (oldest assigned
+    first), else an open task is claimed for them. Candidates are the open tasks of streams
+    they are on, of a tier at most theirs (``expert`` and ``adjudication`` tasks only to tier 2
+    and up), on items they have not labelled and hold no task for, and (adjudication) not
+    about a dispute they raised. Of the :data:`CANDIDATES` most urgent (due first, then
+    oldest), the one whose likely class pair (the top two classes of the item's latest
+    prediction) the annotator is best at wins: their agreement with resolved labels on items
+    resolved as one of the pair, shrunk towards their overall accuracy (Beta(1, 1) prior),
+    rounded to :data:`SKILL_STEP` so that near-equal skills fall through to urgency.
+
+    Workload: an annotator holds their unfinished tasks first, so nobody takes new work
+    while holding some, and work spreads over whoever asks.
+
+    Race-free claims: on PostgreSQL the annotator's row is locked first (one claim per person
+    at a time) and candidates are locked ``FOR UPDATE SKIP LOCKED`` in rank order, so two
+    callers never wait on nor take the same task; on SQLite the claim runs inside the
+    database's write lock (``BEGIN IMMEDIATE``).
+
+Guideline sections (:func:`guideline_section`)
+    A guideline is markdown. A heading that names both classes of a pair (``## neg vs pos``,
+    ``### pos / neg``: the class names as words of the heading, any order, any case) starts
+    the section for that pair, which runs to the next heading of the same or a higher level.
+    Without one, the sections of headings naming each class alone (``## neg``, ``## pos``)
+    are joined; without those, the whole text is the section.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .._validation import _describe, fail
+from ..columns import ANNOTATOR, ITEM, LABEL, SECONDS
+from ..exceptions import ConflictError, ForbiddenError, NotFoundError
+from . import _annotations, _resolutions
+from . import _schema as S
+from ._columns import (EVIDENCE, FLAGS, GUIDELINE_VERSION, IDEMPOTENCY_KEY, RATIONALE, SOURCE, SUGGESTION,
+                       SUGGESTION_CONFIDENCE, TASK_ID)
+from ._convert import json_text
+from ._records import Dispute, Escalation, QueueMetrics, Stream, Suggestion
+from ._writes import record_events
+
+CANDIDATES: Final = 200
+SKILL_STEP: Final = 0.05
+PAIR_PRIOR_WEIGHT: Final = 2.0
+EXPERT_TIER: Final = 2
+EXPERT_KINDS: Final = ("expert", "adjudication")
+BLIND_KINDS: Final = ("double_blind", "audit", "adjudication")
+UNFINISHED: Final = ("open", "assigned")
+N_EXAMPLES: Final = 3
+EXAMPLE_POOL: Final = 2000
+DISPLAY_KEYS: Final = ("display", "text", "title")
+SLA_ACTOR: Final = "sla"
+
+StreamOf = Callable[[int], Stream]
+
+
+# ----------------------------------------------------------------------------- claiming
+
+def own_unfinished(conn: Connection, annotator_id: int, stream_ids: list[int]) -> int | None:
+    t = S.tasks
+    return conn.execute(sa.select(t.c.id).where(t.c.annotator_id == annotator_id, t.c.status == "assigned",
+                                                t.c.stream_id.in_(stream_ids))
+                        .order_by(t.c.assigned_at, t.c.id).limit(1)).scalar()
+
+
+def candidates(conn: Connection, annotator_id: int, tier: int, stream_ids: list[int]) -> pd.DataFrame:
+    """The most urgent open tasks the annotator may take: task_id, stream_id, item_id."""
+    t, a, d = S.tasks, S.annotations, S.disputes
+    mine = S.tasks.alias("mine")
+    labelled = sa.exists().where(a.c.item_id == t.c.item_id, a.c.annotator_id == annotator_id)
+    holds = sa.exists().where(mine.c.item_id == t.c.item_id, mine.c.annotator_id == annotator_id,
+                              mine.c.status.in_(("assigned", "done")))
+    raised = sa.exists().where(d.c.adjudication_task_id == t.c.id, d.c.annotator_id == annotator_id)
+    where = [t.c.status == "open", t.c.stream_id.in_(stream_ids), t.c.tier <= tier, ~labelled, ~holds, ~raised]
+    if tier < EXPERT_TIER:
+        where.append(t.c.kind.not_in(EXPERT_KINDS))
+    rows = conn.execute(sa.select(t.c.id, t.c.stream_id, t.c.item_id).where(*where)
+                        .order_by(t.c.due_at.is_(None), t.c.due_at, t.c.created_at, t.c.id).limit(CANDIDATES)).all()
+    return pd.DataFrame(rows, columns=["task_id", "stream_id", "item_id"])
+
+
+def latest_predictions(conn: Connection, item_ids: list[int]) -> dict[int, tuple[list[float], Any, Any, Any, str]]:
+    """The newest prediction of each item: item id -> (probs, signals, route, reason, model version name)."""
+    if not item_ids:
+        return {}
+    p, m = S.predictions, S.model_versions
+    newest = (sa.select(p.c.item_id, sa.func.max(p.c.id).label("id")).where(p.c.item_id.in_(item_ids))
+              .group_by(p.c.item_id).subquery())
+    rows = conn.execute(sa.select(p.c.item_id, p.c.probs, p.c.signals, p.c.route, p.c.reason, m.c.name)
+                        .join(newest, newest.c.id == p.c.id).join(m, m.c.id == p.c.model_version_id)).all()
+    return {r[0]: (list(r[1]), r[2], r[3], r[4], r[5]) for r in rows}
+
+
+def likely_pair(probs: list[float]) -> tuple[int, int]:
+    """The two most probable class codes, most probable first (ties: the lower code first)."""
+    order = np.argsort(-np.asarray(probs, dtype=float), kind="stable")
+    return int(order[0]), int(order[1])
+
+
+def skill_history(conn: Connection, annotator_id: int, stream_ids: list[int]) -> pd.DataFrame:
+    """The annotator's labels on resolved items: stream_id, label, resolved (current label)."""
+    a, r = S.annotations, S.resolutions
+    later = S.resolutions.alias("later")
+    current = ~sa.exists().where(later.c.supersedes_id == r.c.id)
+    rows = conn.execute(sa.select(a.c.stream_id, a.c.label, r.c.label).select_from(a)
+                        .join(r, (r.c.item_id == a.c.item_id) & current)
+                        .where(a.c.annotator_id == annotator_id, a.c.stream_id.in_(stream_ids))).all()
+    return pd.DataFrame(rows, columns=["stream_id", "label", "resolved"])
+
+
+def pair_skill(history: pd.DataFrame, stream_id: int, pair: tuple[int, int] | None) -> float:
+    """Agreement with resolved labels on items resolved as either class of ``pair``, shrunk
+    towards the overall agreement in the stream (itself shrunk towards 1/2)."""
+    own = history[history["stream_id"] == stream_id]
+    right = own["label"] == own["resolved"]
+    overall = (right.sum() + 1.0) / (len(own) + 2.0)
+    if pair is None:
+        return float(overall)
+    on = own["resolved"].isin(pair)
+    return float((right[on].sum() + PAIR_PRIOR_WEIGHT * overall) / (on.sum() + PAIR_PRIOR_WEIGHT))
+
+
+def rank(conn: Connection, annotator_id: int, found: pd.DataFrame) -> list[int]:
+    """Candidate task ids, best first: pair skill (in steps of SKILL_STEP), then urgency."""
+    if found.empty:
+        return []
+    preds = latest_predictions(conn, found["item_id"].astype(int).tolist())
+    history = skill_history(conn, annotator_id, sorted(set(found["stream_id"].astype(int))))
+    skills = []
+    for stream_id, item_id in zip(found["stream_id"], found["item_id"]):
+        pred = preds.get(int(item_id))
+        skills.append(pair_skill(history, int(stream_id), likely_pair(pred[0]) if pred else None))
+    key = -np.round(np.asarray(skills) / SKILL_STEP)
+    order = np.lexsort((np.arange(len(found)), key))  # stable: urgency order within a skill step
+    return found["task_id"].iloc[order].astype(int).tolist()
+
+
+def claim(conn: Connection, ranked: list[int], annotator_id: int, *, now: datetime, actor: str | None) -> int | None:
+    """Claim the first task of ``ranked`` still open (skipping ones another caller holds)."""
+    t = S.tasks
+    postgres = conn.dialect.name == "postgresql"
+    for task_id in ranked:
+        if postgres:
+            got = conn.execute(sa.select(t.c.id, t.c.stream_id, t.c.item_id)
+                               .where(t.c.id == task_id, t.c.status == "open")
+                               .with_for_update(skip_locked=True)).first()
+            if got is None:
+                continue
+        done = conn.execute(t.update().where(t.c.id == task_id, t.c.status == "open")
+                            .values(status="assigned", annotator_id=annotator_id, assigned_at=now)
+                            .returning(t.c.stream_id, t.c.item_id)).first()
+        if done is None:
+            continue
+        record_events(conn, [{"action": "task.assigned", "entity": "task", "entity_id": task_id,
+                              "stream_id": done.stream_id, "item_id": done.item_id,
+                              "before": {"status": "open"},
+                              "after": {"status": "assigned", "annotator_id": annotator_id}}],
+                      actor=actor, reason="next task")
+        return task_id
+    return None
+
+
+def lock_annotator(conn: Connection, annotator_id: int) -> None:
+    """One claim per annotator at a time (PostgreSQL; SQLite's write lock already is one)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(S.annotators.c.id).where(S.annotators.c.id == annotator_id).with_for_update())
+
+
+# ----------------------------------------------------------------------------- answering
+
+def task_row(conn: Connection, task_id: Any, *, lock: bool = False):
+    if isinstance(task_id, bool) or not isinstance(task_id, (int, np.integer)):
+        raise fail(TASK_ID, "an integer task id", _describe(task_id))
+    t = S.tasks
+    query = sa.select(t).where(t.c.id == int(task_id))
+    if lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFoundError(f"The 'task_id' argument must be the id of a stored task. Got {task_id!r} instead.")
+    return row
+
+
+def answer_key(task_id: int, key: str | None) -> str:
+    """The stored idempotency key of an answer: scoped to the task (only its assignee answers
+    it), so two people's keys never collide; without a key, one answer per task."""
+    if key is not None and (not isinstance(key, str) or not key or len(key) > S.MAX_KEY_CHARS - 24):
+        raise fail(IDEMPOTENCY_KEY, f"a non-empty string of at most {S.MAX_KEY_CHARS - 24} characters", _describe(key))
+    return f"task:{task_id}" + ("" if key is None else f":{key}")
+
+
+def answer_content(stream: Stream, label: Any, *, rationale: Any, evidence: Any, seconds: Any,
+                   flags: Any) -> dict[str, Any]:
+    """The caller's content in stored form, validated (a retry must send the same)."""
+    probe = pd.DataFrame({LABEL: [label]})
+    code = int(_annotations.label_codes(probe[LABEL], stream, LABEL).iloc[0])
+    rat = _annotations._rationales(pd.Series([rationale], dtype=object), 1).iloc[0]
+    sec = _annotations._reals(pd.Series([seconds], dtype=object) if seconds is not None else None, 1, SECONDS,
+                              low=0.0).iloc[0]
+    flag = _annotations._flags(pd.Series([flags], dtype=object), 1).iloc[0]
+    return {"label": code, "rationale": rat, "evidence": json_text(evidence, EVIDENCE),
+            "seconds": None if pd.isna(sec) else float(sec), "flags": flag}
+
+
+def stored_content(row) -> dict[str, Any]:
+    return {"label": int(row.label), "rationale": row.rationale, "evidence": json_text(row.evidence, EVIDENCE),
+            "seconds": None if row.seconds is None else float(row.seconds),
+            "flags": json_text(row.flags, FLAGS) if isinstance(row.flags, list) else row.flags}
+
+
+def existing_answer(conn: Connection, key: str):
+    return conn.execute(sa.select(S.annotations).where(S.annotations.c.idempotency_key == key)).first()
+
+
+def shown_suggestion(conn: Connection, task, stream: Stream) -> tuple[int | None, float | None]:
+    """What the annotator was shown: the latest prediction's label and confidence (nothing on
+    a blind task)."""
+    if task.blind:
+        return None, None
+    pred = latest_predictions(conn, [task.item_id]).get(task.item_id)
+    if pred is None:
+        return None, None
+    probs = np.asarray(pred[0], dtype=float)
+    return int(np.argmax(probs)), float(np.max(probs))
+
+
+def shown_guideline(conn: Connection, task) -> int | None:
+    """The guideline version id a task shows: its own, else the newest published one."""
+    if task.guideline_version_id is not None:
+        return task.guideline_version_id
+    g = S.guideline_versions
+    return conn.execute(sa.select(g.c.id).where(g.c.stream_id == task.stream_id, g.c.published_at.is_not(None))
+                        .order_by(g.c.version.desc()).limit(1)).scalar()
+
+
+def write_answer(conn: Connection, stream: Stream, task, annotator: str, content: dict[str, Any], *,
+                 key: str, source: str, evidence: Any, now: datetime, actor: str | None,
+                 item_cache: dict[str, int]) -> None:
+    suggestion, confidence = shown_suggestion(conn, task, stream)
+    gv = shown_guideline(conn, task)
+    version = None if gv is None else conn.execute(
+        sa.select(S.guideline_versions.c.version).where(S.guideline_versions.c.id == gv)).scalar()
+    item_ext = conn.execute(sa.select(S.items.c.external_id).where(S.items.c.id == task.item_id)).scalar_one()
+    record = {ITEM: item_ext, ANNOTATOR: annotator, LABEL: content["label"], RATIONALE: content["rationale"],
+              EVIDENCE: evidence, SECONDS: content["seconds"], SUGGESTION: suggestion,
+              SUGGESTION_CONFIDENCE: confidence, GUIDELINE_VERSION: version, TASK_ID: int(task.id),
+              FLAGS: None if content["flags"] is None else json.loads(content["flags"]), SOURCE: source,
+              IDEMPOTENCY_KEY: key}
+    frame = pd.DataFrame([record]).astype({EVIDENCE: object, FLAGS: object})
+    frame.at[0, EVIDENCE] = evidence
+    frame.at[0, FLAGS] = None if content["flags"] is None else json.loads(content["flags"])
+    prepared = _annotations.prepare(conn, stream, frame, item_cache=item_cache)
+    _annotations.insert(conn, prepared, actor=actor, reason=None)
+    t = S.tasks
+    conn.execute(t.update().where(t.c.id == task.id).values(status="done", completed_at=now))
+    record_events(conn, [{"action": "task.completed", "entity": "task", "entity_id": int(task.id),
+                          "stream_id": task.stream_id, "item_id": task.item_id, "before": {"status": task.status},
+                          "after": {"status": "done", "label": content["label"]}}], actor=actor, reason=None)
+
+
+def check_answerable(task, annotator_id: int) -> None:
+    if task.annotator_id != annotator_id:
+        raise ForbiddenError(f"Task {task.id} is not assigned to this annotator; only its assignee may answer it.")
+    if task.status != "assigned":
+        raise ConflictError(f"Task {task.id} is {task.status}, not assigned: it takes no (further) answer.")
+
+
+# ----------------------------------------------------------------------------- disputes
+
+def dispute_row(conn: Connection, dispute_id: int):
+    return conn.execute(sa.select(S.disputes).where(S.disputes.c.id == dispute_id)).one()
+
+
+def to_dispute(row, stream: Stream, item_ext: str, annotator: str | None) -> Dispute:
+    return Dispute(id=row.id, stream=stream.name, item_id=item_ext, annotator=annotator, target=row.target,
+                   label=row.label, reason=row.reason, status=row.status,
+                   adjudication_task_id=row.adjudication_task_id, created_at=row.created_at, due_at=row.due_at,
+                   escalated_at=row.escalated_at, closed_at=row.closed_at, idempotency_key=row.idempotency_key)
+
+
+def open_adjudication(conn: Connection, item_id: int) -> int | None:
+    t = S.tasks
+    return conn.execute(sa.select(t.c.id).where(t.c.item_id == item_id, t.c.kind == "adjudication",
+                                                t.c.status.in_(UNFINISHED)).order_by(t.c.id).limit(1)).scalar()
+
+
+def close_disputes(conn: Connection, stream: Stream, task, label: int, *, now: datetime, actor: str | None) -> None:
+    """An adjudication task was answered: its disputes close; when the adjudicated label
+    differs from the item's current resolution it supersedes it (method ``adjudicated``), and
+    an unresolved item gets it as its first resolution."""
+    d = S.disputes
+    open_ = conn.execute(sa.select(d.c.id).where(d.c.adjudication_task_id == task.id, d.c.status == "open")).all()
+    if not open_:
+        return
+    current = _resolutions._current(conn, [task.item_id]).get(task.item_id)
+    changed = current is None or current[1] != label
+    if changed:
+        item_ext = conn.execute(sa.select(S.items.c.external_id).where(S.items.c.id == task.item_id)).scalar_one()
+        prepared = _resolutions.prepare(conn, stream, [{
+            ITEM: item_ext, LABEL: label, "method": "adjudicated", "supersedes": None if current is None else current[0],
+            IDEMPOTENCY_KEY: f"adjudication:{task.id}", "reason": f"adjudication task {task.id}"}], method=None)
+        _resolutions.insert(conn, stream, prepared, actor=actor, reason=f"adjudication task {task.id}")
+    status = "resolved" if changed else "rejected"
+    ids = [r.id for r in open_]
+    conn.execute(d.update().where(d.c.id.in_(ids)).values(status=status, closed_at=now))
+    record_events(conn, [{"action": f"dispute.{status}", "entity": "dispute", "entity_id": i, "stream_id": stream.id,
+                          "item_id": task.item_id, "before": {"status": "open"},
+                          "after": {"status": status, "label": label, "adjudication_task_id": int(task.id)}}
+                         for i in ids], actor=actor, reason=None)
+
+
+# ----------------------------------------------------------------------------- SLAs, queues
+
+def escalate(conn: Connection, now: datetime) -> Escalation:
+    t, d = S.tasks, S.disputes
+    tasks = conn.execute(sa.update(t).where(t.c.status.in_(UNFINISHED), t.c.due_at < now, t.c.escalated_at.is_(None))
+                         .values(escalated_at=now).returning(t.c.id, t.c.stream_id, t.c.item_id, t.c.due_at)).all()
+    disputes = conn.execute(sa.update(d).where(d.c.status == "open", d.c.due_at < now, d.c.escalated_at.is_(None))
+                            .values(escalated_at=now).returning(d.c.id, d.c.stream_id, d.c.item_id, d.c.due_at)).all()
+    record_events(conn, [{"action": f"{entity}.escalated", "entity": entity, "entity_id": r.id,
+                          "stream_id": r.stream_id, "item_id": r.item_id,
+                          "after": {"due_at": r.due_at.isoformat(), "escalated_at": now.isoformat()}}
+                         for entity, rows in (("task", tasks), ("dispute", disputes)) for r in rows],
+                  actor=SLA_ACTOR, reason="past its SLA")
+    return Escalation(tasks=tuple(sorted(r.id for r in tasks)), disputes=tuple(sorted(r.id for r in disputes)))
+
+
+OWNER_QUEUE_COLUMNS: Final = ("entity", "id", "item_id", "kind", "status", "annotator_id", "due_at", "escalated_at")
+
+
+def owner_queue(conn: Connection, stream: Stream) -> pd.DataFrame:
+    """Escalated work still unfinished: tasks (open, assigned) and open disputes, oldest due first."""
+    t, d, i, a = S.tasks, S.disputes, S.items, S.annotators
+    tasks = conn.execute(sa.select(sa.literal("task"), t.c.id, i.c.external_id, t.c.kind, t.c.status, a.c.name,
+                                   t.c.due_at, t.c.escalated_at)
+                         .join(i, i.c.id == t.c.item_id).outerjoin(a, a.c.id == t.c.annotator_id)
+                         .where(t.c.stream_id == stream.id, t.c.escalated_at.is_not(None),
+                                t.c.status.in_(UNFINISHED))).all()
+    disputes = conn.execute(sa.select(sa.literal("dispute"), d.c.id, i.c.external_id, d.c.target, d.c.status,
+                                      a.c.name, d.c.due_at, d.c.escalated_at)
+                            .join(i, i.c.id == d.c.item_id).outerjoin(a, a.c.id == d.c.annotator_id)
+                            .where(d.c.stream_id == stream.id, d.c.escalated_at.is_not(None),
+                                   d.c.status == "open")).all()
+    frame = pd.DataFrame([tuple(r) for r in tasks + disputes], columns=list(OWNER_QUEUE_COLUMNS))
+    return frame.sort_values(["due_at", "entity", "id"], kind="stable").reset_index(drop=True)
+
+
+def queue_metrics(conn: Connection, now: datetime) -> QueueMetrics:
+    t, d, a, st = S.tasks, S.disputes, S.annotations, S.streams
+    rows = conn.execute(sa.select(st.c.name, t.c.tier, t.c.status, sa.func.count(), sa.func.min(t.c.created_at),
+                                  sa.func.sum(sa.case((t.c.due_at < now, 1), else_=0)))
+                        .join(st, st.c.id == t.c.stream_id).where(t.c.status.in_(UNFINISHED))
+                        .group_by(st.c.name, t.c.tier, t.c.status)).all()
+    queues = pd.DataFrame([(s, int(tier), status, int(n), (now - oldest).total_seconds(), int(late or 0))
+                           for s, tier, status, n, oldest, late in rows],
+                          columns=["stream", "tier", "status", "depth", "oldest_seconds", "overdue"])
+    names = dict(conn.execute(sa.select(st.c.id, st.c.name)).all())
+    answers = dict(conn.execute(sa.select(a.c.stream_id, sa.func.count()).where(a.c.created_at >= now - timedelta(minutes=1))
+                                .group_by(a.c.stream_id)).all())
+    escalated = dict(conn.execute(sa.select(t.c.stream_id, sa.func.count()).where(t.c.escalated_at.is_not(None))
+                                  .group_by(t.c.stream_id)).all())
+    d_escalated = dict(conn.execute(sa.select(d.c.stream_id, sa.func.count()).where(d.c.escalated_at.is_not(None))
+                                    .group_by(d.c.stream_id)).all())
+    d_open = dict(conn.execute(sa.select(d.c.stream_id, sa.func.count()).where(d.c.status == "open")
+                               .group_by(d.c.stream_id)).all())
+    streams = pd.DataFrame([(name, int(answers.get(id_, 0)), int(escalated.get(id_, 0)), int(d_escalated.get(id_, 0)),
+                             int(d_open.get(id_, 0))) for id_, name in sorted(names.items(), key=lambda kv: kv[1])],
+                           columns=["stream", "answers_last_minute", "tasks_escalated", "disputes_escalated",
+                                    "disputes_open"])
+    return QueueMetrics(queues=queues.sort_values(["stream", "tier", "status"]).reset_index(drop=True), streams=streams)
+
+
+# ----------------------------------------------------------------------------- previews
+
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+
+
+def _sections(text: str) -> list[tuple[int, set[str], int, int]]:
+    """(level, lower-case words of the heading, first line, end line) of each heading."""
+    lines = text.splitlines()
+    heads = [(i, len(m.group(1)), set(re.findall(r"[\w-]+", m.group(2).lower())))
+             for i, line in enumerate(lines) if (m := _HEADING.match(line))]
+    out = []
+    for n, (start, level, words) in enumerate(heads):
+        end = next((s for s, lv, _ in heads[n + 1:] if lv <= level), len(lines))
+        out.append((level, words, start, end))
+    return out
+
+
+def guideline_section(text: str, pair: tuple[str, str] | None) -> str:
+    """The part of a markdown guideline about a class pair (see the module's docstring).
+
+    Examples
+    --------
+    >>> text = "# Sentiment\\nBe kind.\\n## neg vs pos\\nSarcasm is neg.\\n## neu\\nNo opinion."
+    >>> guideline_section(text, ("pos", "neg"))
+    '## neg vs pos\\nSarcasm is neg.'
+    >>> guideline_section(text, ("neu", "pos")) == text
+    False
+    >>> guideline_section(text, None) == text
+    True
+    """
+    if pair is None:
+        return text
+    lines = text.splitlines()
+    a, b = (str(c).lower() for c in pair)
+    sections = _sections(text)
+    for _, words, start, end in sections:
+        if a in words and b in words:
+            return "\n".join(lines[start:end]).strip()
+    single = []
+    for cls in (a, b):
+        found = next(((s, e) for _, words, s, e in sections if words == {cls}), None)
+        if found is not None:
+            single.append("\n".join(lines[found[0]:found[1]]).strip())
+    return "\n\n".join(single) if single else text
+
+
+def display_of(payload: Any, ref: str | None) -> str | None:
+    if isinstance(payload, dict):
+        for key in DISPLAY_KEYS:
+            if isinstance(payload.get(key), str):
+                return payload[key]
+    if isinstance(payload, str):
+        return payload
+    return ref
+
+
+def _features(payload: Any) -> np.ndarray | None:
+    values = payload.get("features") if isinstance(payload, dict) else None
+    if not isinstance(values, list) or not values:
+        return None
+    try:
+        out = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return out if out.ndim == 1 and np.isfinite(out).all() else None
+
+
+def nearest_examples(conn: Connection, stream: Stream, item_id: int, payload: Any, codes: tuple[int, int],
+                     k: int = N_EXAMPLES) -> dict[str, list[dict[str, Any]]]:
+    """Up to ``k`` resolved items of each class of the pair, nearest first by Euclidean
+    distance between the payloads' ``features`` (when both have them), else newest first."""
+    r, i = S.resolutions, S.items
+    later = S.resolutions.alias("later")
+    current = ~sa.exists().where(later.c.supersedes_id == r.c.id)
+    target = _features(payload)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for code in codes:
+        rows = conn.execute(sa.select(i.c.external_id, i.c.payload, i.c.payload_ref).select_from(r)
+                            .join(i, i.c.id == r.c.item_id)
+                            .where(r.c.stream_id == stream.id, r.c.label == code, current, r.c.item_id != item_id)
+                            .order_by(r.c.id.desc()).limit(EXAMPLE_POOL)).all()
+        if target is not None:
+            def distance(row):
+                f = _features(row.payload)
+                return np.inf if f is None or f.shape != target.shape else float(np.linalg.norm(f - target))
+            rows = sorted(rows, key=distance)  # stable: newest first among equals
+        out[stream.classes[code]] = [{ITEM: row.external_id, "display": display_of(row.payload, row.payload_ref)}
+                                     for row in rows[:k]]
+    return out
+
+
+def suggestion_of(stream: Stream, pred: tuple | None) -> Suggestion | None:
+    if pred is None:
+        return None
+    probs, _, route, reason, model = pred
+    first, second = likely_pair(probs)
+    return Suggestion(label=stream.classes[first], confidence=float(probs[first]), route=route, reason=reason,
+                      confused_pair=(stream.classes[first], stream.classes[second]), model_version=model)
