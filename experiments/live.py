@@ -19,8 +19,9 @@ plan, annotate, resolve, audit, retrain, gate, measure), over two other adapters
   from now), which people claim and answer through the task API or Label Studio;
   :meth:`~HumanWorkforce.collect` waits (polling the store) until every task of the request is
   answered or its time ran out, returns the answers people stored (never an invented one) and
-  escalates the tasks left unanswered (cancelled, with a ``task.status`` event saying why). A
-  round goes on with what came in.
+  escalates the tasks left unanswered (``LabelStore.escalate_overdue``: ``escalated_at`` and an
+  event), then cancels them (a ``task.status`` event saying why). A round goes on with what
+  came in.
 - :class:`RoundSchedule`: a round starts once ``live.round_items`` items wait or the oldest has
   waited ``live.round_seconds``; it takes at most ``round_items`` of them, the oldest first.
   Ctrl-C while waiting ends the program cleanly (the last round is finished and logged).
@@ -250,17 +251,19 @@ class HumanWorkforce:
         while True:
             tasks = self.store.tasks_frame(self.stream)
             open_ = tasks[tasks["task_id"].isin(wanted) & tasks["status"].isin(["open", "assigned"])]
-            if open_.empty or self.now() >= deadline:
+            if open_.empty or self.now() > deadline:  # due_at < now: past due, as the task API counts it
                 break
-            self.sleep(min(self.poll_seconds, max(0.0, deadline - self.now())))
+            self.sleep(min(self.poll_seconds, max(0.0, deadline - self.now()) + 1e-3))
         answers = self.store.annotations_frame(self.stream, after=mark)
         if not answers.empty:
             self._mark = max(self._mark, int(answers["annotation_id"].max()))
         answers = answers[answers[TASK_ID].isin(wanted)].drop_duplicates(TASK_ID, keep="first")
-        # What people did not answer in time: escalated, never answered for them. A late answer
-        # still lands in the store (and in the next round's evidence), not in this round's.
+        # What people did not answer in time: escalated (``escalated_at`` and an event, the task
+        # API's SLA rule), then cancelled, so that nobody spends time on work the round no longer
+        # waits for; never answered for them.
         late = sorted(set(open_["task_id"].astype(int)) - set(answers[TASK_ID].astype(int)))
         if late:
+            self.store.escalate_overdue(pd.Timestamp(self.now(), unit="s", tz="UTC").ceil("us"))
             self.store.set_task_statuses(late, "cancelled", reason=f"escalated: not answered within the SLA "
                                                                    f"({self.sla_seconds:g} s, live.sla_seconds)")
             self.escalated.extend(late)

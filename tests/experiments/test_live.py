@@ -43,46 +43,32 @@ class _Clock:
 
 
 class _Bots:
-    """Scripted annotators, one per simulated crowd member: each claims an open task of its
-    tier on an item it has not labelled, answers it from its confusion matrix, stores the answer
-    with the task's id and closes the task. ``sent`` keeps every answer they stored."""
+    """Scripted annotators, one per simulated crowd member, each with its own bearer token: a
+    bot asks the task API's store layer for its next task (``next_task``: its tier, an item it
+    has not labelled), answers it from its confusion matrix (``answer_task``) and goes on until
+    nothing is left or ``limit`` answers are in. ``sent`` keeps every answer they gave."""
 
-    def __init__(self, store: LabelStore, crowd, truth: pd.Series, *, seed: int, skip: float = 0.0) -> None:
-        self.store, self.crowd, self.truth = store, crowd, truth
+    def __init__(self, store: LabelStore, crowd, truth: pd.Series, *, seed: int, limit: int | None = None) -> None:
+        self.store, self.crowd, self.truth, self.limit = store, crowd, truth, limit
         self.rng = np.random.default_rng(seed)
-        self.skip = skip  # share of tasks nobody answers (they run past their SLA)
-        self.ignored: set[int] = set()
+        self.tokens = [store.issue_token(name, "annotator") for name in crowd.ids]
         self.sent: list[dict] = []
-        self.tiers = pd.Series([t.value for t in crowd.tiers], index=crowd.ids)
 
     def work(self) -> None:
-        tasks = self.store.tasks_frame(STREAM, statuses=["open"])
-        tasks = tasks[~tasks["task_id"].isin(self.ignored)]
-        if tasks.empty:
-            return
-        done = self.store.annotations_frame(STREAM)[[ITEM, ANNOTATOR]]
-        seen = set(zip(done[ITEM].astype(str), done[ANNOTATOR]))
-        rows = []
-        for task in tasks.itertuples(index=False):
-            if self.rng.random() < self.skip:
-                self.ignored.add(int(task.task_id))
+        busy = list(self.tokens)
+        while busy:
+            token = busy.pop(int(self.rng.integers(len(busy))))
+            if self.limit is not None and len(self.sent) >= self.limit:
+                return
+            who = self.store.authenticate(token).annotator
+            task = self.store.next_task(who, stream=STREAM)
+            if task is None:
                 continue
-            pool = self.tiers.index[(self.tiers == "expert") == (task.tier == TIER_CODES["expert"])]
-            free = [a for a in pool if (str(task.item_id), a) not in seen]
-            if not free:
-                continue
-            who = free[int(self.rng.integers(len(free)))]
-            seen.add((str(task.item_id), who))
-            self.store.set_task_status(int(task.task_id), "assigned", annotator=who)
-            rows.append({ITEM: str(task.item_id), ANNOTATOR: who, TASK_ID: int(task.task_id)})
-        if not rows:
-            return
-        assigned = pd.DataFrame(rows)
-        answers = self.crowd.annotate(assigned[[ITEM, ANNOTATOR]], self.truth, rng=self.rng)
-        batch = assigned.assign(**{LABEL: answers[LABEL].to_numpy(), SECONDS: answers[SECONDS].to_numpy()})
-        self.store.add_annotations(STREAM, batch.assign(idempotency_key=[f"bot:{t}" for t in batch[TASK_ID]]))
-        self.store.set_task_statuses(batch[TASK_ID].tolist(), "done", reason="answered")
-        self.sent.extend(batch.to_dict("records"))
+            answer = self.crowd.annotate(pd.DataFrame({ITEM: [task.item_id], ANNOTATOR: [who]}), self.truth,
+                                         rng=self.rng).iloc[0]
+            self.store.answer_task(task.id, who, int(answer[LABEL]), seconds=float(answer[SECONDS]))
+            self.sent.append({TASK_ID: task.id, ITEM: task.item_id, ANNOTATOR: who, LABEL: int(answer[LABEL])})
+            busy.append(token)
 
 
 def _world(seed: int = 0):
@@ -211,7 +197,7 @@ def test_unanswered_tasks_are_escalated_at_their_sla_and_never_answered_for(tmp_
     with LabelStore(f"sqlite:///{tmp_path / 'labels.db'}") as store:
         _setup(store, crowd, x, ids, initial, truth)
         store.add_items(STREAM, _items(x[GOLD:GOLD + 10], ids[GOLD:GOLD + 10], initial[GOLD:GOLD + 10]))
-        bots = _Bots(store, crowd, truth, seed=1, skip=0.5)
+        bots = _Bots(store, crowd, truth, seed=1, limit=7)
         clock.on_wait = [bots.work]
         people = HumanWorkforce(store, STREAM, sla_seconds=100, poll_seconds=10, now=clock.now, sleep=clock.sleep)
         ticket = people.submit(Request(ids[GOLD:GOLD + 10], labels_per_item=2, kind="double_blind", round=1),
@@ -219,11 +205,16 @@ def test_unanswered_tasks_are_escalated_at_their_sla_and_never_answered_for(tmp_
         start = clock.now()
         answers = people.collect(ticket)
         tasks = store.tasks_frame(STREAM)
-    assert clock.now() - start <= 100 + 10
-    assert len(answers) == len(bots.sent) and 0 < len(answers) < 20
+    assert 100 <= clock.now() - start <= 100 + 10
+    assert len(answers) == len(bots.sent) == 7
     assert set(answers[TASK_ID]) == {s[TASK_ID] for s in bots.sent}
-    assert set(tasks.loc[tasks["status"] == "cancelled", "task_id"]) == set(people.escalated) == bots.ignored
+    late = tasks[~tasks["task_id"].isin(answers[TASK_ID])]
+    assert len(late) == 13 and set(late["task_id"]) == set(people.escalated)
+    assert (late["status"] == "cancelled").all() and late["escalated_at"].notna().all()
+    assert tasks.loc[tasks["task_id"].isin(answers[TASK_ID]), "escalated_at"].isna().all()
     assert (tasks["kind"] == "double_blind").all() and tasks["blind"].all() and (tasks["round"] == 1).all()
+    # Two answers per item, from two different people.
+    assert not answers.duplicated([ITEM, ANNOTATOR]).any()
 
 
 def test_a_round_waits_for_enough_items_or_the_oldest_waiting_long_enough(tmp_path) -> None:
