@@ -156,7 +156,6 @@ first label to its last.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
@@ -164,14 +163,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import softmax
 from threadpoolctl import threadpool_limits
 
-from loop.audit import ErrorRateEstimate, audit_sample, estimate_error_rate, estimate_error_rate_stratified
 from loop.budget import Budget
-from loop.calibration import TemperatureScaling, reliability_table
+from loop.calibration import reliability_table
 from loop.exceptions import LoopError
-from loop.columns import ANNOTATOR, CONFIDENCE, COST, ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, SECONDS
+from loop.columns import ANNOTATOR, COST, ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, SECONDS
 from loop.gate import ModelEvaluation, decide
 from loop.issues import confused_pairs, label_posteriors
 from loop.resolution import METHOD_CONSENSUS, METHOD_EXPERT, resolve_actions
@@ -180,6 +177,9 @@ from loop.store import TASK_ID, LabelStore, StreamHistory
 from loop.strategies import ACTION, IS_NEW, PLANNED_COST, SELF_CONFIDENCE, Action, Strategy, plan_round
 
 from . import tracking as T
+from .audits import (_ACTION_STRATUM, _AUTO, _EXPERT, _UNTOUCHED, AUDIT_METHOD, DECISIVE_DISPUTE, AuditBook,
+                     AuditResult, AutoAcceptBound, audit_verdict, confirmed_changes, dispute_posterior, estimate_audit,
+                     stratified_sample)
 from .config import IN_PROCESS, LOCAL, ConfigError, ModelConfig, ProgramConfig, flatten
 from .models import make_estimator, trusted_modules
 from .ports import (CalibratedTrainer, Dataset, Request, Scorer, SimulatedWorkforce, Ticket, Trainer, Workforce,
@@ -209,26 +209,8 @@ _TRUTH_FINALS = frozenset({T.FINAL_ERROR_RATE, T.INITIAL_ERROR_RATE, T.ERRORS_RE
                            "errors_fixed_total", "errors_introduced_total"})
 _CROWD_START, _ADJUDICATION_START, _AUDIT_START = pd.Timedelta(hours=8), pd.Timedelta(hours=16), pd.Timedelta(hours=20)
 CREATED_AT = "created_at"
-# Where an item's current label came from, by the program's own record (no truth): the audit's
-# strata. Double-blind and triple work count as reviewed, an audit's correction as expert.
-STRATA = ("auto_accepted", "reviewed", "expert", "untouched")
-_AUTO, _REVIEWED, _EXPERT, _UNTOUCHED = STRATA
-# One expert's dispute of a label settles it, without a second opinion, when the label is
-# wrong with at least this probability given the dispute (:func:`_dispute_posterior`): the
-# same 95% as the audit's intervals: at most one such correction in twenty is expected to break a
-# right label, and only in strata wrong about half the time (p >= 0.49 with experts right 95%),
-# where the first checks the saved second opinions pay for fix many more.
-DECISIVE_DISPUTE = 0.95
-_PRIOR_CHECKS = 5  # a stratum's error rate: a prior at the posterior's mean doubt, worth this many audited items
-_PRIOR_EXPERT_ACCURACY, _PRIOR_PAIRS = 0.95, 10  # the experts' accuracy: a prior worth this many pairs
 # The store's task kind of each action's crowd work.
 _TASK_KINDS = {Action.REVIEW: "label", Action.DOUBLE_BLIND: "double_blind", Action.TRIPLE: "label"}
-_ACTION_STRATUM = {Action.AUTO_ACCEPT.value: _AUTO, Action.REVIEW.value: _REVIEWED,
-                   Action.DOUBLE_BLIND.value: _REVIEWED, Action.TRIPLE.value: _REVIEWED, Action.EXPERT.value: _EXPERT}
-AUDIT_METHOD = ("stratified (auto-accepted oversampled, the rest uniform), adjudicated (a first expert's "
-                "disagreement counts only when a second independent expert also rejects the label, or alone when "
-                "the label's stratum makes it decisive: P(label wrong | dispute) >= 0.95), "
-                "Wilson interval at Kish's effective size")
 
 
 # --- the scorer port's adapters (the port: experiments.ports.Scorer) ------------------------
@@ -680,24 +662,14 @@ class _Program:
         # What the audits and the auto-accept bound know, none of it from truth.
         self.stratum = pd.Series(dtype=object)  # where each item's current label came from
         self.router = pd.DataFrame()  # the probabilities the last plan routed on, by arrived item
-        # The temperature the auto-accept bound reads the router's probabilities at (None:
-        # unbounded; inf: closed, as before an audit supports anything) and why; the cut-off it
-        # gave this round.
+        self.book = AuditBook()  # what the audits so far say
+        # The auto-accept bound (tiered only): what the router's probabilities are read at, and
+        # the cut-off it gave this round.
         bounded = cfg.thresholds.max_auto_accept_error is not None and cfg.strategy is Strategy.TIERED
-        self.temperature: float | None = np.inf if bounded else None
-        self.bound_reason = "no audit yet supports auto-accepting anything (max_auto_accept_error)"
-        self.cutoff = cfg.thresholds.auto_accept_confidence
-        self.last_audit: _Audit | None = None
-        self.evidence: list[pd.DataFrame] = []  # audited items: the router's probabilities, the experts' class
-        self.first_checks = self.seconds = 0
-        # What the audits so far say, never the truth: per stratum, items audited and counted
-        # wrong; over every second opinion, how often the two experts agreed.
-        self.stratum_audits = pd.DataFrame(0.0, index=list(STRATA), columns=["audited", "errors"])
-        self.expert_pairs = self.expert_agreements = 0
+        self.bound = AutoAcceptBound(cfg.thresholds.max_auto_accept_error if bounded else None,
+                                     cfg.thresholds.auto_accept_confidence)
         self.doubt = 0.15  # the posterior's mean doubt in the current labels (set each round)
         self.confirmed = 0
-        self.bound_log: list[dict[str, Any]] = []
-        self.strata_log: list[pd.DataFrame] = []
 
     # -- steps -------------------------------------------------------------------------------
     def arrive(self, round_: int) -> np.ndarray:
@@ -738,7 +710,9 @@ class _Program:
         # New to the strategy: arrived since its last plan (round 1 also sees the seed items).
         new = arrived if round_ == 1 else new
         before = self._labels()
-        self._bound_auto_accept(round_)
+        why = self.bound.calibrate(round_, self.book)
+        if why is not None:
+            self.tracker.set_tags({T.TAG_AUTO_ACCEPT_BOUND: why})
         # Object ids: pandas infers Arrow str from an array of strings, and its lookups are ~10x slower.
         current = before.reindex(pd.Index(arrived, dtype=object)).to_numpy(dtype=np.int64)
         x = dataset.x(arrived)
@@ -811,10 +785,10 @@ class _Program:
         self._log_plots(rounds, probs, holdout.to_numpy())
         self.tracker.log_table(rounds.reset_index(), T.ROUNDS_CSV)
         self.tracker.log_table(pd.DataFrame(self.gates), T.GATE_CSV)
-        if self.strata_log:
-            self.tracker.log_table(pd.concat(self.strata_log, ignore_index=True), T.AUDIT_STRATA_CSV)
-        if self.bound_log:
-            self.tracker.log_table(pd.DataFrame(self.bound_log), T.AUTO_ACCEPT_BOUND_CSV)
+        if self.book.strata_log:
+            self.tracker.log_table(pd.concat(self.book.strata_log, ignore_index=True), T.AUDIT_STRATA_CSV)
+        if self.bound.log:
+            self.tracker.log_table(pd.DataFrame(self.bound.log), T.AUTO_ACCEPT_BOUND_CSV)
         last = rounds.iloc[-1]
         # Without truth these figures are unknown: NaN (and zero counts), never logged.
         known = self._truth is not None
@@ -929,37 +903,9 @@ class _Program:
         ids = candidates[ITEM].astype(str).to_numpy()
         decisions = self.scorer.route(ids, probs, candidates[LABEL_ISSUE_SCORE].to_numpy(dtype=np.float64),
                                       self.cfg.thresholds, labels=candidates[LABEL].to_numpy())
-        bound = self.cfg.thresholds.max_auto_accept_error
-        if self.temperature is None:
-            return decisions
-        # The bound holds the items auto-accepted this round within it, the risk read from the
-        # router's probabilities tempered as the audits say (_bound_auto_accept): the most
-        # confident first, as many as keep their share of errors within the bound with 95%
-        # probability under those risks (mean + 1.645 standard deviations of the share; a
-        # mean alone lets a few dozen labels overshoot half the time). Here, not in the
-        # Router's thresholds, so that a Serve app shared with others keeps its own. An item
-        # held back goes to review, where the Router's rule 5 would send it.
-        where = pd.Index(candidates[ITEM].astype(str)).get_indexer(decisions[ITEM].astype(str))
-        raw = probs[where].max(axis=1)
-        confidence = _tempered(probs[where], self.temperature).max(axis=1)
-        auto = np.flatnonzero(decisions[ROUTE].to_numpy() == Action.AUTO_ACCEPT.value)
-        order = auto[np.argsort(-confidence[auto], kind="stable")]
-        risk = 1.0 - confidence[order]
-        m = np.arange(1, order.size + 1)
-        share = np.cumsum(risk) / m + 1.645 * np.sqrt(np.cumsum(risk * (1.0 - risk))) / m
-        within = np.flatnonzero(share <= bound)
-        keep = int(within.max()) + 1 if within.size else 0
-        held = order[keep:]
-        # In the router's own terms: the lowest confidence auto-accepted this round (1: none).
-        self.cutoff = float(raw[order[:keep]].min()) if keep else 1.0
-        if held.size == 0:
-            return decisions
-        decisions = decisions.reset_index(drop=True)
-        decisions.loc[held, ROUTE] = Action.REVIEW.value
-        decisions.loc[held, REASON] = [f"confidence {r:.4f}, {c:.4f} at the audited temperature: held for review "
-                                       f"under max_auto_accept_error: {self.bound_reason}"
-                                       for r, c in zip(raw[held], confidence[held])]
-        return decisions
+        # The auto-accept bound holds this round's auto-accepted items within it (AutoAcceptBound):
+        # here, not in the Router's thresholds, so that a Serve app shared with others keeps its own.
+        return self.bound.apply(decisions, ids, probs)
 
     def _execute(self, plan: pd.DataFrame, round_: int, annotations: pd.DataFrame) -> pd.DataFrame:
         """Ask the workforce for the plan's labels; write tasks and annotations; return the answers.
@@ -1053,7 +999,7 @@ class _Program:
         acted = plan[plan[ACTION] != Action.KEEP.value]
         self.stratum.loc[acted[ITEM].astype(str).to_numpy()] = acted[ACTION].map(_ACTION_STRATUM).to_numpy()
 
-    def _audit(self, arrived: np.ndarray, round_: int, annotations: pd.DataFrame) -> _Audit | None:
+    def _audit(self, arrived: np.ndarray, round_: int, annotations: pd.DataFrame) -> AuditResult | None:
         """An adjudicated, stratified expert audit: the error-rate estimates, then corrections
         that two independent experts agree on. Never reads the truth (the simulated experts do)."""
         if self.cfg.audit_rate == 0:
@@ -1076,10 +1022,10 @@ class _Program:
         # by the share of first checks that needed a second opinion so far, after a prior worth
         # five checks: the posterior's mean doubt in the labels (an expert disputes a wrong label).
         spend = int(np.ceil(self.cfg.audit_rate * population.size))
-        share = (self.seconds + 5 * self.doubt) / (self.first_checks + 5)
+        share = self.book.second_share(self.doubt)
         strata = self.stratum.reindex(population).fillna(_UNTOUCHED).to_numpy()
         design = np.where(strata == _AUTO, _AUTO, "rest")
-        sample = _stratified_sample(population, design, max(1, int(round(spend / (1 + share)))), rng)
+        sample = stratified_sample(population, design, max(1, int(round(spend / (1 + share)))), rng)
         first = self._collect(self.workforce.submit(Request(sample, expert=True, exclude=exclude, kind="audit",
                                                             round=round_), rng=rng))
         self._write_answers(first, round_, _AUDIT_START)
@@ -1090,118 +1036,31 @@ class _Program:
         first = first.set_index(ITEM)[[ANNOTATOR, LABEL]].reindex(sample)
         current = labels.reindex(sample).to_numpy(dtype=np.int64)
         sample_strata = pd.Series(strata, index=population).reindex(sample).to_numpy()
-        doubt = _dispute_posterior(self._stratum_error_rates().reindex(sample_strata).to_numpy(),
-                                   self._expert_accuracy())
+        doubt = dispute_posterior(self.book.error_rates(self.doubt).reindex(sample_strata).to_numpy(),
+                                  self.book.expert_accuracy())
         is_disputed = first[LABEL].to_numpy() != current
         decisive = is_disputed & (doubt >= DECISIVE_DISPUTE)
         disputed = sample[is_disputed & ~decisive]
         seen = pd.concat([exclude, first.reset_index()[[ITEM, ANNOTATOR]]], ignore_index=True)
-        # Only where an expert who has not labelled the item is left (see _verdict otherwise).
+        # Only where an expert who has not labelled the item is left (see audit_verdict otherwise).
         used = seen[seen[ANNOTATOR].isin(self.experts)].groupby(ITEM)[ANNOTATOR].nunique()
         askable = disputed[used.reindex(disputed).fillna(0).to_numpy() < len(self.experts)]
         second = self._collect(self.workforce.submit(Request(askable, expert=True, exclude=seen, kind="audit",
                                                              round=round_), rng=rng))
         self._write_answers(second, round_, _AUDIT_START + pd.Timedelta(hours=2))
-        verdict = _verdict(sample, current, first[LABEL].to_numpy(dtype=np.int64),
-                           second.set_index(ITEM)[LABEL].reindex(sample).to_numpy(dtype=np.float64), decisive)
-        self.first_checks, self.seconds = self.first_checks + sample.size, self.seconds + askable.size
-        asked = verdict[verdict["second"].notna()]
-        self.expert_pairs += len(asked)
-        self.expert_agreements += int((asked["second"] == asked["first"]).sum())
-        tally = pd.DataFrame({"stratum": sample_strata, "error": verdict["error"].to_numpy()}).groupby("stratum")
-        self.stratum_audits = self.stratum_audits.add(pd.DataFrame({"audited": tally.size(),
-                                                                    "errors": tally["error"].sum()}), fill_value=0)
+        verdict = audit_verdict(sample, current, first[LABEL].to_numpy(dtype=np.int64),
+                                second.set_index(ITEM)[LABEL].reindex(sample).to_numpy(dtype=np.float64), decisive)
         fixes = verdict[verdict["fix"]]
         self._write_resolutions(pd.DataFrame({
             ITEM: fixes[ITEM].to_numpy(), LABEL: fixes["first"].to_numpy(dtype=np.int64), "method": METHOD_EXPERT,
             REASON: np.where(fixes["decisive"],
                              "corrected by a random audit: one expert's dispute is decisive in the label's stratum",
                              "corrected by a random audit: two independent experts agreed against the label")}), labels)
-        audit = _estimate(verdict, pd.Series(strata, index=population), pd.Series(design, index=population), round_)
-        self._learn_from_audit(verdict)
+        audit = estimate_audit(verdict, pd.Series(strata, index=population), pd.Series(design, index=population),
+                               round_)
+        self.book.record(verdict, sample_strata, askable.size, audit, self.router)
         self.stratum.loc[fixes[ITEM].to_numpy()] = _EXPERT
-        self.strata_log.append(audit.strata)
-        self.last_audit = audit
         return audit
-
-    def _stratum_error_rates(self) -> pd.Series:
-        """Each stratum's error rate as the audits so far count it, after a prior worth
-        :data:`_PRIOR_CHECKS` audited items at the posterior's mean doubt in the labels."""
-        counts = self.stratum_audits
-        return (counts["errors"] + _PRIOR_CHECKS * self.doubt) / (counts["audited"] + _PRIOR_CHECKS)
-
-    def _expert_accuracy(self) -> float:
-        """The experts' accuracy as the audits so far show it: two independent experts agree
-        about ``a**2`` of the time, after a prior of :data:`_PRIOR_EXPERT_ACCURACY` worth
-        :data:`_PRIOR_PAIRS` pairs. The pairs are disputed items, where experts agree less
-        often than on average, so the estimate leans low: a conservative side, as it makes a
-        dispute less decisive."""
-        agree = ((self.expert_agreements + _PRIOR_PAIRS * _PRIOR_EXPERT_ACCURACY ** 2)
-                 / (self.expert_pairs + _PRIOR_PAIRS))
-        return float(np.sqrt(agree))
-
-    def _learn_from_audit(self, verdict: pd.DataFrame) -> None:
-        """Keep, for each audited item, the probabilities the router read this round and the
-        class the experts settled on (the label when it stood, the two experts' class when they
-        corrected it; an item whose two experts rejected the label and differ is left out):
-        what the auto-accept bound calibrates the router against."""
-        settled = np.where(~verdict["error"], verdict[LABEL], np.where(verdict["fix"], verdict["first"], -1))
-        where = self.router.index.get_indexer(verdict[ITEM].astype(str))
-        known = (settled >= 0) & (where >= 0)
-        self.evidence.append(pd.DataFrame({"probs": list(self.router.to_numpy()[where[known]]),
-                                           LABEL: settled[known].astype(np.int64)}))
-
-    def _bound_auto_accept(self, round_: int) -> None:
-        """Calibrate what the router reads so that auto-accepted labels keep
-        ``thresholds.max_auto_accept_error`` (tiered only); :meth:`_route` applies it.
-
-        While the last audit's 95% upper bound on the auto-accepted labels' error exceeds the
-        bound (at a few percent of audit spend it does: 30 audited labels without an error
-        still allow 11%), the router's probabilities are read at a temperature fitted on every
-        audited item so far (the class the experts settled on;
-        :class:`loop.calibration.TemperatureScaling`), at the upper end of its 95%
-        profile-likelihood interval and never below 1, and a round auto-accepts its most
-        confident items while their share of errors stays within the bound with 95%
-        probability under the tempered risks. A temperature, not a constant factor on the
-        risk: an overconfident posterior
-        (music genre's, 17% wrong at 0.9) is most overconfident near 1, where the model and a
-        crowd label agree on the same mistake, and tempering raises the risk there the most.
-        The posterior combines the model and the annotators, so a model's own temperature on
-        gold cannot calibrate it. Before the first audit nothing supports auto-accepting, and
-        nothing is. Each change is logged (tag :data:`T.TAG_AUTO_ACCEPT_BOUND`, table
-        :data:`T.AUTO_ACCEPT_BOUND_CSV`) with why. Labels auto-accepted before stay: the audits
-        keep checking them, and withdrawing them would restore labels the posterior judged wrong.
-        """
-        bound = self.cfg.thresholds.max_auto_accept_error
-        if self.temperature is None or self.last_audit is None:
-            return
-        auto = self.last_audit.auto
-        evidence = pd.concat(self.evidence, ignore_index=True)
-        audited = "no auto-accepted label audited" if auto is None else \
-            f"{auto.high:.3f} ({auto.n_errors}/{auto.n_audited} audited wrong)"
-        if auto is not None and auto.high <= bound:
-            temperature = 1.0
-            why = f"the audited 95% upper bound of auto-accepted labels' error, {audited}, is within {bound:g}"
-        elif evidence.empty:
-            temperature, why = np.inf, "no audited item to calibrate the router on yet"
-        else:
-            probs = np.stack(evidence["probs"].to_numpy())
-            # Floored at 1e-6: one confident mistake among a few dozen audited items should raise
-            # the temperature, not send it to its bound.
-            scaler = TemperatureScaling(kind="logits").fit(_floored_logits(probs), evidence[LABEL].to_numpy())
-            fitted, temperature = scaler.temperature_, max(1.0, scaler.temperature_high_)
-            predicted_wrong = float((1.0 - probs.max(axis=1)).sum())
-            found_wrong = int((probs.argmax(axis=1) != evidence[LABEL].to_numpy()).sum())
-            why = (f"the audited 95% upper bound of auto-accepted labels' error, {audited}, is not within {bound:g}; "
-                   f"the router's top class was wrong on {found_wrong} of {len(evidence)} audited items against "
-                   f"{predicted_wrong:.1f} it predicted: its probabilities are read at temperature {temperature:.2f}, "
-                   f"the upper end of the 95% interval of the fitted {fitted:.2f}")
-        self.bound_reason = why
-        self.bound_log.append({"round": round_, "temperature": temperature, "auto_accept_ci_high":
-                               np.nan if auto is None else auto.high, "max_auto_accept_error": bound,
-                               "audited": len(evidence), "reason": why})
-        self.tracker.set_tags({T.TAG_AUTO_ACCEPT_BOUND: f"round {round_}: {why}"})
-        self.temperature = temperature
 
     def _out_of_sample(self, arrived: np.ndarray, scores: pd.DataFrame,
                        probs: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
@@ -1217,7 +1076,7 @@ class _Program:
 
     # -- measuring ---------------------------------------------------------------------------
     def _log_round(self, round_: int, *, arrived: np.ndarray, new: np.ndarray, before: pd.Series, after: pd.Series,
-                   plan: pd.DataFrame | None, audit: _Audit | None, evaluation: ModelEvaluation,
+                   plan: pd.DataFrame | None, audit: AuditResult | None, evaluation: ModelEvaluation,
                    challenger: ModelEvaluation, promoted: bool, round_cost: float, budget: float,
                    resolution_hours: float, pairs: pd.DataFrame | None) -> None:
         arrived = pd.Index(arrived, dtype=object)  # object ids: Arrow str lookups are ~10x slower
@@ -1250,11 +1109,11 @@ class _Program:
                 row.update({T.AUTO_ACCEPT_ESTIMATE: audit.auto.rate, T.AUTO_ACCEPT_ESTIMATE_CI_LOW: audit.auto.low,
                             T.AUTO_ACCEPT_ESTIMATE_CI_HIGH: audit.auto.high})
         if round_ > 0:
-            confirmed = _confirmed_changes(annotations, before.reindex(arrived), after.reindex(arrived))
+            confirmed = confirmed_changes(annotations, before.reindex(arrived), after.reindex(arrived))
             self.confirmed += confirmed
             row.update({T.ERRORS_FIXED_CONFIRMED: float(confirmed), T.ERRORS_REMOVED_ESTIMATE: float(self.confirmed)})
         if plan is not None and self.cfg.strategy is Strategy.TIERED:
-            row[T.AUTO_ACCEPT_CUTOFF] = self.cutoff  # under a bound, the lowest confidence it let through (1: none)
+            row[T.AUTO_ACCEPT_CUTOFF] = self.bound.cutoff  # under a bound, the lowest confidence it let through (1: none)
         if pairs is not None and len(pairs):
             row[T.TOP_PAIR_SHARE] = float(pairs["share"].iloc[0])
             self.tracker.log_table(pairs, T.CONFUSED_PAIRS_CSV)
@@ -1335,141 +1194,3 @@ def _resolution_hours(annotations: pd.DataFrame, plan: pd.DataFrame, round_: int
     stamps = pd.to_datetime(frame[CREATED_AT], utc=True)
     span = stamps.groupby(frame[ITEM]).max() - stamps.groupby(frame[ITEM]).min()
     return float(span[disagree[disagree].index].dt.total_seconds().median() / 3600)
-
-
-# --- the audit's parts -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Audit:
-    """One round's audit: the whole set's estimate, the auto-accepted stratum's (None when there
-    is none or it drew no item), and the per-route table (:data:`T.AUDIT_STRATA_CSV`)."""
-
-    estimate: ErrorRateEstimate
-    auto: ErrorRateEstimate | None
-    strata: pd.DataFrame
-
-
-def _stratified_sample(population: np.ndarray, design: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """``size`` items: the auto-accepted stratum oversampled, the rest uniform.
-
-    The auto-accepted share ``W`` of the population gets ``W + W (1 - W) / 2`` of the sample (at
-    least one item each), so its own estimate rests on more items while the whole set's
-    effective size stays within about 10% of a uniform draw's. Too few items for two strata, or
-    one stratum: a uniform draw.
-    """
-    size = min(size, population.size)
-    auto = design == _AUTO
-    n_auto_pop = int(auto.sum())
-    if n_auto_pop in (0, population.size) or size < 2:
-        return audit_sample(population, size=size, rng=rng)
-    w = n_auto_pop / population.size
-    n_auto = int(np.clip(round(size * (w + w * (1 - w) / 2)), 1, size - 1))
-    n_rest = min(size - n_auto, population.size - n_auto_pop)
-    n_auto = min(size - n_rest, n_auto_pop)
-    picked = np.concatenate([audit_sample(population[auto], size=n_auto, rng=rng),
-                             audit_sample(population[~auto], size=n_rest, rng=rng)])
-    return population[pd.Index(population, dtype=object).isin(pd.Index(picked, dtype=object))]
-
-
-def _dispute_posterior(error_rate: np.ndarray, expert_accuracy: float) -> np.ndarray:
-    """P(label wrong | one expert disputes it), per item: ``p / (p + (1 - p) (1 - a))``.
-
-    ``error_rate`` (n,): the item's stratum's estimated error rate ``p``; ``expert_accuracy``:
-    ``a``. A right label is taken to be disputed whenever the expert errs (the conservative
-    bound: ``c = 1``, a wrong expert never picks the label), a wrong one always (it is unless
-    the expert errs onto the label, which overstates the odds by at most ``1 - a``).
-
-    >>> _dispute_posterior(np.array([0.01, 0.5]), 0.96).round(3)
-    array([0.202, 0.962])
-    """
-    p = np.clip(np.asarray(error_rate, dtype=np.float64), 0.0, 1.0)
-    return p / np.maximum(p + (1.0 - p) * (1.0 - expert_accuracy), 1e-12)
-
-
-def _verdict(sample: np.ndarray, label: np.ndarray, first: np.ndarray, second: np.ndarray,
-             decisive: np.ndarray | None = None) -> pd.DataFrame:
-    """Per audited item: is its label an error, and is it fixed (to ``first``)?
-
-    A first expert's disagreement is evidence, not a verdict: it counts as an error only when a
-    second, independent expert also rejects the label, and it fixes the label only when the two
-    agree on the class. With experts wrong 4% of the time a right label is then counted wrong
-    about 0.2% of the time instead of 4%. When no second expert is left (NaN), the first's
-    disagreement counts (as before), but changes nothing. Where the disagreement is
-    ``decisive`` (n,) (:func:`_dispute_posterior` at least :data:`DECISIVE_DISPUTE`: the
-    label's stratum is so often wrong that one expert's word settles it), it counts and fixes
-    the label to ``first`` without a second opinion.
-    """
-    disputed = first != label
-    alone = np.isnan(second)
-    decisive = np.zeros(len(sample), dtype=bool) if decisive is None else disputed & np.asarray(decisive, dtype=bool)
-    return pd.DataFrame({ITEM: sample, LABEL: label, "first": first, "second": second, "decisive": decisive,
-                         "error": disputed & (decisive | alone | (second != label)),
-                         "fix": decisive | (disputed & ~alone & (second == first))})
-
-
-def _estimate(verdict: pd.DataFrame, strata: pd.Series, design: pd.Series, round_: int) -> _Audit:
-    """The audit's estimates, of the labels *after* its own corrections (each fix takes one
-    error out of its stratum), and the per-route table."""
-    n_all = len(strata)
-    audited = verdict.set_index(ITEM)
-    by_design = pd.DataFrame({"population": design.value_counts(),
-                              "audited": design.reindex(audited.index).value_counts(),
-                              "errors": design.reindex(audited.index[audited["error"]]).value_counts(),
-                              "fixed": design.reindex(audited.index[audited["fix"]]).value_counts()}).fillna(0)
-    if (by_design["audited"] == 0).any():  # drawn uniformly (see _stratified_sample)
-        whole = estimate_error_rate(len(audited), int(audited["error"].sum()))
-    else:
-        whole = estimate_error_rate_stratified(by_design, method="wilson")
-    whole = _after_fixes(whole, int(audited["fix"].sum()) / n_all)
-    auto = None
-    if _AUTO in by_design.index and by_design.loc[_AUTO, "audited"] > 0:
-        row = by_design.loc[_AUTO]
-        auto = _after_fixes(estimate_error_rate(int(row["audited"]), int(row["errors"])),
-                            row["fixed"] / row["population"])
-    rows = []
-    for name in STRATA:
-        members = audited.index[strata.reindex(audited.index).to_numpy() == name]
-        n, errors = len(members), int(audited.loc[members, "error"].sum())
-        est = estimate_error_rate(n, errors) if n else None
-        rows.append({"round": round_, "stratum": name, "population": int((strata == name).sum()), "audited": n,
-                     "errors": errors, "rate": est.rate if est else np.nan, "ci_low": est.low if est else np.nan,
-                     "ci_high": est.high if est else np.nan})
-    rows.append({"round": round_, "stratum": "all", "population": n_all, "audited": len(audited),
-                 "errors": int(audited["error"].sum()), "rate": whole.rate, "ci_low": whole.low, "ci_high": whole.high})
-    return _Audit(estimate=whole, auto=auto, strata=pd.DataFrame(rows))
-
-
-def _after_fixes(estimate: ErrorRateEstimate, removed: float) -> ErrorRateEstimate:
-    """The estimate less the share of the population the audit itself corrected."""
-    return dataclasses.replace(estimate, rate=max(0.0, estimate.rate - removed), low=max(0.0, estimate.low - removed),
-                               high=max(0.0, estimate.high - removed))
-
-
-def _confirmed_changes(annotations: pd.DataFrame, before: pd.Series, after: pd.Series) -> int:
-    """Label changes backed by two independent annotators, more than back the old label.
-
-    What a team can count as errors fixed without truth: an expert alone, or a reviewer against
-    the crowd member before, is one word against another; two people agreeing on a new label,
-    neither of them the one who gave the old, is a correction confirmed by adjudication.
-    """
-    changed = before.index[before.to_numpy() != after.to_numpy()]
-    if changed.empty:
-        return 0
-    frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
-    frame = frame[frame[ITEM].isin(changed)].drop_duplicates([ITEM, ANNOTATOR], keep="last")
-    votes = frame.groupby([ITEM, LABEL])[ANNOTATOR].nunique()
-    for_new = votes.reindex(list(zip(changed, after.reindex(changed).astype(np.int64))), fill_value=0).to_numpy()
-    for_old = votes.reindex(list(zip(changed, before.reindex(changed).astype(np.int64))), fill_value=0).to_numpy()
-    return int(((for_new >= 2) & (for_new > for_old)).sum())
-
-
-def _floored_logits(probs: np.ndarray) -> np.ndarray:
-    return np.log(np.clip(probs, 1e-6, 1.0))
-
-
-def _tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities (n, k) read at ``temperature`` (softmax of the floored ``log p / T``); inf: uniform."""
-    if np.isinf(temperature):
-        return np.full_like(probs, 1.0 / probs.shape[1])
-    return softmax(_floored_logits(probs) / temperature, axis=1)
