@@ -916,11 +916,12 @@ class _Program:
         exclude = annotations[[ITEM, ANNOTATOR]].astype({ITEM: str})
         actions = plan.set_index(ITEM)[ACTION]
         ids = {a: actions.index[actions == a.value] for a in Action}
+        shown = self._suggestions(plan, round_)
         crowd_work = [wf.submit(Request(ids[a], labels_per_item=a.crowd_labels, exclude=exclude,
-                                        kind=_TASK_KINDS[a], round=round_), rng=rng)
+                                        kind=_TASK_KINDS[a], round=round_, suggestions=shown), rng=rng)
                       for a in (Action.REVIEW, Action.DOUBLE_BLIND, Action.TRIPLE)]
         expert_work = wf.submit(Request(ids[Action.EXPERT], expert=True, exclude=exclude, kind="expert",
-                                        round=round_), rng=rng)
+                                        round=round_, suggestions=shown), rng=rng)
         crowd = pd.concat([self._collect(t) for t in crowd_work], ignore_index=True)
         experts = self._collect(expert_work)
         first = pd.concat([crowd, experts], ignore_index=True)
@@ -934,6 +935,17 @@ class _Program:
                                                        round=round_), rng=rng))
         self._write_answers(adjudication, round_, _ADJUDICATION_START)
         return pd.concat([first, adjudication], ignore_index=True)
+
+    def _suggestions(self, plan: pd.DataFrame, round_: int) -> pd.DataFrame:
+        """What people may see with the round's work: the probabilities the plan routed on, its
+        route and reason, as the champion's predictions of this round."""
+        acted = plan[plan[ACTION] != Action.KEEP.value]
+        ids = acted[ITEM].astype(str).to_numpy(dtype=object)
+        where = self.router.index.get_indexer(ids)
+        return pd.DataFrame({ITEM: ids[where >= 0], "probs": list(self.router.to_numpy()[where[where >= 0]]),
+                             ROUTE: acted[ROUTE].to_numpy()[where >= 0] if ROUTE in acted else None,
+                             REASON: acted[REASON].to_numpy()[where >= 0] if REASON in acted else None,
+                             "model_version": f"{self.stream}:v{self.champion_version}:round{round_}"})
 
     def _collect(self, ticket: Ticket) -> pd.DataFrame:
         """The answers of a ticket. A round waits for its answers; a workforce whose answers are

@@ -151,7 +151,8 @@ def test_three_rounds_with_people_lower_the_estimated_error(tmp_path, store_url)
 
         clock.on_wait = [produce, bots.work]
         result = serve_program(cfg, store=store, max_rounds=ROUNDS, now=clock.now, sleep=clock.sleep)
-        annotations = store.annotations_frame(STREAM, extras=("idempotency_key",))
+        annotations = store.annotations_frame(STREAM, extras=("idempotency_key", "suggestion"))
+        kinds = store.tasks_frame(STREAM).set_index("task_id")["kind"]
 
     rounds = result.rounds
     # Estimated figures only: nothing that needs the truth was computed.
@@ -171,6 +172,10 @@ def test_three_rounds_with_people_lower_the_estimated_error(tmp_path, store_url)
     sent = pd.DataFrame(bots.sent)
     assert len(people) == len(sent) and not people[TASK_ID].duplicated().any()
     assert set(zip(people[TASK_ID].astype(int), people[LABEL])) == set(zip(sent[TASK_ID], sent[LABEL]))
+    # People saw the round's suggestion on open tasks, none on blind ones.
+    kind = kinds.reindex(people[TASK_ID].astype(int)).to_numpy()
+    assert people["suggestion"][kind == "label"].notna().all() and (kind == "label").any()
+    assert people["suggestion"][np.isin(kind, ["double_blind", "audit"])].isna().all()
     # Retraining, the gate and the rounds are in MLflow.
     from mlflow import MlflowClient
 
