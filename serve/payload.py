@@ -67,7 +67,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from loop._validation import PROB_SUM_ATOL
 from loop.columns import NO_LABEL, PRIORITY, REASON, ROUTE, SCORE_COLUMNS
@@ -91,6 +91,11 @@ _DTYPES = {"float32": "<f4", "float64": "<f8"}
 # loop's one tolerance: a request's probabilities are held to what score_items checks anyway.
 PROB_SUM_TOLERANCE = PROB_SUM_ATOL
 _INPUTS = ("features", "features_b64", "probabilities", "probabilities_b64")
+_MAX_CODE = np.iinfo(np.int64).max
+# Fields whose values are numbers: a boolean or a string there is a wrong type (400), never read as
+# 1.0 or parsed from text. Labels are codes, or class names when the app has them.
+_NUMBER_FIELDS = frozenset({"features", "probabilities", "label_issue_scores", "labels"})
+_TYPE_ERRORS = frozenset({"float_type", "int_type", "string_type", "float_parsing", "int_parsing", "int_from_float"})
 
 
 class BadRequest(Exception):
@@ -120,11 +125,11 @@ class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     item_ids: list[StrictInt | StrictStr] = Field(description="one unique id per item")
-    features: list[list[float]] | None = Field(None, description="n rows of d numbers")
+    features: list[list[StrictFloat]] | None = Field(None, description="n rows of d numbers")
     features_b64: str | None = Field(None, description="little-endian row-major float bytes, base64")
     shape: tuple[int, int] | None = Field(None, description="[n, d] of features_b64, or [n, k] of probabilities_b64")
     dtype: Literal["float32", "float64"] = Field("float32", description="dtype of features_b64")
-    probabilities: list[list[float]] | None = Field(
+    probabilities: list[list[StrictFloat]] | None = Field(
         None, description="/v1/route only, instead of features: n rows of k class probabilities "
                           "(the model does not run)")
     probabilities_b64: str | None = Field(
@@ -133,7 +138,7 @@ class ScoreRequest(BaseModel):
         None, description="current label per item (code or class name), null where none")
     return_probabilities: StrictBool | None = Field(
         None, description="include class probabilities (default: yes on /score, no on /route)")
-    label_issue_scores: list[float] | None = Field(
+    label_issue_scores: list[StrictFloat] | None = Field(
         None, description="/v1/route only: the caller's label-issue score per item, in [0, 1]; "
                           "the Router routes on them instead of the Scorer's own")
     label_issue_scores_b64: str | None = Field(
@@ -192,7 +197,8 @@ def parse_request(body: bytes, *, class_names: Sequence[Any] | None = None,
     Raises
     ------
     BadRequest
-        400 for a body that is not JSON or bad base64; 413 for too many rows; 422 for
+        400 for a body that is not JSON, bad base64, a boolean or a string where a number belongs,
+        or a label code beyond int64; 413 for too many rows; 422 for
         everything else (unknown fields, wrong types or shapes, NaN or inf, empty batch,
         duplicate ids, unknown label names, label-issue scores outside [0, 1], features and
         probabilities together, probabilities that are not distributions over the classes).
@@ -386,6 +392,9 @@ def _labels(values: list[Any], n: int, class_names: Sequence[Any] | None) -> np.
             codes[i] = names[value]
         elif value < 0:
             raise BadRequest(f"labels.{i}", f"Label codes are 0 .. n_classes - 1; got {value}.")
+        elif value > _MAX_CODE:  # would not fit the int64 codes: no model has that many classes
+            raise BadRequest(f"labels.{i}", f"Label codes are 0 .. n_classes - 1; got {value}, beyond any "
+                             "class code.", 400)
         else:
             codes[i] = value
     return codes
@@ -415,9 +424,16 @@ def _from_validation_error(exc: ValidationError) -> BadRequest:
     message = _UNION_MESSAGES.get(loc[0], first["msg"]) if len(first["loc"]) > len(loc) else first["msg"]
     if first["type"] == "extra_forbidden":
         message = f"Unknown field; valid fields are {sorted(ScoreRequest.model_fields)}"
+    status = 422
+    if loc and loc[0] in _NUMBER_FIELDS and first["type"] in _TYPE_ERRORS \
+            and isinstance(first.get("input"), (bool, str, float)):
+        status = 400
+        what = "Label codes must be integers (or class names, or null)" if loc[0] == "labels" else \
+            "Values must be JSON numbers, not booleans or strings"
+        message = f"{what}; got {first.get('input')!r}"
     more = len({_clean_loc(e["loc"]) for e in exc.errors()}) - 1  # a union fails once per member
     extra = f" (and {more} more errors)" if more > 0 else ""
-    return BadRequest(field, f"{message}.{extra}", 422)
+    return BadRequest(field, f"{message}.{extra}", status)
 
 
 def encode_answer(frame: pd.DataFrame, probs: np.ndarray | None, *, compact: bool,
