@@ -78,6 +78,7 @@ __all__ = [
     "ParsedRequest",
     "ScoreRequest",
     "check_label_codes",
+    "chunk_bounds",
     "decode_b64_array",
     "encode_answer",
     "encode_b64_array",
@@ -246,11 +247,44 @@ def parse_request(body: bytes, *, class_names: Sequence[Any] | None = None,
                          label_issue_scores=_issue_scores(request, n), probabilities=probs)
 
 
-def check_label_codes(labels: np.ndarray, k: int, whose: str) -> None:
-    """Refuse label codes ``>= k`` (``labels`` as :class:`ParsedRequest` holds them)."""
+def check_label_codes(labels: np.ndarray, k: int, whose: str, *, offset: int = 0) -> None:
+    """Refuse label codes ``>= k`` (``labels`` as :class:`ParsedRequest` holds them); ``offset``:
+    the request's row of ``labels[0]``, for the field name when these are part of a request."""
     if labels.max() >= k:
         i = int(np.argmax(labels >= k))
-        raise BadRequest(f"labels.{i}", f"Label codes are 0 .. {k - 1} for {whose}; got {labels[i]}.")
+        raise BadRequest(f"labels.{offset + i}", f"Label codes are 0 .. {k - 1} for {whose}; got {labels[i]}.")
+
+
+# Serve's replicas call each other with gRPC messages of at most 4 MiB
+# (RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH): a part of a request, and its answer, stays within
+# a quarter of that, leaving room for pickling and the columns beside the arrays.
+MESSAGE_BUDGET = 1024 ** 2
+# Per row of an answer beyond its k probabilities: the scores frame's columns, pickled.
+_ANSWER_ROW_BYTES = 256
+
+
+def chunk_bounds(n_rows: int, bytes_in: int, k: int, *, budget: int = MESSAGE_BUDGET) -> list[tuple[int, int]]:
+    """Row ranges ``[(start, stop), ...]`` covering ``0 .. n_rows`` whose rows fit ``budget`` bytes.
+
+    Parameters
+    ----------
+    n_rows : int
+    bytes_in : int
+        Bytes of one row sent (features: d * itemsize, and its label).
+    k : int
+        Classes of the answer: a row comes back as k float64 probabilities and its scores.
+    budget : int, default=MESSAGE_BUDGET
+
+    Examples
+    --------
+    >>> chunk_bounds(5000, 64 * 8 + 8, 10)
+    [(0, 2016), (2016, 4032), (4032, 5000)]
+    >>> chunk_bounds(3, 64 * 8, 10)
+    [(0, 3)]
+    """
+    per_row = max(bytes_in, 8 * k + _ANSWER_ROW_BYTES, 1)
+    size = max(1, budget // per_row)
+    return [(start, min(start + size, n_rows)) for start in range(0, max(n_rows, 1), size)]
 
 
 def probabilities_problem(probs: np.ndarray) -> tuple[tuple[int, ...], str, str] | None:

@@ -417,7 +417,7 @@ def test_new_champion_after_reload_without_failed_requests(world):
     def hammer() -> None:
         with requests.Session() as session:
             while not stop.is_set():
-                answer = session.post(url + "/v1/route", data=body, timeout=30)
+                answer = session.post(url + "/v1/route", data=body, timeout=30, headers={"Content-Type": "application/json"})
                 version = answer.json()["model"]["version"] if answer.ok else None
                 seen.append((answer.status_code, version))
 
