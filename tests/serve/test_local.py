@@ -24,7 +24,13 @@ def fake_ray_init(monkeypatch):
         # whatever init_ray writes into os.environ.
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
-    return calls
+    yield calls
+    import os
+    import shutil
+
+    wrapper = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if wrapper and Path(wrapper).parent.name.startswith("labelloop-haproxy-"):  # confine_haproxy's folder
+        shutil.rmtree(Path(wrapper).parent, ignore_errors=True)
 
 
 def test_init_ray_turns_on_serves_high_throughput_mode(fake_ray_init, monkeypatch):
