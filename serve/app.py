@@ -475,8 +475,9 @@ class Router:
             raise NoModel("The served model changed three times while this request was scored; send it again.")
         self._n_classes = len(parts[0].classes)
         probs = np.concatenate([p.probs for p in parts]) if keep_probabilities else None
-        return Scored(probs=probs, scores=pd.concat([p.scores for p in parts], ignore_index=True),
-                      model=parts[0].model, classes=parts[0].classes)
+        scores = pd.concat([p.scores for p in parts], ignore_index=True)
+        scores[ITEM] = np.arange(len(scores))  # each part's ids are its own positions
+        return Scored(probs=probs, scores=scores, model=parts[0].model, classes=parts[0].classes)
 
     def _parse(self, body: bytes) -> ParsedRequest:
         return parse_request(body, class_names=self._args.class_names, max_rows=self._args.max_rows_per_request)

@@ -285,7 +285,8 @@ def confine_haproxy(host: str = HAPROXY_LOCAL_HOST) -> Path | None:
     real = _haproxy_binary()
     if real is None:
         return None
-    folder = Path(tempfile.mkdtemp(prefix="labelloop-haproxy-"))  # mode 700
+    # Short: Ray adds a 56-character node id to each path, and HAProxy takes socket paths of at most 97.
+    folder = Path(tempfile.mkdtemp(prefix="llhap-"))  # mode 700
     stats, metrics = os.environ.get("RAY_SERVE_HAPROXY_STATS_PORT", "8404"), \
         os.environ.get("RAY_SERVE_HAPROXY_METRICS_PORT", "9101")
     wrapper = folder / "haproxy"

@@ -29,7 +29,7 @@ def fake_ray_init(monkeypatch):
     import shutil
 
     wrapper = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
-    if wrapper and Path(wrapper).parent.name.startswith("labelloop-haproxy-"):  # confine_haproxy's folder
+    if wrapper and Path(wrapper).parent.name.startswith("llhap-"):  # confine_haproxy's folder
         shutil.rmtree(Path(wrapper).parent, ignore_errors=True)
 
 
