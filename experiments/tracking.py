@@ -199,16 +199,21 @@ def check_reachable(tracking_uri: str, *, timeout: float = 5.0) -> None:
     if not tracking_uri.startswith(("http://", "https://")):
         return
     import urllib.error
+    import urllib.parse
     import urllib.request
 
+    # urllib reads "user:password@host" as a host name; any answer counts, so ask without them.
+    parts = urllib.parse.urlsplit(tracking_uri)
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     try:
-        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout):
+        with urllib.request.urlopen(bare.rstrip("/") + "/health", timeout=timeout):
             pass
     except urllib.error.HTTPError:
         return  # it answered
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise TrackingError(f"tracking.uri: cannot reach the MLflow tracking server at {tracking_uri} ({reason}); "
+        raise TrackingError(f"tracking.uri: cannot reach the MLflow tracking server at {redact(tracking_uri)} "
+                            f"({redact(str(reason))}); "
                             "start it (see the README's team setup) or use a local store such as "
                             "sqlite:///mlflow.db") from None
 
