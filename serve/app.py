@@ -28,7 +28,10 @@ Endpoints (JSON bodies described in :mod:`serve.payload`):
 - ``GET /v1/thresholds``: the Router's thresholds.
 - ``POST /v1/reload``: load the version the alias points at now, with no downtime.
 
-Every refusal is ``{"error": {"field": ..., "message": ...}}`` with a 4xx status.
+Every refusal is ``{"error": {"field": ..., "message": ...}}`` with a 4xx status, and so is a
+500 (:mod:`serve.http`): a ``POST`` must be ``Content-Type: application/json`` (415), a body at
+most ``max_body_bytes`` (413); a request larger than a replica message (gRPC's 4 MiB) reaches
+the Scorer in parts.
 
 Zero-downtime reload: the Scorer loads the new version in a worker thread while the old one
 keeps serving, then swaps one reference. A batch reads the reference once, so each request is

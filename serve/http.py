@@ -8,8 +8,9 @@
     ``text/plain``); a JSON content type makes the browser ask (CORS preflight), which the
     app never grants. So a page a team member visits cannot trigger ``POST /v1/reload``.
   - an exception no handler turned into an answer becomes a 500 with the one error shape
-    (:func:`serve.payload.error_body`): no traceback and no plain text reach the caller; the
-    traceback goes to the replica's log with URL passwords hidden (:func:`loop._redact.redact`).
+    (:func:`serve.payload.error_body`) naming the exception's type: no traceback, no exception
+    text and no plain text reach the caller; the traceback goes to the replica's log with URL
+    passwords hidden (:func:`loop._redact.redact`).
 
 - :func:`read_body`: a request body read up to a byte limit. A ``Content-Length`` above it is
   refused before a byte is read, and a body without one (chunked) is counted as it streams
@@ -138,8 +139,9 @@ class JsonApiGuard:
                          redact("".join(traceback.format_exception(exc))))
             if started:  # part of an answer went out already: nothing better to do than cut it
                 raise
-            await _send_json(send, 500, error_body(None, f"Internal error ({type(exc).__name__}): "
-                                                   f"{redact(str(exc))[:500]}"))
+            # The type only: an exception's text can hold internals (hosts, paths, gRPC debug strings).
+            await _send_json(send, 500, error_body(None, f"Internal error ({type(exc).__name__}); the "
+                                                   "app's log has the details."))
 
 
 async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ and deploying again with the same arguments changes nothing.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import random
@@ -29,6 +30,7 @@ from loop.routing import RoutingThresholds
 from .args import APP_NAME, AppArgs
 from .config import read_serve_config_document, serve_config_document
 from .exceptions import ServeError, ServiceUnavailable
+from .payload import error_body
 
 __all__ = ["absolute_sqlite_uri", "confine_haproxy", "deploy_config", "free_port", "init_ray", "local_app", "quiet_port", "shutdown_local",
            "start_local", "wait_until_answering"]
@@ -268,7 +270,8 @@ def confine_haproxy(host: str = HAPROXY_LOCAL_HOST) -> Path | None:
       whatever its mode;
     - ``RAY_SERVE_HAPROXY_BINARY_PATH`` points at a small wrapper in that directory that binds
       the stats and metrics listeners to ``host`` and sets the socket's mode to 600 in the config
-      Ray wrote, then runs Ray's HAProxy binary. The HTTP frontend is left alone: it binds to
+      Ray wrote, and makes HAProxy's own error page (a 500 when no replica answers) the JSON
+      error shape, then runs Ray's HAProxy binary. The HTTP frontend is left alone: it binds to
       Serve's ``http_options.host`` already.
 
     Returns
@@ -290,8 +293,11 @@ def confine_haproxy(host: str = HAPROXY_LOCAL_HOST) -> Path | None:
     stats, metrics = os.environ.get("RAY_SERVE_HAPROXY_STATS_PORT", "8404"), \
         os.environ.get("RAY_SERVE_HAPROXY_METRICS_PORT", "9101")
     wrapper = folder / "haproxy"
+    page = json.dumps(error_body(None, "The app did not answer: its replicas are down, starting or overloaded; "
+                                       "try again."))
     wrapper.write_text(_HAPROXY_WRAPPER.format(host=host, stats=int(stats), metrics=int(metrics),
-                                               real=shutil.which(real) or real))
+                                               real=shutil.which(real) or real, error_body=page,
+                                               error_length=len(page.encode())))
     wrapper.chmod(0o700)
     for name, leaf in _HAPROXY_FILES.items():
         os.environ[name] = str(folder / leaf) if leaf else str(folder)
@@ -313,6 +319,9 @@ if [ -n "$cfg" ] && [ -f "$cfg" ]; then
     sed -i -e 's/^\([[:space:]]*bind[[:space:]]\+\)\*\?:{stats}\b/\1{host}:{stats}/' \
            -e 's/^\([[:space:]]*bind[[:space:]]\+\)\*\?:{metrics}\b/\1{host}:{metrics}/' \
            -e 's/^\([[:space:]]*stats socket .*\) mode 666 /\1 mode 600 /' "$cfg" || exit 1
+    # HAProxy's own answer when no replica answers (502, 503, 504 become this 500): JSON too.
+    page="$(dirname "$cfg")/500.http"
+    [ -f "$page" ] && printf 'HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' {error_length} '{error_body}' > "$page"
 fi
 exec "{real}" "$@"
 """

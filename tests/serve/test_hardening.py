@@ -259,7 +259,7 @@ def _pids(pattern: str) -> set[int]:
 
 def test_nothing_the_app_starts_listens_beyond_the_configured_host(app, ray_serve):
     """HAProxy (frontend, stats, metrics) and the Router's HTTP server listen on 127.0.0.1 only;
-    HAProxy's admin socket is this user's alone.
+    HAProxy's admin socket is this user's alone, and its error page is JSON.
 
     Not counted: each Serve replica's gRPC servers (replica to replica), which Ray 2.56 binds to
     ``[::]:0`` in ``ray/serve/_private/replica.py`` with no setting: a team firewalls the node, as
@@ -287,3 +287,7 @@ def test_nothing_the_app_starts_listens_beyond_the_configured_host(app, ray_serv
     (socket_path,) = glob.glob(os.path.join(folder, "*", "admin.sock"))
     assert stat.S_IMODE(os.stat(socket_path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    # HAProxy's own 500 (no replica answered) is the JSON error shape too.
+    (page,) = glob.glob(os.path.join(folder, "*", "500.http"))
+    head, _, body = open(page, "rb").read().partition(b"\r\n\r\n")
+    assert b"application/json" in head and "error" in json.loads(body)

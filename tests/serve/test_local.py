@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -112,8 +113,15 @@ def test_haproxy_is_confined_to_this_user_and_this_machine(fake_ray_init, tmp_pa
         config.write_text(f"global\n    stats socket {folder}/admin.sock mode 666 level admin expose-fd listeners\n"
                           f"frontend prometheus\n    bind :{metrics}\nfrontend http_frontend\n    bind *:8000\n"
                           f"listen stats\n  bind *:{stats}\n  stats enable\n")
+        page = tmp_path / "500.http"  # Ray writes it beside the config, as plain text
+        page.write_bytes(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+                         b"Content-Length: 21\r\n\r\nInternal Server Error")
         run = subprocess.run([os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"], "-c", "-f", str(config)],
                              capture_output=True, text=True)
+        head, _, body = page.read_bytes().partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 500 ") and b"Content-Type: application/json" in head
+        assert f"Content-Length: {len(body)}".encode() in head
+        assert json.loads(body)["error"]["field"] is None
         text = config.read_text()
         assert f"bind 127.0.0.1:{metrics}\n" in text and f"bind 127.0.0.1:{stats}\n" in text
         assert "bind *:8000" in text and "mode 600 level admin" in text and "mode 666" not in text
