@@ -71,6 +71,7 @@ def _rows(x: np.ndarray, n: int) -> np.ndarray:
     (16500, True, "float64"),     # 8.4 MB
     (16500, True, "float32"),     # 4.2 MB, once a 500
     (65536, True, "float32"),     # the documented limit, max_rows_per_request
+    (65536, True, "float64"),     # and as ServeClient sends it by default: a 45 MB body
 ])
 def test_requests_past_grpcs_message_limit_are_served_whole(app, n, compact, dtype):
     x = _rows(app["x"], n)
