@@ -368,8 +368,8 @@ class Router:
         self._thresholds = RoutingThresholds()
         self._reconfigured = 0
         # The served model's class count as last seen (for the size of the Scorer's answers);
-        # until an answer came, a generous guess.
-        self._n_classes = 256
+        # asked of the Scorer before the first answer.
+        self._n_classes: int | None = None
         self._route.set_max_batch_size(self._args.max_batch_size)
         self._route.set_batch_wait_timeout_s(self._args.batch_wait_timeout_s)
 
@@ -463,6 +463,9 @@ class Router:
         """
         features, labels = parsed.features, parsed.labels
         k = len(self._args.class_names) if self._args.class_names else self._n_classes
+        if k is None:
+            info = await _unwrap(self._scorer.model_info.remote())
+            k = info["n_classes"] if info else 2  # no model: the Scorer refuses the request anyway
         bounds = chunk_bounds(features.shape[0], features.shape[1] * features.itemsize + 8, k)
         if len(bounds) == 1:
             scored = await _unwrap(self._scorer.score.remote(features, labels, keep_probabilities))
