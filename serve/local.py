@@ -163,6 +163,7 @@ def shutdown_local() -> None:
     if ray.is_initialized():
         serve.shutdown()
         ray.shutdown()
+    _release_haproxy()
 
 
 def wait_until_answering(base_url: str, *, timeout_s: float = 60.0) -> int:
@@ -253,6 +254,7 @@ _HAPROXY_FILES = {
     "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": "metrics.sock",
 }
 HAPROXY_LOCAL_HOST = "127.0.0.1"
+_HAPROXY_PREFIX = "llhap-"
 
 
 def confine_haproxy(host: str = HAPROXY_LOCAL_HOST) -> Path | None:
@@ -289,7 +291,7 @@ def confine_haproxy(host: str = HAPROXY_LOCAL_HOST) -> Path | None:
     if real is None:
         return None
     # Short: Ray adds a 56-character node id to each path, and HAProxy takes socket paths of at most 97.
-    folder = Path(tempfile.mkdtemp(prefix="llhap-"))  # mode 700
+    folder = Path(tempfile.mkdtemp(prefix=_HAPROXY_PREFIX))  # mode 700
     stats, metrics = os.environ.get("RAY_SERVE_HAPROXY_STATS_PORT", "8404"), \
         os.environ.get("RAY_SERVE_HAPROXY_METRICS_PORT", "9101")
     wrapper = folder / "haproxy"
@@ -303,6 +305,18 @@ def confine_haproxy(host: str = HAPROXY_LOCAL_HOST) -> Path | None:
         os.environ[name] = str(folder / leaf) if leaf else str(folder)
     os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(wrapper)
     return folder
+
+
+def _release_haproxy() -> None:
+    """Remove the folder :func:`confine_haproxy` made, and its variables (Ray has stopped)."""
+    import shutil
+
+    wrapper = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if not wrapper or not Path(wrapper).parent.name.startswith(_HAPROXY_PREFIX):
+        return
+    shutil.rmtree(Path(wrapper).parent, ignore_errors=True)
+    for name in (*_HAPROXY_FILES, "RAY_SERVE_HAPROXY_BINARY_PATH"):
+        os.environ.pop(name, None)
 
 
 # sed edits the config Ray wrote just before it runs HAProxy (at start and at each reload).

@@ -26,12 +26,7 @@ def fake_ray_init(monkeypatch):
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     yield calls
-    import os
-    import shutil
-
-    wrapper = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
-    if wrapper and Path(wrapper).parent.name.startswith("llhap-"):  # confine_haproxy's folder
-        shutil.rmtree(Path(wrapper).parent, ignore_errors=True)
+    local._release_haproxy()  # the folder init_ray made
 
 
 def test_init_ray_turns_on_serves_high_throughput_mode(fake_ray_init, monkeypatch):
@@ -139,3 +134,13 @@ def test_haproxy_files_the_environment_chose_are_kept(fake_ray_init, monkeypatch
     local.init_ray(num_cpus=1)
     assert os.environ["RAY_SERVE_HAPROXY_SOCKET_PATH"] == "/somewhere/admin.sock"
     assert "RAY_SERVE_HAPROXY_BINARY_PATH" not in os.environ
+
+
+def test_shutting_down_removes_the_haproxy_folder(fake_ray_init):
+    import os
+
+    local.init_ray(num_cpus=1)
+    folder = Path(os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"]).parent
+    assert folder.is_dir()
+    local.shutdown_local()  # Ray is not running here: only the folder and its variables go
+    assert not folder.exists() and "RAY_SERVE_HAPROXY_SOCKET_PATH" not in os.environ
