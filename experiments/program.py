@@ -117,7 +117,8 @@ must serve). Each round ``r = 1 .. rounds`` then:
    temperature-scaled on the calibration gold slice and evaluated on the held-out gold; the quality
    gate (:mod:`loop.gate`) decides whether the challenger becomes the champion; the scorer reloads.
 8. **Measure.** Everything in :mod:`experiments.tracking` with ``step = round``, and the
-   round's routed-item table.
+   round's routed-item table (:class:`experiments.measure.Measures`; the audit's parts and the
+   auto-accept bound are :mod:`experiments.audits`).
 
 **Budget** (:class:`loop.budget.Budget`). The strategy may plan at most the round's budget
 (``budget_per_round`` plus what earlier rounds left unspent, minus what they overspent: planned and
@@ -174,13 +175,14 @@ from loop.issues import confused_pairs, label_posteriors
 from loop.resolution import METHOD_CONSENSUS, METHOD_EXPERT, resolve_actions
 from loop.routing import RoutingThresholds, route, score_items
 from loop.store import TASK_ID, LabelStore, StreamHistory
-from loop.strategies import ACTION, IS_NEW, PLANNED_COST, SELF_CONFIDENCE, Action, Strategy, plan_round
+from loop.strategies import ACTION, IS_NEW, SELF_CONFIDENCE, Action, Strategy, plan_round
 
 from . import tracking as T
 from .audits import (_ACTION_STRATUM, _AUTO, _EXPERT, _UNTOUCHED, AUDIT_METHOD, DECISIVE_DISPUTE, AuditBook,
-                     AuditResult, AutoAcceptBound, audit_verdict, confirmed_changes, dispute_posterior, estimate_audit,
+                     AuditResult, AutoAcceptBound, audit_verdict, dispute_posterior, estimate_audit,
                      stratified_sample)
 from .config import IN_PROCESS, LOCAL, ConfigError, ModelConfig, ProgramConfig, flatten
+from .measure import Measures
 from .models import make_estimator, trusted_modules
 from .ports import (CalibratedTrainer, Dataset, Request, Scorer, SimulatedWorkforce, Ticket, Trainer, Workforce,
                     WorldDataset)
@@ -641,11 +643,8 @@ class _Program:
             store.add_annotator(row.annotator_id, tier=TIER_CODES[row.tier], hourly_rate=float(row.hourly_rate),
                                 streams=[self.stream])
         self.experts = set(people.loc[people["tier"] == "expert", ANNOTATOR])
-        # The truth by object id, looked up over every arrived item each round (pandas' Arrow str
-        # index lookups are ~10x slower); None when nobody knows it: then every figure that needs
-        # it is left out, and only the estimated ones are computed.
-        truth = dataset.truth
-        self._truth = None if truth is None else pd.Series(truth.to_numpy(), index=pd.Index(truth.index, dtype=object))
+        # The round's figures (the truth's only when the dataset knows it) and their totals.
+        self.measures = Measures(dataset)
         self.last_round = 0
         self.scorer: Scorer | None = None
         self.champion: ModelEvaluation | None = None
@@ -654,11 +653,9 @@ class _Program:
         # triple_majority ignores the budget by design: its cost is its protocol's.
         self.budget = Budget(cfg.budget_per_round, workforce.costs,
                              carries=cfg.strategy is not Strategy.TRIPLE_MAJORITY)
-        self.rows: list[dict[str, float]] = []
         self.curve: list[dict[str, float]] = []
         self.gates: list[dict[str, Any]] = []
         self.promotions = 0
-        self.fixed = self.introduced = 0
         # What the audits and the auto-accept bound know, none of it from truth.
         self.stratum = pd.Series(dtype=object)  # where each item's current label came from
         self.router = pd.DataFrame()  # the probabilities the last plan routed on, by arrived item
@@ -669,7 +666,6 @@ class _Program:
         self.bound = AutoAcceptBound(cfg.thresholds.max_auto_accept_error if bounded else None,
                                      cfg.thresholds.auto_accept_confidence)
         self.doubt = 0.15  # the posterior's mean doubt in the current labels (set each round)
-        self.confirmed = 0
 
     # -- steps -------------------------------------------------------------------------------
     def arrive(self, round_: int) -> np.ndarray:
@@ -771,7 +767,7 @@ class _Program:
 
     def finish(self) -> ProgramResult:
         cfg, dataset = self.cfg, self.dataset
-        rounds = pd.DataFrame(self.rows).set_index("round")
+        rounds = pd.DataFrame(self.measures.rows).set_index("round")
         arrived = dataset.arrived(self.last_round)
         initial = dataset.initial.set_index(ITEM)[LABEL].reindex(arrived)
         final = self._labels().reindex(arrived)
@@ -791,15 +787,15 @@ class _Program:
             self.tracker.log_table(pd.DataFrame(self.bound.log), T.AUTO_ACCEPT_BOUND_CSV)
         last = rounds.iloc[-1]
         # Without truth these figures are unknown: NaN (and zero counts), never logged.
-        known = self._truth is not None
-        wrong_initial = int(self._wrong(initial).sum()) if known else 0
-        wrong_final = int(self._wrong(final).sum()) if known else 0
+        known, m = self.measures.known, self.measures
+        wrong_initial = int(m.wrong(initial).sum()) if known else 0
+        wrong_final = int(m.wrong(final).sum()) if known else 0
         result = ProgramResult(
             strategy=cfg.strategy.value, dataset=dataset.name, stream=self.stream,
             run_id=getattr(self.tracker, "run_id", None), rounds=rounds, n_items=n_initial,
             initial_error_rate=wrong_initial / n_initial if known else float("nan"),
             final_error_rate=wrong_final / n_initial if known else float("nan"),
-            errors_removed=wrong_initial - wrong_final, errors_fixed=self.fixed, errors_introduced=self.introduced,
+            errors_removed=wrong_initial - wrong_final, errors_fixed=m.fixed, errors_introduced=m.introduced,
             cost=float(annotations[COST].sum()), program_cost=float(annotations[COST].sum()) - initial_cost,
             program_annotations=int(len(annotations) - n_initial),
             annotator_hours=float(annotations[SECONDS].sum() / 3600), model_accuracy=self.champion.accuracy,
@@ -807,7 +803,7 @@ class _Program:
             final_error_rate_estimate=float(last.get(T.AUDIT_ERROR_RATE, np.nan)),
             final_error_rate_estimate_ci_low=float(last.get(T.AUDIT_CI_LOW, np.nan)),
             final_error_rate_estimate_ci_high=float(last.get(T.AUDIT_CI_HIGH, np.nan)),
-            errors_removed_estimate=self.confirmed)
+            errors_removed_estimate=m.confirmed)
         final_metrics = result.metrics()
         final_metrics[T.ERRORS_REMOVED_PER_100] = np.nan_to_num(final_metrics[T.ERRORS_REMOVED_PER_100])
         # Without audits there is no estimate to log (not a zero).
@@ -837,9 +833,6 @@ class _Program:
         by_expert = annotations[ANNOTATOR].isin(self.experts).to_numpy()
         cost = annotations[COST].to_numpy(dtype=np.float64)
         return cost[~by_expert], cost[by_expert]
-
-    def _wrong(self, labels: pd.Series) -> np.ndarray:
-        return labels.to_numpy(dtype=np.int64) != self._truth.reindex(labels.index).to_numpy(dtype=np.int64)
 
     def _evidence(self, scores: pd.DataFrame, probs: np.ndarray,
                   annotations: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
@@ -1087,84 +1080,24 @@ class _Program:
         return score_items(probs, item_ids=np.asarray(scores[ITEM], dtype=object)), probs
 
     # -- measuring ---------------------------------------------------------------------------
-    def _log_round(self, round_: int, *, arrived: np.ndarray, new: np.ndarray, before: pd.Series, after: pd.Series,
-                   plan: pd.DataFrame | None, audit: AuditResult | None, evaluation: ModelEvaluation,
-                   challenger: ModelEvaluation, promoted: bool, round_cost: float, budget: float,
-                   resolution_hours: float, pairs: pd.DataFrame | None) -> None:
-        arrived = pd.Index(arrived, dtype=object)  # object ids: Arrow str lookups are ~10x slower
-        annotations = self.history.annotations()
-        stats = self.history.metrics(resolution_hours=False)
-        n_initial = len(arrived)
-        is_initial = annotations.groupby(ITEM).cumcount() == 0
-        row: dict[str, float] = {
-            T.N_ITEMS: n_initial,
-            T.MODEL_ACCURACY: evaluation.accuracy, T.MODEL_ECE: evaluation.ece,
-            T.CHALLENGER_ACCURACY: challenger.accuracy, T.CHALLENGER_ECE: challenger.ece, T.PROMOTED: float(promoted),
-            T.COST: float(annotations[COST].sum()), T.PROGRAM_COST: float(annotations.loc[~is_initial, COST].sum()),
-            T.ROUND_COST: round_cost, T.BUDGET: budget, T.ANNOTATOR_HOURS: float(annotations[SECONDS].sum() / 3600),
-            T.ANNOTATIONS: float(len(annotations)),
-            T.CORRECTION_FREQUENCY: stats.correction_frequency, T.KRIPPENDORFF_ALPHA: stats.krippendorff_alpha,
-            T.PERCENT_AGREEMENT: stats.percent_agreement, T.RESOLUTION_HOURS: resolution_hours,
-        }
-        if plan is not None:
-            counts = plan[ACTION].value_counts()
-            row.update({T.ACTION_COUNT_PREFIX + a.value: float(counts.get(a.value, 0)) for a in Action})
-            auto = plan.loc[plan[ACTION] == Action.AUTO_ACCEPT.value, ITEM].astype(str)
-            row[T.AUTO_ACCEPT_RATE] = float(pd.Index(new, dtype=object).isin(auto.to_numpy(dtype=object)).mean())
-        if self._truth is not None:
-            row.update(self._true_figures(round_, arrived, before, after, plan))
-        if audit is not None:
-            est = audit.estimate
-            row.update({T.AUDIT_ERROR_RATE: est.rate, T.AUDIT_CI_LOW: est.low, T.AUDIT_CI_HIGH: est.high,
-                        T.AUDIT_N: float(est.n_audited)})
-            if audit.auto is not None:
-                row.update({T.AUTO_ACCEPT_ESTIMATE: audit.auto.rate, T.AUTO_ACCEPT_ESTIMATE_CI_LOW: audit.auto.low,
-                            T.AUTO_ACCEPT_ESTIMATE_CI_HIGH: audit.auto.high})
-        if round_ > 0:
-            confirmed = confirmed_changes(annotations, before.reindex(arrived), after.reindex(arrived))
-            self.confirmed += confirmed
-            row.update({T.ERRORS_FIXED_CONFIRMED: float(confirmed), T.ERRORS_REMOVED_ESTIMATE: float(self.confirmed)})
-        if plan is not None and self.cfg.strategy is Strategy.TIERED:
-            row[T.AUTO_ACCEPT_CUTOFF] = self.bound.cutoff  # under a bound, the lowest confidence it let through (1: none)
+    def _log_round(self, round_: int, *, pairs: pd.DataFrame | None, plan: pd.DataFrame | None,
+                   **figures: Any) -> None:
+        """Measure the round (:class:`~experiments.measure.Measures`) and log it with ``step = round``."""
+        row = self.measures.round_row(round_, plan=plan, pairs=pairs, annotations=self.history.annotations(),
+                                      stats=self.history.metrics(resolution_hours=False),
+                                      cutoff=self.bound.cutoff if self.cfg.strategy is Strategy.TIERED else None,
+                                      **figures)
         if pairs is not None and len(pairs):
-            row[T.TOP_PAIR_SHARE] = float(pairs["share"].iloc[0])
             self.tracker.log_table(pairs, T.CONFUSED_PAIRS_CSV)
         self.tracker.log_metrics(row, step=round_)
-        self.rows.append({"round": round_, **row})
-
-    def _true_figures(self, round_: int, arrived: pd.Index, before: pd.Series, after: pd.Series,
-                      plan: pd.DataFrame | None) -> dict[str, float]:
-        """The figures only a simulation knows (against the truth): ``true_error_rate``, errors
-        fixed, introduced and removed, the auto-accepted labels' true error rate."""
-        now_wrong = self._wrong(after.reindex(arrived))
-        was_wrong = self._wrong(before.reindex(arrived))
-        initial = self.dataset.initial
-        initial_wrong = self._wrong(pd.Series(initial[LABEL].to_numpy(), index=pd.Index(initial[ITEM], dtype=object))
-                                    .reindex(arrived))
-        fixed, introduced = int((was_wrong & ~now_wrong).sum()), int((~was_wrong & now_wrong).sum())
-        if round_ > 0:
-            self.fixed, self.introduced = self.fixed + fixed, self.introduced + introduced
-        row = {T.TRUE_ERROR_RATE: float(now_wrong.mean()), T.ERRORS_FIXED: fixed, T.ERRORS_INTRODUCED: introduced,
-               T.ERRORS_REMOVED: float(initial_wrong.sum() - now_wrong.sum())}
-        if plan is not None:
-            auto = plan.loc[plan[ACTION] == Action.AUTO_ACCEPT.value, ITEM].astype(str)
-            row[T.AUTO_ACCEPT_ERROR_RATE] = float(self._wrong(after.reindex(auto)).mean()) if len(auto) else float("nan")
-        return row
 
     def _log_routed(self, round_: int, plan: pd.DataFrame, candidates: pd.DataFrame, before: pd.Series,
                     after: pd.Series) -> None:
-        ids = plan[ITEM].astype(str).to_numpy()
-        table = candidates.drop(columns=[c for c in (ROUTE,) if c in candidates.columns]).merge(
-            plan[[ITEM, ACTION, ROUTE, REASON, "priority", PLANNED_COST]], on=ITEM, how="left")
-        table = table.assign(label_before=before.reindex(ids).to_numpy(), label_after=after.reindex(ids).to_numpy())
-        if self._truth is not None:
-            table = table.assign(true_label=self.dataset.truth.reindex(ids).to_numpy())
-        table = table[table[ACTION] != Action.KEEP.value].sort_values("priority", ascending=False)
-        self.tracker.log_table(table, T.routed_table_path(round_))
+        self.tracker.log_table(self.measures.routed_table(plan, candidates, before, after), T.routed_table_path(round_))
 
     def _log_plots(self, rounds: pd.DataFrame, probs: np.ndarray, truth: np.ndarray) -> None:
         t = self.tracker
-        metric = T.TRUE_ERROR_RATE if self._truth is not None else T.AUDIT_ERROR_RATE
+        metric = T.TRUE_ERROR_RATE if self.measures.known else T.AUDIT_ERROR_RATE
         t.log_figure(T.plot_error_vs_cost({self.cfg.strategy.value: rounds}, metric=metric), T.ERROR_VS_COST_PNG)
         t.log_figure(T.plot_reliability(reliability_table(probs, truth)), T.RELIABILITY_PNG)
         t.log_figure(T.plot_confusion_matrix(truth, probs.argmax(axis=1), self.dataset.classes), T.CONFUSION_PNG)
