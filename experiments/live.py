@@ -8,7 +8,9 @@ plan, annotate, resolve, audit, retrain, gate, measure), over two other adapters
   ``POST /v1/items``, or from a table by :func:`ingest_table`). Features are the payload's
   ``features``; an item arrives in the first round after it was stored, with its initial label
   from the payload's ``label`` (a class name or code) or its existing resolution, by the
-  annotator :data:`CURRENT_LABEL`; an item with neither waits. The gold are the items whose
+  annotator :data:`CURRENT_LABEL`; an item with neither waits. A restarted service takes up the
+  items an earlier session had in its seed round (their labels and history as they are). The
+  gold are the items whose
   label an expert confirmed or adjudicated *before the program started* (a team's gold set,
   e.g. a table's ``gold`` column): a third fits the temperature, the rest evaluates models, and
   they never arrive, so they never train. There is no truth (``truth is None``): the program
@@ -118,7 +120,12 @@ class StoreDataset:
         resolved = store.resolved_labels(stream)
         self._resolved = pd.Series(resolved[LABEL].to_numpy(dtype=np.int64),
                                    index=pd.Index(resolved[ITEM].astype(str), dtype=object))
-        gold = resolved[resolved["method"].isin(GOLD_METHODS)]
+        # Items that arrived in an earlier session (they have their initial label by
+        # CURRENT_LABEL) arrive again first, all in the seed round, and are never gold (an
+        # audit's expert correction of a training item is not evaluation gold).
+        recorded = store.annotations_frame(stream)
+        self._resumed = set(recorded.loc[recorded[ANNOTATOR] == CURRENT_LABEL, ITEM].astype(str))
+        gold = resolved[resolved["method"].isin(GOLD_METHODS) & ~resolved[ITEM].astype(str).isin(self._resumed)]
         gold_ids = gold[ITEM].astype(str).to_numpy(dtype=object)
         self._gold = set(gold_ids)
         self.poll()
@@ -167,12 +174,14 @@ class StoreDataset:
     # -- the port ------------------------------------------------------------------------------
     def arrivals(self, round_: int) -> np.ndarray:
         while len(self._batches) <= round_:
-            batch, self._waiting = self._waiting[:self.round_items], self._waiting[self.round_items:]
+            # The seed round takes every item an earlier session had, then round_items new ones.
+            take = self.round_items + (sum(i in self._resumed for i in self._waiting) if not self._batches else 0)
+            batch, self._waiting = self._waiting[:take], self._waiting[take:]
             ids = np.asarray(batch, dtype=object)
             self._batches.append(ids)
+            labels = np.asarray([self._labels[i] for i in batch], dtype=np.int64)
             self.initial = pd.concat([self.initial, pd.DataFrame({
-                ITEM: ids, ANNOTATOR: CURRENT_LABEL, LABEL: np.asarray([self._labels[i] for i in batch], dtype=np.int64),
-                SECONDS: 0.0, COST: 0.0})], ignore_index=True)
+                ITEM: ids, ANNOTATOR: CURRENT_LABEL, LABEL: labels, SECONDS: 0.0, COST: 0.0})], ignore_index=True)
         return self._batches[round_]
 
     def arrived(self, round_: int) -> np.ndarray:
@@ -263,19 +272,20 @@ class HumanWorkforce:
             return pd.DataFrame(columns=_ANSWER_COLUMNS)
         wanted = set(task_ids)
         while True:
-            tasks = self.store.tasks_frame(self.stream)
-            open_ = tasks[tasks["task_id"].isin(wanted) & tasks["status"].isin(["open", "assigned"])]
-            if open_.empty or self.now() > deadline:  # due_at < now: past due, as the task API counts it
+            # Everything stored since the ticket was made, read again each time (not from the
+            # last id seen: on PostgreSQL two answers may commit out of id order); a round's worth.
+            stored = self.store.annotations_frame(self.stream, after=mark)
+            answers = stored[stored[TASK_ID].isin(wanted)].drop_duplicates(TASK_ID, keep="first")
+            # Past due when due_at < now, as the task API counts it.
+            if len(answers) == len(wanted) or self.now() > deadline:
                 break
             self.sleep(min(self.poll_seconds, max(0.0, deadline - self.now()) + 1e-3))
-        answers = self.store.annotations_frame(self.stream, after=mark)
-        if not answers.empty:
-            self._mark = max(self._mark, int(answers["annotation_id"].max()))
-        answers = answers[answers[TASK_ID].isin(wanted)].drop_duplicates(TASK_ID, keep="first")
+        if not stored.empty:
+            self._mark = max(self._mark, int(stored["annotation_id"].max()))
         # What people did not answer in time: escalated (``escalated_at`` and an event, the task
         # API's SLA rule), then cancelled, so that nobody spends time on work the round no longer
         # waits for; never answered for them.
-        late = sorted(set(open_["task_id"].astype(int)) - set(answers[TASK_ID].astype(int)))
+        late = sorted(wanted - set(answers[TASK_ID].astype(int)))
         if late:
             self.store.escalate_overdue(pd.Timestamp(self.now(), unit="s", tz="UTC").ceil("us"))
             self.store.set_task_statuses(late, "cancelled", reason=f"escalated: not answered within the SLA "

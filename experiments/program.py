@@ -675,8 +675,14 @@ class _Program:
         initial = self.dataset.initial.set_index(ITEM).loc[new].reset_index()
         self.store.add_items(self.stream, self.dataset.items(new))
         self.stratum = pd.concat([self.stratum, pd.Series(_UNTOUCHED, index=new.astype(str), dtype=object)])
-        self._write_answers(initial, round_, pd.Timedelta(0))
-        # An item resolved before it arrived (a live stream's earlier resolution) keeps it.
+        # An initial label already recorded (a live stream's item that arrived in an earlier
+        # session) is not recorded again, and an item resolved before it arrived keeps its label.
+        recorded = self.history.annotations()
+        pairs = pd.MultiIndex.from_arrays([initial[ITEM].astype(str).to_numpy(dtype=object),
+                                           initial[ANNOTATOR].to_numpy(dtype=object)])
+        known = pairs.isin(pd.MultiIndex.from_arrays([recorded[ITEM].astype(str).to_numpy(dtype=object),
+                                                      recorded[ANNOTATOR].to_numpy(dtype=object)]))
+        self._write_answers(initial[~known], round_, pd.Timedelta(0))
         first = ~pd.Index(initial[ITEM].astype(str), dtype=object).isin(self.history.heads().index)
         if first.any():
             self.store.add_resolutions(self.stream, pd.DataFrame({

@@ -196,6 +196,37 @@ def test_three_rounds_with_people_lower_the_estimated_error(tmp_path, store_url)
            "true_final": round(true_now, 3), "answers": len(sent), "promotions": result.promotions})
 
 
+def test_a_restarted_service_takes_up_its_items_without_recording_them_twice(tmp_path) -> None:
+    x, ids, truth, initial, crowd = _world()
+    url = f"sqlite:///{tmp_path / 'labels.db'}"
+    cfg = parse_config({"program": {"name": "live", "audit_rate": 0.25, "budget_per_round": 25.0},
+                        "tracking": {"uri": "none"}, "store": {"url": url}, "gate": {"max_ece": 0.5},
+                        "live": {"stream": STREAM, "sla_seconds": 600, "round_items": ROUND_ITEMS,
+                                 "poll_seconds": 30}})
+    clock = _Clock()
+    with LabelStore(url) as store:
+        _setup(store, crowd, x, ids, initial, truth)
+        bots = _Bots(store, crowd, truth, seed=5)
+        batches = [slice(GOLD + r * ROUND_ITEMS, GOLD + (r + 1) * ROUND_ITEMS) for r in range(ROUNDS + 1)]
+
+        def produce() -> None:
+            if batches:
+                part = batches.pop(0)
+                store.add_items(STREAM, _items(x[part], ids[part], initial[part]))
+
+        clock.on_wait = [produce, bots.work]
+        first = serve_program(cfg, store=store, max_rounds=1, now=clock.now, sleep=clock.sleep)
+        gold = len(StoreDataset(store, STREAM, round_items=ROUND_ITEMS, seed=0).holdout)
+        second = serve_program(cfg, store=store, max_rounds=1, now=clock.now, sleep=clock.sleep)
+        annotations = store.annotations_frame(STREAM)
+        assert len(StoreDataset(store, STREAM, round_items=ROUND_ITEMS, seed=0).holdout) == gold
+    assert first.n_items == 2 * ROUND_ITEMS and second.n_items == 4 * ROUND_ITEMS
+    assert second.rounds.loc[0, T.N_ITEMS] == 3 * ROUND_ITEMS  # the earlier items and the next batch
+    own = annotations[annotations[ANNOTATOR] == CURRENT_LABEL]
+    assert len(own) == 4 * ROUND_ITEMS and not own[ITEM].duplicated().any()
+    assert len(annotations) - len(own) == len(bots.sent)
+
+
 def test_unanswered_tasks_are_escalated_at_their_sla_and_never_answered_for(tmp_path) -> None:
     x, ids, truth, initial, crowd = _world()
     clock = _Clock()
