@@ -192,8 +192,10 @@ def test_three_rounds_with_people_lower_the_estimated_error(tmp_path, store_url)
     assert "true_error_rate" not in parent.data.metrics
     versions = client.search_model_versions(f"name='{cfg.simulation_model}'")
     assert len(versions) == ROUNDS + 1  # the seed model and one challenger a round
-    print({"audit_error_rate": est.round(3).tolist(), "true_initial": round(true_initial, 3),
-           "true_final": round(true_now, 3), "answers": len(sent), "promotions": result.promotions})
+    print({"audit_error_rate": est.round(3).tolist(), "audited": rounds[T.AUDIT_N].tolist(),
+           "confirmed": rounds[T.ERRORS_FIXED_CONFIRMED].tolist(), "accuracy": rounds[T.CHALLENGER_ACCURACY].tolist(),
+           "true_initial": round(true_initial, 3), "true_final": round(true_now, 3), "answers": len(sent),
+           "promotions": result.promotions, "cost": round(result.program_cost, 1)})
 
 
 def test_a_restarted_service_takes_up_its_items_without_recording_them_twice(tmp_path) -> None:
