@@ -365,6 +365,10 @@ def _insert_postgresql(conn: Connection, rows: list[tuple], actor, reason) -> in
     # keys and writes the events of the new rows from RETURNING.
     cursor = conn.connection.dbapi_connection.cursor()
     try:
+        # The transaction takes its id before it draws annotation ids: StreamHistory relies on
+        # it (a writer still in flight is then visible in every snapshot taken after its ids
+        # were drawn).
+        cursor.execute("SELECT pg_current_xact_id()")
         # Every time: a rolled-back first batch takes the staging table's creation with it.
         cursor.execute(_PG_CREATE_STAGE)
         with cursor.copy(f"COPY {_PG_STAGE} ({', '.join(STORED)}) FROM STDIN") as copy:

@@ -74,6 +74,20 @@ def annotations_frame(conn: Connection, stream: Stream, *, extras: tuple[str, ..
     return _shape(conn, stream, raw, extras, sqlite, whole=since is None and until is None and after is None)
 
 
+def snapshot_xids(conn: Connection) -> tuple[int, int]:
+    """``(oldest, next)`` transaction ids of a fresh snapshot: every transaction below
+    ``oldest`` has ended (committed or rolled back), every one from ``next`` on starts after
+    it. On PostgreSQL that is ``pg_snapshot_xmin``/``pg_snapshot_xmax`` (64-bit ids, so
+    comparisons never wrap around). SQLite has one writer at a time whose ids commit in order,
+    so nothing is ever in flight for a reader: ``(0, 0)``."""
+    if conn.dialect.name != "postgresql":
+        return 0, 0
+    oldest, next_ = conn.exec_driver_sql(
+        "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint "
+        "FROM pg_current_snapshot() AS s").one()
+    return int(oldest), int(next_)
+
+
 def _copy_out(conn: Connection, sql: str, params: tuple, names: list[str]) -> pd.DataFrame:
     """A PostgreSQL query's rows through ``COPY .. TO STDOUT`` (CSV), parsed by pandas in C:
     several times faster than building a Python tuple per row."""

@@ -620,7 +620,8 @@ class LabelStore:
         keeps the frame appends what arrived since its last read (its largest
         ``annotation_id``) instead of reading the whole history again. Ids grow in insertion
         order; on PostgreSQL two writers committing at once may commit out of that order, so a
-        reader racing other writers reads again from an older id.
+        reader racing other writers reads again from an older id (:class:`StreamHistory` does,
+        from the largest id below which nothing can still arrive, and drops what it has).
         """
         s = self.stream(stream)
         if after is not None:
