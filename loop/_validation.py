@@ -286,11 +286,26 @@ def check_text_column(values: pd.Series, name: str, *, max_chars: int | None = N
 
     The common case (all strings, all clean) costs a few passes in C over the column.
     """
+    if ints and values.dtype.kind in "iu":
+        return pd.Series(values.astype(str).to_numpy(dtype=object), index=values.index, dtype=object)
+    if isinstance(values.dtype, pd.StringDtype):
+        # pandas' string dtype holds valid UTF-8 only (no lone surrogate): lengths and NULs
+        # are checked by its vectorised string methods.
+        lengths = values.str.len()
+        bad = values.str.contains("\x00", regex=False)
+        if not empty:
+            bad |= lengths == 0
+        if max_chars is not None:
+            bad |= lengths > max_chars
+        bad = bad.fillna(False).to_numpy(dtype=bool)
+        if bad.any():
+            row = int(np.argmax(bad))
+            problem = _text_problem(values.iloc[row], max_chars=max_chars, empty=empty)
+            raise fail(name, _text_form(max_chars, empty), f"{problem} on row {row}")
+        return pd.Series(values.to_numpy(dtype=object, na_value=None), index=values.index, dtype=object)
     raw = values.to_numpy(dtype=object)
     missing = pd.isna(values).to_numpy()
     present = raw[~missing] if missing.any() else raw
-    if ints and values.dtype.kind in "iu":
-        return pd.Series(values.astype(str).to_numpy(dtype=object), index=values.index, dtype=object)
     if pd.api.types.infer_dtype(present, skipna=False) not in ("string", "empty"):
         converted = []
         for row, v in zip(np.flatnonzero(~missing), present):
@@ -339,7 +354,8 @@ def check_int_column(values: pd.Series, name: str, *, low: int | None = None, hi
         raw = values.to_numpy()
         present = ~np.isnan(raw) if raw.dtype.kind == "f" else np.ones(len(raw), dtype=bool)
         with np.errstate(invalid="ignore"):
-            ok = ~present | (np.isfinite(raw) & (np.mod(raw, 1) == 0) if raw.dtype.kind == "f" else present)
+            # (trunc, not mod: np.mod is slow on NaN.)
+            ok = ~present | (np.isfinite(raw) & (np.trunc(raw) == raw) if raw.dtype.kind == "f" else present)
             if low is not None:
                 ok &= ~present | (raw >= low)
             if high is not None:
