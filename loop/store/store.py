@@ -579,7 +579,8 @@ class LabelStore:
         stream : str
         annotations : DataFrame or iterable of mappings
             Columns ``item_id``, ``annotator_id``, ``label`` (a class code or class name);
-            optional ``seconds``, ``rationale`` (at most 10,000 characters), ``evidence``
+            optional ``seconds``, ``rationale`` (text of at most 10,000 characters; an empty
+            one is no rationale and reads back as None, on SQLite as on PostgreSQL), ``evidence``
             (any JSON value), ``suggestion`` (the label shown to the annotator, code or
             name), ``suggestion_confidence`` (in [0, 1]), ``guideline_version`` (a published
             version number), ``task_id``, ``created_at`` (default: now) and
@@ -596,8 +597,9 @@ class LabelStore:
         ------
         SchemaError
             Naming the bad field: unknown item, annotator unknown, inactive or not on the
-            stream, label outside the class set, unpublished guideline version, oversized
-            rationale. Nothing is stored.
+            stream, label outside the class set (or not a label: a dict, a list), unpublished
+            or malformed guideline version or task id, oversized rationale or key, text with a
+            NUL character or a lone surrogate (neither engine stores both). Nothing is stored.
         ConflictError
             A key already names an annotation with other content.
         """
@@ -773,6 +775,8 @@ class LabelStore:
         (``predictions: [{model_version, score, result: [{from_name, to_name, type:
         "choices", value: {choices: [class name]}}]}]``); written to ``path`` when given."""
         s = self.stream(stream)
+        if model_version is not None:
+            check_text(model_version, "model_version", max_chars=S.MAX_NAME_CHARS)
         tasks = self.tasks_frame(stream, statuses=statuses)
         with self._read() as conn:
             items = _exchange.item_payloads(conn, s, tasks[ITEM].tolist())
