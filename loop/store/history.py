@@ -45,8 +45,9 @@ class StreamHistory:
     visible after one with a larger id was read. Each read therefore starts at a floor below
     which nothing can still arrive, not at the largest id read, and drops the rows it already
     has (see :meth:`annotations`); a row committed late is read once, in its id's place. The
-    floor lags by about one read while other writers are busy, and stays put while any writing
-    transaction of the database server stays open (the rows above it are read again each time).
+    floor is the largest id read when no writer was in flight; while writers are busy it lags by
+    about one read, and it stays put while a writing transaction of the database server stays
+    open (the rows above it are read again each time: the price of missing none).
 
     Examples
     --------
@@ -98,25 +99,20 @@ class StreamHistory:
         # Why a floor and not the largest id read: ids are drawn when a row is inserted and
         # become visible when its transaction commits, so on PostgreSQL a writer that drew id 5
         # may commit after another writer's id 6 was read. Reading "after 6" would skip 5
-        # forever. Every id up to the largest one a read saw (M) was drawn before that read
-        # (ids are drawn in increasing order), by a transaction that had its transaction id by
-        # then (writers take one first), so below the snapshot's next transaction id (X). Once
-        # the oldest transaction still running is at or above X, every row with an id up to M
-        # is visible or never will be: this read (from the old floor) gets the last of them,
-        # and M becomes the floor after it.
-        with self.store._read() as conn:
-            oldest, _ = _reads.snapshot_xids(conn)
-        floor = self._settled(oldest)
-        if self._annotations is None:
-            read = self.store.annotations_frame(self.stream)
-        else:
-            read = self.store.annotations_frame(self.stream, after=self._floor)
-        # The next transaction id after the read (so after every id it saw was drawn).
-        with self.store._read() as conn:
-            _, next_xid = _reads.snapshot_xids(conn)
+        # forever. Every id up to the largest one a read saw (M) was drawn before the read's
+        # snapshot (ids are drawn in increasing order), by a transaction that had its
+        # transaction id by then (writers take one first), so one below the snapshot's next
+        # transaction id (X). Once a snapshot's oldest running transaction is at or above X,
+        # every row with an id up to M is visible in it or never will be: the read on that
+        # snapshot (from the old floor) gets the last of them, and M becomes the floor. With
+        # nothing in flight (always on SQLite) that is the read's own snapshot.
+        s = self.store.stream(self.stream)
+        with self.store._read() as conn, _reads.one_snapshot(conn) as (oldest, next_xid):
+            read = _reads.annotations_frame(conn, s, after=None if self._annotations is None else self._floor)
         ids = read[ANNOTATION_ID].to_numpy(dtype=np.int64)
         if len(ids):
             self._marks.append((int(ids.max()), next_xid))
+        floor = self._settled(oldest)
         new = read[~np.isin(ids, self._above)].reset_index(drop=True) if len(self._above) else read
         if self._annotations is None:
             self._annotations = new
@@ -130,16 +126,15 @@ class StreamHistory:
                 order = np.argsort(self._annotations[ANNOTATION_ID].to_numpy(), kind="stable")
                 self._annotations = self._annotations.take(order).reset_index(drop=True)
                 self._row_item = self._row_item[order]
-        new_ids = new[ANNOTATION_ID].to_numpy(dtype=np.int64)
-        self._above = np.concatenate([self._above, new_ids])
+        self._above = np.concatenate([self._above, new[ANNOTATION_ID].to_numpy(dtype=np.int64)])
         if floor > self._floor:
             self._floor = floor
-            self._above = self._above[self._above > floor]
+        self._above = self._above[self._above > self._floor]
         return self._annotations
 
     def _settled(self, oldest: int) -> int:
-        """The largest id of the earlier reads all of whose transactions ended before
-        ``oldest`` (the floor once this read is done)."""
+        """The largest id of the reads (this one included) all of whose transactions had
+        ended before ``oldest``: the floor once this read is done."""
         floor = self._floor
         while self._marks and self._marks[0][1] <= oldest:
             floor = max(floor, self._marks.popleft()[0])

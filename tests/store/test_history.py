@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from loop.columns import ANNOTATOR, ITEM, LABEL, SECONDS
-from loop.store import IDEMPOTENCY_KEY, RESOLUTION_ID, SUPERSEDES_KEY, LabelStore, StreamHistory
+from loop.store import IDEMPOTENCY_KEY, RESOLUTION_ID, SUPERSEDES_KEY, LabelStore, StreamHistory, _reads
 
 from .conftest import STREAM
 
@@ -90,11 +90,11 @@ def test_a_quiet_history_reads_only_what_is_new(store_url, monkeypatch):
         store.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "a", LABEL: 0}, {ITEM: "i1", ANNOTATOR: "a", LABEL: 1}])
         history = StreamHistory(store, STREAM)
         history.annotations()
-        asked = []
-        read = store.annotations_frame
-        monkeypatch.setattr(store, "annotations_frame", lambda stream, **kw: asked.append(kw.get("after")) or
-                            read(stream, **kw))
         last = int(store.annotations_frame(STREAM)["annotation_id"].max())
+        asked = []
+        read = _reads.annotations_frame
+        monkeypatch.setattr(_reads, "annotations_frame", lambda conn, stream, **kw: asked.append(kw.get("after")) or
+                            read(conn, stream, **kw))
         # Once no writer is in flight, a read starts after the largest id (on PostgreSQL, other
         # clients' transactions on the server may hold the floor for a moment).
         deadline = time.monotonic() + 30
