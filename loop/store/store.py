@@ -66,6 +66,13 @@ def _task_id(value: Any, name: str = "task_id") -> int:
     return check_int(value, name, low=1, high=MAX_BIGINT)
 
 
+def _flag(value: Any, name: str) -> bool:
+    """True or False, not a value that merely converts to one (``"no"`` is truthy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise fail(name, "True or False", _describe(value))
+    return bool(value)
+
+
 def _status(value: Any) -> TaskStatus:
     """A task status from a TaskStatus or its value; anything else (dicts included) refused."""
     if isinstance(value, TaskStatus):
@@ -179,7 +186,8 @@ class LabelStore:
     def add_annotator(self, name: str, *, tier: int = 1, streams: Sequence[str] = (), active: bool = True,
                       hourly_rate: float = 0.0, actor: str | None = None) -> Annotator:
         """Register an annotator (idempotent by name) and put them on ``streams``."""
-        row = {"name": _name(name, "name"), "tier": check_int(tier, "tier", low=0, high=MAX_INTEGER), "active": bool(active),
+        row = {"name": _name(name, "name"), "tier": check_int(tier, "tier", low=0, high=MAX_INTEGER),
+               "active": _flag(active, "active"),
                "hourly_rate": check_real(hourly_rate, "hourly_rate", low=0.0), "created_at": now_utc()}
         targets = [self.stream(s) for s in streams]
         with write_transaction(self._engine) as conn:
@@ -208,6 +216,7 @@ class LabelStore:
     def set_annotator_active(self, name: str, active: bool, *, actor: str | None = None,
                              reason: str | None = None) -> Annotator:
         """Activate or deactivate an annotator (inactive ones cannot add annotations)."""
+        active = _flag(active, "active")
         with write_transaction(self._engine) as conn:
             id_ = self._annotator_id(conn, name)
             before = conn.execute(sa.select(S.annotators.c.active).where(S.annotators.c.id == id_)).scalar_one()

@@ -71,6 +71,8 @@ CASES: list[tuple[str, str, Callable[[LabelStore], object]]] = [
      lambda s: s.add_guideline(STREAM, "text", author="lead", parent_version=HUGE)),
     ("annotator-tier-huge", "tier", lambda s: s.add_annotator("e", tier=HUGE)),
     ("annotator-rate-huge", "hourly_rate", lambda s: s.add_annotator("e", hourly_rate=10**400)),
+    ("annotator-active-text", "active", lambda s: s.add_annotator("e", active="no")),
+    ("set-active-text", "active", lambda s: s.set_annotator_active("a", "no")),
     ("annotations-after-huge", "after", lambda s: s.annotations_frame(STREAM, after=HUGE)),
     ("resolutions-after-huge", "after", lambda s: s.resolutions_frame(STREAM, after=HUGE)),
     ("resolutions-as-of-huge", "as_of", lambda s: s.resolutions_frame(STREAM, as_of=HUGE)),
