@@ -265,10 +265,10 @@ def check_text(value: Any, name: str, *, max_chars: int | None = None, empty: bo
     --------
     >>> check_text("ann-1", "annotator_id", max_chars=200)
     'ann-1'
-    >>> check_text("a\\x00b", "rationale")
+    >>> check_text("a\\x00b", "rationale")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    loop.exceptions.SchemaError: The 'rationale' argument must be a non-empty string (UTF-8 text without NUL characters). Got a NUL character ('\\x00') at position 1 instead.
+    loop.exceptions.SchemaError: The 'rationale' argument must be ... Got a NUL character ('\\x00') at position 1 instead.
     """
     if not isinstance(value, str):
         raise fail(name, _text_form(max_chars, empty), _describe(value))

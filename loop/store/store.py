@@ -489,7 +489,7 @@ class LabelStore:
             values = {"status": status.value}
             if annotator is not None:
                 s = self._stream_by_id(conn, row.stream_id)
-                values["annotator_id"] = int(_annotations._annotator_ids(conn, s, pd.Series([annotator]))[0])
+                values["annotator_id"] = int(_annotations._annotator_ids(conn, s, pd.Series([annotator], dtype=object))[0])
             conn.execute(t.update().where(t.c.id == task_id).values(**values))
             record_events(conn, [{"action": "task.status", "entity": "task", "entity_id": task_id,
                                   "stream_id": row.stream_id, "item_id": row.item_id,
@@ -727,7 +727,8 @@ class LabelStore:
                 s = self.stream(stream)
                 query = query.where(e.c.stream_id == s.id)
                 if item_id is not None:
-                    query = query.where(e.c.item_id == int(_item_ids_of(conn, s, pd.Series([item_id], dtype=object))[0]))
+                    internal = _item_ids_of(conn, s, pd.Series([item_id], dtype=object))[0]
+                    query = query.where(e.c.item_id == int(internal))
             elif item_id is not None:
                 raise fail("stream", "a stream name when item_id is given", "None")
             rows = conn.execute(query).all()

@@ -131,6 +131,7 @@ CASES: list[tuple[str, str, Callable[[LabelStore], object]]] = [
     ("task-key-long", IDEMPOTENCY_KEY, lambda s: s.add_tasks(STREAM, _task(**{IDEMPOTENCY_KEY: "k" * 201}))),
     ("task-annotator-nul", ANNOTATOR, lambda s: s.add_tasks(STREAM, _task(**{ANNOTATOR: "a" + NUL}))),
     ("set-status-reason-nul", "reason", lambda s: s.set_task_status(1, "done", reason=NUL)),
+    ("set-status-annotator-surrogate", ANNOTATOR, lambda s: s.set_task_status(1, "assigned", annotator=SURROGATE)),
     ("resolution-item-nul", ITEM, lambda s: s.resolve(STREAM, "i0" + NUL, "pos", method="consensus")),
     ("resolution-key-long", IDEMPOTENCY_KEY,
      lambda s: s.resolve(STREAM, "i0", "pos", method="consensus", idempotency_key="k" * 201)),
