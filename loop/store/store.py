@@ -145,11 +145,23 @@ class LabelStore:
             with self._read() as conn:
                 row = conn.execute(sa.select(S.streams).where(S.streams.c.name == name)).first()
             if row is None:
-                raise fail("stream", "the name of a registered stream (create_stream)", _describe(name))
+                raise _not_found("stream", "the name of a registered stream (create_stream)", _describe(name))
             # Streams are immutable once created, so caching them is safe.
             self._streams[name] = Stream(id=row.id, name=row.name, classes=tuple(row.classes), owner=row.owner,
                                          escalation_contact=row.escalation_contact, created_at=row.created_at)
         return self._streams[name]
+
+    def streams(self) -> list[Stream]:
+        """Every work stream, by name."""
+        with self._read() as conn:
+            names = conn.execute(sa.select(S.streams.c.name).order_by(S.streams.c.name)).scalars().all()
+        return [self.stream(n) for n in names]
+
+    def annotators(self) -> list[Annotator]:
+        """Every annotator, by name."""
+        with self._read() as conn:
+            names = conn.execute(sa.select(S.annotators.c.name).order_by(S.annotators.c.name)).scalars().all()
+        return [self.annotator(n) for n in names]
 
     def add_annotator(self, name: str, *, tier: int = 1, streams: Sequence[str] = (), active: bool = True,
                       hourly_rate: float = 0.0, email: str | None = None, actor: str | None = None) -> Annotator:
@@ -203,7 +215,7 @@ class LabelStore:
     def _annotator_id(self, conn: Connection, name: str) -> int:
         id_ = conn.execute(sa.select(S.annotators.c.id).where(S.annotators.c.name == str(name))).scalar()
         if id_ is None:
-            raise fail(ANNOTATOR, "a registered annotator (add_annotator)", _describe(name))
+            raise _not_found(ANNOTATOR, "a registered annotator (add_annotator)", _describe(name))
         return id_
 
     def annotator(self, name: str) -> Annotator:
@@ -212,7 +224,7 @@ class LabelStore:
         with self._read() as conn:
             row = conn.execute(sa.select(a).where(a.c.name == str(name))).first()
             if row is None:
-                raise fail(ANNOTATOR, "a registered annotator (add_annotator)", _describe(name))
+                raise _not_found(ANNOTATOR, "a registered annotator (add_annotator)", _describe(name))
             streams = conn.execute(sa.select(st.c.name).join(sa_, sa_.c.stream_id == st.c.id)
                                    .where(sa_.c.annotator_id == row.id).order_by(st.c.name)).scalars().all()
         return Annotator(id=row.id, name=row.name, tier=row.tier, active=row.active, hourly_rate=row.hourly_rate,
@@ -354,7 +366,7 @@ class LabelStore:
         row = conn.execute(sa.select(g, p.c.version.label("parent_version")).outerjoin(p, p.c.id == g.c.parent_id)
                            .where(g.c.stream_id == s.id, g.c.version == version)).first()
         if row is None:
-            raise fail(GUIDELINE_VERSION, f"a version of stream {s.name!r}'s guideline", _describe(version))
+            raise _not_found(GUIDELINE_VERSION, f"a version of stream {s.name!r}'s guideline", _describe(version))
         return GuidelineVersion(id=row.id, stream=s.name, version=row.version, text=row.text, examples=row.examples,
                                 parent_version=row.parent_version, author=row.author, created_at=row.created_at,
                                 published_at=row.published_at)
@@ -423,6 +435,26 @@ class LabelStore:
                                           entity="prediction", actor=actor, reason=None, after=("route",),
                                           stream_id=s.id)
         return result
+
+    def known_items(self, stream: str, item_ids: Sequence[Any]) -> set[str]:
+        """Which of ``item_ids`` (external ids) the stream holds already."""
+        s = self.stream(stream)
+        i = S.items
+        with self._read() as conn:
+            return {r[0] for r in lookup(conn, i.c.external_id, [str(x) for x in item_ids], i.c.external_id,
+                                         where=i.c.stream_id == s.id)}
+
+    def latest_predictions(self, stream: str, item_ids: Sequence[Any]) -> pd.DataFrame:
+        """The newest stored prediction of each of ``item_ids`` that has one: item_id,
+        model_version, probs, signals, route, reason."""
+        s = self.stream(stream)
+        i = S.items
+        with self._read() as conn:
+            ids = dict(lookup(conn, i.c.external_id, [str(x) for x in item_ids], i.c.id, i.c.external_id,
+                              where=i.c.stream_id == s.id))
+            found = _tasks.latest_predictions(conn, list(ids))
+        return pd.DataFrame([(ids[k], v[4], v[0], v[1], v[2], v[3]) for k, v in found.items()],
+                            columns=[ITEM, "model_version", PROBS, SIGNALS, ROUTE, REASON])
 
     def add_tasks(self, stream: str, tasks: Any, *, sla: timedelta | None = None,
                   actor: str | None = None) -> BatchResult:
@@ -548,7 +580,7 @@ class LabelStore:
     def task(self, task_id: int) -> Task:
         frame = self._tasks_query(sa.select().where(S.tasks.c.id == task_id))
         if frame.empty:
-            raise fail("task_id", "the id of a stored task", _describe(task_id))
+            raise _not_found("task_id", "the id of a stored task", _describe(task_id))
         row = frame.iloc[0]
         return Task(id=int(row["task_id"]), stream=row["stream"], item_id=row[ITEM], tier=int(row[TIER]),
                     annotator=row[ANNOTATOR], guideline_version=None if pd.isna(row[GUIDELINE_VERSION]) else
@@ -1144,6 +1176,11 @@ def _stamp_or_none(value: Any) -> Any:
 def _json_or_none(value: Any) -> Any:
     return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
+
+
+def _not_found(name: str, expected: str, got: str) -> NotFoundError:
+    """:func:`fail`'s message, as a NotFoundError (still a SchemaError): the HTTP edge says 404."""
+    return NotFoundError(str(fail(name, expected, got)))
 
 
 def _email(value: Any) -> str | None:
