@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import pandas as pd
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 

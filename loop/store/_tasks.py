@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -62,8 +61,6 @@ N_EXAMPLES: Final = 3
 EXAMPLE_POOL: Final = 2000
 DISPLAY_KEYS: Final = ("display", "text", "title")
 SLA_ACTOR: Final = "sla"
-
-StreamOf = Callable[[int], Stream]
 
 
 # ----------------------------------------------------------------------------- claiming

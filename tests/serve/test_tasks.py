@@ -284,3 +284,32 @@ def test_without_a_store_no_token_can_be_checked(http, team):
     api.dependency_overrides[get_services] = lambda: services
     answer = http.get("/v1/tasks/next", headers=_auth(team["ann"]))
     assert answer.status_code == 401  # no store: no token can be checked
+
+
+def test_eight_annotators_asking_at_once_never_share_a_task(http, store):
+    import threading
+
+    store.create_stream("race", ["a", "b"])
+    people = [f"p{k}" for k in range(8)]
+    tokens = {}
+    for name in people:
+        store.add_annotator(name, streams=["race"])
+        tokens[name] = store.issue_token(name, "annotator")
+    store.add_items("race", [{"item_id": f"r{k}"} for k in range(6)])
+    store.add_tasks("race", [{"item_id": f"r{k}"} for k in range(6)])
+    got, barrier = {}, threading.Barrier(len(people))
+
+    def ask(name: str) -> None:
+        barrier.wait()
+        answer = http.get("/v1/tasks/next", headers=_auth(tokens[name]))
+        got[name] = answer.json()["task"]["task_id"] if answer.status_code == 200 else None
+
+    threads = [threading.Thread(target=ask, args=(name,)) for name in people]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    claimed = [v for v in got.values() if v is not None]
+    assert len(got) == 8 and len(claimed) == 6 and len(set(claimed)) == 6
+    tasks = store.tasks_frame("race")
+    assert tasks["annotator_id"].notna().all() and tasks["annotator_id"].is_unique
