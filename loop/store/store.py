@@ -936,15 +936,15 @@ class LabelStore:
         with write_transaction(self._engine) as conn:
             task = _tasks.task_row(conn, task_id, lock=True)
             who = self._annotator_row(conn, annotator)
+            if task.annotator_id != who.id:  # before anything about the content: nothing leaks
+                raise ForbiddenError(f"Task {task.id} is not assigned to this annotator; only its assignee "
+                                     "may answer it.")
             s = self._stream_by_id(conn, task.stream_id)
             key = _tasks.answer_key(int(task.id), idempotency_key)
             content = _tasks.answer_content(s, label, rationale=rationale, evidence=evidence, seconds=seconds,
                                             flags=flags)
             stored = _tasks.existing_answer(conn, key)
             if stored is not None:
-                if stored.annotator_id != who.id:
-                    raise ForbiddenError(f"Task {task.id} is not assigned to this annotator; only its assignee "
-                                         "may answer it.")
                 if _tasks.stored_content(stored) != content:
                     raise ConflictError(f"The 'idempotency_key' {idempotency_key!r} already names an answer to task "
                                         f"{task.id} with other content; an answer is never overwritten.")
@@ -1010,6 +1010,18 @@ class LabelStore:
         label superseding the current resolution when it differs (or as the first resolution),
         ``rejected`` when the adjudicator keeps the current label. Idempotent by
         ``idempotency_key`` (default: one dispute per item, annotator and target).
+
+        Raises
+        ------
+        NotFoundError
+            No such item (or stream, or annotator).
+        ForbiddenError
+            The annotator is inactive or not on the stream.
+        SchemaError
+            A bad target, reason or label; a resolution disputed on an unresolved item, a
+            suggestion on an item without a prediction.
+        ConflictError
+            The key names another dispute.
         """
         s = self.stream(stream)
         if target not in S.DISPUTE_TARGETS:
@@ -1022,7 +1034,8 @@ class LabelStore:
         with write_transaction(self._engine) as conn:
             item = self._item_row(conn, s, item_id)
             who = self._annotator_row(conn, annotator)
-            _annotations._annotator_ids(conn, s, pd.Series([annotator]))  # on the stream and active
+            if not who.active or s.id not in self._annotator_stream_ids(conn, who.id):
+                raise ForbiddenError(f"Annotator {annotator!r} is not an active member of stream {stream!r}.")
             key = idempotency_key or f"dispute:{s.id}:{item.id}:{who.id}:{target}"
             if len(key) > S.MAX_KEY_CHARS:
                 raise fail(IDEMPOTENCY_KEY, f"at most {S.MAX_KEY_CHARS} characters", f"{len(key)} characters")
