@@ -364,9 +364,11 @@ def _print_written(console: Console, output: Any, results: list[Any]) -> None:
 
 def _print_ui_hint(console: Console, tracking_uri: str) -> None:
     from experiments.config import NO_TRACKING
+    from loop._redact import redact
 
     if tracking_uri == NO_TRACKING:
         return
+    tracking_uri = redact(tracking_uri)  # the terminal, and whatever records it, sees no password
     if tracking_uri.startswith(("sqlite:", "postgresql:", "mysql:", "file:")) or "://" not in tracking_uri:
         console.print(f"Open the runs in the MLflow UI: [bold]mlflow ui --backend-store-uri {tracking_uri}[/]")
     elif tracking_uri.startswith(("http://", "https://")):
@@ -398,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``labelloop`` command; returns the exit code: 2 for a bad argument, config or
     value (a :class:`~loop.exceptions.SchemaError`, of which config errors are one kind), 1 when
     labelloop refused or failed for another stated reason (e.g. the store is unreachable)."""
+    from loop._redact import redact
     from loop.exceptions import LoopError, SchemaError
 
     parser = build_parser()
@@ -406,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except LoopError as exc:
-        message = " ".join(str(exc).split())  # one line, whatever the message
+        message = redact(" ".join(str(exc).split()))  # one line, whatever the message; no password
         print(f"{parser.prog} {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, SchemaError) else 1
 

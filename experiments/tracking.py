@@ -5,8 +5,8 @@ with MLflow (:class:`MlflowTracker`: runs, metrics with ``step = round``, PNG an
 artifacts, models registered with the aliases ``challenger`` and ``champion``) or with none
 (:class:`MemoryTracker`: keeps everything in memory, for tests and the tuner). The params,
 metrics, tags and artifacts of every run, the program's and the tuner's study and trial runs
-alike, go through one :class:`RunWriter`: MLflow's batch and length limits and hidden URL
-passwords in one place.
+alike, go through one :class:`RunWriter`: MLflow's batch and length limits and
+URL passwords and secret query values hidden (:func:`loop._redact.redact`), in one place.
 
 The model contract the Serve app relies on: ``mlflow.sklearn`` flavour, ``predict_proba`` as
 the pyfunc method, a registered version under an alias.
@@ -14,7 +14,6 @@ the pyfunc method, a registered version under an alias.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from loop._redact import redact
 from loop.exceptions import LoopError
 
 __all__ = [
@@ -199,16 +199,21 @@ def check_reachable(tracking_uri: str, *, timeout: float = 5.0) -> None:
     if not tracking_uri.startswith(("http://", "https://")):
         return
     import urllib.error
+    import urllib.parse
     import urllib.request
 
+    # urllib reads "user:password@host" as a host name; any answer counts, so ask without them.
+    parts = urllib.parse.urlsplit(tracking_uri)
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     try:
-        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout):
+        with urllib.request.urlopen(bare.rstrip("/") + "/health", timeout=timeout):
             pass
     except urllib.error.HTTPError:
         return  # it answered
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise TrackingError(f"tracking.uri: cannot reach the MLflow tracking server at {tracking_uri} ({reason}); "
+        raise TrackingError(f"tracking.uri: cannot reach the MLflow tracking server at {redact(tracking_uri)} "
+                            f"({redact(str(reason))}); "
                             "start it (see the README's team setup) or use a local store such as "
                             "sqlite:///mlflow.db") from None
 
@@ -311,13 +316,8 @@ MAX_PARAM_CHARS = 6000
 MAX_TAG_CHARS = 8000
 MAX_KEY_CHARS = 250
 
-# The password of a URL (``scheme://user:password@host``), up to the last "@" before the path: a
-# database URL's password may hold "@" in plain text.
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)[^\s/]*(?=@)")
-
-
 def hide_passwords(text: str) -> str:
-    """``text`` with the password of every URL in it shown as ``***``, as SQLAlchemy renders it.
+    """``text`` with URL passwords and secret query values shown as ``***``: :func:`loop._redact.redact`.
 
     Examples
     --------
@@ -326,7 +326,11 @@ def hide_passwords(text: str) -> str:
     >>> hide_passwords("sqlite:///optuna.db")
     'sqlite:///optuna.db'
     """
-    return _URL_PASSWORD.sub(r"\g<head>***", text)
+    return redact(text)
+
+
+# Artifacts read as text (and so redacted) before they are logged; others (images, models) as they are.
+_TEXT_ARTIFACTS = frozenset({".yaml", ".yml", ".json", ".csv", ".txt", ".cfg", ".ini", ".toml", ".md", ".log"})
 
 
 def _status(failed: bool) -> str:
@@ -338,8 +342,9 @@ class RunWriter:
 
     It writes to runs by id through one ``MlflowClient`` (no global active run), and keeps
     MLflow's rules in one place: params, tags and metrics go in batches within MLflow's limits,
-    over-long values are cut to fit, over-long keys refused, and no param or tag value shows
-    the password of a URL (a PostgreSQL ``store.url``, an Optuna storage).
+    over-long values are cut to fit, over-long keys refused, and no param or tag value or text
+    artifact shows the password of a URL (a PostgreSQL ``store.url``, an Optuna storage, a
+    tracking URI) or a secret query value.
 
     Parameters
     ----------
@@ -438,7 +443,24 @@ class RunWriter:
         plt.close(figure)
 
     def log_artifact(self, run_id: str, local_path: str, *, folder: str | None = None) -> None:
-        """A local file as an artifact, in ``folder`` of the run's artifacts (default: at the top)."""
+        """A local file as an artifact, in ``folder`` of the run's artifacts (default: at the top).
+
+        A text file (YAML, JSON, CSV...) is logged with its URL passwords and secret query
+        values hidden (a copy is logged; the file itself is left as it is: a Serve config must
+        keep the password that `serve deploy` needs)."""
+        import tempfile
+        from pathlib import Path
+
+        source = Path(local_path)
+        if source.suffix.lower() in _TEXT_ARTIFACTS and source.is_file():
+            text = source.read_text(errors="replace")
+            hidden = redact(text)
+            if hidden != text:
+                with tempfile.TemporaryDirectory() as tmp:
+                    copy = Path(tmp) / source.name
+                    copy.write_text(hidden)
+                    self.client.log_artifact(run_id, str(copy), artifact_path=folder)
+                return
         self.client.log_artifact(run_id, local_path, artifact_path=folder)
 
     def finish(self, run_id: str, *, failed: bool = False, status: str | None = None) -> None:

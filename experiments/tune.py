@@ -589,14 +589,16 @@ class _Tracker:
             self.parent_run_id = self.writer.start_run(self.experiment_id, f"tune {settings.study_name}",
                                                        params=params, tags=tags)
         study.set_user_attr(ATTR_PARENT_RUN_ID, self.parent_run_id)
-        study.set_user_attr(ATTR_TRACKING_URI, self.tracking_uri)
+        # Kept to recognise the store when the study resumes; the storage is no place for a password.
+        study.set_user_attr(ATTR_TRACKING_URI, T.hide_passwords(self.tracking_uri))
         return self.parent_run_id
 
     def _previous_parent(self, study: Any) -> str | None:
         from mlflow.exceptions import MlflowException
 
         run_id = study.user_attrs.get(ATTR_PARENT_RUN_ID)
-        if not run_id or study.user_attrs.get(ATTR_TRACKING_URI) != self.tracking_uri:
+        if not run_id or study.user_attrs.get(ATTR_TRACKING_URI) not in (T.hide_passwords(self.tracking_uri),
+                                                                          self.tracking_uri):
             return None
         try:
             run = self.client.get_run(run_id)

@@ -37,7 +37,9 @@ thresholds, reload and the task API always need one; ``/v1/health`` never does.
 
 Every refusal is ``{"error": {"field": ..., "message": ...}}`` with a 4xx status: 401 (no
 valid token, with ``WWW-Authenticate: Bearer``), 403 (wrong role, not your task), 404, 409
-(conflict), 413, 422 (invalid, the field named).
+(conflict), 413, 422 (invalid, the field named); and so is a 500 (:mod:`serve.http`): a
+``POST`` must be ``Content-Type: application/json`` (415), a body at most ``max_body_bytes``
+(413); a request larger than a replica message (gRPC's 4 MiB) reaches the Scorer in parts.
 
 Zero-downtime reload: the Scorer loads the new version in a worker thread while the old one
 keeps serving, then swaps one reference. A batch reads the reference once, so each request is
@@ -64,6 +66,7 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from loop._redact import redact
 from loop.columns import ITEM, LABEL, LABEL_ISSUE_SCORE
 from loop._validation import check_pred_probs
 from loop.columns import CONFIDENCE, ENTROPY, MARGIN, PREDICTED, REASON, ROUTE, RUNNER_UP
@@ -71,10 +74,12 @@ from loop.exceptions import ConflictError, ForbiddenError, LoopError, NotFoundEr
 from loop.routing import RoutingThresholds, route, score_items
 from loop.store import LabelStore, Principal
 
+from . import review
 from .args import APP_NAME, AppArgs
 from .auth import AUTH_RESPONSES, AuthError, Services, any_role, scoring_access
-from .payload import (NO_LABEL, BadRequest, ParsedRequest, ScoreRequest, check_label_codes, encode_answer,
-                      error_body, parse_request)
+from .http import JsonApiGuard, read_body
+from .payload import (NO_LABEL, BadRequest, ParsedRequest, ScoreRequest, check_label_codes, chunk_bounds,
+                      encode_answer, error_body, parse_request)
 from .tasks import IngestRequest, admin_role, client_role, router as task_router
 
 __all__ = ["APP_NAME", "AppArgs", "Router", "Scorer", "build_app"]
@@ -133,7 +138,13 @@ def _signals(probs: np.ndarray, labels: np.ndarray | None, classes: list[Any]) -
 
 
 class NoModel(LoopError):
-    """The registry has no version under the alias (yet), or it could not be loaded."""
+    """The registry has no version under the alias (yet), or it could not be loaded.
+
+    Its message goes into 503 answers and logs, so URL passwords (a tracking URI's) are hidden
+    in it when it is made."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 def _registry_client(args: AppArgs):
@@ -178,14 +189,15 @@ class Scorer:
             await self.reload()
         except NoModel as exc:
             # Start anyway: /v1/health says 503 until a version is registered and reloaded.
-            logger.warning("Scorer starts without a model: %s", exc)
+            logger.warning("Scorer starts without a model: %s", exc)  # NoModel hides passwords
         self._poller = None
         if self._args.refresh_seconds:
             self._poller = asyncio.get_running_loop().create_task(self._poll(self._args.refresh_seconds))
 
     async def score(self, features: np.ndarray, labels: np.ndarray | None,
-                    keep_probabilities: bool = True) -> Scored:
-        """Probabilities and the scores frame of one request (batched with its neighbours).
+                    keep_probabilities: bool = True, offset: int = 0) -> Scored:
+        """Probabilities and the scores frame of one request, or of rows ``offset ..`` of it
+        (batched with its neighbours).
 
         ``keep_probabilities=False`` leaves the probabilities out of the answer (a route
         request that did not ask for them): fewer bytes between the replicas.
@@ -195,7 +207,7 @@ class Scorer:
             raise BadRequest("features", f"Model {current.name} version {current.version} takes "
                              f"{current.n_features} features per item; got {features.shape[1]}.")
         if labels is not None:
-            check_label_codes(labels, len(current.classes), "this model")
+            check_label_codes(labels, len(current.classes), "this model", offset=offset)
         probs, used = await self._predict(features)
         scores = _signals(probs, labels, used.classes)
         return Scored(probs=probs if keep_probabilities else None, scores=scores, model=used.stamp(),
@@ -278,13 +290,17 @@ class Scorer:
             try:
                 await self.reload()
             except Exception as exc:  # keep serving the current version; try again next time
-                logger.warning("Scorer refresh failed: %s", exc)
+                logger.warning("Scorer refresh failed: %s", redact(str(exc)))
 
 
 # ----------------------------------------------------------------------------- the Router (HTTP ingress)
 
 api = FastAPI(title="labelloop", version="1",
               description="Score and route items for labeling: who should look at which item, and why.")
+api.include_router(review.router)  # the annotators' review page, GET /review
+
+# 415 for a POST that is not JSON (a cross-site form cannot reach /v1/reload); JSON 500s.
+api.add_middleware(JsonApiGuard)
 
 _REQUEST_BODY = {"requestBody": {"required": True, "content": {
     _JSON: {"schema": ScoreRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
@@ -317,7 +333,7 @@ async def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
 
 @api.exception_handler(SchemaError)
 async def _schema_error(request: Request, exc: SchemaError) -> JSONResponse:
-    return JSONResponse(error_body(_schema_field(str(exc)), str(exc)), status_code=422)
+    return JSONResponse(error_body(_schema_field(str(exc)), redact(str(exc))), status_code=422)
 
 
 @api.exception_handler(NoModel)
@@ -449,6 +465,9 @@ class Router:
         self.services = Services(store, auth=self._args.auth, task_sla_hours=self._args.task_sla_hours)
         self._thresholds = RoutingThresholds()
         self._reconfigured = 0
+        # The served model's class count as last seen (for the size of the Scorer's answers);
+        # asked of the Scorer before the first answer.
+        self._n_classes: int | None = None
         self._route.set_max_batch_size(self._args.max_batch_size)
         self._route.set_batch_wait_timeout_s(self._args.batch_wait_timeout_s)
 
@@ -458,7 +477,7 @@ class Router:
 
     @api.post("/v1/score", openapi_extra=_REQUEST_BODY, responses=_SCORING_RESPONSES)
     async def score(self, request: Request, _: Principal | None = Depends(scoring_access)) -> Response:
-        parsed = self._parse(await request.body())
+        parsed = self._parse(await read_body(request, self._args.max_body_bytes))
         if parsed.label_issue_scores is not None:
             raise BadRequest("label_issue_scores", "Label-issue scores are an input of the Router: send "
                              "them to POST /v1/route, not /v1/score.")
@@ -466,7 +485,7 @@ class Router:
             raise BadRequest("probabilities", "Probabilities are an input of routing only: send them to "
                              "POST /v1/route; /v1/score takes 'features' (or 'features_b64').")
         keep = parsed.return_probabilities is not False
-        scored = await _unwrap(self._scorer.score.remote(parsed.features, parsed.labels, keep))
+        scored = await self._score(parsed, keep)
         return _answer(_with_ids(scored.scores, parsed.item_ids), scored.probs, parsed.compact, scored)
 
     @api.post("/v1/route", openapi_extra=_REQUEST_BODY, responses=_SCORING_RESPONSES)
@@ -475,10 +494,10 @@ class Router:
         [0, 1]) the caller's label-issue scores (e.g. computed with the annotators' labels as
         evidence) replace the Scorer's own. With ``probabilities`` (shape (n, k)) instead of
         features the signals are computed here, from them, and the Scorer is not asked."""
-        parsed = self._parse(await request.body())
+        parsed = self._parse(await read_body(request, self._args.max_body_bytes))
         keep = bool(parsed.return_probabilities)
         if parsed.probabilities is None:
-            scored = await _unwrap(self._scorer.score.remote(parsed.features, parsed.labels, keep))
+            scored = await self._score(parsed, keep)
         else:
             scored = self._from_probabilities(parsed, keep)
         scores = scored.scores
@@ -537,7 +556,7 @@ class Router:
         later; nothing restarts. 202: the replicas take them within moments (``GET
         /v1/thresholds`` shows them). A redeploy of the original file later brings its own."""
         try:
-            body = json.loads(await request.body())
+            body = json.loads(await read_body(request, self._args.max_body_bytes))
         except ValueError:
             raise BadRequest(None, "The body must be a JSON object of thresholds.") from None
         if not isinstance(body, dict):
@@ -604,7 +623,10 @@ class Router:
             raise BadRequest(f"items.{mode}", f"Every item's {mode} must have the same length.")
         array = np.asarray(values, dtype=np.float64)
         if mode == "features":
-            scored = await _unwrap(self._scorer.score.remote(array, None, True))
+            # Through _score: asked in parts when the features pass a replica message.
+            scored = await self._score(ParsedRequest(item_ids=list(range(len(array))), features=array, labels=None,
+                                                     compact=False, return_probabilities=True,
+                                                     label_issue_scores=None, probabilities=None), True)
             model = f"{scored.model['name']}/{scored.model['version']}"
         else:
             probs = check_pred_probs(array, "probabilities")
@@ -615,6 +637,38 @@ class Router:
                              f"{'model' if mode == 'features' else 'caller'} gives {scored.probs.shape[1]} "
                              "probabilities per item.")
         return scored, model
+    async def _score(self, parsed: ParsedRequest, keep_probabilities: bool) -> Scored:
+        """The Scorer's answer for a request's features, asked in parts that fit a replica message.
+
+        Between replicas a call travels as one gRPC message of at most 4 MiB (Serve's
+        high-throughput mode); a request is cut into row ranges whose features and answer fit
+        in about a quarter of that (:func:`serve.payload.chunk_bounds`), asked at once (the
+        Scorer batches them) and joined. A request is scored by one model version: if a reload
+        swapped it between parts, the parts are asked again.
+        """
+        features, labels = parsed.features, parsed.labels
+        k = len(self._args.class_names) if self._args.class_names else self._n_classes
+        if k is None:
+            info = await _unwrap(self._scorer.model_info.remote())
+            k = info["n_classes"] if info else 2  # no model: the Scorer refuses the request anyway
+        bounds = chunk_bounds(features.shape[0], features.shape[1] * features.itemsize + 8, k)
+        if len(bounds) == 1:
+            scored = await _unwrap(self._scorer.score.remote(features, labels, keep_probabilities))
+            self._n_classes = len(scored.classes)
+            return scored
+        for _ in range(3):
+            parts = await asyncio.gather(*(
+                _unwrap(self._scorer.score.remote(features[a:b], None if labels is None else labels[a:b],
+                                                  keep_probabilities, a)) for a, b in bounds))
+            if len({str(p.model) for p in parts}) == 1:
+                break
+        else:
+            raise NoModel("The served model changed three times while this request was scored; send it again.")
+        self._n_classes = len(parts[0].classes)
+        probs = np.concatenate([p.probs for p in parts]) if keep_probabilities else None
+        scores = pd.concat([p.scores for p in parts], ignore_index=True)
+        scores[ITEM] = np.arange(len(scores))  # each part's ids are its own positions
+        return Scored(probs=probs, scores=scores, model=parts[0].model, classes=parts[0].classes)
 
     def _parse(self, body: bytes) -> ParsedRequest:
         return parse_request(body, class_names=self._args.class_names, max_rows=self._args.max_rows_per_request)

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_s
 
 from loop.routing import RoutingThresholds
 
+from .http import DEFAULT_MAX_BODY_BYTES
+
 __all__ = ["APP_NAME", "AppArgs"]
 
 APP_NAME = "labelloop"
@@ -56,7 +58,13 @@ class AppArgs(BaseModel):
     replica_cpus : float, default=0.25
         CPUs reserved per replica (fractional, so that the app fits on a laptop).
     max_rows_per_request : int, default=65536
-        Larger requests get HTTP 413.
+        Larger requests get HTTP 413. The Router asks the Scorer in parts that fit a replica
+        message (gRPC's 4 MiB), so the largest request is bounded by this and
+        ``max_body_bytes`` only.
+    max_body_bytes : int, default=67108864 (64 MiB)
+        Larger request bodies get HTTP 413, before they are read whole (``Content-Length``,
+        or counted as they stream): sized for ``max_rows_per_request`` rows of 64 float64
+        features in the compact form (:data:`serve.http.DEFAULT_MAX_BODY_BYTES`).
     trusted_modules : list of str, default=[]
         Modules whose types a served model may hold beyond skops' defaults and labelloop's
         (a config's ``model.estimator``: :func:`experiments.models.trusted_modules`).
@@ -92,6 +100,7 @@ class AppArgs(BaseModel):
     router_replicas: int = Field(1, ge=1)
     replica_cpus: float = Field(0.25, gt=0)
     max_rows_per_request: int = Field(65536, ge=1)
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
     trusted_modules: list[StrictStr] = Field(default_factory=list)
     allow_pickle: bool = False
     store_url: str | None = Field(None, min_length=1)

@@ -155,7 +155,7 @@ class ServeClient:
 
     def reload(self) -> dict[str, Any]:
         """Load the version the alias points at now; ``changed`` says whether it moved."""
-        return self._request("POST", "/v1/reload")
+        return self._request("POST", "/v1/reload", body=b"{}")
 
     def close(self) -> None:
         self._session.close()
@@ -230,7 +230,7 @@ class ServeClient:
         url = self.base_url + path
         try:
             answer = self._session.request(method, url, data=body, timeout=self.timeout,
-                                           headers={"Content-Type": "application/json"} if body else None)
+                                           headers={"Content-Type": "application/json"} if method == "POST" else None)
         except requests.Timeout:
             raise ServiceUnavailable(f"{method} {url} did not answer within {self.timeout:g} s.") from None
         except requests.ConnectionError as exc:

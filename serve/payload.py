@@ -67,7 +67,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from loop._validation import PROB_SUM_ATOL
 from loop.columns import NO_LABEL, PRIORITY, REASON, ROUTE, SCORE_COLUMNS
@@ -78,6 +78,7 @@ __all__ = [
     "ParsedRequest",
     "ScoreRequest",
     "check_label_codes",
+    "chunk_bounds",
     "decode_b64_array",
     "encode_answer",
     "encode_b64_array",
@@ -91,6 +92,11 @@ _DTYPES = {"float32": "<f4", "float64": "<f8"}
 # loop's one tolerance: a request's probabilities are held to what score_items checks anyway.
 PROB_SUM_TOLERANCE = PROB_SUM_ATOL
 _INPUTS = ("features", "features_b64", "probabilities", "probabilities_b64")
+_MAX_CODE = np.iinfo(np.int64).max
+# Fields whose values are numbers: a boolean or a string there is a wrong type (400), never read as
+# 1.0 or parsed from text. Labels are codes, or class names when the app has them.
+_NUMBER_FIELDS = frozenset({"features", "probabilities", "label_issue_scores", "labels"})
+_TYPE_ERRORS = frozenset({"float_type", "int_type", "string_type", "float_parsing", "int_parsing", "int_from_float"})
 
 
 class BadRequest(Exception):
@@ -120,11 +126,11 @@ class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     item_ids: list[StrictInt | StrictStr] = Field(description="one unique id per item")
-    features: list[list[float]] | None = Field(None, description="n rows of d numbers")
+    features: list[list[StrictFloat]] | None = Field(None, description="n rows of d numbers")
     features_b64: str | None = Field(None, description="little-endian row-major float bytes, base64")
     shape: tuple[int, int] | None = Field(None, description="[n, d] of features_b64, or [n, k] of probabilities_b64")
     dtype: Literal["float32", "float64"] = Field("float32", description="dtype of features_b64")
-    probabilities: list[list[float]] | None = Field(
+    probabilities: list[list[StrictFloat]] | None = Field(
         None, description="/v1/route only, instead of features: n rows of k class probabilities "
                           "(the model does not run)")
     probabilities_b64: str | None = Field(
@@ -133,7 +139,7 @@ class ScoreRequest(BaseModel):
         None, description="current label per item (code or class name), null where none")
     return_probabilities: StrictBool | None = Field(
         None, description="include class probabilities (default: yes on /score, no on /route)")
-    label_issue_scores: list[float] | None = Field(
+    label_issue_scores: list[StrictFloat] | None = Field(
         None, description="/v1/route only: the caller's label-issue score per item, in [0, 1]; "
                           "the Router routes on them instead of the Scorer's own")
     label_issue_scores_b64: str | None = Field(
@@ -192,7 +198,8 @@ def parse_request(body: bytes, *, class_names: Sequence[Any] | None = None,
     Raises
     ------
     BadRequest
-        400 for a body that is not JSON or bad base64; 413 for too many rows; 422 for
+        400 for a body that is not JSON, bad base64, a boolean or a string where a number belongs,
+        or a label code beyond int64; 413 for too many rows; 422 for
         everything else (unknown fields, wrong types or shapes, NaN or inf, empty batch,
         duplicate ids, unknown label names, label-issue scores outside [0, 1], features and
         probabilities together, probabilities that are not distributions over the classes).
@@ -240,11 +247,44 @@ def parse_request(body: bytes, *, class_names: Sequence[Any] | None = None,
                          label_issue_scores=_issue_scores(request, n), probabilities=probs)
 
 
-def check_label_codes(labels: np.ndarray, k: int, whose: str) -> None:
-    """Refuse label codes ``>= k`` (``labels`` as :class:`ParsedRequest` holds them)."""
+def check_label_codes(labels: np.ndarray, k: int, whose: str, *, offset: int = 0) -> None:
+    """Refuse label codes ``>= k`` (``labels`` as :class:`ParsedRequest` holds them); ``offset``:
+    the request's row of ``labels[0]``, for the field name when these are part of a request."""
     if labels.max() >= k:
         i = int(np.argmax(labels >= k))
-        raise BadRequest(f"labels.{i}", f"Label codes are 0 .. {k - 1} for {whose}; got {labels[i]}.")
+        raise BadRequest(f"labels.{offset + i}", f"Label codes are 0 .. {k - 1} for {whose}; got {labels[i]}.")
+
+
+# Serve's replicas call each other with gRPC messages of at most 4 MiB
+# (RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH): a part of a request, and its answer, stays within
+# a quarter of that, leaving room for pickling and the columns beside the arrays.
+MESSAGE_BUDGET = 1024 ** 2
+# Per row of an answer beyond its k probabilities: the scores frame's columns, pickled.
+_ANSWER_ROW_BYTES = 256
+
+
+def chunk_bounds(n_rows: int, bytes_in: int, k: int, *, budget: int = MESSAGE_BUDGET) -> list[tuple[int, int]]:
+    """Row ranges ``[(start, stop), ...]`` covering ``0 .. n_rows`` whose rows fit ``budget`` bytes.
+
+    Parameters
+    ----------
+    n_rows : int
+    bytes_in : int
+        Bytes of one row sent (features: d * itemsize, and its label).
+    k : int
+        Classes of the answer: a row comes back as k float64 probabilities and its scores.
+    budget : int, default=MESSAGE_BUDGET
+
+    Examples
+    --------
+    >>> chunk_bounds(5000, 64 * 8 + 8, 10)
+    [(0, 2016), (2016, 4032), (4032, 5000)]
+    >>> chunk_bounds(3, 64 * 8, 10)
+    [(0, 3)]
+    """
+    per_row = max(bytes_in, 8 * k + _ANSWER_ROW_BYTES, 1)
+    size = max(1, budget // per_row)
+    return [(start, min(start + size, n_rows)) for start in range(0, max(n_rows, 1), size)]
 
 
 def probabilities_problem(probs: np.ndarray) -> tuple[tuple[int, ...], str, str] | None:
@@ -386,6 +426,9 @@ def _labels(values: list[Any], n: int, class_names: Sequence[Any] | None) -> np.
             codes[i] = names[value]
         elif value < 0:
             raise BadRequest(f"labels.{i}", f"Label codes are 0 .. n_classes - 1; got {value}.")
+        elif value > _MAX_CODE:  # would not fit the int64 codes: no model has that many classes
+            raise BadRequest(f"labels.{i}", f"Label codes are 0 .. n_classes - 1; got {value}, beyond any "
+                             "class code.", 400)
         else:
             codes[i] = value
     return codes
@@ -415,9 +458,16 @@ def _from_validation_error(exc: ValidationError) -> BadRequest:
     message = _UNION_MESSAGES.get(loc[0], first["msg"]) if len(first["loc"]) > len(loc) else first["msg"]
     if first["type"] == "extra_forbidden":
         message = f"Unknown field; valid fields are {sorted(ScoreRequest.model_fields)}"
+    status = 422
+    if loc and loc[0] in _NUMBER_FIELDS and first["type"] in _TYPE_ERRORS \
+            and isinstance(first.get("input"), (bool, str, float)):
+        status = 400
+        what = "Label codes must be integers (or class names, or null)" if loc[0] == "labels" else \
+            "Values must be JSON numbers, not booleans or strings"
+        message = f"{what}; got {first.get('input')!r}"
     more = len({_clean_loc(e["loc"]) for e in exc.errors()}) - 1  # a union fails once per member
     extra = f" (and {more} more errors)" if more > 0 else ""
-    return BadRequest(field, f"{message}.{extra}", 422)
+    return BadRequest(field, f"{message}.{extra}", status)
 
 
 def encode_answer(frame: pd.DataFrame, probs: np.ndarray | None, *, compact: bool,

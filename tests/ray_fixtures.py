@@ -58,5 +58,6 @@ def ray_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeSession
         serve.start(http_options={"host": session.host, "port": session.port})
         yield session
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        from serve.local import shutdown_local
+
+        shutdown_local()  # Serve, Ray, and the HAProxy folder init_ray made

@@ -50,8 +50,8 @@ class AsgiClient:
         url = urlsplit(path)
         data = b"" if body is None else json.dumps(body).encode()
         raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-        if body is not None:
-            raw.append((b"content-type", b"application/json"))
+        if method in ("POST", "PUT", "PATCH") and not any(k == b"content-type" for k, _ in raw):
+            raw.append((b"content-type", b"application/json"))  # as ServeClient sends: the edge wants JSON
         raw.append((b"content-length", str(len(data)).encode()))
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
                  "scheme": "http", "path": url.path, "raw_path": url.path.encode(), "query_string": url.query.encode(),

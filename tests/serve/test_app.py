@@ -305,7 +305,7 @@ BAD_REQUESTS = {
     "NaN feature": (b'{"item_ids": [1], "features": [[NaN' + b", 0.0" * 63 + b"]]}", 422, "features.0.0"),
     "inf in compact": ({"item_ids": [1], "features_b64": _b64([np.inf] + ROW[1:]), "shape": [1, 64]},
                        422, "features_b64"),
-    "text feature": ({"item_ids": [1], "features": [["a"] + ROW[1:]]}, 422, "features.0.0"),
+    "text feature": ({"item_ids": [1], "features": [["a"] + ROW[1:]]}, 400, "features.0.0"),
     "ragged rows": ({"item_ids": [1, 2], "features": [ROW, ROW[:10]]}, 422, "features"),
     "rows and ids differ": ({"item_ids": [1, 2], "features": [ROW]}, 422, "features"),
     "unknown field": ({"item_ids": [1], "features": [ROW], "colour": "red"}, 422, "colour"),
@@ -440,7 +440,7 @@ def test_new_champion_after_reload_without_failed_requests(world):
     def hammer() -> None:
         with requests.Session() as session:
             while not stop.is_set():
-                answer = session.post(url + "/v1/route", data=body, timeout=30)
+                answer = session.post(url + "/v1/route", data=body, timeout=30, headers={"Content-Type": "application/json"})
                 version = answer.json()["model"]["version"] if answer.ok else None
                 seen.append((answer.status_code, version))
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 import serve.local as local
 
-_NAMES = (*local.THROUGHPUT_ENV, "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+_NAMES = (*local.THROUGHPUT_ENV, "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+          "RAY_SERVE_HAPROXY_BINARY_PATH", *local._HAPROXY_FILES)
 
 
 @pytest.fixture
@@ -21,7 +25,8 @@ def fake_ray_init(monkeypatch):
         # whatever init_ray writes into os.environ.
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
-    return calls
+    yield calls
+    local._release_haproxy()  # the folder init_ray made
 
 
 def test_init_ray_turns_on_serves_high_throughput_mode(fake_ray_init, monkeypatch):
@@ -82,3 +87,60 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def test_haproxy_is_confined_to_this_user_and_this_machine(fake_ray_init, tmp_path):
+    """The wrapper Ray runs as HAProxy rewrites the config Ray rendered: stats and metrics on
+    127.0.0.1, the admin socket mode 600, in a directory only this user can enter."""
+    import os
+    import stat
+    import subprocess
+
+    local.init_ray(num_cpus=1)
+    folder = Path(os.environ["RAY_SERVE_HAPROXY_SOCKET_PATH"]).parent
+    try:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        for name in local._HAPROXY_FILES:
+            assert os.environ[name].startswith(str(folder))
+        stats, metrics = os.environ["RAY_SERVE_HAPROXY_STATS_PORT"], os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"]
+        # What Ray Serve 2.56's template renders for these lines (frontend on 0.0.0.0 stays as given).
+        config = tmp_path / "haproxy.cfg"
+        config.write_text(f"global\n    stats socket {folder}/admin.sock mode 666 level admin expose-fd listeners\n"
+                          f"frontend prometheus\n    bind :{metrics}\nfrontend http_frontend\n    bind *:8000\n"
+                          f"listen stats\n  bind *:{stats}\n  stats enable\n")
+        page = tmp_path / "500.http"  # Ray writes it beside the config, as plain text
+        page.write_bytes(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+                         b"Content-Length: 21\r\n\r\nInternal Server Error")
+        run = subprocess.run([os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"], "-c", "-f", str(config)],
+                             capture_output=True, text=True)
+        head, _, body = page.read_bytes().partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 500 ") and b"Content-Type: application/json" in head
+        assert f"Content-Length: {len(body)}".encode() in head
+        assert json.loads(body)["error"]["field"] is None
+        text = config.read_text()
+        assert f"bind 127.0.0.1:{metrics}\n" in text and f"bind 127.0.0.1:{stats}\n" in text
+        assert "bind *:8000" in text and "mode 600 level admin" in text and "mode 666" not in text
+        assert "Configuration file is valid" in run.stdout, run.stderr  # the real binary checked it (-c)
+    finally:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_haproxy_files_the_environment_chose_are_kept(fake_ray_init, monkeypatch):
+    import os
+
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_SOCKET_PATH", "/somewhere/admin.sock")
+    local.init_ray(num_cpus=1)
+    assert os.environ["RAY_SERVE_HAPROXY_SOCKET_PATH"] == "/somewhere/admin.sock"
+    assert "RAY_SERVE_HAPROXY_BINARY_PATH" not in os.environ
+
+
+def test_shutting_down_removes_the_haproxy_folder(fake_ray_init):
+    import os
+
+    local.init_ray(num_cpus=1)
+    folder = Path(os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"]).parent
+    assert folder.is_dir()
+    local.shutdown_local()  # Ray is not running here: only the folder and its variables go
+    assert not folder.exists() and "RAY_SERVE_HAPROXY_SOCKET_PATH" not in os.environ

@@ -56,7 +56,7 @@ def test_labels_by_class_name():
     (_body(item_ids=[1], features=[[]]), 422, "features"),
     (_body(item_ids=[1], features=[[0.0]], shape=[1, 1]), 422, "shape"),
     (_body(item_ids=[1], features_b64="AAAA", shape=[-1, 1]), 422, "shape"),
-    (_body(item_ids=[1], features=[[0.0]], labels=[True]), 422, "labels.0"),
+    (_body(item_ids=[1], features=[[0.0]], labels=[True]), 400, "labels.0"),
     (_body(item_ids=[1], features=[[0.0]], return_probabilities="yes"), 422, "return_probabilities"),
 ])
 def test_refusals_name_the_field(body, status, field):
@@ -64,6 +64,39 @@ def test_refusals_name_the_field(body, status, field):
         parse_request(body)
     assert (caught.value.status, caught.value.field) == (status, field)
     assert caught.value.body() == {"error": {"field": field, "message": caught.value.message}}
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (_body(item_ids=[1, 2], features=[[0.0], [True]]), "features.1.0"),
+    (_body(item_ids=[1], features=[["1.5"]]), "features.0.0"),
+    (_body(item_ids=[1], features=[[0.0]], labels=[1.0]), "labels.0"),
+    (_body(item_ids=[1], probabilities=[[0.5, "0.5"]]), "probabilities.0.1"),
+    (_body(item_ids=[1], probabilities=[[False, True]]), "probabilities.0.0"),
+    (_body(item_ids=[1], features=[[0.0]], label_issue_scores=[True]), "label_issue_scores.0"),
+    (_body(item_ids=[1], features=[[0.0]], label_issue_scores=["0.5"]), "label_issue_scores.0"),
+])
+def test_booleans_and_strings_are_not_numbers(body, field):
+    with pytest.raises(BadRequest) as caught:
+        parse_request(body)
+    assert (caught.value.status, caught.value.field) == (400, field)
+    assert "not booleans or strings" in caught.value.message or "integers" in caught.value.message
+
+
+@pytest.mark.parametrize("code", [2 ** 63, 2 ** 64, 10 ** 30])
+def test_label_codes_beyond_int64_are_400_not_500(code):
+    body = b'{"item_ids": [1, 2], "features": [[0.0], [1.0]], "labels": [0, ' + str(code).encode() + b"]}"
+    for form in (body, body.replace(b'"features": [[0.0], [1.0]]', b'"probabilities": [[0.5, 0.5], [1.0, 0.0]]')):
+        with pytest.raises(BadRequest) as caught:
+            parse_request(form)
+        assert (caught.value.status, caught.value.field) == (400, "labels.1")
+        assert str(code) in caught.value.message
+    # The largest int64 code still parses; the class count refuses it later (422).
+    assert parse_request(_body(item_ids=[1], features=[[0.0]], labels=[2 ** 63 - 1])).labels.tolist() == [2 ** 63 - 1]
+
+
+def test_integers_are_numbers():
+    parsed = parse_request(_body(item_ids=[1], features=[[0, 2]], label_issue_scores=[1]))
+    assert parsed.features.tolist() == [[0.0, 2.0]] and parsed.label_issue_scores.tolist() == [1.0]
 
 
 def test_too_many_rows_is_413():
@@ -135,7 +168,7 @@ def _issues_b64(values) -> str:
     (_body(item_ids=[1, 2], features=[[0.0]] * 2, label_issue_scores=[0.5, 1.5]), 422, "label_issue_scores.1"),
     (_body(item_ids=[1, 2], features=[[0.0]] * 2, label_issue_scores=[-0.1, 0.5]), 422, "label_issue_scores.0"),
     (b'{"item_ids": [1], "features": [[0.0]], "label_issue_scores": [NaN]}', 422, "label_issue_scores.0"),
-    (_body(item_ids=[1], features=[[0.0]], label_issue_scores=["high"]), 422, "label_issue_scores.0"),
+    (_body(item_ids=[1], features=[[0.0]], label_issue_scores=["high"]), 400, "label_issue_scores.0"),
     (_body(item_ids=[1], features=[[0.0]], label_issue_scores=[None]), 422, "label_issue_scores.0"),
     (_body(item_ids=[1, 2], features=[[0.0]] * 2, label_issue_scores_b64=_issues_b64([0.5, np.nan])),
      422, "label_issue_scores_b64.1"),
