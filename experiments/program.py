@@ -155,9 +155,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -258,10 +261,10 @@ class HttpScorer:
     warning names both, each round.
     """
 
-    def __init__(self, base_url: str, *, compact: bool = True) -> None:
+    def __init__(self, base_url: str, *, compact: bool = True, token: str | None = None) -> None:
         from serve.client import ServeClient
 
-        self.client = ServeClient(base_url, compact=compact)
+        self.client = ServeClient(base_url, compact=compact, token=token)
 
     def reload(self) -> None:
         self.client.reload()
@@ -387,9 +390,18 @@ def _serving(cfg: ProgramConfig) -> Iterator[HttpScorer | None]:
         return
     from serve.local import local_app
 
+    # A local app scores without tokens (auth: none); reloading stays admin-only, so the app
+    # gets a token store of its own (the same file every run: the same args, no redeploy) and
+    # the program an admin token from it.
+    tokens_url = f"sqlite:///{Path(tempfile.gettempdir()) / f'labelloop-serve-{os.getuid()}' / 'tokens.db'}"
+    Path(tokens_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    with LabelStore(tokens_url) as tokens:
+        token = tokens.issue_token("labelloop-program", "admin",
+                                   expires_at=pd.Timestamp.now("UTC") + pd.Timedelta(days=2))
     args = {"model_name": cfg.simulation_model, "tracking_uri": cfg.tracking.uri,
-            "trusted_modules": list(trusted_modules(cfg.model)), "allow_pickle": cfg.model.allow_pickle}
-    with local_app(args, thresholds=cfg.thresholds) as url, HttpScorer(url) as scorer:
+            "trusted_modules": list(trusted_modules(cfg.model)), "allow_pickle": cfg.model.allow_pickle,
+            "store_url": tokens_url, "auth": "none"}
+    with local_app(args, thresholds=cfg.thresholds) as url, HttpScorer(url, token=token) as scorer:
         yield scorer
 
 

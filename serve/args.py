@@ -7,7 +7,7 @@ as a plain mapping; :class:`AppArgs` checks it once, before any replica starts.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_serializer, field_validator
 
@@ -71,6 +71,18 @@ class AppArgs(BaseModel):
     allow_pickle : bool, default=False
         Whether the Scorer may load model flavours that unpickle, and so run code, when they
         load (:func:`serve.registry.load_model`).
+    store_url : str, optional
+        The label store (``sqlite:////abs/labels.db``, ``postgresql://...``): the task API's
+        streams, tasks and answers, and the bearer tokens. Without it the app only scores and
+        routes.
+    auth : "token" or "none", default="token"
+        ``token``: every endpoint but ``/v1/health`` needs a bearer token issued by the store
+        (``labelloop tokens issue``); without ``store_url`` no token can be checked, and every
+        such request gets 401 saying so. ``none``: the scoring
+        endpoints (score, route, model, thresholds, metrics) need no token, for a local demo;
+        the task and admin endpoints still do.
+    task_sla_hours : float > 0, default=24
+        When a task created through the API (or a dispute) is due, unless the request says.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -91,6 +103,9 @@ class AppArgs(BaseModel):
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
     trusted_modules: list[StrictStr] = Field(default_factory=list)
     allow_pickle: bool = False
+    store_url: str | None = Field(None, min_length=1)
+    auth: Literal["token", "none"] = "token"
+    task_sla_hours: float = Field(24.0, gt=0)
 
     @field_validator("thresholds", mode="before")
     @classmethod

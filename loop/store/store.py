@@ -180,11 +180,23 @@ class LabelStore:
             with self._read() as conn:
                 row = conn.execute(sa.select(S.streams).where(S.streams.c.name == name)).first()
             if row is None:
-                raise fail("stream", "the name of a registered stream (create_stream)", _describe(name))
+                raise _not_found("stream", "the name of a registered stream (create_stream)", _describe(name))
             # Streams are immutable once created, so caching them is safe.
             self._streams[name] = Stream(id=row.id, name=row.name, classes=tuple(row.classes), owner=row.owner,
                                          escalation_contact=row.escalation_contact, created_at=row.created_at)
         return self._streams[name]
+
+    def streams(self) -> list[Stream]:
+        """Every work stream, by name."""
+        with self._read() as conn:
+            names = conn.execute(sa.select(S.streams.c.name).order_by(S.streams.c.name)).scalars().all()
+        return [self.stream(n) for n in names]
+
+    def annotators(self) -> list[Annotator]:
+        """Every annotator, by name."""
+        with self._read() as conn:
+            names = conn.execute(sa.select(S.annotators.c.name).order_by(S.annotators.c.name)).scalars().all()
+        return [self.annotator(n) for n in names]
 
     def add_annotator(self, name: str, *, tier: int = 1, streams: Sequence[str] = (), active: bool = True,
                       hourly_rate: float = 0.0, email: str | None = None, actor: str | None = None) -> Annotator:
@@ -241,7 +253,7 @@ class LabelStore:
         name = external_ids(pd.Series([name], dtype=object), ANNOTATOR).iloc[0]
         id_ = conn.execute(sa.select(S.annotators.c.id).where(S.annotators.c.name == name)).scalar()
         if id_ is None:
-            raise fail(ANNOTATOR, "a registered annotator (add_annotator)", _describe(name))
+            raise _not_found(ANNOTATOR, "a registered annotator (add_annotator)", _describe(name))
         return id_
 
     def annotator(self, name: str) -> Annotator:
@@ -251,7 +263,7 @@ class LabelStore:
         with self._read() as conn:
             row = conn.execute(sa.select(a).where(a.c.name == name)).first()
             if row is None:
-                raise fail(ANNOTATOR, "a registered annotator (add_annotator)", _describe(name))
+                raise _not_found(ANNOTATOR, "a registered annotator (add_annotator)", _describe(name))
             streams = conn.execute(sa.select(st.c.name).join(sa_, sa_.c.stream_id == st.c.id)
                                    .where(sa_.c.annotator_id == row.id).order_by(st.c.name)).scalars().all()
         return Annotator(id=row.id, name=row.name, tier=row.tier, active=row.active, hourly_rate=row.hourly_rate,
@@ -403,7 +415,7 @@ class LabelStore:
         row = conn.execute(sa.select(g, p.c.version.label("parent_version")).outerjoin(p, p.c.id == g.c.parent_id)
                            .where(g.c.stream_id == s.id, g.c.version == version)).first()
         if row is None:
-            raise fail(GUIDELINE_VERSION, f"a version of stream {s.name!r}'s guideline", _describe(version))
+            raise _not_found(GUIDELINE_VERSION, f"a version of stream {s.name!r}'s guideline", _describe(version))
         return GuidelineVersion(id=row.id, stream=s.name, version=row.version, text=row.text, examples=row.examples,
                                 parent_version=row.parent_version, author=row.author, created_at=row.created_at,
                                 published_at=row.published_at)
@@ -475,6 +487,26 @@ class LabelStore:
                                           entity="prediction", actor=actor, reason=None, after=("route",),
                                           stream_id=s.id)
         return result
+
+    def known_items(self, stream: str, item_ids: Sequence[Any]) -> set[str]:
+        """Which of ``item_ids`` (external ids) the stream holds already."""
+        s = self.stream(stream)
+        i = S.items
+        with self._read() as conn:
+            return {r[0] for r in lookup(conn, i.c.external_id, [str(x) for x in item_ids], i.c.external_id,
+                                         where=i.c.stream_id == s.id)}
+
+    def latest_predictions(self, stream: str, item_ids: Sequence[Any]) -> pd.DataFrame:
+        """The newest stored prediction of each of ``item_ids`` that has one: item_id,
+        model_version, probs, signals, route, reason."""
+        s = self.stream(stream)
+        i = S.items
+        with self._read() as conn:
+            ids = dict(lookup(conn, i.c.external_id, [str(x) for x in item_ids], i.c.id, i.c.external_id,
+                              where=i.c.stream_id == s.id))
+            found = _tasks.latest_predictions(conn, list(ids))
+        return pd.DataFrame([(ids[k], v[4], v[0], v[1], v[2], v[3]) for k, v in found.items()],
+                            columns=[ITEM, "model_version", PROBS, SIGNALS, ROUTE, REASON])
 
     def add_tasks(self, stream: str, tasks: Any, *, sla: timedelta | None = None,
                   actor: str | None = None) -> BatchResult:
@@ -600,7 +632,7 @@ class LabelStore:
         task_id = _task_id(task_id)
         frame = self._tasks_query(sa.select().where(S.tasks.c.id == task_id))
         if frame.empty:
-            raise fail("task_id", "the id of a stored task", _describe(task_id))
+            raise _not_found("task_id", "the id of a stored task", _describe(task_id))
         row = frame.iloc[0]
         return Task(id=int(row["task_id"]), stream=row["stream"], item_id=row[ITEM], tier=int(row[TIER]),
                     annotator=row[ANNOTATOR], guideline_version=None if pd.isna(row[GUIDELINE_VERSION]) else
@@ -962,15 +994,15 @@ class LabelStore:
         with write_transaction(self._engine) as conn:
             task = _tasks.task_row(conn, task_id, lock=True)
             who = self._annotator_row(conn, annotator)
+            if task.annotator_id != who.id:  # before anything about the content: nothing leaks
+                raise ForbiddenError(f"Task {task.id} is not assigned to this annotator; only its assignee "
+                                     "may answer it.")
             s = self._stream_by_id(conn, task.stream_id)
             key = _tasks.answer_key(int(task.id), idempotency_key)
             content = _tasks.answer_content(s, label, rationale=rationale, evidence=evidence, seconds=seconds,
                                             flags=flags)
             stored = _tasks.existing_answer(conn, key)
             if stored is not None:
-                if stored.annotator_id != who.id:
-                    raise ForbiddenError(f"Task {task.id} is not assigned to this annotator; only its assignee "
-                                         "may answer it.")
                 if _tasks.stored_content(stored) != content:
                     raise ConflictError(f"The 'idempotency_key' {idempotency_key!r} already names an answer to task "
                                         f"{task.id} with other content; an answer is never overwritten.")
@@ -1036,6 +1068,18 @@ class LabelStore:
         label superseding the current resolution when it differs (or as the first resolution),
         ``rejected`` when the adjudicator keeps the current label. Idempotent by
         ``idempotency_key`` (default: one dispute per item, annotator and target).
+
+        Raises
+        ------
+        NotFoundError
+            No such item (or stream, or annotator).
+        ForbiddenError
+            The annotator is inactive or not on the stream.
+        SchemaError
+            A bad target, reason or label; a resolution disputed on an unresolved item, a
+            suggestion on an item without a prediction.
+        ConflictError
+            The key names another dispute.
         """
         s = self.stream(stream)
         if target not in S.DISPUTE_TARGETS:
@@ -1048,7 +1092,8 @@ class LabelStore:
         with write_transaction(self._engine) as conn:
             item = self._item_row(conn, s, item_id)
             who = self._annotator_row(conn, annotator)
-            _annotations._annotator_ids(conn, s, pd.Series([annotator]))  # on the stream and active
+            if not who.active or s.id not in self._annotator_stream_ids(conn, who.id):
+                raise ForbiddenError(f"Annotator {annotator!r} is not an active member of stream {stream!r}.")
             key = idempotency_key or f"dispute:{s.id}:{item.id}:{who.id}:{target}"
             if len(key) > S.MAX_KEY_CHARS:
                 raise fail(IDEMPOTENCY_KEY, f"at most {S.MAX_KEY_CHARS} characters", f"{len(key)} characters")
@@ -1210,6 +1255,11 @@ def _stamp_or_none(value: Any) -> Any:
 def _json_or_none(value: Any) -> Any:
     return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
+
+
+def _not_found(name: str, expected: str, got: str) -> NotFoundError:
+    """:func:`fail`'s message, as a NotFoundError (still a SchemaError): the HTTP edge says 404."""
+    return NotFoundError(str(fail(name, expected, got)))
 
 
 def _email(value: Any) -> str | None:
