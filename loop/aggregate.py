@@ -559,7 +559,7 @@ def _heldout_scores(enc: _Encoded, models: tuple[str, ...], *, folds: int, repea
     is_gold = gold_of >= 0
     # The training rows of every (repeat, fold), stacked: crowd g's items are numbered from
     # offset[g], its annotators from g * m.
-    train_parts, test_parts, kept_parts = [], [], []
+    train_parts, test_parts, kept_parts, new_parts = [], [], [], []
     for _ in range(int(repeats)):
         fold = rng.permutation(rows.size) % folds
         for f in range(folds):
@@ -567,7 +567,12 @@ def _heldout_scores(enc: _Encoded, models: tuple[str, ...], *, folds: int, repea
             if train.size and test.size:
                 train_parts.append(train)
                 test_parts.append(test)
-                kept_parts.append(np.unique(enc.item[train]))
+                # The training rows are sorted by item: an item's first row starts a new one.
+                item = enc.item[train]
+                new = np.empty(item.size, bool)
+                new[0], new[1:] = True, item[1:] != item[:-1]
+                new_parts.append(new)
+                kept_parts.append(item[new])
     groups = len(train_parts)
     if groups == 0:
         return pd.Series(dict.fromkeys(models, 0.0), name="heldout_log_likelihood")
@@ -577,15 +582,18 @@ def _heldout_scores(enc: _Encoded, models: tuple[str, ...], *, folds: int, repea
     kept_all = np.concatenate(kept_parts)  # stacked item -> enc item
     group_of_row = np.repeat(np.arange(groups), [t.size for t in train_parts])
     train_all = np.concatenate(train_parts)
-    stacked_item = offset[group_of_row] + np.concatenate(
-        [np.searchsorted(kept, enc.item[t]) for kept, t in zip(kept_parts, train_parts)])
+    # Each crowd's rows keep the encoding's (item, annotator) order and the crowds follow one
+    # another, so the stacked rows are already sorted by (stacked item, stacked annotator):
+    # X is built directly in CSR form, with its column indices sorted within each row.
+    stacked_item = np.cumsum(np.concatenate(new_parts)) - 1
     stacked_annotator = group_of_row * m + enc.annotator[train_all]
     label = enc.label[train_all]
-    X = sparse.csr_matrix((np.ones(label.size), (stacked_item, stacked_annotator * k + label)),
+    indptr = np.zeros(kept_all.size + 1, np.int64)
+    np.cumsum(np.bincount(stacked_item, minlength=kept_all.size), out=indptr[1:])
+    X = sparse.csr_matrix((np.ones(label.size), stacked_annotator * k + label, indptr),
                           shape=(kept_all.size, groups * m * k))
-    X.sort_indices()
-    order = np.lexsort((stacked_annotator, stacked_item))  # rows by (item, annotator), as X
-    stacked = _Encoded(stacked_item[order], stacked_annotator[order], label[order],
+    X.has_sorted_indices = True
+    stacked = _Encoded(stacked_item, stacked_annotator, label,
                        pd.RangeIndex(kept_all.size), pd.RangeIndex(groups * m), enc.classes, X)
     stacked_gold = np.flatnonzero(is_gold[kept_all])
 
