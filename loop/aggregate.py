@@ -665,10 +665,15 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
             post[gold_rows, gold_codes] = 1.0
         return post
 
+    # Inside the loop the confusion matrices are kept transposed, conf[a, l, c] = theta_a[c, l]
+    # (each annotator's columns, in X's column order a * k + l): the M-step's counts come out
+    # of X.T @ post in that order and the E-step's log_conf is a plain reshape of it, so no
+    # (n_annotators, k, k) array is transposed in the loop; rows of theta are normalised over
+    # axis 1. The result is transposed back once.
     def m_step(post: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         nonlocal honesty, habit, lam_at
-        # counts[a, c, l] = sum of P(z_i = c) over the items annotator a labelled l.
-        counts = np.asarray(XT @ post).reshape(m_all, k, k).transpose(0, 2, 1)
+        # counts[a, l, c] = sum of P(z_i = c) over the items annotator a labelled l.
+        counts = np.asarray(XT @ post).reshape(m_all, k, k)
         if groups == 1:
             priors = post.sum(axis=0, keepdims=True) + 1.0
         else:
@@ -677,8 +682,8 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
         priors /= priors.sum(axis=1, keepdims=True)
         lam = np.zeros(groups)
         if model == "mace":
-            honesty, habit = _mace_update(counts, honesty, habit, smoothing)
-            conf = np.repeat(((1.0 - honesty)[:, None] * habit)[:, None, :], k, axis=1)
+            honesty, habit = _mace_update(counts.transpose(0, 2, 1), honesty, habit, smoothing)
+            conf = np.repeat(((1.0 - honesty)[:, None] * habit)[:, :, None], k, axis=2)
             conf[:, diag, diag] += honesty[:, None]
             return conf, priors, lam
         right = np.trace(counts, axis1=1, axis2=2)
@@ -688,29 +693,32 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
         if model == "one_coin":
             errors = np.ones((1, k, k))
         else:
-            errors = counts.reshape(groups, m, k, k).sum(axis=1) + alpha
+            errors = counts.reshape(groups, m, k, k).sum(axis=1) + alpha.T
         errors[:, diag, diag] = 0.0
-        errors /= np.maximum(errors.sum(axis=2, keepdims=True), np.finfo(float).tiny)
+        errors /= np.maximum(errors.sum(axis=1, keepdims=True), np.finfo(float).tiny)
         spread = errors[0] if model == "one_coin" else np.repeat(errors, m, axis=0)
         target = (1.0 - skill)[:, None, None] * spread
         target[:, diag, diag] = skill[:, None]
         if model == "one_coin":
-            return target / target.sum(axis=2, keepdims=True), priors, lam  # a no-op unless k == 1
+            return target / target.sum(axis=1, keepdims=True), priors, lam  # a no-op unless k == 1
         if shrinkage == "auto":
             # Crowds that have stopped keep their values (see below): skip their search.
             live = ~done
-            lam_at[live] = _eb_shrinkage(counts.reshape(groups, m, k, k)[live], alpha,
-                                         target.reshape(groups, m, k, k)[live], lam_at[live])
+            by_crowd, target_by_crowd = counts.reshape(groups, m, k, k), target.reshape(groups, m, k, k)
+            if not live.all():
+                by_crowd, target_by_crowd = by_crowd[live], target_by_crowd[live]
+            lam_at[live] = _eb_shrinkage(by_crowd.transpose(0, 1, 3, 2), alpha,
+                                         target_by_crowd.transpose(0, 1, 3, 2), lam_at[live])
             lam = np.asarray(SHRINKAGE_GRID)[lam_at]
         else:
             lam[:] = float(shrinkage)
-        conf = counts + alpha + np.repeat(lam, m)[:, None, None] * target
-        conf /= conf.sum(axis=2, keepdims=True)
+        conf = counts + alpha.T + np.repeat(lam, m)[:, None, None] * target
+        conf /= conf.sum(axis=1, keepdims=True)
         return conf, priors, lam
 
     def e_step(conf: np.ndarray, priors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # log_conf_by_column[a * k + l, c] = log conf[a, c, l], matching the columns of X.
-        log_conf = np.log(conf).transpose(0, 2, 1).reshape(m_all * k, k)
+        # log_conf[a * k + l, c] = log theta_a[c, l], matching the columns of X.
+        log_conf = np.log(conf).reshape(m_all * k, k)
         # Column-major, so the reductions over the k classes below run down contiguous columns.
         log_priors = np.log(priors)
         joint = np.asfortranarray(X @ log_conf) + (log_priors if groups == 1 else log_priors[item_group])
@@ -753,7 +761,8 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
             post[items], conf[annotators] = final[0][items], final[1][annotators]
             priors = np.where(done[:, None], final[2], priors)
             lam, ll = np.where(done, final[3], lam), np.where(done, final[4], ll)
-    return _EMResult(post, conf, priors[0] if groups == 1 else priors, n_iter, float(ll[-1]), float(lam[-1]))
+    return _EMResult(post, np.ascontiguousarray(conf.transpose(0, 2, 1)), priors[0] if groups == 1 else priors,
+                     n_iter, float(ll[-1]), float(lam[-1]))
 
 
 def _mace_update(counts: np.ndarray, honesty: np.ndarray, habit: np.ndarray,
