@@ -124,6 +124,22 @@ def _vote_counts(enc: _Encoded) -> np.ndarray:
     return flat.reshape(-1, k).astype(np.float64)
 
 
+def _add_along(x: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
+    """``x.sum(axis=axis)`` for a short axis (the ``k`` classes), by adding its slices.
+
+    numpy reduces over an axis of a few elements at a fraction of its elementwise speed (on
+    a ``(1375, 6, 6)`` array, ``sum(axis=2)`` costs as much as ten additions of the whole
+    array), and the EM reduces over the classes several times per iteration.
+    """
+    index: list[Any] = [slice(None)] * x.ndim
+    index[axis] = slice(0, 1) if keepdims else 0
+    total = x[tuple(index)].copy()
+    for j in range(1, x.shape[axis]):
+        index[axis] = slice(j, j + 1) if keepdims else j
+        total += x[tuple(index)]
+    return total
+
+
 def _argmax_first(posteriors: np.ndarray) -> np.ndarray:
     """Row-wise argmax that breaks (near-)ties by the first class, whatever the rounding."""
     top = posteriors.max(axis=1, keepdims=True)
@@ -686,8 +702,8 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
             conf = np.repeat(((1.0 - honesty)[:, None] * habit)[:, :, None], k, axis=2)
             conf[:, diag, diag] += honesty[:, None]
             return conf, priors, lam
-        right = np.trace(counts, axis1=1, axis2=2)
-        skill = (right + right_prior) / (counts.sum(axis=(1, 2)) + right_prior + wrong_prior)
+        right = _add_along(np.diagonal(counts, axis1=1, axis2=2), 1)
+        skill = (right + right_prior) / (counts.reshape(m_all, k * k).sum(axis=1) + right_prior + wrong_prior)
         # Where wrong answers go: uniform for the one-coin model; for the full model's
         # shrinkage target, each crowd's pooled pattern of errors (which classes get confused).
         if model == "one_coin":
@@ -700,7 +716,7 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
         target = (1.0 - skill)[:, None, None] * spread
         target[:, diag, diag] = skill[:, None]
         if model == "one_coin":
-            return target / target.sum(axis=1, keepdims=True), priors, lam  # a no-op unless k == 1
+            return target / _add_along(target, 1, keepdims=True), priors, lam  # a no-op unless k == 1
         if shrinkage == "auto":
             # Crowds that have stopped keep their values (see below): skip their search.
             live = ~done
@@ -713,7 +729,7 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
         else:
             lam[:] = float(shrinkage)
         conf = counts + alpha.T + np.repeat(lam, m)[:, None, None] * target
-        conf /= conf.sum(axis=1, keepdims=True)
+        conf /= _add_along(conf, 1, keepdims=True)
         return conf, priors, lam
 
     def e_step(conf: np.ndarray, priors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -772,13 +788,14 @@ def _mace_update(counts: np.ndarray, honesty: np.ndarray, habit: np.ndarray,
     ``(n_annotators, k, k)``, by :data:`_MACE_SWEEPS` fixed-point sweeps from the given
     values (see :class:`DawidSkene`)."""
     right = np.diagonal(counts, axis1=1, axis2=2)  # (m, k): said l about an item of class l
-    said = counts.sum(axis=1)  # (m, k): said l at all
+    said = _add_along(counts, 1)  # (m, k): said l at all
+    said_total = _add_along(said, 1)
     for _ in range(_MACE_SWEEPS):
         # The share of right answers that were honest rather than lucky spam.
         honest = right * (honesty[:, None] / (honesty[:, None] + (1.0 - honesty[:, None]) * habit))
-        honesty = (honest.sum(axis=1) + smoothing) / (said.sum(axis=1) + 2.0 * smoothing)
+        honesty = (_add_along(honest, 1) + smoothing) / (said_total + 2.0 * smoothing)
         habit = said - honest + smoothing
-        habit /= habit.sum(axis=1, keepdims=True)
+        habit /= _add_along(habit, 1, keepdims=True)
     return honesty, habit
 
 
@@ -799,15 +816,15 @@ def _eb_shrinkage(counts: np.ndarray, alpha: np.ndarray, target: np.ndarray, sta
     M-steps we checked (every fit of ``DawidSkene()`` and ``DawidSkene("full")`` on the 11
     real crowds of ``benchmarks/aggregation.py``).
     """
-    n = counts.sum(axis=3)
+    n = _add_along(counts, 3)
     grid = np.asarray(SHRINKAGE_GRID)
-    alpha_total, target_total = alpha.sum(axis=1), target.sum(axis=3)
+    alpha_total, target_total = alpha.sum(axis=1), _add_along(target, 3)
 
     def score(at: np.ndarray, crowds: np.ndarray | slice = slice(None)) -> np.ndarray:
         lam = grid[at][:, None, None]
         beta = alpha + lam[..., None] * target[crowds]
         total = alpha_total + lam * target_total[crowds]
-        return ((gammaln(total) - gammaln(total + n[crowds])).sum(axis=(1, 2))
+        return ((gammaln(total) - gammaln(total + n[crowds])).reshape(len(at), -1).sum(axis=1)
                 + (gammaln(beta + counts[crowds]) - gammaln(beta)).sum(axis=(1, 2, 3)))
 
     def score_moved(at: np.ndarray, to: np.ndarray, here: np.ndarray) -> np.ndarray:
