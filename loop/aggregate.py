@@ -655,10 +655,13 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
     has its own class prior, pooled error pattern, shrinkage and stopping iteration, so the
     result is that of ``G`` separate fits. ``priors`` is then ``(G, k)``; ``n_iter`` is the
     iterations run until every crowd stopped, and ``log_likelihood`` and ``shrinkage`` are the
-    last crowd's (the comparison uses only the posteriors, confusions and priors).
+    last crowd's (the comparison uses only the posteriors, confusions and priors). A crowd
+    that stops leaves the stack (see ``drop``): the iterations after it cost only what the
+    crowds still running need.
     """
     k, n_all, m_all = enc.n_classes, len(enc.items), len(enc.annotators)
     m = m_all // groups
+    single = groups == 1
     if item_group is None:
         item_group = np.zeros(n_all, np.int64)
     X, XT = enc.X, enc.X.T.tocsr()
@@ -673,7 +676,6 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
     honesty, habit = np.full(m_all, 0.5), np.full((m_all, k), 1.0 / k)
     # shrinkage="auto": each crowd's position in SHRINKAGE_GRID, carried between M-steps.
     lam_at = np.full(groups, -1)
-    done = np.zeros(groups, bool)  # the crowds whose EM has stopped
 
     def anchor(post: np.ndarray) -> np.ndarray:
         if gold_rows.size:
@@ -690,7 +692,7 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
         nonlocal honesty, habit, lam_at
         # counts[a, l, c] = sum of P(z_i = c) over the items annotator a labelled l.
         counts = np.asarray(XT @ post).reshape(m_all, k, k)
-        if groups == 1:
+        if single:
             priors = post.sum(axis=0, keepdims=True) + 1.0
         else:
             priors = np.stack([np.bincount(item_group, weights=post[:, c], minlength=groups)
@@ -718,13 +720,8 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
         if model == "one_coin":
             return target / _add_along(target, 1, keepdims=True), priors, lam  # a no-op unless k == 1
         if shrinkage == "auto":
-            # Crowds that have stopped keep their values (see below): skip their search.
-            live = ~done
-            by_crowd, target_by_crowd = counts.reshape(groups, m, k, k), target.reshape(groups, m, k, k)
-            if not live.all():
-                by_crowd, target_by_crowd = by_crowd[live], target_by_crowd[live]
-            lam_at[live] = _eb_shrinkage(by_crowd.transpose(0, 1, 3, 2), alpha,
-                                         target_by_crowd.transpose(0, 1, 3, 2), lam_at[live])
+            lam_at = _eb_shrinkage(counts.reshape(groups, m, k, k).transpose(0, 1, 3, 2), alpha,
+                                   target.reshape(groups, m, k, k).transpose(0, 1, 3, 2), lam_at)
             lam = np.asarray(SHRINKAGE_GRID)[lam_at]
         else:
             lam[:] = float(shrinkage)
@@ -737,48 +734,80 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
         log_conf = np.log(conf).reshape(m_all * k, k)
         # Column-major, so the reductions over the k classes below run down contiguous columns.
         log_priors = np.log(priors)
-        joint = np.asfortranarray(X @ log_conf) + (log_priors if groups == 1 else log_priors[item_group])
+        joint = np.asfortranarray(X @ log_conf) + (log_priors if single else log_priors[item_group])
         top = np.maximum.reduce([joint[:, c] for c in range(k)])
         log_norm = top + np.log(np.add.reduce([np.exp(joint[:, c] - top) for c in range(k)]))
         post = np.exp(joint - log_norm[:, None])
         # log_norm[i] = log P(item i's labels), so this is the log-likelihood per annotation.
-        ll = (np.array([log_norm.sum()]) if groups == 1
+        ll = (np.array([log_norm.sum()]) if single
               else np.bincount(item_group, weights=log_norm, minlength=groups))
         return anchor(post), ll / rows_per_group
+
+    # Grouped fits: the crowds still running (their numbers in the stack given), their items
+    # and annotators (positions in enc), and each crowd's result from the iteration it stopped.
+    crowd_ids, item_ids, annotator_ids = np.arange(groups), np.arange(n_all), np.arange(m_all)
+    result = (np.empty((n_all, k)), np.empty((m_all, k, k)), np.empty((groups, k)), np.empty(groups),
+              np.empty(groups))
+
+    def keep(stopped: np.ndarray, post: np.ndarray, conf: np.ndarray, priors: np.ndarray,
+             lam: np.ndarray, ll: np.ndarray) -> None:
+        """Record the values of the crowds in ``stopped`` (a mask over the crowds running)."""
+        items, annotators = stopped[item_group], np.repeat(stopped, m)
+        result[0][item_ids[items]], result[1][annotator_ids[annotators]] = post[items], conf[annotators]
+        ids = crowd_ids[stopped]
+        result[2][ids], result[3][ids], result[4][ids] = priors[stopped], lam[stopped], ll[stopped]
+
+    def drop(stopped: np.ndarray) -> np.ndarray:
+        """Take the crowds in ``stopped`` out of the stack; the mask of the items kept. Each
+        crowd's sums run over its own items and annotators, in the same order as before, so
+        the crowds still running get the same values as if the others were there."""
+        nonlocal X, XT, item_group, groups, m_all, rows_per_group, gold_rows, gold_codes
+        nonlocal honesty, habit, lam_at, crowd_ids, item_ids, annotator_ids
+        running = ~stopped
+        items, annotators = running[item_group], np.repeat(running, m)
+        # X's rows of the items kept; a crowd's columns shift down by the crowds dropped before it.
+        shift = (np.cumsum(stopped) * (m * k))[X.indices // (m * k)]
+        entries = np.repeat(items, np.diff(X.indptr))
+        indptr = np.zeros(int(items.sum()) + 1, X.indptr.dtype)
+        np.cumsum(np.diff(X.indptr)[items], out=indptr[1:])
+        X = sparse.csr_matrix((X.data[entries], (X.indices - shift)[entries], indptr),
+                              shape=(indptr.size - 1, int(running.sum()) * m * k))
+        X.has_sorted_indices = True
+        XT = X.T.tocsr()
+        new_item = np.cumsum(items) - 1
+        gold_kept = items[gold_rows]
+        gold_rows, gold_codes = new_item[gold_rows[gold_kept]], gold_codes[gold_kept]
+        item_group = (np.cumsum(running) - 1)[item_group[items]]
+        groups, m_all = int(running.sum()), int(annotators.sum())
+        rows_per_group, lam_at = rows_per_group[running], lam_at[running]
+        honesty, habit = honesty[annotators], habit[annotators]
+        crowd_ids, item_ids, annotator_ids = crowd_ids[running], item_ids[items], annotator_ids[annotators]
+        return items
 
     counts = _vote_counts(enc)
     post = anchor(counts / counts.sum(axis=1, keepdims=True))
     conf, priors, lam = m_step(post)
     previous, n_iter, ll = np.full(groups, -np.inf), 0, np.full(groups, -np.inf)
-    final: tuple[np.ndarray, ...] | None = None
     for n_iter in range(1, max_iter + 1):
         post, ll = e_step(conf, priors)
         conf, priors, lam = m_step(post)
-        stop = ~done & (np.abs(ll - previous) < tol)
-        if groups == 1 and stop[0]:
+        stop = np.abs(ll - previous) < tol
+        if stop.all():
             break
         if stop.any():
-            # Keep each crowd's values from the iteration it stopped at.
-            if final is None:
-                final = (post.copy(), conf.copy(), priors.copy(), lam.copy(), ll.copy())
-            items, annotators = stop[item_group], np.repeat(stop, m)
-            final[0][items], final[1][annotators] = post[items], conf[annotators]
-            final[2][stop], final[3][stop], final[4][stop] = priors[stop], lam[stop], ll[stop]
-            done[stop] = True
-            if done.all():
-                post, conf, priors, lam, ll = final
-                break
+            keep(stop, post, conf, priors, lam, ll)
+            items, running = drop(stop), ~stop
+            post, conf, priors = post[items], conf[np.repeat(running, m)], priors[running]
+            lam, ll = lam[running], ll[running]
         previous = ll
-    else:
-        if final is not None:
-            # Crowds still running at max_iter keep their last values.
-            items, annotators = done[item_group], np.repeat(done, m)
-            post, conf = post.copy(), conf.copy()
-            post[items], conf[annotators] = final[0][items], final[1][annotators]
-            priors = np.where(done[:, None], final[2], priors)
-            lam, ll = np.where(done, final[3], lam), np.where(done, final[4], ll)
-    return _EMResult(post, np.ascontiguousarray(conf.transpose(0, 2, 1)), priors[0] if groups == 1 else priors,
-                     n_iter, float(ll[-1]), float(lam[-1]))
+    if single:
+        return _EMResult(post, np.ascontiguousarray(conf.transpose(0, 2, 1)), priors[0], n_iter,
+                         float(ll[0]), float(lam[0]))
+    # The crowds still running (all stopped together, or at max_iter) keep their last values.
+    keep(np.ones(groups, bool), post, conf, priors, lam, ll)
+    post, conf, priors, lam, ll = result
+    return _EMResult(post, np.ascontiguousarray(conf.transpose(0, 2, 1)), priors, n_iter,
+                     float(ll[-1]), float(lam[-1]))
 
 
 def _mace_update(counts: np.ndarray, honesty: np.ndarray, habit: np.ndarray,
