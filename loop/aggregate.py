@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -77,6 +78,11 @@ class _Encoded:
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    @cached_property
+    def XT(self) -> sparse.csr_matrix:
+        """``X.T`` in CSR form (the M-step's product), made once for all the models fitted."""
+        return self.X.T.tocsr()
 
 
 def _sorted_codes(values: pd.Series, extra: pd.Index | None = None) -> tuple[np.ndarray, pd.Index]:
@@ -664,7 +670,7 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
     single = groups == 1
     if item_group is None:
         item_group = np.zeros(n_all, np.int64)
-    X, XT = enc.X, enc.X.T.tocsr()
+    X, XT = enc.X, enc.XT
     rows_per_group = np.maximum(np.bincount(item_group[enc.item], minlength=groups), 1)
     # Pseudo-counts added to each confusion row: `smoothing` spread evenly over the row plus
     # `smoothing` on the diagonal (a Dirichlet prior whose mode is "better than chance").
