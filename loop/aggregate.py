@@ -134,7 +134,7 @@ def _add_along(x: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
     """``x.sum(axis=axis)`` for a short axis (the ``k`` classes), by adding its slices.
 
     numpy reduces over an axis of a few elements at a fraction of its elementwise speed (on
-    a ``(1375, 6, 6)`` array, ``sum(axis=2)`` costs as much as ten additions of the whole
+    a ``(1375, 6, 6)`` array, ``sum(axis=2)`` costs as much as 15 additions of the whole
     array), and the EM reduces over the classes several times per iteration.
     """
     index: list[Any] = [slice(None)] * x.ndim
@@ -856,7 +856,8 @@ def _eb_shrinkage(counts: np.ndarray, alpha: np.ndarray, target: np.ndarray, sta
     alpha_total, target_total = alpha.sum(axis=1), _add_along(target, 3)
 
     def score(at: np.ndarray, crowds: np.ndarray | slice = slice(None)) -> np.ndarray:
-        # gammaln costs ~15 elementwise passes: the (n_crowds, m, k, k) work is done in place.
+        # The two gammaln calls over (n_crowds, m, k, k) cells are most of the cost of the
+        # full model's fits; the arithmetic around them is done in place.
         lam = grid[at][:, None, None]
         total = alpha_total + lam * target_total[crowds]
         rows = gammaln(total)
