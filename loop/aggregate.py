@@ -636,7 +636,7 @@ def _heldout_scores(enc: _Encoded, models: tuple[str, ...], *, folds: int, repea
         post[anchored >= 0] = np.eye(k)[anchored[anchored >= 0]]
         # (n_test, k): the fold's confusion of each held-out row's annotator, over classes c.
         said = fit.confusion[test_group * m + enc.annotator[test_all], :, enc.label[test_all]]
-        scores[model] = float(np.log((post * said).sum(axis=1)).sum()) / test_all.size
+        scores[model] = float(np.log(_add_along(post * said, 1)).sum()) / test_all.size
     return pd.Series(scores, name="heldout_log_likelihood")
 
 
