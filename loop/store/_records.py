@@ -45,6 +45,7 @@ class Annotator:
     active: bool
     hourly_rate: float
     streams: tuple[str, ...]
+    email: str | None = None  # how a Label Studio user is matched to the annotator
 
 
 @dataclass(frozen=True)
