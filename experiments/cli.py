@@ -10,6 +10,7 @@
     labelloop retrain --config configs/own.yaml [--stream S] [--as-of V] [--output DIR]
     labelloop score --config F --pool pool.parquet --out scored.parquet [--output DIR]
     labelloop db upgrade | current
+    labelloop labelstudio sync --url URL --project label=1 [--project double_blind=2] --stream S
 
 A wrong argument or config value stops with one line naming it and exit code 2. ``retrain``
 exits 0 when the gate promoted the new model and 3 when it refused it.
@@ -134,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from experiments.db_cli import add_db_parser
     add_db_parser(sub)
+    from experiments.labelstudio_cli import add_labelstudio_parser
+    add_labelstudio_parser(sub)
     return parser
 
 
