@@ -9,7 +9,7 @@ Tokens: Label Studio 1.23 turns legacy API tokens off for new organisations; thi
 server turns them on (``LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true``) so that each user can be
 created with a known token in one step. labelloop's client also speaks the current flow
 (personal access tokens traded at ``/api/token/refresh/``). ``SSRF_PROTECTION_ENABLED=false``
-lets the server call webhooks and an ML backend on 127.0.0.1.
+and ``ML_BLOCK_LOCAL_IP=false`` let the server call webhooks and an ML backend on 127.0.0.1.
 
 :func:`label_studio_throughput` is the Label Studio half of the task-API load benchmark:
 ``clients`` annotators, each its own user, loop over ``GET /api/projects/{id}/next/`` and
@@ -119,7 +119,7 @@ class LabelStudioServer:
         port = free_port()
         token = "labelloop-admin-" + os.urandom(8).hex()
         env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir), "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-               "SSRF_PROTECTION_ENABLED": "false", "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "false",
+               "SSRF_PROTECTION_ENABLED": "false", "ML_BLOCK_LOCAL_IP": "false", "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "false",
                "LOG_LEVEL": "WARNING", "DEBUG": "false", "PYTHONUNBUFFERED": "1"}
         env.pop("DJANGO_SETTINGS_MODULE", None)
         if postgres:

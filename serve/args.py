@@ -13,9 +13,42 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_s
 
 from loop.routing import RoutingThresholds
 
-__all__ = ["APP_NAME", "AppArgs"]
+__all__ = ["APP_NAME", "AppArgs", "LabelStudioArgs"]
 
 APP_NAME = "labelloop"
+
+
+class LabelStudioArgs(BaseModel):
+    """The Label Studio ML backend the Router serves under ``/labelstudio`` (:mod:`serve.labelstudio`).
+
+    Parameters
+    ----------
+    stream : str
+        The store's stream the Label Studio project labels.
+    from_name, to_name, reason_name : str
+        The labelling config's ``Choices``, the object it labels, and the read-only
+        ``TextArea`` that shows the route's reason.
+    features_key : str, default="features"
+        Where a task's data (or its item's payload in the store) holds the model's features.
+    url : str, optional
+        Label Studio's address, to look up the email of the user a webhook names by id.
+    token_env : str, optional
+        The environment variable (in the replicas) holding a Label Studio API token for that.
+    webhook_token_env : str, default="LABELLOOP_WEBHOOK_TOKEN"
+        The environment variable holding the bearer token Label Studio's webhook must send,
+        until the store's tokens (``serve.auth``) check it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stream: str = Field(min_length=1)
+    from_name: str = Field("label", min_length=1)
+    to_name: str = Field("text", min_length=1)
+    reason_name: str = Field("reason", min_length=1)
+    features_key: str = Field("features", min_length=1)
+    url: str | None = None
+    token_env: str | None = None
+    webhook_token_env: str = Field("LABELLOOP_WEBHOOK_TOKEN", min_length=1)
 
 
 class AppArgs(BaseModel):
@@ -63,6 +96,10 @@ class AppArgs(BaseModel):
     allow_pickle : bool, default=False
         Whether the Scorer may load model flavours that unpickle, and so run code, when they
         load (:func:`serve.registry.load_model`).
+    store_url : str, optional
+        The label store (default: ``$LABELLOOP_STORE_URL``).
+    label_studio : LabelStudioArgs or mapping, optional
+        Serve Label Studio's ML backend protocol under ``/labelstudio`` for this stream.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -82,6 +119,8 @@ class AppArgs(BaseModel):
     max_rows_per_request: int = Field(65536, ge=1)
     trusted_modules: list[StrictStr] = Field(default_factory=list)
     allow_pickle: bool = False
+    store_url: str | None = None
+    label_studio: LabelStudioArgs | None = None
 
     @field_validator("thresholds", mode="before")
     @classmethod
