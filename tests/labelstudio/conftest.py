@@ -23,6 +23,8 @@ import pytest
 from loop.columns import ITEM
 from loop.store import LabelStore
 
+from ..store.conftest import pg_server, pg_url, store_url  # noqa: F401 - SQLite and PostgreSQL, as the store's tests
+
 PAYLOADS = Path(__file__).parent / "payloads"
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 STREAM = "sentiment"
@@ -35,10 +37,10 @@ def payload(name: str) -> dict | list:
 
 
 @pytest.fixture
-def store(tmp_path) -> Iterator[LabelStore]:
-    """A stream with two annotators known by email, three items with features, and a task each
-    (the items' Label Studio tasks, as ``payloads/`` name them, carry labelloop task ids 7, 8)."""
-    s = LabelStore(f"sqlite:///{tmp_path / 'labels.db'}")
+def store(store_url) -> Iterator[LabelStore]:
+    """A stream with two annotators known by email and three items with features, on SQLite
+    and on PostgreSQL."""
+    s = LabelStore(store_url)
     s.create_stream(STREAM, CLASSES)
     s.add_annotator("ann-1", email="ann1@x.test", streams=[STREAM])
     s.add_annotator("ann-2", email="ann2@x.test", streams=[STREAM])
@@ -105,7 +107,7 @@ def backend_http(store, monkeypatch) -> Iterator[tuple[str, object]]:
         return {"name": "sentiment", "version": "4"}
 
     users = {1: "admin@labelloop.test", 2: "ann1@x.test", 3: "ann2@x.test", 9: "stranger@x.test"}
-    ls = LabelStudioBackend(LabelStudioArgs(stream=STREAM), store_url=str(store.url.render_as_string(False)),
+    ls = LabelStudioBackend(LabelStudioArgs(stream=STREAM), store_url=store.url.render_as_string(hide_password=False),
                             score=score, route=route, model=model, users=lambda: users)
     app = FastAPI()
     app.include_router(router)
