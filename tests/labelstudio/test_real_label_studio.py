@@ -149,3 +149,19 @@ def test_label_studio_calls_the_ml_backend_and_its_webhook(server, backend_http,
         time.sleep(0.2)
     frame = store.annotations_frame(STREAM)
     assert frame[ANNOTATOR].tolist() == ["ann-1"] and frame["label"].tolist() == [0]
+
+
+def test_a_personal_access_token_is_traded_for_access_tokens(server):
+    from experiments.labelstudio import HttpTransport, LabelStudioClient
+
+    created = server.client(ANN2).transport.request("POST", "/api/token/")
+    pat = created.get("token") or created.get("refresh")
+    client = LabelStudioClient(HttpTransport(server.url, pat))
+    assert ANN2 in client.users().values()
+    assert pat not in repr(client.transport)
+
+
+def test_the_throughput_helper_measures_label_studios_own_loop(server):
+    run = server.helpers.label_studio_throughput(server, clients=2, seconds=3.0, tasks=50)
+    assert run.answers > 0 and run.lost == 0 and run.duplicated == 0 and run.errors == 0
+    assert run.p50_ms <= run.p99_ms and run.database == "sqlite"
