@@ -170,7 +170,7 @@ class LabelStudioServer:
         return dict(pairs)
 
     def client(self, email: str = ADMIN):
-        from experiments.labelstudio import HttpTransport, LabelStudioClient
+        from serve.labelstudio_api import HttpTransport, LabelStudioClient
 
         return LabelStudioClient(HttpTransport(self.url, self.tokens[email]))
 

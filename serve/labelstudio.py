@@ -222,7 +222,7 @@ def _env_token(variable: str) -> Authenticate:
 
 def _label_studio_users(args: LabelStudioArgs) -> Callable[[], dict[int, str]]:
     def fetch() -> dict[int, str]:
-        from experiments.labelstudio import HttpTransport, LabelStudioClient
+        from .labelstudio_api import HttpTransport, LabelStudioClient
 
         token = os.environ.get(args.token_env or "")
         if not args.url or not token:

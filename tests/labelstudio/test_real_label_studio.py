@@ -152,7 +152,7 @@ def test_label_studio_calls_the_ml_backend_and_its_webhook(server, backend_http,
 
 
 def test_a_personal_access_token_is_traded_for_access_tokens(server):
-    from experiments.labelstudio import HttpTransport, LabelStudioClient
+    from serve.labelstudio_api import HttpTransport, LabelStudioClient
 
     created = server.client(ANN2).transport.request("POST", "/api/token/")
     pat = created.get("token") or created.get("refresh")
