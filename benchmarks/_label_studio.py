@@ -203,6 +203,7 @@ class Throughput:
     errors: int
     lost: int                # answers acknowledged but missing from the project afterwards
     duplicated: int          # tasks answered by one user twice (next/ gave a task again)
+    over_answered: int       # answers beyond a task's overlap (next/ gave one task to two people at once)
     database: str
 
 
@@ -258,30 +259,49 @@ def label_studio_throughput(server: LabelStudioServer, *, clients: int = 32, sec
     stored = {a["id"]: (t["id"], a["completed_by"]) for t in export for a in t.get("annotations", [])}
     sent = [i for ids in acked for i in ids]
     per_user_task = Counter(stored.values())
+    per_task = Counter(task for task, _ in stored.values())
     lat = np.array([x for xs in latencies for x in xs]) * 1000
     return Throughput(clients=clients, seconds=elapsed, answers=len(sent), answers_per_s=len(sent) / elapsed,
                       p50_ms=float(np.percentile(lat, 50)) if len(lat) else float("nan"),
                       p99_ms=float(np.percentile(lat, 99)) if len(lat) else float("nan"),
                       errors=sum(errors.values()), lost=len(set(sent) - set(stored)),
                       duplicated=sum(n - 1 for n in per_user_task.values() if n > 1),
+                      over_answered=sum(n - overlap for n in per_task.values() if n > overlap),
                       database="postgresql" if server.env.get("DJANGO_DB") == "default" else "sqlite")
 
 
+def fresh_postgres(admin_url: str, name: str) -> dict[str, str]:
+    """An empty PostgreSQL database ``name`` (dropped first if it exists) as Label Studio's
+    ``POSTGRE_*`` settings; ``admin_url`` is a database on the same server to connect to."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url)
+    with psycopg.connect(admin_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return {"POSTGRE_HOST": url.host or "127.0.0.1", "POSTGRE_PORT": str(url.port or 5432),
+            "POSTGRE_USER": url.username or "postgres", "POSTGRE_PASSWORD": url.password or "", "POSTGRE_NAME": name}
+
+
 def main() -> None:
-    """``python benchmarks/_label_studio.py [clients] [seconds] [--postgres]``: one run, printed."""
+    """``python benchmarks/_label_studio.py [clients] [seconds] [--postgres]``: one run, printed.
+    ``--postgres`` puts Label Studio on a fresh database ``labelstudio_bench`` of the server at
+    ``$LS_BENCH_PG_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``)."""
     sys.path.insert(0, str(ROOT))
-    clients = int(sys.argv[1]) if len(sys.argv) > 1 else 32
-    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    clients = int(args[0]) if args else 32
+    seconds = float(args[1]) if len(args) > 1 else 60.0
     postgres = None
     if "--postgres" in sys.argv:
-        postgres = {"POSTGRE_HOST": "127.0.0.1", "POSTGRE_PORT": "5432", "POSTGRE_USER": "postgres",
-                    "POSTGRE_PASSWORD": "", "POSTGRE_NAME": os.environ.get("LS_BENCH_DB", "labelstudio_bench")}
+        postgres = fresh_postgres(os.environ.get("LS_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+                                  "labelstudio_bench")
     python = label_studio_python(install=True)
     data = Path(tempfile.mkdtemp(prefix="labelstudio-bench-"))
     try:
         with LabelStudioServer.start(python, data_dir=data, postgres=postgres) as server:
-            print(f"Label Studio up in {server.started_in:.0f} s ({server.url})")
-            print(label_studio_throughput(server, clients=clients, seconds=seconds))
+            print(f"Label Studio up in {server.started_in:.0f} s ({server.url})", flush=True)
+            print(label_studio_throughput(server, clients=clients, seconds=seconds), flush=True)
     finally:
         shutil.rmtree(data, ignore_errors=True)
 
