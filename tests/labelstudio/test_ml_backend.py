@@ -129,3 +129,23 @@ def test_other_actions_are_acknowledged_and_ignored(backend_http):
     answer = requests.post(f"{url}/labelstudio/webhook", json={"action": "PROJECT_UPDATED", "project": {}},
                            headers=AUTH)
     assert answer.status_code == 200 and answer.json()["status"] == "ignored"
+
+
+def test_a_bulk_created_webhook_stores_each_answer(backend_http, store):
+    # ANNOTATIONS_CREATED (an import with annotations): 'annotation' and 'task' are lists
+    # (label_studio/webhooks/models.py: many=True, nested task many=True).
+    url, _ = backend_http
+    ids = _tasks(store)
+    one = payload("annotation_created")
+    first, second = copy.deepcopy(one["annotation"]), copy.deepcopy(one["annotation"])
+    second.update(id=2, task=2, completed_by=3, result=[{**first["result"][0], "value": {"choices": ["neg"]}}])
+    tasks = [copy.deepcopy(one["task"]), copy.deepcopy(one["task"])]
+    tasks[1].update(id=2, data={**tasks[1]["data"], "item_id": "i1"})
+    for task, task_id in zip(tasks, ids):
+        task["data"]["labelloop_task_ids"] = [task_id]
+    body = {**one, "action": "ANNOTATIONS_CREATED", "annotation": [first, second], "task": tasks}
+    answer = requests.post(f"{url}/labelstudio/webhook", json=body, headers=AUTH)
+    assert answer.status_code == 201 and answer.json()["inserted"] == 2
+    frame = store.annotations_frame(STREAM)
+    assert frame[[ITEM, ANNOTATOR, LABEL]].values.tolist() == [["i0", "ann-1", 2], ["i1", "ann-2", 0]]
+    assert frame["task_id"].tolist() == ids

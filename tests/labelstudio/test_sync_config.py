@@ -51,3 +51,19 @@ def test_an_unreachable_label_studio_is_one_line_without_the_token(capsys, monke
                  "--project", "label=1", "--stream", "s", "--store", f"sqlite:///{tmp_path / 'x.db'}"])
     out = capsys.readouterr()
     assert code == 1 and "Cannot reach Label Studio" in out.err and "s3cret" not in out.err + out.out
+
+
+def test_a_config_file_gives_the_options_and_flags_win(tmp_path, monkeypatch):
+    import argparse
+
+    from experiments.labelstudio_cli import _options
+
+    path = tmp_path / "ls.yaml"
+    path.write_text("labelstudio:\n  url: http://ls:8080\n  token_env: TEAM_LS_TOKEN\n  stream: s\n"
+                    "  store: sqlite:///team.db\n  projects: {label: 1, double_blind: 2}\n")
+    args = argparse.Namespace(config=str(path), url=None, token_env=None, stream="other", store=None,
+                              project=[], pull_only=True)
+    opts = _options(args)
+    assert opts == {"url": "http://ls:8080", "token_env": "TEAM_LS_TOKEN", "stream": "other",
+                    "store_url": "sqlite:///team.db", "projects": {"label": 1, "double_blind": 2}, "push": False}
+    SyncConfig(**opts)
