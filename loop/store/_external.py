@@ -50,8 +50,9 @@ def bind_tasks(conn: Connection, stream: Stream, rows: pd.DataFrame, candidates:
     if unknown:
         raise fail(TASK_ID, f"ids of tasks of stream {stream.name!r}", f"unknown ids {unknown[:5]}")
     taken = {v for v in stored.values() if v is not None}
-    # The task of an earlier version of the same annotation (same tool annotation id).
-    prefixes = {k.split("@", 1)[0] for k in keys}
+    # The task of an earlier version of the same annotation (same tool annotation id): looked
+    # up for new keys only, so a sync that pulls what it stored before asks nothing more.
+    prefixes = {k.split("@", 1)[0] for k in keys if k not in stored}
     earlier: dict[str, int] = {}
     for prefix in prefixes:
         row = conn.execute(sa.select(an.c.task_id).where(an.c.idempotency_key.like(prefix + "@%"),
