@@ -26,7 +26,7 @@ from ..labelstudio import ControlNames, item_of, parse_answer, prediction, task_
 from ..columns import ANNOTATOR, ITEM, LABEL, REASON, SECONDS
 from . import _schema as S
 from ._columns import (CONFIDENCE, CREATED_AT, EVIDENCE, GUIDELINE_VERSION, IDEMPOTENCY_KEY, METHOD, RATIONALE,
-                       SUGGESTION, SUGGESTION_CONFIDENCE, SUPERSEDES, SUPERSEDES_KEY, TASK_ID)
+                       SUGGESTION, SUGGESTION_CONFIDENCE, SUPERSEDES, SUPERSEDES_KEY)
 from ._convert import lookup
 from ._records import Stream
 
