@@ -109,12 +109,14 @@ class LabelStudioServer:
     tokens: dict[str, str] = field(default_factory=dict)   # email -> legacy API token
     user_ids: dict[str, int] = field(default_factory=dict)
     started_in: float = 0.0
+    owns_data_dir: bool = False  # a temp dir made by start(): removed by stop()
 
     @classmethod
     def start(cls, python: Path, *, data_dir: Path | None = None, postgres: dict[str, str] | None = None,
               timeout: float = 240.0) -> LabelStudioServer:
         """Start Label Studio; ``postgres`` (``POSTGRE_HOST, _PORT, _NAME, _USER, _PASSWORD``)
         puts its database on PostgreSQL instead of SQLite."""
+        owns = data_dir is None
         data_dir = Path(data_dir or tempfile.mkdtemp(prefix="labelstudio-"))
         port = free_port()
         token = "labelloop-admin-" + os.urandom(8).hex()
@@ -132,7 +134,7 @@ class LabelStudioServer:
              "--password", PASSWORD, "--user-token", token, "--enable-legacy-api-token"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         server = cls(python=python, url=f"http://127.0.0.1:{port}", data_dir=data_dir, env=env, process=process,
-                     tokens={ADMIN: token})
+                     tokens={ADMIN: token}, owns_data_dir=owns)
         server._wait(timeout)
         server.started_in = time.monotonic() - started
         server.user_ids = {e: i for i, e in server.client(ADMIN).users().items()}
@@ -151,8 +153,9 @@ class LabelStudioServer:
             except requests.RequestException:
                 pass
             time.sleep(1.0)
+        log = self.log()[-3000:]
         self.stop()
-        raise RuntimeError(f"Label Studio did not answer /health in {timeout:.0f} s; log:\n{self.log()[-3000:]}")
+        raise RuntimeError(f"Label Studio did not answer /health in {timeout:.0f} s; log:\n{log}")
 
     def log(self) -> str:
         path = self.data_dir / "server.log"
@@ -182,6 +185,8 @@ class LabelStudioServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, 9)
                 self.process.wait(5)
+        if self.owns_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> LabelStudioServer:
         return self
