@@ -627,6 +627,7 @@ class _Program:
         self.champion: ModelEvaluation | None = None
         self.out_of_fold = pd.DataFrame()  # the champion's out-of-fold probabilities, by training item
         self.champion_version = ""
+        self.predicted_by, self.predicted = "", set()  # the model version whose predictions are stored, and of what
         # triple_majority ignores the budget by design: its cost is its protocol's.
         self.budget = Budget(cfg.budget_per_round, workforce.costs,
                              carries=cfg.strategy is not Strategy.TRIPLE_MAJORITY)
@@ -710,8 +711,10 @@ class _Program:
         self.doubt = float(1.0 - posterior[np.arange(len(current)), current].mean())
         candidate_probs = evidence[eligible]
         books = self.budget.open_round(*self._label_costs(annotations), audit_size=self._audit_size(arrived))
+        decisions = self._route(candidates, candidate_probs)
+        self._store_predictions(arrived, probs, decisions)
         plan = plan_round(candidates, cfg.strategy, budget=books.plannable, costs=books.costs,
-                          rng=self.rng, decisions=self._route(candidates, candidate_probs))
+                          rng=self.rng, decisions=decisions)
         spent_before = float(annotations[COST].sum())
         answers = self._execute(plan, round_, annotations)
         annotations = self.history.annotations()
@@ -904,6 +907,26 @@ class _Program:
                                        f"under max_auto_accept_error: {self.bound_reason}"
                                        for r, c in zip(raw[held], confidence[held])]
         return decisions
+
+    def _store_predictions(self, arrived: np.ndarray, probs: np.ndarray, decisions: pd.DataFrame | None) -> None:
+        """The champion's probabilities of the items it has not predicted yet, with the route and
+        reason of those routed, into the store's predictions: what Label Studio pre-annotates
+        with (``export_label_studio``, ``labelloop labelstudio sync``)."""
+        name = f"{self.stream}@{self.champion_version}"
+        if name != self.predicted_by:
+            self.store.add_model_version(name, uri=f"champion version {self.champion_version}")
+            self.predicted_by, self.predicted = name, set()
+        ids = pd.Index(arrived, dtype=object).astype(str)
+        new = ~ids.isin(list(self.predicted))
+        if not new.any():
+            return
+        rows = pd.DataFrame({ITEM: ids[new], "probs": list(probs[new])})
+        if decisions is not None and not decisions.empty:
+            why = decisions.assign(**{ITEM: decisions[ITEM].astype(str)}).set_index(ITEM)
+            rows[ROUTE] = why[ROUTE].reindex(rows[ITEM]).to_numpy()
+            rows[REASON] = why[REASON].reindex(rows[ITEM]).to_numpy()
+        self.store.add_predictions(self.stream, name, rows)
+        self.predicted.update(rows[ITEM])
 
     def _execute(self, plan: pd.DataFrame, round_: int, annotations: pd.DataFrame) -> pd.DataFrame:
         """Ask the workforce for the plan's labels; write tasks and annotations; return the answers.

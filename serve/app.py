@@ -78,6 +78,8 @@ from . import review
 from .args import APP_NAME, AppArgs
 from .auth import AUTH_RESPONSES, AuthError, Services, any_role, scoring_access
 from .http import JsonApiGuard, read_body
+from .labelstudio import LabelStudioBackend
+from .labelstudio import router as labelstudio_router
 from .payload import (NO_LABEL, BadRequest, ParsedRequest, ScoreRequest, check_label_codes, chunk_bounds,
                       encode_answer, error_body, parse_request)
 from .tasks import IngestRequest, admin_role, client_role, router as task_router
@@ -306,6 +308,9 @@ _REQUEST_BODY = {"requestBody": {"required": True, "content": {
     _JSON: {"schema": ScoreRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
 
 
+api.include_router(labelstudio_router)  # Label Studio's ML backend protocol under /labelstudio
+
+
 @api.exception_handler(BadRequest)
 async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
@@ -470,6 +475,7 @@ class Router:
         self._n_classes: int | None = None
         self._route.set_max_batch_size(self._args.max_batch_size)
         self._route.set_batch_wait_timeout_s(self._args.batch_wait_timeout_s)
+        self.label_studio = LabelStudioBackend.for_router(self)
 
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         self._thresholds = RoutingThresholds.from_dict(user_config or {})

@@ -15,9 +15,42 @@ from loop.routing import RoutingThresholds
 
 from .http import DEFAULT_MAX_BODY_BYTES
 
-__all__ = ["APP_NAME", "AppArgs"]
+__all__ = ["APP_NAME", "AppArgs", "LabelStudioArgs"]
 
 APP_NAME = "labelloop"
+
+
+class LabelStudioArgs(BaseModel):
+    """The Label Studio ML backend the Router serves under ``/labelstudio`` (:mod:`serve.labelstudio`).
+
+    Parameters
+    ----------
+    stream : str
+        The store's stream the Label Studio project labels.
+    from_name, to_name, reason_name : str
+        The labelling config's ``Choices``, the object it labels, and the read-only
+        ``TextArea`` that shows the route's reason.
+    features_key : str, default="features"
+        Where a task's data (or its item's payload in the store) holds the model's features.
+    url : str, optional
+        Label Studio's address, to look up the email of the user a webhook names by id.
+    token_env : str, optional
+        The environment variable (in the replicas) holding a Label Studio API token for that.
+    webhook_token_env : str, default="LABELLOOP_WEBHOOK_TOKEN"
+        The environment variable holding the bearer token Label Studio's webhook must send,
+        until the store's tokens (``serve.auth``) check it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stream: str = Field(min_length=1)
+    from_name: str = Field("label", min_length=1)
+    to_name: str = Field("text", min_length=1)
+    reason_name: str = Field("reason", min_length=1)
+    features_key: str = Field("features", min_length=1)
+    url: str | None = None
+    token_env: str | None = None
+    webhook_token_env: str = Field("LABELLOOP_WEBHOOK_TOKEN", min_length=1)
 
 
 class AppArgs(BaseModel):
@@ -83,6 +116,8 @@ class AppArgs(BaseModel):
         the task and admin endpoints still do.
     task_sla_hours : float > 0, default=24
         When a task created through the API (or a dispute) is due, unless the request says.
+    label_studio : LabelStudioArgs or mapping, optional
+        Serve Label Studio's ML backend protocol under ``/labelstudio`` for this stream.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -106,6 +141,7 @@ class AppArgs(BaseModel):
     store_url: str | None = Field(None, min_length=1)
     auth: Literal["token", "none"] = "token"
     task_sla_hours: float = Field(24.0, gt=0)
+    label_studio: LabelStudioArgs | None = None
 
     @field_validator("thresholds", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -26,10 +26,13 @@ from .._validation import (_describe, check_int, check_pred_probs, check_real, c
                            check_text_column, fail)
 from ..columns import ANNOTATOR, ITEM, LABEL, REASON, ROUTE
 from ..exceptions import ConflictError, ForbiddenError, NotFoundError, StoreError
-from . import _annotations, _exchange, _metrics, _reads, _resolutions, _tasks, _tokens
+from ..labelstudio import SOURCE as LABEL_STUDIO_SOURCE
+from ..labelstudio import SYSTEM as LABEL_STUDIO
+from ..labelstudio import ControlNames
+from . import _annotations, _exchange, _external, _metrics, _reads, _resolutions, _tasks, _tokens
 from . import _schema as S
-from ._columns import (CREATED_AT, GUIDELINE_VERSION, IDEMPOTENCY_KEY, PAYLOAD, PAYLOAD_REF, PROBS, SIGNALS,
-                       SOURCE, SUPERSEDES_KEY)
+from ._columns import (CREATED_AT, EVIDENCE, GUIDELINE_VERSION, IDEMPOTENCY_KEY, PAYLOAD, PAYLOAD_REF, PROBS,
+                       SIGNALS, SOURCE, SUPERSEDES_KEY, TASK_ID)
 from ._convert import (MAX_BIGINT, MAX_INTEGER, as_frame, check_columns, external_ids, json_text, lookup, now_utc,
                        to_utc, utc_stamps)
 from ._engine import default_url, make_engine, normalize_url, write_transaction
@@ -874,10 +877,12 @@ class LabelStore:
 
     def export_label_studio(self, stream: str, path: str | Path | None = None, *, model_version: str | None = None,
                             statuses: Sequence[TaskStatus | str] = (TaskStatus.OPEN, TaskStatus.ASSIGNED),
-                            from_name: str = "label", to_name: str = "text") -> list[dict]:
+                            from_name: str = "label", to_name: str = "text", reason_name: str = "reason") -> list[dict]:
         """Tasks as Label Studio task JSON, with the model's predictions as pre-annotations
         (``predictions: [{model_version, score, result: [{from_name, to_name, type:
-        "choices", value: {choices: [class name]}}]}]``); written to ``path`` when given."""
+        "choices", value: {choices: [class name]}}, {reason_name ... type: "textarea", value:
+        {text: [the route's reason]}}]}]``; blind tasks get none); written to ``path`` when
+        given. Answered (done) tasks are not exported again."""
         s = self.stream(stream)
         if model_version is not None:
             check_text(model_version, "model_version", max_chars=S.MAX_NAME_CHARS)
@@ -885,17 +890,90 @@ class LabelStore:
         with self._read() as conn:
             items = _exchange.item_payloads(conn, s, tasks[ITEM].tolist())
             preds = _exchange.latest_predictions(conn, s, tasks[ITEM].tolist(), model_version)
-        return _exchange.label_studio_tasks(s, tasks, items, preds, path, from_name=from_name, to_name=to_name)
+        return _exchange.label_studio_tasks(s, tasks, items, preds, path,
+                                            names=ControlNames(from_name, to_name, reason_name))
 
-    def import_label_studio(self, stream: str, source: str | Path | list, *, from_name: str | None = None,
-                            actor: str | None = None) -> BatchResult:
-        """Add the annotations of a Label Studio JSON export (a path or the parsed list).
-        Annotator names are the users' emails (or ids when no email is exported); labels are
-        the chosen class names; ``lead_time`` becomes ``seconds``. Idempotent: the key is the
-        Label Studio annotation id."""
+    def item_data(self, stream: str, item_ids: Sequence[str], *, to_name: str = "text") -> dict[str, dict]:
+        """Label Studio task data of items (their payload's fields plus ``item_id``), and the
+        newest prediction of each: ``{item_id: {"data": {...}, "prediction": (model, probs,
+        reason) or None}}``. Unknown items are left out."""
         s = self.stream(stream)
-        return self.add_annotations(stream, _exchange.annotations_from_label_studio(s, source, from_name=from_name),
-                                    actor=actor)
+        ids = [str(i) for i in item_ids]
+        with self._read() as conn:
+            items = _exchange.item_payloads(conn, s, ids)
+            preds = _exchange.latest_predictions(conn, s, ids, None)
+        return {e: {"data": _exchange.task_data(e, p, r, to_name), "prediction": preds.get(e)}
+                for e, (p, r) in items.items()}
+
+    def import_label_studio(self, stream: str, source: str | Path | list, *, users: Mapping[int, str] | None = None,
+                            from_name: str | None = None, actor: str | None = None) -> BatchResult:
+        """Add the annotations of a Label Studio JSON export (a path or the parsed list) and
+        close the tasks they answer.
+
+        Parameters
+        ----------
+        stream : str
+        source : path or list
+            The export: tasks whose data holds ``item_id`` (as labelloop pushed them) and
+            whose ``annotations`` hold ``id``, ``completed_by``, ``result``, ``lead_time``,
+            ``created_at``, ``updated_at``, ``was_cancelled``.
+        users : mapping of int to str, optional
+            Label Studio user id -> email (``GET /api/users/``): exports name the annotator by
+            id (``completed_by: 1``). An annotator is the one registered with that email.
+        from_name : str, optional
+            The ``Choices`` tag to read (default: the first choices result).
+
+        Returns
+        -------
+        BatchResult
+            Idempotent: the key is the annotation id and its ``updated_at``, so an edit in
+            Label Studio adds a new annotation and never overwrites the old one.
+
+        Raises
+        ------
+        SchemaError
+            A user id missing from ``users``, an email no annotator has, a class outside the
+            stream's, a task without ``item_id``. Nothing is stored.
+        """
+        s = self.stream(stream)
+        rows = _exchange.annotations_from_label_studio(s, source, from_name=from_name, users=users)
+        with self._read() as conn:
+            names = _external.annotator_names(conn, rows[_exchange.LS_USER], system=LABEL_STUDIO)
+            rows[TASK_ID] = _external.bind_tasks(conn, s, rows, _exchange.LS_TASKS)
+        rows[ANNOTATOR] = rows[_exchange.LS_USER].map(names)
+        rows[SOURCE] = LABEL_STUDIO_SOURCE
+        rows[EVIDENCE] = [{"label_studio_annotation_id": int(i)} for i in rows[_exchange.LS_ANNOTATION]]
+        if rows[TASK_ID].isna().all():
+            rows = rows.drop(columns=TASK_ID)
+        result = self.add_annotations(stream, rows.drop(columns=[_exchange.LS_USER, _exchange.LS_ANNOTATION,
+                                                                 _exchange.LS_TASKS]), actor=actor)
+        if TASK_ID in rows:
+            with write_transaction(self._engine) as conn:
+                _external.close(conn, rows[TASK_ID].dropna().astype(int).tolist(), system=LABEL_STUDIO, actor=actor)
+        return result
+
+    def link_external_tasks(self, system: str, project: str, links: Mapping[str, int]) -> int:
+        """Record tasks pushed to another tool: ``links`` maps the tool's task id (text) to the
+        labelloop task id. Idempotent; returns how many links are new."""
+        with write_transaction(self._engine) as conn:
+            return _external.link(conn, _name(system, "system"), _name(str(project), "project"),
+                                  {str(k): check_int(v, "task_id", low=1) for k, v in links.items()})
+
+    def external_tasks_frame(self, system: str, project: str | None = None) -> pd.DataFrame:
+        """The tasks pushed to ``system`` (in ``project``): project, external_id, task_id,
+        created_at, closed_at (None while unanswered)."""
+        with self._read() as conn:
+            return _external.linked(conn, system, None if project is None else str(project))
+
+    def record_label_studio_deletions(self, stream: str, annotation_ids: Sequence[int], *,
+                                      actor: str | None = None) -> tuple[int, list[int]]:
+        """Record annotations deleted in Label Studio as ``annotation.deleted_in_label_studio``
+        events (idempotent); no row is removed. Returns the events written and the Label
+        Studio ids labelloop never stored."""
+        s = self.stream(stream)
+        with write_transaction(self._engine) as conn:
+            return _external.record_deletions(conn, s, [check_int(i, "annotation_ids", low=0) for i in annotation_ids],
+                                              actor=actor)
 
     # ----------------------------------------------------------------- tokens
     def issue_token(self, name: str, role: Role | str, *, annotator: str | None = None,
@@ -1246,6 +1324,14 @@ def _task_blind(value: Any, kind: str) -> bool:
     if kind in ("double_blind", "audit") and not value:
         raise fail(BLIND, f"true for {kind} tasks (their answers must be independent)", "false")
     return bool(value)
+
+
+def _email(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or "@" not in value or len(value) > S.MAX_EMAIL_CHARS or value != value.strip():
+        raise fail("email", f"an email address of at most {S.MAX_EMAIL_CHARS} characters", _describe(value))
+    return value
 
 
 def _stamp_or_none(value: Any) -> Any:
