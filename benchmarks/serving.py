@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     mlflow_port = quiet_port()
     mlflow_process = start_mlflow_serve(tracking_uri, mlflow_port, opts.mlflow_workers, root / "mlflow-serve.log")
     try:
-        serve_url = start_local({"model_name": MODEL_NAME, "tracking_uri": tracking_uri},
+        # auth none: the benchmark measures scoring, not the token lookup.
+        serve_url = start_local({"model_name": MODEL_NAME, "tracking_uri": tracking_uri, "auth": "none"},
                                 ray_temp_dir=root / "ray", port=quiet_port(), num_cpus=os.cpu_count())
         mlflow_url = f"http://127.0.0.1:{mlflow_port}/invocations"
         print(check_answers(model, x, mlflow_url, serve_url))

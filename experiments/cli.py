@@ -11,6 +11,8 @@
     labelloop score --config F --pool pool.parquet --out scored.parquet [--output DIR]
     labelloop serve --config F [--items items.csv] [--rounds N] [--in-process]
     labelloop db upgrade | current
+    labelloop tokens issue --role admin --name NAME [--annotator A] [--store URL] | revoke ID | list
+    labelloop labelstudio sync --url URL --project label=1 [--project double_blind=2] --stream S
 
 A wrong argument or config value stops with one line naming it and exit code 2. ``retrain``
 exits 0 when the gate promoted the new model and 3 when it refused it.
@@ -147,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from experiments.db_cli import add_db_parser
     add_db_parser(sub)
+    from experiments.tokens_cli import add_tokens_parser
+    add_tokens_parser(sub)
+    from experiments.labelstudio_cli import add_labelstudio_parser
+    add_labelstudio_parser(sub)
     return parser
 
 

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from loop.columns import ANNOTATOR, COST, ITEM, LABEL, REASON, ROUTE, SECONDS
+from loop.columns import ANNOTATOR, COST, ITEM, LABEL, SECONDS
 from loop.exceptions import LoopError
 from loop.resolution import METHOD_ADJUDICATED, METHOD_EXPERT
 from loop.simulate import Tier
@@ -74,7 +74,6 @@ FEATURES = "features"
 _TIER_NAMES = {code: name for name, code in TIER_CODES.items()}
 _CROWD_TIER, _EXPERT_TIER = TIER_CODES[Tier.NOVICE.value], TIER_CODES[Tier.EXPERT.value]
 _ANSWER_COLUMNS = [ITEM, ANNOTATOR, LABEL, SECONDS, COST, TASK_ID]
-_BLIND_KINDS = ("double_blind", "audit", "adjudication")  # no suggestion shown
 Now = Callable[[], float]  # seconds (time.time, or a test's clock)
 Sleep = Callable[[float], None]
 
@@ -241,8 +240,6 @@ class HumanWorkforce:
         kind = request.task_kind
         deadline = self.now() + self.sla_seconds
         task_ids: list[int] = []
-        if ids.size and request.suggestions is not None and kind not in _BLIND_KINDS:
-            self._show(request.suggestions, ids)
         if ids.size:
             items = np.repeat(ids, copies)
             copy = np.tile(np.arange(copies), ids.size)
@@ -253,17 +250,6 @@ class HumanWorkforce:
             task_ids = list(self.store.add_tasks(self.stream, tasks).ids)
         self._tickets[ticket.id] = (task_ids, deadline, self._mark)
         return ticket
-
-    def _show(self, suggestions: pd.DataFrame, ids: np.ndarray) -> None:
-        """Store the suggestions of ``ids`` as predictions of their model version (this round's
-        champion): a task that is not blind shows the newest one with its reason."""
-        shown = suggestions[suggestions[ITEM].astype(str).isin(ids)]
-        if shown.empty:
-            return
-        version = str(shown["model_version"].iloc[0])
-        self.store.add_model_version(version)
-        columns = [c for c in (ITEM, "probs", ROUTE, REASON) if c in shown and shown[c].notna().all()]
-        self.store.add_predictions(self.stream, version, shown[columns])
 
     def collect(self, ticket: Ticket) -> pd.DataFrame:
         """Wait until every task of the ticket is answered or due, then the answers people gave."""
@@ -445,6 +431,6 @@ def serve_program(cfg: ProgramConfig, *, store: LabelStore | None = None, tracke
         model = cfg.tracking.registered_model
         tracker = RoundRuns(tracker if tracker is not None else make_tracker(cfg, model_name=model))
         if scorer is None:
-            scorer = stack.enter_context(_serving(cfg, model_name=model))
+            scorer = stack.enter_context(_serving(cfg, model_name=model, store_url=cfg.store_url))
         return run_program(cfg, scorer=scorer, store=store, tracker=tracker, dataset=dataset, workforce=workforce,
                            stream=stream, schedule=schedule, clock=wall_clock, progress=progress)

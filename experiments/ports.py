@@ -144,10 +144,6 @@ class Request:
         else ``label``. People see it (a blind task shows no suggestion); a simulation ignores it.
     round : int, optional
         The program round that asks.
-    suggestions : DataFrame, optional
-        What people may be shown with the work (a task that is not blind): ``item_id, probs``
-        (the class probabilities the round routed on), ``route, reason``, and ``model_version``
-        (one name for the rows). A simulation ignores it.
     """
 
     item_ids: Any
@@ -156,7 +152,6 @@ class Request:
     exclude: pd.DataFrame | None = None
     kind: str | None = None
     round: int | None = None
-    suggestions: pd.DataFrame | None = None
 
     @property
     def task_kind(self) -> str:

@@ -157,9 +157,12 @@ first label to its last.
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -262,10 +265,10 @@ class HttpScorer:
     warning names both, each round.
     """
 
-    def __init__(self, base_url: str, *, compact: bool = True) -> None:
+    def __init__(self, base_url: str, *, compact: bool = True, token: str | None = None) -> None:
         from serve.client import ServeClient
 
-        self.client = ServeClient(base_url, compact=compact)
+        self.client = ServeClient(base_url, compact=compact, token=token)
 
     def reload(self) -> None:
         self.client.reload()
@@ -388,10 +391,13 @@ def open_setup(cfg: ProgramConfig, *, world: World | None = None, store: LabelSt
 
 
 @contextlib.contextmanager
-def _serving(cfg: ProgramConfig, *, model_name: str | None = None) -> Iterator[HttpScorer | None]:
+def _serving(cfg: ProgramConfig, *, model_name: str | None = None,
+             store_url: str | None = None) -> Iterator[HttpScorer | None]:
     """The Serve app ``cfg.serve`` names, as an :class:`HttpScorer`; None for ``in_process``.
-    A local app serves ``model_name`` (default ``cfg.simulation_model``) and, once the app
-    takes them, gets the store's URL (its task and item endpoints write there)."""
+
+    A local app serves ``model_name`` (default ``cfg.simulation_model``). With ``store_url`` (a
+    live program's store) it serves the task API there with token auth; without, it only scores
+    (auth ``none``, a token store of its own for the program's reloads)."""
     if cfg.serve == IN_PROCESS:
         yield None
         return
@@ -399,14 +405,26 @@ def _serving(cfg: ProgramConfig, *, model_name: str | None = None) -> Iterator[H
         with HttpScorer(cfg.serve) as scorer:
             yield scorer
         return
-    from serve.args import AppArgs
-    from serve.local import local_app
+    from serve.local import absolute_sqlite_uri, local_app
 
+    if store_url is None:
+        # A simulation's app scores without tokens (auth: none); reloading stays admin-only, so
+        # the app gets a token store of its own (the same file every run: the same args, no
+        # redeploy) and the program an admin token from it.
+        store_url = f"sqlite:///{Path(tempfile.gettempdir()) / f'labelloop-serve-{os.getuid()}' / 'tokens.db'}"
+        Path(store_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        auth = "none"
+    else:
+        # A live program's app serves the task API on the program's store: people and the
+        # program sign in with the store's tokens.
+        store_url, auth = absolute_sqlite_uri(store_url), "token"
+    with LabelStore(store_url) as tokens:
+        token = tokens.issue_token("labelloop-program", "admin",
+                                   expires_at=pd.Timestamp.now("UTC") + pd.Timedelta(days=2))
     args = {"model_name": model_name or cfg.simulation_model, "tracking_uri": cfg.tracking.uri,
-            "trusted_modules": list(trusted_modules(cfg.model)), "allow_pickle": cfg.model.allow_pickle}
-    if "store_url" in AppArgs.model_fields:  # the task API's app (its branch adds the field)
-        args["store_url"] = cfg.store_url
-    with local_app(args, thresholds=cfg.thresholds) as url, HttpScorer(url) as scorer:
+            "trusted_modules": list(trusted_modules(cfg.model)), "allow_pickle": cfg.model.allow_pickle,
+            "store_url": store_url, "auth": auth}
+    with local_app(args, thresholds=cfg.thresholds) as url, HttpScorer(url, token=token) as scorer:
         yield scorer
 
 
@@ -650,6 +668,7 @@ class _Program:
         self.champion: ModelEvaluation | None = None
         self.out_of_fold = pd.DataFrame()  # the champion's out-of-fold probabilities, by training item
         self.champion_version = ""
+        self.predicted_by, self.predicted = "", set()  # the model version whose predictions are stored, and of what
         # triple_majority ignores the budget by design: its cost is its protocol's.
         self.budget = Budget(cfg.budget_per_round, workforce.costs,
                              carries=cfg.strategy is not Strategy.TRIPLE_MAJORITY)
@@ -732,8 +751,10 @@ class _Program:
         self.doubt = float(1.0 - posterior[np.arange(len(current)), current].mean())
         candidate_probs = evidence[eligible]
         books = self.budget.open_round(*self._label_costs(annotations), audit_size=self._audit_size(arrived))
+        decisions = self._route(candidates, candidate_probs)
+        self._store_predictions(arrived, probs, decisions)
         plan = plan_round(candidates, cfg.strategy, budget=books.plannable, costs=books.costs,
-                          rng=self.rng, decisions=self._route(candidates, candidate_probs))
+                          rng=self.rng, decisions=decisions)
         spent_before = float(annotations[COST].sum())
         answers = self._execute(plan, round_, annotations)
         annotations = self.history.annotations()
@@ -906,6 +927,26 @@ class _Program:
         # here, not in the Router's thresholds, so that a Serve app shared with others keeps its own.
         return self.bound.apply(decisions, ids, probs)
 
+    def _store_predictions(self, arrived: np.ndarray, probs: np.ndarray, decisions: pd.DataFrame | None) -> None:
+        """The champion's probabilities of the items it has not predicted yet, with the route and
+        reason of those routed, into the store's predictions: what Label Studio pre-annotates
+        with (``export_label_studio``, ``labelloop labelstudio sync``)."""
+        name = f"{self.stream}@{self.champion_version}"
+        if name != self.predicted_by:
+            self.store.add_model_version(name, uri=f"champion version {self.champion_version}")
+            self.predicted_by, self.predicted = name, set()
+        ids = pd.Index(arrived, dtype=object).astype(str)
+        new = ~ids.isin(list(self.predicted))
+        if not new.any():
+            return
+        rows = pd.DataFrame({ITEM: ids[new], "probs": list(probs[new])})
+        if decisions is not None and not decisions.empty:
+            why = decisions.assign(**{ITEM: decisions[ITEM].astype(str)}).set_index(ITEM)
+            rows[ROUTE] = why[ROUTE].reindex(rows[ITEM]).to_numpy()
+            rows[REASON] = why[REASON].reindex(rows[ITEM]).to_numpy()
+        self.store.add_predictions(self.stream, name, rows)
+        self.predicted.update(rows[ITEM])
+
     def _execute(self, plan: pd.DataFrame, round_: int, annotations: pd.DataFrame) -> pd.DataFrame:
         """Ask the workforce for the plan's labels; write tasks and annotations; return the answers.
 
@@ -915,12 +956,11 @@ class _Program:
         exclude = annotations[[ITEM, ANNOTATOR]].astype({ITEM: str})
         actions = plan.set_index(ITEM)[ACTION]
         ids = {a: actions.index[actions == a.value] for a in Action}
-        shown = self._suggestions(plan, round_)
         crowd_work = [wf.submit(Request(ids[a], labels_per_item=a.crowd_labels, exclude=exclude,
-                                        kind=_TASK_KINDS[a], round=round_, suggestions=shown), rng=rng)
+                                        kind=_TASK_KINDS[a], round=round_), rng=rng)
                       for a in (Action.REVIEW, Action.DOUBLE_BLIND, Action.TRIPLE)]
         expert_work = wf.submit(Request(ids[Action.EXPERT], expert=True, exclude=exclude, kind="expert",
-                                        round=round_, suggestions=shown), rng=rng)
+                                        round=round_), rng=rng)
         crowd = pd.concat([self._collect(t) for t in crowd_work], ignore_index=True)
         experts = self._collect(expert_work)
         first = pd.concat([crowd, experts], ignore_index=True)
@@ -934,17 +974,6 @@ class _Program:
                                                        round=round_), rng=rng))
         self._write_answers(adjudication, round_, _ADJUDICATION_START)
         return pd.concat([first, adjudication], ignore_index=True)
-
-    def _suggestions(self, plan: pd.DataFrame, round_: int) -> pd.DataFrame:
-        """What people may see with the round's work: the probabilities the plan routed on, its
-        route and reason, as the champion's predictions of this round."""
-        acted = plan[plan[ACTION] != Action.KEEP.value]
-        ids = acted[ITEM].astype(str).to_numpy(dtype=object)
-        where = self.router.index.get_indexer(ids)
-        return pd.DataFrame({ITEM: ids[where >= 0], "probs": list(self.router.to_numpy()[where[where >= 0]]),
-                             ROUTE: acted[ROUTE].to_numpy()[where >= 0] if ROUTE in acted else None,
-                             REASON: acted[REASON].to_numpy()[where >= 0] if REASON in acted else None,
-                             "model_version": f"{self.stream}:v{self.champion_version}:round{round_}"})
 
     def _collect(self, ticket: Ticket) -> pd.DataFrame:
         """The answers of a ticket. A round waits for its answers; a workforce whose answers are

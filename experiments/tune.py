@@ -993,9 +993,13 @@ def write_best_serve_config(cfg: TuneConfig, best: TrialParams) -> Path:
     tracking, model = cfg.program.tracking, cfg.program.model
     # A relative SQLite path would resolve against wherever `serve deploy` runs: pin it. The
     # model config's trust travels with it: a deployed gradient-boosting champion must load.
+    # The deployed app checks bearer tokens in the program's label store (labelloop tokens issue).
+    store_url = None if cfg.program.store_url in ("sqlite://", "sqlite:///:memory:") else cfg.program.store_url
     app_args = AppArgs(model_name=tracking.registered_model,
                        tracking_uri=absolute_sqlite_uri(tracking.uri) if tracking.enabled else None,
-                       trusted_modules=list(trusted_modules(model)), allow_pickle=model.allow_pickle)
+                       trusted_modules=list(trusted_modules(model)), allow_pickle=model.allow_pickle,
+                       store_url=absolute_sqlite_uri(store_url),
+                       auth="token")
     path = Path(cfg.tune.serve_config)
     write_serve_config(path, app_args=app_args, thresholds=best.thresholds)
     return path

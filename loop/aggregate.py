@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -78,6 +79,11 @@ class _Encoded:
     def n_classes(self) -> int:
         return len(self.classes)
 
+    @cached_property
+    def XT(self) -> sparse.csr_matrix:
+        """``X.T`` in CSR form (the M-step's product), made once for all the models fitted."""
+        return self.X.T.tocsr()
+
 
 def _sorted_codes(values: pd.Series, extra: pd.Index | None = None) -> tuple[np.ndarray, pd.Index]:
     """Codes of ``values`` into their sorted unique values (plus ``extra`` values, if any).
@@ -122,6 +128,22 @@ def _vote_counts(enc: _Encoded) -> np.ndarray:
     k = enc.n_classes
     flat = np.bincount(enc.item * k + enc.label, minlength=len(enc.items) * k)
     return flat.reshape(-1, k).astype(np.float64)
+
+
+def _add_along(x: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
+    """``x.sum(axis=axis)`` for a short axis (the ``k`` classes), by adding its slices.
+
+    numpy reduces over an axis of a few elements at a fraction of its elementwise speed (on
+    a ``(1375, 6, 6)`` array, ``sum(axis=2)`` costs as much as 15 additions of the whole
+    array), and the EM reduces over the classes several times per iteration.
+    """
+    index: list[Any] = [slice(None)] * x.ndim
+    index[axis] = slice(0, 1) if keepdims else 0
+    total = x[tuple(index)].copy()
+    for j in range(1, x.shape[axis]):
+        index[axis] = slice(j, j + 1) if keepdims else j
+        total += x[tuple(index)]
+    return total
 
 
 def _argmax_first(posteriors: np.ndarray) -> np.ndarray:
@@ -559,7 +581,7 @@ def _heldout_scores(enc: _Encoded, models: tuple[str, ...], *, folds: int, repea
     is_gold = gold_of >= 0
     # The training rows of every (repeat, fold), stacked: crowd g's items are numbered from
     # offset[g], its annotators from g * m.
-    train_parts, test_parts, kept_parts = [], [], []
+    train_parts, test_parts, kept_parts, new_parts = [], [], [], []
     for _ in range(int(repeats)):
         fold = rng.permutation(rows.size) % folds
         for f in range(folds):
@@ -567,7 +589,12 @@ def _heldout_scores(enc: _Encoded, models: tuple[str, ...], *, folds: int, repea
             if train.size and test.size:
                 train_parts.append(train)
                 test_parts.append(test)
-                kept_parts.append(np.unique(enc.item[train]))
+                # The training rows are sorted by item: an item's first row starts a new one.
+                item = enc.item[train]
+                new = np.empty(item.size, bool)
+                new[0], new[1:] = True, item[1:] != item[:-1]
+                new_parts.append(new)
+                kept_parts.append(item[new])
     groups = len(train_parts)
     if groups == 0:
         return pd.Series(dict.fromkeys(models, 0.0), name="heldout_log_likelihood")
@@ -577,15 +604,18 @@ def _heldout_scores(enc: _Encoded, models: tuple[str, ...], *, folds: int, repea
     kept_all = np.concatenate(kept_parts)  # stacked item -> enc item
     group_of_row = np.repeat(np.arange(groups), [t.size for t in train_parts])
     train_all = np.concatenate(train_parts)
-    stacked_item = offset[group_of_row] + np.concatenate(
-        [np.searchsorted(kept, enc.item[t]) for kept, t in zip(kept_parts, train_parts)])
+    # Each crowd's rows keep the encoding's (item, annotator) order and the crowds follow one
+    # another, so the stacked rows are already sorted by (stacked item, stacked annotator):
+    # X is built directly in CSR form, with its column indices sorted within each row.
+    stacked_item = np.cumsum(np.concatenate(new_parts)) - 1
     stacked_annotator = group_of_row * m + enc.annotator[train_all]
     label = enc.label[train_all]
-    X = sparse.csr_matrix((np.ones(label.size), (stacked_item, stacked_annotator * k + label)),
+    indptr = np.zeros(kept_all.size + 1, np.int64)
+    np.cumsum(np.bincount(stacked_item, minlength=kept_all.size), out=indptr[1:])
+    X = sparse.csr_matrix((np.ones(label.size), stacked_annotator * k + label, indptr),
                           shape=(kept_all.size, groups * m * k))
-    X.sort_indices()
-    order = np.lexsort((stacked_annotator, stacked_item))  # rows by (item, annotator), as X
-    stacked = _Encoded(stacked_item[order], stacked_annotator[order], label[order],
+    X.has_sorted_indices = True
+    stacked = _Encoded(stacked_item, stacked_annotator, label,
                        pd.RangeIndex(kept_all.size), pd.RangeIndex(groups * m), enc.classes, X)
     stacked_gold = np.flatnonzero(is_gold[kept_all])
 
@@ -606,7 +636,7 @@ def _heldout_scores(enc: _Encoded, models: tuple[str, ...], *, folds: int, repea
         post[anchored >= 0] = np.eye(k)[anchored[anchored >= 0]]
         # (n_test, k): the fold's confusion of each held-out row's annotator, over classes c.
         said = fit.confusion[test_group * m + enc.annotator[test_all], :, enc.label[test_all]]
-        scores[model] = float(np.log((post * said).sum(axis=1)).sum()) / test_all.size
+        scores[model] = float(np.log(_add_along(post * said, 1)).sum()) / test_all.size
     return pd.Series(scores, name="heldout_log_likelihood")
 
 
@@ -631,13 +661,16 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
     has its own class prior, pooled error pattern, shrinkage and stopping iteration, so the
     result is that of ``G`` separate fits. ``priors`` is then ``(G, k)``; ``n_iter`` is the
     iterations run until every crowd stopped, and ``log_likelihood`` and ``shrinkage`` are the
-    last crowd's (the comparison uses only the posteriors, confusions and priors).
+    last crowd's (the comparison uses only the posteriors, confusions and priors). A crowd
+    that stops leaves the stack (see ``drop``): the iterations after it cost only what the
+    crowds still running need.
     """
     k, n_all, m_all = enc.n_classes, len(enc.items), len(enc.annotators)
     m = m_all // groups
+    single = groups == 1
     if item_group is None:
         item_group = np.zeros(n_all, np.int64)
-    X, XT = enc.X, enc.X.T.tocsr()
+    X, XT = enc.X, enc.XT
     rows_per_group = np.maximum(np.bincount(item_group[enc.item], minlength=groups), 1)
     # Pseudo-counts added to each confusion row: `smoothing` spread evenly over the row plus
     # `smoothing` on the diagonal (a Dirichlet prior whose mode is "better than chance").
@@ -649,7 +682,6 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
     honesty, habit = np.full(m_all, 0.5), np.full((m_all, k), 1.0 / k)
     # shrinkage="auto": each crowd's position in SHRINKAGE_GRID, carried between M-steps.
     lam_at = np.full(groups, -1)
-    done = np.zeros(groups, bool)  # the crowds whose EM has stopped
 
     def anchor(post: np.ndarray) -> np.ndarray:
         if gold_rows.size:
@@ -657,11 +689,16 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
             post[gold_rows, gold_codes] = 1.0
         return post
 
+    # Inside the loop the confusion matrices are kept transposed, conf[a, l, c] = theta_a[c, l]
+    # (each annotator's columns, in X's column order a * k + l): the M-step's counts come out
+    # of X.T @ post in that order and the E-step's log_conf is a plain reshape of it, so no
+    # (n_annotators, k, k) array is transposed in the loop; rows of theta are normalised over
+    # axis 1. The result is transposed back once.
     def m_step(post: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         nonlocal honesty, habit, lam_at
-        # counts[a, c, l] = sum of P(z_i = c) over the items annotator a labelled l.
-        counts = np.asarray(XT @ post).reshape(m_all, k, k).transpose(0, 2, 1)
-        if groups == 1:
+        # counts[a, l, c] = sum of P(z_i = c) over the items annotator a labelled l.
+        counts = np.asarray(XT @ post).reshape(m_all, k, k)
+        if single:
             priors = post.sum(axis=0, keepdims=True) + 1.0
         else:
             priors = np.stack([np.bincount(item_group, weights=post[:, c], minlength=groups)
@@ -669,83 +706,114 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
         priors /= priors.sum(axis=1, keepdims=True)
         lam = np.zeros(groups)
         if model == "mace":
-            honesty, habit = _mace_update(counts, honesty, habit, smoothing)
-            conf = np.repeat(((1.0 - honesty)[:, None] * habit)[:, None, :], k, axis=1)
+            honesty, habit = _mace_update(counts.transpose(0, 2, 1), honesty, habit, smoothing)
+            conf = np.repeat(((1.0 - honesty)[:, None] * habit)[:, :, None], k, axis=2)
             conf[:, diag, diag] += honesty[:, None]
             return conf, priors, lam
-        right = np.trace(counts, axis1=1, axis2=2)
-        skill = (right + right_prior) / (counts.sum(axis=(1, 2)) + right_prior + wrong_prior)
+        right = _add_along(np.diagonal(counts, axis1=1, axis2=2), 1)
+        skill = (right + right_prior) / (counts.reshape(m_all, k * k).sum(axis=1) + right_prior + wrong_prior)
         # Where wrong answers go: uniform for the one-coin model; for the full model's
         # shrinkage target, each crowd's pooled pattern of errors (which classes get confused).
         if model == "one_coin":
             errors = np.ones((1, k, k))
         else:
-            errors = counts.reshape(groups, m, k, k).sum(axis=1) + alpha
+            errors = counts.reshape(groups, m, k, k).sum(axis=1) + alpha.T
         errors[:, diag, diag] = 0.0
-        errors /= np.maximum(errors.sum(axis=2, keepdims=True), np.finfo(float).tiny)
+        errors /= np.maximum(errors.sum(axis=1, keepdims=True), np.finfo(float).tiny)
         spread = errors[0] if model == "one_coin" else np.repeat(errors, m, axis=0)
         target = (1.0 - skill)[:, None, None] * spread
         target[:, diag, diag] = skill[:, None]
         if model == "one_coin":
-            return target / target.sum(axis=2, keepdims=True), priors, lam  # a no-op unless k == 1
+            return target / _add_along(target, 1, keepdims=True), priors, lam  # a no-op unless k == 1
         if shrinkage == "auto":
-            # Crowds that have stopped keep their values (see below): skip their search.
-            live = ~done
-            lam_at[live] = _eb_shrinkage(counts.reshape(groups, m, k, k)[live], alpha,
-                                         target.reshape(groups, m, k, k)[live], lam_at[live])
+            lam_at = _eb_shrinkage(counts.reshape(groups, m, k, k).transpose(0, 1, 3, 2), alpha,
+                                   target.reshape(groups, m, k, k).transpose(0, 1, 3, 2), lam_at)
             lam = np.asarray(SHRINKAGE_GRID)[lam_at]
         else:
             lam[:] = float(shrinkage)
-        conf = counts + alpha + np.repeat(lam, m)[:, None, None] * target
-        conf /= conf.sum(axis=2, keepdims=True)
+        conf = counts + alpha.T + np.repeat(lam, m)[:, None, None] * target
+        conf /= _add_along(conf, 1, keepdims=True)
         return conf, priors, lam
 
     def e_step(conf: np.ndarray, priors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # log_conf_by_column[a * k + l, c] = log conf[a, c, l], matching the columns of X.
-        log_conf = np.log(conf).transpose(0, 2, 1).reshape(m_all * k, k)
+        # log_conf[a * k + l, c] = log theta_a[c, l], matching the columns of X.
+        log_conf = np.log(conf).reshape(m_all * k, k)
         # Column-major, so the reductions over the k classes below run down contiguous columns.
         log_priors = np.log(priors)
-        joint = np.asfortranarray(X @ log_conf) + (log_priors if groups == 1 else log_priors[item_group])
+        joint = np.asfortranarray(X @ log_conf) + (log_priors if single else log_priors[item_group])
         top = np.maximum.reduce([joint[:, c] for c in range(k)])
         log_norm = top + np.log(np.add.reduce([np.exp(joint[:, c] - top) for c in range(k)]))
         post = np.exp(joint - log_norm[:, None])
         # log_norm[i] = log P(item i's labels), so this is the log-likelihood per annotation.
-        ll = (np.array([log_norm.sum()]) if groups == 1
+        ll = (np.array([log_norm.sum()]) if single
               else np.bincount(item_group, weights=log_norm, minlength=groups))
         return anchor(post), ll / rows_per_group
+
+    # Grouped fits: the crowds still running (their numbers in the stack given), their items
+    # and annotators (positions in enc), and each crowd's result from the iteration it stopped.
+    crowd_ids, item_ids, annotator_ids = np.arange(groups), np.arange(n_all), np.arange(m_all)
+    result = (np.empty((n_all, k)), np.empty((m_all, k, k)), np.empty((groups, k)), np.empty(groups),
+              np.empty(groups))
+
+    def keep(stopped: np.ndarray, post: np.ndarray, conf: np.ndarray, priors: np.ndarray,
+             lam: np.ndarray, ll: np.ndarray) -> None:
+        """Record the values of the crowds in ``stopped`` (a mask over the crowds running)."""
+        items, annotators = stopped[item_group], np.repeat(stopped, m)
+        result[0][item_ids[items]], result[1][annotator_ids[annotators]] = post[items], conf[annotators]
+        ids = crowd_ids[stopped]
+        result[2][ids], result[3][ids], result[4][ids] = priors[stopped], lam[stopped], ll[stopped]
+
+    def drop(stopped: np.ndarray) -> np.ndarray:
+        """Take the crowds in ``stopped`` out of the stack; the mask of the items kept. Each
+        crowd's sums run over its own items and annotators, in the same order as before, so
+        the crowds still running get the same values as if the others were there."""
+        nonlocal X, XT, item_group, groups, m_all, rows_per_group, gold_rows, gold_codes
+        nonlocal honesty, habit, lam_at, crowd_ids, item_ids, annotator_ids
+        running = ~stopped
+        items, annotators = running[item_group], np.repeat(running, m)
+        # X's rows of the items kept; a crowd's columns shift down by the crowds dropped before it.
+        shift = (np.cumsum(stopped) * (m * k))[X.indices // (m * k)]
+        entries = np.repeat(items, np.diff(X.indptr))
+        indptr = np.zeros(int(items.sum()) + 1, X.indptr.dtype)
+        np.cumsum(np.diff(X.indptr)[items], out=indptr[1:])
+        X = sparse.csr_matrix((X.data[entries], (X.indices - shift)[entries], indptr),
+                              shape=(indptr.size - 1, int(running.sum()) * m * k))
+        X.has_sorted_indices = True
+        XT = X.T.tocsr()
+        new_item = np.cumsum(items) - 1
+        gold_kept = items[gold_rows]
+        gold_rows, gold_codes = new_item[gold_rows[gold_kept]], gold_codes[gold_kept]
+        item_group = (np.cumsum(running) - 1)[item_group[items]]
+        groups, m_all = int(running.sum()), int(annotators.sum())
+        rows_per_group, lam_at = rows_per_group[running], lam_at[running]
+        honesty, habit = honesty[annotators], habit[annotators]
+        crowd_ids, item_ids, annotator_ids = crowd_ids[running], item_ids[items], annotator_ids[annotators]
+        return items
 
     counts = _vote_counts(enc)
     post = anchor(counts / counts.sum(axis=1, keepdims=True))
     conf, priors, lam = m_step(post)
     previous, n_iter, ll = np.full(groups, -np.inf), 0, np.full(groups, -np.inf)
-    final: tuple[np.ndarray, ...] | None = None
     for n_iter in range(1, max_iter + 1):
         post, ll = e_step(conf, priors)
         conf, priors, lam = m_step(post)
-        stop = ~done & (np.abs(ll - previous) < tol)
-        if groups == 1 and stop[0]:
+        stop = np.abs(ll - previous) < tol
+        if stop.all():
             break
         if stop.any():
-            # Keep each crowd's values from the iteration it stopped at.
-            if final is None:
-                final = (post.copy(), conf.copy(), priors.copy(), lam.copy(), ll.copy())
-            items, annotators = stop[item_group], np.repeat(stop, m)
-            final[0][items], final[1][annotators] = post[items], conf[annotators]
-            final[2][stop], final[3][stop], final[4][stop] = priors[stop], lam[stop], ll[stop]
-            done[stop] = True
-            if done.all():
-                post, conf, priors, lam, ll = final
-                break
+            keep(stop, post, conf, priors, lam, ll)
+            items, running = drop(stop), ~stop
+            post, conf, priors = post[items], conf[np.repeat(running, m)], priors[running]
+            lam, ll = lam[running], ll[running]
         previous = ll
-    else:
-        if final is not None:
-            # Crowds still running at max_iter keep their last values.
-            items, annotators = done[item_group], np.repeat(done, m)
-            post, conf = post.copy(), conf.copy()
-            post[items], conf[annotators] = final[0][items], final[1][annotators]
-            priors = np.where(done[:, None], final[2], priors)
-            lam, ll = np.where(done, final[3], lam), np.where(done, final[4], ll)
-    return _EMResult(post, conf, priors[0] if groups == 1 else priors, n_iter, float(ll[-1]), float(lam[-1]))
+    if single:
+        return _EMResult(post, np.ascontiguousarray(conf.transpose(0, 2, 1)), priors[0], n_iter,
+                         float(ll[0]), float(lam[0]))
+    # The crowds still running (all stopped together, or at max_iter) keep their last values.
+    keep(np.ones(groups, bool), post, conf, priors, lam, ll)
+    post, conf, priors, lam, ll = result
+    return _EMResult(post, np.ascontiguousarray(conf.transpose(0, 2, 1)), priors, n_iter,
+                     float(ll[-1]), float(lam[-1]))
 
 
 def _mace_update(counts: np.ndarray, honesty: np.ndarray, habit: np.ndarray,
@@ -755,13 +823,14 @@ def _mace_update(counts: np.ndarray, honesty: np.ndarray, habit: np.ndarray,
     ``(n_annotators, k, k)``, by :data:`_MACE_SWEEPS` fixed-point sweeps from the given
     values (see :class:`DawidSkene`)."""
     right = np.diagonal(counts, axis1=1, axis2=2)  # (m, k): said l about an item of class l
-    said = counts.sum(axis=1)  # (m, k): said l at all
+    said = _add_along(counts, 1)  # (m, k): said l at all
+    said_total = _add_along(said, 1)
     for _ in range(_MACE_SWEEPS):
         # The share of right answers that were honest rather than lucky spam.
         honest = right * (honesty[:, None] / (honesty[:, None] + (1.0 - honesty[:, None]) * habit))
-        honesty = (honest.sum(axis=1) + smoothing) / (said.sum(axis=1) + 2.0 * smoothing)
+        honesty = (_add_along(honest, 1) + smoothing) / (said_total + 2.0 * smoothing)
         habit = said - honest + smoothing
-        habit /= habit.sum(axis=1, keepdims=True)
+        habit /= _add_along(habit, 1, keepdims=True)
     return honesty, habit
 
 
@@ -782,26 +851,36 @@ def _eb_shrinkage(counts: np.ndarray, alpha: np.ndarray, target: np.ndarray, sta
     M-steps we checked (every fit of ``DawidSkene()`` and ``DawidSkene("full")`` on the 11
     real crowds of ``benchmarks/aggregation.py``).
     """
-    n = counts.sum(axis=3)
+    n = _add_along(counts, 3)
     grid = np.asarray(SHRINKAGE_GRID)
-    alpha_total, target_total = alpha.sum(axis=1), target.sum(axis=3)
+    alpha_total, target_total = alpha.sum(axis=1), _add_along(target, 3)
 
     def score(at: np.ndarray, crowds: np.ndarray | slice = slice(None)) -> np.ndarray:
+        # The two gammaln calls over (n_crowds, m, k, k) cells are most of the cost of the
+        # full model's fits; the arithmetic around them is done in place.
         lam = grid[at][:, None, None]
-        beta = alpha + lam[..., None] * target[crowds]
         total = alpha_total + lam * target_total[crowds]
-        return ((gammaln(total) - gammaln(total + n[crowds])).sum(axis=(1, 2))
-                + (gammaln(beta + counts[crowds]) - gammaln(beta)).sum(axis=(1, 2, 3)))
+        rows = gammaln(total)
+        rows -= gammaln(total + n[crowds])
+        beta = lam[..., None] * target[crowds]
+        beta += alpha
+        prior = gammaln(beta)
+        beta += counts[crowds]
+        cells = gammaln(beta, out=beta)
+        cells -= prior
+        return rows.reshape(len(at), -1).sum(axis=1) + cells.sum(axis=(1, 2, 3))
 
-    def score_moved(at: np.ndarray, to: np.ndarray, here: np.ndarray) -> np.ndarray:
+    def neighbours(at: np.ndarray, down: np.ndarray, up: np.ndarray, here: np.ndarray) -> np.ndarray:
         # At the ends of the grid a neighbour is the point itself: no need to score it again.
-        scores, moved = here.copy(), np.flatnonzero(to != at)
-        if moved.size:
-            scores[moved] = score(to[moved], moved)
+        # Both sides are scored in one call.
+        scores = np.stack([here, here])
+        side, crowd = np.nonzero(np.stack([down != at, up != at]))
+        if crowd.size:
+            scores[side, crowd] = score(np.where(side == 0, down[crowd], up[crowd]), crowd)
         return scores
 
     if (start < 0).any():
-        first = np.argmax([score(np.array([j]), slice(0, 1))[0] for j in range(grid.size)])
+        first = int(np.argmax(score(np.arange(grid.size), np.zeros(grid.size, np.int64))))
         if len(start) == 1:
             return np.array([first])  # the first of equal maxima, the smallest lambda
         start = np.where(start < 0, first, start)
@@ -809,7 +888,8 @@ def _eb_shrinkage(counts: np.ndarray, alpha: np.ndarray, target: np.ndarray, sta
     while True:
         down, up = np.maximum(at - 1, 0), np.minimum(at + 1, grid.size - 1)
         # Ties go to the smaller lambda, as in the full search.
-        candidates = np.stack([score_moved(at, down, here), here, score_moved(at, up, here)])
+        lower, upper = neighbours(at, down, up, here)
+        candidates = np.stack([lower, here, upper])
         best = np.argmax(candidates, axis=0)
         moved = np.choose(best, [down, at, up])
         if (moved == at).all():

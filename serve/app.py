@@ -26,12 +26,20 @@ Endpoints (JSON bodies described in :mod:`serve.payload`):
 - ``GET /v1/health``: 200 when a model is loaded, 503 before.
 - ``GET /v1/model``: the served model (name, alias, version, temperature...).
 - ``GET /v1/thresholds``: the Router's thresholds.
-- ``POST /v1/reload``: load the version the alias points at now, with no downtime.
+- ``PUT /v1/thresholds``: new thresholds on every Router replica (admin).
+- ``POST /v1/reload``: load the version the alias points at now, with no downtime (admin).
+- ``POST /v1/items``: ingest items into a label-store stream, scored and routed on arrival.
+- The task API (:mod:`serve.tasks`) and ``GET /metrics`` (Prometheus), with ``store_url``.
 
-Every refusal is ``{"error": {"field": ..., "message": ...}}`` with a 4xx status, and so is a
-500 (:mod:`serve.http`): a ``POST`` must be ``Content-Type: application/json`` (415), a body at
-most ``max_body_bytes`` (413); a request larger than a replica message (gRPC's 4 MiB) reaches
-the Scorer in parts.
+Auth (:mod:`serve.auth`): bearer tokens from the label store. Score and route need a client
+or admin token, model/thresholds/metrics any token, unless ``auth: none`` (a local demo);
+thresholds, reload and the task API always need one; ``/v1/health`` never does.
+
+Every refusal is ``{"error": {"field": ..., "message": ...}}`` with a 4xx status: 401 (no
+valid token, with ``WWW-Authenticate: Bearer``), 403 (wrong role, not your task), 404, 409
+(conflict), 413, 422 (invalid, the field named); and so is a 500 (:mod:`serve.http`): a
+``POST`` must be ``Content-Type: application/json`` (415), a body at most ``max_body_bytes``
+(413); a request larger than a replica message (gRPC's 4 MiB) reaches the Scorer in parts.
 
 Zero-downtime reload: the Scorer loads the new version in a worker thread while the old one
 keeps serving, then swaps one reference. A batch reads the reference once, so each request is
@@ -42,6 +50,7 @@ scored by exactly one version, named in its answer (``model.version``).
 # (Request) at run time, from a class Serve pickles by value, so they must be real objects.
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -49,7 +58,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
@@ -59,14 +68,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loop._redact import redact
 from loop.columns import ITEM, LABEL, LABEL_ISSUE_SCORE
-from loop.exceptions import LoopError, SchemaError
+from loop._validation import check_pred_probs
+from loop.columns import CONFIDENCE, ENTROPY, MARGIN, PREDICTED, REASON, ROUTE, RUNNER_UP
+from loop.exceptions import ConflictError, ForbiddenError, LoopError, NotFoundError, SchemaError
 from loop.routing import RoutingThresholds, route, score_items
+from loop.store import LabelStore, Principal
 
 from . import review
 from .args import APP_NAME, AppArgs
+from .auth import AUTH_RESPONSES, AuthError, Services, any_role, scoring_access
 from .http import JsonApiGuard, read_body
+from .labelstudio import LabelStudioBackend
+from .labelstudio import router as labelstudio_router
 from .payload import (NO_LABEL, BadRequest, ParsedRequest, ScoreRequest, check_label_codes, chunk_bounds,
                       encode_answer, error_body, parse_request)
+from .tasks import IngestRequest, admin_role, client_role, router as task_router
 
 __all__ = ["APP_NAME", "AppArgs", "Router", "Scorer", "build_app"]
 
@@ -292,9 +308,32 @@ _REQUEST_BODY = {"requestBody": {"required": True, "content": {
     _JSON: {"schema": ScoreRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
 
 
+api.include_router(labelstudio_router)  # Label Studio's ML backend protocol under /labelstudio
+
+
 @api.exception_handler(BadRequest)
 async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
+
+
+@api.exception_handler(AuthError)
+async def _auth_error(request: Request, exc: AuthError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+@api.exception_handler(NotFoundError)
+async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+    return JSONResponse(error_body(_schema_field(str(exc)), str(exc)), status_code=404)
+
+
+@api.exception_handler(ForbiddenError)
+async def _forbidden(request: Request, exc: ForbiddenError) -> JSONResponse:
+    return JSONResponse(error_body(None, str(exc)), status_code=403)
+
+
+@api.exception_handler(ConflictError)
+async def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
+    return JSONResponse(error_body(_schema_field(str(exc)), str(exc)), status_code=409)
 
 
 @api.exception_handler(SchemaError)
@@ -317,6 +356,8 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     return JSONResponse(error_body(None, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
+
+api.include_router(task_router)
 
 # The helpers the Router calls are defined above it: @serve.ingress makes a class that
 # Serve pickles by value when the decorator runs, with the globals defined by then.
@@ -352,6 +393,63 @@ def _schema_field(message: str) -> str | None:
     return message[start + 1:end] if 0 <= start < end else None
 
 
+_CALLER = "caller"  # the model version of predictions the caller brought
+_ERROR_DOC = {"description": "Refused: error.field and error.message say why"}
+_SCORING_RESPONSES = {**AUTH_RESPONSES, 413: _ERROR_DOC, 422: _ERROR_DOC}
+_ADMIN_RESPONSES = {**AUTH_RESPONSES, 422: _ERROR_DOC, 503: _ERROR_DOC}
+
+
+def _ingest_ids(body: IngestRequest) -> list[str]:
+    ids = [str(it.item_id) for it in body.items]
+    for k, it in enumerate(body.items):
+        if (it.features is None) == (it.probabilities is None):
+            raise BadRequest(f"items.{k}", "Each item needs either 'features' or 'probabilities' (not both).")
+    if len(set(ids)) != len(ids):
+        raise BadRequest("items.item_id", "Item ids must be distinct within a request.")
+    return ids
+
+
+def _ingest_payload(item: Any) -> dict[str, Any] | None:
+    # Features travel in the payload: the task preview finds the nearest resolved examples by them.
+    if item.features is None:
+        return item.payload
+    return {**(item.payload or {}), "features": list(item.features)}
+
+
+def _signal_json(row: Any, classes: tuple[str, ...]) -> dict[str, Any]:
+    def name(code: Any) -> Any:
+        return classes[int(code)] if isinstance(code, (int, np.integer)) and 0 <= code < len(classes) else code
+
+    return {PREDICTED: name(getattr(row, PREDICTED)), RUNNER_UP: name(getattr(row, RUNNER_UP)),
+            CONFIDENCE: float(getattr(row, CONFIDENCE)), MARGIN: float(getattr(row, MARGIN)),
+            ENTROPY: float(getattr(row, ENTROPY))}
+
+
+def _deploy_thresholds(user_config: dict[str, Any]) -> None:
+    """Deploy the running Serve config again with the Router's ``user_config`` replaced."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    client = _get_global_client()
+    details = client.get_serve_details()
+    apps = []
+    for name, app in (details.get("applications") or {}).items():
+        config = app.get("deployed_app_config")
+        if config is None:
+            raise BadRequest("thresholds", f"Serve app {name!r} was not deployed from a config file, so it cannot be "
+                             "redeployed with new thresholds; deploy it with `serve deploy`.", status=409)
+        if name == APP_NAME:
+            deployments = [d for d in config.get("deployments") or [] if d.get("name") != "Router"]
+            router = next((d for d in config.get("deployments") or [] if d.get("name") == "Router"), {"name": "Router"})
+            config = {**config, "deployments": [*deployments, {**router, "user_config": user_config}]}
+        apps.append(config)
+    document = {"applications": apps}
+    for key in ("proxy_location", "http_options", "grpc_options", "target_capacity"):
+        if details.get(key) is not None:
+            document[key] = details[key]
+    client.deploy_apps(ServeDeploySchema.model_validate(document))
+
+
 @serve.deployment(name="Router", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.25})
 @serve.ingress(api)
 class Router:
@@ -367,6 +465,9 @@ class Router:
     def __init__(self, scorer: DeploymentHandle, args: dict[str, Any]) -> None:
         self._scorer = scorer
         self._args = AppArgs.model_validate(args)
+        store = None if self._args.store_url is None else LabelStore(self._args.store_url)
+        # What the task API and auth dependencies use (serve.auth.get_services finds it here).
+        self.services = Services(store, auth=self._args.auth, task_sla_hours=self._args.task_sla_hours)
         self._thresholds = RoutingThresholds()
         self._reconfigured = 0
         # The served model's class count as last seen (for the size of the Scorer's answers);
@@ -374,13 +475,14 @@ class Router:
         self._n_classes: int | None = None
         self._route.set_max_batch_size(self._args.max_batch_size)
         self._route.set_batch_wait_timeout_s(self._args.batch_wait_timeout_s)
+        self.label_studio = LabelStudioBackend.for_router(self)
 
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         self._thresholds = RoutingThresholds.from_dict(user_config or {})
         self._reconfigured += 1
 
-    @api.post("/v1/score", openapi_extra=_REQUEST_BODY)
-    async def score(self, request: Request) -> Response:
+    @api.post("/v1/score", openapi_extra=_REQUEST_BODY, responses=_SCORING_RESPONSES)
+    async def score(self, request: Request, _: Principal | None = Depends(scoring_access)) -> Response:
         parsed = self._parse(await read_body(request, self._args.max_body_bytes))
         if parsed.label_issue_scores is not None:
             raise BadRequest("label_issue_scores", "Label-issue scores are an input of the Router: send "
@@ -392,8 +494,8 @@ class Router:
         scored = await self._score(parsed, keep)
         return _answer(_with_ids(scored.scores, parsed.item_ids), scored.probs, parsed.compact, scored)
 
-    @api.post("/v1/route", openapi_extra=_REQUEST_BODY)
-    async def route(self, request: Request) -> Response:
+    @api.post("/v1/route", openapi_extra=_REQUEST_BODY, responses=_SCORING_RESPONSES)
+    async def route(self, request: Request, _: Principal | None = Depends(scoring_access)) -> Response:
         """Signals plus ``route, reason, priority``; with ``label_issue_scores`` (shape (n,), in
         [0, 1]) the caller's label-issue scores (e.g. computed with the annotators' labels as
         evidence) replace the Scorer's own. With ``probabilities`` (shape (n, k)) instead of
@@ -437,23 +539,110 @@ class Router:
             return JSONResponse({"status": "no_model", "model": None}, status_code=503)
         return JSONResponse({"status": "ok", "model": {k: info[k] for k in ("name", "alias", "version")}})
 
-    @api.get("/v1/model")
-    async def model(self) -> JSONResponse:
+    @api.get("/v1/model", responses=AUTH_RESPONSES)
+    async def model(self, _: Principal | None = Depends(any_role)) -> JSONResponse:
         info = await _unwrap(self._scorer.model_info.remote())
         if info is None:
             raise NoModel(f"No version of model {self._args.model_name!r} has alias {self._args.alias!r} "
                           "loaded yet: register one, set the alias, then POST /v1/reload.")
         return JSONResponse(info)
 
-    @api.get("/v1/thresholds")
-    async def thresholds(self) -> JSONResponse:
+    @api.get("/v1/thresholds", responses=AUTH_RESPONSES)
+    async def thresholds(self, _: Principal | None = Depends(any_role)) -> JSONResponse:
         return JSONResponse({"thresholds": self._thresholds.to_dict(), "reconfigured": self._reconfigured,
                              "replica": serve.get_replica_context().replica_id.unique_id})
 
-    @api.post("/v1/reload")
-    async def reload(self) -> JSONResponse:
+    @api.put("/v1/thresholds", status_code=202, responses=_ADMIN_RESPONSES, openapi_extra={"requestBody": {
+        "required": True, "content": {_JSON: {"schema": {"type": "object", "description":
+                                                         "RoutingThresholds.to_dict() form"}}}}})
+    async def set_thresholds(self, request: Request, principal: Principal = Depends(admin_role)) -> JSONResponse:
+        """New thresholds for every Router replica: the app's Serve config is deployed again
+        with them as the Router's ``user_config`` (what ``serve deploy`` with an edited file
+        does), so Serve calls :meth:`reconfigure` on each replica, and on replicas started
+        later; nothing restarts. 202: the replicas take them within moments (``GET
+        /v1/thresholds`` shows them). A redeploy of the original file later brings its own."""
+        try:
+            body = json.loads(await read_body(request, self._args.max_body_bytes))
+        except ValueError:
+            raise BadRequest(None, "The body must be a JSON object of thresholds.") from None
+        if not isinstance(body, dict):
+            raise BadRequest(None, "The body must be a JSON object of thresholds.")
+        thresholds = RoutingThresholds.from_dict(body)  # SchemaError (422) names the key
+        await asyncio.to_thread(_deploy_thresholds, thresholds.to_dict())
+        logger.info("Thresholds redeployed by %s", principal.name)
+        return JSONResponse({"thresholds": thresholds.to_dict(), "status": "reconfiguring"}, status_code=202)
+
+    @api.post("/v1/reload", responses=_ADMIN_RESPONSES)
+    async def reload(self, _: Principal = Depends(admin_role)) -> JSONResponse:
         return JSONResponse(await _unwrap(self._scorer.reload.remote()))
 
+    @api.post("/v1/items", responses={**_ADMIN_RESPONSES, 404: _ERROR_DOC, 409: _ERROR_DOC, 413: _ERROR_DOC})
+    async def ingest(self, body: IngestRequest, principal: Principal = Depends(client_role)) -> JSONResponse:
+        """Ingest items into a stream (idempotent by item id): each is stored, scored (or
+        takes the caller's ``probabilities``) and routed, and the prediction (probabilities,
+        signals, route, reason) is stored under the served model version (``name/version``, or
+        ``caller``). An item ingested again keeps its stored prediction from the same model.
+        No task is created here: the round driver (or an admin) plans them from the routes."""
+        store = self.services.store
+        if store is None:
+            raise BadRequest("store_url", "This app has no label store: deploy it with store_url.", status=503)
+        if len(body.items) > self._args.max_rows_per_request:
+            raise BadRequest("items", f"At most {self._args.max_rows_per_request} items per request; got "
+                             f"{len(body.items)}.", status=413)
+        stream = await self.services.run(store.stream, body.stream)
+        ids = _ingest_ids(body)
+        known = await self.services.run(store.known_items, body.stream, ids)
+        stored = (await self.services.run(store.latest_predictions, body.stream, ids)).set_index(ITEM)
+        routed: dict[str, tuple[str, str | None, str | None]] = {}
+        predictions, models = [], []
+        for mode in ("features", "probabilities"):
+            rows = [(k, it) for k, it in enumerate(body.items) if getattr(it, mode) is not None]
+            if not rows:
+                continue
+            scored, model = await self._score_for_ingest(mode, rows, stream.classes)
+            frame = pd.concat([scored.scores, await self._route(scored.scores)], axis=1)
+            models.append(model)
+            for (k, it), row, p in zip(rows, frame.itertuples(index=False), scored.probs):
+                key = str(it.item_id)
+                if key in stored.index and stored.at[key, "model_version"] == model:
+                    routed[key] = (model, stored.at[key, ROUTE], stored.at[key, REASON])  # a retry
+                    continue
+                routed[key] = (model, getattr(row, ROUTE), getattr(row, REASON))
+                predictions.append((model, {ITEM: key, "probs": p.tolist(), ROUTE: getattr(row, ROUTE),
+                                            "signals": _signal_json(row, stream.classes),
+                                            REASON: getattr(row, REASON)}))
+        items = [{ITEM: str(it.item_id), "payload": _ingest_payload(it)} for it in body.items]
+        await self.services.run(store.add_items, body.stream, items, actor=principal.name)
+        for model in dict.fromkeys(models):
+            rows = [p for m, p in predictions if m == model]
+            if rows:
+                await self.services.run(store.add_model_version, model, uri=None if model == _CALLER else
+                                        f"models:/{model}")
+                await self.services.run(store.add_predictions, body.stream, model, rows, actor=principal.name)
+        return JSONResponse({"stream": body.stream, "items": [
+            {ITEM: str(it.item_id), "new": str(it.item_id) not in known, "model_version": routed[str(it.item_id)][0],
+             ROUTE: routed[str(it.item_id)][1], REASON: routed[str(it.item_id)][2]} for it in body.items]})
+
+    async def _score_for_ingest(self, mode: str, rows: list, classes: tuple[str, ...]) -> tuple[Scored, str]:
+        values = [getattr(it, mode) for _, it in rows]
+        if len({len(v) for v in values}) != 1:
+            raise BadRequest(f"items.{mode}", f"Every item's {mode} must have the same length.")
+        array = np.asarray(values, dtype=np.float64)
+        if mode == "features":
+            # Through _score: asked in parts when the features pass a replica message.
+            scored = await self._score(ParsedRequest(item_ids=list(range(len(array))), features=array, labels=None,
+                                                     compact=False, return_probabilities=True,
+                                                     label_issue_scores=None, probabilities=None), True)
+            model = f"{scored.model['name']}/{scored.model['version']}"
+        else:
+            probs = check_pred_probs(array, "probabilities")
+            scored = Scored(probs=probs, scores=_signals(probs, None, list(classes)), model=None, classes=list(classes))
+            model = _CALLER
+        if scored.probs.shape[1] != len(classes):
+            raise BadRequest(f"items.{mode}", f"Stream classes {list(classes)} are {len(classes)}; the "
+                             f"{'model' if mode == 'features' else 'caller'} gives {scored.probs.shape[1]} "
+                             "probabilities per item.")
+        return scored, model
     async def _score(self, parsed: ParsedRequest, keep_probabilities: bool) -> Scored:
         """The Scorer's answer for a request's features, asked in parts that fit a replica message.
 

@@ -7,7 +7,7 @@ as a plain mapping; :class:`AppArgs` checks it once, before any replica starts.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_serializer, field_validator
 
@@ -15,9 +15,42 @@ from loop.routing import RoutingThresholds
 
 from .http import DEFAULT_MAX_BODY_BYTES
 
-__all__ = ["APP_NAME", "AppArgs"]
+__all__ = ["APP_NAME", "AppArgs", "LabelStudioArgs"]
 
 APP_NAME = "labelloop"
+
+
+class LabelStudioArgs(BaseModel):
+    """The Label Studio ML backend the Router serves under ``/labelstudio`` (:mod:`serve.labelstudio`).
+
+    Parameters
+    ----------
+    stream : str
+        The store's stream the Label Studio project labels.
+    from_name, to_name, reason_name : str
+        The labelling config's ``Choices``, the object it labels, and the read-only
+        ``TextArea`` that shows the route's reason.
+    features_key : str, default="features"
+        Where a task's data (or its item's payload in the store) holds the model's features.
+    url : str, optional
+        Label Studio's address, to look up the email of the user a webhook names by id.
+    token_env : str, optional
+        The environment variable (in the replicas) holding a Label Studio API token for that.
+    webhook_token_env : str, default="LABELLOOP_WEBHOOK_TOKEN"
+        The environment variable holding the bearer token Label Studio's webhook must send,
+        until the store's tokens (``serve.auth``) check it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stream: str = Field(min_length=1)
+    from_name: str = Field("label", min_length=1)
+    to_name: str = Field("text", min_length=1)
+    reason_name: str = Field("reason", min_length=1)
+    features_key: str = Field("features", min_length=1)
+    url: str | None = None
+    token_env: str | None = None
+    webhook_token_env: str = Field("LABELLOOP_WEBHOOK_TOKEN", min_length=1)
 
 
 class AppArgs(BaseModel):
@@ -71,6 +104,20 @@ class AppArgs(BaseModel):
     allow_pickle : bool, default=False
         Whether the Scorer may load model flavours that unpickle, and so run code, when they
         load (:func:`serve.registry.load_model`).
+    store_url : str, optional
+        The label store (``sqlite:////abs/labels.db``, ``postgresql://...``): the task API's
+        streams, tasks and answers, and the bearer tokens. Without it the app only scores and
+        routes.
+    auth : "token" or "none", default="token"
+        ``token``: every endpoint but ``/v1/health`` needs a bearer token issued by the store
+        (``labelloop tokens issue``); without ``store_url`` no token can be checked, and every
+        such request gets 401 saying so. ``none``: the scoring
+        endpoints (score, route, model, thresholds, metrics) need no token, for a local demo;
+        the task and admin endpoints still do.
+    task_sla_hours : float > 0, default=24
+        When a task created through the API (or a dispute) is due, unless the request says.
+    label_studio : LabelStudioArgs or mapping, optional
+        Serve Label Studio's ML backend protocol under ``/labelstudio`` for this stream.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -91,6 +138,10 @@ class AppArgs(BaseModel):
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
     trusted_modules: list[StrictStr] = Field(default_factory=list)
     allow_pickle: bool = False
+    store_url: str | None = Field(None, min_length=1)
+    auth: Literal["token", "none"] = "token"
+    task_sla_hours: float = Field(24.0, gt=0)
+    label_studio: LabelStudioArgs | None = None
 
     @field_validator("thresholds", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ which is several times cheaper to encode and parse than rows of JSON numbers; pa
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,9 @@ from loop.columns import CONFIDENCE, ENTROPY, LABEL_ISSUE_SCORE, MARGIN, PRIORIT
 from .exceptions import RequestError, ServeError, ServiceUnavailable
 from .payload import decode_b64_array, encode_b64_array, probabilities_problem
 
-__all__ = ["ROUTE_COLUMNS", "SCORE_COLUMNS", "ServeClient"]
+__all__ = ["ROUTE_COLUMNS", "SCORE_COLUMNS", "TOKEN_ENV_VAR", "ServeClient"]
+
+TOKEN_ENV_VAR = "LABELLOOP_TOKEN"
 
 ROUTE_COLUMNS = (*SCORE_COLUMNS, ROUTE, REASON, PRIORITY)
 _FLOAT_COLUMNS = (CONFIDENCE, MARGIN, ENTROPY, LABEL_ISSUE_SCORE, PRIORITY)
@@ -55,6 +58,9 @@ class ServeClient:
         Most rows per request; larger batches are split.
     session : requests.Session, optional
         Reuse a session (connection pool, auth headers, proxies).
+    token : str, optional
+        A bearer token (:mod:`serve.auth`): a client token scores and routes, an admin token
+        also reloads. Default ``$LABELLOOP_TOKEN``; none for an app with ``auth: none``.
 
     Raises
     ------
@@ -68,7 +74,7 @@ class ServeClient:
 
     def __init__(self, base_url: str, *, compact: bool = True, dtype: str = "float64",
                  timeout: float = 60.0, chunk_size: int = 4096,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None, token: str | None = None) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise fail("base_url", "an http(s) URL such as 'http://127.0.0.1:8000'", repr(base_url))
         self.base_url = base_url.rstrip("/")
@@ -77,6 +83,9 @@ class ServeClient:
         self.timeout = float(timeout)
         self.chunk_size = check_int(chunk_size, "chunk_size", low=1)
         self._session = session or requests.Session()
+        token = token if token is not None else os.environ.get(TOKEN_ENV_VAR)
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
 
     # -- scoring -------------------------------------------------------------------------
 

@@ -11,19 +11,22 @@ whose ``annotations`` hold ``completed_by``, ``result``, ``lead_time``, ``create
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .._validation import _describe, fail
+from .._validation import fail
+from ..labelstudio import TASK_ID as TASK_ID_KEY
+from ..labelstudio import ControlNames, item_of, parse_answer, prediction, task_ids_of
 from ..columns import ANNOTATOR, ITEM, LABEL, REASON, SECONDS
 from . import _schema as S
 from ._columns import (CONFIDENCE, CREATED_AT, EVIDENCE, GUIDELINE_VERSION, IDEMPOTENCY_KEY, METHOD, RATIONALE,
-                       SUGGESTION, SUGGESTION_CONFIDENCE, SUPERSEDES, SUPERSEDES_KEY, TASK_ID)
+                       SUGGESTION, SUGGESTION_CONFIDENCE, SUPERSEDES, SUPERSEDES_KEY)
 from ._convert import lookup
 from ._records import Stream
 
@@ -114,78 +117,86 @@ def item_payloads(conn: Connection, stream: Stream, external: list[str]) -> dict
 
 
 def latest_predictions(conn: Connection, stream: Stream, external: list[str],
-                       model_version: str | None) -> dict[str, tuple[str, list[float]]]:
-    """The newest prediction per item (of ``model_version`` when given): name and probs."""
+                       model_version: str | None) -> dict[str, tuple[str, list[float], str | None]]:
+    """The newest prediction per item (of ``model_version`` when given): name, probs, reason."""
     p, i, m = S.predictions, S.items, S.model_versions
     where = i.c.stream_id == stream.id
     if model_version is not None:
         where = where & (m.c.name == model_version)
-    query = (sa.select(i.c.external_id, m.c.name, p.c.probs).join(i, i.c.id == p.c.item_id)
+    query = (sa.select(i.c.external_id, m.c.name, p.c.probs, p.c.reason).join(i, i.c.id == p.c.item_id)
              .join(m, m.c.id == p.c.model_version_id).where(where, i.c.external_id.in_(external)).order_by(p.c.id))
-    return {e: (name, probs) for e, name, probs in conn.execute(query)}
+    return {e: (name, probs, reason) for e, name, probs, reason in conn.execute(query)}
+
+
+def task_data(ext: str, payload: Any, ref: str | None, to_name: str) -> dict[str, Any]:
+    """An item's Label Studio task data: its payload's fields (or the payload under
+    ``to_name``), the payload reference under ``to_name``, and its ``item_id``."""
+    data = dict(payload) if isinstance(payload, dict) else ({to_name: payload} if payload is not None else {})
+    if ref is not None:
+        data.setdefault(to_name, ref)
+    data[ITEM] = ext
+    return data
 
 
 def label_studio_tasks(stream: Stream, tasks: pd.DataFrame, items: dict, preds: dict, path: str | Path | None, *,
-                       from_name: str, to_name: str) -> list[dict]:
+                       names: ControlNames) -> list[dict]:
     out = []
     for task in tasks.itertuples(index=False):
         ext = getattr(task, ITEM)
         payload, ref = items.get(ext, (None, None))
-        data = dict(payload) if isinstance(payload, dict) else ({to_name: payload} if payload is not None else {})
-        if ref is not None:
-            data.setdefault(to_name, ref)
-        data.update({ITEM: ext, "labelloop_task_id": int(task.task_id)})
+        data = task_data(ext, payload, ref, names.to_name)
+        data[TASK_ID_KEY] = int(task.task_id)
         entry: dict[str, Any] = {"data": data}
-        if ext in preds:
-            name, probs = preds[ext]
-            best = int(np.argmax(probs))
-            entry["predictions"] = [{"model_version": name, "score": float(probs[best]), "result": [{
-                "id": f"labelloop-{int(task.task_id)}", "from_name": from_name, "to_name": to_name,
-                "type": "choices", "value": {"choices": [stream.classes[best]]}}]}]
+        if ext in preds and not bool(getattr(task, "blind", False)):
+            name, probs, reason = preds[ext]
+            entry["predictions"] = [prediction(stream.classes, np.asarray(probs), model_version=name, reason=reason,
+                                               names=names, result_id=f"labelloop-{int(task.task_id)}")]
         out.append(entry)
     if path is not None:
         Path(path).write_text(json.dumps(out, indent=1))
     return out
 
 
-def _annotator_name(completed_by: Any) -> str:
-    if isinstance(completed_by, dict):
-        return str(completed_by.get("email") or completed_by.get("id"))
-    return str(completed_by)
+# The columns annotations_from_label_studio adds beyond add_annotations' own.
+LS_USER: Final = "label_studio_user"
+LS_ANNOTATION: Final = "label_studio_annotation_id"
+LS_TASKS: Final = "labelloop_task_ids"
 
 
-def annotations_from_label_studio(stream: Stream, source: str | Path | list, *, from_name: str | None) -> pd.DataFrame:
+def annotations_from_label_studio(stream: Stream, source: str | Path | list, *, from_name: str | None,
+                                  users: Mapping[int, str] | None = None) -> pd.DataFrame:
     """Rows for add_annotations from a Label Studio JSON export: one per (task, annotation)
-    with a ``choices`` result; cancelled (skipped) annotations are left out."""
+    with a ``choices`` result; cancelled (skipped) annotations are left out.
+
+    ``label_studio_user`` is the annotator's email: given by the export, or looked up in
+    ``users`` (user id -> email, from ``GET /api/users/``) when the export names the user by
+    id; ``labelloop_task_ids`` are the labelloop tasks the Label Studio task stands for."""
     tasks = json.loads(Path(source).read_text()) if isinstance(source, (str, Path)) else source
     if not isinstance(tasks, list):
         raise fail("source", "a Label Studio JSON export (a list of tasks)", f"a {type(tasks).__name__}")
     rows = []
     for n, task in enumerate(tasks):
         data = task.get("data", {}) if isinstance(task, dict) else {}
-        if ITEM not in data:
-            raise fail("source", f"tasks whose data holds {ITEM!r} (as export_label_studio writes)",
-                       f"task {n} with data keys {sorted(data)}")
+        item = item_of(data, f"task {n}")
+        candidates = task_ids_of(data)
         for ann in task.get("annotations", []):
-            if ann.get("was_cancelled"):
+            answer = parse_answer(ann, from_name=from_name, where=f"task {n}")
+            if answer is None:
                 continue
-            choices = [r for r in ann.get("result", []) if r.get("type") == "choices"
-                       and (from_name is None or r.get("from_name") == from_name)]
-            if not choices:
-                continue
-            texts = [t for r in ann.get("result", []) if r.get("type") == "textarea" for t in r["value"].get("text", [])]
-            picked = choices[0]["value"].get("choices", [])
-            if len(picked) != 1:
-                raise fail(LABEL, "exactly one chosen class per annotation", f"{_describe(picked)} in task {n}")
-            rows.append({ITEM: str(data[ITEM]), ANNOTATOR: _annotator_name(ann.get("completed_by")),
-                         LABEL: picked[0], SECONDS: ann.get("lead_time"),
-                         RATIONALE: "\n".join(texts) if texts else None,
-                         TASK_ID: data.get("labelloop_task_id"),
-                         CREATED_AT: ann.get("created_at") or pd.Timestamp.now(tz="UTC").isoformat(),
-                         IDEMPOTENCY_KEY: f"labelstudio:{ann.get('id')}" if ann.get("id") is not None else None})
+            rows.append({ITEM: item, LS_USER: user_email(answer.user, users, f"task {n}"), LABEL: answer.label,
+                         SECONDS: answer.seconds, RATIONALE: answer.rationale,
+                         CREATED_AT: answer.created_at or pd.Timestamp.now(tz="UTC").isoformat(),
+                         IDEMPOTENCY_KEY: answer.key, LS_ANNOTATION: answer.annotation_id, LS_TASKS: candidates})
     if not rows:
         raise fail("source", "at least one completed choices annotation", "none")
-    frame = pd.DataFrame(rows)
-    if frame[TASK_ID].isna().all():
-        frame = frame.drop(columns=TASK_ID)
-    return frame
+    return pd.DataFrame(rows)
+
+
+def user_email(user: int | str, users: Mapping[int, str] | None, where: str) -> str:
+    """The email of a Label Studio user named by id (looked up in ``users``) or by email."""
+    if isinstance(user, str) and not user.isdigit():
+        return user
+    if users is None or int(user) not in users:
+        raise fail("completed_by", "a Label Studio user whose email is known (pass users={id: email}, as "
+                   "`labelloop labelstudio sync` does from GET /api/users/)", f"user id {user} in {where}")
+    return users[int(user)]

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -63,8 +62,6 @@ EXAMPLE_POOL: Final = 2000
 DISPLAY_KEYS: Final = ("display", "text", "title")
 SLA_ACTOR: Final = "sla"
 
-StreamOf = Callable[[int], Stream]
-
 
 # ----------------------------------------------------------------------------- claiming
 
@@ -79,7 +76,9 @@ def candidates(conn: Connection, annotator_id: int, tier: int, stream_ids: list[
     """The most urgent open tasks the annotator may take: task_id, stream_id, item_id."""
     t, a, d = S.tasks, S.annotations, S.disputes
     mine = S.tasks.alias("mine")
-    labelled = sa.exists().where(a.c.item_id == t.c.item_id, a.c.annotator_id == annotator_id)
+    # stream_id too, so that the lookup uses the (stream_id, item_id) index of annotations.
+    labelled = sa.exists().where(a.c.stream_id == t.c.stream_id, a.c.item_id == t.c.item_id,
+                                 a.c.annotator_id == annotator_id)
     holds = sa.exists().where(mine.c.item_id == t.c.item_id, mine.c.annotator_id == annotator_id,
                               mine.c.status.in_(("assigned", "done")))
     raised = sa.exists().where(d.c.adjudication_task_id == t.c.id, d.c.annotator_id == annotator_id)

@@ -201,8 +201,11 @@ def test_three_rounds_with_people_lower_the_estimated_error(tmp_path, store_url)
 def test_a_restarted_service_takes_up_its_items_without_recording_them_twice(tmp_path) -> None:
     x, ids, truth, initial, crowd = _world()
     url = f"sqlite:///{tmp_path / 'labels.db'}"
+    # MLflow's registry: the second session's models are new versions (the store's predictions
+    # are named by the champion's version).
     cfg = parse_config({"program": {"name": "live", "audit_rate": 0.25, "budget_per_round": 25.0},
-                        "tracking": {"uri": "none"}, "store": {"url": url}, "gate": {"max_ece": 0.5},
+                        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "restart"},
+                        "store": {"url": url}, "gate": {"max_ece": 0.5},
                         "live": {"stream": STREAM, "sla_seconds": 600, "round_items": ROUND_ITEMS,
                                  "poll_seconds": 30}})
     clock = _Clock()

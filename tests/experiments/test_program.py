@@ -501,3 +501,16 @@ def test_a_long_program_fits_on_a_bounded_sample(small_cfg, small_world, monkeyp
     result = run_program(small_cfg.replace(strategy="tiered", max_fit_items=100), world=small_world)
     assert trained == [80, 100, 100] and set(fitted) == {100}
     assert result.final_error_rate < result.initial_error_rate
+
+
+def test_the_store_holds_the_champions_predictions_to_pre_annotate_with(tiered_run):
+    result, store, _ = tiered_run
+    # Every item has the champion's prediction; the routed ones carry the route's reason.
+    items = store.annotations_frame(result.stream)[ITEM].unique()
+    known = store.item_data(result.stream, items)
+    assert set(known) == set(items) and all(v["prediction"] is not None for v in known.values())
+    reasons = [v["prediction"][2] for v in known.values()]
+    assert any(reasons)
+    store.add_tasks(result.stream, [{ITEM: items[0], "idempotency_key": "label-studio-check"}])
+    prediction = store.export_label_studio(result.stream)[-1]["predictions"][0]
+    assert prediction["model_version"].startswith(f"{result.stream}@") and 0 < prediction["score"] <= 1

@@ -596,7 +596,7 @@ def test_glad_thin_data_gold_and_a_single_class(small_annotations):
 
 
 def separate_fold_fits(annotations: pd.DataFrame, *, folds: int, repeats: int, seed: int,
-                       gold: pd.Series | None = None) -> pd.Series:
+                       gold: pd.Series | None = None, max_iter: int = 100) -> pd.Series:
     """`model_scores_` computed the plain way: one EM per (repeat, fold, model)."""
     from loop.aggregate import MODELS, _encode, _fit_em, _gold_codes, _subset
 
@@ -616,7 +616,7 @@ def separate_fold_fits(annotations: pd.DataFrame, *, folds: int, repeats: int, s
             seen = (pos < kept.size) & (kept[np.minimum(pos, kept.size - 1)] == enc.item[test])
             scored += test.size
             for model in MODELS:
-                fit = _fit_em(sub, model, smoothing=1.0, shrinkage="auto", max_iter=100, tol=1e-4,
+                fit = _fit_em(sub, model, smoothing=1.0, shrinkage="auto", max_iter=max_iter, tol=1e-4,
                               gold_rows=np.searchsorted(kept, gold_rows[known]),
                               gold_codes=gold_codes[known])
                 post = np.where(seen[:, None], fit.posteriors[np.minimum(pos, kept.size - 1)], fit.priors)
@@ -638,6 +638,18 @@ def test_grouped_fold_fits_score_as_separate_fits(world):
     gold = pd.Series(truth[:6], index=pd.RangeIndex(6, name=ITEM))
     auto = DawidSkene(cv_repeats=3, random_state=7).fit(annotations, gold=gold)
     expected = separate_fold_fits(annotations, folds=5, repeats=3, seed=7, gold=gold)
+    np.testing.assert_allclose(auto.model_scores_.to_numpy(), expected.to_numpy(), rtol=1e-9)
+
+
+@pytest.mark.parametrize("max_iter", [8, 10, 12])
+def test_grouped_fold_fits_cut_at_max_iter_score_as_separate_fits(max_iter):
+    """Crowds that stop leave the grouped EM while the others run on; when max_iter cuts the
+    rest short, each keeps its last values: still the scores of separate fits."""
+    rng = np.random.default_rng(43)
+    annotations, _ = planted_crowd(rng, planted_worlds(rng)["full"], 60, np.array([0.4, 0.3, 0.2, 0.1]))
+    annotations = annotations.sample(frac=0.5, random_state=5).reset_index(drop=True)
+    auto = DawidSkene(cv_repeats=3, max_iter=max_iter, random_state=11).fit(annotations)
+    expected = separate_fold_fits(annotations, folds=5, repeats=3, seed=11, max_iter=max_iter)
     np.testing.assert_allclose(auto.model_scores_.to_numpy(), expected.to_numpy(), rtol=1e-9)
 
 

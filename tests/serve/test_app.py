@@ -53,9 +53,32 @@ def digits():
 
 @pytest.fixture(scope="module")
 def world(ray_serve, tmp_path_factory, digits):
-    """A registry with version 1 as champion and the app serving it."""
+    """A registry with version 1 as champion and the app serving it: scoring without tokens
+    (``auth: none``), reloading with the admin token every ServeClient here sends
+    (``$LABELLOOP_TOKEN``)."""
+    import os
+
+    from loop.store import LabelStore
+    from serve.client import TOKEN_ENV_VAR
     from serve.local import start_local
     from serve.registry import publish_model
+
+    tokens_url = f"sqlite:///{tmp_path_factory.mktemp('tokens')}/tokens.db"
+    with LabelStore(tokens_url) as tokens:
+        admin = tokens.issue_token("serve-tests", "admin")
+    app = {"auth": "none", "store_url": tokens_url}
+    before = os.environ.get(TOKEN_ENV_VAR)
+    os.environ[TOKEN_ENV_VAR] = admin
+    try:
+        yield _world(ray_serve, tmp_path_factory, digits, app, start_local, publish_model)
+    finally:
+        if before is None:
+            os.environ.pop(TOKEN_ENV_VAR, None)
+        else:
+            os.environ[TOKEN_ENV_VAR] = before
+
+
+def _world(ray_serve, tmp_path_factory, digits, app, start_local, publish_model):
 
     x, y = digits
     root = tmp_path_factory.mktemp("mlflow")
@@ -69,9 +92,9 @@ def world(ray_serve, tmp_path_factory, digits):
     v1 = _model(x, y, c=0.01)
     v2 = _model(x, y, c=1.0)
     version = publish_model(v1, model_name=MODEL, tracking_uri=uri)
-    url = start_local({"model_name": MODEL, "tracking_uri": uri}, port=ray_serve.port)
+    url = start_local({"model_name": MODEL, "tracking_uri": uri, **app}, port=ray_serve.port)
     assert url == ray_serve.base_url
-    return {"url": url, "uri": uri, "models": {version: v1}, "next": v2, "x": x, "y": y}
+    return {"url": url, "uri": uri, "models": {version: v1}, "next": v2, "x": x, "y": y, "app": app}
 
 
 def _expected(model: CalibratedClassifier, x: np.ndarray, labels: np.ndarray | None = None,
@@ -390,7 +413,7 @@ def test_reconfigure_changes_routes_without_redeploy(world, tmp_path):
     replicas = client.thresholds()["replica"], client.model()["loaded_at"]
     strict = RoutingThresholds(auto_accept_confidence=0.999999, expert_margin=0.0)
     path = write_serve_config(tmp_path / "serve.yaml", thresholds=strict,
-                              app_args={"model_name": MODEL, "tracking_uri": world["uri"]})
+                              app_args={"model_name": MODEL, "tracking_uri": world["uri"], **world["app"]})
     try:
         assert deploy_config(path) == world["url"]  # what `serve deploy serve.yaml` does
         after = client.route(np.arange(100), x)
@@ -401,7 +424,7 @@ def test_reconfigure_changes_routes_without_redeploy(world, tmp_path):
         assert (after[ROUTE] == "auto_accept").sum() < (before[ROUTE] == "auto_accept").sum()
         assert after[ROUTE].tolist() == _expected(_champion(world), x, thresholds=strict)[ROUTE].tolist()
     finally:
-        start_local({"model_name": MODEL, "tracking_uri": world["uri"]})
+        start_local({"model_name": MODEL, "tracking_uri": world["uri"], **world["app"]})
     assert client.thresholds()["thresholds"] == RoutingThresholds().to_dict()
     assert (client.thresholds()["replica"], client.model()["loaded_at"]) == replicas
 
@@ -474,7 +497,7 @@ def test_app_without_champion_answers_503_until_the_alias_exists(world):
 
     from serve.local import start_local
 
-    url = start_local({"model_name": MODEL, "tracking_uri": world["uri"], "alias": "staging",
+    url = start_local({"model_name": MODEL, "tracking_uri": world["uri"], "alias": "staging", **world["app"],
                        "refresh_seconds": 0.5})
     client = ServeClient(url)
     assert client.health()["status"] == "no_model"

@@ -41,7 +41,30 @@ JSON = {"Content-Type": "application/json"}
 
 @pytest.fixture(scope="module")
 def app(ray_serve, tmp_path_factory):
-    """Version 1 as champion; the app polls the alias every second."""
+    """Version 1 as champion; the app polls the alias every second. Scoring needs no token
+    (``auth: none``); reload is admin-only, so ServeClient sends an admin token
+    (``$LABELLOOP_TOKEN``) and raw reload requests carry ``app["admin"]``."""
+    import os
+
+    from loop.store import LabelStore
+    from serve.client import TOKEN_ENV_VAR
+
+    tokens_url = f"sqlite:///{tmp_path_factory.mktemp('tokens')}/tokens.db"
+    with LabelStore(tokens_url) as tokens:
+        admin = tokens.issue_token("hardening-tests", "admin")
+    before = os.environ.get(TOKEN_ENV_VAR)
+    os.environ[TOKEN_ENV_VAR] = admin
+    try:
+        yield {**_app(ray_serve, tmp_path_factory, {"auth": "none", "store_url": tokens_url}),
+               "admin": {"Authorization": f"Bearer {admin}"}}
+    finally:
+        if before is None:
+            os.environ.pop(TOKEN_ENV_VAR, None)
+        else:
+            os.environ[TOKEN_ENV_VAR] = before
+
+
+def _app(ray_serve, tmp_path_factory, auth):
     import mlflow
 
     from serve.local import start_local
@@ -56,7 +79,7 @@ def app(ray_serve, tmp_path_factory):
     with threadpool_limits(1):
         model = LogisticRegression(C=0.01, max_iter=500).fit(x, y)
     version = publish_model(model, model_name=MODEL, tracking_uri=uri)
-    url = start_local({"model_name": MODEL, "tracking_uri": uri, "refresh_seconds": 1.0}, port=ray_serve.port)
+    url = start_local({"model_name": MODEL, "tracking_uri": uri, "refresh_seconds": 1.0, **auth}, port=ray_serve.port)
     return {"url": url, "uri": uri, "x": x, "model": model, "version": version}
 
 
@@ -146,7 +169,7 @@ def test_a_post_that_is_not_json_is_415(app, path, headers, data):
 
 
 def test_reload_with_json_still_works(app):
-    answer = requests.post(app["url"] + "/v1/reload", headers=JSON, data=b"{}", timeout=60)
+    answer = requests.post(app["url"] + "/v1/reload", headers={**JSON, **app["admin"]}, data=b"{}", timeout=60)
     assert answer.status_code == 200 and answer.json()["version"] == app["version"]
     assert ServeClient(app["url"]).reload()["changed"] is False
 
@@ -221,7 +244,7 @@ def test_a_pickle_version_is_refused_by_the_poller_and_by_reload(app):
     try:
         time.sleep(3.5)  # three polls
         assert client.model()["version"] == app["version"]
-        answer = requests.post(app["url"] + "/v1/reload", headers=JSON, data=b"{}", timeout=60)
+        answer = requests.post(app["url"] + "/v1/reload", headers={**JSON, **app["admin"]}, data=b"{}", timeout=60)
         assert answer.status_code == 503
         error = answer.json()["error"]
         assert error["field"] == "model" and "flavour sklearn (cloudpickle)" in error["message"]

@@ -295,7 +295,7 @@ def test_dispute_arguments_are_checked(team):
         team.dispute(STREAM, "nope", "a", target="suggestion", reason="x")
     with pytest.raises(SchemaError, match="reason"):
         team.dispute(STREAM, "i0", "a", target="suggestion", reason=" ")
-    with pytest.raises(SchemaError, match="annotator"):
+    with pytest.raises(ForbiddenError, match="stream"):
         team.dispute(STREAM, "i0", "d", target="suggestion", reason="not on the stream")
 
 

@@ -1,0 +1,151 @@
+"""The ML backend protocol over HTTP, on Label Studio's own payloads (``payloads/``)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import requests
+
+from loop.columns import ANNOTATOR, ITEM, LABEL
+from loop.labelstudio import DELETED_ACTION
+
+from .conftest import CLASSES, STREAM, WEBHOOK_TOKEN, payload
+
+AUTH = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
+
+
+def _tasks(store, n: int = 2) -> list[int]:
+    return list(store.add_tasks(STREAM, [{ITEM: f"i{k}"} for k in range(n)]).ids)
+
+
+def _hook(name: str, task_ids: list[int]) -> dict:
+    """A captured webhook body with its task pointing at this store's labelloop tasks."""
+    body = copy.deepcopy(payload(name))
+    tasks = body.get("task")
+    for task in tasks if isinstance(tasks, list) else [tasks] if tasks else []:
+        task["data"]["labelloop_task_ids"] = [task_ids[int(task["data"]["item_id"][1:])]]
+    return body
+
+
+def test_health_and_setup(backend_http):
+    url, _ = backend_http
+    assert requests.get(f"{url}/labelstudio/health").json() == {"status": "UP", "model_class": "labelloop"}
+    answer = requests.post(f"{url}/labelstudio/setup", json=payload("ml_setup"))
+    assert answer.status_code == 200 and answer.json() == {"model_version": "sentiment@4"}
+
+
+def test_predict_answers_each_task_in_label_studio_format(backend_http):
+    url, _ = backend_http
+    body = payload("ml_predict")
+    answer = requests.post(f"{url}/labelstudio/predict", json=body)
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert len(results) == len(body["tasks"])
+    for task, result in zip(body["tasks"], results):
+        k = int(task["data"]["item_id"][1:])
+        probs = np.array([1.0 + k, 2.0, 3.0]) / (6.0 + k)
+        assert result["model_version"] == "sentiment@4"
+        assert result["score"] == pytest.approx(probs.max())
+        choice, reason = result["result"]
+        assert choice == {"from_name": "label", "to_name": "text", "type": "choices",
+                          "value": {"choices": [CLASSES[int(np.argmax(probs))]]}}
+        assert reason["type"] == "textarea" and reason["from_name"] == "reason" and reason["value"]["text"][0]
+
+
+def test_predict_uses_the_stored_prediction_of_an_item_without_features(backend_http, store):
+    url, _ = backend_http
+    store.add_items(STREAM, [{ITEM: "plain", "payload": {"text": "no features"}}])
+    store.add_model_version("champion-3")
+    store.add_predictions(STREAM, "champion-3", [{ITEM: "plain", "probs": [0.1, 0.7, 0.2], "route": "review",
+                                                  "reason": "margin 0.5 under 0.6: review"}])
+    task = {"id": 40, "data": {"text": "no features", "item_id": "plain"}}
+    result = requests.post(f"{url}/labelstudio/predict", json={"tasks": [task]}).json()["results"][0]
+    assert result["model_version"] == "champion-3" and result["score"] == pytest.approx(0.7)
+    assert result["result"][1]["value"] == {"text": ["margin 0.5 under 0.6: review"]}
+
+
+def test_predict_refuses_a_task_it_cannot_score_naming_it(backend_http):
+    url, _ = backend_http
+    answer = requests.post(f"{url}/labelstudio/predict", json={"tasks": [{"id": 5, "data": {"text": "x"}}]})
+    assert answer.status_code == 422 and "Task 5" in answer.json()["error"]["message"]
+
+
+def test_created_webhook_stores_the_answer_once_and_closes_the_task(backend_http, store):
+    url, _ = backend_http
+    ids = _tasks(store)
+    body = _hook("annotation_created", ids)
+    first = requests.post(f"{url}/labelstudio/webhook", json=body, headers=AUTH)
+    assert first.status_code == 201, first.text
+    assert first.json()["inserted"] == 1
+    again = requests.post(f"{url}/labelstudio/webhook", json=body, headers=AUTH)
+    assert again.json()["inserted"] == 0 and again.json()["existing"] == 1
+    frame = store.annotations_frame(STREAM, extras=("source",))
+    assert frame[[ITEM, ANNOTATOR, LABEL, "source"]].values.tolist() == [["i0", "ann-1", 2, "label_studio"]]
+    assert frame["task_id"].tolist() == [ids[0]]
+    assert store.task(ids[0]).status.value == "done" and store.task(ids[1]).status.value == "open"
+
+
+def test_an_update_is_a_new_annotation_and_a_delete_an_event(backend_http, store):
+    url, _ = backend_http
+    ids = _tasks(store)
+    requests.post(f"{url}/labelstudio/webhook", json=_hook("annotation_created", ids), headers=AUTH)
+    updated = requests.post(f"{url}/labelstudio/webhook", json=_hook("annotation_updated", ids), headers=AUTH)
+    assert updated.status_code == 201 and updated.json()["inserted"] == 1
+    frame = store.annotations_frame(STREAM)
+    assert frame[LABEL].tolist() == [2, 1]  # pos, then the edit to neu: both kept
+    assert frame["task_id"].tolist() == [ids[0], ids[0]]
+    for _ in range(2):  # a re-sent delete records nothing twice
+        deleted = requests.post(f"{url}/labelstudio/webhook", json=payload("annotations_deleted"), headers=AUTH)
+        assert deleted.status_code == 201
+    events = store.events_frame(stream=STREAM)
+    gone = events[events["action"] == DELETED_ACTION]
+    assert sorted(gone["entity_id"]) == sorted(frame["annotation_id"])
+    assert len(store.annotations_frame(STREAM)) == 2
+
+
+def test_an_unknown_user_is_refused_naming_the_email(backend_http, store):
+    url, _ = backend_http
+    body = _hook("annotation_created", _tasks(store))
+    body["annotation"]["completed_by"] = 9
+    answer = requests.post(f"{url}/labelstudio/webhook", json=body, headers=AUTH)
+    assert answer.status_code == 422
+    assert "stranger@x.test" in answer.json()["error"]["message"]
+    assert store.annotations_frame(STREAM).empty
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": WEBHOOK_TOKEN}])
+def test_the_webhook_needs_the_bearer_token(backend_http, store, headers):
+    url, _ = backend_http
+    answer = requests.post(f"{url}/labelstudio/webhook", json=_hook("annotation_created", _tasks(store)),
+                           headers=headers)
+    assert answer.status_code == 401 and answer.json()["error"]["field"] == "Authorization"
+    assert store.annotations_frame(STREAM).empty
+
+
+def test_other_actions_are_acknowledged_and_ignored(backend_http):
+    url, _ = backend_http
+    answer = requests.post(f"{url}/labelstudio/webhook", json={"action": "PROJECT_UPDATED", "project": {}},
+                           headers=AUTH)
+    assert answer.status_code == 200 and answer.json()["status"] == "ignored"
+
+
+def test_a_bulk_created_webhook_stores_each_answer(backend_http, store):
+    # ANNOTATIONS_CREATED (an import with annotations): 'annotation' and 'task' are lists
+    # (label_studio/webhooks/models.py: many=True, nested task many=True).
+    url, _ = backend_http
+    ids = _tasks(store)
+    one = payload("annotation_created")
+    first, second = copy.deepcopy(one["annotation"]), copy.deepcopy(one["annotation"])
+    second.update(id=2, task=2, completed_by=3, result=[{**first["result"][0], "value": {"choices": ["neg"]}}])
+    tasks = [copy.deepcopy(one["task"]), copy.deepcopy(one["task"])]
+    tasks[1].update(id=2, data={**tasks[1]["data"], "item_id": "i1"})
+    for task, task_id in zip(tasks, ids):
+        task["data"]["labelloop_task_ids"] = [task_id]
+    body = {**one, "action": "ANNOTATIONS_CREATED", "annotation": [first, second], "task": tasks}
+    answer = requests.post(f"{url}/labelstudio/webhook", json=body, headers=AUTH)
+    assert answer.status_code == 201 and answer.json()["inserted"] == 2
+    frame = store.annotations_frame(STREAM)
+    assert frame[[ITEM, ANNOTATOR, LABEL]].values.tolist() == [["i0", "ann-1", 2], ["i1", "ann-2", 0]]
+    assert frame["task_id"].tolist() == ids
