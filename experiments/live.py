@@ -227,11 +227,10 @@ class HumanWorkforce:
     @property
     def annotators(self) -> pd.DataFrame:
         """Everyone on the stream: ``annotator_id, tier, hourly_rate`` (tier by name)."""
-        people = self.store.annotators_frame(self.stream)
-        people = people[people["active"]]
-        return pd.DataFrame({ANNOTATOR: people[ANNOTATOR].to_numpy(),
-                             "tier": people["tier"].map(_TIER_NAMES).fillna(Tier.NOVICE.value).to_numpy(),
-                             "hourly_rate": people["hourly_rate"].to_numpy()})
+        people = [a for a in self.store.annotators() if a.active and self.stream in a.streams]
+        return pd.DataFrame({ANNOTATOR: [a.name for a in people],
+                             "tier": [_TIER_NAMES.get(a.tier, Tier.NOVICE.value) for a in people],
+                             "hourly_rate": [a.hourly_rate for a in people]})
 
     def submit(self, request: Request, *, rng: np.random.Generator) -> Ticket:
         ticket = Ticket(next(self._ids), request)

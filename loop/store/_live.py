@@ -1,4 +1,4 @@
-"""Reads a live program needs: a stream's items (with their payloads) and its annotators."""
+"""What a live program reads of a stream: its items with their payloads, in insertion order."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..columns import ANNOTATOR, ITEM
+from ..columns import ITEM
 from . import _schema as S
 from ._columns import CREATED_AT, PAYLOAD, PAYLOAD_REF, SOURCE
 from ._records import Stream
 
 ITEM_ROW = "item_row"  # the store's own item id: grows in insertion order
 ITEM_COLUMNS = (ITEM, PAYLOAD, PAYLOAD_REF, SOURCE, CREATED_AT, ITEM_ROW)
-ANNOTATOR_COLUMNS = (ANNOTATOR, "tier", "hourly_rate", "active")
 
 
 def items_frame(conn: Connection, stream: Stream, *, after: int | None = None) -> pd.DataFrame:
@@ -28,11 +27,3 @@ def items_frame(conn: Connection, stream: Stream, *, after: int | None = None) -
     frame[ITEM_ROW] = frame[ITEM_ROW].astype("int64")
     return frame
 
-
-def annotators_frame(conn: Connection, stream: Stream) -> pd.DataFrame:
-    """The stream's annotators: name, tier, hourly rate, active; ordered by name."""
-    a, sa_ = S.annotators, S.stream_annotators
-    query = (sa.select(a.c.name, a.c.tier, a.c.hourly_rate, a.c.active).select_from(a)
-             .join(sa_, sa_.c.annotator_id == a.c.id).where(sa_.c.stream_id == stream.id).order_by(a.c.name))
-    frame = pd.DataFrame(conn.execute(query).all(), columns=list(ANNOTATOR_COLUMNS))
-    return frame.astype({"tier": "int64", "hourly_rate": "float64", "active": bool})

@@ -823,12 +823,6 @@ class LabelStore:
         with self._read() as conn:
             return _live.items_frame(conn, s, after=after)
 
-    def annotators_frame(self, stream: str) -> pd.DataFrame:
-        """The stream's annotators: ``annotator_id`` (name), ``tier``, ``hourly_rate``, ``active``."""
-        s = self.stream(stream)
-        with self._read() as conn:
-            return _live.annotators_frame(conn, s)
-
     # ----------------------------------------------------------------- audit, metrics
     def events_frame(self, *, stream: str | None = None, item_id: Any = None) -> pd.DataFrame:
         """The audit trail (oldest first): event_id, at, actor, action, entity, entity_id,

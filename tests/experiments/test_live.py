@@ -3,7 +3,9 @@ tasks from a simulated crowd; the truth stays in this test, where it checks the 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -20,6 +22,13 @@ from loop.exceptions import LoopError
 from loop.simulate import make_crowd
 from loop.store import PAYLOAD, TASK_ID, LabelStore
 
+pytest.importorskip("fastapi")
+pytest.importorskip("ray")  # serve.app imports it; no Ray starts here
+
+from serve.app import api  # noqa: E402
+from serve.auth import Services, get_services  # noqa: E402
+from tests.serve.asgi_client import AsgiClient  # noqa: E402
+
 STREAM = "digits-live"
 CLASSES = [str(d) for d in range(10)]
 GOLD, ROUND_ITEMS, ROUNDS = 60, 60, 3
@@ -30,7 +39,8 @@ class _Clock:
     """Seconds that pass only when somebody waits; waiting lets the world move (``on_wait``)."""
 
     def __init__(self) -> None:
-        self.t = 1_000_000.0
+        # From now: the task API stamps and escalates by the wall clock, so due dates must be real ones.
+        self.t = time.time()
         self.on_wait: list = []
 
     def now(self) -> float:
@@ -43,32 +53,59 @@ class _Clock:
 
 
 class _Bots:
-    """Scripted annotators, one per simulated crowd member, each with its own bearer token: a
-    bot asks the task API's store layer for its next task (``next_task``: its tier, an item it
-    has not labelled), answers it from its confusion matrix (``answer_task``) and goes on until
-    nothing is left or ``limit`` answers are in. ``sent`` keeps every answer they gave."""
+    """Scripted annotators, one per simulated crowd member, each with its own bearer token (issued
+    by an admin over HTTP): a bot asks the task API for its next task (``GET /v1/tasks/next``: its
+    tier, an item it has not labelled), answers it from its confusion matrix (``POST
+    /v1/tasks/{id}/annotations``, the class by name) and goes on until nothing is left or
+    ``limit`` answers are in. The app is the Serve app's own FastAPI object, called in process on
+    the real store (no Ray). ``sent`` keeps every answer the API took."""
 
     def __init__(self, store: LabelStore, crowd, truth: pd.Series, *, seed: int, limit: int | None = None) -> None:
-        self.store, self.crowd, self.truth, self.limit = store, crowd, truth, limit
+        self.crowd, self.truth, self.limit = crowd, truth, limit
         self.rng = np.random.default_rng(seed)
-        self.tokens = [store.issue_token(name, "annotator") for name in crowd.ids]
+        self.http = AsgiClient(api)
+        self.services = Services(store, auth="token", task_sla_hours=2.0)
+        with self._app():
+            admin = {"Authorization": f"Bearer {store.issue_token('ops', 'admin')}"}
+            self.tokens = {}
+            for name in crowd.ids:
+                issued = self.http.post(f"/v1/annotators/{name}/tokens", headers=admin)
+                assert issued.status_code == 201, issued.text
+                self.tokens[name] = issued.json()["token"]
         self.sent: list[dict] = []
 
+    @contextlib.contextmanager
+    def _app(self):
+        api.dependency_overrides[get_services] = lambda: self.services  # Serve's Router gives its store
+        try:
+            yield
+        finally:
+            api.dependency_overrides.pop(get_services, None)
+
     def work(self) -> None:
-        busy = list(self.tokens)
-        while busy:
-            token = busy.pop(int(self.rng.integers(len(busy))))
-            if self.limit is not None and len(self.sent) >= self.limit:
-                return
-            who = self.store.authenticate(token).annotator
-            task = self.store.next_task(who, stream=STREAM)
-            if task is None:
-                continue
-            answer = self.crowd.annotate(pd.DataFrame({ITEM: [task.item_id], ANNOTATOR: [who]}), self.truth,
-                                         rng=self.rng).iloc[0]
-            self.store.answer_task(task.id, who, int(answer[LABEL]), seconds=float(answer[SECONDS]))
-            self.sent.append({TASK_ID: task.id, ITEM: task.item_id, ANNOTATOR: who, LABEL: int(answer[LABEL])})
-            busy.append(token)
+        with self._app():
+            busy = list(self.tokens)
+            while busy:
+                if self.limit is not None and len(self.sent) >= self.limit:
+                    return
+                who = busy.pop(int(self.rng.integers(len(busy))))
+                auth = {"Authorization": f"Bearer {self.tokens[who]}"}
+                got = self.http.get(f"/v1/tasks/next?stream={STREAM}", headers=auth)
+                if got.status_code == 204:
+                    continue
+                assert got.status_code == 200, got.text
+                task = got.json()["task"]
+                answer = self.crowd.annotate(pd.DataFrame({ITEM: [task["item_id"]], ANNOTATOR: [who]}), self.truth,
+                                             rng=self.rng).iloc[0]
+                label = task["classes"][int(answer[LABEL])]
+                stored = self.http.post(f"/v1/tasks/{task['task_id']}/annotations", json={
+                    "label": label, "seconds": float(answer[SECONDS])},
+                    headers={**auth, "Idempotency-Key": f"bot-{task['task_id']}"})
+                assert stored.status_code == 201, stored.text
+                self.sent.append({TASK_ID: task["task_id"], ITEM: task["item_id"], ANNOTATOR: who,
+                                  LABEL: int(answer[LABEL]), "blind": task["blind"],
+                                  "suggestion": task["suggestion"]})
+                busy.append(who)
 
 
 def _world(seed: int = 0):
@@ -172,10 +209,11 @@ def test_three_rounds_with_people_lower_the_estimated_error(tmp_path, store_url)
     sent = pd.DataFrame(bots.sent)
     assert len(people) == len(sent) and not people[TASK_ID].duplicated().any()
     assert set(zip(people[TASK_ID].astype(int), people[LABEL])) == set(zip(sent[TASK_ID], sent[LABEL]))
-    # People saw the round's suggestion on open tasks, none on blind ones.
+    # People saw the champion's suggestion on open tasks, none on blind ones.
     kind = kinds.reindex(people[TASK_ID].astype(int)).to_numpy()
     assert people["suggestion"][kind == "label"].notna().all() and (kind == "label").any()
     assert people["suggestion"][np.isin(kind, ["double_blind", "audit"])].isna().all()
+    assert all((s["suggestion"] is None) == s["blind"] for s in bots.sent)
     # Retraining, the gate and the rounds are in MLflow.
     from mlflow import MlflowClient
 

@@ -1,4 +1,4 @@
-"""The reads a live program needs: a stream's items in insertion order, and its annotators."""
+"""What a live program reads of a stream: its items in insertion order."""
 
 from __future__ import annotations
 
@@ -17,9 +17,3 @@ def test_items_frame_reads_payloads_in_insertion_order_and_only_what_is_new(seed
     assert list(new["item_id"]) == ["late"] and new["payload"].iloc[0]["features"] == [1.0, 2.0]
     assert seeded.items_frame("other").empty
 
-
-def test_annotators_frame_lists_the_streams_people(seeded: LabelStore) -> None:
-    people = seeded.annotators_frame(STREAM)
-    assert list(people["annotator_id"]) == ["a", "b", "c"]
-    assert list(people["hourly_rate"]) == [36.0, 18.0, 0.0] and people["active"].all()
-    assert list(seeded.annotators_frame("other")["annotator_id"]) == ["d"]
