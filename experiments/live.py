@@ -10,15 +10,16 @@ plan, annotate, resolve, audit, retrain, gate, measure), over two other adapters
   from the payload's ``label`` (a class name or code) or its existing resolution, by the
   annotator :data:`CURRENT_LABEL`; an item with neither waits. A restarted service takes up the
   items an earlier session had in its seed round (their labels and history as they are). The
-  gold are the items whose
-  label an expert confirmed or adjudicated *before the program started* (a team's gold set,
-  e.g. a table's ``gold`` column): a third fits the temperature, the rest evaluates models, and
-  they never arrive, so they never train. There is no truth (``truth is None``): the program
-  computes and logs only its estimated figures.
+  gold are the items whose label an expert confirmed or adjudicated and that never arrived (a
+  team's gold set, e.g. a table's ``gold`` column): a third fits the temperature, the rest
+  evaluates models, and they never arrive, so they never train. There is no truth (``truth is
+  None``): the program computes and logs only its estimated figures.
 - :class:`HumanWorkforce` (the *Workforce* port): :meth:`~HumanWorkforce.submit` turns a request
   into tasks in the store (kind ``label``, ``double_blind``, ``expert``, ``adjudication`` or
-  ``audit``; crowd work at tier 1, expert work at the expert tier; the round; due ``sla_seconds``
-  from now), which people claim and answer through the task API or Label Studio;
+  ``audit``; crowd work at tier 1, expert work at the expert tier, 3; the round; due
+  ``sla_seconds`` from now), which people claim and answer through the task API
+  (``GET /v1/tasks/next``, ``POST /v1/tasks/{id}/annotations``) or Label Studio; people see the
+  champion's prediction of the round on tasks that are not blind;
   :meth:`~HumanWorkforce.collect` waits (polling the store) until every task of the request is
   answered or its time ran out, returns the answers people stored (never an invented one) and
   escalates the tasks left unanswered (``LabelStore.escalate_overdue``: ``escalated_at`` and an
