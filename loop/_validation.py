@@ -205,7 +205,7 @@ def check_option(value: Any, name: str, options: Iterable[Any]) -> Any:
 def check_real(value: Any, name: str, *, low: float | None = None, high: float | None = None,
                low_open: bool = False, high_open: bool = False) -> float:
     """Check a real number inside a (possibly open) interval."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(_as_float(value)):
         raise fail(name, "a finite real number", _describe(value))
     lo_ok = low is None or (value > low if low_open else value >= low)
     hi_ok = high is None or (value < high if high_open else value <= high)
@@ -216,6 +216,14 @@ def check_real(value: Any, name: str, *, low: float | None = None, high: float |
     return float(value)
 
 
+def _as_float(value: Real) -> float:
+    """``float(value)``, or inf for an integer too large for a float (``10**400``)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return float("inf")
+
+
 def check_int(value: Any, name: str, *, low: int | None = None, high: int | None = None) -> int:
     """Check an integer inside ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, Integral):
@@ -224,6 +232,154 @@ def check_int(value: Any, name: str, *, low: int | None = None, high: int | None
         raise fail(name, f"an integer in [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]",
                    _describe(value))
     return int(value)
+
+
+def _text_problem(value: str, *, max_chars: int | None, empty: bool) -> str | None:
+    """What makes a string unstorable, or None: empty, too long, a NUL character (PostgreSQL
+    text and JSONB cannot hold one) or a lone surrogate (not encodable as UTF-8)."""
+    if not value and not empty:
+        return "an empty string"
+    if max_chars is not None and len(value) > max_chars:
+        return f"a string of {len(value)} characters"
+    if "\x00" in value:
+        return f"a NUL character ('\\x00') at position {value.index(chr(0))}"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"a lone surrogate ({value[exc.start]!r}) at position {exc.start}"
+    return None
+
+
+def _text_form(max_chars: int | None, empty: bool) -> str:
+    size = "" if max_chars is None else f" of at most {max_chars} characters"
+    return f"{'a' if empty else 'a non-empty'} string{size} (UTF-8 text without NUL characters)"
+
+
+def check_text(value: Any, name: str, *, max_chars: int | None = None, empty: bool = False) -> str:
+    """Check text the label store can hold on SQLite and PostgreSQL alike: a ``str``, not
+    empty (unless ``empty``), at most ``max_chars`` characters, without NUL characters or lone
+    surrogates (``"\\ud800"``), which one engine or both cannot store.
+
+    Examples
+    --------
+    >>> check_text("ann-1", "annotator_id", max_chars=200)
+    'ann-1'
+    >>> check_text("a\\x00b", "rationale")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    loop.exceptions.SchemaError: The 'rationale' argument must be ... Got a NUL character ('\\x00') at position 1 instead.
+    """
+    if not isinstance(value, str):
+        raise fail(name, _text_form(max_chars, empty), _describe(value))
+    problem = _text_problem(value, max_chars=max_chars, empty=empty)
+    if problem is not None:
+        raise fail(name, _text_form(max_chars, empty), problem)
+    return value
+
+
+def check_text_column(values: pd.Series, name: str, *, max_chars: int | None = None, empty: bool = False,
+                      ints: bool = False) -> pd.Series:
+    """:func:`check_text` for every present value of a column, shape ``(n,)`` in and out;
+    missing values stay missing (refuse them before where a value is required). With
+    ``ints``, integers (ids) are accepted and become their decimal strings.
+
+    The common case (all strings, all clean) costs a few passes in C over the column.
+    """
+    if ints and values.dtype.kind in "iu":
+        return pd.Series(values.astype(str).to_numpy(dtype=object), index=values.index, dtype=object)
+    if isinstance(values.dtype, pd.StringDtype):
+        # pandas' string dtype holds valid UTF-8 only (no lone surrogate): lengths and NULs
+        # are checked by its vectorised string methods.
+        lengths = values.str.len()
+        bad = values.str.contains("\x00", regex=False)
+        if not empty:
+            bad |= lengths == 0
+        if max_chars is not None:
+            bad |= lengths > max_chars
+        bad = bad.fillna(False).to_numpy(dtype=bool)
+        if bad.any():
+            row = int(np.argmax(bad))
+            problem = _text_problem(values.iloc[row], max_chars=max_chars, empty=empty)
+            raise fail(name, _text_form(max_chars, empty), f"{problem} on row {row}")
+        return pd.Series(values.to_numpy(dtype=object, na_value=None), index=values.index, dtype=object)
+    raw = values.to_numpy(dtype=object)
+    missing = pd.isna(values).to_numpy()
+    present = raw[~missing] if missing.any() else raw
+    if pd.api.types.infer_dtype(present, skipna=False) not in ("string", "empty"):
+        converted = []
+        for row, v in zip(np.flatnonzero(~missing), present):
+            if isinstance(v, str):
+                converted.append(v)
+            elif ints and isinstance(v, Integral) and not isinstance(v, (bool, np.bool_)):
+                converted.append(str(int(v)))
+            else:
+                form = _text_form(max_chars, empty) + (" or an integer" if ints else "")
+                raise fail(name, form, f"{_describe(v)} (a {type(v).__name__}) on row {row}")
+        present = np.asarray(converted + [None], dtype=object)[:-1]
+        raw = raw.copy()
+        raw[~missing] = present
+    lengths = np.fromiter(map(len, present), dtype=np.int64, count=len(present))
+    joined = "".join(present)
+    if len(present) and ((not empty and lengths.min() == 0) or (max_chars is not None and lengths.max() > max_chars)
+                         or "\x00" in joined or not (joined.isascii() or _encodes(joined))):
+        for row, v in zip(np.flatnonzero(~missing), present):
+            problem = _text_problem(v, max_chars=max_chars, empty=empty)
+            if problem is not None:
+                raise fail(name, _text_form(max_chars, empty), f"{problem} on row {row}")
+    return pd.Series(raw, index=values.index, dtype=object)
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_int_column(values: pd.Series, name: str, *, low: int | None = None, high: int | None = None) -> pd.Series:
+    """Integers (ids, versions, counts) of a column as nullable ``Int64``, shape ``(n,)``:
+    missing values stay missing, integer-valued floats (a column with gaps) are accepted;
+    booleans, text, fractions and values outside ``[low, high]`` are refused."""
+    def bad(v: Any, row: int) -> SchemaError:
+        span = f" in [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]" \
+            if low is not None or high is not None else ""
+        return fail(name, f"integers{span}", f"{_describe(v)} on row {row}")
+
+    if values.dtype.kind == "b" or str(values.dtype) == "boolean":
+        raise bad(values.iloc[0], 0)
+    if values.dtype.kind in "iuf" and isinstance(values.dtype, np.dtype):
+        # Numeric columns (the common case): checked in C, a loop only to name a bad row.
+        raw = values.to_numpy()
+        present = ~np.isnan(raw) if raw.dtype.kind == "f" else np.ones(len(raw), dtype=bool)
+        with np.errstate(invalid="ignore"):
+            # (trunc, not mod: np.mod is slow on NaN.)
+            ok = ~present | (np.isfinite(raw) & (np.trunc(raw) == raw) if raw.dtype.kind == "f" else present)
+            if low is not None:
+                ok &= ~present | (raw >= low)
+            if high is not None:
+                ok &= ~present | (raw <= high)
+        if ok.all() and (raw.dtype.kind != "f" or not present.any() or np.abs(raw[present]).max() < 2.0 ** 63):
+            ints = pd.arrays.IntegerArray(np.where(present, raw, 0).astype(np.int64), ~present)
+            return pd.Series(ints, index=values.index)
+    out = []
+    for row, v in enumerate(values.to_numpy(dtype=object)):
+        if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+            out.append(None)
+            continue
+        if isinstance(v, (bool, np.bool_)):
+            raise bad(v, row)
+        if isinstance(v, Integral):
+            v = int(v)
+        elif isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
+            v = int(v)
+        else:
+            raise bad(v, row)
+        if (low is not None and v < low) or (high is not None and v > high):
+            raise bad(v, row)
+        out.append(v)
+    return pd.Series(pd.array(out, dtype="Int64"), index=values.index)
 
 
 def check_rng(value: Any, name: str = "rng") -> np.random.Generator:

@@ -16,21 +16,23 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.engine import Connection
 
-from .._validation import fail
+from .._validation import _describe, check_int_column, check_text, check_text_column, fail
 from ..columns import ANNOTATOR, ITEM, LABEL, SECONDS
 from ..exceptions import ConflictError
 from . import _schema as S
 from ._columns import (CREATED_AT, EVIDENCE, FLAGS, GUIDELINE_VERSION, IDEMPOTENCY_KEY, RATIONALE, SOURCE,
                        SUGGESTION, SUGGESTION_CONFIDENCE, TASK_ID)
-from ._convert import (as_frame, check_columns, content_hash, external_ids, json_text, lookup, lookup_fast,
-                       missing_ints, now_utc, nullable, stamp_params, text, utc_stamps)
+from ._convert import (MAX_BIGINT, MAX_INTEGER, as_frame, check_columns, content_hash, external_ids, json_text,
+                       lookup, lookup_fast, missing_ints, now_utc, nullable, stamp_params, text, utc_stamps)
 from ._records import Stream
+from ._writes import check_event_fields
 
 REQUIRED: Final = (ITEM, ANNOTATOR, LABEL)
 OPTIONAL: Final = (SECONDS, RATIONALE, EVIDENCE, SUGGESTION, SUGGESTION_CONFIDENCE, GUIDELINE_VERSION,
                    TASK_ID, CREATED_AT, IDEMPOTENCY_KEY, FLAGS, SOURCE)
 # Flags an annotator may raise on an answer (stored as a JSON list).
 ANNOTATION_FLAGS: Final = ("model_wrong", "guideline_unclear")
+MAX_SOURCE_CHARS: Final = 50
 # Stored columns, in the order of the row tuples.
 STORED: Final = ("stream_id", "task_id", "item_id", "annotator_id", "label", "rationale", "evidence", "seconds",
                  "suggestion", "suggestion_confidence", "guideline_version_id", "created_at", "idempotency_key",
@@ -98,7 +100,13 @@ def label_codes(values: pd.Series, stream: Stream, name: str, *, nullable: bool 
         codes = np.where((raw >= 0) & (raw < k), raw, -1).astype(np.int64)
     else:
         # Names (or a mix of names and codes): a hash lookup per distinct value.
-        distinct = pd.unique(present.to_numpy(dtype=object))
+        objects = present.to_numpy(dtype=object)
+        try:
+            distinct = pd.unique(objects)
+        except TypeError:  # a dict, list or other unhashable value is no label
+            row, odd = next((r, v) for r, v in zip(present.index, objects) if _unhashable(v))
+            raise fail(name, f"class codes 0..{k - 1} or names in {list(stream.classes)} (stream {stream.name!r})",
+                       f"{_describe(odd)} (a {type(odd).__name__}) on row {row}") from None
         mapping = {v: code(v) for v in distinct}
         codes = np.fromiter((mapping[v] for v in present.to_numpy(dtype=object)), dtype=np.int64, count=len(present))
     bad = codes < 0
@@ -114,11 +122,19 @@ def label_codes(values: pd.Series, stream: Stream, name: str, *, nullable: bool 
     return result
 
 
+def _unhashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return True
+    return False
+
+
 def _item_ids(conn: Connection, stream: Stream, values: pd.Series, cache: dict[str, int] | None = None) -> np.ndarray:
     """Internal ids of the stream's items named by external id. ``cache`` (external id ->
     id) is read first and filled with what the database returns: items are never changed or
     deleted, so a cached id stays right."""
-    ext = external_ids(values).tolist()
+    ext = external_ids(values, ITEM).tolist()
     known = cache if cache is not None else {}
     misses = [e for e in dict.fromkeys(ext) if e not in known]
     found: dict[str, int] = {}
@@ -137,7 +153,7 @@ def _item_ids(conn: Connection, stream: Stream, values: pd.Series, cache: dict[s
 
 
 def _annotator_ids(conn: Connection, stream: Stream, values: pd.Series) -> np.ndarray:
-    names = external_ids(values)
+    names = external_ids(values, ANNOTATOR)
     mark = "?" if conn.dialect.name == "sqlite" else "%s"
     on_stream = (f"EXISTS (SELECT 1 FROM stream_annotators s WHERE s.annotator_id = annotators.id "
                  f"AND s.stream_id = {mark})")
@@ -162,7 +178,7 @@ def guideline_ids(conn: Connection, stream: Stream, values: pd.Series | None, n:
     result = missing_ints(n)
     if values is None or values.isna().all():
         return result
-    present = values.dropna()
+    present = check_int_column(values, GUIDELINE_VERSION, low=1, high=MAX_INTEGER).dropna()
     g = S.guideline_versions
     rows = lookup(conn, g.c.version, [int(v) for v in present.unique()], g.c.version, g.c.id, g.c.published_at,
                   where=g.c.stream_id == stream.id)
@@ -181,7 +197,7 @@ def _task_ids(conn: Connection, stream: Stream, values: pd.Series | None, item_i
     result = missing_ints(n)
     if values is None or values.isna().all():
         return result
-    present = values.dropna().astype(np.int64)
+    present = check_int_column(values, TASK_ID, low=1, high=MAX_BIGINT).dropna().astype(np.int64)
     t = S.tasks
     owner = dict((tid, iid) for tid, iid in lookup(conn, t.c.id, present.unique().tolist(), t.c.id, t.c.item_id,
                                                      where=t.c.stream_id == stream.id))
@@ -219,32 +235,29 @@ def _sources(values: pd.Series | None, n: int) -> pd.Series:
     for row, v in enumerate(values):
         if v is None or (isinstance(v, float) and v != v):
             out.append(None)
-        elif not isinstance(v, str) or not v or len(v) > 50:
-            raise fail(SOURCE, "a name of at most 50 characters (api, label_studio, import...)", f"{v!r} on row {row}")
         else:
-            out.append(v)
+            out.append(check_text(v, SOURCE, max_chars=MAX_SOURCE_CHARS))
     return pd.Series(out, dtype=object)
 
 
 def _rationales(values: pd.Series | None, n: int) -> pd.Series:
+    """Rationales as text or None. An empty rationale is no rationale: stored as None on both
+    engines (PostgreSQL's bulk read could not tell the two apart)."""
     if values is None:
         return pd.Series([None] * n, dtype=object)
-    text = pd.Series([None if v is None or (isinstance(v, float) and v != v) else str(v) for v in values], dtype=object)
-    too_long = text.map(lambda s: s is not None and len(s) > S.MAX_RATIONALE_CHARS)
-    if too_long.any():
-        row = int(np.argmax(too_long.to_numpy()))
-        raise fail(RATIONALE, f"at most {S.MAX_RATIONALE_CHARS} characters",
-                   f"{len(text[row])} characters on row {row}")
-    return text
+    checked = check_text_column(values.reset_index(drop=True), RATIONALE, max_chars=S.MAX_RATIONALE_CHARS, empty=True)
+    return checked.where(checked.notna() & (checked != ""), None)
 
 
 def _reals(values: pd.Series | None, n: int, name: str, *, low: float | None = None,
            high: float | None = None) -> pd.Series:
     if values is None:
         return pd.Series(np.full(n, np.nan))
+    if values.dtype.kind == "b" or (values.dtype == object and any(isinstance(v, (bool, np.bool_)) for v in values)):
+        raise fail(name, "numbers (not booleans)", f"booleans, e.g. {values.iloc[0]!r}")
     try:
         numbers = pd.to_numeric(values, errors="raise").astype(np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise fail(name, "numbers", f"non-numeric values, e.g. {values.iloc[0]!r}") from None
     finite = numbers.dropna()
     if not np.isfinite(finite).all() or (low is not None and (finite < low).any()) or \
@@ -257,6 +270,9 @@ def _reals(values: pd.Series | None, n: int, name: str, *, low: float | None = N
 def _keys(values: pd.Series | None, out: pd.DataFrame) -> pd.Series:
     # Default: one judgement per (item, annotator, task, guideline version); a retry of it is
     # the same row, a different label for it is a conflict (never a silent overwrite).
+    if values is not None:
+        values = check_text_column(values.reset_index(drop=True), IDEMPOTENCY_KEY, max_chars=S.MAX_KEY_CHARS,
+                                   ints=True)
     if values is not None and values.notna().all():
         keys = values.astype(str)
     else:
@@ -295,6 +311,7 @@ def row_tuples(prepared: pd.DataFrame, dialect: str) -> list[tuple]:
 def insert(conn: Connection, prepared: pd.DataFrame, *, actor: str | None, reason: str | None) -> int:
     """Write a prepared batch and its events in the caller's transaction; return how many
     annotations were new. Raises ConflictError when a key is already stored with other content."""
+    check_event_fields(actor, reason)
     dialect = conn.dialect.name
     rows = row_tuples(prepared, dialect)
     write = _insert_sqlite if dialect == "sqlite" else _insert_postgresql
@@ -348,6 +365,10 @@ def _insert_postgresql(conn: Connection, rows: list[tuple], actor, reason) -> in
     # keys and writes the events of the new rows from RETURNING.
     cursor = conn.connection.dbapi_connection.cursor()
     try:
+        # The transaction takes its id before it draws annotation ids: StreamHistory relies on
+        # it (a writer still in flight is then visible in every snapshot taken after its ids
+        # were drawn).
+        cursor.execute("SELECT pg_current_xact_id()")
         # Every time: a rolled-back first batch takes the staging table's creation with it.
         cursor.execute(_PG_CREATE_STAGE)
         with cursor.copy(f"COPY {_PG_STAGE} ({', '.join(STORED)}) FROM STDIN") as copy:

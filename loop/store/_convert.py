@@ -13,10 +13,15 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .._validation import _describe, fail
+from .._validation import _describe, _text_problem, check_text_column, fail
+from . import _schema as S
 
 LOOKUP_CHUNK: Final = 5_000
 SQLITE_STAMP: Final = "%Y-%m-%d %H:%M:%S.%f"
+# The largest values PostgreSQL's INTEGER and BIGINT columns hold (SQLite's INTEGER holds the
+# second): larger ones would fail in the driver or the database, differently on each.
+MAX_INTEGER: Final = 2**31 - 1
+MAX_BIGINT: Final = 2**63 - 1
 
 
 def as_frame(records: Any, name: str) -> pd.DataFrame:
@@ -28,7 +33,12 @@ def as_frame(records: Any, name: str) -> pd.DataFrame:
     rows = list(records)
     if not all(isinstance(r, Mapping) for r in rows):
         raise fail(name, "a DataFrame or an iterable of row mappings", "an iterable holding non-mappings")
-    return pd.DataFrame.from_records(rows)
+    try:
+        return pd.DataFrame.from_records(rows)
+    except UnicodeEncodeError:
+        # pandas' string dtype cannot hold a lone surrogate: keep the values as objects, so
+        # the field's own check names it.
+        return pd.DataFrame(rows, dtype=object)
 
 
 def check_columns(frame: pd.DataFrame, name: str, *, required: Sequence[str],
@@ -50,9 +60,11 @@ def check_columns(frame: pd.DataFrame, name: str, *, required: Sequence[str],
     return frame
 
 
-def external_ids(values: pd.Series) -> pd.Series:
-    """Item and annotator ids as stored: text (ints become their decimal strings)."""
-    return values.astype(str).astype(object)
+def external_ids(values: pd.Series, name: str) -> pd.Series:
+    """Item and annotator ids as stored: text of at most 200 characters (ints become their
+    decimal strings); anything else (dicts, floats, booleans, NUL characters...) raises
+    SchemaError naming ``name``."""
+    return check_text_column(values, name, max_chars=S.MAX_NAME_CHARS, ints=True)
 
 
 def utc_stamps(values: Any, name: str) -> pd.Series:
@@ -97,9 +109,29 @@ def json_text(value: Any, name: str) -> str | None:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_numpy_json)
+        dumped = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_numpy_json)
     except (TypeError, ValueError) as exc:
         raise fail(name, "JSON-serialisable values (dicts, lists, strings, numbers)", f"{_describe(value)} ({exc})") from None
+    # ASCII text in which a NUL or a surrogate can only appear escaped: look closer only then
+    # (PostgreSQL's JSONB refuses \u0000 and lone surrogates, SQLite would store them).
+    if "\\u0000" in dumped or "\\ud" in dumped:
+        problem = _json_text_problem(value)
+        if problem is not None:
+            raise fail(name, "JSON values whose strings hold no NUL character or lone surrogate", problem)
+    return dumped
+
+
+def _json_text_problem(value: Any) -> str | None:
+    """The first unstorable string (key or value) inside a JSON-able value, described."""
+    if isinstance(value, str):
+        problem = _text_problem(value, max_chars=None, empty=True)
+        return None if problem is None else f"{_describe(value)} ({problem})"
+    if isinstance(value, Mapping):
+        return next((p for k, v in value.items() for p in (_json_text_problem(k), _json_text_problem(v))
+                     if p is not None), None)
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return next((p for v in value if (p := _json_text_problem(v)) is not None), None)
+    return None
 
 
 def _numpy_json(value: Any) -> Any:

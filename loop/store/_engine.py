@@ -17,6 +17,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import StaticPool
 
 from .._validation import fail
+from ..exceptions import SchemaError
 
 __all__ = ["DEFAULT_URL", "URL_ENV_VAR", "default_url", "make_engine", "normalize_url", "write_transaction"]
 
@@ -104,9 +105,25 @@ def _sqlite_engine(url: URL) -> Engine:
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A connection inside one write transaction: committed on exit, rolled back on error.
 
-    On SQLite the transaction takes the write lock at once (``BEGIN IMMEDIATE``).
+    On SQLite the transaction takes the write lock at once (``BEGIN IMMEDIATE``). Writers check
+    every value before writing; a value the database still refuses (a gap in those checks)
+    comes out as a SchemaError without the SQL, and nothing is stored.
     """
+    # The bulk writers use the driver's cursor, whose errors SQLAlchemy does not wrap.
+    driver_errors = tuple(e for e in (getattr(engine.dialect.loaded_dbapi, "DataError", None),) if e is not None)
     with engine.connect() as conn:
         conn.execution_options(**{_IMMEDIATE: True})
-        with conn.begin():
-            yield conn
+        try:
+            with conn.begin():
+                yield conn
+        except (sa.exc.DataError, *driver_errors) as exc:
+            raise SchemaError(f"The label store cannot hold a value of this call ({_data_error(exc)}); nothing was "
+                              "stored.") from None
+
+
+def _data_error(exc: Exception) -> str:
+    """The database's one-line reason for a data error, without the statement or parameters."""
+    orig = getattr(exc, "orig", exc)
+    diag = getattr(orig, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    return primary or type(orig).__name__

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from types import MappingProxyType
 from typing import Final
@@ -72,6 +74,25 @@ def annotations_frame(conn: Connection, stream: Stream, *, extras: tuple[str, ..
     else:
         raw = _copy_out(conn, sql + " ORDER BY id", tuple(params), names)
     return _shape(conn, stream, raw, extras, sqlite, whole=since is None and until is None and after is None)
+
+
+@contextmanager
+def one_snapshot(conn: Connection) -> Iterator[tuple[int, int]]:
+    """Run the reads of the block on one snapshot and yield its ``(oldest, next)``
+    transaction ids: every transaction below ``oldest`` had ended (its rows are visible),
+    every one from ``next`` on started later. On PostgreSQL a read-only REPEATABLE READ
+    transaction and ``pg_snapshot_xmin``/``pg_snapshot_xmax`` (64-bit ids: comparisons never
+    wrap around). SQLite has one writer at a time whose ids commit in order, so nothing is ever
+    in flight for a reader: ``(0, 0)``."""
+    if conn.dialect.name != "postgresql":
+        yield 0, 0
+        return
+    conn = conn.execution_options(isolation_level="REPEATABLE READ")
+    with conn.begin():
+        oldest, next_ = conn.exec_driver_sql(
+            "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint "
+            "FROM pg_current_snapshot() AS s").one()
+        yield int(oldest), int(next_)
 
 
 def _copy_out(conn: Connection, sql: str, params: tuple, names: list[str]) -> pd.DataFrame:

@@ -10,7 +10,6 @@ writer that names a resolution someone else has already superseded gets a Confli
 from __future__ import annotations
 
 from datetime import datetime
-from numbers import Integral
 from typing import Final
 
 import numpy as np
@@ -18,16 +17,16 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .._validation import _describe, fail
+from .._validation import _describe, check_int_column, check_text_column, fail
 from ..columns import ITEM, LABEL, REASON
 from ..exceptions import ConflictError
 from . import _schema as S
-from ._annotations import label_codes
+from ._annotations import _reals, label_codes
 from ._columns import (ACTOR, CONFIDENCE, IDEMPOTENCY_KEY, METHOD, RESOLUTION_ID, RESOLVED_AT, SUPERSEDES,
                        SUPERSEDES_KEY)
-from ._convert import as_frame, check_columns, content_hash, external_ids, lookup, now_utc, text
+from ._convert import MAX_BIGINT, as_frame, check_columns, content_hash, external_ids, lookup, now_utc, text
 from ._records import BatchResult, ResolutionMethod, Stream
-from ._writes import record_events
+from ._writes import check_event_fields, record_events
 
 REQUIRED: Final = (ITEM, LABEL)
 OPTIONAL: Final = (METHOD, CONFIDENCE, SUPERSEDES, IDEMPOTENCY_KEY, REASON)
@@ -40,7 +39,7 @@ def _methods(values: pd.Series | None, default: ResolutionMethod | str | None, n
             raise fail(METHOD, f"one of {list(METHODS)} (a 'method' column or argument)", "neither")
         values = pd.Series([default] * n)
     methods = values.map(lambda m: m.value if isinstance(m, ResolutionMethod) else m)
-    bad = ~methods.isin(METHODS)
+    bad = ~methods.map(lambda m: isinstance(m, str) and m in METHODS).astype(bool)
     if bad.any():
         raise fail(METHOD, f"one of {list(METHODS)}", _describe(methods[bad].iloc[0]))
     return methods.astype(object)
@@ -49,7 +48,7 @@ def _methods(values: pd.Series | None, default: ResolutionMethod | str | None, n
 def prepare(conn: Connection, stream: Stream, records, *, method) -> pd.DataFrame:
     frame = check_columns(as_frame(records, "resolutions"), "resolutions", required=REQUIRED, optional=OPTIONAL)
     n = len(frame)
-    ext = external_ids(frame[ITEM])
+    ext = external_ids(frame[ITEM], ITEM)
     found = dict(lookup(conn, S.items.c.external_id, ext.unique(), S.items.c.external_id, S.items.c.id,
                         where=S.items.c.stream_id == stream.id))
     unknown = [e for e in ext.unique() if e not in found]
@@ -58,18 +57,20 @@ def prepare(conn: Connection, stream: Stream, records, *, method) -> pd.DataFram
     out = pd.DataFrame({"item_ext": ext, "item_id": ext.map(found).astype(np.int64)})
     out["label"] = label_codes(frame[LABEL], stream, LABEL).to_numpy()
     out["method"] = _methods(frame.get(METHOD), method, n).to_numpy()
-    conf = pd.to_numeric(frame[CONFIDENCE], errors="coerce") if CONFIDENCE in frame else pd.Series(np.full(n, np.nan))
-    if ((conf < 0) | (conf > 1)).any():
-        raise fail(CONFIDENCE, "numbers in [0, 1]", f"values from {conf.min()} to {conf.max()}")
-    out["confidence"] = conf.to_numpy(dtype=float)
+    # Text and NaN no longer pass as "no confidence"; a missing value still does.
+    out["confidence"] = _reals(frame.get(CONFIDENCE), n, CONFIDENCE, low=0.0, high=1.0).to_numpy(dtype=float)
     sup = frame[SUPERSEDES] if SUPERSEDES in frame else pd.Series([None] * n)
-    if not all(v is None or (isinstance(v, float) and np.isnan(v)) or isinstance(v, Integral) for v in sup):
-        raise fail(SUPERSEDES, "resolution ids (integers) or None", _describe(sup.tolist()[:3]))
-    out["supersedes_id"] = pd.array([None if v is None or v != v else int(v) for v in sup], dtype="Int64")
-    out["reason"] = frame[REASON].astype(object).where(frame[REASON].notna(), None) if REASON in frame else None
+    out["supersedes_id"] = check_int_column(sup, SUPERSEDES, low=1, high=MAX_BIGINT).array
+    if REASON in frame:
+        reasons = check_text_column(frame[REASON], REASON, empty=True)
+        out["reason"] = reasons.where(reasons.notna(), None).to_numpy()
+    else:
+        out["reason"] = None
     default = "r:" + text(out["item_id"]) + ":" + text(out["supersedes_id"])
-    given = frame[IDEMPOTENCY_KEY].notna() if IDEMPOTENCY_KEY in frame else pd.Series(False, index=frame.index)
-    keys = frame[IDEMPOTENCY_KEY].astype(object).where(given, default) if IDEMPOTENCY_KEY in frame else default
+    given_keys = check_text_column(frame[IDEMPOTENCY_KEY], IDEMPOTENCY_KEY, max_chars=S.MAX_KEY_CHARS, ints=True) \
+        if IDEMPOTENCY_KEY in frame else None
+    given = given_keys.notna() if given_keys is not None else pd.Series(False, index=frame.index)
+    keys = given_keys.where(given, default) if given_keys is not None else default
     out["idempotency_key"] = keys.astype(str)
     # A default key is the natural key (item, superseded resolution): reusing it with another
     # label is a lost race, reported as such below rather than as a key reuse.
@@ -91,6 +92,7 @@ def insert(conn: Connection, stream: Stream, prepared: pd.DataFrame, *, actor: s
            reason: str | None) -> tuple[BatchResult, list[int]]:
     """Store the new resolutions of a prepared batch; return the counts and the id of each
     row (stored now or by an earlier call with the same key)."""
+    check_event_fields(actor, reason)  # the actor is also a column of the resolution
     r = S.resolutions
     if conn.dialect.name == "postgresql":
         # Resolution ids then follow commit order, so "as of resolution version v" is stable.
@@ -119,8 +121,9 @@ def insert(conn: Connection, stream: Stream, prepared: pd.DataFrame, *, actor: s
                 for row in new.itertuples(index=False)]
         try:
             result = conn.execute(r.insert().returning(r.c.id, r.c.idempotency_key, sort_by_parameter_order=True), rows)
-        except sa.exc.IntegrityError as exc:
-            raise ConflictError(f"Another writer resolved these items first ({exc.orig}); read the current "
+        except sa.exc.IntegrityError:
+            # (The database's message would show SQL and internal ids: the caller needs neither.)
+            raise ConflictError("Another writer resolved or corrected one of these items first; read the current "
                                 "resolution and supersede it.") from None
         for id_, key in result:
             ids[key] = id_

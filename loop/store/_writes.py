@@ -14,16 +14,30 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from .._validation import check_text
 from ..exceptions import ConflictError
 from . import _schema as S
 from ._convert import json_text, lookup, now_utc
 from ._records import BatchResult
 
 
+def check_event_fields(actor: Any, reason: Any) -> None:
+    """Refuse an ``actor`` or ``reason`` the events table cannot hold (not text, an actor over
+    200 characters, NUL characters, lone surrogates); None is fine."""
+    if actor is not None:
+        check_text(actor, "actor", max_chars=S.MAX_NAME_CHARS)
+    if reason is not None:
+        check_text(reason, "reason", empty=True)
+
+
 def record_events(conn: Connection, rows: Sequence[Mapping[str, Any]], *, actor: str | None,
                   reason: str | None) -> None:
     """Append events: each row gives action, entity, entity_id and optionally stream_id,
-    item_id, before, after, reason."""
+    item_id, before, after, reason. Every writer passes its ``actor`` and ``reason`` through
+    here, so they are checked here (inside the writer's transaction: a refusal stores nothing)."""
+    check_event_fields(actor, reason)
+    for row in rows:
+        check_event_fields(None, row.get("reason"))
     if not rows:
         return
     at = now_utc()
@@ -64,7 +78,13 @@ def insert_idempotent(conn: Connection, table: sa.Table, rows: list[dict], *, ke
             new.append(row)
             ids[row[key]] = None
     if new:
-        result = conn.execute(table.insert().returning(table.c.id, table.c[key], sort_by_parameter_order=True), new)
+        try:
+            result = conn.execute(table.insert().returning(table.c.id, table.c[key], sort_by_parameter_order=True),
+                                  new)
+        except sa.exc.IntegrityError:
+            # Another writer stored one of these keys between the lookup and the insert.
+            raise ConflictError(f"Another writer stored one of these {key!r} values at the same time; retry "
+                                "(a retry returns what is stored).") from None
         for id_, k in result:
             ids[k] = id_
         record_events(conn, [{"action": action, "entity": entity, "entity_id": ids[row[key]],

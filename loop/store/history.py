@@ -9,6 +9,8 @@ so what other writers stored (people answering, a second program) arrives too.
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
@@ -16,7 +18,7 @@ import sqlalchemy as sa
 from ..agreement import nominal_agreement_from_counts
 from ..columns import ANNOTATOR, COST, ITEM, LABEL, SECONDS
 from ..exceptions import SchemaError
-from . import _metrics
+from . import _metrics, _reads
 from . import _schema as S
 from ._columns import ANNOTATION_ID, CREATED_AT, RESOLUTION_ID
 from ._records import StreamMetrics
@@ -37,9 +39,15 @@ class StreamHistory:
     -----
     :meth:`metrics` keeps its figures up to date from what is new (label counts per item, running
     totals), so it costs what is new, not the history; costs are at the hourly rates of when each
-    annotation was read. Ids grow in insertion order. On PostgreSQL two writers committing at the
-    same time may commit out of id order, so a row committed late under a smaller id than one
-    already read would be missed; one writer (a program and its own workforce) never races itself.
+    annotation was read.
+
+    On PostgreSQL two writers may commit out of id order: a row with a smaller id can become
+    visible after one with a larger id was read. Each read therefore starts at a floor below
+    which nothing can still arrive, not at the largest id read, and drops the rows it already
+    has (see :meth:`annotations`); a row committed late is read once, in its id's place. The
+    floor is the largest id read when no writer was in flight; while writers are busy it lags by
+    about one read, and it stays put while a writing transaction of the database server stays
+    open (the rows above it are read again each time: the price of missing none).
 
     Examples
     --------
@@ -60,6 +68,13 @@ class StreamHistory:
         self.store, self.stream = store, stream
         k = len(store.stream(stream).classes)  # refuses an unknown stream now
         self._annotations: pd.DataFrame | None = None
+        # Annotation ids at or below the floor are all read (or never to be seen); those above
+        # it that were read are kept to drop them when read again. Each read leaves a mark,
+        # (largest id it saw, the next transaction id after it), that lifts the floor once
+        # every transaction older than that has ended.
+        self._floor = 0
+        self._above = np.zeros(0, dtype=np.int64)
+        self._marks: deque[tuple[int, int]] = deque()
         # For metrics(): each item's position, its latest label per annotator and their counts
         # (what agreement is computed on), the labels it ever had (as bits: has it had two?),
         # and the item position of each annotation row.
@@ -79,19 +94,51 @@ class StreamHistory:
                                    index=pd.Index([], dtype=object, name=ITEM))
 
     def annotations(self) -> pd.DataFrame:
-        """The stream's annotations frame (as :meth:`LabelStore.annotations_frame`), in insertion
-        order, with what was stored since the last call appended."""
+        """The stream's annotations frame (as :meth:`LabelStore.annotations_frame`), in id
+        order, with what was stored since the last call added."""
+        # Why a floor and not the largest id read: ids are drawn when a row is inserted and
+        # become visible when its transaction commits, so on PostgreSQL a writer that drew id 5
+        # may commit after another writer's id 6 was read. Reading "after 6" would skip 5
+        # forever. Every id up to the largest one a read saw (M) was drawn before the read's
+        # snapshot (ids are drawn in increasing order), by a transaction that had its
+        # transaction id by then (writers take one first), so one below the snapshot's next
+        # transaction id (X). Once a snapshot's oldest running transaction is at or above X,
+        # every row with an id up to M is visible in it or never will be: the read on that
+        # snapshot (from the old floor) gets the last of them, and M becomes the floor. With
+        # nothing in flight (always on SQLite) that is the read's own snapshot.
+        s = self.store.stream(self.stream)
+        with self.store._read() as conn, _reads.one_snapshot(conn) as (oldest, next_xid):
+            read = _reads.annotations_frame(conn, s, after=None if self._annotations is None else self._floor)
+        ids = read[ANNOTATION_ID].to_numpy(dtype=np.int64)
+        if len(ids):
+            self._marks.append((int(ids.max()), next_xid))
+        floor = self._settled(oldest)
+        new = read[~np.isin(ids, self._above)].reset_index(drop=True) if len(self._above) else read
         if self._annotations is None:
-            self._annotations = self.store.annotations_frame(self.stream)
-            self._count(self._annotations)
-            return self._annotations
-        last = int(self._annotations[ANNOTATION_ID].iloc[-1]) if len(self._annotations) else 0
-        new = self.store.annotations_frame(self.stream, after=last)
-        if len(new):
+            self._annotations = new
+            self._count(new)
+        elif len(new):
+            late = len(self._annotations) and new[ANNOTATION_ID].iloc[0] < self._annotations[ANNOTATION_ID].iloc[-1]
             self._annotations = new if self._annotations.empty else \
                 pd.concat([self._annotations, new], ignore_index=True)
             self._count(new)
+            if late:  # a row committed late: put it in its id's place (rare, and cheap on sorted ids)
+                order = np.argsort(self._annotations[ANNOTATION_ID].to_numpy(), kind="stable")
+                self._annotations = self._annotations.take(order).reset_index(drop=True)
+                self._row_item = self._row_item[order]
+        self._above = np.concatenate([self._above, new[ANNOTATION_ID].to_numpy(dtype=np.int64)])
+        if floor > self._floor:
+            self._floor = floor
+        self._above = self._above[self._above > self._floor]
         return self._annotations
+
+    def _settled(self, oldest: int) -> int:
+        """The largest id of the reads (this one included) all of whose transactions had
+        ended before ``oldest``: the floor once this read is done."""
+        floor = self._floor
+        while self._marks and self._marks[0][1] <= oldest:
+            floor = max(floor, self._marks.popleft()[0])
+        return floor
 
     def labels(self) -> pd.Series:
         """The current label of every resolved item (class code), by item id (sorted)."""
@@ -174,6 +221,8 @@ class StreamHistory:
         self._totals += [np.nansum(seconds), np.isfinite(seconds).sum(), np.nansum(cost), np.isfinite(cost).sum()]
 
     def _refresh_resolutions(self) -> None:
+        # Resolution writers lock the table until they commit, so resolution ids commit in
+        # order and "after the largest id read" misses nothing.
         if self._resolutions is None:
             new = self._resolutions = self.store.resolutions_frame(self.stream)
         else:

@@ -22,19 +22,21 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
 
-from .._validation import _describe, check_int, check_pred_probs, check_real, fail
+from .._validation import (_describe, check_int, check_pred_probs, check_real, check_text,
+                           check_text_column, fail)
 from ..columns import ANNOTATOR, ITEM, LABEL, REASON, ROUTE
 from ..exceptions import ConflictError, ForbiddenError, NotFoundError, StoreError
 from . import _annotations, _exchange, _metrics, _reads, _resolutions, _tasks, _tokens
 from . import _schema as S
 from ._columns import (CREATED_AT, GUIDELINE_VERSION, IDEMPOTENCY_KEY, PAYLOAD, PAYLOAD_REF, PROBS, SIGNALS,
                        SOURCE, SUPERSEDES_KEY)
-from ._convert import as_frame, check_columns, external_ids, json_text, lookup, now_utc, to_utc, utc_stamps
+from ._convert import (MAX_BIGINT, MAX_INTEGER, as_frame, check_columns, external_ids, json_text, lookup, now_utc,
+                       to_utc, utc_stamps)
 from ._engine import default_url, make_engine, normalize_url, write_transaction
 from ._records import (Annotation, Annotator, BatchResult, Dispute, Escalation, GuidelineVersion, ModelVersion,
                        Principal, QueueMetrics, Resolution, ResolutionMethod, Role, Stream, StreamMetrics, Task,
                        TaskPreview, TaskStatus)
-from ._writes import insert_idempotent, record_events
+from ._writes import check_event_fields, insert_idempotent, record_events
 from .migrate import current_revision, head_revision, upgrade
 
 __all__ = ["LabelStore"]
@@ -48,10 +50,39 @@ STATUS: Final = "status"
 DEFAULT_DISPUTE_SLA: Final = timedelta(hours=24)
 
 
+ROUTE_CHARS: Final = 50  # predictions.route
+
+
 def _name(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > S.MAX_NAME_CHARS:
+    check_text(value, name, max_chars=S.MAX_NAME_CHARS)
+    if not value.strip():
         raise fail(name, f"a non-empty string of at most {S.MAX_NAME_CHARS} characters", _describe(value))
     return value
+
+
+def _version(value: Any, name: str = "version") -> int:
+    """A guideline version number (an INTEGER column)."""
+    return check_int(value, name, low=1, high=MAX_INTEGER)
+
+
+def _task_id(value: Any, name: str = "task_id") -> int:
+    return check_int(value, name, low=1, high=MAX_BIGINT)
+
+
+def _flag(value: Any, name: str) -> bool:
+    """True or False, not a value that merely converts to one (``"no"`` is truthy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise fail(name, "True or False", _describe(value))
+    return bool(value)
+
+
+def _status(value: Any) -> TaskStatus:
+    """A task status from a TaskStatus or its value; anything else (dicts included) refused."""
+    if isinstance(value, TaskStatus):
+        return value
+    if not isinstance(value, str) or value not in {t.value for t in TaskStatus}:
+        raise fail(STATUS, f"one of {[t.value for t in TaskStatus]}", _describe(value))
+    return TaskStatus(value)
 
 
 def _optional_name(value: Any, name: str) -> str | None:
@@ -127,8 +158,11 @@ class LabelStore:
         _name(name, "name")
         if isinstance(classes, str) or not isinstance(classes, Iterable):
             raise fail("classes", "a sequence of at least 2 distinct class names", _describe(classes))
-        classes = [str(c) for c in classes]
-        if len(classes) < 2 or len(set(classes)) != len(classes):
+        # Class names travel as JSON (PostgreSQL's JSONB holds no NUL): checked as text; ints
+        # become their decimal strings, as they always did.
+        classes = check_text_column(pd.Series(list(classes), dtype=object), "classes", max_chars=S.MAX_NAME_CHARS,
+                                    ints=True).tolist()
+        if any(c is None for c in classes) or len(classes) < 2 or len(set(classes)) != len(classes):
             raise fail("classes", "a sequence of at least 2 distinct class names", _describe(classes))
         row = {"name": name, "classes": classes, "owner": _optional_name(owner, "owner"),
                "escalation_contact": _optional_name(escalation_contact, "escalation_contact"),
@@ -141,7 +175,8 @@ class LabelStore:
 
     def stream(self, name: str) -> Stream:
         """The work stream called ``name``."""
-        if name not in self._streams:
+        if not isinstance(name, str) or name not in self._streams:
+            check_text(name, "stream", max_chars=S.MAX_NAME_CHARS)
             with self._read() as conn:
                 row = conn.execute(sa.select(S.streams).where(S.streams.c.name == name)).first()
             if row is None:
@@ -167,7 +202,8 @@ class LabelStore:
                       hourly_rate: float = 0.0, email: str | None = None, actor: str | None = None) -> Annotator:
         """Register an annotator (idempotent by name) and put them on ``streams``. ``email``
         (unique) is how a Label Studio user is matched to them."""
-        row = {"name": _name(name, "name"), "tier": check_int(tier, "tier", low=0), "active": bool(active),
+        row = {"name": _name(name, "name"), "tier": check_int(tier, "tier", low=0, high=MAX_INTEGER),
+               "active": _flag(active, "active"),
                "hourly_rate": check_real(hourly_rate, "hourly_rate", low=0.0), "created_at": now_utc(),
                "email": _email(email)}
         targets = [self.stream(s) for s in streams]
@@ -202,6 +238,7 @@ class LabelStore:
     def set_annotator_active(self, name: str, active: bool, *, actor: str | None = None,
                              reason: str | None = None) -> Annotator:
         """Activate or deactivate an annotator (inactive ones cannot add annotations)."""
+        active = _flag(active, "active")
         with write_transaction(self._engine) as conn:
             id_ = self._annotator_id(conn, name)
             before = conn.execute(sa.select(S.annotators.c.active).where(S.annotators.c.id == id_)).scalar_one()
@@ -213,7 +250,8 @@ class LabelStore:
         return self.annotator(name)
 
     def _annotator_id(self, conn: Connection, name: str) -> int:
-        id_ = conn.execute(sa.select(S.annotators.c.id).where(S.annotators.c.name == str(name))).scalar()
+        name = external_ids(pd.Series([name], dtype=object), ANNOTATOR).iloc[0]
+        id_ = conn.execute(sa.select(S.annotators.c.id).where(S.annotators.c.name == name)).scalar()
         if id_ is None:
             raise _not_found(ANNOTATOR, "a registered annotator (add_annotator)", _describe(name))
         return id_
@@ -221,8 +259,9 @@ class LabelStore:
     def annotator(self, name: str) -> Annotator:
         """The annotator called ``name`` with the streams they are on."""
         a, sa_, st = S.annotators, S.stream_annotators, S.streams
+        name = external_ids(pd.Series([name], dtype=object), ANNOTATOR).iloc[0]
         with self._read() as conn:
-            row = conn.execute(sa.select(a).where(a.c.name == str(name))).first()
+            row = conn.execute(sa.select(a).where(a.c.name == name)).first()
             if row is None:
                 raise _not_found(ANNOTATOR, "a registered annotator (add_annotator)", _describe(name))
             streams = conn.execute(sa.select(st.c.name).join(sa_, sa_.c.stream_id == st.c.id)
@@ -284,10 +323,13 @@ class LabelStore:
         """Draft the next version of a stream's guideline. Drafts may be revised
         (:meth:`revise_guideline`) until :meth:`publish_guideline`; published ones never change."""
         s = self.stream(stream)
-        if not isinstance(text, str) or not text.strip():
-            raise fail("text", "non-empty guideline text", _describe(text))
+        _guideline_text(text)
         _name(author, "author")
         examples_text = json_text(examples, "examples")
+        if idempotency_key is not None:
+            check_text(idempotency_key, IDEMPOTENCY_KEY, max_chars=S.MAX_KEY_CHARS)
+        if parent_version is not None:
+            _version(parent_version, "parent_version")
         g = S.guideline_versions
         key = idempotency_key or "g:%d:%s:%s" % (s.id, parent_version, hashlib.sha256(
             f"{text}\x00{examples_text}\x00{author}".encode()).hexdigest()[:24])
@@ -321,6 +363,10 @@ class LabelStore:
                          actor: str | None = None, reason: str | None = None) -> GuidelineVersion:
         """Change a draft's text or examples; a published version raises ConflictError."""
         s = self.stream(stream)
+        version = _version(version)
+        if text is not None:
+            _guideline_text(text)
+        json_text(examples, "examples")
         g = S.guideline_versions
         with write_transaction(self._engine) as conn:
             before = self._guideline(conn, s, version)
@@ -338,6 +384,7 @@ class LabelStore:
     def publish_guideline(self, stream: str, version: int, *, actor: str | None = None) -> GuidelineVersion:
         """Publish a draft (idempotent); from then on it is immutable and annotations may cite it."""
         s = self.stream(stream)
+        version = _version(version)
         g = S.guideline_versions
         with write_transaction(self._engine) as conn:
             current = self._guideline(conn, s, version)
@@ -352,6 +399,8 @@ class LabelStore:
     def guideline(self, stream: str, version: int | None = None) -> GuidelineVersion:
         """A version of the stream's guideline; by default the newest published one."""
         s = self.stream(stream)
+        if version is not None:
+            version = _version(version)
         g = S.guideline_versions
         with self._read() as conn:
             if version is None:
@@ -382,8 +431,8 @@ class LabelStore:
             json_text(p, PAYLOAD)
         at = now_utc()
         rows = [{"stream_id": s.id, "external_id": e, "payload": p, "payload_ref": r, "source": src, "created_at": at}
-                for e, p, r, src in zip(external_ids(frame[ITEM]), payloads, _texts(frame, PAYLOAD_REF),
-                                        _texts(frame, SOURCE))]
+                for e, p, r, src in zip(external_ids(frame[ITEM], ITEM), payloads, _texts(frame, PAYLOAD_REF),
+                                        _texts(frame, SOURCE, max_chars=S.MAX_NAME_CHARS))]
         with write_transaction(self._engine) as conn:
             result, _ = insert_idempotent(conn, S.items, rows, key="external_id", compare=("payload", "payload_ref", "source"),
                                           where=S.items.c.stream_id == s.id, action="item.created", entity="item",
@@ -392,7 +441,8 @@ class LabelStore:
 
     def add_model_version(self, name: str, *, uri: str | None = None, actor: str | None = None) -> ModelVersion:
         """Register a model version (idempotent by name); ``uri`` is an MLflow model URI or run id."""
-        row = {"name": _name(name, "name"), "uri": uri, "created_at": now_utc()}
+        row = {"name": _name(name, "name"), "uri": None if uri is None else check_text(uri, "uri"),
+               "created_at": now_utc()}
         m = S.model_versions
         with write_transaction(self._engine) as conn:
             insert_idempotent(conn, m, [row], key="name", compare=("uri",), action="model_version.created",
@@ -417,6 +467,8 @@ class LabelStore:
         if probs.shape[1] != len(s.classes):
             raise fail(PROBS, f"{len(s.classes)} probabilities per row (classes {list(s.classes)})",
                        f"{probs.shape[1]} per row")
+        check_text(model_version, "model_version", max_chars=S.MAX_NAME_CHARS)
+        routes, reasons = _texts(frame, ROUTE, max_chars=ROUTE_CHARS), _texts(frame, REASON)
         with write_transaction(self._engine) as conn:
             mv = conn.execute(sa.select(S.model_versions.c.id).where(S.model_versions.c.name == model_version)).scalar()
             if mv is None:
@@ -426,7 +478,7 @@ class LabelStore:
             signals = [_json_or_none(v) for v in frame[SIGNALS]] if SIGNALS in frame else [None] * len(frame)
             rows = [{"item_id": int(i), "model_version_id": mv, "probs": p.tolist(), "signals": sig, "route": r,
                      "reason": why, "created_at": at}
-                    for i, p, sig, r, why in zip(item_ids, probs, signals, _texts(frame, ROUTE), _texts(frame, REASON))]
+                    for i, p, sig, r, why in zip(item_ids, probs, signals, routes, reasons)]
             for row in rows:
                 json_text(row["signals"], SIGNALS)
             result, _ = insert_idempotent(conn, S.predictions, rows, key="item_id",
@@ -477,7 +529,7 @@ class LabelStore:
             # A row without a tier (NaN where other rows of the batch name one) gets the default.
             tiers = [1 if isinstance(t, (float, np.floating)) and t != t else
                      check_int(int(t) if isinstance(t, (float, np.floating)) and float(t).is_integer() else t, TIER,
-                               low=0) for t in frame.get(TIER, pd.Series([1] * n))]
+                               low=0, high=MAX_INTEGER) for t in frame.get(TIER, pd.Series([1] * n))]
             people = [None] * n
             if ANNOTATOR in frame:
                 names = frame[ANNOTATOR]
@@ -489,12 +541,13 @@ class LabelStore:
                     people = people.tolist()
             gvs = _annotations.guideline_ids(conn, s, frame.get(GUIDELINE_VERSION), n)
             due = utc_stamps(frame[DUE_AT], DUE_AT) if DUE_AT in frame else pd.Series([pd.NaT] * n)
-            keys = frame.get(IDEMPOTENCY_KEY, pd.Series([None] * n))
+            keys = check_text_column(frame[IDEMPOTENCY_KEY], IDEMPOTENCY_KEY, max_chars=S.MAX_KEY_CHARS, ints=True) \
+                if IDEMPOTENCY_KEY in frame else pd.Series([None] * n)
             kinds = [_task_kind(k) for k in frame.get(KIND, pd.Series(["label"] * n))]
             blinds = [_task_blind(b, k) for b, k in zip(frame.get(BLIND, pd.Series([None] * n)), kinds)]
             rounds = [None if r is None or (isinstance(r, float) and r != r) else
                       check_int(int(r) if isinstance(r, (float, np.floating)) and float(r).is_integer() else r,
-                                ROUND, low=0) for r in frame.get(ROUND, pd.Series([None] * n))]
+                                ROUND, low=0, high=MAX_INTEGER) for r in frame.get(ROUND, pd.Series([None] * n))]
             at = now_utc()
             if sla is not None:
                 if not isinstance(sla, timedelta) or sla <= timedelta(0):
@@ -519,10 +572,9 @@ class LabelStore:
     def set_task_status(self, task_id: int, status: TaskStatus | str, *, annotator: str | None = None,
                         actor: str | None = None, reason: str | None = None) -> Task:
         """Move a task along (open, assigned, done, cancelled), optionally (re)assigning it."""
-        status = TaskStatus(status) if status in {t.value for t in TaskStatus} or isinstance(status, TaskStatus) \
-            else None
-        if status is None:
-            raise fail(STATUS, f"one of {[t.value for t in TaskStatus]}", "another value")
+        status = _status(status)
+        task_id = _task_id(task_id)
+        check_event_fields(actor, reason)
         t = S.tasks
         with write_transaction(self._engine) as conn:
             row = conn.execute(sa.select(t).where(t.c.id == task_id)).first()
@@ -531,7 +583,7 @@ class LabelStore:
             values = {"status": status.value}
             if annotator is not None:
                 s = self._stream_by_id(conn, row.stream_id)
-                values["annotator_id"] = int(_annotations._annotator_ids(conn, s, pd.Series([annotator]))[0])
+                values["annotator_id"] = int(_annotations._annotator_ids(conn, s, pd.Series([annotator], dtype=object))[0])
             conn.execute(t.update().where(t.c.id == task_id).values(**values))
             record_events(conn, [{"action": "task.status", "entity": "task", "entity_id": task_id,
                                   "stream_id": row.stream_id, "item_id": row.item_id,
@@ -551,10 +603,8 @@ class LabelStore:
         int
             How many tasks changed.
         """
-        if status not in {t.value for t in TaskStatus} and not isinstance(status, TaskStatus):
-            raise fail(STATUS, f"one of {[t.value for t in TaskStatus]}", _describe(status))
-        status = TaskStatus(status)
-        ids = sorted({check_int(i, "task_ids", low=1) for i in task_ids})
+        status = _status(status)
+        ids = sorted({_task_id(i, "task_ids") for i in task_ids})
         if not ids:
             return 0
         t = S.tasks
@@ -578,6 +628,8 @@ class LabelStore:
         return self.stream(conn.execute(sa.select(S.streams.c.name).where(S.streams.c.id == stream_id)).scalar_one())
 
     def task(self, task_id: int) -> Task:
+        """The task with id ``task_id``."""
+        task_id = _task_id(task_id)
         frame = self._tasks_query(sa.select().where(S.tasks.c.id == task_id))
         if frame.empty:
             raise _not_found("task_id", "the id of a stored task", _describe(task_id))
@@ -597,7 +649,7 @@ class LabelStore:
         s = self.stream(stream)
         where = S.tasks.c.stream_id == s.id
         if statuses is not None:
-            where = where & S.tasks.c.status.in_([TaskStatus(v).value for v in statuses])
+            where = where & S.tasks.c.status.in_([_status(v).value for v in statuses])
         return self._tasks_query(sa.select().where(where)).drop(columns="stream")
 
     def _tasks_query(self, base: sa.Select) -> pd.DataFrame:
@@ -630,7 +682,8 @@ class LabelStore:
         stream : str
         annotations : DataFrame or iterable of mappings
             Columns ``item_id``, ``annotator_id``, ``label`` (a class code or class name);
-            optional ``seconds``, ``rationale`` (at most 10,000 characters), ``evidence``
+            optional ``seconds``, ``rationale`` (text of at most 10,000 characters; an empty
+            one is no rationale and reads back as None, on SQLite as on PostgreSQL), ``evidence``
             (any JSON value), ``suggestion`` (the label shown to the annotator, code or
             name), ``suggestion_confidence`` (in [0, 1]), ``guideline_version`` (a published
             version number), ``task_id``, ``created_at`` (default: now) and
@@ -647,8 +700,9 @@ class LabelStore:
         ------
         SchemaError
             Naming the bad field: unknown item, annotator unknown, inactive or not on the
-            stream, label outside the class set, unpublished guideline version, oversized
-            rationale. Nothing is stored.
+            stream, label outside the class set (or not a label: a dict, a list), unpublished
+            or malformed guideline version or task id, oversized rationale or key, text with a
+            NUL character or a lone surrogate (neither engine stores both). Nothing is stored.
         ConflictError
             A key already names an annotation with other content.
         """
@@ -671,11 +725,12 @@ class LabelStore:
         keeps the frame appends what arrived since its last read (its largest
         ``annotation_id``) instead of reading the whole history again. Ids grow in insertion
         order; on PostgreSQL two writers committing at once may commit out of that order, so a
-        reader racing other writers reads again from an older id.
+        reader racing other writers reads again from an older id (:class:`StreamHistory` does,
+        from the largest id below which nothing can still arrive, and drops what it has).
         """
         s = self.stream(stream)
         if after is not None:
-            after = check_int(after, "after", low=0)
+            after = check_int(after, "after", low=0, high=MAX_BIGINT)
         with self._read() as conn:
             return _reads.annotations_frame(conn, s, extras=tuple(extras),
                                             since=None if since is None else to_utc(since, "since"),
@@ -734,7 +789,7 @@ class LabelStore:
         since its last read."""
         s = self.stream(stream)
         if after is not None:
-            after = check_int(after, "after", low=0)
+            after = check_int(after, "after", low=0, high=MAX_BIGINT)
         with self._read() as conn:
             return _resolutions.resolutions_frame(conn, s, as_of=self._as_of(as_of), after=after)
 
@@ -751,7 +806,7 @@ class LabelStore:
         if as_of is None:
             return None
         if isinstance(as_of, (int, np.integer)) and not isinstance(as_of, bool):
-            return int(as_of)
+            return check_int(as_of, "as_of", low=0, high=MAX_BIGINT)
         return to_utc(as_of, "as_of")
 
     # ----------------------------------------------------------------- audit, metrics
@@ -766,7 +821,8 @@ class LabelStore:
                 s = self.stream(stream)
                 query = query.where(e.c.stream_id == s.id)
                 if item_id is not None:
-                    query = query.where(e.c.item_id == int(_item_ids_of(conn, s, pd.Series([item_id]))[0]))
+                    internal = _item_ids_of(conn, s, pd.Series([item_id], dtype=object))[0]
+                    query = query.where(e.c.item_id == int(internal))
             elif item_id is not None:
                 raise fail("stream", "a stream name when item_id is given", "None")
             rows = conn.execute(query).all()
@@ -823,6 +879,8 @@ class LabelStore:
         (``predictions: [{model_version, score, result: [{from_name, to_name, type:
         "choices", value: {choices: [class name]}}]}]``); written to ``path`` when given."""
         s = self.stream(stream)
+        if model_version is not None:
+            check_text(model_version, "model_version", max_chars=S.MAX_NAME_CHARS)
         tasks = self.tasks_frame(stream, statuses=statuses)
         with self._read() as conn:
             items = _exchange.item_payloads(conn, s, tasks[ITEM].tolist())
@@ -1149,11 +1207,19 @@ def _item_ids_of(conn: Connection, s: Stream, values: pd.Series) -> np.ndarray:
     return _annotations._item_ids(conn, s, pd.Series(values).reset_index(drop=True))
 
 
-def _texts(frame: pd.DataFrame, column: str) -> list[str | None]:
-    """An optional text column as a list (None where absent or missing)."""
+def _texts(frame: pd.DataFrame, column: str, *, max_chars: int | None = None) -> list[str | None]:
+    """An optional text column as a list (None where absent or missing), checked as text."""
     if column not in frame:
         return [None] * len(frame)
-    return [None if pd.isna(v) else str(v) for v in frame[column]]
+    checked = check_text_column(frame[column], column, max_chars=max_chars, empty=True)
+    return checked.where(checked.notna(), None).tolist()
+
+
+def _guideline_text(text: Any) -> str:
+    check_text(text, "text")
+    if not text.strip():
+        raise fail("text", "non-empty guideline text", _describe(text))
+    return text
 
 
 def _task_status(value: Any) -> TaskStatus:
@@ -1199,6 +1265,7 @@ def _not_found(name: str, expected: str, got: str) -> NotFoundError:
 def _email(value: Any) -> str | None:
     if value is None:
         return None
+    check_text(value, "email", max_chars=S.MAX_EMAIL_CHARS)  # NUL, lone surrogates, length
     if not isinstance(value, str) or "@" not in value.strip("@") or len(value) > S.MAX_EMAIL_CHARS or \
             any(c.isspace() for c in value):
         raise fail("email", f"an email address of at most {S.MAX_EMAIL_CHARS} characters", _describe(value))

@@ -3,6 +3,7 @@ whoever wrote it."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 
 from loop.columns import ANNOTATOR, ITEM, LABEL, SECONDS
-from loop.store import IDEMPOTENCY_KEY, RESOLUTION_ID, SUPERSEDES_KEY, LabelStore, StreamHistory
+from loop.store import IDEMPOTENCY_KEY, RESOLUTION_ID, SUPERSEDES_KEY, LabelStore, StreamHistory, _reads
 
 from .conftest import STREAM
 
@@ -49,3 +50,54 @@ def test_the_history_follows_every_writer(seeded, store_url):
     assert kept == pytest.approx(read, nan_ok=True)  # running totals: equal up to rounding
     assert np.isfinite(kept["krippendorff_alpha"]) and np.isfinite(kept["median_resolution_hours"])
     assert np.isnan(history.metrics(resolution_hours=False).median_resolution_hours)
+
+
+def _setup(store: LabelStore) -> None:
+    store.create_stream(STREAM, ("neg", "neu", "pos"))
+    for name in ("a", "b"):
+        store.add_annotator(name, streams=[STREAM])
+    store.add_items(STREAM, [{ITEM: f"i{k}"} for k in range(3)])
+
+
+def test_a_row_committed_late_under_a_smaller_id_is_read_once(pg_url):
+    # Writer 1 draws the smaller id and commits last; writer 2 commits the larger id, which
+    # the history reads while writer 1 is still in flight.
+    from loop.store import _annotations
+    from loop.store._engine import write_transaction
+
+    with LabelStore(pg_url) as store, LabelStore(pg_url) as writer:
+        _setup(store)
+        history = StreamHistory(store, STREAM)
+        assert history.annotations().empty
+        with write_transaction(writer._engine) as conn:
+            prepared = _annotations.prepare(conn, writer.stream(STREAM), [{ITEM: "i0", ANNOTATOR: "a", LABEL: 0}])
+            _annotations.insert(conn, prepared, actor=None, reason=None)
+            store.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "b", LABEL: 2}])
+            assert history.annotations()[ANNOTATOR].tolist() == ["b"]
+        store.add_annotations(STREAM, [{ITEM: "i2", ANNOTATOR: "a", LABEL: 1}])
+        got = history.annotations()
+        # The late row once, in its id's place.
+        assert list(zip(got[ITEM], got[ANNOTATOR])) == [("i0", "a"), ("i0", "b"), ("i2", "a")]
+        pd.testing.assert_frame_equal(got, store.annotations_frame(STREAM))
+        pd.testing.assert_frame_equal(history.annotations(), store.annotations_frame(STREAM))
+        kept, read = asdict(history.metrics()), asdict(store.stream_metrics(STREAM))
+        assert kept == pytest.approx(read, nan_ok=True) and kept["n_annotations"] == 3
+
+
+def test_a_quiet_history_reads_only_what_is_new(store_url, monkeypatch):
+    with LabelStore(store_url) as store:
+        _setup(store)
+        store.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "a", LABEL: 0}, {ITEM: "i1", ANNOTATOR: "a", LABEL: 1}])
+        history = StreamHistory(store, STREAM)
+        history.annotations()
+        last = int(store.annotations_frame(STREAM)["annotation_id"].max())
+        asked = []
+        read = _reads.annotations_frame
+        monkeypatch.setattr(_reads, "annotations_frame", lambda conn, stream, **kw: asked.append(kw.get("after")) or
+                            read(conn, stream, **kw))
+        # Once no writer is in flight, a read starts after the largest id (on PostgreSQL, other
+        # clients' transactions on the server may hold the floor for a moment).
+        deadline = time.monotonic() + 30
+        while history.annotations() is not None and asked[-1] != last and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert asked[-1] == last
