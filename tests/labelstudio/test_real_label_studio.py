@@ -65,14 +65,16 @@ def team_store(tmp_path) -> LabelStore:
     s.add_annotator("ann-1", email=ANN1, streams=[STREAM])
     s.add_annotator("ann-2", email=ANN2, streams=[STREAM])
     s.add_items(STREAM, [{ITEM: f"i{k}", "payload": {"text": f"review {k}", "features": [1.0 + k, 2.0, 3.0]}}
-                         for k in range(5)])
+                         for k in range(6)])
     s.add_model_version("sentiment@4")
     s.add_predictions(STREAM, "sentiment@4", [{ITEM: f"i{k}", "probs": [0.2, 0.3, 0.5], "route": "review",
-                                               "reason": f"reason {k}"} for k in range(5)])
+                                               "reason": f"reason {k}"} for k in range(6)])
     s.add_tasks(STREAM, [{ITEM: "i0"}, {ITEM: "i1"}, {ITEM: "i2"},
                          {ITEM: "i3", "kind": "double_blind", "idempotency_key": "db-i3-a"},
                          {ITEM: "i3", "kind": "double_blind", "idempotency_key": "db-i3-b"},
-                         {ITEM: "i4", "kind": "expert", "tier": 2}])
+                         {ITEM: "i4", "kind": "expert", "tier": 2},
+                         # Already someone's in labelloop's own queue: never pushed to Label Studio too.
+                         {ITEM: "i5", ANNOTATOR: "ann-2"}])
     return s
 
 
@@ -117,11 +119,12 @@ def test_sync_pushes_routed_tasks_and_pulls_answers_back(server, team_store, mon
     assert set(frame["source"]) == {"label_studio"}
     assert frame["task_id"].notna().all() and frame["task_id"].is_unique
     statuses = team_store.tasks_frame(STREAM).set_index(ITEM)["status"]
-    assert (statuses.drop("i4") == "done").all() and statuses["i4"] == "open"
+    assert (statuses.drop(["i4", "i5"]) == "done").all() and statuses["i4"] == "open"
+    assert statuses["i5"] == "assigned"
     assert team_store.external_tasks_frame(SYSTEM)["closed_at"].notna().all()
     again = sync(cfg, store=team_store)
     assert (again.pulled, again.already, again.pushed) == (0, 5, 0)
-    assert [t["data"]["item_id"] for t in team_store.export_label_studio(STREAM)] == ["i4"]
+    assert [t["data"]["item_id"] for t in team_store.export_label_studio(STREAM)] == ["i4", "i5"]
 
 
 def test_label_studio_calls_the_ml_backend_and_its_webhook(server, backend_http, store):
