@@ -205,6 +205,8 @@ class Throughput:
     answers_per_s: float
     p50_ms: float            # one next-task + submit cycle
     p99_ms: float
+    next_p50_ms: float       # the next-task call alone
+    next_p99_ms: float
     errors: int
     lost: int                # answers acknowledged but missing from the project afterwards
     duplicated: int          # tasks answered by one user twice (next/ gave a task again)
@@ -230,6 +232,7 @@ def label_studio_throughput(server: LabelStudioServer, *, clients: int = 32, sec
                                      for k in range(start, min(tasks, start + 1000))])
     result = [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": ["pos"]}}]
     latencies: list[list[float]] = [[] for _ in range(clients)]
+    next_latencies: list[list[float]] = [[] for _ in range(clients)]
     acked: list[list[int]] = [[] for _ in range(clients)]
     errors = Counter()
     stop_at = [0.0]
@@ -242,6 +245,7 @@ def label_studio_throughput(server: LabelStudioServer, *, clients: int = 32, sec
             t0 = time.perf_counter()
             try:
                 task = me.next_task(project)
+                next_latencies[k].append(time.perf_counter() - t0)
                 if task is None:
                     break
                 answer = me.annotate(int(task["id"]), result, lead_time=1.0)
@@ -266,9 +270,12 @@ def label_studio_throughput(server: LabelStudioServer, *, clients: int = 32, sec
     per_user_task = Counter(stored.values())
     per_task = Counter(task for task, _ in stored.values())
     lat = np.array([x for xs in latencies for x in xs]) * 1000
+    nxt = np.array([x for xs in next_latencies for x in xs]) * 1000
     return Throughput(clients=clients, seconds=elapsed, answers=len(sent), answers_per_s=len(sent) / elapsed,
                       p50_ms=float(np.percentile(lat, 50)) if len(lat) else float("nan"),
                       p99_ms=float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+                      next_p50_ms=float(np.percentile(nxt, 50)) if len(nxt) else float("nan"),
+                      next_p99_ms=float(np.percentile(nxt, 99)) if len(nxt) else float("nan"),
                       errors=sum(errors.values()), lost=len(set(sent) - set(stored)),
                       duplicated=sum(n - 1 for n in per_user_task.values() if n > 1),
                       over_answered=sum(n - overlap for n in per_task.values() if n > overlap),

@@ -269,7 +269,7 @@ def served_run(ray_serve, small_cfg, small_world, mlflow_uri, tmp_path_factory) 
 
     def request_spy(self, method, path, *, body=None, **kwargs):
         answer = real_request(self, method, path, body=body, **kwargs)
-        if method == "POST" and path in ("/v1/score", "/v1/route"):  # not /v1/reload's empty body
+        if method == "POST" and body is not None and path != "/v1/reload":  # reload's body is {}
             sent = json.loads(body)
             posts.append(_Call(path, [str(i) for i in sent["item_ids"]], "labels" in sent,
                                sent.get("return_probabilities"),

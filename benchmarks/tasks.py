@@ -1,0 +1,251 @@
+"""Task API load: concurrent annotators fetching their next task and answering it, labelloop's
+task API against Label Studio's own API, in the same run.
+
+Both servers get the same work on this machine: ``--clients`` annotator clients (threads, one
+HTTP session and one token each) loop for ``--seconds``: fetch the next task, answer it. For
+labelloop that is ``GET /v1/tasks/next`` and ``POST /v1/tasks/{id}/annotations`` (with an
+Idempotency-Key) on the Serve app (:func:`serve.local.start_local`) over a PostgreSQL label
+store; for Label Studio ``GET /api/projects/{id}/next/`` and ``POST /api/tasks/{id}/annotations/``
+on a real Label Studio (its own venv, built once by ``scripts/install_label_studio.sh``; started
+by ``benchmarks/_label_studio.py``), also on PostgreSQL, with Label Studio's own web server.
+
+Reported per server: answers per second, p50 and p99 latency of ``next`` and of the answer,
+and the check that matters more than speed: every answer the server acknowledged is stored
+exactly once, and no task went to two people (lost and duplicated counts, read back from the
+server's own store after the run). Run::
+
+    .venv/bin/python benchmarks/tasks.py                    # 60 s per server, 32 clients
+    .venv/bin/python benchmarks/tasks.py --seconds 10       # quicker, noisier
+
+Targets (issue 12): labelloop's answers/s >= 3x Label Studio's, p99 of ``next`` < 100 ms, 0 lost
+or duplicated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TARGET_RATIO = 3.0
+TARGET_NEXT_P99_MS = 100.0
+PG_URL = os.environ.get("LABELLOOP_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@dataclass
+class Load:
+    """What the clients saw: latencies in seconds, and the acknowledged answers."""
+
+    next_latency: list[float] = field(default_factory=list)
+    cycle_latency: list[float] = field(default_factory=list)
+    acknowledged: list[tuple[int, str]] = field(default_factory=list)  # (task id, annotator)
+    empty: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Result:
+    server: str
+    clients: int
+    seconds: float
+    answers: int
+    answers_per_s: float
+    next_p50_ms: float
+    next_p99_ms: float
+    cycle_p50_ms: float   # next + answer
+    cycle_p99_ms: float
+    lost: int
+    duplicated: int
+    errors: int
+
+
+def run_clients(n_clients: int, seconds: float, make_client: Callable[[int], Callable[[Load], None]]) -> Load:
+    """Run ``n_clients`` threads, each calling its ``step(load)`` until ``seconds`` pass; merge
+    what they saw. A client's step fetches one task and answers it."""
+    loads = [Load() for _ in range(n_clients)]
+    steps = [make_client(i) for i in range(n_clients)]
+    start = threading.Barrier(n_clients + 1)
+    stop = threading.Event()
+
+    def work(i: int) -> None:
+        start.wait()
+        while not stop.is_set():
+            try:
+                steps[i](loads[i])
+            except Exception as exc:  # noqa: BLE001 - counted and shown, a load test must not die quietly
+                loads[i].errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(n_clients)]
+    for t in threads:
+        t.start()
+    start.wait()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    merged = Load()
+    for load in loads:
+        merged.next_latency += load.next_latency
+        merged.cycle_latency += load.cycle_latency
+        merged.acknowledged += load.acknowledged
+        merged.empty += load.empty
+        merged.errors += load.errors
+    return merged
+
+
+def summarise(server: str, n_clients: int, seconds: float, load: Load, stored: dict[int, list[str]]) -> Result:
+    """``stored``: task id -> annotators of the answers the server's store holds for it."""
+    acked = {}
+    for task_id, who in load.acknowledged:
+        acked.setdefault(task_id, set()).add(who)
+    lost = sum(1 for task_id, people in acked.items() for p in people if p not in stored.get(task_id, []))
+    duplicated = sum(max(0, len(people) - 1) for people in stored.values())
+
+    def pct(values: list[float], q: float) -> float:
+        return float(np.percentile(values, q) * 1000) if values else float("nan")
+
+    return Result(server=server, clients=n_clients, seconds=seconds, answers=len(load.acknowledged),
+                  answers_per_s=len(load.acknowledged) / seconds,
+                  next_p50_ms=pct(load.next_latency, 50), next_p99_ms=pct(load.next_latency, 99),
+                  cycle_p50_ms=pct(load.cycle_latency, 50), cycle_p99_ms=pct(load.cycle_latency, 99),
+                  lost=lost, duplicated=duplicated, errors=len(load.errors))
+
+
+# --------------------------------------------------------------------------- labelloop
+
+def labelloop_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Path) -> Result:
+    """The task API on the local Serve app over a fresh PostgreSQL schema."""
+    import psycopg
+
+    from loop.store import LabelStore
+    from serve.local import shutdown_local, start_local
+
+    schema = f"bench_tasks_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    store_url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    try:
+        classes = ["neg", "pos"]
+        with LabelStore(store_url) as store:
+            store.create_stream("bench", classes, owner="lead")
+            tokens = []
+            for i in range(n_clients):
+                name = f"annotator-{i:02d}"
+                store.add_annotator(name, streams=["bench"])
+                tokens.append(store.issue_token(name, "annotator", annotator=name))
+            items = [{"item_id": f"e{j}"} for j in range(n_tasks)]
+            store.add_items("bench", items)
+            store.add_tasks("bench", [{"item_id": f"e{j}"} for j in range(n_tasks)])
+        url = start_local({"model_name": "tasks-bench", "tracking_uri": f"sqlite:///{work_dir / 'mlflow.db'}",
+                           "store_url": store_url, "auth": "token"},
+                          ray_temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+
+        def make_client(i: int):
+            session = requests.Session()
+            session.headers["Authorization"] = f"Bearer {tokens[i]}"
+            who = f"annotator-{i:02d}"
+
+            def step(load: Load) -> None:
+                t0 = time.perf_counter()
+                r = session.get(f"{url}/v1/tasks/next", params={"stream": "bench"}, timeout=30)
+                load.next_latency.append(time.perf_counter() - t0)
+                if r.status_code == 204:
+                    load.empty += 1
+                    time.sleep(0.01)
+                    return
+                r.raise_for_status()
+                task = r.json()["task"]
+                r = session.post(f"{url}/v1/tasks/{task['task_id']}/annotations",
+                                 json={"label": classes[task["task_id"] % 2], "seconds": 3.0},
+                                 headers={"Idempotency-Key": f"bench-{task['task_id']}-{who}"}, timeout=30)
+                load.cycle_latency.append(time.perf_counter() - t0)
+                r.raise_for_status()
+                load.acknowledged.append((int(task["task_id"]), who))
+            return step
+
+        load = run_clients(n_clients, seconds, make_client)
+        with LabelStore(store_url) as store:
+            frame = store.annotations_frame("bench")
+        stored: dict[int, list[str]] = {}
+        for task_id, who in zip(frame["task_id"].tolist(), frame["annotator_id"].tolist()):
+            stored.setdefault(int(task_id), []).append(who)
+        shutdown_local()
+        return summarise("labelloop", n_clients, seconds, load, stored)
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+# --------------------------------------------------------------------------- Label Studio
+
+def label_studio_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Path) -> Result:
+    """Label Studio's own API doing the same work, on a fresh PostgreSQL database of the same
+    server (:func:`_label_studio.label_studio_throughput`)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _label_studio import LabelStudioServer, fresh_postgres, label_studio_python, label_studio_throughput
+
+    python = label_studio_python(install=True)
+    postgres = fresh_postgres(PG_URL, "labelstudio_tasks_bench")
+    with LabelStudioServer.start(python, data_dir=work_dir / "label-studio", postgres=postgres) as server:
+        print(f"  Label Studio {server.url} up in {server.started_in:.0f} s", flush=True)
+        t = label_studio_throughput(server, clients=n_clients, seconds=seconds, tasks=min(n_tasks, 5000))
+    return Result(server="label_studio", clients=n_clients, seconds=t.seconds, answers=t.answers,
+                  answers_per_s=t.answers_per_s, next_p50_ms=t.next_p50_ms, next_p99_ms=t.next_p99_ms,
+                  cycle_p50_ms=t.p50_ms, cycle_p99_ms=t.p99_ms, lost=t.lost,
+                  duplicated=t.duplicated + t.over_answered, errors=t.errors)
+
+
+def _table(results: list[Result]) -> str:
+    head = (f"{'server':<13} {'clients':>7} {'answers':>8} {'answers/s':>10} {'next p50':>9} {'next p99':>9} "
+            f"{'cycle p50':>10} {'cycle p99':>10} {'lost':>5} {'dup':>4} {'errors':>6}")
+    rows = [head] + [f"{r.server:<13} {r.clients:>7} {r.answers:>8} {r.answers_per_s:>10.1f} {r.next_p50_ms:>7.1f}ms "
+                     f"{r.next_p99_ms:>7.1f}ms {r.cycle_p50_ms:>8.1f}ms {r.cycle_p99_ms:>8.1f}ms {r.lost:>5} "
+                     f"{r.duplicated:>4} {r.errors:>6}" for r in results]
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--tasks", type=int, default=40_000,
+                        help="tasks labelloop starts with (Label Studio: at most 5,000; it answers far fewer)")
+    parser.add_argument("--only", choices=["labelloop", "label_studio"], default=None)
+    args = parser.parse_args(argv)
+    print(f"load: {os.getloadavg()[0]:.2f} (1-min average) on {os.cpu_count()} cores", flush=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tasks-bench-") as tmp:
+        for name, run in (("labelloop", labelloop_load), ("label_studio", label_studio_load)):
+            if args.only and args.only != name:
+                continue
+            print(f"{name}: {args.clients} clients for {args.seconds:.0f} s ...", flush=True)
+            results.append(run(args.clients, args.seconds, args.tasks, Path(tmp)))
+    print(_table(results))
+    ours = next((r for r in results if r.server == "labelloop"), None)
+    peer = next((r for r in results if r.server == "label_studio"), None)
+    if ours is not None:
+        print(f"next p99 {ours.next_p99_ms:.1f} ms (target < {TARGET_NEXT_P99_MS:.0f}): "
+              f"{'met' if ours.next_p99_ms < TARGET_NEXT_P99_MS else 'missed'}; lost {ours.lost}, duplicated "
+              f"{ours.duplicated}: {'met' if ours.lost == ours.duplicated == 0 else 'missed'}")
+    if ours is not None and peer is not None:
+        ratio = ours.answers_per_s / peer.answers_per_s if peer.answers_per_s else float("inf")
+        print(f"answers/s ratio labelloop / Label Studio: {ratio:.2f}x (target >= {TARGET_RATIO:.0f}x): "
+              f"{'met' if ratio >= TARGET_RATIO else 'missed'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
