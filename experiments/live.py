@@ -341,13 +341,11 @@ class RoundRuns:
         verdict = T.VERDICT_PROMOTED if metrics.get(T.PROMOTED) else T.VERDICT_REFUSED
         run = writer.start_run(writer.experiment_id(self.inner.experiment), f"round-{step}",
                                parent_run_id=self.inner.run_id,
-                               tags={T.TAG_ROLE: ROLE_ROUND, T.TAG_GATE_VERDICT: verdict,
-                                     T.TAG_GATE_REASON: self._gate_reason, "labelloop.round": str(step)})
+                               tags={T.TAG_ROLE: T.ROLE_ROUND, T.TAG_GATE_VERDICT: verdict,
+                                     T.TAG_GATE_REASON: self._gate_reason, T.TAG_ROUND: str(step)})
         writer.log(run, metrics={k: v for k, v in metrics.items() if v is not None and np.isfinite(v)}, step=step)
         writer.finish(run)
 
-
-ROLE_ROUND = "program_round"
 
 
 # --- ingesting a table -------------------------------------------------------------------------

@@ -219,7 +219,7 @@ def test_three_rounds_with_people_lower_the_estimated_error(tmp_path, store_url)
 
     client = MlflowClient(cfg.tracking.uri)
     runs = client.search_runs([client.get_experiment_by_name("live").experiment_id])
-    round_runs = {r.data.tags.get("labelloop.round"): r for r in runs if r.data.tags.get(T.TAG_ROLE) == "program_round"}
+    round_runs = {r.data.tags.get(T.TAG_ROUND): r for r in runs if r.data.tags.get(T.TAG_ROLE) == T.ROLE_ROUND}
     assert set(round_runs) == {str(r) for r in range(ROUNDS + 1)}
     for r in range(1, ROUNDS + 1):
         tags = round_runs[str(r)].data.tags
