@@ -1152,7 +1152,7 @@ class LabelStore:
         (``"suggestion"``); the item goes to adjudication.
 
         Creates the dispute and, unless the item has an unfinished adjudication task already
-        (the dispute then joins it), an ``adjudication`` task (tier 2, blind, due after
+        (the dispute then joins it), an ``adjudication`` task (expert tier, blind, due after
         ``sla``). Answering that task closes the dispute: ``resolved`` with the adjudicated
         label superseding the current resolution when it differs (or as the first resolution),
         ``rejected`` when the adjudicator keeps the current label. Idempotent by

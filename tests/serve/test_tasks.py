@@ -58,7 +58,7 @@ def team(store, http) -> dict:
     assert http.post("/v1/streams", headers=h, json={"name": STREAM, "classes": ["neg", "neu", "pos"],
                                                       "owner": "lead"}).status_code == 201
     tokens = {}
-    for name, tier in (("ann", 1), ("bob", 1), ("eve", 2)):
+    for name, tier in (("ann", 1), ("bob", 1), ("eve", 3)):
         answer = http.post("/v1/annotators", headers=h, json={"name": name, "tier": tier, "streams": [STREAM],
                                                                 "email": f"{name}@example.com"})
         assert answer.status_code == 201, answer.text
@@ -191,7 +191,7 @@ def test_an_annotator_cannot_see_or_answer_anothers_task(http, team):
 
 
 def test_expert_tasks_go_to_tier_2_only(http, team):
-    _tasks(http, team, [{"item_id": "i1", "kind": "expert", "tier": 2}])
+    _tasks(http, team, [{"item_id": "i1", "kind": "expert", "tier": 3}])
     assert http.get("/v1/tasks/next", headers=_auth(team["ann"])).status_code == 204
     assert http.get("/v1/tasks/next", headers=_auth(team["eve"])).json()["task"]["kind"] == "expert"
 
