@@ -77,7 +77,7 @@ from loop.store import LabelStore, Principal
 from . import review
 from .args import APP_NAME, AppArgs
 from .auth import AUTH_RESPONSES, AuthError, Services, any_role, scoring_access
-from .http import JsonApiGuard, read_body
+from .http import JsonApiGuard, document_edge_errors, read_body
 from .labelstudio import LabelStudioBackend
 from .labelstudio import router as labelstudio_router
 from .payload import (NO_LABEL, BadRequest, ParsedRequest, ScoreRequest, check_label_codes, chunk_bounds,
@@ -310,6 +310,18 @@ _REQUEST_BODY = {"requestBody": {"required": True, "content": {
 
 api.include_router(labelstudio_router)  # Label Studio's ML backend protocol under /labelstudio
 
+_routes_openapi = api.openapi
+
+
+def _openapi() -> dict[str, Any]:
+    """FastAPI's document of the routes, plus what the edge answers on its own (415, 400)."""
+    if api.openapi_schema is None:
+        api.openapi_schema = document_edge_errors(_routes_openapi())
+    return api.openapi_schema
+
+
+api.openapi = _openapi
+
 
 @api.exception_handler(BadRequest)
 async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
@@ -354,7 +366,10 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
 
 @api.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return JSONResponse(error_body(None, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+    # FastAPI's one 400 is a body it cannot read (bytes that are not UTF-8): name the body.
+    field = "body" if exc.status_code == 400 else None
+    message = "The body cannot be read: send UTF-8 JSON." if exc.status_code == 400 else str(exc.detail)
+    return JSONResponse(error_body(field, message), status_code=exc.status_code, headers=exc.headers)
 
 
 api.include_router(task_router)
@@ -395,7 +410,7 @@ def _schema_field(message: str) -> str | None:
 
 _CALLER = "caller"  # the model version of predictions the caller brought
 _ERROR_DOC = {"description": "Refused: error.field and error.message say why"}
-_SCORING_RESPONSES = {**AUTH_RESPONSES, 413: _ERROR_DOC, 422: _ERROR_DOC}
+_SCORING_RESPONSES = {**AUTH_RESPONSES, 413: _ERROR_DOC, 422: _ERROR_DOC, 503: _ERROR_DOC}
 _ADMIN_RESPONSES = {**AUTH_RESPONSES, 422: _ERROR_DOC, 503: _ERROR_DOC}
 
 

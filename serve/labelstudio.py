@@ -42,6 +42,7 @@ from loop.exceptions import LoopError, SchemaError
 from loop.labelstudio import ControlNames, item_of, prediction
 
 from .args import LabelStudioArgs
+from .auth import ERROR_SCHEMA
 from .payload import BadRequest
 
 __all__ = ["LabelStudioBackend", "router"]
@@ -256,13 +257,21 @@ async def health() -> JSONResponse:
     return JSONResponse({"status": "UP", "model_class": MODEL_CLASS})
 
 
-@router.post("/setup")
+def _doc(**codes: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=``: 404 (the app serves no backend) and 422 (a bad body), plus ``codes``."""
+    texts = {"404": "This app serves no Label Studio backend", "422": "A body Label Studio would not send, named in "
+             "error.field", **codes}
+    return {int(code): {"description": text, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+            for code, text in texts.items()}
+
+
+@router.post("/setup", responses=_doc())
 async def setup(request: Request, ls: LabelStudioBackend = Depends(backend)) -> JSONResponse:
     await _json(request)
     return JSONResponse({"model_version": await ls.model_version()})
 
 
-@router.post("/predict")
+@router.post("/predict", responses=_doc(**{"503": "No model is served yet"}))
 async def predict(request: Request, ls: LabelStudioBackend = Depends(backend)) -> JSONResponse:
     body = await _json(request)
     tasks = body.get("tasks")
@@ -275,7 +284,8 @@ async def predict(request: Request, ls: LabelStudioBackend = Depends(backend)) -
     return JSONResponse({"results": results})
 
 
-@router.post("/webhook")
+@router.post("/webhook", responses=_doc(**{"401": "No valid bearer token", "409": "The answers conflict with "
+                                                                             "the store (a task not open for them)"}))
 async def webhook(request: Request, ls: LabelStudioBackend = Depends(backend)) -> JSONResponse:
     who = ls.check_token(request.headers.get("authorization"))
     body = await _json(request)

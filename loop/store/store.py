@@ -278,7 +278,7 @@ class LabelStore:
         """Change an annotator's tier, active flag or email, and put them on more ``streams``;
         one event per change. None leaves a field as it is."""
         targets = [self.stream(s) for s in streams]
-        tier = None if tier is None else check_int(tier, "tier", low=0)
+        tier = None if tier is None else check_int(tier, "tier", low=0, high=MAX_INTEGER)
         email = _email(email)
         if active is not None:
             self.set_annotator_active(name, active, actor=actor, reason=reason)
@@ -1068,6 +1068,7 @@ class LabelStore:
         SchemaError
             A bad label, flag, rationale or seconds (naming the field).
         """
+        task_id = _task_id(task_id)  # a SchemaError on both engines, not SQLite's OverflowError
         now = now_utc()
         with write_transaction(self._engine) as conn:
             task = _tasks.task_row(conn, task_id, lock=True)
@@ -1261,8 +1262,11 @@ class LabelStore:
 
     def _item_row(self, conn: Connection, s: Stream, item_id: Any):
         i = S.items
+        # Checked as stored ids are: a NUL character is a SchemaError on both engines (PostgreSQL
+        # refuses it in a query; SQLite would only find nothing).
+        external = external_ids(pd.Series([item_id], dtype=object), ITEM).iloc[0]
         row = conn.execute(sa.select(i.c.id, i.c.external_id).where(i.c.stream_id == s.id,
-                                                                    i.c.external_id == str(item_id))).first()
+                                                                    i.c.external_id == external)).first()
         if row is None:
             raise NotFoundError(f"The {ITEM!r} argument must be an item of stream {s.name!r}. Got {item_id!r} instead.")
         return row

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from loop.columns import ANNOTATOR, ITEM, LABEL, REASON, SECONDS
-from loop.exceptions import SchemaError
+from loop.exceptions import NotFoundError, SchemaError
 from loop.store import (CONFIDENCE, EVIDENCE, GUIDELINE_VERSION, IDEMPOTENCY_KEY, PAYLOAD, PAYLOAD_REF, RATIONALE,
                         SOURCE, SUGGESTION, SUPERSEDES, TASK_ID, LabelStore)
 
@@ -148,6 +148,10 @@ CASES: list[tuple[str, str, Callable[[LabelStore], object]]] = [
      lambda s: s.add_predictions(STREAM, "m1", _prediction(signals={"note": NUL}))),
     ("events-item-nul", ITEM, lambda s: s.events_frame(stream=STREAM, item_id="i0" + NUL)),
     ("label-studio-model-nul", "model_version", lambda s: s.export_label_studio(STREAM, model_version="m" + NUL)),
+    # Found by the OpenAPI fuzz (tests/serve/test_openapi_fuzz.py): a 500 on SQLite, a vaguer error on PostgreSQL.
+    ("answer-task-huge", "task_id", lambda s: s.answer_task(HUGE, "a", "pos")),
+    ("update-annotator-tier-huge", "tier", lambda s: s.update_annotator("a", tier=2**40)),
+    ("dispute-item-nul", ITEM, lambda s: s.dispute(STREAM, "i0" + NUL, "a", target="suggestion", reason="x")),
 ]
 
 
@@ -165,6 +169,16 @@ def test_unstorable_input_is_refused_naming_the_field(seeded, field, call):
     with pytest.raises(SchemaError, match=rf"^The '{field}' argument must be"):
         call(seeded)
     assert _stored(seeded) == before
+
+
+@pytest.mark.parametrize("which", ["99999999999999999999999", str(2**31), "0", "\u0661", "\u00b2"])
+def test_a_token_id_no_token_can_have_is_not_found(seeded, which):
+    # Digits beyond the ids column (SQLite's OverflowError, PostgreSQL's out of range) and
+    # non-ASCII digits (int() of "١" is 1, of "²" a ValueError) name no stored token.
+    seeded.issue_token("ops", "admin")
+    with pytest.raises((NotFoundError, SchemaError), match="'token' argument must"):
+        seeded.revoke_token(which)
+    assert seeded.tokens_frame()["active"].all()
 
 
 def test_an_empty_rationale_is_no_rationale(seeded):
