@@ -58,7 +58,10 @@ MODEL = "digits-fuzz"
 STREAM = "digits"
 CLASSES = [str(d) for d in range(10)]
 # Cases per operation and generation mode: SQLite gets the full fuzz, PostgreSQL a smaller one.
+# LABELLOOP_FUZZ_EXAMPLES=200 explores deeper (by hand: minutes per engine).
 EXAMPLES = {"sqlite": 20, "postgresql": 6}
+if os.environ.get("LABELLOOP_FUZZ_EXAMPLES"):
+    EXAMPLES = dict.fromkeys(EXAMPLES, int(os.environ["LABELLOOP_FUZZ_EXAMPLES"]))
 CHECKS = [not_a_server_error, status_code_conformance]
 LAST = ("DELETE", "/v1/tokens/{token}")
 
