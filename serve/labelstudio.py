@@ -277,13 +277,30 @@ def _doc(**codes: str) -> dict[int | str, dict[str, Any]]:
             for code, text in texts.items()}
 
 
-@router.post("/setup", responses=_doc())
+def _body(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """OpenAPI ``openapi_extra``: the JSON body Label Studio sends (the routes read it raw)."""
+    schema = {"type": "object", "properties": properties, **({"required": list(required)} if required else {})}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_TASK = {"type": "object", "properties": {"id": {"type": "integer"}, "data": {"type": "object", "properties": {
+    ITEM: {"type": "string"}, "features": {"type": "array", "items": {"type": "number"}}}}}}
+_SETUP_BODY = _body({"project": {"type": "string"}, "schema": {"type": "string"}, "hostname": {"type": "string"},
+                     "access_token": {"type": "string"}})
+_PREDICT_BODY = _body({"tasks": {"type": "array", "items": _TASK}, "project": {"type": "string"},
+                       "label_config": {"type": "string"}, "params": {"type": "object"}}, required=("tasks",))
+_WEBHOOK_BODY = _body({"action": {"type": "string", "enum": [*ANSWERS, *DELETES]},
+                       "annotation": {"type": "object"}, "task": _TASK,
+                       "annotations": {"type": "array", "items": {"type": "object"}}}, required=("action",))
+
+
+@router.post("/setup", responses=_doc(), openapi_extra=_SETUP_BODY)
 async def setup(request: Request, ls: LabelStudioBackend = Depends(backend)) -> JSONResponse:
     await _json(request)
     return JSONResponse({"model_version": await ls.model_version()})
 
 
-@router.post("/predict", responses=_doc(**{"503": "No model is served yet"}))
+@router.post("/predict", responses=_doc(**{"503": "No model is served yet"}), openapi_extra=_PREDICT_BODY)
 async def predict(request: Request, ls: LabelStudioBackend = Depends(backend)) -> JSONResponse:
     tasks = _tasks_of(await _json(request))
     try:
@@ -294,7 +311,8 @@ async def predict(request: Request, ls: LabelStudioBackend = Depends(backend)) -
 
 
 @router.post("/webhook", responses=_doc(**{"401": "No valid bearer token", "409": "The answers conflict with "
-                                                                             "the store (a task not open for them)"}))
+                                                                             "the store (a task not open for them)"}),
+             openapi_extra=_WEBHOOK_BODY)
 async def webhook(request: Request, ls: LabelStudioBackend = Depends(backend)) -> JSONResponse:
     who = ls.check_token(request.headers.get("authorization"))
     body = await _json(request)
@@ -324,9 +342,9 @@ async def _json(request: Request) -> dict:
     try:
         body = await request.json()
     except ValueError:
-        raise BadRequest(None, "The body must be JSON.") from None
+        raise BadRequest("body", "The body must be JSON.") from None
     if not isinstance(body, dict):
-        raise BadRequest(None, "The body must be a JSON object.")
+        raise BadRequest("body", "The body must be a JSON object.")
     return body
 
 

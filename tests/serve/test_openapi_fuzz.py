@@ -18,6 +18,12 @@ follow from its label), so CI sees the same requests every run.
 The store is SQLite; with ``CI=true`` (or a reachable server) a smaller fuzz runs the same
 on PostgreSQL, where the same bad request must get the same error.
 
+Nothing is excluded. Two limits, by design: the Label Studio webhook checks its bearer token
+against ``$LABELLOOP_WEBHOOK_TOKEN`` in the replicas, which this session's Ray does not set, so
+the fuzz sees its 401s only (its bodies are fuzzed by hand in
+tests/labelstudio/test_ml_backend.py); and paths are generated, so most ids name nothing (404)
+while the seeded rows make the 2xx paths reachable for the ids and names generation hits.
+
 Order matters in one place: ``DELETE /v1/tokens/{token}`` takes a token id or prefix, and a
 generated ``"1"`` would revoke the fuzzing admin's own token; the admin pass runs it last.
 """
