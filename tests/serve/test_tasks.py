@@ -307,7 +307,17 @@ def test_a_body_that_is_not_utf8_is_400_naming_the_body(http, team):
      "item_id"),
     ("admin", "DELETE", "/v1/tokens/99999999999999999999", None, 404, "token"),
     ("admin", "DELETE", "/v1/tokens/%C2%B2", None, 422, "token"),
-], ids=["huge-task-id", "huge-tier", "nul-item-id", "huge-token-id", "superscript-token-id"])
+    ("admin", "DELETE", "/v1/tokens/ll_%00%00%00%00%00%00%00", None, 422, "token"),
+    ("ann", "POST", "/v1/tasks/1/annotations", {"label": "pos", "idempotency_key": "k\x00"}, 422, "idempotency_key"),
+    ("ann", "POST", f"/v1/items/i0/disputes?stream={STREAM}",
+     {"target": "suggestion", "reason": "x", "idempotency_key": "k\x00"}, 422, "idempotency_key"),
+    ("admin", "POST", "/v1/annotators/ann/tokens", {"expires_at": "9999-12-31T23:59:59-14:00"}, 422, "expires_at"),
+    ("admin", "POST", f"/v1/streams/{STREAM}/tasks", {"tasks": [{"item_id": "i0", "due_at": "9999-12-31T23:59:59-14:00"}]},
+     422, "due_at"),
+    ("admin", "POST", f"/v1/streams/{STREAM}/tasks", {"tasks": [{"item_id": "i0"}], "sla_hours": 1e308}, 422,
+     "body.sla_hours"),
+], ids=["huge-task-id", "huge-tier", "nul-item-id", "huge-token-id", "superscript-token-id", "nul-token-prefix",
+        "nul-answer-key", "nul-dispute-key", "expiry-past-9999", "due-past-9999", "huge-sla"])
 def test_out_of_range_and_nul_inputs_get_one_4xx_naming_the_field(http, team, who, method, path, body, status,
                                                                    field):
     answer = http.request(method, path, headers=_auth(team[who]), json=body)
