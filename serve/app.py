@@ -578,10 +578,10 @@ class Router:
         /v1/thresholds`` shows them). A redeploy of the original file later brings its own."""
         try:
             body = json.loads(await read_body(request, self._args.max_body_bytes))
-        except ValueError:
-            raise BadRequest(None, "The body must be a JSON object of thresholds.") from None
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
+            raise BadRequest("body", "The body must be a JSON object of thresholds.", 400) from None
         if not isinstance(body, dict):
-            raise BadRequest(None, "The body must be a JSON object of thresholds.")
+            raise BadRequest("body", "The body must be a JSON object of thresholds.")
         thresholds = RoutingThresholds.from_dict(body)  # SchemaError (422) names the key
         await asyncio.to_thread(_deploy_thresholds, thresholds.to_dict())
         logger.info("Thresholds redeployed by %s", principal.name)

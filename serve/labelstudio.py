@@ -341,7 +341,7 @@ def _tasks_of(body: dict) -> list[dict]:
 async def _json(request: Request) -> dict:
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise BadRequest("body", "The body must be JSON.") from None
     if not isinstance(body, dict):
         raise BadRequest("body", "The body must be a JSON object.")
