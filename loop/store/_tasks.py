@@ -131,19 +131,61 @@ def pair_skill(history: pd.DataFrame, stream_id: int, pair: tuple[int, int] | No
     return float((right[on].sum() + PAIR_PRIOR_WEIGHT * overall) / (on.sum() + PAIR_PRIOR_WEIGHT))
 
 
+def candidate_skills(history: pd.DataFrame, stream_ids: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """:func:`pair_skill` of many candidates at once, from counts tallied once per call.
+
+    Parameters
+    ----------
+    history : DataFrame
+        :func:`skill_history`: stream_id, label, resolved.
+    stream_ids : (n,) int array
+    pairs : (n, 2) int array
+        Each candidate's likely pair (two distinct class codes), or ``-1`` twice for none.
+
+    Returns
+    -------
+    (n,) float array, equal to ``pair_skill`` row by row (the same integer counts and float
+    operations, in the same order).
+    """
+    n = len(stream_ids)
+    out = np.empty(n, dtype=float)
+    streams = history["stream_id"].to_numpy(dtype=np.int64)
+    labels = history["label"].to_numpy(dtype=np.int64)
+    resolved = history["resolved"].to_numpy(dtype=np.int64)
+    width = int(max(resolved.max(initial=0), pairs.max(initial=0))) + 1
+    for stream_id in np.unique(stream_ids):
+        rows = stream_ids == stream_id
+        own = streams == stream_id
+        right = labels[own] == resolved[own]
+        overall = (int(right.sum()) + 1.0) / (int(own.sum()) + 2.0)
+        # Per resolved class: how many of the annotator's labels, how many of them right.
+        on_class = np.bincount(resolved[own], minlength=width)
+        right_class = np.bincount(resolved[own][right], minlength=width)
+        has = pairs[rows, 0] >= 0
+        first, second = np.maximum(pairs[rows, 0], 0), np.maximum(pairs[rows, 1], 0)  # (masked by ``has``)
+        on = np.where(has, on_class[first] + on_class[second], 0)
+        hits = np.where(has, right_class[first] + right_class[second], 0)
+        skill = (hits + PAIR_PRIOR_WEIGHT * overall) / (on + PAIR_PRIOR_WEIGHT)
+        out[rows] = np.where(has, skill, overall)
+    return out
+
+
 def rank(conn: Connection, annotator_id: int, found: pd.DataFrame) -> list[int]:
     """Candidate task ids, best first: pair skill (in steps of SKILL_STEP), then urgency."""
     if found.empty:
         return []
-    preds = latest_predictions(conn, found["item_id"].astype(int).tolist())
-    history = skill_history(conn, annotator_id, sorted(set(found["stream_id"].astype(int))))
-    skills = []
-    for stream_id, item_id in zip(found["stream_id"], found["item_id"]):
-        pred = preds.get(int(item_id))
-        skills.append(pair_skill(history, int(stream_id), likely_pair(pred[0]) if pred else None))
-    key = -np.round(np.asarray(skills) / SKILL_STEP)
+    item_ids = found["item_id"].to_numpy(dtype=np.int64)
+    stream_ids = found["stream_id"].to_numpy(dtype=np.int64)
+    preds = latest_predictions(conn, item_ids.tolist())
+    history = skill_history(conn, annotator_id, sorted(set(stream_ids.tolist())))
+    pairs = np.full((len(found), 2), -1, dtype=np.int64)
+    for row, item_id in enumerate(item_ids.tolist()):
+        pred = preds.get(item_id)
+        if pred is not None:
+            pairs[row] = likely_pair(pred[0])
+    key = -np.round(candidate_skills(history, stream_ids, pairs) / SKILL_STEP)
     order = np.lexsort((np.arange(len(found)), key))  # stable: urgency order within a skill step
-    return found["task_id"].iloc[order].astype(int).tolist()
+    return found["task_id"].to_numpy(dtype=np.int64)[order].tolist()
 
 
 def claim(conn: Connection, ranked: list[int], annotator_id: int, *, now: datetime, actor: str | None) -> int | None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from loop.exceptions import ConflictError, ForbiddenError, NotFoundError, SchemaError
-from loop.store import LabelStore, Role, TaskStatus, guideline_section
+from loop.store import LabelStore, Role, TaskStatus, _tasks, guideline_section
 
 from .conftest import STREAM
 
@@ -147,6 +149,22 @@ def test_skill_on_the_likely_class_pair_ranks_tasks(team):
     team.add_tasks(STREAM, [{"item_id": "i9", "due_at": soon}, {"item_id": "i4", "due_at": soon + timedelta(hours=1)}])
     assert team.next_task("a").item_id == "i4"
     assert team.next_task("b").item_id == "i9"  # no history: urgency decides
+
+
+def test_candidate_skills_equal_pair_skill_row_by_row():
+    # The vectorised ranking key is the per-candidate formula, to the last bit.
+    rng = np.random.default_rng(0)
+    for n_hist in (0, 1, 7, 60):
+        history = pd.DataFrame({"stream_id": rng.integers(1, 3, n_hist), "label": rng.integers(0, 4, n_hist),
+                                "resolved": rng.integers(0, 4, n_hist)})
+        stream_ids = rng.integers(1, 4, 40)
+        pairs = np.array([rng.choice(4, 2, replace=False) if rng.random() < 0.8 else (-1, -1) for _ in range(40)])
+        got = _tasks.candidate_skills(history, stream_ids, pairs)
+        want = [_tasks.pair_skill(history, int(s), None if p[0] < 0 else (int(p[0]), int(p[1])))
+                for s, p in zip(stream_ids, pairs)]
+        assert got.tolist() == want
+    empty = pd.DataFrame({"stream_id": [], "label": [], "resolved": []})
+    assert _tasks.candidate_skills(empty, np.array([1]), np.array([[-1, -1]])).tolist() == [0.5]
 
 
 def test_concurrent_next_never_hands_one_task_to_two_people(store):
