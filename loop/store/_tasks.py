@@ -29,7 +29,6 @@ Guideline sections (:func:`guideline_section`)
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -39,14 +38,14 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .._validation import _describe, fail
-from ..columns import ANNOTATOR, ITEM, LABEL, SECONDS
+from .._validation import _describe, check_text, fail
+from ..columns import ITEM, LABEL, SECONDS
 from ..exceptions import ConflictError, ForbiddenError, NotFoundError
 from . import _annotations, _resolutions
 from . import _schema as S
-from ._columns import (EVIDENCE, FLAGS, GUIDELINE_VERSION, IDEMPOTENCY_KEY, RATIONALE, SOURCE, SUGGESTION,
+from ._columns import (EVIDENCE, FLAGS, GUIDELINE_VERSION, IDEMPOTENCY_KEY, SOURCE, SUGGESTION,
                        SUGGESTION_CONFIDENCE, TASK_ID)
-from ._convert import json_text
+from ._convert import content_hash, json_text, missing_ints
 from ._records import Dispute, Escalation, QueueMetrics, Stream, Suggestion
 from ._writes import record_events
 
@@ -286,23 +285,49 @@ def shown_guideline(conn: Connection, task) -> int | None:
                         .order_by(g.c.version.desc()).limit(1)).scalar()
 
 
-def write_answer(conn: Connection, stream: Stream, task, annotator: str, content: dict[str, Any], *,
-                 key: str, source: str, evidence: Any, now: datetime, actor: str | None,
-                 item_cache: dict[str, int]) -> None:
+def answer_row(conn: Connection, stream: Stream, task, annotator: str, content: dict[str, Any], *, key: str,
+               source: str, now: datetime) -> pd.DataFrame:
+    """One answer in the stored form of :func:`_annotations.prepare` (same columns, dtypes,
+    checks and content hash), built from scalars: the content is already checked
+    (:func:`answer_content`), the item and task are the task's own, so only the annotator,
+    what was shown and the source are left to check, without a batch's frame machinery."""
+    annotator_id = int(_annotations._annotator_ids(conn, stream, pd.Series([annotator], dtype=object))[0])
     suggestion, confidence = shown_suggestion(conn, task, stream)
+    if suggestion is not None and not (0 <= suggestion < len(stream.classes)):
+        raise fail(SUGGESTION, f"class codes 0..{len(stream.classes) - 1} or names in {list(stream.classes)} "
+                   f"(stream {stream.name!r})", f"{suggestion!r} on 1 rows")
+    if confidence is not None and not (np.isfinite(confidence) and 0.0 <= confidence <= 1.0):
+        raise fail(SUGGESTION_CONFIDENCE, "finite numbers in [0.0, 1.0)", f"values from {confidence} to {confidence}")
     gv = shown_guideline(conn, task)
-    version = None if gv is None else conn.execute(
-        sa.select(S.guideline_versions.c.version).where(S.guideline_versions.c.id == gv)).scalar()
-    item_ext = conn.execute(sa.select(S.items.c.external_id).where(S.items.c.id == task.item_id)).scalar_one()
-    record = {ITEM: item_ext, ANNOTATOR: annotator, LABEL: content["label"], RATIONALE: content["rationale"],
-              EVIDENCE: evidence, SECONDS: content["seconds"], SUGGESTION: suggestion,
-              SUGGESTION_CONFIDENCE: confidence, GUIDELINE_VERSION: version, TASK_ID: int(task.id),
-              FLAGS: None if content["flags"] is None else json.loads(content["flags"]), SOURCE: source,
-              IDEMPOTENCY_KEY: key}
-    frame = pd.DataFrame([record]).astype({EVIDENCE: object, FLAGS: object})
-    frame.at[0, EVIDENCE] = evidence
-    frame.at[0, FLAGS] = None if content["flags"] is None else json.loads(content["flags"])
-    prepared = _annotations.prepare(conn, stream, frame, item_cache=item_cache)
+    if gv is not None:
+        g = S.guideline_versions
+        version, published = conn.execute(sa.select(g.c.version, g.c.published_at).where(g.c.id == gv)).one()
+        if published is None:
+            raise fail(GUIDELINE_VERSION, "published guideline versions", f"unpublished (draft) versions {[version]}")
+    source = check_text(source, SOURCE, max_chars=_annotations.MAX_SOURCE_CHARS)
+    key = check_text(key, IDEMPOTENCY_KEY, max_chars=S.MAX_KEY_CHARS)
+
+    def ints(value: int | None) -> pd.Series:
+        return missing_ints(1) if value is None else pd.Series([value], dtype="Int64")
+
+    out = pd.DataFrame({
+        "stream_id": np.array([stream.id], dtype=np.int64), "item_id": np.array([task.item_id], dtype=np.int64),
+        "annotator_id": np.array([annotator_id], dtype=np.int64), "label": np.array([content["label"]], dtype=np.int64),
+        "rationale": pd.Series([content["rationale"]], dtype=object),
+        "evidence": pd.Series([content["evidence"]], dtype=object),
+        "seconds": np.array([np.nan if content["seconds"] is None else content["seconds"]], dtype=np.float64),
+        "suggestion": ints(suggestion),
+        "suggestion_confidence": np.array([np.nan if confidence is None else confidence], dtype=np.float64),
+        "guideline_version_id": ints(gv), "flags": pd.Series([content["flags"]], dtype=object),
+        "source": pd.Series([source], dtype=object), "task_id": ints(int(task.id)),
+        "created_at": pd.Series(pd.DatetimeIndex([now])), "idempotency_key": pd.Series([key], dtype=object)})
+    out["content_hash"] = content_hash(out[list(_annotations._HASHED)])
+    return out
+
+
+def write_answer(conn: Connection, stream: Stream, task, annotator: str, content: dict[str, Any], *,
+                 key: str, source: str, now: datetime, actor: str | None) -> None:
+    prepared = answer_row(conn, stream, task, annotator, content, key=key, source=source, now=now)
     _annotations.insert(conn, prepared, actor=actor, reason=None)
     t = S.tasks
     conn.execute(t.update().where(t.c.id == task.id).values(status="done", completed_at=now))

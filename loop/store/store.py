@@ -1086,8 +1086,8 @@ class LabelStore:
                                         f"{task.id} with other content; an answer is never overwritten.")
                 return self._annotation(conn, stored.id), False
             _tasks.check_answerable(task, who.id)
-            _tasks.write_answer(conn, s, task, annotator, content, key=key, source=source, evidence=evidence,
-                                now=now, actor=actor or annotator, item_cache=self._item_ids.setdefault(s.id, {}))
+            _tasks.write_answer(conn, s, task, annotator, content, key=key, source=source, now=now,
+                                actor=actor or annotator)
             if task.kind == "adjudication":
                 _tasks.close_disputes(conn, s, task, content["label"], now=now, actor=actor or annotator)
             return self._annotation(conn, _tasks.existing_answer(conn, key).id), True

@@ -11,9 +11,12 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from loop.exceptions import ConflictError, ForbiddenError, NotFoundError, SchemaError
-from loop.store import LabelStore, Role, TaskStatus, _tasks, guideline_section
+from loop.store import LabelStore, Role, TaskStatus, _annotations, _tasks, guideline_section
+
+from loop.store._schema import guideline_versions as G
 
 from .conftest import STREAM
 
@@ -220,6 +223,34 @@ def test_an_answer_records_what_was_shown_and_closes_the_task(team):
     assert task.status is TaskStatus.DONE and task.completed_at is not None
     actions = team.events_frame(stream=STREAM)["action"].tolist()
     assert actions[-2:] == ["annotation.created", "task.completed"]
+
+
+def test_an_answer_row_is_what_the_batch_path_prepares(team):
+    # answer_task's single-row path stores what _annotations.prepare makes of the same answer
+    # (content hash included: a batch retry of it must be recognised as the same answer).
+    team.add_tasks(STREAM, [{"item_id": "i1"}, {"item_id": "i6", "kind": "audit"}])
+    s = team.stream(STREAM)
+    for who, extra in (("a", {"rationale": "why", "seconds": 2.5, "flags": ["model_wrong"], "evidence": {"s": [1]}}),
+                       ("b", {"rationale": None, "seconds": None, "flags": None, "evidence": None})):
+        task = team.next_task(who)
+        with team._engine.connect() as conn:
+            row = _tasks.task_row(conn, task.id)
+            content = _tasks.answer_content(s, "pos", **extra)
+            key = _tasks.answer_key(task.id, "k")
+            fast = _tasks.answer_row(conn, s, row, who, content, key=key, source="api",
+                                     now=datetime.now(timezone.utc))
+            suggestion, confidence = _tasks.shown_suggestion(conn, row, s)
+            gv = _tasks.shown_guideline(conn, row)
+            record = {"item_id": task.item_id, "annotator_id": who, "label": content["label"],
+                      "rationale": content["rationale"], "evidence": [extra["evidence"]], "seconds": content["seconds"],
+                      "suggestion": suggestion, "suggestion_confidence": confidence,
+                      "guideline_version": conn.execute(sa.select(G.c.version).where(G.c.id == gv)).scalar(),
+                      "task_id": task.id, "flags": [extra["flags"]], "source": "api", "idempotency_key": key}
+            frame = pd.DataFrame([record]).astype({"evidence": object, "flags": object})
+            frame.at[0, "evidence"], frame.at[0, "flags"] = extra["evidence"], extra["flags"]
+            slow = _annotations.prepare(conn, s, frame)
+        pd.testing.assert_frame_equal(fast.drop(columns="created_at"),
+                                      slow.drop(columns="created_at").astype({"idempotency_key": object}))
 
 
 def test_a_blind_answer_records_no_suggestion(team):
