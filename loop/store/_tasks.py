@@ -81,11 +81,16 @@ def candidates(conn: Connection, annotator_id: int, tier: int, stream_ids: list[
     holds = sa.exists().where(mine.c.item_id == t.c.item_id, mine.c.annotator_id == annotator_id,
                               mine.c.status.in_(("assigned", "done")))
     raised = sa.exists().where(d.c.adjudication_task_id == t.c.id, d.c.annotator_id == annotator_id)
-    where = [t.c.status == "open", t.c.stream_id.in_(stream_ids), t.c.tier <= tier, ~labelled, ~holds, ~raised]
+    # 'open' as a literal, not a parameter: the planner must see it to use the partial index
+    # even in a generic plan (psycopg prepares statements it runs often).
+    where = [t.c.status == sa.literal_column("'open'"), t.c.stream_id.in_(stream_ids), t.c.tier <= tier, ~labelled,
+             ~holds, ~raised]
     if tier < EXPERT_TIER:
         where.append(t.c.kind.not_in(EXPERT_KINDS))
+    # Due first (NULLs last), then oldest: the order of the ix_tasks_open_urgency index, so
+    # that the database walks it and stops after CANDIDATES rows rather than sorting them all.
     rows = conn.execute(sa.select(t.c.id, t.c.stream_id, t.c.item_id).where(*where)
-                        .order_by(t.c.due_at.is_(None), t.c.due_at, t.c.created_at, t.c.id).limit(CANDIDATES)).all()
+                        .order_by(t.c.due_at.asc().nulls_last(), t.c.created_at, t.c.id).limit(CANDIDATES)).all()
     return pd.DataFrame(rows, columns=["task_id", "stream_id", "item_id"])
 
 
