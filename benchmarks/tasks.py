@@ -201,7 +201,9 @@ def label_studio_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Pa
 
     python = label_studio_python(install=True)
     postgres = fresh_postgres(PG_URL, "labelstudio_tasks_bench")
-    with LabelStudioServer.start(python, data_dir=work_dir / "label-studio", postgres=postgres) as server:
+    data_dir = work_dir / "label-studio"
+    data_dir.mkdir(parents=True, exist_ok=True)  # the server writes its log there before it starts
+    with LabelStudioServer.start(python, data_dir=data_dir, postgres=postgres) as server:
         print(f"  Label Studio {server.url} up in {server.started_in:.0f} s", flush=True)
         t = label_studio_throughput(server, clients=n_clients, seconds=seconds, tasks=min(n_tasks, 5000))
     return Result(server="label_studio", clients=n_clients, seconds=t.seconds, answers=t.answers,
@@ -237,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {args.clients} clients for {args.seconds:.0f} s ...", flush=True)
             extra = {"router_replicas": args.router_replicas} if name == "labelloop" else {}
             results.append(run(args.clients, args.seconds, args.tasks, Path(tmp), **extra))
+            print(_table(results[-1:]), flush=True)  # kept even if the next server fails
     print(_table(results))
     ours = next((r for r in results if r.server == "labelloop"), None)
     peer = next((r for r in results if r.server == "label_studio"), None)

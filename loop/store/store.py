@@ -1345,10 +1345,6 @@ def _email(value: Any) -> str | None:
     return value
 
 
-def _stamp_or_none(value: Any) -> Any:
-    return None if value is None or pd.isna(value) else value
-
-
 def _json_or_none(value: Any) -> Any:
     return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
