@@ -126,8 +126,10 @@ def summarise(server: str, n_clients: int, seconds: float, load: Load, stored: d
 
 # --------------------------------------------------------------------------- labelloop
 
-def labelloop_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Path) -> Result:
-    """The task API on the local Serve app over a fresh PostgreSQL schema."""
+def labelloop_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Path, router_replicas: int = 2) -> Result:
+    """The task API on the local Serve app over a fresh PostgreSQL schema, with
+    ``router_replicas`` Router replicas (one process each: the store calls of one replica share
+    its GIL, so two use both cores of a small machine)."""
     import psycopg
 
     from loop.store import LabelStore
@@ -150,7 +152,7 @@ def labelloop_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Path)
             store.add_items("bench", items)
             store.add_tasks("bench", [{"item_id": f"e{j}"} for j in range(n_tasks)])
         url = start_local({"model_name": "tasks-bench", "tracking_uri": f"sqlite:///{work_dir / 'mlflow.db'}",
-                           "store_url": store_url, "auth": "token"},
+                           "store_url": store_url, "auth": "token", "router_replicas": router_replicas},
                           ray_temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
 
         def make_client(i: int):
@@ -199,7 +201,9 @@ def label_studio_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Pa
 
     python = label_studio_python(install=True)
     postgres = fresh_postgres(PG_URL, "labelstudio_tasks_bench")
-    with LabelStudioServer.start(python, data_dir=work_dir / "label-studio", postgres=postgres) as server:
+    data_dir = work_dir / "label-studio"
+    data_dir.mkdir(parents=True, exist_ok=True)  # the server writes its log there before it starts
+    with LabelStudioServer.start(python, data_dir=data_dir, postgres=postgres) as server:
         print(f"  Label Studio {server.url} up in {server.started_in:.0f} s", flush=True)
         t = label_studio_throughput(server, clients=n_clients, seconds=seconds, tasks=min(n_tasks, 5000))
     return Result(server="label_studio", clients=n_clients, seconds=t.seconds, answers=t.answers,
@@ -224,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=40_000,
                         help="tasks labelloop starts with (Label Studio: at most 5,000; it answers far fewer)")
     parser.add_argument("--only", choices=["labelloop", "label_studio"], default=None)
+    parser.add_argument("--router-replicas", type=int, default=2, help="labelloop's Router replicas")
     args = parser.parse_args(argv)
     print(f"load: {os.getloadavg()[0]:.2f} (1-min average) on {os.cpu_count()} cores", flush=True)
     results = []
@@ -232,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.only and args.only != name:
                 continue
             print(f"{name}: {args.clients} clients for {args.seconds:.0f} s ...", flush=True)
-            results.append(run(args.clients, args.seconds, args.tasks, Path(tmp)))
+            extra = {"router_replicas": args.router_replicas} if name == "labelloop" else {}
+            results.append(run(args.clients, args.seconds, args.tasks, Path(tmp), **extra))
+            print(_table(results[-1:]), flush=True)  # kept even if the next server fails
     print(_table(results))
     ours = next((r for r in results if r.server == "labelloop"), None)
     peer = next((r for r in results if r.server == "label_studio"), None)

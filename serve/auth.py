@@ -24,7 +24,10 @@ does.
 import asyncio
 import base64
 import binascii
+import contextvars
+import functools
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import Depends, Request
@@ -33,10 +36,15 @@ from loop.store import LabelStore, Principal, Role
 
 from .payload import BadRequest
 
-__all__ = ["AUTH_RESPONSES", "ERROR_SCHEMA", "AuthError", "Services", "any_role", "get_services",
+__all__ = ["AUTH_RESPONSES", "ERROR_SCHEMA", "STORE_THREADS", "AuthError", "Services", "any_role", "get_services",
            "ml_backend_access", "require", "scoring_access"]
 
 FIELD = "Authorization"
+# Store calls a replica runs at once. Each holds one of the store's pooled connections
+# (SQLAlchemy's default pool: 5, overflowing to 15), so this stays under 15; more threads
+# than connections would only queue inside the pool. asyncio's default executor would give
+# min(32, cores + 4): 6 on a 2-core machine, too few to overlap 32 clients' database waits.
+STORE_THREADS = 12
 ERROR_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"error": {"type": "object", "properties": {
     "field": {"type": "string", "nullable": True}, "message": {"type": "string"}}}}}
 _ERROR = {"content": {"application/json": {"schema": ERROR_SCHEMA}}}
@@ -64,19 +72,23 @@ class AuthError(BadRequest):
 class Services:
     """What a Router replica's endpoints work with: the label store (None without
     ``store_url``), the auth mode and the task SLA. The Router builds one in its constructor;
-    tests build one over a store and put it in ``app.dependency_overrides[get_services]``."""
+    tests build one over a store and put it in ``app.dependency_overrides[get_services]``.
+    Store calls run in a pool of ``threads`` threads of their own (:data:`STORE_THREADS`)."""
 
     def __init__(self, store: LabelStore | None, *, auth: str = "token", task_sla_hours: float = 24.0,
-                 reconfigure: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None) -> None:
+                 reconfigure: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
+                 threads: int = STORE_THREADS) -> None:
         self.store = store
         self.auth = auth
         self.task_sla_hours = task_sla_hours
         self.reconfigure = reconfigure
         self.last_escalation = 0.0
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="store")
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run a (blocking) store call off the replica's event loop."""
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        """Run a (blocking) store call off the replica's event loop, in the store's threads."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)  # as asyncio.to_thread
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
 
 def get_services() -> Services:

@@ -162,6 +162,9 @@ tasks = sa.Table(
     sa.Column("escalated_at", UTCDateTime),
     sa.Index("ix_tasks_stream_status_tier", "stream_id", "status", "tier"),
     sa.Index("ix_tasks_annotator_status", "annotator_id", "status"),
+    # Revision 0004: the open tasks in urgency order (due first, NULLs last, then oldest).
+    sa.Index("ix_tasks_open_urgency", "stream_id", "due_at", "created_at", "id",
+             postgresql_where=sa.text("status = 'open'"), sqlite_where=sa.text("status = 'open'")),
 )
 
 annotations = sa.Table(

@@ -30,7 +30,6 @@ Guideline sections (:func:`guideline_section`)
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -40,14 +39,14 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .._validation import _describe, fail
-from ..columns import ANNOTATOR, ITEM, LABEL, SECONDS
+from .._validation import _describe, check_text, fail
+from ..columns import ITEM, LABEL, SECONDS
 from ..exceptions import ConflictError, ForbiddenError, NotFoundError
 from . import _annotations, _resolutions
 from . import _schema as S
-from ._columns import (EVIDENCE, FLAGS, GUIDELINE_VERSION, IDEMPOTENCY_KEY, RATIONALE, SOURCE, SUGGESTION,
+from ._columns import (EVIDENCE, FLAGS, GUIDELINE_VERSION, IDEMPOTENCY_KEY, SOURCE, SUGGESTION,
                        SUGGESTION_CONFIDENCE, TASK_ID)
-from ._convert import json_text
+from ._convert import content_hash, json_text, missing_ints
 from ._records import Dispute, Escalation, QueueMetrics, Stream, Suggestion
 from ._writes import record_events
 
@@ -84,12 +83,16 @@ def candidates(conn: Connection, annotator_id: int, tier: int, stream_ids: list[
     holds = sa.exists().where(mine.c.item_id == t.c.item_id, mine.c.annotator_id == annotator_id,
                               mine.c.status.in_(("assigned", "done")))
     raised = sa.exists().where(d.c.adjudication_task_id == t.c.id, d.c.annotator_id == annotator_id)
-    where = [t.c.status == "open", t.c.stream_id.in_(stream_ids), t.c.tier <= tier, ~labelled, ~holds, ~raised,
-             t.c.id.not_in(in_other_tool())]
+    # 'open' as a literal, not a parameter: the planner must see it to use the partial index
+    # even in a generic plan (psycopg prepares statements it runs often).
+    where = [t.c.status == sa.literal_column("'open'"), t.c.stream_id.in_(stream_ids), t.c.tier <= tier, ~labelled,
+             ~holds, ~raised, t.c.id.not_in(in_other_tool())]
     if tier < EXPERT_TIER:
         where.append(t.c.kind.not_in(EXPERT_KINDS))
+    # Due first (NULLs last), then oldest: the order of the ix_tasks_open_urgency index, so
+    # that the database walks it and stops after CANDIDATES rows rather than sorting them all.
     rows = conn.execute(sa.select(t.c.id, t.c.stream_id, t.c.item_id).where(*where)
-                        .order_by(t.c.due_at.is_(None), t.c.due_at, t.c.created_at, t.c.id).limit(CANDIDATES)).all()
+                        .order_by(t.c.due_at.asc().nulls_last(), t.c.created_at, t.c.id).limit(CANDIDATES)).all()
     return pd.DataFrame(rows, columns=["task_id", "stream_id", "item_id"])
 
 
@@ -142,19 +145,61 @@ def pair_skill(history: pd.DataFrame, stream_id: int, pair: tuple[int, int] | No
     return float((right[on].sum() + PAIR_PRIOR_WEIGHT * overall) / (on.sum() + PAIR_PRIOR_WEIGHT))
 
 
+def candidate_skills(history: pd.DataFrame, stream_ids: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """:func:`pair_skill` of many candidates at once, from counts tallied once per call.
+
+    Parameters
+    ----------
+    history : DataFrame
+        :func:`skill_history`: stream_id, label, resolved.
+    stream_ids : (n,) int array
+    pairs : (n, 2) int array
+        Each candidate's likely pair (two distinct class codes), or ``-1`` twice for none.
+
+    Returns
+    -------
+    (n,) float array, equal to ``pair_skill`` row by row (the same integer counts and float
+    operations, in the same order).
+    """
+    n = len(stream_ids)
+    out = np.empty(n, dtype=float)
+    streams = history["stream_id"].to_numpy(dtype=np.int64)
+    labels = history["label"].to_numpy(dtype=np.int64)
+    resolved = history["resolved"].to_numpy(dtype=np.int64)
+    width = int(max(resolved.max(initial=0), pairs.max(initial=0))) + 1
+    for stream_id in np.unique(stream_ids):
+        rows = stream_ids == stream_id
+        own = streams == stream_id
+        right = labels[own] == resolved[own]
+        overall = (int(right.sum()) + 1.0) / (int(own.sum()) + 2.0)
+        # Per resolved class: how many of the annotator's labels, how many of them right.
+        on_class = np.bincount(resolved[own], minlength=width)
+        right_class = np.bincount(resolved[own][right], minlength=width)
+        has = pairs[rows, 0] >= 0
+        first, second = np.maximum(pairs[rows, 0], 0), np.maximum(pairs[rows, 1], 0)  # (masked by ``has``)
+        on = np.where(has, on_class[first] + on_class[second], 0)
+        hits = np.where(has, right_class[first] + right_class[second], 0)
+        skill = (hits + PAIR_PRIOR_WEIGHT * overall) / (on + PAIR_PRIOR_WEIGHT)
+        out[rows] = np.where(has, skill, overall)
+    return out
+
+
 def rank(conn: Connection, annotator_id: int, found: pd.DataFrame) -> list[int]:
     """Candidate task ids, best first: pair skill (in steps of SKILL_STEP), then urgency."""
     if found.empty:
         return []
-    preds = latest_predictions(conn, found["item_id"].astype(int).tolist())
-    history = skill_history(conn, annotator_id, sorted(set(found["stream_id"].astype(int))))
-    skills = []
-    for stream_id, item_id in zip(found["stream_id"], found["item_id"]):
-        pred = preds.get(int(item_id))
-        skills.append(pair_skill(history, int(stream_id), likely_pair(pred[0]) if pred else None))
-    key = -np.round(np.asarray(skills) / SKILL_STEP)
+    item_ids = found["item_id"].to_numpy(dtype=np.int64)
+    stream_ids = found["stream_id"].to_numpy(dtype=np.int64)
+    preds = latest_predictions(conn, item_ids.tolist())
+    history = skill_history(conn, annotator_id, sorted(set(stream_ids.tolist())))
+    pairs = np.full((len(found), 2), -1, dtype=np.int64)
+    for row, item_id in enumerate(item_ids.tolist()):
+        pred = preds.get(item_id)
+        if pred is not None:
+            pairs[row] = likely_pair(pred[0])
+    key = -np.round(candidate_skills(history, stream_ids, pairs) / SKILL_STEP)
     order = np.lexsort((np.arange(len(found)), key))  # stable: urgency order within a skill step
-    return found["task_id"].iloc[order].astype(int).tolist()
+    return found["task_id"].to_numpy(dtype=np.int64)[order].tolist()
 
 
 def claim(conn: Connection, ranked: list[int], annotator_id: int, *, now: datetime, actor: str | None) -> int | None:
@@ -257,23 +302,49 @@ def shown_guideline(conn: Connection, task) -> int | None:
                         .order_by(g.c.version.desc()).limit(1)).scalar()
 
 
-def write_answer(conn: Connection, stream: Stream, task, annotator: str, content: dict[str, Any], *,
-                 key: str, source: str, evidence: Any, now: datetime, actor: str | None,
-                 item_cache: dict[str, int]) -> None:
+def answer_row(conn: Connection, stream: Stream, task, annotator: str, content: dict[str, Any], *, key: str,
+               source: str, now: datetime) -> pd.DataFrame:
+    """One answer in the stored form of :func:`_annotations.prepare` (same columns, dtypes,
+    checks and content hash), built from scalars: the content is already checked
+    (:func:`answer_content`), the item and task are the task's own, so only the annotator,
+    what was shown and the source are left to check, without a batch's frame machinery."""
+    annotator_id = int(_annotations._annotator_ids(conn, stream, pd.Series([annotator], dtype=object))[0])
     suggestion, confidence = shown_suggestion(conn, task, stream)
+    if suggestion is not None and not (0 <= suggestion < len(stream.classes)):
+        raise fail(SUGGESTION, f"class codes 0..{len(stream.classes) - 1} or names in {list(stream.classes)} "
+                   f"(stream {stream.name!r})", f"{suggestion!r} on 1 rows")
+    if confidence is not None and not (np.isfinite(confidence) and 0.0 <= confidence <= 1.0):
+        raise fail(SUGGESTION_CONFIDENCE, "finite numbers in [0.0, 1.0)", f"values from {confidence} to {confidence}")
     gv = shown_guideline(conn, task)
-    version = None if gv is None else conn.execute(
-        sa.select(S.guideline_versions.c.version).where(S.guideline_versions.c.id == gv)).scalar()
-    item_ext = conn.execute(sa.select(S.items.c.external_id).where(S.items.c.id == task.item_id)).scalar_one()
-    record = {ITEM: item_ext, ANNOTATOR: annotator, LABEL: content["label"], RATIONALE: content["rationale"],
-              EVIDENCE: evidence, SECONDS: content["seconds"], SUGGESTION: suggestion,
-              SUGGESTION_CONFIDENCE: confidence, GUIDELINE_VERSION: version, TASK_ID: int(task.id),
-              FLAGS: None if content["flags"] is None else json.loads(content["flags"]), SOURCE: source,
-              IDEMPOTENCY_KEY: key}
-    frame = pd.DataFrame([record]).astype({EVIDENCE: object, FLAGS: object})
-    frame.at[0, EVIDENCE] = evidence
-    frame.at[0, FLAGS] = None if content["flags"] is None else json.loads(content["flags"])
-    prepared = _annotations.prepare(conn, stream, frame, item_cache=item_cache)
+    if gv is not None:
+        g = S.guideline_versions
+        version, published = conn.execute(sa.select(g.c.version, g.c.published_at).where(g.c.id == gv)).one()
+        if published is None:
+            raise fail(GUIDELINE_VERSION, "published guideline versions", f"unpublished (draft) versions {[version]}")
+    source = check_text(source, SOURCE, max_chars=_annotations.MAX_SOURCE_CHARS)
+    key = check_text(key, IDEMPOTENCY_KEY, max_chars=S.MAX_KEY_CHARS)
+
+    def ints(value: int | None) -> pd.Series:
+        return missing_ints(1) if value is None else pd.Series([value], dtype="Int64")
+
+    out = pd.DataFrame({
+        "stream_id": np.array([stream.id], dtype=np.int64), "item_id": np.array([task.item_id], dtype=np.int64),
+        "annotator_id": np.array([annotator_id], dtype=np.int64), "label": np.array([content["label"]], dtype=np.int64),
+        "rationale": pd.Series([content["rationale"]], dtype=object),
+        "evidence": pd.Series([content["evidence"]], dtype=object),
+        "seconds": np.array([np.nan if content["seconds"] is None else content["seconds"]], dtype=np.float64),
+        "suggestion": ints(suggestion),
+        "suggestion_confidence": np.array([np.nan if confidence is None else confidence], dtype=np.float64),
+        "guideline_version_id": ints(gv), "flags": pd.Series([content["flags"]], dtype=object),
+        "source": pd.Series([source], dtype=object), "task_id": ints(int(task.id)),
+        "created_at": pd.Series(pd.DatetimeIndex([now])), "idempotency_key": pd.Series([key], dtype=object)})
+    out["content_hash"] = content_hash(out[list(_annotations._HASHED)])
+    return out
+
+
+def write_answer(conn: Connection, stream: Stream, task, annotator: str, content: dict[str, Any], *,
+                 key: str, source: str, now: datetime, actor: str | None) -> None:
+    prepared = answer_row(conn, stream, task, annotator, content, key=key, source=source, now=now)
     _annotations.insert(conn, prepared, actor=actor, reason=None)
     t = S.tasks
     conn.execute(t.update().where(t.c.id == task.id).values(status="done", completed_at=now))

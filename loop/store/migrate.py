@@ -37,7 +37,7 @@ def _config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
-    """The newest revision the package ships, e.g. ``'0003'``."""
+    """The newest revision the package ships, e.g. ``'0004'``."""
     return ScriptDirectory.from_config(_config()).get_current_head()
 
 
@@ -81,12 +81,12 @@ def upgrade(url: str | URL | Engine, revision: str = HEAD) -> str:
         ``sqlite:///path`` or ``postgresql://user@host:port/db`` (see
         :func:`~loop.store.normalize_url`).
     revision : str, default "head"
-        Target revision id (``"0001"``, ``"0003"``) or ``"head"``.
+        Target revision id (``"0001"``, ``"0004"``) or ``"head"``.
 
     Examples
     --------
     >>> upgrade("sqlite://")
-    '0003'
+    '0004'
     """
     engine = url if isinstance(url, Engine) else make_engine(url)
     try:

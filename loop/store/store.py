@@ -126,6 +126,7 @@ class LabelStore:
         self.url = normalize_url(url if url is not None else default_url())
         self._engine = make_engine(self.url)
         self._streams: dict[str, Stream] = {}
+        self._stream_names: dict[int, str] = {}  # by id (streams are never renamed nor deleted)
         # Item ids by stream and external id: items never change, so ids can be remembered.
         self._item_ids: dict[int, dict[str, int]] = {}
         revision = current_revision(self._engine)
@@ -630,22 +631,30 @@ class LabelStore:
         return len(moving)
 
     def _stream_by_id(self, conn: Connection, stream_id: int) -> Stream:
-        return self.stream(conn.execute(sa.select(S.streams.c.name).where(S.streams.c.id == stream_id)).scalar_one())
+        name = self._stream_names.get(stream_id)
+        if name is None:
+            name = conn.execute(sa.select(S.streams.c.name).where(S.streams.c.id == stream_id)).scalar_one()
+            self._stream_names[stream_id] = name
+        return self.stream(name)
 
     def task(self, task_id: int) -> Task:
         """The task with id ``task_id``."""
         task_id = _task_id(task_id)
-        frame = self._tasks_query(sa.select().where(S.tasks.c.id == task_id))
-        if frame.empty:
+        # One row: read it as a row (the frame of _tasks_query costs more than the query).
+        with self._read() as conn:
+            row = conn.execute(self._tasks_select(sa.select().where(S.tasks.c.id == task_id))).first()
+        if row is None:
             raise _not_found("task_id", "the id of a stored task", _describe(task_id))
-        row = frame.iloc[0]
-        return Task(id=int(row["task_id"]), stream=row["stream"], item_id=row[ITEM], tier=int(row[TIER]),
-                    annotator=row[ANNOTATOR], guideline_version=None if pd.isna(row[GUIDELINE_VERSION]) else
-                    int(row[GUIDELINE_VERSION]), status=TaskStatus(row[STATUS]), created_at=row[CREATED_AT],
-                    due_at=None if pd.isna(row[DUE_AT]) else row[DUE_AT], idempotency_key=row[IDEMPOTENCY_KEY],
-                    kind=row[KIND], blind=bool(row[BLIND]), round=None if pd.isna(row[ROUND]) else int(row[ROUND]),
-                    assigned_at=_stamp_or_none(row["assigned_at"]), completed_at=_stamp_or_none(row["completed_at"]),
-                    escalated_at=_stamp_or_none(row["escalated_at"]))
+
+        def stamp(value: Any) -> Any:  # as a frame's cell: a pandas Timestamp
+            return None if value is None else pd.Timestamp(value)
+
+        return Task(id=int(row.task_id), stream=row.stream, item_id=row[2], tier=int(row.tier),
+                    annotator=row[4], guideline_version=None if row[5] is None else int(row[5]),
+                    status=TaskStatus(row.status), created_at=stamp(row.created_at), due_at=stamp(row.due_at),
+                    idempotency_key=row.idempotency_key, kind=row.kind, blind=bool(row.blind),
+                    round=None if row.round is None else int(row.round), assigned_at=stamp(row.assigned_at),
+                    completed_at=stamp(row.completed_at), escalated_at=stamp(row.escalated_at))
 
     def tasks_frame(self, stream: str, *, statuses: Sequence[TaskStatus | str] | None = None) -> pd.DataFrame:
         """The stream's tasks, one row each: task_id, item_id, tier, annotator_id,
@@ -657,17 +666,19 @@ class LabelStore:
             where = where & S.tasks.c.status.in_([_status(v).value for v in statuses])
         return self._tasks_query(sa.select().where(where)).drop(columns="stream")
 
-    def _tasks_query(self, base: sa.Select) -> pd.DataFrame:
+    def _tasks_select(self, base: sa.Select) -> sa.Select:
         t, i, a, g, st = S.tasks, S.items, S.annotators, S.guideline_versions, S.streams
-        query = (base.add_columns(t.c.id.label("task_id"), st.c.name.label("stream"), i.c.external_id.label(ITEM),
-                                  t.c.tier, a.c.name.label(ANNOTATOR), g.c.version.label(GUIDELINE_VERSION), t.c.status,
-                                  t.c.created_at, t.c.due_at, t.c.idempotency_key, t.c.kind, t.c.blind, t.c.round,
-                                  t.c.assigned_at, t.c.completed_at, t.c.escalated_at)
-                 .select_from(t).join(i, i.c.id == t.c.item_id).join(st, st.c.id == t.c.stream_id)
-                 .outerjoin(a, a.c.id == t.c.annotator_id).outerjoin(g, g.c.id == t.c.guideline_version_id)
-                 .order_by(t.c.id))
+        return (base.add_columns(t.c.id.label("task_id"), st.c.name.label("stream"), i.c.external_id.label(ITEM),
+                                 t.c.tier, a.c.name.label(ANNOTATOR), g.c.version.label(GUIDELINE_VERSION), t.c.status,
+                                 t.c.created_at, t.c.due_at, t.c.idempotency_key, t.c.kind, t.c.blind, t.c.round,
+                                 t.c.assigned_at, t.c.completed_at, t.c.escalated_at)
+                .select_from(t).join(i, i.c.id == t.c.item_id).join(st, st.c.id == t.c.stream_id)
+                .outerjoin(a, a.c.id == t.c.annotator_id).outerjoin(g, g.c.id == t.c.guideline_version_id)
+                .order_by(t.c.id))
+
+    def _tasks_query(self, base: sa.Select) -> pd.DataFrame:
         with self._read() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(self._tasks_select(base)).all()
         frame = pd.DataFrame(rows, columns=["task_id", "stream", ITEM, TIER, ANNOTATOR, GUIDELINE_VERSION, STATUS,
                                             CREATED_AT, DUE_AT, IDEMPOTENCY_KEY, KIND, BLIND, ROUND, "assigned_at",
                                             "completed_at", "escalated_at"])
@@ -1102,8 +1113,8 @@ class LabelStore:
                                         f"{task.id} with other content; an answer is never overwritten.")
                 return self._annotation(conn, stored.id), False
             _tasks.check_answerable(task, who.id)
-            _tasks.write_answer(conn, s, task, annotator, content, key=key, source=source, evidence=evidence,
-                                now=now, actor=actor or annotator, item_cache=self._item_ids.setdefault(s.id, {}))
+            _tasks.write_answer(conn, s, task, annotator, content, key=key, source=source, now=now,
+                                actor=actor or annotator)
             if task.kind == "adjudication":
                 _tasks.close_disputes(conn, s, task, content["label"], now=now, actor=actor or annotator)
             return self._annotation(conn, _tasks.existing_answer(conn, key).id), True
@@ -1353,10 +1364,6 @@ def _email(value: Any) -> str | None:
     if not isinstance(value, str) or "@" not in value or len(value) > S.MAX_EMAIL_CHARS or value != value.strip():
         raise fail("email", f"an email address of at most {S.MAX_EMAIL_CHARS} characters", _describe(value))
     return value
-
-
-def _stamp_or_none(value: Any) -> Any:
-    return None if value is None or pd.isna(value) else value
 
 
 def _json_or_none(value: Any) -> Any:

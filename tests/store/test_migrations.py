@@ -22,8 +22,8 @@ STAMP = datetime(2024, 5, 1, 8, 0, 0, 123456, tzinfo=timezone.utc)
 
 def test_empty_database_migrates_to_head(store_url):
     assert current_revision(store_url) is None
-    assert upgrade(store_url) == head_revision() == "0003"
-    assert upgrade(store_url) == "0003"  # already there: a no-op
+    assert upgrade(store_url) == head_revision() == "0004"
+    assert upgrade(store_url) == "0004"  # already there: a no-op
     engine = make_engine(store_url)
     with engine.connect() as conn:
         tables = set(sa.inspect(conn).get_table_names())
@@ -82,7 +82,7 @@ def _populate_revision_1(url: str) -> dict[str, int]:
 def test_upgrading_from_revision_1_keeps_every_row(store_url):
     assert upgrade(store_url, "0001") == "0001"
     counts = _populate_revision_1(store_url)
-    assert upgrade(store_url) == "0003"
+    assert upgrade(store_url) == "0004"
     engine = make_engine(store_url)
     with engine.connect() as conn:
         for table, n in counts.items():
@@ -104,8 +104,8 @@ def test_cli_upgrades_and_reports(tmp_path, capsys, monkeypatch):
     assert "empty" in capsys.readouterr().out
     assert cli(["db", "upgrade", "--url", url, "--revision", "0001"]) == 0
     assert cli(["db", "current", "--url", url]) == 0
-    assert "behind 0003" in capsys.readouterr().out
+    assert "behind 0004" in capsys.readouterr().out
     monkeypatch.setenv("LABELLOOP_STORE_URL", url)
     assert cli(["db", "upgrade"]) == 0
-    assert "revision 0003" in capsys.readouterr().out
-    assert current_revision(url) == "0003"
+    assert "revision 0004" in capsys.readouterr().out
+    assert current_revision(url) == "0004"

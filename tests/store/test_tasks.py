@@ -8,10 +8,15 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
+import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from loop.exceptions import ConflictError, ForbiddenError, NotFoundError, SchemaError
-from loop.store import LabelStore, Role, TaskStatus, guideline_section
+from loop.store import LabelStore, Role, TaskStatus, _annotations, _tasks, guideline_section
+
+from loop.store._schema import guideline_versions as G
 
 from .conftest import STREAM
 
@@ -149,6 +154,22 @@ def test_skill_on_the_likely_class_pair_ranks_tasks(team):
     assert team.next_task("b").item_id == "i9"  # no history: urgency decides
 
 
+def test_candidate_skills_equal_pair_skill_row_by_row():
+    # The vectorised ranking key is the per-candidate formula, to the last bit.
+    rng = np.random.default_rng(0)
+    for n_hist in (0, 1, 7, 60):
+        history = pd.DataFrame({"stream_id": rng.integers(1, 3, n_hist), "label": rng.integers(0, 4, n_hist),
+                                "resolved": rng.integers(0, 4, n_hist)})
+        stream_ids = rng.integers(1, 4, 40)
+        pairs = np.array([rng.choice(4, 2, replace=False) if rng.random() < 0.8 else (-1, -1) for _ in range(40)])
+        got = _tasks.candidate_skills(history, stream_ids, pairs)
+        want = [_tasks.pair_skill(history, int(s), None if p[0] < 0 else (int(p[0]), int(p[1])))
+                for s, p in zip(stream_ids, pairs)]
+        assert got.tolist() == want
+    empty = pd.DataFrame({"stream_id": [], "label": [], "resolved": []})
+    assert _tasks.candidate_skills(empty, np.array([1]), np.array([[-1, -1]])).tolist() == [0.5]
+
+
 def test_concurrent_next_never_hands_one_task_to_two_people(store):
     store.create_stream(STREAM, ("neg", "pos"))
     people = [f"p{k}" for k in range(8)]
@@ -202,6 +223,34 @@ def test_an_answer_records_what_was_shown_and_closes_the_task(team):
     assert task.status is TaskStatus.DONE and task.completed_at is not None
     actions = team.events_frame(stream=STREAM)["action"].tolist()
     assert actions[-2:] == ["annotation.created", "task.completed"]
+
+
+def test_an_answer_row_is_what_the_batch_path_prepares(team):
+    # answer_task's single-row path stores what _annotations.prepare makes of the same answer
+    # (content hash included: a batch retry of it must be recognised as the same answer).
+    team.add_tasks(STREAM, [{"item_id": "i1"}, {"item_id": "i6", "kind": "audit"}])
+    s = team.stream(STREAM)
+    for who, extra in (("a", {"rationale": "why", "seconds": 2.5, "flags": ["model_wrong"], "evidence": {"s": [1]}}),
+                       ("b", {"rationale": None, "seconds": None, "flags": None, "evidence": None})):
+        task = team.next_task(who)
+        with team._engine.connect() as conn:
+            row = _tasks.task_row(conn, task.id)
+            content = _tasks.answer_content(s, "pos", **extra)
+            key = _tasks.answer_key(task.id, "k")
+            fast = _tasks.answer_row(conn, s, row, who, content, key=key, source="api",
+                                     now=datetime.now(timezone.utc))
+            suggestion, confidence = _tasks.shown_suggestion(conn, row, s)
+            gv = _tasks.shown_guideline(conn, row)
+            record = {"item_id": task.item_id, "annotator_id": who, "label": content["label"],
+                      "rationale": content["rationale"], "evidence": [extra["evidence"]], "seconds": content["seconds"],
+                      "suggestion": suggestion, "suggestion_confidence": confidence,
+                      "guideline_version": conn.execute(sa.select(G.c.version).where(G.c.id == gv)).scalar(),
+                      "task_id": task.id, "flags": [extra["flags"]], "source": "api", "idempotency_key": key}
+            frame = pd.DataFrame([record]).astype({"evidence": object, "flags": object})
+            frame.at[0, "evidence"], frame.at[0, "flags"] = extra["evidence"], extra["flags"]
+            slow = _annotations.prepare(conn, s, frame)
+        pd.testing.assert_frame_equal(fast.drop(columns="created_at"),
+                                      slow.drop(columns="created_at").astype({"idempotency_key": object}))
 
 
 def test_a_blind_answer_records_no_suggestion(team):
