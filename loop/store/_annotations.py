@@ -211,33 +211,29 @@ def _task_ids(conn: Connection, stream: Stream, values: pd.Series | None, item_i
     return result
 
 
-def _flags(values: pd.Series | None, n: int) -> pd.Series:
-    """Flags as a sorted JSON list of names from :data:`ANNOTATION_FLAGS` (None: no flags)."""
+def _per_row(values: pd.Series | None, n: int, check) -> pd.Series:
+    """``check(value, row)`` of each present value (None where missing), as an object column."""
     if values is None:
         return pd.Series([None] * n, dtype=object)
-    out = []
-    for row, v in enumerate(values):
-        if v is None or (isinstance(v, float) and v != v):
-            out.append(None)
-            continue
-        names = [v] if isinstance(v, str) else v
-        if not isinstance(names, (list, tuple, np.ndarray)) or \
-                not all(isinstance(f, str) and f in ANNOTATION_FLAGS for f in names):
-            raise fail(FLAGS, f"a list of flags from {list(ANNOTATION_FLAGS)}", f"{v!r} on row {row}")
-        out.append(json_text(sorted(set(names)), FLAGS) if len(names) else None)
-    return pd.Series(out, dtype=object)
+    return pd.Series([None if v is None or (isinstance(v, float) and v != v) else check(v, row)
+                      for row, v in enumerate(values)], dtype=object)
+
+
+def _flag_list(value, row: int) -> str | None:
+    """Flags as a sorted JSON list of names from :data:`ANNOTATION_FLAGS` (None: no flags)."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple, np.ndarray)) or \
+            not all(isinstance(f, str) and f in ANNOTATION_FLAGS for f in names):
+        raise fail(FLAGS, f"a list of flags from {list(ANNOTATION_FLAGS)}", f"{value!r} on row {row}")
+    return json_text(sorted(set(names)), FLAGS) if len(names) else None
+
+
+def _flags(values: pd.Series | None, n: int) -> pd.Series:
+    return _per_row(values, n, _flag_list)
 
 
 def _sources(values: pd.Series | None, n: int) -> pd.Series:
-    if values is None:
-        return pd.Series([None] * n, dtype=object)
-    out = []
-    for row, v in enumerate(values):
-        if v is None or (isinstance(v, float) and v != v):
-            out.append(None)
-        else:
-            out.append(check_text(v, SOURCE, max_chars=MAX_SOURCE_CHARS))
-    return pd.Series(out, dtype=object)
+    return _per_row(values, n, lambda v, row: check_text(v, SOURCE, max_chars=MAX_SOURCE_CHARS))
 
 
 def _rationales(values: pd.Series | None, n: int) -> pd.Series:

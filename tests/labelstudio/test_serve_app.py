@@ -11,6 +11,8 @@ pytest.importorskip("mlflow")
 
 from loop.columns import ITEM  # noqa: E402
 
+from tests.registry import temp_registry  # noqa: E402
+
 from .conftest import CLIENT, STREAM, basic, bearer  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -18,7 +20,6 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def app(ray_serve, tmp_path_factory):
-    import mlflow
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
@@ -26,10 +27,7 @@ def app(ray_serve, tmp_path_factory):
     from serve.registry import publish_model
 
     root = tmp_path_factory.mktemp("ls-serve")
-    uri = f"sqlite:///{root}/mlflow.db"
-    mlflow.set_tracking_uri(uri)
-    mlflow.create_experiment("ls-serve", artifact_location=str(root / "artifacts"))
-    mlflow.set_experiment("ls-serve")
+    uri = temp_registry(root, "ls-serve")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(90, 3))
     y = np.repeat([0, 1, 2], 30)

@@ -49,12 +49,9 @@ from schemathesis import GenerationMode  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.core.failures import FailureGroup  # noqa: E402
 from schemathesis.specs.openapi.checks import status_code_conformance  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
 
-from loop.calibration import CalibratedClassifier, TemperatureScaling  # noqa: E402
 from loop.store import LabelStore  # noqa: E402
+from tests.registry import digits_champion  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -92,22 +89,8 @@ class Findings:
 
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory):
-    """A calibrated digits model as the champion of a temp MLflow registry: (tracking URI, x)."""
-    import mlflow
-
-    from serve.registry import publish_model
-
-    root = tmp_path_factory.mktemp("fuzz-registry")
-    uri = f"sqlite:///{root}/mlflow.db"
-    mlflow.set_tracking_uri(uri)
-    mlflow.create_experiment("fuzz", artifact_location=str(root / "artifacts"))
-    mlflow.set_experiment("fuzz")
-    x, y = load_digits(return_X_y=True)
-    with threadpool_limits(1):
-        clf = LogisticRegression(C=0.01, max_iter=2000).fit(x[:900], y[:900])
-    model = CalibratedClassifier(clf, TemperatureScaling().fit(clf.predict_proba(x[900:1300]), y[900:1300]),
-                                 n_classes=10)
-    publish_model(model, model_name=MODEL, tracking_uri=uri)
+    """A calibrated digits model as the champion of a temp MLflow registry: (tracking URI, x, model)."""
+    uri, x, model, _ = digits_champion(tmp_path_factory.mktemp("fuzz-registry"), MODEL)
     return uri, x, model
 
 

@@ -16,15 +16,12 @@ import requests
 pytest.importorskip("ray")
 pytest.importorskip("mlflow")
 
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
 
-from loop.calibration import CalibratedClassifier, TemperatureScaling  # noqa: E402
 from loop.routing import Route, RoutingThresholds, route, score_items  # noqa: E402
 from loop.store import LabelStore  # noqa: E402
 from serve.client import ServeClient  # noqa: E402
 from serve.exceptions import RequestError  # noqa: E402
+from tests.registry import digits_champion  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -36,22 +33,10 @@ CLASSES = [str(d) for d in range(10)]
 @pytest.fixture(scope="module")
 def app(ray_serve, tmp_path_factory):
     """A champion in a temp registry, a label store with a stream and tokens, the app on both."""
-    import mlflow
-
     from serve.local import start_local
-    from serve.registry import publish_model
 
     root = tmp_path_factory.mktemp("tasks-serve")
-    uri = f"sqlite:///{root}/mlflow.db"
-    mlflow.set_tracking_uri(uri)
-    mlflow.create_experiment("tasks-serve", artifact_location=str(root / "artifacts"))
-    mlflow.set_experiment("tasks-serve")
-    x, y = load_digits(return_X_y=True)
-    with threadpool_limits(1):
-        clf = LogisticRegression(C=0.01, max_iter=2000).fit(x[:900], y[:900])
-    model = CalibratedClassifier(clf, TemperatureScaling().fit(clf.predict_proba(x[900:1300]), y[900:1300]),
-                                 n_classes=10)
-    version = publish_model(model, model_name=MODEL, tracking_uri=uri)
+    uri, x, model, version = digits_champion(root, MODEL)
     store_url = f"sqlite:///{root}/labels.db"
     with LabelStore(store_url) as store:
         store.create_stream(STREAM, CLASSES, owner="lead")
