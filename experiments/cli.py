@@ -9,6 +9,7 @@
     labelloop tune --config configs/tune.yaml [--trials N] [--output DIR]
     labelloop retrain --config configs/own.yaml [--stream S] [--as-of V] [--output DIR]
     labelloop score --config F --pool pool.parquet --out scored.parquet [--output DIR]
+    labelloop serve --config F [--items items.csv] [--rounds N] [--in-process]
     labelloop db upgrade | current
     labelloop tokens issue --role admin --name NAME [--annotator A] [--store URL] | revoke ID | list
     labelloop labelstudio sync --url URL --project label=1 [--project double_blind=2] --stream S
@@ -120,6 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
                               "(ISO 8601); default: now")
     add_output_argument(retrain, "summary.csv (one row: the gate's verdict and both models' figures)")
     retrain.set_defaults(func=_retrain)
+
+    serve = sub.add_parser("serve", help="run the labeling service: the Serve app and the program's rounds with "
+                                         "people as the workforce (items from the store; Ctrl-C stops)")
+    serve.add_argument("--config", required=True, help="config YAML with a live: section (see configs/serve.yaml)")
+    serve.add_argument("--items", default=None, metavar="FILE",
+                       help="ingest the items of this .csv/.parquet first (columns as program.dataset names them; "
+                            "default: the config's table, if it has one)")
+    serve.add_argument("--rounds", type=_positive_int, default=None,
+                       help="stop after this many rounds (default: run until Ctrl-C)")
+    serve.add_argument("--in-process", action="store_true", dest="in_process",
+                       help="score in this process, without Ray Serve (no HTTP endpoints)")
+    serve.set_defaults(func=_serve)
 
     score = sub.add_parser("score", help="score and route a whole pool with Ray Data; write Parquet and the "
                                          "store's predictions table")
@@ -261,6 +274,50 @@ def _tune(args: argparse.Namespace) -> int:
     result = tune.main(cfg, console=console, output=args.output)
     _print_ui_hint(console, cfg.program.tracking.uri)
     return 0 if result.best is not None else 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from experiments import live
+    from experiments.config import IN_PROCESS, LOCAL, TableDataset, load_config
+    from experiments.table import load_table
+
+    cfg = load_config(args.config, ignore=("compare", "tune"))
+    # People reach the service over HTTP: a local Serve app unless the config names one.
+    cfg = cfg.replace(serve=IN_PROCESS if args.in_process else LOCAL if cfg.serve == IN_PROCESS else cfg.serve)
+    source = cfg.table
+    if args.items is not None:
+        source = TableDataset(**{**(cfg.table.to_dict() if cfg.table else {}), "path": args.items})
+    table = load_table(source) if source is not None else None
+    console = Console()
+    console.print(f"labelloop serve: stream {cfg.live.stream or cfg.name}, store {_hidden(cfg.store_url)}, "
+                  f"a round every {cfg.live.round_items} items or {cfg.live.round_seconds:g} s; Ctrl-C stops")
+
+    def progress(round_: int, _: int) -> None:
+        console.print(f"round {round_} done")
+
+    try:
+        result = live.serve_program(cfg, table=table, max_rounds=args.rounds, progress=progress)
+    except KeyboardInterrupt:
+        console.print("stopped during a round: its tasks stay in the store; the MLflow run is marked failed")
+        return 130
+    summary = Table(title=f"{result.n_items} items on stream {result.stream}, {len(result.rounds) - 1} rounds")
+    for column in ("estimated error rate", "95% interval", "confirmed corrections", "cost", "promotions",
+                   "champion"):
+        summary.add_column(column, justify="right")
+    summary.add_row(f"{result.final_error_rate_estimate:.2%}", f"{result.final_error_rate_estimate_ci_low:.2%} - "
+                    f"{result.final_error_rate_estimate_ci_high:.2%}", str(result.errors_removed_estimate),
+                    f"{result.program_cost:.1f}", str(result.promotions), result.champion_version)
+    console.print(summary)
+    _print_ui_hint(console, cfg.tracking.uri)
+    return 0
+
+
+def _hidden(url: str) -> str:
+    from experiments.tracking import hide_passwords
+
+    return hide_passwords(url)
 
 
 def _retrain(args: argparse.Namespace) -> int:

@@ -53,6 +53,12 @@ A config file has these sections (every key optional; defaults in brackets)::
       params: {}                 # keyword arguments of the estimator or factory
       uri: null                  # score with a registered model instead: models:/name@champion
       allow_pickle: false        # load model flavours that unpickle (they run code when loaded)
+    live:                        # labelloop serve: the program with people as its workforce
+      stream: null               # the label-store stream items arrive on (null: program.name)
+      sla_seconds: 86400         # a task not answered this long after it was made is escalated
+      round_items: 100           # a round starts once this many items wait (and takes at most these)
+      round_seconds: 3600        # ... or once the oldest waiting item has waited this long
+      poll_seconds: 5            # how often the store is read while waiting
 
 A wrong key or value stops with one line naming it, e.g.
 ``program.rounds: expected an integer >= 1, got 'x'`` (:class:`ConfigError`).
@@ -87,15 +93,15 @@ from loop.routing import RoutingThresholds
 from loop.simulate import Tier
 from loop.strategies import Strategy
 
-__all__ = ["ConfigError", "config_error", "CrowdConfig", "Dataset", "ModelConfig", "ProgramConfig", "TableDataset",
-           "TrackingConfig", "flatten",
+__all__ = ["ConfigError", "config_error", "CrowdConfig", "Dataset", "LiveConfig", "ModelConfig", "ProgramConfig",
+           "TableDataset", "TrackingConfig", "flatten",
            "load_config", "parse_config", "read_yaml", "IN_PROCESS", "LOCAL", "NO_TRACKING"]
 
 IN_PROCESS = "in_process"
 LOCAL = "local"
 NO_TRACKING = "none"
 REPLAY = "replay"
-SECTIONS = ("program", "crowd", "thresholds", "gate", "tracking", "store", "serve", "compare", "model")
+SECTIONS = ("program", "crowd", "thresholds", "gate", "tracking", "store", "serve", "compare", "model", "live")
 
 
 class ConfigError(SchemaError):
@@ -318,6 +324,45 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class LiveConfig:
+    """A live program (``labelloop serve``): items arrive in the store, people answer tasks.
+
+    Parameters
+    ----------
+    stream : str or None
+        The label-store stream the items arrive on; None: ``program.name``.
+    sla_seconds : float > 0, default 86400
+        A task still unanswered this long after it was made is escalated, and its round goes on
+        without it.
+    round_items : int >= 1, default 100
+        A round starts once this many items wait, and takes at most this many (the oldest).
+    round_seconds : float > 0, default 3600
+        ... or once the oldest waiting item has waited this long.
+    poll_seconds : float > 0, default 5
+        How often the store is read while waiting for items or answers.
+    """
+
+    stream: str | None = None
+    sla_seconds: float = 86_400.0
+    round_items: int = 100
+    round_seconds: float = 3_600.0
+    poll_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.stream is not None:
+            _text(self.stream, "live.stream")
+        for key in ("sla_seconds", "round_seconds", "poll_seconds"):
+            value = _real(getattr(self, key), f"live.{key}", 0.0)
+            if value <= 0:
+                raise config_error(f"live.{key}", "a number > 0", getattr(self, key))
+            object.__setattr__(self, key, value)
+        _int(self.round_items, "live.round_items", 1)
+
+
+_LIVE_KEYS = ("stream", "sla_seconds", "round_items", "round_seconds", "poll_seconds")
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """Where runs and models go. ``uri="none"`` tracks nothing and keeps models in memory."""
 
@@ -369,6 +414,7 @@ class ProgramConfig:
     serve: str = IN_PROCESS
     strategies: tuple[Strategy, ...] = tuple(Strategy)
     model: ModelConfig = field(default_factory=ModelConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -392,7 +438,7 @@ class ProgramConfig:
             _int(self.max_fit_items, "program.max_fit_items", 100)
         _int(self.seed, "program.seed", 0)
         for name, kind in (("crowd", CrowdConfig), ("thresholds", RoutingThresholds), ("gate", QualityGate),
-                           ("tracking", TrackingConfig), ("model", ModelConfig)):
+                           ("tracking", TrackingConfig), ("model", ModelConfig), ("live", LiveConfig)):
             if not isinstance(getattr(self, name), kind):
                 raise config_error(name, f"a {kind.__name__}", getattr(self, name))
         _text(self.store_url, "store.url")
@@ -449,6 +495,7 @@ class ProgramConfig:
             "serve": {"url": self.serve},
             "compare": {"strategies": [s.value for s in self.strategies]},
             "model": self.model.to_dict(),
+            "live": dataclasses.asdict(self.live),
         }
 
 
@@ -500,6 +547,7 @@ def parse_config(raw: Mapping[str, Any] | None, *, ignore: tuple[str, ...] = ())
     serve = _section(raw, "serve", ("url",))
     compare = _section(raw, "compare", ("strategies",))
     model = _section(raw, "model", ("estimator", "params", "uri", "allow_pickle"))
+    live = _section(raw, "live", _LIVE_KEYS)
     kwargs: dict[str, Any] = dict(program)
     if "dataset" in program:
         kwargs["dataset"] = _dataset(program["dataset"])
@@ -509,6 +557,7 @@ def parse_config(raw: Mapping[str, Any] | None, *, ignore: tuple[str, ...] = ())
         thresholds, base=ProgramConfig().thresholds))
     kwargs["gate"] = _wrapped("gate", lambda: QualityGate.from_dict({**ProgramConfig().gate.to_dict(), **gate}))
     kwargs["tracking"] = TrackingConfig(**tracking)
+    kwargs["live"] = LiveConfig(**live)
     if "url" in store:
         kwargs["store_url"] = store["url"]
     if "url" in serve:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from loop.columns import ITEM
 from loop.exceptions import SchemaError
 from loop.labelstudio import SYSTEM, TASK_ID, TASK_IDS
-from loop.store import LabelStore
+from loop.store import LabelStore, TaskStatus
 from loop.store._schema import TASK_KINDS
 from serve.labelstudio_api import HttpTransport, LabelStudioClient
 
@@ -152,8 +152,10 @@ def _external_id(ls_task: int, k: int) -> str:
 
 
 def _push(cfg: SyncConfig, store: LabelStore, client: LabelStudioClient) -> tuple[int, dict[str, int]]:
+    # Open tasks only: an assigned one is someone's in labelloop's own queue already, and a
+    # task must never be worked in both tools (next_task skips what is linked and still open).
     exported = store.export_label_studio(cfg.stream, from_name=cfg.from_name, to_name=cfg.to_name,
-                                         reason_name=cfg.reason_name)
+                                         reason_name=cfg.reason_name, statuses=(TaskStatus.OPEN,))
     if not exported:
         return 0, {}
     tasks = store.tasks_frame(cfg.stream).set_index("task_id")

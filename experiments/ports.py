@@ -7,10 +7,14 @@ it has:
 port            what it does                                                 adapters
 ==============  ===========================================================  ==============================
 ``Dataset``     items, their features, arrivals, initial labels, gold        :class:`WorldDataset` (a built-in
-                (calibration, holdout) and the truth (``None``: unknown)     world or a team's table)
+                (calibration, holdout) and the truth (``None``: unknown)     world or a team's table);
+                                                                             ``live.StoreDataset`` (a store
+                                                                             stream, no truth)
 ``Workforce``   takes work (crowd or expert labels) and answers it, maybe    :class:`SimulatedWorkforce`
                 later: :meth:`Workforce.submit` returns a :class:`Ticket`,   (simulated or replayed answers,
-                :meth:`Workforce.collect` its answers once they are in       at once); people: next
+                :meth:`Workforce.collect` its answers once they are in       at once); people:
+                                                                             ``live.HumanWorkforce`` (tasks
+                                                                             in the store, an SLA)
 ``Trainer``     fits a model on resolved labels: calibrated, evaluated,      :class:`CalibratedTrainer`
                 with out-of-fold probabilities of its training items
 ``Scorer``      scores and routes with the champion                          ``InProcessScorer``,
@@ -88,6 +92,12 @@ class Dataset(Protocol):
         """Ids of every item arrived by the end of round ``round_``, in arrival order."""
         ...
 
+    def items(self, item_ids: Any) -> pd.DataFrame:
+        """The rows that register ``item_ids`` in the label store (``LabelStore.add_items``:
+        ``item_id`` and optionally ``payload``, ``payload_ref``, ``source``); registering an item
+        already stored with these rows changes nothing."""
+        ...
+
 
 class WorldDataset:
     """A simulated world (built-in dataset or a team's table, :func:`experiments.world.build_world`)
@@ -108,6 +118,9 @@ class WorldDataset:
     def arrived(self, round_: int) -> np.ndarray:
         return self.world.stream[:(round_ + 1) * self.world.items_per_round]
 
+    def items(self, item_ids: Any) -> pd.DataFrame:
+        return pd.DataFrame({ITEM: item_ids, "source": self.name})
+
 
 # --- Workforce ---------------------------------------------------------------------------------
 
@@ -125,12 +138,25 @@ class Request:
         Crowd labels per item, each from a different person.
     exclude : DataFrame, optional
         ``item_id, annotator_id`` pairs that may not answer (who labelled the item already).
+    kind : str, optional
+        What the work is, as the store's task kinds name it (``label``, ``expert``,
+        ``double_blind``, ``audit``, ``adjudication``); default ``expert`` for expert work,
+        else ``label``. People see it (a blind task shows no suggestion); a simulation ignores it.
+    round : int, optional
+        The program round that asks.
     """
 
     item_ids: Any
     expert: bool = False
     labels_per_item: int = 1
     exclude: pd.DataFrame | None = None
+    kind: str | None = None
+    round: int | None = None
+
+    @property
+    def task_kind(self) -> str:
+        """:attr:`kind`, or its default."""
+        return self.kind if self.kind is not None else ("expert" if self.expert else "label")
 
 
 @dataclass(frozen=True)
@@ -163,7 +189,9 @@ class Workforce(Protocol):
 
     def collect(self, ticket: Ticket) -> pd.DataFrame | None:
         """The ticket's answers (``item_id, annotator_id, label, seconds, cost``), or None while
-        they are not all in."""
+        they are not all in. Answers people stored themselves carry their ``task_id`` (the
+        program does not store them again); a workforce of people may return fewer answers
+        than asked (a task whose time ran out), never invented ones."""
         ...
 
 
@@ -258,7 +286,9 @@ class CalibratedTrainer:
         # A model judges the labels it learnt from too kindly (it fits their errors): the items it
         # was trained on are judged by models that did not see them (cleanlab's out-of-sample
         # requirement), each fold's probabilities calibrated like the model's.
-        folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=self.seed)
+        # Fewer folds when no class has FOLDS items (a live program's first small rounds).
+        n_splits = int(max(2, min(FOLDS, np.bincount(y).max())))
+        folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=self.seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # a class with fewer items than folds
             held_out = cross_val_predict(estimator, x, y, cv=folds, method="predict_proba")  # refits clones

@@ -9,12 +9,14 @@ with any of those given (a comparison shares them between its programs, see :fun
 and never asks which adapter is behind one:
 
 - *Dataset*: what arrives when, features, initial labels, the gold slices, the truth when
-  known. Adapter: :class:`~experiments.ports.WorldDataset` (a built-in world or a team's
-  table, :mod:`experiments.world`).
+  known. Adapters: :class:`~experiments.ports.WorldDataset` (a built-in world or a team's
+  table, :mod:`experiments.world`); :class:`experiments.live.StoreDataset` (a label-store
+  stream, ``labelloop serve``: no truth, so only the estimated figures exist).
 - *Workforce*: takes requests for crowd or expert labels (``submit -> Ticket``) and gives their
-  answers (``collect``), so that people can answer later. Adapter:
+  answers (``collect``), so that people can answer later. Adapters:
   :class:`~experiments.ports.SimulatedWorkforce` (simulated annotators, or a real crowd
-  replayed), which answers at once; a round still needs its answers within the round.
+  replayed), which answers at once; :class:`experiments.live.HumanWorkforce` (people: tasks in
+  the store, answered within an SLA or escalated). A round waits for its answers.
 - *Trainer*: a challenger from the resolved labels, evaluated, with out-of-fold
   probabilities. Adapter: :class:`~experiments.ports.CalibratedTrainer`.
 - *Scorer*: scores and routes with the champion (:class:`InProcessScorer`, :class:`HttpScorer`).
@@ -115,7 +117,8 @@ must serve). Each round ``r = 1 .. rounds`` then:
    temperature-scaled on the calibration gold slice and evaluated on the held-out gold; the quality
    gate (:mod:`loop.gate`) decides whether the challenger becomes the champion; the scorer reloads.
 8. **Measure.** Everything in :mod:`experiments.tracking` with ``step = round``, and the
-   round's routed-item table.
+   round's routed-item table (:class:`experiments.measure.Measures`; the audit's parts and the
+   auto-accept bound are :mod:`experiments.audits`).
 
 **Budget** (:class:`loop.budget.Budget`). The strategy may plan at most the round's budget
 (``budget_per_round`` plus what earlier rounds left unspent, minus what they overspent: planned and
@@ -154,7 +157,6 @@ first label to its last.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import tempfile
 import warnings
@@ -165,53 +167,55 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import softmax
 from threadpoolctl import threadpool_limits
 
-from loop.audit import ErrorRateEstimate, audit_sample, estimate_error_rate, estimate_error_rate_stratified
 from loop.budget import Budget
-from loop.calibration import TemperatureScaling, reliability_table
+from loop.calibration import reliability_table
 from loop.exceptions import LoopError
-from loop.columns import ANNOTATOR, CONFIDENCE, COST, ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, SECONDS
+from loop.columns import ANNOTATOR, COST, ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, SECONDS
 from loop.gate import ModelEvaluation, decide
 from loop.issues import confused_pairs, label_posteriors
 from loop.resolution import METHOD_CONSENSUS, METHOD_EXPERT, resolve_actions
 from loop.routing import RoutingThresholds, route, score_items
 from loop.store import TASK_ID, LabelStore, StreamHistory
-from loop.strategies import ACTION, IS_NEW, PLANNED_COST, SELF_CONFIDENCE, Action, Strategy, plan_round
+from loop.strategies import ACTION, IS_NEW, SELF_CONFIDENCE, Action, Strategy, plan_round
 
 from . import tracking as T
+from .audits import (_ACTION_STRATUM, _AUTO, _EXPERT, _UNTOUCHED, AUDIT_METHOD, DECISIVE_DISPUTE, AuditBook,
+                     AuditResult, AutoAcceptBound, audit_verdict, dispute_posterior, estimate_audit,
+                     stratified_sample)
 from .config import IN_PROCESS, LOCAL, ConfigError, ModelConfig, ProgramConfig, flatten
+from .measure import Measures
 from .models import make_estimator, trusted_modules
 from .ports import (CalibratedTrainer, Dataset, Request, Scorer, SimulatedWorkforce, Ticket, Trainer, Workforce,
                     WorldDataset)
 from .world import TIER_CODES, World, build_world
 
-__all__ = ["MAX_LABELS", "HttpScorer", "InProcessScorer", "ProgramResult", "Scorer", "Setup", "main",
-           "make_tracker", "open_setup", "run_program"]
+__all__ = ["MAX_LABELS", "Clock", "HttpScorer", "InProcessScorer", "ProgramResult", "Scorer", "Setup", "main",
+           "make_tracker", "open_setup", "run_program", "simulated_clock", "wall_clock"]
 
 MAX_LABELS = 5  # an item with this many labels is not sent to people again
 _T0 = pd.Timestamp("2026-01-05", tz="UTC")
+Clock = Callable[[int, pd.Timedelta], pd.Timestamp]  # (round, offset into the round's day) -> when
+
+
+def simulated_clock(round_: int, offset: pd.Timedelta) -> pd.Timestamp:
+    """Simulated time: round ``r`` is day ``r`` from 2026-01-05, plus ``offset``."""
+    return _T0 + pd.Timedelta(days=round_) + offset
+
+
+def wall_clock(round_: int, offset: pd.Timedelta) -> pd.Timestamp:
+    """Real time, now (a live program with people): the round and offset do not matter."""
+    return pd.Timestamp.now(tz="UTC")
+
+
+# The final figures that need the truth: left out when nobody knows it.
+_TRUTH_FINALS = frozenset({T.FINAL_ERROR_RATE, T.INITIAL_ERROR_RATE, T.ERRORS_REMOVED, T.ERRORS_REMOVED_PER_100,
+                           "errors_fixed_total", "errors_introduced_total"})
 _CROWD_START, _ADJUDICATION_START, _AUDIT_START = pd.Timedelta(hours=8), pd.Timedelta(hours=16), pd.Timedelta(hours=20)
 CREATED_AT = "created_at"
-# Where an item's current label came from, by the program's own record (no truth): the audit's
-# strata. Double-blind and triple work count as reviewed, an audit's correction as expert.
-STRATA = ("auto_accepted", "reviewed", "expert", "untouched")
-_AUTO, _REVIEWED, _EXPERT, _UNTOUCHED = STRATA
-# One expert's dispute of a label settles it, without a second opinion, when the label is
-# wrong with at least this probability given the dispute (:func:`_dispute_posterior`): the
-# same 95% as the audit's intervals: at most one such correction in twenty is expected to break a
-# right label, and only in strata wrong about half the time (p >= 0.49 with experts right 95%),
-# where the first checks the saved second opinions pay for fix many more.
-DECISIVE_DISPUTE = 0.95
-_PRIOR_CHECKS = 5  # a stratum's error rate: a prior at the posterior's mean doubt, worth this many audited items
-_PRIOR_EXPERT_ACCURACY, _PRIOR_PAIRS = 0.95, 10  # the experts' accuracy: a prior worth this many pairs
-_ACTION_STRATUM = {Action.AUTO_ACCEPT.value: _AUTO, Action.REVIEW.value: _REVIEWED,
-                   Action.DOUBLE_BLIND.value: _REVIEWED, Action.TRIPLE.value: _REVIEWED, Action.EXPERT.value: _EXPERT}
-AUDIT_METHOD = ("stratified (auto-accepted oversampled, the rest uniform), adjudicated (a first expert's "
-                "disagreement counts only when a second independent expert also rejects the label, or alone when "
-                "the label's stratum makes it decisive: P(label wrong | dispute) >= 0.95), "
-                "Wilson interval at Kish's effective size")
+# The store's task kind of each action's crowd work.
+_TASK_KINDS = {Action.REVIEW: "label", Action.DOUBLE_BLIND: "double_blind", Action.TRIPLE: "label"}
 
 
 # --- the scorer port's adapters (the port: experiments.ports.Scorer) ------------------------
@@ -324,26 +328,32 @@ class Setup:
 
     Attributes
     ----------
-    world : World
+    world : World or None
+        The simulated world; None when the caller gave the dataset (a live program's store).
     store : LabelStore
     scorer : Scorer or None
         The Serve app's :class:`HttpScorer`, or the scorer the caller gave; None means in
         process (each program then scores with its own tracker's champion).
+    dataset : Dataset
+        The program's dataset port: the given one, or the world's (:class:`WorldDataset`).
     """
 
-    world: World
+    world: World | None
     store: LabelStore
     scorer: Scorer | None
+    dataset: Dataset
 
 
 @contextlib.contextmanager
 def open_setup(cfg: ProgramConfig, *, world: World | None = None, store: LabelStore | None = None,
-               scorer: Scorer | None = None) -> Iterator[Setup]:
-    """The world, the label store and the scorer of ``cfg``, for the time of a ``with`` block.
+               scorer: Scorer | None = None, dataset: Dataset | None = None) -> Iterator[Setup]:
+    """The world (or dataset), the label store and the scorer of ``cfg``, for the time of a
+    ``with`` block.
 
     What is given is used as is and left open; what is opened here is closed at exit.
 
-    - ``world``: default ``build_world(cfg)``.
+    - ``world``: default ``build_world(cfg)``, unless a ``dataset`` is given (a live program's
+      :class:`experiments.live.StoreDataset`): then no world is built.
     - ``store``: default ``LabelStore(cfg.store_url)``, closed at exit.
     - ``scorer``, from ``cfg.serve``: ``in_process`` gives None; ``local`` starts Ray Serve
       here and deploys the app with the program's thresholds as the Router's
@@ -372,15 +382,22 @@ def open_setup(cfg: ProgramConfig, *, world: World | None = None, store: LabelSt
         # Cheapest first: a store that cannot be opened stops the run before Ray starts.
         if store is None:
             store = stack.enter_context(LabelStore(cfg.store_url))
-        world = world if world is not None else build_world(cfg)
+        if dataset is None:
+            world = world if world is not None else build_world(cfg)
+            dataset = WorldDataset(world)
         if scorer is None:
             scorer = stack.enter_context(_serving(cfg))
-        yield Setup(world=world, store=store, scorer=scorer)
+        yield Setup(world=world, store=store, scorer=scorer, dataset=dataset)
 
 
 @contextlib.contextmanager
-def _serving(cfg: ProgramConfig) -> Iterator[HttpScorer | None]:
-    """The Serve app ``cfg.serve`` names, as an :class:`HttpScorer`; None for ``in_process``."""
+def _serving(cfg: ProgramConfig, *, model_name: str | None = None,
+             store_url: str | None = None) -> Iterator[HttpScorer | None]:
+    """The Serve app ``cfg.serve`` names, as an :class:`HttpScorer`; None for ``in_process``.
+
+    A local app serves ``model_name`` (default ``cfg.simulation_model``). With ``store_url`` (a
+    live program's store) it serves the task API there with token auth; without, it only scores
+    (auth ``none``, a token store of its own for the program's reloads)."""
     if cfg.serve == IN_PROCESS:
         yield None
         return
@@ -388,19 +405,25 @@ def _serving(cfg: ProgramConfig) -> Iterator[HttpScorer | None]:
         with HttpScorer(cfg.serve) as scorer:
             yield scorer
         return
-    from serve.local import local_app
+    from serve.local import absolute_sqlite_uri, local_app
 
-    # A local app scores without tokens (auth: none); reloading stays admin-only, so the app
-    # gets a token store of its own (the same file every run: the same args, no redeploy) and
-    # the program an admin token from it.
-    tokens_url = f"sqlite:///{Path(tempfile.gettempdir()) / f'labelloop-serve-{os.getuid()}' / 'tokens.db'}"
-    Path(tokens_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    with LabelStore(tokens_url) as tokens:
+    if store_url is None:
+        # A simulation's app scores without tokens (auth: none); reloading stays admin-only, so
+        # the app gets a token store of its own (the same file every run: the same args, no
+        # redeploy) and the program an admin token from it.
+        store_url = f"sqlite:///{Path(tempfile.gettempdir()) / f'labelloop-serve-{os.getuid()}' / 'tokens.db'}"
+        Path(store_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        auth = "none"
+    else:
+        # A live program's app serves the task API on the program's store: people and the
+        # program sign in with the store's tokens.
+        store_url, auth = absolute_sqlite_uri(store_url), "token"
+    with LabelStore(store_url) as tokens:
         token = tokens.issue_token("labelloop-program", "admin",
                                    expires_at=pd.Timestamp.now("UTC") + pd.Timedelta(days=2))
-    args = {"model_name": cfg.simulation_model, "tracking_uri": cfg.tracking.uri,
+    args = {"model_name": model_name or cfg.simulation_model, "tracking_uri": cfg.tracking.uri,
             "trusted_modules": list(trusted_modules(cfg.model)), "allow_pickle": cfg.model.allow_pickle,
-            "store_url": tokens_url, "auth": "none"}
+            "store_url": store_url, "auth": auth}
     with local_app(args, thresholds=cfg.thresholds) as url, HttpScorer(url, token=token) as scorer:
         yield scorer
 
@@ -516,7 +539,8 @@ class ProgramResult:
 def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: LabelStore | None = None,
                 tracker: T.Tracker | None = None, world: World | None = None,
                 progress: Callable[[int, int], None] | None = None, workforce: Workforce | None = None,
-                trainer: Trainer | None = None) -> ProgramResult:
+                trainer: Trainer | None = None, dataset: Dataset | None = None, stream: str | None = None,
+                schedule: Callable[[int], bool] | None = None, clock: Clock | None = None) -> ProgramResult:
     """Run one program end to end: the loop over its ports (:mod:`experiments.ports`).
 
     Parameters
@@ -542,6 +566,18 @@ def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: Labe
     trainer : Trainer, optional
         Trains each round's challenger; default :class:`~experiments.ports.CalibratedTrainer`
         with ``cfg.model``.
+    dataset : Dataset, optional
+        The items, instead of a world's (a live program: :class:`experiments.live.StoreDataset`,
+        with ``workforce`` given too). Its ``truth`` may be None: then only the estimated
+        figures are computed and logged, no ``true_*`` one.
+    stream : str, optional
+        Write to this existing stream instead of a fresh one (a live program's items are there).
+    schedule : callable (round) -> bool, optional
+        Called before each round (0 = seed): True plays it, False ends the program there. Default:
+        rounds ``0 .. cfg.rounds``. A live program waits in it until the round's items are in.
+    clock : callable (round, offset) -> Timestamp, optional
+        When the program's own writes (initial labels, simulated answers) are stamped; default
+        simulated time (round ``r`` is day ``r``, :data:`simulated_clock`).
 
     Returns
     -------
@@ -557,13 +593,18 @@ def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: Labe
     True
     """
     tracker = tracker if tracker is not None else make_tracker(cfg)
-    with open_setup(cfg, world=world, store=store, scorer=scorer) as setup:
-        dataset = WorldDataset(setup.world)
-        workforce = workforce if workforce is not None else SimulatedWorkforce(setup.world)
+    schedule = schedule if schedule is not None else (lambda r: r <= cfg.rounds)
+    with open_setup(cfg, world=world, store=store, scorer=scorer, dataset=dataset) as setup:
+        dataset = setup.dataset
+        if workforce is None:
+            if setup.world is None:
+                raise LoopError("run_program: a dataset without a world needs its workforce (workforce=...)")
+            workforce = SimulatedWorkforce(setup.world)
         # The estimator is looked up when a model is trained (_classifier, patched in tests).
         trainer = trainer if trainer is not None else CalibratedTrainer(
             dataset, estimator=lambda: _classifier(cfg.model), seed=cfg.seed, max_fit_items=cfg.max_fit_items)
-        program = _Program(cfg, dataset, workforce, trainer, setup.store, tracker)
+        program = _Program(cfg, dataset, workforce, trainer, setup.store, tracker, stream=stream,
+                           clock=clock or simulated_clock)
         tracker.start(f"{cfg.strategy.value}", params={**flatten(cfg), T.PARAM_AUDIT_METHOD: AUDIT_METHOD}, tags={
             T.TAG_STRATEGY: cfg.strategy.value, T.TAG_DATASET: dataset.name, T.TAG_ROLE: T.ROLE_PROGRAM,
             T.TAG_STREAM: program.stream})
@@ -571,16 +612,20 @@ def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: Labe
         # cores made a 0.1 s model fit take 4 s.
         limits = threadpool_limits(1)
         try:
+            if not schedule(0):
+                raise LoopError("the program ended before its seed round: no items arrived")
             program.seed_round()
             if progress:
                 progress(0, cfg.rounds)
             program.scorer = setup.scorer if setup.scorer is not None else \
                 InProcessScorer(lambda: tracker.load_model(T.ALIAS_CHAMPION))
             program.scorer.reload()  # the seed model is the champion now
-            for round_ in range(1, cfg.rounds + 1):
+            round_ = 1
+            while schedule(round_):
                 program.play_round(round_)
                 if progress:
                     progress(round_, cfg.rounds)
+                round_ += 1
             result = program.finish()
         except BaseException:
             tracker.finish(failed=True)
@@ -596,19 +641,17 @@ class _Program:
     its ports (dataset, workforce, trainer, scorer, tracker) and never asks which adapter it has."""
 
     def __init__(self, cfg: ProgramConfig, dataset: Dataset, workforce: Workforce, trainer: Trainer,
-                 store: LabelStore, tracker: T.Tracker) -> None:
-        if dataset.truth is None:
-            raise LoopError(f"dataset {dataset.name!r} has no truth: the program's truth-needing figures "
-                            "(true_error_rate, errors_removed, ...) need one; a dataset without truth is not "
-                            "supported by the program yet")
+                 store: LabelStore, tracker: T.Tracker, *, stream: str | None = None,
+                 clock: Clock | None = None) -> None:
         self.cfg, self.dataset, self.workforce, self.trainer = cfg, dataset, workforce, trainer
+        self.clock = clock if clock is not None else simulated_clock
         self.store, self.tracker = store, tracker
         self.rng = np.random.default_rng([cfg.seed, 11, list(Strategy).index(cfg.strategy)])
         # Triple annotation's ties (three labels that all differ) are drawn from their own
         # numbers, so that breaking them leaves the crowd's answers as they were.
         self.ties = np.random.default_rng([cfg.seed, 13])
-        self.stream = _new_stream(store, f"{cfg.name}-{dataset.name}-{cfg.strategy.value}-seed{cfg.seed}",
-                                  dataset.classes)
+        self.stream = stream if stream is not None else _new_stream(
+            store, f"{cfg.name}-{dataset.name}-{cfg.strategy.value}-seed{cfg.seed}", dataset.classes)
         # The stream's annotations and labels, kept in memory and read incrementally: the
         # program needs them several times a round, and a whole read costs the stream's history.
         self.history = StreamHistory(store, self.stream)
@@ -618,11 +661,9 @@ class _Program:
             store.add_annotator(row.annotator_id, tier=TIER_CODES[row.tier], hourly_rate=float(row.hourly_rate),
                                 streams=[self.stream])
         self.experts = set(people.loc[people["tier"] == "expert", ANNOTATOR])
-        # The truth and the initial labels by object id, looked up over every arrived item each
-        # round: pandas' Arrow str index lookups are ~10x slower.
-        self._truth = pd.Series(dataset.truth.to_numpy(), index=pd.Index(dataset.truth.index, dtype=object))
-        self._initial = pd.Series(dataset.initial[LABEL].to_numpy(),
-                                  index=pd.Index(dataset.initial[ITEM], dtype=object))
+        # The round's figures (the truth's only when the dataset knows it) and their totals.
+        self.measures = Measures(dataset)
+        self.last_round = 0
         self.scorer: Scorer | None = None
         self.champion: ModelEvaluation | None = None
         self.out_of_fold = pd.DataFrame()  # the champion's out-of-fold probabilities, by training item
@@ -631,44 +672,41 @@ class _Program:
         # triple_majority ignores the budget by design: its cost is its protocol's.
         self.budget = Budget(cfg.budget_per_round, workforce.costs,
                              carries=cfg.strategy is not Strategy.TRIPLE_MAJORITY)
-        self.rows: list[dict[str, float]] = []
         self.curve: list[dict[str, float]] = []
         self.gates: list[dict[str, Any]] = []
         self.promotions = 0
-        self.fixed = self.introduced = 0
         # What the audits and the auto-accept bound know, none of it from truth.
         self.stratum = pd.Series(dtype=object)  # where each item's current label came from
         self.router = pd.DataFrame()  # the probabilities the last plan routed on, by arrived item
-        # The temperature the auto-accept bound reads the router's probabilities at (None:
-        # unbounded; inf: closed, as before an audit supports anything) and why; the cut-off it
-        # gave this round.
+        self.book = AuditBook()  # what the audits so far say
+        # The auto-accept bound (tiered only): what the router's probabilities are read at, and
+        # the cut-off it gave this round.
         bounded = cfg.thresholds.max_auto_accept_error is not None and cfg.strategy is Strategy.TIERED
-        self.temperature: float | None = np.inf if bounded else None
-        self.bound_reason = "no audit yet supports auto-accepting anything (max_auto_accept_error)"
-        self.cutoff = cfg.thresholds.auto_accept_confidence
-        self.last_audit: _Audit | None = None
-        self.evidence: list[pd.DataFrame] = []  # audited items: the router's probabilities, the experts' class
-        self.first_checks = self.seconds = 0
-        # What the audits so far say, never the truth: per stratum, items audited and counted
-        # wrong; over every second opinion, how often the two experts agreed.
-        self.stratum_audits = pd.DataFrame(0.0, index=list(STRATA), columns=["audited", "errors"])
-        self.expert_pairs = self.expert_agreements = 0
+        self.bound = AutoAcceptBound(cfg.thresholds.max_auto_accept_error if bounded else None,
+                                     cfg.thresholds.auto_accept_confidence)
         self.doubt = 0.15  # the posterior's mean doubt in the current labels (set each round)
-        self.confirmed = 0
-        self.bound_log: list[dict[str, Any]] = []
-        self.strata_log: list[pd.DataFrame] = []
 
     # -- steps -------------------------------------------------------------------------------
     def arrive(self, round_: int) -> np.ndarray:
         """Register the round's new items with their initial labels (the first resolution)."""
         new = self.dataset.arrivals(round_)
+        self.last_round = round_
         initial = self.dataset.initial.set_index(ITEM).loc[new].reset_index()
-        self.store.add_items(self.stream, pd.DataFrame({ITEM: new, "source": self.dataset.name}))
+        self.store.add_items(self.stream, self.dataset.items(new))
         self.stratum = pd.concat([self.stratum, pd.Series(_UNTOUCHED, index=new.astype(str), dtype=object)])
-        self._write_answers(initial, round_, pd.Timedelta(0))
-        self.store.add_resolutions(self.stream, pd.DataFrame({
-            ITEM: new, LABEL: initial[LABEL].to_numpy(), "method": METHOD_CONSENSUS,
-            REASON: "initial crowd label"}))
+        # An initial label already recorded (a live stream's item that arrived in an earlier
+        # session) is not recorded again, and an item resolved before it arrived keeps its label.
+        recorded = self.history.annotations()
+        pairs = pd.MultiIndex.from_arrays([initial[ITEM].astype(str).to_numpy(dtype=object),
+                                           initial[ANNOTATOR].to_numpy(dtype=object)])
+        known = pairs.isin(pd.MultiIndex.from_arrays([recorded[ITEM].astype(str).to_numpy(dtype=object),
+                                                      recorded[ANNOTATOR].to_numpy(dtype=object)]))
+        self._write_answers(initial[~known], round_, pd.Timedelta(0))
+        first = ~pd.Index(initial[ITEM].astype(str), dtype=object).isin(self.history.heads().index)
+        if first.any():
+            self.store.add_resolutions(self.stream, pd.DataFrame({
+                ITEM: new[first], LABEL: initial[LABEL].to_numpy()[first], "method": METHOD_CONSENSUS,
+                REASON: "initial crowd label"}))
         return new
 
     def seed_round(self) -> None:
@@ -693,7 +731,9 @@ class _Program:
         # New to the strategy: arrived since its last plan (round 1 also sees the seed items).
         new = arrived if round_ == 1 else new
         before = self._labels()
-        self._bound_auto_accept(round_)
+        why = self.bound.calibrate(round_, self.book)
+        if why is not None:
+            self.tracker.set_tags({T.TAG_AUTO_ACCEPT_BOUND: why})
         # Object ids: pandas infers Arrow str from an array of strings, and its lookups are ~10x slower.
         current = before.reindex(pd.Index(arrived, dtype=object)).to_numpy(dtype=np.int64)
         x = dataset.x(arrived)
@@ -754,8 +794,8 @@ class _Program:
 
     def finish(self) -> ProgramResult:
         cfg, dataset = self.cfg, self.dataset
-        rounds = pd.DataFrame(self.rows).set_index("round")
-        arrived = dataset.arrived(cfg.rounds)
+        rounds = pd.DataFrame(self.measures.rows).set_index("round")
+        arrived = dataset.arrived(self.last_round)
         initial = dataset.initial.set_index(ITEM)[LABEL].reindex(arrived)
         final = self._labels().reindex(arrived)
         annotations = self.history.annotations()
@@ -768,18 +808,21 @@ class _Program:
         self._log_plots(rounds, probs, holdout.to_numpy())
         self.tracker.log_table(rounds.reset_index(), T.ROUNDS_CSV)
         self.tracker.log_table(pd.DataFrame(self.gates), T.GATE_CSV)
-        if self.strata_log:
-            self.tracker.log_table(pd.concat(self.strata_log, ignore_index=True), T.AUDIT_STRATA_CSV)
-        if self.bound_log:
-            self.tracker.log_table(pd.DataFrame(self.bound_log), T.AUTO_ACCEPT_BOUND_CSV)
+        if self.book.strata_log:
+            self.tracker.log_table(pd.concat(self.book.strata_log, ignore_index=True), T.AUDIT_STRATA_CSV)
+        if self.bound.log:
+            self.tracker.log_table(pd.DataFrame(self.bound.log), T.AUTO_ACCEPT_BOUND_CSV)
         last = rounds.iloc[-1]
-        wrong_initial = int(self._wrong(initial).sum())
-        wrong_final = int(self._wrong(final).sum())
+        # Without truth these figures are unknown: NaN (and zero counts), never logged.
+        known, m = self.measures.known, self.measures
+        wrong_initial = int(m.wrong(initial).sum()) if known else 0
+        wrong_final = int(m.wrong(final).sum()) if known else 0
         result = ProgramResult(
             strategy=cfg.strategy.value, dataset=dataset.name, stream=self.stream,
             run_id=getattr(self.tracker, "run_id", None), rounds=rounds, n_items=n_initial,
-            initial_error_rate=wrong_initial / n_initial, final_error_rate=wrong_final / n_initial,
-            errors_removed=wrong_initial - wrong_final, errors_fixed=self.fixed, errors_introduced=self.introduced,
+            initial_error_rate=wrong_initial / n_initial if known else float("nan"),
+            final_error_rate=wrong_final / n_initial if known else float("nan"),
+            errors_removed=wrong_initial - wrong_final, errors_fixed=m.fixed, errors_introduced=m.introduced,
             cost=float(annotations[COST].sum()), program_cost=float(annotations[COST].sum()) - initial_cost,
             program_annotations=int(len(annotations) - n_initial),
             annotator_hours=float(annotations[SECONDS].sum() / 3600), model_accuracy=self.champion.accuracy,
@@ -787,19 +830,26 @@ class _Program:
             final_error_rate_estimate=float(last.get(T.AUDIT_ERROR_RATE, np.nan)),
             final_error_rate_estimate_ci_low=float(last.get(T.AUDIT_CI_LOW, np.nan)),
             final_error_rate_estimate_ci_high=float(last.get(T.AUDIT_CI_HIGH, np.nan)),
-            errors_removed_estimate=self.confirmed)
+            errors_removed_estimate=m.confirmed)
         final_metrics = result.metrics()
         final_metrics[T.ERRORS_REMOVED_PER_100] = np.nan_to_num(final_metrics[T.ERRORS_REMOVED_PER_100])
         # Without audits there is no estimate to log (not a zero).
         final_metrics = {k: v for k, v in final_metrics.items() if not (k.startswith(T.FINAL_ERROR_RATE_ESTIMATE)
                                                                          and np.isnan(v))}
+        if not known:
+            final_metrics = {k: v for k, v in final_metrics.items() if k not in _TRUTH_FINALS}
         self.tracker.log_metrics(final_metrics, step=cfg.rounds)
         return result
 
     # -- helpers -----------------------------------------------------------------------------
     def _labels(self) -> pd.Series:
-        """Current resolved label of every item, by item id (from the store)."""
-        return self.history.labels()
+        """Current resolved label of every arrived item, by item id (from the store). A live
+        stream also holds items that have not arrived (or never will: its gold)."""
+        labels = self.history.labels()
+        arrived = pd.Index(self.dataset.arrived(self.last_round), dtype=object)
+        if len(arrived) == len(labels):  # a simulation's stream: every resolved item has arrived
+            return labels
+        return labels[pd.Index(labels.index, dtype=object).isin(arrived)]
 
     def _audit_size(self, arrived: np.ndarray) -> int:
         """Items the round's audit will check (as :func:`loop.audit.audit_sample` rounds)."""
@@ -810,9 +860,6 @@ class _Program:
         by_expert = annotations[ANNOTATOR].isin(self.experts).to_numpy()
         cost = annotations[COST].to_numpy(dtype=np.float64)
         return cost[~by_expert], cost[by_expert]
-
-    def _wrong(self, labels: pd.Series) -> np.ndarray:
-        return labels.to_numpy(dtype=np.int64) != self._truth.reindex(labels.index).to_numpy(dtype=np.int64)
 
     def _evidence(self, scores: pd.DataFrame, probs: np.ndarray,
                   annotations: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
@@ -876,37 +923,9 @@ class _Program:
         ids = candidates[ITEM].astype(str).to_numpy()
         decisions = self.scorer.route(ids, probs, candidates[LABEL_ISSUE_SCORE].to_numpy(dtype=np.float64),
                                       self.cfg.thresholds, labels=candidates[LABEL].to_numpy())
-        bound = self.cfg.thresholds.max_auto_accept_error
-        if self.temperature is None:
-            return decisions
-        # The bound holds the items auto-accepted this round within it, the risk read from the
-        # router's probabilities tempered as the audits say (_bound_auto_accept): the most
-        # confident first, as many as keep their share of errors within the bound with 95%
-        # probability under those risks (mean + 1.645 standard deviations of the share; a
-        # mean alone lets a few dozen labels overshoot half the time). Here, not in the
-        # Router's thresholds, so that a Serve app shared with others keeps its own. An item
-        # held back goes to review, where the Router's rule 5 would send it.
-        where = pd.Index(candidates[ITEM].astype(str)).get_indexer(decisions[ITEM].astype(str))
-        raw = probs[where].max(axis=1)
-        confidence = _tempered(probs[where], self.temperature).max(axis=1)
-        auto = np.flatnonzero(decisions[ROUTE].to_numpy() == Action.AUTO_ACCEPT.value)
-        order = auto[np.argsort(-confidence[auto], kind="stable")]
-        risk = 1.0 - confidence[order]
-        m = np.arange(1, order.size + 1)
-        share = np.cumsum(risk) / m + 1.645 * np.sqrt(np.cumsum(risk * (1.0 - risk))) / m
-        within = np.flatnonzero(share <= bound)
-        keep = int(within.max()) + 1 if within.size else 0
-        held = order[keep:]
-        # In the router's own terms: the lowest confidence auto-accepted this round (1: none).
-        self.cutoff = float(raw[order[:keep]].min()) if keep else 1.0
-        if held.size == 0:
-            return decisions
-        decisions = decisions.reset_index(drop=True)
-        decisions.loc[held, ROUTE] = Action.REVIEW.value
-        decisions.loc[held, REASON] = [f"confidence {r:.4f}, {c:.4f} at the audited temperature: held for review "
-                                       f"under max_auto_accept_error: {self.bound_reason}"
-                                       for r, c in zip(raw[held], confidence[held])]
-        return decisions
+        # The auto-accept bound holds this round's auto-accepted items within it (AutoAcceptBound):
+        # here, not in the Router's thresholds, so that a Serve app shared with others keeps its own.
+        return self.bound.apply(decisions, ids, probs)
 
     def _store_predictions(self, arrived: np.ndarray, probs: np.ndarray, decisions: pd.DataFrame | None) -> None:
         """The champion's probabilities of the items it has not predicted yet, with the route and
@@ -937,9 +956,11 @@ class _Program:
         exclude = annotations[[ITEM, ANNOTATOR]].astype({ITEM: str})
         actions = plan.set_index(ITEM)[ACTION]
         ids = {a: actions.index[actions == a.value] for a in Action}
-        crowd_work = [wf.submit(Request(ids[a], labels_per_item=a.crowd_labels, exclude=exclude), rng=rng)
+        crowd_work = [wf.submit(Request(ids[a], labels_per_item=a.crowd_labels, exclude=exclude,
+                                        kind=_TASK_KINDS[a], round=round_), rng=rng)
                       for a in (Action.REVIEW, Action.DOUBLE_BLIND, Action.TRIPLE)]
-        expert_work = wf.submit(Request(ids[Action.EXPERT], expert=True, exclude=exclude), rng=rng)
+        expert_work = wf.submit(Request(ids[Action.EXPERT], expert=True, exclude=exclude, kind="expert",
+                                        round=round_), rng=rng)
         crowd = pd.concat([self._collect(t) for t in crowd_work], ignore_index=True)
         experts = self._collect(expert_work)
         first = pd.concat([crowd, experts], ignore_index=True)
@@ -949,7 +970,8 @@ class _Program:
         split = pairs.groupby(ITEM)[LABEL].nunique()
         disputed = split.index[split > 1]
         seen = pd.concat([exclude, first[[ITEM, ANNOTATOR]]], ignore_index=True)
-        adjudication = self._collect(wf.submit(Request(disputed, expert=True, exclude=seen), rng=rng))
+        adjudication = self._collect(wf.submit(Request(disputed, expert=True, exclude=seen, kind="adjudication",
+                                                       round=round_), rng=rng))
         self._write_answers(adjudication, round_, _ADJUDICATION_START)
         return pd.concat([first, adjudication], ignore_index=True)
 
@@ -964,10 +986,14 @@ class _Program:
 
     def _write_answers(self, answers: pd.DataFrame, round_: int, offset: pd.Timedelta) -> None:
         """Tasks (each at its annotator's tier) and the annotations that answer them, in batched
-        writes stamped with simulated time; the tasks are then closed by their ids."""
+        writes stamped by the program's clock (simulated time by default); the tasks are then
+        closed by their ids. Answers already stored with their task (people answered through
+        the task API) are not written again."""
+        if TASK_ID in answers.columns:
+            answers = answers[answers[TASK_ID].isna()]
         if answers.empty:
             return
-        start = _T0 + pd.Timedelta(days=round_) + offset
+        start = self.clock(round_, offset)
         # Each annotator works through their queue back to back.
         done = answers[SECONDS].astype(np.float64).groupby(answers[ANNOTATOR]).cumsum()
         stamps = start + pd.to_timedelta(done, unit="s")
@@ -1013,7 +1039,7 @@ class _Program:
         acted = plan[plan[ACTION] != Action.KEEP.value]
         self.stratum.loc[acted[ITEM].astype(str).to_numpy()] = acted[ACTION].map(_ACTION_STRATUM).to_numpy()
 
-    def _audit(self, arrived: np.ndarray, round_: int, annotations: pd.DataFrame) -> _Audit | None:
+    def _audit(self, arrived: np.ndarray, round_: int, annotations: pd.DataFrame) -> AuditResult | None:
         """An adjudicated, stratified expert audit: the error-rate estimates, then corrections
         that two independent experts agree on. Never reads the truth (the simulated experts do)."""
         if self.cfg.audit_rate == 0:
@@ -1036,126 +1062,45 @@ class _Program:
         # by the share of first checks that needed a second opinion so far, after a prior worth
         # five checks: the posterior's mean doubt in the labels (an expert disputes a wrong label).
         spend = int(np.ceil(self.cfg.audit_rate * population.size))
-        share = (self.seconds + 5 * self.doubt) / (self.first_checks + 5)
+        share = self.book.second_share(self.doubt)
         strata = self.stratum.reindex(population).fillna(_UNTOUCHED).to_numpy()
         design = np.where(strata == _AUTO, _AUTO, "rest")
-        sample = _stratified_sample(population, design, max(1, int(round(spend / (1 + share)))), rng)
-        first = self._collect(self.workforce.submit(Request(sample, expert=True, exclude=exclude), rng=rng))
+        sample = stratified_sample(population, design, max(1, int(round(spend / (1 + share)))), rng)
+        first = self._collect(self.workforce.submit(Request(sample, expert=True, exclude=exclude, kind="audit",
+                                                            round=round_), rng=rng))
         self._write_answers(first, round_, _AUDIT_START)
+        # People may leave an audit task unanswered (its time ran out): the audit is what was answered.
+        sample = sample[pd.Index(sample, dtype=object).isin(first[ITEM].astype(str).to_numpy(dtype=object))]
+        if sample.size == 0:
+            return None
         first = first.set_index(ITEM)[[ANNOTATOR, LABEL]].reindex(sample)
         current = labels.reindex(sample).to_numpy(dtype=np.int64)
         sample_strata = pd.Series(strata, index=population).reindex(sample).to_numpy()
-        doubt = _dispute_posterior(self._stratum_error_rates().reindex(sample_strata).to_numpy(),
-                                   self._expert_accuracy())
+        doubt = dispute_posterior(self.book.error_rates(self.doubt).reindex(sample_strata).to_numpy(),
+                                  self.book.expert_accuracy())
         is_disputed = first[LABEL].to_numpy() != current
         decisive = is_disputed & (doubt >= DECISIVE_DISPUTE)
         disputed = sample[is_disputed & ~decisive]
         seen = pd.concat([exclude, first.reset_index()[[ITEM, ANNOTATOR]]], ignore_index=True)
-        # Only where an expert who has not labelled the item is left (see _verdict otherwise).
+        # Only where an expert who has not labelled the item is left (see audit_verdict otherwise).
         used = seen[seen[ANNOTATOR].isin(self.experts)].groupby(ITEM)[ANNOTATOR].nunique()
         askable = disputed[used.reindex(disputed).fillna(0).to_numpy() < len(self.experts)]
-        second = self._collect(self.workforce.submit(Request(askable, expert=True, exclude=seen), rng=rng))
+        second = self._collect(self.workforce.submit(Request(askable, expert=True, exclude=seen, kind="audit",
+                                                             round=round_), rng=rng))
         self._write_answers(second, round_, _AUDIT_START + pd.Timedelta(hours=2))
-        verdict = _verdict(sample, current, first[LABEL].to_numpy(dtype=np.int64),
-                           second.set_index(ITEM)[LABEL].reindex(sample).to_numpy(dtype=np.float64), decisive)
-        self.first_checks, self.seconds = self.first_checks + sample.size, self.seconds + askable.size
-        asked = verdict[verdict["second"].notna()]
-        self.expert_pairs += len(asked)
-        self.expert_agreements += int((asked["second"] == asked["first"]).sum())
-        tally = pd.DataFrame({"stratum": sample_strata, "error": verdict["error"].to_numpy()}).groupby("stratum")
-        self.stratum_audits = self.stratum_audits.add(pd.DataFrame({"audited": tally.size(),
-                                                                    "errors": tally["error"].sum()}), fill_value=0)
+        verdict = audit_verdict(sample, current, first[LABEL].to_numpy(dtype=np.int64),
+                                second.set_index(ITEM)[LABEL].reindex(sample).to_numpy(dtype=np.float64), decisive)
         fixes = verdict[verdict["fix"]]
         self._write_resolutions(pd.DataFrame({
             ITEM: fixes[ITEM].to_numpy(), LABEL: fixes["first"].to_numpy(dtype=np.int64), "method": METHOD_EXPERT,
             REASON: np.where(fixes["decisive"],
                              "corrected by a random audit: one expert's dispute is decisive in the label's stratum",
                              "corrected by a random audit: two independent experts agreed against the label")}), labels)
-        audit = _estimate(verdict, pd.Series(strata, index=population), pd.Series(design, index=population), round_)
-        self._learn_from_audit(verdict)
+        audit = estimate_audit(verdict, pd.Series(strata, index=population), pd.Series(design, index=population),
+                               round_)
+        self.book.record(verdict, sample_strata, askable.size, audit, self.router)
         self.stratum.loc[fixes[ITEM].to_numpy()] = _EXPERT
-        self.strata_log.append(audit.strata)
-        self.last_audit = audit
         return audit
-
-    def _stratum_error_rates(self) -> pd.Series:
-        """Each stratum's error rate as the audits so far count it, after a prior worth
-        :data:`_PRIOR_CHECKS` audited items at the posterior's mean doubt in the labels."""
-        counts = self.stratum_audits
-        return (counts["errors"] + _PRIOR_CHECKS * self.doubt) / (counts["audited"] + _PRIOR_CHECKS)
-
-    def _expert_accuracy(self) -> float:
-        """The experts' accuracy as the audits so far show it: two independent experts agree
-        about ``a**2`` of the time, after a prior of :data:`_PRIOR_EXPERT_ACCURACY` worth
-        :data:`_PRIOR_PAIRS` pairs. The pairs are disputed items, where experts agree less
-        often than on average, so the estimate leans low: a conservative side, as it makes a
-        dispute less decisive."""
-        agree = ((self.expert_agreements + _PRIOR_PAIRS * _PRIOR_EXPERT_ACCURACY ** 2)
-                 / (self.expert_pairs + _PRIOR_PAIRS))
-        return float(np.sqrt(agree))
-
-    def _learn_from_audit(self, verdict: pd.DataFrame) -> None:
-        """Keep, for each audited item, the probabilities the router read this round and the
-        class the experts settled on (the label when it stood, the two experts' class when they
-        corrected it; an item whose two experts rejected the label and differ is left out):
-        what the auto-accept bound calibrates the router against."""
-        settled = np.where(~verdict["error"], verdict[LABEL], np.where(verdict["fix"], verdict["first"], -1))
-        where = self.router.index.get_indexer(verdict[ITEM].astype(str))
-        known = (settled >= 0) & (where >= 0)
-        self.evidence.append(pd.DataFrame({"probs": list(self.router.to_numpy()[where[known]]),
-                                           LABEL: settled[known].astype(np.int64)}))
-
-    def _bound_auto_accept(self, round_: int) -> None:
-        """Calibrate what the router reads so that auto-accepted labels keep
-        ``thresholds.max_auto_accept_error`` (tiered only); :meth:`_route` applies it.
-
-        While the last audit's 95% upper bound on the auto-accepted labels' error exceeds the
-        bound (at a few percent of audit spend it does: 30 audited labels without an error
-        still allow 11%), the router's probabilities are read at a temperature fitted on every
-        audited item so far (the class the experts settled on;
-        :class:`loop.calibration.TemperatureScaling`), at the upper end of its 95%
-        profile-likelihood interval and never below 1, and a round auto-accepts its most
-        confident items while their share of errors stays within the bound with 95%
-        probability under the tempered risks. A temperature, not a constant factor on the
-        risk: an overconfident posterior
-        (music genre's, 17% wrong at 0.9) is most overconfident near 1, where the model and a
-        crowd label agree on the same mistake, and tempering raises the risk there the most.
-        The posterior combines the model and the annotators, so a model's own temperature on
-        gold cannot calibrate it. Before the first audit nothing supports auto-accepting, and
-        nothing is. Each change is logged (tag :data:`T.TAG_AUTO_ACCEPT_BOUND`, table
-        :data:`T.AUTO_ACCEPT_BOUND_CSV`) with why. Labels auto-accepted before stay: the audits
-        keep checking them, and withdrawing them would restore labels the posterior judged wrong.
-        """
-        bound = self.cfg.thresholds.max_auto_accept_error
-        if self.temperature is None or self.last_audit is None:
-            return
-        auto = self.last_audit.auto
-        evidence = pd.concat(self.evidence, ignore_index=True)
-        audited = "no auto-accepted label audited" if auto is None else \
-            f"{auto.high:.3f} ({auto.n_errors}/{auto.n_audited} audited wrong)"
-        if auto is not None and auto.high <= bound:
-            temperature = 1.0
-            why = f"the audited 95% upper bound of auto-accepted labels' error, {audited}, is within {bound:g}"
-        elif evidence.empty:
-            temperature, why = np.inf, "no audited item to calibrate the router on yet"
-        else:
-            probs = np.stack(evidence["probs"].to_numpy())
-            # Floored at 1e-6: one confident mistake among a few dozen audited items should raise
-            # the temperature, not send it to its bound.
-            scaler = TemperatureScaling(kind="logits").fit(_floored_logits(probs), evidence[LABEL].to_numpy())
-            fitted, temperature = scaler.temperature_, max(1.0, scaler.temperature_high_)
-            predicted_wrong = float((1.0 - probs.max(axis=1)).sum())
-            found_wrong = int((probs.argmax(axis=1) != evidence[LABEL].to_numpy()).sum())
-            why = (f"the audited 95% upper bound of auto-accepted labels' error, {audited}, is not within {bound:g}; "
-                   f"the router's top class was wrong on {found_wrong} of {len(evidence)} audited items against "
-                   f"{predicted_wrong:.1f} it predicted: its probabilities are read at temperature {temperature:.2f}, "
-                   f"the upper end of the 95% interval of the fitted {fitted:.2f}")
-        self.bound_reason = why
-        self.bound_log.append({"round": round_, "temperature": temperature, "auto_accept_ci_high":
-                               np.nan if auto is None else auto.high, "max_auto_accept_error": bound,
-                               "audited": len(evidence), "reason": why})
-        self.tracker.set_tags({T.TAG_AUTO_ACCEPT_BOUND: f"round {round_}: {why}"})
-        self.temperature = temperature
 
     def _out_of_sample(self, arrived: np.ndarray, scores: pd.DataFrame,
                        probs: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
@@ -1170,71 +1115,25 @@ class _Program:
         return score_items(probs, item_ids=np.asarray(scores[ITEM], dtype=object)), probs
 
     # -- measuring ---------------------------------------------------------------------------
-    def _log_round(self, round_: int, *, arrived: np.ndarray, new: np.ndarray, before: pd.Series, after: pd.Series,
-                   plan: pd.DataFrame | None, audit: _Audit | None, evaluation: ModelEvaluation,
-                   challenger: ModelEvaluation, promoted: bool, round_cost: float, budget: float,
-                   resolution_hours: float, pairs: pd.DataFrame | None) -> None:
-        arrived = pd.Index(arrived, dtype=object)  # object ids: Arrow str lookups are ~10x slower
-        now_wrong = self._wrong(after.reindex(arrived))
-        was_wrong = self._wrong(before.reindex(arrived))
-        initial_wrong = self._wrong(self._initial.reindex(arrived))
-        fixed, introduced = int((was_wrong & ~now_wrong).sum()), int((~was_wrong & now_wrong).sum())
-        if round_ > 0:
-            self.fixed, self.introduced = self.fixed + fixed, self.introduced + introduced
-        annotations = self.history.annotations()
-        stats = self.history.metrics(resolution_hours=False)
-        n_initial = len(arrived)
-        is_initial = annotations.groupby(ITEM).cumcount() == 0
-        row: dict[str, float] = {
-            T.N_ITEMS: n_initial, T.TRUE_ERROR_RATE: float(now_wrong.mean()),
-            T.MODEL_ACCURACY: evaluation.accuracy, T.MODEL_ECE: evaluation.ece,
-            T.CHALLENGER_ACCURACY: challenger.accuracy, T.CHALLENGER_ECE: challenger.ece, T.PROMOTED: float(promoted),
-            T.COST: float(annotations[COST].sum()), T.PROGRAM_COST: float(annotations.loc[~is_initial, COST].sum()),
-            T.ROUND_COST: round_cost, T.BUDGET: budget, T.ANNOTATOR_HOURS: float(annotations[SECONDS].sum() / 3600),
-            T.ANNOTATIONS: float(len(annotations)), T.ERRORS_FIXED: fixed, T.ERRORS_INTRODUCED: introduced,
-            T.ERRORS_REMOVED: float(initial_wrong.sum() - now_wrong.sum()),
-            T.CORRECTION_FREQUENCY: stats.correction_frequency, T.KRIPPENDORFF_ALPHA: stats.krippendorff_alpha,
-            T.PERCENT_AGREEMENT: stats.percent_agreement, T.RESOLUTION_HOURS: resolution_hours,
-        }
-        if plan is not None:
-            counts = plan[ACTION].value_counts()
-            row.update({T.ACTION_COUNT_PREFIX + a.value: float(counts.get(a.value, 0)) for a in Action})
-            auto = plan.loc[plan[ACTION] == Action.AUTO_ACCEPT.value, ITEM].astype(str)
-            row[T.AUTO_ACCEPT_RATE] = float(pd.Index(new, dtype=object).isin(auto.to_numpy(dtype=object)).mean())
-            row[T.AUTO_ACCEPT_ERROR_RATE] = float(self._wrong(after.reindex(auto)).mean()) if len(auto) else float("nan")
-        if audit is not None:
-            est = audit.estimate
-            row.update({T.AUDIT_ERROR_RATE: est.rate, T.AUDIT_CI_LOW: est.low, T.AUDIT_CI_HIGH: est.high,
-                        T.AUDIT_N: float(est.n_audited)})
-            if audit.auto is not None:
-                row.update({T.AUTO_ACCEPT_ESTIMATE: audit.auto.rate, T.AUTO_ACCEPT_ESTIMATE_CI_LOW: audit.auto.low,
-                            T.AUTO_ACCEPT_ESTIMATE_CI_HIGH: audit.auto.high})
-        if round_ > 0:
-            confirmed = _confirmed_changes(annotations, before.reindex(arrived), after.reindex(arrived))
-            self.confirmed += confirmed
-            row.update({T.ERRORS_FIXED_CONFIRMED: float(confirmed), T.ERRORS_REMOVED_ESTIMATE: float(self.confirmed)})
-        if plan is not None and self.cfg.strategy is Strategy.TIERED:
-            row[T.AUTO_ACCEPT_CUTOFF] = self.cutoff  # under a bound, the lowest confidence it let through (1: none)
+    def _log_round(self, round_: int, *, pairs: pd.DataFrame | None, plan: pd.DataFrame | None,
+                   **figures: Any) -> None:
+        """Measure the round (:class:`~experiments.measure.Measures`) and log it with ``step = round``."""
+        row = self.measures.round_row(round_, plan=plan, pairs=pairs, annotations=self.history.annotations(),
+                                      stats=self.history.metrics(resolution_hours=False),
+                                      cutoff=self.bound.cutoff if self.cfg.strategy is Strategy.TIERED else None,
+                                      **figures)
         if pairs is not None and len(pairs):
-            row[T.TOP_PAIR_SHARE] = float(pairs["share"].iloc[0])
             self.tracker.log_table(pairs, T.CONFUSED_PAIRS_CSV)
         self.tracker.log_metrics(row, step=round_)
-        self.rows.append({"round": round_, **row})
 
     def _log_routed(self, round_: int, plan: pd.DataFrame, candidates: pd.DataFrame, before: pd.Series,
                     after: pd.Series) -> None:
-        ids = plan[ITEM].astype(str).to_numpy()
-        table = candidates.drop(columns=[c for c in (ROUTE,) if c in candidates.columns]).merge(
-            plan[[ITEM, ACTION, ROUTE, REASON, "priority", PLANNED_COST]], on=ITEM, how="left")
-        truth = self.dataset.truth.reindex(ids).to_numpy()
-        table = table.assign(label_before=before.reindex(ids).to_numpy(), label_after=after.reindex(ids).to_numpy(),
-                             true_label=truth)
-        table = table[table[ACTION] != Action.KEEP.value].sort_values("priority", ascending=False)
-        self.tracker.log_table(table, T.routed_table_path(round_))
+        self.tracker.log_table(self.measures.routed_table(plan, candidates, before, after), T.routed_table_path(round_))
 
     def _log_plots(self, rounds: pd.DataFrame, probs: np.ndarray, truth: np.ndarray) -> None:
         t = self.tracker
-        t.log_figure(T.plot_error_vs_cost({self.cfg.strategy.value: rounds}), T.ERROR_VS_COST_PNG)
+        metric = T.TRUE_ERROR_RATE if self.measures.known else T.AUDIT_ERROR_RATE
+        t.log_figure(T.plot_error_vs_cost({self.cfg.strategy.value: rounds}, metric=metric), T.ERROR_VS_COST_PNG)
         t.log_figure(T.plot_reliability(reliability_table(probs, truth)), T.RELIABILITY_PNG)
         t.log_figure(T.plot_confusion_matrix(truth, probs.argmax(axis=1), self.dataset.classes), T.CONFUSION_PNG)
 
@@ -1275,141 +1174,3 @@ def _resolution_hours(annotations: pd.DataFrame, plan: pd.DataFrame, round_: int
     stamps = pd.to_datetime(frame[CREATED_AT], utc=True)
     span = stamps.groupby(frame[ITEM]).max() - stamps.groupby(frame[ITEM]).min()
     return float(span[disagree[disagree].index].dt.total_seconds().median() / 3600)
-
-
-# --- the audit's parts -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Audit:
-    """One round's audit: the whole set's estimate, the auto-accepted stratum's (None when there
-    is none or it drew no item), and the per-route table (:data:`T.AUDIT_STRATA_CSV`)."""
-
-    estimate: ErrorRateEstimate
-    auto: ErrorRateEstimate | None
-    strata: pd.DataFrame
-
-
-def _stratified_sample(population: np.ndarray, design: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """``size`` items: the auto-accepted stratum oversampled, the rest uniform.
-
-    The auto-accepted share ``W`` of the population gets ``W + W (1 - W) / 2`` of the sample (at
-    least one item each), so its own estimate rests on more items while the whole set's
-    effective size stays within about 10% of a uniform draw's. Too few items for two strata, or
-    one stratum: a uniform draw.
-    """
-    size = min(size, population.size)
-    auto = design == _AUTO
-    n_auto_pop = int(auto.sum())
-    if n_auto_pop in (0, population.size) or size < 2:
-        return audit_sample(population, size=size, rng=rng)
-    w = n_auto_pop / population.size
-    n_auto = int(np.clip(round(size * (w + w * (1 - w) / 2)), 1, size - 1))
-    n_rest = min(size - n_auto, population.size - n_auto_pop)
-    n_auto = min(size - n_rest, n_auto_pop)
-    picked = np.concatenate([audit_sample(population[auto], size=n_auto, rng=rng),
-                             audit_sample(population[~auto], size=n_rest, rng=rng)])
-    return population[pd.Index(population, dtype=object).isin(pd.Index(picked, dtype=object))]
-
-
-def _dispute_posterior(error_rate: np.ndarray, expert_accuracy: float) -> np.ndarray:
-    """P(label wrong | one expert disputes it), per item: ``p / (p + (1 - p) (1 - a))``.
-
-    ``error_rate`` (n,): the item's stratum's estimated error rate ``p``; ``expert_accuracy``:
-    ``a``. A right label is taken to be disputed whenever the expert errs (the conservative
-    bound: ``c = 1``, a wrong expert never picks the label), a wrong one always (it is unless
-    the expert errs onto the label, which overstates the odds by at most ``1 - a``).
-
-    >>> _dispute_posterior(np.array([0.01, 0.5]), 0.96).round(3)
-    array([0.202, 0.962])
-    """
-    p = np.clip(np.asarray(error_rate, dtype=np.float64), 0.0, 1.0)
-    return p / np.maximum(p + (1.0 - p) * (1.0 - expert_accuracy), 1e-12)
-
-
-def _verdict(sample: np.ndarray, label: np.ndarray, first: np.ndarray, second: np.ndarray,
-             decisive: np.ndarray | None = None) -> pd.DataFrame:
-    """Per audited item: is its label an error, and is it fixed (to ``first``)?
-
-    A first expert's disagreement is evidence, not a verdict: it counts as an error only when a
-    second, independent expert also rejects the label, and it fixes the label only when the two
-    agree on the class. With experts wrong 4% of the time a right label is then counted wrong
-    about 0.2% of the time instead of 4%. When no second expert is left (NaN), the first's
-    disagreement counts (as before), but changes nothing. Where the disagreement is
-    ``decisive`` (n,) (:func:`_dispute_posterior` at least :data:`DECISIVE_DISPUTE`: the
-    label's stratum is so often wrong that one expert's word settles it), it counts and fixes
-    the label to ``first`` without a second opinion.
-    """
-    disputed = first != label
-    alone = np.isnan(second)
-    decisive = np.zeros(len(sample), dtype=bool) if decisive is None else disputed & np.asarray(decisive, dtype=bool)
-    return pd.DataFrame({ITEM: sample, LABEL: label, "first": first, "second": second, "decisive": decisive,
-                         "error": disputed & (decisive | alone | (second != label)),
-                         "fix": decisive | (disputed & ~alone & (second == first))})
-
-
-def _estimate(verdict: pd.DataFrame, strata: pd.Series, design: pd.Series, round_: int) -> _Audit:
-    """The audit's estimates, of the labels *after* its own corrections (each fix takes one
-    error out of its stratum), and the per-route table."""
-    n_all = len(strata)
-    audited = verdict.set_index(ITEM)
-    by_design = pd.DataFrame({"population": design.value_counts(),
-                              "audited": design.reindex(audited.index).value_counts(),
-                              "errors": design.reindex(audited.index[audited["error"]]).value_counts(),
-                              "fixed": design.reindex(audited.index[audited["fix"]]).value_counts()}).fillna(0)
-    if (by_design["audited"] == 0).any():  # drawn uniformly (see _stratified_sample)
-        whole = estimate_error_rate(len(audited), int(audited["error"].sum()))
-    else:
-        whole = estimate_error_rate_stratified(by_design, method="wilson")
-    whole = _after_fixes(whole, int(audited["fix"].sum()) / n_all)
-    auto = None
-    if _AUTO in by_design.index and by_design.loc[_AUTO, "audited"] > 0:
-        row = by_design.loc[_AUTO]
-        auto = _after_fixes(estimate_error_rate(int(row["audited"]), int(row["errors"])),
-                            row["fixed"] / row["population"])
-    rows = []
-    for name in STRATA:
-        members = audited.index[strata.reindex(audited.index).to_numpy() == name]
-        n, errors = len(members), int(audited.loc[members, "error"].sum())
-        est = estimate_error_rate(n, errors) if n else None
-        rows.append({"round": round_, "stratum": name, "population": int((strata == name).sum()), "audited": n,
-                     "errors": errors, "rate": est.rate if est else np.nan, "ci_low": est.low if est else np.nan,
-                     "ci_high": est.high if est else np.nan})
-    rows.append({"round": round_, "stratum": "all", "population": n_all, "audited": len(audited),
-                 "errors": int(audited["error"].sum()), "rate": whole.rate, "ci_low": whole.low, "ci_high": whole.high})
-    return _Audit(estimate=whole, auto=auto, strata=pd.DataFrame(rows))
-
-
-def _after_fixes(estimate: ErrorRateEstimate, removed: float) -> ErrorRateEstimate:
-    """The estimate less the share of the population the audit itself corrected."""
-    return dataclasses.replace(estimate, rate=max(0.0, estimate.rate - removed), low=max(0.0, estimate.low - removed),
-                               high=max(0.0, estimate.high - removed))
-
-
-def _confirmed_changes(annotations: pd.DataFrame, before: pd.Series, after: pd.Series) -> int:
-    """Label changes backed by two independent annotators, more than back the old label.
-
-    What a team can count as errors fixed without truth: an expert alone, or a reviewer against
-    the crowd member before, is one word against another; two people agreeing on a new label,
-    neither of them the one who gave the old, is a correction confirmed by adjudication.
-    """
-    changed = before.index[before.to_numpy() != after.to_numpy()]
-    if changed.empty:
-        return 0
-    frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
-    frame = frame[frame[ITEM].isin(changed)].drop_duplicates([ITEM, ANNOTATOR], keep="last")
-    votes = frame.groupby([ITEM, LABEL])[ANNOTATOR].nunique()
-    for_new = votes.reindex(list(zip(changed, after.reindex(changed).astype(np.int64))), fill_value=0).to_numpy()
-    for_old = votes.reindex(list(zip(changed, before.reindex(changed).astype(np.int64))), fill_value=0).to_numpy()
-    return int(((for_new >= 2) & (for_new > for_old)).sum())
-
-
-def _floored_logits(probs: np.ndarray) -> np.ndarray:
-    return np.log(np.clip(probs, 1e-6, 1.0))
-
-
-def _tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities (n, k) read at ``temperature`` (softmax of the floored ``log p / T``); inf: uniform."""
-    if np.isinf(temperature):
-        return np.full_like(probs, 1.0 / probs.shape[1])
-    return softmax(_floored_logits(probs) / temperature, axis=1)

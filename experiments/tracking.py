@@ -101,6 +101,8 @@ ROLE_COMPARISON = "comparison"
 ROLE_TUNE = "tune"                # a study's parent run
 ROLE_TUNE_TRIAL = "tune_trial"    # one trial, nested under it
 ROLE_RETRAIN = "retrain"          # a labelloop retrain run
+ROLE_ROUND = "program_round"      # one round of a live program (labelloop serve), nested under its run
+TAG_ROUND = "labelloop.round"     # that round's number
 TAG_GATE_REASON = "labelloop.gate_reason"
 TAG_GATE_VERDICT = "labelloop.gate_verdict"  # a retrain run's verdict: one of the VERDICT_* values
 VERDICT_PROMOTED = "promoted"
@@ -583,19 +585,21 @@ def _figure(width: float = 5.5, height: float = 4.0):
     return Figure(figsize=(width, height), dpi=100)
 
 
-def plot_error_vs_cost(curves: Mapping[str, pd.DataFrame], *, title: str = "label error rate against cost"):
-    """One line per program: cumulative ``cost`` (x) against ``true_error_rate`` (y), a point per round.
+def plot_error_vs_cost(curves: Mapping[str, pd.DataFrame], *, title: str = "label error rate against cost",
+                       metric: str = TRUE_ERROR_RATE):
+    """One line per program: cumulative ``cost`` (x) against ``metric`` (y; default
+    ``true_error_rate``, or ``audit_error_rate`` where nobody knows the truth), a point per round.
 
     Parameters
     ----------
-    curves : mapping of name -> DataFrame with columns ``cost`` and ``true_error_rate``
+    curves : mapping of name -> DataFrame with columns ``cost`` and ``metric``
     """
     fig = _figure()
     ax = fig.add_subplot()
     for name, frame in curves.items():
-        ax.plot(frame[COST], frame[TRUE_ERROR_RATE], marker="o", label=name)
+        ax.plot(frame[COST], frame.get(metric, pd.Series(np.nan, index=frame.index)), marker="o", label=name)
     ax.set_xlabel("cumulative annotation cost")
-    ax.set_ylabel("true label error rate")
+    ax.set_ylabel("true label error rate" if metric == TRUE_ERROR_RATE else "estimated label error rate (audits)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -9,8 +9,9 @@ row per resolved item out. The rules, by action:
                    the annotators, otherwise the model's own); method ``auto``
 ``expert``         the expert's label (the last expert answer of the item); method ``expert``
 ``double_blind``   an expert's answer, when there is one, adjudicated the two crowd labels
-                   (they disagreed): method ``adjudicated``; otherwise the two agreed and
-                   their label is final: method ``consensus``
+                   (they disagreed): method ``adjudicated``; otherwise, when the two agreed,
+                   their label is final: method ``consensus`` (a pair missing an answer, or
+                   disagreeing without an adjudication, settles nothing)
 ``review``         under ``tiered``, the most probable class of ``posterior`` (the model's
                    probabilities as the prior, every annotator's label weighed, so the model
                    breaks a tie between two disagreeing labels); otherwise Dawid-Skene over
@@ -153,7 +154,12 @@ def _expert_and_double_blind(actions: pd.Series, answers: pd.DataFrame,
     blind = actions.index[actions == Action.DOUBLE_BLIND.value]
     expert = by_expert[by_expert[ITEM].isin(expert_items)]
     adjudicated = by_expert[by_expert[ITEM].isin(blind)]
-    agreed = answers[answers[ITEM].isin(blind.difference(adjudicated[ITEM]))].drop_duplicates(ITEM)
+    # Agreed: both labels of the pair are in and the same (a pair whose second label never came,
+    # people's time having run out, settles nothing: the item keeps its label).
+    pairs = answers[answers[ITEM].isin(blind.difference(adjudicated[ITEM]))]
+    by_item = pairs.groupby(ITEM)[LABEL]
+    settled = (by_item.size() >= 2) & (by_item.nunique() == 1)
+    agreed = pairs[pairs[ITEM].isin(settled.index[settled])].drop_duplicates(ITEM)
     return [_rows(expert[ITEM].to_numpy(), expert[LABEL].to_numpy(), METHOD_EXPERT, "expert label"),
             _rows(adjudicated[ITEM].to_numpy(), adjudicated[LABEL].to_numpy(), METHOD_ADJUDICATED,
                   "double-blind labels disagreed; expert adjudicated"),

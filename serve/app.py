@@ -30,10 +30,15 @@ Endpoints (JSON bodies described in :mod:`serve.payload`):
 - ``POST /v1/reload``: load the version the alias points at now, with no downtime (admin).
 - ``POST /v1/items``: ingest items into a label-store stream, scored and routed on arrival.
 - The task API (:mod:`serve.tasks`) and ``GET /metrics`` (Prometheus), with ``store_url``.
+- Label Studio's ML backend protocol under ``/labelstudio`` (:mod:`serve.labelstudio`), with
+  ``label_studio`` and ``store_url``.
 
 Auth (:mod:`serve.auth`): bearer tokens from the label store. Score and route need a client
 or admin token, model/thresholds/metrics any token, unless ``auth: none`` (a local demo);
-thresholds, reload and the task API always need one; ``/v1/health`` never does.
+thresholds, reload, the task API and the Label Studio webhook always need one; Label
+Studio's ``/labelstudio/setup`` and ``/predict`` take the token as a bearer token or as an HTTP
+Basic password (all Label Studio sends), and need none with ``auth: none``; ``/v1/health`` and
+``/labelstudio/health`` never do.
 
 Every refusal is ``{"error": {"field": ..., "message": ...}}`` with a 4xx status: 401 (no
 valid token, with ``WWW-Authenticate: Bearer``), 403 (wrong role, not your task), 404, 409

@@ -36,9 +36,9 @@ class LabelStudioArgs(BaseModel):
         Label Studio's address, to look up the email of the user a webhook names by id.
     token_env : str, optional
         The environment variable (in the replicas) holding a Label Studio API token for that.
-    webhook_token_env : str, default="LABELLOOP_WEBHOOK_TOKEN"
-        The environment variable holding the bearer token Label Studio's webhook must send,
-        until the store's tokens (``serve.auth``) check it.
+
+    The webhook, ``/setup`` and ``/predict`` authenticate with the store's tokens
+    (:mod:`serve.auth`), and use the app's ``store_url``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -50,7 +50,6 @@ class LabelStudioArgs(BaseModel):
     features_key: str = Field("features", min_length=1)
     url: str | None = None
     token_env: str | None = None
-    webhook_token_env: str = Field("LABELLOOP_WEBHOOK_TOKEN", min_length=1)
 
 
 class AppArgs(BaseModel):

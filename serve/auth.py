@@ -12,11 +12,18 @@ A missing, unknown, revoked or expired token gets 401 ``{"error": {"field": "Aut
 ...}}`` with ``WWW-Authenticate: Bearer``; a valid token of the wrong role gets 403. With
 ``auth: none`` (a local demo) the scoring endpoints take requests without a token; the task
 and admin endpoints never do.
+
+Label Studio's ML backend connection can send only HTTP Basic auth, so its two calls that
+score (``/labelstudio/setup``, ``/labelstudio/predict``: :func:`ml_backend_access`) also take
+``Authorization: Basic base64(<any user>:<token>)``, the token as the password; no other route
+does.
 """
 
 # No "from __future__ import annotations": FastAPI reads these signatures at run time.
 
 import asyncio
+import base64
+import binascii
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,8 +33,8 @@ from loop.store import LabelStore, Principal, Role
 
 from .payload import BadRequest
 
-__all__ = ["AUTH_RESPONSES", "ERROR_SCHEMA", "AuthError", "Services", "any_role", "get_services", "require",
-           "scoring_access"]
+__all__ = ["AUTH_RESPONSES", "ERROR_SCHEMA", "AuthError", "Services", "any_role", "get_services",
+           "ml_backend_access", "require", "scoring_access"]
 
 FIELD = "Authorization"
 ERROR_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"error": {"type": "object", "properties": {
@@ -79,24 +86,42 @@ def get_services() -> Services:
     return serve.get_replica_context().servable_object.services
 
 
-def _bearer(request: Request) -> str:
+def _token(request: Request, *, basic: bool = False) -> str:
+    """The bearer token of the request; with ``basic``, also the password of HTTP Basic auth."""
     header = request.headers.get("authorization")
     if not header:
         raise AuthError("This endpoint needs a bearer token: send 'Authorization: Bearer <token>'.")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("The Authorization header must read 'Bearer <token>'.")
-    return token.strip()
+    scheme, _, credentials = header.partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer" and credentials:
+        return credentials
+    if basic and scheme.lower() == "basic":
+        try:
+            _, _, password = base64.b64decode(credentials, validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            password = ""
+        if password:
+            return password
+        raise AuthError("HTTP Basic auth must carry a labelloop token as its password: base64('<user>:<token>').")
+    raise AuthError("The Authorization header must read 'Bearer <token>'"
+                    + (" or 'Basic base64(<user>:<token>)'." if basic else "."))
 
 
-async def _principal(request: Request, services: Services) -> Principal:
-    token = _bearer(request)
+async def _principal(request: Request, services: Services, *, basic: bool = False) -> Principal:
+    token = _token(request, basic=basic)
     if services.store is None:
         raise AuthError("This app checks tokens in the label store but has none: deploy it with store_url, "
                         "or with auth 'none' for a local demo.")
     principal = await services.run(services.store.authenticate, token)
     if principal is None:
         raise AuthError("The bearer token is unknown, revoked or expired.")
+    return principal
+
+
+def _client_or_admin(principal: Principal, doing: str) -> Principal:
+    if principal.role not in (Role.ADMIN, Role.CLIENT):
+        raise AuthError(f"A {principal.role.value} token may not {doing}; it needs a client or admin token.",
+                        status=403)
     return principal
 
 
@@ -126,8 +151,13 @@ async def scoring_access(request: Request, services: Services = Depends(get_serv
     """Score and route: a client or admin token; none needed with ``auth: none``."""
     if services.auth == "none":
         return None
-    principal = await _principal(request, services)
-    if principal.role not in (Role.ADMIN, Role.CLIENT):
-        raise AuthError(f"A {principal.role.value} token may not score or route; it needs a client or admin token.",
-                        status=403)
-    return principal
+    return _client_or_admin(await _principal(request, services), "score or route")
+
+
+async def ml_backend_access(request: Request, services: Services = Depends(get_services)) -> Principal | None:
+    """Label Studio's ML backend calls that score (``/labelstudio/setup``, ``/predict``): a
+    client or admin token, as a bearer token or as the password of HTTP Basic auth (all Label
+    Studio's ML backend connection sends); none needed with ``auth: none``, as scoring."""
+    if services.auth == "none":
+        return None
+    return _client_or_admin(await _principal(request, services, basic=True), "call the ML backend")

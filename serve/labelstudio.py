@@ -20,14 +20,20 @@ close the tasks they answer; ``ANNOTATIONS_DELETED`` records
 ``annotation.deleted_in_label_studio`` events and keeps the rows. Re-sent webhooks store nothing
 twice. Webhook payloads name the user by id: the backend looks the email up in Label Studio
 (``GET /api/users/``, with ``label_studio.token_env``) and refuses, naming the email, a user who
-is no labelloop annotator. The webhook is authenticated by a bearer token, which Label Studio
-sends from the webhook's custom headers (``{"Authorization": "Bearer <token>"}``).
+is no labelloop annotator.
+
+Auth (:mod:`serve.auth`): the webhook needs a client or admin token of the store, which Label
+Studio sends from the webhook's custom headers (``{"Authorization": "Bearer <token>"}``); the
+token's name is the actor of what it stores. ``/setup`` and ``/predict`` need one too unless the
+app's ``auth`` is ``none`` (as scoring): Label Studio's ML backend connection sends only HTTP
+Basic auth, so there the token may also come as its password (any user name).
+``/health`` is open: Label Studio calls it to validate the URL. All of them answer from the
+Router's store (``store_url``), and 503 without one.
 """
 
 # No "from __future__ import annotations": FastAPI reads the endpoint annotations at run time.
 
 import asyncio
-import hmac
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,8 +46,10 @@ from fastapi.responses import JSONResponse
 from loop.columns import ITEM, REASON
 from loop.exceptions import LoopError, SchemaError
 from loop.labelstudio import ControlNames, item_of, prediction
+from loop.store import LabelStore, Principal, Role
 
 from .args import LabelStudioArgs
+from .auth import AUTH_RESPONSES, ERROR_SCHEMA, ml_backend_access, require
 from .payload import BadRequest
 
 __all__ = ["LabelStudioBackend", "router"]
@@ -55,8 +63,6 @@ DELETES = ("ANNOTATIONS_DELETED",)
 Score = Callable[[np.ndarray], Awaitable[tuple[np.ndarray, list[Any], dict[str, Any] | None, pd.DataFrame]]]
 Route = Callable[[pd.DataFrame], Awaitable[pd.DataFrame]]
 Model = Callable[[], Awaitable[dict[str, Any] | None]]
-# token -> the caller's name, or None for an unknown token (serve.auth once it lands).
-Authenticate = Callable[[str], str | None]
 
 
 class LabelStudioBackend:
@@ -65,27 +71,24 @@ class LabelStudioBackend:
     Parameters
     ----------
     args : LabelStudioArgs
-    store_url : str or None
-        The label store (default: ``$LABELLOOP_STORE_URL``).
+    store : LabelStore or None
+        The Router's label store (``services.store``); None when the app has no ``store_url``,
+        and then every call but ``/health`` answers 503.
     score, route, model : async callables
         The Scorer, the Router's routing and the served model (``Score``, ``Route``, ``Model``).
-    authenticate : callable, optional
-        Token -> caller name or None. Default: the token in ``$<args.webhook_token_env>``.
     users : callable, optional
         Returns Label Studio's user id -> email map (default: ``GET /api/users/`` at
         ``args.url`` with the token in ``$<args.token_env>``).
     """
 
-    def __init__(self, args: LabelStudioArgs, *, store_url: str | None, score: Score, route: Route, model: Model,
-                 authenticate: Authenticate | None = None, users: Callable[[], dict[int, str]] | None = None) -> None:
+    def __init__(self, args: LabelStudioArgs, *, store: LabelStore | None, score: Score, route: Route, model: Model,
+                 users: Callable[[], dict[int, str]] | None = None) -> None:
         self.args = args
         self.names = ControlNames(args.from_name, args.to_name, args.reason_name)
-        self._store_url = store_url
-        self._store = None
+        self.store = store
         self._score = score
         self._route = route
         self._model = model
-        self._authenticate = authenticate or _env_token(args.webhook_token_env)
         self._fetch_users = users or _label_studio_users(args)
         self._users: dict[int, str] = {}
 
@@ -107,29 +110,11 @@ class LabelStudioBackend:
             info = await _unwrap(router._scorer.model_info.remote())
             return None if info is None else {"name": info["name"], "version": info["version"]}
 
-        return cls(args.label_studio, store_url=args.store_url, score=score, route=router._route, model=model)
+        return cls(args.label_studio, store=router.services.store, score=score, route=router._route, model=model)
 
     async def model_version(self) -> str:
         info = await self._model()
         return f"{info['name']}@{info['version']}" if info else f"labelloop-{self.args.stream}"
-
-    @property
-    def store(self):
-        if self._store is None:
-            from loop.store import LabelStore
-
-            self._store = LabelStore(self._store_url)
-        return self._store
-
-    def check_token(self, header: str | None) -> str:
-        scheme, _, token = (header or "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise BadRequest("Authorization", "Label Studio's webhook must send 'Authorization: Bearer <token>' "
-                             "(set it in the webhook's headers).", status=401)
-        who = self._authenticate(token.strip())
-        if who is None:
-            raise BadRequest("Authorization", "The bearer token is not a valid labelloop token.", status=401)
-        return who
 
     def users(self, needed: set[int]) -> dict[int, str]:
         if not needed <= set(self._users):
@@ -212,14 +197,6 @@ def _features(data: dict, stored: dict, key: str) -> list | None:
     return None
 
 
-def _env_token(variable: str) -> Authenticate:
-    def check(token: str) -> str | None:
-        expected = os.environ.get(variable)
-        return "label-studio-webhook" if expected and hmac.compare_digest(token, expected) else None
-
-    return check
-
-
 def _label_studio_users(args: LabelStudioArgs) -> Callable[[], dict[int, str]]:
     def fetch() -> dict[int, str]:
         from .labelstudio_api import HttpTransport, LabelStudioClient
@@ -239,7 +216,7 @@ def _label_studio_users(args: LabelStudioArgs) -> Callable[[], dict[int, str]]:
 router = APIRouter(prefix="/labelstudio", tags=["Label Studio ML backend"])
 
 
-def backend(request: Request) -> LabelStudioBackend:
+def backend() -> LabelStudioBackend:
     """The replica's backend (the Router's ``label_studio``); tests override this dependency."""
     from ray import serve
 
@@ -250,20 +227,36 @@ def backend(request: Request) -> LabelStudioBackend:
     return found
 
 
+def backend_with_store(ls: LabelStudioBackend = Depends(backend)) -> LabelStudioBackend:
+    """The backend, once it has the Router's store (503 naming ``store_url`` when the app has
+    none); resolved before the token, which the store checks."""
+    if ls.store is None:
+        raise BadRequest("store_url", "This app's Label Studio backend needs the label store: deploy it with "
+                         "store_url.", status=503)
+    return ls
+
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **AUTH_RESPONSES, 503: {"description": "The app has no label store (store_url)",
+                            "content": {"application/json": {"schema": ERROR_SCHEMA}}}}
+
+
 @router.get("/health")
 @router.get("/")
 async def health() -> JSONResponse:
     return JSONResponse({"status": "UP", "model_class": MODEL_CLASS})
 
 
-@router.post("/setup")
-async def setup(request: Request, ls: LabelStudioBackend = Depends(backend)) -> JSONResponse:
+@router.post("/setup", responses=_RESPONSES)
+async def setup(request: Request, ls: LabelStudioBackend = Depends(backend_with_store),
+                _: Principal | None = Depends(ml_backend_access)) -> JSONResponse:
     await _json(request)
     return JSONResponse({"model_version": await ls.model_version()})
 
 
-@router.post("/predict")
-async def predict(request: Request, ls: LabelStudioBackend = Depends(backend)) -> JSONResponse:
+@router.post("/predict", responses=_RESPONSES)
+async def predict(request: Request, ls: LabelStudioBackend = Depends(backend_with_store),
+                  _: Principal | None = Depends(ml_backend_access)) -> JSONResponse:
     body = await _json(request)
     tasks = body.get("tasks")
     if not isinstance(tasks, list):
@@ -275,12 +268,12 @@ async def predict(request: Request, ls: LabelStudioBackend = Depends(backend)) -
     return JSONResponse({"results": results})
 
 
-@router.post("/webhook")
-async def webhook(request: Request, ls: LabelStudioBackend = Depends(backend)) -> JSONResponse:
-    who = ls.check_token(request.headers.get("authorization"))
+@router.post("/webhook", responses=_RESPONSES)
+async def webhook(request: Request, ls: LabelStudioBackend = Depends(backend_with_store),
+                  principal: Principal = Depends(require(Role.CLIENT))) -> JSONResponse:
     body = await _json(request)
     try:
-        done = await asyncio.to_thread(ls.record, body, who)
+        done = await asyncio.to_thread(ls.record, body, principal.name)
     except SchemaError as exc:
         raise BadRequest(_field(str(exc)), str(exc)) from None
     except LoopError as exc:

@@ -142,6 +142,11 @@ class LabelStudioClient:
                 "send_for_all_actions": False, "actions": list(actions), "is_active": True}
         return int(self.transport.request("POST", "/api/webhooks/", json=body)["id"])
 
-    def add_ml_backend(self, project: int, url: str, *, title: str = "labelloop") -> int:
-        body = {"project": project, "url": url, "title": title, "is_interactive": False}
+    def add_ml_backend(self, project: int, url: str, *, title: str = "labelloop",
+                       basic_auth: tuple[str, str] | None = None) -> int:
+        """Connect a project to an ML backend; ``basic_auth`` (user, password) is what Label
+        Studio then sends it (for labelloop's: any user, a client token as the password)."""
+        body: dict[str, Any] = {"project": project, "url": url, "title": title, "is_interactive": False}
+        if basic_auth is not None:
+            body |= {"auth_method": "BASIC_AUTH", "basic_auth_user": basic_auth[0], "basic_auth_pass": basic_auth[1]}
         return int(self.transport.request("POST", "/api/ml/", json=body)["id"])

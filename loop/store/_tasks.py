@@ -4,8 +4,9 @@ Handing out (:func:`claim_next`)
     An annotator asks for work; they get their own unfinished task first (oldest assigned
     first), else an open task is claimed for them. Candidates are the open tasks of streams
     they are on, of a tier at most theirs (``expert`` and ``adjudication`` tasks only to tier 2
-    and up), on items they have not labelled and hold no task for, and (adjudication) not
-    about a dispute they raised. Of the :data:`CANDIDATES` most urgent (due first, then
+    and up), on items they have not labelled and hold no task for, (adjudication) not about a
+    dispute they raised, and not pushed to Label Studio and still open there (a row of
+    ``external_tasks`` without ``closed_at``), so that no task is worked in both tools. Of the :data:`CANDIDATES` most urgent (due first, then
     oldest), the one whose likely class pair (the top two classes of the item's latest
     prediction) the annotator is best at wins: their agreement with resolved labels on items
     resolved as one of the pair, shrunk towards their overall accuracy (Beta(1, 1) prior),
@@ -82,12 +83,21 @@ def candidates(conn: Connection, annotator_id: int, tier: int, stream_ids: list[
     holds = sa.exists().where(mine.c.item_id == t.c.item_id, mine.c.annotator_id == annotator_id,
                               mine.c.status.in_(("assigned", "done")))
     raised = sa.exists().where(d.c.adjudication_task_id == t.c.id, d.c.annotator_id == annotator_id)
-    where = [t.c.status == "open", t.c.stream_id.in_(stream_ids), t.c.tier <= tier, ~labelled, ~holds, ~raised]
+    where = [t.c.status == "open", t.c.stream_id.in_(stream_ids), t.c.tier <= tier, ~labelled, ~holds, ~raised,
+             t.c.id.not_in(in_other_tool())]
     if tier < EXPERT_TIER:
         where.append(t.c.kind.not_in(EXPERT_KINDS))
     rows = conn.execute(sa.select(t.c.id, t.c.stream_id, t.c.item_id).where(*where)
                         .order_by(t.c.due_at.is_(None), t.c.due_at, t.c.created_at, t.c.id).limit(CANDIDATES)).all()
     return pd.DataFrame(rows, columns=["task_id", "stream_id", "item_id"])
+
+
+def in_other_tool() -> sa.Select:
+    """The ids of tasks pushed to another tool (Label Studio) and still open there: they are
+    worked there, never handed out here too. Uncorrelated, so the database reads the open links
+    once per claim (``external_tasks`` has no index on ``task_id`` alone)."""
+    e = S.external_tasks
+    return sa.select(e.c.task_id).where(e.c.closed_at.is_(None))
 
 
 def latest_predictions(conn: Connection, item_ids: list[int]) -> dict[int, tuple[list[float], Any, Any, Any, str]]:
@@ -157,7 +167,9 @@ def claim(conn: Connection, ranked: list[int], annotator_id: int, *, now: dateti
                                .with_for_update(skip_locked=True)).first()
             if got is None:
                 continue
-        done = conn.execute(t.update().where(t.c.id == task_id, t.c.status == "open")
+        # Again here: a sync may have pushed the task since the candidates were read.
+        done = conn.execute(t.update().where(t.c.id == task_id, t.c.status == "open",
+                                             t.c.id.not_in(in_other_tool()))
                             .values(status="assigned", annotator_id=annotator_id, assigned_at=now)
                             .returning(t.c.stream_id, t.c.item_id)).first()
         if done is None:

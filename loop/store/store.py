@@ -29,7 +29,7 @@ from ..exceptions import ConflictError, ForbiddenError, NotFoundError, StoreErro
 from ..labelstudio import SOURCE as LABEL_STUDIO_SOURCE
 from ..labelstudio import SYSTEM as LABEL_STUDIO
 from ..labelstudio import ControlNames
-from . import _annotations, _exchange, _external, _metrics, _reads, _resolutions, _tasks, _tokens
+from . import _annotations, _exchange, _external, _live, _metrics, _reads, _resolutions, _tasks, _tokens
 from . import _schema as S
 from ._columns import (CREATED_AT, EVIDENCE, GUIDELINE_VERSION, IDEMPOTENCY_KEY, PAYLOAD, PAYLOAD_REF, PROBS,
                        SIGNALS, SOURCE, SUPERSEDES_KEY, TASK_ID)
@@ -811,6 +811,17 @@ class LabelStore:
         if isinstance(as_of, (int, np.integer)) and not isinstance(as_of, bool):
             return check_int(as_of, "as_of", low=0, high=MAX_BIGINT)
         return to_utc(as_of, "as_of")
+
+    # ----------------------------------------------------------------- live programs
+    def items_frame(self, stream: str, *, after: int | None = None) -> pd.DataFrame:
+        """The stream's items in insertion order: ``item_id, payload, payload_ref, source,
+        created_at, item_row`` (``item_row``: the store's id, growing in insertion order; ``after``
+        keeps the items stored after that row, so a reader appends what is new)."""
+        s = self.stream(stream)
+        if after is not None:
+            after = check_int(after, "after", low=0)
+        with self._read() as conn:
+            return _live.items_frame(conn, s, after=after)
 
     # ----------------------------------------------------------------- audit, metrics
     def events_frame(self, *, stream: str | None = None, item_id: Any = None) -> pd.DataFrame:

@@ -146,7 +146,7 @@ def test_the_bound_tightens_auto_accept_and_logs_why() -> None:
 
 
 def test_one_experts_dispute_is_decisive_only_where_labels_are_often_wrong() -> None:
-    from experiments.program import DECISIVE_DISPUTE, _dispute_posterior
+    from experiments.audits import DECISIVE_DISPUTE, dispute_posterior as _dispute_posterior
 
     # p / (p + (1 - p)(1 - a)): a dispute of an auto-accepted label (1% wrong) is mostly the
     # expert's mistake; of a crowd label from a stratum half wrong, it settles the matter.
@@ -158,7 +158,7 @@ def test_one_experts_dispute_is_decisive_only_where_labels_are_often_wrong() -> 
 
 
 def test_a_decisive_dispute_counts_and_corrects_without_a_second_opinion() -> None:
-    from experiments.program import _verdict
+    from experiments.audits import audit_verdict as _verdict
 
     sample = np.array(["a", "b", "c", "d", "e"], dtype=object)
     label = np.array([0, 0, 0, 0, 0])

@@ -8,12 +8,14 @@ Studio writes, not what we think it writes.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,7 @@ PAYLOADS = Path(__file__).parent / "payloads"
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 STREAM = "sentiment"
 CLASSES = ("neg", "neu", "pos")
-WEBHOOK_TOKEN = "webhook-secret-for-tests"
+CLIENT = "label-studio"  # the name of the client token Label Studio uses
 
 
 def payload(name: str) -> dict | list:
@@ -86,16 +88,27 @@ class Http:
         self.thread.join(10)
 
 
-@pytest.fixture
-def backend_http(store, monkeypatch) -> Iterator[tuple[str, object]]:
-    """serve.labelstudio's router on a plain FastAPI app, its backend wired to fakes."""
-    from fastapi import FastAPI
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
+
+def basic(user: str, password: str) -> dict[str, str]:
+    """What Label Studio's ML backend connection sends (requests' HTTPBasicAuth)."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@dataclass
+class BackendHttp:
+    url: str
+    backend: object  # serve.labelstudio.LabelStudioBackend
+    services: object  # serve.auth.Services, over the same store
+    token: str  # a client token issued by the store, as Label Studio sends it
+
+
+def backend_for(store: LabelStore | None):
+    """A LabelStudioBackend over ``store`` wired to fakes (Scorer, routing, Label Studio's users)."""
     from serve.args import LabelStudioArgs
-    from serve.labelstudio import LabelStudioBackend, backend, router
-    from serve.payload import BadRequest
-
-    monkeypatch.setenv("LABELLOOP_WEBHOOK_TOKEN", WEBHOOK_TOKEN)
+    from serve.labelstudio import LabelStudioBackend
 
     async def score(features):
         return fake_score(features)
@@ -107,21 +120,32 @@ def backend_http(store, monkeypatch) -> Iterator[tuple[str, object]]:
         return {"name": "sentiment", "version": "4"}
 
     users = {1: "admin@labelloop.test", 2: "ann1@x.test", 3: "ann2@x.test", 9: "stranger@x.test"}
-    ls = LabelStudioBackend(LabelStudioArgs(stream=STREAM), store_url=store.url.render_as_string(hide_password=False),
-                            score=score, route=route, model=model, users=lambda: users)
-    app = FastAPI()
-    app.include_router(router)
-    app.dependency_overrides[backend] = lambda: ls
+    return LabelStudioBackend(LabelStudioArgs(stream=STREAM), store=store, score=score, route=route, model=model,
+                              users=lambda: users)
 
-    @app.exception_handler(BadRequest)
-    async def _bad(request, exc):
-        from fastapi.responses import JSONResponse
 
-        return JSONResponse(exc.body(), status_code=exc.status)
+@pytest.fixture
+def backend_http(store) -> Iterator[BackendHttp]:
+    """The app's own FastAPI object (``serve.app.api``: its auth and error handlers) on uvicorn,
+    without Serve: the two seams are FastAPI dependency overrides, the Router's
+    :class:`serve.auth.Services` over the store (``auth: token``) and its Label Studio backend
+    over the same store, wired to fakes."""
+    pytest.importorskip("ray")
+    from serve.app import api
+    from serve.auth import Services, get_services
+    from serve.labelstudio import backend
 
-    http = Http(app)
-    yield http.url, ls
-    http.stop()
+    ls = backend_for(store)
+    services = Services(store, auth="token")
+    api.dependency_overrides[get_services] = lambda: services
+    api.dependency_overrides[backend] = lambda: ls
+    http = Http(api)
+    try:
+        yield BackendHttp(http.url, ls, services, store.issue_token(CLIENT, "client"))
+    finally:
+        http.stop()
+        api.dependency_overrides.pop(get_services, None)
+        api.dependency_overrides.pop(backend, None)
 
 
 @pytest.fixture

@@ -98,3 +98,17 @@ def test_deletions_are_events_and_rows_stay(store):
     assert store.record_label_studio_deletions(STREAM, [1, 404]) == (1, [404])
     assert store.record_label_studio_deletions(STREAM, [1]) == (0, [])
     assert len(store.annotations_frame(STREAM)) == 2
+
+
+def test_next_task_skips_tasks_open_in_label_studio(store):
+    # A task pushed to Label Studio is worked there: labelloop hands it to nobody while its
+    # link is open, so no task is worked in both tools.
+    export, ids = _export(store)
+    store.link_external_tasks(SYSTEM, "1", {"1": ids[0], "9": ids[2]})
+    assert store.next_task("ann-1").id == ids[1]
+    assert store.next_task("ann-2") is None  # i1 is ann-1's; i0 and i2 are in Label Studio
+    store.import_label_studio(STREAM, export[:1], users=USERS)  # i0 answered there: done, its link closed
+    links = store.external_tasks_frame(SYSTEM).set_index("task_id")["closed_at"]
+    assert links.isna().tolist() == [False, True]
+    assert store.next_task("ann-2") is None
+    assert store.task(ids[2]).status.value == "open"

@@ -16,8 +16,9 @@ import pytest
 from loop.columns import ANNOTATOR, ITEM
 from loop.labelstudio import SYSTEM
 from loop.store import LabelStore
+from serve.labelstudio_api import LabelStudioError
 
-from .conftest import STREAM, WEBHOOK_TOKEN
+from .conftest import CLIENT, STREAM
 
 pytestmark = [pytest.mark.label_studio, pytest.mark.slow]
 
@@ -64,14 +65,16 @@ def team_store(tmp_path) -> LabelStore:
     s.add_annotator("ann-1", email=ANN1, streams=[STREAM])
     s.add_annotator("ann-2", email=ANN2, streams=[STREAM])
     s.add_items(STREAM, [{ITEM: f"i{k}", "payload": {"text": f"review {k}", "features": [1.0 + k, 2.0, 3.0]}}
-                         for k in range(5)])
+                         for k in range(6)])
     s.add_model_version("sentiment@4")
     s.add_predictions(STREAM, "sentiment@4", [{ITEM: f"i{k}", "probs": [0.2, 0.3, 0.5], "route": "review",
-                                               "reason": f"reason {k}"} for k in range(5)])
+                                               "reason": f"reason {k}"} for k in range(6)])
     s.add_tasks(STREAM, [{ITEM: "i0"}, {ITEM: "i1"}, {ITEM: "i2"},
                          {ITEM: "i3", "kind": "double_blind", "idempotency_key": "db-i3-a"},
                          {ITEM: "i3", "kind": "double_blind", "idempotency_key": "db-i3-b"},
-                         {ITEM: "i4", "kind": "expert", "tier": 2}])
+                         {ITEM: "i4", "kind": "expert", "tier": 2},
+                         # Already someone's in labelloop's own queue: never pushed to Label Studio too.
+                         {ITEM: "i5", ANNOTATOR: "ann-2"}])
     return s
 
 
@@ -116,15 +119,18 @@ def test_sync_pushes_routed_tasks_and_pulls_answers_back(server, team_store, mon
     assert set(frame["source"]) == {"label_studio"}
     assert frame["task_id"].notna().all() and frame["task_id"].is_unique
     statuses = team_store.tasks_frame(STREAM).set_index(ITEM)["status"]
-    assert (statuses.drop("i4") == "done").all() and statuses["i4"] == "open"
+    assert (statuses.drop(["i4", "i5"]) == "done").all() and statuses["i4"] == "open"
+    assert statuses["i5"] == "assigned"
     assert team_store.external_tasks_frame(SYSTEM)["closed_at"].notna().all()
     again = sync(cfg, store=team_store)
     assert (again.pulled, again.already, again.pushed) == (0, 5, 0)
-    assert [t["data"]["item_id"] for t in team_store.export_label_studio(STREAM)] == ["i4"]
+    assert [t["data"]["item_id"] for t in team_store.export_label_studio(STREAM)] == ["i4", "i5"]
 
 
 def test_label_studio_calls_the_ml_backend_and_its_webhook(server, backend_http, store):
-    url, backend = backend_http
+    # One client token of the store, as a team would set it up: the ML backend connection's
+    # basic-auth password and the webhook's bearer header.
+    url, backend, token = backend_http.url, backend_http.backend, backend_http.token
     admin = server.client()
     project = admin.create_project("labelloop backend", server.helpers.LABEL_CONFIG)
     task_ids = list(store.add_tasks(STREAM, [{ITEM: "i0"}, {ITEM: "i1"}]).ids)
@@ -132,7 +138,10 @@ def test_label_studio_calls_the_ml_backend_and_its_webhook(server, backend_http,
                                                     "labelloop_task_ids": [task_ids[k]]}} for k in range(2)])
     backend._users = {}
     backend._fetch_users = admin.users  # the backend looks emails up in this Label Studio
-    admin.add_ml_backend(project, f"{url}/labelstudio")  # Label Studio calls /health and /setup here
+    with pytest.raises(LabelStudioError, match="HTTP 400"):  # /setup refuses it without the token
+        admin.add_ml_backend(project, f"{url}/labelstudio")
+    # Label Studio calls /health and /setup here, with the token as the basic-auth password
+    admin.add_ml_backend(project, f"{url}/labelstudio", basic_auth=(CLIENT, token))
     admin.transport.request("POST", "/api/dm/actions", params={"id": "retrieve_tasks_predictions",
                                                                "project": project},
                             json={"selectedItems": {"all": True, "excluded": []}})
@@ -141,7 +150,7 @@ def test_label_studio_calls_the_ml_backend_and_its_webhook(server, backend_http,
     assert {p["model_version"] for p in predictions} == {"sentiment@4"}
     assert all(p["result"][1]["type"] == "textarea" for p in predictions)
 
-    admin.add_webhook(project, f"{url}/labelstudio/webhook", headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"},
+    admin.add_webhook(project, f"{url}/labelstudio/webhook", headers={"Authorization": f"Bearer {token}"},
                       actions=["ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"])
     assert _answer_next(server, ANN1, project, "neg") is not None
     deadline = time.monotonic() + 20
@@ -149,6 +158,8 @@ def test_label_studio_calls_the_ml_backend_and_its_webhook(server, backend_http,
         time.sleep(0.2)
     frame = store.annotations_frame(STREAM)
     assert frame[ANNOTATOR].tolist() == ["ann-1"] and frame["label"].tolist() == [0]
+    events = store.events_frame(stream=STREAM)
+    assert set(events.loc[events["action"] == "task.status", "actor"]) == {CLIENT}  # the token's name
 
 
 def test_a_personal_access_token_is_traded_for_access_tokens(server):

@@ -58,6 +58,12 @@ def test_double_blind_agreed_vs_adjudicated() -> None:
     assert out == {"a": (1, METHOD_CONSENSUS), "b": (2, METHOD_ADJUDICATED)}
 
 
+def test_a_double_blind_pair_missing_an_answer_or_its_adjudication_settles_nothing() -> None:
+    # People: the second label (or the adjudicator) did not come within the SLA.
+    answers = _answers(("a", "c1", 1), ("b", "c1", 0), ("b", "c2", 1))
+    assert _resolve(_plan(a="double_blind", b="double_blind"), answers).empty
+
+
 def test_review_without_tiered_is_dawid_skene_and_named() -> None:
     history = _answers(*[(f"i{j}", a, j % 2) for j in range(6) for a in ("c1", "c2", "c3")],
                        ("a", "c1", 1), ("a", "c2", 1), ("a", "c3", 0))

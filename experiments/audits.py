@@ -1,0 +1,368 @@
+"""What the program knows about its labels without the truth: the audits and the auto-accept bound.
+
+The audit's parts are pure functions (the stratified draw, the adjudicated verdict, the
+estimates, the dispute's posterior); :class:`AuditBook` keeps what the audits so far say (per
+stratum, items audited and counted wrong; how often two experts agreed; the router's
+probabilities of every audited item and the class the experts settled on); and
+:class:`AutoAcceptBound` turns that into how many items a round may auto-accept under
+``thresholds.max_auto_accept_error``. The program (:mod:`experiments.program`) runs the audit
+step (asking its workforce, writing answers and corrections) and logs; none of this reads the
+truth, so a simulation and a team with its own people run the very same code. The rules are
+in the program's docstring (step 6, *Audit*).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import softmax
+
+from loop.audit import ErrorRateEstimate, audit_sample, estimate_error_rate, estimate_error_rate_stratified
+from loop.calibration import TemperatureScaling
+from loop.columns import ANNOTATOR, ITEM, LABEL, REASON, ROUTE
+from loop.strategies import Action
+
+from . import tracking as T
+
+__all__ = ["AUDIT_METHOD", "DECISIVE_DISPUTE", "STRATA", "AuditBook", "AuditResult", "AutoAcceptBound",
+           "audit_verdict", "confirmed_changes", "dispute_posterior", "estimate_audit", "stratified_sample"]
+
+# Where an item's current label came from, by the program's own record (no truth): the audit's
+# strata. Double-blind and triple work count as reviewed, an audit's correction as expert.
+STRATA = ("auto_accepted", "reviewed", "expert", "untouched")
+_AUTO, _REVIEWED, _EXPERT, _UNTOUCHED = STRATA
+# One expert's dispute of a label settles it, without a second opinion, when the label is
+# wrong with at least this probability given the dispute (:func:`dispute_posterior`): the
+# same 95% as the audit's intervals: at most one such correction in twenty is expected to break a
+# right label, and only in strata wrong about half the time (p >= 0.49 with experts right 95%),
+# where the first checks the saved second opinions pay for fix many more.
+DECISIVE_DISPUTE = 0.95
+_PRIOR_CHECKS = 5  # a stratum's error rate: a prior at the posterior's mean doubt, worth this many audited items
+_PRIOR_EXPERT_ACCURACY, _PRIOR_PAIRS = 0.95, 10  # the experts' accuracy: a prior worth this many pairs
+_ACTION_STRATUM = {Action.AUTO_ACCEPT.value: _AUTO, Action.REVIEW.value: _REVIEWED,
+                   Action.DOUBLE_BLIND.value: _REVIEWED, Action.TRIPLE.value: _REVIEWED, Action.EXPERT.value: _EXPERT}
+AUDIT_METHOD = ("stratified (auto-accepted oversampled, the rest uniform), adjudicated (a first expert's "
+                "disagreement counts only when a second independent expert also rejects the label, or alone when "
+                "the label's stratum makes it decisive: P(label wrong | dispute) >= 0.95), "
+                "Wilson interval at Kish's effective size")
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """One round's audit: the whole set's estimate, the auto-accepted stratum's (None when there
+    is none or it drew no item), and the per-route table (:data:`T.AUDIT_STRATA_CSV`)."""
+
+    estimate: ErrorRateEstimate
+    auto: ErrorRateEstimate | None
+    strata: pd.DataFrame
+
+
+def stratified_sample(population: np.ndarray, design: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` items: the auto-accepted stratum oversampled, the rest uniform.
+
+    The auto-accepted share ``W`` of the population gets ``W + W (1 - W) / 2`` of the sample (at
+    least one item each), so its own estimate rests on more items while the whole set's
+    effective size stays within about 10% of a uniform draw's. Too few items for two strata, or
+    one stratum: a uniform draw.
+    """
+    size = min(size, population.size)
+    auto = design == _AUTO
+    n_auto_pop = int(auto.sum())
+    if n_auto_pop in (0, population.size) or size < 2:
+        return audit_sample(population, size=size, rng=rng)
+    w = n_auto_pop / population.size
+    n_auto = int(np.clip(round(size * (w + w * (1 - w) / 2)), 1, size - 1))
+    n_rest = min(size - n_auto, population.size - n_auto_pop)
+    n_auto = min(size - n_rest, n_auto_pop)
+    picked = np.concatenate([audit_sample(population[auto], size=n_auto, rng=rng),
+                             audit_sample(population[~auto], size=n_rest, rng=rng)])
+    return population[pd.Index(population, dtype=object).isin(pd.Index(picked, dtype=object))]
+
+
+def dispute_posterior(error_rate: np.ndarray, expert_accuracy: float) -> np.ndarray:
+    """P(label wrong | one expert disputes it), per item: ``p / (p + (1 - p) (1 - a))``.
+
+    ``error_rate`` (n,): the item's stratum's estimated error rate ``p``; ``expert_accuracy``:
+    ``a``. A right label is taken to be disputed whenever the expert errs (the conservative
+    bound: ``c = 1``, a wrong expert never picks the label), a wrong one always (it is unless
+    the expert errs onto the label, which overstates the odds by at most ``1 - a``).
+
+    >>> dispute_posterior(np.array([0.01, 0.5]), 0.96).round(3)
+    array([0.202, 0.962])
+    """
+    p = np.clip(np.asarray(error_rate, dtype=np.float64), 0.0, 1.0)
+    return p / np.maximum(p + (1.0 - p) * (1.0 - expert_accuracy), 1e-12)
+
+
+def audit_verdict(sample: np.ndarray, label: np.ndarray, first: np.ndarray, second: np.ndarray,
+             decisive: np.ndarray | None = None) -> pd.DataFrame:
+    """Per audited item: is its label an error, and is it fixed (to ``first``)?
+
+    A first expert's disagreement is evidence, not a verdict: it counts as an error only when a
+    second, independent expert also rejects the label, and it fixes the label only when the two
+    agree on the class. With experts wrong 4% of the time a right label is then counted wrong
+    about 0.2% of the time instead of 4%. When no second expert is left (NaN), the first's
+    disagreement counts (as before), but changes nothing. Where the disagreement is
+    ``decisive`` (n,) (:func:`dispute_posterior` at least :data:`DECISIVE_DISPUTE`: the
+    label's stratum is so often wrong that one expert's word settles it), it counts and fixes
+    the label to ``first`` without a second opinion.
+    """
+    disputed = first != label
+    alone = np.isnan(second)
+    decisive = np.zeros(len(sample), dtype=bool) if decisive is None else disputed & np.asarray(decisive, dtype=bool)
+    return pd.DataFrame({ITEM: sample, LABEL: label, "first": first, "second": second, "decisive": decisive,
+                         "error": disputed & (decisive | alone | (second != label)),
+                         "fix": decisive | (disputed & ~alone & (second == first))})
+
+
+def estimate_audit(verdict: pd.DataFrame, strata: pd.Series, design: pd.Series, round_: int) -> AuditResult:
+    """The audit's estimates, of the labels *after* its own corrections (each fix takes one
+    error out of its stratum), and the per-route table."""
+    n_all = len(strata)
+    audited = verdict.set_index(ITEM)
+    by_design = pd.DataFrame({"population": design.value_counts(),
+                              "audited": design.reindex(audited.index).value_counts(),
+                              "errors": design.reindex(audited.index[audited["error"]]).value_counts(),
+                              "fixed": design.reindex(audited.index[audited["fix"]]).value_counts()}).fillna(0)
+    if (by_design["audited"] == 0).any():  # drawn uniformly (see stratified_sample)
+        whole = estimate_error_rate(len(audited), int(audited["error"].sum()))
+    else:
+        whole = estimate_error_rate_stratified(by_design, method="wilson")
+    whole = after_fixes(whole, int(audited["fix"].sum()) / n_all)
+    auto = None
+    if _AUTO in by_design.index and by_design.loc[_AUTO, "audited"] > 0:
+        row = by_design.loc[_AUTO]
+        auto = after_fixes(estimate_error_rate(int(row["audited"]), int(row["errors"])),
+                            row["fixed"] / row["population"])
+    rows = []
+    for name in STRATA:
+        members = audited.index[strata.reindex(audited.index).to_numpy() == name]
+        n, errors = len(members), int(audited.loc[members, "error"].sum())
+        est = estimate_error_rate(n, errors) if n else None
+        rows.append({"round": round_, "stratum": name, "population": int((strata == name).sum()), "audited": n,
+                     "errors": errors, "rate": est.rate if est else np.nan, "ci_low": est.low if est else np.nan,
+                     "ci_high": est.high if est else np.nan})
+    rows.append({"round": round_, "stratum": "all", "population": n_all, "audited": len(audited),
+                 "errors": int(audited["error"].sum()), "rate": whole.rate, "ci_low": whole.low, "ci_high": whole.high})
+    return AuditResult(estimate=whole, auto=auto, strata=pd.DataFrame(rows))
+
+
+def after_fixes(estimate: ErrorRateEstimate, removed: float) -> ErrorRateEstimate:
+    """The estimate less the share of the population the audit itself corrected."""
+    return dataclasses.replace(estimate, rate=max(0.0, estimate.rate - removed), low=max(0.0, estimate.low - removed),
+                               high=max(0.0, estimate.high - removed))
+
+
+def confirmed_changes(annotations: pd.DataFrame, before: pd.Series, after: pd.Series) -> int:
+    """Label changes backed by two independent annotators, more than back the old label.
+
+    What a team can count as errors fixed without truth: an expert alone, or a reviewer against
+    the crowd member before, is one word against another; two people agreeing on a new label,
+    neither of them the one who gave the old, is a correction confirmed by adjudication.
+    """
+    changed = before.index[before.to_numpy() != after.to_numpy()]
+    if changed.empty:
+        return 0
+    frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
+    frame = frame[frame[ITEM].isin(changed)].drop_duplicates([ITEM, ANNOTATOR], keep="last")
+    votes = frame.groupby([ITEM, LABEL])[ANNOTATOR].nunique()
+    for_new = votes.reindex(list(zip(changed, after.reindex(changed).astype(np.int64))), fill_value=0).to_numpy()
+    for_old = votes.reindex(list(zip(changed, before.reindex(changed).astype(np.int64))), fill_value=0).to_numpy()
+    return int(((for_new >= 2) & (for_new > for_old)).sum())
+
+
+def floored_logits(probs: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(probs, 1e-6, 1.0))
+
+
+def tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities (n, k) read at ``temperature`` (softmax of the floored ``log p / T``); inf: uniform."""
+    if np.isinf(temperature):
+        return np.full_like(probs, 1.0 / probs.shape[1])
+    return softmax(floored_logits(probs) / temperature, axis=1)
+
+
+# --- what the audits so far say ----------------------------------------------------------------
+
+
+@dataclass
+class AuditBook:
+    """What the audits so far say, never the truth: per stratum, items audited and counted wrong;
+    first checks and second opinions; how often two experts agreed; and, for every audited item,
+    the probabilities the router read and the class the experts settled on."""
+
+    stratum_audits: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(0.0, index=list(STRATA), columns=["audited", "errors"]))
+    first_checks: int = 0
+    seconds: int = 0
+    expert_pairs: int = 0
+    expert_agreements: int = 0
+    evidence: list[pd.DataFrame] = field(default_factory=list)
+    strata_log: list[pd.DataFrame] = field(default_factory=list)
+    last: AuditResult | None = None
+
+    def second_share(self, doubt: float) -> float:
+        """The share of first checks that needed a second opinion so far, after a prior worth
+        five checks at ``doubt`` (the posterior's mean doubt in the labels)."""
+        return (self.seconds + 5 * doubt) / (self.first_checks + 5)
+
+    def error_rates(self, doubt: float) -> pd.Series:
+        """Each stratum's error rate as the audits so far count it, after a prior worth
+        :data:`_PRIOR_CHECKS` audited items at ``doubt``."""
+        counts = self.stratum_audits
+        return (counts["errors"] + _PRIOR_CHECKS * doubt) / (counts["audited"] + _PRIOR_CHECKS)
+
+    def expert_accuracy(self) -> float:
+        """The experts' accuracy as the audits so far show it: two independent experts agree
+        about ``a**2`` of the time, after a prior of :data:`_PRIOR_EXPERT_ACCURACY` worth
+        :data:`_PRIOR_PAIRS` pairs. The pairs are disputed items, where experts agree less
+        often than on average, so the estimate leans low: a conservative side, as it makes a
+        dispute less decisive."""
+        agree = ((self.expert_agreements + _PRIOR_PAIRS * _PRIOR_EXPERT_ACCURACY ** 2)
+                 / (self.expert_pairs + _PRIOR_PAIRS))
+        return float(np.sqrt(agree))
+
+    def record(self, verdict: pd.DataFrame, sample_strata: np.ndarray, n_seconds: int, result: AuditResult,
+               router: pd.DataFrame) -> None:
+        """Count a round's audit: its verdicts (:func:`audit_verdict`) by stratum, its second
+        opinions and the experts' agreement, its result; and learn from it (:meth:`learn`)."""
+        self.first_checks, self.seconds = self.first_checks + len(verdict), self.seconds + n_seconds
+        asked = verdict[verdict["second"].notna()]
+        self.expert_pairs += len(asked)
+        self.expert_agreements += int((asked["second"] == asked["first"]).sum())
+        tally = pd.DataFrame({"stratum": sample_strata, "error": verdict["error"].to_numpy()}).groupby("stratum")
+        self.stratum_audits = self.stratum_audits.add(pd.DataFrame({"audited": tally.size(),
+                                                                    "errors": tally["error"].sum()}), fill_value=0)
+        self.learn(verdict, router)
+        self.strata_log.append(result.strata)
+        self.last = result
+
+    def learn(self, verdict: pd.DataFrame, router: pd.DataFrame) -> None:
+        """Keep, for each audited item, the probabilities the router read this round (``router``,
+        by item id) and the class the experts settled on (the label when it stood, the two
+        experts' class when they corrected it; an item whose two experts rejected the label and
+        differ is left out): what the auto-accept bound calibrates the router against."""
+        settled = np.where(~verdict["error"], verdict[LABEL], np.where(verdict["fix"], verdict["first"], -1))
+        where = router.index.get_indexer(verdict[ITEM].astype(str))
+        known = (settled >= 0) & (where >= 0)
+        self.evidence.append(pd.DataFrame({"probs": list(router.to_numpy()[where[known]]),
+                                           LABEL: settled[known].astype(np.int64)}))
+
+
+# --- the auto-accept bound ---------------------------------------------------------------------
+
+
+class AutoAcceptBound:
+    """How many items a round may auto-accept so that their labels keep ``bound``
+    (``thresholds.max_auto_accept_error``; None: no bound).
+
+    :meth:`calibrate` (before a round's plan) sets the temperature the router's probabilities
+    are read at from the audits; :meth:`apply` holds back the auto-accepted items beyond what the
+    bound allows. See the program's docstring (*The auto-accept bound*).
+
+    Attributes
+    ----------
+    temperature : float or None
+        None: unbounded; inf: closed (before an audit supports anything).
+    reason : str
+        Why, as the last calibration found it.
+    cutoff : float
+        The lowest confidence auto-accepted in the last round (1: none; without a bound, ``cutoff``).
+    log : list of dict
+        Every calibration (:data:`T.AUTO_ACCEPT_BOUND_CSV`).
+    """
+
+    def __init__(self, bound: float | None, cutoff: float) -> None:
+        self.bound = bound
+        self.temperature: float | None = np.inf if bound is not None else None
+        self.reason = "no audit yet supports auto-accepting anything (max_auto_accept_error)"
+        self.cutoff = cutoff
+        self.log: list[dict[str, Any]] = []
+
+    def calibrate(self, round_: int, book: AuditBook) -> str | None:
+        """Calibrate what the router reads from the audits so far; returns the tag text that says
+        why (None when there is no bound or no audit yet).
+
+        While the last audit's 95% upper bound on the auto-accepted labels' error exceeds the
+        bound (at a few percent of audit spend it does: 30 audited labels without an error
+        still allow 11%), the router's probabilities are read at a temperature fitted on every
+        audited item so far (the class the experts settled on;
+        :class:`loop.calibration.TemperatureScaling`), at the upper end of its 95%
+        profile-likelihood interval and never below 1, and a round auto-accepts its most
+        confident items while their share of errors stays within the bound with 95%
+        probability under the tempered risks. A temperature, not a constant factor on the
+        risk: an overconfident posterior
+        (music genre's, 17% wrong at 0.9) is most overconfident near 1, where the model and a
+        crowd label agree on the same mistake, and tempering raises the risk there the most.
+        The posterior combines the model and the annotators, so a model's own temperature on
+        gold cannot calibrate it. Before the first audit nothing supports auto-accepting, and
+        nothing is. Labels auto-accepted before stay: the audits keep checking them, and
+        withdrawing them would restore labels the posterior judged wrong.
+        """
+        bound = self.bound
+        if self.temperature is None or book.last is None:
+            return None
+        auto = book.last.auto
+        evidence = pd.concat(book.evidence, ignore_index=True)
+        audited = "no auto-accepted label audited" if auto is None else \
+            f"{auto.high:.3f} ({auto.n_errors}/{auto.n_audited} audited wrong)"
+        if auto is not None and auto.high <= bound:
+            temperature = 1.0
+            why = f"the audited 95% upper bound of auto-accepted labels' error, {audited}, is within {bound:g}"
+        elif evidence.empty:
+            temperature, why = np.inf, "no audited item to calibrate the router on yet"
+        else:
+            probs = np.stack(evidence["probs"].to_numpy())
+            # Floored at 1e-6: one confident mistake among a few dozen audited items should raise
+            # the temperature, not send it to its bound.
+            scaler = TemperatureScaling(kind="logits").fit(floored_logits(probs), evidence[LABEL].to_numpy())
+            fitted, temperature = scaler.temperature_, max(1.0, scaler.temperature_high_)
+            predicted_wrong = float((1.0 - probs.max(axis=1)).sum())
+            found_wrong = int((probs.argmax(axis=1) != evidence[LABEL].to_numpy()).sum())
+            why = (f"the audited 95% upper bound of auto-accepted labels' error, {audited}, is not within {bound:g}; "
+                   f"the router's top class was wrong on {found_wrong} of {len(evidence)} audited items against "
+                   f"{predicted_wrong:.1f} it predicted: its probabilities are read at temperature {temperature:.2f}, "
+                   f"the upper end of the 95% interval of the fitted {fitted:.2f}")
+        self.reason = why
+        self.log.append({"round": round_, "temperature": temperature, "auto_accept_ci_high":
+                         np.nan if auto is None else auto.high, "max_auto_accept_error": bound,
+                         "audited": len(evidence), "reason": why})
+        self.temperature = temperature
+        return f"round {round_}: {why}"
+
+    def apply(self, decisions: pd.DataFrame, candidate_ids: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+        """The routing ``decisions`` with the auto-accepted items beyond the bound sent to review.
+
+        ``candidate_ids`` (n,) and ``probs`` (n, k): the candidates and the probabilities the
+        router read. The most confident first, as many as keep their share of errors within the
+        bound with 95% probability under the tempered risks (mean + 1.645 standard deviations of
+        the share; a mean alone lets a few dozen labels overshoot half the time). An item held
+        back goes to review, where the Router's rule 5 would send it.
+        """
+        if self.temperature is None:
+            return decisions
+        where = pd.Index(candidate_ids).get_indexer(decisions[ITEM].astype(str))
+        raw = probs[where].max(axis=1)
+        confidence = tempered(probs[where], self.temperature).max(axis=1)
+        auto = np.flatnonzero(decisions[ROUTE].to_numpy() == Action.AUTO_ACCEPT.value)
+        order = auto[np.argsort(-confidence[auto], kind="stable")]
+        risk = 1.0 - confidence[order]
+        m = np.arange(1, order.size + 1)
+        share = np.cumsum(risk) / m + 1.645 * np.sqrt(np.cumsum(risk * (1.0 - risk))) / m
+        within = np.flatnonzero(share <= self.bound)
+        keep = int(within.max()) + 1 if within.size else 0
+        held = order[keep:]
+        # In the router's own terms: the lowest confidence auto-accepted this round (1: none).
+        self.cutoff = float(raw[order[:keep]].min()) if keep else 1.0
+        if held.size == 0:
+            return decisions
+        decisions = decisions.reset_index(drop=True)
+        decisions.loc[held, ROUTE] = Action.REVIEW.value
+        decisions.loc[held, REASON] = [f"confidence {r:.4f}, {c:.4f} at the audited temperature: held for review "
+                                       f"under max_auto_accept_error: {self.reason}"
+                                       for r, c in zip(raw[held], confidence[held])]
+        return decisions

@@ -1,0 +1,136 @@
+"""The program's measurements (step 8, *Measure*): a round's figures and its routed-item table.
+
+:class:`Measures` computes every round's row of :mod:`experiments.tracking` metrics from what the
+program hands it (the labels before and after, the plan, the audit, the models' evaluations,
+the stream's annotations and agreement): the estimated figures always, the figures that need
+the truth (``true_error_rate``, errors fixed, introduced and removed, the auto-accepted labels'
+true error rate) only when the dataset knows it. It keeps the running totals; the program logs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from loop.columns import COST, ITEM, LABEL, REASON, ROUTE, SECONDS
+from loop.gate import ModelEvaluation
+from loop.strategies import ACTION, PLANNED_COST, Action
+
+from . import tracking as T
+from .audits import AuditResult, confirmed_changes
+
+__all__ = ["Measures"]
+
+
+class Measures:
+    """A program's figures, round by round.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Its ``truth`` (None: only estimated figures) and ``initial`` labels are read when needed
+        (a live dataset's grow as items arrive).
+
+    Attributes
+    ----------
+    rows : list of dict
+        One row per round logged, ``round`` first.
+    fixed, introduced : int
+        Labels fixed and broken over the rounds (against the truth; 0 without it).
+    confirmed : int
+        Label changes confirmed by two independent annotators, summed over the rounds.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        truth = dataset.truth
+        # By object id, looked up over every arrived item each round (pandas' Arrow str index
+        # lookups are ~10x slower).
+        self.truth = None if truth is None else pd.Series(truth.to_numpy(), index=pd.Index(truth.index, dtype=object))
+        self.rows: list[dict[str, float]] = []
+        self.fixed = self.introduced = self.confirmed = 0
+
+    @property
+    def known(self) -> bool:
+        """Whether the truth is known (a simulation)."""
+        return self.truth is not None
+
+    def wrong(self, labels: pd.Series) -> np.ndarray:
+        """Which of ``labels`` (class codes by item id) differ from the truth."""
+        return labels.to_numpy(dtype=np.int64) != self.truth.reindex(labels.index).to_numpy(dtype=np.int64)
+
+    def round_row(self, round_: int, *, arrived: np.ndarray, new: np.ndarray, before: pd.Series, after: pd.Series,
+                  plan: pd.DataFrame | None, audit: AuditResult | None, evaluation: ModelEvaluation,
+                  challenger: ModelEvaluation, promoted: bool, round_cost: float, budget: float,
+                  resolution_hours: float, annotations: pd.DataFrame, stats: Any, cutoff: float | None,
+                  pairs: pd.DataFrame | None) -> dict[str, float]:
+        """The round's metrics (:mod:`experiments.tracking` names); kept in :attr:`rows`."""
+        arrived = pd.Index(arrived, dtype=object)  # object ids: Arrow str lookups are ~10x slower
+        is_initial = annotations.groupby(ITEM).cumcount() == 0
+        row: dict[str, float] = {
+            T.N_ITEMS: len(arrived),
+            T.MODEL_ACCURACY: evaluation.accuracy, T.MODEL_ECE: evaluation.ece,
+            T.CHALLENGER_ACCURACY: challenger.accuracy, T.CHALLENGER_ECE: challenger.ece, T.PROMOTED: float(promoted),
+            T.COST: float(annotations[COST].sum()), T.PROGRAM_COST: float(annotations.loc[~is_initial, COST].sum()),
+            T.ROUND_COST: round_cost, T.BUDGET: budget, T.ANNOTATOR_HOURS: float(annotations[SECONDS].sum() / 3600),
+            T.ANNOTATIONS: float(len(annotations)),
+            T.CORRECTION_FREQUENCY: stats.correction_frequency, T.KRIPPENDORFF_ALPHA: stats.krippendorff_alpha,
+            T.PERCENT_AGREEMENT: stats.percent_agreement, T.RESOLUTION_HOURS: resolution_hours,
+        }
+        if plan is not None:
+            counts = plan[ACTION].value_counts()
+            row.update({T.ACTION_COUNT_PREFIX + a.value: float(counts.get(a.value, 0)) for a in Action})
+            auto = plan.loc[plan[ACTION] == Action.AUTO_ACCEPT.value, ITEM].astype(str)
+            row[T.AUTO_ACCEPT_RATE] = float(pd.Index(new, dtype=object).isin(auto.to_numpy(dtype=object)).mean())
+        if self.known:
+            row.update(self._true_figures(round_, arrived, before, after, plan))
+        if audit is not None:
+            est = audit.estimate
+            row.update({T.AUDIT_ERROR_RATE: est.rate, T.AUDIT_CI_LOW: est.low, T.AUDIT_CI_HIGH: est.high,
+                        T.AUDIT_N: float(est.n_audited)})
+            if audit.auto is not None:
+                row.update({T.AUTO_ACCEPT_ESTIMATE: audit.auto.rate, T.AUTO_ACCEPT_ESTIMATE_CI_LOW: audit.auto.low,
+                            T.AUTO_ACCEPT_ESTIMATE_CI_HIGH: audit.auto.high})
+        if round_ > 0:
+            confirmed = confirmed_changes(annotations, before.reindex(arrived), after.reindex(arrived))
+            self.confirmed += confirmed
+            row.update({T.ERRORS_FIXED_CONFIRMED: float(confirmed), T.ERRORS_REMOVED_ESTIMATE: float(self.confirmed)})
+        if plan is not None and cutoff is not None:
+            row[T.AUTO_ACCEPT_CUTOFF] = cutoff  # under a bound, the lowest confidence it let through (1: none)
+        if pairs is not None and len(pairs):
+            row[T.TOP_PAIR_SHARE] = float(pairs["share"].iloc[0])
+        self.rows.append({"round": round_, **row})
+        return row
+
+    def _true_figures(self, round_: int, arrived: pd.Index, before: pd.Series, after: pd.Series,
+                      plan: pd.DataFrame | None) -> dict[str, float]:
+        """The figures only a simulation knows (against the truth): ``true_error_rate``, errors
+        fixed, introduced and removed, the auto-accepted labels' true error rate."""
+        now_wrong = self.wrong(after.reindex(arrived))
+        was_wrong = self.wrong(before.reindex(arrived))
+        initial = self.dataset.initial
+        initial_wrong = self.wrong(pd.Series(initial[LABEL].to_numpy(), index=pd.Index(initial[ITEM], dtype=object))
+                                   .reindex(arrived))
+        fixed, introduced = int((was_wrong & ~now_wrong).sum()), int((~was_wrong & now_wrong).sum())
+        if round_ > 0:
+            self.fixed, self.introduced = self.fixed + fixed, self.introduced + introduced
+        row = {T.TRUE_ERROR_RATE: float(now_wrong.mean()), T.ERRORS_FIXED: fixed, T.ERRORS_INTRODUCED: introduced,
+               T.ERRORS_REMOVED: float(initial_wrong.sum() - now_wrong.sum())}
+        if plan is not None:
+            auto = plan.loc[plan[ACTION] == Action.AUTO_ACCEPT.value, ITEM].astype(str)
+            row[T.AUTO_ACCEPT_ERROR_RATE] = float(self.wrong(after.reindex(auto)).mean()) if len(auto) else float("nan")
+        return row
+
+    def routed_table(self, plan: pd.DataFrame, candidates: pd.DataFrame, before: pd.Series,
+                     after: pd.Series) -> pd.DataFrame:
+        """The round's items acted on, most urgent first: their signals, action, route, reason,
+        planned cost, label before and after (and the true label when known)."""
+        ids = plan[ITEM].astype(str).to_numpy()
+        table = candidates.drop(columns=[c for c in (ROUTE,) if c in candidates.columns]).merge(
+            plan[[ITEM, ACTION, ROUTE, REASON, "priority", PLANNED_COST]], on=ITEM, how="left")
+        table = table.assign(label_before=before.reindex(ids).to_numpy(), label_after=after.reindex(ids).to_numpy())
+        if self.known:
+            table = table.assign(true_label=self.dataset.truth.reindex(ids).to_numpy())
+        return table[table[ACTION] != Action.KEEP.value].sort_values("priority", ascending=False)
