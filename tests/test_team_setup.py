@@ -55,11 +55,12 @@ README = ROOT / "README.md"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_URLS = ([os.environ["LABELLOOP_TEST_PG_URL"]] if os.environ.get("LABELLOOP_TEST_PG_URL") else
            ["postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test"])
-MODEL = "team-digits"
+MODEL = "labelloop"  # the README's app model_name and team.yaml's tracking.registered_model
 STREAM = "digits"
 CLASSES = [str(d) for d in range(10)]
 # The scripted team: name, tier, how often the bot's answer is the truth.
-TEAM = (("ada", 1, 0.9), ("bo", 1, 0.75), ("cy", 2, 0.97))
+# cy is tier 3: the round driver posts its expert work at tier 3 (README, "Annotation team").
+TEAM = (("ada", 1, 0.9), ("bo", 1, 0.75), ("cy", 3, 0.97))
 ITEMS = 40
 START_TIMEOUT_S = 240.0
 
@@ -374,7 +375,7 @@ def team(tmp_path_factory) -> Iterator[Team]:
         _wait_for(f"{t.tracking_uri}/health", proc=mlflow_server, log=t.logs["mlflow"])
         print(_run(f"python -c {shlex.quote(_PUBLISH)} {MODEL} {t.tracking_uri}", env, work))
         config = here(python_blocks(setup)[0], {
-            '"model_name": "labelloop-own"': f'"model_name": "{MODEL}"',
+            f'"model_name": "{MODEL}"': f'"model_name": "{MODEL}"',
             "http://mlflow:5000": t.tracking_uri,
             "postgresql://labelloop@db:5432/labelloop": store_url,
             'host="0.0.0.0", port=8000': f'host="127.0.0.1", port={app_port}'})
@@ -445,13 +446,14 @@ class Bot:
     acknowledged: list[tuple[int, str, str, int]] = field(default_factory=list)  # task, item, label, annotation
     errors: list[str] = field(default_factory=list)
 
-    def work(self, app: str, truth: dict[str, int], stop: threading.Event, *, until_empty: bool) -> None:
+    def work(self, app: str, truth: dict[str, int], stop: threading.Event, *, until_empty: bool,
+             stream: str = STREAM) -> None:
         rng = np.random.default_rng(self.seed)
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {self.token}"
         try:
             while not stop.is_set():
-                nxt = session.get(f"{app}/v1/tasks/next", params={"stream": STREAM}, timeout=60)
+                nxt = session.get(f"{app}/v1/tasks/next", params={"stream": stream}, timeout=60)
                 if nxt.status_code == 204:
                     if until_empty:
                         return
@@ -500,19 +502,26 @@ def _hire(team: Team) -> list[Bot]:
     return bots
 
 
-def _answers_in_store(team: Team) -> list[tuple[int, str, str, int]]:
+def _answers_in_store(team: Team, stream: str = STREAM) -> list[tuple[int, str, str, int]]:
+    """The answers people gave on ``stream`` (not the labels items arrived with)."""
+    from experiments.live import CURRENT_LABEL
     from loop.store import LabelStore
 
     with LabelStore(team.store_url) as store:
-        frame = store.annotations_frame(STREAM)
+        frame = store.annotations_frame(stream)
     return sorted((int(r.task_id), r.item_id, CLASSES[int(r.label)], int(r.annotation_id))
-                  for r in frame.itertuples(index=False))
+                  for r in frame.itertuples(index=False) if r.annotator_id != CURRENT_LABEL)
 
 
-def test_a_scripted_team_answers_every_task_and_the_store_holds_each_answer_once(team: Team) -> None:
+@pytest.fixture(scope="module")
+def crew(team: Team) -> list[Bot]:
+    return _hire(team)
+
+
+def test_a_scripted_team_answers_every_task_and_the_store_holds_each_answer_once(team: Team, crew) -> None:
     from sklearn.datasets import load_digits
 
-    bots = _hire(team)
+    bots = [Bot(b.name, b.token, b.accuracy, b.seed) for b in crew]
     x, y = load_digits(return_X_y=True)
     ids = [f"d{k}" for k in range(ITEMS)]
     truth = dict(zip(ids, y[1300:1300 + ITEMS].tolist()))
@@ -563,3 +572,96 @@ def test_the_review_page_is_served_by_the_deployed_app(team: Team) -> None:
     page = requests.get(f"{team.app}/review", timeout=30)  # no token: the page holds no data
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "/v1/tasks/next" in page.text and "script-src 'sha256-" in page.headers["content-security-policy"]
+
+
+LIVE_STREAM = "labelloop"  # team.yaml's live.stream
+GOLD_ITEMS, ROUND_ITEMS, ROUNDS = 40, 30, 2
+
+
+def _items_csv(path: Path) -> dict[str, int]:
+    """Digits as a team's table ("Your own data"): features, the label each item arrives with (a
+    quarter of them wrong), and gold on the first GOLD_ITEMS; returns the truth by item id."""
+    import pandas as pd
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    n = GOLD_ITEMS + (ROUNDS + 1) * ROUND_ITEMS
+    rng = np.random.default_rng(7)
+    x, y = x[1400:1400 + n], y[1400:1400 + n]
+    labels = np.where(rng.random(n) < 0.25, (y + rng.integers(1, 10, n)) % 10, y)
+    frame = pd.DataFrame(x, columns=[f"f{j}" for j in range(x.shape[1])])
+    frame.insert(0, "item_id", [f"i{k}" for k in range(n)])
+    frame.insert(1, "label", labels)
+    frame.insert(2, "gold", pd.array([int(v) if k < GOLD_ITEMS else None for k, v in enumerate(y)], dtype="Int64"))
+    frame.to_csv(path, index=False)
+    return dict(zip(frame["item_id"], y.tolist()))
+
+
+def test_the_service_with_people_runs_its_rounds_on_the_teams_answers(team: Team, crew) -> None:
+    """README's "The service with people": team.yaml against the deployed app, the MLflow server
+    and the store; `labelloop serve` plans each round's tasks, the bots answer them, and every
+    round is an MLflow run with the gate's verdict."""
+    from mlflow.tracking import MlflowClient
+
+    from experiments import tracking as T
+
+    section = readme_section("Team setup")
+    service = section[section.index("### The service with people"):]
+    blocks = shell_blocks(service)
+    yaml_text = here(block_with(blocks, "live: {"), {
+        "http://mlflow:5000": team.tracking_uri, "postgresql://labelloop@db:5432/labelloop": team.store_url,
+        "http://head:8000": team.app,
+        # Minutes, not a day: a task nobody can take (an expert's audit of an item they labelled)
+        # is escalated after sla_seconds, and the round goes on.
+        "sla_seconds: 86400, round_items: 100, round_seconds: 3600, poll_seconds: 5":
+            f"sla_seconds: 45, round_items: {ROUND_ITEMS}, round_seconds: 5, poll_seconds: 1"})
+    (team.work / "team.yaml").write_text(yaml_text + "\n")
+    truth = _items_csv(team.work / "items.csv")
+    # The stream and its people first, as an admin over HTTP.
+    made = team.post("/v1/streams", {"name": LIVE_STREAM, "classes": CLASSES, "owner": "lead"})
+    assert made.status_code == 201, made.text
+    for bot in crew:
+        moved = requests.patch(f"{team.app}/v1/annotators/{bot.name}", json={"streams": [LIVE_STREAM]},
+                               headers=team.h(), timeout=30)
+        assert moved.status_code == 200 and LIVE_STREAM in moved.json()["annotator"]["streams"], moved.text
+    bots = [Bot(b.name, b.token, b.accuracy, b.seed + 10) for b in crew]
+    stop = threading.Event()
+    threads = [threading.Thread(target=b.work, args=(team.app, truth, stop),
+                                kwargs={"until_empty": False, "stream": LIVE_STREAM}) for b in bots]
+    for th in threads:
+        th.start()
+    run = commands(here(block_with(blocks, "labelloop serve"), {
+        "postgresql://labelloop@db:5432/labelloop": team.store_url}))
+    token = next(c for c in run if c.startswith("export LABELLOOP_TOKEN"))
+    serve_cmd = next(c for c in run if c.startswith("labelloop serve"))
+    started = time.monotonic()
+    try:
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", f"{token}; {serve_cmd} --rounds {ROUNDS}"],
+                              env=team.env, cwd=team.work, capture_output=True, text=True, timeout=900,
+                              start_new_session=True)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(timeout=120)
+    print(f"labelloop serve: {time.monotonic() - started:.0f} s\n{done.stdout[-4000:]}")
+    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
+    assert not [e for b in bots for e in b.errors], [e for b in bots for e in b.errors]
+    acknowledged = sorted(a for b in bots for a in b.acknowledged)
+    assert acknowledged, "the service made no task the team could answer"
+    assert _answers_in_store(team, LIVE_STREAM) == acknowledged  # what the team gave, once each
+    # Every round is a nested MLflow run on the server, with the gate's verdict.
+    client = MlflowClient(team.tracking_uri)
+    experiment = client.get_experiment_by_name("labelloop-serve")
+    rounds = client.search_runs([experiment.experiment_id], f"tags.`{T.TAG_ROLE}` = '{T.ROLE_ROUND}'")
+    by_round = {int(r.data.tags[T.TAG_ROUND]): r for r in rounds}
+    assert set(range(1, ROUNDS + 1)) <= set(by_round), sorted(by_round)
+    for r in range(1, ROUNDS + 1):
+        tags = by_round[r].data.tags
+        assert tags[T.TAG_GATE_VERDICT] in (T.VERDICT_PROMOTED, T.VERDICT_REFUSED)
+        assert T.TAG_GATE_REASON in tags
+        assert by_round[r].info.status == "FINISHED"
+    # The app serves the champion the program left (it reloaded after each promotion).
+    champion = client.get_model_version_by_alias(MODEL, T.ALIAS_CHAMPION).version
+    served = team.get("/v1/model").json()
+    assert str(served["version"]) == str(champion), served
+    assert int(champion) >= 2  # the seed round's model replaced the one published by hand
