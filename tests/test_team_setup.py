@@ -13,9 +13,14 @@ other Rays may run beside it.
 
 Then a scripted team works against the deployed app: a client ingests digits over
 ``POST /v1/items``, an admin posts their tasks, and three annotator bots (threads, each with its
-own token, one an expert of tier 2) answer through ``GET /v1/tasks/next`` and
+own token, one an expert of tier 3) answer through ``GET /v1/tasks/next`` and
 ``POST /v1/tasks/{id}/annotations`` from a noisy simulated truth until no task is left. The store
 holds exactly the answers the app acknowledged, ``/metrics`` counts them, and ``/review`` is served.
+
+Last, "The service with people": ``labelloop serve --config team.yaml --rounds 2`` (team.yaml
+as the README shows it, pointed at the app, the MLflow server and the store) plans each round's
+tasks, the same bots answer them while it waits, and each round is a nested MLflow run on the
+server with the gate's verdict, counting exactly the answers the bots were acknowledged.
 
 Teardown kills the process groups this test started (never ``ray stop``: it stops every Ray on
 the machine, other people's included) and drops the databases.
@@ -58,9 +63,9 @@ PG_URLS = ([os.environ["LABELLOOP_TEST_PG_URL"]] if os.environ.get("LABELLOOP_TE
 MODEL = "labelloop"  # the README's app model_name and team.yaml's tracking.registered_model
 STREAM = "digits"
 CLASSES = [str(d) for d in range(10)]
-# The scripted team: name, tier, how often the bot's answer is the truth.
-# cy is tier 3: the round driver posts its expert work at tier 3 (README, "Annotation team").
-TEAM = (("ada", 1, 0.9), ("bo", 1, 0.75), ("cy", 3, 0.97))
+# The scripted team: name, tier, how often the bot's answer is the truth, hourly rate. cy is
+# tier 3: the round driver posts its expert work at tier 3 (README, "Annotation team").
+TEAM = (("ada", 1, 0.9, 20.0), ("bo", 1, 0.75, 20.0), ("cy", 3, 0.97, 60.0))
 ITEMS = 40
 START_TIMEOUT_S = 240.0
 
@@ -147,17 +152,19 @@ def _spawn(cmd: str, env: dict[str, str], cwd: Path, log: Path) -> subprocess.Po
                                 start_new_session=True)
 
 
-def _kill_group(pgid: int) -> None:
-    """SIGTERM the process group this test started, then SIGKILL what is left of it."""
+def _kill_group(leader: subprocess.Popen) -> None:
+    """SIGTERM the process group this test started (``leader`` is its first process), then
+    SIGKILL what is left of it."""
     for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
         try:
-            os.killpg(pgid, sig)
+            os.killpg(leader.pid, sig)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
+            leader.poll()  # reap the leader: a zombie still counts as a member of its group
             try:
-                os.killpg(pgid, 0)
+                os.killpg(leader.pid, 0)
             except ProcessLookupError:
                 return
             time.sleep(0.2)
@@ -325,7 +332,7 @@ def team(tmp_path_factory) -> Iterator[Team]:
              dashboard=f"http://127.0.0.1:{dashboard_port}")
     setup = readme_section("Team setup")
     blocks = shell_blocks(setup)
-    groups: list[int] = []
+    groups: list[subprocess.Popen] = []
     created: list[str] = []
     try:
         # 1. PostgreSQL: the three databases.
@@ -344,7 +351,7 @@ def team(tmp_path_factory) -> Iterator[Team]:
             "--host 0.0.0.0 --port 5000 --workers 4": f"--host 127.0.0.1 --port {mlflow_port} --workers 1"})
         t.logs["mlflow"] = work / "mlflow.log"
         mlflow_server = _spawn(" ".join(commands(mlflow_cmd)), env, work, t.logs["mlflow"])
-        groups.append(mlflow_server.pid)
+        groups.append(mlflow_server)
         # 3. The label store.
         upgrade = re.search(r"`(labelloop db upgrade --url [^`]+)`", setup).group(1)
         print(_run(here(upgrade, {"labelloop@db:5432/labelloop": f"{pg_user}@{pg_hostport}/{databases['labelloop']}"}),
@@ -369,7 +376,7 @@ def team(tmp_path_factory) -> Iterator[Team]:
         assert (home / ".ray" / "auth_token").exists()
         t.logs["ray"] = work / "ray-start.log"
         ray_start = _spawn(f"{prelude}; {head}{isolation}", env, work, t.logs["ray"])
-        groups.append(ray_start.pid)
+        groups.append(ray_start)
         assert ray_start.wait(timeout=START_TIMEOUT_S) == 0, t.logs["ray"].read_text()[-3000:]
         env["RAY_ADDRESS"] = f"127.0.0.1:{gcs_port}"
         _wait_for(f"{t.tracking_uri}/health", proc=mlflow_server, log=t.logs["mlflow"])
@@ -383,7 +390,11 @@ def team(tmp_path_factory) -> Iterator[Team]:
         for cmd in ray_block:
             if cmd.startswith("serve "):
                 print(_run(f"{prelude}; {cmd}", env, work))
-        _wait_for(f"{t.app}/v1/health")
+        health = _wait_for(f"{t.app}/v1/health").json()
+        if health["model"]["name"] != MODEL:  # another app answers on this port: say whose
+            listeners = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
+            raise AssertionError(f"port {app_port} answers for {health}:\n"
+                                 + "\n".join(x for x in listeners.splitlines() if f":{app_port} " in x))
         # The first admin token, as "Annotation team" issues it.
         team_blocks = shell_blocks(readme_section("Annotation team"))
         issue = re.search(r"\$\((labelloop tokens issue [^)]+)\)", block_with(team_blocks, "labelloop tokens issue"))
@@ -391,8 +402,8 @@ def team(tmp_path_factory) -> Iterator[Team]:
         assert re.fullmatch(r"ll_\S+", t.admin), t.admin
         yield t
     finally:
-        for pgid in reversed(groups):
-            _kill_group(pgid)
+        for leader in reversed(groups):
+            _kill_group(leader)
         for pid in _pids_under(ray_tmp):  # a Ray process that left the group (none expected)
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -484,9 +495,9 @@ def _hire(team: Team) -> list[Bot]:
     made = team.post("/v1/streams", {"name": STREAM, "classes": CLASSES, "owner": "lead"})
     assert made.status_code == 201, made.text
     bots = []
-    for k, (name, tier, accuracy) in enumerate(TEAM):
+    for k, (name, tier, accuracy, rate) in enumerate(TEAM):
         added = team.post("/v1/annotators", {"name": name, "tier": tier, "streams": [STREAM],
-                                             "email": f"{name}@example.com"})
+                                             "email": f"{name}@example.com", "hourly_rate": rate})
         assert added.status_code == 201 and added.json()["annotator"]["tier"] == tier, added.text
         token = team.post(f"/v1/annotators/{name}/tokens")
         assert token.status_code == 201, token.text
@@ -649,12 +660,27 @@ def test_the_service_with_people_runs_its_rounds_on_the_teams_answers(team: Team
     acknowledged = sorted(a for b in bots for a in b.acknowledged)
     assert acknowledged, "the service made no task the team could answer"
     assert _answers_in_store(team, LIVE_STREAM) == acknowledged  # what the team gave, once each
+    from loop.store import LabelStore
+
+    with LabelStore(team.store_url) as store:
+        tasks = store.tasks_frame(LIVE_STREAM)
+    # Nothing left open: each task answered by the team, or escalated and cancelled at its SLA.
+    assert set(tasks["status"]) <= {"done", "cancelled"}, tasks["status"].value_counts()
+    from experiments.live import CURRENT_LABEL
+
+    people = tasks[tasks["annotator_id"] != CURRENT_LABEL]  # not the labels items arrived with
+    print(people.groupby(["round", "kind", "status"]).size().to_string())
+    assert set(people.loc[people["status"] == "done", "task_id"]) == {a[0] for a in acknowledged}
     # Every round is a nested MLflow run on the server, with the gate's verdict.
     client = MlflowClient(team.tracking_uri)
     experiment = client.get_experiment_by_name("labelloop-serve")
     rounds = client.search_runs([experiment.experiment_id], f"tags.`{T.TAG_ROLE}` = '{T.ROLE_ROUND}'")
     by_round = {int(r.data.tags[T.TAG_ROUND]): r for r in rounds}
     assert set(range(1, ROUNDS + 1)) <= set(by_round), sorted(by_round)
+    # The answers drove the rounds: the last one counts the items' initial labels and every answer.
+    last = by_round[ROUNDS].data.metrics
+    assert last[T.ANNOTATIONS] == (ROUNDS + 1) * ROUND_ITEMS + len(acknowledged), last
+    assert last[T.PROGRAM_COST] > 0
     for r in range(1, ROUNDS + 1):
         tags = by_round[r].data.tags
         assert tags[T.TAG_GATE_VERDICT] in (T.VERDICT_PROMOTED, T.VERDICT_REFUSED)
