@@ -52,6 +52,7 @@ import pandas as pd
 from loop.columns import ANNOTATOR, COST, ITEM, LABEL, SECONDS
 from loop.simulate import (DEFAULT_PROFILES, SimulatedCrowd, Tier, confusability_from_confusion,
                            confusability_from_probs, crowd_like, fit_crowd_profile, make_crowd)
+from loop.store import EXPERT_TIER
 from loop.strategies import TaskCosts
 
 from .config import REPLAY, ConfigError, Dataset, ProgramConfig, config_error
@@ -59,7 +60,8 @@ from .config import REPLAY, ConfigError, Dataset, ProgramConfig, config_error
 __all__ = ["TIER_CODES", "World", "Workforce", "build_world"]
 
 # Tier codes written to the store's annotators and tasks (an int column there).
-TIER_CODES = {Tier.NOVICE.value: 1, Tier.EXPERIENCED.value: 2, Tier.EXPERT.value: 3}
+# The store hands expert and adjudication tasks to the expert tier only (its EXPERT_TIER).
+TIER_CODES = {Tier.NOVICE.value: 1, Tier.EXPERIENCED.value: 2, Tier.EXPERT.value: EXPERT_TIER}
 _ANSWER_COLUMNS = [ITEM, ANNOTATOR, LABEL, SECONDS, COST]
 
 

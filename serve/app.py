@@ -82,7 +82,7 @@ from loop.store import LabelStore, Principal
 from . import review
 from .args import APP_NAME, AppArgs
 from .auth import AUTH_RESPONSES, AuthError, Services, any_role, scoring_access
-from .http import JsonApiGuard, read_body
+from .http import JsonApiGuard, document_edge_errors, read_body
 from .labelstudio import LabelStudioBackend
 from .labelstudio import router as labelstudio_router
 from .payload import (NO_LABEL, BadRequest, ParsedRequest, ScoreRequest, check_label_codes, chunk_bounds,
@@ -315,6 +315,18 @@ _REQUEST_BODY = {"requestBody": {"required": True, "content": {
 
 api.include_router(labelstudio_router)  # Label Studio's ML backend protocol under /labelstudio
 
+_routes_openapi = api.openapi
+
+
+def _openapi() -> dict[str, Any]:
+    """FastAPI's document of the routes, plus what the edge answers on its own (415, 400)."""
+    if api.openapi_schema is None:
+        api.openapi_schema = document_edge_errors(_routes_openapi())
+    return api.openapi_schema
+
+
+api.openapi = _openapi
+
 
 @api.exception_handler(BadRequest)
 async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
@@ -359,7 +371,10 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
 
 @api.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return JSONResponse(error_body(None, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+    # FastAPI's one 400 is a body it cannot read (bytes that are not UTF-8): name the body.
+    field = "body" if exc.status_code == 400 else None
+    message = "The body cannot be read: send UTF-8 JSON." if exc.status_code == 400 else str(exc.detail)
+    return JSONResponse(error_body(field, message), status_code=exc.status_code, headers=exc.headers)
 
 
 api.include_router(task_router)
@@ -400,7 +415,7 @@ def _schema_field(message: str) -> str | None:
 
 _CALLER = "caller"  # the model version of predictions the caller brought
 _ERROR_DOC = {"description": "Refused: error.field and error.message say why"}
-_SCORING_RESPONSES = {**AUTH_RESPONSES, 413: _ERROR_DOC, 422: _ERROR_DOC}
+_SCORING_RESPONSES = {**AUTH_RESPONSES, 413: _ERROR_DOC, 422: _ERROR_DOC, 503: _ERROR_DOC}
 _ADMIN_RESPONSES = {**AUTH_RESPONSES, 422: _ERROR_DOC, 503: _ERROR_DOC}
 
 
@@ -568,10 +583,10 @@ class Router:
         /v1/thresholds`` shows them). A redeploy of the original file later brings its own."""
         try:
             body = json.loads(await read_body(request, self._args.max_body_bytes))
-        except ValueError:
-            raise BadRequest(None, "The body must be a JSON object of thresholds.") from None
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
+            raise BadRequest("body", "The body must be a JSON object of thresholds.", 400) from None
         if not isinstance(body, dict):
-            raise BadRequest(None, "The body must be a JSON object of thresholds.")
+            raise BadRequest("body", "The body must be a JSON object of thresholds.")
         thresholds = RoutingThresholds.from_dict(body)  # SchemaError (422) names the key
         await asyncio.to_thread(_deploy_thresholds, thresholds.to_dict())
         logger.info("Thresholds redeployed by %s", principal.name)

@@ -30,7 +30,8 @@ from loop._redact import redact
 
 from .payload import BadRequest, error_body
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "JSON_MEDIA_TYPE", "BodyTooLarge", "JsonApiGuard", "read_body"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "JSON_MEDIA_TYPE", "BodyTooLarge", "JsonApiGuard", "document_edge_errors",
+           "read_body"]
 
 JSON_MEDIA_TYPE = "application/json"
 # 65,536 rows (AppArgs.max_rows_per_request) of 64 float64 features in base64 are 45 MB, with
@@ -142,6 +143,34 @@ class JsonApiGuard:
             # The type only: an exception's text can hold internals (hosts, paths, gRPC debug strings).
             await _send_json(send, 500, error_body(None, f"Internal error ({type(exc).__name__}); the "
                                                    "app's log has the details."))
+
+
+_ERROR_CONTENT = {"content": {JSON_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["field", "message"],
+    "properties": {"field": {"type": "string", "nullable": True}, "message": {"type": "string"}}}}}
+
+
+def document_edge_errors(spec: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI document with the answers of the edge itself on every operation they can reach.
+
+    :class:`JsonApiGuard` answers 415 to any ``POST``, ``PUT`` or ``PATCH`` without a JSON
+    content type, before a route runs; an operation with a request body answers 400 to a body
+    that cannot be read (not UTF-8, not JSON: ``error.field`` is ``body``). Routes do not
+    declare these one by one, so they are added here, where the middleware is. Changes
+    ``spec`` in place and returns it.
+    """
+    spec.setdefault("components", {}).setdefault("schemas", {}).setdefault("Error", _ERROR_SCHEMA)
+    for operations in spec.get("paths", {}).values():
+        for method, operation in operations.items():
+            if method.upper() not in _BODY_METHODS:
+                continue
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("415", {"description": f"The body is not sent as {JSON_MEDIA_TYPE}", **_ERROR_CONTENT})
+            if "requestBody" in operation:
+                responses.setdefault("400", {"description": "The body cannot be read: not UTF-8, not JSON, or a "
+                                                            "number of the wrong type", **_ERROR_CONTENT})
+    return spec
 
 
 async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:

@@ -57,6 +57,7 @@ __all__ = ["LabelStudioBackend", "router"]
 MODEL_CLASS = "labelloop"
 ANSWERS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED")
 DELETES = ("ANNOTATIONS_DELETED",)
+_IDS = (int, str, type(None))  # what a Label Studio id may be in a payload (hashable, unlike a list)
 
 # score(features (n, d)) -> (probs (n, k), classes, model stamp or None, scores frame);
 # route(scores frame) -> a frame with route and reason per row; model() -> the served model or None.
@@ -141,11 +142,12 @@ class LabelStudioBackend:
                                  f"store's stream {stream!r}.")
         out: list[dict | None] = [None] * len(tasks)
         if features:
-            try:
-                matrix = np.asarray(features, dtype=np.float64)
-            except ValueError:
-                raise BadRequest("features", "Every task's features must be a list of numbers of one "
-                                 "length.") from None
+            numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for row in features for v in row)
+            matrix = np.asarray(features, dtype=np.float64) if numbers and len({len(r) for r in features}) == 1 else None
+            # JSON from Label Studio may say NaN or Infinity (Python's parser takes them): no model can.
+            if matrix is None or not np.isfinite(matrix).all():
+                raise BadRequest("features", "Every task's features must be a list of finite numbers of one "
+                                 "length.")
             probs, classes, model, scores = await self._score(matrix)
             routes = (await self._route(scores)).reset_index(drop=True)
             version = f"{model['name']}@{model['version']}" if model else "labelloop"
@@ -162,7 +164,11 @@ class LabelStudioBackend:
         action = payload.get("action")
         stream = self.args.stream
         if action in DELETES:
-            ids = [a.get("id") for a in payload.get("annotations") or [] if isinstance(a, dict)]
+            deleted = payload.get("annotations") or []
+            if not isinstance(deleted, list):
+                raise BadRequest("annotations", f"An {action} webhook lists the deleted 'annotations'; got "
+                                 f"{type(deleted).__name__}.")
+            ids = [a.get("id") for a in deleted if isinstance(a, dict)]
             written, unknown = self.store.record_label_studio_deletions(stream, ids, actor=actor)
             return {"status": "ok", "action": action, "events": written, "unknown_annotations": unknown}
         if action not in ANSWERS:
@@ -174,10 +180,16 @@ class LabelStudioBackend:
         if not isinstance(annotations, list) or not isinstance(tasks, list):
             raise BadRequest("annotation", f"A {action} webhook with its 'annotation' and 'task' (Label Studio "
                              "sends them when the webhook's 'send_payload' is on).")
-        by_id = {t.get("id"): t for t in tasks if isinstance(t, dict)}
+        for n, ann in enumerate(annotations):
+            if not isinstance(ann, dict):
+                raise BadRequest(f"annotation.{n}", f"An annotation is a JSON object; got {type(ann).__name__}.")
+        # Ids are numbers in Label Studio's payloads; anything else (a list, an object) names no task.
+        by_id = {t.get("id"): t for t in tasks if isinstance(t, dict) and isinstance(t.get("id"), _IDS)}
         export = []
         for n, ann in enumerate(annotations):
-            task = by_id.get(ann.get("task")) if len(by_id) > 1 else next(iter(by_id.values()), None)
+            key = ann.get("task")
+            task = (by_id.get(key) if isinstance(key, _IDS) else None) if len(by_id) > 1 else \
+                next(iter(by_id.values()), None)
             if task is None:
                 raise BadRequest("task", f"The webhook's annotation {ann.get('id')} comes without its task.")
             item_of(task.get("data") or {}, f"Label Studio task {task.get('id')}")
@@ -247,20 +259,43 @@ async def health() -> JSONResponse:
     return JSONResponse({"status": "UP", "model_class": MODEL_CLASS})
 
 
-@router.post("/setup", responses=_RESPONSES)
+def _doc(**codes: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=``: 404 (the app serves no backend) and 422 (a bad body), plus ``codes``."""
+    texts = {"404": "This app serves no Label Studio backend", "422": "A body Label Studio would not send, named in "
+             "error.field", **codes}
+    return {int(code): {"description": text, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+            for code, text in texts.items()}
+
+
+def _body(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """OpenAPI ``openapi_extra``: the JSON body Label Studio sends (the routes read it raw)."""
+    schema = {"type": "object", "properties": properties, **({"required": list(required)} if required else {})}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_TASK = {"type": "object", "properties": {"id": {"type": "integer"}, "data": {"type": "object", "properties": {
+    ITEM: {"type": "string"}, "features": {"type": "array", "items": {"type": "number"}}}}}}
+_SETUP_BODY = _body({"project": {"type": "string"}, "schema": {"type": "string"}, "hostname": {"type": "string"},
+                     "access_token": {"type": "string"}})
+_PREDICT_BODY = _body({"tasks": {"type": "array", "items": _TASK}, "project": {"type": "string"},
+                       "label_config": {"type": "string"}, "params": {"type": "object"}}, required=("tasks",))
+_WEBHOOK_BODY = _body({"action": {"type": "string", "enum": [*ANSWERS, *DELETES]},
+                       "annotation": {"type": "object"}, "task": _TASK,
+                       "annotations": {"type": "array", "items": {"type": "object"}}}, required=("action",))
+
+
+@router.post("/setup", responses={**_doc(), **_RESPONSES}, openapi_extra=_SETUP_BODY)
 async def setup(request: Request, ls: LabelStudioBackend = Depends(backend_with_store),
                 _: Principal | None = Depends(ml_backend_access)) -> JSONResponse:
     await _json(request)
     return JSONResponse({"model_version": await ls.model_version()})
 
 
-@router.post("/predict", responses=_RESPONSES)
+@router.post("/predict", responses={**_doc(), **_RESPONSES, 503: {"description": "No label store (store_url), or no model served yet", "content": {"application/json": {"schema": ERROR_SCHEMA}}}},
+              openapi_extra=_PREDICT_BODY)
 async def predict(request: Request, ls: LabelStudioBackend = Depends(backend_with_store),
                   _: Principal | None = Depends(ml_backend_access)) -> JSONResponse:
-    body = await _json(request)
-    tasks = body.get("tasks")
-    if not isinstance(tasks, list):
-        raise BadRequest("tasks", "Label Studio's /predict body holds 'tasks', a list of tasks.")
+    tasks = _tasks_of(await _json(request))
     try:
         results = await ls.predictions(tasks)
     except SchemaError as exc:
@@ -268,7 +303,10 @@ async def predict(request: Request, ls: LabelStudioBackend = Depends(backend_wit
     return JSONResponse({"results": results})
 
 
-@router.post("/webhook", responses=_RESPONSES)
+@router.post("/webhook", responses={201: {"description": "Answers (or deletions) recorded"},
+                                    200: {"description": "Nothing new: a retry, or an action labelloop ignores"},
+                                    **_doc(**{"409": "The answers conflict with the store (a task not open for "
+                                                     "them)"}), **_RESPONSES}, openapi_extra=_WEBHOOK_BODY)
 async def webhook(request: Request, ls: LabelStudioBackend = Depends(backend_with_store),
                   principal: Principal = Depends(require(Role.CLIENT))) -> JSONResponse:
     body = await _json(request)
@@ -281,13 +319,26 @@ async def webhook(request: Request, ls: LabelStudioBackend = Depends(backend_wit
     return JSONResponse(done, status_code=201 if done["status"] == "ok" else 200)
 
 
+def _tasks_of(body: dict) -> list[dict]:
+    """The ``tasks`` of a /predict body: a list of objects whose ``data`` (when given) is an object."""
+    tasks = body.get("tasks")
+    if not isinstance(tasks, list):
+        raise BadRequest("tasks", "Label Studio's /predict body holds 'tasks', a list of tasks.")
+    for n, task in enumerate(tasks):
+        if not isinstance(task, dict):
+            raise BadRequest(f"tasks.{n}", f"A task is a JSON object with 'id' and 'data'; got {type(task).__name__}.")
+        if not isinstance(task.get("data", {}), dict):
+            raise BadRequest(f"tasks.{n}.data", f"A task's 'data' is a JSON object; got {type(task['data']).__name__}.")
+    return tasks
+
+
 async def _json(request: Request) -> dict:
     try:
         body = await request.json()
-    except ValueError:
-        raise BadRequest(None, "The body must be JSON.") from None
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
+        raise BadRequest("body", "The body must be JSON.") from None
     if not isinstance(body, dict):
-        raise BadRequest(None, "The body must be a JSON object.")
+        raise BadRequest("body", "The body must be a JSON object.")
     return body
 
 

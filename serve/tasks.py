@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 
 from loop.columns import ITEM
 from loop.exceptions import ForbiddenError
-from loop.store import Principal, Role, TaskPreview
+from loop.store import MAX_SLA, Principal, Role, TaskPreview
 
 from .auth import AUTH_RESPONSES, ERROR_SCHEMA, AuthError, Services, any_role, get_services, require
 from .payload import BadRequest
@@ -165,7 +165,8 @@ class TaskSpec(_Body):
 
 class TasksRequest(_Body):
     tasks: list[TaskSpec] = Field(min_length=1)
-    sla_hours: StrictFloat | StrictInt | None = Field(None, gt=0, description="Default: the app's task_sla_hours")
+    sla_hours: StrictFloat | StrictInt | None = Field(None, gt=0, le=MAX_SLA.total_seconds() / 3600,
+                                                      description="Default: the app's task_sla_hours")
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -63,8 +63,8 @@ PG_URLS = ([os.environ["LABELLOOP_TEST_PG_URL"]] if os.environ.get("LABELLOOP_TE
 MODEL = "labelloop"  # the README's app model_name and team.yaml's tracking.registered_model
 STREAM = "digits"
 CLASSES = [str(d) for d in range(10)]
-# The scripted team: name, tier, how often the bot's answer is the truth, hourly rate. cy is
-# tier 3: the round driver posts its expert work at tier 3 (README, "Annotation team").
+# The scripted team: name, tier (3: an expert, README "Annotation team"), how often the bot's
+# answer is the truth, hourly rate.
 TEAM = (("ada", 1, 0.9, 20.0), ("bo", 1, 0.75, 20.0), ("cy", 3, 0.97, 60.0))
 ITEMS = 40
 START_TIMEOUT_S = 240.0
@@ -544,9 +544,9 @@ def test_a_scripted_team_answers_every_task_and_the_store_holds_each_answer_once
     assert ingested.status_code == 200, ingested.text
     routes = {a["item_id"]: a["route"] for a in ingested.json()["items"]}
     assert {a["model_version"] for a in ingested.json()["items"]} == {f"{MODEL}/1"}
-    # The round driver's plan, by hand: an expert task (tier 2) where the route says expert, else
+    # The round driver's plan, by hand: an expert task (tier 3) where the route says expert, else
     # a label task. (Not both: nobody gets an item they labelled, and cy is the only expert.)
-    specs = [{"item_id": i, "kind": "expert", "tier": 2, "round": 1} if routes[i] == "expert" else
+    specs = [{"item_id": i, "kind": "expert", "tier": 3, "round": 1} if routes[i] == "expert" else
              {"item_id": i, "round": 1} for i in ids]
     assert "expert" in routes.values()
     made = team.post(f"/v1/streams/{STREAM}/tasks", {"tasks": specs})
@@ -568,7 +568,7 @@ def test_a_scripted_team_answers_every_task_and_the_store_holds_each_answer_once
     assert {t["status"] for t in left} == {"done"} and len(left) == len(specs)
     assert _answers_in_store(team) == acknowledged  # none lost, none stored twice
     expert_tasks = {t for t, spec in zip(made.json()["task_ids"], specs) if spec.get("kind") == "expert"}
-    assert {b.name for b in bots for a in b.acknowledged if a[0] in expert_tasks} <= {"cy"}  # tier 2 only
+    assert {b.name for b in bots for a in b.acknowledged if a[0] in expert_tasks} <= {"cy"}  # experts only
     metrics = team.get("/metrics", who="client")
     assert metrics.status_code == 200
     answered = re.search(r'labelloop_answers_per_minute\{stream="digits"\} (\S+)', metrics.text)

@@ -18,15 +18,16 @@ from ._engine import URL_ENV_VAR, default_url, normalize_url
 from ._records import (Annotation, Annotator, BatchResult, Dispute, Escalation, GuidelineVersion, ModelVersion,
                        Principal, QueueMetrics, Resolution, ResolutionMethod, Role, Stream, StreamMetrics, Suggestion,
                        Task, TaskPreview, TaskStatus)
-from ._tasks import guideline_section
+from ._tasks import EXPERT_TIER, guideline_section
 from ._schema import MAX_RATIONALE_CHARS
 from .migrate import current_revision, head_revision, upgrade
 from .history import StreamHistory
-from .store import LabelStore
+from .store import MAX_SLA, LabelStore
 
 __all__ = [
-    "ACTOR", "ANNOTATION_ID", "CONFIDENCE", "CREATED_AT", "EVIDENCE", "GUIDELINE_VERSION", "IDEMPOTENCY_KEY",
-    "MAX_RATIONALE_CHARS", "METHOD", "PAYLOAD", "PAYLOAD_REF", "PROBS", "RATIONALE", "RESOLUTION_ID", "RESOLVED_AT",
+    "ACTOR", "ANNOTATION_ID", "EXPERT_TIER", "CONFIDENCE", "CREATED_AT", "EVIDENCE", "GUIDELINE_VERSION",
+    "IDEMPOTENCY_KEY", "MAX_RATIONALE_CHARS", "MAX_SLA", "METHOD", "PAYLOAD", "PAYLOAD_REF", "PROBS", "RATIONALE",
+    "RESOLUTION_ID", "RESOLVED_AT",
     "SIGNALS", "SOURCE", "SUGGESTION", "SUGGESTION_CONFIDENCE", "SUPERSEDES", "SUPERSEDES_KEY", "TASK_ID",
     "URL_ENV_VAR", "Annotation", "Annotator", "BatchResult", "Dispute", "Escalation", "GuidelineVersion",
     "LabelStore", "ModelVersion", "Principal", "QueueMetrics", "Resolution", "ResolutionMethod", "Role", "Stream",

@@ -22,6 +22,7 @@ SQLITE_STAMP: Final = "%Y-%m-%d %H:%M:%S.%f"
 # second): larger ones would fail in the driver or the database, differently on each.
 MAX_INTEGER: Final = 2**31 - 1
 MAX_BIGINT: Final = 2**63 - 1
+MAX_YEAR: Final = 9999  # datetime's last year
 
 
 def as_frame(records: Any, name: str) -> pd.DataFrame:
@@ -76,7 +77,12 @@ def utc_stamps(values: Any, name: str) -> pd.Series:
         raise fail(name, "timestamps", f"{_describe(values)} ({exc})") from None
     if stamps.dt.tz is None:
         stamps = stamps.dt.tz_localize("UTC")
-    return stamps.dt.tz_convert("UTC")
+    stamps = stamps.dt.tz_convert("UTC")
+    late = stamps.dt.year > MAX_YEAR  # "9999-12-31T23:59-14:00" is in year 10000 in UTC: no datetime holds it
+    if late.any():
+        raise fail(name, f"timestamps up to the end of year {MAX_YEAR} in UTC",
+                   f"{stamps[late].iloc[0]} (row {int(np.argmax(late.to_numpy()))})")
+    return stamps
 
 
 def to_utc(value: datetime | str | pd.Timestamp, name: str) -> datetime:
@@ -86,6 +92,8 @@ def to_utc(value: datetime | str | pd.Timestamp, name: str) -> datetime:
     except (TypeError, ValueError):
         raise fail(name, "a timestamp", _describe(value)) from None
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    if stamp is pd.NaT or stamp.year > MAX_YEAR:
+        raise fail(name, f"a timestamp up to the end of year {MAX_YEAR} in UTC", _describe(value))
     return stamp.to_pydatetime()
 
 

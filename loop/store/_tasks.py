@@ -3,8 +3,8 @@
 Handing out (:func:`claim_next`)
     An annotator asks for work; they get their own unfinished task first (oldest assigned
     first), else an open task is claimed for them. Candidates are the open tasks of streams
-    they are on, of a tier at most theirs (``expert`` and ``adjudication`` tasks only to tier 2
-    and up), on items they have not labelled and hold no task for, (adjudication) not about a
+    they are on, of a tier at most theirs (``expert`` and ``adjudication`` tasks only to the
+    expert tier, 3, and up), on items they have not labelled and hold no task for, (adjudication) not about a
     dispute they raised, and not pushed to Label Studio and still open there (a row of
     ``external_tasks`` without ``closed_at``), so that no task is worked in both tools. Of the :data:`CANDIDATES` most urgent (due first, then
     oldest), the one whose likely class pair (the top two classes of the item's latest
@@ -54,7 +54,8 @@ from ._writes import record_events
 CANDIDATES: Final = 200
 SKILL_STEP: Final = 0.05
 PAIR_PRIOR_WEIGHT: Final = 2.0
-EXPERT_TIER: Final = 2
+# Tier codes, as the program writes them: 1 novice, 2 experienced, 3 expert.
+EXPERT_TIER: Final = 3
 EXPERT_KINDS: Final = ("expert", "adjudication")
 BLIND_KINDS: Final = ("double_blind", "audit", "adjudication")
 UNFINISHED: Final = ("open", "assigned")

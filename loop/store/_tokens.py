@@ -18,10 +18,10 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .._validation import _describe, fail
+from .._validation import _describe, _text_problem, fail
 from ..exceptions import NotFoundError
 from . import _schema as S
-from ._convert import now_utc
+from ._convert import MAX_INTEGER, now_utc
 from ._records import Principal, Role
 from ._writes import record_events
 
@@ -70,9 +70,12 @@ def revoke(conn: Connection, which: int | str, *, actor: str | None, reason: str
     """Revoke the token with id ``which`` (an int or digits) or whose prefix is ``which``
     (which may also be the whole token). Returns the token id; revoking twice is a no-op."""
     tk = S.tokens
-    if isinstance(which, int) or (isinstance(which, str) and which.isdigit()):
+    if isinstance(which, int) or (isinstance(which, str) and which.isascii() and which.isdigit()):
+        if not 0 < int(which) <= MAX_INTEGER:  # no stored id: not found, on both engines
+            raise NotFoundError(f"The 'token' argument must name a stored token. Got {which!r} instead.")
         where = tk.c.id == int(which)
-    elif isinstance(which, str) and which.startswith(TOKEN_PREFIX) and len(which) >= PREFIX_CHARS:
+    elif isinstance(which, str) and which.startswith(TOKEN_PREFIX) and len(which) >= PREFIX_CHARS \
+            and _text_problem(which, max_chars=None, empty=False) is None:  # NUL: PostgreSQL refuses it
         where = (tk.c.token_hash == token_hash(which)) if len(which) == TOKEN_CHARS else \
             (tk.c.prefix == which[:PREFIX_CHARS])
     else:

@@ -42,7 +42,7 @@ from ._records import (Annotation, Annotator, BatchResult, Dispute, Escalation, 
 from ._writes import check_event_fields, insert_idempotent, record_events
 from .migrate import current_revision, head_revision, upgrade
 
-__all__ = ["LabelStore"]
+__all__ = ["MAX_SLA", "LabelStore"]
 
 TIER: Final = "tier"
 KIND: Final = "kind"
@@ -51,6 +51,8 @@ ROUND: Final = "round"
 DUE_AT: Final = "due_at"
 STATUS: Final = "status"
 DEFAULT_DISPUTE_SLA: Final = timedelta(hours=24)
+# The longest task SLA: ten years (a due time must stay a datetime; a longer wait is a mistake).
+MAX_SLA: Final = timedelta(days=3660)
 
 
 ROUTE_CHARS: Final = 50  # predictions.route
@@ -278,7 +280,7 @@ class LabelStore:
         """Change an annotator's tier, active flag or email, and put them on more ``streams``;
         one event per change. None leaves a field as it is."""
         targets = [self.stream(s) for s in streams]
-        tier = None if tier is None else check_int(tier, "tier", low=0)
+        tier = None if tier is None else check_int(tier, "tier", low=0, high=MAX_INTEGER)
         email = _email(email)
         if active is not None:
             self.set_annotator_active(name, active, actor=actor, reason=reason)
@@ -553,8 +555,8 @@ class LabelStore:
                                 ROUND, low=0, high=MAX_INTEGER) for r in frame.get(ROUND, pd.Series([None] * n))]
             at = now_utc()
             if sla is not None:
-                if not isinstance(sla, timedelta) or sla <= timedelta(0):
-                    raise fail("sla", "a positive timedelta", _describe(sla))
+                if not isinstance(sla, timedelta) or sla <= timedelta(0) or sla > MAX_SLA:
+                    raise fail("sla", f"a positive timedelta of at most {MAX_SLA.days} days", _describe(sla))
             rows = []
             for i in range(n):
                 gv = None if pd.isna(gvs.iloc[i]) else int(gvs.iloc[i])
@@ -1079,6 +1081,9 @@ class LabelStore:
         SchemaError
             A bad label, flag, rationale or seconds (naming the field).
         """
+        task_id = _task_id(task_id)  # a SchemaError on both engines, not SQLite's OverflowError
+        if idempotency_key is not None:  # NUL: PostgreSQL refuses it, SQLite would store it
+            check_text(idempotency_key, IDEMPOTENCY_KEY, max_chars=S.MAX_KEY_CHARS)
         now = now_utc()
         with write_transaction(self._engine) as conn:
             task = _tasks.task_row(conn, task_id, lock=True)
@@ -1152,7 +1157,7 @@ class LabelStore:
         (``"suggestion"``); the item goes to adjudication.
 
         Creates the dispute and, unless the item has an unfinished adjudication task already
-        (the dispute then joins it), an ``adjudication`` task (tier 2, blind, due after
+        (the dispute then joins it), an ``adjudication`` task (expert tier, blind, due after
         ``sla``). Answering that task closes the dispute: ``resolved`` with the adjudicated
         label superseding the current resolution when it differs (or as the first resolution),
         ``rejected`` when the adjudicator keeps the current label. Idempotent by
@@ -1175,6 +1180,8 @@ class LabelStore:
             raise fail("target", f"one of {list(S.DISPUTE_TARGETS)}", _describe(target))
         if not isinstance(reason, str) or not reason.strip() or len(reason) > S.MAX_RATIONALE_CHARS:
             raise fail("reason", f"a non-empty text of at most {S.MAX_RATIONALE_CHARS} characters", _describe(reason))
+        if idempotency_key is not None:
+            check_text(idempotency_key, IDEMPOTENCY_KEY, max_chars=S.MAX_KEY_CHARS)
         code = None if label is None else int(_annotations.label_codes(pd.Series([label]), s, LABEL).iloc[0])
         now = now_utc()
         d, t = S.disputes, S.tasks
@@ -1272,8 +1279,11 @@ class LabelStore:
 
     def _item_row(self, conn: Connection, s: Stream, item_id: Any):
         i = S.items
+        # Checked as stored ids are: a NUL character is a SchemaError on both engines (PostgreSQL
+        # refuses it in a query; SQLite would only find nothing).
+        external = external_ids(pd.Series([item_id], dtype=object), ITEM).iloc[0]
         row = conn.execute(sa.select(i.c.id, i.c.external_id).where(i.c.stream_id == s.id,
-                                                                    i.c.external_id == str(item_id))).first()
+                                                                    i.c.external_id == external)).first()
         if row is None:
             raise NotFoundError(f"The {ITEM!r} argument must be an item of stream {s.name!r}. Got {item_id!r} instead.")
         return row

@@ -222,3 +222,40 @@ def test_a_bulk_created_webhook_stores_each_answer(backend_http, store):
     frame = store.annotations_frame(STREAM)
     assert frame[[ITEM, ANNOTATOR, LABEL]].values.tolist() == [["i0", "ann-1", 2], ["i1", "ann-2", 0]]
     assert frame["task_id"].tolist() == ids
+
+
+# Found by the OpenAPI fuzz (tests/serve/test_openapi_fuzz.py): each was a 500 (or, for NaN, a
+# model asked to score it).
+@pytest.mark.parametrize("body,field", [
+    ({"tasks": [1]}, "tasks.0"),
+    ({"tasks": [{"id": 1, "data": "text"}]}, "tasks.0.data"),
+    ({"tasks": [{"id": 1, "data": {"item_id": "i0", "features": ["1", 2.0]}}]}, "features"),
+    ({"tasks": [{"id": 1, "data": {"item_id": "i0", "features": [[1.0], [2.0]]}}]}, "features"),
+    ({"tasks": [{"id": 1, "data": {"item_id": "i0", "features": [True, 2.0]}}]}, "features"),
+], ids=["task-not-object", "data-not-object", "features-strings", "features-nested", "features-booleans"])
+def test_predict_refuses_malformed_tasks_naming_the_field(backend_http, body, field):
+    url, _ = backend_http
+    answer = requests.post(f"{url}/labelstudio/predict", json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["field"] == field
+
+
+def test_predict_refuses_features_that_are_not_finite(backend_http):
+    url, _ = backend_http
+    body = '{"tasks": [{"id": 1, "data": {"item_id": "i0", "features": [NaN, 1.0, 2.0]}}]}'
+    answer = requests.post(f"{url}/labelstudio/predict", data=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422 and answer.json()["error"]["field"] == "features", answer.text
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"action": "ANNOTATION_CREATED", "annotation": [1], "task": [{"id": 1, "data": {"item_id": "i0"}}]},
+     "annotation.0"),
+    ({"action": "ANNOTATIONS_CREATED", "annotation": [{"id": 1, "task": [1]}, {"id": 2, "task": 2}],
+      "task": [{"id": 1, "data": {"item_id": "i0"}}, {"id": 2, "data": {"item_id": "i1"}}]}, "task"),
+    ({"action": "ANNOTATIONS_DELETED", "annotations": 5}, "annotations"),
+], ids=["annotation-not-object", "task-id-a-list", "deleted-not-a-list"])
+def test_the_webhook_refuses_malformed_payloads_naming_the_field(backend_http, body, field):
+    url, _ = backend_http
+    answer = requests.post(f"{url}/labelstudio/webhook", json=body, headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["field"] == field

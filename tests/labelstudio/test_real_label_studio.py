@@ -72,7 +72,7 @@ def team_store(tmp_path) -> LabelStore:
     s.add_tasks(STREAM, [{ITEM: "i0"}, {ITEM: "i1"}, {ITEM: "i2"},
                          {ITEM: "i3", "kind": "double_blind", "idempotency_key": "db-i3-a"},
                          {ITEM: "i3", "kind": "double_blind", "idempotency_key": "db-i3-b"},
-                         {ITEM: "i4", "kind": "expert", "tier": 2},
+                         {ITEM: "i4", "kind": "expert", "tier": 3},
                          # Already someone's in labelloop's own queue: never pushed to Label Studio too.
                          {ITEM: "i5", ANNOTATOR: "ann-2"}])
     return s

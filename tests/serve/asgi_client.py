@@ -7,7 +7,7 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 
 @dataclass
@@ -31,8 +31,9 @@ class AsgiClient:
         self.app = app
 
     def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
-                json: Any = None) -> Answer:  # noqa: A002 - requests' name
-        return asyncio.run(self._call(method.upper(), path, headers or {}, json))
+                json: Any = None, content: bytes | None = None) -> Answer:  # noqa: A002 - requests' name
+        """``json`` is sent as JSON; ``content`` (raw bytes, e.g. not UTF-8) as it is."""
+        return asyncio.run(self._call(method.upper(), path, headers or {}, json, content))
 
     def get(self, path: str, **kw: Any) -> Answer:
         return self.request("GET", path, **kw)
@@ -46,15 +47,16 @@ class AsgiClient:
     def delete(self, path: str, **kw: Any) -> Answer:
         return self.request("DELETE", path, **kw)
 
-    async def _call(self, method: str, path: str, headers: dict[str, str], body: Any) -> Answer:
+    async def _call(self, method: str, path: str, headers: dict[str, str], body: Any,
+                    content: bytes | None = None) -> Answer:
         url = urlsplit(path)
-        data = b"" if body is None else json.dumps(body).encode()
+        data = content if content is not None else b"" if body is None else json.dumps(body).encode()
         raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         if method in ("POST", "PUT", "PATCH") and not any(k == b"content-type" for k, _ in raw):
             raw.append((b"content-type", b"application/json"))  # as ServeClient sends: the edge wants JSON
         raw.append((b"content-length", str(len(data)).encode()))
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-                 "scheme": "http", "path": url.path, "raw_path": url.path.encode(), "query_string": url.query.encode(),
+                 "scheme": "http", "path": unquote(url.path), "raw_path": url.path.encode(), "query_string": url.query.encode(),
                  "root_path": "", "headers": raw, "client": ("127.0.0.1", 1), "server": ("testserver", 80)}
         sent = False
         status, out_headers, chunks = 500, {}, []

@@ -4,12 +4,13 @@ on SQLite and PostgreSQL, and nothing is stored (no row, no event)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 import pandas as pd
 import pytest
 
 from loop.columns import ANNOTATOR, ITEM, LABEL, REASON, SECONDS
-from loop.exceptions import SchemaError
+from loop.exceptions import NotFoundError, SchemaError
 from loop.store import (CONFIDENCE, EVIDENCE, GUIDELINE_VERSION, IDEMPOTENCY_KEY, PAYLOAD, PAYLOAD_REF, RATIONALE,
                         SOURCE, SUGGESTION, SUPERSEDES, TASK_ID, LabelStore)
 
@@ -148,6 +149,17 @@ CASES: list[tuple[str, str, Callable[[LabelStore], object]]] = [
      lambda s: s.add_predictions(STREAM, "m1", _prediction(signals={"note": NUL}))),
     ("events-item-nul", ITEM, lambda s: s.events_frame(stream=STREAM, item_id="i0" + NUL)),
     ("label-studio-model-nul", "model_version", lambda s: s.export_label_studio(STREAM, model_version="m" + NUL)),
+    # Found by the OpenAPI fuzz (tests/serve/test_openapi_fuzz.py): a 500 on SQLite, a vaguer error on PostgreSQL.
+    ("answer-task-huge", "task_id", lambda s: s.answer_task(HUGE, "a", "pos")),
+    ("update-annotator-tier-huge", "tier", lambda s: s.update_annotator("a", tier=2**40)),
+    ("dispute-item-nul", ITEM, lambda s: s.dispute(STREAM, "i0" + NUL, "a", target="suggestion", reason="x")),
+    ("dispute-key-nul", IDEMPOTENCY_KEY,
+     lambda s: s.dispute(STREAM, "i0", "a", target="suggestion", reason="x", idempotency_key="k" + NUL)),
+    ("answer-key-nul", IDEMPOTENCY_KEY, lambda s: s.answer_task(1, "a", "pos", idempotency_key="k" + NUL)),
+    ("task-due-past-9999", "due_at", lambda s: s.add_tasks(STREAM, _task(due_at="9999-12-31T23:59:59-14:00"))),
+    ("task-sla-huge", "sla", lambda s: s.add_tasks(STREAM, _task(), sla=timedelta(days=10**6))),
+    ("token-expiry-past-9999", "expires_at",
+     lambda s: s.issue_token("x", "client", expires_at="9999-12-31T23:59:59-14:00")),
 ]
 
 
@@ -165,6 +177,16 @@ def test_unstorable_input_is_refused_naming_the_field(seeded, field, call):
     with pytest.raises(SchemaError, match=rf"^The '{field}' argument must be"):
         call(seeded)
     assert _stored(seeded) == before
+
+
+@pytest.mark.parametrize("which", ["99999999999999999999999", str(2**31), "0", "\u0661", "\u00b2", "ll_" + "\x00" * 7])
+def test_a_token_id_no_token_can_have_is_not_found(seeded, which):
+    # Digits beyond the ids column (SQLite's OverflowError, PostgreSQL's out of range) and
+    # non-ASCII digits (int() of "١" is 1, of "²" a ValueError) name no stored token.
+    seeded.issue_token("ops", "admin")
+    with pytest.raises((NotFoundError, SchemaError), match="'token' argument must"):
+        seeded.revoke_token(which)
+    assert seeded.tokens_frame()["active"].all()
 
 
 def test_an_empty_rationale_is_no_rationale(seeded):

@@ -28,9 +28,9 @@ No opinion either way.
 
 @pytest.fixture
 def team(seeded: LabelStore) -> LabelStore:
-    """``seeded`` plus an expert ``e`` (tier 2), guideline v3 with sections, published, and a
+    """``seeded`` plus an expert ``e`` (tier 3), guideline v3 with sections, published, and a
     model's predictions on i0..i9 (i0..i4 lean pos over neg, i5..i9 neu over pos)."""
-    seeded.add_annotator("e", tier=2, streams=[STREAM])
+    seeded.add_annotator("e", tier=3, streams=[STREAM])
     seeded.add_guideline(STREAM, GUIDELINE, author="lead")
     seeded.publish_guideline(STREAM, 3)
     seeded.add_model_version("m1")
@@ -119,7 +119,7 @@ def test_never_an_item_the_caller_labelled_or_holds(team):
 
 
 def test_expert_tasks_only_to_tier_2_and_tiers_respected(team):
-    team.add_tasks(STREAM, [{"item_id": "i0", "kind": "expert", "tier": 2}, {"item_id": "i1", "kind": "expert"}])
+    team.add_tasks(STREAM, [{"item_id": "i0", "kind": "expert", "tier": 3}, {"item_id": "i1", "kind": "expert"}])
     assert team.next_task("a") is None  # an expert task, even at tier 1, is for experts
     got = team.next_task("e")
     assert got.item_id == "i0" and got.kind == "expert"
@@ -250,7 +250,7 @@ def test_a_dispute_goes_to_blind_adjudication_and_supersedes(team):
     with pytest.raises(ConflictError):
         team.dispute(STREAM, "i0", "a", target="resolution", reason="other", label="neg")
     adj = team.task(dispute.adjudication_task_id)
-    assert (adj.kind, adj.tier, adj.blind, adj.status) == ("adjudication", 2, True, TaskStatus.OPEN)
+    assert (adj.kind, adj.tier, adj.blind, adj.status) == ("adjudication", 3, True, TaskStatus.OPEN)
     assert team.next_task("a") is None and team.next_task("b") is None  # tier 1
     got = team.next_task("e")
     assert got.id == adj.id
@@ -302,7 +302,7 @@ def test_dispute_arguments_are_checked(team):
 def test_the_disputer_never_adjudicates(team):
     dispute = team.dispute(STREAM, "i3", "e", target="suggestion", reason="neg")
     assert team.next_task("e") is None
-    team.add_annotator("f", tier=2, streams=[STREAM])
+    team.add_annotator("f", tier=3, streams=[STREAM])
     assert team.next_task("f").id == dispute.adjudication_task_id
 
 
