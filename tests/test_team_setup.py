@@ -382,7 +382,7 @@ def team(tmp_path_factory) -> Iterator[Team]:
         _wait_for(f"{t.tracking_uri}/health", proc=mlflow_server, log=t.logs["mlflow"])
         print(_run(f"python -c {shlex.quote(_PUBLISH)} {MODEL} {t.tracking_uri}", env, work))
         config = here(python_blocks(setup)[0], {
-            f'"model_name": "{MODEL}"': f'"model_name": "{MODEL}"',
+            f'"model_name": "{MODEL}"': f'"model_name": "{MODEL}"',  # kept: team.yaml's registered_model
             "http://mlflow:5000": t.tracking_uri,
             "postgresql://labelloop@db:5432/labelloop": store_url,
             'host="0.0.0.0", port=8000': f'host="127.0.0.1", port={app_port}'})
