@@ -360,15 +360,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-_QUIET_PORTS = range(20000, 32768)
+# Ray Serve's direct-ingress replicas (high-throughput mode) take HTTP ports from 30000 up
+# (RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT .. _MAX_HTTP_PORT, 30000-31000): stay below them.
+_QUIET_PORTS = range(20000, 30000)
 
 
 def quiet_port(exclude: Iterable[int] = ()) -> int:
     """A TCP port free on every interface now, for a listener that binds it seconds later.
 
-    Drawn from 20000-32767: below Linux's ephemeral range (32768-60999), from which the OS
+    Drawn from 20000-29999: below Linux's ephemeral range (32768-60999), from which the OS
     hands a port to every process that binds port 0 (Ray's own servers do, by the dozen, while
-    it starts), and above Ray's worker ports (10002-19999). A port the OS picked (as
+    it starts), below the HTTP ports of Ray Serve's direct-ingress replicas (30000-31000, which
+    any Serve app on the machine takes as its replicas start), and above Ray's worker ports
+    (10002-19999). A port the OS picked (as
     :func:`free_port` does) is one the OS may give again to one of those before HAProxy binds
     it, which then fails to start ("Address already in use"). Drawn with the system's random
     numbers, so that a process that seeded ``random`` does not pick what its twin picks.

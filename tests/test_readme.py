@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -10,7 +11,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_examples_run(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # the examples write files (items.csv) where they run
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    # Blocks inside a list item are indented with it.
+    blocks = [textwrap.dedent(b) for b in re.findall(r"```python\n(.*?)^ *```", README.read_text(), flags=re.S | re.M)]
     assert len(blocks) >= 5
     namespace: dict = {}
     for block in blocks:

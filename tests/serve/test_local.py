@@ -59,8 +59,9 @@ def test_quiet_ports_stay_out_of_the_ranges_other_processes_are_handed():
     ports = set()
     for _ in range(20):
         port = local.quiet_port(exclude=ports)
-        # Below the kernel's ephemeral range and above Ray's worker ports, and bindable now.
-        assert 20000 <= port < 32768 and port not in ports
+        # Below Serve's direct-ingress replica ports and the kernel's ephemeral range, above
+        # Ray's worker ports, and bindable now.
+        assert 20000 <= port < 30000 and port not in ports
         with socket.socket() as s:
             s.bind(("0.0.0.0", port))
         ports.add(port)
