@@ -234,16 +234,17 @@ def test_a_bulk_created_webhook_stores_each_answer(backend_http, store):
     ({"tasks": [{"id": 1, "data": {"item_id": "i0", "features": [True, 2.0]}}]}, "features"),
 ], ids=["task-not-object", "data-not-object", "features-strings", "features-nested", "features-booleans"])
 def test_predict_refuses_malformed_tasks_naming_the_field(backend_http, body, field):
-    url, _ = backend_http
-    answer = requests.post(f"{url}/labelstudio/predict", json=body)
+    url = backend_http.url
+    answer = requests.post(f"{url}/labelstudio/predict", json=body, headers=bearer(backend_http.token))
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["field"] == field
 
 
 def test_predict_refuses_features_that_are_not_finite(backend_http):
-    url, _ = backend_http
+    url = backend_http.url
     body = '{"tasks": [{"id": 1, "data": {"item_id": "i0", "features": [NaN, 1.0, 2.0]}}]}'
-    answer = requests.post(f"{url}/labelstudio/predict", data=body, headers={"Content-Type": "application/json"})
+    answer = requests.post(f"{url}/labelstudio/predict", data=body,
+                           headers={"Content-Type": "application/json", **bearer(backend_http.token)})
     assert answer.status_code == 422 and answer.json()["error"]["field"] == "features", answer.text
 
 
@@ -255,7 +256,7 @@ def test_predict_refuses_features_that_are_not_finite(backend_http):
     ({"action": "ANNOTATIONS_DELETED", "annotations": 5}, "annotations"),
 ], ids=["annotation-not-object", "task-id-a-list", "deleted-not-a-list"])
 def test_the_webhook_refuses_malformed_payloads_naming_the_field(backend_http, body, field):
-    url, _ = backend_http
-    answer = requests.post(f"{url}/labelstudio/webhook", json=body, headers=AUTH)
+    url = backend_http.url
+    answer = requests.post(f"{url}/labelstudio/webhook", json=body, headers=bearer(backend_http.token))
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["field"] == field
