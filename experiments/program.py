@@ -177,7 +177,7 @@ from loop.gate import ModelEvaluation, decide
 from loop.issues import confused_pairs, label_posteriors
 from loop.resolution import METHOD_CONSENSUS, METHOD_EXPERT, resolve_actions
 from loop.routing import RoutingThresholds, route, score_items
-from loop.store import TASK_ID, LabelStore, StreamHistory
+from loop.store import TASK_ID, LabelStore, StreamHistory, head_revision
 from loop.strategies import ACTION, IS_NEW, SELF_CONFIDENCE, Action, Strategy, plan_round
 
 from . import tracking as T
@@ -410,8 +410,10 @@ def _serving(cfg: ProgramConfig, *, model_name: str | None = None,
     if store_url is None:
         # A simulation's app scores without tokens (auth: none); reloading stays admin-only, so
         # the app gets a token store of its own (the same file every run: the same args, no
-        # redeploy) and the program an admin token from it.
-        store_url = f"sqlite:///{Path(tempfile.gettempdir()) / f'labelloop-serve-{os.getuid()}' / 'tokens.db'}"
+        # redeploy) and the program an admin token from it. Named by schema revision, so that
+        # an older labelloop never meets a file a newer one migrated past it.
+        name = f"tokens-{head_revision()}.db"
+        store_url = f"sqlite:///{Path(tempfile.gettempdir()) / f'labelloop-serve-{os.getuid()}' / name}"
         Path(store_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         auth = "none"
     else:
