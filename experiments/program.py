@@ -145,7 +145,10 @@ the stream's annotations and labels in memory and reads only what is new
 (:class:`loop.store.StreamHistory`), and at most ``program.max_fit_items`` items (default
 10,000; every built-in dataset stays below it) train each round's model and get its out-of-fold
 probabilities, and fit the posterior's annotators (:func:`loop.issues.label_posteriors`'s
-``fit_rows``): a uniform sample once more have arrived.
+``fit_rows``): a uniform sample once more have arrived. The round's passes over every annotation
+(labels per item, the workforce's exclusions) index arrays by each item's arrival position, kept
+as the history grows, instead of hashing item ids; a new champion's predictions go to the store
+for new items and the items the plan acts on, not for every arrived item again.
 
 **Simulated time.** Round ``r`` is day ``r``: initial labels come in from midnight, program
 work from 08:00, adjudication from 16:00, audits from 20:00, each annotator working through
