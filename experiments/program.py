@@ -145,7 +145,10 @@ the stream's annotations and labels in memory and reads only what is new
 (:class:`loop.store.StreamHistory`), and at most ``program.max_fit_items`` items (default
 10,000; every built-in dataset stays below it) train each round's model and get its out-of-fold
 probabilities, and fit the posterior's annotators (:func:`loop.issues.label_posteriors`'s
-``fit_rows``): a uniform sample once more have arrived.
+``fit_rows``): a uniform sample once more have arrived. The round's passes over every annotation
+(labels per item, the workforce's exclusions) index arrays by each item's arrival position, kept
+as the history grows, instead of hashing item ids; a new champion's predictions go to the store
+for new items and the items the plan acts on, not for every arrived item again.
 
 **Simulated time.** Round ``r`` is day ``r``: initial labels come in from midnight, program
 work from 08:00, adjudication from 16:00, audits from 20:00, each annotator working through
@@ -177,7 +180,7 @@ from loop.gate import ModelEvaluation, decide
 from loop.issues import confused_pairs, label_posteriors
 from loop.resolution import METHOD_CONSENSUS, METHOD_EXPERT, resolve_actions
 from loop.routing import RoutingThresholds, route, score_items
-from loop.store import TASK_ID, LabelStore, StreamHistory, head_revision
+from loop.store import ANNOTATION_ID, TASK_ID, LabelStore, StreamHistory, head_revision
 from loop.strategies import ACTION, IS_NEW, SELF_CONFIDENCE, Action, Strategy, plan_round
 
 from . import tracking as T
@@ -670,7 +673,17 @@ class _Program:
         self.champion: ModelEvaluation | None = None
         self.out_of_fold = pd.DataFrame()  # the champion's out-of-fold probabilities, by training item
         self.champion_version = ""
-        self.predicted_by, self.predicted = "", set()  # the model version whose predictions are stored, and of what
+        # The model version whose predictions are stored; by arrival position, the items it has
+        # predicted and those some champion has.
+        self.predicted_by = ""
+        self.predicted = self.ever_predicted = np.zeros(0, dtype=bool)
+        # Integer positions, kept as the history grows: each arrived item's in arrival order, and
+        # that of each annotation row's item (-1: not arrived), with the rows' ids. The round's
+        # passes over every annotation index arrays with them instead of hashing item ids.
+        self._arrived = np.zeros(0, dtype=object)
+        self._arrival_pos: dict[str, int] = {}
+        self._row_ids = np.zeros(0, dtype=np.int64)
+        self._row_pos = np.zeros(0, dtype=np.int64)
         # triple_majority ignores the budget by design: its cost is its protocol's.
         self.budget = Budget(cfg.budget_per_round, workforce.costs,
                              carries=cfg.strategy is not Strategy.TRIPLE_MAJORITY)
@@ -699,10 +712,13 @@ class _Program:
         # An initial label already recorded (a live stream's item that arrived in an earlier
         # session) is not recorded again, and an item resolved before it arrived keeps its label.
         recorded = self.history.annotations()
-        pairs = pd.MultiIndex.from_arrays([initial[ITEM].astype(str).to_numpy(dtype=object),
-                                           initial[ANNOTATOR].to_numpy(dtype=object)])
-        known = pairs.isin(pd.MultiIndex.from_arrays([recorded[ITEM].astype(str).to_numpy(dtype=object),
-                                                      recorded[ANNOTATOR].to_numpy(dtype=object)]))
+        known = self.history.annotated(initial[ITEM].to_numpy(dtype=object))
+        if known.any():  # only then compare pairs, over the rows of those items (not the whole history)
+            ids = initial[ITEM].astype(str).to_numpy(dtype=object)
+            recorded = recorded[recorded[ITEM].astype(str).isin(ids[known])]
+            pairs = pd.MultiIndex.from_arrays([ids, initial[ANNOTATOR].to_numpy(dtype=object)])
+            known = pairs.isin(pd.MultiIndex.from_arrays([recorded[ITEM].astype(str).to_numpy(dtype=object),
+                                                          recorded[ANNOTATOR].to_numpy(dtype=object)]))
         self._write_answers(initial[~known], round_, pd.Timedelta(0))
         first = ~pd.Index(initial[ITEM].astype(str), dtype=object).isin(self.history.heads().index)
         if first.any():
@@ -730,6 +746,7 @@ class _Program:
         cfg, dataset = self.cfg, self.dataset
         new = self.arrive(round_)
         arrived = dataset.arrived(round_)
+        self._index_arrivals(arrived)
         # New to the strategy: arrived since its last plan (round 1 also sees the seed items).
         new = arrived if round_ == 1 else new
         before = self._labels()
@@ -754,9 +771,9 @@ class _Program:
         candidate_probs = evidence[eligible]
         books = self.budget.open_round(*self._label_costs(annotations), audit_size=self._audit_size(arrived))
         decisions = self._route(candidates, candidate_probs)
-        self._store_predictions(arrived, probs, decisions)
         plan = plan_round(candidates, cfg.strategy, budget=books.plannable, costs=books.costs,
                           rng=self.rng, decisions=decisions)
+        self._store_predictions(arrived, probs, decisions, plan)
         spent_before = float(annotations[COST].sum())
         answers = self._execute(plan, round_, annotations)
         annotations = self.history.annotations()
@@ -802,7 +819,7 @@ class _Program:
         final = self._labels().reindex(arrived)
         annotations = self.history.annotations()
         n_initial = len(arrived)
-        is_initial = annotations.groupby(ITEM).cumcount() == 0
+        is_initial = ~annotations[ITEM].duplicated()  # each item's first label (a groupby costs more)
         initial_cost = float(annotations.loc[is_initial, COST].sum())
         model = self.tracker.load_model(T.ALIAS_CHAMPION)
         holdout = dataset.holdout
@@ -857,6 +874,53 @@ class _Program:
         """Items the round's audit will check (as :func:`loop.audit.audit_sample` rounds)."""
         return int(np.ceil(self.cfg.audit_rate * len(arrived)))
 
+    def _index_arrivals(self, arrived: np.ndarray) -> None:
+        """Extend the arrival positions by the items new in ``arrived`` (in arrival order: the
+        earlier items keep theirs; otherwise they are all computed again)."""
+        n = len(self._arrived)
+        if len(arrived) < n or not np.array_equal(np.asarray(arrived[:n], dtype=object), self._arrived):
+            self._arrival_pos, self._row_ids, self._row_pos, n = {}, self._row_ids[:0], self._row_pos[:0], 0
+            self.predicted = self.ever_predicted = np.zeros(0, dtype=bool)
+        for i, item in enumerate(np.asarray(arrived[n:]).astype(str).tolist(), start=n):
+            self._arrival_pos[item] = i
+        self._arrived = np.asarray(arrived, dtype=object).copy()
+        stale = np.flatnonzero(self._row_pos < 0)  # rows of items that had not arrived: maybe now
+        if stale.size and len(arrived) > n:
+            self._row_pos[stale] = [self._arrival_pos.get(str(i), -1) for i in self._row_items(stale)]
+
+    def _positions(self, item_ids: Any) -> np.ndarray:
+        """The arrival positions of ``item_ids`` (all arrived), by a lookup per id."""
+        return np.fromiter((self._arrival_pos[i] for i in np.asarray(item_ids).astype(str).tolist()),
+                           dtype=np.int64, count=len(item_ids))
+
+    def _row_items(self, rows: np.ndarray) -> np.ndarray:
+        return self.history.annotations()[ITEM].to_numpy(dtype=object)[rows]
+
+    def _row_positions(self, annotations: pd.DataFrame) -> np.ndarray:
+        """The arrival position of each row's item in ``annotations`` (the history's frame), -1
+        for an item not arrived; looked up for the rows new since the last call only."""
+        ids = annotations[ANNOTATION_ID].to_numpy(dtype=np.int64)
+        n = len(self._row_ids)
+        if len(ids) < n or not np.array_equal(ids[:n], self._row_ids):  # a row committed late: all again
+            n = 0
+        items = annotations[ITEM].iloc[n:].astype(str).tolist()
+        fresh = np.fromiter((self._arrival_pos.get(i, -1) for i in items), dtype=np.int64, count=len(items))
+        self._row_pos = np.concatenate([self._row_pos[:n], fresh])
+        self._row_ids = ids.copy()
+        return self._row_pos
+
+    def _exclusions(self, exclude: pd.DataFrame, where: np.ndarray, item_ids: Any) -> pd.DataFrame:
+        """The rows of ``exclude`` (one per annotation row, their items' arrival positions
+        ``where``) about ``item_ids``: who may not answer them again. The workforce is handed
+        these only, not the stream's every annotation."""
+        wanted = np.zeros(len(self._arrived) + 1, dtype=bool)  # the last slot: rows not arrived
+        pos = [self._arrival_pos.get(i, -1) for i in np.asarray(item_ids).astype(str).tolist()]
+        wanted[[p for p in pos if p >= 0]] = True
+        rows = exclude[wanted[where]]
+        if (np.asarray(pos) < 0).any():  # an item not arrived (not asked by the program): by id
+            rows = pd.concat([rows, exclude[exclude[ITEM].isin(np.asarray(item_ids)[np.asarray(pos) < 0])]])
+        return rows
+
     def _label_costs(self, annotations: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """What each crowd label and each expert label of the stream has cost so far."""
         by_expert = annotations[ANNOTATOR].isin(self.experts).to_numpy()
@@ -893,8 +957,8 @@ class _Program:
         frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
         # loop.issues.label_quality_scores with these annotations: the posterior of the current label.
         quality = np.clip(posterior[np.arange(len(current)), current], 0.0, 1.0)
-        # Counted by position on object ids (a groupby and reindex of Arrow strings cost ~10x more).
-        where = pd.Index(arrived, dtype=object).get_indexer(frame[ITEM].to_numpy(dtype=object))
+        # Counted by position (hashing every annotation's item id costs the history each round).
+        where = self._row_positions(annotations)
         n_labels = np.bincount(where[where >= 0], minlength=len(arrived))
         has_expert = frame.loc[frame[ANNOTATOR].isin(self.experts), ITEM].unique()
         # Hashed membership on object ids: np.isin on strings compares every pair (quadratic in the
@@ -929,25 +993,37 @@ class _Program:
         # here, not in the Router's thresholds, so that a Serve app shared with others keeps its own.
         return self.bound.apply(decisions, ids, probs)
 
-    def _store_predictions(self, arrived: np.ndarray, probs: np.ndarray, decisions: pd.DataFrame | None) -> None:
-        """The champion's probabilities of the items it has not predicted yet, with the route and
-        reason of those routed, into the store's predictions: what Label Studio pre-annotates
-        with (``export_label_studio``, ``labelloop labelstudio sync``)."""
+    def _store_predictions(self, arrived: np.ndarray, probs: np.ndarray, decisions: pd.DataFrame | None,
+                           plan: pd.DataFrame) -> None:
+        """The champion's probabilities of the items that have none yet and of the items the plan
+        acts on (their tasks are what people open), with the route and reason of those routed,
+        into the store's predictions: what Label Studio pre-annotates with
+        (``export_label_studio``, ``labelloop labelstudio sync``).
+
+        A new champion does not predict every arrived item again: the other items keep an earlier
+        champion's prediction until a plan acts on them (rewriting them all cost each promotion
+        the stream's whole history)."""
         name = f"{self.stream}@{self.champion_version}"
         if name != self.predicted_by:
             self.store.add_model_version(name, uri=f"champion version {self.champion_version}")
-            self.predicted_by, self.predicted = name, set()
-        ids = pd.Index(arrived, dtype=object).astype(str)
-        new = ~ids.isin(list(self.predicted))
+            self.predicted_by, self.predicted = name, np.zeros(0, dtype=bool)
+        # By arrival position (hashing every arrived id costs the history each round).
+        n = len(arrived)
+        ever, done = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        ever[:len(self.ever_predicted)], done[:len(self.predicted)] = self.ever_predicted, self.predicted
+        acted = np.zeros(n, dtype=bool)
+        acted[self._positions(plan.loc[plan[ACTION] != Action.KEEP.value, ITEM])] = True
+        new = (~ever | acted) & ~done
+        ever[new], done[new] = True, True
+        self.ever_predicted, self.predicted = ever, done
         if not new.any():
             return
-        rows = pd.DataFrame({ITEM: ids[new], "probs": list(probs[new])})
+        rows = pd.DataFrame({ITEM: self._arrived[new].astype(str), "probs": list(probs[new])})
         if decisions is not None and not decisions.empty:
             why = decisions.assign(**{ITEM: decisions[ITEM].astype(str)}).set_index(ITEM)
             rows[ROUTE] = why[ROUTE].reindex(rows[ITEM]).to_numpy()
             rows[REASON] = why[REASON].reindex(rows[ITEM]).to_numpy()
         self.store.add_predictions(self.stream, name, rows)
-        self.predicted.update(rows[ITEM])
 
     def _execute(self, plan: pd.DataFrame, round_: int, annotations: pd.DataFrame) -> pd.DataFrame:
         """Ask the workforce for the plan's labels; write tasks and annotations; return the answers.
@@ -958,11 +1034,14 @@ class _Program:
         exclude = annotations[[ITEM, ANNOTATOR]].astype({ITEM: str})
         actions = plan.set_index(ITEM)[ACTION]
         ids = {a: actions.index[actions == a.value] for a in Action}
-        crowd_work = [wf.submit(Request(ids[a], labels_per_item=a.crowd_labels, exclude=exclude,
+        where = self._row_positions(annotations)
+        crowd_work = [wf.submit(Request(ids[a], labels_per_item=a.crowd_labels,
+                                        exclude=self._exclusions(exclude, where, ids[a]),
                                         kind=_TASK_KINDS[a], round=round_), rng=rng)
                       for a in (Action.REVIEW, Action.DOUBLE_BLIND, Action.TRIPLE)]
-        expert_work = wf.submit(Request(ids[Action.EXPERT], expert=True, exclude=exclude, kind="expert",
-                                        round=round_), rng=rng)
+        expert_work = wf.submit(Request(ids[Action.EXPERT], expert=True,
+                                        exclude=self._exclusions(exclude, where, ids[Action.EXPERT]),
+                                        kind="expert", round=round_), rng=rng)
         crowd = pd.concat([self._collect(t) for t in crowd_work], ignore_index=True)
         experts = self._collect(expert_work)
         first = pd.concat([crowd, experts], ignore_index=True)
@@ -971,7 +1050,8 @@ class _Program:
         pairs = crowd[crowd[ITEM].isin(ids[Action.DOUBLE_BLIND])]
         split = pairs.groupby(ITEM)[LABEL].nunique()
         disputed = split.index[split > 1]
-        seen = pd.concat([exclude, first[[ITEM, ANNOTATOR]]], ignore_index=True)
+        earlier = self._exclusions(exclude, where, disputed)
+        seen = pd.concat([earlier, first.loc[first[ITEM].isin(disputed), [ITEM, ANNOTATOR]]], ignore_index=True)
         adjudication = self._collect(wf.submit(Request(disputed, expert=True, exclude=seen, kind="adjudication",
                                                        round=round_), rng=rng))
         self._write_answers(adjudication, round_, _ADJUDICATION_START)
@@ -1068,7 +1148,8 @@ class _Program:
         strata = self.stratum.reindex(population).fillna(_UNTOUCHED).to_numpy()
         design = np.where(strata == _AUTO, _AUTO, "rest")
         sample = stratified_sample(population, design, max(1, int(round(spend / (1 + share)))), rng)
-        first = self._collect(self.workforce.submit(Request(sample, expert=True, exclude=exclude, kind="audit",
+        earlier = self._exclusions(exclude, self._row_positions(annotations), sample)
+        first = self._collect(self.workforce.submit(Request(sample, expert=True, exclude=earlier, kind="audit",
                                                             round=round_), rng=rng))
         self._write_answers(first, round_, _AUDIT_START)
         # People may leave an audit task unanswered (its time ran out): the audit is what was answered.
@@ -1083,7 +1164,7 @@ class _Program:
         is_disputed = first[LABEL].to_numpy() != current
         decisive = is_disputed & (doubt >= DECISIVE_DISPUTE)
         disputed = sample[is_disputed & ~decisive]
-        seen = pd.concat([exclude, first.reset_index()[[ITEM, ANNOTATOR]]], ignore_index=True)
+        seen = pd.concat([earlier, first.reset_index()[[ITEM, ANNOTATOR]]], ignore_index=True)
         # Only where an expert who has not labelled the item is left (see audit_verdict otherwise).
         used = seen[seen[ANNOTATOR].isin(self.experts)].groupby(ITEM)[ANNOTATOR].nunique()
         askable = disputed[used.reindex(disputed).fillna(0).to_numpy() < len(self.experts)]

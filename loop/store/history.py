@@ -10,6 +10,7 @@ so what other writers stored (people answering, a second program) arrives too.
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -131,6 +132,14 @@ class StreamHistory:
             self._floor = floor
         self._above = self._above[self._above > self._floor]
         return self._annotations
+
+    def annotated(self, item_ids: Any) -> np.ndarray:
+        """Which of ``item_ids`` have annotations among those read so far (call
+        :meth:`annotations` first to bring them up to date), by a lookup per id: it costs the ids
+        asked about, not the history."""
+        known = self._item_pos
+        return np.fromiter((str(i) in known for i in np.asarray(item_ids, dtype=object).tolist()), dtype=bool,
+                           count=len(item_ids))
 
     def _settled(self, oldest: int) -> int:
         """The largest id of the reads (this one included) all of whose transactions had

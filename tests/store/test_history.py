@@ -101,3 +101,11 @@ def test_a_quiet_history_reads_only_what_is_new(store_url, monkeypatch):
         while history.annotations() is not None and asked[-1] != last and time.monotonic() < deadline:
             time.sleep(0.05)
         assert asked[-1] == last
+
+
+def test_the_history_knows_which_items_have_annotations(seeded):
+    history = StreamHistory(seeded, STREAM)
+    seeded.add_annotations(STREAM, [{ITEM: "i1", ANNOTATOR: "a", LABEL: 0}])
+    history.annotations()
+    assert history.annotated(["i0", "i1"]).tolist() == [False, True]
+    assert history.annotated([]).tolist() == []
