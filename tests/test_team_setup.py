@@ -316,7 +316,10 @@ def team(tmp_path_factory) -> Iterator[Team]:
            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
            "PYTHONUNBUFFERED": "1"}
     env.pop("LABELLOOP_STORE_URL", None)
-    env.pop("MLFLOW_TRACKING_URI", None)
+    # A new user's shell holds no MLflow run context; what other tests in this process left
+    # behind (an experiment id of another tracking store) must not leak into the README's commands.
+    for leaked in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(leaked, None)
     for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         env.pop(name, None)
     ports: list[int] = []
