@@ -299,7 +299,15 @@ print(publish_model(model, model_name=sys.argv[1], tracking_uri=sys.argv[2]))
 @pytest.fixture(scope="module")
 def team(tmp_path_factory) -> Iterator[Team]:
     """The README's team setup, running: PostgreSQL, MLflow server, Ray head, the Serve app."""
-    from serve.local import quiet_port
+    import ray
+
+    from serve.local import quiet_port, shutdown_local
+
+    # The team's machine runs one Ray, its own. The test session's Ray (the ray_serve fixture
+    # of the Serve tests before this module) has an HAProxy that took this setup's app port in
+    # the full suite and answered for it; no test after this module needs it.
+    if ray.is_initialized():
+        shutdown_local()
 
     base = _pg_base()
     pg_user, pg_hostport = re.match(r"postgresql(?:\+psycopg)?://([^@/]+)@([^/]+)/", base).groups()
@@ -675,7 +683,7 @@ def test_the_service_with_people_runs_its_rounds_on_the_teams_answers(team: Team
     print(people.groupby(["round", "kind", "status"]).size().to_string())
     assert set(people.loc[people["status"] == "done", "task_id"]) == {a[0] for a in acknowledged}
     # Every round is a nested MLflow run on the server, with the gate's verdict.
-    client = MlflowClient(team.tracking_uri)
+    client = MlflowClient(team.tracking_uri, registry_uri=team.tracking_uri)  # not the process-wide registry an earlier test set
     experiment = client.get_experiment_by_name("labelloop-serve")
     rounds = client.search_runs([experiment.experiment_id], f"tags.`{T.TAG_ROLE}` = '{T.ROLE_ROUND}'")
     by_round = {int(r.data.tags[T.TAG_ROUND]): r for r in rounds}
