@@ -95,10 +95,10 @@ def test_the_program_tracker_writes_through_the_writer(mlflow_uri: str) -> None:
     run_id = tracker.start("tiered", params={"store.url": "postgresql://u:s3cret@db/labels"},
                            tags={T.TAG_ROLE: T.ROLE_PROGRAM})
     try:
-        tracker.log_metrics({T.COST: 12.0, T.MODEL_ECE: float("nan")}, step=2)
+        tracker.log_metrics({T.PROGRAM_COST: 12.0, T.MODEL_ECE: float("nan")}, step=2)
     finally:
         tracker.finish()
     run = MlflowClient(mlflow_uri).get_run(run_id)
     assert run.data.params["store.url"] == "postgresql://u:***@db/labels"
-    assert run.data.metrics == {T.COST: 12.0}  # a NaN figure is left out
+    assert run.data.metrics == {T.PROGRAM_COST: 12.0}  # a NaN figure is left out
     assert run.data.tags[T.TAG_ROLE] == T.ROLE_PROGRAM and run.info.status == "FINISHED"
