@@ -194,6 +194,7 @@ def _run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from experiments import program
+    from experiments.comparison_report import shown as _shown
 
     console = Console()
     with _rounds_progress(console, f"{cfg.name} ({cfg.strategy.value})", cfg.rounds) as progress:
@@ -266,13 +267,6 @@ def _comparison(cfg: Any, *, output: Any = None) -> int:
     _print_written(console, output, list(result.results.values()))
     _print_ui_hint(console, cfg.tracking.uri)
     return 0
-
-
-def _shown(value: float, form: str) -> str:
-    """A figure for a table cell; '-' where it is not a number (no error removed, no value set)."""
-    import math
-
-    return format(value, form) if math.isfinite(value) else "-"
 
 
 def _tune(args: argparse.Namespace) -> int:

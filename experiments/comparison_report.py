@@ -46,7 +46,7 @@ import pandas as pd
 from . import tracking as T
 
 __all__ = ["SAVING_RULE", "WINNER_RULE", "description", "display_table", "gate_table", "report_figure", "report_html",
-           "round_figure",
+           "round_figure", "shown",
            "savings", "winner"]
 
 WINNER_RULE = ("the strategy that removes the most errors per unit of cost: the lowest program cost per error "
@@ -107,7 +107,12 @@ def round_figure(value: float, digits: int = 4) -> float:
     return float(f"{value:.{digits}g}") if math.isfinite(value) else value
 
 
-def _number(value: Any, form: str) -> str:
+def shown(value: Any, form: str) -> str:
+    """A figure as table text, ``'-'`` where it is not a number (no error removed, no value set).
+
+    >>> shown(0.0312, ".2%"), shown(float("nan"), ".1f")
+    ('3.12%', '-')
+    """
     value = float(value)
     return format(value, form) if math.isfinite(value) else _MISSING
 
@@ -123,14 +128,14 @@ def display_table(table: pd.DataFrame, *, currency: str, best: str | None = None
     for row in table.itertuples(index=False):
         name = row.strategy + (" (winner)" if row.strategy == best else "")
         shown = {"strategy": name,
-                 "final error rate (true)": _number(row.final_error_rate, ".2%"),
-                 "final error rate (estimated)": _number(row.final_error_rate_estimate, ".2%"),
-                 f"program cost ({currency})": _number(row.program_cost, ".1f"),
-                 "errors removed": _number(row.errors_removed, ".0f"),
-                 f"cost per error removed ({currency})": _number(row.cost_per_error_removed, ".2f")}
+                 "final error rate (true)": shown(row.final_error_rate, ".2%"),
+                 "final error rate (estimated)": shown(row.final_error_rate_estimate, ".2%"),
+                 f"program cost ({currency})": shown(row.program_cost, ".1f"),
+                 "errors removed": shown(row.errors_removed, ".0f"),
+                 f"cost per error removed ({currency})": shown(row.cost_per_error_removed, ".2f")}
         if roi:
-            shown["ROI"] = _number(row.roi, ".2f")
-        shown["model accuracy"] = _number(row.model_accuracy, ".3f")
+            shown["ROI"] = shown(row.roi, ".2f")
+        shown["model accuracy"] = shown(row.model_accuracy, ".3f")
         rows.append(shown)
     return pd.DataFrame(rows)
 
@@ -142,7 +147,7 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 
 def _savings_frame(saved: Mapping[str, float], *, currency: str) -> pd.DataFrame:
-    return pd.DataFrame({"baseline": list(saved), f"saving ({currency})": [_number(v, ".1f") for v in saved.values()]})
+    return pd.DataFrame({"baseline": list(saved), f"saving ({currency})": [shown(v, ".1f") for v in saved.values()]})
 
 
 def _summary_lines(table: pd.DataFrame, best: str | None, saved: Mapping[str, float], *, currency: str,
