@@ -127,16 +127,16 @@ def display_table(table: pd.DataFrame, *, currency: str, best: str | None = None
     rows = []
     for row in table.itertuples(index=False):
         name = row.strategy + (" (winner)" if row.strategy == best else "")
-        shown = {"strategy": name,
+        cells = {"strategy": name,
                  "final error rate (true)": shown(row.final_error_rate, ".2%"),
                  "final error rate (estimated)": shown(row.final_error_rate_estimate, ".2%"),
                  f"program cost ({currency})": shown(row.program_cost, ".1f"),
                  "errors removed": shown(row.errors_removed, ".0f"),
                  f"cost per error removed ({currency})": shown(row.cost_per_error_removed, ".2f")}
         if roi:
-            shown["ROI"] = shown(row.roi, ".2f")
-        shown["model accuracy"] = shown(row.model_accuracy, ".3f")
-        rows.append(shown)
+            cells["ROI"] = shown(row.roi, ".2f")
+        cells["model accuracy"] = shown(row.model_accuracy, ".3f")
+        rows.append(cells)
     return pd.DataFrame(rows)
 
 
@@ -184,10 +184,10 @@ def description(table: pd.DataFrame, *, currency: str, value_per_error_removed: 
     """
     best = winner(table)
     saved = savings(table, best)
-    shown = display_table(table, currency=currency, best=best, roi=value_per_error_removed is not None)
+    frame = display_table(table, currency=currency, best=best, roi=value_per_error_removed is not None)
     lines = _summary_lines(table, best, saved, currency=currency, value_per_error_removed=value_per_error_removed)
     # A blank line between sentences: markdown joins adjacent lines into one paragraph.
-    parts = [f"### {title}" if title else "", _markdown(shown), "", "\n\n".join(lines)]
+    parts = [f"### {title}" if title else "", _markdown(frame), "", "\n\n".join(lines)]
     if saved:
         parts += ["", f"Saving of {best} against each baseline: {SAVING_RULE}.", "",
                   _markdown(_savings_frame(saved, currency=currency))]
@@ -286,9 +286,9 @@ def _draw_gates(ax: Any, gates: pd.DataFrame, strategies: list[str]) -> None:
     ax.set_title("quality gate: challenger promoted or refused")
 
 
-def _draw_table(ax: Any, shown: pd.DataFrame) -> None:
+def _draw_table(ax: Any, frame: pd.DataFrame) -> None:
     ax.axis("off")
-    cell = ax.table(cellText=shown.to_numpy(), colLabels=[textwrap.fill(c, 14) for c in shown.columns],
+    cell = ax.table(cellText=frame.to_numpy(), colLabels=[textwrap.fill(c, 14) for c in frame.columns],
                     loc="center", cellLoc="right")
     cell.auto_set_font_size(False)
     cell.set_fontsize(7)
@@ -387,11 +387,11 @@ def report_html(table: pd.DataFrame, results: Mapping[str, Any], *, currency: st
 
     best = winner(table)
     saved = savings(table, best)
-    shown = display_table(table, currency=currency, best=best, roi=value_per_error_removed is not None)
+    frame = display_table(table, currency=currency, best=best, roi=value_per_error_removed is not None)
     summary = "".join(f"<p>{html.escape(line).replace('**', '')}</p>" for line in _summary_lines(
         table, best, saved, currency=currency, value_per_error_removed=value_per_error_removed))
     parts = [f"<h1>{html.escape(title or 'Strategy comparison')}</h1>", '<h2 id="comparison">Comparison</h2>',
-             _html_table(shown), summary]
+             _html_table(frame), summary]
     if saved:
         parts += [f"<p>Saving of {html.escape(best)} against each baseline: {html.escape(SAVING_RULE)}.</p>",
                   _html_table(_savings_frame(saved, currency=currency))]
