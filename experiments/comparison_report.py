@@ -337,7 +337,7 @@ def report_figure(table: pd.DataFrame, results: Mapping[str, Any], *, currency: 
     _draw_table(fig.add_subplot(grid[2, 1]), display_table(table, currency=currency, best=best,
                                                            roi=value_per_error_removed is not None))
     fig.suptitle(title + (f"  (winner: {best})" if best else "  (no winner)"))
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the suptitle
     return fig
 
 
