@@ -220,7 +220,8 @@ def _assert_tracked(uri: str, run_id: str) -> None:
     errors = client.get_metric_history(run_id, T.TRUE_ERROR_RATE)
     assert [m.step for m in errors] == [0, 1, 2]
     assert errors[-1].value < errors[0].value
-    for name in (T.AUDIT_ERROR_RATE, T.MODEL_ACCURACY, T.MODEL_ECE, T.PROGRAM_COST, T.ANNOTATOR_HOURS, T.AUTO_ACCEPT_RATE,
+    for name in (T.AUDIT_ERROR_RATE, T.MODEL_ACCURACY, T.MODEL_ECE, T.PROGRAM_COST, T.ANNOTATOR_HOURS,
+                 T.AUTO_ACCEPT_RATE,
                  T.ERRORS_FIXED, T.CORRECTION_FREQUENCY, T.KRIPPENDORFF_ALPHA, T.RESOLUTION_HOURS):
         assert [m.step for m in client.get_metric_history(run_id, name)][-1] == 2, name
     assert run.data.params["program.rounds"] == "2"
