@@ -221,8 +221,8 @@ def _assert_tracked(uri: str, run_id: str) -> None:
     assert [m.step for m in errors] == [0, 1, 2]
     assert errors[-1].value < errors[0].value
     for name in (T.AUDIT_ERROR_RATE, T.MODEL_ACCURACY, T.MODEL_ECE, T.PROGRAM_COST, T.ANNOTATOR_HOURS,
-                 T.AUTO_ACCEPT_RATE,
-                 T.ERRORS_FIXED, T.CORRECTION_FREQUENCY, T.KRIPPENDORFF_ALPHA, T.RESOLUTION_HOURS):
+                 T.AUTO_ACCEPT_RATE, T.ERRORS_FIXED, T.CORRECTION_FREQUENCY, T.KRIPPENDORFF_ALPHA,
+                 T.RESOLUTION_HOURS):
         assert [m.step for m in client.get_metric_history(run_id, name)][-1] == 2, name
     assert run.data.params["program.rounds"] == "2"
     paths = {a.path for folder in ("plots", "rounds", "tables") for a in client.list_artifacts(run_id, folder)}
