@@ -360,8 +360,11 @@ class SequentialComparison:
         p = float(p_value(theta, v, tau=self.tau, previous=before.p_value if carried else 1.0))
         low, high = (float(b) for b in confidence_sequence(theta, v, alpha=a, tau=self.tau))
         low, high = max(low, -1.0), min(high, 1.0)
-        if carried and max(low, before.ci_low) <= min(high, before.ci_high):
-            low, high = max(low, before.ci_low), min(high, before.ci_high)
+        if carried:
+            if max(low, before.ci_low) <= min(high, before.ci_high):
+                low, high = max(low, before.ci_low), min(high, before.ci_high)
+            else:  # disjoint from the earlier interval (chance <= alpha): the earlier one stands
+                low, high = before.ci_low, before.ci_high
         decision = Decision(decide(p, low, high, alpha=a, min_effect=self.min_effect, ready=ready).item())
         winner = None
         if decision is Decision.WINNER:
