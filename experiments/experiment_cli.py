@@ -1,0 +1,47 @@
+"""``labelloop experiment --config F``: compare annotation variants with a sequential test."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_experiment_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``experiment`` on the top-level subparsers."""
+    experiment = sub.add_parser("experiment", help="randomise tasks or annotators to variants (guideline versions, "
+                                                   "suggestion shown or hidden, examples, double-blind) and compare "
+                                                   "them with an always-valid sequential test (simulation)")
+    experiment.add_argument("--config", required=True, help="config YAML with an experiment: section "
+                                                           "(see configs/experiment.yaml)")
+    experiment.set_defaults(func=_experiment)
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from experiments import experiment
+    from experiments.cli import _check_table, _print_ui_hint, _project_run
+
+    cfg = experiment.load_experiment_config(args.config)
+    _check_table(cfg.program)
+    cfg = experiment.ExperimentConfig(program=_project_run(cfg.program), experiment=cfg.experiment)
+    console = Console()
+    result = experiment.main(cfg)
+    settings = cfg.experiment
+    table = Table(title=f"experiment on {result.looks[experiment.LOOK].max()} looks of {settings.look_every} tasks "
+                        f"(unit {settings.unit.value}, measured against {settings.measure.value})")
+    for column in ("variant", "what", "tasks", "annotations", "accuracy", "difference [always-valid CI]",
+                   "p-value", "sec/item", "agreement", "cost", "decision"):
+        table.add_column(column, justify="left" if column in ("variant", "what", "decision") else "right")
+    for i, row in enumerate(result.variants.itertuples(index=False)):
+        diff = "" if i == 0 else f"{row.difference:+.3f} [{row.difference_cs_low:+.3f}, {row.difference_cs_high:+.3f}]"
+        table.add_row(row.variant, row.what, str(row.tasks), str(row.annotations), f"{row.accuracy:.3f}", diff,
+                      "" if i == 0 else f"{row.p_value:.3f}", f"{row.seconds_per_item:.1f}",
+                      "" if row.agreement != row.agreement else f"{row.agreement:.2f}", f"{row.cost:.1f}",
+                      row.decision + (f" ({row.winner})" if row.winner else ""))
+    console.print(table)
+    how = "stopped early" if result.stopped_early else f"budget of {settings.max_annotations} reached"
+    console.print(f"Decision: {result.decision}, after {result.annotations} annotations ({how}; alpha "
+                  f"{settings.alpha:g} split over {len(settings.variants) - 1} comparisons).")
+    _print_ui_hint(console, cfg.program.tracking.uri)
+    return 0
