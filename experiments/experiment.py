@@ -556,7 +556,8 @@ def _overall(test: SequentialComparison, settings: ExperimentSettings) -> str:
     decided = test.decided_
     beaten = [d for d in decided.values() if d.winner not in (None, CONTROL)]
     if beaten:
-        return f"winner: {max(beaten, key=lambda d: d.difference).variant}"
+        # The largest difference now, not at the look that decided (that one was noisier).
+        return f"winner: {max(beaten, key=lambda d: test.looks_[d.variant].difference).variant}"
     if not test.done:
         return "inconclusive"
     if all(d.winner == CONTROL for d in decided.values()):
@@ -612,7 +613,8 @@ def _log(cfg: ExperimentConfig, world: Any, result: ExperimentResult, annotator_
                                                                   "variant.what": spec.describe()},
                                              tags={T.TAG_ROLE: ROLE_VARIANT, TAG_VARIANT: spec.name,
                                                    T.TAG_DATASET: world.dataset,
-                                                   TAG_DECISION: f"{row.decision}" + (f": {row.winner}" if row.winner else ""),
+                                                   TAG_DECISION: f"{row.decision}" + (
+                                                       f": {row.winner}" if isinstance(row.winner, str) else ""),
                                                    DESCRIPTION: f"{spec.name}: {spec.describe()}. {description}"})
             trackers[spec.name] = child
             try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
 
 def add_experiment_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +18,7 @@ def add_experiment_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _experiment(args: argparse.Namespace) -> int:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -25,23 +28,34 @@ def _experiment(args: argparse.Namespace) -> int:
     cfg = experiment.load_experiment_config(args.config)
     _check_table(cfg.program)
     cfg = experiment.ExperimentConfig(program=_project_run(cfg.program), experiment=cfg.experiment)
-    console = Console()
+    # Piped output (scripts, CI logs) gets the whole table; a terminal wraps at its own width.
+    console = Console(width=None if sys.stdout.isatty() else 120)
     result = experiment.main(cfg)
     settings = cfg.experiment
-    table = Table(title=f"experiment on {result.looks[experiment.LOOK].max()} looks of {settings.look_every} tasks "
-                        f"(unit {settings.unit.value}, measured against {settings.measure.value})")
-    for column in ("variant", "what", "tasks", "annotations", "accuracy", "difference [always-valid CI]",
-                   "p-value", "sec/item", "agreement", "cost", "decision"):
-        table.add_column(column, justify="left" if column in ("variant", "what", "decision") else "right")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"{result.looks[experiment.LOOK].max()} looks of {settings.look_every} tasks, unit "
+                        f"{settings.unit.value}, accuracy against {settings.measure.value}")
+    for column in ("variant", "answers", "accuracy", "vs control [CS]", "p", "s/item", "alpha", "cost", "verdict"):
+        table.add_column(column, justify="left" if column in ("variant", "decision") else "right", no_wrap=True)
     for i, row in enumerate(result.variants.itertuples(index=False)):
-        diff = "" if i == 0 else f"{row.difference:+.3f} [{row.difference_cs_low:+.3f}, {row.difference_cs_high:+.3f}]"
-        table.add_row(row.variant, row.what, str(row.tasks), str(row.annotations), f"{row.accuracy:.3f}", diff,
+        diff = "" if i == 0 else f"{row.difference:+.3f} [{row.difference_cs_low:+.3f},{row.difference_cs_high:+.3f}]"
+        table.add_row(row.variant, str(row.annotations), f"{row.accuracy:.3f}", diff,
                       "" if i == 0 else f"{row.p_value:.3f}", f"{row.seconds_per_item:.1f}",
-                      "" if row.agreement != row.agreement else f"{row.agreement:.2f}", f"{row.cost:.1f}",
-                      row.decision + (f" ({row.winner})" if row.winner else ""))
+                      "" if row.agreement != row.agreement else f"{row.agreement:.2f}", f"{row.cost:.0f}",
+                      _verdict(row))
+    for row in result.variants.itertuples(index=False):
+        console.print(f"{row.variant}: {row.what}")
     console.print(table)
     how = "stopped early" if result.stopped_early else f"budget of {settings.max_annotations} reached"
     console.print(f"Decision: {result.decision}, after {result.annotations} annotations ({how}; alpha "
                   f"{settings.alpha:g} split over {len(settings.variants) - 1} comparisons).")
     _print_ui_hint(console, cfg.program.tracking.uri)
     return 0
+
+
+def _verdict(row: Any) -> str:
+    """A variant's decision in a word: better or worse than the control, same, or undecided."""
+    if row.decision == "control":
+        return "control"
+    if row.decision == "winner":
+        return "better" if row.winner == row.variant else "worse"
+    return {"no_difference": "same"}.get(row.decision, "undecided")
