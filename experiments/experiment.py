@@ -5,8 +5,9 @@ version, the model's suggestion shown or hidden, the number of worked examples s
 validation rule (double-blind for class pairs). The first variant is the control. Tasks arrive
 in looks of ``look_every``; after each look every variant is measured and compared with the
 control by :class:`loop.sequential.SequentialComparison` (an always-valid mSPRT: one may look
-after every batch and stop as soon as it decides), until every comparison has declared a
-winner or "no difference", or ``max_annotations`` answers are spent.
+after every batch and stop as soon as it decides). A variant whose comparison has decided gets
+no more tasks; the experiment ends when every comparison has declared a winner or "no
+difference", or ``max_annotations`` answers are spent.
 
 **Per variant and look**: ``accuracy`` of the tasks' labels against gold (the world's gold
 items) with an always-valid interval; the truth-free companion ``audit_accuracy``: agreement
@@ -452,7 +453,6 @@ def _simulate(settings: ExperimentSettings, variants: list[Variant], world: Any,
               suggestions: pd.Series | None, progress: Callable[[int, int], None] | None):
     rng = np.random.default_rng([settings.seed, 13])
     names = [v.name for v in variants]
-    k = len(variants)
     test = SequentialComparison(names[1:], alpha=settings.alpha, min_effect=settings.min_effect, tau=settings.tau,
                                 min_samples=settings.min_samples)
     truth = world.truth
@@ -460,7 +460,7 @@ def _simulate(settings: ExperimentSettings, variants: list[Variant], world: Any,
     annotator_variants = None
     if settings.unit is Unit.ANNOTATOR:
         # A balanced random split of the crowd: annotator j gets variant order[j] % k.
-        slots = rng.permutation(len(people)) % k
+        slots = rng.permutation(len(people)) % len(names)
         annotator_variants = pd.DataFrame({ANNOTATOR: people, VARIANT: [names[s] for s in slots]})
     shown = {v.name: v for v in variants}
     experts = world.workforce.experts
@@ -469,8 +469,10 @@ def _simulate(settings: ExperimentSettings, variants: list[Variant], world: Any,
     used, look = 0, 0
     while used < settings.max_annotations and not test.done:
         look += 1
-        # Balanced blocks: each look gives every variant the same number of tasks (+-1), in random order.
-        arms = rng.permutation(np.arange(settings.look_every) % k)
+        # A decided variant gets no more tasks (its comparison has stopped); the control and the
+        # open variants share the look in balanced blocks (+-1 task), in random order.
+        active = [0] + [i for i, name in enumerate(names) if i and name not in test.decided_]
+        arms = np.asarray(active)[rng.permutation(np.arange(settings.look_every) % len(active))]
         # Distinct items within a look; across looks an item comes back (agreement needs repeats).
         items = rng.choice(truth.index.to_numpy(), settings.look_every, replace=False)
         for code, name in enumerate(names):
