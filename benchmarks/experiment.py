@@ -100,6 +100,15 @@ def simulate(crowd, truth: np.ndarray, arms: tuple[Variant, Variant], reps: int,
         who = rng.integers(0, table.shape[0], (reps, per_arm))
         what = truth[rng.integers(0, truth.size, (reps, per_arm))]
         correct.append(rng.random((reps, per_arm)) < table[who, what])
+    return decisions(correct[0], correct[1])
+
+
+def decisions(control: np.ndarray, variant: np.ndarray) -> pd.DataFrame:
+    """The test of :class:`loop.sequential.SequentialComparison` on arrays: each row of
+    ``control`` and ``variant`` (reps, per_arm) is one experiment's answers, right or wrong, in
+    order; a look every ``LOOK`` tasks (half to each arm)."""
+    correct = (control, variant)
+    reps, per_arm = control.shape
     ns = np.arange(LOOK // 2, per_arm + 1, LOOK // 2)
     sc, sv = (np.cumsum(c, axis=1)[:, ns - 1] for c in correct)
     n = np.broadcast_to(ns, sc.shape).astype(float)
