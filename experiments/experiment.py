@@ -37,7 +37,10 @@ problem.
 MLflow: a parent run (role ``experiment``) with one child run per variant (role
 ``experiment_variant``); per-look metrics with ``step`` = look; the decision as the parent's
 tag ``labelloop.decision`` and its description; each guideline version as JSON and Markdown
-in the artifacts of the variant run that uses it.
+in the artifacts of the variant run that uses it. The guideline versions are also drafted and
+published in the label store (``store.url``), on stream ``program.name`` (created with the
+world's classes when missing; a rerun finds the same versions), and the variant run names the
+store's version number (param ``guideline.store_version``).
 
 Config (beside the program sections)::
 
@@ -435,8 +438,35 @@ def main(cfg: ExperimentConfig, *, world: Any = None, tracker_factory: Callable[
     used = int(assignments["answers"].sum())
     result = ExperimentResult(decision=decision, variants=summary, looks=looks, assignments=assignments,
                               annotations=used, stopped_early=test.done)
+    published = _publish_guidelines(cfg, world)
     factory = tracker_factory or (lambda: make_tracker(cfg.program))
-    return _log(cfg, world, result, annotator_variants, factory)
+    return _log(cfg, world, result, annotator_variants, factory, published)
+
+
+AUTHOR = "labelloop experiment"
+
+
+def _publish_guidelines(cfg: ExperimentConfig, world: Any) -> dict[str, dict[str, Any]]:
+    """Each variant's guideline version, drafted and published in the label store on stream
+    ``program.name`` (idempotent: a rerun finds the same version), by variant name."""
+    specs = [s for s in cfg.experiment.variants if s.guideline is not None]
+    if not specs:
+        return {}
+    from loop.store import LabelStore
+
+    stream = cfg.program.name
+    out = {}
+    with LabelStore(cfg.program.store_url) as store:
+        store.create_stream(stream, list(world.classes), actor=AUTHOR)
+        for spec in specs:
+            g = spec.guideline
+            examples = {"name": g.version, "examples": dict(g.examples), "pairs": [list(p) for p in g.pairs]}
+            draft = store.add_guideline(stream, g.text or f"Guideline {g.version}", author=AUTHOR, examples=examples,
+                                        actor=AUTHOR)
+            version = store.publish_guideline(stream, draft.version, actor=AUTHOR)
+            out[spec.name] = {"stream": stream, "version": version.version,
+                              "published_at": str(version.published_at)}
+    return out
 
 
 def _suggestions(program: ProgramConfig, world: Any) -> pd.Series:
@@ -592,7 +622,7 @@ _PER_LOOK = (ACCURACY, ACCURACY_CS_LOW, ACCURACY_CS_HIGH, AUDIT_ACCURACY, AUDITE
 
 
 def _log(cfg: ExperimentConfig, world: Any, result: ExperimentResult, annotator_variants: pd.DataFrame | None,
-         factory: Callable[[], Any]) -> ExperimentResult:
+         factory: Callable[[], Any], published: Mapping[str, Mapping[str, Any]]) -> ExperimentResult:
     settings = cfg.experiment
     params = {**flatten(cfg.program), **settings.to_params()}
     description = _description(result, settings)
@@ -611,8 +641,11 @@ def _log(cfg: ExperimentConfig, world: Any, result: ExperimentResult, annotator_
         parent.log_metrics({ANNOTATIONS: result.annotations, "stopped_early": float(result.stopped_early)})
         for spec, row in zip(settings.variants, result.variants.itertuples(index=False), strict=True):
             child = factory()
-            run_ids[spec.name] = child.start(spec.name, params={**params, "variant": spec.name,
-                                                                  "variant.what": spec.describe()},
+            stored = published.get(spec.name)
+            own = {"variant": spec.name, "variant.what": spec.describe()}
+            if stored is not None:  # the store's number of the version this run used
+                own["guideline.store_version"] = f"{stored['stream']} v{stored['version']}"
+            run_ids[spec.name] = child.start(spec.name, params={**params, **own},
                                              tags={T.TAG_ROLE: ROLE_VARIANT, TAG_VARIANT: spec.name,
                                                    T.TAG_DATASET: world.dataset,
                                                    TAG_DECISION: f"{row.decision}" + (
@@ -625,7 +658,8 @@ def _log(cfg: ExperimentConfig, world: Any, result: ExperimentResult, annotator_
                     values = {m: float(getattr(r, m)) for m in _PER_LOOK if hasattr(r, m)}
                     child.log_metrics({m: v for m, v in values.items() if np.isfinite(v)}, step=int(r.look))
                 if spec.guideline is not None:
-                    _log_text(child, json.dumps(spec.guideline.to_dict(), indent=2),
+                    stored = published.get(spec.name)
+                    _log_text(child, json.dumps({**spec.guideline.to_dict(), "store": stored}, indent=2),
                               f"guideline/{spec.guideline.version}.json")
                     _log_text(child, spec.guideline.markdown(), f"guideline/{spec.guideline.version}.md")
             except BaseException:

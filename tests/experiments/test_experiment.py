@@ -17,7 +17,8 @@ from experiments.tracking import MemoryTracker
 ROOT = Path(__file__).resolve().parents[2]
 # Small and quick: a world of 40 stream items, a look every 40 tasks.
 PROGRAM = {"program": {"rounds": 1, "items_per_round": 40, "calibration_items": 60, "holdout_items": 100, "seed": 0},
-           "crowd": {"tiers": {"novice": 4, "experienced": 8, "expert": 2}}, "tracking": {"uri": "none"}}
+           "crowd": {"tiers": {"novice": 4, "experienced": 8, "expert": 2}}, "tracking": {"uri": "none"},
+           "store": {"url": "sqlite://"}}
 GUIDELINE = {"version": "v2", "text": "A 3 is open on the left.", "examples": {"3": ["digit-0003"]},
              # Every pair, all its confusion: a large effect, found in a few looks.
              "pairs": [[str(a), str(b)] for a in range(10) for b in range(a + 1, 10)], "effect": 1.0}
@@ -105,6 +106,26 @@ def test_a_planted_guideline_wins_and_everything_is_logged(world):
     assert set(children["v2"].tables) == {"guideline/v2.json", "guideline/v2.md"}
     assert "A 3 is open on the left." in children["v2"].tables["guideline/v2.md"]["text"].iloc[0]
     assert not children["today"].tables
+
+
+def test_the_guideline_version_is_published_in_the_store_once(world, tmp_path):
+    import json
+
+    from loop.store import LabelStore
+
+    raw = _raw(max_annotations=200)
+    raw["store"] = {"url": f"sqlite:///{tmp_path}/labels.db"}
+    cfg = E.parse_experiment_config(raw)
+    for _ in range(2):  # a rerun finds the version it published
+        result = E.main(cfg, world=world, tracker_factory=MemoryTracker)
+    with LabelStore(raw["store"]["url"]) as store:
+        published = store.guideline(cfg.program.name)
+        assert published.version == 1 and published.text == GUIDELINE["text"]
+        assert published.examples["pairs"][0] == ["0", "1"] and published.published_at is not None
+    child = result.trackers["v2"]
+    assert child.params["guideline.store_version"] == f"{cfg.program.name} v1"
+    logged = json.loads(child.tables["guideline/v2.json"]["text"].iloc[0])
+    assert logged["store"]["version"] == 1 and logged["text"] == GUIDELINE["text"]
 
 
 def test_no_effect_runs_to_the_budget_without_a_winner(world):
