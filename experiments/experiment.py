@@ -17,7 +17,20 @@ with an independent expert on a random ``audit_rate`` share of the tasks (with
 ``cost`` and ``annotations`` (answers, the double-blind rule's extra ones included); and
 against the control: ``difference`` with its confidence-sequence bounds and ``p_value``.
 
-**Simulation** (the only mode today): the world of ``program`` (digits, music genre or a team's
+**A live stream** (``experiment.stream``: a stream of the label store ``store.url``): the
+variants are measured on the answers the stream already holds, replayed ``look_every`` at a
+time in the order they were stored, so the test stops where it would have stopped live. An
+answer's variant is what the store records with it: its ``guideline_version`` (a variant's
+``guideline.version`` is then the store's published version number, whose text and examples
+are logged; a variant without a guideline takes the answers without one) and whether a
+``suggestion`` was shown; examples shown and validation rules are not recorded per answer, so
+they are refused there. The reference is gold where the config's table has a gold column
+(``measure: gold``), else each item's current expert or adjudicated resolution (``measure:
+audit``, truth-free); answers on items without one are not counted. Randomisation happened
+when the tasks were handed out, outside this command; ``tables/assignments.csv`` records
+which answers were counted for which variant.
+
+**Simulation** (without ``experiment.stream``): the world of ``program`` (digits, music genre or a team's
 table with gold, :func:`experiments.world.build_world`); the items are its stream items, their
 truth the gold; the crowd is the world's simulated non-expert crowd (a replayed real crowd
 cannot be shown a variant: its twins answer), the audits its experts. The variants act through
@@ -55,6 +68,7 @@ Config (beside the program sections)::
       min_samples: 30        # tasks per arm before a comparison may decide
       audit_rate: 0.1        # share of tasks an expert also answers (the truth-free accuracy)
       seed: 0
+      stream: null           # a label-store stream: measure its stored answers instead of simulating
       variants:              # the first one is the control
         - {name: current}
         - name: v2
@@ -249,7 +263,7 @@ def _variant(raw: Any, index: int) -> VariantSpec:
         guideline = GuidelineSpec(
             version=_text(str(g["version"]) if g.get("version") is not None else None, _field(index, "guideline.version")),
             text=text, examples={str(k): v for k, v in examples.items()},
-            pairs=_pairs(g.get("pairs"), _field(index, "guideline.pairs")),
+            pairs=() if g.get("pairs") is None else _pairs(g["pairs"], _field(index, "guideline.pairs")),
             effect=_real(g.get("effect", 0.5), _field(index, "guideline.effect"), 0.0, 1.0))
     suggestion = raw.get("suggestion", "hidden")
     if suggestion not in ("shown", "hidden"):
@@ -279,6 +293,7 @@ class ExperimentSettings:
     min_samples: int = 30
     audit_rate: float = 0.1
     seed: int = 0
+    stream: str | None = None
 
     @classmethod
     def from_dict(cls, raw: Any) -> ExperimentSettings:
@@ -319,7 +334,8 @@ class ExperimentSettings:
                    look_every=look_every,
                    min_samples=_int(raw.get("min_samples", 30), f"{SECTION}.min_samples", 1),
                    audit_rate=_real(raw.get("audit_rate", 0.1), f"{SECTION}.audit_rate", 0.0, 1.0),
-                   seed=_int(raw.get("seed", 0), f"{SECTION}.seed", 0))
+                   seed=_int(raw.get("seed", 0), f"{SECTION}.seed", 0),
+                   stream=None if raw.get("stream") is None else _text(raw["stream"], f"{SECTION}.stream"))
 
     def to_params(self) -> dict[str, str]:
         params = {f"{SECTION}.{f.name}": str(getattr(self, f.name).value if isinstance(getattr(self, f.name), Enum)
@@ -420,6 +436,9 @@ def main(cfg: ExperimentConfig, *, world: Any = None, tracker_factory: Callable[
     from .world import build_world
 
     settings = cfg.experiment
+    factory = tracker_factory or (lambda: make_tracker(cfg.program))
+    if settings.stream is not None:
+        return _live(cfg, factory)
     world = world if world is not None else build_world(cfg.program)
     variants = [spec.simulated(world.classes, i) for i, spec in enumerate(settings.variants)]
     crowd = world.workforce.crowd
@@ -439,8 +458,7 @@ def main(cfg: ExperimentConfig, *, world: Any = None, tracker_factory: Callable[
     result = ExperimentResult(decision=decision, variants=summary, looks=looks, assignments=assignments,
                               annotations=used, stopped_early=test.done)
     published = _publish_guidelines(cfg, world)
-    factory = tracker_factory or (lambda: make_tracker(cfg.program))
-    return _log(cfg, world, result, annotator_variants, factory, published)
+    return _log(cfg, world.dataset, result, annotator_variants, factory, published)
 
 
 AUTHOR = "labelloop experiment"
@@ -617,18 +635,143 @@ def _summary(looks: pd.DataFrame, settings: ExperimentSettings, test: Sequential
     return pd.DataFrame(rows)
 
 
+# --- a live stream: the store's answers -----------------------------------------------------------
+
+_REFERENCE_METHODS = ("expert", "adjudicated")  # resolutions that count as a truth-free reference
+
+
+def _live(cfg: ExperimentConfig, factory: Callable[[], Any]) -> ExperimentResult:
+    """Measure the variants on the answers a live stream already holds, in the order they came.
+
+    A variant is what the store records with each answer: its ``guideline_version`` (a variant's
+    ``guideline.version`` is the store's published version number; none: answers without one)
+    and whether a ``suggestion`` was shown. The looks replay the answers ``look_every`` at a
+    time, as they arrived, so the test stops where it would have stopped live. The reference
+    is gold where the config's table has it (``measure: gold``), else the items' current
+    expert or adjudicated resolution (``measure: audit``: truth-free).
+    """
+    from loop.store import LabelStore
+
+    settings = cfg.experiment
+    stream = settings.stream
+    with LabelStore(cfg.program.store_url) as store:
+        classes = tuple(store.stream(stream).classes)
+        guidelines, versions = _store_guidelines(store, stream, settings)
+        answers = store.annotations_frame(stream, extras=("suggestion",))
+        resolved = store.resolved_labels(stream)
+    gold = _table_gold(cfg, classes)
+    if settings.measure is Measure.GOLD and gold is None:
+        raise config_error(f"{SECTION}.measure", "'audit' on a stream without gold (program.dataset: a table with a "
+                           "gold column gives gold)", settings.measure.value)
+    expert = resolved[resolved["method"].astype(str).isin(_REFERENCE_METHODS)].set_index(ITEM)[LABEL]
+    answers = answers.sort_values("annotation_id", kind="stable").reset_index(drop=True)
+    shown = answers["suggestion"].notna().to_numpy()
+    version = pd.to_numeric(answers["guideline_version"], errors="coerce").to_numpy()
+    which = np.full(len(answers), None, dtype=object)
+    for spec in settings.variants:
+        want = versions.get(spec.name)
+        same = np.isnan(version) if want is None else version == want
+        which[same & (shown == spec.suggestion)] = spec.name
+    answers[VARIANT] = which
+    answers = answers[answers[VARIANT].notna()]
+    reference = gold if settings.measure is Measure.GOLD else expert
+    answers = answers[answers[ITEM].isin(reference.index)].reset_index(drop=True)
+    if answers.empty:
+        raise config_error(f"{SECTION}.stream", f"a stream with answers of the variants on items with a "
+                           f"{'gold' if settings.measure is Measure.GOLD else 'expert or adjudicated'} label", stream)
+    truth = gold.reindex(answers[ITEM]).to_numpy() if gold is not None else np.full(len(answers), np.nan)
+    tasks = pd.DataFrame({ITEM: answers[ITEM].to_numpy(), ANNOTATOR: answers[ANNOTATOR].to_numpy(),
+                          LABEL: answers[LABEL].to_numpy(), SECONDS: answers[SECONDS].astype(float).to_numpy(),
+                          COST: answers[COST].astype(float).to_numpy(), "answers": 1, VARIANT: answers[VARIANT],
+                          CORRECT: answers[LABEL].to_numpy() == truth,
+                          AUDIT_LABEL: expert.reindex(answers[ITEM]).to_numpy(dtype=float)})
+    names = [spec.name for spec in settings.variants]
+    test = SequentialComparison(names[1:], alpha=settings.alpha, min_effect=settings.min_effect, tau=settings.tau,
+                                min_samples=settings.min_samples)
+    history: list[dict[str, Any]] = []
+    stops = list(range(settings.look_every, len(tasks), settings.look_every)) + [len(tasks)]
+    tasks[LOOK] = np.arange(len(tasks)) // settings.look_every + 1
+    for look, stop in enumerate(stops, start=1):
+        history += _look(tasks.iloc[:stop], test, settings, names, look, stop)
+        if test.done:
+            tasks = tasks.iloc[:stop]
+            break
+    looks = pd.DataFrame(history)
+    result = ExperimentResult(decision=_overall(test, settings), variants=_summary(looks, settings, test), looks=looks,
+                              assignments=tasks[[LOOK, VARIANT, ITEM, ANNOTATOR, LABEL, CORRECT, AUDIT_LABEL, SECONDS,
+                                                 COST, "answers"]],
+                              annotations=len(tasks), stopped_early=test.done)
+    published = {name: {"stream": stream, "version": int(v)} for name, v in versions.items() if v is not None}
+    return _log(cfg, stream, result, None, factory, published, guidelines)
+
+
+def _store_guidelines(store: Any, stream: str, settings: ExperimentSettings):
+    """The published guideline version of each variant (by name), as specs to log, and its number."""
+    from loop.exceptions import SchemaError
+
+    specs, versions = {}, {}
+    signatures = set()
+    for i, spec in enumerate(settings.variants):
+        if spec.examples or spec.double_blind:
+            key = "examples" if spec.examples else "rule"
+            raise config_error(_field(i, key), "no value on a live stream (the store records each answer's "
+                               "guideline version and suggestion, not examples shown or a validation rule)",
+                               spec.examples or "double_blind")
+        number = None
+        if spec.guideline is not None:
+            text = spec.guideline.version.removeprefix("v")
+            try:
+                number = int(text)
+                g = store.guideline(stream, number)
+                if g.published_at is None:
+                    raise SchemaError("not published")
+            except (ValueError, SchemaError):
+                raise config_error(_field(i, "guideline.version"), f"a published guideline version number of "
+                                   f"stream {stream!r}", spec.guideline.version) from None
+            # Examples as this command publishes them ({"examples": {...}, ...}), else as stored.
+            stored = g.examples if isinstance(g.examples, Mapping) else {"examples": g.examples}
+            shown = stored.get("examples", stored)
+            specs[spec.name] = GuidelineSpec(version=f"v{number}", text=g.text,
+                                             examples=dict(shown) if isinstance(shown, Mapping) else
+                                             {"all": shown} if shown is not None else {},
+                                             pairs=spec.guideline.pairs)
+        versions[spec.name] = number
+        signature = (number, spec.suggestion)
+        if signature in signatures:
+            raise config_error(_field(i, "name"), "variants that differ in guideline version or suggestion on a "
+                               "live stream", spec.name)
+        signatures.add(signature)
+    return specs, versions
+
+
+def _table_gold(cfg: ExperimentConfig, classes: tuple[str, ...]) -> pd.Series | None:
+    """Gold class codes by item id from the config's table, when it has a gold column."""
+    table = cfg.program.table
+    if table is None or table.gold is None:
+        return None
+    from .table import load_table
+
+    loaded = load_table(table)
+    gold = loaded.known_gold
+    if tuple(loaded.classes) != classes:
+        raise config_error("program.dataset.classes", f"the stream's classes {list(classes)}", list(loaded.classes))
+    return pd.Series(gold.to_numpy(dtype=float), index=gold.index.astype(str))
+
+
+
 _PER_LOOK = (ACCURACY, ACCURACY_CS_LOW, ACCURACY_CS_HIGH, AUDIT_ACCURACY, AUDITED, TASKS, ANNOTATIONS,
              SECONDS_PER_ITEM, AGREEMENT, COST_METRIC, DIFFERENCE, DIFFERENCE_CS_LOW, DIFFERENCE_CS_HIGH, P_VALUE)
 
 
-def _log(cfg: ExperimentConfig, world: Any, result: ExperimentResult, annotator_variants: pd.DataFrame | None,
-         factory: Callable[[], Any], published: Mapping[str, Mapping[str, Any]]) -> ExperimentResult:
+def _log(cfg: ExperimentConfig, dataset: str, result: ExperimentResult, annotator_variants: pd.DataFrame | None,
+         factory: Callable[[], Any], published: Mapping[str, Mapping[str, Any]],
+         guidelines: Mapping[str, GuidelineSpec] | None = None) -> ExperimentResult:
     settings = cfg.experiment
     params = {**flatten(cfg.program), **settings.to_params()}
     description = _description(result, settings)
     parent = factory()
-    parent_id = parent.start(f"experiment-{world.dataset}", params=params,
-                             tags={T.TAG_ROLE: ROLE_EXPERIMENT, T.TAG_DATASET: world.dataset,
+    parent_id = parent.start(f"experiment-{dataset}", params=params,
+                             tags={T.TAG_ROLE: ROLE_EXPERIMENT, T.TAG_DATASET: dataset,
                                    TAG_DECISION: result.decision, DESCRIPTION: description})
     trackers: dict[str, Any] = {"parent": parent}
     run_ids: dict[str, str | None] = {}
@@ -647,7 +790,7 @@ def _log(cfg: ExperimentConfig, world: Any, result: ExperimentResult, annotator_
                 own["guideline.store_version"] = f"{stored['stream']} v{stored['version']}"
             run_ids[spec.name] = child.start(spec.name, params={**params, **own},
                                              tags={T.TAG_ROLE: ROLE_VARIANT, TAG_VARIANT: spec.name,
-                                                   T.TAG_DATASET: world.dataset,
+                                                   T.TAG_DATASET: dataset,
                                                    TAG_DECISION: f"{row.decision}" + (
                                                        f": {row.winner}" if isinstance(row.winner, str) else ""),
                                                    DESCRIPTION: f"{spec.name}: {spec.describe()}. {description}"})
@@ -657,11 +800,12 @@ def _log(cfg: ExperimentConfig, world: Any, result: ExperimentResult, annotator_
                 for r in own.itertuples(index=False):
                     values = {m: float(getattr(r, m)) for m in _PER_LOOK if hasattr(r, m)}
                     child.log_metrics({m: v for m, v in values.items() if np.isfinite(v)}, step=int(r.look))
-                if spec.guideline is not None:
+                guideline = (guidelines or {}).get(spec.name, spec.guideline)
+                if guideline is not None:
                     stored = published.get(spec.name)
-                    _log_text(child, json.dumps({**spec.guideline.to_dict(), "store": stored}, indent=2),
-                              f"guideline/{spec.guideline.version}.json")
-                    _log_text(child, spec.guideline.markdown(), f"guideline/{spec.guideline.version}.md")
+                    _log_text(child, json.dumps({**guideline.to_dict(), "store": stored}, indent=2),
+                              f"guideline/{guideline.version}.json")
+                    _log_text(child, guideline.markdown(), f"guideline/{guideline.version}.md")
             except BaseException:
                 child.finish(failed=True)
                 raise

@@ -198,3 +198,70 @@ def test_a_bad_config_is_one_line_and_exit_2(capsys, tmp_path):
     assert cli(["experiment", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("labelloop experiment: error: experiment.alpha: expected") and err.count("\n") == 1
+
+
+@pytest.fixture
+def live_store(tmp_path):
+    """A stream whose answers cite guideline v1 or v2 (v2's answers are right more often), and
+    an expert's resolution of every item."""
+    import pandas as pd
+
+    from loop.store import LabelStore
+
+    url = f"sqlite:///{tmp_path}/live.db"
+    rng = np.random.default_rng(0)
+    with LabelStore(url) as store:
+        store.create_stream("team", ["a", "b", "c"])
+        for i in range(10):
+            store.add_annotator(f"p{i}", streams=["team"])
+        items = [f"i{i}" for i in range(800)]
+        store.add_items("team", pd.DataFrame({"item_id": items}))
+        for text in ("Old rules.", "New rules: b has a tail."):
+            store.publish_guideline("team", store.add_guideline("team", text, author="owner").version)
+        truth = rng.integers(0, 3, len(items))
+        version = np.arange(len(items)) % 2 + 1
+        right = rng.random(len(items)) < np.where(version == 2, 0.92, 0.72)
+        label = np.where(right, truth, (truth + 1) % 3)
+        store.add_annotations("team", pd.DataFrame({"item_id": items, "annotator_id": [f"p{i % 10}" for i in range(800)],
+                                                    "label": label, "seconds": 10.0, "guideline_version": version}))
+        store.add_resolutions("team", pd.DataFrame({"item_id": items, "label": truth}), method="expert")
+    return url
+
+
+def _live(url, **experiment):
+    settings = {"stream": "team", "measure": "audit", "look_every": 50,
+                "variants": [{"name": "old", "guideline": {"version": 1}}, {"name": "new", "guideline": {"version": 2}}]}
+    return E.parse_experiment_config({"tracking": {"uri": "none"}, "store": {"url": url},
+                                      "experiment": {**settings, **experiment}})
+
+
+def test_a_live_stream_is_measured_from_the_store(live_store):
+    result = E.main(_live(live_store), tracker_factory=MemoryTracker)
+    assert result.decision == "winner: new" and result.stopped_early
+    rows = result.variants.set_index(E.VARIANT)
+    assert rows.loc["new", E.AUDIT_ACCURACY] > rows.loc["old", E.AUDIT_ACCURACY] + 0.1
+    assert rows.loc["new", E.SECONDS_PER_ITEM] == pytest.approx(10.0)
+    # The answers replayed in the order they came, up to the look that decided.
+    tasks = result.assignments
+    assert result.annotations == len(tasks) < 800 and len(tasks) % 50 == 0
+    from loop.store import LabelStore
+
+    with LabelStore(live_store) as store:
+        stored = store.annotations_frame("team").sort_values("annotation_id")
+    assert tasks["item_id"].tolist() == stored["item_id"].tolist()[:len(tasks)]
+    version = stored["guideline_version"].to_numpy()[:len(tasks)]
+    assert (tasks[E.VARIANT].to_numpy() == np.where(version == 2, "new", "old")).all()
+    logged = result.trackers["new"].tables["guideline/v2.md"]["text"].iloc[0]
+    assert "New rules: b has a tail." in logged
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"measure": "gold"}, "experiment.measure"),
+    ({"variants": [{"name": "old", "guideline": {"version": 1}}, {"name": "new", "guideline": {"version": 7}}]},
+     "experiment.variants[1].guideline.version"),
+    ({"variants": [{"name": "old"}, {"name": "more", "examples": 3}]}, "experiment.variants[1].examples"),
+    ({"variants": [{"name": "old"}, {"name": "same"}]}, "experiment.variants[1].name"),
+])
+def test_a_live_stream_refuses_what_the_store_cannot_tell(live_store, change, named):
+    with pytest.raises(ConfigError, match="^" + re.escape(named) + ":"):
+        E.main(_live(live_store, **change), tracker_factory=MemoryTracker)
