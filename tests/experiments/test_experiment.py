@@ -201,14 +201,14 @@ def test_a_bad_config_is_one_line_and_exit_2(capsys, tmp_path):
 
 
 @pytest.fixture
-def live_store(tmp_path):
+def live_store(store_url):
     """A stream whose answers cite guideline v1 or v2 (v2's answers are right more often), and
-    an expert's resolution of every item."""
+    an expert's resolution of every item; on SQLite and on PostgreSQL."""
     import pandas as pd
 
     from loop.store import LabelStore
 
-    url = f"sqlite:///{tmp_path}/live.db"
+    url = store_url
     rng = np.random.default_rng(0)
     with LabelStore(url) as store:
         store.create_stream("team", ["a", "b", "c"])
