@@ -417,13 +417,14 @@ class ExperimentResult:
 
 def main(cfg: ExperimentConfig, *, world: Any = None, tracker_factory: Callable[[], Any] | None = None,
          progress: Callable[[int, int], None] | None = None) -> ExperimentResult:
-    """Run the experiment of ``cfg`` in simulation and log it (see the module docstring).
+    """Run the experiment of ``cfg`` (in simulation, or on a live stream's stored answers with
+    ``experiment.stream``) and log it (see the module docstring).
 
     Parameters
     ----------
     cfg : ExperimentConfig
     world : World, optional
-        Default ``build_world(cfg.program)``.
+        Default ``build_world(cfg.program)`` (simulation only).
     tracker_factory : callable () -> Tracker, optional
         A new tracker per run (parent, then one per variant); default from ``cfg.program.tracking``.
     progress : callable (annotations used, max annotations) -> None, optional
@@ -448,6 +449,8 @@ def main(cfg: ExperimentConfig, *, world: Any = None, tracker_factory: Callable[
     if settings.unit is Unit.ANNOTATOR and len(crowd) < 2 * len(variants):
         raise config_error(f"{SECTION}.unit", f"'task' with {len(crowd)} crowd annotators for {len(variants)} "
                            "variants (unit annotator needs at least 2 annotators per variant)", settings.unit.value)
+    # Before the simulation: a store that refuses stops the command before any work.
+    published = _publish_guidelines(cfg, world)
     suggestions = _suggestions(cfg.program, world) if any(v.suggestion for v in variants) else None
     history, assignments, annotator_variants, test = _simulate(settings, variants, world, crowd, suggestions,
                                                                progress)
@@ -457,7 +460,6 @@ def main(cfg: ExperimentConfig, *, world: Any = None, tracker_factory: Callable[
     used = int(assignments["answers"].sum())
     result = ExperimentResult(decision=decision, variants=summary, looks=looks, assignments=assignments,
                               annotations=used, stopped_early=test.done)
-    published = _publish_guidelines(cfg, world)
     return _log(cfg, world.dataset, result, annotator_variants, factory, published)
 
 
