@@ -32,7 +32,7 @@ def test_a_worked_case_matches_the_closed_form():
     assert (low, high) == (pytest.approx(0.1 - half), pytest.approx(0.1 + half))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(counts, counts, taus, alphas)
 def test_the_interval_holds_the_estimate_and_is_symmetric_under_swapping_arms(c, v, tau, alpha):
     theta, var = difference(c[0], c[1], v[0], v[1])
@@ -45,7 +45,7 @@ def test_the_interval_holds_the_estimate_and_is_symmetric_under_swapping_arms(c,
     assert p_value(swapped, swapped_var, tau=tau) == pytest.approx(p_value(theta, var, tau=tau))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(counts, counts, taus, alphas)
 def test_zero_lies_outside_the_interval_exactly_when_the_p_value_is_at_most_alpha(c, v, tau, alpha):
     theta, var = difference(c[0], c[1], v[0], v[1])
