@@ -49,7 +49,9 @@ problem.
 
 MLflow: a parent run (role ``experiment``) with one child run per variant (role
 ``experiment_variant``); per-look metrics with ``step`` = look; the decision as the parent's
-tag ``labelloop.decision`` and its description; each guideline version as JSON and Markdown
+tag ``labelloop.decision`` and its description; ``plots/differences.png`` (each variant's
+difference from the control inside its confidence sequence, look by look); each guideline
+version as JSON and Markdown
 in the artifacts of the variant run that uses it. The guideline versions are also drafted and
 published in the label store (``store.url``), on stream ``program.name`` (created with the
 world's classes when missing; a rerun finds the same versions), and the variant run names the
@@ -113,6 +115,7 @@ ASSIGNMENTS_CSV = "tables/assignments.csv"
 ANNOTATOR_VARIANTS_CSV = "tables/annotator_variants.csv"
 LOOKS_CSV = "tables/looks.csv"
 VARIANTS_CSV = "tables/variants.csv"
+DIFFERENCES_PNG = "plots/differences.png"
 # Per-look metrics of a variant run (step = look).
 ACCURACY = "accuracy"
 ACCURACY_CS_LOW = "accuracy_cs_low"
@@ -784,6 +787,7 @@ def _log(cfg: ExperimentConfig, dataset: str, result: ExperimentResult, annotato
         if annotator_variants is not None:
             parent.log_table(annotator_variants, ANNOTATOR_VARIANTS_CSV)
         parent.log_metrics({ANNOTATIONS: result.annotations, "stopped_early": float(result.stopped_early)})
+        parent.log_figure(plot_differences(result.looks, settings), DIFFERENCES_PNG)
         for spec, row in zip(settings.variants, result.variants.itertuples(index=False), strict=True):
             child = factory()
             stored = published.get(spec.name)
@@ -817,6 +821,30 @@ def _log(cfg: ExperimentConfig, dataset: str, result: ExperimentResult, annotato
         raise
     parent.finish()
     return dataclasses.replace(result, parent_run_id=parent_id, run_ids=run_ids, trackers=trackers)
+
+
+def plot_differences(looks: pd.DataFrame, settings: ExperimentSettings):
+    """Each variant's accuracy difference from the control, look by look, inside its
+    always-valid confidence sequence; the equivalence margin dashed."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.5, 4.0), dpi=100)
+    ax = figure.add_subplot()
+    for spec in settings.variants[1:]:
+        own = looks[looks[VARIANT] == spec.name]
+        line, = ax.plot(own["annotations_total"], own[DIFFERENCE], label=spec.name)
+        ax.fill_between(own["annotations_total"], own[DIFFERENCE_CS_LOW], own[DIFFERENCE_CS_HIGH],
+                        color=line.get_color(), alpha=0.15)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    for edge in (-settings.min_effect, settings.min_effect):
+        ax.axhline(edge, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_ylim(-0.3, 0.3)
+    ax.set_xlabel("annotations used")
+    ax.set_ylabel(f"accuracy - {settings.variants[0].name}'s")
+    ax.set_title("variants against the control (always-valid intervals)")
+    ax.legend(loc="upper left", fontsize="small")
+    figure.tight_layout()
+    return figure
 
 
 def _log_text(tracker: Any, text: str, path: str) -> None:

@@ -94,6 +94,7 @@ def test_a_planted_guideline_wins_and_everything_is_logged(world):
     assert parent.tags[E.T.TAG_ROLE] == E.ROLE_EXPERIMENT and parent.tags[E.TAG_DECISION] == "winner: v2"
     assert "winner: v2" in parent.tags[E.DESCRIPTION] and parent.status == "finished"
     assert parent.tables[E.ASSIGNMENTS_CSV].equals(tasks)
+    assert parent.figures == [E.DIFFERENCES_PNG]
     children = {name: result.trackers[name] for name in ("today", "v2")}
     assert all(c.tags[E.T.TAG_ROLE] == E.ROLE_VARIANT for c in children.values())
     history = children["v2"].history()
@@ -190,6 +191,7 @@ def test_the_command_logs_a_parent_and_a_child_per_variant_to_mlflow(capsys, tmp
                                                                                      "guideline/v2.md"}
     assert len(client.get_metric_history(v2.info.run_id, E.ACCURACY)) >= 2
     assert "tables/assignments.csv" in {a.path for a in client.list_artifacts(parent.info.run_id, "tables")}
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "plots")] == [E.DIFFERENCES_PNG]
 
 
 def test_a_bad_config_is_one_line_and_exit_2(capsys, tmp_path):
