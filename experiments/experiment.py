@@ -861,5 +861,5 @@ def _log_text(tracker: Any, text: str, path: str) -> None:
 def _description(result: ExperimentResult, settings: ExperimentSettings) -> str:
     how = "stopped early" if result.stopped_early else f"ran to max_annotations {settings.max_annotations}"
     return (f"Decision: {result.decision} after {result.annotations} annotations ({how}); always-valid mSPRT, "
-            f"alpha {settings.alpha:g} (Bonferroni over {len(settings.variants) - 1} variants), equivalence margin "
+            f"alpha {settings.alpha:g} (Bonferroni over {len(settings.variants) - 1} variant(s)), equivalence margin "
             f"{settings.min_effect:g}, measured against {settings.measure.value}.")

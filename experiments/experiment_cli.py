@@ -46,8 +46,10 @@ def _experiment(args: argparse.Namespace) -> int:
         console.print(f"{row.variant}: {row.what}")
     console.print(table)
     how = "stopped early" if result.stopped_early else f"budget of {settings.max_annotations} reached"
+    comparisons = len(settings.variants) - 1
+    split = f" split over {comparisons} comparisons" if comparisons > 1 else ""
     console.print(f"Decision: {result.decision}, after {result.annotations} annotations ({how}; alpha "
-                  f"{settings.alpha:g} split over {len(settings.variants) - 1} comparisons).")
+                  f"{settings.alpha:g}{split}).")
     _print_ui_hint(console, cfg.program.tracking.uri)
     return 0
 
