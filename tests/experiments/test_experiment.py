@@ -268,3 +268,8 @@ def test_a_live_stream_is_measured_from_the_store(live_store):
 def test_a_live_stream_refuses_what_the_store_cannot_tell(live_store, change, named):
     with pytest.raises(ConfigError, match="^" + re.escape(named) + ":"):
         E.main(_live(live_store, **change), tracker_factory=MemoryTracker)
+
+
+def test_the_public_face_is_what_all_lists():
+    assert sorted(E.__all__) == sorted(set(E.__all__))
+    assert all(hasattr(E, name) for name in E.__all__)

@@ -143,3 +143,10 @@ def test_bad_counts_name_the_arm():
         test.update(control=(1, 3), variants={"a": (1, 1)})
     with pytest.raises(SchemaError, match="control"):
         difference(3, 2, 1, 1)
+
+
+def test_the_public_face_is_what_all_lists():
+    import loop.sequential as module
+
+    assert sorted(module.__all__) == sorted(set(module.__all__))
+    assert all(hasattr(module, name) for name in module.__all__)

@@ -90,3 +90,11 @@ def test_double_blind_answers_a_pair_twice_and_its_label_is_better_there(crowd, 
 def test_bad_variants_name_the_field(kwargs, field):
     with pytest.raises(SchemaError, match=field):
         Variant(**kwargs)
+
+
+def test_the_variants_are_public():
+    import loop.simulate as module
+    from loop.simulate import _variants
+
+    assert {"Variant", "annotate_variant", "examples_effect"} <= set(module.__all__)
+    assert all(hasattr(_variants, name) for name in _variants.__all__)
