@@ -65,6 +65,9 @@ A config file has these sections (every key optional; defaults in brackets)::
       round_items: 100           # a round starts once this many items wait (and takes at most these)
       round_seconds: 3600        # ... or once the oldest waiting item has waited this long
       poll_seconds: 5            # how often the store is read while waiting
+    experiment: {variants: [...]}  # labelloop experiment only: the variants compared and the sequential
+                                 #   test (experiments/experiment.py documents every key; see
+                                 #   configs/experiment.yaml)
 
 A wrong key or value stops with one line naming it, e.g.
 ``program.rounds: expected an integer >= 1, got 'x'`` (:class:`ConfigError`).

@@ -31,7 +31,8 @@ distribution, where errors go, class and item difficulty) and :func:`crowd_like`
 simulated twin for each real annotator. Everything random takes an ``rng``.
 
 Modules: ``_model`` (tiers, where errors go, guidelines, difficulty), ``_crowd``
-(annotators, crowds, assignment, answers), ``_profile`` (fitting a real crowd).
+(annotators, crowds, assignment, answers), ``_profile`` (fitting a real crowd), ``_variants``
+(experiment arms: guideline, examples shown, suggestion shown, double-blind rule).
 """
 
 from ._crowd import Annotator, SimulatedCrowd, make_crowd
@@ -47,6 +48,7 @@ from ._model import (
     uniform_confusability,
 )
 from ._profile import CrowdProfile, crowd_like, fit_crowd_profile
+from ._variants import Variant, annotate_variant, examples_effect
 
 __all__ = [
     "DEFAULT_PROFILES",
@@ -64,4 +66,7 @@ __all__ = [
     "fit_crowd_profile",
     "make_crowd",
     "uniform_confusability",
+    "Variant",
+    "annotate_variant",
+    "examples_effect",
 ]

@@ -4,10 +4,7 @@ tasks from a simulated crowd; the truth stays in this test, where it checks the 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
-import uuid
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -126,32 +123,6 @@ def _world(seed: int = 0):
 def _items(x, ids, labels):
     return pd.DataFrame({ITEM: ids, PAYLOAD: [{"features": f.tolist(), LABEL: CLASSES[int(c)]}
                                              for f, c in zip(x, labels)], "source": "producer"})
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path) -> Iterator[str]:
-    """A file SQLite store, or a fresh schema on the PostgreSQL server the store tests use
-    (``LABELLOOP_TEST_PG_URL``, else 127.0.0.1:5432/test; skipped when unreachable, except in CI)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'labels.db'}"
-        return
-    import psycopg
-
-    base = os.environ.get("LABELLOOP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    dsn = base.replace("postgresql+psycopg://", "postgresql://")
-    schema = f"live_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
-    except psycopg.Error as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"PostgreSQL is unreachable at {base} ({exc}); CI=true, so the PostgreSQL case must run")
-        pytest.skip(f"PostgreSQL is unreachable at {base}")
-    try:
-        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def _setup(store: LabelStore, crowd, x, ids, initial, truth) -> None:

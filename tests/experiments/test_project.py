@@ -33,7 +33,7 @@ def test_mlproject_has_one_entry_point_per_program() -> None:
     from mlflow.projects import _project_spec
 
     project = _project_spec.load_project(str(ROOT))
-    assert set(project._entry_points) == {"demo", "run", "compare", "tune", "retrain", "score"}
+    assert set(project._entry_points) == {"demo", "run", "compare", "tune", "retrain", "score", "experiment"}
     for name in ("run", "compare", "tune", "retrain", "score"):
         entry = project.get_entry_point(name)
         command = entry.compute_command({"config": "configs/x.yaml", "pool": "p.parquet", "out": "o.parquet"},
