@@ -91,19 +91,7 @@ def test_impact_grades_the_crowd_against_expert_resolutions(store):
     _confused_stream(store)
     version, _ = store.draft_guideline_from_pairs(STREAM, author="ops", pairs=1)
     published = store.publish_guideline(STREAM, version.version).published_at
-    stamp = pd.Timestamp(published)
-    gold = [f"g{k}" for k in range(40)]
-    store.add_items(STREAM, [{"item_id": g} for g in gold])
-    store.add_resolutions(STREAM, pd.DataFrame({"item_id": gold, "label": [0, 2] * 20, "method": "expert"}))
-    rows = []
-    for k, g in enumerate(gold):
-        truth = [0, 2][k % 2]
-        before = k < 20
-        when = stamp + pd.Timedelta(hours=(-72 + 2 * k) if before else 5 * (k - 20))
-        right = (k % 4 != 0) if before else True  # 75% before, 100% after
-        rows.append((g, "ann", truth if right else 2 - truth, when))
-        rows.append((g, "eve", truth, when))  # the expert's own labels are not graded
-    store.add_annotations(STREAM, pd.DataFrame(rows, columns=["item_id", "annotator_id", "label", "created_at"]))
+    _timed_answers(store, published)
     impact = guideline_impact(store, STREAM, version.version, n_boot=0)
     assert impact.pairs == [("neg", "pos")]
     summary = impact.summary().iloc[0]
@@ -115,3 +103,21 @@ def test_impact_grades_the_crowd_against_expert_resolutions(store):
         guideline_impact(store, STREAM, store.add_guideline(STREAM, "# draft", author="ops").version)
     with pytest.raises(SchemaError, match="'pairs'"):
         guideline_impact(store, STREAM, version.version, pairs=[("neg", "cat")])
+
+
+def _timed_answers(store, published) -> None:
+    """40 expert-resolved neg/pos items; the crowd's ann right 75% of the time before
+    publication and always after, the expert eve always (not graded)."""
+    stamp = pd.Timestamp(published)
+    gold = [f"g{k}" for k in range(40)]
+    store.add_items(STREAM, [{"item_id": g} for g in gold])
+    store.add_resolutions(STREAM, pd.DataFrame({"item_id": gold, "label": [0, 2] * 20, "method": "expert"}))
+    rows = []
+    for k, g in enumerate(gold):
+        truth = [0, 2][k % 2]
+        before = k < 20
+        when = stamp + pd.Timedelta(hours=(-72 + 2 * k) if before else 5 * (k - 20))
+        right = (k % 4 != 0) if before else True
+        rows.append((g, "ann", truth if right else 2 - truth, when))
+        rows.append((g, "eve", truth, when))
+    store.add_annotations(STREAM, pd.DataFrame(rows, columns=["item_id", "annotator_id", "label", "created_at"]))
