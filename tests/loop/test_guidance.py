@@ -195,3 +195,34 @@ def test_propagation_validates_its_input(kwargs, field):
     with pytest.raises(SchemaError, match=f"'{field}'"):
         propagation(args.pop("annotations"), args.pop("reference_labels"), args.pop("published_at"),
                     args.pop("pair"), **args)
+
+
+def test_a_simulated_crowd_adopting_a_guideline_shows_the_planted_half_life():
+    """The simulated crowd adopts a published guideline over time (draw_adoption_delays);
+    propagation, knowing nothing of it, recovers the planted median delay."""
+    from loop.simulate import Guideline, Tier, draw_adoption_delays, make_crowd
+
+    crowd = make_crowd({Tier.NOVICE: 40}, 2, rng=0)
+    guideline = Guideline("v2", {(0, 1): 0.9})
+    delays = draw_adoption_delays(crowd.ids, 1.5, rng=1)
+    t0 = pd.Timestamp("2026-01-05", tz="UTC")
+    frames, truth = [], {}
+    rng = np.random.default_rng(2)
+    for day in range(-4, 10):
+        items = [f"d{day}-{j}" for j in range(300)]
+        y = pd.Series(rng.integers(0, 2, len(items)), index=items)
+        truth.update(y.to_dict())
+        at = day + 0.5  # the day's work, half a day after that day's start
+        adopters = delays.index[delays.to_numpy() <= at] if day >= 0 else []
+        answers = crowd.ask(y, labels_per_item=1, guideline=guideline, adopters=adopters, rng=rng)
+        frames.append(answers.assign(created_at=t0 + pd.Timedelta(days=at)))
+    ann = pd.concat(frames, ignore_index=True)
+    result = propagation(ann, pd.Series(truth), t0, (0, 1), n_boot=50, rng=3)
+    # 40 delays drawn once: their sample median spreads about 1.5 * 1.25 / sqrt(40) = 0.3 days
+    # around 1.5 (the median's asymptotic sd for an exponential); 0.6 is two of those.
+    assert result.half_life == pytest.approx(1.5, abs=0.6)
+    assert result.gain > 0.1 and result.gain_ci[0] > 0
+    before = crowd.ask(pd.Series([0, 1] * 500, index=[f"z{i}" for i in range(1000)]), guideline=guideline,
+                       adopters=[], rng=4)
+    without = crowd.ask(pd.Series([0, 1] * 500, index=[f"z{i}" for i in range(1000)]), rng=4)
+    assert before["label"].tolist() == without["label"].tolist()  # nobody adopted: answers as without it
