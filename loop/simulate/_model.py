@@ -362,8 +362,8 @@ def draw_adoption_delays(annotator_ids: Any, half_life: float, *, rng: np.random
     Examples
     --------
     >>> delays = draw_adoption_delays([f"a{i}" for i in range(1000)], 2.0, rng=0)
-    >>> round(float(delays.median()), 1)
-    2.0
+    >>> bool(abs(delays.median() - 2.0) < 0.2)  # a sample of 1,000: the median is near 2
+    True
     """
     people = _check_item_ids(annotator_ids)
     scale = check_real(half_life, "half_life", low=0)
