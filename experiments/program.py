@@ -188,6 +188,7 @@ from .audits import (_ACTION_STRATUM, _AUTO, _EXPERT, _UNTOUCHED, AUDIT_METHOD, 
                      AuditResult, AutoAcceptBound, audit_verdict, dispute_posterior, estimate_audit,
                      stratified_sample)
 from .config import IN_PROCESS, LOCAL, ConfigError, ModelConfig, ProgramConfig, flatten
+from .guidance import ProgramGuidance
 from .measure import Measures
 from .models import make_estimator, trusted_modules
 from .ports import (CalibratedTrainer, Dataset, Request, Scorer, SimulatedWorkforce, Ticket, Trainer, Workforce,
@@ -700,6 +701,11 @@ class _Program:
         self.bound = AutoAcceptBound(cfg.thresholds.max_auto_accept_error if bounded else None,
                                      cfg.thresholds.auto_accept_confidence)
         self.doubt = 0.15  # the posterior's mean doubt in the current labels (set each round)
+        # Guidelines: each published version logged once; one drafted and published in
+        # guidance.publish_round; its impact measured at the end (experiments.guidance).
+        self.guidance = ProgramGuidance(cfg.guidance, store=store, stream=self.stream, tracker=tracker,
+                                        workforce=workforce, truth=dataset.truth, clock=self.clock,
+                                        work_offset=_CROWD_START, seed=cfg.seed)
 
     # -- steps -------------------------------------------------------------------------------
     def arrive(self, round_: int) -> np.ndarray:
@@ -729,6 +735,7 @@ class _Program:
 
     def seed_round(self) -> None:
         self.arrive(0)
+        self.guidance.before_work(0)
         labels = self._labels()
         trained = self.trainer.train(labels)
         evaluation, self.out_of_fold = trained.evaluation, trained.out_of_fold
@@ -774,6 +781,7 @@ class _Program:
         plan = plan_round(candidates, cfg.strategy, budget=books.plannable, costs=books.costs,
                           rng=self.rng, decisions=decisions)
         self._store_predictions(arrived, probs, decisions, plan)
+        self.guidance.before_work(round_)
         spent_before = float(annotations[COST].sum())
         answers = self._execute(plan, round_, annotations)
         annotations = self.history.annotations()
@@ -831,6 +839,7 @@ class _Program:
             self.tracker.log_table(pd.concat(self.book.strata_log, ignore_index=True), T.AUDIT_STRATA_CSV)
         if self.bound.log:
             self.tracker.log_table(pd.DataFrame(self.bound.log), T.AUTO_ACCEPT_BOUND_CSV)
+        self.guidance.finish(cfg.rounds)
         last = rounds.iloc[-1]
         # Without truth these figures are unknown: NaN (and zero counts), never logged.
         known, m = self.measures.known, self.measures

@@ -126,6 +126,8 @@ TAG_GUIDELINE_VERSION = "guideline_version"   # the versions used, comma-separat
 GUIDELINE_MD = "guidelines/v{version}.md"
 GUIDELINE_JSON = "guidelines/v{version}.json"
 GUIDELINE_IMPACT_CSV = "tables/guideline_impact.csv"  # accuracy on the addressed pair per window
+TAG_GUIDANCE = "labelloop.guidance"                   # what the program published, when, or why not
+TAG_GUIDELINE_IMPACT = "labelloop.guideline_impact"   # which version and pair the metrics are, and the reference
 # How fast a guideline published during the program raised accuracy on the pair it addresses
 # (loop.guidance.propagation; truth-free: graded against expert and adjudicated resolutions).
 GUIDELINE_GAIN = "guideline_gain"                      # with _ci_low / _ci_high
