@@ -120,6 +120,14 @@ must serve). Each round ``r = 1 .. rounds`` then:
    round's routed-item table (:class:`experiments.measure.Measures`; the audit's parts and the
    auto-accept bound are :mod:`experiments.audits`).
 
+**Guidelines** (:class:`experiments.guidance.ProgramGuidance`). Once a round's plan is made and
+before anyone answers, the published guideline version its tasks show is logged to the run, once
+per version (``guidelines/v<N>.md`` and ``.json``, tag ``guideline_version``); in
+``guidance.publish_round`` the program first drafts a version from the confused pairs and
+publishes it (a simulated crowd follows it after exponential delays). At the end, a version
+published during the run gets its impact measured (``guideline_gain``,
+``guideline_half_life_days``; ``true_*`` companions in simulation).
+
 **Budget** (:class:`loop.budget.Budget`). The strategy may plan at most the round's budget
 (``budget_per_round`` plus what earlier rounds left unspent, minus what they overspent: planned and
 actual costs differ because seconds vary), so every budgeted strategy spends the same over the

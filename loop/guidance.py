@@ -384,9 +384,11 @@ class Propagation:
 
     def metrics(self, prefix: str = "guideline") -> dict[str, float]:
         """The summary under its metric names: ``guideline_gain`` (with ``_ci_low``/``_ci_high``),
-        ``guideline_baseline_accuracy``, ``guideline_half_life_{unit}`` (with its interval)."""
+        ``guideline_baseline_accuracy``, ``guideline_half_life_{unit}`` (with its interval) and
+        ``guideline_answers_before``/``_after`` (how many answers they rest on)."""
         half = f"{prefix}_half_life_{self.unit}"
-        return {f"{prefix}_baseline_accuracy": self.baseline, f"{prefix}_gain": self.gain,
+        return {f"{prefix}_answers_before": float(self.n_before), f"{prefix}_answers_after": float(self.n_after),
+                f"{prefix}_baseline_accuracy": self.baseline, f"{prefix}_gain": self.gain,
                 f"{prefix}_gain_ci_low": self.gain_ci[0], f"{prefix}_gain_ci_high": self.gain_ci[1],
                 half: self.half_life, f"{half}_ci_low": self.half_life_ci[0], f"{half}_ci_high": self.half_life_ci[1]}
 
