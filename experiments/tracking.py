@@ -129,7 +129,7 @@ GUIDELINE_IMPACT_CSV = "tables/guideline_impact.csv"  # accuracy on the addresse
 TAG_GUIDANCE = "labelloop.guidance"                   # what the program published, when, or why not
 TAG_GUIDELINE_IMPACT = "labelloop.guideline_impact"   # which version and pair the metrics are, and the reference
 # How fast a guideline published during the program raised accuracy on the pair it addresses
-# (loop.guidance.propagation; truth-free: graded against expert and adjudicated resolutions).
+# (loop.guidance.propagation; truth-free: graded against the resolved labels people made).
 GUIDELINE_GAIN = "guideline_gain"                      # with _ci_low / _ci_high
 GUIDELINE_HALF_LIFE_DAYS = "guideline_half_life_days"  # with _ci_low / _ci_high
 # The same graded against the simulation's truth (simulation only).
