@@ -35,8 +35,7 @@ from loop.exceptions import SchemaError
 from loop.guidance import Propagation, propagation
 from loop.resolution import METHOD_ADJUDICATED, METHOD_CONSENSUS, METHOD_EXPERT
 from loop.simulate import Guideline
-from loop.store import EXPERT_TIER, GuidelineVersion, LabelStore
-from loop.store._guidance import addressed_pairs, published_guideline
+from loop.store import EXPERT_TIER, GuidelineVersion, LabelStore, addressed_pairs, published_guideline
 
 from . import tracking as T
 

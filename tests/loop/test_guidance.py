@@ -226,3 +226,12 @@ def test_a_simulated_crowd_adopting_a_guideline_shows_the_planted_half_life():
                        adopters=[], rng=4)
     without = crowd.ask(pd.Series([0, 1] * 500, index=[f"z{i}" for i in range(1000)]), rng=4)
     assert before["label"].tolist() == without["label"].tolist()  # nobody adopted: answers as without it
+
+
+def test_public_names():
+    import experiments.guidance
+    import loop.guidance
+
+    for module in (loop.guidance, experiments.guidance):
+        assert sorted(module.__all__) == sorted(set(module.__all__))
+        assert all(hasattr(module, name) for name in module.__all__)
