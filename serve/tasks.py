@@ -460,7 +460,7 @@ async def publish_guideline(stream: str, version: int, principal: Principal = De
 
 
 @router.post("/v1/admin/streams/{stream}/guidelines/drafts/from-confusions", status_code=201,
-             responses=_doc(404))
+             responses=_doc(404, 409))
 async def draft_guideline_from_confusions(stream: str, body: ConfusionDraftRequest | None = None,
                                           principal: Principal = Depends(admin_role),
                                           services: Services = Depends(get_services)) -> JSONResponse:

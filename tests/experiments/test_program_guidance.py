@@ -88,3 +88,9 @@ def test_no_publish_round_no_guideline(tmp_path):
     assert not tracker.texts and T.TAG_GUIDELINE_VERSION not in tracker.tags
     assert T.GUIDELINE_GAIN not in tracker.history().columns
     assert store.events_frame(stream=result.stream).query("action == 'guideline.published'").empty
+
+
+def test_a_guideline_artifact_never_carries_a_password():
+    tracker = T.MemoryTracker()
+    tracker.log_text("see postgresql://labelloop:s3cret@db/labels", "guidelines/v1.md")
+    assert tracker.texts["guidelines/v1.md"] == "see postgresql://labelloop:***@db/labels"
