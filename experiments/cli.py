@@ -14,6 +14,10 @@
     labelloop tokens issue --role admin --name NAME [--annotator A] [--store URL] | revoke ID | list
     labelloop labelstudio sync --url URL --project label=1 [--project double_blind=2] --stream S
     labelloop experiment --config configs/experiment.yaml
+    labelloop guidelines draft --stream S [--pairs K] [--store URL]   # confused pairs -> a draft version
+    labelloop guidelines show --stream S [--version V]                # review its text
+    labelloop guidelines publish --stream S --version V               # tasks show it from now on
+    labelloop guidelines impact --stream S --version V [--window 1D]  # accuracy before/after, gain, half-life
 
 A wrong argument or config value stops with one line naming it and exit code 2. ``retrain``
 exits 0 when the gate promoted the new model and 3 when it refused it.
@@ -156,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_labelstudio_parser(sub)
     from experiments.experiment_cli import add_experiment_parser
     add_experiment_parser(sub)
+    from experiments.guidelines_cli import add_guidelines_parser
+    add_guidelines_parser(sub)
     return parser
 
 

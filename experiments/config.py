@@ -68,6 +68,16 @@ A config file has these sections (every key optional; defaults in brackets)::
     experiment: {variants: [...]}  # labelloop experiment only: the variants compared and the sequential
                                  #   test (experiments/experiment.py documents every key; see
                                  #   configs/experiment.yaml)
+    guidance:                    # confused pairs become guidance during a program (see GuidanceConfig)
+      publish_round: null        # at the start of this round (1..rounds) the program drafts a guideline
+                                 #   version from the confused pairs and publishes it (null: never;
+                                 #   a published version is logged to MLflow either way)
+      pairs: 2                   # sections for this many of the most confused pairs (1..50)
+      per_class: 3               # boundary examples per class of a pair (1..50)
+      clarity: 0.7               # simulation: share of an addressed pair's confusion a crowd member
+                                 #   who follows it no longer makes, in [0, 1]
+      adoption_half_life_days: 1.0  # simulation: median delay (days; a round is a day) before a
+                                 #   crowd member follows it (exponential delays), > 0
 
 A wrong key or value stops with one line naming it, e.g.
 ``program.rounds: expected an integer >= 1, got 'x'`` (:class:`ConfigError`).
@@ -102,7 +112,7 @@ from loop.routing import RoutingThresholds
 from loop.simulate import Tier
 from loop.strategies import Strategy
 
-__all__ = ["ConfigError", "config_error", "CrowdConfig", "Dataset", "LiveConfig", "ModelConfig", "ProgramConfig",
+__all__ = ["ConfigError", "config_error", "CrowdConfig", "Dataset", "GuidanceConfig", "LiveConfig", "ModelConfig", "ProgramConfig",
            "TableDataset", "TrackingConfig", "flatten",
            "load_config", "parse_config", "read_yaml", "IN_PROCESS", "LOCAL", "NO_TRACKING"]
 
@@ -111,6 +121,7 @@ LOCAL = "local"
 NO_TRACKING = "none"
 REPLAY = "replay"
 SECTIONS = ("program", "crowd", "thresholds", "gate", "tracking", "store", "serve", "compare", "model", "live")
+SECTIONS += ("guidance",)
 
 
 class ConfigError(SchemaError):
@@ -379,6 +390,53 @@ _LIVE_KEYS = ("stream", "sla_seconds", "round_items", "round_seconds", "poll_sec
 
 
 @dataclass(frozen=True)
+class GuidanceConfig:
+    """Confused pairs become guidance during a program (:mod:`experiments.guidance`).
+
+    Parameters
+    ----------
+    publish_round : int or None, default None
+        At the start of this round (1..``program.rounds``) the program drafts the next
+        guideline version from the stream's confused pairs
+        (:meth:`loop.store.LabelStore.draft_guideline_from_pairs`) and publishes it, as an admin
+        would; at the end it logs the version's impact (``guideline_gain``,
+        ``guideline_half_life_days``). None: the program publishes nothing (a version someone
+        else published is still logged to the run once).
+    pairs : int in 1..50, default 2
+        Sections for this many of the most confused pairs.
+    per_class : int in 1..50, default 3
+        Boundary examples per class of a pair.
+    clarity : float in [0, 1], default 0.7
+        Simulation only: the share of an addressed pair's confusion (both ways) that a crowd
+        member who follows the guideline no longer makes (:class:`loop.simulate.Guideline`).
+    adoption_half_life_days : float > 0, default 1.0
+        Simulation only: each crowd member starts following it after an exponential delay with
+        this median (:func:`loop.simulate.draw_adoption_delays`; a round is a day). Experts'
+        answers are the reference and are left as they are.
+    """
+
+    publish_round: int | None = None
+    pairs: int = 2
+    per_class: int = 3
+    clarity: float = 0.7
+    adoption_half_life_days: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.publish_round is not None:
+            _int(self.publish_round, "guidance.publish_round", 1)
+        for key in ("pairs", "per_class"):
+            _int(getattr(self, key), f"guidance.{key}", 1, 50)
+        object.__setattr__(self, "clarity", _real(self.clarity, "guidance.clarity", 0.0, 1.0))
+        half = _real(self.adoption_half_life_days, "guidance.adoption_half_life_days", 0.0)
+        if half <= 0:
+            raise config_error("guidance.adoption_half_life_days", "a number > 0", self.adoption_half_life_days)
+        object.__setattr__(self, "adoption_half_life_days", half)
+
+
+_GUIDANCE_KEYS = ("publish_round", "pairs", "per_class", "clarity", "adoption_half_life_days")
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """Where runs and models go. ``uri="none"`` tracks nothing and keeps models in memory."""
 
@@ -434,6 +492,7 @@ class ProgramConfig:
     strategies: tuple[Strategy, ...] = tuple(Strategy)
     model: ModelConfig = field(default_factory=ModelConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -474,6 +533,11 @@ class ProgramConfig:
         if not chosen or len(set(chosen)) != len(chosen):
             raise config_error("compare.strategies", "a non-empty list of distinct strategies", list(self.strategies))
         set_(self, "strategies", chosen)
+        if not isinstance(self.guidance, GuidanceConfig):
+            raise config_error("guidance", "a GuidanceConfig", self.guidance)
+        if self.guidance.publish_round is not None and self.guidance.publish_round > self.rounds:
+            raise config_error("guidance.publish_round", f"a round in 1..program.rounds ({self.rounds})",
+                               self.guidance.publish_round)
         if self.dataset is Dataset.DIGITS and self.crowd.replay:
             raise config_error("crowd.tiers", "tier counts for digits (only music_genre has a real crowd to replay)", REPLAY)
 
@@ -520,6 +584,7 @@ class ProgramConfig:
             "compare": {"strategies": [s.value for s in self.strategies]},
             "model": self.model.to_dict(),
             "live": dataclasses.asdict(self.live),
+            "guidance": dataclasses.asdict(self.guidance),
         }
 
 
@@ -583,6 +648,7 @@ def parse_config(raw: Mapping[str, Any] | None, *, ignore: tuple[str, ...] = ())
     kwargs["gate"] = _wrapped("gate", lambda: QualityGate.from_dict({**ProgramConfig().gate.to_dict(), **gate}))
     kwargs["tracking"] = TrackingConfig(**tracking)
     kwargs["live"] = LiveConfig(**live)
+    kwargs["guidance"] = GuidanceConfig(**_section(raw, "guidance", _GUIDANCE_KEYS))
     if "url" in store:
         kwargs["store_url"] = store["url"]
     if "url" in serve:

@@ -120,6 +120,14 @@ must serve). Each round ``r = 1 .. rounds`` then:
    round's routed-item table (:class:`experiments.measure.Measures`; the audit's parts and the
    auto-accept bound are :mod:`experiments.audits`).
 
+**Guidelines** (:class:`experiments.guidance.ProgramGuidance`). Once a round's plan is made and
+before anyone answers, the published guideline version its tasks show is logged to the run, once
+per version (``guidelines/v<N>.md`` and ``.json``, tag ``guideline_version``); in
+``guidance.publish_round`` the program first drafts a version from the confused pairs and
+publishes it (a simulated crowd follows it after exponential delays). At the end, a version
+published during the run gets its impact measured (``guideline_gain``,
+``guideline_half_life_days``; ``true_*`` companions in simulation).
+
 **Budget** (:class:`loop.budget.Budget`). The strategy may plan at most the round's budget
 (``budget_per_round`` plus what earlier rounds left unspent, minus what they overspent: planned and
 actual costs differ because seconds vary), so every budgeted strategy spends the same over the
@@ -188,6 +196,7 @@ from .audits import (_ACTION_STRATUM, _AUTO, _EXPERT, _UNTOUCHED, AUDIT_METHOD, 
                      AuditResult, AutoAcceptBound, audit_verdict, dispute_posterior, estimate_audit,
                      stratified_sample)
 from .config import IN_PROCESS, LOCAL, ConfigError, ModelConfig, ProgramConfig, flatten
+from .guidance import ProgramGuidance
 from .measure import Measures
 from .results import cost_per_error, roi
 from .models import make_estimator, trusted_modules
@@ -745,6 +754,11 @@ class _Program:
         self.bound = AutoAcceptBound(cfg.thresholds.max_auto_accept_error if bounded else None,
                                      cfg.thresholds.auto_accept_confidence)
         self.doubt = 0.15  # the posterior's mean doubt in the current labels (set each round)
+        # Guidelines: each published version logged once; one drafted and published in
+        # guidance.publish_round; its impact measured at the end (experiments.guidance).
+        self.guidance = ProgramGuidance(cfg.guidance, store=store, stream=self.stream, tracker=tracker,
+                                        workforce=workforce, truth=dataset.truth, clock=self.clock,
+                                        work_offset=_CROWD_START, seed=cfg.seed)
 
     # -- steps -------------------------------------------------------------------------------
     def arrive(self, round_: int) -> np.ndarray:
@@ -774,6 +788,7 @@ class _Program:
 
     def seed_round(self) -> None:
         self.arrive(0)
+        self.guidance.before_work(0)
         labels = self._labels()
         trained = self.trainer.train(labels)
         evaluation, self.out_of_fold = trained.evaluation, trained.out_of_fold
@@ -820,6 +835,7 @@ class _Program:
         plan = plan_round(candidates, cfg.strategy, budget=books.plannable, costs=books.costs,
                           rng=self.rng, decisions=decisions)
         self._store_predictions(arrived, probs, decisions, plan)
+        self.guidance.before_work(round_)
         spent_before = float(annotations[COST].sum())
         answers = self._execute(plan, round_, annotations)
         annotations = self.history.annotations()
@@ -878,6 +894,7 @@ class _Program:
             self.tracker.log_table(pd.concat(self.book.strata_log, ignore_index=True), T.AUDIT_STRATA_CSV)
         if self.bound.log:
             self.tracker.log_table(pd.DataFrame(self.bound.log), T.AUTO_ACCEPT_BOUND_CSV)
+        self.guidance.finish(cfg.rounds)
         last = rounds.iloc[-1]
         # Without truth these figures are unknown: NaN (and zero counts), never logged.
         known, m = self.measures.known, self.measures

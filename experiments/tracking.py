@@ -135,6 +135,21 @@ RELIABILITY_PNG = "plots/reliability_diagram.png"
 CONFUSION_PNG = "plots/confusion_matrix.png"
 CONFUSED_PAIRS_CSV = "tables/confused_pairs.csv"
 ROUNDS_CSV = "tables/rounds.csv"
+# A published guideline version a program routed with, logged once per version per run: its
+# text and its examples and addressed pairs (experiments.guidance.log_guideline_version).
+TAG_GUIDELINE_VERSION = "guideline_version"   # the versions used, comma-separated, newest last
+GUIDELINE_MD = "guidelines/v{version}.md"
+GUIDELINE_JSON = "guidelines/v{version}.json"
+GUIDELINE_IMPACT_CSV = "tables/guideline_impact.csv"  # accuracy on the addressed pair per window
+TAG_GUIDANCE = "labelloop.guidance"                   # what the program published, when, or why not
+TAG_GUIDELINE_IMPACT = "labelloop.guideline_impact"   # which version and pair the metrics are, and the reference
+# How fast a guideline published during the program raised accuracy on the pair it addresses
+# (loop.guidance.propagation; truth-free: graded against the resolved labels people made).
+GUIDELINE_GAIN = "guideline_gain"                      # with _ci_low / _ci_high
+GUIDELINE_HALF_LIFE_DAYS = "guideline_half_life_days"  # with _ci_low / _ci_high
+# The same graded against the simulation's truth (simulation only).
+TRUE_GUIDELINE_GAIN = "true_guideline_gain"
+TRUE_GUIDELINE_HALF_LIFE_DAYS = "true_guideline_half_life_days"
 GATE_CSV = "tables/gate_decisions.csv"
 AUDIT_STRATA_CSV = "tables/audit_strata.csv"   # per round and route: population, audited, errors, interval
 AUTO_ACCEPT_BOUND_CSV = "tables/auto_accept_bound.csv"  # each time the bound raised the cut-off, and why
@@ -254,6 +269,8 @@ class Tracker(Protocol):
 
     def log_figure(self, figure: Any, path: str) -> None: ...
 
+    def log_text(self, text: str, path: str) -> None: ...
+
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
     def publish(self, model: Any, *, aliases: tuple[str, ...], input_example: Any = None) -> str: ...
@@ -280,6 +297,7 @@ class MemoryTracker:
     metrics: list[dict[str, float]] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
+    texts: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
     models: list[Any] = field(default_factory=list)
@@ -305,6 +323,9 @@ class MemoryTracker:
 
         self.figures.append(path)
         plt.close(figure)
+
+    def log_text(self, text: str, path: str) -> None:
+        self.texts[path] = redact(text)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.tags.update(tags)
@@ -476,6 +497,10 @@ class RunWriter:
         self.client.log_figure(run_id, figure, path)
         plt.close(figure)
 
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        """``text`` as a text artifact at ``path`` (e.g. ``guidelines/v3.md``), redacted."""
+        self.client.log_text(run_id, redact(text), path)
+
     def log_artifact(self, run_id: str, local_path: str, *, folder: str | None = None) -> None:
         """A local file as an artifact, in ``folder`` of the run's artifacts (default: at the top).
 
@@ -576,6 +601,9 @@ class MlflowTracker:
 
     def log_figure(self, figure: Any, path: str) -> None:
         self.writer.log_figure(self.run_id, figure, path)
+
+    def log_text(self, text: str, path: str) -> None:
+        self.writer.log_text(self.run_id, text, path)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.writer.log(self.run_id, tags=tags)

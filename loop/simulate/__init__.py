@@ -44,6 +44,7 @@ from ._model import (
     annotator_confusions,
     confusability_from_confusion,
     confusability_from_probs,
+    draw_adoption_delays,
     draw_item_difficulty,
     uniform_confusability,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "confusability_from_confusion",
     "confusability_from_probs",
     "crowd_like",
+    "draw_adoption_delays",
     "draw_item_difficulty",
     "fit_crowd_profile",
     "make_crowd",

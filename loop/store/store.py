@@ -325,9 +325,10 @@ class LabelStore:
     # ----------------------------------------------------------------- guidelines
     def add_guideline(self, stream: str, text: str, *, author: str, examples: Any = None,
                       parent_version: int | None = None, idempotency_key: str | None = None,
-                      actor: str | None = None) -> GuidelineVersion:
+                      actor: str | None = None, reason: str | None = None) -> GuidelineVersion:
         """Draft the next version of a stream's guideline. Drafts may be revised
-        (:meth:`revise_guideline`) until :meth:`publish_guideline`; published ones never change."""
+        (:meth:`revise_guideline`) until :meth:`publish_guideline`; published ones never change.
+        ``reason`` is recorded on the ``guideline.drafted`` event (e.g. the pairs it addresses)."""
         s = self.stream(stream)
         _guideline_text(text)
         _name(author, "author")
@@ -362,7 +363,7 @@ class LabelStore:
                                     "the same time; retry.") from None
             record_events(conn, [{"action": "guideline.drafted", "entity": "guideline_version", "entity_id": id_,
                                   "stream_id": s.id, "after": {"version": version, "parent_version": parent_version}}],
-                          actor=actor or author, reason=None)
+                          actor=actor or author, reason=reason)
             return self._guideline(conn, s, version)
 
     def revise_guideline(self, stream: str, version: int, *, text: str | None = None, examples: Any = None,
@@ -415,6 +416,18 @@ class LabelStore:
                 if version is None:
                     raise fail("version", f"a published version of stream {stream!r}'s guideline", "none published")
             return self._guideline(conn, s, version)
+
+    def draft_guideline_from_pairs(self, stream: str, *, author: str, pairs: int = 3, per_class: int = 3,
+                                   actor: str | None = None) -> tuple[GuidelineVersion, Any]:
+        """Draft the next guideline version from the stream's most confused class pairs: a
+        section per pair with the boundary examples nearest the model's decision edge and what
+        annotators said (``guideline_unclear`` flags, rationales), added to the newest published
+        version's text (its parent). Returns the stored draft and the
+        :class:`loop.guidance.GuidanceDraft` it was made of; an admin publishes it
+        (:meth:`publish_guideline`). See :mod:`loop.store._guidance`."""
+        from ._guidance import draft_from_confusions
+
+        return draft_from_confusions(self, stream, author=author, pairs=pairs, per_class=per_class, actor=actor)
 
     def _guideline(self, conn: Connection, s: Stream, version: int) -> GuidelineVersion:
         g, p = S.guideline_versions, S.guideline_versions.alias("p")
