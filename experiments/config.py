@@ -120,8 +120,8 @@ IN_PROCESS = "in_process"
 LOCAL = "local"
 NO_TRACKING = "none"
 REPLAY = "replay"
-SECTIONS = ("program", "crowd", "thresholds", "gate", "tracking", "store", "serve", "compare", "model", "live")
-SECTIONS += ("guidance",)
+SECTIONS = ("program", "crowd", "thresholds", "gate", "tracking", "store", "serve", "compare", "model", "live",
+            "guidance")
 
 
 class ConfigError(SchemaError):

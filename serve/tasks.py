@@ -459,7 +459,7 @@ async def publish_guideline(stream: str, version: int, principal: Principal = De
     return JSONResponse({"guideline": _guideline_json(g)})
 
 
-@router.post("/v1/admin/streams/{stream}/guidelines/drafts/from-confusions", status_code=201,
+@router.post("/v1/streams/{stream}/guidelines/drafts/from-confusions", status_code=201,
              responses=_doc(404, 409))
 async def draft_guideline_from_confusions(stream: str, body: ConfusionDraftRequest | None = None,
                                           principal: Principal = Depends(admin_role),

@@ -11,7 +11,7 @@ from tests.serve.test_tasks import _auth, http, store  # noqa: E402,F401 - fixtu
 from tests.store.conftest import pg_server, pg_url, store_url  # noqa: E402,F401 - fixtures
 from tests.store.test_guidance import PARENT, STREAM, _confused_stream  # noqa: E402
 
-ROUTE = f"/v1/admin/streams/{STREAM}/guidelines/drafts/from-confusions"
+ROUTE = f"/v1/streams/{STREAM}/guidelines/drafts/from-confusions"
 
 
 def test_draft_review_publish_over_http(http, store):
@@ -43,10 +43,10 @@ def test_bad_bodies_are_422_naming_the_field(http, store, body, field):
 
 def test_unknown_stream_is_404_and_a_stream_without_predictions_422(http, store):
     admin = _auth(store.issue_token("ops", "admin"))
-    answer = http.post("/v1/admin/streams/nope/guidelines/drafts/from-confusions", headers=admin)
+    answer = http.post("/v1/streams/nope/guidelines/drafts/from-confusions", headers=admin)
     assert answer.status_code == 404 and "error" in answer.json()
     store.create_stream("empty", ["a", "b"])
-    answer = http.post("/v1/admin/streams/empty/guidelines/drafts/from-confusions", headers=admin)
+    answer = http.post("/v1/streams/empty/guidelines/drafts/from-confusions", headers=admin)
     assert answer.status_code == 422 and answer.json()["error"]["field"] == "stream"
 
 
