@@ -52,6 +52,7 @@ No I/O, no clock.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -60,7 +61,7 @@ import pandas as pd
 from ._validation import _describe, check_int, fail
 from .columns import ANNOTATOR, ITEM, LABEL
 
-__all__ = ["IMPACT_COLUMNS", "PREDICTED", "RESOLUTION_ID", "ROUND", "SKILL", "STATUS", "SUPERSEDES",
+__all__ = ["IMPACT_COLUMNS", "ImpactInputs", "PREDICTED", "RESOLUTION_ID", "ROUND", "SKILL", "STATUS", "SUPERSEDES",
            "annotator_impact", "impact_totals"]
 
 ROUND: Final = "round"
@@ -265,3 +266,26 @@ def _fixes(history: pd.DataFrame, answers: pd.DataFrame, predictions: pd.DataFra
     columns = [ROUND, ANNOTATOR, "errors_fixed", "errors_fixed_model_right", "credit",
                *([TRUE_FIXED] if truth is not None else [])]
     return work[columns].groupby([ROUND, ANNOTATOR], as_index=False).sum(), per_round
+
+
+@dataclass(frozen=True)
+class ImpactInputs:
+    """What :func:`annotator_impact` reads, as the store holds it
+    (:meth:`loop.store.LabelStore.impact_inputs`); :meth:`table` computes the figures."""
+
+    answers: pd.DataFrame
+    history: pd.DataFrame
+    disputes: pd.DataFrame
+    next_predictions: pd.DataFrame
+    skills: pd.DataFrame
+    closed_round: int | None
+
+    def table(self, *, next_predictions: pd.DataFrame | None = None, truth: pd.Series | None = None) -> pd.DataFrame:
+        """:func:`annotator_impact` of these frames (``next_predictions`` replaces the stored
+        ones for the rounds it names)."""
+        predictions = self.next_predictions
+        if next_predictions is not None:
+            predictions = pd.concat([predictions, _frame(next_predictions, "next_predictions",
+                                                         (ITEM, ROUND, PREDICTED))], ignore_index=True)
+        return annotator_impact(self.answers, self.history, closed_round=self.closed_round, disputes=self.disputes,
+                                next_predictions=predictions, skills=self.skills, truth=truth)
