@@ -187,6 +187,7 @@ from . import tracking as T
 from .audits import (_ACTION_STRATUM, _AUTO, _EXPERT, _UNTOUCHED, AUDIT_METHOD, DECISIVE_DISPUTE, AuditBook,
                      AuditResult, AutoAcceptBound, audit_verdict, dispute_posterior, estimate_audit,
                      stratified_sample)
+from .impact import round_impact
 from .config import IN_PROCESS, LOCAL, ConfigError, ModelConfig, ProgramConfig, flatten
 from .measure import Measures
 from .models import make_estimator, trusted_modules
@@ -738,9 +739,10 @@ class _Program:
         self.gates.append({"round": 0, "version": self.champion_version, "promoted": True,
                            "reason": "seed model: the first champion"})
         arrived = self.dataset.arrived(0)
+        impact = self._log_impact(0, None)
         self._log_round(0, arrived=arrived, new=arrived, before=labels, after=labels, plan=None, audit=None,
                         evaluation=evaluation, challenger=evaluation, promoted=True, round_cost=0.0, budget=0.0,
-                        resolution_hours=float("nan"), pairs=None)
+                        resolution_hours=float("nan"), pairs=None, extra=impact)
 
     def play_round(self, round_: int) -> None:
         cfg, dataset = self.cfg, self.dataset
@@ -805,10 +807,11 @@ class _Program:
         self.tracker.set_tags({T.TAG_GATE_REASON: decision.reason})
         pairs = confused_pairs(after.reindex(pd.Index(arrived, dtype=object)).to_numpy(dtype=np.int64), probs,
                                classes=list(dataset.classes))
+        impact = self._log_impact(round_, challenger_oof)
         self._log_round(round_, arrived=arrived, new=new, before=before, after=after, plan=plan, audit=audit,
                         evaluation=self.champion, challenger=challenger, promoted=decision.promote,
                         round_cost=float(annotations[COST].sum()) - spent_before, budget=books.budget,
-                        resolution_hours=_resolution_hours(annotations, plan, round_), pairs=pairs)
+                        resolution_hours=_resolution_hours(annotations, plan, round_), pairs=pairs, extra=impact)
         self._log_routed(round_, plan, candidates, before, after)
 
     def finish(self) -> ProgramResult:
@@ -1199,15 +1202,27 @@ class _Program:
 
     # -- measuring ---------------------------------------------------------------------------
     def _log_round(self, round_: int, *, pairs: pd.DataFrame | None, plan: pd.DataFrame | None,
-                   **figures: Any) -> None:
-        """Measure the round (:class:`~experiments.measure.Measures`) and log it with ``step = round``."""
+                   extra: dict[str, float] | None = None, **figures: Any) -> None:
+        """Measure the round (:class:`~experiments.measure.Measures`) and log it with ``step = round``
+        (``extra``: figures measured elsewhere, e.g. the annotators' impact)."""
         row = self.measures.round_row(round_, plan=plan, pairs=pairs, annotations=self.history.annotations(),
                                       stats=self.history.metrics(resolution_hours=False),
                                       cutoff=self.bound.cutoff if self.cfg.strategy is Strategy.TIERED else None,
                                       **figures)
+        if extra:
+            row.update(extra)
+            self.measures.rows[-1].update(extra)
         if pairs is not None and len(pairs):
             self.tracker.log_table(pairs, T.CONFUSED_PAIRS_CSV)
         self.tracker.log_metrics(row, step=round_)
+
+    def _log_impact(self, round_: int, out_of_fold: pd.DataFrame | None) -> dict[str, float]:
+        """Close the round in the store; log its per-annotator impact table (:mod:`experiments.impact`)."""
+        table, metrics = round_impact(self.store, self.stream, round_, annotations=self.history.annotations(),
+                                      annotator_model=self.cfg.annotator_model, out_of_fold=out_of_fold,
+                                      truth=self.dataset.truth if self.measures.known else None)
+        self.tracker.log_table(table, T.impact_table_path(round_))
+        return metrics
 
     def _log_routed(self, round_: int, plan: pd.DataFrame, candidates: pd.DataFrame, before: pd.Series,
                     after: pd.Series) -> None:
