@@ -118,7 +118,10 @@ must serve). Each round ``r = 1 .. rounds`` then:
    gate (:mod:`loop.gate`) decides whether the challenger becomes the champion; the scorer reloads.
 8. **Measure.** Everything in :mod:`experiments.tracking` with ``step = round``, and the
    round's routed-item table (:class:`experiments.measure.Measures`; the audit's parts and the
-   auto-accept bound are :mod:`experiments.audits`).
+   auto-accept bound are :mod:`experiments.audits`). The round closes in the label store (a
+   ``round.closed`` event with the resolver's skill estimates) and its annotators' impact is
+   logged: ``impact/round_<r>.csv``, ``annotators_with_confirmed_fixes``,
+   ``top_annotator_share`` (:mod:`experiments.impact`, :mod:`loop.impact`).
 
 **Budget** (:class:`loop.budget.Budget`). The strategy may plan at most the round's budget
 (``budget_per_round`` plus what earlier rounds left unspent, minus what they overspent: planned and
