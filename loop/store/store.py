@@ -872,12 +872,12 @@ class LabelStore:
 
     # ----------------------------------------------------------------- annotator impact
     def close_round(self, stream: str, round_: int, *, skills: Mapping[str, float] | None = None,
-                    actor: str | None = None) -> dict[str, int]:
+                    actor: str | None = None) -> dict[str, Any]:
         """Record that a program round closed: a ``round.closed`` event with the newest
-        annotation, resolution, dispute and prediction ids of the stream (where the round ends)
-        and the resolver's skill estimate of each annotator (``skills``: name -> probability
-        their label is right). :meth:`impact_inputs` assigns rows to rounds by these marks.
-        Returns the marks."""
+        annotation, resolution, dispute and prediction ids (where the round ends) and the
+        resolver's skill estimate of each annotator (``skills``: name -> probability their label
+        is right). :meth:`impact_inputs` assigns rows to rounds by these marks. Returns the mark
+        (``round``, ``annotation_version``, ..., ``skills``), as :meth:`round_marks` reads it."""
         s = self.stream(stream)
         round_ = check_int(round_, "round", low=0, high=MAX_INTEGER)
         skills = {} if skills is None else skills
@@ -889,12 +889,29 @@ class LabelStore:
         with write_transaction(self._engine) as conn:
             return _impact.close_round(conn, s, round_, skills, actor=actor)
 
-    def impact_inputs(self, stream: str) -> ImpactInputs:
-        """The frames :func:`loop.impact.annotator_impact` counts, each row with its round
-        (:mod:`loop.store._impact`)."""
+    def round_marks(self, stream: str) -> list[dict[str, Any]]:
+        """The stream's ``round.closed`` marks, oldest first (:meth:`close_round`). Reading them
+        scans the audit trail: a program reads them once and keeps what it closes."""
         s = self.stream(stream)
         with self._read() as conn:
-            return _impact.impact_inputs(conn, s)
+            return _impact.round_marks(conn, s)
+
+    def impact_inputs(self, stream: str, *, rounds: Sequence[int] | None = None,
+                      marks: Sequence[Mapping[str, Any]] | None = None) -> ImpactInputs:
+        """The frames :func:`loop.impact.annotator_impact` counts, each row with its round
+        (:mod:`loop.store._impact`). ``rounds``: only what those rounds' rows need (their rows of
+        the impact table are the same as the whole history's), at the cost of those rounds, not
+        of the history. ``marks``: the stream's :meth:`round_marks`, when the caller keeps them."""
+        s = self.stream(stream)
+        if rounds is not None:
+            if isinstance(rounds, (str, bytes)) or not isinstance(rounds, Iterable):
+                raise fail("rounds", "a sequence of round numbers (integers >= 0)", _describe(rounds))
+            rounds = [check_int(r, "rounds", low=0, high=MAX_INTEGER) for r in rounds]
+        if marks is not None and (not isinstance(marks, Sequence)
+                                  or not all(isinstance(m, Mapping) and "round" in m for m in marks)):
+            raise fail("marks", "the stream's round marks (round_marks, close_round)", _describe(marks))
+        with self._read() as conn:
+            return _impact.impact_inputs(conn, s, None if marks is None else [dict(m) for m in marks], rounds)
 
     def annotator_impact(self, stream: str, *, annotator: str | None = None) -> pd.DataFrame:
         """Per annotator and round, what their answers did to the stream's labels

@@ -3,6 +3,7 @@ every figure is known by construction (tests/store/impact_history.py)."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from loop.exceptions import SchemaError
@@ -72,3 +73,25 @@ def test_annotator_impact_refuses_a_bad_annotator_name(store):
     store.create_stream("s", ["a", "b"])
     with pytest.raises(SchemaError, match="annotator"):
         store.annotator_impact("s", annotator="")
+
+
+@pytest.mark.parametrize("rounds", [[0], [1], [2], [0, 2]])
+def test_reading_some_rounds_gives_their_rows_of_the_whole_history(store, rounds):
+    build_history(store)
+    whole = store.annotator_impact(STREAM)
+    marks = store.round_marks(STREAM)
+    part = store.impact_inputs(STREAM, rounds=rounds, marks=marks).table()
+    expected = whole[whole["round"].isin(rounds)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(part[part["round"].isin(rounds)].reset_index(drop=True), expected)
+    # Only the items those rounds name are read: round 2 answered i2 alone.
+    if rounds == [2]:
+        read = store.impact_inputs(STREAM, rounds=rounds)
+        assert set(read.answers["item_id"]) == set(read.history["item_id"]) == {"i2"}
+
+
+@pytest.mark.parametrize("kwargs,field", [({"rounds": "1"}, "rounds"), ({"rounds": [-1]}, "rounds"),
+                                          ({"marks": [{"x": 1}]}, "marks")])
+def test_impact_inputs_refuses_bad_rounds_and_marks(store, kwargs, field):
+    store.create_stream("s", ["a", "b"])
+    with pytest.raises(SchemaError, match=f"'{field}'"):
+        store.impact_inputs("s", **kwargs)
