@@ -190,7 +190,7 @@ from . import tracking as T
 from .audits import (_ACTION_STRATUM, _AUTO, _EXPERT, _UNTOUCHED, AUDIT_METHOD, DECISIVE_DISPUTE, AuditBook,
                      AuditResult, AutoAcceptBound, audit_verdict, dispute_posterior, estimate_audit,
                      stratified_sample)
-from .impact import round_impact
+from .impact import RoundImpact
 from .config import IN_PROCESS, LOCAL, ConfigError, ModelConfig, ProgramConfig, flatten
 from .measure import Measures
 from .models import make_estimator, trusted_modules
@@ -704,6 +704,8 @@ class _Program:
         self.bound = AutoAcceptBound(cfg.thresholds.max_auto_accept_error if bounded else None,
                                      cfg.thresholds.auto_accept_confidence)
         self.doubt = 0.15  # the posterior's mean doubt in the current labels (set each round)
+        self.impact = RoundImpact(store, self.stream, annotator_model=cfg.annotator_model,
+                                  fit_items=cfg.max_fit_items, random_state=[cfg.seed, 31])
 
     # -- steps -------------------------------------------------------------------------------
     def arrive(self, round_: int) -> np.ndarray:
@@ -1221,9 +1223,8 @@ class _Program:
 
     def _log_impact(self, round_: int, out_of_fold: pd.DataFrame | None) -> dict[str, float]:
         """Close the round in the store; log its per-annotator impact table (:mod:`experiments.impact`)."""
-        table, metrics = round_impact(self.store, self.stream, round_, annotations=self.history.annotations(),
-                                      annotator_model=self.cfg.annotator_model, out_of_fold=out_of_fold,
-                                      truth=self.dataset.truth if self.measures.known else None)
+        table, metrics = self.impact.close(round_, out_of_fold=out_of_fold,
+                                           truth=self.dataset.truth if self.measures.known else None)
         self.tracker.log_table(table, T.impact_table_path(round_))
         return metrics
 

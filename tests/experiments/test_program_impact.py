@@ -57,8 +57,11 @@ def test_the_rounds_are_closed_in_the_store_with_the_resolvers_skills(run):
     closed = events[events["action"] == "round.closed"]
     assert closed["entity_id"].tolist() == list(range(cfg.rounds + 1))
     last = closed.iloc[-1]["after"]["skills"]
-    annotations = store.annotations_frame(result.stream)
-    assert last == pytest.approx(resolver_skills(annotations, cfg.annotator_model))
+    # Fitted on every label of the items the round touched (what the round's read holds).
+    touched = store.impact_inputs(result.stream, rounds=[cfg.rounds]).answers
+    assert set(last) == set(touched["annotator_id"])
+    assert last == pytest.approx(resolver_skills(touched, cfg.annotator_model, fit_items=cfg.max_fit_items,
+                                                 random_state=[cfg.seed, 31]))
     # The store reads the same answers per round as the program logged.
     table = store.annotator_impact(result.stream)
     for r in range(cfg.rounds + 1):
