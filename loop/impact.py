@@ -158,10 +158,10 @@ def annotator_impact(answers: pd.DataFrame, history: pd.DataFrame, *, closed_rou
 
 def impact_totals(impact: pd.DataFrame) -> pd.DataFrame:
     """One row per annotator over every round of :func:`annotator_impact`'s table: the counts
-    summed, ``skill`` the latest round's, ``share_of_error_reduction`` their credit over every
-    model-backed change of their rounds (each round's share times its denominator, summed,
-    over the denominators of the rounds they took part in), ``rounds`` the rounds they took
-    part in.
+    summed, ``skill`` the latest estimate (an open round has none yet),
+    ``share_of_error_reduction`` their credit over every model-backed change of their rounds
+    (each round's share times its denominator, summed, over the denominators of the rounds they
+    took part in), ``rounds`` the rounds they took part in.
 
     Examples
     --------
