@@ -29,7 +29,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
 from loop.columns import ANNOTATOR
-from loop.exceptions import ForbiddenError, NotFoundError
+from loop.exceptions import ForbiddenError, NotFoundError, SchemaError
 from loop.impact import impact_totals
 from loop.store import LabelStore, Principal, Role
 
@@ -83,6 +83,9 @@ def _scope(store: LabelStore, principal: Principal, stream: str | None, annotato
             store.annotator(annotator)
         except NotFoundError:
             raise BadRequest("annotator", f"No annotator is called {annotator!r}.", status=404) from None
+        except SchemaError:  # the store names its own argument; the caller sent 'annotator'
+            raise BadRequest("annotator", "The 'annotator' parameter must be an annotator's name: text of at most "
+                             f"{_NAME_CHARS} characters, without NUL characters.", status=422) from None
     if stream is not None:
         return [store.stream(stream).name], annotator
     if annotator is not None:

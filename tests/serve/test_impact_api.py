@@ -86,6 +86,8 @@ def test_round_two_is_open_so_its_skill_is_null(http, store):
     ({"stream": ""}, 422, "query.stream"),
     ({"stream": "x" * 201}, 422, "query.stream"),
     ({"stream": STREAM, "annotator": "nobody"}, 404, "annotator"),
+    ({"stream": STREAM, "annotator": "a\x00b"}, 422, "annotator"),
+    ({"stream": "a\x00b"}, 422, "stream"),
 ])
 def test_bad_input_is_a_4xx_naming_the_field(http, store, params, status, field):
     answer = _get(http, store.issue_token("lead", "admin"), **params)
