@@ -110,12 +110,16 @@ def impact_inputs(conn: Connection, stream: Stream, marks: list[dict] | None = N
                   ["id", "item_key", "who", LABEL])
     res = _select(conn, r, [r.c.id, r.c.item_id, r.c.label, r.c.supersedes_id], stream, items,
                   [RESOLUTION_ID, "item_key", LABEL, SUPERSEDES])
-    dis = pd.DataFrame(conn.execute(sa.select(d.c.id, d.c.item_id, d.c.annotator_id, d.c.label, d.c.status)
-                                    .where(where_d, d.c.annotator_id.isnot(None)).order_by(d.c.id)).all(),
-                       columns=["id", "item_key", "who", LABEL, STATUS])
+    dis = _rows_frame(conn.execute(sa.select(d.c.id, d.c.item_id, d.c.annotator_id, d.c.label, d.c.status)
+                                   .where(where_d, d.c.annotator_id.isnot(None)).order_by(d.c.id)).all(),
+                      ["id", "item_key", "who", LABEL, STATUS])
     names = dict(conn.execute(sa.select(S.annotators.c.id, S.annotators.c.name)).all())
-    keys = pd.concat([ann["item_key"], res["item_key"], dis["item_key"]]).unique().tolist()
-    external = dict(lookup(conn, S.items.c.id, keys, S.items.c.id, S.items.c.external_id))
+    if items is None:  # every item of the stream: one query, not a lookup in chunks
+        external = dict(conn.execute(sa.select(S.items.c.id, S.items.c.external_id)
+                                     .where(S.items.c.stream_id == stream.id)).all())
+    else:
+        keys = pd.concat([ann["item_key"], res["item_key"], dis["item_key"]]).unique().tolist()
+        external = dict(lookup(conn, S.items.c.id, keys, S.items.c.id, S.items.c.external_id))
     answers = pd.DataFrame({ITEM: ann["item_key"].map(external).astype(object),
                             ANNOTATOR: ann["who"].map(names).astype(object),
                             LABEL: ann[LABEL].astype(np.int64), ROUND: _rounds(ann["id"], marks, "annotation")})
@@ -133,6 +137,13 @@ def impact_inputs(conn: Connection, stream: Stream, marks: list[dict] | None = N
                         closed_round=marks[-1]["round"] if marks else None)
 
 
+def _rows_frame(rows: list, names: list[str]) -> pd.DataFrame:
+    """Rows as a frame, column by column (pandas probes a SQLAlchemy Row for namedtuple fields,
+    one failing key lookup a row: ~70 us each)."""
+    columns = list(zip(*rows)) if rows else [()] * len(names)
+    return pd.DataFrame({name: pd.Series(list(values), dtype=object) for name, values in zip(names, columns)})
+
+
 def _select(conn: Connection, table: sa.Table, columns: list[sa.Column], stream: Stream, items: list[int] | None,
             names: list[str]) -> pd.DataFrame:
     """The stream's rows (``items`` None) or those of ``items`` (in chunks: SQLite bounds the
@@ -141,7 +152,7 @@ def _select(conn: Connection, table: sa.Table, columns: list[sa.Column], stream:
         rows = conn.execute(sa.select(*columns).where(table.c.stream_id == stream.id).order_by(columns[0])).all()
     else:
         rows = lookup(conn, table.c.item_id, items, *columns, where=table.c.stream_id == stream.id)
-    frame = pd.DataFrame(rows, columns=names)
+    frame = _rows_frame(rows, names)
     return frame.sort_values(names[0], kind="stable").reset_index(drop=True)
 
 
@@ -161,9 +172,10 @@ def _next_predictions(conn: Connection, history: pd.DataFrame, marks: list[dict]
     rows = lookup(conn, p.c.item_id, changes["item_key"].astype(int).tolist(), p.c.id, p.c.item_id, p.c.probs)
     if not rows:
         return empty
-    stored = pd.DataFrame(rows, columns=["id", "item_key", "probs"]).sort_values("id")
-    stored[PREDICTED] = [int(np.argmax(np.asarray(v, dtype=float))) for v in stored["probs"]]
-    wanted = changes[["item_key", ITEM, ROUND]].drop_duplicates().copy()
+    stored = _rows_frame(rows, ["id", "item_key", "probs"]).sort_values("id")
+    # A stream's probabilities all have its class count: one array, one argmax.
+    stored[PREDICTED] = np.asarray(stored["probs"].tolist(), dtype=float).argmax(axis=1)
+    wanted = changes[["item_key", ITEM, ROUND]].astype({"item_key": np.int64}).drop_duplicates()
     wanted["after"] = wanted[ROUND].map(closed).astype(np.int64) + 1
     found = pd.merge_asof(wanted.sort_values("after"),
                           stored[["id", "item_key", PREDICTED]].astype({"id": np.int64, "item_key": np.int64}),
