@@ -80,3 +80,24 @@ def test_resolver_skills_rank_a_careless_annotator_below_careful_ones():
     skills = resolver_skills(pd.concat(rows, ignore_index=True))
     assert skills["good"] > skills["fair"] > skills["poor"]
     assert resolver_skills(pd.DataFrame({ITEM: [1], ANNOTATOR: ["u"], LABEL: [0]})) == {}
+
+
+@pytest.mark.slow
+def test_mlflow_holds_the_impact_tables_and_the_aggregates(tmp_path, mlflow_uri):
+    import mlflow
+    from mlflow import MlflowClient
+
+    base = parse_config(SMALL)
+    cfg = base.replace(rounds=1, tracking=base.tracking.__class__(uri=mlflow_uri, experiment="impact-mlflow",
+                                                                  registered_model="impact-mlflow"),
+                       store_url=f"sqlite:///{tmp_path}/labels.db")
+    result = run_program(cfg, world=build_world(cfg))
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    paths = {a.path for a in client.list_artifacts(result.run_id, "impact")}
+    assert paths == {T.impact_table_path(0), T.impact_table_path(1)}
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=result.run_id, tracking_uri=mlflow_uri,
+                                                            artifact_path=T.impact_table_path(1)))
+    assert list(table.columns) == [*IMPACT_COLUMNS, "true_errors_fixed"] and table["answers"].sum() > 0
+    history = client.get_metric_history(result.run_id, T.TOP_ANNOTATOR_SHARE)
+    assert [m.step for m in history] == [0, 1]
+    assert history[-1].value == pytest.approx(table["share_of_error_reduction"].max())
