@@ -118,7 +118,10 @@ must serve). Each round ``r = 1 .. rounds`` then:
    gate (:mod:`loop.gate`) decides whether the challenger becomes the champion; the scorer reloads.
 8. **Measure.** Everything in :mod:`experiments.tracking` with ``step = round``, and the
    round's routed-item table (:class:`experiments.measure.Measures`; the audit's parts and the
-   auto-accept bound are :mod:`experiments.audits`).
+   auto-accept bound are :mod:`experiments.audits`). The round closes in the label store (a
+   ``round.closed`` event with the resolver's skill estimates) and its annotators' impact is
+   logged: ``impact/round_<r>.csv``, ``annotators_with_confirmed_fixes``,
+   ``top_annotator_share`` (:mod:`experiments.impact`, :mod:`loop.impact`).
 
 **Guidelines** (:class:`experiments.guidance.ProgramGuidance`). Once a round's plan is made and
 before anyone answers, the published guideline version its tasks show is logged to the run, once
@@ -195,6 +198,7 @@ from . import tracking as T
 from .audits import (_ACTION_STRATUM, _AUTO, _EXPERT, _UNTOUCHED, AUDIT_METHOD, DECISIVE_DISPUTE, AuditBook,
                      AuditResult, AutoAcceptBound, audit_verdict, dispute_posterior, estimate_audit,
                      stratified_sample)
+from .impact import RoundImpact
 from .config import IN_PROCESS, LOCAL, ConfigError, ModelConfig, ProgramConfig, flatten
 from .guidance import ProgramGuidance
 from .measure import Measures
@@ -759,6 +763,8 @@ class _Program:
         self.guidance = ProgramGuidance(cfg.guidance, store=store, stream=self.stream, tracker=tracker,
                                         workforce=workforce, truth=dataset.truth, clock=self.clock,
                                         work_offset=_CROWD_START, seed=cfg.seed)
+        self.impact = RoundImpact(store, self.stream, annotator_model=cfg.annotator_model,
+                                  fit_items=cfg.max_fit_items, random_state=[cfg.seed, 31])
 
     # -- steps -------------------------------------------------------------------------------
     def arrive(self, round_: int) -> np.ndarray:
@@ -799,9 +805,10 @@ class _Program:
         self.gates.append({"round": 0, "version": self.champion_version, "promoted": True,
                            "reason": "seed model: the first champion"})
         arrived = self.dataset.arrived(0)
+        impact = self._log_impact(0, None)
         self._log_round(0, arrived=arrived, new=arrived, before=labels, after=labels, plan=None, audit=None,
                         evaluation=evaluation, challenger=evaluation, promoted=True, round_cost=0.0, budget=0.0,
-                        resolution_hours=float("nan"), pairs=None)
+                        resolution_hours=float("nan"), pairs=None, extra=impact)
 
     def play_round(self, round_: int) -> None:
         cfg, dataset = self.cfg, self.dataset
@@ -868,10 +875,11 @@ class _Program:
         self.tracker.set_tags({T.TAG_GATE_REASON: decision.reason})
         pairs = confused_pairs(after.reindex(pd.Index(arrived, dtype=object)).to_numpy(dtype=np.int64), probs,
                                classes=list(dataset.classes))
+        impact = self._log_impact(round_, challenger_oof)
         self._log_round(round_, arrived=arrived, new=new, before=before, after=after, plan=plan, audit=audit,
                         evaluation=self.champion, challenger=challenger, promoted=decision.promote,
                         round_cost=float(annotations[COST].sum()) - spent_before, budget=books.budget,
-                        resolution_hours=_resolution_hours(annotations, plan, round_), pairs=pairs)
+                        resolution_hours=_resolution_hours(annotations, plan, round_), pairs=pairs, extra=impact)
         self._log_routed(round_, plan, candidates, before, after)
 
     def finish(self) -> ProgramResult:
@@ -1272,15 +1280,26 @@ class _Program:
 
     # -- measuring ---------------------------------------------------------------------------
     def _log_round(self, round_: int, *, pairs: pd.DataFrame | None, plan: pd.DataFrame | None,
-                   **figures: Any) -> None:
-        """Measure the round (:class:`~experiments.measure.Measures`) and log it with ``step = round``."""
+                   extra: dict[str, float] | None = None, **figures: Any) -> None:
+        """Measure the round (:class:`~experiments.measure.Measures`) and log it with ``step = round``
+        (``extra``: figures measured elsewhere, e.g. the annotators' impact)."""
         row = self.measures.round_row(round_, plan=plan, pairs=pairs, annotations=self.history.annotations(),
                                       stats=self.history.metrics(resolution_hours=False),
                                       cutoff=self.bound.cutoff if self.cfg.strategy is Strategy.TIERED else None,
                                       **figures)
+        if extra:
+            row.update(extra)
+            self.measures.rows[-1].update(extra)
         if pairs is not None and len(pairs):
             self.tracker.log_table(pairs, T.CONFUSED_PAIRS_CSV)
         self.tracker.log_metrics(row, step=round_)
+
+    def _log_impact(self, round_: int, out_of_fold: pd.DataFrame | None) -> dict[str, float]:
+        """Close the round in the store; log its per-annotator impact table (:mod:`experiments.impact`)."""
+        table, metrics = self.impact.close(round_, out_of_fold=out_of_fold,
+                                           truth=self.dataset.truth if self.measures.known else None)
+        self.tracker.log_table(table, T.impact_table_path(round_))
+        return metrics
 
     def _log_routed(self, round_: int, plan: pd.DataFrame, candidates: pd.DataFrame, before: pd.Series,
                     after: pd.Series) -> None:

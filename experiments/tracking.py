@@ -213,6 +213,17 @@ def routed_table_path(round_: int) -> str:
     return f"rounds/round_{round_:02d}_routed.csv"
 
 
+# --- annotator impact (loop.impact): a table per round, a few aggregates ----------------------
+# Per-annotator figures stay in the table: a metric per annotator would not scale.
+ANNOTATORS_WITH_CONFIRMED_FIXES = "annotators_with_confirmed_fixes"  # fixed a label the retrained model agrees with
+TOP_ANNOTATOR_SHARE = "top_annotator_share"    # the largest share of the round's error reduction
+
+
+def impact_table_path(round_: int) -> str:
+    """Artifact path of a round's per-annotator impact table."""
+    return f"impact/round_{round_}.csv"
+
+
 # --- reaching a tracking server ------------------------------------------------------------
 
 
