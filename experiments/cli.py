@@ -13,6 +13,7 @@
     labelloop db upgrade | current
     labelloop tokens issue --role admin --name NAME [--annotator A] [--store URL] | revoke ID | list
     labelloop labelstudio sync --url URL --project label=1 [--project double_blind=2] --stream S
+    labelloop report --experiment NAME --since DATE [--tracking-uri URI] [--strategy S] [--output DIR]
 
 A wrong argument or config value stops with one line naming it and exit code 2. ``retrain``
 exits 0 when the gate promoted the new model and 3 when it refused it.
@@ -153,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_tokens_parser(sub)
     from experiments.labelstudio_cli import add_labelstudio_parser
     add_labelstudio_parser(sub)
+    from experiments.report_cli import add_report_parser
+    add_report_parser(sub)
     return parser
 
 

@@ -39,7 +39,7 @@ from loop._redact import redact
 
 from . import tracking as T
 
-__all__ = ["COMPARISON_COLUMNS", "UiLink", "base_url", "share_run_view", "share_view", "ui_link", "view_state"]
+__all__ = ["COMPARISON_COLUMNS", "UiLink", "base_url", "run_link", "share_run_view", "share_view", "ui_link", "view_state"]
 
 # The manager's question: which strategy removes the most errors per unit of cost. The true
 # figures exist only in simulation; a live program's runs leave those cells empty.
@@ -195,3 +195,15 @@ def ui_link(tracking_uri: str, experiment_id: str, run_id: str, *, server: str |
                   runs_url=f"{base}/#/experiments/{experiment_id}/runs?{query}",
                   report_url=(f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{REPORT_HTML}"
                               "?workflowType=machine_learning") if report else None)
+
+
+def run_link(tracking_uri: str, experiment_id: str, run_id: str, *, server: str | None = None) -> str:
+    """The run's own page (its figures, description and artifacts) in the classic view.
+
+    Examples
+    --------
+    >>> run_link("http://mlflow:5000", "2", "abc")
+    'http://mlflow:5000/#/experiments/2/runs/abc?workflowType=machine_learning'
+    """
+    _, base = base_url(tracking_uri)
+    return f"{(server or base).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
