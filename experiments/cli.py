@@ -202,10 +202,14 @@ def _run(args: argparse.Namespace) -> int:
     with _rounds_progress(console, f"{cfg.name} ({cfg.strategy.value})", cfg.rounds) as progress:
         result = program.main(cfg, progress=progress)
     table = Table(title=f"{result.strategy} on {result.dataset}: {result.n_items} items, stream {result.stream}")
-    for column in ("initial error rate", "final error rate", "cost", "errors fixed per 100 annotations",
-                   "model accuracy", "promotions"):
+    currency = result.currency
+    roi = cfg.value_per_error_removed is not None
+    for column in ("initial error rate", "final error rate", f"program cost ({currency})",
+                   f"cost per error removed ({currency})", *(("ROI",) if roi else ()),
+                   "errors fixed per 100 annotations", "model accuracy", "promotions"):
         table.add_column(column, justify="right")
     table.add_row(f"{result.initial_error_rate:.2%}", f"{result.final_error_rate:.2%}", f"{result.program_cost:.1f}",
+                  _shown(result.cost_per_error_removed, ".2f"), *((_shown(result.roi, ".2f"),) if roi else ()),
                   f"{result.errors_removed_per_100_annotations:.1f}", f"{result.model_accuracy:.3f}",
                   str(result.promotions))
     console.print(table)
@@ -242,24 +246,36 @@ def _comparison(cfg: Any, *, output: Any = None) -> int:
                 bar.start_task(tasks[order[following]])
 
         result = compare.main(cfg, progress=progress)
+    from experiments.comparison_report import WINNER_RULE, display_table
+
     table = Table(title=f"{cfg.dataset.value}: {cfg.rounds} rounds of {cfg.items_per_round} items, "
-                        f"budget {cfg.budget_per_round:g} per round (triple_majority pays its own way)")
-    for column in ("strategy", "final error rate", "cost", "errors fixed per 100 annotations", "model accuracy"):
+                        f"budget {cfg.budget_per_round:g} {cfg.currency} per round (triple_majority pays its own way)")
+    shown = display_table(result.table, currency=cfg.currency, best=result.winner,
+                          roi=cfg.value_per_error_removed is not None)
+    for column in shown.columns:
         if column == "strategy":
             table.add_column(column, no_wrap=True)
         else:
             table.add_column(column, justify="right")
-    for row in result.table.itertuples(index=False):
-        table.add_row(row.strategy, f"{row.final_error_rate:.2%}", f"{row.program_cost:.1f}",
-                      f"{row.errors_removed_per_100_annotations:.1f}", f"{row.model_accuracy:.3f}")
+    for row in shown.itertuples(index=False):
+        table.add_row(*row)
     console.print(table)
     initial = next(iter(result.results.values())).initial_error_rate if result.results else float("nan")
     source = "table labels" if cfg.table is not None else "crowd labels"
-    console.print(f"Every strategy started from the same {source} ({initial:.2%} wrong); cost is what the "
+    console.print(f"Every strategy started from the same {source} ({initial:.2%} wrong); program cost is what the "
                   "strategy and the audits spent beyond those labels.")
+    console.print(f"The winner is {WINNER_RULE}; '-': no error removed (or no audit)." if result.winner else
+                  "No winner: no strategy removed any errors.")
     _print_written(console, output, list(result.results.values()))
     _print_ui_hint(console, cfg.tracking.uri, result.parent_run_id)
     return 0
+
+
+def _shown(value: float, form: str) -> str:
+    """A figure for a table cell; '-' where it is not a number (no error removed, no value set)."""
+    import math
+
+    return format(value, form) if math.isfinite(value) else "-"
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -306,7 +322,8 @@ def _serve(args: argparse.Namespace) -> int:
         console.print("stopped during a round: its tasks stay in the store; the MLflow run is marked failed")
         return 130
     summary = Table(title=f"{result.n_items} items on stream {result.stream}, {len(result.rounds) - 1} rounds")
-    for column in ("estimated error rate", "95% interval", "confirmed corrections", "cost", "promotions",
+    for column in ("estimated error rate", "95% interval", "confirmed corrections",
+                   f"program cost ({cfg.currency})", "promotions",
                    "champion"):
         summary.add_column(column, justify="right")
     summary.add_row(f"{result.final_error_rate_estimate:.2%}", f"{result.final_error_rate_estimate_ci_low:.2%} - "

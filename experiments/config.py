@@ -12,7 +12,13 @@ A config file has these sections (every key optional; defaults in brackets)::
                                  #   item_id, annotator_id, label[, seconds]
       rounds: 4                  # rounds after the seed round (>= 1)
       items_per_round: 250       # new items arriving per round (>= 10)
-      budget_per_round: 15.0     # cost units the strategy may spend per round (>= 0)
+      budget_per_round: 15.0     # what the strategy may spend per round, in program.currency (>= 0)
+      currency: cost units       # the unit of every cost figure (budget, program_cost, cost per
+                                 #   error removed): a label shown in tables, reports and MLflow
+                                 #   (param program.currency, tag labelloop.currency), e.g. EUR
+      value_per_error_removed: null  # optional, >= 0, in currency: what one label error removed is
+                                 #   worth; then roi = value_per_error_removed * errors_removed /
+                                 #   program_cost (and roi_estimate from errors_removed_estimate)
       strategy: tiered           # random | least_confidence | cleanlab | triple_majority | tiered
       audit_rate: 0.03           # share of labelled items an expert audits each round, in [0, 1]
       calibration_items: 150     # gold items that fit the temperature (>= 20)
@@ -140,6 +146,13 @@ def _real(value: Any, path: str, low: float, high: float | None = None) -> float
 def _text(value: Any, path: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise config_error(path, "a non-empty string", value)
+    return value
+
+
+def _check_currency(value: Any) -> str:
+    # Shown in table headers and an MLflow tag: one short line.
+    if not isinstance(value, str) or not value.strip() or len(value) > 40 or "\n" in value:
+        raise config_error("program.currency", "a non-empty one-line string of at most 40 characters", value)
     return value
 
 
@@ -401,6 +414,9 @@ class ProgramConfig:
     # The built-in datasets stay below it (digits has 1,797 items): their programs fit on all.
     max_fit_items: int | None = 10_000
     seed: int = 0
+    # The unit is a label for people reading the figures: no cost is ever converted.
+    currency: str = "cost units"
+    value_per_error_removed: float | None = None
     crowd: CrowdConfig = field(default_factory=CrowdConfig)
     # From the calibration grid of benchmarks/program.py (digits, seed 100): among the settings
     # that keep every route in use, the one that removed the most errors at equal budget.
@@ -437,6 +453,10 @@ class ProgramConfig:
         if self.max_fit_items is not None:
             _int(self.max_fit_items, "program.max_fit_items", 100)
         _int(self.seed, "program.seed", 0)
+        _check_currency(self.currency)
+        if self.value_per_error_removed is not None:
+            set_(self, "value_per_error_removed",
+                 _real(self.value_per_error_removed, "program.value_per_error_removed", 0.0))
         for name, kind in (("crowd", CrowdConfig), ("thresholds", RoutingThresholds), ("gate", QualityGate),
                            ("tracking", TrackingConfig), ("model", ModelConfig), ("live", LiveConfig)):
             if not isinstance(getattr(self, name), kind):
@@ -485,7 +505,8 @@ class ProgramConfig:
                         "strategy": self.strategy.value, "audit_rate": self.audit_rate,
                         "calibration_items": self.calibration_items, "holdout_items": self.holdout_items,
                         "annotator_model": self.annotator_model, "max_fit_items": self.max_fit_items,
-                        "seed": self.seed},
+                        "seed": self.seed, "currency": self.currency,
+                        "value_per_error_removed": self.value_per_error_removed},
             "crowd": {"tiers": self.crowd.tiers if self.crowd.replay else dict(self.crowd.tiers),
                       "experts": self.crowd.experts},
             "thresholds": self.thresholds.to_dict(),
@@ -500,7 +521,8 @@ class ProgramConfig:
 
 
 _PROGRAM_KEYS = ("name", "dataset", "annotations", "rounds", "items_per_round", "budget_per_round", "strategy", "audit_rate",
-                 "calibration_items", "holdout_items", "annotator_model", "max_fit_items", "seed")
+                 "calibration_items", "holdout_items", "annotator_model", "max_fit_items", "seed",
+                 "currency", "value_per_error_removed")
 
 
 def _section(raw: Mapping[str, Any], name: str, keys: tuple[str, ...] | None) -> dict[str, Any]:

@@ -164,7 +164,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +189,7 @@ from .audits import (_ACTION_STRATUM, _AUTO, _EXPERT, _UNTOUCHED, AUDIT_METHOD, 
                      stratified_sample)
 from .config import IN_PROCESS, LOCAL, ConfigError, ModelConfig, ProgramConfig, flatten
 from .measure import Measures
+from .results import cost_per_error, roi
 from .models import make_estimator, trusted_modules
 from .ports import (CalibratedTrainer, Dataset, Request, Scorer, SimulatedWorkforce, Ticket, Trainer, Workforce,
                     WorldDataset)
@@ -214,7 +215,7 @@ def wall_clock(round_: int, offset: pd.Timedelta) -> pd.Timestamp:
 
 # The final figures that need the truth: left out when nobody knows it.
 _TRUTH_FINALS = frozenset({T.FINAL_ERROR_RATE, T.INITIAL_ERROR_RATE, T.ERRORS_REMOVED, T.ERRORS_REMOVED_PER_100,
-                           "errors_fixed_total", "errors_introduced_total"})
+                           "errors_fixed_total", "errors_introduced_total", T.COST_PER_ERROR_REMOVED, T.ROI})
 _CROWD_START, _ADJUDICATION_START, _AUDIT_START = pd.Timedelta(hours=8), pd.Timedelta(hours=16), pd.Timedelta(hours=20)
 CREATED_AT = "created_at"
 # The store's task kind of each action's crowd work.
@@ -475,10 +476,12 @@ class ProgramResult:
         Wrong initial labels minus wrong final labels.
     errors_fixed, errors_introduced : int
         Summed over rounds (a label may be fixed and broken again).
-    cost : float
-        Every annotation's cost, initial labels and audits included.
+    initial_labels_cost : float
+        What the initial crowd labels cost (the same for every strategy of a world; not a
+        program's cost).
     program_cost : float
-        Cost beyond the initial labels (what the strategy and the audits spent).
+        The program's cost: what the strategy and the audits spent beyond the initial labels,
+        in ``currency``.
     program_annotations : int
         Annotations beyond the initial labels.
     annotator_hours : float
@@ -492,6 +495,13 @@ class ProgramResult:
         read; NaN without audits).
     errors_removed_estimate : int
         Label changes confirmed by two independent annotators, summed over rounds (no truth read).
+    currency : str
+        The unit of the costs (``program.currency``).
+    value_per_error_removed : float or None
+        What one error removed is worth, in ``currency`` (``program.value_per_error_removed``);
+        with it, :attr:`roi` and :attr:`roi_estimate`.
+    gates : DataFrame
+        The gate's decision each round: ``round, version, promoted, reason`` (round 0: the seed model).
     """
 
     strategy: str
@@ -505,7 +515,7 @@ class ProgramResult:
     errors_removed: int
     errors_fixed: int
     errors_introduced: int
-    cost: float
+    initial_labels_cost: float
     program_cost: float
     program_annotations: int
     annotator_hours: float
@@ -517,16 +527,47 @@ class ProgramResult:
     final_error_rate_estimate_ci_low: float = float("nan")
     final_error_rate_estimate_ci_high: float = float("nan")
     errors_removed_estimate: int = 0
+    currency: str = "cost units"
+    value_per_error_removed: float | None = None
+    gates: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["round", "version", "promoted",
+                                                                              "reason"]))
 
     @property
     def errors_removed_per_100_annotations(self) -> float:
         return 100.0 * self.errors_removed / self.program_annotations if self.program_annotations else float("nan")
 
+    @property
+    def total_cost(self) -> float:
+        """Initial labels plus the program: what the benchmarks compare with the peers' total."""
+        return self.initial_labels_cost + self.program_cost
+
+    @property
+    def cost_per_error_removed(self) -> float:
+        """``program_cost / errors_removed``; NaN when no error was removed (truth: simulation only)."""
+        return cost_per_error(self.program_cost, self.errors_removed)
+
+    @property
+    def cost_per_error_removed_estimate(self) -> float:
+        """``program_cost / errors_removed_estimate``; NaN when no correction was confirmed."""
+        return cost_per_error(self.program_cost, self.errors_removed_estimate)
+
+    @property
+    def roi(self) -> float:
+        """``value_per_error_removed * errors_removed / program_cost``; NaN without a value or a cost."""
+        return roi(self.value_per_error_removed, self.errors_removed, self.program_cost)
+
+    @property
+    def roi_estimate(self) -> float:
+        """:attr:`roi` from ``errors_removed_estimate`` (no truth read)."""
+        return roi(self.value_per_error_removed, self.errors_removed_estimate, self.program_cost)
+
     def metrics(self) -> dict[str, float]:
-        """The final figures as flat metrics."""
-        return {
+        """The final figures as flat metrics. Cost per error removed and ROI only where they are
+        numbers (an error removed, a value configured): NaN would be a chart of nothing."""
+        figures = {
             T.FINAL_ERROR_RATE: self.final_error_rate, T.INITIAL_ERROR_RATE: self.initial_error_rate,
-            T.ERRORS_REMOVED: float(self.errors_removed), T.COST: self.cost, T.PROGRAM_COST: self.program_cost,
+            T.ERRORS_REMOVED: float(self.errors_removed), T.PROGRAM_COST: self.program_cost,
+            T.INITIAL_LABELS_COST: self.initial_labels_cost,
             T.ANNOTATOR_HOURS: self.annotator_hours, T.MODEL_ACCURACY: self.model_accuracy,
             T.MODEL_ECE: self.model_ece, T.ERRORS_REMOVED_PER_100: self.errors_removed_per_100_annotations,
             "errors_fixed_total": float(self.errors_fixed), "errors_introduced_total": float(self.errors_introduced),
@@ -536,6 +577,10 @@ class ProgramResult:
             T.FINAL_ERROR_RATE_ESTIMATE_CI_HIGH: self.final_error_rate_estimate_ci_high,
             T.ERRORS_REMOVED_ESTIMATE: float(self.errors_removed_estimate),
         }
+        ratios = {T.COST_PER_ERROR_REMOVED: self.cost_per_error_removed,
+                  T.COST_PER_ERROR_REMOVED_ESTIMATE: self.cost_per_error_removed_estimate,
+                  T.ROI: self.roi, T.ROI_ESTIMATE: self.roi_estimate}
+        return figures | {name: value for name, value in ratios.items() if np.isfinite(value)}
 
 
 # --- the program -------------------------------------------------------------------------------
@@ -612,7 +657,7 @@ def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: Labe
                            clock=clock or simulated_clock)
         tracker.start(f"{cfg.strategy.value}", params={**flatten(cfg), T.PARAM_AUDIT_METHOD: AUDIT_METHOD}, tags={
             T.TAG_STRATEGY: cfg.strategy.value, T.TAG_DATASET: dataset.name, T.TAG_ROLE: T.ROLE_PROGRAM,
-            T.TAG_STREAM: program.stream})
+            T.TAG_STREAM: program.stream, T.TAG_CURRENCY: cfg.currency})
         # Single-threaded BLAS: the arrays are small, and BLAS threads fighting over a few shared
         # cores made a 0.1 s model fit take 4 s.
         limits = threadpool_limits(1)
@@ -734,6 +779,7 @@ class _Program:
         evaluation, self.out_of_fold = trained.evaluation, trained.out_of_fold
         self.champion_version = self.tracker.publish(trained.model, aliases=(T.ALIAS_CHALLENGER, T.ALIAS_CHAMPION),
                                                      input_example=self.dataset.x(labels.index[:2]))
+        self._tag_version(self.champion_version, 0, promoted=True)
         self.champion = evaluation
         self.gates.append({"round": 0, "version": self.champion_version, "promoted": True,
                            "reason": "seed model: the first champion"})
@@ -794,6 +840,7 @@ class _Program:
         version = self.tracker.publish(trained.model, aliases=(T.ALIAS_CHALLENGER,),
                                        input_example=x[:2])
         decision = decide(challenger, self.champion, cfg.gate)
+        self._tag_version(version, round_, promoted=decision.promote)
         if decision.promote:
             self.tracker.set_alias(T.ALIAS_CHAMPION, version)
             self.champion, self.champion_version = challenger, version
@@ -842,14 +889,15 @@ class _Program:
             initial_error_rate=wrong_initial / n_initial if known else float("nan"),
             final_error_rate=wrong_final / n_initial if known else float("nan"),
             errors_removed=wrong_initial - wrong_final, errors_fixed=m.fixed, errors_introduced=m.introduced,
-            cost=float(annotations[COST].sum()), program_cost=float(annotations[COST].sum()) - initial_cost,
+            initial_labels_cost=initial_cost, program_cost=float(annotations[COST].sum()) - initial_cost,
             program_annotations=int(len(annotations) - n_initial),
             annotator_hours=float(annotations[SECONDS].sum() / 3600), model_accuracy=self.champion.accuracy,
             model_ece=self.champion.ece, champion_version=self.champion_version, promotions=self.promotions,
             final_error_rate_estimate=float(last.get(T.AUDIT_ERROR_RATE, np.nan)),
             final_error_rate_estimate_ci_low=float(last.get(T.AUDIT_CI_LOW, np.nan)),
             final_error_rate_estimate_ci_high=float(last.get(T.AUDIT_CI_HIGH, np.nan)),
-            errors_removed_estimate=m.confirmed)
+            errors_removed_estimate=m.confirmed, currency=cfg.currency,
+            value_per_error_removed=cfg.value_per_error_removed, gates=pd.DataFrame(self.gates))
         final_metrics = result.metrics()
         final_metrics[T.ERRORS_REMOVED_PER_100] = np.nan_to_num(final_metrics[T.ERRORS_REMOVED_PER_100])
         # Without audits there is no estimate to log (not a zero).
@@ -861,6 +909,14 @@ class _Program:
         return result
 
     # -- helpers -----------------------------------------------------------------------------
+    def _tag_version(self, version: str, round_: int, *, promoted: bool) -> None:
+        """Name the registered version's strategy, run, round, gate verdict and dataset: the
+        registry alone then tells which program made a model and whether it served."""
+        self.tracker.tag_version(version, {
+            T.VERSION_STRATEGY: self.cfg.strategy.value, T.VERSION_RUN_ID: getattr(self.tracker, "run_id", None) or "",
+            T.VERSION_ROUND: str(round_), T.VERSION_DATASET: self.dataset.name,
+            T.VERSION_GATE_VERDICT: T.VERDICT_PROMOTED if promoted else T.VERDICT_REFUSED})
+
     def _labels(self) -> pd.Series:
         """Current resolved label of every arrived item, by item id (from the store). A live
         stream also holds items that have not arrived (or never will: its gold)."""
