@@ -48,7 +48,7 @@ COMPARISON_COLUMNS = (T.COST_PER_ERROR_REMOVED_ESTIMATE, T.COST_PER_ERROR_REMOVE
 SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 LOCAL_UI_PORT = 5000
 
-REPORT_HTML = "report.html"  # the comparison's report at its parent run's artifact root (experiments.compare)
+REPORT_HTML = T.REPORT_HTML
 
 
 def metric_column(name: str) -> str:

@@ -374,7 +374,7 @@ def main(cfg: ReportConfig, *, output: Path | None = None, run_id: str | None = 
 
     params = {"report.since": since_text, "report.strategy": cfg.strategy or "all",
               "report.method": "linregress log(rate)"}
-    tags = {T.TAG_ROLE: ROLE_REPORT, "mlflow.note.content": _note(cfg, points, changes, fit)}
+    tags = {T.TAG_ROLE: ROLE_REPORT, T.TAG_DESCRIPTION: _note(cfg, points, changes, fit)}
     adopted = run_id is not None
     if adopted:
         writer.log(run_id, params=params, tags=tags)

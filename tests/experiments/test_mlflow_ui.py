@@ -182,7 +182,9 @@ def test_the_link_opens_the_strategy_runs_with_cost_per_error_removed(comparison
 
 
 def _headers(driver) -> list[str]:
-    return [h.text for h in driver.find_elements("css selector", ".ag-header-cell-text")]
+    """The column headers' names (MLflow draws its own header cells inside ag-grid's)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('.ag-header-cell')].map(e => e.innerText.trim());")
 
 
 def _row_texts(driver) -> list[str]:
