@@ -9,8 +9,9 @@ How MLflow 3.17's UI decides what an experiment page shows (read from its source
   token panels). With the switch present the experiment's ``mlflow.experimentKind`` tag is not
   read, which is why setting that tag did not help.
 - **Table or charts.** The URL parameter ``compareRunsMode`` (``TABLE``, ``CHART``,
-  ``ARTIFACT``); without it 3.x opens the charts, whose default is a parallel-coordinates plot of
-  whatever params and metrics come first (``items``).
+  ``ARTIFACT``); without it 3.x may open the charts. The charts are the view state's
+  ``compareRunCharts`` (and their ``compareRunSections``); when it has none the UI charts every
+  metric alphabetically (``items`` first), or draws an empty parallel-coordinates plot.
 - **Columns, filter and sort.** A *shared view state*: the experiment tag
   ``mlflow.sharedViewState.<key>`` holds ``{"name", "createdAt", "updatedAt", "state"}`` with
   ``state`` the JSON of the search facets (``searchFilter``, ``orderByKey``, ``orderByAsc``, ...)
@@ -85,7 +86,26 @@ def view_state(*, search_filter: str, order_by_metric: str, ascending: bool = Tr
         # enough for their names, the run list shown, no grouping
         "selectedColumns": columns, "columnOrder": columns, "columnWidths": {c: _width(c) for c in columns},
         "runListHidden": False, "groupBy": None,
+        # the chart view (its default would chart every metric, or a parallel-coordinates plot)
+        **_charts(metrics),
     }
+
+
+CHART_SECTION = "labelloop"
+
+
+def _charts(metrics: Sequence[str]) -> dict[str, Any]:
+    """The chart view: cost against errors removed, then one bar chart per column, in one section
+    first (metrics the runs have beyond these still get the UI's own charts, in later sections)."""
+    section = f"{CHART_SECTION}-section"
+    common = {"runsCountToCompare": 20, "metricSectionId": section, "deleted": False, "isGenerated": False}
+    scatter = {**common, "uuid": f"{CHART_SECTION}-cost-vs-errors", "type": "SCATTER",
+               "xaxis": {"key": T.PROGRAM_COST, "type": "METRIC"},
+               "yaxis": {"key": T.ERRORS_REMOVED, "type": "METRIC"}}
+    bars = [{**common, "uuid": f"{CHART_SECTION}-{m}", "type": "BAR", "metricKey": m} for m in metrics]
+    return {"compareRunCharts": [scatter, *bars], "isAccordionReordered": True,
+            "compareRunSections": [{"uuid": section, "name": "labelloop: the manager's figures", "display": True,
+                                    "isReordered": True, "deleted": False, "isGenerated": False}]}
 
 
 def share_view(client: Any, experiment_id: str, key: str, *, name: str, state: dict[str, Any]) -> None:

@@ -49,6 +49,9 @@ def test_the_view_state_names_columns_sort_and_filter_as_mlflow_reads_them():
     # errors removed, model accuracy
     assert {T.FINAL_ERROR_RATE, T.FINAL_ERROR_RATE_ESTIMATE, T.PROGRAM_COST, T.COST_PER_ERROR_REMOVED,
             T.ERRORS_REMOVED, T.MODEL_ACCURACY} <= set(U.COMPARISON_COLUMNS)
+    charts = state["compareRunCharts"]
+    assert charts[0]["type"] == "SCATTER" and [c["metricKey"] for c in charts[1:]] == list(U.COMPARISON_COLUMNS)
+    assert {c["metricSectionId"] for c in charts} == {s["uuid"] for s in state["compareRunSections"]}
     with pytest.raises(ValueError, match="search_filter"):
         U.view_state(search_filter=" ", order_by_metric=T.PROGRAM_COST)
 

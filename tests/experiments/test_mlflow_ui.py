@@ -179,6 +179,14 @@ def test_the_link_opens_the_strategy_runs_with_cost_per_error_removed(comparison
             if T.COST_PER_ERROR_REMOVED in run.data.metrics:
                 assert _cell(run.data.metrics[T.COST_PER_ERROR_REMOVED]) in row.split(), (strategy, row)
         assert not any(r.split()[:1] == [f"compare-{CONFIG['program']['dataset']}"] for r in rows)
+        # the chart view opens on the manager's figures, not a parallel-coordinates plot of `items`
+        driver.get(_on(server, runs_link).replace("compareRunsMode=TABLE", "compareRunsMode=CHART"))
+        try:
+            WebDriverWait(driver, WAIT_S).until(lambda d: "labelloop: the manager's figures" in _body(d),
+                                                message="the chart view's labelloop section")
+        finally:
+            driver.save_screenshot(str(shots / "mlflow_charts_view.png"))
+        assert "Parallel Coordinates" not in _body(driver)
 
 
 def _headers(driver) -> list[str]:
