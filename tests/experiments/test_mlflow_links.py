@@ -120,3 +120,17 @@ def test_without_a_run_the_hint_is_the_command(capsys):
     silent = Console(width=200, record=True)
     _print_ui_hint(silent, "none")
     assert silent.export_text() == ""
+
+
+def test_a_refused_view_leaves_the_plain_command(monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    def refuse(uri, run_id):
+        raise MlflowException("PERMISSION_DENIED: cannot set tags on experiment 3 for https://u:pw@host")
+
+    monkeypatch.setattr(U, "share_run_view", refuse)
+    console = Console(width=200, record=True)
+    _print_ui_hint(console, "sqlite:///mlflow.db", "abc")
+    text = console.export_text()
+    assert "no shared MLflow view: PERMISSION_DENIED" in text and "pw@" not in text
+    assert text.strip().endswith("Open the runs in the MLflow UI: mlflow ui --backend-store-uri sqlite:///mlflow.db")
