@@ -197,21 +197,25 @@ def _run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from experiments import program
+    from experiments.comparison_report import shown as _shown
 
     console = Console()
     with _rounds_progress(console, f"{cfg.name} ({cfg.strategy.value})", cfg.rounds) as progress:
         result = program.main(cfg, progress=progress)
     table = Table(title=f"{result.strategy} on {result.dataset}: {result.n_items} items, stream {result.stream}")
     currency = result.currency
-    roi = cfg.value_per_error_removed is not None
-    for column in ("initial error rate", "final error rate", f"program cost ({currency})",
-                   f"cost per error removed ({currency})", *(("ROI",) if roi else ()),
-                   "errors fixed per 100 annotations", "model accuracy", "promotions"):
-        table.add_column(column, justify="right")
-    table.add_row(f"{result.initial_error_rate:.2%}", f"{result.final_error_rate:.2%}", f"{result.program_cost:.1f}",
-                  _shown(result.cost_per_error_removed, ".2f"), *((_shown(result.roi, ".2f"),) if roi else ()),
-                  f"{result.errors_removed_per_100_annotations:.1f}", f"{result.model_accuracy:.3f}",
-                  str(result.promotions))
+    # One figure a row: a row of eight columns wraps every header in an 80-column terminal.
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    rows = [("initial error rate", f"{result.initial_error_rate:.2%}"),
+            ("final error rate", f"{result.final_error_rate:.2%}"),
+            (f"program cost ({currency})", f"{result.program_cost:.1f}"),
+            (f"cost per error removed ({currency})", _shown(result.cost_per_error_removed, ".2f")),
+            *((("ROI", _shown(result.roi, ".2f")),) if cfg.value_per_error_removed is not None else ()),
+            ("errors fixed per 100 annotations", f"{result.errors_removed_per_100_annotations:.1f}"),
+            ("model accuracy", f"{result.model_accuracy:.3f}"), ("promotions", str(result.promotions))]
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
     _print_written(console, args.output, [result])
     _print_ui_hint(console, cfg.tracking.uri, result.run_id)
@@ -269,13 +273,6 @@ def _comparison(cfg: Any, *, output: Any = None) -> int:
     _print_written(console, output, list(result.results.values()))
     _print_ui_hint(console, cfg.tracking.uri, result.parent_run_id)
     return 0
-
-
-def _shown(value: float, form: str) -> str:
-    """A figure for a table cell; '-' where it is not a number (no error removed, no value set)."""
-    import math
-
-    return format(value, form) if math.isfinite(value) else "-"
 
 
 def _tune(args: argparse.Namespace) -> int:

@@ -46,7 +46,7 @@ import pandas as pd
 from . import tracking as T
 
 __all__ = ["SAVING_RULE", "WINNER_RULE", "description", "display_table", "gate_table", "report_figure", "report_html",
-           "round_figure",
+           "round_figure", "shown",
            "savings", "winner"]
 
 WINNER_RULE = ("the strategy that removes the most errors per unit of cost: the lowest program cost per error "
@@ -107,7 +107,12 @@ def round_figure(value: float, digits: int = 4) -> float:
     return float(f"{value:.{digits}g}") if math.isfinite(value) else value
 
 
-def _number(value: Any, form: str) -> str:
+def shown(value: Any, form: str) -> str:
+    """A figure as table text, ``'-'`` where it is not a number (no error removed, no value set).
+
+    >>> shown(0.0312, ".2%"), shown(float("nan"), ".1f")
+    ('3.12%', '-')
+    """
     value = float(value)
     return format(value, form) if math.isfinite(value) else _MISSING
 
@@ -122,16 +127,16 @@ def display_table(table: pd.DataFrame, *, currency: str, best: str | None = None
     rows = []
     for row in table.itertuples(index=False):
         name = row.strategy + (" (winner)" if row.strategy == best else "")
-        shown = {"strategy": name,
-                 "final error rate (true)": _number(row.final_error_rate, ".2%"),
-                 "final error rate (estimated)": _number(row.final_error_rate_estimate, ".2%"),
-                 f"program cost ({currency})": _number(row.program_cost, ".1f"),
-                 "errors removed": _number(row.errors_removed, ".0f"),
-                 f"cost per error removed ({currency})": _number(row.cost_per_error_removed, ".2f")}
+        cells = {"strategy": name,
+                 "final error rate (true)": shown(row.final_error_rate, ".2%"),
+                 "final error rate (estimated)": shown(row.final_error_rate_estimate, ".2%"),
+                 f"program cost ({currency})": shown(row.program_cost, ".1f"),
+                 "errors removed": shown(row.errors_removed, ".0f"),
+                 f"cost per error removed ({currency})": shown(row.cost_per_error_removed, ".2f")}
         if roi:
-            shown["ROI"] = _number(row.roi, ".2f")
-        shown["model accuracy"] = _number(row.model_accuracy, ".3f")
-        rows.append(shown)
+            cells["ROI"] = shown(row.roi, ".2f")
+        cells["model accuracy"] = shown(row.model_accuracy, ".3f")
+        rows.append(cells)
     return pd.DataFrame(rows)
 
 
@@ -142,7 +147,7 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 
 def _savings_frame(saved: Mapping[str, float], *, currency: str) -> pd.DataFrame:
-    return pd.DataFrame({"baseline": list(saved), f"saving ({currency})": [_number(v, ".1f") for v in saved.values()]})
+    return pd.DataFrame({"baseline": list(saved), f"saving ({currency})": [shown(v, ".1f") for v in saved.values()]})
 
 
 def _summary_lines(table: pd.DataFrame, best: str | None, saved: Mapping[str, float], *, currency: str,
@@ -179,10 +184,10 @@ def description(table: pd.DataFrame, *, currency: str, value_per_error_removed: 
     """
     best = winner(table)
     saved = savings(table, best)
-    shown = display_table(table, currency=currency, best=best, roi=value_per_error_removed is not None)
+    frame = display_table(table, currency=currency, best=best, roi=value_per_error_removed is not None)
     lines = _summary_lines(table, best, saved, currency=currency, value_per_error_removed=value_per_error_removed)
     # A blank line between sentences: markdown joins adjacent lines into one paragraph.
-    parts = [f"### {title}" if title else "", _markdown(shown), "", "\n\n".join(lines)]
+    parts = [f"### {title}" if title else "", _markdown(frame), "", "\n\n".join(lines)]
     if saved:
         parts += ["", f"Saving of {best} against each baseline: {SAVING_RULE}.", "",
                   _markdown(_savings_frame(saved, currency=currency))]
@@ -281,9 +286,9 @@ def _draw_gates(ax: Any, gates: pd.DataFrame, strategies: list[str]) -> None:
     ax.set_title("quality gate: challenger promoted or refused")
 
 
-def _draw_table(ax: Any, shown: pd.DataFrame) -> None:
+def _draw_table(ax: Any, frame: pd.DataFrame) -> None:
     ax.axis("off")
-    cell = ax.table(cellText=shown.to_numpy(), colLabels=[textwrap.fill(c, 14) for c in shown.columns],
+    cell = ax.table(cellText=frame.to_numpy(), colLabels=[textwrap.fill(c, 14) for c in frame.columns],
                     loc="center", cellLoc="right")
     cell.auto_set_font_size(False)
     cell.set_fontsize(7)
@@ -332,7 +337,7 @@ def report_figure(table: pd.DataFrame, results: Mapping[str, Any], *, currency: 
     _draw_table(fig.add_subplot(grid[2, 1]), display_table(table, currency=currency, best=best,
                                                            roi=value_per_error_removed is not None))
     fig.suptitle(title + (f"  (winner: {best})" if best else "  (no winner)"))
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the suptitle
     return fig
 
 
@@ -382,11 +387,11 @@ def report_html(table: pd.DataFrame, results: Mapping[str, Any], *, currency: st
 
     best = winner(table)
     saved = savings(table, best)
-    shown = display_table(table, currency=currency, best=best, roi=value_per_error_removed is not None)
+    frame = display_table(table, currency=currency, best=best, roi=value_per_error_removed is not None)
     summary = "".join(f"<p>{html.escape(line).replace('**', '')}</p>" for line in _summary_lines(
         table, best, saved, currency=currency, value_per_error_removed=value_per_error_removed))
     parts = [f"<h1>{html.escape(title or 'Strategy comparison')}</h1>", '<h2 id="comparison">Comparison</h2>',
-             _html_table(shown), summary]
+             _html_table(frame), summary]
     if saved:
         parts += [f"<p>Saving of {html.escape(best)} against each baseline: {html.escape(SAVING_RULE)}.</p>",
                   _html_table(_savings_frame(saved, currency=currency))]
