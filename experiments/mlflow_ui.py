@@ -40,7 +40,8 @@ from loop._redact import redact
 
 from . import tracking as T
 
-__all__ = ["COMPARISON_COLUMNS", "UiLink", "base_url", "run_link", "share_run_view", "share_view", "ui_link", "view_state"]
+__all__ = ["COMPARISON_COLUMNS", "UiLink", "base_url", "run_link", "share_run_view", "share_view", "ui_link",
+           "view_state"]
 
 # The manager's question: which strategy removes the most errors per unit of cost. The true
 # figures exist only in simulation; a live program's runs leave those cells empty.
@@ -48,7 +49,6 @@ COMPARISON_COLUMNS = (T.COST_PER_ERROR_REMOVED_ESTIMATE, T.COST_PER_ERROR_REMOVE
                       T.FINAL_ERROR_RATE, T.PROGRAM_COST, T.ERRORS_REMOVED, T.MODEL_ACCURACY)
 SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 LOCAL_UI_PORT = 5000
-
 REPORT_HTML = T.REPORT_HTML
 
 
@@ -58,7 +58,8 @@ def metric_column(name: str) -> str:
 
 
 def _width(column: str) -> int:
-    """Pixels that show a column's whole name and the sort arrow (the UI cuts names at 150)."""
+    """Pixels that show a column's whole name and the sort arrow (MLflow's default width cuts
+    names longer than about 20 characters)."""
     return max(100, int(6.5 * len(column.split("`")[1])) + 28)
 
 
@@ -111,8 +112,9 @@ def _charts(metrics: Sequence[str]) -> dict[str, Any]:
 def share_view(client: Any, experiment_id: str, key: str, *, name: str, state: dict[str, Any]) -> None:
     """Write ``state`` as the experiment's shared view ``key`` (what ``viewStateShareKey=key`` opens).
 
-    The tag holds the envelope 3.17 lists among its saved views; older 3.x UIs fall back to
-    reading the tag as the state itself, which fails for the envelope, so they open the default view.
+    The tag holds the envelope 3.17 lists among its saved views (``state`` is the view state as
+    JSON text). A UI that reads the tag as the state itself finds none of its keys in the
+    envelope and would open its default view (not tried on versions before 3.17).
     """
     now = int(time.time() * 1000)
     envelope = {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state, separators=(",", ":"))}

@@ -264,7 +264,8 @@ def collect_points(runs: Sequence[Any], *, strategy: str | None = None) -> pd.Da
         if role == T.ROLE_PROGRAM and run.info.run_id not in with_rounds:
             program, round_ = run, None
             rate = _metric(run, T.FINAL_ERROR_RATE_ESTIMATE)
-            low, high = _metric(run, T.FINAL_ERROR_RATE_ESTIMATE_CI_LOW), _metric(run, T.FINAL_ERROR_RATE_ESTIMATE_CI_HIGH)
+            low = _metric(run, T.FINAL_ERROR_RATE_ESTIMATE_CI_LOW)
+            high = _metric(run, T.FINAL_ERROR_RATE_ESTIMATE_CI_HIGH)
         elif role == T.ROLE_ROUND:
             program, round_ = by_id.get(tags.get(MLFLOW_PARENT_RUN_ID)), tags.get(T.TAG_ROUND)
             rate, low, high = (_metric(run, T.AUDIT_ERROR_RATE), _metric(run, T.AUDIT_CI_LOW),

@@ -108,7 +108,8 @@ def test_the_hint_prints_whole_links(mlflow_uri):
     console = Console(width=60, record=True)  # narrower than the link: it must not wrap
     _print_ui_hint(console, mlflow_uri, parent)
     lines = console.export_text().splitlines()
-    assert lines[0].startswith(f"Open the runs in the MLflow UI: mlflow ui --backend-store-uri {mlflow_uri} --port 5000")
+    command = f"mlflow ui --backend-store-uri {mlflow_uri} --port 5000"
+    assert lines[0].startswith(f"Open the runs in the MLflow UI: {command}")
     assert lines[1].strip() == U.ui_link(mlflow_uri, experiment_id, parent).runs_url
     assert lines[2] == f"The comparison's report: {U.ui_link(mlflow_uri, experiment_id, parent).report_url}"
 
@@ -116,7 +117,8 @@ def test_the_hint_prints_whole_links(mlflow_uri):
 def test_without_a_run_the_hint_is_the_command(capsys):
     console = Console(width=200, record=True)
     _print_ui_hint(console, "sqlite:///mlflow.db")
-    assert console.export_text().strip() == "Open the runs in the MLflow UI: mlflow ui --backend-store-uri sqlite:///mlflow.db"
+    plain = "Open the runs in the MLflow UI: mlflow ui --backend-store-uri sqlite:///mlflow.db"
+    assert console.export_text().strip() == plain
     silent = Console(width=200, record=True)
     _print_ui_hint(silent, "none")
     assert silent.export_text() == ""

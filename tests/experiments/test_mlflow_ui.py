@@ -104,7 +104,8 @@ def server(comparison):
             except requests.RequestException:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"mlflow server did not start:\n{(root / 'mlflow-server.log').read_text()[-3000:]}")
+                tail = (root / "mlflow-server.log").read_text()[-3000:]
+                raise AssertionError(f"mlflow server did not start:\n{tail}")
             time.sleep(0.5)
         yield url
     finally:
