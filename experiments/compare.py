@@ -11,7 +11,10 @@ What MLflow shows (the names the ``labelloop report`` view relies on):
   ``final_error_rate``, ``final_error_rate_estimate``, ``program_cost``,
   ``cost_per_error_removed``, ``cost_per_error_removed_estimate``, ``errors_removed``,
   ``model_accuracy`` (and ``roi``, ``roi_estimate`` with ``program.value_per_error_removed``).
-  A cost per error removed is not logged when no error was removed.
+  A cost per error removed is not logged when no error was removed. The names stay flat:
+  MLflow 3.17's chart view makes each ``prefix/`` a section, shows those sections first
+  (alphabetically) and the unprefixed metrics last, under "Model metrics", charts sorted by
+  name; putting the headline figures first would mean renaming or duplicating the names above.
 - *The parent run* (tag ``labelloop.role = comparison``): its description
   (``mlflow.note.content``) is a markdown table of the comparison with the winner and its
   saving against each other strategy (:mod:`experiments.comparison_report` defines both);

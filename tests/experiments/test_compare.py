@@ -112,7 +112,8 @@ def _result(strategy: str, *, program_cost: float, errors_removed: int, final_er
                            T.TRUE_ERROR_RATE: [0.3, 0.2, final_error_rate],
                            T.AUDIT_ERROR_RATE: [np.nan, 0.25, final_error_rate + 0.01],
                            T.AUDIT_CI_LOW: [np.nan, 0.1, final_error_rate / 2],
-                           T.AUDIT_CI_HIGH: [np.nan, 0.4, final_error_rate * 2]}, index=pd.Index([0, 1, 2], name="round"))
+                           T.AUDIT_CI_HIGH: [np.nan, 0.4, final_error_rate * 2]},
+                          index=pd.Index([0, 1, 2], name="round"))
     gates = pd.DataFrame({"round": [0, 1, 2], "version": ["1", "2", "3"], "promoted": [True, False, True],
                           "reason": ["seed model: the first champion", "refused: accuracy gain -0.01 < 0",
                                      "promoted: every check passed"]})

@@ -61,6 +61,19 @@ def test_the_error_rate_falls_and_every_round_is_measured(tiered_run):
     assert {T.ERROR_VS_COST_PNG, T.RELIABILITY_PNG, T.CONFUSION_PNG} <= set(tracker.figures)
 
 
+def test_a_run_logs_its_cost_per_error_removed_and_names_its_unit(tiered_run):
+    result, _, tracker = tiered_run
+    final = tracker.metrics[-1]
+    assert final["step"] == 2 and T.INITIAL_LABELS_COST in final and "cost" not in final
+    assert final[T.COST_PER_ERROR_REMOVED] == pytest.approx(result.program_cost / result.errors_removed)
+    assert final[T.COST_PER_ERROR_REMOVED_ESTIMATE] == \
+        pytest.approx(result.program_cost / result.errors_removed_estimate)
+    assert T.ROI not in final and T.ROI_ESTIMATE not in final  # no value per error configured
+    assert tracker.tags[T.TAG_CURRENCY] == "cost units" and tracker.params["program.currency"] == "cost units"
+    assert set(tracker.version_tags) == {str(v) for v in range(1, 4)}  # the seed model and two challengers
+    assert tracker.version_tags["1"][T.VERSION_GATE_VERDICT] == T.VERDICT_PROMOTED
+
+
 def test_the_store_holds_the_program(tiered_run, small_world):
     result, store, _ = tiered_run
     annotations = store.annotations_frame(result.stream)
@@ -207,8 +220,9 @@ def _assert_tracked(uri: str, run_id: str) -> None:
     errors = client.get_metric_history(run_id, T.TRUE_ERROR_RATE)
     assert [m.step for m in errors] == [0, 1, 2]
     assert errors[-1].value < errors[0].value
-    for name in (T.AUDIT_ERROR_RATE, T.MODEL_ACCURACY, T.MODEL_ECE, T.PROGRAM_COST, T.ANNOTATOR_HOURS, T.AUTO_ACCEPT_RATE,
-                 T.ERRORS_FIXED, T.CORRECTION_FREQUENCY, T.KRIPPENDORFF_ALPHA, T.RESOLUTION_HOURS):
+    for name in (T.AUDIT_ERROR_RATE, T.MODEL_ACCURACY, T.MODEL_ECE, T.PROGRAM_COST, T.ANNOTATOR_HOURS,
+                 T.AUTO_ACCEPT_RATE, T.ERRORS_FIXED, T.CORRECTION_FREQUENCY, T.KRIPPENDORFF_ALPHA,
+                 T.RESOLUTION_HOURS):
         assert [m.step for m in client.get_metric_history(run_id, name)][-1] == 2, name
     assert run.data.params["program.rounds"] == "2"
     paths = {a.path for folder in ("plots", "rounds", "tables") for a in client.list_artifacts(run_id, folder)}
