@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 # and the few modules it imports come from the `peers` extra.
 PEERS  := crowd-kit==1.4.2
 
-.PHONY: install install-test install-bench demo test bench clean label-studio
+.PHONY: install install-test install-bench demo test bench clean label-studio ui-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ label-studio:
 
 test: install $(if $(filter true,$(CI)),label-studio)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The MLflow UI as a manager opens it: a small comparison, `mlflow server` on it, the printed link
+# in headless Chromium (Debian's chromium and chromium-driver); screenshots in
+# $$LABELLOOP_CI_ARTIFACTS/mlflow-ui (default ci-artifacts/). `make test` runs it too.
+ui-check: install
+	LABELLOOP_CI_ARTIFACTS=$${LABELLOOP_CI_ARTIFACTS:-$(CURDIR)/ci-artifacts} $(PY) -m pytest -q tests/experiments/test_mlflow_ui.py
+	@echo "screenshots: $${LABELLOOP_CI_ARTIFACTS:-$(CURDIR)/ci-artifacts}/mlflow-ui"
 
 bench: install
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -18,6 +18,7 @@
     labelloop guidelines show --stream S [--version V]                # review its text
     labelloop guidelines publish --stream S --version V               # tasks show it from now on
     labelloop guidelines impact --stream S --version V [--window 1D]  # accuracy before/after, gain, half-life
+    labelloop report --experiment NAME --since DATE [--tracking-uri URI] [--strategy S] [--output DIR]
 
 A wrong argument or config value stops with one line naming it and exit code 2. ``retrain``
 exits 0 when the gate promoted the new model and 3 when it refused it.
@@ -162,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_experiment_parser(sub)
     from experiments.guidelines_cli import add_guidelines_parser
     add_guidelines_parser(sub)
+    from experiments.report_cli import add_report_parser
+    add_report_parser(sub)
     return parser
 
 
@@ -224,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
         table.add_row(*row)
     console.print(table)
     _print_written(console, args.output, [result])
-    _print_ui_hint(console, cfg.tracking.uri)
+    _print_ui_hint(console, cfg.tracking.uri, result.run_id)
     return 0
 
 
@@ -277,7 +280,7 @@ def _comparison(cfg: Any, *, output: Any = None) -> int:
     console.print(f"The winner is {WINNER_RULE}; '-': no error removed (or no audit)." if result.winner else
                   "No winner: no strategy removed any errors.")
     _print_written(console, output, list(result.results.values()))
-    _print_ui_hint(console, cfg.tracking.uri)
+    _print_ui_hint(console, cfg.tracking.uri, result.parent_run_id)
     return 0
 
 
@@ -445,17 +448,48 @@ def _print_written(console: Console, output: Any, results: list[Any]) -> None:
     console.print(f"Results for scripts: {', '.join(str(p) for p in written)}")
 
 
-def _print_ui_hint(console: Console, tracking_uri: str) -> None:
+def _print_ui_hint(console: Console, tracking_uri: str, run_id: str | None = None) -> None:
+    """Say how to open the runs in the MLflow UI; with ``run_id``, the link to that run's view.
+
+    The link opens the classic runs table (not the GenAI view) with the strategy runs as rows
+    and the manager's columns (:mod:`experiments.mlflow_ui`); its shared view is written here,
+    when the run has ended.
+    """
     from experiments.config import NO_TRACKING
     from loop._redact import redact
 
     if tracking_uri == NO_TRACKING:
         return
+    link = _shared_view(console, tracking_uri, run_id) if run_id else None
     tracking_uri = redact(tracking_uri)  # the terminal, and whatever records it, sees no password
-    if tracking_uri.startswith(("sqlite:", "postgresql:", "mysql:", "file:")) or "://" not in tracking_uri:
+    if link is not None:
+        # soft_wrap: a link cut over two lines is neither clickable nor copyable.
+        if link.command:
+            console.print(f"Open the runs in the MLflow UI: [bold]{link.command}[/], then", soft_wrap=True)
+        else:
+            console.print("Open the runs in the MLflow UI:", soft_wrap=True)
+        console.print(f"  {link.runs_url}", soft_wrap=True, highlight=False)
+        if link.report_url:
+            console.print(f"The comparison's report: {link.report_url}", soft_wrap=True, highlight=False)
+    elif tracking_uri.startswith(("sqlite:", "postgresql:", "mysql:", "file:")) or "://" not in tracking_uri:
         console.print(f"Open the runs in the MLflow UI: [bold]mlflow ui --backend-store-uri {tracking_uri}[/]")
     elif tracking_uri.startswith(("http://", "https://")):
         console.print(f"Open the runs in the MLflow UI: [bold]{tracking_uri}[/]")
+
+
+def _shared_view(console: Console, tracking_uri: str, run_id: str) -> Any:
+    """The run's shared view written, and its links; None (said why) when MLflow refuses the tag:
+    the runs are logged by then, and a missing view must not fail the command."""
+    from mlflow.exceptions import MlflowException
+
+    from experiments.mlflow_ui import share_run_view
+    from loop._redact import redact
+
+    try:
+        return share_run_view(tracking_uri, run_id)
+    except MlflowException as exc:
+        console.print(f"(no shared MLflow view: {redact(str(exc)).splitlines()[0]})")
+        return None
 
 
 # The demo: the comparison on digits through a local Ray Serve app, sized to finish in a few

@@ -33,7 +33,11 @@ def test_mlproject_has_one_entry_point_per_program() -> None:
     from mlflow.projects import _project_spec
 
     project = _project_spec.load_project(str(ROOT))
-    assert set(project._entry_points) == {"demo", "run", "compare", "tune", "retrain", "score", "experiment"}
+    assert set(project._entry_points) == {"demo", "run", "compare", "tune", "retrain", "score", "experiment",
+                                          "report"}
+    report = project.get_entry_point("report").compute_command({"experiment": "e", "since": "2026-01-01"},
+                                                               storage_dir=None)
+    assert report == "python -m experiments.cli report --experiment e --since 2026-01-01"
     for name in ("run", "compare", "tune", "retrain", "score"):
         entry = project.get_entry_point(name)
         command = entry.compute_command({"config": "configs/x.yaml", "pool": "p.parquet", "out": "o.parquet"},
