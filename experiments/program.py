@@ -198,9 +198,10 @@ from . import tracking as T
 from .audits import (_ACTION_STRATUM, _AUTO, _EXPERT, _UNTOUCHED, AUDIT_METHOD, DECISIVE_DISPUTE, AuditBook,
                      AuditResult, AutoAcceptBound, audit_verdict, dispute_posterior, estimate_audit,
                      stratified_sample)
-from .impact import RoundImpact
+from .comparison_report import round_figure
 from .config import IN_PROCESS, LOCAL, ConfigError, ModelConfig, ProgramConfig, flatten
 from .guidance import ProgramGuidance
+from .impact import RoundImpact
 from .measure import Measures
 from .results import cost_per_error, roi
 from .models import make_estimator, trusted_modules
@@ -930,7 +931,9 @@ class _Program:
                                                                          and np.isnan(v))}
         if not known:
             final_metrics = {k: v for k, v in final_metrics.items() if k not in _TRUTH_FINALS}
-        self.tracker.log_metrics(final_metrics, step=cfg.rounds)
+        # The runs table shows these as they are logged: 4 significant figures read at a glance
+        # (1.345, not 1.3449880171966218); the exact values are in the result and --output CSVs.
+        self.tracker.log_metrics({k: round_figure(v) for k, v in final_metrics.items()}, step=cfg.rounds)
         return result
 
     # -- helpers -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 
 from experiments import tracking as T
 from experiments.config import ProgramConfig, parse_config
+from experiments.comparison_report import round_figure
 from experiments.program import InProcessScorer, ProgramResult, run_program
 from experiments.world import TIER_CODES, build_world
 from loop.columns import ITEM, LABEL
@@ -65,9 +66,11 @@ def test_a_run_logs_its_cost_per_error_removed_and_names_its_unit(tiered_run):
     result, _, tracker = tiered_run
     final = tracker.metrics[-1]
     assert final["step"] == 2 and T.INITIAL_LABELS_COST in final and "cost" not in final
-    assert final[T.COST_PER_ERROR_REMOVED] == pytest.approx(result.program_cost / result.errors_removed)
+    # logged to 4 significant figures: what the runs table shows is readable at a glance
+    assert final[T.COST_PER_ERROR_REMOVED] == round_figure(result.program_cost / result.errors_removed)
+    assert final[T.FINAL_ERROR_RATE] == round_figure(result.final_error_rate)
     assert final[T.COST_PER_ERROR_REMOVED_ESTIMATE] == \
-        pytest.approx(result.program_cost / result.errors_removed_estimate)
+        round_figure(result.program_cost / result.errors_removed_estimate)
     assert T.ROI not in final and T.ROI_ESTIMATE not in final  # no value per error configured
     assert tracker.tags[T.TAG_CURRENCY] == "cost units" and tracker.params["program.currency"] == "cost units"
     assert set(tracker.version_tags) == {str(v) for v in range(1, 4)}  # the seed model and two challengers
