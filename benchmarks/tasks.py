@@ -191,6 +191,83 @@ def labelloop_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Path,
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+# --------------------------------------------------------------------------- in process
+
+@dataclass(frozen=True)
+class InProcess:
+    """One thread's cycles straight on the store (no HTTP): what a cycle costs the app's process."""
+
+    cycles: int
+    cpu_ms: float          # process CPU time per cycle
+    wall_ms: float
+    queries: float         # SQL statements per cycle sent through SQLAlchemy (the bulk writer's raw
+    checkouts: float       # cursor is not seen); connections checked out of the pool per cycle
+
+
+def in_process_cycles(cycles: int, n_tasks: int, *, profile: int = 0) -> InProcess:
+    """``cycles`` cycles of what the task API runs for one annotator, on a fresh PostgreSQL schema:
+    the token check, the next task with its preview, the token check, the answer (the calls of
+    ``serve.tasks.next_task`` and ``serve.tasks.answer``). With ``profile``, print cProfile's
+    ``profile`` costliest functions (cumulative)."""
+    import cProfile
+    import pstats
+
+    import psycopg
+    import sqlalchemy as sa
+
+    from loop.store import LabelStore
+
+    schema = f"bench_tasks_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        with LabelStore(f"{PG_URL}?options=-csearch_path%3D{schema}") as store:
+            store.create_stream("bench", ["neg", "pos"], owner="lead")
+            store.add_annotator("annotator-00", streams=["bench"])
+            token = store.issue_token("annotator-00", "annotator")
+            store.add_items("bench", [{"item_id": f"e{j}"} for j in range(n_tasks)])
+            store.add_tasks("bench", [{"item_id": f"e{j}"} for j in range(n_tasks)])
+            counts = {"queries": 0, "checkouts": 0}
+            engine = store._engine  # noqa: SLF001 - a benchmark counts what the store sends
+
+            def one_cycle(i: int) -> None:
+                principal = _authenticate(store, token)
+                preview = _next_preview(store, principal.annotator)
+                principal = _authenticate(store, token)
+                store.answer_task(preview.task.id, principal.annotator, "pos", seconds=3.0,
+                                  idempotency_key=f"bench-{i}", source="api", actor=principal.name)
+
+            for i in range(5):  # warm: caches, prepared statements, the staging table
+                one_cycle(-1 - i)
+            sa.event.listen(engine, "before_cursor_execute", lambda *a: counts.__setitem__("queries", counts["queries"] + 1))
+            sa.event.listen(engine.pool, "checkout", lambda *a: counts.__setitem__("checkouts", counts["checkouts"] + 1))
+            profiler = cProfile.Profile(time.process_time) if profile else None  # CPU, not waits
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            if profiler:
+                profiler.enable()
+            for i in range(cycles):
+                one_cycle(i)
+            if profiler:
+                profiler.disable()
+            cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+            if profiler:
+                pstats.Stats(profiler).sort_stats("cumulative").print_stats(profile)
+        return InProcess(cycles=cycles, cpu_ms=cpu / cycles * 1000, wall_ms=wall / cycles * 1000,
+                         queries=counts["queries"] / cycles, checkouts=counts["checkouts"] / cycles)
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _authenticate(store, token: str):
+    return store.authenticate(token)
+
+
+def _next_preview(store, annotator: str):
+    task = store.next_task(annotator, stream="bench", actor=annotator)
+    return store.task_preview(task.id)
+
+
 # --------------------------------------------------------------------------- Label Studio
 
 def label_studio_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Path) -> Result:
@@ -229,7 +306,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="tasks labelloop starts with (Label Studio: at most 5,000; it answers far fewer)")
     parser.add_argument("--only", choices=["labelloop", "label_studio"], default=None)
     parser.add_argument("--router-replicas", type=int, default=2, help="labelloop's Router replicas")
+    parser.add_argument("--in-process", type=int, default=0, metavar="CYCLES",
+                        help="instead: CYCLES cycles on the store in one thread (CPU, queries per cycle)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="with --in-process: cProfile's top N")
     args = parser.parse_args(argv)
+    if args.in_process:
+        print(f"load: {os.getloadavg()[0]:.2f} (1-min average) on {os.cpu_count()} cores", flush=True)
+        r = in_process_cycles(args.in_process, min(args.tasks, 3000), profile=args.profile)
+        print(f"in process, PostgreSQL, {r.cycles} cycles: {r.cpu_ms:.1f} ms CPU, {r.wall_ms:.1f} ms wall, "
+              f"{r.queries:.1f} queries, {r.checkouts:.1f} pool checkouts per cycle")
+        return 0
     print(f"load: {os.getloadavg()[0]:.2f} (1-min average) on {os.cpu_count()} cores", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="tasks-bench-") as tmp:

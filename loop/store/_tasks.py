@@ -30,6 +30,7 @@ Guideline sections (:func:`guideline_section`)
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -75,8 +76,17 @@ def own_unfinished(conn: Connection, annotator_id: int, stream_ids: list[int]) -
 
 def candidates(conn: Connection, annotator_id: int, tier: int, stream_ids: list[int]) -> pd.DataFrame:
     """The most urgent open tasks the annotator may take: task_id, stream_id, item_id."""
+    rows = conn.execute(_candidates_select(tier >= EXPERT_TIER),
+                        {"annotator_id": annotator_id, "tier": tier, "stream_ids": list(stream_ids)}).all()
+    return pd.DataFrame(rows, columns=["task_id", "stream_id", "item_id"])
+
+
+@functools.cache
+def _candidates_select(expert: bool) -> sa.Select:
+    # Built once with bound parameters: building the statement cost more CPU than running it.
     t, a, d = S.tasks, S.annotations, S.disputes
     mine = S.tasks.alias("mine")
+    annotator_id = sa.bindparam("annotator_id")
     # stream_id too, so that the lookup uses the (stream_id, item_id) index of annotations.
     labelled = sa.exists().where(a.c.stream_id == t.c.stream_id, a.c.item_id == t.c.item_id,
                                  a.c.annotator_id == annotator_id)
@@ -85,15 +95,16 @@ def candidates(conn: Connection, annotator_id: int, tier: int, stream_ids: list[
     raised = sa.exists().where(d.c.adjudication_task_id == t.c.id, d.c.annotator_id == annotator_id)
     # 'open' as a literal, not a parameter: the planner must see it to use the partial index
     # even in a generic plan (psycopg prepares statements it runs often).
-    where = [t.c.status == sa.literal_column("'open'"), t.c.stream_id.in_(stream_ids), t.c.tier <= tier, ~labelled,
-             ~holds, ~raised, t.c.id.not_in(in_other_tool())]
-    if tier < EXPERT_TIER:
+    where = [t.c.status == sa.literal_column("'open'"),
+             t.c.stream_id.in_(sa.bindparam("stream_ids", expanding=True)),
+             t.c.tier <= sa.bindparam("tier"), ~labelled, ~holds, ~raised,
+             t.c.id.not_in(in_other_tool())]
+    if not expert:
         where.append(t.c.kind.not_in(EXPERT_KINDS))
     # Due first (NULLs last), then oldest: the order of the ix_tasks_open_urgency index, so
     # that the database walks it and stops after CANDIDATES rows rather than sorting them all.
-    rows = conn.execute(sa.select(t.c.id, t.c.stream_id, t.c.item_id).where(*where)
-                        .order_by(t.c.due_at.asc().nulls_last(), t.c.created_at, t.c.id).limit(CANDIDATES)).all()
-    return pd.DataFrame(rows, columns=["task_id", "stream_id", "item_id"])
+    return (sa.select(t.c.id, t.c.stream_id, t.c.item_id).where(*where)
+            .order_by(t.c.due_at.asc().nulls_last(), t.c.created_at, t.c.id).limit(CANDIDATES))
 
 
 def in_other_tool() -> sa.Select:
@@ -108,12 +119,18 @@ def latest_predictions(conn: Connection, item_ids: list[int]) -> dict[int, tuple
     """The newest prediction of each item: item id -> (probs, signals, route, reason, model version name)."""
     if not item_ids:
         return {}
-    p, m = S.predictions, S.model_versions
-    newest = (sa.select(p.c.item_id, sa.func.max(p.c.id).label("id")).where(p.c.item_id.in_(item_ids))
-              .group_by(p.c.item_id).subquery())
-    rows = conn.execute(sa.select(p.c.item_id, p.c.probs, p.c.signals, p.c.route, p.c.reason, m.c.name)
-                        .join(newest, newest.c.id == p.c.id).join(m, m.c.id == p.c.model_version_id)).all()
+    rows = conn.execute(_latest_predictions_select(), {"item_ids": list(item_ids)}).all()
     return {r[0]: (list(r[1]), r[2], r[3], r[4], r[5]) for r in rows}
+
+
+@functools.cache
+def _latest_predictions_select() -> sa.Select:
+    p, m = S.predictions, S.model_versions
+    newest = (sa.select(p.c.item_id, sa.func.max(p.c.id).label("id"))
+              .where(p.c.item_id.in_(sa.bindparam("item_ids", expanding=True)))
+              .group_by(p.c.item_id).subquery())
+    return (sa.select(p.c.item_id, p.c.probs, p.c.signals, p.c.route, p.c.reason, m.c.name)
+            .join(newest, newest.c.id == p.c.id).join(m, m.c.id == p.c.model_version_id))
 
 
 def likely_pair(probs: list[float]) -> tuple[int, int]:
