@@ -264,8 +264,7 @@ def _authenticate(store, token: str):
 
 
 def _next_preview(store, annotator: str):
-    task = store.next_task(annotator, stream="bench", actor=annotator)
-    return store.task_preview(task.id)
+    return store.next_task_preview(annotator, stream="bench", actor=annotator)
 
 
 # --------------------------------------------------------------------------- Label Studio

@@ -38,6 +38,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from .._validation import _describe, check_text, fail
@@ -203,8 +204,15 @@ def candidate_skills(history: pd.DataFrame, stream_ids: np.ndarray, pairs: np.nd
 
 def rank(conn: Connection, annotator_id: int, found: pd.DataFrame) -> list[int]:
     """Candidate task ids, best first: pair skill (in steps of SKILL_STEP), then urgency."""
+    return rank_with_predictions(conn, annotator_id, found)[0]
+
+
+def rank_with_predictions(conn: Connection, annotator_id: int,
+                          found: pd.DataFrame) -> tuple[list[int], dict[int, tuple]]:
+    """:func:`rank`, and the candidates' latest predictions it read (item id -> prediction),
+    so that the claimed task's preview need not read its own again."""
     if found.empty:
-        return []
+        return [], {}
     item_ids = found["item_id"].to_numpy(dtype=np.int64)
     stream_ids = found["stream_id"].to_numpy(dtype=np.int64)
     preds = latest_predictions(conn, item_ids.tolist())
@@ -216,40 +224,53 @@ def rank(conn: Connection, annotator_id: int, found: pd.DataFrame) -> list[int]:
             pairs[row] = likely_pair(pred[0])
     key = -np.round(candidate_skills(history, stream_ids, pairs) / SKILL_STEP)
     order = np.lexsort((np.arange(len(found)), key))  # stable: urgency order within a skill step
-    return found["task_id"].to_numpy(dtype=np.int64)[order].tolist()
+    # Items without a prediction are known to have none: the preview must not look again.
+    return found["task_id"].to_numpy(dtype=np.int64)[order].tolist(), {i: preds.get(i) for i in item_ids.tolist()}
 
 
 def claim(conn: Connection, ranked: list[int], annotator_id: int, *, now: datetime, actor: str | None) -> int | None:
     """Claim the first task of ``ranked`` still open (skipping ones another caller holds)."""
     t = S.tasks
-    postgres = conn.dialect.name == "postgresql"
-    for task_id in ranked:
-        if postgres:
-            got = conn.execute(sa.select(t.c.id, t.c.stream_id, t.c.item_id)
-                               .where(t.c.id == task_id, t.c.status == "open")
-                               .with_for_update(skip_locked=True)).first()
-            if got is None:
-                continue
-        # Again here: a sync may have pushed the task since the candidates were read.
-        done = conn.execute(t.update().where(t.c.id == task_id, t.c.status == "open",
-                                             t.c.id.not_in(in_other_tool()))
-                            .values(status="assigned", annotator_id=annotator_id, assigned_at=now)
-                            .returning(t.c.stream_id, t.c.item_id)).first()
-        if done is None:
-            continue
-        record_events(conn, [{"action": "task.assigned", "entity": "task", "entity_id": task_id,
-                              "stream_id": done.stream_id, "item_id": done.item_id,
-                              "before": {"status": "open"},
-                              "after": {"status": "assigned", "annotator_id": annotator_id}}],
-                      actor=actor, reason="next task")
-        return task_id
-    return None
-
-
-def lock_annotator(conn: Connection, annotator_id: int) -> None:
-    """One claim per annotator at a time (PostgreSQL; SQLite's write lock already is one)."""
+    if not ranked:
+        return None
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(S.annotators.c.id).where(S.annotators.c.id == annotator_id).with_for_update())
+        # One statement for the whole ranking: the first task in rank order that is open, not
+        # in the other tool and not locked by another caller is locked and assigned.
+        done = conn.execute(_claim_update(), {"ranked": ranked, "annotator_id": annotator_id, "now": now}).first()
+        if done is None:
+            return None
+        task_id = done.id
+    else:
+        for task_id in ranked:
+            done = conn.execute(t.update().where(t.c.id == task_id, t.c.status == "open",
+                                                 t.c.id.not_in(in_other_tool()))
+                                .values(status="assigned", annotator_id=annotator_id, assigned_at=now)
+                                .returning(t.c.id, t.c.stream_id, t.c.item_id)).first()
+            if done is not None:
+                break
+        else:
+            return None
+    record_events(conn, [{"action": "task.assigned", "entity": "task", "entity_id": task_id,
+                          "stream_id": done.stream_id, "item_id": done.item_id,
+                          "before": {"status": "open"},
+                          "after": {"status": "assigned", "annotator_id": annotator_id}}],
+                  actor=actor, reason="next task")
+    return task_id
+
+
+@functools.cache
+def _claim_update() -> sa.Update:
+    t = S.tasks
+    ranked = sa.bindparam("ranked", type_=ARRAY(sa.BigInteger))
+    # In rank order (the position in the array); SKIP LOCKED: never wait on nor take a task
+    # another caller is claiming. A task changed meanwhile is re-checked against the WHERE.
+    first = (sa.select(t.c.id).where(t.c.id == sa.func.any(ranked), t.c.status == "open",
+                                     t.c.id.not_in(in_other_tool()))
+             .order_by(sa.func.array_position(ranked, t.c.id)).limit(1)
+             .with_for_update(skip_locked=True).scalar_subquery())
+    return (t.update().where(t.c.id == first, t.c.status == "open")
+            .values(status="assigned", annotator_id=sa.bindparam("annotator_id"), assigned_at=sa.bindparam("now"))
+            .returning(t.c.id, t.c.stream_id, t.c.item_id))
 
 
 # ----------------------------------------------------------------------------- answering
@@ -308,6 +329,16 @@ def shown_suggestion(conn: Connection, task, stream: Stream) -> tuple[int | None
         return None, None
     probs = np.asarray(pred[0], dtype=float)
     return int(np.argmax(probs)), float(np.max(probs))
+
+
+def shown_guideline_text(conn: Connection, task):
+    """The version and text of the guideline a task shows (:func:`shown_guideline`), or None."""
+    g = S.guideline_versions
+    query = sa.select(g.c.version, g.c.text)
+    if task.guideline_version_id is not None:
+        return conn.execute(query.where(g.c.id == task.guideline_version_id)).one()
+    return conn.execute(query.where(g.c.stream_id == task.stream_id, g.c.published_at.is_not(None))
+                        .order_by(g.c.version.desc()).limit(1)).first()
 
 
 def shown_guideline(conn: Connection, task) -> int | None:
