@@ -48,7 +48,7 @@ from . import _annotations, _resolutions
 from . import _schema as S
 from ._columns import (EVIDENCE, FLAGS, GUIDELINE_VERSION, IDEMPOTENCY_KEY, SOURCE, SUGGESTION,
                        SUGGESTION_CONFIDENCE, TASK_ID)
-from ._convert import content_hash, json_text, missing_ints
+from ._convert import content_hash_row, json_text, stamp_params
 from ._records import Dispute, Escalation, QueueMetrics, Stream, Suggestion
 from ._writes import record_events
 
@@ -77,13 +77,14 @@ def own_unfinished(conn: Connection, annotator_id: int, stream_ids: list[int]) -
 
 def candidates(conn: Connection, annotator_id: int, tier: int, stream_ids: list[int]) -> pd.DataFrame:
     """The most urgent open tasks the annotator may take: task_id, stream_id, item_id."""
-    rows = conn.execute(_candidates_select(tier >= EXPERT_TIER),
+    rows = conn.execute(_candidates_select(tier >= EXPERT_TIER, conn.dialect.name == "postgresql"),
                         {"annotator_id": annotator_id, "tier": tier, "stream_ids": list(stream_ids)}).all()
-    return pd.DataFrame(rows, columns=["task_id", "stream_id", "item_id"])
+    # Three integer columns: through one array (a frame from 200 Row objects costs more).
+    return pd.DataFrame(np.array(rows, dtype=np.int64).reshape(-1, 3), columns=["task_id", "stream_id", "item_id"])
 
 
 @functools.cache
-def _candidates_select(expert: bool) -> sa.Select:
+def _candidates_select(expert: bool, postgres: bool) -> sa.Select:
     # Built once with bound parameters: building the statement cost more CPU than running it.
     t, a, d = S.tasks, S.annotations, S.disputes
     mine = S.tasks.alias("mine")
@@ -97,7 +98,7 @@ def _candidates_select(expert: bool) -> sa.Select:
     # 'open' as a literal, not a parameter: the planner must see it to use the partial index
     # even in a generic plan (psycopg prepares statements it runs often).
     where = [t.c.status == sa.literal_column("'open'"),
-             t.c.stream_id.in_(sa.bindparam("stream_ids", expanding=True)),
+             _in_ids(t.c.stream_id, "stream_ids", postgres),
              t.c.tier <= sa.bindparam("tier"), ~labelled, ~holds, ~raised,
              t.c.id.not_in(in_other_tool())]
     if not expert:
@@ -120,15 +121,24 @@ def latest_predictions(conn: Connection, item_ids: list[int]) -> dict[int, tuple
     """The newest prediction of each item: item id -> (probs, signals, route, reason, model version name)."""
     if not item_ids:
         return {}
-    rows = conn.execute(_latest_predictions_select(), {"item_ids": list(item_ids)}).all()
+    rows = conn.execute(_latest_predictions_select(conn.dialect.name == "postgresql"),
+                        {"item_ids": list(item_ids)}).all()
     return {r[0]: (list(r[1]), r[2], r[3], r[4], r[5]) for r in rows}
 
 
+def _in_ids(column: sa.Column, name: str, postgres: bool) -> sa.ColumnElement:
+    """``column IN (ids)`` with the ids bound at run time: one array parameter on PostgreSQL
+    (``= ANY``; a statement of one shape, whatever the count), an expanding list on SQLite."""
+    if postgres:
+        return column == sa.any_(sa.bindparam(name, type_=ARRAY(sa.BigInteger)))
+    return column.in_(sa.bindparam(name, expanding=True))
+
+
 @functools.cache
-def _latest_predictions_select() -> sa.Select:
+def _latest_predictions_select(postgres: bool) -> sa.Select:
     p, m = S.predictions, S.model_versions
     newest = (sa.select(p.c.item_id, sa.func.max(p.c.id).label("id"))
-              .where(p.c.item_id.in_(sa.bindparam("item_ids", expanding=True)))
+              .where(_in_ids(p.c.item_id, "item_ids", postgres))
               .group_by(p.c.item_id).subquery())
     return (sa.select(p.c.item_id, p.c.probs, p.c.signals, p.c.route, p.c.reason, m.c.name)
             .join(newest, newest.c.id == p.c.id).join(m, m.c.id == p.c.model_version_id))
@@ -148,7 +158,7 @@ def skill_history(conn: Connection, annotator_id: int, stream_ids: list[int]) ->
     rows = conn.execute(sa.select(a.c.stream_id, a.c.label, r.c.label).select_from(a)
                         .join(r, (r.c.item_id == a.c.item_id) & current)
                         .where(a.c.annotator_id == annotator_id, a.c.stream_id.in_(stream_ids))).all()
-    return pd.DataFrame(rows, columns=["stream_id", "label", "resolved"])
+    return pd.DataFrame(np.array(rows, dtype=np.int64).reshape(-1, 3), columns=["stream_id", "label", "resolved"])
 
 
 def pair_skill(history: pd.DataFrame, stream_id: int, pair: tuple[int, int] | None) -> float:
@@ -351,9 +361,10 @@ def shown_guideline(conn: Connection, task) -> int | None:
 
 
 def answer_row(conn: Connection, stream: Stream, task, annotator: str, content: dict[str, Any], *, key: str,
-               source: str, now: datetime) -> pd.DataFrame:
-    """One answer in the stored form of :func:`_annotations.prepare` (same columns, dtypes,
-    checks and content hash), built from scalars: the content is already checked
+               source: str, now: datetime) -> tuple:
+    """One answer as the driver stores it: the row of :func:`_annotations.row_tuples` of what
+    :func:`_annotations.prepare` makes of it (same cells, checks and content hash), built from
+    scalars without a frame: the content is already checked
     (:func:`answer_content`), the item and task are the task's own, so only the annotator,
     what was shown and the source are left to check, without a batch's frame machinery."""
     annotator_id = int(_annotations._annotator_ids(conn, stream, pd.Series([annotator], dtype=object))[0])
@@ -372,28 +383,34 @@ def answer_row(conn: Connection, stream: Stream, task, annotator: str, content: 
     source = check_text(source, SOURCE, max_chars=_annotations.MAX_SOURCE_CHARS)
     key = check_text(key, IDEMPOTENCY_KEY, max_chars=S.MAX_KEY_CHARS)
 
-    def ints(value: int | None) -> pd.Series:
-        return missing_ints(1) if value is None else pd.Series([value], dtype="Int64")
+    # The cells of _annotations.prepare's frame, as row_tuples hands them to the driver.
+    cells = {"stream_id": int(stream.id), "task_id": int(task.id), "item_id": int(task.item_id),
+             "annotator_id": annotator_id, "label": int(content["label"]), "rationale": _cell(content["rationale"]),
+             "evidence": _cell(content["evidence"]), "seconds": _cell(content["seconds"]), "suggestion": suggestion,
+             "suggestion_confidence": _cell(confidence), "guideline_version_id": None if gv is None else int(gv),
+             "created_at": stamp_params(pd.Series(pd.DatetimeIndex([now])), conn.dialect.name)[0],
+             "idempotency_key": key, "flags": _cell(content["flags"]), "source": source}
+    cells["content_hash"] = content_hash_row([(_HASH_KINDS[c], cells[c]) for c in _annotations._HASHED])
+    return tuple(cells[c] for c in _annotations.STORED)
 
-    out = pd.DataFrame({
-        "stream_id": np.array([stream.id], dtype=np.int64), "item_id": np.array([task.item_id], dtype=np.int64),
-        "annotator_id": np.array([annotator_id], dtype=np.int64), "label": np.array([content["label"]], dtype=np.int64),
-        "rationale": pd.Series([content["rationale"]], dtype=object),
-        "evidence": pd.Series([content["evidence"]], dtype=object),
-        "seconds": np.array([np.nan if content["seconds"] is None else content["seconds"]], dtype=np.float64),
-        "suggestion": ints(suggestion),
-        "suggestion_confidence": np.array([np.nan if confidence is None else confidence], dtype=np.float64),
-        "guideline_version_id": ints(gv), "flags": pd.Series([content["flags"]], dtype=object),
-        "source": pd.Series([source], dtype=object), "task_id": ints(int(task.id)),
-        "created_at": pd.Series(pd.DatetimeIndex([now])), "idempotency_key": pd.Series([key], dtype=object)})
-    out["content_hash"] = content_hash(out[list(_annotations._HASHED)])
-    return out
+
+# How content_hash sees each hashed column of an answer (its dtype in _annotations.prepare).
+_HASH_KINDS: Final = {"item_id": "int", "annotator_id": "int", "label": "int", "rationale": "text",
+                      "evidence": "text", "seconds": "float", "suggestion": "int", "suggestion_confidence": "float",
+                      "guideline_version_id": "int", "task_id": "int", "flags": "text"}
+
+
+def _cell(value: Any) -> Any:
+    """A cell as the driver gets it: missing (None, NaN, NA) as None, numpy scalars as Python's."""
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def write_answer(conn: Connection, stream: Stream, task, annotator: str, content: dict[str, Any], *,
                  key: str, source: str, now: datetime, actor: str | None) -> None:
-    prepared = answer_row(conn, stream, task, annotator, content, key=key, source=source, now=now)
-    _annotations.insert(conn, prepared, actor=actor, reason=None)
+    row = answer_row(conn, stream, task, annotator, content, key=key, source=source, now=now)
+    _annotations.insert_rows(conn, [row], actor=actor, reason=None)
     t = S.tasks
     conn.execute(t.update().where(t.c.id == task.id).values(status="done", completed_at=now))
     record_events(conn, [{"action": "task.completed", "entity": "task", "entity_id": int(task.id),

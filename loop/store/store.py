@@ -1137,7 +1137,7 @@ class LabelStore:
                                 actor=actor or annotator)
             if task.kind == "adjudication":
                 _tasks.close_disputes(conn, s, task, content["label"], now=now, actor=actor or annotator)
-            return self._annotation(conn, _tasks.existing_answer(conn, key).id), True
+            return self._annotation(conn, key=key), True
 
     def task_preview(self, task_id: int) -> TaskPreview:
         """What an annotator sees with a task: the item, the guideline section for the item's
@@ -1325,11 +1325,14 @@ class LabelStore:
             raise NotFoundError(f"The {ITEM!r} argument must be an item of stream {s.name!r}. Got {item_id!r} instead.")
         return row
 
-    def _annotation(self, conn: Connection, annotation_id: int) -> Annotation:
+    def _annotation(self, conn: Connection, annotation_id: int | None = None, *, key: str | None = None) -> Annotation:
+        """The stored annotation with id ``annotation_id``, or (one query fewer for a writer that
+        knows only its key) with idempotency key ``key``."""
         a, i, p, g = S.annotations, S.items, S.annotators, S.guideline_versions
+        where = a.c.id == annotation_id if key is None else a.c.idempotency_key == key
         row = conn.execute(sa.select(a, i.c.external_id, p.c.name.label("annotator"), g.c.version.label("gv"))
                            .join(i, i.c.id == a.c.item_id).join(p, p.c.id == a.c.annotator_id)
-                           .outerjoin(g, g.c.id == a.c.guideline_version_id).where(a.c.id == annotation_id)).one()
+                           .outerjoin(g, g.c.id == a.c.guideline_version_id).where(where)).one()
         s = self._stream_by_id(conn, row.stream_id)
         flags = row.flags if isinstance(row.flags, list) or row.flags is None else json.loads(row.flags)
         return Annotation(id=row.id, stream=s.name, task_id=row.task_id, item_id=row.external_id,
