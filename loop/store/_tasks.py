@@ -77,14 +77,14 @@ def own_unfinished(conn: Connection, annotator_id: int, stream_ids: list[int]) -
 
 def candidates(conn: Connection, annotator_id: int, tier: int, stream_ids: list[int]) -> pd.DataFrame:
     """The most urgent open tasks the annotator may take: task_id, stream_id, item_id."""
-    rows = conn.execute(_candidates_select(tier >= EXPERT_TIER, conn.dialect.name == "postgresql"),
+    rows = conn.execute(_candidates_select(tier >= EXPERT_TIER),
                         {"annotator_id": annotator_id, "tier": tier, "stream_ids": list(stream_ids)}).all()
     # Three integer columns: through one array (a frame from 200 Row objects costs more).
     return pd.DataFrame(np.array(rows, dtype=np.int64).reshape(-1, 3), columns=["task_id", "stream_id", "item_id"])
 
 
 @functools.cache
-def _candidates_select(expert: bool, postgres: bool) -> sa.Select:
+def _candidates_select(expert: bool) -> sa.Select:
     # Built once with bound parameters: building the statement cost more CPU than running it.
     t, a, d = S.tasks, S.annotations, S.disputes
     mine = S.tasks.alias("mine")
@@ -98,7 +98,9 @@ def _candidates_select(expert: bool, postgres: bool) -> sa.Select:
     # 'open' as a literal, not a parameter: the planner must see it to use the partial index
     # even in a generic plan (psycopg prepares statements it runs often).
     where = [t.c.status == sa.literal_column("'open'"),
-             _in_ids(t.c.stream_id, "stream_ids", postgres),
+             # An expanding list, not an array: with "= ANY(array)" the planner no longer walks
+             # the partial index in order (a sort of every open task instead: 0.5 -> 500 ms).
+             t.c.stream_id.in_(sa.bindparam("stream_ids", expanding=True)),
              t.c.tier <= sa.bindparam("tier"), ~labelled, ~holds, ~raised,
              t.c.id.not_in(in_other_tool())]
     if not expert:
