@@ -308,7 +308,11 @@ def in_process_cycles(cycles: int, n_tasks: int, *, profile: int = 0) -> InProce
     import sqlalchemy as sa
 
     from loop.store import LabelStore
-    from serve.auth import TokenCache
+
+    try:
+        from serve.auth import TokenCache
+    except ImportError:  # a commit before it (a before/after comparison)
+        TokenCache = None  # noqa: N806
 
     schema = f"bench_tasks_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_URL, autocommit=True) as conn:
@@ -323,7 +327,7 @@ def in_process_cycles(cycles: int, n_tasks: int, *, profile: int = 0) -> InProce
             counts = {"queries": 0, "checkouts": 0}
             engine = store._engine  # noqa: SLF001 - a benchmark counts what the store sends
 
-            tokens = TokenCache()
+            tokens = None if TokenCache is None else TokenCache()
 
             def one_cycle(i: int) -> None:
                 principal = _authenticate(store, tokens, token)
@@ -355,7 +359,10 @@ def in_process_cycles(cycles: int, n_tasks: int, *, profile: int = 0) -> InProce
 
 
 def _authenticate(store, tokens, token: str):
-    """As a Router replica checks a token: through its token cache (serve.auth.TokenCache)."""
+    """As a Router replica checks a token: through its token cache (serve.auth.TokenCache;
+    without one, at a commit before it, every time)."""
+    if tokens is None:
+        return store.authenticate(token)
     principal = tokens.get(token)
     if principal is None:
         principal = store.authenticate(token)
@@ -364,6 +371,8 @@ def _authenticate(store, tokens, token: str):
 
 
 def _next_preview(store, annotator: str):
+    if not hasattr(store, "next_task_preview"):  # a commit before it: what its task API called
+        return store.task_preview(store.next_task(annotator, stream="bench", actor=annotator).id)
     return store.next_task_preview(annotator, stream="bench", actor=annotator)
 
 
