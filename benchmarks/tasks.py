@@ -178,7 +178,8 @@ def cpu_by_group(pg_application: str) -> dict[str, float]:
     """CPU seconds so far of the processes of a run, by group: ``clients`` (this process: the
     client threads), ``proxy`` (Serve's HTTP proxy), ``app`` (the Router replicas), ``ray``
     (Ray's other processes: this process's other descendants), ``postgres`` (the backends of
-    connections named ``pg_application``). Other work on the machine is in none of them."""
+    connections named ``pg_application``). Other work on the machine is in none of them.
+    ``ray`` holds raylet, the GCS, the dashboard, the Serve controller and the Scorer replica."""
     import psycopg
 
     stats = {int(d): st for d in os.listdir("/proc") if d.isdigit() and (st := _proc_stat(int(d))) is not None}
@@ -192,7 +193,10 @@ def cpu_by_group(pg_application: str) -> dict[str, float]:
         pid = todo.pop()
         todo += children.get(pid, [])
         cmd = _cmdline(pid)
-        group = "proxy" if "ProxyActor" in cmd else "app" if "ServeReplica" in cmd and "Router" in cmd else "ray"
+        # The ingress: Serve's HAProxy (and its manager actor) where the app runs one, else
+        # the ProxyActor; both are counted as the proxy.
+        proxy = any(name in cmd for name in ("ProxyActor", "HAProxyManager", "haproxy"))
+        group = "proxy" if proxy else "app" if "ServeReplica" in cmd and "Router" in cmd else "ray"
         out[group] += stats[pid][1]
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         backends = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
