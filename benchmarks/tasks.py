@@ -243,9 +243,17 @@ def labelloop_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Path,
             session = requests.Session()
             session.headers["Authorization"] = f"Bearer {tokens[i]}"
             who = f"annotator-{i:02d}"
-            pause = think_times(think[0], think[1], np.random.default_rng([seed, i]))
+            rng = np.random.default_rng([seed, i])
+            pause = think_times(think[0], think[1], rng)
+            # With think time, each client starts at a uniform offset within one median think
+            # time, as people who are mid-task when the measurement starts; otherwise all 32
+            # would ask at the same instant, a burst no steady state has.
+            offset = [float(rng.uniform(0, think[0]))]
 
             def step(load: Load) -> None:
+                if offset:
+                    if stop.wait(offset.pop()):
+                        return
                 t0 = time.perf_counter()
                 r = session.get(f"{url}/v1/tasks/next", params={"stream": "bench"}, timeout=30)
                 next_s = time.perf_counter() - t0
