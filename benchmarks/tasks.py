@@ -77,16 +77,23 @@ class Result:
 
 
 def run_clients(n_clients: int, seconds: float,
-                make_client: Callable[[int, threading.Event], Callable[[Load], None]]) -> Load:
+                make_client: Callable[[int, threading.Event], Callable[[Load], None]],
+                warm: Callable[[int], None] | None = None) -> Load:
     """Run ``n_clients`` threads, each calling its ``step(load)`` until ``seconds`` pass; merge
     what they saw. A client's step fetches one task and answers it; it gets the run's ``stop``
-    event so that a think time ends with the run."""
+    event so that a think time ends with the run. ``warm(i)``, when given, runs in every thread
+    at once before the clock starts (not measured)."""
     loads = [Load() for _ in range(n_clients)]
     stop = threading.Event()
     steps = [make_client(i, stop) for i in range(n_clients)]
     start = threading.Barrier(n_clients + 1)
 
     def work(i: int) -> None:
+        if warm is not None:
+            try:
+                warm(i)
+            except Exception as exc:  # noqa: BLE001 - counted and shown
+                loads[i].errors.append(f"warm-up {type(exc).__name__}: {exc}"[:200])
         start.wait()
         while not stop.is_set():
             try:
@@ -278,8 +285,14 @@ def labelloop_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Path,
                 load.acknowledged.append((int(task["task_id"]), who))
             return step
 
+        def warm(i: int) -> None:
+            # Each client's token checked and the replicas' connection pools opened, as in a
+            # service that has been up: one concurrent read per client (its own task list).
+            requests.get(f"{url}/v1/tasks", params={"status": "assigned"}, timeout=60,
+                         headers={"Authorization": f"Bearer {tokens[i]}"}).raise_for_status()
+
         cpu_before = cpu_by_group(schema)
-        load = run_clients(n_clients, seconds, make_client)
+        load = run_clients(n_clients, seconds, make_client, warm=warm if think[0] > 0 else None)
         cpu_after = cpu_by_group(schema)
         with LabelStore(store_url) as store:
             frame = store.annotations_frame("bench")
