@@ -196,7 +196,7 @@ def content_hash_row(values: Sequence[tuple[str, Any]]) -> int:
     Examples
     --------
     >>> frame = pd.DataFrame({"a": [3], "b": [None], "c": [0.5]}).astype({"b": object})
-    >>> content_hash_row([("int", 3), ("text", None), ("float", 0.5)]) == content_hash(frame)[0]
+    >>> content_hash_row([("int", 3), ("text", None), ("float", 0.5)]) == int(content_hash(frame)[0])
     True
     """
     combined = np.full(1, 0x345678, dtype=np.uint64)
