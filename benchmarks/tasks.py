@@ -16,6 +16,14 @@ server's own store after the run). Run::
 
     .venv/bin/python benchmarks/tasks.py                    # 60 s per server, 32 clients
     .venv/bin/python benchmarks/tasks.py --seconds 10       # quicker, noisier
+    .venv/bin/python benchmarks/tasks.py --only labelloop --think 0,3,sim   # also with think time
+    .venv/bin/python benchmarks/tasks.py --in-process 300   # one cycle's CPU and queries, no HTTP
+
+The saturated closed loop (no think time, the default) is the throughput comparison; its
+``next`` latency is 32 / throughput by Little's law. ``--think`` keeps the 32 clients but each
+pauses between a task and its answer (log-normal, the simulated crowd's median and spread), as
+people do: the latency of ``next`` under a realistic load. Each labelloop run also prints the
+CPU per answer of its processes (clients, proxy, app replicas, Ray, PostgreSQL backends).
 
 Targets (issue 12): labelloop's answers/s >= 3x Label Studio's, p99 of ``next`` < 100 ms, 0 lost
 or duplicated.
