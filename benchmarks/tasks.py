@@ -480,13 +480,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load: {os.getloadavg()[0]:.2f} (1-min average) on {os.cpu_count()} cores", flush=True)
     sim_median, sim_sigma = simulated_think()
     sigma = sim_sigma if args.think_sigma is None else args.think_sigma
+    try:
+        thinks = [sim_median if v.strip() == "sim" else float(v) for v in args.think.split(",")]
+    except ValueError:
+        parser.error(f"--think must be seconds >= 0 or 'sim', comma-separated. Got {args.think!r} instead.")
+    if not all(np.isfinite(t) and t >= 0 for t in thinks) or not (np.isfinite(sigma) and sigma >= 0):
+        parser.error(f"--think and --think-sigma must be finite and >= 0. Got {args.think!r}, {sigma!r} instead.")
     results = []
     with tempfile.TemporaryDirectory(prefix="tasks-bench-") as tmp:
         for name, run in (("labelloop", labelloop_load), ("label_studio", label_studio_load)):
             if args.only and args.only != name:
                 continue
-            modes = [0.0] if name == "label_studio" else [sim_median if v.strip() == "sim" else float(v)
-                                                           for v in args.think.split(",")]
+            modes = [0.0] if name == "label_studio" else thinks
             for median in modes:
                 print(f"{name}: {args.clients} clients for {args.seconds:.0f} s, think time median {median:g} s "
                       f"(load {os.getloadavg()[0]:.2f}) ...", flush=True)
