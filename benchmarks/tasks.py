@@ -16,6 +16,14 @@ server's own store after the run). Run::
 
     .venv/bin/python benchmarks/tasks.py                    # 60 s per server, 32 clients
     .venv/bin/python benchmarks/tasks.py --seconds 10       # quicker, noisier
+    .venv/bin/python benchmarks/tasks.py --only labelloop --think 0,3,sim   # also with think time
+    .venv/bin/python benchmarks/tasks.py --in-process 300   # one cycle's CPU and queries, no HTTP
+
+The saturated closed loop (no think time, the default) is the throughput comparison; its
+``next`` latency is 32 / throughput by Little's law. ``--think`` keeps the 32 clients but each
+pauses between a task and its answer (log-normal, the simulated crowd's median and spread), as
+people do: the latency of ``next`` under a realistic load. Each labelloop run also prints the
+CPU per answer of its processes (clients, proxy, app replicas, Ray, PostgreSQL backends).
 
 Targets (issue 12): labelloop's answers/s >= 3x Label Studio's, p99 of ``next`` < 100 ms, 0 lost
 or duplicated.
@@ -49,7 +57,8 @@ class Load:
     """What the clients saw: latencies in seconds, and the acknowledged answers."""
 
     next_latency: list[float] = field(default_factory=list)
-    cycle_latency: list[float] = field(default_factory=list)
+    answer_latency: list[float] = field(default_factory=list)
+    cycle_latency: list[float] = field(default_factory=list)  # next + answer (think time excluded)
     acknowledged: list[tuple[int, str]] = field(default_factory=list)  # (task id, annotator)
     empty: int = 0
     errors: list[str] = field(default_factory=list)
@@ -69,17 +78,30 @@ class Result:
     lost: int
     duplicated: int
     errors: int
+    think_median_s: float = 0.0     # 0: a closed loop without think time (saturation)
+    answer_p50_ms: float = float("nan")
+    answer_p99_ms: float = float("nan")
+    cpu_ms_per_answer: dict[str, float] = field(default_factory=dict)  # process group -> CPU ms per answer
 
 
-def run_clients(n_clients: int, seconds: float, make_client: Callable[[int], Callable[[Load], None]]) -> Load:
+def run_clients(n_clients: int, seconds: float,
+                make_client: Callable[[int, threading.Event], Callable[[Load], None]],
+                warm: Callable[[int], None] | None = None) -> Load:
     """Run ``n_clients`` threads, each calling its ``step(load)`` until ``seconds`` pass; merge
-    what they saw. A client's step fetches one task and answers it."""
+    what they saw. A client's step fetches one task and answers it; it gets the run's ``stop``
+    event so that a think time ends with the run. ``warm(i)``, when given, runs in every thread
+    at once before the clock starts (not measured)."""
     loads = [Load() for _ in range(n_clients)]
-    steps = [make_client(i) for i in range(n_clients)]
-    start = threading.Barrier(n_clients + 1)
     stop = threading.Event()
+    steps = [make_client(i, stop) for i in range(n_clients)]
+    start = threading.Barrier(n_clients + 1)
 
     def work(i: int) -> None:
+        if warm is not None:
+            try:
+                warm(i)
+            except Exception as exc:  # noqa: BLE001 - counted and shown
+                loads[i].errors.append(f"warm-up {type(exc).__name__}: {exc}"[:200])
         start.wait()
         while not stop.is_set():
             try:
@@ -99,6 +121,7 @@ def run_clients(n_clients: int, seconds: float, make_client: Callable[[int], Cal
     merged = Load()
     for load in loads:
         merged.next_latency += load.next_latency
+        merged.answer_latency += load.answer_latency
         merged.cycle_latency += load.cycle_latency
         merged.acknowledged += load.acknowledged
         merged.empty += load.empty
@@ -106,7 +129,8 @@ def run_clients(n_clients: int, seconds: float, make_client: Callable[[int], Cal
     return merged
 
 
-def summarise(server: str, n_clients: int, seconds: float, load: Load, stored: dict[int, list[str]]) -> Result:
+def summarise(server: str, n_clients: int, seconds: float, load: Load, stored: dict[int, list[str]], *,
+              think_median_s: float = 0.0, cpu_ms_per_answer: dict[str, float] | None = None) -> Result:
     """``stored``: task id -> annotators of the answers the server's store holds for it."""
     acked = {}
     for task_id, who in load.acknowledged:
@@ -121,15 +145,89 @@ def summarise(server: str, n_clients: int, seconds: float, load: Load, stored: d
                   answers_per_s=len(load.acknowledged) / seconds,
                   next_p50_ms=pct(load.next_latency, 50), next_p99_ms=pct(load.next_latency, 99),
                   cycle_p50_ms=pct(load.cycle_latency, 50), cycle_p99_ms=pct(load.cycle_latency, 99),
-                  lost=lost, duplicated=duplicated, errors=len(load.errors))
+                  lost=lost, duplicated=duplicated, errors=len(load.errors), think_median_s=think_median_s,
+                  answer_p50_ms=pct(load.answer_latency, 50), answer_p99_ms=pct(load.answer_latency, 99),
+                  cpu_ms_per_answer=cpu_ms_per_answer or {})
+
+
+# --------------------------------------------------------------------------- think time
+
+def think_times(median_s: float, sigma: float, rng: np.random.Generator) -> Callable[[], float]:
+    """Seconds an annotator spends on a task: log-normal, ``median_s * exp(sigma * z)`` with
+    ``z`` standard normal, as the simulated crowd's seconds per item
+    (:meth:`loop.simulate.Crowd.annotate`); 0 with ``median_s`` 0 (a closed loop)."""
+    if median_s == 0:
+        return lambda: 0.0
+    return lambda: float(median_s * np.exp(sigma * rng.standard_normal()))
+
+
+def simulated_think() -> tuple[float, float]:
+    """The simulated annotator's default median seconds per item and its log-scale spread."""
+    from loop.simulate import Annotator
+
+    fields = Annotator.__dataclass_fields__
+    return float(fields["seconds_median"].default), float(fields["seconds_sigma"].default)
+
+
+# --------------------------------------------------------------------------- CPU by process
+
+def _proc_stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds: user + system) of a live process, from /proc (Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def cpu_by_group(pg_application: str) -> dict[str, float]:
+    """CPU seconds so far of the processes of a run, by group: ``clients`` (this process: the
+    client threads), ``proxy`` (Serve's HTTP proxy), ``app`` (the Router replicas), ``ray``
+    (Ray's other processes: this process's other descendants), ``postgres`` (the backends of
+    connections named ``pg_application``). Other work on the machine is in none of them.
+    ``ray`` holds raylet, the GCS, the dashboard, the Serve controller and the Scorer replica."""
+    import psycopg
+
+    stats = {int(d): st for d in os.listdir("/proc") if d.isdigit() and (st := _proc_stat(int(d))) is not None}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    me = os.getpid()
+    out = {"clients": stats[me][1], "proxy": 0.0, "app": 0.0, "ray": 0.0, "postgres": 0.0}
+    todo = list(children.get(me, []))
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        cmd = _cmdline(pid)
+        # The ingress: Serve's HAProxy (and its manager actor) where the app runs one, else
+        # the ProxyActor; both are counted as the proxy.
+        proxy = any(name in cmd for name in ("ProxyActor", "HAProxyManager", "haproxy"))
+        group = "proxy" if proxy else "app" if "ServeReplica" in cmd and "Router" in cmd else "ray"
+        out[group] += stats[pid][1]
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        backends = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                                               (pg_application,))]
+    out["postgres"] = sum(stats[pid][1] for pid in backends if pid in stats)
+    return out
 
 
 # --------------------------------------------------------------------------- labelloop
 
-def labelloop_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Path, router_replicas: int = 2) -> Result:
+def labelloop_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Path, router_replicas: int = 2,
+                   think: tuple[float, float] = (0.0, 0.0), seed: int = 0) -> Result:
     """The task API on the local Serve app over a fresh PostgreSQL schema, with
     ``router_replicas`` Router replicas (one process each: the store calls of one replica share
-    its GIL, so two use both cores of a small machine)."""
+    its GIL, so two use both cores of a small machine). ``think``: (median seconds, log-scale
+    spread) of each client's pause between receiving a task and answering it (:func:`think_times`)."""
     import psycopg
 
     from loop.store import LabelStore
@@ -138,7 +236,8 @@ def labelloop_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Path,
     schema = f"bench_tasks_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
-    store_url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    # The app's connections carry the schema's name, so that their backends' CPU can be found.
+    store_url = f"{PG_URL}?options=-csearch_path%3D{schema}&application_name={schema}"
     try:
         classes = ["neg", "pos"]
         with LabelStore(store_url) as store:
@@ -155,40 +254,159 @@ def labelloop_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Path,
                            "store_url": store_url, "auth": "token", "router_replicas": router_replicas},
                           ray_temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
 
-        def make_client(i: int):
+        def make_client(i: int, stop: threading.Event):
             session = requests.Session()
             session.headers["Authorization"] = f"Bearer {tokens[i]}"
             who = f"annotator-{i:02d}"
+            rng = np.random.default_rng([seed, i])
+            pause = think_times(think[0], think[1], rng)
+            # With think time, each client starts at a uniform offset within one median think
+            # time, as people who are mid-task when the measurement starts; otherwise all 32
+            # would ask at the same instant, a burst no steady state has.
+            offset = [float(rng.uniform(0, think[0]))]
 
             def step(load: Load) -> None:
+                if offset:
+                    if stop.wait(offset.pop()):
+                        return
                 t0 = time.perf_counter()
                 r = session.get(f"{url}/v1/tasks/next", params={"stream": "bench"}, timeout=30)
-                load.next_latency.append(time.perf_counter() - t0)
+                next_s = time.perf_counter() - t0
+                load.next_latency.append(next_s)
                 if r.status_code == 204:
                     load.empty += 1
                     time.sleep(0.01)
                     return
                 r.raise_for_status()
                 task = r.json()["task"]
+                seconds_spent = pause()
+                if seconds_spent and stop.wait(seconds_spent):
+                    return  # the run ended while they worked on it: not answered, not counted
+                t1 = time.perf_counter()
                 r = session.post(f"{url}/v1/tasks/{task['task_id']}/annotations",
-                                 json={"label": classes[task["task_id"] % 2], "seconds": 3.0},
+                                 json={"label": classes[task["task_id"] % 2], "seconds": max(seconds_spent, 3.0)},
                                  headers={"Idempotency-Key": f"bench-{task['task_id']}-{who}"}, timeout=30)
-                load.cycle_latency.append(time.perf_counter() - t0)
+                answer_s = time.perf_counter() - t1
+                load.answer_latency.append(answer_s)
+                load.cycle_latency.append(next_s + answer_s)
                 r.raise_for_status()
                 load.acknowledged.append((int(task["task_id"]), who))
             return step
 
-        load = run_clients(n_clients, seconds, make_client)
+        def warm(i: int) -> None:
+            # Each client's token checked and the replicas' connection pools opened, as in a
+            # service that has been up: one concurrent read per client (its own task list).
+            requests.get(f"{url}/v1/tasks", params={"status": "assigned"}, timeout=60,
+                         headers={"Authorization": f"Bearer {tokens[i]}"}).raise_for_status()
+
+        cpu_before = cpu_by_group(schema)
+        load = run_clients(n_clients, seconds, make_client, warm=warm if think[0] > 0 else None)
+        cpu_after = cpu_by_group(schema)
         with LabelStore(store_url) as store:
             frame = store.annotations_frame("bench")
         stored: dict[int, list[str]] = {}
         for task_id, who in zip(frame["task_id"].tolist(), frame["annotator_id"].tolist()):
             stored.setdefault(int(task_id), []).append(who)
         shutdown_local()
-        return summarise("labelloop", n_clients, seconds, load, stored)
+        answers = max(len(load.acknowledged), 1)
+        cpu = {k: (cpu_after[k] - cpu_before.get(k, 0.0)) * 1000 / answers for k in cpu_after}
+        return summarise("labelloop", n_clients, seconds, load, stored, think_median_s=think[0], cpu_ms_per_answer=cpu)
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+# --------------------------------------------------------------------------- in process
+
+@dataclass(frozen=True)
+class InProcess:
+    """One thread's cycles straight on the store (no HTTP): what a cycle costs the app's process."""
+
+    cycles: int
+    cpu_ms: float          # process CPU time per cycle
+    wall_ms: float
+    queries: float         # SQL statements per cycle sent through SQLAlchemy (the bulk writer's raw
+    checkouts: float       # cursor is not seen); connections checked out of the pool per cycle
+
+
+def in_process_cycles(cycles: int, n_tasks: int, *, profile: int = 0) -> InProcess:
+    """``cycles`` cycles of what the task API runs for one annotator, on a fresh PostgreSQL schema:
+    the token check, the next task with its preview, the token check, the answer (the calls of
+    ``serve.tasks.next_task`` and ``serve.tasks.answer``). With ``profile``, print cProfile's
+    ``profile`` costliest functions (cumulative)."""
+    import cProfile
+    import pstats
+
+    import psycopg
+    import sqlalchemy as sa
+
+    from loop.store import LabelStore
+
+    try:
+        from serve.auth import TokenCache
+    except ImportError:  # a commit before it (a before/after comparison)
+        TokenCache = None  # noqa: N806
+
+    schema = f"bench_tasks_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        with LabelStore(f"{PG_URL}?options=-csearch_path%3D{schema}") as store:
+            store.create_stream("bench", ["neg", "pos"], owner="lead")
+            store.add_annotator("annotator-00", streams=["bench"])
+            token = store.issue_token("annotator-00", "annotator")
+            store.add_items("bench", [{"item_id": f"e{j}"} for j in range(n_tasks)])
+            store.add_tasks("bench", [{"item_id": f"e{j}"} for j in range(n_tasks)])
+            counts = {"queries": 0, "checkouts": 0}
+            engine = store._engine  # noqa: SLF001 - a benchmark counts what the store sends
+
+            tokens = None if TokenCache is None else TokenCache()
+
+            def one_cycle(i: int) -> None:
+                principal = _authenticate(store, tokens, token)
+                preview = _next_preview(store, principal.annotator)
+                principal = _authenticate(store, tokens, token)
+                store.answer_task(preview.task.id, principal.annotator, "pos", seconds=3.0,
+                                  idempotency_key=f"bench-{i}", source="api", actor=principal.name)
+
+            for i in range(5):  # warm: caches, prepared statements, the staging table
+                one_cycle(-1 - i)
+            sa.event.listen(engine, "before_cursor_execute", lambda *a: counts.__setitem__("queries", counts["queries"] + 1))
+            sa.event.listen(engine.pool, "checkout", lambda *a: counts.__setitem__("checkouts", counts["checkouts"] + 1))
+            profiler = cProfile.Profile(time.process_time) if profile else None  # CPU, not waits
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            if profiler:
+                profiler.enable()
+            for i in range(cycles):
+                one_cycle(i)
+            if profiler:
+                profiler.disable()
+            cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+            if profiler:
+                pstats.Stats(profiler).sort_stats("cumulative").print_stats(profile)
+        return InProcess(cycles=cycles, cpu_ms=cpu / cycles * 1000, wall_ms=wall / cycles * 1000,
+                         queries=counts["queries"] / cycles, checkouts=counts["checkouts"] / cycles)
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _authenticate(store, tokens, token: str):
+    """As a Router replica checks a token: through its token cache (serve.auth.TokenCache;
+    without one, at a commit before it, every time)."""
+    if tokens is None:
+        return store.authenticate(token)
+    principal = tokens.get(token)
+    if principal is None:
+        principal = store.authenticate(token)
+        tokens.put(token, principal)
+    return principal
+
+
+def _next_preview(store, annotator: str):
+    if not hasattr(store, "next_task_preview"):  # a commit before it: what its task API called
+        return store.task_preview(store.next_task(annotator, stream="bench", actor=annotator).id)
+    return store.next_task_preview(annotator, stream="bench", actor=annotator)
 
 
 # --------------------------------------------------------------------------- Label Studio
@@ -212,12 +430,25 @@ def label_studio_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Pa
                   duplicated=t.duplicated + t.over_answered, errors=t.errors)
 
 
+def _cpu_table(results: list[Result]) -> str:
+    groups = ["clients", "proxy", "app", "ray", "postgres"]
+    rows = [f"{'CPU ms per answer':<22} " + " ".join(f"{g:>9}" for g in groups) + f" {'total':>9}"]
+    for r in results:
+        if r.cpu_ms_per_answer:
+            label = f"{r.server}, think {r.think_median_s:g} s"
+            rows.append(f"{label:<22} " + " ".join(f"{r.cpu_ms_per_answer.get(g, 0.0):>9.1f}" for g in groups)
+                        + f" {sum(r.cpu_ms_per_answer.values()):>9.1f}")
+    return "\n".join(rows)
+
+
 def _table(results: list[Result]) -> str:
-    head = (f"{'server':<13} {'clients':>7} {'answers':>8} {'answers/s':>10} {'next p50':>9} {'next p99':>9} "
-            f"{'cycle p50':>10} {'cycle p99':>10} {'lost':>5} {'dup':>4} {'errors':>6}")
-    rows = [head] + [f"{r.server:<13} {r.clients:>7} {r.answers:>8} {r.answers_per_s:>10.1f} {r.next_p50_ms:>7.1f}ms "
-                     f"{r.next_p99_ms:>7.1f}ms {r.cycle_p50_ms:>8.1f}ms {r.cycle_p99_ms:>8.1f}ms {r.lost:>5} "
-                     f"{r.duplicated:>4} {r.errors:>6}" for r in results]
+    head = (f"{'server':<13} {'think':>6} {'clients':>7} {'answers':>8} {'answers/s':>10} {'next p50':>9} "
+            f"{'next p99':>9} {'answer p99':>10} {'cycle p50':>10} {'cycle p99':>10} {'lost':>5} {'dup':>4} "
+            f"{'errors':>6}")
+    rows = [head] + [f"{r.server:<13} {r.think_median_s:>5g}s {r.clients:>7} {r.answers:>8} {r.answers_per_s:>10.1f} "
+                     f"{r.next_p50_ms:>7.1f}ms {r.next_p99_ms:>7.1f}ms {r.answer_p99_ms:>8.1f}ms "
+                     f"{r.cycle_p50_ms:>8.1f}ms {r.cycle_p99_ms:>8.1f}ms {r.lost:>5} {r.duplicated:>4} {r.errors:>6}"
+                     for r in results]
     return "\n".join(rows)
 
 
@@ -229,24 +460,55 @@ def main(argv: list[str] | None = None) -> int:
                         help="tasks labelloop starts with (Label Studio: at most 5,000; it answers far fewer)")
     parser.add_argument("--only", choices=["labelloop", "label_studio"], default=None)
     parser.add_argument("--router-replicas", type=int, default=2, help="labelloop's Router replicas")
+    parser.add_argument("--think", default="0", metavar="MEDIAN_S",
+                        help="labelloop: each client's think time between a task and its answer, log-normal with "
+                             "this median (seconds; 'sim': the simulated crowd's, 15 s) and --think-sigma; "
+                             "0: the saturated closed loop. A comma list runs each in turn")
+    parser.add_argument("--think-sigma", type=float, default=None,
+                        help="log-scale spread of think times (default: the simulated crowd's, 0.5)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--in-process", type=int, default=0, metavar="CYCLES",
+                        help="instead: CYCLES cycles on the store in one thread (CPU, queries per cycle)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="with --in-process: cProfile's top N")
     args = parser.parse_args(argv)
+    if args.in_process:
+        print(f"load: {os.getloadavg()[0]:.2f} (1-min average) on {os.cpu_count()} cores", flush=True)
+        r = in_process_cycles(args.in_process, min(args.tasks, 3000), profile=args.profile)
+        print(f"in process, PostgreSQL, {r.cycles} cycles: {r.cpu_ms:.1f} ms CPU, {r.wall_ms:.1f} ms wall, "
+              f"{r.queries:.1f} queries, {r.checkouts:.1f} pool checkouts per cycle")
+        return 0
     print(f"load: {os.getloadavg()[0]:.2f} (1-min average) on {os.cpu_count()} cores", flush=True)
+    sim_median, sim_sigma = simulated_think()
+    sigma = sim_sigma if args.think_sigma is None else args.think_sigma
+    try:
+        thinks = [sim_median if v.strip() == "sim" else float(v) for v in args.think.split(",")]
+    except ValueError:
+        parser.error(f"--think must be seconds >= 0 or 'sim', comma-separated. Got {args.think!r} instead.")
+    if not all(np.isfinite(t) and t >= 0 for t in thinks) or not (np.isfinite(sigma) and sigma >= 0):
+        parser.error(f"--think and --think-sigma must be finite and >= 0. Got {args.think!r}, {sigma!r} instead.")
     results = []
     with tempfile.TemporaryDirectory(prefix="tasks-bench-") as tmp:
         for name, run in (("labelloop", labelloop_load), ("label_studio", label_studio_load)):
             if args.only and args.only != name:
                 continue
-            print(f"{name}: {args.clients} clients for {args.seconds:.0f} s ...", flush=True)
-            extra = {"router_replicas": args.router_replicas} if name == "labelloop" else {}
-            results.append(run(args.clients, args.seconds, args.tasks, Path(tmp), **extra))
-            print(_table(results[-1:]), flush=True)  # kept even if the next server fails
+            modes = [0.0] if name == "label_studio" else thinks
+            for median in modes:
+                print(f"{name}: {args.clients} clients for {args.seconds:.0f} s, think time median {median:g} s "
+                      f"(load {os.getloadavg()[0]:.2f}) ...", flush=True)
+                extra = {"router_replicas": args.router_replicas, "think": (median, sigma), "seed": args.seed} \
+                    if name == "labelloop" else {}
+                results.append(run(args.clients, args.seconds, args.tasks, Path(tmp), **extra))
+                print(_table(results[-1:]), flush=True)  # kept even if the next server fails
+    print(f"load: {os.getloadavg()[0]:.2f} (1-min average) at the end")
     print(_table(results))
-    ours = next((r for r in results if r.server == "labelloop"), None)
-    peer = next((r for r in results if r.server == "label_studio"), None)
-    if ours is not None:
-        print(f"next p99 {ours.next_p99_ms:.1f} ms (target < {TARGET_NEXT_P99_MS:.0f}): "
+    print(_cpu_table(results))
+    for ours in (r for r in results if r.server == "labelloop"):
+        mode = "saturated closed loop" if ours.think_median_s == 0 else f"think time median {ours.think_median_s:g} s"
+        print(f"{mode}: next p99 {ours.next_p99_ms:.1f} ms (target < {TARGET_NEXT_P99_MS:.0f}): "
               f"{'met' if ours.next_p99_ms < TARGET_NEXT_P99_MS else 'missed'}; lost {ours.lost}, duplicated "
               f"{ours.duplicated}: {'met' if ours.lost == ours.duplicated == 0 else 'missed'}")
+    ours = next((r for r in results if r.server == "labelloop" and r.think_median_s == 0), None)
+    peer = next((r for r in results if r.server == "label_studio"), None)
     if ours is not None and peer is not None:
         ratio = ours.answers_per_s / peer.answers_per_s if peer.answers_per_s else float("inf")
         print(f"answers/s ratio labelloop / Label Studio: {ratio:.2f}x (target >= {TARGET_RATIO:.0f}x): "

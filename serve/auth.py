@@ -8,6 +8,13 @@ Roles (:class:`loop.store.Role`):
 - ``annotator``: their own tasks, answers and disputes;
 - ``client``: score, route and ingest items.
 
+Each replica remembers a valid token's principal for :data:`TOKEN_TTL_S` seconds
+(:class:`TokenCache`), so that a busy annotator's requests do not each look their token up.
+Revoking a token or deactivating an annotator through a replica's own API forgets every
+remembered token at once; a revocation elsewhere (another replica, the CLI, the store) takes
+effect within ``TOKEN_TTL_S`` seconds. An expired token is refused at its expiry, remembered or
+not.
+
 A missing, unknown, revoked or expired token gets 401 ``{"error": {"field": "Authorization",
 ...}}`` with ``WWW-Authenticate: Bearer``; a valid token of the wrong role gets 403. With
 ``auth: none`` (a local demo) the scoring endpoints take requests without a token; the task
@@ -26,8 +33,11 @@ import base64
 import binascii
 import contextvars
 import functools
+import hashlib
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import Depends, Request
@@ -36,8 +46,8 @@ from loop.store import LabelStore, Principal, Role
 
 from .payload import BadRequest
 
-__all__ = ["AUTH_RESPONSES", "ERROR_SCHEMA", "STORE_THREADS", "AuthError", "Services", "any_role", "get_services",
-           "ml_backend_access", "require", "scoring_access"]
+__all__ = ["AUTH_RESPONSES", "ERROR_SCHEMA", "STORE_THREADS", "TOKEN_TTL_S", "AuthError", "Services", "TokenCache",
+           "any_role", "get_services", "ml_backend_access", "require", "scoring_access"]
 
 FIELD = "Authorization"
 # Store calls a replica runs at once. Each holds one of the store's pooled connections
@@ -45,6 +55,12 @@ FIELD = "Authorization"
 # than connections would only queue inside the pool. asyncio's default executor would give
 # min(32, cores + 4): 6 on a 2-core machine, too few to overlap 32 clients' database waits.
 STORE_THREADS = 12
+# How long a replica trusts a token it has checked: the window in which a revocation made
+# elsewhere is not yet seen. Long enough that an annotator's next/answer cycle (seconds apart)
+# checks the store about once, short enough for revocation to stay prompt.
+TOKEN_TTL_S = 5.0
+# Tokens a replica remembers at most (a few thousand people's; beyond, the oldest go first).
+TOKEN_CACHE_SIZE = 10_000
 ERROR_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"error": {"type": "object", "properties": {
     "field": {"type": "string", "nullable": True}, "message": {"type": "string"}}}}}
 _ERROR = {"content": {"application/json": {"schema": ERROR_SCHEMA}}}
@@ -69,16 +85,65 @@ class AuthError(BadRequest):
         return {"WWW-Authenticate": 'Bearer realm="labelloop"'} if self.status == 401 else {}
 
 
+class TokenCache:
+    """Principals of tokens checked in the last ``ttl`` seconds, by the token's SHA-256 (the
+    token itself is not kept). Only valid tokens are remembered, so unknown ones cost a lookup
+    each time and cannot fill it. ``ttl`` 0 remembers nothing.
+
+    ``clock`` (seconds, monotonic) and ``wall`` (aware UTC datetime) are the time sources: tests
+    pass their own.
+    """
+
+    def __init__(self, ttl: float = TOKEN_TTL_S, *, size: int = TOKEN_CACHE_SIZE,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 <= ttl < float("inf"):
+            raise ValueError(f"The 'ttl' parameter of TokenCache must be a finite number >= 0. Got {ttl!r} instead.")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"The 'size' parameter of TokenCache must be an int >= 1. Got {size!r} instead.")
+        self.ttl, self.size, self._clock, self._wall = float(ttl), size, clock, wall
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    @staticmethod
+    def _key(token: str) -> str:
+        return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def get(self, token: str) -> Principal | None:
+        """The remembered principal of ``token``; None when not remembered, older than ``ttl``,
+        or past the token's expiry."""
+        key = self._key(token)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        until, principal = entry
+        if self._clock() >= until or (principal.expires_at is not None and principal.expires_at <= self._wall()):
+            del self._entries[key]
+            return None
+        return principal
+
+    def put(self, token: str, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.size:
+            del self._entries[next(iter(self._entries))]  # insertion order: the oldest
+        self._entries[self._key(token)] = (self._clock() + self.ttl, principal)
+
+    def clear(self) -> None:
+        """Forget every token (a token was revoked or an annotator changed through this replica)."""
+        self._entries.clear()
+
+
 class Services:
     """What a Router replica's endpoints work with: the label store (None without
-    ``store_url``), the auth mode and the task SLA. The Router builds one in its constructor;
+    ``store_url``), the auth mode, the task SLA and the replica's :class:`TokenCache`. The Router builds one in its constructor;
     tests build one over a store and put it in ``app.dependency_overrides[get_services]``.
     Store calls run in a pool of ``threads`` threads of their own (:data:`STORE_THREADS`)."""
 
     def __init__(self, store: LabelStore | None, *, auth: str = "token", task_sla_hours: float = 24.0,
                  reconfigure: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
-                 threads: int = STORE_THREADS) -> None:
+                 threads: int = STORE_THREADS, tokens: TokenCache | None = None) -> None:
         self.store = store
+        self.tokens = TokenCache() if tokens is None else tokens
         self.auth = auth
         self.task_sla_hours = task_sla_hours
         self.reconfigure = reconfigure
@@ -124,9 +189,13 @@ async def _principal(request: Request, services: Services, *, basic: bool = Fals
     if services.store is None:
         raise AuthError("This app checks tokens in the label store but has none: deploy it with store_url, "
                         "or with auth 'none' for a local demo.")
+    principal = services.tokens.get(token)
+    if principal is not None:
+        return principal
     principal = await services.run(services.store.authenticate, token)
     if principal is None:
         raise AuthError("The bearer token is unknown, revoked or expired.")
+    services.tokens.put(token, principal)
     return principal
 
 

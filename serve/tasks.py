@@ -254,10 +254,11 @@ async def next_task(stream: str | None = Query(None, description="Only this stre
     urgency)."""
     store = _store(services)
     await escalate_if_due(services)
-    task = await services.run(store.next_task, _own_annotator(principal), stream=stream, actor=principal.name)
-    if task is None:
+    preview = await services.run(store.next_task_preview, _own_annotator(principal), stream=stream,
+                                 actor=principal.name)
+    if preview is None:
         return Response(status_code=204)
-    return JSONResponse({"task": task_json(await services.run(store.task_preview, task.id))})
+    return JSONResponse({"task": task_json(preview)})
 
 
 @router.get("/v1/tasks/{task_id}", responses=_doc(404))
@@ -387,6 +388,7 @@ async def patch_annotator(name: str, body: AnnotatorPatch, principal: Principal 
     store = _store(services)
     a = await services.run(store.update_annotator, name, tier=body.tier, active=body.active, email=body.email,
                            streams=body.streams, actor=principal.name)
+    services.tokens.clear()  # a deactivated annotator's tokens stop working now, not after the TTL
     return JSONResponse({"annotator": _annotator_json(a)})
 
 
@@ -435,6 +437,7 @@ async def revoke_token(token: str, principal: Principal = Depends(admin_role),
     """Revoke a token by id or prefix (as listed)."""
     store = _store(services)
     token_id = await services.run(store.revoke_token, token, actor=principal.name)
+    services.tokens.clear()  # now in this replica; others within serve.auth.TOKEN_TTL_S
     return JSONResponse({"token_id": token_id, "revoked": True})
 
 

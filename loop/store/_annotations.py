@@ -307,14 +307,25 @@ def row_tuples(prepared: pd.DataFrame, dialect: str) -> list[tuple]:
 def insert(conn: Connection, prepared: pd.DataFrame, *, actor: str | None, reason: str | None) -> int:
     """Write a prepared batch and its events in the caller's transaction; return how many
     annotations were new. Raises ConflictError when a key is already stored with other content."""
+    return insert_rows(conn, row_tuples(prepared, conn.dialect.name), actor=actor, reason=reason)
+
+
+def insert_rows(conn: Connection, rows: list[tuple], *, actor: str | None, reason: str | None) -> int:
+    """:func:`insert` of rows already in driver form (:func:`row_tuples`)."""
     check_event_fields(actor, reason)
     dialect = conn.dialect.name
-    rows = row_tuples(prepared, dialect)
-    write = _insert_sqlite if dialect == "sqlite" else _insert_postgresql
+    if dialect == "sqlite":
+        write = _insert_sqlite
+    else:
+        write = _insert_postgresql_one if len(rows) == 1 else _insert_postgresql
     inserted = sum(write(conn, rows[i:i + WRITE_CHUNK], actor, reason) for i in range(0, len(rows), WRITE_CHUNK))
-    if inserted < len(prepared):
-        _check_existing(conn, prepared)
+    if inserted < len(rows):
+        _check_existing(conn, [r[_KEY] for r in rows], [r[_HASH] for r in rows])
     return inserted
+
+
+_KEY: Final = STORED.index("idempotency_key")
+_HASH: Final = STORED.index("content_hash")
 
 
 _SQLITE_INSERT: Final = (f"INSERT INTO annotations ({', '.join(STORED)}) VALUES ({', '.join('?' * len(STORED))}) "
@@ -378,13 +389,28 @@ def _insert_postgresql(conn: Connection, rows: list[tuple], actor, reason) -> in
         cursor.close()
 
 
-def _check_existing(conn: Connection, prepared: pd.DataFrame) -> None:
-    stored = dict(lookup_fast(conn, "annotations", "idempotency_key", prepared["idempotency_key"].tolist(),
-                              ("idempotency_key", "content_hash")))
-    theirs = prepared["idempotency_key"].map(stored)
-    clash = theirs.notna() & (theirs.astype("Int64") != prepared["content_hash"])
-    if clash.any():
-        key = prepared.loc[clash, "idempotency_key"].iloc[0]
-        raise ConflictError(f"The 'idempotency_key' {key!r} already names a stored annotation with different content "
-                            f"({int(clash.sum())} such keys in the batch); a label is never overwritten: "
+_PG_INSERT_ONE: Final = (
+    f"WITH ins AS (INSERT INTO annotations ({', '.join(STORED)}) "
+    f"VALUES ({', '.join(f'%s::{t}' + ('::jsonb' if c in ('evidence', 'flags') else '') for c, t in zip(STORED, _PG_TYPES))}) "
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, stream_id, item_id, annotator_id, label), "
+    + _PG_INSERT[_PG_INSERT.index("ev AS ("):])
+
+
+def _insert_postgresql_one(conn: Connection, rows: list[tuple], actor, reason) -> int:
+    # One row (an answer through the task API): one INSERT with its event, no staging table.
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute("SELECT pg_current_xact_id()")  # as _insert_postgresql: the id before the ids
+        cursor.execute(_PG_INSERT_ONE, (*rows[0], actor, reason))
+        return int(cursor.fetchone()[0])
+    finally:
+        cursor.close()
+
+
+def _check_existing(conn: Connection, keys: list[str], hashes: list[int]) -> None:
+    stored = dict(lookup_fast(conn, "annotations", "idempotency_key", keys, ("idempotency_key", "content_hash")))
+    clash = [k for k, h in zip(keys, hashes) if k in stored and int(stored[k]) != int(h)]
+    if clash:
+        raise ConflictError(f"The 'idempotency_key' {clash[0]!r} already names a stored annotation with different content "
+                            f"({len(clash)} such keys in the batch); a label is never overwritten: "
                             "send a new annotation under a new key or correct the resolution.")

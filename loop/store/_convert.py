@@ -187,6 +187,33 @@ def content_hash(frame: pd.DataFrame) -> np.ndarray:
     return combined.view(np.int64)
 
 
+def content_hash_row(values: Sequence[tuple[str, Any]]) -> int:
+    """:func:`content_hash` of a one-row frame, from its cells without the frame: each cell as
+    ``(kind, value)`` in column order, ``kind`` the column's: ``"int"`` (None missing),
+    ``"float"`` (None or NaN missing) or ``"text"`` (None missing; anything else as ``str``).
+    The same representation as :func:`_column_hash`, so the same hash to the bit.
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"a": [3], "b": [None], "c": [0.5]}).astype({"b": object})
+    >>> content_hash_row([("int", 3), ("text", None), ("float", 0.5)]) == int(content_hash(frame)[0])
+    True
+    """
+    combined = np.full(1, 0x345678, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for kind, value in values:
+            if kind == "int":
+                cell = np.array([-(2 ** 62) if value is None else value], dtype=np.int64)
+            elif kind == "float":
+                cell = np.array([-np.inf if value is None or np.isnan(value) else value], dtype=np.float64)
+            elif kind == "text":
+                cell = _NULL_TEXT if value is None else np.array([str(value)], dtype=object)
+            else:
+                raise ValueError(f"The 'kind' of a cell must be one of ['float', 'int', 'text']. Got {kind!r} instead.")
+            combined = (combined ^ pd.util.hash_array(cell)) * np.uint64(1_000_003)
+    return int(combined.view(np.int64)[0])
+
+
 def lookup_fast(conn: Connection, table: str, key: str, values: Sequence[Any], columns: Sequence[str],
                 where: str = "", params: Sequence[Any] = (), select_params: Sequence[Any] = ()) -> list[tuple]:
     """Like :func:`lookup` for many values at once: the values travel as one parameter (a

@@ -184,6 +184,7 @@ class Principal:
     role: Role
     name: str
     annotator: str | None
+    expires_at: datetime | None = None  # when the token stops working (None: never, unless revoked)
 
 
 @dataclass(frozen=True)

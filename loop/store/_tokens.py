@@ -107,7 +107,8 @@ def authenticate(conn: Connection, token: str, *, now: datetime) -> Principal | 
         return None
     if row.annotator is not None and not row.active:
         return None  # a deactivated annotator's tokens stop working with them
-    return Principal(token_id=row.id, role=Role(row.role), name=row.name, annotator=row.annotator)
+    return Principal(token_id=row.id, role=Role(row.role), name=row.name, annotator=row.annotator,
+                     expires_at=row.expires_at)
 
 
 def frame(conn: Connection, *, now: datetime) -> pd.DataFrame:

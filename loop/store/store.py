@@ -654,21 +654,19 @@ class LabelStore:
     def task(self, task_id: int) -> Task:
         """The task with id ``task_id``."""
         task_id = _task_id(task_id)
-        # One row: read it as a row (the frame of _tasks_query costs more than the query).
         with self._read() as conn:
-            row = conn.execute(self._tasks_select(sa.select().where(S.tasks.c.id == task_id))).first()
+            return _task_of(self._task_item_row(conn, task_id))
+
+    def _task_item_row(self, conn: Connection, task_id: int):
+        """One task as a row (the frame of _tasks_query costs more than the query), with what its
+        preview needs: stream_id, item_pk, guideline_version_id, payload, payload_ref."""
+        t, i = S.tasks, S.items
+        row = conn.execute(self._tasks_select(sa.select().where(t.c.id == task_id)).add_columns(
+            t.c.stream_id, t.c.item_id.label("item_pk"), t.c.guideline_version_id, i.c.payload,
+            i.c.payload_ref)).first()
         if row is None:
             raise _not_found("task_id", "the id of a stored task", _describe(task_id))
-
-        def stamp(value: Any) -> Any:  # as a frame's cell: a pandas Timestamp
-            return None if value is None else pd.Timestamp(value)
-
-        return Task(id=int(row.task_id), stream=row.stream, item_id=row[2], tier=int(row.tier),
-                    annotator=row[4], guideline_version=None if row[5] is None else int(row[5]),
-                    status=TaskStatus(row.status), created_at=stamp(row.created_at), due_at=stamp(row.due_at),
-                    idempotency_key=row.idempotency_key, kind=row.kind, blind=bool(row.blind),
-                    round=None if row.round is None else int(row.round), assigned_at=stamp(row.assigned_at),
-                    completed_at=stamp(row.completed_at), escalated_at=stamp(row.escalated_at))
+        return row
 
     def tasks_frame(self, stream: str, *, statuses: Sequence[TaskStatus | str] | None = None) -> pd.DataFrame:
         """The stream's tasks, one row each: task_id, item_id, tier, annotator_id,
@@ -1117,23 +1115,45 @@ class LabelStore:
         tier, items already labelled, skill on the likely class pair, urgency):
         :mod:`loop.store._tasks`."""
         with write_transaction(self._engine) as conn:
-            who = self._annotator_row(conn, annotator)
-            if not who.active:
-                raise ForbiddenError(f"Annotator {annotator!r} is inactive and takes no tasks.")
-            _tasks.lock_annotator(conn, who.id)
-            stream_ids = self._annotator_stream_ids(conn, who.id)
-            if stream is not None:
-                s = self.stream(stream)
-                if s.id not in stream_ids:
-                    raise ForbiddenError(f"Annotator {annotator!r} is not on stream {stream!r}.")
-                stream_ids = [s.id]
-            if not stream_ids:
+            claimed = self._claim_next(conn, annotator, stream, actor)
+            return None if claimed is None else _task_of(self._task_item_row(conn, claimed[0]))
+
+    def next_task_preview(self, annotator: str, *, stream: str | None = None,
+                          actor: str | None = None) -> TaskPreview | None:
+        """:meth:`next_task` and its :meth:`task_preview` in one transaction (what the task API's
+        ``next`` answers): the same task and the same preview, with the item's latest
+        prediction read once (the ranking's) and no row read twice."""
+        with write_transaction(self._engine) as conn:
+            claimed = self._claim_next(conn, annotator, stream, actor)
+            if claimed is None:
                 return None
-            task_id = _tasks.own_unfinished(conn, who.id, stream_ids)
-            if task_id is None:
-                ranked = _tasks.rank(conn, who.id, _tasks.candidates(conn, who.id, who.tier, stream_ids))
-                task_id = _tasks.claim(conn, ranked, who.id, now=now_utc(), actor=actor or annotator)
-        return None if task_id is None else self.task(task_id)
+            task_id, preds = claimed
+            return self._preview(conn, self._task_item_row(conn, task_id), preds)
+
+    def _claim_next(self, conn: Connection, annotator: str, stream: str | None,
+                    actor: str | None) -> tuple[int, dict[int, tuple]] | None:
+        """The id of the caller's next task (claimed now if need be) and the latest predictions
+        read on the way (item id -> prediction; the claimed task's item is in it when the
+        ranking read it)."""
+        # Read and locked in one statement on PostgreSQL: one claim per person at a time.
+        who = self._annotator_row(conn, annotator, lock=True)
+        if not who.active:
+            raise ForbiddenError(f"Annotator {annotator!r} is inactive and takes no tasks.")
+        stream_ids = self._annotator_stream_ids(conn, who.id)
+        if stream is not None:
+            s = self.stream(stream)
+            if s.id not in stream_ids:
+                raise ForbiddenError(f"Annotator {annotator!r} is not on stream {stream!r}.")
+            stream_ids = [s.id]
+        if not stream_ids:
+            return None
+        task_id = _tasks.own_unfinished(conn, who.id, stream_ids)
+        if task_id is not None:
+            return task_id, {}
+        ranked, preds = _tasks.rank_with_predictions(conn, who.id, _tasks.candidates(conn, who.id, who.tier,
+                                                                                       stream_ids))
+        task_id = _tasks.claim(conn, ranked, who.id, now=now_utc(), actor=actor or annotator)
+        return None if task_id is None else (task_id, preds)
 
     def answer_task(self, task_id: int, annotator: str, label: Any, *, rationale: str | None = None,
                     evidence: Any = None, seconds: float | None = None, flags: Sequence[str] | None = None,
@@ -1184,33 +1204,36 @@ class LabelStore:
                                 actor=actor or annotator)
             if task.kind == "adjudication":
                 _tasks.close_disputes(conn, s, task, content["label"], now=now, actor=actor or annotator)
-            return self._annotation(conn, _tasks.existing_answer(conn, key).id), True
+            return self._annotation(conn, key=key), True
 
     def task_preview(self, task_id: int) -> TaskPreview:
         """What an annotator sees with a task: the item, the guideline section for the item's
         likely class pair, the suggestion and the nearest resolved examples of each class of
         the pair. A blind task shows no suggestion and no examples, and the whole guideline;
         no preview shows another annotator's answer."""
-        task = self.task(task_id)
-        s = self.stream(task.stream)
+        task_id = _task_id(task_id)
         with self._read() as conn:
-            row = _tasks.task_row(conn, task_id)
-            item = conn.execute(sa.select(S.items.c.payload, S.items.c.payload_ref)
-                                .where(S.items.c.id == row.item_id)).one()
-            gv_id = _tasks.shown_guideline(conn, row)
-            gv = None if gv_id is None else conn.execute(
-                sa.select(S.guideline_versions.c.version, S.guideline_versions.c.text)
-                .where(S.guideline_versions.c.id == gv_id)).one()
-            pred = None if task.blind else _tasks.latest_predictions(conn, [row.item_id]).get(row.item_id)
-            suggestion = _tasks.suggestion_of(s, pred)
-            examples = None
-            if suggestion is not None:
-                codes = tuple(s.classes.index(c) for c in suggestion.confused_pair)
-                examples = _tasks.nearest_examples(conn, s, row.item_id, item.payload, codes)
+            return self._preview(conn, self._task_item_row(conn, task_id), {})
+
+    def _preview(self, conn: Connection, row, preds: dict[int, tuple]) -> TaskPreview:
+        """The preview of a :meth:`_task_item_row`; ``preds``: latest predictions already read
+        in this transaction (item id -> prediction), read here when the item's is not in it."""
+        task = _task_of(row)
+        s = self.stream(task.stream)
+        gv = _tasks.shown_guideline_text(conn, row)
+        pred = None
+        if not task.blind:
+            pred = preds[row.item_pk] if row.item_pk in preds else \
+                _tasks.latest_predictions(conn, [row.item_pk]).get(row.item_pk)
+        suggestion = _tasks.suggestion_of(s, pred)
+        examples = None
+        if suggestion is not None:
+            codes = tuple(s.classes.index(c) for c in suggestion.confused_pair)
+            examples = _tasks.nearest_examples(conn, s, row.item_pk, row.payload, codes)
         section = None if gv is None else _tasks.guideline_section(
             gv.text, None if suggestion is None else suggestion.confused_pair)
-        return TaskPreview(task=task, classes=s.classes, display=_tasks.display_of(item.payload, item.payload_ref),
-                           payload=item.payload, guideline_version=None if gv is None else gv.version,
+        return TaskPreview(task=task, classes=s.classes, display=_tasks.display_of(row.payload, row.payload_ref),
+                           payload=row.payload, guideline_version=None if gv is None else gv.version,
                            guideline_section=section, suggestion=suggestion, examples=examples)
 
     def annotator_tasks(self, annotator: str | None = None, *, stream: str | None = None,
@@ -1344,8 +1367,11 @@ class LabelStore:
         with self._read() as conn:
             return _tasks.queue_metrics(conn, at)
 
-    def _annotator_row(self, conn: Connection, name: str):
-        row = conn.execute(sa.select(S.annotators).where(S.annotators.c.name == str(name))).first()
+    def _annotator_row(self, conn: Connection, name: str, *, lock: bool = False):
+        query = sa.select(S.annotators).where(S.annotators.c.name == str(name))
+        if lock and conn.dialect.name == "postgresql":  # SQLite's write lock already is one
+            query = query.with_for_update()
+        row = conn.execute(query).first()
         if row is None:
             raise NotFoundError(f"The {ANNOTATOR!r} argument must be a registered annotator (add_annotator). "
                                 f"Got {name!r} instead.")
@@ -1366,11 +1392,14 @@ class LabelStore:
             raise NotFoundError(f"The {ITEM!r} argument must be an item of stream {s.name!r}. Got {item_id!r} instead.")
         return row
 
-    def _annotation(self, conn: Connection, annotation_id: int) -> Annotation:
+    def _annotation(self, conn: Connection, annotation_id: int | None = None, *, key: str | None = None) -> Annotation:
+        """The stored annotation with id ``annotation_id``, or (one query fewer for a writer that
+        knows only its key) with idempotency key ``key``."""
         a, i, p, g = S.annotations, S.items, S.annotators, S.guideline_versions
+        where = a.c.id == annotation_id if key is None else a.c.idempotency_key == key
         row = conn.execute(sa.select(a, i.c.external_id, p.c.name.label("annotator"), g.c.version.label("gv"))
                            .join(i, i.c.id == a.c.item_id).join(p, p.c.id == a.c.annotator_id)
-                           .outerjoin(g, g.c.id == a.c.guideline_version_id).where(a.c.id == annotation_id)).one()
+                           .outerjoin(g, g.c.id == a.c.guideline_version_id).where(where)).one()
         s = self._stream_by_id(conn, row.stream_id)
         flags = row.flags if isinstance(row.flags, list) or row.flags is None else json.loads(row.flags)
         return Annotation(id=row.id, stream=s.name, task_id=row.task_id, item_id=row.external_id,
@@ -1378,6 +1407,20 @@ class LabelStore:
                           seconds=row.seconds, flags=tuple(flags or ()), suggestion=row.suggestion,
                           suggestion_confidence=row.suggestion_confidence, guideline_version=row.gv,
                           source=row.source, created_at=row.created_at, idempotency_key=row.idempotency_key)
+
+
+def _task_of(row) -> Task:
+    """A :class:`Task` from a row of ``LabelStore._tasks_select``."""
+
+    def stamp(value: Any) -> Any:  # as a frame's cell: a pandas Timestamp
+        return None if value is None else pd.Timestamp(value)
+
+    return Task(id=int(row.task_id), stream=row.stream, item_id=row[2], tier=int(row.tier),
+                annotator=row[4], guideline_version=None if row[5] is None else int(row[5]),
+                status=TaskStatus(row.status), created_at=stamp(row.created_at), due_at=stamp(row.due_at),
+                idempotency_key=row.idempotency_key, kind=row.kind, blind=bool(row.blind),
+                round=None if row.round is None else int(row.round), assigned_at=stamp(row.assigned_at),
+                completed_at=stamp(row.completed_at), escalated_at=stamp(row.escalated_at))
 
 
 def _item_ids_of(conn: Connection, s: Stream, values: pd.Series) -> np.ndarray:

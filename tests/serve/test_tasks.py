@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -19,7 +20,7 @@ pytest.importorskip("ray")
 
 from loop.store import LabelStore  # noqa: E402
 from serve.app import api  # noqa: E402
-from serve.auth import Services, get_services  # noqa: E402
+from serve.auth import Services, TokenCache, get_services  # noqa: E402
 from serve.tasks import router  # noqa: E402
 from tests.store.conftest import pg_server, pg_url, store_url  # noqa: E402,F401 - fixtures
 
@@ -360,3 +361,90 @@ def test_eight_annotators_asking_at_once_never_share_a_task(http, store):
     assert len(got) == 8 and len(claimed) == 6 and len(set(claimed)) == 6
     tasks = store.tasks_frame("race")
     assert tasks["annotator_id"].notna().all() and tasks["annotator_id"].is_unique
+
+
+# ----------------------------------------------------------------------------- the token cache
+
+class _Clock:
+    """Monotonic seconds and wall time that move only when a test moves them."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.wall = datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+    def advance(self, seconds: float) -> None:
+        self.seconds += seconds
+        self.wall += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clocked(store) -> Iterator[tuple[AsgiClient, _Clock, Services]]:
+    clock = _Clock()
+    services = Services(store, auth="token", tokens=TokenCache(5.0, clock=lambda: clock.seconds,
+                                                               wall=lambda: clock.wall))
+    api.dependency_overrides[get_services] = lambda: services
+    try:
+        yield AsgiClient(api), clock, services
+    finally:
+        api.dependency_overrides.pop(get_services, None)
+
+
+def test_a_token_revoked_elsewhere_is_refused_after_at_most_the_ttl(clocked, store):
+    http, clock, _ = clocked
+    token = store.issue_token("ops", "admin")
+    assert http.get("/v1/streams", headers=_auth(token)).status_code == 200
+    store.revoke_token(token)  # another replica, or the CLI: this replica's cache does not know
+    clock.advance(4.9)
+    assert http.get("/v1/streams", headers=_auth(token)).status_code == 200  # the documented window
+    clock.advance(0.1)
+    assert http.get("/v1/streams", headers=_auth(token)).status_code == 401
+    assert http.get("/v1/streams", headers=_auth(token)).status_code == 401  # and stays refused
+
+
+def test_revoking_or_deactivating_through_the_replica_takes_effect_at_once(clocked, store):
+    http, _, _ = clocked
+    admin = store.issue_token("ops", "admin")
+    store.create_stream(STREAM, ["neg", "pos"])
+    store.add_annotator("ann", streams=[STREAM])
+    store.add_annotator("bob", streams=[STREAM])
+    ann, bob = store.issue_token("ann", "annotator"), store.issue_token("bob", "annotator")
+    for token in (ann, bob):
+        assert http.get("/v1/tasks", headers=_auth(token)).status_code == 200  # now remembered
+    prefix = ann[:10]
+    assert http.delete(f"/v1/tokens/{prefix}", headers=_auth(admin)).status_code == 200
+    assert http.get("/v1/tasks", headers=_auth(ann)).status_code == 401
+    assert http.patch("/v1/annotators/bob", headers=_auth(admin), json={"active": False}).status_code == 200
+    assert http.get("/v1/tasks", headers=_auth(bob)).status_code == 401
+
+
+def test_a_remembered_token_is_forgotten_at_its_expiry(store):
+    # Within the TTL, but past the token's own expiry: the cache no longer vouches for it (the
+    # request then goes to the store, which refuses an expired token).
+    clock = _Clock()
+    cache = TokenCache(5.0, clock=lambda: clock.seconds, wall=lambda: clock.wall)
+    token = store.issue_token("ops", "admin", expires_at=datetime.now(timezone.utc) + timedelta(hours=1))
+    principal = store.authenticate(token)
+    assert principal.expires_at is not None
+    clock.wall = principal.expires_at - timedelta(seconds=1)
+    cache.put(token, principal)
+    assert cache.get(token) == principal
+    clock.wall = principal.expires_at
+    assert cache.get(token) is None
+
+
+def test_the_token_cache_keeps_only_valid_tokens_and_checks_its_arguments(store):
+    clock = _Clock()
+    cache = TokenCache(5.0, size=2, clock=lambda: clock.seconds, wall=lambda: clock.wall)
+    tokens = [store.issue_token(f"t{k}", "admin") for k in range(3)]
+    for token in tokens:
+        cache.put(token, store.authenticate(token))
+    assert cache.get(tokens[0]) is None and cache.get(tokens[2]).name == "t2"  # the oldest went first
+    assert all(tokens[2] not in str(k) for k in cache._entries)  # kept by hash, never the token
+    off = TokenCache(0.0)
+    off.put(tokens[1], store.authenticate(tokens[1]))
+    assert off.get(tokens[1]) is None
+    for bad in (-1.0, float("inf"), True, "5"):
+        with pytest.raises(ValueError, match="'ttl'"):
+            TokenCache(bad)
+    with pytest.raises(ValueError, match="'size'"):
+        TokenCache(1.0, size=0)

@@ -36,3 +36,21 @@ def test_any_sequence_of_retried_batches_stores_each_key_once(batches):
     got = frame.set_index(IDEMPOTENCY_KEY).loc[expected.index]
     assert got[LABEL].tolist() == expected[LABEL].tolist()
     assert got[ITEM].tolist() == expected[ITEM].tolist()
+
+
+_INTS = st.one_of(st.none(), st.integers(-(2 ** 62) + 1, 2 ** 62))
+_FLOATS = st.one_of(st.none(), st.just(float("nan")), st.floats(allow_nan=False))
+_TEXTS = st.one_of(st.none(), st.text(max_size=20))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.just("int"), _INTS), st.tuples(st.just("float"), _FLOATS),
+                          st.tuples(st.just("text"), _TEXTS)), min_size=1, max_size=12))
+def test_a_rows_content_hash_without_a_frame_is_the_frames(cells):
+    # The task API hashes one answer from its cells; a batch retry of it hashes a frame: the
+    # two must agree to the bit, or the retry would be a conflict (or a second answer).
+    from loop.store._convert import content_hash, content_hash_row
+
+    frame = pd.DataFrame({f"c{j}": pd.Series([value], dtype={"int": "Int64", "float": "float64", "text": object}[kind])
+                          for j, (kind, value) in enumerate(cells)})
+    assert content_hash_row(cells) == int(content_hash(frame)[0])

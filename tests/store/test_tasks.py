@@ -170,7 +170,8 @@ def test_candidate_skills_equal_pair_skill_row_by_row():
     assert _tasks.candidate_skills(empty, np.array([1]), np.array([[-1, -1]])).tolist() == [0.5]
 
 
-def test_concurrent_next_never_hands_one_task_to_two_people(store):
+@pytest.mark.parametrize("via", ["next_task", "next_task_preview"])
+def test_concurrent_next_never_hands_one_task_to_two_people(store, via):
     store.create_stream(STREAM, ("neg", "pos"))
     people = [f"p{k}" for k in range(8)]
     for name in people:
@@ -186,9 +187,10 @@ def test_concurrent_next_never_hands_one_task_to_two_people(store):
             barrier.wait()
             mine = []
             for _ in range(3):
-                task = store.next_task(name)
+                task = store.next_task(name) if via == "next_task" else store.next_task_preview(name)
                 if task is None:
                     break
+                task = task if via == "next_task" else task.task
                 mine.append(task.id)
                 store.answer_task(task.id, name, "pos")
             got[name] = mine
@@ -209,6 +211,46 @@ def test_concurrent_next_never_hands_one_task_to_two_people(store):
     assert len(frame) == 12 and frame["task_id"].is_unique
 
 
+def test_next_task_preview_is_next_task_and_its_preview(team):
+    # One transaction, the ranking's prediction reused: the same task and the same preview as
+    # next_task then task_preview, for a new claim (with a suggestion) and for the caller's
+    # unfinished task; None and the same refusals where next_task has them.
+    team.add_tasks(STREAM, [{"item_id": "i5"}, {"item_id": "i1"}, {"item_id": "i7", "kind": "audit"}])
+    first = team.next_task_preview("a")
+    assert first.suggestion is not None and first.examples is not None
+    assert first == team.task_preview(first.task.id)
+    assert team.next_task_preview("a") == first == team.task_preview(team.next_task("a").id)
+    team.answer_task(first.task.id, "a", "pos")
+    second = team.next_task_preview("a", stream=STREAM)
+    assert second.task.id != first.task.id and second == team.task_preview(second.task.id)
+    team.answer_task(second.task.id, "a", "neu")
+    blind = team.next_task_preview("a")
+    assert blind.task.kind == "audit" and blind.suggestion is None and blind == team.task_preview(blind.task.id)
+    team.answer_task(blind.task.id, "a", "neu")
+    assert team.next_task_preview("a") is None and team.next_task("a") is None
+    with pytest.raises(ForbiddenError, match="not on stream"):
+        team.next_task_preview("d", stream=STREAM)
+    team.update_annotator("b", active=False)
+    with pytest.raises(ForbiddenError, match="inactive"):
+        team.next_task_preview("b")
+
+
+def test_a_claim_skips_a_task_another_caller_holds_and_keeps_rank_order(store):
+    # PostgreSQL claims in one statement (FOR UPDATE SKIP LOCKED in rank order): a task locked
+    # by another transaction is passed over without waiting, and the next in rank order is taken.
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite claims inside its database write lock: no row locks to skip")
+    store.create_stream(STREAM, ("neg", "pos"))
+    store.add_annotator("p0", streams=[STREAM])
+    store.add_items(STREAM, [{"item_id": f"i{k}"} for k in range(3)])
+    ids = store.add_tasks(STREAM, [{"item_id": f"i{k}"} for k in range(3)]).ids
+    t = sa.table("tasks", sa.column("id"))
+    with store._engine.connect() as other, other.begin():
+        other.execute(sa.select(t.c.id).where(t.c.id == ids[0]).with_for_update())
+        assert store.next_task("p0").id == ids[1]
+    assert store.task(ids[0]).status.value == "open" and store.task(ids[2]).status.value == "open"
+
+
 # ----------------------------------------------------------------------------- answers
 
 def test_an_answer_records_what_was_shown_and_closes_the_task(team):
@@ -226,8 +268,9 @@ def test_an_answer_records_what_was_shown_and_closes_the_task(team):
 
 
 def test_an_answer_row_is_what_the_batch_path_prepares(team):
-    # answer_task's single-row path stores what _annotations.prepare makes of the same answer
-    # (content hash included: a batch retry of it must be recognised as the same answer).
+    # answer_task's single-row path hands the driver what _annotations.prepare and row_tuples
+    # make of the same answer (content hash included: a batch retry of it must be recognised
+    # as the same answer), cell for cell and type for type.
     team.add_tasks(STREAM, [{"item_id": "i1"}, {"item_id": "i6", "kind": "audit"}])
     s = team.stream(STREAM)
     for who, extra in (("a", {"rationale": "why", "seconds": 2.5, "flags": ["model_wrong"], "evidence": {"s": [1]}}),
@@ -249,8 +292,10 @@ def test_an_answer_row_is_what_the_batch_path_prepares(team):
             frame = pd.DataFrame([record]).astype({"evidence": object, "flags": object})
             frame.at[0, "evidence"], frame.at[0, "flags"] = extra["evidence"], extra["flags"]
             slow = _annotations.prepare(conn, s, frame)
-        pd.testing.assert_frame_equal(fast.drop(columns="created_at"),
-                                      slow.drop(columns="created_at").astype({"idempotency_key": object}))
+            stored = _annotations.row_tuples(slow, team.dialect)[0]
+        at = _annotations.STORED.index("created_at")
+        assert fast[:at] + fast[at + 1:] == stored[:at] + stored[at + 1:]
+        assert [type(v) for v in fast] == [type(v) for v in stored]
 
 
 def test_a_blind_answer_records_no_suggestion(team):
