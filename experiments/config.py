@@ -65,7 +65,7 @@ A config file has these sections (every key optional; defaults in brackets)::
     drift:                       # drift alerts and targeted relabeling (see DriftConfig)
       enabled: false
       reference_rounds: 2        # rounds 0 .. reference_rounds - 1 are the reference window
-      psi: 0.35                  # a feature's PSI above it drifts
+      psi: 0.4                   # a feature's PSI above it drifts
       ks_alpha: 0.01             # KS of continuous features, Holm-corrected across them
       prediction_psi: 0.25       # PSI of the predicted classes' shares
       label_psi: 0.25            # PSI of the resolved labels' shares
@@ -417,7 +417,7 @@ class DriftConfig:
 
     enabled: bool = False
     reference_rounds: int = 2
-    psi: float = 0.35
+    psi: float = 0.4
     ks_alpha: float = 0.01
     prediction_psi: float = 0.25
     label_psi: float = 0.25
