@@ -31,7 +31,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from loop.columns import ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE
+from loop.columns import ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, RUNNER_UP
 from loop.drift import PREDICTED, DriftReference, DriftReport, blanket_queue, relabel_queue
 from loop.store import LabelStore
 from loop.strategies import ACTION, Action, TaskCosts
@@ -151,15 +151,16 @@ def _no_queue() -> pd.DataFrame:
 
 
 def pool_frame(candidates: pd.DataFrame, plan: pd.DataFrame, positions: np.ndarray,
-               predicted: np.ndarray) -> pd.DataFrame:
+               probs: np.ndarray) -> pd.DataFrame:
     """The candidates the plan sends to no person (kept, or auto-accepted), with the model's
-    predicted class and their arrival position."""
+    class and runner-up (from ``probs``, over every arrived item) and their arrival position."""
     kept = plan.loc[plan[ACTION].isin([Action.KEEP.value, Action.AUTO_ACCEPT.value]), ITEM].astype(str).to_numpy(dtype=object)
     ids = candidates[ITEM].astype(str)
     keep = ids.isin(kept).to_numpy()
     pos = positions[keep]
+    ranked = np.argsort(-probs[pos], axis=1, kind="stable")
     return pd.DataFrame({ITEM: ids.to_numpy(dtype=object)[keep], LABEL: candidates[LABEL].to_numpy()[keep],
-                         PREDICTED: predicted[pos],
+                         PREDICTED: ranked[:, 0], RUNNER_UP: ranked[:, 1],
                          LABEL_ISSUE_SCORE: candidates[LABEL_ISSUE_SCORE].to_numpy(dtype=np.float64)[keep],
                          "position": pos})
 

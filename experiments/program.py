@@ -988,7 +988,7 @@ class _Program:
         if round_ == self.cfg.drift.reference_rounds:  # rounds 0 .. reference_rounds - 1 are in
             self.drift.set_reference(len(self.dataset.arrived(round_ - 1)))
         predicted = probs.argmax(axis=1)
-        pool = pool_frame(candidates, plan, np.flatnonzero(eligible), predicted)
+        pool = pool_frame(candidates, plan, np.flatnonzero(eligible), probs)
         report, queue = self.drift.check(round_, x=x, predicted=predicted, labels=current,
                                          current=self._positions(fresh), pool=pool, costs=costs)
         self.drift_figures = self.drift.figures(report)

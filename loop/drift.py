@@ -35,7 +35,7 @@ and ``m`` current items and ``B`` bins, PSI under no drift is about ``(B - 1) (1
 
 **The relabel queue** (:func:`relabel_queue`). The already-labelled items in the drifted
 region, each with the reasons it is there: the items in the bins whose share rose most of
-each drifted feature, the items predicted (or labelled) as a class whose share rose, and the
+each drifted feature, the items predicted (or labelled) as a class whose share rose or with it as their runner-up, and the
 items nearest the novel arrivals (``sklearn.neighbors``). They are ranked by how many
 drifted views put them there, then by their label-issue score, and cut at the budget's
 number of items. :func:`blanket_queue` draws the same number uniformly: the baseline a
@@ -61,7 +61,7 @@ import pandas as pd
 from scipy import stats
 
 from ._validation import check_array, check_int, check_real, check_rng, fail
-from .columns import ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON
+from .columns import ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, RUNNER_UP
 from .exceptions import NotFittedError
 
 __all__ = ["EPSILON", "DriftFinding", "DriftReference", "DriftReport", "DriftThresholds", "blanket_queue",
@@ -519,7 +519,8 @@ def relabel_queue(report: DriftReport, reference: DriftReference, pool: pd.DataF
     reference : DriftReference
         Fitted.
     pool : DataFrame
-        The items that may be relabelled: ``item_id, label, predicted, label_issue_score``.
+        The items that may be relabelled: ``item_id, label, predicted, label_issue_score``, and
+        optionally ``runner_up`` (the model's second class).
     pool_x : array-like of shape (len(pool), d)
         Their features.
     current_x : array-like of shape (report.n_current, d)
@@ -567,9 +568,15 @@ def relabel_queue(report: DriftReport, reference: DriftReference, pool: pd.DataF
         if f.kind in (PREDICTION, LABELS) and f.moved:
             column = PREDICTED if f.kind == PREDICTION else LABEL
             codes = pool[column].to_numpy(dtype=np.int64)
+            # An item labelled as another class whose runner-up moved: where a class that became
+            # more common is mistaken for its neighbour (the crowd's errors follow the truth).
+            second = pool[RUNNER_UP].to_numpy(dtype=np.int64) if RUNNER_UP in pool.columns else None
             for k in f.moved:
                 add(codes == int(k), f"{'predicted' if f.kind == PREDICTION else 'labelled'} class {k}, whose "
                                      f"share moved (PSI {f.value:.3g})")
+                if second is not None and f.kind == PREDICTION:
+                    add((second == int(k)) & (codes != int(k)),
+                        f"runner-up class {k}, whose predicted share moved (PSI {f.value:.3g})")
     if any(f.kind == NOVELTY for f in report.drifted) and report.novel.any() and len(pool):
         k = min(reference.thresholds.neighbors, len(pool))
         near = NearestNeighbors(n_neighbors=k).fit(reference._scaled(x))
