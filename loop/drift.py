@@ -17,14 +17,16 @@ window* (the items of one round), on four views, each with a threshold
   (:func:`class_shift`, with a chi-square test's p-value beside it);
 - *resolved labels*: the same on the current labels;
 - *new arrivals unlike the reference*: each item's distance to its ``neighbors``-th nearest
-  reference item (features scaled by the reference's spread); an item is *novel* beyond the
+  reference item (features scaled by the reference's spread, floored at the median feature's);
+  an item is *novel* beyond the
   reference's own 99th percentile of that distance (leave-one-out), and the window has drifted
   when the one-sided binomial test of its novel share against 1% rejects at ``novelty_alpha``
   (``scipy.stats.binomtest``). A new sub-population shows here first.
 
 **PSI.** ``sum_b (c_b - r_b) * ln(c_b / r_b)`` over bins ``b`` with reference shares ``r`` and
-current shares ``c``: a symmetrised Kullback-Leibler divergence, so it is >= 0, zero exactly
-when the shares agree, and symmetric in its two arguments. An empty bin would make it
+current shares ``c``: a symmetrised Kullback-Leibler divergence, so it is >= 0, symmetric in
+its two arguments, and zero when the two samples' counts agree (alike shares of samples of
+other sizes give a little more than zero: the smoothing below weighs on the smaller one more). An empty bin would make it
 infinite: each bin's count gets :data:`EPSILON` = half an item first (Jeffreys' prior), so
 an empty bin's share is ``0.5 / (n + B / 2)``. A fixed floor (say 1e-4) is no good on small
 windows: a bin holding 7% of 300 reference items is empty in 100 current items by chance
@@ -425,8 +427,11 @@ class DriftReference:
         distinct = np.array([np.unique(x[:, j]).size for j in range(x.shape[1])])
         self.continuous_ = np.flatnonzero(distinct >= t.min_distinct)
         self.center_ = x.mean(axis=0)
+        # Each feature's spread, floored at the median spread: a feature nearly constant in the
+        # reference (a pixel almost always blank) would make any change in it look far away.
         spread = x.std(axis=0)
-        self.scale_ = np.where(spread > 0, spread, 1.0)  # a constant feature: any change is a unit away
+        floor = float(np.median(spread)) if np.median(spread) > 0 else 1.0
+        self.scale_ = np.maximum(spread, floor)
         self.nn_ = NearestNeighbors(n_neighbors=t.neighbors).fit(self._scaled(x))
         own = self.nn_.kneighbors(self._scaled(x), n_neighbors=t.neighbors + 1)[0][:, -1]  # itself excluded
         self.cutoff_ = float(np.quantile(own, NOVEL_QUANTILE))
