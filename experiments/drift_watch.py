@@ -128,15 +128,16 @@ class DriftWatch:
 
 
 def merge_queue(plan: pd.DataFrame, queue: pd.DataFrame, action: Action, costs: TaskCosts) -> pd.DataFrame:
-    """The plan with the queue's items (none sent to a person by it) given ``action`` and the
-    queue's reasons."""
+    """The plan (or routing decisions) with the queue's items (none sent to a person by it)
+    given ``action`` and the queue's reasons."""
     if queue.empty:
         return plan
     plan = plan.copy()
     hit = plan[ITEM].astype(str).isin(queue[ITEM].astype(str).to_numpy(dtype=object)).to_numpy()
     why = queue.assign(**{ITEM: queue[ITEM].astype(str)}).set_index(ITEM)
     ids = plan.loc[hit, ITEM].astype(str)
-    plan.loc[hit, ACTION] = action.value
+    if ACTION in plan.columns:
+        plan.loc[hit, ACTION] = action.value
     plan.loc[hit, ROUTE] = action.value  # the route of the same name (review, expert, double_blind)
     plan.loc[hit, REASON] = why[REASON].reindex(ids).to_numpy()
     plan.loc[hit, PRIORITY] = why[PRIORITY].reindex(ids).to_numpy()

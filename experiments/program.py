@@ -779,6 +779,8 @@ class _Program:
         plan = plan_round(candidates, cfg.strategy, budget=books.plannable, costs=books.costs,
                           rng=self.rng, decisions=decisions)
         plan, queue = self._drift_queue(round_, fresh, x, probs, current, candidates, eligible, plan, books.costs)
+        if decisions is not None:  # the stored predictions' routes and reasons say where the queue went
+            decisions = merge_queue(decisions, queue, Action(cfg.drift.relabel_action), books.costs)
         self._store_predictions(arrived, probs, decisions, plan)
         spent_before, rows_before = float(annotations[COST].sum()), len(annotations)
         answers = self._execute(plan, round_, annotations)

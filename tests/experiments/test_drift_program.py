@@ -37,6 +37,10 @@ def test_a_new_subpopulation_alerts_in_the_store_and_mlflow_and_is_relabelled(st
         result = run_program(cfg, store=store, tracker=tracker, world=subpopulation_world)
         events = store.events_frame(stream=result.stream)
         tasks = store.tasks_frame(result.stream)
+        alerts = events[events["action"] == DRIFT_ALERT]
+        predictions = store.latest_predictions(result.stream, [r["item_id"] for r in alerts.iloc[-1]["after"]["relabel"]])
+    # What people open (Label Studio's pre-annotations) says where the last queue went, and why.
+    assert (predictions["route"] == "expert").all() and predictions["reason"].str.startswith("drift relabel: ").all()
     alerts = events[events["action"] == DRIFT_ALERT]
     # Rounds 0-2 are the reference; the drift starts in round 3 and is caught there.
     assert len(alerts) == 2 and set(alerts["entity"]) == {"stream"}
