@@ -10,9 +10,13 @@ already-labelled items are relabelled differs (the drifted region ranked, or dra
 
 - ``errors removed``: ``true_drift_errors_removed`` summed over the rounds and seeds (wrong
   labels of the queue's items before the round minus after its resolution: the simulation's
-  truth, read by the benchmark only). **Target:** targeted >= 2x blanket.
+  truth, read by the benchmark only). **Target:** targeted >= 2x blanket (against one error
+  when blanket removed fewer).
 - ``relabel cost``: what the queues' expert labels cost (``drift_relabel_cost``): the same
   budget, so about the same; the table shows both, and errors removed per 10 cost units.
+- ``wrong at onset``: the share of wrong labels among the arrived items before the drift (the
+  truth; mean over seeds): what a blanket queue finds per item relabelled, and a bound on what
+  there is to find outside the drifted region.
 - ``delay``: rounds from the onset to the first alert, worst over the seeds. **Target:** <= 2.
 - ``false alarms``: alerts of the same program on a world without drift (rounds after the
   reference), and, cheaper and over more windows, of the drift check alone
@@ -68,7 +72,7 @@ def play(scenario: str, seed: int, queue: str, *, rounds: int, items: int, onset
 def scenario_rows(scenario: str, seeds: list[int], **sizes: int) -> dict[str, float]:
     """Targeted against blanket on one scenario, summed over seeds."""
     out = {"scenario": scenario, "targeted": 0.0, "blanket": 0.0, "targeted_cost": 0.0, "blanket_cost": 0.0,
-           "delay": -1, "alerts": 0, "checks": 0}
+           "delay": -1, "alerts": 0, "checks": 0, "wrong_share": 0.0}
     for seed in seeds:
         world = build_world(config(scenario, seed, "targeted", **sizes))
         for queue in ("targeted", "blanket"):
@@ -82,6 +86,9 @@ def scenario_rows(scenario: str, seeds: list[int], **sizes: int) -> dict[str, fl
                 out["delay"] = max(out["delay"], delay)
                 out["alerts"] += int((alerts > 0).sum())
                 out["checks"] += int(rounds[T.DRIFT_ALERTS].notna().sum())
+                # How many wrong labels a queue could find: the labels' error rate before the onset
+                # round's work (the round before's, after it), over the seeds.
+                out["wrong_share"] += float(rounds[T.TRUE_ERROR_RATE].loc[sizes["onset"] - 1]) / len(seeds)
     return out
 
 
@@ -130,18 +137,22 @@ def main(argv: list[str] | None = None) -> int:
           f"(rounds 0-{args.onset - 1} the reference), seeds {seeds}, tiered, relabel budget 6.0 per alert "
           "(experts)")
     print(f" {'scenario':<18} {'removed: targeted':>17} {'blanket':>8} {'ratio':>6} {'cost: targeted':>15} "
-          f"{'blanket':>8} {'per 10 cost t/b':>16} {'delay':>6} {'alerts':>7}  verdict")
+          f"{'blanket':>8} {'per 10 cost t/b':>16} {'wrong at onset':>15} {'delay':>6} {'alerts':>7}  verdict")
     met_all = True
     for r in rows:
-        ratio = r["targeted"] / r["blanket"] if r["blanket"] > 0 else float("inf")
+        # Against at least one error: a blanket queue that removed none (or broke more than it
+        # fixed) makes any ratio infinite, and a target met by a handful of errors is luck.
+        ratio = r["targeted"] / max(r["blanket"], 1.0)
         per = (10 * r["targeted"] / max(r["targeted_cost"], 1e-9), 10 * r["blanket"] / max(r["blanket_cost"], 1e-9))
         met = ratio >= TARGET_RATIO and r["targeted"] > 0 and r["delay"] <= TARGET_DELAY
         met_all &= met
-        ratio_text = f"{ratio:.1f}x" if np.isfinite(ratio) else "inf"
+        ratio_text = f"{ratio:.1f}x" + ("*" if r["blanket"] < 1 else "")
         delay_text = str(r["delay"]) if r["delay"] < 10**6 else "never"
         print(f" {r['scenario']:<18} {r['targeted']:>17.0f} {r['blanket']:>8.0f} {ratio_text:>6} "
               f"{r['targeted_cost']:>15.1f} {r['blanket_cost']:>8.1f} {per[0]:>8.1f} / {per[1]:<5.1f} "
+              f"{r['wrong_share']:>15.1%} "
               f"{delay_text:>6} {r['alerts']:>3}/{r['checks']:<3}  {'met' if met else 'missed'}")
+    print(" * blanket removed fewer than one error: the ratio is against one")
     view_text = ", ".join(f"{k} {v}" for k, v in sorted(views.items())) or "none"
     print(f" false alarms: program without drift {fa_program}/{fa_checks} checked rounds; drift check alone "
           f"{fa_windows}/{windows} windows ({view_text})")
