@@ -154,10 +154,12 @@ class DriftFinding:
 
     @property
     def by(self) -> float:
-        """How far past the threshold: ``value / threshold`` for PSI, ``threshold / value`` for a p-value."""
+        """How far past the threshold (above 1: past it): ``value / threshold`` for a PSI; for a
+        p-value ``log(value) / log(threshold)``, its orders of magnitude over the threshold's
+        (p = 1e-9 against 0.001 is 3)."""
         if self.statistic == "psi":
             return self.value / self.threshold
-        return self.threshold / max(self.value, 1e-300)
+        return float(np.log(max(self.value, 1e-300)) / np.log(self.threshold))
 
 
 @dataclass(frozen=True)
