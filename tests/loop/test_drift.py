@@ -237,3 +237,14 @@ def test_the_blanket_queue_draws_uniformly_within_the_budget():
     draws = pd.concat([blanket_queue(pool, max_items=10, rng=np.random.default_rng(s)) for s in range(200)])
     share = draws[ITEM].value_counts(normalize=True)
     assert share.size == 100 and share.max() < 0.02  # every item, none favoured (1% each)
+
+
+@given(st.floats(1e-12, 1.0, exclude_max=True), st.floats(1e-6, 0.5), st.sampled_from(["psi", "binomial_p"]))
+def test_by_is_past_one_exactly_when_the_finding_drifted(value, threshold, statistic):
+    from loop.drift import DriftFinding
+
+    value = value * 5 if statistic == "psi" else value
+    drifted = value > threshold if statistic == "psi" else value < threshold
+    finding = DriftFinding("x", "x", statistic, value, threshold, drifted)
+    if value != threshold:
+        assert (finding.by > 1) == drifted
