@@ -150,6 +150,13 @@ probabilities, and fit the posterior's annotators (:func:`loop.issues.label_post
 as the history grows, instead of hashing item ids; a new champion's predictions go to the store
 for new items and the items the plan acts on, not for every arrived item again.
 
+**Drift** (``drift.enabled``; :mod:`experiments.drift_watch`). From round
+``drift.reference_rounds`` on, after the plan, the round's arrivals are compared with the
+reference window (features, the champion's predicted classes, the labels; no truth); on an
+alert the store gets a ``drift.alert`` event, MLflow the report, and the items of the drifted
+region that the plan sends to no person are relabelled (``drift.relabel_action``) within
+``drift.relabel_budget``, outside the round's budget.
+
 **Simulated time.** Round ``r`` is day ``r``: initial labels come in from midnight, program
 work from 08:00, adjudication from 16:00, audits from 20:00, each annotator working through
 their queue (their simulated seconds back to back). Disagreement resolution time is the
