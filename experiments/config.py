@@ -67,8 +67,8 @@ A config file has these sections (every key optional; defaults in brackets)::
       reference_rounds: 2        # rounds 0 .. reference_rounds - 1 are the reference window
       psi: 0.4                   # a feature's PSI above it drifts
       ks_alpha: 0.01             # KS of continuous features, Holm-corrected across them
-      prediction_psi: 0.25       # PSI of the predicted classes' shares
-      label_psi: 0.25            # PSI of the resolved labels' shares
+      prediction_psi: 0.3        # PSI of the predicted classes' shares
+      label_psi: 0.3             # PSI of the resolved labels' shares
       novelty_alpha: 0.001       # binomial test of the share of arrivals unlike the reference
       relabel_budget: 6.0        # cost units each alert may spend relabelling (>= 0)
       relabel_action: expert     # review | double_blind | expert
@@ -419,8 +419,8 @@ class DriftConfig:
     reference_rounds: int = 2
     psi: float = 0.4
     ks_alpha: float = 0.01
-    prediction_psi: float = 0.25
-    label_psi: float = 0.25
+    prediction_psi: float = 0.3
+    label_psi: float = 0.3
     novelty_alpha: float = 0.001
     relabel_budget: float = 6.0
     relabel_action: str = "expert"

@@ -176,5 +176,6 @@ def queue_outcome(queue: pd.DataFrame, before: pd.Series, after: pd.Series,
     out = {T.DRIFT_RELABEL_CHANGED: float((old != new).sum())}
     if truth is not None:
         right = truth.reindex(ids).to_numpy(dtype=np.float64)
+        out[T.TRUE_DRIFT_QUEUE_WRONG] = float((old != right).sum())
         out[T.TRUE_DRIFT_ERRORS_REMOVED] = float((old != right).sum() - (new != right).sum())
     return out

@@ -173,6 +173,7 @@ DRIFT_RELABEL_ITEMS = "drift_relabel_items"    # items the alert's queue sent to
 DRIFT_RELABEL_COST = "drift_relabel_cost"      # what they cost (in program_cost, outside the round's budget)
 DRIFT_RELABEL_CHANGED = "drift_relabel_changed"  # their labels the relabeling changed (no truth read)
 TRUE_DRIFT_ERRORS_REMOVED = "true_drift_errors_removed"  # wrong before minus wrong after, of the queue (simulation)
+TRUE_DRIFT_QUEUE_WRONG = "true_drift_queue_wrong"  # the queue's wrong labels before relabeling (simulation)
 TAG_DRIFT = "labelloop.drift"                  # the last alert's one-line summary
 
 
