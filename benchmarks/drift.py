@@ -55,12 +55,15 @@ SCENARIOS = ("prior_shift", "covariate_shift", "new_subpopulation")
 TARGET_RATIO, TARGET_DELAY = 2.0, 2
 
 
+ACTION = {"value": "expert"}  # drift.relabel_action of every program (--action)
+
+
 def config(scenario: str, seed: int, queue: str, *, rounds: int, items: int, onset: int):
     return parse_config({
         "program": {"rounds": rounds, "items_per_round": items, "drift_scenario": scenario,
                     "drift_onset_round": onset, "seed": seed},
         "tracking": {"uri": "none"}, "store": {"url": "sqlite://"},
-        "drift": {"enabled": True, "reference_rounds": onset, "queue": queue}})
+        "drift": {"enabled": True, "reference_rounds": onset, "queue": queue, "relabel_action": ACTION["value"]}})
 
 
 def play(scenario: str, seed: int, queue: str, *, rounds: int, items: int, onset: int,
@@ -131,17 +134,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=100)
     parser.add_argument("--onset", type=int, default=3)
     parser.add_argument("--windows", type=int, default=200)
+    parser.add_argument("--action", default="expert", choices=["review", "double_blind", "expert"],
+                        help="drift.relabel_action")
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     args = parser.parse_args(argv)
+    ACTION["value"] = args.action
     seeds = list(range(1, 1 + (1 if args.quick else args.seeds)))
     windows = 50 if args.quick else args.windows
     sizes = {"rounds": args.rounds, "items": args.items, "onset": args.onset}
     start = time.perf_counter()
-    rows = [scenario_rows(s, seeds, **sizes) for s in SCENARIOS]
+    rows = [scenario_rows(s, seeds, **sizes) for s in args.scenarios]
     fa_program, fa_checks = program_false_alarms(seeds, **sizes)
     fa_windows, views = window_false_alarms(windows, args.items)
     print(f"drift: digits, {args.rounds} rounds of {args.items} items, drift from round {args.onset} "
           f"(rounds 0-{args.onset - 1} the reference), seeds {seeds}, tiered, relabel budget 6.0 per alert "
-          "(experts)")
+          f"({args.action})")
     print(f" {'scenario':<18} {'removed: targeted':>17} {'blanket':>8} {'ratio':>6} {'cost: targeted':>15} "
           f"{'blanket':>8} {'per 10 cost t/b':>16} {'queue wrong t/b':>16} {'wrong at onset':>15} {'delay':>6} "
           f"{'alerts':>7}  verdict")
