@@ -13,6 +13,8 @@ the process's resident memory (RSS now and its peak so far) and where the wall t
 - ``posterior``: :func:`loop.issues.label_posteriors` (the model and the annotators);
 - ``crowd``: the simulated workforce answering;
 - ``retrain``: the challenger's fit, out-of-fold probabilities, calibration, evaluation;
+- ``impact``: closing the round in the store and measuring its annotators' impact
+  (:mod:`experiments.impact`: its reads, the skills' fit, the table), everything inside it;
 - ``audit``: the round's audit, its expert answers and writes included: it checks a share
   (``audit_rate``, 3%) of *every* item arrived so far, so its work grows with the history by
   the program's definition, and the summary also gives the ratio without it;
@@ -58,8 +60,8 @@ from loop.strategies import TaskCosts  # noqa: E402
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 TIERS = {"novice": 12, "experienced": 6, "expert": 3}
-STEPS = ("read", "write", "score", "posterior", "crowd", "retrain", "audit", "other")
-_INCLUSIVE = ("audit",)  # steps whose time includes the steps they call
+STEPS = ("read", "write", "score", "posterior", "crowd", "retrain", "audit", "impact", "other")
+_INCLUSIVE = ("audit", "impact")  # steps whose time includes the steps they call
 _READS = ("annotations_frame", "resolved_labels", "resolutions_frame", "tasks_frame", "stream_metrics",
           "resolution_version", "stream")
 _WRITES = ("add_items", "add_tasks", "add_annotations", "add_resolutions", "set_task_statuses")
@@ -144,6 +146,7 @@ def instrumented(clock: StepClock, store: LabelStore, world: World) -> Iterator[
     patch(P, "label_posteriors", "posterior")
     patch(CalibratedTrainer, "train", "retrain")
     patch(P._Program, "_audit", "audit")
+    patch(P._Program, "_log_impact", "impact")
     for name in ("ask_crowd", "ask_experts"):
         patch(Workforce, name, "crowd")
     try:

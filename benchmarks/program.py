@@ -121,7 +121,7 @@ def calibrate(cfg: ProgramConfig, worlds: list[tuple[int, World]]) -> tuple[Rout
         rows.append({"double_blind_issue_score": db, "expert_margin": em, "auto_accept_confidence": aa,
                      "errors_removed": sum(r.errors_removed for r in results),
                      "final_error_rate": sum(r.final_error_rate for r in results) / len(results),
-                     "cost": sum(r.cost for r in results)})
+                     "cost": sum(r.total_cost for r in results)})
     grid = pd.DataFrame(rows).sort_values(["errors_removed", "cost"], ascending=[False, True])
     best = grid.iloc[0]
     return RoutingThresholds(double_blind_issue_score=float(best["double_blind_issue_score"]),
@@ -143,7 +143,7 @@ def evaluate(cfg: ProgramConfig, seeds: list[int]) -> tuple[pd.DataFrame, pd.Dat
             rows.append({"seed": seed, "strategy": strategy.value, "initial_error_rate": r.initial_error_rate,
                          "final_error_rate": r.final_error_rate, "errors_removed": r.errors_removed,
                          "errors_fixed": r.errors_fixed, "errors_introduced": r.errors_introduced,
-                         "cost": r.cost, "program_cost": r.program_cost,
+                         "cost": r.total_cost, "program_cost": r.program_cost,
                          "removed_per_100_annotations": r.errors_removed_per_100_annotations,
                          "model_accuracy": r.model_accuracy})
     return pd.DataFrame(rows), (pd.DataFrame(crowd) if crowd else None)

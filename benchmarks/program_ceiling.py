@@ -123,14 +123,14 @@ def run(dataset: str, seeds: list[int], share: float, calibration_seed: int) -> 
         world = build_world(cfg)
         random = program_module.run_program(cfg.replace(strategy=Strategy.RANDOM), world=world)
         rows.append({"seed": seed, "program": "random review", "errors_removed": random.errors_removed,
-                     "cost": random.cost})
+                     "cost": random.total_cost})
         if world.workforce.replay is not None:
             crowd.append({"seed": seed, **every_crowd_label(world), "random_removed": random.errors_removed})
         with oracle_issue_scores():
             for name, thresholds in ORACLES.items():
                 r = program_module.run_program(cfg.replace(strategy=Strategy.TIERED, thresholds=thresholds),
                                                world=world)
-                rows.append({"seed": seed, "program": name, "errors_removed": r.errors_removed, "cost": r.cost})
+                rows.append({"seed": seed, "program": name, "errors_removed": r.errors_removed, "cost": r.total_cost})
     table = pd.DataFrame(rows)
     print(f"\n== {dataset}: budget {budget:.2f} per round (planned at {share:.0%} of triple annotation's cost)")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

@@ -13,6 +13,11 @@
     labelloop db upgrade | current
     labelloop tokens issue --role admin --name NAME [--annotator A] [--store URL] | revoke ID | list
     labelloop labelstudio sync --url URL --project label=1 [--project double_blind=2] --stream S
+    labelloop experiment --config configs/experiment.yaml
+    labelloop guidelines draft --stream S [--pairs K] [--store URL]   # confused pairs -> a draft version
+    labelloop guidelines show --stream S [--version V]                # review its text
+    labelloop guidelines publish --stream S --version V               # tasks show it from now on
+    labelloop guidelines impact --stream S --version V [--window 1D]  # accuracy before/after, gain, half-life
 
 A wrong argument or config value stops with one line naming it and exit code 2. ``retrain``
 exits 0 when the gate promoted the new model and 3 when it refused it.
@@ -153,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_tokens_parser(sub)
     from experiments.labelstudio_cli import add_labelstudio_parser
     add_labelstudio_parser(sub)
+    from experiments.experiment_cli import add_experiment_parser
+    add_experiment_parser(sub)
+    from experiments.guidelines_cli import add_guidelines_parser
+    add_guidelines_parser(sub)
     return parser
 
 
@@ -194,17 +203,25 @@ def _run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from experiments import program
+    from experiments.comparison_report import shown as _shown
 
     console = Console()
     with _rounds_progress(console, f"{cfg.name} ({cfg.strategy.value})", cfg.rounds) as progress:
         result = program.main(cfg, progress=progress)
     table = Table(title=f"{result.strategy} on {result.dataset}: {result.n_items} items, stream {result.stream}")
-    for column in ("initial error rate", "final error rate", "cost", "errors fixed per 100 annotations",
-                   "model accuracy", "promotions"):
-        table.add_column(column, justify="right")
-    table.add_row(f"{result.initial_error_rate:.2%}", f"{result.final_error_rate:.2%}", f"{result.program_cost:.1f}",
-                  f"{result.errors_removed_per_100_annotations:.1f}", f"{result.model_accuracy:.3f}",
-                  str(result.promotions))
+    currency = result.currency
+    # One figure a row: a row of eight columns wraps every header in an 80-column terminal.
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    rows = [("initial error rate", f"{result.initial_error_rate:.2%}"),
+            ("final error rate", f"{result.final_error_rate:.2%}"),
+            (f"program cost ({currency})", f"{result.program_cost:.1f}"),
+            (f"cost per error removed ({currency})", _shown(result.cost_per_error_removed, ".2f")),
+            *((("ROI", _shown(result.roi, ".2f")),) if cfg.value_per_error_removed is not None else ()),
+            ("errors fixed per 100 annotations", f"{result.errors_removed_per_100_annotations:.1f}"),
+            ("model accuracy", f"{result.model_accuracy:.3f}"), ("promotions", str(result.promotions))]
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
     _print_written(console, args.output, [result])
     _print_ui_hint(console, cfg.tracking.uri)
@@ -239,21 +256,26 @@ def _comparison(cfg: Any, *, output: Any = None) -> int:
                 bar.start_task(tasks[order[following]])
 
         result = compare.main(cfg, progress=progress)
+    from experiments.comparison_report import WINNER_RULE, display_table
+
     table = Table(title=f"{cfg.dataset.value}: {cfg.rounds} rounds of {cfg.items_per_round} items, "
-                        f"budget {cfg.budget_per_round:g} per round (triple_majority pays its own way)")
-    for column in ("strategy", "final error rate", "cost", "errors fixed per 100 annotations", "model accuracy"):
+                        f"budget {cfg.budget_per_round:g} {cfg.currency} per round (triple_majority pays its own way)")
+    shown = display_table(result.table, currency=cfg.currency, best=result.winner,
+                          roi=cfg.value_per_error_removed is not None)
+    for column in shown.columns:
         if column == "strategy":
             table.add_column(column, no_wrap=True)
         else:
             table.add_column(column, justify="right")
-    for row in result.table.itertuples(index=False):
-        table.add_row(row.strategy, f"{row.final_error_rate:.2%}", f"{row.program_cost:.1f}",
-                      f"{row.errors_removed_per_100_annotations:.1f}", f"{row.model_accuracy:.3f}")
+    for row in shown.itertuples(index=False):
+        table.add_row(*row)
     console.print(table)
     initial = next(iter(result.results.values())).initial_error_rate if result.results else float("nan")
     source = "table labels" if cfg.table is not None else "crowd labels"
-    console.print(f"Every strategy started from the same {source} ({initial:.2%} wrong); cost is what the "
+    console.print(f"Every strategy started from the same {source} ({initial:.2%} wrong); program cost is what the "
                   "strategy and the audits spent beyond those labels.")
+    console.print(f"The winner is {WINNER_RULE}; '-': no error removed (or no audit)." if result.winner else
+                  "No winner: no strategy removed any errors.")
     _print_written(console, output, list(result.results.values()))
     _print_ui_hint(console, cfg.tracking.uri)
     return 0
@@ -303,7 +325,8 @@ def _serve(args: argparse.Namespace) -> int:
         console.print("stopped during a round: its tasks stay in the store; the MLflow run is marked failed")
         return 130
     summary = Table(title=f"{result.n_items} items on stream {result.stream}, {len(result.rounds) - 1} rounds")
-    for column in ("estimated error rate", "95% interval", "confirmed corrections", "cost", "promotions",
+    for column in ("estimated error rate", "95% interval", "confirmed corrections",
+                   f"program cost ({cfg.currency})", "promotions",
                    "champion"):
         summary.add_column(column, justify="right")
     summary.add_row(f"{result.final_error_rate_estimate:.2%}", f"{result.final_error_rate_estimate_ci_low:.2%} - "

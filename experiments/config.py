@@ -12,7 +12,13 @@ A config file has these sections (every key optional; defaults in brackets)::
                                  #   item_id, annotator_id, label[, seconds]
       rounds: 4                  # rounds after the seed round (>= 1)
       items_per_round: 250       # new items arriving per round (>= 10)
-      budget_per_round: 15.0     # cost units the strategy may spend per round (>= 0)
+      budget_per_round: 15.0     # what the strategy may spend per round, in program.currency (>= 0)
+      currency: cost units       # the unit of every cost figure (budget, program_cost, cost per
+                                 #   error removed): a label shown in tables, reports and MLflow
+                                 #   (param program.currency, tag labelloop.currency), e.g. EUR
+      value_per_error_removed: null  # optional, >= 0, in currency: what one label error removed is
+                                 #   worth; then roi = value_per_error_removed * errors_removed /
+                                 #   program_cost (and roi_estimate from errors_removed_estimate)
       strategy: tiered           # random | least_confidence | cleanlab | triple_majority | tiered
       audit_rate: 0.03           # share of labelled items an expert audits each round, in [0, 1]
       calibration_items: 150     # gold items that fit the temperature (>= 20)
@@ -73,6 +79,19 @@ A config file has these sections (every key optional; defaults in brackets)::
       relabel_budget: 6.0        # cost units each alert may spend relabelling (>= 0)
       relabel_action: expert     # review | double_blind | expert
       queue: targeted            # targeted (the drifted region) | blanket (uniform: a baseline)
+    experiment: {variants: [...]}  # labelloop experiment only: the variants compared and the sequential
+                                 #   test (experiments/experiment.py documents every key; see
+                                 #   configs/experiment.yaml)
+    guidance:                    # confused pairs become guidance during a program (see GuidanceConfig)
+      publish_round: null        # at the start of this round (1..rounds) the program drafts a guideline
+                                 #   version from the confused pairs and publishes it (null: never;
+                                 #   a published version is logged to MLflow either way)
+      pairs: 2                   # sections for this many of the most confused pairs (1..50)
+      per_class: 3               # boundary examples per class of a pair (1..50)
+      clarity: 0.7               # simulation: share of an addressed pair's confusion a crowd member
+                                 #   who follows it no longer makes, in [0, 1]
+      adoption_half_life_days: 1.0  # simulation: median delay (days; a round is a day) before a
+                                 #   crowd member follows it (exponential delays), > 0
 
 A wrong key or value stops with one line naming it, e.g.
 ``program.rounds: expected an integer >= 1, got 'x'`` (:class:`ConfigError`).
@@ -107,7 +126,7 @@ from loop.routing import RoutingThresholds
 from loop.simulate import Tier
 from loop.strategies import Strategy
 
-__all__ = ["ConfigError", "config_error", "CrowdConfig", "Dataset", "DriftConfig", "DriftScenario", "LiveConfig", "ModelConfig", "ProgramConfig",
+__all__ = ["ConfigError", "config_error", "CrowdConfig", "Dataset", "DriftConfig", "DriftScenario", "GuidanceConfig", "LiveConfig", "ModelConfig", "ProgramConfig",
            "TableDataset", "TrackingConfig", "flatten",
            "load_config", "parse_config", "read_yaml", "IN_PROCESS", "LOCAL", "NO_TRACKING"]
 
@@ -116,7 +135,7 @@ LOCAL = "local"
 NO_TRACKING = "none"
 REPLAY = "replay"
 SECTIONS = ("program", "crowd", "thresholds", "gate", "tracking", "store", "serve", "compare", "model", "live",
-            "drift")
+            "drift", "guidance")
 
 
 class ConfigError(SchemaError):
@@ -155,6 +174,13 @@ def _real(value: Any, path: str, low: float, high: float | None = None) -> float
 def _text(value: Any, path: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise config_error(path, "a non-empty string", value)
+    return value
+
+
+def _check_currency(value: Any) -> str:
+    # Shown in table headers and an MLflow tag: one short line.
+    if not isinstance(value, str) or not value.strip() or len(value) > 40 or "\n" in value:
+        raise config_error("program.currency", "a non-empty one-line string of at most 40 characters", value)
     return value
 
 
@@ -458,6 +484,53 @@ _DRIFT_KEYS = tuple(f.name for f in dataclasses.fields(DriftConfig))
 
 
 @dataclass(frozen=True)
+class GuidanceConfig:
+    """Confused pairs become guidance during a program (:mod:`experiments.guidance`).
+
+    Parameters
+    ----------
+    publish_round : int or None, default None
+        At the start of this round (1..``program.rounds``) the program drafts the next
+        guideline version from the stream's confused pairs
+        (:meth:`loop.store.LabelStore.draft_guideline_from_pairs`) and publishes it, as an admin
+        would; at the end it logs the version's impact (``guideline_gain``,
+        ``guideline_half_life_days``). None: the program publishes nothing (a version someone
+        else published is still logged to the run once).
+    pairs : int in 1..50, default 2
+        Sections for this many of the most confused pairs.
+    per_class : int in 1..50, default 3
+        Boundary examples per class of a pair.
+    clarity : float in [0, 1], default 0.7
+        Simulation only: the share of an addressed pair's confusion (both ways) that a crowd
+        member who follows the guideline no longer makes (:class:`loop.simulate.Guideline`).
+    adoption_half_life_days : float > 0, default 1.0
+        Simulation only: each crowd member starts following it after an exponential delay with
+        this median (:func:`loop.simulate.draw_adoption_delays`; a round is a day). Experts'
+        answers are the reference and are left as they are.
+    """
+
+    publish_round: int | None = None
+    pairs: int = 2
+    per_class: int = 3
+    clarity: float = 0.7
+    adoption_half_life_days: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.publish_round is not None:
+            _int(self.publish_round, "guidance.publish_round", 1)
+        for key in ("pairs", "per_class"):
+            _int(getattr(self, key), f"guidance.{key}", 1, 50)
+        object.__setattr__(self, "clarity", _real(self.clarity, "guidance.clarity", 0.0, 1.0))
+        half = _real(self.adoption_half_life_days, "guidance.adoption_half_life_days", 0.0)
+        if half <= 0:
+            raise config_error("guidance.adoption_half_life_days", "a number > 0", self.adoption_half_life_days)
+        object.__setattr__(self, "adoption_half_life_days", half)
+
+
+_GUIDANCE_KEYS = ("publish_round", "pairs", "per_class", "clarity", "adoption_half_life_days")
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """Where runs and models go. ``uri="none"`` tracks nothing and keeps models in memory."""
 
@@ -496,6 +569,9 @@ class ProgramConfig:
     # The built-in datasets stay below it (digits has 1,797 items): their programs fit on all.
     max_fit_items: int | None = 10_000
     seed: int = 0
+    # The unit is a label for people reading the figures: no cost is ever converted.
+    currency: str = "cost units"
+    value_per_error_removed: float | None = None
     crowd: CrowdConfig = field(default_factory=CrowdConfig)
     # From the calibration grid of benchmarks/program.py (digits, seed 100): among the settings
     # that keep every route in use, the one that removed the most errors at equal budget.
@@ -513,6 +589,7 @@ class ProgramConfig:
     drift: DriftConfig = field(default_factory=DriftConfig)
     drift_scenario: DriftScenario = DriftScenario.NONE
     drift_onset_round: int = 3
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -535,6 +612,10 @@ class ProgramConfig:
         if self.max_fit_items is not None:
             _int(self.max_fit_items, "program.max_fit_items", 100)
         _int(self.seed, "program.seed", 0)
+        _check_currency(self.currency)
+        if self.value_per_error_removed is not None:
+            set_(self, "value_per_error_removed",
+                 _real(self.value_per_error_removed, "program.value_per_error_removed", 0.0))
         for name, kind in (("crowd", CrowdConfig), ("thresholds", RoutingThresholds), ("gate", QualityGate),
                            ("tracking", TrackingConfig), ("model", ModelConfig), ("live", LiveConfig),
                            ("drift", DriftConfig)):
@@ -551,6 +632,11 @@ class ProgramConfig:
             raise config_error("compare.strategies", "a non-empty list of distinct strategies", list(self.strategies))
         set_(self, "strategies", chosen)
         self._check_drift_scenario()
+        if not isinstance(self.guidance, GuidanceConfig):
+            raise config_error("guidance", "a GuidanceConfig", self.guidance)
+        if self.guidance.publish_round is not None and self.guidance.publish_round > self.rounds:
+            raise config_error("guidance.publish_round", f"a round in 1..program.rounds ({self.rounds})",
+                               self.guidance.publish_round)
         if self.dataset is Dataset.DIGITS and self.crowd.replay:
             raise config_error("crowd.tiers", "tier counts for digits (only music_genre has a real crowd to replay)", REPLAY)
 
@@ -595,7 +681,9 @@ class ProgramConfig:
                         "strategy": self.strategy.value, "audit_rate": self.audit_rate,
                         "calibration_items": self.calibration_items, "holdout_items": self.holdout_items,
                         "annotator_model": self.annotator_model, "max_fit_items": self.max_fit_items,
-                        "seed": self.seed, "drift_scenario": self.drift_scenario.value,
+                        "seed": self.seed, "currency": self.currency,
+                        "value_per_error_removed": self.value_per_error_removed,
+                        "drift_scenario": self.drift_scenario.value,
                         "drift_onset_round": self.drift_onset_round},
             "crowd": {"tiers": self.crowd.tiers if self.crowd.replay else dict(self.crowd.tiers),
                       "experts": self.crowd.experts},
@@ -608,12 +696,13 @@ class ProgramConfig:
             "model": self.model.to_dict(),
             "live": dataclasses.asdict(self.live),
             "drift": dataclasses.asdict(self.drift),
+            "guidance": dataclasses.asdict(self.guidance),
         }
 
 
 _PROGRAM_KEYS = ("name", "dataset", "annotations", "rounds", "items_per_round", "budget_per_round", "strategy", "audit_rate",
-                 "calibration_items", "holdout_items", "annotator_model", "max_fit_items", "seed", "drift_scenario",
-                 "drift_onset_round")
+                 "calibration_items", "holdout_items", "annotator_model", "max_fit_items", "seed",
+                 "currency", "value_per_error_removed", "drift_scenario", "drift_onset_round")
 
 
 def _section(raw: Mapping[str, Any], name: str, keys: tuple[str, ...] | None) -> dict[str, Any]:
@@ -673,6 +762,7 @@ def parse_config(raw: Mapping[str, Any] | None, *, ignore: tuple[str, ...] = ())
     kwargs["tracking"] = TrackingConfig(**tracking)
     kwargs["live"] = LiveConfig(**live)
     kwargs["drift"] = DriftConfig(**drift)
+    kwargs["guidance"] = GuidanceConfig(**_section(raw, "guidance", _GUIDANCE_KEYS))
     if "url" in store:
         kwargs["store_url"] = store["url"]
     if "url" in serve:

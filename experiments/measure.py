@@ -73,7 +73,7 @@ class Measures:
             T.N_ITEMS: len(arrived),
             T.MODEL_ACCURACY: evaluation.accuracy, T.MODEL_ECE: evaluation.ece,
             T.CHALLENGER_ACCURACY: challenger.accuracy, T.CHALLENGER_ECE: challenger.ece, T.PROMOTED: float(promoted),
-            T.COST: float(annotations[COST].sum()), T.PROGRAM_COST: float(annotations.loc[~is_initial, COST].sum()),
+            T.PROGRAM_COST: float(annotations.loc[~is_initial, COST].sum()),
             T.ROUND_COST: round_cost, T.BUDGET: budget, T.ANNOTATOR_HOURS: float(annotations[SECONDS].sum() / 3600),
             T.ANNOTATIONS: float(len(annotations)),
             T.CORRECTION_FREQUENCY: stats.correction_frequency, T.KRIPPENDORFF_ALPHA: stats.krippendorff_alpha,

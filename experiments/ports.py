@@ -41,6 +41,7 @@ from loop.calibration import calibrate
 from loop.columns import ITEM
 from loop.gate import ModelEvaluation, evaluate_model
 from loop.routing import RoutingThresholds
+from loop.simulate import Guideline, draw_adoption_delays
 from loop.strategies import TaskCosts
 
 from .tracking import Tracker
@@ -204,17 +205,36 @@ class SimulatedWorkforce:
         self.costs = world.costs
         self._answers: dict[int, pd.DataFrame] = {}
         self._ids = itertools.count()
+        # A published guideline, and when (days since publication) each crowd member follows it.
+        self._guideline: Guideline | None = None
+        self._delays = pd.Series(dtype=np.float64)
+        self._since: Callable[[int], float] = lambda round_: 0.0
 
     @property
     def annotators(self) -> pd.DataFrame:
         return self.world.workforce.annotators
+
+    def follow_guideline(self, guideline: Guideline, *, half_life_days: float, since: Callable[[int], float],
+                         rng: np.random.Generator) -> None:
+        """A guideline was published: from now on each crowd member follows it once their
+        adoption delay (:func:`loop.simulate.draw_adoption_delays`, median ``half_life_days``)
+        has passed; ``since(round)`` is how many days after publication that round's work is
+        asked for. Experts answer as before (their labels are the reference)."""
+        crowd = self.world.workforce.crowd.ids
+        self._guideline = guideline
+        self._delays = draw_adoption_delays(crowd, half_life_days, rng=rng)
+        self._since = since
 
     def submit(self, request: Request, *, rng: np.random.Generator) -> Ticket:
         wf, truth = self.world.workforce, self.world.truth[request.item_ids]
         if request.expert:
             answers = wf.ask_experts(truth, exclude=request.exclude, rng=rng)
         else:
-            answers = wf.ask_crowd(truth, request.labels_per_item, exclude=request.exclude, rng=rng)
+            follow = {}
+            if self._guideline is not None and request.round is not None:
+                at = self._since(request.round)
+                follow = {"guideline": self._guideline, "adopters": self._delays.index[self._delays.to_numpy() <= at]}
+            answers = wf.ask_crowd(truth, request.labels_per_item, exclude=request.exclude, rng=rng, **follow)
         ticket = Ticket(next(self._ids), request)
         self._answers[ticket.id] = answers
         return ticket

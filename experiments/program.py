@@ -118,7 +118,18 @@ must serve). Each round ``r = 1 .. rounds`` then:
    gate (:mod:`loop.gate`) decides whether the challenger becomes the champion; the scorer reloads.
 8. **Measure.** Everything in :mod:`experiments.tracking` with ``step = round``, and the
    round's routed-item table (:class:`experiments.measure.Measures`; the audit's parts and the
-   auto-accept bound are :mod:`experiments.audits`).
+   auto-accept bound are :mod:`experiments.audits`). The round closes in the label store (a
+   ``round.closed`` event with the resolver's skill estimates) and its annotators' impact is
+   logged: ``impact/round_<r>.csv``, ``annotators_with_confirmed_fixes``,
+   ``top_annotator_share`` (:mod:`experiments.impact`, :mod:`loop.impact`).
+
+**Guidelines** (:class:`experiments.guidance.ProgramGuidance`). Once a round's plan is made and
+before anyone answers, the published guideline version its tasks show is logged to the run, once
+per version (``guidelines/v<N>.md`` and ``.json``, tag ``guideline_version``); in
+``guidance.publish_round`` the program first drafts a version from the confused pairs and
+publishes it (a simulated crowd follows it after exponential delays). At the end, a version
+published during the run gets its impact measured (``guideline_gain``,
+``guideline_half_life_days``; ``true_*`` companions in simulation).
 
 **Budget** (:class:`loop.budget.Budget`). The strategy may plan at most the round's budget
 (``budget_per_round`` plus what earlier rounds left unspent, minus what they overspent: planned and
@@ -171,7 +182,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -194,9 +205,12 @@ from . import tracking as T
 from .audits import (_ACTION_STRATUM, _AUTO, _EXPERT, _UNTOUCHED, AUDIT_METHOD, DECISIVE_DISPUTE, AuditBook,
                      AuditResult, AutoAcceptBound, audit_verdict, dispute_posterior, estimate_audit,
                      stratified_sample)
+from .impact import RoundImpact
 from .config import IN_PROCESS, LOCAL, ConfigError, ModelConfig, ProgramConfig, flatten
 from .drift_watch import DriftWatch, merge_queue, pool_frame, queue_outcome
+from .guidance import ProgramGuidance
 from .measure import Measures
+from .results import cost_per_error, roi
 from .models import make_estimator, trusted_modules
 from .ports import (CalibratedTrainer, Dataset, Request, Scorer, SimulatedWorkforce, Ticket, Trainer, Workforce,
                     WorldDataset)
@@ -222,7 +236,7 @@ def wall_clock(round_: int, offset: pd.Timedelta) -> pd.Timestamp:
 
 # The final figures that need the truth: left out when nobody knows it.
 _TRUTH_FINALS = frozenset({T.FINAL_ERROR_RATE, T.INITIAL_ERROR_RATE, T.ERRORS_REMOVED, T.ERRORS_REMOVED_PER_100,
-                           "errors_fixed_total", "errors_introduced_total"})
+                           "errors_fixed_total", "errors_introduced_total", T.COST_PER_ERROR_REMOVED, T.ROI})
 _CROWD_START, _ADJUDICATION_START, _AUDIT_START = pd.Timedelta(hours=8), pd.Timedelta(hours=16), pd.Timedelta(hours=20)
 CREATED_AT = "created_at"
 # The store's task kind of each action's crowd work.
@@ -483,10 +497,12 @@ class ProgramResult:
         Wrong initial labels minus wrong final labels.
     errors_fixed, errors_introduced : int
         Summed over rounds (a label may be fixed and broken again).
-    cost : float
-        Every annotation's cost, initial labels and audits included.
+    initial_labels_cost : float
+        What the initial crowd labels cost (the same for every strategy of a world; not a
+        program's cost).
     program_cost : float
-        Cost beyond the initial labels (what the strategy and the audits spent).
+        The program's cost: what the strategy and the audits spent beyond the initial labels,
+        in ``currency``.
     program_annotations : int
         Annotations beyond the initial labels.
     annotator_hours : float
@@ -500,6 +516,13 @@ class ProgramResult:
         read; NaN without audits).
     errors_removed_estimate : int
         Label changes confirmed by two independent annotators, summed over rounds (no truth read).
+    currency : str
+        The unit of the costs (``program.currency``).
+    value_per_error_removed : float or None
+        What one error removed is worth, in ``currency`` (``program.value_per_error_removed``);
+        with it, :attr:`roi` and :attr:`roi_estimate`.
+    gates : DataFrame
+        The gate's decision each round: ``round, version, promoted, reason`` (round 0: the seed model).
     """
 
     strategy: str
@@ -513,7 +536,7 @@ class ProgramResult:
     errors_removed: int
     errors_fixed: int
     errors_introduced: int
-    cost: float
+    initial_labels_cost: float
     program_cost: float
     program_annotations: int
     annotator_hours: float
@@ -525,16 +548,47 @@ class ProgramResult:
     final_error_rate_estimate_ci_low: float = float("nan")
     final_error_rate_estimate_ci_high: float = float("nan")
     errors_removed_estimate: int = 0
+    currency: str = "cost units"
+    value_per_error_removed: float | None = None
+    gates: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["round", "version", "promoted",
+                                                                              "reason"]))
 
     @property
     def errors_removed_per_100_annotations(self) -> float:
         return 100.0 * self.errors_removed / self.program_annotations if self.program_annotations else float("nan")
 
+    @property
+    def total_cost(self) -> float:
+        """Initial labels plus the program: what the benchmarks compare with the peers' total."""
+        return self.initial_labels_cost + self.program_cost
+
+    @property
+    def cost_per_error_removed(self) -> float:
+        """``program_cost / errors_removed``; NaN when no error was removed (truth: simulation only)."""
+        return cost_per_error(self.program_cost, self.errors_removed)
+
+    @property
+    def cost_per_error_removed_estimate(self) -> float:
+        """``program_cost / errors_removed_estimate``; NaN when no correction was confirmed."""
+        return cost_per_error(self.program_cost, self.errors_removed_estimate)
+
+    @property
+    def roi(self) -> float:
+        """``value_per_error_removed * errors_removed / program_cost``; NaN without a value or a cost."""
+        return roi(self.value_per_error_removed, self.errors_removed, self.program_cost)
+
+    @property
+    def roi_estimate(self) -> float:
+        """:attr:`roi` from ``errors_removed_estimate`` (no truth read)."""
+        return roi(self.value_per_error_removed, self.errors_removed_estimate, self.program_cost)
+
     def metrics(self) -> dict[str, float]:
-        """The final figures as flat metrics."""
-        return {
+        """The final figures as flat metrics. Cost per error removed and ROI only where they are
+        numbers (an error removed, a value configured): NaN would be a chart of nothing."""
+        figures = {
             T.FINAL_ERROR_RATE: self.final_error_rate, T.INITIAL_ERROR_RATE: self.initial_error_rate,
-            T.ERRORS_REMOVED: float(self.errors_removed), T.COST: self.cost, T.PROGRAM_COST: self.program_cost,
+            T.ERRORS_REMOVED: float(self.errors_removed), T.PROGRAM_COST: self.program_cost,
+            T.INITIAL_LABELS_COST: self.initial_labels_cost,
             T.ANNOTATOR_HOURS: self.annotator_hours, T.MODEL_ACCURACY: self.model_accuracy,
             T.MODEL_ECE: self.model_ece, T.ERRORS_REMOVED_PER_100: self.errors_removed_per_100_annotations,
             "errors_fixed_total": float(self.errors_fixed), "errors_introduced_total": float(self.errors_introduced),
@@ -544,6 +598,10 @@ class ProgramResult:
             T.FINAL_ERROR_RATE_ESTIMATE_CI_HIGH: self.final_error_rate_estimate_ci_high,
             T.ERRORS_REMOVED_ESTIMATE: float(self.errors_removed_estimate),
         }
+        ratios = {T.COST_PER_ERROR_REMOVED: self.cost_per_error_removed,
+                  T.COST_PER_ERROR_REMOVED_ESTIMATE: self.cost_per_error_removed_estimate,
+                  T.ROI: self.roi, T.ROI_ESTIMATE: self.roi_estimate}
+        return figures | {name: value for name, value in ratios.items() if np.isfinite(value)}
 
 
 # --- the program -------------------------------------------------------------------------------
@@ -620,7 +678,7 @@ def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: Labe
                            clock=clock or simulated_clock)
         tracker.start(f"{cfg.strategy.value}", params={**flatten(cfg), T.PARAM_AUDIT_METHOD: AUDIT_METHOD}, tags={
             T.TAG_STRATEGY: cfg.strategy.value, T.TAG_DATASET: dataset.name, T.TAG_ROLE: T.ROLE_PROGRAM,
-            T.TAG_STREAM: program.stream})
+            T.TAG_STREAM: program.stream, T.TAG_CURRENCY: cfg.currency})
         # Single-threaded BLAS: the arrays are small, and BLAS threads fighting over a few shared
         # cores made a 0.1 s model fit take 4 s.
         limits = threadpool_limits(1)
@@ -712,6 +770,13 @@ class _Program:
         self.drift = DriftWatch(cfg.drift, n_classes=len(dataset.classes), store=store, stream=self.stream,
                                 tracker=tracker, seed=cfg.seed) if cfg.drift.enabled else None
         self.drift_figures: dict[str, float] = {}
+        # Guidelines: each published version logged once; one drafted and published in
+        # guidance.publish_round; its impact measured at the end (experiments.guidance).
+        self.guidance = ProgramGuidance(cfg.guidance, store=store, stream=self.stream, tracker=tracker,
+                                        workforce=workforce, truth=dataset.truth, clock=self.clock,
+                                        work_offset=_CROWD_START, seed=cfg.seed)
+        self.impact = RoundImpact(store, self.stream, annotator_model=cfg.annotator_model,
+                                  fit_items=cfg.max_fit_items, random_state=[cfg.seed, 31])
 
     # -- steps -------------------------------------------------------------------------------
     def arrive(self, round_: int) -> np.ndarray:
@@ -741,18 +806,21 @@ class _Program:
 
     def seed_round(self) -> None:
         self.arrive(0)
+        self.guidance.before_work(0)
         labels = self._labels()
         trained = self.trainer.train(labels)
         evaluation, self.out_of_fold = trained.evaluation, trained.out_of_fold
         self.champion_version = self.tracker.publish(trained.model, aliases=(T.ALIAS_CHALLENGER, T.ALIAS_CHAMPION),
                                                      input_example=self.dataset.x(labels.index[:2]))
+        self._tag_version(self.champion_version, 0, promoted=True)
         self.champion = evaluation
         self.gates.append({"round": 0, "version": self.champion_version, "promoted": True,
                            "reason": "seed model: the first champion"})
         arrived = self.dataset.arrived(0)
+        impact = self._log_impact(0, None)
         self._log_round(0, arrived=arrived, new=arrived, before=labels, after=labels, plan=None, audit=None,
                         evaluation=evaluation, challenger=evaluation, promoted=True, round_cost=0.0, budget=0.0,
-                        resolution_hours=float("nan"), pairs=None)
+                        resolution_hours=float("nan"), pairs=None, extra=impact)
 
     def play_round(self, round_: int) -> None:
         cfg, dataset = self.cfg, self.dataset
@@ -789,6 +857,7 @@ class _Program:
         if decisions is not None:  # the stored predictions' routes and reasons say where the queue went
             decisions = merge_queue(decisions, queue, Action(cfg.drift.relabel_action), books.costs)
         self._store_predictions(arrived, probs, decisions, plan)
+        self.guidance.before_work(round_)
         spent_before, rows_before = float(annotations[COST].sum()), len(annotations)
         answers = self._execute(plan, round_, annotations)
         annotations = self.history.annotations()
@@ -811,6 +880,7 @@ class _Program:
         version = self.tracker.publish(trained.model, aliases=(T.ALIAS_CHALLENGER,),
                                        input_example=x[:2])
         decision = decide(challenger, self.champion, cfg.gate)
+        self._tag_version(version, round_, promoted=decision.promote)
         if decision.promote:
             self.tracker.set_alias(T.ALIAS_CHAMPION, version)
             self.champion, self.champion_version = challenger, version
@@ -822,10 +892,11 @@ class _Program:
         self.tracker.set_tags({T.TAG_GATE_REASON: decision.reason})
         pairs = confused_pairs(after.reindex(pd.Index(arrived, dtype=object)).to_numpy(dtype=np.int64), probs,
                                classes=list(dataset.classes))
+        impact = self._log_impact(round_, challenger_oof)
         self._log_round(round_, arrived=arrived, new=new, before=before, after=after, plan=plan, audit=audit,
                         evaluation=self.champion, challenger=challenger, promoted=decision.promote,
                         round_cost=float(annotations[COST].sum()) - spent_before, budget=books.budget,
-                        resolution_hours=_resolution_hours(annotations, plan, round_), pairs=pairs)
+                        resolution_hours=_resolution_hours(annotations, plan, round_), pairs=pairs, extra=impact)
         self._log_routed(round_, plan, candidates, before, after)
 
     def finish(self) -> ProgramResult:
@@ -848,6 +919,7 @@ class _Program:
             self.tracker.log_table(pd.concat(self.book.strata_log, ignore_index=True), T.AUDIT_STRATA_CSV)
         if self.bound.log:
             self.tracker.log_table(pd.DataFrame(self.bound.log), T.AUTO_ACCEPT_BOUND_CSV)
+        self.guidance.finish(cfg.rounds)
         last = rounds.iloc[-1]
         # Without truth these figures are unknown: NaN (and zero counts), never logged.
         known, m = self.measures.known, self.measures
@@ -859,14 +931,15 @@ class _Program:
             initial_error_rate=wrong_initial / n_initial if known else float("nan"),
             final_error_rate=wrong_final / n_initial if known else float("nan"),
             errors_removed=wrong_initial - wrong_final, errors_fixed=m.fixed, errors_introduced=m.introduced,
-            cost=float(annotations[COST].sum()), program_cost=float(annotations[COST].sum()) - initial_cost,
+            initial_labels_cost=initial_cost, program_cost=float(annotations[COST].sum()) - initial_cost,
             program_annotations=int(len(annotations) - n_initial),
             annotator_hours=float(annotations[SECONDS].sum() / 3600), model_accuracy=self.champion.accuracy,
             model_ece=self.champion.ece, champion_version=self.champion_version, promotions=self.promotions,
             final_error_rate_estimate=float(last.get(T.AUDIT_ERROR_RATE, np.nan)),
             final_error_rate_estimate_ci_low=float(last.get(T.AUDIT_CI_LOW, np.nan)),
             final_error_rate_estimate_ci_high=float(last.get(T.AUDIT_CI_HIGH, np.nan)),
-            errors_removed_estimate=m.confirmed)
+            errors_removed_estimate=m.confirmed, currency=cfg.currency,
+            value_per_error_removed=cfg.value_per_error_removed, gates=pd.DataFrame(self.gates))
         final_metrics = result.metrics()
         final_metrics[T.ERRORS_REMOVED_PER_100] = np.nan_to_num(final_metrics[T.ERRORS_REMOVED_PER_100])
         # Without audits there is no estimate to log (not a zero).
@@ -878,6 +951,14 @@ class _Program:
         return result
 
     # -- helpers -----------------------------------------------------------------------------
+    def _tag_version(self, version: str, round_: int, *, promoted: bool) -> None:
+        """Name the registered version's strategy, run, round, gate verdict and dataset: the
+        registry alone then tells which program made a model and whether it served."""
+        self.tracker.tag_version(version, {
+            T.VERSION_STRATEGY: self.cfg.strategy.value, T.VERSION_RUN_ID: getattr(self.tracker, "run_id", None) or "",
+            T.VERSION_ROUND: str(round_), T.VERSION_DATASET: self.dataset.name,
+            T.VERSION_GATE_VERDICT: T.VERDICT_PROMOTED if promoted else T.VERDICT_REFUSED})
+
     def _labels(self) -> pd.Series:
         """Current resolved label of every arrived item, by item id (from the store). A live
         stream also holds items that have not arrived (or never will: its gold)."""
@@ -1244,12 +1325,16 @@ class _Program:
 
     # -- measuring ---------------------------------------------------------------------------
     def _log_round(self, round_: int, *, pairs: pd.DataFrame | None, plan: pd.DataFrame | None,
-                   **figures: Any) -> None:
-        """Measure the round (:class:`~experiments.measure.Measures`) and log it with ``step = round``."""
+                   extra: dict[str, float] | None = None, **figures: Any) -> None:
+        """Measure the round (:class:`~experiments.measure.Measures`) and log it with ``step = round``
+        (``extra``: figures measured elsewhere, e.g. the annotators' impact)."""
         row = self.measures.round_row(round_, plan=plan, pairs=pairs, annotations=self.history.annotations(),
                                       stats=self.history.metrics(resolution_hours=False),
                                       cutoff=self.bound.cutoff if self.cfg.strategy is Strategy.TIERED else None,
                                       **figures)
+        if extra:
+            row.update(extra)
+            self.measures.rows[-1].update(extra)
         if pairs is not None and len(pairs):
             self.tracker.log_table(pairs, T.CONFUSED_PAIRS_CSV)
         if self.drift_figures:  # in the round's row (rounds.csv) too
@@ -1257,6 +1342,13 @@ class _Program:
             self.measures.rows[-1].update(self.drift_figures)
             self.drift_figures = {}
         self.tracker.log_metrics(row, step=round_)
+
+    def _log_impact(self, round_: int, out_of_fold: pd.DataFrame | None) -> dict[str, float]:
+        """Close the round in the store; log its per-annotator impact table (:mod:`experiments.impact`)."""
+        table, metrics = self.impact.close(round_, out_of_fold=out_of_fold,
+                                           truth=self.dataset.truth if self.measures.known else None)
+        self.tracker.log_table(table, T.impact_table_path(round_))
+        return metrics
 
     def _log_routed(self, round_: int, plan: pd.DataFrame, candidates: pd.DataFrame, before: pd.Series,
                     after: pd.Series) -> None:

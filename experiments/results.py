@@ -6,10 +6,14 @@ of scraping the terminal:
 
 ``summary.csv``
     One row per program, columns :data:`SUMMARY_COLUMNS` (after any key columns the command
-    adds, e.g. ``trial`` and ``world_seed`` for ``tune``). Costs are given twice: ``cost`` is
-    every annotation, the initial labels included; ``program_cost`` is what the program spent
-    beyond them (strategy work and audits), and both ``cost_per_error_removed`` columns divide
-    ``program_cost``. Each truth-needing figure has an estimated companion read off the audits:
+    adds, e.g. ``trial`` and ``world_seed`` for ``tune``). The one cost figure is
+    ``program_cost``: what the program spent beyond the initial labels (strategy work and
+    audits), in ``currency`` (``program.currency``); both ``cost_per_error_removed`` columns
+    divide it (empty when no error was removed). ``initial_labels_cost`` is what the initial
+    labels cost, the same for every strategy of a world, for the record. ``roi`` and
+    ``roi_estimate`` (``value_per_error_removed * errors_removed / program_cost``, the estimate
+    with ``errors_removed_estimate``) are empty unless ``program.value_per_error_removed`` is set.
+    Each truth-needing figure has an estimated companion read off the audits:
     ``final_error_rate_estimate`` (with its 95% interval) is the last round's
     ``audit_error_rate``, ``errors_removed_estimate`` the corrections adjudication confirmed.
 ``rounds.csv``
@@ -43,23 +47,25 @@ import pandas as pd
 from experiments import tracking as T
 from loop.exceptions import SchemaError
 
-__all__ = ["OutputError", "ROUNDS_CSV", "SUMMARY_COLUMNS", "SUMMARY_CSV", "check_output_dir", "estimated_figures",
-           "rounds_table", "summary_table", "write_results", "write_tables"]
+__all__ = ["OutputError", "ROUNDS_CSV", "SUMMARY_COLUMNS", "SUMMARY_CSV", "check_output_dir", "cost_per_error",
+           "estimated_figures", "roi", "rounds_table", "summary_table", "write_results", "write_tables"]
 
 SUMMARY_CSV = "summary.csv"
 ROUNDS_CSV = "rounds.csv"
 STRATEGY = "strategy"
 ROUND = "round"
 PROMOTIONS = "promotions"
+CURRENCY = "currency"
 
 # Each truth-needing figure is followed by its estimated companion(s).
 SUMMARY_COLUMNS = (
     STRATEGY, T.N_ITEMS, T.INITIAL_ERROR_RATE,
     T.FINAL_ERROR_RATE, T.FINAL_ERROR_RATE_ESTIMATE, T.FINAL_ERROR_RATE_ESTIMATE_CI_LOW,
     T.FINAL_ERROR_RATE_ESTIMATE_CI_HIGH,
-    T.COST, T.PROGRAM_COST,
+    T.PROGRAM_COST, CURRENCY,
     T.ERRORS_REMOVED, T.ERRORS_REMOVED_ESTIMATE,
     T.COST_PER_ERROR_REMOVED, T.COST_PER_ERROR_REMOVED_ESTIMATE,
+    T.ROI, T.ROI_ESTIMATE, T.INITIAL_LABELS_COST,
     T.ERRORS_REMOVED_PER_100, T.MODEL_ACCURACY, PROMOTIONS,
 )
 
@@ -82,9 +88,26 @@ def _number(value: Any) -> float:
         return math.nan
 
 
-def _per_error(cost: float, removed: float) -> float:
-    """Cost per error removed; NaN when no error was removed (a ratio to 0 or a net loss means nothing)."""
-    return cost / removed if removed > 0 else math.nan
+def cost_per_error(cost: float, removed: float) -> float:
+    """Cost per error removed, ``cost / removed``; NaN when no error was removed (a ratio to 0,
+    or to a net loss of correct labels, means nothing).
+
+    >>> cost_per_error(30.0, 12), math.isnan(cost_per_error(30.0, 0))
+    (2.5, True)
+    """
+    return float(cost) / removed if removed > 0 else math.nan
+
+
+def roi(value_per_error: float | None, removed: float, cost: float) -> float:
+    """Return on the program's cost, ``value_per_error * removed / cost``: the value of the errors
+    removed per unit spent (1 breaks even). NaN without a value per error, or a cost of 0.
+
+    >>> roi(5.0, 12, 30.0), math.isnan(roi(None, 12, 30.0))
+    (2.0, True)
+    """
+    if value_per_error is None or not cost > 0 or math.isnan(removed):
+        return math.nan
+    return value_per_error * removed / cost
 
 
 def estimated_figures(result: Any) -> dict[str, float]:
@@ -103,8 +126,9 @@ def estimated_figures(result: Any) -> dict[str, float]:
     Returns
     -------
     dict of metric name -> float
-        ``final_error_rate_estimate`` (+ ``_ci_low``, ``_ci_high``), ``errors_removed_estimate``
-        and ``cost_per_error_removed_estimate``.
+        ``final_error_rate_estimate`` (+ ``_ci_low``, ``_ci_high``), ``errors_removed_estimate``,
+        ``cost_per_error_removed_estimate`` and ``roi_estimate`` (NaN unless the result has a
+        ``value_per_error_removed``).
     """
     rounds: pd.DataFrame = result.rounds
     last = rounds.sort_index().iloc[-1] if len(rounds) else pd.Series(dtype=float)
@@ -114,7 +138,11 @@ def estimated_figures(result: Any) -> dict[str, float]:
         figures[name] = _number(own) if own is not None else _number(last.get(column))
     own = getattr(result, T.COST_PER_ERROR_REMOVED_ESTIMATE, None)
     figures[T.COST_PER_ERROR_REMOVED_ESTIMATE] = _number(own) if own is not None else \
-        _per_error(_number(result.program_cost), figures[T.ERRORS_REMOVED_ESTIMATE])
+        cost_per_error(_number(result.program_cost), figures[T.ERRORS_REMOVED_ESTIMATE])
+    own = getattr(result, T.ROI_ESTIMATE, None)
+    figures[T.ROI_ESTIMATE] = _number(own) if own is not None else \
+        roi(getattr(result, "value_per_error_removed", None), figures[T.ERRORS_REMOVED_ESTIMATE],
+            _number(result.program_cost))
     return figures
 
 
@@ -125,7 +153,11 @@ def _summary_row(result: Any) -> dict[str, float | str]:
     row[T.N_ITEMS] = _number(getattr(result, "n_items", None))
     own = getattr(result, T.COST_PER_ERROR_REMOVED, None)
     row[T.COST_PER_ERROR_REMOVED] = _number(own) if own is not None else \
-        _per_error(_number(result.program_cost), row[T.ERRORS_REMOVED])
+        cost_per_error(_number(result.program_cost), row[T.ERRORS_REMOVED])
+    own = getattr(result, T.ROI, None)
+    row[T.ROI] = _number(own) if own is not None else \
+        roi(getattr(result, "value_per_error_removed", None), row[T.ERRORS_REMOVED], _number(result.program_cost))
+    row[CURRENCY] = str(getattr(result, CURRENCY, "cost units"))
     row.update(estimated_figures(result))
     return row
 

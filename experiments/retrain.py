@@ -266,6 +266,10 @@ def _retrain(cfg: ProgramConfig, tracker: T.Tracker, table: Table, stream: str, 
         champion = None if champion_model is None else evaluate_model(truth, champion_model.predict_proba(evaluation_x))
         decision = decide(challenger, champion, cfg.gate)
         published = tracker.publish(model, aliases=(T.ALIAS_CHALLENGER,), input_example=evaluation_x[:2])
+        # Like a program's versions, less the strategy and round a retraining does not have.
+        tracker.tag_version(published, {
+            T.VERSION_RUN_ID: run_id or "", T.VERSION_DATASET: table.name,
+            T.VERSION_GATE_VERDICT: T.VERDICT_PROMOTED if decision.promote else T.VERDICT_REFUSED})
         if decision.promote:
             tracker.set_alias(T.ALIAS_CHAMPION, published)
         metrics = {T.CHALLENGER_ACCURACY: challenger.accuracy, T.CHALLENGER_ECE: challenger.ece,

@@ -26,7 +26,8 @@ from loop.exceptions import LoopError
 
 __all__ = [
     "ALIAS_CHALLENGER", "ALIAS_CHAMPION", "MemoryTracker", "MlflowTracker", "RunWriter", "Tracker",
-    "TrackingError", "check_reachable", "hide_passwords", "plot_confusion_matrix", "plot_error_vs_cost",
+    "TrackingError", "check_reachable", "draw_error_vs_cost", "hide_passwords", "plot_confusion_matrix",
+    "plot_error_vs_cost",
     "plot_reliability", "routed_table_path", "strategy_metric", "tune_best_value",
 ]
 
@@ -45,8 +46,7 @@ MODEL_ECE = "model_ece"
 CHALLENGER_ACCURACY = "challenger_accuracy"    # this round's retrained model, on held-out gold
 CHALLENGER_ECE = "challenger_ece"
 PROMOTED = "promoted"                          # 1 when the gate promoted the challenger
-COST = "cost"                                  # cumulative cost of every annotation, initial labels included
-PROGRAM_COST = "program_cost"                  # cumulative cost beyond the initial labels
+PROGRAM_COST = "program_cost"                  # cumulative cost beyond the initial labels: the one cost figure
 ROUND_COST = "round_cost"
 BUDGET = "budget"                              # this round's budget, carry-over included
 ANNOTATOR_HOURS = "annotator_hours"            # cumulative
@@ -90,6 +90,11 @@ FINAL_ERROR_RATE_ESTIMATE_CI_LOW = "final_error_rate_estimate_ci_low"
 FINAL_ERROR_RATE_ESTIMATE_CI_HIGH = "final_error_rate_estimate_ci_high"
 COST_PER_ERROR_REMOVED = "cost_per_error_removed"  # program_cost / errors_removed
 COST_PER_ERROR_REMOVED_ESTIMATE = "cost_per_error_removed_estimate"  # program_cost / errors_removed_estimate
+# Neither is logged when no error was removed (or the net count is negative): a ratio to zero
+# means nothing, and MLflow's charts draw NaN and inf poorly.
+INITIAL_LABELS_COST = "initial_labels_cost"    # what the initial crowd labels cost (not a program's cost)
+ROI = "roi"                                    # value_per_error_removed * errors_removed / program_cost
+ROI_ESTIMATE = "roi_estimate"                  # the same with errors_removed_estimate (no truth read)
 
 # --- tags --------------------------------------------------------------------------------------
 TAG_STRATEGY = "labelloop.strategy"
@@ -109,6 +114,16 @@ VERDICT_PROMOTED = "promoted"
 VERDICT_REFUSED = "refused"
 TAG_MODEL_VERSION = "labelloop.model_version"  # the registered version a retrain run published
 TAG_AUTO_ACCEPT_BOUND = "labelloop.auto_accept_bound"  # why the program last raised the auto-accept cut-off
+TAG_CURRENCY = "labelloop.currency"            # the unit of every cost figure (program.currency)
+TAG_WINNER = "labelloop.winner"                # a comparison's winner (see experiments.compare.winner)
+TAG_DESCRIPTION = "mlflow.note.content"        # a run's description in the MLflow UI (markdown)
+# Tags of a registered model version a program published.
+VERSION_STRATEGY = "strategy"
+VERSION_RUN_ID = "run_id"
+VERSION_ROUND = "round"
+VERSION_GATE_VERDICT = "gate_verdict"          # promoted | refused (VERDICT_*)
+VERSION_DATASET = "dataset"
+VERSION_WINNER = "comparison_winner"           # "true" on the version a comparison made champion
 
 # --- params beyond the config ------------------------------------------------------------------
 PARAM_AUDIT_METHOD = "audit.method"            # how audit_error_rate is estimated
@@ -120,10 +135,27 @@ RELIABILITY_PNG = "plots/reliability_diagram.png"
 CONFUSION_PNG = "plots/confusion_matrix.png"
 CONFUSED_PAIRS_CSV = "tables/confused_pairs.csv"
 ROUNDS_CSV = "tables/rounds.csv"
+# A published guideline version a program routed with, logged once per version per run: its
+# text and its examples and addressed pairs (experiments.guidance.log_guideline_version).
+TAG_GUIDELINE_VERSION = "guideline_version"   # the versions used, comma-separated, newest last
+GUIDELINE_MD = "guidelines/v{version}.md"
+GUIDELINE_JSON = "guidelines/v{version}.json"
+GUIDELINE_IMPACT_CSV = "tables/guideline_impact.csv"  # accuracy on the addressed pair per window
+TAG_GUIDANCE = "labelloop.guidance"                   # what the program published, when, or why not
+TAG_GUIDELINE_IMPACT = "labelloop.guideline_impact"   # which version and pair the metrics are, and the reference
+# How fast a guideline published during the program raised accuracy on the pair it addresses
+# (loop.guidance.propagation; truth-free: graded against the resolved labels people made).
+GUIDELINE_GAIN = "guideline_gain"                      # with _ci_low / _ci_high
+GUIDELINE_HALF_LIFE_DAYS = "guideline_half_life_days"  # with _ci_low / _ci_high
+# The same graded against the simulation's truth (simulation only).
+TRUE_GUIDELINE_GAIN = "true_guideline_gain"
+TRUE_GUIDELINE_HALF_LIFE_DAYS = "true_guideline_half_life_days"
 GATE_CSV = "tables/gate_decisions.csv"
 AUDIT_STRATA_CSV = "tables/audit_strata.csv"   # per round and route: population, audited, errors, interval
 AUTO_ACCEPT_BOUND_CSV = "tables/auto_accept_bound.csv"  # each time the bound raised the cut-off, and why
 COMPARISON_CSV = "comparison.csv"
+REPORT_HTML = "report.html"                    # a comparison's report, at the parent run's artifact root
+REPORT_PNG = "report.png"
 MODEL_ARTIFACT = "model"
 
 # --- labelloop tune: a parent run per study, a nested run per trial ---------------------------
@@ -133,7 +165,7 @@ TUNED_THRESHOLDS = ("auto_accept_confidence", "expert_margin", "double_blind_iss
 TUNED_AUDIT_RATE = "audit_rate"
 TRIAL_NUMBER = "trial_number"                  # param: the Optuna trial number
 # A trial's metrics: its program metrics averaged over the worlds it ran on, and these.
-TUNE_COST = "objective_cost"                   # mean program_cost over the worlds (not COST: initial labels too)
+TUNE_COST = "objective_cost"                   # mean program_cost over the worlds
 TUNE_ERROR_RATE = FINAL_ERROR_RATE             # mean over the worlds: the constrained value
 TUNE_ERROR_RATE_EXCESS = "error_rate_excess"   # mean final error rate - target (<= 0: feasible)
 TUNE_FEASIBLE = "feasible"                     # 1 when the excess is <= 0
@@ -188,8 +220,11 @@ def drift_queue_path(round_: int) -> str:
 
 
 def strategy_metric(strategy: str, metric: str) -> str:
-    """Name of a strategy's final figure on the comparison's parent run, e.g. ``tiered.final_error_rate``."""
-    return f"{strategy}.{metric}"
+    """Name of a strategy's final figure on the comparison's parent run, e.g. ``tiered/final_error_rate``.
+
+    MLflow's chart view makes each prefix before ``/`` a section: one section per strategy.
+    """
+    return f"{strategy}/{metric}"
 
 
 def tune_best_value(name: str) -> str:
@@ -200,6 +235,17 @@ def tune_best_value(name: str) -> str:
 def routed_table_path(round_: int) -> str:
     """Artifact path of a round's routed-item table."""
     return f"rounds/round_{round_:02d}_routed.csv"
+
+
+# --- annotator impact (loop.impact): a table per round, a few aggregates ----------------------
+# Per-annotator figures stay in the table: a metric per annotator would not scale.
+ANNOTATORS_WITH_CONFIRMED_FIXES = "annotators_with_confirmed_fixes"  # fixed a label the retrained model agrees with
+TOP_ANNOTATOR_SHARE = "top_annotator_share"    # the largest share of the round's error reduction
+
+
+def impact_table_path(round_: int) -> str:
+    """Artifact path of a round's per-annotator impact table."""
+    return f"impact/round_{round_}.csv"
 
 
 # --- reaching a tracking server ------------------------------------------------------------
@@ -258,11 +304,17 @@ class Tracker(Protocol):
 
     def log_figure(self, figure: Any, path: str) -> None: ...
 
+    def log_text(self, text: str, path: str) -> None: ...
+
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
     def publish(self, model: Any, *, aliases: tuple[str, ...], input_example: Any = None) -> str: ...
 
     def set_alias(self, alias: str, version: str) -> None: ...
+
+    def tag_version(self, version: str, tags: Mapping[str, str]) -> None: ...
+
+    def log_text(self, text: str, path: str) -> None: ...
 
     def load_model(self, alias: str) -> Any: ...
 
@@ -280,10 +332,13 @@ class MemoryTracker:
     metrics: list[dict[str, float]] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
+    texts: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
     models: list[Any] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)
+    version_tags: dict[str, dict[str, str]] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
     status: str = "none"
 
     def start(self, run_name: str, *, params: Mapping[str, str], tags: Mapping[str, str]) -> str | None:
@@ -304,6 +359,9 @@ class MemoryTracker:
         self.figures.append(path)
         plt.close(figure)
 
+    def log_text(self, text: str, path: str) -> None:
+        self.texts[path] = redact(text)
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.tags.update(tags)
 
@@ -316,6 +374,12 @@ class MemoryTracker:
 
     def set_alias(self, alias: str, version: str) -> None:
         self.aliases[alias] = version
+
+    def tag_version(self, version: str, tags: Mapping[str, str]) -> None:
+        self.version_tags.setdefault(str(version), {}).update({k: str(v) for k, v in tags.items()})
+
+    def log_text(self, text: str, path: str) -> None:
+        self.texts[path] = redact(text)
 
     def load_model(self, alias: str) -> Any:
         return self.models[int(self.aliases[alias]) - 1]
@@ -468,6 +532,10 @@ class RunWriter:
         self.client.log_figure(run_id, figure, path)
         plt.close(figure)
 
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        """``text`` as a text artifact at ``path`` (e.g. ``guidelines/v3.md``), redacted."""
+        self.client.log_text(run_id, redact(text), path)
+
     def log_artifact(self, run_id: str, local_path: str, *, folder: str | None = None) -> None:
         """A local file as an artifact, in ``folder`` of the run's artifacts (default: at the top).
 
@@ -488,6 +556,11 @@ class RunWriter:
                     self.client.log_artifact(run_id, str(copy), artifact_path=folder)
                 return
         self.client.log_artifact(run_id, local_path, artifact_path=folder)
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        """``text`` as the artifact ``path`` (e.g. ``report.html``), URL passwords and secret
+        query values hidden."""
+        self.client.log_text(run_id, redact(text), path)
 
     def finish(self, run_id: str, *, failed: bool = False, status: str | None = None) -> None:
         """End a run: FINISHED, FAILED when ``failed``, or ``status`` (e.g. ``KILLED``)."""
@@ -564,6 +637,9 @@ class MlflowTracker:
     def log_figure(self, figure: Any, path: str) -> None:
         self.writer.log_figure(self.run_id, figure, path)
 
+    def log_text(self, text: str, path: str) -> None:
+        self.writer.log_text(self.run_id, text, path)
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.writer.log(self.run_id, tags=tags)
 
@@ -576,6 +652,14 @@ class MlflowTracker:
 
     def set_alias(self, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(self.model_name, alias, version)
+
+    def tag_version(self, version: str, tags: Mapping[str, str]) -> None:
+        """Tag a registered version of :attr:`model_name` (values as text, no URL password)."""
+        for key, value in self.writer.clean_tags(tags).items():
+            self.client.set_model_version_tag(self.model_name, str(version), key, value)
+
+    def log_text(self, text: str, path: str) -> None:
+        self.writer.log_text(self.run_id, text, path)
 
     def load_model(self, alias: str) -> Any:
         """The version under ``alias``, through :func:`serve.registry.load_model` (no code runs
@@ -609,26 +693,32 @@ def _figure(width: float = 5.5, height: float = 4.0):
     return Figure(figsize=(width, height), dpi=100)
 
 
-def plot_error_vs_cost(curves: Mapping[str, pd.DataFrame], *, title: str = "label error rate against cost",
-                       metric: str = TRUE_ERROR_RATE):
-    """One line per program: cumulative ``cost`` (x) against ``metric`` (y; default
-    ``true_error_rate``, or ``audit_error_rate`` where nobody knows the truth), a point per round.
+def plot_error_vs_cost(curves: Mapping[str, pd.DataFrame], *, title: str = "label error rate against program cost",
+                       metric: str = TRUE_ERROR_RATE, currency: str = "cost units"):
+    """One line per program: cumulative ``program_cost`` (x, in ``currency``) against ``metric``
+    (y; default ``true_error_rate``, or ``audit_error_rate`` where nobody knows the truth), a
+    point per round.
 
     Parameters
     ----------
-    curves : mapping of name -> DataFrame with columns ``cost`` and ``metric``
+    curves : mapping of name -> DataFrame with columns ``program_cost`` and ``metric``
     """
     fig = _figure()
-    ax = fig.add_subplot()
+    draw_error_vs_cost(fig.add_subplot(), curves, title=title, metric=metric, currency=currency)
+    fig.tight_layout()
+    return fig
+
+
+def draw_error_vs_cost(ax: Any, curves: Mapping[str, pd.DataFrame], *, title: str, metric: str = TRUE_ERROR_RATE,
+                       currency: str = "cost units") -> None:
+    """:func:`plot_error_vs_cost` on a given matplotlib axes (a panel of a report)."""
     for name, frame in curves.items():
-        ax.plot(frame[COST], frame.get(metric, pd.Series(np.nan, index=frame.index)), marker="o", label=name)
-    ax.set_xlabel("cumulative annotation cost")
+        ax.plot(frame[PROGRAM_COST], frame.get(metric, pd.Series(np.nan, index=frame.index)), marker="o", label=name)
+    ax.set_xlabel(f"program cost ({currency}), cumulative")
     ax.set_ylabel("true label error rate" if metric == TRUE_ERROR_RATE else "estimated label error rate (audits)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def plot_reliability(table: pd.DataFrame, *, title: str = "reliability diagram (held-out gold)"):

@@ -921,7 +921,8 @@ def measure(result: Any, objective: Objective = Objective.SIMULATOR) -> TrialOut
     estimated = estimated_figures(result)
     bound = estimated[T.FINAL_ERROR_RATE_ESTIMATE_CI_HIGH]
     # A figure one world lacks would drop out of the mean over worlds anyway; NaN is not logged.
-    metrics = {T.COST: result.cost, T.PROGRAM_COST: result.program_cost, T.ANNOTATOR_HOURS: result.annotator_hours,
+    metrics = {T.INITIAL_LABELS_COST: result.initial_labels_cost, T.PROGRAM_COST: result.program_cost,
+               T.ANNOTATOR_HOURS: result.annotator_hours,
                **{name: value for name, value in estimated.items() if math.isfinite(value)}}
     return TrialOutcome(cost=result.program_cost, error_rate=1.0 if math.isnan(bound) else bound, metrics=metrics)
 

@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 
 from loop.columns import ANNOTATOR, COST, ITEM, LABEL, SECONDS
-from loop.simulate import (DEFAULT_PROFILES, SimulatedCrowd, Tier, confusability_from_confusion,
+from loop.simulate import (DEFAULT_PROFILES, Guideline, SimulatedCrowd, Tier, confusability_from_confusion,
                            confusability_from_probs, crowd_like, fit_crowd_profile, make_crowd)
 from loop.store import EXPERT_TIER
 from loop.strategies import TaskCosts
@@ -141,14 +141,18 @@ class Workforce:
                               ignore_index=True)
         return frame
 
-    def ask_crowd(self, truth: pd.Series, n: int, *, exclude: pd.DataFrame | None, rng: np.random.Generator) -> pd.DataFrame:
-        """``n`` crowd answers per item of ``truth`` from people not in ``exclude``."""
+    def ask_crowd(self, truth: pd.Series, n: int, *, exclude: pd.DataFrame | None, rng: np.random.Generator,
+                  guideline: Guideline | None = None, adopters: Any = None) -> pd.DataFrame:
+        """``n`` crowd answers per item of ``truth`` from people not in ``exclude``; simulated
+        members in ``adopters`` answer as ``guideline`` clarifies (replayed real answers stay
+        as they were given)."""
         if truth.empty or n == 0:
             return _no_answers()
+        follow = {"guideline": guideline, "adopters": adopters}
         if self.replay is None:
-            answers = self.crowd.ask(truth, labels_per_item=n, exclude=exclude, rng=rng)[_ANSWER_COLUMNS]
+            answers = self.crowd.ask(truth, labels_per_item=n, exclude=exclude, rng=rng, **follow)[_ANSWER_COLUMNS]
         else:
-            answers = self._replayed(truth, n, exclude, rng)
+            answers = self._replayed(truth, n, exclude, rng, follow)
         return self._confuse(answers, rng)
 
     def _confuse(self, answers: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
@@ -169,7 +173,8 @@ class Workforce:
             return _no_answers()
         return self.experts.ask(truth, exclude=exclude, rng=rng)[_ANSWER_COLUMNS]
 
-    def _replayed(self, truth: pd.Series, n: int, exclude: pd.DataFrame | None, rng: np.random.Generator) -> pd.DataFrame:
+    def _replayed(self, truth: pd.Series, n: int, exclude: pd.DataFrame | None, rng: np.random.Generator,
+                  follow: dict[str, Any] | None = None) -> pd.DataFrame:
         real = self.replay[self.replay[ITEM].isin(truth.index)]
         if exclude is not None and len(exclude):
             used = pd.MultiIndex.from_frame(exclude[[ITEM, ANNOTATOR]])
@@ -191,7 +196,8 @@ class Workforce:
         # Twins must not be the real people who answered (or may still answer) the item.
         blocked = pd.concat([self.replay.loc[self.replay[ITEM].isin(short.index), [ITEM, ANNOTATOR]],
                              *([] if exclude is None else [exclude[[ITEM, ANNOTATOR]]])], ignore_index=True)
-        twins = self.crowd.ask(truth[short.index], labels_per_item=short.to_numpy(), exclude=blocked, rng=rng)
+        twins = self.crowd.ask(truth[short.index], labels_per_item=short.to_numpy(), exclude=blocked, rng=rng,
+                               **(follow or {}))
         # Twins stand in for the real people and are paid like them.
         twins[COST] = twins[SECONDS] / 3600 * profile.cost_per_hour
         return pd.concat([served, twins[_ANSWER_COLUMNS]], ignore_index=True)

@@ -30,6 +30,7 @@ Endpoints (JSON bodies described in :mod:`serve.payload`):
 - ``POST /v1/reload``: load the version the alias points at now, with no downtime (admin).
 - ``POST /v1/items``: ingest items into a label-store stream, scored and routed on arrival.
 - The task API (:mod:`serve.tasks`) and ``GET /metrics`` (Prometheus), with ``store_url``.
+- ``GET /v1/me/impact``: an annotator's impact per round (:mod:`serve.impact`), with ``store_url``.
 - Label Studio's ML backend protocol under ``/labelstudio`` (:mod:`serve.labelstudio`), with
   ``label_studio`` and ``store_url``.
 
@@ -88,6 +89,7 @@ from .labelstudio import router as labelstudio_router
 from .payload import (NO_LABEL, BadRequest, ParsedRequest, ScoreRequest, check_label_codes, chunk_bounds,
                       encode_answer, error_body, parse_request)
 from .tasks import IngestRequest, admin_role, client_role, router as task_router
+from .impact import router as impact_router
 
 __all__ = ["APP_NAME", "AppArgs", "Router", "Scorer", "build_app"]
 
@@ -378,6 +380,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 
 api.include_router(task_router)
+api.include_router(impact_router)  # GET /v1/me/impact: annotators see their impact
 
 # The helpers the Router calls are defined above it: @serve.ingress makes a class that
 # Serve pickles by value when the decorator runs, with the globals defined by then.

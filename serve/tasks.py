@@ -151,6 +151,11 @@ class GuidelineRequest(_Body):
     idempotency_key: StrictStr | None = None
 
 
+class ConfusionDraftRequest(_Body):
+    pairs: StrictInt = Field(3, ge=1, le=50, description="Sections for this many of the most confused pairs")
+    per_class: StrictInt = Field(3, ge=1, le=50, description="Boundary examples per class of a pair")
+
+
 class TaskSpec(_Body):
     item_id: StrictStr | StrictInt
     tier: StrictInt = Field(1, ge=0)
@@ -452,6 +457,28 @@ async def publish_guideline(stream: str, version: int, principal: Principal = De
     store = _store(services)
     g = await services.run(store.publish_guideline, stream, version, actor=principal.name)
     return JSONResponse({"guideline": _guideline_json(g)})
+
+
+@router.post("/v1/streams/{stream}/guidelines/drafts/from-confusions", status_code=201,
+             responses=_doc(404, 409))
+async def draft_guideline_from_confusions(stream: str, body: ConfusionDraftRequest | None = None,
+                                          principal: Principal = Depends(admin_role),
+                                          services: Services = Depends(get_services)) -> JSONResponse:
+    """Draft the next guideline version from the stream's most confused class pairs: per pair a
+    ``## a vs b`` section (what a task of that pair previews once published) with the resolved
+    items nearest the model's decision edge and the annotators' ``guideline_unclear`` flags and
+    rationales, added to the published version's text. Review it, then publish it
+    (``POST /v1/streams/{stream}/guidelines/{version}/publish``). 422 (field ``stream``) when the
+    stream has no stored predictions or no confused pair."""
+    store = _store(services)
+    body = body or ConfusionDraftRequest()
+    g, draft = await services.run(store.draft_guideline_from_pairs, stream, author=principal.name, pairs=body.pairs,
+                                  per_class=body.per_class, actor=principal.name)
+    pairs = [{"class_a": r.class_a, "class_b": r.class_b, "estimated_count": float(r.estimated_count),
+              "share": float(r.share), "items": int(r.items), "answers": int(r.answers),
+              "guideline_unclear": int(r.guideline_unclear), "rationales": list(r.rationales)}
+             for r in draft.pairs.itertuples(index=False)]
+    return JSONResponse({"guideline": _guideline_json(g), "pairs": pairs}, status_code=201)
 
 
 @router.get("/v1/streams/{stream}/guidelines/{version}", responses=_doc(404))

@@ -120,3 +120,62 @@ def test_the_drift_benchmark_configures_each_scenario_and_counts_false_alarms(dr
         assert cfg.drift_scenario.value == scenario
     alarms, views = drift_bench.window_false_alarms(4, 100)
     assert 0 <= alarms <= 4 and sum(views.values()) >= alarms
+
+
+@pytest.fixture
+def experiment_bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import experiment as bench  # benchmarks/experiment.py
+
+    yield bench
+    sys.modules.pop("experiment", None)
+
+
+def test_the_experiment_benchmark_plants_the_gain_the_simulator_gives(experiment_bench):
+    import numpy as np
+
+    from loop.columns import ITEM, LABEL
+    from loop.simulate import Variant, annotate_variant
+
+    world = experiment_bench.world()
+    crowd, truth = world.workforce.crowd, world.truth
+    prior = np.bincount(truth, minlength=world.n_classes) / truth.size
+    variant, share = experiment_bench.planted_variant(crowd, prior, 0.05)
+    assert 0 < share <= 1
+    gain = experiment_bench.expected_accuracy(crowd, prior, variant) - \
+        experiment_bench.expected_accuracy(crowd, prior, Variant("control"))
+    assert gain == pytest.approx(0.05)
+    # The arrays' law is annotate_variant's: 8 x 1,250 tasks per arm measure the same gain.
+    rng = np.random.default_rng(0)
+    right = {}
+    for arm in (Variant("control"), variant):
+        hits = []
+        for _ in range(8):
+            tasks, _ = annotate_variant(crowd, crowd.assign(truth.index, 1, rng=rng), truth, arm, rng=rng)
+            hits.append(tasks[LABEL].to_numpy() == truth.reindex(tasks[ITEM]).to_numpy())
+        right[arm.name] = np.concatenate(hits).mean()
+    assert right["v2"] - right["control"] == pytest.approx(0.05, abs=0.02)
+
+
+def test_the_experiment_benchmark_decides_like_the_sequential_comparison(experiment_bench):
+    import numpy as np
+
+    from loop.sequential import SequentialComparison
+
+    rng = np.random.default_rng(1)
+    reps, per_arm = 40, 600
+    control = rng.random((reps, per_arm)) < 0.85
+    variant = rng.random((reps, per_arm)) < np.where(np.arange(reps) % 2, 0.93, 0.85)[:, None]
+    arrays = experiment_bench.decisions(control, variant)
+    half = experiment_bench.LOOK // 2
+    for r in range(reps):
+        test = SequentialComparison(["v"], alpha=experiment_bench.ALPHA, min_effect=experiment_bench.MIN_EFFECT,
+                                    tau=experiment_bench.TAU, min_samples=experiment_bench.MIN_SAMPLES)
+        for n in range(half, per_arm + 1, half):
+            test.update(control=(int(control[r, :n].sum()), n), variants={"v": (int(variant[r, :n].sum()), n)})
+            if test.done:
+                break
+        look = test.decided_.get("v", test.looks_["v"])
+        assert arrays.loc[r, "annotations"] == 2 * look.n_control
+        assert arrays.loc[r, "winner"] == {None: "", "v": "variant", "control": "control"}[look.winner]
+    assert (arrays["winner"] == "variant").sum() >= 10  # the planted half is found, mostly

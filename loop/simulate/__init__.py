@@ -31,7 +31,8 @@ distribution, where errors go, class and item difficulty) and :func:`crowd_like`
 simulated twin for each real annotator. Everything random takes an ``rng``.
 
 Modules: ``_model`` (tiers, where errors go, guidelines, difficulty), ``_crowd``
-(annotators, crowds, assignment, answers), ``_profile`` (fitting a real crowd).
+(annotators, crowds, assignment, answers), ``_profile`` (fitting a real crowd), ``_variants``
+(experiment arms: guideline, examples shown, suggestion shown, double-blind rule).
 """
 
 from ._crowd import Annotator, SimulatedCrowd, make_crowd
@@ -43,10 +44,12 @@ from ._model import (
     annotator_confusions,
     confusability_from_confusion,
     confusability_from_probs,
+    draw_adoption_delays,
     draw_item_difficulty,
     uniform_confusability,
 )
 from ._profile import CrowdProfile, crowd_like, fit_crowd_profile
+from ._variants import Variant, annotate_variant, examples_effect
 
 __all__ = [
     "DEFAULT_PROFILES",
@@ -60,8 +63,12 @@ __all__ = [
     "confusability_from_confusion",
     "confusability_from_probs",
     "crowd_like",
+    "draw_adoption_delays",
     "draw_item_difficulty",
     "fit_crowd_profile",
     "make_crowd",
     "uniform_confusability",
+    "Variant",
+    "annotate_variant",
+    "examples_effect",
 ]

@@ -207,7 +207,8 @@ class SimulatedCrowd:
         })
 
     def annotate(self, assignment: pd.DataFrame, true_labels: Any, *, guideline: Guideline | None = None,
-                 difficulty: pd.Series | None = None, rng: np.random.Generator | int) -> pd.DataFrame:
+                 difficulty: pd.Series | None = None, adopters: Any = None,
+                 rng: np.random.Generator | int) -> pd.DataFrame:
         """Simulate the answers, seconds and cost of each (item, annotator) pair.
 
         Labels are drawn all at once: for row ``r`` the answer is the first class whose
@@ -222,13 +223,17 @@ class SimulatedCrowd:
         true_labels : Series indexed by item_id, or array of shape (n,)
             True class codes; an array is indexed by item ids ``0 .. n - 1``.
         guideline : Guideline, optional
-            Guideline version in force; its fixes change every annotator's confusion.
+            Guideline version in force; its fixes change the confusion of every annotator who
+            follows it (``adopters``).
         difficulty : Series of float indexed by item_id, optional
             Logit offset of each item's difficulty (see :func:`draw_item_difficulty`): the
             odds that an annotator knows the answer are divided by ``exp(difficulty)``;
             errors keep their distribution; annotators who answer at random are unaffected.
             Items missing from it have difficulty 0. Pass the same Series to every call, so
             a hard item stays hard for every tier.
+        adopters : array-like of annotator ids, optional
+            Who follows ``guideline`` (default: everyone); the others answer as without it
+            (a guideline is adopted over time, see :func:`draw_adoption_delays`).
         rng : Generator or int
 
         Returns
@@ -255,6 +260,9 @@ class SimulatedCrowd:
             missing = pairs.loc[where < 0, ITEM].unique()[:5].tolist()
             raise fail("true_labels", "a label for every assigned item", f"no label for items {missing}")
         confusion = self.confusion if guideline is None else _check_guideline(guideline).apply(self.confusion)
+        if guideline is not None and adopters is not None:
+            follows = self.ids.isin(pd.Index(np.asarray(adopters, dtype=object).ravel()))
+            confusion = np.where(follows[:, None, None], confusion, self.confusion)
         y = truth.to_numpy()[where]
         if difficulty is None:
             rows = confusion[who, y]
@@ -276,7 +284,8 @@ class SimulatedCrowd:
 
     def ask(self, true_labels: Any, *, tier: Tier | str | None = None, labels_per_item: Any = 1,
             exclude: pd.DataFrame | None = None, guideline: Guideline | None = None,
-            difficulty: pd.Series | None = None, rng: np.random.Generator | int) -> pd.DataFrame:
+            difficulty: pd.Series | None = None, adopters: Any = None,
+            rng: np.random.Generator | int) -> pd.DataFrame:
         """Have ``labels_per_item`` distinct annotators (of ``tier``) label every item.
 
         :meth:`assign` then :meth:`annotate`: the one call an experiment needs to send items
@@ -286,7 +295,7 @@ class SimulatedCrowd:
         ----------
         true_labels : Series indexed by item_id, or array of shape (n,)
             The items to label and their true classes.
-        tier, labels_per_item, exclude, guideline, difficulty
+        tier, labels_per_item, exclude, guideline, difficulty, adopters
             As in :meth:`assign` and :meth:`annotate`.
         rng : Generator or int
 
@@ -303,7 +312,8 @@ class SimulatedCrowd:
         generator = check_rng(rng)
         truth = _check_truth(true_labels, self.n_classes)
         assignment = self.assign(truth.index, labels_per_item, tier=tier, exclude=exclude, rng=generator)
-        return self.annotate(assignment, truth, guideline=guideline, difficulty=difficulty, rng=generator)
+        return self.annotate(assignment, truth, guideline=guideline, difficulty=difficulty, adopters=adopters,
+                             rng=generator)
 
 
 def make_crowd(n_per_tier: Mapping[Tier | str, int], n_classes: int, *, confusability: Any = None,

@@ -336,6 +336,42 @@ class Guideline:
         return matrix
 
 
+def draw_adoption_delays(annotator_ids: Any, half_life: float, *, rng: np.random.Generator | int) -> pd.Series:
+    """Draw when each annotator starts following a newly published guideline.
+
+    A published guideline does not change everyone's answers at once: people read it when
+    they next open it. Each annotator adopts it after a delay drawn from an exponential
+    distribution whose median is ``half_life`` (a constant hazard: whoever has not adopted yet
+    is as likely to adopt in the next hour as anyone else), so the share who follow it ``t``
+    after publication is ``1 - 2 ** (-t / half_life)``, and the crowd's accuracy on the pair it
+    clarifies rises as :func:`loop.guidance.propagation` models it. Pass the annotators whose
+    delay has passed as ``adopters`` to :meth:`SimulatedCrowd.annotate` or :meth:`SimulatedCrowd.ask`.
+
+    Parameters
+    ----------
+    annotator_ids : array-like of shape (m,)
+        Unique annotator ids.
+    half_life : float
+        The median delay (> 0), in the unit the caller measures time in (a program: days).
+    rng : Generator or int
+
+    Returns
+    -------
+    Series of float indexed by annotator_id
+
+    Examples
+    --------
+    >>> delays = draw_adoption_delays([f"a{i}" for i in range(1000)], 2.0, rng=0)
+    >>> bool(abs(delays.median() - 2.0) < 0.2)  # a sample of 1,000: the median is near 2
+    True
+    """
+    people = _check_item_ids(annotator_ids)
+    scale = check_real(half_life, "half_life", low=0)
+    if scale <= 0:
+        raise fail("half_life", "a positive median delay", repr(half_life))
+    return pd.Series(check_rng(rng).exponential(scale / np.log(2), len(people)), index=people, name="adoption_delay")
+
+
 def draw_item_difficulty(item_ids: Any, std: float, *, rng: np.random.Generator | int) -> pd.Series:
     """Draw how hard each item is: logit offsets from ``Normal(0, std)``.
 

@@ -18,6 +18,7 @@ from ._engine import URL_ENV_VAR, default_url, normalize_url
 from ._records import (Annotation, Annotator, BatchResult, Dispute, Escalation, GuidelineVersion, ModelVersion,
                        Principal, QueueMetrics, Resolution, ResolutionMethod, Role, Stream, StreamMetrics, Suggestion,
                        Task, TaskPreview, TaskStatus)
+from ._guidance import addressed_pairs, published_guideline
 from ._tasks import EXPERT_TIER, guideline_section
 from ._schema import MAX_RATIONALE_CHARS
 from .migrate import current_revision, head_revision, upgrade
@@ -32,5 +33,5 @@ __all__ = [
     "URL_ENV_VAR", "Annotation", "Annotator", "BatchResult", "Dispute", "Escalation", "GuidelineVersion",
     "LabelStore", "ModelVersion", "Principal", "QueueMetrics", "Resolution", "ResolutionMethod", "Role", "Stream",
     "StreamHistory", "StreamMetrics", "Suggestion", "Task", "TaskPreview", "TaskStatus", "current_revision",
-    "default_url", "guideline_section", "head_revision", "normalize_url", "upgrade",
+    "addressed_pairs", "default_url", "guideline_section", "head_revision", "normalize_url", "published_guideline", "upgrade",
 ]

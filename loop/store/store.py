@@ -26,10 +26,11 @@ from .._validation import (_describe, check_int, check_pred_probs, check_real, c
                            check_text_column, fail)
 from ..columns import ANNOTATOR, ITEM, LABEL, REASON, ROUTE
 from ..exceptions import ConflictError, ForbiddenError, NotFoundError, StoreError
+from ..impact import ImpactInputs
 from ..labelstudio import SOURCE as LABEL_STUDIO_SOURCE
 from ..labelstudio import SYSTEM as LABEL_STUDIO
 from ..labelstudio import ControlNames
-from . import _annotations, _exchange, _external, _live, _metrics, _reads, _resolutions, _tasks, _tokens
+from . import _annotations, _exchange, _external, _impact, _live, _metrics, _reads, _resolutions, _tasks, _tokens
 from . import _schema as S
 from ._columns import (CREATED_AT, EVIDENCE, GUIDELINE_VERSION, IDEMPOTENCY_KEY, PAYLOAD, PAYLOAD_REF, PROBS,
                        SIGNALS, SOURCE, SUPERSEDES_KEY, TASK_ID)
@@ -325,9 +326,10 @@ class LabelStore:
     # ----------------------------------------------------------------- guidelines
     def add_guideline(self, stream: str, text: str, *, author: str, examples: Any = None,
                       parent_version: int | None = None, idempotency_key: str | None = None,
-                      actor: str | None = None) -> GuidelineVersion:
+                      actor: str | None = None, reason: str | None = None) -> GuidelineVersion:
         """Draft the next version of a stream's guideline. Drafts may be revised
-        (:meth:`revise_guideline`) until :meth:`publish_guideline`; published ones never change."""
+        (:meth:`revise_guideline`) until :meth:`publish_guideline`; published ones never change.
+        ``reason`` is recorded on the ``guideline.drafted`` event (e.g. the pairs it addresses)."""
         s = self.stream(stream)
         _guideline_text(text)
         _name(author, "author")
@@ -362,7 +364,7 @@ class LabelStore:
                                     "the same time; retry.") from None
             record_events(conn, [{"action": "guideline.drafted", "entity": "guideline_version", "entity_id": id_,
                                   "stream_id": s.id, "after": {"version": version, "parent_version": parent_version}}],
-                          actor=actor or author, reason=None)
+                          actor=actor or author, reason=reason)
             return self._guideline(conn, s, version)
 
     def revise_guideline(self, stream: str, version: int, *, text: str | None = None, examples: Any = None,
@@ -415,6 +417,18 @@ class LabelStore:
                 if version is None:
                     raise fail("version", f"a published version of stream {stream!r}'s guideline", "none published")
             return self._guideline(conn, s, version)
+
+    def draft_guideline_from_pairs(self, stream: str, *, author: str, pairs: int = 3, per_class: int = 3,
+                                   actor: str | None = None) -> tuple[GuidelineVersion, Any]:
+        """Draft the next guideline version from the stream's most confused class pairs: a
+        section per pair with the boundary examples nearest the model's decision edge and what
+        annotators said (``guideline_unclear`` flags, rationales), added to the newest published
+        version's text (its parent). Returns the stored draft and the
+        :class:`loop.guidance.GuidanceDraft` it was made of; an admin publishes it
+        (:meth:`publish_guideline`). See :mod:`loop.store._guidance`."""
+        from ._guidance import draft_from_confusions
+
+        return draft_from_confusions(self, stream, author=author, pairs=pairs, per_class=per_class, actor=actor)
 
     def _guideline(self, conn: Connection, s: Stream, version: int) -> GuidelineVersion:
         g, p = S.guideline_versions, S.guideline_versions.alias("p")
@@ -891,6 +905,59 @@ class LabelStore:
             n_items = conn.execute(sa.select(sa.func.count()).select_from(S.items)
                                    .where(S.items.c.stream_id == s.id)).scalar()
         return _metrics.stream_metrics(stream, self.annotations_frame(stream), self.resolutions_frame(stream), n_items)
+
+    # ----------------------------------------------------------------- annotator impact
+    def close_round(self, stream: str, round_: int, *, skills: Mapping[str, float] | None = None,
+                    actor: str | None = None) -> dict[str, Any]:
+        """Record that a program round closed: a ``round.closed`` event with the newest
+        annotation, resolution, dispute and prediction ids (where the round ends) and the
+        resolver's skill estimate of each annotator (``skills``: name -> probability their label
+        is right). :meth:`impact_inputs` assigns rows to rounds by these marks. Returns the mark
+        (``round``, ``annotation_version``, ..., ``skills``), as :meth:`round_marks` reads it."""
+        s = self.stream(stream)
+        round_ = check_int(round_, "round", low=0, high=MAX_INTEGER)
+        skills = {} if skills is None else skills
+        if not isinstance(skills, Mapping):
+            raise fail("skills", "a mapping of annotator name to a skill in [0, 1]", _describe(skills))
+        for name, value in skills.items():
+            _name(name, "skills")
+            check_real(value, f"skills[{name!r}]", low=0.0, high=1.0)
+        with write_transaction(self._engine) as conn:
+            return _impact.close_round(conn, s, round_, skills, actor=actor)
+
+    def round_marks(self, stream: str) -> list[dict[str, Any]]:
+        """The stream's ``round.closed`` marks, oldest first (:meth:`close_round`). Reading them
+        scans the audit trail: a program reads them once and keeps what it closes."""
+        s = self.stream(stream)
+        with self._read() as conn:
+            return _impact.round_marks(conn, s)
+
+    def impact_inputs(self, stream: str, *, rounds: Sequence[int] | None = None,
+                      marks: Sequence[Mapping[str, Any]] | None = None) -> ImpactInputs:
+        """The frames :func:`loop.impact.annotator_impact` counts, each row with its round
+        (:mod:`loop.store._impact`). ``rounds``: only what those rounds' rows need (their rows of
+        the impact table are the same as the whole history's), at the cost of those rounds, not
+        of the history. ``marks``: the stream's :meth:`round_marks`, when the caller keeps them."""
+        s = self.stream(stream)
+        if rounds is not None:
+            if isinstance(rounds, (str, bytes)) or not isinstance(rounds, Iterable):
+                raise fail("rounds", "a sequence of round numbers (integers >= 0)", _describe(rounds))
+            rounds = [check_int(r, "rounds", low=0, high=MAX_INTEGER) for r in rounds]
+        if marks is not None and (not isinstance(marks, Sequence)
+                                  or not all(isinstance(m, Mapping) and "round" in m for m in marks)):
+            raise fail("marks", "the stream's round marks (round_marks, close_round)", _describe(marks))
+        with self._read() as conn:
+            return _impact.impact_inputs(conn, s, None if marks is None else [dict(m) for m in marks], rounds)
+
+    def annotator_impact(self, stream: str, *, annotator: str | None = None) -> pd.DataFrame:
+        """Per annotator and round, what their answers did to the stream's labels
+        (:func:`loop.impact.annotator_impact`: skill, answers, confirmed, overturned, pending,
+        disputes won, errors fixed, those the retrained model agrees with, share of the
+        round's error reduction); ``annotator`` keeps one person's rows."""
+        if annotator is not None:
+            _name(annotator, "annotator")
+        table = self.impact_inputs(stream).table()
+        return table if annotator is None else table[table[ANNOTATOR] == annotator].reset_index(drop=True)
 
     # ----------------------------------------------------------------- exchange
     def export_annotations(self, stream: str, path: str | Path) -> Path:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,29 @@ def unwritable_dir(tmp_path) -> Path:
         if Path(root).is_dir():
             return Path(root) / "labelloop-results"
     pytest.skip("no read-only directory to write into")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> Iterator[str]:
+    """A file SQLite store, or a fresh schema on the PostgreSQL server the store tests use
+    (``LABELLOOP_TEST_PG_URL``, else 127.0.0.1:5432/test; skipped when unreachable, except in CI)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'labels.db'}"
+        return
+    import psycopg
+
+    base = os.environ.get("LABELLOOP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    dsn = base.replace("postgresql+psycopg://", "postgresql://")
+    schema = f"live_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+    except psycopg.Error as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL is unreachable at {base} ({exc}); CI=true, so the PostgreSQL case must run")
+        pytest.skip(f"PostgreSQL is unreachable at {base}")
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

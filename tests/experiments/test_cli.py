@@ -100,6 +100,22 @@ def test_run_prints_the_program_table(capsys, tmp_path, monkeypatch) -> None:
     assert main(["run", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "tiered on digits" in out and "final error" in out and "mlflow ui" not in out
+    assert "program cost (cost units)" in out and "cost per error removed" in out and "ROI" not in out
+
+
+def test_compare_prints_program_cost_in_its_currency_and_the_roi(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "300")  # rich wraps at 80 columns off a terminal
+    path = tmp_path / "compare.yaml"
+    path.write_text("program: {rounds: 1, items_per_round: 60, calibration_items: 50, holdout_items: 100,\n"
+                    "          budget_per_round: 3.0, currency: EUR, value_per_error_removed: 2.5}\n"
+                    "compare: {strategies: [random, tiered]}\n"
+                    "tracking: {uri: none}\nstore: {url: 'sqlite://'}\nserve: {url: in_process}\n")
+    assert main(["compare", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    for shown in ("budget 3 EUR per round", "program cost", "(EUR)", "cost per error", "ROI", "(winner)",
+                  "The winner is the strategy that removes the most errors per unit of cost"):
+        assert shown in out, shown
 
 
 @pytest.mark.parametrize("command", ["run", "compare", "tune"])

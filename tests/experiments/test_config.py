@@ -94,6 +94,14 @@ def test_defaults_from_an_empty_file(tmp_path):
     ({"program": {"annotator_model": "glad"}},
      "program.annotator_model: expected one of ['one_coin', 'dawid_skene'], got 'glad'"),
     ({"program": {"max_fit_items": 10}}, "program.max_fit_items: expected an integer >= 100, got 10"),
+    ({"program": {"currency": ""}}, "program.currency: expected a non-empty one-line string"),
+    ({"program": {"currency": 5}}, "program.currency: expected a non-empty one-line string of at most 40 "
+                                   "characters, got 5"),
+    ({"program": {"currency": "EUR\nUSD"}}, "program.currency: expected a non-empty one-line string"),
+    ({"program": {"value_per_error_removed": -1}},
+     "program.value_per_error_removed: expected a number >= 0.0, got -1"),
+    ({"program": {"value_per_error_removed": "ten"}},
+     "program.value_per_error_removed: expected a number >= 0.0, got 'ten'"),
     ({"programme": {}}, "programme: unknown section"),
     ({"crowd": {"tiers": {"wizard": 3}}}, "crowd.tiers.wizard: expected one of ['novice', 'experienced', 'expert']"),
     ({"crowd": {"tiers": {"novice": 5, "expert": 0}}}, "crowd.tiers.expert: expected an integer >= 1"),
@@ -197,3 +205,12 @@ def test_seed_and_the_auto_accept_bound_come_from_the_config():
     assert parse_config(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="max_auto_accept_error"):
         parse_config({"thresholds": {"max_auto_accept_error": 1.5}})
+
+
+def test_costs_have_a_unit_and_errors_removed_an_optional_value():
+    cfg = ProgramConfig()
+    assert (cfg.currency, cfg.value_per_error_removed) == ("cost units", None)
+    cfg = parse_config({"program": {"currency": "EUR", "value_per_error_removed": 12}})
+    assert (cfg.currency, cfg.value_per_error_removed) == ("EUR", 12.0)
+    assert parse_config(cfg.to_dict()) == cfg
+    assert flatten(cfg)["program.currency"] == "EUR" and flatten(cfg)["program.value_per_error_removed"] == "12.0"

@@ -4,10 +4,7 @@ tasks from a simulated crowd; the truth stays in this test, where it checks the 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
-import uuid
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -126,32 +123,6 @@ def _world(seed: int = 0):
 def _items(x, ids, labels):
     return pd.DataFrame({ITEM: ids, PAYLOAD: [{"features": f.tolist(), LABEL: CLASSES[int(c)]}
                                              for f, c in zip(x, labels)], "source": "producer"})
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path) -> Iterator[str]:
-    """A file SQLite store, or a fresh schema on the PostgreSQL server the store tests use
-    (``LABELLOOP_TEST_PG_URL``, else 127.0.0.1:5432/test; skipped when unreachable, except in CI)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'labels.db'}"
-        return
-    import psycopg
-
-    base = os.environ.get("LABELLOOP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    dsn = base.replace("postgresql+psycopg://", "postgresql://")
-    schema = f"live_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
-    except psycopg.Error as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"PostgreSQL is unreachable at {base} ({exc}); CI=true, so the PostgreSQL case must run")
-        pytest.skip(f"PostgreSQL is unreachable at {base}")
-    try:
-        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def _setup(store: LabelStore, crowd, x, ids, initial, truth) -> None:
@@ -366,3 +337,52 @@ def test_labelloop_serve_ingests_a_table_and_runs_rounds_nobody_answers(tmp_path
     asked = tasks[tasks[ANNOTATOR].isna() | (tasks[ANNOTATOR] != CURRENT_LABEL)]
     assert len(asked) and (asked["status"] == "cancelled").all()
     assert (people[ANNOTATOR] == CURRENT_LABEL).all() and len(people) == 40  # only the items' own labels
+
+
+def test_a_live_program_logs_each_published_guideline_version_once_to_mlflow(tmp_path) -> None:
+    """An admin's version before the service starts and a version drafted from the confused pairs
+    and published mid-run both reach the run's artifacts, each once (markdown and JSON), with
+    the tag naming them; the run says whether the mid-run version's impact could be measured."""
+    import json
+
+    import mlflow
+
+    x, ids, truth, initial, crowd = _world()
+    url, uri = f"sqlite:///{tmp_path / 'labels.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = parse_config({"program": {"name": "live", "audit_rate": 0.25, "budget_per_round": 25.0},
+                        "tracking": {"uri": uri, "experiment": "guided"}, "store": {"url": url},
+                        "gate": {"max_ece": 0.5},
+                        "live": {"stream": STREAM, "sla_seconds": 600, "round_items": ROUND_ITEMS, "poll_seconds": 30}})
+    clock = _Clock()
+    with LabelStore(url) as store:
+        _setup(store, crowd, x, ids, initial, truth)
+        store.publish_guideline(STREAM, store.add_guideline(STREAM, "# Digits\nRead the whole stroke.",
+                                                            author="lead").version)
+        bots = _Bots(store, crowd, truth, seed=5)
+        batches = [slice(GOLD + r * ROUND_ITEMS, GOLD + (r + 1) * ROUND_ITEMS) for r in range(3)]
+        drafted = []
+
+        def produce() -> None:
+            if batches:
+                part = batches.pop(0)
+                store.add_items(STREAM, _items(x[part], ids[part], initial[part]))
+
+        def admin() -> None:  # once people answer round 1, the admin drafts from the confusions and publishes
+            if bots.sent and not drafted:
+                g, _ = store.draft_guideline_from_pairs(STREAM, author="ops", pairs=1)
+                drafted.append(store.publish_guideline(STREAM, g.version, actor="ops"))
+
+        clock.on_wait = [produce, bots.work, admin]
+        result = serve_program(cfg, store=store, max_rounds=2, now=clock.now, sleep=clock.sleep)
+        v2 = drafted[0]
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(result.run_id)
+    assert run.data.tags[T.TAG_GUIDELINE_VERSION] == "1,2"
+    listed = sorted(f.path for f in client.list_artifacts(result.run_id, "guidelines"))
+    assert listed == ["guidelines/v1.json", "guidelines/v1.md", "guidelines/v2.json", "guidelines/v2.md"]
+    local = client.download_artifacts(result.run_id, "guidelines", str(tmp_path / "artifacts"))
+    assert (tmp_path / "artifacts" / "guidelines" / "v2.md").read_text() == v2.text
+    meta = json.loads((tmp_path / "artifacts" / "guidelines" / "v2.json").read_text())
+    assert meta["version"] == 2 and meta["parent_version"] == 1 and meta["pairs"] == v2.examples["pairs"]
+    assert local.endswith("guidelines")
+    assert run.data.tags[T.TAG_GUIDELINE_IMPACT].startswith("version 2")

@@ -275,6 +275,10 @@ def test_retrain_promotes_then_a_gate_it_cannot_pass_refuses_with_exit_3(capsys,
     assert all(r.data.tags[T.TAG_ROLE] == T.ROLE_RETRAIN and r.data.params[T.RETRAIN_STREAM] == "team-items"
                for r in runs)
     assert runs[1].data.metrics[T.CHAMPION_ACCURACY] == runs[1].data.metrics[T.CHALLENGER_ACCURACY]
+    # Each version names the run that made it and the gate's verdict.
+    versions = [client.get_model_version("own-retrain", v).tags for v in ("1", "2")]
+    assert [v[T.VERSION_GATE_VERDICT] for v in versions] == ["promoted", "refused"]
+    assert [v[T.VERSION_RUN_ID] for v in versions] == [r.info.run_id for r in runs]
 
 
 def test_retrain_trains_on_the_store_and_never_on_the_items_it_evaluates_on(tmp_path) -> None:

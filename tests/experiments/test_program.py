@@ -51,7 +51,7 @@ def test_the_error_rate_falls_and_every_round_is_measured(tiered_run):
     assert result.errors_removed == result.errors_fixed - result.errors_introduced > 0
     history = tracker.history()
     for name in (T.TRUE_ERROR_RATE, T.AUDIT_ERROR_RATE, T.AUDIT_CI_LOW, T.AUDIT_CI_HIGH, T.MODEL_ACCURACY, T.MODEL_ECE,
-                 T.COST, T.ANNOTATOR_HOURS, T.AUTO_ACCEPT_RATE, T.AUTO_ACCEPT_ERROR_RATE, T.ERRORS_FIXED,
+                 T.PROGRAM_COST, T.ANNOTATOR_HOURS, T.AUTO_ACCEPT_RATE, T.AUTO_ACCEPT_ERROR_RATE, T.ERRORS_FIXED,
                  T.CORRECTION_FREQUENCY, T.KRIPPENDORFF_ALPHA, T.RESOLUTION_HOURS, T.TOP_PAIR_SHARE):
         assert name in history.columns, name
         assert np.isfinite(history.loc[2, name]), name
@@ -61,11 +61,24 @@ def test_the_error_rate_falls_and_every_round_is_measured(tiered_run):
     assert {T.ERROR_VS_COST_PNG, T.RELIABILITY_PNG, T.CONFUSION_PNG} <= set(tracker.figures)
 
 
+def test_a_run_logs_its_cost_per_error_removed_and_names_its_unit(tiered_run):
+    result, _, tracker = tiered_run
+    final = tracker.metrics[-1]
+    assert final["step"] == 2 and T.INITIAL_LABELS_COST in final and "cost" not in final
+    assert final[T.COST_PER_ERROR_REMOVED] == pytest.approx(result.program_cost / result.errors_removed)
+    assert final[T.COST_PER_ERROR_REMOVED_ESTIMATE] == \
+        pytest.approx(result.program_cost / result.errors_removed_estimate)
+    assert T.ROI not in final and T.ROI_ESTIMATE not in final  # no value per error configured
+    assert tracker.tags[T.TAG_CURRENCY] == "cost units" and tracker.params["program.currency"] == "cost units"
+    assert set(tracker.version_tags) == {str(v) for v in range(1, 4)}  # the seed model and two challengers
+    assert tracker.version_tags["1"][T.VERSION_GATE_VERDICT] == T.VERDICT_PROMOTED
+
+
 def test_the_store_holds_the_program(tiered_run, small_world):
     result, store, _ = tiered_run
     annotations = store.annotations_frame(result.stream)
     assert len(annotations) == result.program_annotations + result.n_items
-    assert annotations["cost"].sum() == pytest.approx(result.cost)
+    assert annotations["cost"].sum() == pytest.approx(result.initial_labels_cost + result.program_cost)
     labels = store.resolved_labels(result.stream)
     assert len(labels) == result.n_items
     truth = small_world.truth.reindex(labels[ITEM].astype(str)).to_numpy()
@@ -125,7 +138,8 @@ def test_audits_beyond_their_planned_cost_come_out_of_the_budget(small_cfg, smal
 def test_a_program_is_reproducible(small_cfg, small_world):
     a = run_program(small_cfg.replace(strategy="random"), world=small_world)
     b = run_program(small_cfg.replace(strategy="random"), world=small_world)
-    assert (a.final_error_rate, a.cost, a.errors_removed) == (b.final_error_rate, b.cost, b.errors_removed)
+    assert (a.final_error_rate, a.program_cost, a.errors_removed) == (b.final_error_rate, b.program_cost,
+                                                                      b.errors_removed)
 
 
 def test_training_labels_are_read_as_of_a_version(tiered_run):
@@ -188,6 +202,13 @@ def test_the_gate_refuses_a_model_that_is_not_better_and_the_alias_stays(mlflow_
     run = client.get_run(result.run_id)
     assert run.data.tags[T.TAG_GATE_REASON].startswith("refused: accuracy gain")
     assert run.data.metrics[T.PROMOTED] == 0.0
+    # Each registered version names its program, round and the gate's verdict.
+    name = cfg.tracking.registered_model
+    tags = {v: client.get_model_version(name, v).tags for v in ("1", "2")}
+    common = {T.VERSION_STRATEGY: "tiered", T.VERSION_RUN_ID: result.run_id, T.VERSION_DATASET: "digits"}
+    assert tags["1"] == {**common, T.VERSION_ROUND: "0", T.VERSION_GATE_VERDICT: T.VERDICT_PROMOTED}
+    assert tags["2"] == {**common, T.VERSION_ROUND: "1", T.VERSION_GATE_VERDICT: T.VERDICT_REFUSED}
+    assert result.gates["promoted"].tolist() == [True, False]
 
 
 def _assert_tracked(uri: str, run_id: str) -> None:
@@ -199,8 +220,9 @@ def _assert_tracked(uri: str, run_id: str) -> None:
     errors = client.get_metric_history(run_id, T.TRUE_ERROR_RATE)
     assert [m.step for m in errors] == [0, 1, 2]
     assert errors[-1].value < errors[0].value
-    for name in (T.AUDIT_ERROR_RATE, T.MODEL_ACCURACY, T.MODEL_ECE, T.COST, T.ANNOTATOR_HOURS, T.AUTO_ACCEPT_RATE,
-                 T.ERRORS_FIXED, T.CORRECTION_FREQUENCY, T.KRIPPENDORFF_ALPHA, T.RESOLUTION_HOURS):
+    for name in (T.AUDIT_ERROR_RATE, T.MODEL_ACCURACY, T.MODEL_ECE, T.PROGRAM_COST, T.ANNOTATOR_HOURS,
+                 T.AUTO_ACCEPT_RATE, T.ERRORS_FIXED, T.CORRECTION_FREQUENCY, T.KRIPPENDORFF_ALPHA,
+                 T.RESOLUTION_HOURS):
         assert [m.step for m in client.get_metric_history(run_id, name)][-1] == 2, name
     assert run.data.params["program.rounds"] == "2"
     paths = {a.path for folder in ("plots", "rounds", "tables") for a in client.list_artifacts(run_id, folder)}

@@ -95,10 +95,45 @@ def test_the_program_tracker_writes_through_the_writer(mlflow_uri: str) -> None:
     run_id = tracker.start("tiered", params={"store.url": "postgresql://u:s3cret@db/labels"},
                            tags={T.TAG_ROLE: T.ROLE_PROGRAM})
     try:
-        tracker.log_metrics({T.COST: 12.0, T.MODEL_ECE: float("nan")}, step=2)
+        tracker.log_metrics({T.PROGRAM_COST: 12.0, T.MODEL_ECE: float("nan")}, step=2)
     finally:
         tracker.finish()
     run = MlflowClient(mlflow_uri).get_run(run_id)
     assert run.data.params["store.url"] == "postgresql://u:***@db/labels"
-    assert run.data.metrics == {T.COST: 12.0}  # a NaN figure is left out
+    assert run.data.metrics == {T.PROGRAM_COST: 12.0}  # a NaN figure is left out
     assert run.data.tags[T.TAG_ROLE] == T.ROLE_PROGRAM and run.info.status == "FINISHED"
+
+
+def test_a_text_artifact_and_version_tags_through_the_mlflow_tracker(mlflow_uri: str) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+    from sklearn.dummy import DummyClassifier
+
+    tracker = T.MlflowTracker(mlflow_uri, "test-tracking-text", "test-tracking-text-model")
+    run_id = tracker.start("comparison", params={}, tags={})
+    try:
+        tracker.log_text("<p>store postgresql://u:s3cret@db/labels</p>", T.REPORT_HTML)
+        version = tracker.publish(DummyClassifier().fit([[0.0], [1.0]], [0, 1]), aliases=(T.ALIAS_CHAMPION,))
+        tracker.tag_version(version, {T.VERSION_STRATEGY: "tiered", T.VERSION_ROUND: 2,
+                                      "store": "postgresql://u:s3cret@db/labels"})
+    finally:
+        tracker.finish()
+    text = mlflow.artifacts.load_text(f"runs:/{run_id}/{T.REPORT_HTML}")
+    assert text == "<p>store postgresql://u:***@db/labels</p>"
+    tags = MlflowClient(mlflow_uri, registry_uri=mlflow_uri).get_model_version("test-tracking-text-model",
+                                                                               version).tags
+    assert tags == {T.VERSION_STRATEGY: "tiered", T.VERSION_ROUND: "2", "store": "postgresql://u:***@db/labels"}
+
+
+def test_the_memory_tracker_keeps_texts_and_version_tags() -> None:
+    tracker = T.MemoryTracker()
+    tracker.log_text("postgresql://u:s3cret@db/x", "a.html")
+    tracker.tag_version("3", {T.VERSION_ROUND: 1})
+    tracker.tag_version("3", {T.VERSION_WINNER: "true"})
+    assert tracker.texts == {"a.html": "postgresql://u:***@db/x"}
+    assert tracker.version_tags == {"3": {T.VERSION_ROUND: "1", T.VERSION_WINNER: "true"}}
+
+
+def test_a_strategys_figure_on_the_parent_is_its_own_chart_section() -> None:
+    # MLflow's chart view makes the prefix before the last "/" a section.
+    assert T.strategy_metric("tiered", T.PROGRAM_COST) == "tiered/program_cost"

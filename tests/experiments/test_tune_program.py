@@ -106,8 +106,9 @@ class NoTruth:
     """A program's result whose truth-needing figures cannot be read: what a team without truth has."""
 
     TRUTH = {"final_error_rate", "initial_error_rate", "errors_removed", "errors_fixed", "errors_introduced",
-             "errors_removed_per_100_annotations", "metrics", "model_accuracy", "model_ece"}
-    SEEN = (T.COST, T.PROGRAM_COST, T.AUDIT_ERROR_RATE, T.AUDIT_CI_LOW, T.AUDIT_CI_HIGH, T.AUDIT_N,
+             "errors_removed_per_100_annotations", "metrics", "model_accuracy", "model_ece", "cost_per_error_removed",
+             "roi"}
+    SEEN = (T.PROGRAM_COST, T.AUDIT_ERROR_RATE, T.AUDIT_CI_LOW, T.AUDIT_CI_HIGH, T.AUDIT_N,
             T.ERRORS_REMOVED_ESTIMATE, T.ERRORS_FIXED_CONFIRMED)
 
     def __init__(self, result) -> None:

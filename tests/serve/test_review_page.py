@@ -121,3 +121,35 @@ def test_an_annotator_answers_three_tasks_with_the_keyboard(app):
     assert (tasks["status"] == "done").all()
     # The blind task's answer records that no suggestion was shown.
     assert stored.loc["r1", "suggestion"] is None or str(stored.loc["r1", "suggestion"]) == "<NA>"
+
+
+def test_the_impact_panel_shows_the_annotators_own_numbers(app):
+    """eve's figures on a hand-built history (tests/store/impact_history.py): round 1, three
+    answers, one confirmed, three fixes of which the retrained model agrees with two, 75% of
+    the round's reduction; nobody else's numbers (bob's round 1: two answers, 25%)."""
+    from selenium.webdriver.common.by import By
+
+    from tests.store.impact_history import build_history
+
+    with LabelStore(app["store_url"]) as store:
+        build_history(store)
+        token = store.issue_token("eve", "annotator")
+    with chromium() as driver:
+        driver.get(app["url"] + "/review")
+        driver.find_element(By.ID, "token").send_keys(token)
+        driver.find_element(By.ID, "sign-in").click()
+        _wait(driver, lambda d: d.find_element(By.ID, "impact-box").is_displayed()
+              and d.find_element(By.ID, "impact-round-answers").get_attribute("textContent") != "")
+
+        def cell(kind, key):
+            return driver.find_element(By.ID, f"impact-{kind}-{key}").get_attribute("textContent")
+
+        assert driver.find_element(By.ID, "empty").is_displayed()  # eve has no task: the panel still shows
+        assert "impact" in driver.find_element(By.ID, "impact-stream").get_attribute("textContent")
+        assert driver.find_element(By.ID, "impact-round-head").get_attribute("textContent") == "round 1"
+        for kind in ("round", "total"):
+            assert [cell(kind, k) for k in ("answers", "confirmed", "overturned", "disputes_won",
+                                            "errors_fixed_model_right", "share_of_error_reduction")] == \
+                ["3", "1", "0", "0", "2", "75%"], kind
+        assert "Estimated skill 0.98" in driver.find_element(By.ID, "impact-note").text
+        assert "25%" not in driver.find_element(By.ID, "impact-box").text
