@@ -14,13 +14,12 @@ pytest.importorskip("fastapi")
 pytest.importorskip("ray")  # serve.app imports it; no Ray starts here
 
 from experiments.live import serve_program  # noqa: E402
-from tests.experiments.test_live import (GOLD, ROUND_ITEMS, STREAM, _Bots, _Clock, _items, _setup,  # noqa: E402
-                                         _world, store_url)  # noqa: F401 - fixture
+from tests.experiments.test_live import GOLD, ROUND_ITEMS, STREAM, _Bots, _Clock, _items, _setup, _world  # noqa: E402
 
 ROUNDS = 3
 
 
-def test_a_live_program_alerts_on_a_new_look_and_people_relabel_the_queue(store_url) -> None:  # noqa: F811
+def test_a_live_program_alerts_on_a_new_look_and_people_relabel_the_queue(store_url) -> None:
     x, ids, truth, initial, crowd = _world()
     x = x.copy()
     last = slice(GOLD + ROUNDS * ROUND_ITEMS, GOLD + (ROUNDS + 1) * ROUND_ITEMS)
