@@ -33,6 +33,9 @@ A config file has these sections (every key optional; defaults in brackets)::
                                  # a uniform sample once more have arrived, so a round's cost
                                  # stops growing with the history (>= 100; null: every item)
       seed: 0
+      drift_scenario: none       # simulated drift (digits): none | prior_shift | covariate_shift
+                                 #   | new_subpopulation (see experiments.world)
+      drift_onset_round: 3       # the first round whose arrivals drift (>= 1)
     crowd:
       tiers: {novice: 12, experienced: 6, expert: 3}   # or "replay" (music_genre's real crowd;
       experts: 3                                        #   experts are simulated)
@@ -65,6 +68,17 @@ A config file has these sections (every key optional; defaults in brackets)::
       round_items: 100           # a round starts once this many items wait (and takes at most these)
       round_seconds: 3600        # ... or once the oldest waiting item has waited this long
       poll_seconds: 5            # how often the store is read while waiting
+    drift:                       # drift alerts and targeted relabeling (see DriftConfig)
+      enabled: false
+      reference_rounds: 2        # rounds 0 .. reference_rounds - 1 are the reference window
+      psi: 0.4                   # a feature's PSI above it drifts
+      ks_alpha: 0.01             # KS of continuous features, Holm-corrected across them
+      prediction_psi: 0.3        # PSI of the predicted classes' shares
+      label_psi: 0.3             # PSI of the resolved labels' shares
+      novelty_alpha: 0.001       # binomial test of the share of arrivals unlike the reference
+      relabel_budget: 6.0        # cost units each alert may spend relabelling (>= 0)
+      relabel_action: expert     # review | double_blind | expert
+      queue: targeted            # targeted (the drifted region) | blanket (uniform: a baseline)
     experiment: {variants: [...]}  # labelloop experiment only: the variants compared and the sequential
                                  #   test (experiments/experiment.py documents every key; see
                                  #   configs/experiment.yaml)
@@ -112,7 +126,7 @@ from loop.routing import RoutingThresholds
 from loop.simulate import Tier
 from loop.strategies import Strategy
 
-__all__ = ["ConfigError", "config_error", "CrowdConfig", "Dataset", "GuidanceConfig", "LiveConfig", "ModelConfig", "ProgramConfig",
+__all__ = ["ConfigError", "config_error", "CrowdConfig", "Dataset", "DriftConfig", "DriftScenario", "GuidanceConfig", "LiveConfig", "ModelConfig", "ProgramConfig",
            "TableDataset", "TrackingConfig", "flatten",
            "load_config", "parse_config", "read_yaml", "IN_PROCESS", "LOCAL", "NO_TRACKING"]
 
@@ -121,7 +135,7 @@ LOCAL = "local"
 NO_TRACKING = "none"
 REPLAY = "replay"
 SECTIONS = ("program", "crowd", "thresholds", "gate", "tracking", "store", "serve", "compare", "model", "live",
-            "guidance")
+            "drift", "guidance")
 
 
 class ConfigError(SchemaError):
@@ -389,6 +403,86 @@ class LiveConfig:
 _LIVE_KEYS = ("stream", "sla_seconds", "round_items", "round_seconds", "poll_seconds")
 
 
+class DriftScenario(str, Enum):
+    """Simulated drift from ``program.drift_onset_round`` (:mod:`experiments.world`)."""
+
+    NONE = "none"
+    PRIOR_SHIFT = "prior_shift"
+    COVARIATE_SHIFT = "covariate_shift"
+    NEW_SUBPOPULATION = "new_subpopulation"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+DRIFT_ACTIONS = ("review", "double_blind", "expert")
+DRIFT_QUEUES = ("targeted", "blanket")
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Drift alerts: each round's arrivals against a reference window (:mod:`loop.drift`).
+
+    Parameters
+    ----------
+    enabled : bool, default False
+    reference_rounds : int >= 1, default 2
+        Rounds ``0 .. reference_rounds - 1`` are the reference window; later rounds are checked.
+    psi, ks_alpha, prediction_psi, label_psi, novelty_alpha : float
+        The thresholds of :class:`loop.drift.DriftThresholds` (PSI > 0; alphas in (0, 1)).
+    relabel_budget : float >= 0, default 6.0
+        Cost units each alert may spend relabelling already-labelled items of the drifted
+        region, on top of the round's budget (its cost is in the program's cost).
+    relabel_action : str, default ``expert``
+        How the queue is relabelled: ``review`` (one crowd label), ``double_blind`` or ``expert``.
+        Expert by default: the drifted region is where the crowd is least to be trusted.
+    queue : str, default ``targeted``
+        ``targeted``: the drifted region, ranked; ``blanket``: as many items drawn uniformly
+        from the labelled ones (the baseline of ``benchmarks/drift.py``).
+    """
+
+    enabled: bool = False
+    reference_rounds: int = 2
+    psi: float = 0.4
+    ks_alpha: float = 0.01
+    prediction_psi: float = 0.3
+    label_psi: float = 0.3
+    novelty_alpha: float = 0.001
+    relabel_budget: float = 6.0
+    relabel_action: str = "expert"
+    queue: str = "targeted"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise config_error("drift.enabled", "true or false", self.enabled)
+        _int(self.reference_rounds, "drift.reference_rounds", 1)
+        for key in ("psi", "prediction_psi", "label_psi"):
+            value = _real(getattr(self, key), f"drift.{key}", 0.0)
+            if value <= 0:
+                raise config_error(f"drift.{key}", "a number > 0", getattr(self, key))
+            object.__setattr__(self, key, value)
+        for key in ("ks_alpha", "novelty_alpha"):
+            value = _real(getattr(self, key), f"drift.{key}", 0.0, 1.0)
+            if not 0 < value < 1:
+                raise config_error(f"drift.{key}", "a number in (0, 1)", getattr(self, key))
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "relabel_budget", _real(self.relabel_budget, "drift.relabel_budget", 0.0))
+        if self.relabel_action not in DRIFT_ACTIONS:
+            raise config_error("drift.relabel_action", f"one of {list(DRIFT_ACTIONS)}", self.relabel_action)
+        if self.queue not in DRIFT_QUEUES:
+            raise config_error("drift.queue", f"one of {list(DRIFT_QUEUES)}", self.queue)
+
+    def thresholds(self) -> Any:
+        """The :class:`loop.drift.DriftThresholds` of this config."""
+        from loop.drift import DriftThresholds
+
+        return DriftThresholds(psi=self.psi, ks_alpha=self.ks_alpha, prediction_psi=self.prediction_psi,
+                               label_psi=self.label_psi, novelty_alpha=self.novelty_alpha)
+
+
+_DRIFT_KEYS = tuple(f.name for f in dataclasses.fields(DriftConfig))
+
+
 @dataclass(frozen=True)
 class GuidanceConfig:
     """Confused pairs become guidance during a program (:mod:`experiments.guidance`).
@@ -492,6 +586,9 @@ class ProgramConfig:
     strategies: tuple[Strategy, ...] = tuple(Strategy)
     model: ModelConfig = field(default_factory=ModelConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    drift_scenario: DriftScenario = DriftScenario.NONE
+    drift_onset_round: int = 3
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
 
     def __post_init__(self) -> None:
@@ -520,7 +617,8 @@ class ProgramConfig:
             set_(self, "value_per_error_removed",
                  _real(self.value_per_error_removed, "program.value_per_error_removed", 0.0))
         for name, kind in (("crowd", CrowdConfig), ("thresholds", RoutingThresholds), ("gate", QualityGate),
-                           ("tracking", TrackingConfig), ("model", ModelConfig), ("live", LiveConfig)):
+                           ("tracking", TrackingConfig), ("model", ModelConfig), ("live", LiveConfig),
+                           ("drift", DriftConfig)):
             if not isinstance(getattr(self, name), kind):
                 raise config_error(name, f"a {kind.__name__}", getattr(self, name))
         _text(self.store_url, "store.url")
@@ -533,6 +631,7 @@ class ProgramConfig:
         if not chosen or len(set(chosen)) != len(chosen):
             raise config_error("compare.strategies", "a non-empty list of distinct strategies", list(self.strategies))
         set_(self, "strategies", chosen)
+        self._check_drift_scenario()
         if not isinstance(self.guidance, GuidanceConfig):
             raise config_error("guidance", "a GuidanceConfig", self.guidance)
         if self.guidance.publish_round is not None and self.guidance.publish_round > self.rounds:
@@ -540,6 +639,16 @@ class ProgramConfig:
                                self.guidance.publish_round)
         if self.dataset is Dataset.DIGITS and self.crowd.replay:
             raise config_error("crowd.tiers", "tier counts for digits (only music_genre has a real crowd to replay)", REPLAY)
+
+    def _check_drift_scenario(self) -> None:
+        object.__setattr__(self, "drift_scenario", _choice(DriftScenario, self.drift_scenario, "program.drift_scenario"))
+        _int(self.drift_onset_round, "program.drift_onset_round", 1)
+        if self.drift_scenario is not DriftScenario.NONE and self.dataset is not Dataset.DIGITS:
+            raise config_error("program.drift_scenario", "'none' on this dataset (the simulated drift scenarios "
+                               "are built on digits)", self.drift_scenario.value)
+        if self.drift_scenario is not DriftScenario.NONE and self.drift_onset_round > self.rounds:
+            raise config_error("program.drift_onset_round", f"a round in [1, program.rounds={self.rounds}]",
+                               self.drift_onset_round)
 
     @property
     def simulation_model(self) -> str:
@@ -573,7 +682,9 @@ class ProgramConfig:
                         "calibration_items": self.calibration_items, "holdout_items": self.holdout_items,
                         "annotator_model": self.annotator_model, "max_fit_items": self.max_fit_items,
                         "seed": self.seed, "currency": self.currency,
-                        "value_per_error_removed": self.value_per_error_removed},
+                        "value_per_error_removed": self.value_per_error_removed,
+                        "drift_scenario": self.drift_scenario.value,
+                        "drift_onset_round": self.drift_onset_round},
             "crowd": {"tiers": self.crowd.tiers if self.crowd.replay else dict(self.crowd.tiers),
                       "experts": self.crowd.experts},
             "thresholds": self.thresholds.to_dict(),
@@ -584,13 +695,14 @@ class ProgramConfig:
             "compare": {"strategies": [s.value for s in self.strategies]},
             "model": self.model.to_dict(),
             "live": dataclasses.asdict(self.live),
+            "drift": dataclasses.asdict(self.drift),
             "guidance": dataclasses.asdict(self.guidance),
         }
 
 
 _PROGRAM_KEYS = ("name", "dataset", "annotations", "rounds", "items_per_round", "budget_per_round", "strategy", "audit_rate",
                  "calibration_items", "holdout_items", "annotator_model", "max_fit_items", "seed",
-                 "currency", "value_per_error_removed")
+                 "currency", "value_per_error_removed", "drift_scenario", "drift_onset_round")
 
 
 def _section(raw: Mapping[str, Any], name: str, keys: tuple[str, ...] | None) -> dict[str, Any]:
@@ -638,6 +750,7 @@ def parse_config(raw: Mapping[str, Any] | None, *, ignore: tuple[str, ...] = ())
     compare = _section(raw, "compare", ("strategies",))
     model = _section(raw, "model", ("estimator", "params", "uri", "allow_pickle"))
     live = _section(raw, "live", _LIVE_KEYS)
+    drift = _section(raw, "drift", _DRIFT_KEYS)
     kwargs: dict[str, Any] = dict(program)
     if "dataset" in program:
         kwargs["dataset"] = _dataset(program["dataset"])
@@ -648,6 +761,7 @@ def parse_config(raw: Mapping[str, Any] | None, *, ignore: tuple[str, ...] = ())
     kwargs["gate"] = _wrapped("gate", lambda: QualityGate.from_dict({**ProgramConfig().gate.to_dict(), **gate}))
     kwargs["tracking"] = TrackingConfig(**tracking)
     kwargs["live"] = LiveConfig(**live)
+    kwargs["drift"] = DriftConfig(**drift)
     kwargs["guidance"] = GuidanceConfig(**_section(raw, "guidance", _GUIDANCE_KEYS))
     if "url" in store:
         kwargs["store_url"] = store["url"]

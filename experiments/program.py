@@ -161,6 +161,13 @@ probabilities, and fit the posterior's annotators (:func:`loop.issues.label_post
 as the history grows, instead of hashing item ids; a new champion's predictions go to the store
 for new items and the items the plan acts on, not for every arrived item again.
 
+**Drift** (``drift.enabled``; :mod:`experiments.drift_watch`). From round
+``drift.reference_rounds`` on, after the plan, the round's arrivals are compared with the
+reference window (features, the champion's predicted classes, the labels; no truth); on an
+alert the store gets a ``drift.alert`` event, MLflow the report, and the items of the drifted
+region that the plan sends to no person are relabelled (``drift.relabel_action``) within
+``drift.relabel_budget``, outside the round's budget.
+
 **Simulated time.** Round ``r`` is day ``r``: initial labels come in from midnight, program
 work from 08:00, adjudication from 16:00, audits from 20:00, each annotator working through
 their queue (their simulated seconds back to back). Disagreement resolution time is the
@@ -200,6 +207,7 @@ from .audits import (_ACTION_STRATUM, _AUTO, _EXPERT, _UNTOUCHED, AUDIT_METHOD, 
                      stratified_sample)
 from .comparison_report import round_figure
 from .config import IN_PROCESS, LOCAL, ConfigError, ModelConfig, ProgramConfig, flatten
+from .drift_watch import DriftWatch, merge_queue, pool_frame, queue_outcome
 from .guidance import ProgramGuidance
 from .impact import RoundImpact
 from .measure import Measures
@@ -759,6 +767,10 @@ class _Program:
         self.bound = AutoAcceptBound(cfg.thresholds.max_auto_accept_error if bounded else None,
                                      cfg.thresholds.auto_accept_confidence)
         self.doubt = 0.15  # the posterior's mean doubt in the current labels (set each round)
+        # Drift alerts and their relabel queue (experiments.drift_watch); the round's figures.
+        self.drift = DriftWatch(cfg.drift, n_classes=len(dataset.classes), store=store, stream=self.stream,
+                                tracker=tracker, seed=cfg.seed) if cfg.drift.enabled else None
+        self.drift_figures: dict[str, float] = {}
         # Guidelines: each published version logged once; one drafted and published in
         # guidance.publish_round; its impact measured at the end (experiments.guidance).
         self.guidance = ProgramGuidance(cfg.guidance, store=store, stream=self.stream, tracker=tracker,
@@ -813,7 +825,7 @@ class _Program:
 
     def play_round(self, round_: int) -> None:
         cfg, dataset = self.cfg, self.dataset
-        new = self.arrive(round_)
+        new = fresh = self.arrive(round_)
         arrived = dataset.arrived(round_)
         self._index_arrivals(arrived)
         # New to the strategy: arrived since its last plan (round 1 also sees the seed items).
@@ -842,19 +854,24 @@ class _Program:
         decisions = self._route(candidates, candidate_probs)
         plan = plan_round(candidates, cfg.strategy, budget=books.plannable, costs=books.costs,
                           rng=self.rng, decisions=decisions)
+        plan, queue = self._drift_queue(round_, fresh, x, probs, current, candidates, eligible, plan, books.costs)
+        if decisions is not None:  # the stored predictions' routes and reasons say where the queue went
+            decisions = merge_queue(decisions, queue, Action(cfg.drift.relabel_action), books.costs)
         self._store_predictions(arrived, probs, decisions, plan)
         self.guidance.before_work(round_)
-        spent_before = float(annotations[COST].sum())
+        spent_before, rows_before = float(annotations[COST].sum()), len(annotations)
         answers = self._execute(plan, round_, annotations)
         annotations = self.history.annotations()
         planned_work = len(annotations)
         round_labels = self._resolve(plan, answers, annotations, signals, probs)
         self._write_resolutions(round_labels, before)
         self._track_strata(plan)
+        relabel_cost = self._drift_outcome(queue, annotations.iloc[rows_before:planned_work], before)
         audit = self._audit(arrived, round_, annotations)
         annotations = self.history.annotations()
         after = self._labels()
-        plan_cost = float(annotations[COST].iloc[:planned_work].sum()) - spent_before
+        # The relabel queue has its own budget (drift.relabel_budget): not the round's.
+        plan_cost = float(annotations[COST].iloc[:planned_work].sum()) - spent_before - relabel_cost
         audit_cost = float(annotations[COST].iloc[planned_work:].sum())
         # Audits are planned at the expected expert cost; what they cost beyond it comes out of
         # the budget (a saving is not handed out: the total stays within the plan either way).
@@ -1053,6 +1070,34 @@ class _Program:
                                SELF_CONFIDENCE: probs[np.arange(len(current)), current],
                                IS_NEW: is_arrived(np.asarray(new, dtype=object))})
         return out[eligible].reset_index(drop=True), eligible
+
+    def _drift_queue(self, round_: int, fresh: np.ndarray, x: np.ndarray, probs: np.ndarray, current: np.ndarray,
+                     candidates: pd.DataFrame, eligible: np.ndarray, plan: pd.DataFrame,
+                     costs: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The round's drift check (:class:`~experiments.drift_watch.DriftWatch`): on an alert,
+        the plan with the relabel queue's items routed to ``drift.relabel_action``."""
+        if self.drift is None:
+            return plan, plan.iloc[:0][[ITEM, REASON, PRIORITY]]
+        if round_ == self.cfg.drift.reference_rounds:  # rounds 0 .. reference_rounds - 1 are in
+            self.drift.set_reference(len(self.dataset.arrived(round_ - 1)))
+        predicted = probs.argmax(axis=1)
+        pool = pool_frame(candidates, plan, np.flatnonzero(eligible), probs)
+        report, queue = self.drift.check(round_, x=x, predicted=predicted, labels=current,
+                                         current=self._positions(fresh), pool=pool, costs=costs)
+        self.drift_figures = self.drift.figures(report)
+        return merge_queue(plan, queue, Action(self.cfg.drift.relabel_action), costs), queue
+
+    def _drift_outcome(self, queue: pd.DataFrame, work: pd.DataFrame, before: pd.Series) -> float:
+        """What the round's relabel queue cost (its items' share of the round's work) and did."""
+        if self.drift is None or queue.empty:
+            if self.drift_figures:
+                self.drift_figures.update({T.DRIFT_RELABEL_ITEMS: 0.0, T.DRIFT_RELABEL_COST: 0.0})
+            return 0.0
+        mine = work[work[ITEM].astype(str).isin(queue[ITEM].astype(str).to_numpy(dtype=object))]
+        cost = float(mine[COST].sum())
+        self.drift_figures.update({T.DRIFT_RELABEL_ITEMS: float(len(queue)), T.DRIFT_RELABEL_COST: cost,
+                                   **queue_outcome(queue, before, self._labels(), self.dataset.truth)})
+        return cost
 
     def _route(self, candidates: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame | None:
         """The tiered strategy's routing decisions, from the scorer port (the Serve app's Router)."""
@@ -1295,6 +1340,10 @@ class _Program:
             self.measures.rows[-1].update(extra)
         if pairs is not None and len(pairs):
             self.tracker.log_table(pairs, T.CONFUSED_PAIRS_CSV)
+        if self.drift_figures:  # in the round's row (rounds.csv) too
+            row.update(self.drift_figures)
+            self.measures.rows[-1].update(self.drift_figures)
+            self.drift_figures = {}
         self.tracker.log_metrics(row, step=round_)
 
     def _log_impact(self, round_: int, out_of_fold: pd.DataFrame | None) -> dict[str, float]:

@@ -195,6 +195,30 @@ TAG_TUNE_OBJECTIVE = "labelloop.tune_objective"  # simulator | estimated, on the
 TRIALS_CSV = "trials.csv"                      # the parent's table of every trial of the study
 
 
+# --- drift alerts (experiments.drift_watch; logged only with drift.enabled) ------------------
+DRIFT_PSI_MAX = "drift_psi_max"                # per round: the largest feature PSI against the reference
+DRIFT_PREDICTION_PSI = "drift_prediction_psi"  # PSI of the predicted classes' shares
+DRIFT_LABEL_PSI = "drift_label_psi"            # PSI of the resolved labels' shares
+DRIFT_NOVEL_SHARE = "drift_novel_share"        # share of the round's arrivals unlike the reference
+DRIFT_ALERTS = "drift_alerts"                  # views past their threshold this round (0: no alert)
+DRIFT_RELABEL_ITEMS = "drift_relabel_items"    # items the alert's queue sent to people
+DRIFT_RELABEL_COST = "drift_relabel_cost"      # what they cost (in program_cost, outside the round's budget)
+DRIFT_RELABEL_CHANGED = "drift_relabel_changed"  # their labels the relabeling changed (no truth read)
+TRUE_DRIFT_ERRORS_REMOVED = "true_drift_errors_removed"  # wrong before minus wrong after, of the queue (simulation)
+TRUE_DRIFT_QUEUE_WRONG = "true_drift_queue_wrong"  # the queue's wrong labels before relabeling (simulation)
+TAG_DRIFT = "labelloop.drift"                  # the last alert's one-line summary
+
+
+def drift_report_path(round_: int) -> str:
+    """Artifact path of a round's drift report (what drifted, by how much, what moved)."""
+    return f"drift/round_{round_:02d}.csv"
+
+
+def drift_queue_path(round_: int) -> str:
+    """Artifact path of a round's relabel queue (item, reason, priority)."""
+    return f"drift/relabel_round_{round_:02d}.csv"
+
+
 def strategy_metric(strategy: str, metric: str) -> str:
     """Name of a strategy's final figure on the comparison's parent run, e.g. ``tiered/final_error_rate``.
 

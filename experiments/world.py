@@ -37,6 +37,21 @@ audits) to experts who have not labelled it.
   following the real crowd's confusions). The real answers carry no time: their seconds are
   drawn from the novice tier's profile and they are paid the novice rate.
 
+**Drift scenarios** (digits; ``program.drift_scenario``, from ``program.drift_onset_round``
+``r0``: the arrivals of rounds ``r0, r0 + 1, ...`` drift, the earlier ones do not). Drawn from
+their own random numbers (seed and 31), so a world without drift is the world it always was.
+
+- ``prior_shift``: three classes (drawn) arrive six times as often as the others (about 72%
+  of the arrivals instead of 30%). Annotators are as good as before: the labels' distribution
+  moves, their errors do not.
+- ``covariate_shift``: half of the arrivals are smudged (the three left pixel columns, 24
+  features, darkened by 6 of 16 grey levels); the crowd mistakes a smudged digit for the class
+  it is most confused with (the confusability below) 40% of the time, on top of its own errors.
+- ``new_subpopulation``: a new variant of one class (drawn): mirrored digits, up to 25% of the
+  arrivals (as many as the class's items allow), which the crowd takes for the class it is
+  most confused with 60% of the time. Experts know the variant (their errors are their usual
+  ones). Truth stays the class.
+
 **Cost.** An annotation costs ``seconds / 3600 * hourly rate`` of its annotator (the store
 computes it from the rates registered here); budgets and totals are in these units.
 """
@@ -55,7 +70,7 @@ from loop.simulate import (DEFAULT_PROFILES, Guideline, SimulatedCrowd, Tier, co
 from loop.store import EXPERT_TIER
 from loop.strategies import TaskCosts
 
-from .config import REPLAY, ConfigError, Dataset, ProgramConfig, config_error
+from .config import REPLAY, ConfigError, Dataset, DriftScenario, ProgramConfig, config_error
 
 __all__ = ["TIER_CODES", "World", "Workforce", "build_world"]
 
@@ -103,6 +118,8 @@ class Workforce:
     experts: SimulatedCrowd
     replay: pd.DataFrame | None = None
     team: str | None = None
+    confused: pd.Series | None = None  # item id -> the class the crowd mistakes it for (drift scenarios)
+    confusion_rate: float = 0.0  # how often it does, on top of its own errors
 
     @property
     def annotators(self) -> pd.DataFrame:
@@ -133,8 +150,22 @@ class Workforce:
             return _no_answers()
         follow = {"guideline": guideline, "adopters": adopters}
         if self.replay is None:
-            return self.crowd.ask(truth, labels_per_item=n, exclude=exclude, rng=rng, **follow)[_ANSWER_COLUMNS]
-        return self._replayed(truth, n, exclude, rng, follow)
+            answers = self.crowd.ask(truth, labels_per_item=n, exclude=exclude, rng=rng, **follow)[_ANSWER_COLUMNS]
+        else:
+            answers = self._replayed(truth, n, exclude, rng, follow)
+        return self._confuse(answers, rng)
+
+    def _confuse(self, answers: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+        """The drifted items' answers the crowd gets wrong by confusing them with another class."""
+        if self.confused is None or answers.empty:
+            return answers
+        target = self.confused.reindex(answers[ITEM].to_numpy()).to_numpy(dtype=np.float64)
+        hit = ~np.isnan(target) & (rng.random(len(answers)) < self.confusion_rate)
+        if not hit.any():
+            return answers
+        labels = answers[LABEL].to_numpy(dtype=np.int64).copy()
+        labels[hit] = target[hit].astype(np.int64)
+        return answers.assign(**{LABEL: labels})
 
     def ask_experts(self, truth: pd.Series, *, exclude: pd.DataFrame | None, rng: np.random.Generator) -> pd.DataFrame:
         """One expert answer per item of ``truth`` from an expert not in ``exclude``."""
@@ -275,7 +306,9 @@ def _digits_world(cfg: ProgramConfig, rng: np.random.Generator) -> World:
     people = make_crowd(tiers, 10, confusability=confusability, rng=rng)
     crowd = SimulatedCrowd(tuple(a for a in people.annotators if a.tier is not Tier.EXPERT))
     experts = SimulatedCrowd(tuple(a for a in people.annotators if a.tier is Tier.EXPERT))
-    workforce = Workforce(crowd, experts)
+    stream, x, confused, rate = _drift(cfg, rest, stream, x, y, confusability)
+    workforce = Workforce(crowd, experts, confused=None if confused is None else confused.rename(index=lambda i: ids[i]),
+                          confusion_rate=rate)
     truth = pd.Series(y[stream], index=pd.Index(ids[stream], name=ITEM), name=LABEL)
     crowd_cost = float(np.mean([expected_cost(a.tier) for a in crowd.annotators]))
     return _finish(cfg, rng, dataset="digits", classes=tuple(str(c) for c in range(10)),
@@ -283,6 +316,52 @@ def _digits_world(cfg: ProgramConfig, rng: np.random.Generator) -> World:
                    calibration=pd.Series(y[calib], index=pd.Index(ids[calib], name=ITEM)),
                    holdout=pd.Series(y[holdout], index=pd.Index(ids[holdout], name=ITEM)),
                    workforce=workforce, costs=TaskCosts(crowd=crowd_cost, expert=expected_cost(Tier.EXPERT)))
+
+
+SHIFT_FAVOURED, SHIFT_WEIGHT = 3, 6.0  # prior_shift: three classes, six times as likely
+SMUDGE_SHARE, SMUDGE_LEVEL, SMUDGE_CONFUSION = 0.5, 6.0, 0.4  # covariate_shift
+VARIANT_SHARE, VARIANT_CONFUSION = 0.25, 0.6  # new_subpopulation
+
+
+def _drift(cfg: ProgramConfig, rest: np.ndarray, stream: np.ndarray, x: np.ndarray, y: np.ndarray,
+           confusability: np.ndarray) -> tuple[np.ndarray, np.ndarray, pd.Series | None, float]:
+    """The stream, features, confused items (by row of ``x``: the class the crowd mistakes each
+    for) and the rate of that mistake under ``cfg.drift_scenario`` (module docstring)."""
+    scenario = cfg.drift_scenario
+    if scenario is DriftScenario.NONE:
+        return stream, x, None, 0.0
+    rng = np.random.default_rng([cfg.seed, 31])
+    onset, n = cfg.drift_onset_round * cfg.items_per_round, stream.size
+    before, pool = rest[:onset], rest[onset:]
+    off = np.asarray(confusability, dtype=np.float64).copy()
+    np.fill_diagonal(off, -np.inf)
+    partner = off.argmax(axis=1)  # the class each class is most confused with
+    x = x.copy()
+    if scenario is DriftScenario.PRIOR_SHIFT:
+        favoured = rng.choice(10, SHIFT_FAVOURED, replace=False)
+        weight = np.where(np.isin(y[pool], favoured), SHIFT_WEIGHT, 1.0)
+        after = rng.choice(pool, n - onset, replace=False, p=weight / weight.sum())
+        return np.concatenate([before, rng.permutation(after)]), x, None, 0.0
+    if scenario is DriftScenario.COVARIATE_SHIFT:
+        after = stream[onset:]
+        smudged = after[rng.random(after.size) < SMUDGE_SHARE]
+        cols = (np.arange(64) % 8) < 3
+        x[np.ix_(smudged, cols)] = np.minimum(x[np.ix_(smudged, cols)] + SMUDGE_LEVEL, 16.0)
+        return stream, x, pd.Series(partner[y[smudged]], index=smudged), SMUDGE_CONFUSION
+    variant_class = int(rng.integers(10))
+    mine, others = pool[y[pool] == variant_class], rng.permutation(pool[y[pool] != variant_class])
+    rounds_after = cfg.rounds + 1 - cfg.drift_onset_round
+    per_round = min(int(round(VARIANT_SHARE * cfg.items_per_round)), mine.size // rounds_after)
+    chunks, used = [], 0
+    for r in range(rounds_after):
+        take = cfg.items_per_round - per_round
+        chunks.append(rng.permutation(np.concatenate([mine[r * per_round:(r + 1) * per_round],
+                                                      others[used:used + take]])))
+        used += take
+    variants = mine[:per_round * rounds_after]
+    x[variants] = x[variants].reshape(-1, 8, 8)[:, :, ::-1].reshape(-1, 64)  # mirrored: a new look
+    return (np.concatenate([before, *chunks]), x, pd.Series(partner[variant_class], index=variants),
+            VARIANT_CONFUSION)
 
 
 def _music_world(cfg: ProgramConfig, rng: np.random.Generator) -> World:

@@ -104,6 +104,25 @@ def test_the_long_program_times_every_step_of_every_round(monkeypatch):
 
 
 @pytest.fixture
+def drift_bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.delitem(sys.modules, "drift", raising=False)
+    import drift
+
+    yield drift
+    sys.modules.pop("drift", None)
+
+
+def test_the_drift_benchmark_configures_each_scenario_and_counts_false_alarms(drift_bench):
+    for scenario in (*drift_bench.SCENARIOS, "none"):
+        cfg = drift_bench.config(scenario, 1, "blanket", rounds=4, items=80, onset=3)
+        assert cfg.drift.enabled and cfg.drift.queue == "blanket" and cfg.drift.reference_rounds == 3
+        assert cfg.drift_scenario.value == scenario
+    alarms, views = drift_bench.window_false_alarms(4, 100)
+    assert 0 <= alarms <= 4 and sum(views.values()) >= alarms
+
+
+@pytest.fixture
 def experiment_bench(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import experiment as bench  # benchmarks/experiment.py

@@ -869,6 +869,29 @@ class LabelStore:
         frame["at"] = pd.to_datetime(frame["at"], utc=True)
         return frame
 
+    def record_alert(self, stream: str, action: str, after: Mapping[str, Any], *, reason: str,
+                     actor: str | None = None) -> None:
+        """Append one event about a whole stream to the audit trail (e.g. ``drift.alert``, with
+        the drift report as ``after``): entity ``stream``, the stream's id, ``reason`` one line.
+
+        Raises
+        ------
+        SchemaError
+            An unknown stream, an action that is not ``word.word`` text of at most 50
+            characters, an ``after`` that is not a JSON-ready mapping, a reason that is not text.
+        """
+        s = self.stream(stream)
+        check_text(action, "action", max_chars=50)
+        if action.count(".") != 1 or not all(part.replace("_", "").isalnum() for part in action.split(".")):
+            raise fail("action", "a name like 'drift.alert'", _describe(action))
+        if not isinstance(after, Mapping):
+            raise fail("after", "a mapping (the event's content)", _describe(after))
+        check_text(reason, "reason")
+        payload = json.loads(json_text(dict(after), "after"))
+        with write_transaction(self._engine) as conn:
+            record_events(conn, [{"action": action, "entity": "stream", "entity_id": s.id, "stream_id": s.id,
+                                  "after": payload, "reason": reason}], actor=actor, reason=reason)
+
     def annotator_metrics(self, stream: str) -> pd.DataFrame:
         """Per-annotator figures; see :func:`loop.store._metrics.annotator_metrics`."""
         return _metrics.annotator_metrics(self.annotations_frame(stream), self.resolutions_frame(stream))

@@ -1,0 +1,181 @@
+"""The program's drift check: each round's arrivals against the reference window, the alert,
+and the targeted relabel queue (the math is :mod:`loop.drift`).
+
+A program with ``drift.enabled`` keeps one :class:`DriftWatch`. From round
+``drift.reference_rounds`` on, each round (:meth:`DriftWatch.check`):
+
+1. *Reference.* The items of rounds ``0 .. reference_rounds - 1``: their features, the
+   champion's predicted class (out of fold for the items it was trained on, as the program
+   judges them) and their current labels. Refitted each round with this round's champion and
+   labels, so that a new model or a fixed label is never taken for drift.
+2. *Current window.* The round's new arrivals, the same three views
+   (:meth:`loop.drift.DriftReference.check`).
+3. *Alert.* When a view passes its threshold: an event ``drift.alert`` on the stream in the
+   label store (``after``: the report, with the queue; ``reason``: the one-line summary), the
+   report and the queue as MLflow artifacts (``drift/round_NN.csv``,
+   ``drift/relabel_round_NN.csv``), the summary as the tag ``labelloop.drift``.
+4. *Queue.* From the items the round's plan sends to no person (eligible, kept or
+   auto-accepted), the drifted region
+   ranked (:func:`loop.drift.relabel_queue`), or with ``drift.queue: blanket`` as many drawn
+   uniformly; cut at ``floor(relabel_budget / planned cost of relabel_action)``. The program
+   routes them with that action (their tasks and reasons like any other) and resolves them
+   with the round's work.
+
+Nothing here reads the truth: the program measures what the queue removed
+(``true_drift_errors_removed``) only where the dataset knows it.
+"""
+
+from __future__ import annotations
+
+import math
+import numpy as np
+import pandas as pd
+
+from loop.columns import ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, RUNNER_UP
+from loop.drift import PREDICTED, DriftReference, DriftReport, blanket_queue, relabel_queue
+from loop.store import LabelStore
+from loop.strategies import ACTION, Action, TaskCosts
+
+from . import tracking as T
+from .config import DriftConfig
+
+__all__ = ["DRIFT_ALERT", "DriftWatch", "merge_queue", "pool_frame", "queue_outcome"]
+
+DRIFT_ALERT = "drift.alert"  # the store event's action
+
+
+class DriftWatch:
+    """The drift check of one program (module docstring).
+
+    Parameters
+    ----------
+    cfg : DriftConfig
+    n_classes : int
+    store : LabelStore
+    stream : str
+    tracker : Tracker
+    seed : int
+        The blanket queue's draws (``[seed, 37, round]``).
+    """
+
+    def __init__(self, cfg: DriftConfig, *, n_classes: int, store: LabelStore, stream: str, tracker: T.Tracker,
+                 seed: int) -> None:
+        self.cfg, self.n_classes, self.store, self.stream, self.tracker = cfg, n_classes, store, stream, tracker
+        self.seed = seed
+        self.n_reference: int | None = None
+        self.alerts: list[int] = []  # rounds with an alert
+
+    def set_reference(self, n_items: int) -> None:
+        """The first ``n_items`` arrived items (in arrival order) are the reference window."""
+        self.n_reference = n_items
+
+    def check(self, round_: int, *, x: np.ndarray, predicted: np.ndarray, labels: np.ndarray,
+              current: np.ndarray, pool: pd.DataFrame, costs: TaskCosts) -> tuple[DriftReport | None, pd.DataFrame]:
+        """The round's report and relabel queue (empty without an alert).
+
+        Parameters
+        ----------
+        x, predicted, labels : arrays over every arrived item, in arrival order
+        current : ndarray of int
+            Arrival positions of the round's new items.
+        pool : DataFrame
+            Items that may be relabelled (``item_id, label, predicted, label_issue_score`` and
+            ``position``, their arrival position).
+        costs : TaskCosts
+            The round's planned costs: the queue's length is the budget over the action's.
+        """
+        if self.n_reference is None or len(current) == 0:
+            return None, _no_queue()
+        ref = slice(0, self.n_reference)
+        reference = DriftReference(self.cfg.thresholds()).fit(x[ref], predicted[ref], labels[ref],
+                                                              n_classes=self.n_classes)
+        report = reference.check(x[current], predicted[current], labels[current])
+        if not report.alert:
+            return report, _no_queue()
+        action = Action(self.cfg.relabel_action)
+        max_items = int(math.floor(self.cfg.relabel_budget / costs.planned(action) + 1e-9))
+        where = pool["position"].to_numpy(dtype=np.int64)
+        if self.cfg.queue == "blanket":
+            queue = blanket_queue(pool, max_items=max_items, rng=np.random.default_rng([self.seed, 37, round_]))
+        else:
+            queue = relabel_queue(report, reference, pool, x[where], x[current], max_items=max_items)
+        self.alerts.append(round_)
+        self._record(round_, report, queue)
+        return report, queue
+
+    def _record(self, round_: int, report: DriftReport, queue: pd.DataFrame) -> None:
+        after = {**report.to_dict(), "round": round_, "queue": self.cfg.queue,
+                 "relabel_action": self.cfg.relabel_action, "relabel_budget": self.cfg.relabel_budget,
+                 "relabel": [{"item_id": str(i), "reason": r} for i, r in zip(queue[ITEM], queue[REASON])]}
+        summary = f"round {round_}: {report.summary()}; {len(queue)} items to relabel"
+        self.store.record_alert(self.stream, DRIFT_ALERT, after, reason=summary)
+        findings = pd.DataFrame([{"kind": f.kind, "name": f.name, "statistic": f.statistic, "value": f.value,
+                                  "threshold": f.threshold, "by": f.by, "moved": "; ".join(f.moved),
+                                  "detail": f.detail} for f in report.drifted])
+        self.tracker.log_table(findings, T.drift_report_path(round_))
+        if len(queue):
+            self.tracker.log_table(queue, T.drift_queue_path(round_))
+        self.tracker.set_tags({T.TAG_DRIFT: summary})
+
+    def figures(self, report: DriftReport | None) -> dict[str, float]:
+        """The round's drift metrics (none before the reference is complete)."""
+        if report is None:
+            return {}
+        return {T.DRIFT_PSI_MAX: report.max_psi("feature"), T.DRIFT_PREDICTION_PSI: report.max_psi("prediction"),
+                T.DRIFT_LABEL_PSI: report.max_psi("label"),
+                T.DRIFT_NOVEL_SHARE: float(report.novel.mean()) if report.novel.size else 0.0,
+                T.DRIFT_ALERTS: float(len(report.drifted))}
+
+
+def merge_queue(plan: pd.DataFrame, queue: pd.DataFrame, action: Action, costs: TaskCosts) -> pd.DataFrame:
+    """The plan (or routing decisions) with the queue's items (none sent to a person by it)
+    given ``action`` and the queue's reasons."""
+    if queue.empty:
+        return plan
+    plan = plan.copy()
+    hit = plan[ITEM].astype(str).isin(queue[ITEM].astype(str).to_numpy(dtype=object)).to_numpy()
+    why = queue.assign(**{ITEM: queue[ITEM].astype(str)}).set_index(ITEM)
+    ids = plan.loc[hit, ITEM].astype(str)
+    if ACTION in plan.columns:
+        plan.loc[hit, ACTION] = action.value
+    plan.loc[hit, ROUTE] = action.value  # the route of the same name (review, expert, double_blind)
+    plan.loc[hit, REASON] = why[REASON].reindex(ids).to_numpy()
+    plan.loc[hit, PRIORITY] = why[PRIORITY].reindex(ids).to_numpy()
+    if "planned_cost" in plan.columns:
+        plan.loc[hit, "planned_cost"] = costs.planned(action)
+    return plan
+
+
+def _no_queue() -> pd.DataFrame:
+    return pd.DataFrame({ITEM: pd.Series(dtype=object), REASON: pd.Series(dtype=object),
+                         PRIORITY: pd.Series(dtype=np.float64)})
+
+
+def pool_frame(candidates: pd.DataFrame, plan: pd.DataFrame, positions: np.ndarray,
+               probs: np.ndarray) -> pd.DataFrame:
+    """The candidates the plan sends to no person (kept, or auto-accepted), with the model's
+    class and runner-up (from ``probs``, over every arrived item) and their arrival position."""
+    kept = plan.loc[plan[ACTION].isin([Action.KEEP.value, Action.AUTO_ACCEPT.value]), ITEM].astype(str).to_numpy(dtype=object)
+    ids = candidates[ITEM].astype(str)
+    keep = ids.isin(kept).to_numpy()
+    pos = positions[keep]
+    ranked = np.argsort(-probs[pos], axis=1, kind="stable")
+    return pd.DataFrame({ITEM: ids.to_numpy(dtype=object)[keep], LABEL: candidates[LABEL].to_numpy()[keep],
+                         PREDICTED: ranked[:, 0], RUNNER_UP: ranked[:, 1],
+                         LABEL_ISSUE_SCORE: candidates[LABEL_ISSUE_SCORE].to_numpy(dtype=np.float64)[keep],
+                         "position": pos})
+
+
+def queue_outcome(queue: pd.DataFrame, before: pd.Series, after: pd.Series,
+                  truth: pd.Series | None) -> dict[str, float]:
+    """What the relabeling did: labels changed (no truth), and, where the truth is known, wrong
+    labels before minus wrong labels after."""
+    ids = pd.Index(queue[ITEM].astype(str), dtype=object)
+    old = before.reindex(ids).to_numpy(dtype=np.float64)
+    new = after.reindex(ids).to_numpy(dtype=np.float64)
+    out = {T.DRIFT_RELABEL_CHANGED: float((old != new).sum())}
+    if truth is not None:
+        right = truth.reindex(ids).to_numpy(dtype=np.float64)
+        out[T.TRUE_DRIFT_QUEUE_WRONG] = float((old != right).sum())
+        out[T.TRUE_DRIFT_ERRORS_REMOVED] = float((old != right).sum() - (new != right).sum())
+    return out
