@@ -9,9 +9,11 @@
   ``program``, e.g. a comparison's strategies: its ``final_error_rate_estimate`` and
   ``cost_per_error_removed_estimate``); a live program's own run is left out, its rounds
   already count. ``report/trend.png`` draws both against time, with the fit;
-- the guideline changes: each program run's ``thresholds.guideline_refs`` param (the guideline
-  references the router quotes) compared with the run before it, in time order
-  (``report/guideline_changes.csv``, dashed lines on the plot);
+- the guideline changes: each program run's published guideline versions (its
+  ``guideline_version`` tag, :func:`experiments.guidance.log_guideline_version`) and its
+  ``thresholds.guideline_refs`` param (the guideline references the router quotes), compared
+  with the run before it, in time order (``report/guideline_changes.csv``, dashed lines on the
+  plot);
 - ``annualized_error_reduction``: the least-squares slope ``b`` of log(estimated error rate)
   against time in years (:func:`scipy.stats.linregress`), reported as the relative reduction
   per year ``1 - exp(b)``, with a 95% interval from the slope's t interval
@@ -289,9 +291,17 @@ def collect_points(runs: Sequence[Any], *, strategy: str | None = None) -> pd.Da
             "error_rate_estimate": rate, "error_rate_estimate_ci_low": low, "error_rate_estimate_ci_high": high,
             "cost_per_error_removed_estimate": cost_per_error, "program_cost": program_cost,
             "final_error_rate": _metric(run, T.FINAL_ERROR_RATE),
-            "guidelines": source.data.params.get(GUIDELINE_PARAM, ""), "used_in_fit": False})
+            "guidelines": _guidelines(source), "used_in_fit": False})
     frame = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
     return frame.sort_values("time", kind="stable").reset_index(drop=True)
+
+
+def _guidelines(run: Any) -> str:
+    """What guidance a program ran under: its published versions (``versions 1,2``), and the
+    references its router quoted, when either was logged."""
+    versions = run.data.tags.get(T.TAG_GUIDELINE_VERSION, "")
+    refs = run.data.params.get(GUIDELINE_PARAM, "")
+    return "; ".join(part for part in (f"versions {versions}" if versions else "", refs) if part)
 
 
 def guideline_changes(points: pd.DataFrame) -> pd.DataFrame:

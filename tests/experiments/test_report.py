@@ -25,7 +25,7 @@ def _ms(moment: dt.datetime) -> int:
 
 def _program(client, experiment_id: str, when: dt.datetime, *, rate: float, strategy: str = "tiered",
              guidelines: str = "[]", cost_per_error: float = 5.0, parent: str | None = None,
-             role: str = T.ROLE_PROGRAM, metrics: dict | None = None) -> str:
+             role: str = T.ROLE_PROGRAM, metrics: dict | None = None, versions: str = "") -> str:
     tags = {T.TAG_ROLE: role, T.TAG_STRATEGY: strategy}
     if parent:
         tags["mlflow.parentRunId"] = parent
@@ -33,6 +33,8 @@ def _program(client, experiment_id: str, when: dt.datetime, *, rate: float, stra
     rid = run.info.run_id
     if role == T.ROLE_PROGRAM:
         client.log_param(rid, R.GUIDELINE_PARAM, guidelines)
+        if versions:
+            client.set_tag(rid, T.TAG_GUIDELINE_VERSION, versions)
         figures = {T.FINAL_ERROR_RATE_ESTIMATE: rate, T.FINAL_ERROR_RATE_ESTIMATE_CI_LOW: rate * 0.8,
                    T.FINAL_ERROR_RATE_ESTIMATE_CI_HIGH: rate * 1.2, T.COST_PER_ERROR_REMOVED_ESTIMATE: cost_per_error,
                    T.FINAL_ERROR_RATE: rate * 0.9}
@@ -128,6 +130,15 @@ def test_the_report_run_holds_the_fit_the_trend_and_the_guideline_changes(store,
     csv = pd.read_csv(client.download_artifacts(result.run_id, R.RUNS_CSV, str(tmp_path)))
     assert csv["error_rate_estimate"].tolist() == pytest.approx(rates)
     assert (tmp_path / "out" / "report_runs.csv").is_file()
+
+
+def test_a_published_guideline_version_is_a_change(store):
+    uri, client, experiment_id, name = store
+    # the same router references throughout; the programs' published versions move 1 -> 1,2
+    for i, versions in enumerate(["1", "1", "1,2", "1,2"]):
+        _program(client, experiment_id, START + i * 30 * DAY, rate=0.2 - 0.02 * i, guidelines="[]", versions=versions)
+    result = R.main(R.ReportConfig(experiment=name, since="2025-01-01", tracking_uri=uri))
+    assert result.guideline_changes[["before", "after"]].values.tolist() == [["versions 1; []", "versions 1,2; []"]]
 
 
 def test_a_live_program_counts_by_its_rounds_and_strategy_filters(store):
