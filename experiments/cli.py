@@ -46,7 +46,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1, or a one-line usage error."""
     try:
         value = int(text)
     except ValueError:
@@ -110,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "that meets a target error rate (Optuna; resumes)")
     tune.add_argument("--config", required=True, help="program config YAML with a tune: section "
                                                       "(see configs/tune.yaml)")
-    tune.add_argument("--trials", type=_positive_int, default=None,
+    tune.add_argument("--trials", type=positive_int, default=None,
                       help="completed trials the study should reach (default: tune.trials of the config)")
     add_output_argument(tune, "the best trial's summary.csv and rounds.csv, and trials.csv")
     tune.set_defaults(func=_tune)
@@ -134,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--items", default=None, metavar="FILE",
                        help="ingest the items of this .csv/.parquet first (columns as program.dataset names them; "
                             "default: the config's table, if it has one)")
-    serve.add_argument("--rounds", type=_positive_int, default=None,
+    serve.add_argument("--rounds", type=positive_int, default=None,
                        help="stop after this many rounds (default: run until Ctrl-C)")
     serve.add_argument("--in-process", action="store_true", dest="in_process",
                        help="score in this process, without Ray Serve (no HTTP endpoints)")

@@ -119,6 +119,7 @@ from typing import Any
 
 import yaml
 
+from loop.drift import DriftThresholds
 from loop.exceptions import SchemaError
 from loop.gate import QualityGate
 from loop.issues import ANNOTATOR_MODELS
@@ -443,11 +444,12 @@ class DriftConfig:
 
     enabled: bool = False
     reference_rounds: int = 2
-    psi: float = 0.4
-    ks_alpha: float = 0.01
-    prediction_psi: float = 0.3
-    label_psi: float = 0.3
-    novelty_alpha: float = 0.001
+    # The library's defaults, not copies of them (their measurements are in loop.drift).
+    psi: float = DriftThresholds.psi
+    ks_alpha: float = DriftThresholds.ks_alpha
+    prediction_psi: float = DriftThresholds.prediction_psi
+    label_psi: float = DriftThresholds.label_psi
+    novelty_alpha: float = DriftThresholds.novelty_alpha
     relabel_budget: float = 6.0
     relabel_action: str = "expert"
     queue: str = "targeted"
@@ -474,8 +476,6 @@ class DriftConfig:
 
     def thresholds(self) -> Any:
         """The :class:`loop.drift.DriftThresholds` of this config."""
-        from loop.drift import DriftThresholds
-
         return DriftThresholds(psi=self.psi, ks_alpha=self.ks_alpha, prediction_psi=self.prediction_psi,
                                label_psi=self.label_psi, novelty_alpha=self.novelty_alpha)
 

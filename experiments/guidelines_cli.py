@@ -24,6 +24,7 @@ import getpass
 
 def add_guidelines_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``guidelines draft``, ``show``, ``publish`` and ``impact``."""
+    from experiments.cli import positive_int
     from loop.store import URL_ENV_VAR
 
     parser = sub.add_parser("guidelines", help="draft guideline sections from the confused pairs, publish them, "
@@ -33,9 +34,9 @@ def add_guidelines_parser(sub: argparse._SubParsersAction) -> None:
 
     draft = actions.add_parser("draft", help="draft the next version from the stream's most confused pairs")
     draft.add_argument("--stream", required=True)
-    draft.add_argument("--pairs", type=_count, default=3, metavar="K", help="sections for the K most confused pairs "
+    draft.add_argument("--pairs", type=positive_int, default=3, metavar="K", help="sections for the K most confused pairs "
                                                                             "(default 3)")
-    draft.add_argument("--per-class", type=_count, default=3, metavar="N",
+    draft.add_argument("--per-class", type=positive_int, default=3, metavar="N",
                        help="boundary examples per class of a pair (default 3)")
     draft.add_argument("--author", default=None, help="who drafts (default: the login name)")
     draft.add_argument("--store", default=None, help=store_help)
@@ -43,13 +44,13 @@ def add_guidelines_parser(sub: argparse._SubParsersAction) -> None:
 
     show = actions.add_parser("show", help="print a version's text (default: the newest published)")
     show.add_argument("--stream", required=True)
-    show.add_argument("--version", type=_count, default=None)
+    show.add_argument("--version", type=positive_int, default=None)
     show.add_argument("--store", default=None, help=store_help)
     show.set_defaults(func=_show)
 
     publish = actions.add_parser("publish", help="publish a draft: tasks show it from now on")
     publish.add_argument("--stream", required=True)
-    publish.add_argument("--version", type=_count, required=True)
+    publish.add_argument("--version", type=positive_int, required=True)
     publish.add_argument("--actor", default=None, help="who publishes (default: the login name)")
     publish.add_argument("--store", default=None, help=store_help)
     publish.set_defaults(func=_publish)
@@ -57,7 +58,7 @@ def add_guidelines_parser(sub: argparse._SubParsersAction) -> None:
     impact = actions.add_parser("impact", help="accuracy on the version's pairs before and after publication, "
                                                "its gain and half-life")
     impact.add_argument("--stream", required=True)
-    impact.add_argument("--version", type=_count, required=True)
+    impact.add_argument("--version", type=positive_int, required=True)
     impact.add_argument("--window", type=_window, default="1D",
                         help="a duration (1D, 12h: time windows) or a number of answers (default 1D)")
     impact.add_argument("--pair", type=_pair, action="append", default=None, metavar="A,B",
@@ -65,16 +66,6 @@ def add_guidelines_parser(sub: argparse._SubParsersAction) -> None:
     impact.add_argument("--boot", type=_boot, default=200, metavar="N", help="bootstrap resamples (default 200)")
     impact.add_argument("--store", default=None, help=store_help)
     impact.set_defaults(func=_impact)
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def _boot(text: str) -> int:
