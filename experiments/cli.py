@@ -262,7 +262,8 @@ def _comparison(cfg: Any, *, output: Any = None) -> int:
         result = compare.main(cfg, progress=progress)
     from experiments.comparison_report import WINNER_RULE, display_table
 
-    table = Table(title=f"{cfg.dataset.value}: {cfg.rounds} rounds of {cfg.items_per_round} items, "
+    rounds = f"{cfg.rounds} round{'s' if cfg.rounds != 1 else ''}"
+    table = Table(title=f"{cfg.dataset.value}: {rounds} of {cfg.items_per_round} items, "
                         f"budget {cfg.budget_per_round:g} {cfg.currency} per round (triple_majority pays its own way)")
     shown = display_table(result.table, currency=cfg.currency, best=result.winner,
                           roi=cfg.value_per_error_removed is not None)

@@ -107,8 +107,8 @@ def crown_winner(tracker: T.Tracker, results: dict[str, ProgramResult], best: st
 def _log_parent(parent: T.Tracker, cfg: ProgramConfig, dataset: str, results: dict[str, ProgramResult],
                 table: pd.DataFrame, best: str | None) -> None:
     """The parent run: the table, the description, the report (HTML and PNG), the per-strategy figures."""
-    title = f"{dataset}: {cfg.rounds} rounds of {cfg.items_per_round} items, budget {cfg.budget_per_round:g} " \
-            f"{cfg.currency} per round"
+    rounds = f"{cfg.rounds} round{'s' if cfg.rounds != 1 else ''}"
+    title = f"{dataset}: {rounds} of {cfg.items_per_round} items, budget {cfg.budget_per_round:g} {cfg.currency} per round"
     report = {"currency": cfg.currency, "value_per_error_removed": cfg.value_per_error_removed, "title": title}
     parent.log_table(table, T.COMPARISON_CSV)
     parent.set_tags({T.TAG_DESCRIPTION: R.description(table, **report), T.TAG_CURRENCY: cfg.currency,

@@ -195,7 +195,7 @@ def test_the_parent_run_gets_the_description_report_and_rounded_sections(hand_bu
 
     table = comparison_table(hand_built)
     _log_parent(parent, cfg, "digits", hand_built, table, R.winner(table))
-    assert parent.tags[T.TAG_DESCRIPTION].startswith("### digits: 1 rounds of 60 items, budget 3 EUR per round")
+    assert parent.tags[T.TAG_DESCRIPTION].startswith("### digits: 1 round of 60 items, budget 3 EUR per round")
     assert parent.tags[T.TAG_WINNER] == "tiered" and parent.tags[T.TAG_CURRENCY] == "EUR"
     assert "<!DOCTYPE html>" in parent.texts[T.REPORT_HTML] and T.REPORT_PNG in parent.figures
     (metrics,) = parent.metrics
