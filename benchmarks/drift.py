@@ -85,6 +85,11 @@ def play(scenario: str, seed: int, queue: str, *, rounds: int, items: int, onset
     return result.rounds
 
 
+def _total(rounds: pd.DataFrame, column: str) -> float:
+    """A figure summed over rounds; 0 when no round has it (no alert queued an item)."""
+    return float(rounds[column].fillna(0).sum()) if column in rounds.columns else 0.0
+
+
 def scenario_rows(scenario: str, seeds: list[int], **sizes: int) -> dict[str, float]:
     """Targeted against blanket on one scenario, summed over seeds."""
     out = {"scenario": scenario, "targeted": 0.0, "blanket": 0.0, "targeted_cost": 0.0, "blanket_cost": 0.0,
@@ -95,11 +100,11 @@ def scenario_rows(scenario: str, seeds: list[int], **sizes: int) -> dict[str, fl
         removed = {}
         for queue in ("targeted", "blanket"):
             rounds = play(scenario, seed, queue, world=world, **sizes)
-            removed[queue] = float(rounds[T.TRUE_DRIFT_ERRORS_REMOVED].fillna(0).sum())
+            removed[queue] = _total(rounds, T.TRUE_DRIFT_ERRORS_REMOVED)
             out[queue] += removed[queue]
-            out[f"{queue}_cost"] += float(rounds[T.DRIFT_RELABEL_COST].fillna(0).sum())
-            out[f"{queue}_wrong"] += float(rounds[T.TRUE_DRIFT_QUEUE_WRONG].fillna(0).sum())
-            out[f"{queue}_items"] += float(rounds[T.DRIFT_RELABEL_ITEMS].fillna(0).sum())
+            out[f"{queue}_cost"] += _total(rounds, T.DRIFT_RELABEL_COST)
+            out[f"{queue}_wrong"] += _total(rounds, T.TRUE_DRIFT_QUEUE_WRONG)
+            out[f"{queue}_items"] += _total(rounds, T.DRIFT_RELABEL_ITEMS)
             if queue == "targeted":
                 alerts = rounds[T.DRIFT_ALERTS].fillna(0)
                 first = alerts.index[alerts > 0]
