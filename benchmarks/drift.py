@@ -5,7 +5,8 @@ Each scenario (``prior_shift``, ``covariate_shift``, ``new_subpopulation``; see
 :mod:`experiments.world`) is played on digits by the tiered program, ``--rounds`` rounds of
 ``--items`` items, drift from round ``--onset`` (the rounds before it are the reference window),
 once per seed with ``drift.queue: targeted`` and once with ``drift.queue: blanket``: the same
-world, alerts and ``drift.relabel_budget`` per alert, relabelled by experts; only which
+world, alerts and ``drift.relabel_budget`` per alert and relabel action (``--action``, default
+``auto``: double-blind when only the class mix moved, experts when the items look new); only which
 already-labelled items are relabelled differs (the drifted region ranked, or drawn uniformly).
 
 - ``errors removed``: ``true_drift_errors_removed`` summed over the rounds and seeds (wrong
@@ -46,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import tracking as T  # noqa: E402
 from experiments.config import parse_config  # noqa: E402
+from experiments.drift_watch import DRIFT_ALERT  # noqa: E402
 from experiments.program import run_program  # noqa: E402
 from experiments.world import build_world  # noqa: E402
 from loop.drift import DriftReference  # noqa: E402
@@ -55,7 +57,7 @@ SCENARIOS = ("prior_shift", "covariate_shift", "new_subpopulation")
 TARGET_RATIO, TARGET_DELAY = 2.0, 2
 
 
-ACTION = {"value": "expert"}  # drift.relabel_action of every program (--action)
+ACTION = {"value": "auto"}  # drift.relabel_action of every program (--action)
 
 
 def config(scenario: str, seed: int, queue: str, *, rounds: int, items: int, onset: int):
@@ -66,28 +68,43 @@ def config(scenario: str, seed: int, queue: str, *, rounds: int, items: int, ons
         "drift": {"enabled": True, "reference_rounds": onset, "queue": queue, "relabel_action": ACTION["value"]}})
 
 
+ACTIONS: dict[str, dict[str, int]] = {}  # scenario -> the alerts' relabel actions (targeted programs)
+
+
 def play(scenario: str, seed: int, queue: str, *, rounds: int, items: int, onset: int,
          world=None) -> pd.DataFrame:
-    """One program's per-round drift figures."""
+    """One program's per-round drift figures (and, targeted, its alerts' actions in ACTIONS)."""
     cfg = config(scenario, seed, queue, rounds=rounds, items=items, onset=onset)
     with LabelStore("sqlite://") as store:
         result = run_program(cfg, store=store, world=world if world is not None else build_world(cfg))
+        events = store.events_frame(stream=result.stream)
+    if queue == "targeted":
+        seen = ACTIONS.setdefault(scenario, {})
+        for after in events.loc[events["action"] == DRIFT_ALERT, "after"]:
+            seen[after["relabel_action"]] = seen.get(after["relabel_action"], 0) + 1
     return result.rounds
+
+
+def _total(rounds: pd.DataFrame, column: str) -> float:
+    """A figure summed over rounds; 0 when no round has it (no alert queued an item)."""
+    return float(rounds[column].fillna(0).sum()) if column in rounds.columns else 0.0
 
 
 def scenario_rows(scenario: str, seeds: list[int], **sizes: int) -> dict[str, float]:
     """Targeted against blanket on one scenario, summed over seeds."""
     out = {"scenario": scenario, "targeted": 0.0, "blanket": 0.0, "targeted_cost": 0.0, "blanket_cost": 0.0,
            "targeted_wrong": 0.0, "blanket_wrong": 0.0, "targeted_items": 0.0, "blanket_items": 0.0,
-           "delay": -1, "alerts": 0, "checks": 0, "wrong_share": 0.0}
+           "delay": -1, "alerts": 0, "checks": 0, "wrong_share": 0.0, "per_seed": []}
     for seed in seeds:
         world = build_world(config(scenario, seed, "targeted", **sizes))
+        removed = {}
         for queue in ("targeted", "blanket"):
             rounds = play(scenario, seed, queue, world=world, **sizes)
-            out[queue] += float(rounds[T.TRUE_DRIFT_ERRORS_REMOVED].fillna(0).sum())
-            out[f"{queue}_cost"] += float(rounds[T.DRIFT_RELABEL_COST].fillna(0).sum())
-            out[f"{queue}_wrong"] += float(rounds[T.TRUE_DRIFT_QUEUE_WRONG].fillna(0).sum())
-            out[f"{queue}_items"] += float(rounds[T.DRIFT_RELABEL_ITEMS].fillna(0).sum())
+            removed[queue] = _total(rounds, T.TRUE_DRIFT_ERRORS_REMOVED)
+            out[queue] += removed[queue]
+            out[f"{queue}_cost"] += _total(rounds, T.DRIFT_RELABEL_COST)
+            out[f"{queue}_wrong"] += _total(rounds, T.TRUE_DRIFT_QUEUE_WRONG)
+            out[f"{queue}_items"] += _total(rounds, T.DRIFT_RELABEL_ITEMS)
             if queue == "targeted":
                 alerts = rounds[T.DRIFT_ALERTS].fillna(0)
                 first = alerts.index[alerts > 0]
@@ -98,7 +115,23 @@ def scenario_rows(scenario: str, seeds: list[int], **sizes: int) -> dict[str, fl
                 # How many wrong labels a queue could find: the labels' error rate before the onset
                 # round's work (the round before's, after it), over the seeds.
                 out["wrong_share"] += float(rounds[T.TRUE_ERROR_RATE].loc[sizes["onset"] - 1]) / len(seeds)
+        out["per_seed"].append((removed["targeted"], removed["blanket"]))
     return out
+
+
+def uncertainty(per_seed: list[tuple[float, float]], *, draws: int = 2000) -> str:
+    """The ratio's spread over seeds: a bootstrap (seeds drawn with replacement) of the ratio of
+    summed errors removed (against one, as the table's), its 90% interval and the share of draws
+    >= the target; and the paired sign count (seeds where targeted removed more / fewer / as many)."""
+    t, b = np.array(per_seed, dtype=np.float64).T
+    rng = np.random.default_rng(13)
+    pick = rng.integers(0, len(t), size=(draws, len(t)))
+    ratios = t[pick].sum(axis=1) / np.maximum(b[pick].sum(axis=1), 1.0)
+    lo, hi = np.quantile(ratios, [0.05, 0.95])
+    return (f"bootstrap over {len(t)} seeds: ratio 90% interval [{lo:.1f}, {hi:.1f}], "
+            f">= {TARGET_RATIO:.0f}x in {np.mean(ratios >= TARGET_RATIO):.0%} of draws; targeted > / < / = blanket in "
+            f"{int((t > b).sum())} / {int((t < b).sum())} / {int((t == b).sum())} seeds; per seed t/b "
+            + " ".join(f"{x:.0f}/{y:.0f}" for x, y in zip(t, b)))
 
 
 def program_false_alarms(seeds: list[int], **sizes: int) -> tuple[int, int]:
@@ -134,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=100)
     parser.add_argument("--onset", type=int, default=3)
     parser.add_argument("--windows", type=int, default=200)
-    parser.add_argument("--action", default="expert", choices=["review", "double_blind", "expert"],
+    parser.add_argument("--action", default="auto", choices=["auto", "review", "double_blind", "expert"],
                         help="drift.relabel_action")
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     args = parser.parse_args(argv)
@@ -148,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     fa_windows, views = window_false_alarms(windows, args.items)
     print(f"drift: digits, {args.rounds} rounds of {args.items} items, drift from round {args.onset} "
           f"(rounds 0-{args.onset - 1} the reference), seeds {seeds}, tiered, relabel budget 6.0 per alert "
-          f"({args.action})")
+          f"(drift.relabel_action {args.action})")
     print(f" {'scenario':<18} {'removed: targeted':>17} {'blanket':>8} {'ratio':>6} {'cost: targeted':>15} "
           f"{'blanket':>8} {'per 10 cost t/b':>16} {'queue wrong t/b':>16} {'wrong at onset':>15} {'delay':>6} "
           f"{'alerts':>7}  verdict")
@@ -168,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['wrong_share']:>15.1%} "
               f"{delay_text:>6} {r['alerts']:>3}/{r['checks']:<3}  {'met' if met else 'missed'}")
     print(" * blanket removed fewer than one error: the ratio is against one")
+    print(" relabel actions of the targeted programs' alerts: " + "; ".join(
+        f"{k} " + ", ".join(f"{a} {n}" for a, n in sorted(v.items())) for k, v in ACTIONS.items() if k in args.scenarios))
+    for r in rows:
+        if len(r["per_seed"]) > 1:
+            print(f" {r['scenario']}: {uncertainty(r['per_seed'])}")
     view_text = ", ".join(f"{k} {v}" for k, v in sorted(views.items())) or "none"
     print(f" false alarms: program without drift {fa_program}/{fa_checks} checked rounds; drift check alone "
           f"{fa_windows}/{windows} windows ({view_text})")

@@ -77,7 +77,7 @@ A config file has these sections (every key optional; defaults in brackets)::
       label_psi: 0.3             # PSI of the resolved labels' shares
       novelty_alpha: 0.001       # binomial test of the share of arrivals unlike the reference
       relabel_budget: 6.0        # cost units each alert may spend relabelling (>= 0)
-      relabel_action: expert     # review | double_blind | expert
+      relabel_action: auto       # auto (by what drifted) | review | double_blind | expert
       queue: targeted            # targeted (the drifted region) | blanket (uniform: a baseline)
     experiment: {variants: [...]}  # labelloop experiment only: the variants compared and the sequential
                                  #   test (experiments/experiment.py documents every key; see
@@ -416,7 +416,7 @@ class DriftScenario(str, Enum):
         return self.value
 
 
-DRIFT_ACTIONS = ("review", "double_blind", "expert")
+DRIFT_ACTIONS = ("auto", "review", "double_blind", "expert")
 DRIFT_QUEUES = ("targeted", "blanket")
 
 
@@ -434,9 +434,13 @@ class DriftConfig:
     relabel_budget : float >= 0, default 6.0
         Cost units each alert may spend relabelling already-labelled items of the drifted
         region, on top of the round's budget (its cost is in the program's cost).
-    relabel_action : str, default ``expert``
-        How the queue is relabelled: ``review`` (one crowd label), ``double_blind`` or ``expert``.
-        Expert by default: the drifted region is where the crowd is least to be trusted.
+    relabel_action : str, default ``auto``
+        How the queue is relabelled: ``review`` (one crowd label), ``double_blind`` (two crowd
+        labels, an expert where they disagree), ``expert``, or ``auto``: per alert, by what drifted
+        (:func:`experiments.drift_watch.choose_action`): ``expert`` when features or novelty
+        drifted (the items look new: the crowd is least to be trusted there), ``double_blind``
+        when only the class mix (predicted classes, labels) moved (the crowd is as good as before,
+        and a single expert, wrong about as often as the labels, breaks as many as it fixes).
     queue : str, default ``targeted``
         ``targeted``: the drifted region, ranked; ``blanket``: as many items drawn uniformly
         from the labelled ones (the baseline of ``benchmarks/drift.py``).
@@ -451,7 +455,7 @@ class DriftConfig:
     label_psi: float = DriftThresholds.label_psi
     novelty_alpha: float = DriftThresholds.novelty_alpha
     relabel_budget: float = 6.0
-    relabel_action: str = "expert"
+    relabel_action: str = "auto"
     queue: str = "targeted"
 
     def __post_init__(self) -> None:

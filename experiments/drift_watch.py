@@ -17,9 +17,11 @@ A program with ``drift.enabled`` keeps one :class:`DriftWatch`. From round
 4. *Queue.* From the items the round's plan sends to no person (eligible, kept or
    auto-accepted), the drifted region
    ranked (:func:`loop.drift.relabel_queue`), or with ``drift.queue: blanket`` as many drawn
-   uniformly; cut at ``floor(relabel_budget / planned cost of relabel_action)``. The program
-   routes them with that action (their tasks and reasons like any other) and resolves them
-   with the round's work.
+   uniformly; cut at ``floor(relabel_budget / planned cost of the action)``. The action is
+   ``relabel_action``, or with ``auto`` (the default) chosen per alert by what drifted
+   (:func:`choose_action`). The program routes them with that action (their tasks and
+   reasons, which name the action and why, like any other) and resolves them with the
+   round's work.
 
 Nothing here reads the truth: the program measures what the queue removed
 (``true_drift_errors_removed``) only where the dataset knows it.
@@ -32,16 +34,38 @@ import numpy as np
 import pandas as pd
 
 from loop.columns import ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, RUNNER_UP
-from loop.drift import PREDICTED, DriftReference, DriftReport, blanket_queue, relabel_queue
+from loop.drift import FEATURE, KS, LABELS, NOVELTY, PREDICTED, PREDICTION, DriftReference, DriftReport, blanket_queue, relabel_queue
 from loop.store import LabelStore
 from loop.strategies import ACTION, Action, TaskCosts
 
 from . import tracking as T
 from .config import DriftConfig
 
-__all__ = ["DRIFT_ALERT", "DriftWatch", "merge_queue", "pool_frame", "queue_outcome"]
+__all__ = ["DRIFT_ALERT", "DriftWatch", "choose_action", "merge_queue", "pool_frame", "queue_outcome"]
 
 DRIFT_ALERT = "drift.alert"  # the store event's action
+CLASS_MIX = (PREDICTION, LABELS)  # the views of which classes arrive
+ITEM_LOOK = (FEATURE, KS, NOVELTY)  # the views of what the items look like
+
+
+def choose_action(report: DriftReport, setting: str) -> tuple[Action, str]:
+    """The relabel action of an alert and why (one phrase).
+
+    ``setting`` is ``drift.relabel_action``: an explicit action is kept. ``auto``: ``expert``
+    when a feature (PSI or KS) or novelty finding drifted, the items look new and the crowd,
+    who have not seen them, is least to be trusted; ``double_blind`` when only the class mix
+    moved (predicted classes and/or labels): the crowd labels those classes as well as before,
+    and two agreeing crowd labels (an expert where they disagree) seldom overturn a right label,
+    where a single expert, wrong about as often as the labels, breaks about as many as it fixes.
+    """
+    if setting != "auto":
+        return Action(setting), f"drift.relabel_action {setting}"
+    kinds = {f.kind for f in report.drifted}
+    look = sorted(kinds & set(ITEM_LOOK))
+    if look:
+        return Action.EXPERT, f"auto: the items look new ({', '.join(look)} drifted)"
+    mix = sorted(kinds & set(CLASS_MIX))
+    return Action.DOUBLE_BLIND, f"auto: only the class mix moved ({', '.join(mix) or 'nothing else'} drifted)"
 
 
 class DriftWatch:
@@ -64,6 +88,9 @@ class DriftWatch:
         self.seed = seed
         self.n_reference: int | None = None
         self.alerts: list[int] = []  # rounds with an alert
+        # The last alert's relabel action and why (choose_action): the program routes its queue so.
+        self.action: Action = Action.EXPERT if cfg.relabel_action == "auto" else Action(cfg.relabel_action)
+        self.action_why = ""
 
     def set_reference(self, n_items: int) -> None:
         """The first ``n_items`` arrived items (in arrival order) are the reference window."""
@@ -92,22 +119,27 @@ class DriftWatch:
         report = reference.check(x[current], predicted[current], labels[current])
         if not report.alert:
             return report, _no_queue()
-        action = Action(self.cfg.relabel_action)
+        action, why = choose_action(report, self.cfg.relabel_action)
+        self.action, self.action_why = action, why
         max_items = int(math.floor(self.cfg.relabel_budget / costs.planned(action) + 1e-9))
         where = pool["position"].to_numpy(dtype=np.int64)
         if self.cfg.queue == "blanket":
             queue = blanket_queue(pool, max_items=max_items, rng=np.random.default_rng([self.seed, 37, round_]))
         else:
             queue = relabel_queue(report, reference, pool, x[where], x[current], max_items=max_items)
+        if len(queue):
+            queue = queue.assign(**{REASON: queue[REASON] + f"; relabel by {action.value} ({why})"})
         self.alerts.append(round_)
         self._record(round_, report, queue)
         return report, queue
 
     def _record(self, round_: int, report: DriftReport, queue: pd.DataFrame) -> None:
         after = {**report.to_dict(), "round": round_, "queue": self.cfg.queue,
-                 "relabel_action": self.cfg.relabel_action, "relabel_budget": self.cfg.relabel_budget,
+                 "relabel_action": self.action.value, "relabel_action_why": self.action_why,
+                 "relabel_setting": self.cfg.relabel_action, "relabel_budget": self.cfg.relabel_budget,
                  "relabel": [{"item_id": str(i), "reason": r} for i, r in zip(queue[ITEM], queue[REASON])]}
-        summary = f"round {round_}: {report.summary()}; {len(queue)} items to relabel"
+        summary = (f"round {round_}: {report.summary()}; {len(queue)} items to relabel by {self.action.value} "
+                   f"({self.action_why})")
         self.store.record_alert(self.stream, DRIFT_ALERT, after, reason=summary)
         findings = pd.DataFrame([{"kind": f.kind, "name": f.name, "statistic": f.statistic, "value": f.value,
                                   "threshold": f.threshold, "by": f.by, "moved": "; ".join(f.moved),

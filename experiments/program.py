@@ -165,7 +165,8 @@ for new items and the items the plan acts on, not for every arrived item again.
 ``drift.reference_rounds`` on, after the plan, the round's arrivals are compared with the
 reference window (features, the champion's predicted classes, the labels; no truth); on an
 alert the store gets a ``drift.alert`` event, MLflow the report, and the items of the drifted
-region that the plan sends to no person are relabelled (``drift.relabel_action``) within
+region that the plan sends to no person are relabelled (``drift.relabel_action``; ``auto``:
+double-blind when only the class mix moved, experts when the items look new) within
 ``drift.relabel_budget``, outside the round's budget.
 
 **Simulated time.** Round ``r`` is day ``r``: initial labels come in from midnight, program
@@ -855,8 +856,8 @@ class _Program:
         plan = plan_round(candidates, cfg.strategy, budget=books.plannable, costs=books.costs,
                           rng=self.rng, decisions=decisions)
         plan, queue = self._drift_queue(round_, fresh, x, probs, current, candidates, eligible, plan, books.costs)
-        if decisions is not None:  # the stored predictions' routes and reasons say where the queue went
-            decisions = merge_queue(decisions, queue, Action(cfg.drift.relabel_action), books.costs)
+        if decisions is not None and self.drift is not None:  # the stored routes and reasons say where it went
+            decisions = merge_queue(decisions, queue, self.drift.action, books.costs)
         self._store_predictions(arrived, probs, decisions, plan)
         self.guidance.before_work(round_)
         spent_before, rows_before = float(annotations[COST].sum()), len(annotations)
@@ -1075,7 +1076,8 @@ class _Program:
                      candidates: pd.DataFrame, eligible: np.ndarray, plan: pd.DataFrame,
                      costs: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The round's drift check (:class:`~experiments.drift_watch.DriftWatch`): on an alert,
-        the plan with the relabel queue's items routed to ``drift.relabel_action``."""
+        the plan with the relabel queue's items routed to the alert's action (``drift.relabel_action``,
+        or with ``auto`` chosen by what drifted)."""
         if self.drift is None:
             return plan, plan.iloc[:0][[ITEM, REASON, PRIORITY]]
         if round_ == self.cfg.drift.reference_rounds:  # rounds 0 .. reference_rounds - 1 are in
@@ -1085,7 +1087,7 @@ class _Program:
         report, queue = self.drift.check(round_, x=x, predicted=predicted, labels=current,
                                          current=self._positions(fresh), pool=pool, costs=costs)
         self.drift_figures = self.drift.figures(report)
-        return merge_queue(plan, queue, Action(self.cfg.drift.relabel_action), costs), queue
+        return merge_queue(plan, queue, self.drift.action, costs), queue
 
     def _drift_outcome(self, queue: pd.DataFrame, work: pd.DataFrame, before: pd.Series) -> float:
         """What the round's relabel queue cost (its items' share of the round's work) and did."""

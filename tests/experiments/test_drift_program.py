@@ -8,11 +8,13 @@ import pytest
 
 from experiments import tracking as T
 from experiments.config import ConfigError, DriftConfig, parse_config
-from experiments.drift_watch import DRIFT_ALERT
+from experiments.drift_watch import DRIFT_ALERT, DriftWatch, choose_action
 from experiments.program import run_program
 from experiments.world import TIER_CODES, build_world
-from loop.columns import ITEM, LABEL
+from loop.columns import ITEM, LABEL, LABEL_ISSUE_SCORE, RUNNER_UP
+from loop.drift import PREDICTED, DriftFinding, DriftReport
 from loop.store import LabelStore
+from loop.strategies import Action, TaskCosts
 from tests.store.conftest import pg_server, pg_url, store_url  # noqa: F401 - fixtures
 
 SIZES = {"rounds": 4, "items_per_round": 100, "budget_per_round": 5.0, "calibration_items": 60,
@@ -45,15 +47,20 @@ def test_a_new_subpopulation_alerts_in_the_store_and_mlflow_and_is_relabelled(st
     # Rounds 0-2 are the reference; the drift starts in round 3 and is caught there.
     assert len(alerts) == 2 and set(alerts["entity"]) == {"stream"}
     first = alerts.iloc[0]
-    assert first["reason"].startswith("round 3: drift: ") and "items to relabel" in first["reason"]
+    assert first["reason"].startswith("round 3: drift: ") and "items to relabel by expert (auto: " in first["reason"]
     report = first["after"]
+    # drift.relabel_action auto (the default): the new variant looks new, so experts, and why.
+    assert report["relabel_setting"] == "auto" and report["relabel_action"] == "expert"
+    assert {d["kind"] for d in report["drifted"]} & {"feature", "ks", "novelty"}
+    assert report["relabel_action_why"].startswith("auto: the items look new")
     assert report["round"] == 3 and report["drifted"], report
     assert {d["kind"] for d in report["drifted"]} & {"feature", "prediction", "label", "novelty"}
     assert all(d["value"] > d["threshold"] if d["statistic"] == "psi" else d["value"] < d["threshold"]
                for d in report["drifted"])
     queued = [r["item_id"] for r in report["relabel"]]
     assert 0 < len(queued) <= int(6.0 // 0.3)  # the budget over an expert label's planned cost
-    assert all(r["reason"].startswith("drift relabel: ") for r in report["relabel"])
+    assert all(r["reason"].startswith("drift relabel: ") and r["reason"].endswith(
+        f"; relabel by expert ({report['relabel_action_why']})") for r in report["relabel"])
     # The queue went to experts as tasks, and each item's route table says why.
     expert_items = set(tasks.loc[tasks["tier"] == TIER_CODES["expert"], ITEM].astype(str))
     assert set(queued) <= expert_items
@@ -69,7 +76,7 @@ def test_a_new_subpopulation_alerts_in_the_store_and_mlflow_and_is_relabelled(st
     assert {T.DRIFT_PSI_MAX, T.DRIFT_ALERTS, T.DRIFT_RELABEL_COST, T.TRUE_DRIFT_ERRORS_REMOVED} <= logged
     assert set(tracker.tables[T.drift_report_path(3)]["kind"]) == {d["kind"] for d in report["drifted"]}
     assert tracker.tables[T.drift_queue_path(3)][ITEM].astype(str).tolist() == queued
-    assert tracker.tags[T.TAG_DRIFT].startswith("round 4: drift: ")
+    assert tracker.tags[T.TAG_DRIFT].startswith("round 4: drift: ") and "to relabel by expert (auto: " in tracker.tags[T.TAG_DRIFT]
     # The relabelling removed errors the crowd made on the new variant (simulation truth).
     assert rounds.loc[[3, 4], T.TRUE_DRIFT_ERRORS_REMOVED].sum() > 0
 
@@ -140,6 +147,8 @@ def test_the_scenarios_drift_from_the_onset_round_only(scenario):
     ({"drift": {"enabled": "yes"}}, "drift.enabled: expected true or false, got 'yes'"),
     ({"drift": {"reference_rounds": 0}}, "drift.reference_rounds: expected an integer >= 1, got 0"),
     ({"drift": {"windows": 3}}, "drift.windows: unknown key"),
+    ({"drift": {"relabel_action": "triple"}},
+     "drift.relabel_action: expected one of ['auto', 'review', 'double_blind', 'expert'], got 'triple'"),
     ({"program": {"drift_scenario": "tsunami"}}, "program.drift_scenario: expected one of"),
     ({"program": {"drift_scenario": "prior_shift", "rounds": 2, "drift_onset_round": 3}},
      "program.drift_onset_round: expected a round in [1, program.rounds=2], got 3"),
@@ -157,3 +166,57 @@ def test_the_drift_section_round_trips():
                         "drift": {"enabled": True, "psi": 0.5, "queue": "blanket"}})
     assert parse_config(cfg.to_dict()) == cfg
     assert cfg.drift.thresholds().psi == 0.5
+
+
+def _report(*kinds: str) -> DriftReport:
+    findings = tuple(DriftFinding(k, f"{k} view", "psi", 1.0, 0.3, True, ("2",)) for k in kinds)
+    return DriftReport(findings + (DriftFinding("feature", "feature 0", "psi", 0.1, 0.4, False),), 300, 100)
+
+
+@pytest.mark.parametrize("kinds, action", [
+    (("prediction",), Action.DOUBLE_BLIND), (("label",), Action.DOUBLE_BLIND),
+    (("prediction", "label"), Action.DOUBLE_BLIND),
+    (("prediction", "feature"), Action.EXPERT), (("ks",), Action.EXPERT), (("label", "novelty"), Action.EXPERT),
+])
+def test_auto_relabels_double_blind_where_only_the_class_mix_moved_and_experts_where_items_look_new(kinds, action):
+    chosen, why = choose_action(_report(*kinds), "auto")
+    assert chosen is action and why.startswith("auto: ")
+    assert ("only the class mix moved" if action is Action.DOUBLE_BLIND else "the items look new") in why
+    # An explicit action is kept whatever drifted.
+    for setting in ("expert", "double_blind", "review"):
+        assert choose_action(_report(*kinds), setting)[0] is Action(setting)
+
+
+def test_the_default_relabel_action_is_auto_and_every_explicit_one_parses():
+    assert DriftConfig().relabel_action == "auto" and parse_config({}).drift.relabel_action == "auto"
+    for setting in ("auto", "review", "double_blind", "expert"):
+        assert parse_config({"drift": {"relabel_action": setting}}).drift.relabel_action == setting
+
+
+def test_a_class_mix_alert_is_queued_double_blind_and_the_event_and_tag_say_why():
+    """The drift check on arrivals that look like the reference's but whose predicted classes
+    and labels moved: auto routes its queue double-blind, sized by double-blind's cost."""
+    rng = np.random.default_rng(3)
+    n_ref, n_cur = 300, 100
+    x = rng.normal(size=(n_ref + n_cur, 4))
+    classes = np.r_[rng.integers(0, 3, n_ref), np.where(rng.random(n_cur) < 0.7, 2, rng.integers(0, 3, n_cur))]
+    pool = pd.DataFrame({ITEM: [f"i{i}" for i in range(n_ref)], LABEL: classes[:n_ref], PREDICTED: classes[:n_ref],
+                         RUNNER_UP: (classes[:n_ref] + 1) % 3, LABEL_ISSUE_SCORE: rng.random(n_ref),
+                         "position": np.arange(n_ref)})
+    costs = TaskCosts(crowd=0.1, expert=0.3)
+    tracker = T.MemoryTracker()
+    with LabelStore("sqlite://") as store:
+        store.create_stream("s", ("a", "b", "c"))
+        watch = DriftWatch(DriftConfig(enabled=True, reference_rounds=3), n_classes=3, store=store, stream="s",
+                           tracker=tracker, seed=1)
+        watch.set_reference(n_ref)
+        report, queue = watch.check(3, x=x, predicted=classes, labels=classes, current=np.arange(n_ref, n_ref + n_cur),
+                                    pool=pool, costs=costs)
+        events = store.events_frame(stream="s")
+    assert {f.kind for f in report.drifted} and {f.kind for f in report.drifted} <= {"prediction", "label"}
+    assert watch.action is Action.DOUBLE_BLIND
+    assert 0 < len(queue) <= int(6.0 / costs.planned(Action.DOUBLE_BLIND) + 1e-9)
+    assert queue["reason"].str.contains("; relabel by double_blind (auto: only the class mix moved", regex=False).all()
+    after = events.loc[events["action"] == DRIFT_ALERT, "after"].iloc[0]
+    assert after["relabel_action"] == "double_blind" and after["relabel_setting"] == "auto"
+    assert "to relabel by double_blind (auto: only the class mix moved" in tracker.tags[T.TAG_DRIFT]
