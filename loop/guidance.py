@@ -65,7 +65,6 @@ CREATED_AT: Final = "created_at"
 # Columns of the draft's frames.
 ITEMS: Final = "items"
 ANSWERS: Final = "answers"
-UNCLEAR: Final = "guideline_unclear"
 RATIONALES: Final = "rationales"
 EXAMPLE_CLASS: Final = "class"
 EDGE_MARGIN: Final = "margin"
@@ -211,7 +210,7 @@ def draft_sections(labels: Any, pred_probs: Any, *, item_ids: Any, classes: Sequ
         sections[(a, b)] = _section(a, b, float(count), float(share), [ids[c] for c in chosen],
                                     [[float(edge[i]) for i in c] for c in chosen], len(on_pair), unclear, quoted)
     return GuidanceDraft(
-        pairs=pd.DataFrame(rows, columns=[CLASS_A, CLASS_B, ESTIMATED_COUNT, SHARE, ITEMS, ANSWERS, UNCLEAR,
+        pairs=pd.DataFrame(rows, columns=[CLASS_A, CLASS_B, ESTIMATED_COUNT, SHARE, ITEMS, ANSWERS, GUIDELINE_UNCLEAR,
                                           RATIONALES]),
         examples=pd.DataFrame(examples, columns=[CLASS_A, CLASS_B, EXAMPLE_CLASS, ITEM, EDGE_MARGIN]),
         sections=sections)

@@ -14,7 +14,8 @@ pytest.importorskip("fastapi")
 pytest.importorskip("ray")  # serve.app imports it; no Ray starts here
 
 from experiments.live import serve_program  # noqa: E402
-from tests.experiments.test_live import GOLD, ROUND_ITEMS, STREAM, _Bots, _Clock, _items, _setup, _world  # noqa: E402
+from tests.experiments.test_live import (GOLD, ROUND_ITEMS, STREAM, _Bots, _Clock, _producer,  # noqa: E402
+                                         _setup, _world)
 
 ROUNDS = 3
 
@@ -34,14 +35,7 @@ def test_a_live_program_alerts_on_a_new_look_and_people_relabel_the_queue(store_
     with LabelStore(store_url) as store:
         _setup(store, crowd, x, ids, initial, truth)
         bots = _Bots(store, crowd, truth, seed=5)
-        batches = [slice(GOLD + r * ROUND_ITEMS, GOLD + (r + 1) * ROUND_ITEMS) for r in range(ROUNDS + 1)]
-
-        def produce() -> None:
-            if batches:
-                part = batches.pop(0)
-                store.add_items(STREAM, _items(x[part], ids[part], initial[part]))
-
-        clock.on_wait = [produce, bots.work]
+        clock.on_wait = [_producer(store, x, ids, initial, ROUNDS + 1), bots.work]
         result = serve_program(cfg, store=store, tracker=tracker, max_rounds=ROUNDS, now=clock.now, sleep=clock.sleep)
         events = store.events_frame(stream=STREAM)
         tasks = store.tasks_frame(STREAM)

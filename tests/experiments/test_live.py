@@ -125,6 +125,18 @@ def _items(x, ids, labels):
                                              for f, c in zip(x, labels)], "source": "producer"})
 
 
+def _producer(store: LabelStore, x, ids, initial, rounds: int):
+    """What the producer does each time the service waits: post the next round's items (``rounds`` in all)."""
+    batches = [slice(GOLD + r * ROUND_ITEMS, GOLD + (r + 1) * ROUND_ITEMS) for r in range(rounds)]
+
+    def produce() -> None:
+        if batches:
+            part = batches.pop(0)
+            store.add_items(STREAM, _items(x[part], ids[part], initial[part]))
+
+    return produce
+
+
 def _setup(store: LabelStore, crowd, x, ids, initial, truth) -> None:
     store.create_stream(STREAM, CLASSES)
     for a in crowd.annotators:
@@ -150,14 +162,7 @@ def test_three_rounds_with_people_lower_the_estimated_error(tmp_path, store_url)
     with LabelStore(url) as store:
         _setup(store, crowd, x, ids, initial, truth)
         bots = _Bots(store, crowd, truth, seed=5)
-        batches = [slice(GOLD + r * ROUND_ITEMS, GOLD + (r + 1) * ROUND_ITEMS) for r in range(ROUNDS + 1)]
-
-        def produce() -> None:  # the producer posts a round's items each time the service waits
-            if batches:
-                part = batches.pop(0)
-                store.add_items(STREAM, _items(x[part], ids[part], initial[part]))
-
-        clock.on_wait = [produce, bots.work]
+        clock.on_wait = [_producer(store, x, ids, initial, ROUNDS + 1), bots.work]
         result = serve_program(cfg, store=store, max_rounds=ROUNDS, now=clock.now, sleep=clock.sleep)
         annotations = store.annotations_frame(STREAM, extras=("idempotency_key", "suggestion"))
         kinds = store.tasks_frame(STREAM).set_index("task_id")["kind"]
@@ -221,14 +226,7 @@ def test_a_restarted_service_takes_up_its_items_without_recording_them_twice(tmp
     with LabelStore(url) as store:
         _setup(store, crowd, x, ids, initial, truth)
         bots = _Bots(store, crowd, truth, seed=5)
-        batches = [slice(GOLD + r * ROUND_ITEMS, GOLD + (r + 1) * ROUND_ITEMS) for r in range(ROUNDS + 1)]
-
-        def produce() -> None:
-            if batches:
-                part = batches.pop(0)
-                store.add_items(STREAM, _items(x[part], ids[part], initial[part]))
-
-        clock.on_wait = [produce, bots.work]
+        clock.on_wait = [_producer(store, x, ids, initial, ROUNDS + 1), bots.work]
         first = serve_program(cfg, store=store, max_rounds=1, now=clock.now, sleep=clock.sleep)
         gold = len(StoreDataset(store, STREAM, round_items=ROUND_ITEMS, seed=0).holdout)
         second = serve_program(cfg, store=store, max_rounds=1, now=clock.now, sleep=clock.sleep)
@@ -359,20 +357,14 @@ def test_a_live_program_logs_each_published_guideline_version_once_to_mlflow(tmp
         store.publish_guideline(STREAM, store.add_guideline(STREAM, "# Digits\nRead the whole stroke.",
                                                             author="lead").version)
         bots = _Bots(store, crowd, truth, seed=5)
-        batches = [slice(GOLD + r * ROUND_ITEMS, GOLD + (r + 1) * ROUND_ITEMS) for r in range(3)]
         drafted = []
-
-        def produce() -> None:
-            if batches:
-                part = batches.pop(0)
-                store.add_items(STREAM, _items(x[part], ids[part], initial[part]))
 
         def admin() -> None:  # once people answer round 1, the admin drafts from the confusions and publishes
             if bots.sent and not drafted:
                 g, _ = store.draft_guideline_from_pairs(STREAM, author="ops", pairs=1)
                 drafted.append(store.publish_guideline(STREAM, g.version, actor="ops"))
 
-        clock.on_wait = [produce, bots.work, admin]
+        clock.on_wait = [_producer(store, x, ids, initial, 3), bots.work, admin]
         result = serve_program(cfg, store=store, max_rounds=2, now=clock.now, sleep=clock.sleep)
         v2 = drafted[0]
     client = mlflow.MlflowClient(uri)
