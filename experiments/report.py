@@ -47,6 +47,7 @@ import pandas as pd
 from loop.exceptions import SchemaError
 
 from . import tracking as T
+from .config import TrackingConfig
 
 __all__ = ["ReportConfig", "ReportResult", "annualized_reduction", "main"]
 
@@ -109,7 +110,7 @@ class ReportConfig:
 
     experiment: str
     since: Any
-    tracking_uri: str = "sqlite:///mlflow.db"
+    tracking_uri: str = TrackingConfig.uri
     strategy: str | None = None
 
     def __post_init__(self) -> None:
