@@ -458,8 +458,9 @@ class StudyResult:
     study_name, storage : str
         The Optuna study and its storage URL.
     trials : DataFrame
-        One row per trial of the whole study: ``number, state, cost, error_rate, feasible,
-        mlflow_run_id`` and one column per tuned value.
+        One row per trial of the whole study: ``number, state, program_cost, error_rate,
+        feasible, mlflow_run_id`` and one column per tuned value (``program_cost`` is the mean over
+        the worlds of the programs' cost beyond the initial labels, as every run names it).
     best : TrialParams or None
         Values of the cheapest feasible trial; None when no trial meets the target.
     best_number : int or None
@@ -834,11 +835,11 @@ def _result(study: Any, settings: TuneSettings, base: RoutingThresholds, *, n_ne
         rows.append({
             "number": t.number, "state": t.state.name,
             **{k: t.params.get(k, t.user_attrs.get(k)) for k in TUNED_PARAMS},
-            "cost": t.user_attrs.get(ATTR_COST), "error_rate": t.user_attrs.get(ATTR_ERROR_RATE),
+            T.PROGRAM_COST: t.user_attrs.get(ATTR_COST), "error_rate": t.user_attrs.get(ATTR_ERROR_RATE),
             "feasible": None if excess is None else bool(excess <= 0),
             "mlflow_run_id": t.user_attrs.get(ATTR_RUN_ID),
         })
-    columns = ["number", "state", *TUNED_PARAMS, "cost", "error_rate", "feasible", "mlflow_run_id"]
+    columns = ["number", "state", *TUNED_PARAMS, T.PROGRAM_COST, "error_rate", "feasible", "mlflow_run_id"]
     trials = pd.DataFrame(rows, columns=columns)
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     excesses = [t.constraints.get(CONSTRAINT, math.inf) for t in complete]
@@ -1074,7 +1075,7 @@ def _write_output(directory: str | os.PathLike[str], cfg: TuneConfig, result: St
     programs, one per world, told apart by the columns ``trial`` and ``world_seed``: the
     programs whose thresholds the Serve config carries, as ``labelloop run`` would write them.
     ``trials.csv`` is the study's table (``StudyResult.trials``: one row per trial, its values,
-    mean ``cost``, mean ``error_rate`` as ``tune.objective`` measures it, ``feasible``). When an
+    mean ``program_cost``, mean ``error_rate`` as ``tune.objective`` measures it, ``feasible``). When an
     earlier session ran the best trial, its programs are run again here (same values, same
     worlds: the same programs); without a feasible trial the two program files have their
     header only.

@@ -19,6 +19,7 @@ from experiments.tune import (
     TuneSettings,
     run_study,
 )
+from experiments import tracking as T
 from experiments.config import ConfigError
 from loop.routing import RoutingThresholds
 
@@ -75,9 +76,9 @@ def test_best_trial_is_the_cheapest_that_meets_the_target(tmp_path, tracking) ->
     feasible = trials[trials["error_rate"] <= TARGET]
     assert len(feasible) >= 1 and res.n_feasible == len(feasible)
     # A cheaper trial that misses the target exists (the constraint is doing work) ...
-    assert (trials["cost"] < feasible["cost"].min()).any()
+    assert (trials[T.PROGRAM_COST] < feasible[T.PROGRAM_COST].min()).any()
     # ... and the best is the cheapest feasible one, not the cheapest one.
-    assert res.best_cost == pytest.approx(feasible["cost"].min())
+    assert res.best_cost == pytest.approx(feasible[T.PROGRAM_COST].min())
     assert res.best_error_rate <= TARGET
     assert written == [res.best] and res.serve_config == tmp_path / "serve_config.yaml"
     row = trials.set_index("number").loc[res.best_number]
@@ -102,7 +103,7 @@ def test_every_trial_is_a_nested_run_with_its_values_and_figures(tmp_path, track
         assert child.info.status == "FINISHED"
         assert float(child.data.params["auto_accept_confidence"]) == pytest.approx(row["auto_accept_confidence"])
         assert float(child.data.params["audit_rate"]) == pytest.approx(row["audit_rate"])
-        assert child.data.metrics["objective_cost"] == pytest.approx(row["cost"])
+        assert child.data.metrics["objective_cost"] == pytest.approx(row[T.PROGRAM_COST])
         assert child.data.metrics["final_error_rate"] == pytest.approx(row["error_rate"])
         assert child.data.metrics["error_rate_excess"] == pytest.approx(row["error_rate"] - TARGET)
         assert "auto_accept_rate" in child.data.metrics
