@@ -51,7 +51,8 @@ from .world import World
 
 __all__ = ["ComparisonResult", "PARENT_METRICS", "TABLE_COLUMNS", "comparison_table", "crown_winner", "main"]
 
-TABLE_COLUMNS = ("strategy", T.FINAL_ERROR_RATE, T.FINAL_ERROR_RATE_ESTIMATE, T.PROGRAM_COST, T.ERRORS_REMOVED,
+TABLE_COLUMNS = ("strategy", T.FINAL_ERROR_RATE, T.FINAL_ERROR_RATE_ESTIMATE, T.FINAL_ERROR_RATE_ESTIMATE_CI_LOW,
+                 T.FINAL_ERROR_RATE_ESTIMATE_CI_HIGH, T.PROGRAM_COST, T.ERRORS_REMOVED,
                  T.ERRORS_REMOVED_ESTIMATE, T.COST_PER_ERROR_REMOVED, T.COST_PER_ERROR_REMOVED_ESTIMATE, T.ROI,
                  T.ROI_ESTIMATE, T.ERRORS_REMOVED_PER_100, T.ANNOTATOR_HOURS, T.MODEL_ACCURACY)
 # Each strategy's figures on the parent run (as <strategy>/<metric>): the table's key columns.

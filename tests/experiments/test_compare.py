@@ -123,7 +123,8 @@ def _result(strategy: str, *, program_cost: float, errors_removed: int, final_er
         initial_error_rate=0.3, final_error_rate=final_error_rate, errors_removed=errors_removed, errors_fixed=0,
         errors_introduced=0, initial_labels_cost=100.0, program_cost=program_cost, program_annotations=100,
         annotator_hours=2.5, model_accuracy=0.9, model_ece=0.05, champion_version="3", promotions=1,
-        final_error_rate_estimate=final_error_rate + 0.01,
+        final_error_rate_estimate=final_error_rate + 0.01, final_error_rate_estimate_ci_low=final_error_rate / 2,
+        final_error_rate_estimate_ci_high=final_error_rate * 2 if strategy != "triple_majority" else np.nan,
         errors_removed_estimate=errors_removed if errors_removed_estimate is None else errors_removed_estimate,
         currency="EUR", value_per_error_removed=value, gates=gates)
 
@@ -159,10 +160,11 @@ def test_the_description_is_a_table_with_the_winner_and_its_savings(hand_built) 
     note = R.description(table, currency="EUR", value_per_error_removed=10.0, title="digits")
     lines = note.splitlines()
     header = next(line for line in lines if line.startswith("| strategy"))
-    assert header == ("| strategy | final error rate (true) | final error rate (estimated) | program cost (EUR) "
-                      "| errors removed | cost per error removed (EUR) | ROI | model accuracy |")
-    assert "| tiered (winner) | 10.00% | 11.00% | 40.0 | 20 | 2.00 | 5.00 | 0.900 |" in lines
-    assert "| triple_majority | 30.00% | 31.00% | 80.0 | 0 | - | 0.00 | 0.900 |" in lines
+    assert header == ("| strategy | final error rate (true) | final error rate (estimated) | 95% interval "
+                      "| program cost (EUR) | errors removed | cost per error removed (EUR) | ROI | model accuracy |")
+    # The estimate is shown with its interval; an audit without one shows '-'.
+    assert "| tiered (winner) | 10.00% | 11.00% | 5.0% - 20.0% | 40.0 | 20 | 2.00 | 5.00 | 0.900 |" in lines
+    assert "| triple_majority | 30.00% | 31.00% | - | 80.0 | 0 | - | 0.00 | 0.900 |" in lines
     assert "**Winner: tiered**" in note and R.WINNER_RULE in note and R.SAVING_RULE in note
     assert "| random | 60.0 |" in lines and "| cleanlab | 0.0 |" in lines and "| triple_majority | - |" in lines
     # Without a value per error removed, no ROI column.
