@@ -4,12 +4,14 @@
 
     labelloop guidelines draft --stream S [--pairs K] [--per-class N] [--author NAME] [--store URL]
     labelloop guidelines show --stream S [--version V] [--store URL]
+    labelloop guidelines revise --stream S --version V --file F [--reason TEXT] [--store URL]
     labelloop guidelines publish --stream S --version V [--store URL]
     labelloop guidelines impact --stream S --version V [--window 1D | --window 200] [--pair a,b] [--boot N]
 
 ``draft`` stores a draft version (the published one's text plus a ``## a vs b`` section per
 confused pair: boundary examples, ``guideline_unclear`` flags, rationales) and prints its
-version; ``show`` prints a version's text to review; ``publish`` makes it what tasks show;
+version; ``show`` prints a version's text to review; ``revise`` replaces a draft's text with a
+file's (edit what ``show`` printed); ``publish`` makes it what tasks show;
 ``impact`` prints the crowd's accuracy on the pairs it addresses per window, before and after
 publication, graded against expert and adjudicated resolutions, with the gain and the
 half-life of the rise (95% bootstrap intervals). The store is ``--store``, else
@@ -20,10 +22,11 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import sys
 
 
 def add_guidelines_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``guidelines draft``, ``show``, ``publish`` and ``impact``."""
+    """Register ``guidelines draft``, ``show``, ``revise``, ``publish`` and ``impact``."""
     from experiments.cli import positive_int
     from loop.store import URL_ENV_VAR
 
@@ -47,6 +50,17 @@ def add_guidelines_parser(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--version", type=positive_int, default=None)
     show.add_argument("--store", default=None, help=store_help)
     show.set_defaults(func=_show)
+
+    revise = actions.add_parser("revise", help="replace a draft's text with a file's (a published version is "
+                                               "immutable: draft a new one)")
+    revise.add_argument("--stream", required=True)
+    revise.add_argument("--version", type=positive_int, required=True)
+    revise.add_argument("--file", required=True, type=_text_file, metavar="F",
+                        help="the new markdown text ('-' reads standard input)")
+    revise.add_argument("--reason", default=None, help="why, kept in the audit trail")
+    revise.add_argument("--actor", default=None, help="who revises (default: the login name)")
+    revise.add_argument("--store", default=None, help=store_help)
+    revise.set_defaults(func=_revise)
 
     publish = actions.add_parser("publish", help="publish a draft: tasks show it from now on")
     publish.add_argument("--stream", required=True)
@@ -80,6 +94,13 @@ def _boot(text: str) -> int:
 
 def _window(text: str) -> str | int:
     return int(text) if text.strip().isdigit() else text
+
+
+def _text_file(path: str) -> str:
+    try:
+        return sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path!r}: {exc}") from None
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -124,8 +145,18 @@ def _show(args: argparse.Namespace) -> int:
     with _store(args) as store:
         g = store.guideline(args.stream, args.version)
     state = "draft" if g.published_at is None else f"published {g.published_at:%Y-%m-%d %H:%M} UTC"
-    print(f"<!-- stream {g.stream}, version {g.version} ({state}), by {g.author} -->")
-    print(g.text)
+    # The header goes to stderr so that standard output is the text itself: edit it, `revise` it.
+    print(f"stream {g.stream}, version {g.version} ({state}), by {g.author}", file=sys.stderr)
+    print(g.text, end="" if g.text.endswith("\n") else "\n")
+    return 0
+
+
+def _revise(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        g = store.revise_guideline(args.stream, args.version, text=args.file, actor=args.actor or _login(),
+                                   reason=args.reason)
+    print(f"stream {args.stream!r}: draft version {g.version} revised ({len(g.text.splitlines())} lines); "
+          f"publish: labelloop guidelines publish --stream {args.stream} --version {g.version}")
     return 0
 
 

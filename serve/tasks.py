@@ -151,6 +151,12 @@ class GuidelineRequest(_Body):
     idempotency_key: StrictStr | None = None
 
 
+class GuidelineRevision(_Body):
+    text: StrictStr | None = Field(None, min_length=1)
+    examples: Any = None
+    reason: StrictStr | None = Field(None, description="Why, kept in the audit trail")
+
+
 class ConfusionDraftRequest(_Body):
     pairs: StrictInt = Field(3, ge=1, le=50, description="Sections for this many of the most confused pairs")
     per_class: StrictInt = Field(3, ge=1, le=50, description="Boundary examples per class of a pair")
@@ -451,6 +457,19 @@ async def draft_guideline(stream: str, body: GuidelineRequest, principal: Princi
                            parent_version=body.parent_version, idempotency_key=body.idempotency_key,
                            actor=principal.name)
     return JSONResponse({"guideline": _guideline_json(g)}, status_code=201)
+
+
+@router.patch("/v1/streams/{stream}/guidelines/{version}", responses=_doc(404, 409))
+async def revise_guideline(stream: str, version: int, body: GuidelineRevision,
+                           principal: Principal = Depends(admin_role),
+                           services: Services = Depends(get_services)) -> JSONResponse:
+    """Revise a draft's text and/or examples before publishing it (a drafted-from-confusions
+    version is meant to be edited). 409 once the version is published: published versions never
+    change, draft a new one. 422 (field ``text``) when the body changes nothing."""
+    store = _store(services)
+    g = await services.run(store.revise_guideline, stream, version, text=body.text, examples=body.examples,
+                           actor=principal.name, reason=body.reason)
+    return JSONResponse({"guideline": _guideline_json(g)})
 
 
 @router.post("/v1/streams/{stream}/guidelines/{version}/publish", responses=_doc(404))

@@ -372,6 +372,9 @@ class LabelStore:
         """Change a draft's text or examples; a published version raises ConflictError."""
         s = self.stream(stream)
         version = _version(version)
+        if text is None and examples is None:
+            # A revision that changes nothing would still write an event claiming a change.
+            raise fail("text", "a new text or new examples", "neither")
         if text is not None:
             _guideline_text(text)
         json_text(examples, "examples")
@@ -380,7 +383,7 @@ class LabelStore:
             before = self._guideline(conn, s, version)
             if before.published_at is not None:
                 raise ConflictError(f"Version {version} of stream {stream!r}'s guideline is published and immutable; "
-                                    "draft a new version with parent_version={version}.")
+                                    f"draft a new version with parent_version={version}.")
             values = {k: v for k, v in (("text", text), ("examples", examples)) if v is not None}
             conn.execute(g.update().where(g.c.id == before.id).values(**values))
             record_events(conn, [{"action": "guideline.revised", "entity": "guideline_version", "entity_id": before.id,

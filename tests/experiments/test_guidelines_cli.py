@@ -10,7 +10,7 @@ from tests.store.conftest import pg_server, pg_url, store_url  # noqa: F401 - fi
 from tests.store.test_guidance import PARENT, STREAM, _confused_stream, _timed_answers
 
 
-def test_draft_show_publish_impact(capsys, store_url) -> None:  # noqa: F811
+def test_draft_show_revise_publish_impact(capsys, tmp_path, store_url) -> None:  # noqa: F811
     with LabelStore(store_url) as store:
         _confused_stream(store)
         store.publish_guideline(STREAM, store.add_guideline(STREAM, PARENT, author="lead").version)
@@ -20,10 +20,25 @@ def test_draft_show_publish_impact(capsys, store_url) -> None:  # noqa: F811
     assert "draft version 2 (from version 1), by ops" in out and "guideline_unclear" in out
     assert "labelloop guidelines publish --stream sentiment --version 2" in out
     assert main(["guidelines", "show", "--stream", STREAM, "--version", "2", "--store", store_url]) == 0
-    text = capsys.readouterr().out
-    assert "(draft)" in text and "## neg vs pos" in text and "Be literal." in text
+    shown = capsys.readouterr()
+    assert "version 2 (draft)" in shown.err and "## neg vs pos" in shown.out and "Be literal." in shown.out
+    # Standard output is the text itself: edit it and revise the draft with it.
+    edited = tmp_path / "v2.md"
+    edited.write_text(shown.out + "\nSarcasm counts as neg.\n", encoding="utf-8")
+    assert main(["guidelines", "revise", "--stream", STREAM, "--version", "2", "--file", str(edited),
+                 "--reason", "the rule", "--store", store_url]) == 0
+    assert "draft version 2 revised" in capsys.readouterr().out
+    with LabelStore(store_url) as store:
+        assert store.guideline(STREAM, 2).text == edited.read_text(encoding="utf-8")
+        events = store.events_frame(stream=STREAM)
+        revised = events[events["action"] == "guideline.revised"]
+        assert len(revised) == 1 and revised["reason"].iloc[0] == "the rule"
     assert main(["guidelines", "publish", "--stream", STREAM, "--version", "2", "--store", store_url]) == 0
     assert "version 2 published" in capsys.readouterr().out
+    # A published version never changes: a refusal (exit 1) naming the version to draft from.
+    assert main(["guidelines", "revise", "--stream", STREAM, "--version", "2", "--file", str(edited),
+                 "--store", store_url]) == 1
+    assert "immutable; draft a new version with parent_version=2." in capsys.readouterr().err
     with LabelStore(store_url) as store:
         assert store.guideline(STREAM).version == 2
         _timed_answers(store, store.guideline(STREAM).published_at)
@@ -37,6 +52,8 @@ def test_draft_show_publish_impact(capsys, store_url) -> None:  # noqa: F811
 @pytest.mark.parametrize("argv, field", [
     (["draft", "--stream", STREAM, "--pairs", "0"], "--pairs"),
     (["publish", "--stream", STREAM], "--version"),
+    (["revise", "--stream", STREAM, "--version", "2"], "--file"),
+    (["revise", "--stream", STREAM, "--version", "2", "--file", "/nonexistent/v2.md"], "--file"),
     (["impact", "--stream", STREAM, "--version", "1", "--pair", "neg"], "--pair"),
     (["impact", "--stream", STREAM, "--version", "1", "--boot", "-1"], "--boot"),
 ])

@@ -54,3 +54,29 @@ def test_annotators_cannot_draft(http, store):
     _confused_stream(store)
     answer = http.post(ROUTE, headers=_auth(store.issue_token("ann", "annotator", annotator="ann")))
     assert answer.status_code == 403
+
+
+def test_a_draft_is_revised_over_http_and_a_published_version_is_not(http, store):
+    store.create_stream(STREAM, ["neg", "neu", "pos"])
+    version = store.add_guideline(STREAM, PARENT, author="lead").version
+    admin = _auth(store.issue_token("ops", "admin"))
+    route = f"/v1/streams/{STREAM}/guidelines/{version}"
+    answer = http.patch(route, headers=admin, json={"text": PARENT + "\n## neg vs pos\nSarcasm is neg.\n",
+                                                     "reason": "the pair's rule"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["guideline"]["text"].endswith("Sarcasm is neg.\n")
+    assert store.guideline(STREAM, version).text.endswith("Sarcasm is neg.\n")
+    events = store.events_frame(stream=STREAM)
+    assert events[events["action"] == "guideline.revised"]["reason"].tolist() == ["the pair's rule"]
+    # A body that changes nothing, or a field that is not one, is 422 naming it; nothing changes.
+    for body, field in (({}, "text"), ({"text": ""}, "text"), ({"colour": "red"}, "colour")):
+        bad = http.patch(route, headers=admin, json=body)
+        assert bad.status_code == 422 and field in bad.json()["error"]["field"], (body, bad.text)
+    store.add_annotator("ann", tier=1)
+    annotator = _auth(store.issue_token("ann", "annotator", annotator="ann"))
+    assert http.patch(route, headers=annotator, json={"text": "x"}).status_code == 403
+    assert http.patch(f"/v1/streams/{STREAM}/guidelines/99", headers=admin, json={"text": "x"}).status_code == 404
+    store.publish_guideline(STREAM, version)
+    refused = http.patch(route, headers=admin, json={"text": "rewrite history"})
+    assert refused.status_code == 409 and "immutable" in refused.json()["error"]["message"]
+    assert store.guideline(STREAM, version).text.endswith("Sarcasm is neg.\n")

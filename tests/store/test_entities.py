@@ -81,6 +81,10 @@ def test_guideline_versions_are_immutable_once_published(seeded):
     assert seeded.guideline(STREAM).version == 1  # newest published
     revised = seeded.revise_guideline(STREAM, 2, text="Sarcasm is negative; irony too.")
     assert revised.text.startswith("Sarcasm is negative;")
+    events = len(seeded.events_frame(stream=STREAM))
+    with pytest.raises(SchemaError, match="'text'"):  # a revision that changes nothing is refused
+        seeded.revise_guideline(STREAM, 2)
+    assert len(seeded.events_frame(stream=STREAM)) == events
     with pytest.raises(ConflictError, match="immutable"):
         seeded.revise_guideline(STREAM, 1, text="rewrite history")
     assert seeded.publish_guideline(STREAM, 2).published_at is not None
