@@ -303,6 +303,22 @@ def _tune(args: argparse.Namespace) -> int:
     return 0 if result.best is not None else 1
 
 
+def _live_experiment(path: str, stream: str):
+    """The config's ``experiment:`` section, when it has one: the variants ``serve`` randomises
+    its tasks to (the same file then measures them with ``labelloop experiment``)."""
+    from experiments.config import ConfigError, read_yaml
+    from experiments.experiment import SECTION, ExperimentSettings
+
+    raw = (read_yaml(path) or {}).get(SECTION)
+    if raw is None:
+        return None
+    settings = ExperimentSettings.from_dict(raw)
+    if settings.stream not in (None, stream):
+        raise ConfigError(f"{SECTION}.stream: expected the served stream {stream!r} (or no value), "
+                          f"got {settings.stream!r}")
+    return settings
+
+
 def _serve(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -310,7 +326,8 @@ def _serve(args: argparse.Namespace) -> int:
     from experiments.config import IN_PROCESS, LOCAL, TableDataset, load_config
     from experiments.table import load_table
 
-    cfg = load_config(args.config, ignore=("compare", "tune"))
+    cfg = load_config(args.config, ignore=("compare", "tune", "experiment"))
+    experiment = _live_experiment(args.config, cfg.live.stream or cfg.name)
     # People reach the service over HTTP: a local Serve app unless the config names one.
     cfg = cfg.replace(serve=IN_PROCESS if args.in_process else LOCAL if cfg.serve == IN_PROCESS else cfg.serve)
     source = cfg.table
@@ -325,7 +342,8 @@ def _serve(args: argparse.Namespace) -> int:
         console.print(f"round {round_} done")
 
     try:
-        result = live.serve_program(cfg, table=table, max_rounds=args.rounds, progress=progress)
+        result = live.serve_program(cfg, table=table, max_rounds=args.rounds, progress=progress,
+                                    experiment=experiment)
     except KeyboardInterrupt:
         console.print("stopped during a round: its tasks stay in the store; the MLflow run is marked failed")
         return 130

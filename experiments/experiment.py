@@ -26,9 +26,10 @@ are logged; a variant without a guideline takes the answers without one) and whe
 ``suggestion`` was shown; examples shown and validation rules are not recorded per answer, so
 they are refused there. The reference is gold where the config's table has a gold column
 (``measure: gold``), else each item's current expert or adjudicated resolution (``measure:
-audit``, truth-free); answers on items without one are not counted. Randomisation happened
-when the tasks were handed out, outside this command; ``tables/assignments.csv`` records
-which answers were counted for which variant.
+audit``, truth-free); answers on items without one are not counted. ``labelloop serve`` with
+the same ``experiment:`` section randomises the crowd's tasks to the variants as it creates
+them (:func:`live_arms`, :func:`assign_arms`; :class:`experiments.live.HumanWorkforce`);
+``tables/assignments.csv`` records which answers were counted for which variant.
 
 **Simulation** (without ``experiment.stream``): the world of ``program`` (digits, music genre or a team's
 table with gold, :func:`experiments.world.build_world`); the items are its stream items, their
@@ -83,6 +84,7 @@ Config (beside the program sections)::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import tempfile
 from collections.abc import Callable, Mapping
@@ -102,8 +104,8 @@ from loop.simulate import Guideline, SimulatedCrowd, Variant, annotate_variant
 from . import tracking as T
 from .config import ConfigError, ProgramConfig, _int, _real, _text, config_error, flatten, parse_config, read_yaml
 
-__all__ = ["ExperimentConfig", "ExperimentResult", "ExperimentSettings", "GuidelineSpec", "VariantSpec",
-           "load_experiment_config", "main", "parse_experiment_config"]
+__all__ = ["ExperimentConfig", "ExperimentResult", "ExperimentSettings", "GuidelineSpec", "LiveArm", "VariantSpec",
+           "answer_variants", "assign_arms", "live_arms", "load_experiment_config", "main", "parse_experiment_config"]
 
 SECTION = "experiment"
 ROLE_EXPERIMENT = "experiment"
@@ -314,9 +316,14 @@ class ExperimentSettings:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise config_error(f"{SECTION}.variants", "distinct variant names", names)
-        versions = [s.guideline.version for s in specs if s.guideline is not None]
-        if len(set(versions)) != len(versions):
-            raise config_error(f"{SECTION}.variants", "each guideline version once", versions)
+        # A version may serve several variants (shown with and without the suggestion, say),
+        # but it is one text: the same version twice with different contents is refused.
+        guidelines: dict[str, GuidelineSpec] = {}
+        for spec in specs:
+            if spec.guideline is not None and guidelines.setdefault(spec.guideline.version, spec.guideline) \
+                    != spec.guideline:
+                raise config_error(f"{SECTION}.variants", "one text, examples, pairs and effect per guideline version",
+                                   f"two different guidelines named {spec.guideline.version!r}")
 
         def choice(enum: type[Enum], key: str) -> Any:
             try:
@@ -670,14 +677,7 @@ def _live(cfg: ExperimentConfig, factory: Callable[[], Any]) -> ExperimentResult
                            "gold column gives gold)", settings.measure.value)
     expert = resolved[resolved["method"].astype(str).isin(_REFERENCE_METHODS)].set_index(ITEM)[LABEL]
     answers = answers.sort_values("annotation_id", kind="stable").reset_index(drop=True)
-    shown = answers["suggestion"].notna().to_numpy()
-    version = pd.to_numeric(answers["guideline_version"], errors="coerce").to_numpy()
-    which = np.full(len(answers), None, dtype=object)
-    for spec in settings.variants:
-        want = versions.get(spec.name)
-        same = np.isnan(version) if want is None else version == want
-        which[same & (shown == spec.suggestion)] = spec.name
-    answers[VARIANT] = which
+    answers[VARIANT] = answer_variants(answers, settings.variants, versions)
     answers = answers[answers[VARIANT].notna()]
     reference = gold if settings.measure is Measure.GOLD else expert
     answers = answers[answers[ITEM].isin(reference.index)].reset_index(drop=True)
@@ -688,7 +688,8 @@ def _live(cfg: ExperimentConfig, factory: Callable[[], Any]) -> ExperimentResult
     tasks = pd.DataFrame({ITEM: answers[ITEM].to_numpy(), ANNOTATOR: answers[ANNOTATOR].to_numpy(),
                           LABEL: answers[LABEL].to_numpy(), SECONDS: answers[SECONDS].astype(float).to_numpy(),
                           COST: answers[COST].astype(float).to_numpy(), "answers": 1, VARIANT: answers[VARIANT],
-                          CORRECT: answers[LABEL].to_numpy() == truth,
+                          # Without gold, right-or-wrong is unknown (NaN), not wrong: accuracy is NaN.
+                          CORRECT: np.where(np.isnan(truth), np.nan, answers[LABEL].to_numpy() == truth),
                           AUDIT_LABEL: expert.reindex(answers[ITEM]).to_numpy(dtype=float)})
     names = [spec.name for spec in settings.variants]
     test = SequentialComparison(names[1:], alpha=settings.alpha, min_effect=settings.min_effect, tau=settings.tau,
@@ -708,6 +709,21 @@ def _live(cfg: ExperimentConfig, factory: Callable[[], Any]) -> ExperimentResult
                               annotations=len(tasks), stopped_early=test.done)
     published = {name: {"stream": stream, "version": int(v)} for name, v in versions.items() if v is not None}
     return _log(cfg, stream, result, None, factory, published, guidelines)
+
+
+def answer_variants(answers: pd.DataFrame, variants: tuple[VariantSpec, ...],
+                    versions: Mapping[str, int | None]) -> np.ndarray:
+    """Each stored answer's variant name (None: it matches none), from what the store recorded
+    with it: its ``guideline_version`` (``versions``: each variant's published version number,
+    None for answers without one) and whether a ``suggestion`` was shown."""
+    shown = answers["suggestion"].notna().to_numpy()
+    version = pd.to_numeric(answers["guideline_version"], errors="coerce").to_numpy(dtype=float)
+    which = np.full(len(answers), None, dtype=object)
+    for spec in variants:
+        want = versions.get(spec.name)
+        same = np.isnan(version) if want is None else version == want
+        which[same & (shown == spec.suggestion)] = spec.name
+    return which
 
 
 def _store_guidelines(store: Any, stream: str, settings: ExperimentSettings):
@@ -747,6 +763,67 @@ def _store_guidelines(store: Any, stream: str, settings: ExperimentSettings):
                                "live stream", spec.name)
         signatures.add(signature)
     return specs, versions
+
+
+# --- a live stream: randomising the tasks as they are created ---------------------------------------
+
+
+@dataclass(frozen=True)
+class LiveArm:
+    """A variant as the task service hands it out: the guideline version its tasks show (the
+    store's published version number; None: the newest published, as any task) and whether
+    they show the model's suggestion (a task without it is blind: no suggestion, no examples)."""
+
+    name: str
+    guideline_version: int | None
+    suggestion: bool
+
+    def describe(self) -> str:
+        shown = "suggestion shown" if self.suggestion else "suggestion hidden"
+        return f"guideline v{self.guideline_version}, {shown}" if self.guideline_version else shown
+
+
+def live_arms(settings: ExperimentSettings, store: Any, stream: str) -> tuple[LiveArm, ...]:
+    """The variants of ``settings`` as arms that ``labelloop serve`` randomises new tasks to.
+
+    Checked against the store before any task is made, so that every answer can be told apart
+    by what the store records with it (what :func:`main` then measures on ``experiment.stream``):
+    guideline versions must be published ones; examples shown and validation rules are refused
+    (not recorded per answer); two arms may not look alike; and once the stream has a published
+    guideline every arm names its version (a task naming none shows the newest published, so an
+    arm without one could not be told from the arm that names it). ``unit: annotator`` is
+    refused: tasks are randomised as they are created, before anyone claims them.
+    """
+    from loop.exceptions import SchemaError
+
+    if settings.unit is Unit.ANNOTATOR:
+        raise config_error(f"{SECTION}.unit", "'task' on a live stream (tasks are randomised when they are created, "
+                           "before an annotator claims one)", settings.unit.value)
+    _, versions = _store_guidelines(store, stream, settings)
+    try:
+        published = store.guideline(stream).version
+    except SchemaError:  # none published yet
+        published = None
+    for i, spec in enumerate(settings.variants):
+        if published is not None and versions[spec.name] is None:
+            raise config_error(_field(i, "guideline.version"), f"a published version number (stream {stream!r} "
+                               f"shows version {published} to tasks that name none)", None)
+    return tuple(LiveArm(spec.name, versions[spec.name], spec.suggestion) for spec in settings.variants)
+
+
+def assign_arms(keys: Any, n_arms: int, seed: int) -> np.ndarray:
+    """Each task's arm (0..n_arms-1), uniform, from its idempotency key and the seed alone.
+
+    A hash rather than a random generator's draws: a task retried, or created by another
+    replica, gets the same arm, and nothing needs to be remembered between calls.
+
+    >>> assign_arms(["a", "b", "a"], 2, seed=0).tolist() == assign_arms(["a", "b", "a"], 2, seed=0).tolist()
+    True
+    """
+    if isinstance(n_arms, bool) or not isinstance(n_arms, int) or n_arms < 1:
+        raise ValueError(f"n_arms: expected an integer >= 1, got {n_arms!r}")
+    digests = (hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest() for key in keys)
+    return np.fromiter((int.from_bytes(d, "big") % n_arms for d in digests), dtype=np.int64)
 
 
 def _table_gold(cfg: ExperimentConfig, classes: tuple[str, ...]) -> pd.Series | None:

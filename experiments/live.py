@@ -44,7 +44,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,7 @@ from loop.strategies import TaskCosts
 
 from . import tracking as T
 from .config import ProgramConfig
+from .experiment import ExperimentSettings, LiveArm, assign_arms, live_arms
 from .ports import Request, Ticket
 from .program import ProgramResult, _serving, make_tracker, run_program, wall_clock
 from .table import Table
@@ -215,8 +216,12 @@ class HumanWorkforce:
     """
 
     def __init__(self, store: LabelStore, stream: str, *, sla_seconds: float, poll_seconds: float,
-                 now: Now = time.time, sleep: Sleep = time.sleep) -> None:
+                 now: Now = time.time, sleep: Sleep = time.sleep, arms: Sequence[LiveArm] = (),
+                 seed: int = 0) -> None:
         self.store, self.stream = store, stream
+        # A live experiment: crowd label tasks go to these arms at random (assign_arms).
+        self.arms, self.seed = tuple(arms), seed
+        self.assigned = {a.name: 0 for a in self.arms}
         self.sla_seconds, self.poll_seconds, self.now, self.sleep = sla_seconds, poll_seconds, now, sleep
         self.costs = TaskCosts(crowd=expected_cost(Tier.NOVICE), expert=expected_cost(Tier.EXPERT))
         self._session = uuid.uuid4().hex[:12]  # task keys of this run: a new run never reuses one
@@ -247,9 +252,20 @@ class HumanWorkforce:
                 ITEM: items, "tier": _EXPERT_TIER if request.expert else _CROWD_TIER, "kind": kind,
                 "round": request.round, "due_at": pd.Timestamp(deadline, unit="s", tz="UTC").floor("us"),
                 "idempotency_key": [f"{self.stream}:{self._session}:{ticket.id}:{i}:{c}" for i, c in zip(items, copy)]})
+            if self.arms and kind == "label" and not request.expert:
+                self._randomise(tasks)
             task_ids = list(self.store.add_tasks(self.stream, tasks).ids)
         self._tickets[ticket.id] = (task_ids, deadline, self._mark)
         return ticket
+
+    def _randomise(self, tasks: pd.DataFrame) -> None:
+        """Give each task an arm: the guideline version it shows and whether it shows the
+        suggestion, which the answer then records (what ``labelloop experiment`` measures)."""
+        chosen = [self.arms[i] for i in assign_arms(tasks["idempotency_key"], len(self.arms), self.seed)]
+        tasks["guideline_version"] = pd.array([a.guideline_version for a in chosen], dtype="Int64")
+        tasks["blind"] = [not a.suggestion for a in chosen]
+        for arm in chosen:
+            self.assigned[arm.name] += 1
 
     def collect(self, ticket: Ticket) -> pd.DataFrame:
         """Wait until every task of the ticket is answered or due, then the answers people gave."""
@@ -322,12 +338,17 @@ class RoundRuns:
     run (``round-<r>``: the round's figures and the gate's verdict and reason as tags) under the
     program's run; everything else goes to ``inner`` as it is."""
 
-    def __init__(self, inner: T.Tracker) -> None:
+    def __init__(self, inner: T.Tracker, *, params: Mapping[str, str] | None = None,
+                 tags: Mapping[str, str] | None = None) -> None:
         self.inner = inner
         self._gate_reason = ""
+        self._params, self._tags = dict(params or {}), dict(tags or {})  # added to the program run's own
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+    def start(self, run_name: str, *, params: Mapping[str, str], tags: Mapping[str, str]) -> str | None:
+        return self.inner.start(run_name, params={**params, **self._params}, tags={**tags, **self._tags})
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._gate_reason = tags.get(T.TAG_GATE_REASON, self._gate_reason)
@@ -382,7 +403,8 @@ def ingest_table(store: LabelStore, stream: str, table: Table) -> int:
 def serve_program(cfg: ProgramConfig, *, store: LabelStore | None = None, tracker: T.Tracker | None = None,
                   scorer: Any = None, table: Table | None = None, max_rounds: int | None = None,
                   now: Now = time.time, sleep: Sleep = time.sleep, stop: Callable[[], bool] = lambda: False,
-                  progress: Callable[[int, int], None] | None = None) -> ProgramResult:
+                  progress: Callable[[int, int], None] | None = None,
+                  experiment: ExperimentSettings | None = None) -> ProgramResult:
     """Run the program with people: what ``labelloop serve`` runs in the foreground.
 
     Parameters
@@ -403,6 +425,11 @@ def serve_program(cfg: ProgramConfig, *, store: LabelStore | None = None, tracke
     now, sleep, stop : callable, optional
         The clock, the wait and the stop signal of the schedule and the workforce.
     progress : callable (round, rounds) -> None, optional
+    experiment : ExperimentSettings, optional
+        A live experiment (the config's ``experiment:`` section): the crowd's label tasks are
+        randomised to its variants as they are created (:func:`experiments.experiment.live_arms`,
+        checked against the store first), each showing its variant's guideline version and
+        the suggestion or not; ``labelloop experiment`` on the same config measures them.
 
     Returns
     -------
@@ -420,14 +447,19 @@ def serve_program(cfg: ProgramConfig, *, store: LabelStore | None = None, tracke
             ingest_table(store, stream, table)
         store.add_annotator(CURRENT_LABEL, tier=_CROWD_TIER, streams=[stream])
         dataset = StoreDataset(store, stream, round_items=live.round_items, seed=cfg.seed)
+        arms = live_arms(experiment, store, stream) if experiment is not None else ()
         workforce = HumanWorkforce(store, stream, sla_seconds=live.sla_seconds, poll_seconds=live.poll_seconds,
-                                   now=now, sleep=sleep)
+                                   now=now, sleep=sleep, arms=arms, seed=experiment.seed if experiment else 0)
         schedule = RoundSchedule(dataset, round_items=live.round_items, round_seconds=live.round_seconds,
                                  poll_seconds=live.poll_seconds, max_rounds=max_rounds, now=now, sleep=sleep,
                                  stop=stop)
         # The team's own model (not a simulation's <name>-simulation): what its people label with.
         model = cfg.tracking.registered_model
-        tracker = RoundRuns(tracker if tracker is not None else make_tracker(cfg, model_name=model))
+        # A live experiment is on the program run: its settings as params, its arms as a tag.
+        tracker = RoundRuns(tracker if tracker is not None else make_tracker(cfg, model_name=model),
+                            params=experiment.to_params() if arms else None,
+                            tags={T.TAG_LIVE_EXPERIMENT: "; ".join(f"{a.name}: {a.describe()}" for a in arms)}
+                            if arms else None)
         if scorer is None:
             scorer = stack.enter_context(_serving(cfg, model_name=model, store_url=cfg.store_url))
         return run_program(cfg, scorer=scorer, store=store, tracker=tracker, dataset=dataset, workforce=workforce,

@@ -114,6 +114,7 @@ VERDICT_PROMOTED = "promoted"
 VERDICT_REFUSED = "refused"
 TAG_MODEL_VERSION = "labelloop.model_version"  # the registered version a retrain run published
 TAG_AUTO_ACCEPT_BOUND = "labelloop.auto_accept_bound"  # why the program last raised the auto-accept cut-off
+TAG_LIVE_EXPERIMENT = "labelloop.live_experiment"  # labelloop serve's arms: what its tasks were randomised to
 TAG_CURRENCY = "labelloop.currency"            # the unit of every cost figure (program.currency)
 TAG_WINNER = "labelloop.winner"                # a comparison's winner (see experiments.compare.winner)
 TAG_DESCRIPTION = "mlflow.note.content"        # a run's description in the MLflow UI (markdown)

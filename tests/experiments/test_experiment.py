@@ -273,3 +273,99 @@ def test_a_live_stream_refuses_what_the_store_cannot_tell(live_store, change, na
 def test_the_public_face_is_what_all_lists():
     assert sorted(E.__all__) == sorted(set(E.__all__))
     assert all(hasattr(E, name) for name in E.__all__)
+
+
+def _arms_config(url, **change):
+    variants = [{"name": "old", "guideline": {"version": 1}, "suggestion": "shown"},
+                {"name": "new", "guideline": {"version": 2}, "suggestion": "shown"},
+                {"name": "bare", "guideline": {"version": 1}}]
+    settings = {"stream": "team", "measure": "audit", "look_every": 60, "seed": 3, "variants": variants, **change}
+    return E.parse_experiment_config({"tracking": {"uri": "none"}, "store": {"url": url}, "experiment": settings})
+
+
+def test_serve_randomises_tasks_to_the_variants_and_experiment_measures_them(store_url):
+    """``labelloop serve`` with an experiment section: the crowd's label tasks are spread over
+    the arms as they are created, each showing its guideline version and the suggestion or not;
+    what people answer is then told apart by ``labelloop experiment`` on the same config."""
+    import pandas as pd
+
+    from experiments.live import HumanWorkforce
+    from experiments.ports import Request
+    from loop.store import TASK_ID, LabelStore
+
+    rng = np.random.default_rng(0)
+    cfg = _arms_config(store_url)
+    items = [f"i{i}" for i in range(300)]
+    truth = pd.Series(rng.integers(0, 3, len(items)), index=items)
+    with LabelStore(store_url) as store:
+        store.create_stream("team", ["a", "b", "c"])
+        people = [f"p{i}" for i in range(10)]
+        for name in people:
+            store.add_annotator(name, streams=["team"])
+        store.add_annotator("x", tier=3, streams=["team"])
+        store.add_items("team", pd.DataFrame({"item_id": items}))
+        store.add_model_version("1")
+        store.add_predictions("team", "1", pd.DataFrame({"item_id": items, "probs": [[0.5, 0.3, 0.2]] * len(items)}))
+        for text in ("Old rules.", "New rules: b has a tail."):
+            store.publish_guideline("team", store.add_guideline("team", text, author="owner").version)
+        store.add_resolutions("team", pd.DataFrame({"item_id": items, "label": truth.to_numpy()}), method="expert")
+        arms = E.live_arms(cfg.experiment, store, "team")
+        workforce = HumanWorkforce(store, "team", sla_seconds=3600, poll_seconds=1, arms=arms, seed=3)
+        workforce.submit(Request(items, kind="label", round=1), rng=rng)
+        workforce.submit(Request(items[:20], expert=True, round=1), rng=rng)  # expert work is not randomised
+        tasks = store.tasks_frame("team")
+        crowd = tasks[tasks["kind"] == "label"].set_index("task_id")
+        arm_of = {(a.guideline_version, not a.suggestion): a.name for a in arms}
+        assigned = pd.Series([arm_of[(int(v), bool(b))] for v, b in zip(crowd["guideline_version"], crowd["blind"])],
+                             index=crowd.index)
+        assert assigned.value_counts().to_dict() == workforce.assigned
+        assert min(workforce.assigned.values()) >= 70  # uniform: 100 each expected of 300
+        expert = tasks[tasks["kind"] == "expert"]
+        assert expert["guideline_version"].isna().all() and not expert["blind"].any()
+        # People answer their tasks; with guideline v2 they are right more often.
+        while (task := store.next_task(people[int(rng.integers(len(people)))], stream="team")) is not None:
+            assert task.kind == "label"  # expert tasks go to experts only
+            right = rng.random() < (0.95 if assigned[task.id] == "new" else 0.7)
+            label = int(truth[task.item_id]) if right else (int(truth[task.item_id]) + 1) % 3
+            store.answer_task(task.id, task.annotator, label, seconds=5.0)
+        answers = store.annotations_frame("team", extras=("suggestion",)).sort_values("annotation_id")
+    seen = E.answer_variants(answers, cfg.experiment.variants, {a.name: a.guideline_version for a in arms})
+    assert len(answers) == len(crowd) and (seen == assigned.reindex(answers[TASK_ID]).to_numpy()).all()
+    assert answers.loc[seen == "bare", "suggestion"].isna().all()  # blind: no suggestion shown
+    result = E.main(cfg, tracker_factory=MemoryTracker)
+    rows = result.variants.set_index(E.VARIANT)
+    assert result.decision == "winner: new" and rows.loc["new", E.AUDIT_ACCURACY] > rows.loc["old", E.AUDIT_ACCURACY]
+    assert rows[E.ACCURACY].isna().all()  # no gold on this stream: accuracy unknown, not zero
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("change", "named"), [
+    ({"unit": "annotator"}, "experiment.unit"),
+    ({"variants": [{"name": "old", "suggestion": "shown"}, {"name": "new", "guideline": {"version": 2}}]},
+     "experiment.variants[0].guideline.version"),
+    ({"variants": [{"name": "old", "guideline": {"version": 1}}, {"name": "more", "examples": 3}]},
+     "experiment.variants[1].examples"),
+])
+def test_live_arms_refuse_what_answers_could_not_tell_apart(store_url, change, named):
+    import pandas as pd
+
+    from loop.store import LabelStore
+
+    with LabelStore(store_url) as store:
+        store.create_stream("team", ["a", "b", "c"])
+        store.add_items("team", pd.DataFrame({"item_id": ["i0"]}))
+        for text in ("Old rules.", "New rules."):
+            store.publish_guideline("team", store.add_guideline("team", text, author="owner").version)
+        with pytest.raises(ConfigError, match="^" + re.escape(named) + ":"):
+            E.live_arms(_arms_config(store_url, **change).experiment, store, "team")
+
+
+def test_assign_arms_is_uniform_and_stable():
+    keys = [f"team:s:{i}:item{i}:0" for i in range(3000)]
+    arms = E.assign_arms(keys, 3, seed=7)
+    counts = np.bincount(arms, minlength=3)
+    assert counts.min() > 900  # 1000 each expected; 900 is 3.7 s.d. away
+    assert (E.assign_arms(keys, 3, seed=7) == arms).all()
+    assert (E.assign_arms(keys, 3, seed=8) != arms).mean() > 0.5  # another seed, another draw
+    with pytest.raises(ValueError, match="n_arms"):
+        E.assign_arms(keys, 0, seed=0)

@@ -337,6 +337,19 @@ def test_labelloop_serve_ingests_a_table_and_runs_rounds_nobody_answers(tmp_path
     assert (people[ANNOTATOR] == CURRENT_LABEL).all() and len(people) == 40  # only the items' own labels
 
 
+def test_labelloop_serve_refuses_an_experiment_on_another_stream(tmp_path, capsys) -> None:
+    from experiments.cli import main
+
+    (tmp_path / "serve.yaml").write_text(
+        "program: {name: team}\ntracking: {uri: none}\n"
+        f"store: {{url: 'sqlite:///{tmp_path / 'labels.db'}'}}\n"
+        "experiment: {stream: other, variants: [{name: a, suggestion: shown}, {name: b}]}\n")
+    assert main(["serve", "--config", str(tmp_path / "serve.yaml"), "--rounds", "1", "--in-process"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "experiment.stream: expected the served stream 'team'" in err
+    assert not (tmp_path / "labels.db").exists()  # refused before any work
+
+
 def test_a_live_program_logs_each_published_guideline_version_once_to_mlflow(tmp_path) -> None:
     """An admin's version before the service starts and a version drafted from the confused pairs
     and published mid-run both reach the run's artifacts, each once (markdown and JSON), with
