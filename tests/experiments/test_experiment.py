@@ -369,3 +369,14 @@ def test_assign_arms_is_uniform_and_stable():
     assert (E.assign_arms(keys, 3, seed=8) != arms).mean() > 0.5  # another seed, another draw
     with pytest.raises(ValueError, match="n_arms"):
         E.assign_arms(keys, 0, seed=0)
+
+
+def test_a_guideline_version_may_serve_several_variants_but_is_one_text():
+    same = {"version": "v2", "text": "b has a tail", "effect": 0.5}
+    cfg = E.parse_experiment_config({"experiment": {"variants": [
+        {"name": "a"}, {"name": "v2-shown", "guideline": same, "suggestion": "shown"},
+        {"name": "v2-hidden", "guideline": same}]}})
+    assert [v.guideline.version for v in cfg.experiment.variants[1:]] == ["v2", "v2"]
+    with pytest.raises(ConfigError, match=r"^experiment\.variants: expected one text.*'v2'"):
+        E.parse_experiment_config({"experiment": {"variants": [
+            {"name": "a"}, {"name": "b", "guideline": same}, {"name": "c", "guideline": {**same, "text": "other"}}]}})
