@@ -43,10 +43,12 @@ world's calibration and holdout gold (never on the experiment's items).
 look, variant, item, annotator, label and cost (and, with ``unit: annotator``,
 ``tables/annotator_variants.csv`` who was given which variant).
 
-**Limitation**: the test treats a variant's answers as independent. With ``unit: annotator``
-answers by the same person are correlated (people differ in skill), so the test is only as
-valid as there are many annotators per variant; ``unit: task`` (the default) has no such
-problem.
+**Clustered answers.** With ``unit: annotator`` answers by the same person are correlated
+(people differ in skill): each arm's variance is multiplied by its design effect
+(:func:`loop.sequential.cluster_design_effect`, logged as ``design_effect``), so the test
+needs as much more evidence as the people in an arm differ; with few annotators per variant
+it can hardly decide at all, which is the honest answer. ``unit: task`` (the default) counts
+answers as independent (design effect 1).
 
 MLflow: a parent run (role ``experiment``) with one child run per variant (role
 ``experiment_variant``); per-look metrics with ``step`` = look; the decision as the parent's
@@ -98,7 +100,7 @@ import pandas as pd
 
 from loop.agreement import krippendorff_alpha
 from loop.columns import ANNOTATOR, COST, ITEM, LABEL, SECONDS
-from loop.sequential import CONTROL, Decision, SequentialComparison, confidence_sequence
+from loop.sequential import CONTROL, Decision, SequentialComparison, cluster_design_effect, confidence_sequence
 from loop.simulate import Guideline, SimulatedCrowd, Variant, annotate_variant
 
 from . import tracking as T
@@ -124,6 +126,7 @@ ACCURACY_CS_LOW = "accuracy_cs_low"
 ACCURACY_CS_HIGH = "accuracy_cs_high"
 AUDIT_ACCURACY = "audit_accuracy"
 AUDITED = "audited_tasks"
+DESIGN_EFFECT = "design_effect"  # how much an arm's variance grows from its answers' clustering by annotator
 TASKS = "tasks"
 ANNOTATIONS = "annotations"
 SECONDS_PER_ITEM = "seconds_per_item"
@@ -564,19 +567,34 @@ def _simulate(settings: ExperimentSettings, variants: list[Variant], world: Any,
     return history, assignments, annotator_variants, test
 
 
-def _arm(done: pd.DataFrame, settings: ExperimentSettings) -> tuple[int, int]:
-    """(successes, trials) the test compares: gold, or agreement with the audit."""
+def _outcomes(done: pd.DataFrame, settings: ExperimentSettings) -> pd.DataFrame:
+    """Each counted answer's annotator and whether it succeeded: against gold, or agreeing with the audit."""
     if settings.measure is Measure.GOLD:
-        return int(done[CORRECT].sum()), len(done)
+        return pd.DataFrame({ANNOTATOR: done[ANNOTATOR].to_numpy(), "success": done[CORRECT].to_numpy(dtype=bool)})
     audited = done[done[AUDIT_LABEL].notna()]
-    return int((audited[LABEL].to_numpy() == audited[AUDIT_LABEL].to_numpy()).sum()), len(audited)
+    return pd.DataFrame({ANNOTATOR: audited[ANNOTATOR].to_numpy(),
+                         "success": audited[LABEL].to_numpy() == audited[AUDIT_LABEL].to_numpy()})
+
+
+def _arm(done: pd.DataFrame, settings: ExperimentSettings) -> tuple[int, int, float]:
+    """(successes, trials, design effect) the test compares. With ``unit: annotator`` the
+    answers are clustered by annotator (:func:`loop.sequential.cluster_design_effect`); with
+    ``unit: task`` they count as independent (1)."""
+    outcomes = _outcomes(done, settings)
+    successes, trials = int(outcomes["success"].sum()), len(outcomes)
+    if settings.unit is not Unit.ANNOTATOR or not trials:
+        return successes, trials, 1.0
+    per = outcomes.groupby(ANNOTATOR, sort=False)["success"].agg(["sum", "size"])
+    return successes, trials, cluster_design_effect(per["sum"].to_numpy(), per["size"].to_numpy())
 
 
 def _look(done: pd.DataFrame, test: SequentialComparison, settings: ExperimentSettings, names: list[str],
           look: int, used: int) -> list[dict[str, Any]]:
     by = {name: done[done[VARIANT] == name] for name in names}
-    counts = {name: _arm(frame, settings) for name, frame in by.items()}
-    results = test.update(control=counts[names[0]], variants={n: counts[n] for n in names[1:]})
+    arms = {name: _arm(frame, settings) for name, frame in by.items()}
+    counts = {name: arm[:2] for name, arm in arms.items()}
+    results = test.update(control=counts[names[0]], variants={n: counts[n] for n in names[1:]},
+                          design_effects={CONTROL: arms[names[0]][2], **{n: arms[n][2] for n in names[1:]}})
     rows = []
     for name in names:
         frame = by[name]
@@ -589,10 +607,12 @@ def _look(done: pd.DataFrame, test: SequentialComparison, settings: ExperimentSe
                                AGREEMENT: _agreement(frame), AUDITED: int(frame[AUDIT_LABEL].notna().sum())}
         audited = frame[frame[AUDIT_LABEL].notna()]
         row[AUDIT_ACCURACY] = float((audited[LABEL] == audited[AUDIT_LABEL]).mean()) if len(audited) else np.nan
+        row[DESIGN_EFFECT] = arms[name][2]
         if n:
             rate = s / n
             q = (s + 0.5) / (n + 1)
-            low, high = confidence_sequence(rate, q * (1 - q) / n, alpha=test.alpha_per_comparison, tau=settings.tau)
+            low, high = confidence_sequence(rate, arms[name][2] * q * (1 - q) / n, alpha=test.alpha_per_comparison,
+                                            tau=settings.tau)
             row[ACCURACY_CS_LOW], row[ACCURACY_CS_HIGH] = max(float(low), 0.0), min(float(high), 1.0)
         if name in results:
             r = results[name]
@@ -637,7 +657,7 @@ def _summary(looks: pd.DataFrame, settings: ExperimentSettings, test: Sequential
                      ANNOTATIONS: int(row[ANNOTATIONS]), ACCURACY: row[ACCURACY],
                      ACCURACY_CS_LOW: row.get(ACCURACY_CS_LOW), ACCURACY_CS_HIGH: row.get(ACCURACY_CS_HIGH),
                      AUDIT_ACCURACY: row[AUDIT_ACCURACY], SECONDS_PER_ITEM: row[SECONDS_PER_ITEM],
-                     AGREEMENT: row[AGREEMENT], COST_METRIC: row[COST_METRIC],
+                     AGREEMENT: row[AGREEMENT], COST_METRIC: row[COST_METRIC], DESIGN_EFFECT: row[DESIGN_EFFECT],
                      DIFFERENCE: row.get(DIFFERENCE, np.nan) if i else np.nan,
                      DIFFERENCE_CS_LOW: row.get(DIFFERENCE_CS_LOW, np.nan) if i else np.nan,
                      DIFFERENCE_CS_HIGH: row.get(DIFFERENCE_CS_HIGH, np.nan) if i else np.nan,
@@ -841,8 +861,8 @@ def _table_gold(cfg: ExperimentConfig, classes: tuple[str, ...]) -> pd.Series | 
 
 
 
-_PER_LOOK = (ACCURACY, ACCURACY_CS_LOW, ACCURACY_CS_HIGH, AUDIT_ACCURACY, AUDITED, TASKS, ANNOTATIONS,
-             SECONDS_PER_ITEM, AGREEMENT, COST_METRIC, DIFFERENCE, DIFFERENCE_CS_LOW, DIFFERENCE_CS_HIGH, P_VALUE)
+_PER_LOOK = (ACCURACY, ACCURACY_CS_LOW, ACCURACY_CS_HIGH, AUDIT_ACCURACY, AUDITED, DESIGN_EFFECT, TASKS,
+             ANNOTATIONS, SECONDS_PER_ITEM, AGREEMENT, COST_METRIC, DIFFERENCE, DIFFERENCE_CS_LOW, DIFFERENCE_CS_HIGH, P_VALUE)
 
 
 def _log(cfg: ExperimentConfig, dataset: str, result: ExperimentResult, annotator_variants: pd.DataFrame | None,

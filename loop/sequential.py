@@ -48,6 +48,14 @@ comparisons runs at ``alpha / K``, so the chance that *any* variant is wrongly d
 different stays below ``alpha`` (the union bound holds whatever the dependence through the
 shared control).
 
+**Answers that are not independent.** When whole annotators, not single tasks, are randomised
+to the arms, one person's answers are alike (people differ in skill), and ``V`` above, which
+counts every answer as independent, is too small: the test then finds differences that are
+only who happened to be in which arm. :func:`cluster_design_effect` measures how much larger
+an arm's variance is when its answers are grouped by annotator (the cluster-robust variance of
+the arm's rate over the binomial one, at least 1), and ``update(..., design_effects=...)``
+multiplies each arm's part of ``V`` by it.
+
 The normal approximation and the plug-in ``V`` make the guarantee asymptotic, as in Johari et
 al.; ``benchmarks/experiment.py`` measures the false-positive rate it really has.
 
@@ -72,8 +80,8 @@ import numpy as np
 
 from ._validation import check_int, check_real, fail
 
-__all__ = ["CONTROL", "Decision", "Look", "SequentialComparison", "confidence_sequence", "decide",
-           "difference", "likelihood_ratio", "p_value"]
+__all__ = ["CONTROL", "Decision", "Look", "SequentialComparison", "cluster_design_effect", "confidence_sequence",
+           "decide", "difference", "likelihood_ratio", "p_value"]
 
 CONTROL = "control"
 
@@ -326,14 +334,18 @@ class SequentialComparison:
         """Every variant's comparison has decided."""
         return len(self.decided_) == len(self.variants)
 
-    def update(self, *, control: tuple[int, int], variants: Mapping[str, tuple[int, int]]) -> dict[str, Look]:
+    def update(self, *, control: tuple[int, int], variants: Mapping[str, tuple[int, int]],
+               design_effects: Mapping[str, float] | None = None) -> dict[str, Look]:
         """Look at the cumulative counts: ``(successes, trials)`` of the control and of each variant.
 
         Counts must not decrease between looks (they are totals so far). An arm with no
-        answers yet gives a ``continue`` look with NaN figures.
+        answers yet gives a ``continue`` look with NaN figures. ``design_effects`` (by arm name,
+        :data:`CONTROL` for the control; default 1 each) inflate each arm's variance when its
+        answers are not independent (:func:`cluster_design_effect`).
         """
         if not isinstance(variants, Mapping) or set(variants) != set(self.variants):
             raise fail("variants", f"counts for exactly {list(self.variants)}", repr(variants)[:60])
+        effects = _design_effects(design_effects, (CONTROL, *self.variants))
         sc, nc = _pair(control, "control")
         for name in self.variants:
             sv, nv = _pair(variants[name], f"variants[{name!r}]")
@@ -341,18 +353,21 @@ class SequentialComparison:
             if before is not None and (nv < before.n_variant or nc < before.n_control):
                 raise fail(f"variants[{name!r}]", "cumulative counts that never decrease",
                            f"trials {nc}, {nv} after {before.n_control}, {before.n_variant}")
-            self.looks_[name] = look = self._look(name, sc, nc, sv, nv, before)
+            self.looks_[name] = look = self._look(name, sc, nc, sv, nv, before, effects[CONTROL], effects[name])
             if name not in self.decided_ and look.decision is not Decision.CONTINUE:
                 self.decided_[name] = look
         return dict(self.looks_)
 
-    def _look(self, name: str, sc: int, nc: int, sv: int, nv: int, before: Look | None) -> Look:
+    def _look(self, name: str, sc: int, nc: int, sv: int, nv: int, before: Look | None,
+              effect_control: float = 1.0, effect_variant: float = 1.0) -> Look:
         if nc == 0 or nv == 0:
             nan = float("nan")
             return Look(name, nc, nv, sc / nc if nc else nan, sv / nv if nv else nan, nan,
                         1.0 if before is None else before.p_value, -1.0, 1.0, Decision.CONTINUE, None)
         a = self.alpha_per_comparison
-        theta, v = difference(sc, nc, sv, nv)
+        theta, _ = difference(sc, nc, sv, nv)
+        qc, qv = (sc + 0.5) / (nc + 1), (sv + 0.5) / (nv + 1)
+        v = effect_control * qc * (1 - qc) / nc + effect_variant * qv * (1 - qv) / nv
         ready = min(nc, nv) >= self.min_samples
         # The running minimum and intersection start once both arms are ready: before, the
         # normal approximation is too rough for its extremes to be carried forward.
@@ -370,6 +385,58 @@ class SequentialComparison:
         if decision is Decision.WINNER:
             winner = name if theta > 0 else CONTROL
         return Look(name, nc, nv, sc / nc, sv / nv, float(theta), p, low, high, decision, winner)
+
+
+def _design_effects(value: Mapping[str, float] | None, names: Sequence[str]) -> dict[str, float]:
+    if value is None:
+        return dict.fromkeys(names, 1.0)
+    if not isinstance(value, Mapping) or not set(value) <= set(names):
+        raise fail("design_effects", f"a mapping from some of {list(names)} to numbers >= 1", repr(value)[:60])
+    return {n: check_real(value.get(n, 1.0), f"design_effects[{n!r}]", low=1.0) for n in names}
+
+
+def cluster_design_effect(successes: Any, trials: Any) -> float:
+    """How much more an arm's success rate varies when its answers come in clusters (per annotator).
+
+    ``successes[i]`` of ``trials[i]`` answers are annotator ``i``'s in the arm. The design effect
+    is the cluster-robust (CR1) variance of the arm's rate over the binomial one that counts
+    every answer as independent, and at least 1 (clusters that happen to agree more than
+    chance are not taken as more information than independent answers would give)::
+
+        V_cluster  = k / (k - 1) * sum_i (s_i - p m_i)^2 / N^2
+        V_binomial = p (1 - p) / N,     p = sum s_i / N,  N = sum m_i,  k clusters with answers
+
+    With fewer than two clusters nothing says how people differ: the arm counts as one answer
+    (the design effect is ``N``). With one answer per cluster it is ``k / (k - 1)``, the small-
+    sample factor alone.
+
+    Examples
+    --------
+    >>> round(cluster_design_effect([1, 0] * 50, [1] * 100), 3)  # one answer each: about independent
+    1.01
+    >>> round(cluster_design_effect([50, 5], [50, 50]), 1)  # one always right, the other mostly wrong
+    81.8
+    """
+    s = np.asarray(successes, dtype=np.float64).ravel()
+    m = np.asarray(trials, dtype=np.float64).ravel()
+    if s.shape != m.shape:
+        raise fail("trials", f"one count per cluster, as successes ({s.size})", f"{m.size}")
+    if not (np.isfinite(s).all() and np.isfinite(m).all()) or (s < 0).any() or (s > m).any():
+        raise fail("successes", "finite counts with 0 <= successes <= trials", f"{s[:3].tolist()} of {m[:3].tolist()}")
+    answered = m > 0
+    s, m = s[answered], m[answered]
+    n = float(m.sum())
+    if n == 0:
+        return 1.0
+    k = int(m.size)
+    if k < 2:
+        return n
+    p = float(s.sum()) / n
+    binomial = p * (1 - p) / n
+    clustered = k / (k - 1) * float(((s - p * m) ** 2).sum()) / n ** 2
+    if binomial == 0:  # every answer right (or wrong): nothing varies, clustered or not
+        return 1.0
+    return max(1.0, clustered / binomial)
 
 
 def _pair(value: Any, name: str) -> tuple[int, int]:

@@ -145,6 +145,11 @@ def test_annotator_randomisation_gives_each_person_one_variant(world):
     given = dict(zip(split["annotator_id"], split[E.VARIANT], strict=True))
     tasks = result.assignments
     assert (tasks["annotator_id"].map(given) == tasks[E.VARIANT]).all()
+    # Six people an arm: their answers are clustered; an arm whose people differ counts for less
+    # than its answers (the effect is floored at 1 where they happen to agree).
+    effects = result.variants[E.DESIGN_EFFECT]
+    assert (effects >= 1).all() and effects.max() > 1.5
+    assert any(E.DESIGN_EFFECT in m for m in result.trackers[result.variants[E.VARIANT].iloc[1]].metrics)
 
 
 def test_every_kind_of_variant_runs_and_double_blind_costs_more_answers(world):
