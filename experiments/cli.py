@@ -271,10 +271,14 @@ def _comparison(cfg: Any, *, output: Any = None) -> int:
         if column == "strategy":
             table.add_column(column, no_wrap=True)
         else:
-            table.add_column(column, justify="right")
+            # A figure is never broken over two lines, nor a header's word (the header may wrap).
+            table.add_column(column, justify="right", min_width=max(int(shown[column].str.len().max()),
+                                                                    *map(len, column.split())))
     for row in shown.itertuples(index=False):
         table.add_row(*row)
-    console.print(table)
+    # Written to a file or a pipe (a CI log, the README's sample) the table has the room it needs
+    # rather than a pretend terminal's 80 columns, where Rich drops the last columns.
+    console.print(table, width=None if console.is_terminal else max(console.width, 120), crop=False)
     initial = next(iter(result.results.values())).initial_error_rate if result.results else float("nan")
     source = "table labels" if cfg.table is not None else "crowd labels"
     console.print(f"Every strategy started from the same {source} ({initial:.2%} wrong); program cost is what the "

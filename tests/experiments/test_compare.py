@@ -160,11 +160,11 @@ def test_the_description_is_a_table_with_the_winner_and_its_savings(hand_built) 
     note = R.description(table, currency="EUR", value_per_error_removed=10.0, title="digits")
     lines = note.splitlines()
     header = next(line for line in lines if line.startswith("| strategy"))
-    assert header == ("| strategy | final error rate (true) | final error rate (estimated) | 95% interval "
+    assert header == ("| strategy | final error rate (true) | final error rate (estimated, 95% interval) "
                       "| program cost (EUR) | errors removed | cost per error removed (EUR) | ROI | model accuracy |")
-    # The estimate is shown with its interval; an audit without one shows '-'.
-    assert "| tiered (winner) | 10.00% | 11.00% | 5.0% - 20.0% | 40.0 | 20 | 2.00 | 5.00 | 0.900 |" in lines
-    assert "| triple_majority | 30.00% | 31.00% | - | 80.0 | 0 | - | 0.00 | 0.900 |" in lines
+    # The estimate is shown with its interval (alone where the audit gave none).
+    assert "| tiered (winner) | 10.00% | 11.00% (5.0-20.0%) | 40.0 | 20 | 2.00 | 5.00 | 0.900 |" in lines
+    assert "| triple_majority | 30.00% | 31.00% | 80.0 | 0 | - | 0.00 | 0.900 |" in lines
     assert "**Winner: tiered**" in note and R.WINNER_RULE in note and R.SAVING_RULE in note
     assert "| random | 60.0 |" in lines and "| cleanlab | 0.0 |" in lines and "| triple_majority | - |" in lines
     # Without a value per error removed, no ROI column.
