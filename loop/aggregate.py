@@ -47,8 +47,8 @@ _MACE_SWEEPS = 3
 SHRINKAGE_GRID: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
 # EM tolerance of the fits that compare the models for model="auto" (the final fit uses `tol`).
 _SELECTION_TOL = 1e-4
-# cv_repeats="auto": repeat the fold split until this many held-out labels are scored (at most
-# _SELECTION_MAX_REPEATS times). On a quiz of 1,200 labels one split's choice between two
+# cv_repeats="auto": score folds (repeating the fold split) until this many held-out labels are
+# scored (at most _SELECTION_MAX_REPEATS splits). On a quiz of 1,200 labels one split's choice between two
 # close models turns on which labels it happened to hold out; the mean of five does not.
 _SELECTION_SCORED = 10_000
 _SELECTION_MAX_REPEATS = 5
@@ -361,8 +361,9 @@ class DawidSkene(_GoldAnchored):
     a matrix per annotator is often more than the data support) and the full model on
     weather sentiment. Cross-validation charges each form for its freedom at its real price
     (the full model's confusions are shrunk, so parameter-counting criteria such as BIC
-    over-charge it). It costs ``3 * cv_folds * cv_repeats`` fits on the selection sample, at a
-    looser tolerance, run as three grouped EMs (one per model, all its fold fits at once, each
+    over-charge it). It costs at most ``3 * cv_folds * cv_repeats`` fits on the selection
+    sample (with ``cv_repeats="auto"``, only as many folds as it takes to score 10,000
+    held-out labels), at a looser tolerance, run as three grouped EMs (one per model, all its fold fits at once, each
     fold with its own prior, shrinkage and stopping point), so on small crowds it pays the
     per-iteration overhead three times rather than dozens. Held-out likelihood measures how
     well a model explains the annotations, not agreement with any gold: where a gold set is
@@ -387,8 +388,9 @@ class DawidSkene(_GoldAnchored):
     cv_folds : int, default 5
         Folds of the held-out comparison of ``model="auto"`` (>= 2; ignored otherwise).
     cv_repeats : int >= 1 or "auto", default "auto"
-        How many random fold splits ``model="auto"`` averages over; ``"auto"``: enough to
-        score 10,000 held-out labels, at most 5 (one on crowds of 10,000 labels or more).
+        How many random fold splits ``model="auto"`` averages over; ``"auto"``: folds until
+        10,000 held-out labels are scored, at most 5 splits (so on crowds of more than
+        10,000 labels, only some folds of one split: three of five at 20,000 labels).
     selection_items : int, default 5000
         ``model="auto"`` compares the models on at most this many items, drawn at random
         (>= 1; ignored otherwise): the comparison's cost stays bounded on large crowds.
@@ -562,8 +564,9 @@ def _heldout_scores(enc: _Encoded, models: tuple[str, ...], *, folds: int, repea
     r"""Mean held-out log-likelihood per annotation of each of ``models``, by model name.
 
     At most ``max_items`` items are drawn; their annotation rows are dealt into ``folds``
-    folds at random, ``repeats`` times (``"auto"``: enough to score :data:`_SELECTION_SCORED`
-    held-out rows, at most :data:`_SELECTION_MAX_REPEATS` times). For each fold and model,
+    folds at random, ``repeats`` times (``"auto"``: folds are scored until
+    :data:`_SELECTION_SCORED` held-out rows are, at most :data:`_SELECTION_MAX_REPEATS`
+    splits; the last split scores only the folds needed). For each fold and model,
     EM runs on the other folds and each held-out row ``(i, a, l)`` scores :math:`\log \sum_c
     p_i(c)\, \theta_a[c, l]`, with :math:`p_i` the item's posterior from its training labels
     (its gold class if it has one; the class prior when it has neither). Rows are drawn in
@@ -574,17 +577,25 @@ def _heldout_scores(enc: _Encoded, models: tuple[str, ...], *, folds: int, repea
     n, m, k = len(enc.items), len(enc.annotators), enc.n_classes
     items = np.sort(rng.choice(n, size=max_items, replace=False)) if n > max_items else np.arange(n)
     rows = np.flatnonzero(np.isin(enc.item, items)) if n > max_items else np.arange(enc.item.size)
+    # How many (split, fold) fits to score: every fold of `repeats` splits, or with "auto" just
+    # enough folds to score _SELECTION_SCORED held-out rows. On a crowd of 20,000 labels that is
+    # three folds of one split, not five: the scores' noise is set by how many labels they
+    # average, and the two folds more would only make the comparison dearer.
     if repeats == "auto":
-        repeats = int(np.clip(-(-_SELECTION_SCORED // max(rows.size, 1)), 1, _SELECTION_MAX_REPEATS))
+        scored = int(np.clip(-(-_SELECTION_SCORED * folds // max(rows.size, 1)), 1,
+                             folds * _SELECTION_MAX_REPEATS))
+        repeats = -(-scored // folds)
+    else:
+        scored = folds * int(repeats)
     gold_of = np.full(n, -1)
     gold_of[gold_rows] = gold_codes
     is_gold = gold_of >= 0
     # The training rows of every (repeat, fold), stacked: crowd g's items are numbered from
     # offset[g], its annotators from g * m.
     train_parts, test_parts, kept_parts, new_parts = [], [], [], []
-    for _ in range(int(repeats)):
+    for repeat in range(int(repeats)):
         fold = rng.permutation(rows.size) % folds
-        for f in range(folds):
+        for f in range(min(folds, scored - repeat * folds)):
             train, test = rows[fold != f], rows[fold == f]
             if train.size and test.size:
                 train_parts.append(train)

@@ -596,8 +596,10 @@ def test_glad_thin_data_gold_and_a_single_class(small_annotations):
 
 
 def separate_fold_fits(annotations: pd.DataFrame, *, folds: int, repeats: int, seed: int,
-                       gold: pd.Series | None = None, max_iter: int = 100) -> pd.Series:
-    """`model_scores_` computed the plain way: one EM per (repeat, fold, model)."""
+                       gold: pd.Series | None = None, max_iter: int = 100,
+                       fits: int | None = None) -> pd.Series:
+    """`model_scores_` computed the plain way: one EM per (repeat, fold, model), over the
+    first `fits` (repeat, fold) pairs (all of them by default)."""
     from loop.aggregate import MODELS, _encode, _fit_em, _gold_codes, _subset
 
     enc = _encode(annotations, None if gold is None else pd.Index(gold.unique()))
@@ -606,9 +608,10 @@ def separate_fold_fits(annotations: pd.DataFrame, *, folds: int, repeats: int, s
     gold_of[gold_rows] = gold_codes
     rng, rows = np.random.default_rng(seed), np.arange(enc.item.size)
     total, scored = dict.fromkeys(MODELS, 0.0), 0
-    for _ in range(repeats):
+    fits = folds * repeats if fits is None else fits
+    for repeat in range(repeats):
         fold = rng.permutation(rows.size) % folds
-        for f in range(folds):
+        for f in range(min(folds, fits - repeat * folds)):
             train, test = rows[fold != f], rows[fold == f]
             sub, kept = _subset(enc, train)
             known = np.isin(gold_rows, kept)
@@ -638,6 +641,22 @@ def test_grouped_fold_fits_score_as_separate_fits(world):
     gold = pd.Series(truth[:6], index=pd.RangeIndex(6, name=ITEM))
     auto = DawidSkene(cv_repeats=3, random_state=7).fit(annotations, gold=gold)
     expected = separate_fold_fits(annotations, folds=5, repeats=3, seed=7, gold=gold)
+    np.testing.assert_allclose(auto.model_scores_.to_numpy(), expected.to_numpy(), rtol=1e-9)
+
+
+@pytest.mark.parametrize(("scored", "fits"), [(240, 3), (680, 9)])
+def test_auto_repeats_score_only_the_folds_needed(monkeypatch, scored, fits):
+    """cv_repeats="auto" scores folds until _SELECTION_SCORED held-out labels are scored: on a
+    crowd of 400 labels (80 a fold), 240 take three folds of one split and 680 take
+    nine folds, all five of one split and four of the next, not two whole splits."""
+    import loop.aggregate
+
+    rng = np.random.default_rng(47)
+    annotations, _ = planted_crowd(rng, planted_worlds(rng)["full"], 100, np.array([0.4, 0.3, 0.2, 0.1]))
+    annotations = annotations.sample(n=400, random_state=2).reset_index(drop=True)
+    monkeypatch.setattr(loop.aggregate, "_SELECTION_SCORED", scored)
+    auto = DawidSkene(random_state=13).fit(annotations)
+    expected = separate_fold_fits(annotations, folds=5, repeats=-(-fits // 5), seed=13, fits=fits)
     np.testing.assert_allclose(auto.model_scores_.to_numpy(), expected.to_numpy(), rtol=1e-9)
 
 
