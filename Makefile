@@ -31,8 +31,9 @@ demo: install
 label-studio:
 	@bash scripts/install_label_studio.sh >/dev/null  # prints the install time when it installs
 
+# --durations=30: every log (CI's too) lists the slowest tests, so the suite's time stays visible.
 test: install $(if $(filter true,$(CI)),label-studio)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=30 $(PYTEST_ARGS)
 
 # The MLflow UI as a manager opens it: a small comparison, `mlflow server` on it, the printed link
 # in headless Chromium (Debian's chromium and chromium-driver); screenshots in
