@@ -24,6 +24,16 @@ CLASSES = ("neg", "neu", "pos")
 STREAM = "sentiment"
 
 
+def schema_options(schema: str) -> str:
+    """The URL query that puts a test's connections in its own schema.
+
+    Commits there do not wait for the WAL flush (``synchronous_commit=off``, for these sessions
+    only): a test reads back the same rows, only a crash of the server itself could lose the last
+    ones, and a commit takes about half the time (BENCHMARKS.md, "Test suite time").
+    """
+    return f"options=-csearch_path%3D{schema}%20-csynchronous_commit%3Doff"
+
+
 def _dsn(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://")
 
@@ -60,7 +70,7 @@ def pg_url(pg_server: tuple[str | None, str]) -> Iterator[str]:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     sep = "&" if "?" in base else "?"
     try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+        yield f"{base}{sep}{schema_options(schema)}"
     finally:
         with psycopg.connect(_dsn(base), autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
