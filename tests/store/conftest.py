@@ -98,7 +98,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def store(store_url: str, request: pytest.FixtureRequest) -> Iterator[LabelStore]:
     if store_url.startswith("sqlite:///"):
         # A copy of the migrated template: the same schema, at a quarter of the CPU of migrating
-        # a new file (BENCHMARKS.md, "Test suite time"); a few hundred store tests open one.
+        # a new file (BENCHMARKS.md, "Test suite time"); most store tests open one.
         shutil.copyfile(request.getfixturevalue("sqlite_template"), store_url.removeprefix("sqlite:///"))
     with LabelStore(store_url) as s:
         yield s
