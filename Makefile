@@ -31,8 +31,14 @@ demo: install
 label-studio:
 	@bash scripts/install_label_studio.sh >/dev/null  # prints the install time when it installs
 
+# --durations=30: every log (CI's too) lists the slowest tests, so the suite's time stays visible.
+# eatmydata (Debian's package; CI installs it) turns fsync into a no-op for the tests: the
+# store's SQLite files commit with synchronous=FULL, and thousands of test commits waited on
+# the disk (BENCHMARKS.md, "Test suite time"). No test can observe a power loss; without it
+# the tests run the same, only slower.
+EATMYDATA := $(shell command -v eatmydata 2>/dev/null)
 test: install $(if $(filter true,$(CI)),label-studio)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(EATMYDATA) $(PY) -m pytest -q --durations=30 $(PYTEST_ARGS)
 
 # The MLflow UI as a manager opens it: a small comparison, `mlflow server` on it, the printed link
 # in headless Chromium (Debian's chromium and chromium-driver); screenshots in

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.store.conftest import schema_options
+
 
 @pytest.fixture(scope="session")
 def mlflow_uri(tmp_path_factory) -> str:
@@ -68,7 +70,7 @@ def store_url(request, tmp_path) -> Iterator[str]:
             pytest.fail(f"PostgreSQL is unreachable at {base} ({exc}); CI=true, so the PostgreSQL case must run")
         pytest.skip(f"PostgreSQL is unreachable at {base}")
     try:
-        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+        yield f"{base}{'&' if '?' in base else '?'}{schema_options(schema)}"
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

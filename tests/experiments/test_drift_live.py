@@ -20,7 +20,10 @@ from tests.experiments.test_live import (GOLD, ROUND_ITEMS, STREAM, _Bots, _Cloc
 ROUNDS = 3
 
 
-def test_a_live_program_alerts_on_a_new_look_and_people_relabel_the_queue(store_url) -> None:
+# SQLite only: the live program on PostgreSQL is test_live's (both stores), and the drift alert's
+# store writes are tests/store/test_alerts.py's (both stores); this one path costs a minute a store.
+def test_a_live_program_alerts_on_a_new_look_and_people_relabel_the_queue(tmp_path) -> None:
+    store_url = f"sqlite:///{tmp_path / 'labels.db'}"
     x, ids, truth, initial, crowd = _world()
     x = x.copy()
     last = slice(GOLD + ROUNDS * ROUND_ITEMS, GOLD + (ROUNDS + 1) * ROUND_ITEMS)

@@ -32,6 +32,12 @@ def subpopulation_world():
     return build_world(_cfg("new_subpopulation"))
 
 
+@pytest.fixture(scope="module")
+def targeted(subpopulation_world):
+    """The default (targeted) queue on the new subpopulation, run once for the tests that only read it."""
+    return run_program(_cfg("new_subpopulation"), world=subpopulation_world)
+
+
 def test_a_new_subpopulation_alerts_in_the_store_and_mlflow_and_is_relabelled(store_url, subpopulation_world):
     cfg = _cfg("new_subpopulation")
     tracker = T.MemoryTracker()
@@ -94,8 +100,7 @@ def test_without_drift_no_alert_and_without_the_section_no_drift_figures():
     assert off.final_error_rate == result.final_error_rate and off.program_cost == pytest.approx(result.program_cost)
 
 
-def test_the_relabel_cost_is_outside_the_rounds_budget(subpopulation_world):
-    targeted = run_program(_cfg("new_subpopulation"), world=subpopulation_world)
+def test_the_relabel_cost_is_outside_the_rounds_budget(subpopulation_world, targeted):
     budget = targeted.rounds[T.BUDGET]
     plain = run_program(_cfg("new_subpopulation").replace(drift=DriftConfig()), world=subpopulation_world)
     # The relabel queue does not eat the next round's budget; its cost is in the program's.
@@ -104,9 +109,8 @@ def test_the_relabel_cost_is_outside_the_rounds_budget(subpopulation_world):
     assert relabel > 0 and targeted.program_cost > relabel
 
 
-def test_the_blanket_queue_draws_from_the_same_items_at_the_same_budget(subpopulation_world):
+def test_the_blanket_queue_draws_from_the_same_items_at_the_same_budget(subpopulation_world, targeted):
     blanket = run_program(_cfg("new_subpopulation", queue="blanket"), world=subpopulation_world)
-    targeted = run_program(_cfg("new_subpopulation"), world=subpopulation_world)
     b, t = blanket.rounds.loc[[3, 4]], targeted.rounds.loc[[3, 4]]
     assert (b[T.DRIFT_RELABEL_ITEMS] == t[T.DRIFT_RELABEL_ITEMS]).all()
     assert t[T.TRUE_DRIFT_ERRORS_REMOVED].sum() > b[T.TRUE_DRIFT_ERRORS_REMOVED].sum()

@@ -22,6 +22,7 @@ from experiments.tune import (
 from experiments import tracking as T
 from experiments.config import ConfigError
 from loop.routing import RoutingThresholds
+from tests.store.conftest import schema_options
 
 TARGET = 0.02
 
@@ -416,7 +417,7 @@ def test_a_study_on_postgresql_resumes(tmp_path) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     try:
-        storage = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+        storage = f"{base}{'&' if '?' in base else '?'}{schema_options(schema)}"
         settings = TuneSettings(storage=storage, study_name="pg", seed=3, trials=2)
         first = run_study(toy_program, settings)
         second = run_study(toy_program, TuneSettings(storage=storage, study_name="pg", seed=3, trials=4))

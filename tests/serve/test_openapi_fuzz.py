@@ -52,6 +52,7 @@ from schemathesis.specs.openapi.checks import status_code_conformance  # noqa: E
 
 from loop.store import LabelStore  # noqa: E402
 from tests.registry import digits_champion  # noqa: E402
+from tests.store.conftest import schema_options  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +109,7 @@ def _pg_schema_url() -> Iterator[str]:
             continue
         sep = "&" if "?" in base else "?"
         try:
-            yield f"{base}{sep}options=-csearch_path%3D{schema}"
+            yield f"{base}{sep}{schema_options(schema)}"
         finally:
             with psycopg.connect(base, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

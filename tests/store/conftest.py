@@ -9,8 +9,10 @@ where they fail.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -22,6 +24,16 @@ PG_URLS = ([os.environ["LABELLOOP_TEST_PG_URL"]] if os.environ.get("LABELLOOP_TE
            ["postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test"])
 CLASSES = ("neg", "neu", "pos")
 STREAM = "sentiment"
+
+
+def schema_options(schema: str) -> str:
+    """The URL query that puts a test's connections in its own schema.
+
+    Commits there do not wait for the WAL flush (``synchronous_commit=off``, for these sessions
+    only): a test reads back the same rows, only a crash of the server itself could lose the last
+    ones, and a commit takes about half the time (BENCHMARKS.md, "Test suite time").
+    """
+    return f"options=-csearch_path%3D{schema}%20-csynchronous_commit%3Doff"
 
 
 def _dsn(url: str) -> str:
@@ -60,7 +72,7 @@ def pg_url(pg_server: tuple[str | None, str]) -> Iterator[str]:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     sep = "&" if "?" in base else "?"
     try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+        yield f"{base}{sep}{schema_options(schema)}"
     finally:
         with psycopg.connect(_dsn(base), autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
@@ -73,8 +85,21 @@ def store_url(request, tmp_path) -> str:
     return request.getfixturevalue("pg_url")
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite store migrated to the newest revision once for the session (test_migrations
+    migrates empty databases itself, from ``store_url``)."""
+    path = tmp_path_factory.mktemp("store-template") / "labels.db"
+    LabelStore(f"sqlite:///{path}").close()
+    return path
+
+
 @pytest.fixture
-def store(store_url: str) -> Iterator[LabelStore]:
+def store(store_url: str, request: pytest.FixtureRequest) -> Iterator[LabelStore]:
+    if store_url.startswith("sqlite:///"):
+        # A copy of the migrated template: the same schema, at a quarter of the CPU of migrating
+        # a new file (BENCHMARKS.md, "Test suite time"); most store tests open one.
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), store_url.removeprefix("sqlite:///"))
     with LabelStore(store_url) as s:
         yield s
 
