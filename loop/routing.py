@@ -426,12 +426,10 @@ class _Signals:
         # guideline reference) is looked up once per distinct name and spread by code. That
         # keeps a one-item serving request at microseconds, where pandas' string operations
         # cost milliseconds a call, and stays vectorised for a million items.
-        names = np.concatenate([frame[PREDICTED].to_numpy(dtype=object), frame[RUNNER_UP].to_numpy(dtype=object)])
-        codes, distinct = pd.factorize(names)
+        (code_p, seen_p), (code_r, seen_r) = pd.factorize(frame[PREDICTED]), pd.factorize(frame[RUNNER_UP])
         # Names are compared as text (3 and "3" are one class): merge what prints the same.
-        merged, text = pd.factorize(np.array([str(c) for c in distinct], dtype=object))
-        codes, text = merged[codes], np.asarray(text, dtype=object)
-        code_p, code_r = codes[:n], codes[n:]
+        merged, text = pd.factorize(np.array([str(c) for c in [*seen_p.tolist(), *seen_r.tolist()]], dtype=object))
+        code_p, code_r, text = merged[code_p], merged[len(seen_p):][code_r], np.asarray(text, dtype=object)
         confidence = check_array(frame[CONFIDENCE], f"scores.{CONFIDENCE}", ndim=1)
         margin = check_array(frame[MARGIN], f"scores.{MARGIN}", ndim=1)
         _check_scores_range(confidence, f"scores.{CONFIDENCE}")
@@ -592,8 +590,11 @@ def _join(pieces: list[str | _Field], rows: np.ndarray) -> pa.Array:
 def _label_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
     """Current labels as the reasons print them, in the form of ``predicted``: a code per item
     (-1 where none) into a list of texts. Integral floats (an integer column with NaN) print as
-    integers; each distinct label is formatted once."""
-    codes, distinct = pd.factorize(column.to_numpy(dtype=object), use_na_sentinel=True)
+    integers; each distinct label is formatted once (a categorical column's categories are)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        codes, distinct = column.cat.codes.to_numpy(dtype=np.int64), column.cat.categories
+    else:
+        codes, distinct = pd.factorize(column, use_na_sentinel=True)
     texts = []
     for v in distinct.tolist():
         if v is pd.NA or (isinstance(v, (float, np.floating)) and np.isnan(v)):
