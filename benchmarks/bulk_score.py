@@ -148,8 +148,32 @@ def time_one_core(scorer, frames: list[pd.DataFrame]) -> float:
     return time.process_time() - started
 
 
+class Identity:
+    """A map_batches callable that returns its batch: what Ray Data costs without any scoring."""
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        return batch
+
+
+def time_floor(pool: Path, out: Path, features: list[str], ray_dir: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of Ray Data reading the pool, an identity ``map_batches`` on the
+    actors of ``labelloop score`` (same batch size, CPUs, concurrency) and writing Parquet."""
+    from experiments import score
+
+    columns = score.PoolColumns("item_id", "label", tuple(features))
+    batch_size = int(np.clip(2_000_000 // len(features), 4096, 65536))
+    cpu, started = cpu_seconds(ray_dir), time.perf_counter()
+    score._run_ray(pool, out, Identity, {}, columns, batch_size=batch_size, num_cpus=0.5, concurrency=None)
+    wall = time.perf_counter() - started
+    time.sleep(ACTOR_EXIT_SECONDS)
+    return wall, cpu_seconds(ray_dir) - cpu
+
+
 def breakdown(model, scorer, frame: pd.DataFrame, features: list[str]) -> dict[str, float]:
-    """Seconds per stage of BulkScorer's work on one frame, one core."""
+    """CPU seconds per stage of BulkScorer's work on one frame, one core (wall time is noise on a shared machine)."""
     from threadpoolctl import threadpool_limits
 
     from loop.columns import NO_LABEL
@@ -158,25 +182,25 @@ def breakdown(model, scorer, frame: pd.DataFrame, features: list[str]) -> dict[s
     x = frame[features].to_numpy(dtype=np.float64)
     out: dict[str, float] = {}
     with threadpool_limits(1):
-        t = time.perf_counter()
+        t = time.process_time()
         x = frame[features].to_numpy(dtype=np.float64)
-        out["features to numpy"] = time.perf_counter() - t
-        t = time.perf_counter()
+        out["features to numpy"] = time.process_time() - t
+        t = time.process_time()
         probs = model.predict_proba(x)
-        out["predict_proba"] = time.perf_counter() - t
-        t = time.perf_counter()
+        out["predict_proba"] = time.process_time() - t
+        t = time.process_time()
         codes = scorer._label_codes(frame["label"])
-        out["label codes"] = time.perf_counter() - t
-        t = time.perf_counter()
+        out["label codes"] = time.process_time() - t
+        t = time.process_time()
         scores = score_items(probs, item_ids=frame["item_id"].to_numpy(), labels=codes, classes=scorer.classes)
-        out["score_items"] = time.perf_counter() - t
-        t = time.perf_counter()
+        out["score_items"] = time.process_time() - t
+        t = time.process_time()
         scores["label"] = np.where(codes == NO_LABEL, None, scorer.classes[np.maximum(codes, 0)])
         route(scores, scorer.thresholds)
-        out["route (reasons)"] = time.perf_counter() - t
-        t = time.perf_counter()
+        out["route (reasons)"] = time.process_time() - t
+        t = time.process_time()
         scorer(frame)
-        out["whole call"] = time.perf_counter() - t
+        out["whole call"] = time.process_time() - t
     return out
 
 
@@ -189,6 +213,8 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs Ray gets (cores used)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per size; the best is kept")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--floor", action="store_true",
+                        help="also time Ray Data alone (identity map_batches) at the largest size")
     args = parser.parse_args()
 
     import logging
@@ -239,6 +265,11 @@ def main() -> None:
             rows.append({"rows": n, "peer s": peer, "one-core s": one_core, "score s": wall, "score cpu s": cpu})
             print(f"  {n:>9,} rows: predict_proba {peer:.2f} s, same work on one core {one_core:.2f} s, "
                   f"labelloop score {wall:.2f} s ({cpu:.1f} CPU s)", flush=True)
+        floor = None
+        if args.floor:
+            n = args.sizes[-1]
+            floor = (n, *min(time_floor(tmp / f"pool-{n}.parquet", tmp / f"floor-{n}-{r}", features, tmp / "ray")
+                             for r in range(args.repeats)))
         stored = score.main(cfg, tmp / f"pool-{args.sizes[0]}.parquet", tmp / "scored-store", store=True)
         import ray
 
@@ -265,6 +296,12 @@ def main() -> None:
             print(f"  {name:<18} {seconds * 1000:8.1f} ms  {seconds / total:6.1%}")
     print(f"\nthe store's predictions table: {stored.rows:,} rows in {stored.store_seconds:.1f} s "
           f"({stored.rows / stored.store_seconds:,.0f} rows/s)")
+    if floor:
+        n, wall, cpu = floor
+        peer = table.set_index("rows").loc[n, "predict_proba rows/s"]
+        print(f"\nRay Data alone (read Parquet, identity map_batches, write Parquet), {n:,} rows: {wall:.1f} s, "
+              f"{cpu:.1f} CPU s, {n / cpu:,.0f} rows per CPU s = {n / cpu / peer:.2f} of predict_proba's rows/s: "
+              f"the highest ratio per core any scoring on Ray Data could reach")
     met = (table["ratio per core"] >= TARGET_RATIO).all()
     growth = table["growth"].dropna()
     print(f"target: ratio per core >= {TARGET_RATIO} at every size: {'met' if met else 'missed'}; "

@@ -180,41 +180,43 @@ class BulkScorer:
         codes = self._label_codes(batch[cols.label]) if cols.label else None
         scores = score_items(probs, item_ids=ids, labels=codes, classes=self.classes)
         if codes is not None:
-            # The reasons name each item's current label, as the Router's do.
-            scores[LABEL] = np.where(codes == NO_LABEL, None, self.classes[np.maximum(codes, 0)])
+            # The reasons name each item's current label, as the Router's do; as codes into the
+            # classes, so that no per-row text is made.
+            scores[LABEL] = pd.Categorical.from_codes(codes, categories=self.classes)
         routes = route(scores, self.thresholds)
         n, k = probs.shape
         arrays = {ITEM: pa.array(ids),
                   PROBABILITIES: pa.FixedSizeListArray.from_arrays(pa.array(probs.ravel()), k)}
         for name in (PREDICTED, RUNNER_UP):
-            arrays[name] = pa.array(scores[name].astype(str).to_numpy(), type=pa.string())
+            arrays[name] = pa.array(scores[name].astype("str"), type=pa.string())
         for name in _SIGNALS:
             arrays[name] = pa.array(scores[name].to_numpy(dtype=np.float64))
-        arrays[ROUTE] = pa.array(routes[ROUTE].to_numpy(), type=pa.string())
-        arrays[REASON] = pa.array(routes[REASON].to_numpy(), type=pa.string())
+        # pandas' text columns are Arrow arrays already (pandas 3): no per-row conversion.
+        arrays[ROUTE] = pa.array(routes[ROUTE], type=pa.string())
+        arrays[REASON] = pa.array(routes[REASON], type=pa.string())
         arrays[PRIORITY] = pa.array(routes[PRIORITY].to_numpy(dtype=np.float64))
-        arrays[MODEL_VERSION] = pa.array(np.full(n, self.model_version, dtype=object), type=pa.string())
+        arrays[MODEL_VERSION] = pa.array([self.model_version], type=pa.string()).take(np.zeros(n, dtype=np.int64))
         return pa.table(arrays)
 
     def _label_codes(self, labels: pd.Series) -> np.ndarray:
-        """Class codes of the labels (matched by text), NO_LABEL where a row has none."""
-        present = labels.notna().to_numpy().copy()
-        values = labels[present]
-        numbers = values.to_numpy(dtype=np.float64) if pd.api.types.is_numeric_dtype(values) else None
-        if numbers is not None and (numbers % 1 == 0).all():
-            text = numbers.astype(np.int64).astype(str)  # 3.0, read from a column with gaps, is the class "3"
+        """Class codes of the labels (matched by text), NO_LABEL where a row has none.
+
+        Each distinct label is turned into text and looked up once: per row that was a fifth of
+        the scoring's work."""
+        codes, distinct = pd.factorize(labels, use_na_sentinel=True)
+        if pd.api.types.is_numeric_dtype(distinct) and (distinct.to_numpy(dtype=np.float64) % 1 == 0).all():
+            text = distinct.to_numpy(dtype=np.float64).astype(np.int64).astype(str)  # 3.0, from a column with gaps, is "3"
         else:
-            text = values.astype(str).str.strip().to_numpy(dtype=object)
-            keep = text != ""
-            present[np.flatnonzero(present)[~keep]] = False
-            text = text[keep]
+            text = np.array([str(v).strip() for v in distinct.tolist()], dtype=object)
         found = pd.Index(self.classes).get_indexer(text)
-        if (found < 0).any():
+        found[text == ""] = NO_LABEL  # a blank cell is no label
+        unknown = found < 0
+        unknown[text == ""] = False
+        if unknown.any():
+            first = np.flatnonzero(unknown[codes.clip(0)] & (codes >= 0))[0]
             raise SchemaError(f"--pool: expected labels among the classes {list(self.classes)} in column "
-                              f"{labels.name!r}, got {text[found < 0][0]!r}")
-        codes = np.full(len(labels), NO_LABEL, dtype=np.int64)
-        codes[present] = found
-        return codes
+                              f"{labels.name!r}, got {str(text[codes[first]])!r}")
+        return np.where(codes >= 0, found[codes.clip(0)], NO_LABEL).astype(np.int64)
 
 
 def main(cfg: ProgramConfig, pool: str | Path, out: str | Path, *, store: bool = True, stream: str | None = None,

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 
 from ._validation import check_array, check_pred_probs, check_real, fail
@@ -56,9 +58,12 @@ __all__ = ["Route", "RoutingThresholds", "route", "score_items"]
 
 ROUTE_COLUMNS = (ITEM, ROUTE, REASON, PRIORITY)
 _REQUIRED = (ITEM, PREDICTED, RUNNER_UP, CONFIDENCE, MARGIN)
-# A signal shown in a reason is rounded down to at least this many decimals; see _floored.
+# A signal shown in a reason is rounded down to at least this many decimals; see _number.
 _CONFIDENCE_DECIMALS = 3
 _SCORE_DECIMALS = 2
+# Below this many items the reasons are put together in Python: Arrow and pandas' hash tables
+# cost more to start than they save.
+_FEW = 256
 
 
 class Route(str, Enum):
@@ -376,11 +381,11 @@ def route(scores: pd.DataFrame, thresholds: RoutingThresholds) -> pd.DataFrame:
         raise fail("thresholds", "a RoutingThresholds (use RoutingThresholds.from_dict for a mapping)",
                    f"a {type(thresholds).__name__}")
     signals = _Signals.read(scores, thresholds)
-    routes = _decide(signals, thresholds)
+    rules = _decide(signals, thresholds)
     return pd.DataFrame({
         ITEM: signals.item_ids,
-        ROUTE: pd.Series(routes, dtype="str"),
-        REASON: pd.Series(_reasons(signals, routes, thresholds), dtype="str"),
+        ROUTE: pd.Series(pa.array(_RULE_ROUTES).take(pa.array(rules)).to_pandas(), dtype="str"),
+        REASON: pd.Series(_reasons(signals, rules, thresholds).to_pandas(), dtype="str"),
         PRIORITY: np.maximum(signals.risk, np.nan_to_num(signals.issue, nan=0.0)),
     }, columns=list(ROUTE_COLUMNS))
 
@@ -390,15 +395,18 @@ class _Signals:
     """The scores frame as arrays, with each item's class weight and guideline looked up."""
 
     item_ids: np.ndarray
-    predicted: np.ndarray  # class names as text (object array of str)
-    runner_up: np.ndarray
+    classes: np.ndarray  # the distinct class names as text (object array of str)
+    predicted_code: np.ndarray  # int, into classes
+    runner_up_code: np.ndarray
     confidence: np.ndarray
     margin: np.ndarray
     issue: np.ndarray  # NaN = no label-issue score
-    weight: np.ndarray
+    class_weights: np.ndarray  # one per class
+    weight: np.ndarray  # one per item: its predicted class's
     always_human: np.ndarray  # bool
-    guideline: np.ndarray  # "" where the pair has no guideline reference
-    label: list[str]  # the current label as text, "" where none (or not given)
+    guideline_table: np.ndarray  # (class, class) -> reference, "" where the pair has none
+    label_code: np.ndarray  # int, into label_texts; -1 where an item has no current label
+    label_texts: list[str]  # the current labels as text, in the form of the class names
 
     @property
     def risk(self) -> np.ndarray:
@@ -418,13 +426,10 @@ class _Signals:
         # guideline reference) is looked up once per distinct name and spread by code. That
         # keeps a one-item serving request at microseconds, where pandas' string operations
         # cost milliseconds a call, and stays vectorised for a million items.
-        names = np.concatenate([frame[PREDICTED].to_numpy(dtype=object), frame[RUNNER_UP].to_numpy(dtype=object)])
-        codes, distinct = pd.factorize(names)
+        (code_p, seen_p), (code_r, seen_r) = pd.factorize(frame[PREDICTED]), pd.factorize(frame[RUNNER_UP])
         # Names are compared as text (3 and "3" are one class): merge what prints the same.
-        merged, text = pd.factorize(np.array([str(c) for c in distinct], dtype=object))
-        codes, text = merged[codes], np.asarray(text, dtype=object)
-        predicted, runner_up = text[codes[:n]], text[codes[n:]]
-        code_p, code_r = codes[:n], codes[n:]
+        merged, text = pd.factorize(np.array([str(c) for c in [*seen_p.tolist(), *seen_r.tolist()]], dtype=object))
+        code_p, code_r, text = merged[code_p], merged[len(seen_p):][code_r], np.asarray(text, dtype=object)
         confidence = check_array(frame[CONFIDENCE], f"scores.{CONFIDENCE}", ndim=1)
         margin = check_array(frame[MARGIN], f"scores.{MARGIN}", ndim=1)
         _check_scores_range(confidence, f"scores.{CONFIDENCE}")
@@ -436,18 +441,29 @@ class _Signals:
             issue = np.full(n, np.nan)
         weights = {str(c): float(w) for c, w in thresholds.class_risk_weights.items()}
         human = {str(c) for c in thresholds.always_human}
+        class_weights = np.array([weights.get(t, 1.0) for t in text], dtype=np.float64)
+        label_code, label_texts = (_label_codes(frame[LABEL]) if LABEL in frame.columns
+                                   else (np.full(n, -1, dtype=np.int64), []))
         return cls(
-            item_ids=frame[ITEM].to_numpy(), predicted=predicted, runner_up=runner_up,
-            confidence=confidence, margin=margin, issue=issue,
-            weight=np.array([weights.get(t, 1.0) for t in text], dtype=np.float64)[code_p],
-            always_human=np.array([t in human for t in text], dtype=bool)[code_p],
-            guideline=_guidelines(text, code_p, code_r, thresholds),
-            label=_label_text(frame[LABEL]) if LABEL in frame.columns else [""] * n,
+            item_ids=frame[ITEM].to_numpy(), classes=text, predicted_code=code_p, runner_up_code=code_r,
+            confidence=confidence, margin=margin, issue=issue, class_weights=class_weights,
+            weight=class_weights[code_p], always_human=np.array([t in human for t in text], dtype=bool)[code_p],
+            guideline_table=_guideline_table(text, thresholds), label_code=label_code, label_texts=label_texts,
         )
 
 
+# The rule that decided each item (see the module docstring), in the order they are tried, and
+# the route each sends to: _decide returns the rule's code, so that the reasons need not compare
+# strings per item.
+_DOUBLE_BLIND, _EXPERT, _HUMAN, _AUTO, _REVIEW = range(5)
+_RULE_ROUTES = (Route.DOUBLE_BLIND.value, Route.EXPERT.value, Route.REVIEW.value, Route.AUTO_ACCEPT.value,
+                Route.REVIEW.value)
+# Two more templates of reasons: auto-accept and review where the class has a risk weight.
+_AUTO_WEIGHTED, _REVIEW_WEIGHTED = 5, 6
+
+
 def _decide(s: _Signals, t: RoutingThresholds) -> np.ndarray:
-    """The routing rules, vectorised; ``np.select`` takes the first condition that holds."""
+    """The code of the rule that decides each item; ``np.select`` takes the first condition that holds."""
     with np.errstate(invalid="ignore"):  # NaN issue scores compare False: no double-blind
         double_blind = s.issue >= t.double_blind_issue_score
     conditions = [
@@ -456,82 +472,142 @@ def _decide(s: _Signals, t: RoutingThresholds) -> np.ndarray:
         s.always_human,
         s.weighted_confidence >= t.auto_accept_confidence,
     ]
-    choices = [Route.DOUBLE_BLIND.value, Route.EXPERT.value, Route.REVIEW.value,
-               Route.AUTO_ACCEPT.value]
-    return np.select(conditions, choices, default=Route.REVIEW.value).astype(object)
+    return np.select(conditions, [_DOUBLE_BLIND, _EXPERT, _HUMAN, _AUTO], default=_REVIEW).astype(np.int8)
 
 
-def _reasons(s: _Signals, routes: np.ndarray, t: RoutingThresholds) -> list[str]:
-    """One sentence per item, in item order.
+def _reasons(s: _Signals, rules: np.ndarray, t: RoutingThresholds) -> pa.Array:
+    """One sentence per item, in item order, as an Arrow string array.
 
-    The numbers are rounded down with numpy; the sentences are put together in one pass of
-    plain string formatting, each formatting only the numbers it shows. That costs microseconds
-    for the single item of a serving request and stays linear for a million (pandas' string
-    operations cost milliseconds per call).
+    Every sentence fills one of a few templates (:func:`_templates`). A template is literal text
+    and fields, and every field takes few distinct values (a class name, a label, a number
+    rounded down to a few decimals), so each field is a small table of texts and a code per
+    item: the texts are formatted once per distinct value, and Arrow joins the pieces of all the
+    items of a template in one call. A Python loop per item cost 2 microseconds a sentence,
+    half of ``labelloop score``'s work besides the model.
     """
-    n = len(routes)
+    kinds = np.where((rules >= _AUTO) & (s.weight != 1.0), rules + (_AUTO_WEIGHTED - _AUTO), rules)
+    # The items grouped by template (a stable sort of small integers is a radix sort).
+    order = np.argsort(kinds, kind="stable")
+    ends = np.cumsum(np.bincount(kinds, minlength=_REVIEW_WEIGHTED + 1))
+    parts = [_join(pieces, rows) for pieces, rows in zip(_templates(s, t), np.split(order, ends[:-1])) if rows.size]
+    if not parts:
+        return pa.array([], type=pa.string())
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    return pa.concat_arrays(parts).take(pa.array(back))
+
+
+@dataclass(frozen=True)
+class _Field:
+    """A field of a reason: item i's text is ``text(keys[i])``, an int key (a code, a pair of
+    codes, a rounded number) formatted once per distinct key among the items of a template."""
+
+    keys: np.ndarray
+    text: Callable[[int], str]
+
+
+def _templates(s: _Signals, t: RoutingThresholds) -> list[list[str | _Field]]:
+    """The sentences' templates, in the order of the template codes (``_DOUBLE_BLIND`` ...)."""
     cd = max(_CONFIDENCE_DECIMALS, _decimals(t.auto_accept_confidence))
     md = max(_SCORE_DECIMALS, _decimals(t.expert_margin))
     idd = max(_SCORE_DECIMALS, _decimals(t.double_blind_issue_score))
-    confidence = _floored(s.confidence, cd)
-    plain_confidence = _floored(s.confidence, _CONFIDENCE_DECIMALS)
-    weighted_confidence = _floored(s.weighted_confidence, cd)
-    margin = _floored(s.margin, _SCORE_DECIMALS)
-    expert_margin = _floored(s.margin, md)
-    issue = _floored(np.nan_to_num(s.issue), idd)
-    refs = [f" ({g})" if g else "" for g in s.guideline.tolist()] if t.guideline_refs else [""] * n
-    auto = _threshold_text(t.auto_accept_confidence)
-    expert = _threshold_text(t.expert_margin)
-    double_blind = _threshold_text(t.double_blind_issue_score)
-    cp, sp = _CONFIDENCE_DECIMALS, _SCORE_DECIMALS
+    classes, ref = s.classes.tolist(), s.guideline_table.tolist()
+    k = len(classes)
+    # Fields of a class pair are one field, not three: fewer pieces for Arrow to join.
+    pair = s.predicted_code.astype(np.int64) * k + s.runner_up_code
+    doubt = [_Field(pair, lambda key: "{} over {} by margin ".format(*(classes[c] for c in divmod(key, k)))),
+             _number(s.margin, _SCORE_DECIMALS), _Field(pair, lambda key: _ref(ref[key // k][key % k]))]
+    expert_cut = _threshold_text(t.expert_margin)
+    expert = _Field(pair, lambda key: f" between {classes[key // k]} and {classes[key % k]} < expert cut-off "
+                                      f"{expert_cut}{_ref(ref[key // k][key % k])}")
+    plain_confidence = _number(s.confidence, _CONFIDENCE_DECIMALS)
+    # A label code of -1 (none) reads the last entry, "".
+    labels = [*s.label_texts, ""]
+    label = s.label_code % len(labels)
+    labelled = _Field(label, lambda key: f"; labelled {labels[key]}" if labels[key] else "")
+    labelled_comma = _Field(label, lambda key: f"labelled {labels[key]}, " if labels[key] else "")
 
-    out = []
-    for i, (where, p, q, weight, human, label) in enumerate(zip(
-            routes.tolist(), s.predicted.tolist(), s.runner_up.tolist(), s.weight.tolist(),
-            s.always_human.tolist(), s.label)):
-        labelled = f"; labelled {label}" if label else ""
-        if where == "expert":
-            out.append(f"margin {expert_margin[i]:.{md}f} between {p} and {q} < expert cut-off {expert}{refs[i]}"
-                       f"{labelled}")
-            continue
-        doubt = f"{p} over {q} by margin {margin[i]:.{sp}f}{refs[i]}"
-        if where == "double_blind":
-            out.append(f"label-issue score {issue[i]:.{idd}f} >= double-blind cut-off {double_blind}; "
-                       f"{'labelled ' + label + ', ' if label else ''}model prefers {doubt}")
-        elif where == "review" and human:
-            out.append(f"class {p} always goes to a person; confidence {plain_confidence[i]:.{cp}f}, {doubt}{labelled}")
+    def changes(key: int) -> str:  # an auto-accept that changes the current label says so
+        x, c = labels[key // k], classes[key % k]
+        return f"; replaces label {x} with {c}" if x and x != c else ""
+
+    label_predicted = _Field(label * k + s.predicted_code, changes)
+    weights = s.class_weights.tolist()
+    weighted_clause = ["risk-weighted confidence ", _number(s.weighted_confidence, cd), " (confidence ",
+                       plain_confidence,
+                       _Field(s.predicted_code, lambda key: f", class {classes[key]} weight {weights[key]:g})")]
+    auto = f" >= auto-accept {_threshold_text(t.auto_accept_confidence)}"
+    below = f" < auto-accept {_threshold_text(t.auto_accept_confidence)}; "
+    confidence = ["confidence ", _number(s.confidence, cd)]
+    return [
+        ["label-issue score ", _number(np.nan_to_num(s.issue), idd),
+         f" >= double-blind cut-off {_threshold_text(t.double_blind_issue_score)}; ", labelled_comma,
+         "model prefers ", *doubt],
+        ["margin ", _number(s.margin, md), expert, labelled],
+        ["class ", _Field(s.predicted_code, classes.__getitem__), " always goes to a person; confidence ",
+         plain_confidence, ", ", *doubt, labelled],
+        [*confidence, auto, label_predicted],
+        [*confidence, below, *doubt, labelled],
+        [*weighted_clause, auto, label_predicted],
+        [*weighted_clause, below, *doubt, labelled],
+    ]
+
+
+def _ref(guideline: str) -> str:
+    return f" ({guideline})" if guideline else ""
+
+
+def _number(values: np.ndarray, digits: int) -> _Field:
+    """Values rounded *down* to ``digits`` decimals and printed with them, as a field.
+
+    Rounding down keeps the printed comparison true: with ``digits`` at least the threshold's
+    decimals, ``v < t`` prints below ``t`` and ``v >= t`` prints at or above it (0.9799 would
+    otherwise print as "0.980 < auto-accept 0.98"). The 1e-9 absorbs float error in v * 10**d.
+    A value in [0, 1] so rounded takes at most 10**digits + 1 values: each is formatted once.
+    """
+    scale = 10.0 ** digits
+    steps = np.floor(np.asarray(values, dtype=np.float64) * scale + 1e-9).astype(np.int64)
+    return _Field(steps, lambda step: f"{step / scale:.{digits}f}")
+
+
+def _join(pieces: list[str | _Field], rows: np.ndarray) -> pa.Array:
+    """The sentences of ``rows``: the pieces (literal text or fields) joined, in one Arrow call;
+    for a few items (a serving request) in Python, which starts faster."""
+    if rows.size < _FEW:
+        texts = [[piece] * rows.size if isinstance(piece, str) else list(map(piece.text, piece.keys[rows].tolist()))
+                 for piece in pieces]
+        return pa.array(["".join(parts) for parts in zip(*texts)], type=pa.string())
+    columns = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            columns.append(piece)
         else:
-            if weight == 1.0:
-                clause = f"confidence {confidence[i]:.{cd}f}"
-            else:
-                clause = (f"risk-weighted confidence {weighted_confidence[i]:.{cd}f} "
-                          f"(confidence {plain_confidence[i]:.{cp}f}, class {p} weight {weight:g})")
-            if where == "auto_accept":
-                changes = f"; replaces label {label} with {p}" if label and label != p else ""
-                out.append(f"{clause} >= auto-accept {auto}{changes}")
-            else:
-                out.append(f"{clause} < auto-accept {auto}; {doubt}{labelled}")
-    return out
+            codes, keys = pd.factorize(piece.keys[rows])
+            columns.append(pa.array([piece.text(key) for key in keys.tolist()], type=pa.string()).take(pa.array(codes)))
+    return pc.binary_join_element_wise(*columns, "")
 
 
-def _label_text(column: pd.Series) -> list[str]:
-    """Current labels as the reasons print them ("" where none), in the form of ``predicted``:
-    integral floats (an integer column with NaN) print as integers."""
-    values = column.to_numpy(dtype=object)
-    out = []
-    for v in values:
-        if v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and np.isnan(v)):
-            out.append("")
+def _label_codes(column: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Current labels as the reasons print them, in the form of ``predicted``: a code per item
+    (-1 where none) into a list of texts. Integral floats (an integer column with NaN) print as
+    integers; each distinct label is formatted once (a categorical column's categories are)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        codes, distinct = column.cat.codes.to_numpy(dtype=np.int64), column.cat.categories
+    else:
+        codes, distinct = pd.factorize(column, use_na_sentinel=True)
+    texts = []
+    for v in distinct.tolist():
+        if v is pd.NA or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+            texts.append("")  # pd.NA is not a sentinel of factorize on an object array
         elif isinstance(v, (float, np.floating)) and float(v).is_integer():
-            out.append(str(int(v)))
+            texts.append(str(int(v)))
         else:
-            out.append(str(v))
-    return out
+            texts.append(str(v))
+    return codes, texts
 
 
-def _guidelines(text: np.ndarray, code_p: np.ndarray, code_r: np.ndarray, t: RoutingThresholds) -> np.ndarray:
-    """The guideline reference of each item's (predicted, runner-up) pair, "" where none:
-    a table over the distinct class names (``text``), read at the items' codes."""
+def _guideline_table(text: np.ndarray, t: RoutingThresholds) -> np.ndarray:
+    """The guideline reference of each pair of the distinct class names (``text``), "" where none."""
     table = np.full((len(text), len(text)), "", dtype=object)
     if t.guideline_refs:
         where = {name: i for i, name in enumerate(text)}
@@ -539,7 +615,7 @@ def _guidelines(text: np.ndarray, code_p: np.ndarray, code_r: np.ndarray, t: Rou
             a, b = (where.get(str(c)) for c in pair)
             if a is not None and b is not None:
                 table[a, b] = table[b, a] = ref  # (3, 5) and (5, 3) find the same reference
-    return table[code_p, code_r]
+    return table
 
 
 def _decimals(threshold: float) -> int:
@@ -552,17 +628,6 @@ def _decimals(threshold: float) -> int:
 
 def _threshold_text(threshold: float) -> str:
     return f"{threshold:.{_decimals(threshold)}f}"
-
-
-def _floored(values: np.ndarray, digits: int) -> list[float]:
-    """Values rounded *down* to ``digits`` decimals, to be printed with ``digits`` decimals.
-
-    Rounding down keeps the printed comparison true: with ``digits`` at least the threshold's
-    decimals, ``v < t`` prints below ``t`` and ``v >= t`` prints at or above it (0.9799 would
-    otherwise print as "0.980 < auto-accept 0.98"). The 1e-9 absorbs float error in v * 10**d.
-    """
-    scale = 10.0 ** digits
-    return (np.floor(np.asarray(values) * scale + 1e-9) / scale).tolist()
 
 
 def _check_scores_frame(scores: Any) -> pd.DataFrame:

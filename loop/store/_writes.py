@@ -79,13 +79,14 @@ def insert_idempotent(conn: Connection, table: sa.Table, rows: list[dict], *, ke
             ids[row[key]] = None
     if new:
         try:
-            result = conn.execute(table.insert().returning(table.c.id, table.c[key], sort_by_parameter_order=True),
-                                  new)
+            # A plain executemany, then the ids by key: an INSERT ... RETURNING whose ids must come
+            # back in the rows' order ran one statement per row on SQLite (4,000-6,000 rows/s).
+            conn.execute(table.insert(), new)
         except sa.exc.IntegrityError:
             # Another writer stored one of these keys between the lookup and the insert.
             raise ConflictError(f"Another writer stored one of these {key!r} values at the same time; retry "
                                 "(a retry returns what is stored).") from None
-        for id_, k in result:
+        for k, id_ in lookup(conn, table.c[key], [row[key] for row in new], table.c[key], table.c.id, where=where):
             ids[k] = id_
         record_events(conn, [{"action": action, "entity": entity, "entity_id": ids[row[key]],
                               "stream_id": ids[row[key]] if entity == "stream" else row.get("stream_id", stream_id),

@@ -148,13 +148,20 @@ def test_a_table_config_names_the_pool_columns():
     assert pool_columns(ProgramConfig(), ["item_id", "a"], ["a"]).label is None
 
 
-def test_the_batch_scorer_reads_labels_by_class_name_and_refuses_unknown_ones():
-    class Fixed:
-        def predict_proba(self, x):
-            return np.tile([0.7, 0.2, 0.1], (len(x), 1))
+class _Fixed:
+    """A model that gives every row the same probabilities."""
 
-    scorer = BulkScorer(Fixed(), PoolColumns("item_id", "label", ("a",)), ["cat", "dog", "eel"],
-                        RoutingThresholds.from_dict(THRESHOLDS), "m/1")
+    def predict_proba(self, x):
+        return np.tile([0.7, 0.2, 0.1], (len(x), 1))
+
+
+def _fixed_scorer(classes: list[str]) -> BulkScorer:
+    return BulkScorer(_Fixed(), PoolColumns("item_id", "label", ("a",)), classes,
+                      RoutingThresholds.from_dict(THRESHOLDS), "m/1")
+
+
+def test_the_batch_scorer_reads_labels_by_class_name_and_refuses_unknown_ones():
+    scorer = _fixed_scorer(["cat", "dog", "eel"])
     batch = pd.DataFrame({"item_id": [1, 2, 3], "a": [0.0, 1.0, 2.0], "label": ["dog", None, " "]})
     out = scorer(batch).to_pandas()
     assert out[LABEL_ISSUE_SCORE].round(6).tolist()[0] == 0.8 and out[LABEL_ISSUE_SCORE].isna().tolist() == [
@@ -196,3 +203,15 @@ def test_a_tables_predictions_join_the_items_retrain_registered(tmp_path):
     assert _store(cfg, out, "own-items", ["benign", "malignant"], "own/1", "models:/own@champion") == 3
     with LabelStore(cfg.store_url) as store:
         assert len(store.events_frame(stream="own-items").query("action == 'prediction.created'")) == 3
+
+
+def test_the_batch_scorer_reads_integer_labels_with_gaps_as_class_codes():
+    scorer = _fixed_scorer(["0", "1", "2"])
+    # An integer column with a gap reads as floats: 1.0 is the class "1", and the reason says "1".
+    batch = pd.DataFrame({"item_id": [1, 2, 3, 4], "a": 0.0, "label": [1.0, np.nan, 0.0, 1.0]})
+    out = scorer(batch).to_pandas()
+    assert out[LABEL_ISSUE_SCORE].round(6).tolist()[::2] == [0.8, 0.3] and np.isnan(out[LABEL_ISSUE_SCORE][1])
+    assert "labelled 1" in out[REASON][3] and "1.0" not in out[REASON][3]
+    # The first unknown label is named, wherever it is in the batch.
+    with pytest.raises(SchemaError, match="got '7'"):
+        scorer(batch.assign(label=[1, 2, 7, 9]))

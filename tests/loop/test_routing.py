@@ -396,3 +396,57 @@ def test_from_dict_overrides_a_base_without_a_round_trip():
         RoutingThresholds.from_dict({"nope": 1}, base=base)
     with pytest.raises(SchemaError, match="'base'"):
         RoutingThresholds.from_dict({}, base=base.to_dict())  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- reasons against a plain reference
+
+
+def _reference_reason(where: str, row: dict, label: str, t: RoutingThresholds) -> str:
+    """The sentence of one item, formatted as plainly as it can be: what the vectorised reasons must print."""
+    def down(value: float, digits: int) -> str:
+        return f"{np.floor(value * 10.0 ** digits + 1e-9) / 10.0 ** digits:.{digits}f}"
+
+    def text(threshold: float) -> str:
+        return next(f"{threshold:.{d}f}" for d in range(2, 7) if abs(round(threshold, d) - threshold) < 1e-12
+                    or d == 6)
+
+    p, q = str(row[PREDICTED]), str(row[RUNNER_UP])
+    cd, md, idd = (max(3, len(text(t.auto_accept_confidence)) - 2), max(2, len(text(t.expert_margin)) - 2),
+                   max(2, len(text(t.double_blind_issue_score)) - 2))
+    weight = {str(c): w for c, w in t.class_risk_weights.items()}.get(p, 1.0)
+    ref = next((f" ({r})" for pair, r in t.guideline_refs.items() if {str(c) for c in pair} == {p, q}), "")
+    labelled = f"; labelled {label}" if label else ""
+    doubt = f"{p} over {q} by margin {down(row[MARGIN], 2)}{ref}"
+    if where == "expert":
+        return f"margin {down(row[MARGIN], md)} between {p} and {q} < expert cut-off {text(t.expert_margin)}{ref}{labelled}"
+    if where == "double_blind":
+        return (f"label-issue score {down(row[LABEL_ISSUE_SCORE], idd)} >= double-blind cut-off "
+                f"{text(t.double_blind_issue_score)}; {'labelled ' + label + ', ' if label else ''}model prefers {doubt}")
+    if where == "review" and p in {str(c) for c in t.always_human}:
+        return f"class {p} always goes to a person; confidence {down(row[CONFIDENCE], 3)}, {doubt}{labelled}"
+    clause = (f"confidence {down(row[CONFIDENCE], cd)}" if weight == 1.0 else
+              f"risk-weighted confidence {down(1 - weight * (1 - row[CONFIDENCE]), cd)} "
+              f"(confidence {down(row[CONFIDENCE], 3)}, class {p} weight {weight:g})")
+    if where == "auto_accept":
+        return f"{clause} >= auto-accept {text(t.auto_accept_confidence)}" + (
+            f"; replaces label {label} with {p}" if label and label != p else "")
+    return f"{clause} < auto-accept {text(t.auto_accept_confidence)}; {doubt}{labelled}"
+
+
+@settings(max_examples=40, deadline=None)
+@given(scored_items(), thresholds(), st.integers(0, 2**32 - 1), st.booleans())
+def test_every_reason_reads_as_its_plain_sentence(scores, t, seed, named) -> None:
+    # Class names (or codes), current labels with gaps, weights, always-human classes and a guideline:
+    # every template, each filled as one plain format string would fill it.
+    rng = np.random.default_rng(seed)
+    names = np.array(["cat", "dog", "fox", "owl", "emu", "yak"], dtype=object)
+    if named:
+        scores = scores.assign(**{c: names[scores[c].to_numpy(dtype=int)] for c in (PREDICTED, RUNNER_UP)})
+        t = dataclasses.replace(t, class_risk_weights={names[int(c)]: w for c, w in t.class_risk_weights.items()},
+                                always_human={names[int(c)] for c in t.always_human})
+    t = dataclasses.replace(t, guideline_refs={(scores[PREDICTED][0], scores[RUNNER_UP][0]): "guideline v3 §2"})
+    labels = np.where(rng.random(len(scores)) < 0.3, None, rng.choice(scores[PREDICTED].to_numpy(), len(scores)))
+    out = route(scores.assign(label=labels), t)
+    expected = [_reference_reason(where, row, "" if label is None else str(label), t)
+                for where, row, label in zip(out[ROUTE], scores.to_dict("records"), labels)]
+    assert out[REASON].tolist() == expected

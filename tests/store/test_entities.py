@@ -147,3 +147,32 @@ def test_many_tasks_move_at_once_with_one_event_each(seeded):
     with pytest.raises(SchemaError, match="'status'"):
         seeded.set_task_statuses(ids, "finished")
     assert seeded.set_task_statuses([], "done") == 0
+
+
+def test_a_batch_of_items_and_predictions_is_a_few_statements_with_the_same_rows(store):
+    # An INSERT ... RETURNING in the rows' order ran one statement per row on SQLite; a plain
+    # executemany and one lookup of the ids keep a batch to a handful of statements.
+    store.create_stream("bulk", ["a", "b"])
+    store.add_model_version("m1", uri="runs:/abc/model")
+    n = 600
+    ids = [f"it-{k}" for k in range(n)]
+    statements = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    sa.event.listen(store._engine, "before_cursor_execute", count)
+    try:
+        store.add_items("bulk", pd.DataFrame({"item_id": ids}))
+        result = store.add_predictions("bulk", "m1", pd.DataFrame({
+            "item_id": ids, "probs": [[k / n, 1 - k / n] for k in range(n)], "route": "review",
+            "reason": [f"why {k}" for k in range(n)]}))
+    finally:
+        sa.event.remove(store._engine, "before_cursor_execute", count)
+    assert result.inserted == n and len(statements) < 40
+    stored = store.latest_predictions("bulk", ids)
+    assert sorted(stored["item_id"]) == sorted(ids)
+    by_item = stored.set_index("item_id")
+    assert by_item.loc["it-7", "reason"] == "why 7" and by_item.loc["it-7", "probs"] == [7 / n, 1 - 7 / n]
+    events = store.events_frame(stream="bulk").query("action == 'prediction.created'")
+    assert len(events) == n
