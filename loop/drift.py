@@ -112,7 +112,8 @@ class DriftThresholds:
         PSI of the predicted-class and resolved-label shares above which they have drifted. The
         PSI of ``k`` classes' shares is about a chi-square of ``k - 1`` degrees of freedom times
         ``1/n + 1/m``: ten classes, 300 and 100 items drawn alike, reach 0.25 in about 3% of
-        windows and 0.3 in about 1%.
+        windows and 0.3 in about 1%. The window since the reference (``M`` items) is held to
+        the threshold times ``(1/n + 1/M) / (1/n + 1/m)``: the same quantile.
     novelty_alpha : float in (0, 1), default 0.001
         Level of the binomial test of the share of novel arrivals.
     bins : int >= 2, default 10
