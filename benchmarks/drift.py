@@ -107,6 +107,7 @@ def scenario_rows(scenario: str, seeds: list[int], **sizes: int) -> dict[str, fl
             out[f"{queue}_wrong"] += _total(rounds, T.TRUE_DRIFT_QUEUE_WRONG)
             out[f"{queue}_items"] += _total(rounds, T.DRIFT_RELABEL_ITEMS)
             if queue == "targeted":
+                targeted_rounds = rounds
                 alerts = rounds[T.DRIFT_ALERTS].fillna(0)
                 first = alerts.index[alerts > 0]
                 delay = int(first.min()) - sizes["onset"] if len(first) else 10**6
@@ -117,6 +118,10 @@ def scenario_rows(scenario: str, seeds: list[int], **sizes: int) -> dict[str, fl
                 # round's work (the round before's, after it), over the seeds.
                 out["wrong_share"] += float(rounds[T.TRUE_ERROR_RATE].loc[sizes["onset"] - 1]) / len(seeds)
         out["per_seed"].append((removed["targeted"], removed["blanket"]))
+        # One line a seed as it ends: a run cut short (a loaded machine) still says what it measured.
+        print(f"  {scenario} seed {seed}: removed targeted {removed['targeted']:.0f}, blanket {removed['blanket']:.0f}; "
+              f"first alert {'never' if delay >= 10**6 else f'+{delay}'}; alerts {int((alerts > 0).sum())}/"
+              f"{int(targeted_rounds[T.DRIFT_ALERTS].notna().sum())} (targeted program)", flush=True)
     return out
 
 
@@ -141,6 +146,7 @@ def program_false_alarms(seeds: list[int], **sizes: int) -> tuple[int, int]:
         rounds = play("none", seed, "targeted", **sizes)
         alarms += int((rounds[T.DRIFT_ALERTS].fillna(0) > 0).sum())
         checks += int(rounds[T.DRIFT_ALERTS].notna().sum())
+        print(f"  none seed {seed}: {alarms}/{checks} checked rounds alerted so far", flush=True)
     return alarms, checks
 
 
@@ -188,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 50 windows")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=1,
+                        help="seeds first-seed .. first-seed + seeds - 1 (to split a run across processes)")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--items", type=int, default=100)
     parser.add_argument("--onset", type=int, default=3)
@@ -197,14 +205,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     args = parser.parse_args(argv)
     ACTION["value"] = args.action
-    seeds = list(range(1, 1 + (1 if args.quick else args.seeds)))
+    seeds = list(range(args.first_seed, args.first_seed + (1 if args.quick else args.seeds)))
     windows = 50 if args.quick else args.windows
     sizes = {"rounds": args.rounds, "items": args.items, "onset": args.onset}
     start = time.perf_counter()
-    rows = [scenario_rows(s, seeds, **sizes) for s in args.scenarios]
-    fa_program, fa_checks = program_false_alarms(seeds, **sizes)
     fa_windows, views = window_false_alarms(windows, args.items)
     fa_sequence, fa_sequence_checks, sequence_views = sequence_false_alarms(max(1, windows // 4), args.items)
+    print(f"  the check alone: {fa_windows}/{windows} windows, {fa_sequence}/{fa_sequence_checks} windows of "
+          f"sequences ({sequence_views})", flush=True)
+    rows = [scenario_rows(s, seeds, **sizes) for s in args.scenarios]
+    fa_program, fa_checks = program_false_alarms(seeds, **sizes)
     print(f"drift: digits, {args.rounds} rounds of {args.items} items, drift from round {args.onset} "
           f"(rounds 0-{args.onset - 1} the reference), seeds {seeds}, tiered, relabel budget 6.0 per alert "
           f"(drift.relabel_action {args.action})")
