@@ -193,6 +193,18 @@ def test_the_default_relabel_action_is_auto_and_every_explicit_one_parses():
         assert parse_config({"drift": {"relabel_action": setting}}).drift.relabel_action == setting
 
 
+def _check_round_3(tracker, n_ref, **arrays):
+    """A three-class stream's drift watch, its reference the first ``n_ref`` arrivals, checked
+    at round 3: the watch, the report, the queue and the store's events."""
+    with LabelStore("sqlite://") as store:
+        store.create_stream("s", ("a", "b", "c"))
+        watch = DriftWatch(DriftConfig(enabled=True, reference_rounds=3), n_classes=3, store=store, stream="s",
+                           tracker=tracker, seed=1)
+        watch.set_reference(n_ref)
+        report, queue = watch.check(3, **arrays)
+        return watch, report, queue, store.events_frame(stream="s")
+
+
 def test_a_class_mix_alert_is_queued_double_blind_and_the_event_and_tag_say_why():
     """The drift check on arrivals that look like the reference's but whose predicted classes
     and labels moved: auto routes its queue double-blind, sized by double-blind's cost."""
@@ -205,14 +217,8 @@ def test_a_class_mix_alert_is_queued_double_blind_and_the_event_and_tag_say_why(
                          "position": np.arange(n_ref)})
     costs = TaskCosts(crowd=0.1, expert=0.3)
     tracker = T.MemoryTracker()
-    with LabelStore("sqlite://") as store:
-        store.create_stream("s", ("a", "b", "c"))
-        watch = DriftWatch(DriftConfig(enabled=True, reference_rounds=3), n_classes=3, store=store, stream="s",
-                           tracker=tracker, seed=1)
-        watch.set_reference(n_ref)
-        report, queue = watch.check(3, x=x, predicted=classes, labels=classes, current=np.arange(n_ref, n_ref + n_cur),
-                                    pool=pool, costs=costs)
-        events = store.events_frame(stream="s")
+    watch, report, queue, events = _check_round_3(tracker, n_ref, x=x, predicted=classes, labels=classes,
+                                                  current=np.arange(n_ref, n_ref + n_cur), pool=pool, costs=costs)
     assert {f.kind for f in report.drifted} and {f.kind for f in report.drifted} <= {"prediction", "label"}
     assert watch.action is Action.DOUBLE_BLIND
     assert 0 < len(queue) <= int(6.0 / costs.planned(Action.DOUBLE_BLIND) + 1e-9)
@@ -245,15 +251,9 @@ def test_a_class_mix_alert_reestimates_the_prior_and_queues_the_labels_it_overtu
                          RUNNER_UP: (classes + 1) % 3, LABEL_ISSUE_SCORE: 1 - posterior[np.arange(n_ref + n_cur), labels],
                          "position": np.arange(n_ref + n_cur)})
     tracker = T.MemoryTracker()
-    with LabelStore("sqlite://") as store:
-        store.create_stream("s", ("a", "b", "c"))
-        watch = DriftWatch(DriftConfig(enabled=True, reference_rounds=3), n_classes=3, store=store, stream="s",
-                           tracker=tracker, seed=1)
-        watch.set_reference(n_ref)
-        report, queue = watch.check(3, x=x, predicted=probs.argmax(axis=1), labels=labels,
-                                    current=np.arange(n_ref, n_ref + n_cur), pool=pool,
-                                    costs=TaskCosts(crowd=0.1, expert=0.3), probs=probs, posterior=posterior)
-        events = store.events_frame(stream="s")
+    watch, _, queue, events = _check_round_3(tracker, n_ref, x=x, predicted=probs.argmax(axis=1), labels=labels,
+                                             current=np.arange(n_ref, n_ref + n_cur), pool=pool,
+                                             costs=TaskCosts(crowd=0.1, expert=0.3), probs=probs, posterior=posterior)
     after = events.loc[events["action"] == DRIFT_ALERT, "after"].iloc[0]
     if look_new:
         assert watch.prior is None and after["prior"] is None and not queue["reason"].str.contains("decides").any()
