@@ -25,7 +25,8 @@ already-labelled items are relabelled differs (the drifted region ranked, or dra
 - ``false alarms``: alerts of the same program on a world without drift (rounds after the
   reference), and, cheaper and over more windows, of the drift check alone
   (:class:`loop.drift.DriftReference`) on ``--windows`` pairs of digits windows drawn alike
-  (300 reference, ``--items`` current items).
+  (300 reference, ``--items`` current items), and on ``--windows / 4`` sequences of 4 such
+  windows, each checked with every arrival since the reference too (the program's looks).
 
 Run::
 
@@ -106,6 +107,7 @@ def scenario_rows(scenario: str, seeds: list[int], **sizes: int) -> dict[str, fl
             out[f"{queue}_wrong"] += _total(rounds, T.TRUE_DRIFT_QUEUE_WRONG)
             out[f"{queue}_items"] += _total(rounds, T.DRIFT_RELABEL_ITEMS)
             if queue == "targeted":
+                targeted_rounds = rounds
                 alerts = rounds[T.DRIFT_ALERTS].fillna(0)
                 first = alerts.index[alerts > 0]
                 delay = int(first.min()) - sizes["onset"] if len(first) else 10**6
@@ -116,6 +118,10 @@ def scenario_rows(scenario: str, seeds: list[int], **sizes: int) -> dict[str, fl
                 # round's work (the round before's, after it), over the seeds.
                 out["wrong_share"] += float(rounds[T.TRUE_ERROR_RATE].loc[sizes["onset"] - 1]) / len(seeds)
         out["per_seed"].append((removed["targeted"], removed["blanket"]))
+        # One line a seed as it ends: a run cut short (a loaded machine) still says what it measured.
+        print(f"  {scenario} seed {seed}: removed targeted {removed['targeted']:.0f}, blanket {removed['blanket']:.0f}; "
+              f"first alert {'never' if delay >= 10**6 else f'+{delay}'}; alerts {int((alerts > 0).sum())}/"
+              f"{int(targeted_rounds[T.DRIFT_ALERTS].notna().sum())} (targeted program)", flush=True)
     return out
 
 
@@ -140,6 +146,7 @@ def program_false_alarms(seeds: list[int], **sizes: int) -> tuple[int, int]:
         rounds = play("none", seed, "targeted", **sizes)
         alarms += int((rounds[T.DRIFT_ALERTS].fillna(0) > 0).sum())
         checks += int(rounds[T.DRIFT_ALERTS].notna().sum())
+        print(f"  none seed {seed}: {alarms}/{checks} checked rounds alerted so far", flush=True)
     return alarms, checks
 
 
@@ -159,10 +166,36 @@ def window_false_alarms(windows: int, items: int) -> tuple[int, dict[str, int]]:
     return alarms, views
 
 
+def sequence_false_alarms(sequences: int, items: int, rounds: int = 4) -> tuple[int, int, dict[str, int]]:
+    """Alerts of the drift check alone on sequences of ``rounds`` digits windows drawn alike after
+    a reference of 300, each window checked with every arrival since the reference (as the
+    program does): the alarms per window with the since-reference class views looking too."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    alarms = checks = 0
+    views: dict[str, int] = {}
+    for seed in range(sequences):
+        order = np.random.default_rng([seed, 47]).permutation(len(y))
+        ref, after = order[:300], order[300:300 + rounds * items]
+        reference = DriftReference().fit(x[ref], y[ref], y[ref], n_classes=10)
+        for r in range(rounds):
+            cur, since = after[r * items:(r + 1) * items], after[:(r + 1) * items]
+            report = reference.check(x[cur], y[cur], y[cur], since=(y[since], y[since]) if r else None)
+            alarms += report.alert
+            checks += 1
+            for f in report.drifted:
+                key = f.kind + (" since" if f.name.endswith("since the reference") else "")
+                views[key] = views.get(key, 0) + 1
+    return alarms, checks, views
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 50 windows")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=1,
+                        help="seeds first-seed .. first-seed + seeds - 1 (to split a run across processes)")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--items", type=int, default=100)
     parser.add_argument("--onset", type=int, default=3)
@@ -172,13 +205,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     args = parser.parse_args(argv)
     ACTION["value"] = args.action
-    seeds = list(range(1, 1 + (1 if args.quick else args.seeds)))
+    seeds = list(range(args.first_seed, args.first_seed + (1 if args.quick else args.seeds)))
     windows = 50 if args.quick else args.windows
     sizes = {"rounds": args.rounds, "items": args.items, "onset": args.onset}
     start = time.perf_counter()
+    fa_windows, views = window_false_alarms(windows, args.items)
+    fa_sequence, fa_sequence_checks, sequence_views = sequence_false_alarms(max(1, windows // 4), args.items)
+    print(f"  the check alone: {fa_windows}/{windows} windows, {fa_sequence}/{fa_sequence_checks} windows of "
+          f"sequences ({sequence_views})", flush=True)
     rows = [scenario_rows(s, seeds, **sizes) for s in args.scenarios]
     fa_program, fa_checks = program_false_alarms(seeds, **sizes)
-    fa_windows, views = window_false_alarms(windows, args.items)
     print(f"drift: digits, {args.rounds} rounds of {args.items} items, drift from round {args.onset} "
           f"(rounds 0-{args.onset - 1} the reference), seeds {seeds}, tiered, relabel budget 6.0 per alert "
           f"(drift.relabel_action {args.action})")
@@ -208,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f" {r['scenario']}: {uncertainty(r['per_seed'])}")
     view_text = ", ".join(f"{k} {v}" for k, v in sorted(views.items())) or "none"
     print(f" false alarms: program without drift {fa_program}/{fa_checks} checked rounds; drift check alone "
-          f"{fa_windows}/{windows} windows ({view_text})")
+          f"{fa_windows}/{windows} windows ({view_text}); in sequences of 4 rounds, with the class views since "
+          f"the reference, {fa_sequence}/{fa_sequence_checks} windows "
+          f"({', '.join(f'{k} {v}' for k, v in sorted(sequence_views.items())) or 'none'})")
     print(f" targets: targeted >= {TARGET_RATIO:.0f}x blanket's errors removed at the same budget, alert <= "
           f"{TARGET_DELAY} rounds after onset: {'met' if met_all else 'missed'}; {time.perf_counter() - start:.0f} s")
     return 0

@@ -9,7 +9,9 @@ A program with ``drift.enabled`` keeps one :class:`DriftWatch`. From round
    judges them) and their current labels. Refitted each round with this round's champion and
    labels, so that a new model or a fixed label is never taken for drift.
 2. *Current window.* The round's new arrivals, the same three views
-   (:meth:`loop.drift.DriftReference.check`).
+   (:meth:`loop.drift.DriftReference.check`); and the class views (predicted classes, labels)
+   of every arrival since the reference, so that a class mix that moves a little each round is
+   caught once it has added up (their threshold is scaled to the window's size).
 3. *Alert.* When a view passes its threshold: an event ``drift.alert`` on the stream in the
    label store (``after``: the report, with the queue; ``reason``: the one-line summary), the
    report and the queue as MLflow artifacts (``drift/round_NN.csv``,
@@ -19,7 +21,12 @@ A program with ``drift.enabled`` keeps one :class:`DriftWatch`. From round
    ranked (:func:`loop.drift.relabel_queue`), or with ``drift.queue: blanket`` as many drawn
    uniformly; cut at ``floor(relabel_budget / planned cost of the action)``. The action is
    ``relabel_action``, or with ``auto`` (the default) chosen per alert by what drifted
-   (:func:`choose_action`). The program routes them with that action (their tasks and
+   (:func:`choose_action`). When only the class mix moved (no feature or novelty finding: a
+   prior shift), the class prior of the arrivals since the reference is re-estimated from the
+   model's probabilities (:class:`loop.drift.PriorShift`, Saerens' EM), their posterior is
+   corrected by it, and the items whose label the corrected posterior overturns join the region,
+   ranked by the corrected label-issue score (:func:`prior_pool`); the estimate is in the alert.
+   The program routes them with that action (their tasks and
    reasons, which name the action and why, like any other) and resolves them with the
    round's work.
 
@@ -34,14 +41,15 @@ import numpy as np
 import pandas as pd
 
 from loop.columns import ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, RUNNER_UP
-from loop.drift import FEATURE, KS, LABELS, NOVELTY, PREDICTED, PREDICTION, DriftReference, DriftReport, blanket_queue, relabel_queue
+from loop.drift import (FEATURE, KS, LABELS, NOVELTY, PREDICTED, PREDICTION, PRIOR_DECISION, DriftReference,
+                        DriftReport, PriorShift, blanket_queue, relabel_queue)
 from loop.store import LabelStore
 from loop.strategies import ACTION, Action, TaskCosts
 
 from . import tracking as T
 from .config import DriftConfig
 
-__all__ = ["DRIFT_ALERT", "DriftWatch", "choose_action", "merge_queue", "pool_frame", "queue_outcome"]
+__all__ = ["DRIFT_ALERT", "DriftWatch", "choose_action", "merge_queue", "pool_frame", "prior_pool", "queue_outcome"]
 
 DRIFT_ALERT = "drift.alert"  # the store event's action
 CLASS_MIX = (PREDICTION, LABELS)  # the views of which classes arrive
@@ -91,13 +99,15 @@ class DriftWatch:
         # The last alert's relabel action and why (choose_action): the program routes its queue so.
         self.action: Action = Action.EXPERT if cfg.relabel_action == "auto" else Action(cfg.relabel_action)
         self.action_why = ""
+        self.prior: PriorShift | None = None  # the last alert's re-estimated prior (a class-mix alert)
 
     def set_reference(self, n_items: int) -> None:
         """The first ``n_items`` arrived items (in arrival order) are the reference window."""
         self.n_reference = n_items
 
     def check(self, round_: int, *, x: np.ndarray, predicted: np.ndarray, labels: np.ndarray,
-              current: np.ndarray, pool: pd.DataFrame, costs: TaskCosts) -> tuple[DriftReport | None, pd.DataFrame]:
+              current: np.ndarray, pool: pd.DataFrame, costs: TaskCosts, probs: np.ndarray | None = None,
+              posterior: np.ndarray | None = None) -> tuple[DriftReport | None, pd.DataFrame]:
         """The round's report and relabel queue (empty without an alert).
 
         Parameters
@@ -110,17 +120,26 @@ class DriftWatch:
             ``position``, their arrival position).
         costs : TaskCosts
             The round's planned costs: the queue's length is the budget over the action's.
+        probs, posterior : ndarray of shape (n_arrived, k), optional
+            The model's probabilities and the posterior the labels were decided on (model and
+            annotators), over every arrived item. With ``probs``, an alert where only the class
+            mix moved re-estimates the prior (:func:`prior_pool`).
         """
         if self.n_reference is None or len(current) == 0:
             return None, _no_queue()
-        ref = slice(0, self.n_reference)
+        ref, since = slice(0, self.n_reference), slice(self.n_reference, len(predicted))
         reference = DriftReference(self.cfg.thresholds()).fit(x[ref], predicted[ref], labels[ref],
                                                               n_classes=self.n_classes)
-        report = reference.check(x[current], predicted[current], labels[current])
+        after = (predicted[since], labels[since]) if len(predicted) - self.n_reference > len(current) else None
+        report = reference.check(x[current], predicted[current], labels[current], since=after)
         if not report.alert:
             return report, _no_queue()
         action, why = choose_action(report, self.cfg.relabel_action)
         self.action, self.action_why = action, why
+        self.prior = None
+        if probs is not None and not {f.kind for f in report.drifted} & set(ITEM_LOOK):
+            self.prior = PriorShift().fit(probs[ref], probs[since])
+            pool = prior_pool(pool, self.prior, probs if posterior is None else posterior, self.n_reference)
         max_items = int(math.floor(self.cfg.relabel_budget / costs.planned(action) + 1e-9))
         where = pool["position"].to_numpy(dtype=np.int64)
         if self.cfg.queue == "blanket":
@@ -137,8 +156,11 @@ class DriftWatch:
         after = {**report.to_dict(), "round": round_, "queue": self.cfg.queue,
                  "relabel_action": self.action.value, "relabel_action_why": self.action_why,
                  "relabel_setting": self.cfg.relabel_action, "relabel_budget": self.cfg.relabel_budget,
+                 "prior": None if self.prior is None else {"reference": self.prior.reference_prior_.tolist(),
+                                                           "estimated": self.prior.prior_.tolist()},
                  "relabel": [{"item_id": str(i), "reason": r} for i, r in zip(queue[ITEM], queue[REASON])]}
-        summary = (f"round {round_}: {report.summary()}; {len(queue)} items to relabel by {self.action.value} "
+        prior = "" if self.prior is None else f"; re-estimated prior {self.prior.summary()}"
+        summary = (f"round {round_}: {report.summary()}{prior}; {len(queue)} items to relabel by {self.action.value} "
                    f"({self.action_why})")
         self.store.record_alert(self.stream, DRIFT_ALERT, after, reason=summary)
         findings = pd.DataFrame([{"kind": f.kind, "name": f.name, "statistic": f.statistic, "value": f.value,
@@ -157,6 +179,22 @@ class DriftWatch:
                 T.DRIFT_LABEL_PSI: report.max_psi("label"),
                 T.DRIFT_NOVEL_SHARE: float(report.novel.mean()) if report.novel.size else 0.0,
                 T.DRIFT_ALERTS: float(len(report.drifted))}
+
+
+def prior_pool(pool: pd.DataFrame, shift: PriorShift, posterior: np.ndarray, n_reference: int) -> pd.DataFrame:
+    """The pool with its items since the reference judged under the re-estimated prior: their
+    label-issue score from the corrected posterior, and :data:`~loop.drift.PRIOR_DECISION` its
+    class (-1 for the reference's items, which arrived under the old prior)."""
+    pos = pool["position"].to_numpy(dtype=np.int64)
+    after = pos >= n_reference
+    label = pool[LABEL].to_numpy(dtype=np.int64)
+    decision = np.full(len(pool), -1, dtype=np.int64)
+    issue = pool[LABEL_ISSUE_SCORE].to_numpy(dtype=np.float64).copy()
+    if after.any():
+        corrected = shift.correct(posterior[pos[after]])
+        decision[after] = corrected.argmax(axis=1)
+        issue[after] = 1.0 - corrected[np.arange(after.sum()), label[after]]
+    return pool.assign(**{LABEL_ISSUE_SCORE: issue, PRIOR_DECISION: decision})
 
 
 def merge_queue(plan: pd.DataFrame, queue: pd.DataFrame, action: Action, costs: TaskCosts) -> pd.DataFrame:

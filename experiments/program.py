@@ -855,7 +855,8 @@ class _Program:
         decisions = self._route(candidates, candidate_probs)
         plan = plan_round(candidates, cfg.strategy, budget=books.plannable, costs=books.costs,
                           rng=self.rng, decisions=decisions)
-        plan, queue = self._drift_queue(round_, fresh, x, probs, current, candidates, eligible, plan, books.costs)
+        plan, queue = self._drift_queue(round_, fresh, x, probs, current, candidates, eligible, plan, books.costs,
+                                        posterior=posterior)
         if decisions is not None and self.drift is not None:  # the stored routes and reasons say where it went
             decisions = merge_queue(decisions, queue, self.drift.action, books.costs)
         self._store_predictions(arrived, probs, decisions, plan)
@@ -1074,7 +1075,7 @@ class _Program:
 
     def _drift_queue(self, round_: int, fresh: np.ndarray, x: np.ndarray, probs: np.ndarray, current: np.ndarray,
                      candidates: pd.DataFrame, eligible: np.ndarray, plan: pd.DataFrame,
-                     costs: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     costs: Any, *, posterior: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The round's drift check (:class:`~experiments.drift_watch.DriftWatch`): on an alert,
         the plan with the relabel queue's items routed to the alert's action (``drift.relabel_action``,
         or with ``auto`` chosen by what drifted)."""
@@ -1085,7 +1086,8 @@ class _Program:
         predicted = probs.argmax(axis=1)
         pool = pool_frame(candidates, plan, np.flatnonzero(eligible), probs)
         report, queue = self.drift.check(round_, x=x, predicted=predicted, labels=current,
-                                         current=self._positions(fresh), pool=pool, costs=costs)
+                                         current=self._positions(fresh), pool=pool, costs=costs, probs=probs,
+                                         posterior=posterior)
         self.drift_figures = self.drift.figures(report)
         return merge_queue(plan, queue, self.drift.action, costs), queue
 

@@ -16,6 +16,10 @@ window* (the items of one round), on four views, each with a threshold
 - *predicted classes*: PSI of the class shares of the model's predictions
   (:func:`class_shift`, with a chi-square test's p-value beside it);
 - *resolved labels*: the same on the current labels;
+- the same two views *since the reference*: every arrival after the reference window (when
+  the caller passes it, ``check(..., since=...)``), against a threshold scaled to its size so
+  that each look alarms as rarely as the one-round view (below): a prior shift too small to
+  pass the threshold in one round of 100 items adds up over the rounds;
 - *new arrivals unlike the reference*: each item's distance to its ``neighbors``-th nearest
   reference item (features scaled by the reference's spread, floored at the median feature's);
   an item is *novel* beyond the
@@ -33,12 +37,23 @@ windows: a bin holding 7% of 300 reference items is empty in 100 current items b
 about once in a thousand, and a floor of 1e-4 then adds ``0.07 ln(700) = 0.46``; over 64
 features of 10 bins that happened in half the windows without drift. With ``n`` reference
 and ``m`` current items and ``B`` bins, PSI under no drift is about ``(B - 1) (1/n + 1/m)``
-(a chi-square's scale), so small windows need a higher threshold or fewer bins.
+(a chi-square's scale), so small windows need a higher threshold or fewer bins. The class
+views' thresholds are set for a window of one round (``m`` items); the since-reference window of
+``M`` items is held to ``threshold * (1/n + 1/M) / (1/n + 1/m)``, the same chi-square quantile.
+
+**A prior shift** (:class:`PriorShift`): when only the class mix moved, the model's
+probabilities still carry the reference's class prior, so the classes that became common are
+under-confident and the ones that became rare over-confident. Saerens, Latinne and Decaestecker
+(2002)'s EM re-estimates the current prior from the model's probabilities on the current items
+and corrects them, ``p'(k|x) ∝ p(k|x) π'_k / π_k``. The same factor corrects a posterior that
+combines the model (as the prior) with annotators' labels, since the annotators' likelihood does
+not depend on the prior.
 
 **The relabel queue** (:func:`relabel_queue`). The already-labelled items in the drifted
 region, each with the reasons it is there: the items in the bins whose share rose most of
-each drifted feature, the items predicted (or labelled) as a class whose share rose or with it as their runner-up, and the
-items nearest the novel arrivals (``sklearn.neighbors``). They are ranked by how many
+each drifted feature, the items predicted (or labelled) as a class whose share rose or with it as their runner-up, the
+items whose label the re-estimated prior overturns (a pool column :data:`PRIOR_DECISION`),
+and the items nearest the novel arrivals (``sklearn.neighbors``). They are ranked by how many
 drifted views put them there, then by their label-issue score, and cut at the budget's
 number of items. :func:`blanket_queue` draws the same number uniformly: the baseline a
 targeted queue is measured against.
@@ -62,17 +77,20 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._validation import check_array, check_int, check_real, check_rng, fail
+from ._validation import check_array, check_int, check_pred_probs, check_real, check_rng, fail
 from .columns import ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, RUNNER_UP
 from .exceptions import NotFittedError
 
-__all__ = ["EPSILON", "DriftFinding", "DriftReference", "DriftReport", "DriftThresholds", "blanket_queue",
+__all__ = ["EPSILON", "PRIOR_DECISION", "DriftFinding", "DriftReference", "DriftReport", "DriftThresholds",
+           "PriorShift", "blanket_queue",
            "class_shift", "feature_psi", "holm", "ks_features", "psi", "quantile_edges", "relabel_queue"]
 
 EPSILON = 0.5  # the pseudo-count every bin gets (see the module docstring)
 NOVEL_QUANTILE = 0.99  # a new item is novel beyond this quantile of the reference's own distances
 PREDICTED = "predicted"  # the model's class (loop.columns.PREDICTED)
 FEATURE, KS, PREDICTION, LABELS, NOVELTY = "feature", "ks", "prediction", "label", "novelty"
+PRIOR_DECISION = "prior_decision"  # pool column: the class under the re-estimated prior, -1 where not estimated
+SINCE = " since the reference"  # the name suffix of the class views over every arrival after the reference
 _MOVED_BINS = 2  # the bins (of a drifted feature) whose items join the queue
 _TOP_FEATURES = 3  # at most this many drifted features define the region
 
@@ -94,7 +112,8 @@ class DriftThresholds:
         PSI of the predicted-class and resolved-label shares above which they have drifted. The
         PSI of ``k`` classes' shares is about a chi-square of ``k - 1`` degrees of freedom times
         ``1/n + 1/m``: ten classes, 300 and 100 items drawn alike, reach 0.25 in about 3% of
-        windows and 0.3 in about 1%.
+        windows and 0.3 in about 1%. The window since the reference (``M`` items) is held to
+        the threshold times ``(1/n + 1/M) / (1/n + 1/m)``: the same quantile.
     novelty_alpha : float in (0, 1), default 0.001
         Level of the binomial test of the share of novel arrivals.
     bins : int >= 2, default 10
@@ -465,12 +484,34 @@ class DriftReference:
             raise fail("x", f"{self.x_.shape[1]} feature columns like the reference", f"{x.shape[1]}")
         return self.nn_.kneighbors(self._scaled(x))[0][:, -1]
 
-    def check(self, x: Any, predicted: Any, labels: Any) -> DriftReport:
-        """Compare a current window (features ``(m, d)``, predicted classes, labels) with the reference."""
+    def check(self, x: Any, predicted: Any, labels: Any, *, since: tuple[Any, Any] | None = None) -> DriftReport:
+        """Compare a current window (features ``(m, d)``, predicted classes, labels) with the reference.
+
+        ``since``: the predicted classes and labels of every arrival after the reference (the
+        current window's among them), when there are more of them than the window's. Their
+        class views join the findings (named ``... since the reference``), each held to the
+        threshold scaled to its size (module docstring).
+        """
         self._check_fitted()
         t = self.thresholds
         ref, cur = _pair(self.x_, x)
         predicted, labels = self._codes(predicted, "predicted", cur), self._codes(labels, "labels", cur)
+        views = [(PREDICTION, "predicted classes", predicted, t.prediction_psi),
+                 (LABELS, "labels", labels, t.label_psi)]
+        if since is not None:
+            if not isinstance(since, tuple) or len(since) != 2:
+                raise fail("since", "a pair (predicted, labels) of the arrivals since the reference", type(since).__name__)
+            after_p = check_array(since[0], "since", ndim=1, dtype=np.int64)
+            if after_p.size < predicted.size:
+                raise fail("since", f"at least the current window's {predicted.size} arrivals", f"{after_p.size}")
+            rows = np.zeros((after_p.size, 0))
+            after_p, after_l = self._codes(after_p, "since", rows), self._codes(since[1], "since", rows)
+            if after_p.size > predicted.size:
+                # The same chi-square quantile: the null PSI scales as 1/n + 1/m (module docstring).
+                n = self.predicted_.size
+                scale = (1 / n + 1 / after_p.size) / (1 / n + 1 / predicted.size)
+                views += [(PREDICTION, "predicted classes" + SINCE, after_p, t.prediction_psi * scale),
+                          (LABELS, "labels" + SINCE, after_l, t.label_psi * scale)]
         findings: list[DriftFinding] = []
         for j, (edges, counts) in enumerate(zip(self.edges_, self.counts_)):
             now = _bin_counts(cur[:, j], edges)
@@ -485,10 +526,9 @@ class DriftReference:
                 findings.append(DriftFinding(KS, f"feature {row.feature}", "ks_p_holm", float(row.p_holm),
                                              t.ks_alpha, bool(row.p_holm < t.ks_alpha),
                                              detail=f"KS statistic {row.statistic:.3f}"))
-        for kind, name, ref_codes, codes, limit in (
-                (PREDICTION, "predicted classes", self.predicted_, predicted, t.prediction_psi),
-                (LABELS, "labels", self.labels_, labels, t.label_psi)):
-            value, p, r, c = class_shift(ref_codes, codes, self.n_classes_)
+        for kind, name, codes, limit in views:
+            value, p, r, c = class_shift(self.predicted_ if kind == PREDICTION else self.labels_, codes,
+                                         self.n_classes_)
             moved = _rising(r, c) if value > limit else np.zeros(0, dtype=np.int64)
             findings.append(DriftFinding(kind, name, "psi", value, limit, value > limit,
                                          tuple(str(k) for k in moved),
@@ -500,6 +540,94 @@ class DriftReference:
                                      detail=f"{int(novel.sum())} of {novel.size} arrivals unlike the reference "
                                             f"(expected {1 - NOVEL_QUANTILE:.0%})"))
         return DriftReport(tuple(findings), n_reference=ref.shape[0], n_current=cur.shape[0], novel=novel)
+
+
+# --- the prior shift ------------------------------------------------------------------------------
+
+
+class PriorShift:
+    """The class prior of a current window, re-estimated from a model's probabilities
+    (Saerens, Latinne and Decaestecker 2002), and the correction it calls for.
+
+    EM: start from the reference prior ``π`` (the mean of the model's probabilities on the
+    reference window, the prior they carry); correct each current item's probabilities,
+    ``p'(k|x) = p(k|x) w_k / sum_j p(j|x) w_j`` with ``w = π' / π``; take ``π'`` as their mean;
+    repeat until ``π'`` moves less than ``tol``. On the reference window itself the answer is
+    ``π`` (the weights are one): no shift, no correction.
+
+    Parameters
+    ----------
+    max_iter : int >= 1, default 200
+    tol : float > 0, default 1e-6
+        Largest change of a class's share between two iterations at which EM stops.
+
+    Attributes
+    ----------
+    reference_prior_, prior_ : ndarray of shape (k,)
+        The prior the probabilities carry, and the re-estimated one (both sum to 1).
+    weights_ : ndarray of shape (k,)
+        ``prior_ / reference_prior_``.
+    n_iter_ : int
+
+    Examples
+    --------
+    >>> ref = np.array([[0.9, 0.1], [0.1, 0.9]] * 50)
+    >>> cur = np.array([[0.9, 0.1]] * 70 + [[0.1, 0.9]] * 30)  # 70% predicted 0, each wrong 10% of the time
+    >>> shift = PriorShift().fit(ref, cur)
+    >>> shift.prior_.round(2).tolist(), shift.correct([[0.5, 0.5]]).round(2).tolist()
+    ([0.75, 0.25], [[0.75, 0.25]])
+    """
+
+    def __init__(self, *, max_iter: int = 200, tol: float = 1e-6) -> None:
+        self.max_iter, self.tol = max_iter, tol
+
+    def fit(self, reference_probs: Any, current_probs: Any) -> PriorShift:
+        """Estimate the current prior: the model's probabilities ``(n, k)`` on the reference
+        window and ``(m, k)`` on the current one."""
+        check_int(self.max_iter, "max_iter", low=1)
+        check_real(self.tol, "tol", low=0, low_open=True)
+        ref = check_pred_probs(reference_probs, "reference_probs")
+        cur = check_pred_probs(current_probs, "current_probs")
+        if cur.shape[1] != ref.shape[1]:
+            raise fail("current_probs", f"{ref.shape[1]} class columns like reference_probs", f"{cur.shape[1]}")
+        # A class the model never gives any probability cannot be re-weighed: its share stays 0.
+        self.reference_prior_ = ref.mean(axis=0)
+        prior = self.reference_prior_.copy()
+        self.n_iter_ = 0
+        for self.n_iter_ in range(1, self.max_iter + 1):
+            new = self._corrected(cur, prior).mean(axis=0)
+            done = float(np.abs(new - prior).max()) < self.tol
+            prior = new
+            if done:
+                break
+        self.prior_ = prior
+        self.weights_ = np.divide(prior, self.reference_prior_, out=np.zeros_like(prior),
+                                  where=self.reference_prior_ > 0)
+        return self
+
+    def _corrected(self, probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
+        w = np.divide(prior, self.reference_prior_, out=np.zeros_like(prior), where=self.reference_prior_ > 0)
+        out = probs * w
+        total = out.sum(axis=1, keepdims=True)
+        # An item whose every likely class lost all weight keeps its probabilities.
+        return np.where(total > 0, out / np.where(total > 0, total, 1.0), probs)
+
+    def correct(self, probs: Any) -> np.ndarray:
+        """Probabilities ``(n, k)`` (the model's, or a posterior with the model as its prior)
+        under the re-estimated prior; rows sum to 1."""
+        if not hasattr(self, "prior_"):
+            raise NotFittedError("This PriorShift is not fitted yet: call fit(reference_probs, current_probs) first.")
+        p = check_pred_probs(probs, "probs")
+        if p.shape[1] != self.prior_.size:
+            raise fail("probs", f"{self.prior_.size} class columns", f"{p.shape[1]}")
+        return self._corrected(p, self.prior_)
+
+    def summary(self, top: int = 3) -> str:
+        """The classes whose share moved most: ``class 3 10% -> 21%; ...``."""
+        if not hasattr(self, "prior_"):
+            raise NotFittedError("This PriorShift is not fitted yet: call fit(reference_probs, current_probs) first.")
+        moved = np.argsort(-np.abs(self.prior_ - self.reference_prior_), kind="stable")[:top]
+        return "; ".join(f"class {k} {self.reference_prior_[k]:.0%} -> {self.prior_[k]:.0%}" for k in moved)
 
 
 # --- the relabel queue ----------------------------------------------------------------------------
@@ -530,7 +658,10 @@ def relabel_queue(report: DriftReport, reference: DriftReference, pool: pd.DataF
         Fitted.
     pool : DataFrame
         The items that may be relabelled: ``item_id, label, predicted, label_issue_score``, and
-        optionally ``runner_up`` (the model's second class).
+        optionally ``runner_up`` (the model's second class) and :data:`PRIOR_DECISION` (the
+        class under the re-estimated prior, :meth:`PriorShift.correct`; -1 where the prior was
+        not re-estimated): where the class mix moved, an item whose label it overturns is in
+        the region.
     pool_x : array-like of shape (len(pool), d)
         Their features.
     current_x : array-like of shape (report.n_current, d)
@@ -574,19 +705,35 @@ def relabel_queue(report: DriftReport, reference: DriftReference, pool: pd.DataF
         for b in _rising(counts, now, top=_MOVED_BINS):
             add(np.digitize(x[:, j], edges) == b, f"{f.name} bin {_bin_text(edges, b)} moved {_share(counts, b)} -> "
                                                   f"{_share(now, b)} ({f.statistic} {f.value:.3g})")
-    for f in report.drifted:
+    mix: dict[str, DriftFinding] = {}
+    for f in report.drifted:  # the furthest first: one finding per view (one round or since the reference)
         if f.kind in (PREDICTION, LABELS) and f.moved:
-            column = PREDICTED if f.kind == PREDICTION else LABEL
-            codes = pool[column].to_numpy(dtype=np.int64)
-            # An item labelled as another class whose runner-up moved: where a class that became
-            # more common is mistaken for its neighbour (the crowd's errors follow the truth).
-            second = pool[RUNNER_UP].to_numpy(dtype=np.int64) if RUNNER_UP in pool.columns else None
-            for k in f.moved:
-                add(codes == int(k), f"{'predicted' if f.kind == PREDICTION else 'labelled'} class {k}, whose "
-                                     f"share moved (PSI {f.value:.3g})")
-                if second is not None and f.kind == PREDICTION:
-                    add((second == int(k)) & (codes != int(k)),
-                        f"runner-up class {k}, whose predicted share moved (PSI {f.value:.3g})")
+            mix.setdefault(f.kind, f)
+    # With a re-estimated prior, a label of a class that rose is what the corrected prior confirms:
+    # the region is where the label is another class (the classes that fell, which the stale
+    # prior favours) and the model's first or second class rose, or where the prior overturns it.
+    reweighed = PRIOR_DECISION in pool.columns
+    label = pool[LABEL].to_numpy(dtype=np.int64)
+    for f in mix.values():
+        if reweighed and f.kind == LABELS:
+            continue
+        column = PREDICTED if f.kind == PREDICTION else LABEL
+        codes = pool[column].to_numpy(dtype=np.int64)
+        # An item labelled as another class whose runner-up moved: where a class that became
+        # more common is mistaken for its neighbour (the crowd's errors follow the truth).
+        second = pool[RUNNER_UP].to_numpy(dtype=np.int64) if RUNNER_UP in pool.columns else None
+        for k in f.moved:
+            add((codes == int(k)) & ((label != int(k)) if reweighed else True),
+                f"{'predicted' if f.kind == PREDICTION else 'labelled'} class {k}, whose share moved "
+                f"(PSI {f.value:.3g})")
+            if second is not None and f.kind == PREDICTION:
+                add((second == int(k)) & (codes != int(k)),
+                    f"runner-up class {k}, whose predicted share moved (PSI {f.value:.3g})")
+    if mix and reweighed:
+        # Where the re-estimated prior overturns the label: the decisions the stale prior tipped.
+        decision = pool[PRIOR_DECISION].to_numpy(dtype=np.int64)
+        for i in np.flatnonzero((decision >= 0) & (decision != label)):
+            reasons[i].append(f"the re-estimated class prior decides {decision[i]}, not its label {label[i]}")
     if any(f.kind == NOVELTY for f in report.drifted) and report.novel.any() and len(pool):
         k = min(reference.thresholds.neighbors, len(pool))
         near = NearestNeighbors(n_neighbors=k).fit(reference._scaled(x))

@@ -120,6 +120,8 @@ def test_the_drift_benchmark_configures_each_scenario_and_counts_false_alarms(dr
         assert cfg.drift_scenario.value == scenario
     alarms, views = drift_bench.window_false_alarms(4, 100)
     assert 0 <= alarms <= 4 and sum(views.values()) >= alarms
+    alarms, checks, views = drift_bench.sequence_false_alarms(1, 100)
+    assert checks == 4 and 0 <= alarms <= 4 and sum(views.values()) >= alarms
 
 
 @pytest.fixture

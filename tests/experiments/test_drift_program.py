@@ -197,6 +197,18 @@ def test_the_default_relabel_action_is_auto_and_every_explicit_one_parses():
         assert parse_config({"drift": {"relabel_action": setting}}).drift.relabel_action == setting
 
 
+def _check_round_3(tracker, n_ref, **arrays):
+    """A three-class stream's drift watch, its reference the first ``n_ref`` arrivals, checked
+    at round 3: the watch, the report, the queue and the store's events."""
+    with LabelStore("sqlite://") as store:
+        store.create_stream("s", ("a", "b", "c"))
+        watch = DriftWatch(DriftConfig(enabled=True, reference_rounds=3), n_classes=3, store=store, stream="s",
+                           tracker=tracker, seed=1)
+        watch.set_reference(n_ref)
+        report, queue = watch.check(3, **arrays)
+        return watch, report, queue, store.events_frame(stream="s")
+
+
 def test_a_class_mix_alert_is_queued_double_blind_and_the_event_and_tag_say_why():
     """The drift check on arrivals that look like the reference's but whose predicted classes
     and labels moved: auto routes its queue double-blind, sized by double-blind's cost."""
@@ -209,14 +221,8 @@ def test_a_class_mix_alert_is_queued_double_blind_and_the_event_and_tag_say_why(
                          "position": np.arange(n_ref)})
     costs = TaskCosts(crowd=0.1, expert=0.3)
     tracker = T.MemoryTracker()
-    with LabelStore("sqlite://") as store:
-        store.create_stream("s", ("a", "b", "c"))
-        watch = DriftWatch(DriftConfig(enabled=True, reference_rounds=3), n_classes=3, store=store, stream="s",
-                           tracker=tracker, seed=1)
-        watch.set_reference(n_ref)
-        report, queue = watch.check(3, x=x, predicted=classes, labels=classes, current=np.arange(n_ref, n_ref + n_cur),
-                                    pool=pool, costs=costs)
-        events = store.events_frame(stream="s")
+    watch, report, queue, events = _check_round_3(tracker, n_ref, x=x, predicted=classes, labels=classes,
+                                                  current=np.arange(n_ref, n_ref + n_cur), pool=pool, costs=costs)
     assert {f.kind for f in report.drifted} and {f.kind for f in report.drifted} <= {"prediction", "label"}
     assert watch.action is Action.DOUBLE_BLIND
     assert 0 < len(queue) <= int(6.0 / costs.planned(Action.DOUBLE_BLIND) + 1e-9)
@@ -224,3 +230,42 @@ def test_a_class_mix_alert_is_queued_double_blind_and_the_event_and_tag_say_why(
     after = events.loc[events["action"] == DRIFT_ALERT, "after"].iloc[0]
     assert after["relabel_action"] == "double_blind" and after["relabel_setting"] == "auto"
     assert "to relabel by double_blind (auto: only the class mix moved" in tracker.tags[T.TAG_DRIFT]
+
+
+@pytest.mark.parametrize("look_new", [False, True])
+def test_a_class_mix_alert_reestimates_the_prior_and_queues_the_labels_it_overturns(look_new):
+    """Only the class mix moved: the prior of the arrivals since the reference is re-estimated
+    from the model's probabilities, and an item of those arrivals whose label the corrected
+    posterior overturns is queued; the same posterior on a reference item is left alone (it
+    arrived under the old prior). Where the items look new too, the class mix may have moved
+    with them (not a prior shift): no estimate."""
+    rng = np.random.default_rng(4)
+    n_ref, n_cur = 300, 100
+    x = rng.normal(size=(n_ref + n_cur, 4))
+    x[n_ref:] += 6.0 if look_new else 0.0
+    classes = np.r_[rng.integers(0, 3, n_ref), np.where(rng.random(n_cur) < 0.7, 2, rng.integers(0, 2, n_cur))]
+    probs = np.full((n_ref + n_cur, 3), 0.02)  # a model about as sure as it is right
+    probs[np.arange(n_ref + n_cur), classes] = 0.96
+    tipped = np.array([0.5, 0.05, 0.45])  # labelled 0; 2 under a prior where 2 rose
+    posterior = probs.copy()
+    posterior[[5, n_ref + 5]] = tipped
+    labels = classes.copy()
+    labels[[5, n_ref + 5]] = 0
+    pool = pd.DataFrame({ITEM: [f"i{i}" for i in range(n_ref + n_cur)], LABEL: labels, PREDICTED: probs.argmax(axis=1),
+                         RUNNER_UP: (classes + 1) % 3, LABEL_ISSUE_SCORE: 1 - posterior[np.arange(n_ref + n_cur), labels],
+                         "position": np.arange(n_ref + n_cur)})
+    tracker = T.MemoryTracker()
+    watch, _, queue, events = _check_round_3(tracker, n_ref, x=x, predicted=probs.argmax(axis=1), labels=labels,
+                                             current=np.arange(n_ref, n_ref + n_cur), pool=pool,
+                                             costs=TaskCosts(crowd=0.1, expert=0.3), probs=probs, posterior=posterior)
+    after = events.loc[events["action"] == DRIFT_ALERT, "after"].iloc[0]
+    if look_new:
+        assert watch.prior is None and after["prior"] is None and not queue["reason"].str.contains("decides").any()
+        return
+    assert watch.prior is not None and watch.prior.prior_[2] > 0.55 > watch.prior.reference_prior_[2]
+    flipped = queue.loc[queue[ITEM] == f"i{n_ref + 5}", "reason"]
+    assert len(flipped) == 1 and "the re-estimated class prior decides 2, not its label 0" in flipped.iloc[0]
+    assert not queue["reason"].str.contains("decides").drop(flipped.index).any()  # i5 is a reference item
+    assert after["prior"]["estimated"][2] == pytest.approx(watch.prior.prior_[2])
+    assert "re-estimated prior class 2" in tracker.tags[T.TAG_DRIFT]
+

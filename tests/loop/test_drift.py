@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from loop.columns import ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON
-from loop.drift import (PREDICTED, DriftReference, DriftThresholds, blanket_queue, class_shift, feature_psi, holm,
-                        ks_features, psi, quantile_edges, relabel_queue)
+from loop.drift import (PREDICTED, PRIOR_DECISION, DriftReference, DriftThresholds, PriorShift, blanket_queue,
+                        class_shift, feature_psi, holm, ks_features, psi, quantile_edges, relabel_queue)
 from loop.exceptions import NotFittedError, SchemaError
 
 counts = st.lists(st.integers(0, 50), min_size=2, max_size=12).filter(lambda c: sum(c) > 0)
@@ -125,6 +125,121 @@ def test_a_prior_shift_names_the_classes_that_moved(digits):
     assert report.to_dict()["label_psi"] == pytest.approx(labels.value)
 
 
+def _mild_shift(x, y, rng, n):
+    """``n`` digits whose classes 2 and 7 are each three times as likely as the others."""
+    weight = np.where(np.isin(y, [2, 7]), 3.0, 1.0)
+    return rng.choice(len(y), n, replace=False, p=weight / weight.sum())
+
+
+def test_a_small_prior_shift_adds_up_since_the_reference(digits):
+    """One round of 100 items of a mild shift stays under the threshold; the 300 since the
+    reference pass the threshold scaled to their size (the same chi-square quantile)."""
+    x, y = digits
+    rng = np.random.default_rng(6)
+    order = rng.permutation(len(y))
+    ref, rest = order[:300], order[300:]
+    since = rest[_mild_shift(x[rest], y[rest], rng, 300)]
+    cur = since[-100:]
+    reference = DriftReference().fit(x[ref], y[ref], y[ref], n_classes=10)
+    alone = reference.check(x[cur], y[cur], y[cur])
+    assert not any(f.kind in ("prediction", "label") for f in alone.drifted)
+    report = reference.check(x[cur], y[cur], y[cur], since=(y[since], y[since]))
+    later = {f.name: f for f in report.findings if f.name.endswith("since the reference")}
+    assert set(later) == {"predicted classes since the reference", "labels since the reference"}
+    assert later["labels since the reference"].threshold == pytest.approx(0.3 * (1 / 300 + 1 / 300) / (1 / 300 + 1 / 100))
+    assert later["labels since the reference"].drifted and set(later["labels since the reference"].moved) >= {"2", "7"}
+    # The current window alone as "since": nothing added (the same evidence twice is no more).
+    same = reference.check(x[cur], y[cur], y[cur], since=(y[cur], y[cur]))
+    assert len(same.findings) == len(alone.findings)
+
+
+def test_the_since_window_alarms_about_as_rarely_as_one_round(digits):
+    x, y = digits
+    alarms = 0
+    for seed in range(30):
+        order = np.random.default_rng([seed, 43]).permutation(len(y))
+        ref, since = order[:300], order[300:700]
+        report = DriftReference().fit(x[ref], y[ref], y[ref], n_classes=10).check(
+            x[since[-100:]], y[since[-100:]], y[since[-100:]], since=(y[since], y[since]))
+        alarms += any(f.name.endswith("since the reference") for f in report.drifted)
+    assert alarms <= 2  # each of the two views at about 1% (benchmarks/drift.py measures it over more)
+
+
+def test_the_since_window_checks_its_input(digits):
+    x, y = digits
+    reference = DriftReference().fit(x[:300], y[:300], y[:300], n_classes=10)
+    with pytest.raises(SchemaError, match="'since'"):
+        reference.check(x[300:400], y[300:400], y[300:400], since=y[300:500])
+    with pytest.raises(SchemaError, match="'since'"):
+        reference.check(x[300:400], y[300:400], y[300:400], since=(y[300:350], y[300:350]))
+    with pytest.raises(SchemaError, match="'since'"):
+        reference.check(x[300:400], y[300:400], y[300:400], since=(y[300:500], y[300:450]))
+
+
+# --- the prior shift -------------------------------------------------------------------------------
+
+
+def _posteriors(prior, n, rng, centers=(0.0, 1.5, 3.0)):
+    """Items of three classes on a line (unit normal around each center) and their posterior
+    under a uniform prior: calibrated for a uniform reference, stale for any other prior."""
+    y = rng.choice(3, n, p=prior)
+    z = rng.normal(np.asarray(centers)[y], 1.0)
+    like = stats.norm.pdf(z[:, None], loc=np.asarray(centers)[None, :])
+    return like / like.sum(axis=1, keepdims=True), y
+
+
+probs3 = st.lists(st.lists(st.floats(0.01, 1.0), min_size=3, max_size=3), min_size=1, max_size=30).map(
+    lambda rows: (lambda a: a / a.sum(axis=1, keepdims=True))(np.array(rows)))
+
+
+@given(probs3, probs3)
+@settings(max_examples=100, deadline=None)
+def test_the_prior_is_a_distribution_and_corrected_rows_sum_to_one(ref, cur):
+    shift = PriorShift().fit(ref, cur)
+    assert shift.prior_.min() >= 0 and shift.prior_.sum() == pytest.approx(1.0)
+    assert shift.reference_prior_.sum() == pytest.approx(1.0)
+    corrected = shift.correct(cur)
+    assert corrected.min() >= 0 and np.allclose(corrected.sum(axis=1), 1.0)
+    # The EM's fixed point, once it converged (towards a class of share 0 it crawls): the
+    # corrected probabilities' mean is the estimated prior.
+    if shift.n_iter_ < shift.max_iter:
+        assert np.allclose(corrected.mean(axis=0), shift.prior_, atol=1e-4)
+
+
+@given(probs3)
+@settings(max_examples=100, deadline=None)
+def test_no_shift_no_correction(probs):
+    shift = PriorShift().fit(probs, probs)
+    assert np.allclose(shift.weights_, 1.0) and shift.n_iter_ == 1
+    assert np.allclose(shift.correct(probs), probs)
+
+
+def test_em_recovers_a_planted_prior_that_the_argmax_counts_miss():
+    rng = np.random.default_rng(0)
+    ref, _ = _posteriors([1 / 3, 1 / 3, 1 / 3], 3000, rng)
+    cur, y = _posteriors([0.6, 0.3, 0.1], 3000, rng)
+    shift = PriorShift().fit(ref, cur)
+    assert np.abs(shift.prior_ - [0.6, 0.3, 0.1]).max() < 0.03
+    counted = np.bincount(cur.argmax(axis=1), minlength=3) / len(cur)
+    assert np.abs(counted - [0.6, 0.3, 0.1]).max() > 0.05  # the classes' overlap blurs the counts
+    # The corrected posterior decides more items right: the stale prior tipped them.
+    assert (shift.correct(cur).argmax(axis=1) == y).mean() > (cur.argmax(axis=1) == y).mean() + 0.02
+    assert shift.summary().startswith("class 0 33% -> 61%; class 2")
+
+
+def test_the_prior_shift_checks_its_input():
+    with pytest.raises(NotFittedError):
+        PriorShift().correct([[0.5, 0.5]])
+    with pytest.raises(SchemaError, match="'current_probs'"):
+        PriorShift().fit([[0.5, 0.5]], [[0.2, 0.3, 0.5]])
+    with pytest.raises(SchemaError, match="'reference_probs'"):
+        PriorShift().fit([[0.5, 0.6]], [[0.5, 0.5]])
+    with pytest.raises(SchemaError, match="'max_iter'"):
+        PriorShift(max_iter=0).fit([[0.5, 0.5]], [[0.5, 0.5]])
+    with pytest.raises(SchemaError, match="'probs'"):
+        PriorShift().fit([[0.5, 0.5]], [[0.5, 0.5]]).correct([[0.2, 0.3, 0.5]])
+
+
 def test_continuous_features_are_ks_tested_with_holm():
     rng = np.random.default_rng(0)
     ref, cur = rng.normal(size=(300, 4)), rng.normal(size=(150, 4))
@@ -210,6 +325,28 @@ def test_the_queue_of_a_class_shift_and_of_novel_arrivals():
     assert queue[ITEM].isin(pool[ITEM].iloc[50:]).all()  # the cluster's items first: they match most views
     assert queue[REASON].str.contains("new arrivals unlike the reference").all()
     assert queue[REASON].str.contains("class 2").all()
+
+
+def test_the_queue_of_a_class_shift_takes_the_labels_the_reestimated_prior_overturns():
+    rng = np.random.default_rng(6)
+    ref = rng.normal(size=(300, 3))
+    reference = DriftReference().fit(ref, rng.integers(0, 3, 300), rng.integers(0, 3, 300), n_classes=3)
+    predicted = np.where(rng.random(100) < 0.7, 2, rng.integers(0, 3, 100))
+    report = reference.check(rng.normal(size=(100, 3)), predicted, predicted)
+    assert report.alert and {f.kind for f in report.drifted} <= {"prediction", "label"}
+    pool_x = rng.normal(size=(60, 3))
+    labels = np.zeros(60, int)  # all labelled 0, which did not rise; the model agrees
+    pool = _pool(pool_x, labels, labels, np.full(60, 0.2)).assign(**{PRIOR_DECISION: -1})
+    pool.loc[[5, 17], PRIOR_DECISION] = 2  # the corrected posterior decides 2 for these two
+    pool.loc[[8], PRIOR_DECISION] = 0  # re-estimated and kept
+    pool.loc[[30, 31], [LABEL, PREDICTED]] = 2  # labelled as the class that rose: what the prior confirms
+    queue = relabel_queue(report, reference, pool, pool_x, rng.normal(size=(100, 3)), max_items=5)
+    assert sorted(queue[ITEM]) == ["i17", "i5"]
+    assert queue[REASON].str.contains("the re-estimated class prior decides 2, not its label 0").all()
+    # Without the estimate, the items of the class that rose are the region.
+    plain = relabel_queue(report, reference, pool.drop(columns=[PRIOR_DECISION]), pool_x, rng.normal(size=(100, 3)),
+                          max_items=5)
+    assert sorted(plain[ITEM]) == ["i30", "i31"]
 
 
 def test_no_drift_no_queue_and_the_queue_checks_its_input():
