@@ -20,7 +20,7 @@ A config file has these sections (every key optional; defaults in brackets)::
                                  #   worth; then roi = value_per_error_removed * errors_removed /
                                  #   program_cost (and roi_estimate from errors_removed_estimate)
       strategy: tiered           # random | least_confidence | cleanlab | triple_majority | tiered
-      audit_rate: 0.03           # share of labelled items an expert audits each round, in [0, 1]
+      audit_rate: 0.03           # share of the labels new or changed since the last audit an expert checks, in [0, 1]
       calibration_items: 150     # gold items that fit the temperature (>= 20)
       holdout_items: 300         # gold items the model is evaluated on (digits; music_genre
                                  # uses its 300 test songs)
