@@ -16,8 +16,10 @@ the process's resident memory (RSS now and its peak so far) and where the wall t
 - ``impact``: closing the round in the store and measuring its annotators' impact
   (:mod:`experiments.impact`: its reads, the skills' fit, the table), everything inside it;
 - ``audit``: the round's audit, its expert answers and writes included: it checks a share
-  (``audit_rate``, 3%) of *every* item arrived so far, so its work grows with the history by
-  the program's definition, and the summary also gives the ratio without it;
+  (``audit_rate``, 3%) of the labels new or changed since the last audit (``--audit-scope
+  fresh``, the default here; ``all``, the program's default, checks that share of *every* item
+  arrived so far, so its work grows with the history); the summary also gives the ratio
+  without it;
 - ``other``: the rest (planning, routing, resolving, measuring, the tracker);
 - ``gc``: of all that, the seconds Python's cyclic garbage collector ran (``gc.callbacks``), and
   ``gc_full`` how many of its runs were full (generation 2) collections.
@@ -267,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategy", default="tiered")
     parser.add_argument("--pg", default=PG)
     parser.add_argument("--quick", action="store_true", help="2,000 items over 6 rounds, SQLite only")
+    parser.add_argument("--audit-scope", choices=["all", "fresh"], default="fresh",
+                        help="program.audit_scope (fresh: the audit's work follows the round's, not the history's)")
     args = parser.parse_args(argv)
     if args.quick:
         args.items, args.rounds, args.stores = 2000, 6, ["sqlite"]
@@ -276,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({time.perf_counter() - started:.1f} s)", flush=True)
     frames = {}
     for kind in args.stores:
-        frames[kind] = run(kind, world, args.rounds, args.strategy, args.pg, {})
+        frames[kind] = run(kind, world, args.rounds, args.strategy, args.pg, {"audit_scope": args.audit_scope})
     print()
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         for kind, frame in frames.items():

@@ -85,18 +85,23 @@ must serve). Each round ``r = 1 .. rounds`` then:
      always. At 0.95 or more (``DECISIVE_DISPUTE``, strata wrong about half the time) the
      disagreement counts as an error and corrects the label to the expert's class. Digits'
      strata seldom get there; music genre's crowd labels (about 44% wrong) sometimes do.
-   - *Fresh labels, the rest carried.* A label keeps its verdict until it changes, so each
-     round's audit draws only from the *fresh* labels: those of items new since the last audit
-     and those changed since (by the round's work or a correction), and carries the earlier
-     audits' count of wrong labels forward (:class:`experiments.audits.AuditLedger`). Its
-     work is the round's, not the history's (a long program's audit used to check 3% of every
-     arrived item each round).
-   - *Spend.* The same expert labels as a single-expert audit of the fresh labels,
-     ``ceil(audit_rate * fresh)`` a round, second opinions included: the first checks are fewer
+   - *Scope* (``program.audit_scope``). ``all`` (the default): every round's audit draws from
+     every labelled item, so its work grows with the history (3% of every arrived item each
+     round). ``fresh``: a label keeps its verdict until it changes, so each round's audit draws
+     only from the *fresh* labels, those of items new since the last audit and those changed
+     since (by the round's work or a correction), and carries the earlier audits' count of wrong
+     labels forward (:class:`experiments.audits.AuditLedger`): its work is the round's. Opt-in:
+     at the same ``audit_rate`` it spends much less, and its intervals are wider (BENCHMARKS.md,
+     "A long program").
+   - *Spend.* The same expert labels as a single-expert audit of the scope's labels,
+     ``ceil(audit_rate * items)`` a round, second opinions included: the first checks are fewer
      by the share of first checks that needed a second opinion so far (before, the posterior's
      mean doubt in the labels); a decisive dispute's saved second opinion pays for more first
      checks.
-   - *Estimates.* ``audit_error_rate``: a difference estimator
+   - *Estimates.* ``audit_error_rate``: the stratified share of wrong labels with the Wilson
+     interval at Kish's effective size (:func:`loop.audit.estimate_error_rate_stratified`,
+     ``method="wilson"``), less the share the audit itself corrected: the error of the labels
+     after the round. With ``audit_scope: fresh``, a difference estimator
      (:func:`experiments.audits.estimate_carried`): the wrong labels the last audit left, plus,
      for the fresh labels, each one's error less its old label's (the experts' answers judge
      both), stratified as drawn; the Wilson interval at the effective size its variance gives
@@ -104,9 +109,9 @@ must serve). Each round ``r = 1 .. rounds`` then:
      labels after the round. A changed label is drawn like a new one, so the errors the loop
      fixes in old labels leave the count (old verdicts kept for the labels that stayed, without
      that term, would keep them). ``auto_accept_error_rate_estimate``: the auto-accepted
-     stratum's Wilson estimate among the round's fresh labels, likewise. Each stratum's estimate
-     among the fresh labels goes to ``tables/audit_strata.csv`` (its ``all`` row: the carried
-     estimate); the method is the run's ``audit.method`` param. ``errors_fixed_confirmed``: the
+     stratum's Wilson estimate among the audited scope, likewise. Every stratum's estimate goes
+     to ``tables/audit_strata.csv`` (with ``fresh``, among the fresh labels; its ``all`` row is
+     the carried estimate); the method is the run's ``audit.method`` param. ``errors_fixed_confirmed``: the
      round's label changes that two independent annotators back, more than back the old label
      (an expert alone, or a reviewer against the crowd label, is one word against another);
      ``errors_removed_estimate`` sums them.
@@ -219,7 +224,7 @@ from .audits import (_ACTION_STRATUM, _AUTO, _EXPERT, _UNTOUCHED, AUDIT_METHOD, 
                      AuditLedger, AuditResult, AutoAcceptBound, audit_verdict, change_terms, dispute_posterior,
                      estimate_audit, estimate_carried, stratified_sample, with_estimate)
 from .comparison_report import round_figure
-from .config import IN_PROCESS, LOCAL, ConfigError, ModelConfig, ProgramConfig, flatten
+from .config import IN_PROCESS, LOCAL, AuditScope, ConfigError, ModelConfig, ProgramConfig, flatten
 from .drift_watch import DriftWatch, merge_queue, pool_frame, queue_outcome
 from .guidance import ProgramGuidance
 from .impact import RoundImpact
@@ -988,6 +993,8 @@ class _Program:
     def _audit_size(self, arrived: np.ndarray) -> int:
         """Items the round's audit will probably check (as :func:`loop.audit.audit_sample`
         rounds): the items new since the last audit and as many changed labels as it found."""
+        if self.cfg.audit_scope is AuditScope.ALL:
+            return int(np.ceil(self.cfg.audit_rate * len(arrived)))
         fresh = len(arrived) - len(self.ledger.ids) + self.ledger.changed
         return int(np.ceil(self.cfg.audit_rate * fresh))
 
@@ -1272,13 +1279,14 @@ class _Program:
         that two independent experts agree on. Never reads the truth (the simulated experts do)."""
         if self.cfg.audit_rate == 0:
             return None
-        # A label keeps its verdict until it changes: the audit draws from the labels new or
-        # changed since the last one (the fresh ones) and carries the earlier audits' count.
+        # With audit_scope fresh, a label keeps its verdict until it changes: the audit draws from
+        # the labels new or changed since the last one and carries the earlier audits' count.
         ids = np.asarray(arrived, dtype=object).astype(str).astype(object)
         labels = self._labels()
-        now = labels.reindex(pd.Index(ids, dtype=object)).to_numpy(dtype=np.float64)
-        old = self.ledger.old_labels(ids)
-        is_fresh = np.isnan(old) | (old != now)
+        carried = self.cfg.audit_scope is AuditScope.FRESH
+        now = labels.reindex(pd.Index(ids, dtype=object)).to_numpy(dtype=np.float64) if carried else None
+        old = self.ledger.old_labels(ids) if carried else None
+        is_fresh = np.isnan(old) | (old != now) if carried else np.ones(len(ids), dtype=bool)  # all: every label
         fresh = ids[is_fresh]
         if fresh.size == 0:
             return None
@@ -1337,19 +1345,27 @@ class _Program:
                              "corrected by a random audit: two independent experts agreed against the label")}), labels)
         audit = estimate_audit(verdict, pd.Series(strata, index=population), pd.Series(design, index=population),
                                round_)
-        where = pd.Index(ids, dtype=object).get_indexer(sample)
+        if carried:
+            audit = self._carry(audit, verdict, old, now, ids, is_fresh, sample, population, design, fixes)
+        self.book.record(verdict, sample_strata, askable.size, audit, self.router)
+        self.stratum.loc[fixes[ITEM].to_numpy()] = _EXPERT
+        return audit
+
+    def _carry(self, audit: AuditResult, verdict: pd.DataFrame, old: np.ndarray, now: np.ndarray, ids: np.ndarray,
+               is_fresh: np.ndarray, sample: np.ndarray, population: np.ndarray, design: np.ndarray,
+               fixes: pd.DataFrame) -> AuditResult:
+        """``audit`` with the whole set's estimate carried forward (``audit_scope: fresh``), and
+        the ledger moved on to the labels after this audit's corrections."""
+        drawn = pd.Index(population, dtype=object).get_indexer(sample)
         estimate, errors, variance = estimate_carried(
-            self.ledger, change_terms(verdict, old[where]), design[pd.Index(population, dtype=object).get_indexer(sample)],
+            self.ledger, change_terms(verdict, old[pd.Index(ids, dtype=object).get_indexer(sample)]), design[drawn],
             design, len(ids), int(fixes.shape[0]))
-        audit = with_estimate(audit, estimate, len(ids))
         after = now.copy()
         after[pd.Index(ids, dtype=object).get_indexer(fixes[ITEM].to_numpy(dtype=object))] = fixes["first"].to_numpy()
         self.ledger = AuditLedger(ids=ids, labels=after, errors=errors, variance=variance,
                                   audited=self.ledger.audited + len(sample),
                                   changed=int((~np.isnan(old) & is_fresh).sum()))
-        self.book.record(verdict, sample_strata, askable.size, audit, self.router)
-        self.stratum.loc[fixes[ITEM].to_numpy()] = _EXPERT
-        return audit
+        return with_estimate(audit, estimate, len(ids))
 
     def _out_of_sample(self, arrived: np.ndarray, scores: pd.DataFrame,
                        probs: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
