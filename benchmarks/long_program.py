@@ -16,9 +16,13 @@ the process's resident memory (RSS now and its peak so far) and where the wall t
 - ``impact``: closing the round in the store and measuring its annotators' impact
   (:mod:`experiments.impact`: its reads, the skills' fit, the table), everything inside it;
 - ``audit``: the round's audit, its expert answers and writes included: it checks a share
-  (``audit_rate``, 3%) of *every* item arrived so far, so its work grows with the history by
-  the program's definition, and the summary also gives the ratio without it;
-- ``other``: the rest (planning, routing, resolving, measuring, the tracker).
+  (``audit_rate``, 3%) of the labels new or changed since the last audit (``--audit-scope
+  fresh``, the default here; ``all``, the program's default, checks that share of *every* item
+  arrived so far, so its work grows with the history); the summary also gives the ratio
+  without it;
+- ``other``: the rest (planning, routing, resolving, measuring, the tracker);
+- ``gc``: of all that, the seconds Python's cyclic garbage collector ran (``gc.callbacks``), and
+  ``gc_full`` how many of its runs were full (generation 2) collections.
 
 Steps nest (a retrain reads the store), so each figure counts only its own time, not that of
 the steps inside it (the audit's counts everything inside it). **Target:** round ``--rounds``
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import resource
 import sys
 import tempfile
@@ -97,6 +102,25 @@ def table_world(n_items: int, rounds: int, *, n_classes: int = 6, seed: int = 0,
                  holdout=pd.Series(y[gold], index=pd.Index(ids[gold], name=ITEM)), workforce=workforce,
                  costs=TaskCosts(crowd=crowd_cost, expert=expected_cost(Tier.EXPERT)),
                  items_per_round=n_items // (rounds + 1))
+
+
+class GcClock:
+    """Seconds spent in Python's garbage collector, and its full collections, since the last take."""
+
+    def __init__(self) -> None:
+        self.seconds, self.full, self._start = 0.0, 0, 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+            return
+        self.seconds += time.perf_counter() - self._start
+        self.full += info["generation"] == 2
+
+    def take(self) -> dict[str, float]:
+        out = {"gc": self.seconds, "gc_full": float(self.full)}
+        self.seconds, self.full = 0.0, 0
+        return out
 
 
 class StepClock:
@@ -191,7 +215,7 @@ def run(kind: str, world: World, rounds: int, strategy: str, pg: str, extra: dic
                                     # The digits default (15 for 250 items a round), scaled to the round's size.
                                     "budget_per_round": 15.0 * per_round / 250, **extra},
                         "tracking": {"uri": "none"}, "serve": {"url": "in_process"}})
-    clock, rows = StepClock(), []
+    clock, collector, rows = StepClock(), GcClock(), []
     last = [time.perf_counter(), time.process_time()]
 
     def progress(round_: int, _: int) -> None:
@@ -201,16 +225,21 @@ def run(kind: str, world: World, rounds: int, strategy: str, pg: str, extra: dic
         steps["other"] += total - sum(steps.values())
         rss, peak = rss_mb()
         rows.append({"round": round_, "arrived": (round_ + 1) * per_round, "seconds": total, "cpu": cpu - last[1],
-                     **steps, "rss_mb": rss, "peak_mb": peak})
+                     **steps, **collector.take(), "rss_mb": rss, "peak_mb": peak})
         r = rows[-1]
         print(f"{kind:>10} round {round_:3d}  {r['arrived']:7d} items  {total:7.2f} s  cpu {r['cpu']:6.2f} s  "
-              f"rss {rss:6.0f} MB  " + "  ".join(f"{s} {r[s]:.2f}" for s in STEPS), flush=True)
+              f"rss {rss:6.0f} MB  " + "  ".join(f"{s} {r[s]:.2f}" for s in STEPS)
+              + f"  gc {r['gc']:.2f} ({r['gc_full']:.0f} full)", flush=True)
         last[:] = [time.perf_counter(), time.process_time()]
 
     with tempfile.TemporaryDirectory() as tmp, fresh_store(kind, pg, Path(tmp)) as url, LabelStore(url) as store, \
             instrumented(clock, store, world):
         cfg = cfg.replace(store_url=url)
-        result = P.run_program(cfg, store=store, world=world, progress=progress)
+        gc.callbacks.append(collector)
+        try:
+            result = P.run_program(cfg, store=store, world=world, progress=progress)
+        finally:
+            gc.callbacks.remove(collector)
     print(f"{kind:>10} final error rate {result.final_error_rate:.3f} (initial {result.initial_error_rate:.3f}), "
           f"errors removed {result.errors_removed}, model accuracy {result.model_accuracy:.3f}", flush=True)
     return pd.DataFrame(rows).set_index("round")
@@ -240,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategy", default="tiered")
     parser.add_argument("--pg", default=PG)
     parser.add_argument("--quick", action="store_true", help="2,000 items over 6 rounds, SQLite only")
+    parser.add_argument("--audit-scope", choices=["all", "fresh"], default="fresh",
+                        help="program.audit_scope (fresh: the audit's work follows the round's, not the history's)")
     args = parser.parse_args(argv)
     if args.quick:
         args.items, args.rounds, args.stores = 2000, 6, ["sqlite"]
@@ -249,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({time.perf_counter() - started:.1f} s)", flush=True)
     frames = {}
     for kind in args.stores:
-        frames[kind] = run(kind, world, args.rounds, args.strategy, args.pg, {})
+        frames[kind] = run(kind, world, args.rounds, args.strategy, args.pg, {"audit_scope": args.audit_scope})
     print()
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         for kind, frame in frames.items():

@@ -21,15 +21,16 @@ import numpy as np
 import pandas as pd
 from scipy.special import softmax
 
-from loop.audit import ErrorRateEstimate, audit_sample, estimate_error_rate, estimate_error_rate_stratified
+from loop.audit import ErrorRateEstimate, audit_sample, estimate_error_rate, estimate_error_rate_stratified, wilson_interval
 from loop.calibration import TemperatureScaling
 from loop.columns import ANNOTATOR, ITEM, LABEL, REASON, ROUTE
 from loop.strategies import Action
 
 from . import tracking as T
 
-__all__ = ["AUDIT_METHOD", "DECISIVE_DISPUTE", "STRATA", "AuditBook", "AuditResult", "AutoAcceptBound",
-           "audit_verdict", "confirmed_changes", "dispute_posterior", "estimate_audit", "stratified_sample"]
+__all__ = ["AUDIT_METHOD", "DECISIVE_DISPUTE", "STRATA", "AuditBook", "AuditLedger", "AuditResult", "AutoAcceptBound",
+           "audit_verdict", "change_terms", "confirmed_changes", "dispute_posterior", "estimate_audit",
+           "estimate_carried", "stratified_sample", "with_estimate"]
 
 # Where an item's current label came from, by the program's own record (no truth): the audit's
 # strata. Double-blind and triple work count as reviewed, an audit's correction as expert.
@@ -48,7 +49,8 @@ _ACTION_STRATUM = {Action.AUTO_ACCEPT.value: _AUTO, Action.REVIEW.value: _REVIEW
 AUDIT_METHOD = ("stratified (auto-accepted oversampled, the rest uniform), adjudicated (a first expert's "
                 "disagreement counts only when a second independent expert also rejects the label, or alone when "
                 "the label's stratum makes it decisive: P(label wrong | dispute) >= 0.95), "
-                "Wilson interval at Kish's effective size")
+                "Wilson interval at Kish's effective size; each round audits the labels new or changed since "
+                "the last audit and carries the earlier audits' count forward (a difference estimator)")
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,97 @@ def estimate_audit(verdict: pd.DataFrame, strata: pd.Series, design: pd.Series, 
     rows.append({"round": round_, "stratum": "all", "population": n_all, "audited": len(audited),
                  "errors": int(audited["error"].sum()), "rate": whole.rate, "ci_low": whole.low, "ci_high": whole.high})
     return AuditResult(estimate=whole, auto=auto, strata=pd.DataFrame(rows))
+
+
+@dataclass
+class AuditLedger:
+    """What the audits so far say about the whole labelled set, carried from round to round.
+
+    A label keeps its verdict until it changes, so a round audits only the labels new or
+    changed since the last audit (the *fresh* ones) and adds what they changed to the count the
+    earlier audits left (:func:`estimate_carried`).
+
+    ``ids`` (n,) and ``labels`` (n,): every labelled item at the last audit, in arrival order,
+    with its label after that audit's corrections; ``errors``: the estimated wrong labels among
+    them; ``variance``: that count's; ``audited``: items audited so far.
+    """
+
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    errors: float = 0.0
+    variance: float = 0.0
+    audited: int = 0
+    changed: int = 0  # labels changed among the last audit's fresh ones (what the next is sized by)
+
+    def old_labels(self, ids: np.ndarray) -> np.ndarray:
+        """Each of ``ids``' label at the last audit (NaN: not labelled then), by arrival position
+        when ``ids`` extend the last audit's (a program's arrivals do), by id otherwise."""
+        n = len(self.ids)
+        if len(ids) >= n and np.array_equal(ids[:n], self.ids):
+            return np.concatenate([self.labels, np.full(len(ids) - n, np.nan)])
+        return pd.Series(self.labels, index=pd.Index(self.ids, dtype=object)).reindex(
+            pd.Index(ids, dtype=object)).to_numpy(dtype=np.float64)
+
+
+def change_terms(verdict: pd.DataFrame, old: np.ndarray) -> np.ndarray:
+    """Per audited item (n,): its label's error minus its old label's, in {-1, 0, 1}.
+
+    ``verdict`` as :func:`audit_verdict` gives it (``error`` is the label's); ``old`` (n,):
+    each item's label at the last audit, NaN for an item not labelled then (its old error is
+    0: it was not counted). The experts' answers judge the old label too: it was wrong when the
+    first expert's class differs from it, and the second's as well when one was asked.
+    """
+    old = np.asarray(old, dtype=np.float64)
+    first, second = verdict["first"].to_numpy(dtype=np.float64), verdict["second"].to_numpy(dtype=np.float64)
+    had = ~np.isnan(old)
+    old_wrong = had & (first != old) & (np.isnan(second) | (second != old))
+    terms = verdict["error"].to_numpy(dtype=np.float64) - old_wrong
+    terms[had & (old == verdict[LABEL].to_numpy(dtype=np.float64))] = 0.0  # the same label: the same verdict
+    return terms
+
+
+def estimate_carried(ledger: AuditLedger, terms: np.ndarray, sample_design: np.ndarray, fresh_design: np.ndarray,
+                     n_population: int, n_fixed: int) -> tuple[ErrorRateEstimate, float, float]:
+    """The whole labelled set's error rate: the earlier audits' count plus what the fresh labels changed.
+
+    A difference estimator. The labels that did not change since the last audit have the
+    errors they had then (``ledger.errors``, after that audit's corrections); each fresh label
+    (new, or changed since) adds its error and takes its old label's away (``terms`` (n,), from
+    :func:`change_terms`, for the audited sample, drawn within the design strata
+    ``sample_design`` (n,) of the fresh labels' ``fresh_design`` (m,)): ``E = E_old + sum_h
+    N_h mean_h(terms)``, with variance ``V_old + sum_h N_h^2 s_h^2 / n_h``. Each stratum's
+    ``s_h^2`` is at least ``p (1 - p)`` at the estimate ``p`` (kept off 0 by half an error
+    in the items audited so far): with a few items and no error a sample variance of 0 would
+    make a point of the interval. The interval is Wilson's at the effective size
+    ``p (1 - p) N^2 / V`` (Kish's for one round: :func:`estimate_error_rate_stratified`).
+    ``n_fixed`` labels the audit itself corrected come off afterwards (:func:`after_fixes`).
+
+    Returns the estimate of the labels after the audit's corrections, and the count and variance
+    the ledger carries on (the count after the corrections).
+    """
+    sample_design, fresh_design = np.asarray(sample_design), np.asarray(fresh_design)
+    cells = [(int((fresh_design == h).sum()), terms[sample_design == h]) for h in np.unique(sample_design)]
+    errors = ledger.errors + sum(size * float(t.mean()) for size, t in cells)
+    n_population = max(int(n_population), 1)
+    audited = ledger.audited + len(terms)
+    p = min(max(errors / n_population, 0.5 / audited), 1.0 - 0.5 / audited)
+    floor = p * (1.0 - p)
+    variance = ledger.variance + sum(size ** 2 * max(float(t.var(ddof=1)) if len(t) > 1 else 0.0, floor) / len(t)
+                                     for size, t in cells)
+    rate = min(max(errors / n_population, 0.0), 1.0)
+    low, high = wilson_interval(rate, floor * n_population ** 2 / variance)
+    whole = ErrorRateEstimate(rate, low, high, audited, int(round(max(errors, 0.0))), 0.95)
+    return after_fixes(whole, n_fixed / n_population), max(errors - n_fixed, 0.0), variance
+
+
+def with_estimate(result: AuditResult, estimate: ErrorRateEstimate, n_population: int) -> AuditResult:
+    """``result`` with the whole set's estimate replaced (by :func:`estimate_carried`'s), its
+    table's ``all`` row too (the other rows stay the round's own sample's)."""
+    table = result.strata.copy()
+    whole = table["stratum"] == "all"
+    table.loc[whole, ["population", "audited", "errors", "rate", "ci_low", "ci_high"]] = [
+        n_population, estimate.n_audited, estimate.n_errors, estimate.rate, estimate.low, estimate.high]
+    return dataclasses.replace(result, estimate=estimate, strata=table)
 
 
 def after_fixes(estimate: ErrorRateEstimate, removed: float) -> ErrorRateEstimate:

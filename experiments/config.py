@@ -21,6 +21,8 @@ A config file has these sections (every key optional; defaults in brackets)::
                                  #   program_cost (and roi_estimate from errors_removed_estimate)
       strategy: tiered           # random | least_confidence | cleanlab | triple_majority | tiered
       audit_rate: 0.03           # share of labelled items an expert audits each round, in [0, 1]
+      audit_scope: all           # all | fresh: audit only the labels new or changed since the last audit
+                                 #   (its cost follows the round's work; see experiments/program.py, step 6)
       calibration_items: 150     # gold items that fit the temperature (>= 20)
       holdout_items: 300         # gold items the model is evaluated on (digits; music_genre
                                  # uses its 300 test songs)
@@ -141,6 +143,17 @@ SECTIONS = ("program", "crowd", "thresholds", "gate", "tracking", "store", "serv
 
 class ConfigError(SchemaError):
     """A config key or value is wrong; the message names it (``section.key: expected ..., got ...``)."""
+
+
+class AuditScope(str, Enum):
+    """What a round's audit draws from: every labelled item (``all``), or the labels new or
+    changed since the last audit, the earlier audits' count carried forward (``fresh``)."""
+
+    ALL = "all"
+    FRESH = "fresh"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class Dataset(str, Enum):
@@ -567,6 +580,7 @@ class ProgramConfig:
     budget_per_round: float = 15.0
     strategy: Strategy = Strategy.TIERED
     audit_rate: float = 0.03
+    audit_scope: AuditScope = AuditScope.ALL
     calibration_items: int = 150
     holdout_items: int = 300
     annotator_model: str = "one_coin"
@@ -609,6 +623,7 @@ class ProgramConfig:
         set_(self, "budget_per_round", _real(self.budget_per_round, "program.budget_per_round", 0.0))
         set_(self, "strategy", _choice(Strategy, self.strategy, "program.strategy"))
         set_(self, "audit_rate", _real(self.audit_rate, "program.audit_rate", 0.0, 1.0))
+        set_(self, "audit_scope", _choice(AuditScope, self.audit_scope, "program.audit_scope"))
         _int(self.calibration_items, "program.calibration_items", 20)
         _int(self.holdout_items, "program.holdout_items", 20)
         if not isinstance(self.annotator_model, str) or self.annotator_model not in ANNOTATOR_MODELS:
@@ -683,7 +698,7 @@ class ProgramConfig:
                         "annotations": self.annotations, "rounds": self.rounds,
                         "items_per_round": self.items_per_round, "budget_per_round": self.budget_per_round,
                         "strategy": self.strategy.value, "audit_rate": self.audit_rate,
-                        "calibration_items": self.calibration_items, "holdout_items": self.holdout_items,
+                        "audit_scope": self.audit_scope.value, "calibration_items": self.calibration_items, "holdout_items": self.holdout_items,
                         "annotator_model": self.annotator_model, "max_fit_items": self.max_fit_items,
                         "seed": self.seed, "currency": self.currency,
                         "value_per_error_removed": self.value_per_error_removed,
@@ -705,6 +720,7 @@ class ProgramConfig:
 
 
 _PROGRAM_KEYS = ("name", "dataset", "annotations", "rounds", "items_per_round", "budget_per_round", "strategy", "audit_rate",
+                 "audit_scope",
                  "calibration_items", "holdout_items", "annotator_model", "max_fit_items", "seed",
                  "currency", "value_per_error_removed", "drift_scenario", "drift_onset_round")
 

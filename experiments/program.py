@@ -85,18 +85,35 @@ must serve). Each round ``r = 1 .. rounds`` then:
      always. At 0.95 or more (``DECISIVE_DISPUTE``, strata wrong about half the time) the
      disagreement counts as an error and corrects the label to the expert's class. Digits'
      strata seldom get there; music genre's crowd labels (about 44% wrong) sometimes do.
-   - *Spend.* The same expert labels as a single-expert audit, ``ceil(audit_rate * items)``
-     a round, second opinions included: the first checks are fewer by the share of first
-     checks that needed a second opinion so far (before, the posterior's mean doubt in the
-     labels); a decisive dispute's saved second opinion pays for more first checks.
+   - *Scope* (``program.audit_scope``). ``all`` (the default): every round's audit draws from
+     every labelled item, so its work grows with the history (3% of every arrived item each
+     round). ``fresh``: a label keeps its verdict until it changes, so each round's audit draws
+     only from the *fresh* labels, those of items new since the last audit and those changed
+     since (by the round's work or a correction), and carries the earlier audits' count of wrong
+     labels forward (:class:`experiments.audits.AuditLedger`): its work is the round's. Opt-in:
+     at the same ``audit_rate`` it spends much less, and its intervals are wider (BENCHMARKS.md,
+     "A long program").
+   - *Spend.* The same expert labels as a single-expert audit of the scope's labels,
+     ``ceil(audit_rate * items)`` a round, second opinions included: the first checks are fewer
+     by the share of first checks that needed a second opinion so far (before, the posterior's
+     mean doubt in the labels); a decisive dispute's saved second opinion pays for more first
+     checks.
    - *Estimates.* ``audit_error_rate``: the stratified share of wrong labels with the Wilson
      interval at Kish's effective size (:func:`loop.audit.estimate_error_rate_stratified`,
-     ``method="wilson"``), less the share the audit itself corrected: the error of the
-     labels after the round. ``auto_accept_error_rate_estimate``: the auto-accepted stratum's
-     Wilson estimate, likewise. Every stratum's estimate goes to ``tables/audit_strata.csv``;
-     the method is the run's ``audit.method`` param. ``errors_fixed_confirmed``: the round's
-     label changes that two independent annotators back, more than back the old label (an
-     expert alone, or a reviewer against the crowd label, is one word against another);
+     ``method="wilson"``), less the share the audit itself corrected: the error of the labels
+     after the round. With ``audit_scope: fresh``, a difference estimator
+     (:func:`experiments.audits.estimate_carried`): the wrong labels the last audit left, plus,
+     for the fresh labels, each one's error less its old label's (the experts' answers judge
+     both), stratified as drawn; the Wilson interval at the effective size its variance gives
+     (Kish's in the first audit), less the share the audit itself corrected: the error of the
+     labels after the round. A changed label is drawn like a new one, so the errors the loop
+     fixes in old labels leave the count (old verdicts kept for the labels that stayed, without
+     that term, would keep them). ``auto_accept_error_rate_estimate``: the auto-accepted
+     stratum's Wilson estimate among the audited scope, likewise. Every stratum's estimate goes
+     to ``tables/audit_strata.csv`` (with ``fresh``, among the fresh labels; its ``all`` row is
+     the carried estimate); the method is the run's ``audit.method`` param. ``errors_fixed_confirmed``: the
+     round's label changes that two independent annotators back, more than back the old label
+     (an expert alone, or a reviewer against the crowd label, is one word against another);
      ``errors_removed_estimate`` sums them.
    - The audit draws its items and experts from its own random numbers (seed and round), the
      same for every strategy. Audits are paid outside the budget, equally for every strategy
@@ -204,10 +221,10 @@ from loop.strategies import ACTION, IS_NEW, SELF_CONFIDENCE, Action, Strategy, p
 
 from . import tracking as T
 from .audits import (_ACTION_STRATUM, _AUTO, _EXPERT, _UNTOUCHED, AUDIT_METHOD, DECISIVE_DISPUTE, AuditBook,
-                     AuditResult, AutoAcceptBound, audit_verdict, dispute_posterior, estimate_audit,
-                     stratified_sample)
+                     AuditLedger, AuditResult, AutoAcceptBound, audit_verdict, change_terms, dispute_posterior,
+                     estimate_audit, estimate_carried, stratified_sample, with_estimate)
 from .comparison_report import round_figure
-from .config import IN_PROCESS, LOCAL, ConfigError, ModelConfig, ProgramConfig, flatten
+from .config import IN_PROCESS, LOCAL, AuditScope, ConfigError, ModelConfig, ProgramConfig, flatten
 from .drift_watch import DriftWatch, merge_queue, pool_frame, queue_outcome
 from .guidance import ProgramGuidance
 from .impact import RoundImpact
@@ -762,6 +779,7 @@ class _Program:
         self.stratum = pd.Series(dtype=object)  # where each item's current label came from
         self.router = pd.DataFrame()  # the probabilities the last plan routed on, by arrived item
         self.book = AuditBook()  # what the audits so far say
+        self.ledger = AuditLedger()  # and their count of wrong labels, carried on
         # The auto-accept bound (tiered only): what the router's probabilities are read at, and
         # the cut-off it gave this round.
         bounded = cfg.thresholds.max_auto_accept_error is not None and cfg.strategy is Strategy.TIERED
@@ -974,8 +992,12 @@ class _Program:
         return labels[pd.Index(labels.index, dtype=object).isin(arrived)]
 
     def _audit_size(self, arrived: np.ndarray) -> int:
-        """Items the round's audit will check (as :func:`loop.audit.audit_sample` rounds)."""
-        return int(np.ceil(self.cfg.audit_rate * len(arrived)))
+        """Items the round's audit will probably check (as :func:`loop.audit.audit_sample`
+        rounds): the items new since the last audit and as many changed labels as it found."""
+        if self.cfg.audit_scope is AuditScope.ALL:
+            return int(np.ceil(self.cfg.audit_rate * len(arrived)))
+        fresh = len(arrived) - len(self.ledger.ids) + self.ledger.changed
+        return int(np.ceil(self.cfg.audit_rate * fresh))
 
     def _index_arrivals(self, arrived: np.ndarray) -> None:
         """Extend the arrival positions by the items new in ``arrived`` (in arrival order: the
@@ -1259,29 +1281,40 @@ class _Program:
         that two independent experts agree on. Never reads the truth (the simulated experts do)."""
         if self.cfg.audit_rate == 0:
             return None
-        exclude = annotations[[ITEM, ANNOTATOR]].astype({ITEM: str})
+        # With audit_scope fresh, a label keeps its verdict until it changes: the audit draws from
+        # the labels new or changed since the last one and carries the earlier audits' count.
+        ids = np.asarray(arrived, dtype=object).astype(str).astype(object)
+        labels = self._labels()
+        carried = self.cfg.audit_scope is AuditScope.FRESH
+        now = labels.reindex(pd.Index(ids, dtype=object)).to_numpy(dtype=np.float64) if carried else None
+        old = self.ledger.old_labels(ids) if carried else None
+        is_fresh = np.isnan(old) | (old != now) if carried else np.ones(len(ids), dtype=bool)  # all: every label
+        fresh = ids[is_fresh]
+        if fresh.size == 0:
+            return None
+        # Only the fresh items' rows: who may not answer them again (not the stream's every annotation).
+        exclude = self._exclusions(annotations[[ITEM, ANNOTATOR]], self._row_positions(annotations), fresh)
+        exclude = exclude.astype({ITEM: str})
         # An item every expert has labelled already (routed, adjudicated, audited) has no expert
         # left to audit it: the audit draws from the other items.
         experts_per_item = exclude[exclude[ANNOTATOR].isin(self.experts)].groupby(ITEM)[ANNOTATOR].nunique()
         checked_by_all = experts_per_item.index[experts_per_item >= len(self.experts)]
-        ids = pd.Index(arrived.astype(str), dtype=object)
-        population = arrived[~ids.isin(checked_by_all.to_numpy(dtype=object))].astype(str)
+        population = fresh[~pd.Index(fresh, dtype=object).isin(checked_by_all.to_numpy(dtype=object))]
         if population.size == 0:
             return None
         # The audit's own random numbers, the same for every strategy of a seed: the same items,
         # mostly the same experts and seconds, so audits (part of every strategy's cost, and with
         # their overrun of its budget) differ between strategies as little as they can.
         rng = np.random.default_rng([self.cfg.seed, 17, round_])
-        labels = self._labels()
         # Today's spend in expert labels, second opinions included: the first checks are fewer
         # by the share of first checks that needed a second opinion so far, after a prior worth
         # five checks: the posterior's mean doubt in the labels (an expert disputes a wrong label).
-        spend = int(np.ceil(self.cfg.audit_rate * population.size))
+        spend = int(np.ceil(self.cfg.audit_rate * fresh.size))
         share = self.book.second_share(self.doubt)
         strata = self.stratum.reindex(population).fillna(_UNTOUCHED).to_numpy()
         design = np.where(strata == _AUTO, _AUTO, "rest")
         sample = stratified_sample(population, design, max(1, int(round(spend / (1 + share)))), rng)
-        earlier = self._exclusions(exclude, self._row_positions(annotations), sample)
+        earlier = exclude[exclude[ITEM].isin(sample)]
         first = self._collect(self.workforce.submit(Request(sample, expert=True, exclude=earlier, kind="audit",
                                                             round=round_), rng=rng))
         self._write_answers(first, round_, _AUDIT_START)
@@ -1314,9 +1347,27 @@ class _Program:
                              "corrected by a random audit: two independent experts agreed against the label")}), labels)
         audit = estimate_audit(verdict, pd.Series(strata, index=population), pd.Series(design, index=population),
                                round_)
+        if carried:
+            audit = self._carry(audit, verdict, old, now, ids, is_fresh, sample, population, design, fixes)
         self.book.record(verdict, sample_strata, askable.size, audit, self.router)
         self.stratum.loc[fixes[ITEM].to_numpy()] = _EXPERT
         return audit
+
+    def _carry(self, audit: AuditResult, verdict: pd.DataFrame, old: np.ndarray, now: np.ndarray, ids: np.ndarray,
+               is_fresh: np.ndarray, sample: np.ndarray, population: np.ndarray, design: np.ndarray,
+               fixes: pd.DataFrame) -> AuditResult:
+        """``audit`` with the whole set's estimate carried forward (``audit_scope: fresh``), and
+        the ledger moved on to the labels after this audit's corrections."""
+        drawn = pd.Index(population, dtype=object).get_indexer(sample)
+        estimate, errors, variance = estimate_carried(
+            self.ledger, change_terms(verdict, old[pd.Index(ids, dtype=object).get_indexer(sample)]), design[drawn],
+            design, len(ids), int(fixes.shape[0]))
+        after = now.copy()
+        after[pd.Index(ids, dtype=object).get_indexer(fixes[ITEM].to_numpy(dtype=object))] = fixes["first"].to_numpy()
+        self.ledger = AuditLedger(ids=ids, labels=after, errors=errors, variance=variance,
+                                  audited=self.ledger.audited + len(sample),
+                                  changed=int((~np.isnan(old) & is_fresh).sum()))
+        return with_estimate(audit, estimate, len(ids))
 
     def _out_of_sample(self, arrived: np.ndarray, scores: pd.DataFrame,
                        probs: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:

@@ -18,7 +18,7 @@ from scipy import stats
 
 from ._validation import check_int, check_option, check_real, check_rng, fail
 
-__all__ = ["ErrorRateEstimate", "audit_sample", "estimate_error_rate", "estimate_error_rate_stratified"]
+__all__ = ["ErrorRateEstimate", "audit_sample", "estimate_error_rate", "estimate_error_rate_stratified", "wilson_interval"]
 
 CI_METHODS = ("wilson", "exact")
 
@@ -164,6 +164,19 @@ def estimate_error_rate_stratified(strata: pd.DataFrame, *, confidence: float = 
         var_h = np.where(aud > 1, shares * (1 - shares) / (aud - 1), 0.0)
     half = stats.norm.ppf(0.5 + confidence / 2) * float(np.sqrt(np.sum(weights**2 * fpc * var_h)))
     return ErrorRateEstimate(rate, max(0.0, rate - half), min(1.0, rate + half), int(aud.sum()), int(err.sum()), confidence)
+
+
+def wilson_interval(rate: float, n: float, *, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a share ``rate`` of ``n`` items, ``n`` real (an effective
+    size, as a stratified or a carried-forward audit has).
+
+    >>> tuple(round(b, 3) for b in wilson_interval(0.1, 50))
+    (0.043, 0.214)
+    """
+    rate = check_real(rate, "rate", low=0, high=1)
+    n = check_real(n, "n", low=0, low_open=True)
+    confidence = check_real(confidence, "confidence", low=0, high=1, low_open=True, high_open=True)
+    return _wilson(rate, n, confidence)
 
 
 def _wilson(rate: float, n: float, confidence: float) -> tuple[float, float]:

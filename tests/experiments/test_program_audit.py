@@ -175,3 +175,39 @@ def test_a_decisive_dispute_counts_and_corrects_without_a_second_opinion() -> No
     # Without ``decisive`` the verdict is today's.
     plain = _verdict(sample, label, first, second)
     assert list(plain["fix"]) == [False, True, False, False, False]
+
+
+def _audit_labels(store: LabelStore, stream: str) -> pd.Series:
+    """Expert labels the audits wrote, per round (audits work from 20:00 of their round's day)."""
+    frame = store.annotations_frame(stream)
+    stamps = pd.to_datetime(frame[CREATED_AT], utc=True)
+    audit = stamps[stamps.dt.hour >= 20]
+    return audit.dt.normalize().value_counts().sort_index().reset_index(drop=True)
+
+
+def test_a_fresh_scope_audits_the_new_and_changed_labels_and_carries_the_rest() -> None:
+    # Three rounds: the first audit is the same in both scopes (everything is new); later ones
+    # check only what is new or changed since, so they cost less than checking every label, and
+    # each round still has an estimate with its interval.
+    runs = {}
+    for scope in ("all", "fresh"):
+        store = LabelStore("sqlite://")
+        cfg = _config(program={"rounds": 3, "audit_rate": 0.1, "audit_scope": scope})
+        runs[scope] = (run_program(cfg, store=store, tracker=T.MemoryTracker()), store)
+    (every, every_store), (fresh, fresh_store) = runs["all"], runs["fresh"]
+    spend_all, spend_fresh = _audit_labels(every_store, every.stream), _audit_labels(fresh_store, fresh.stream)
+    assert spend_fresh.iloc[0] == spend_all.iloc[0]
+    assert (spend_fresh.iloc[1:].to_numpy() < spend_all.iloc[1:].to_numpy()).all()
+    rounds = fresh.rounds.loc[1:]
+    assert rounds[T.AUDIT_N].is_monotonic_increasing  # the items behind the estimate: all audits so far
+    assert ((rounds[T.AUDIT_CI_LOW] <= rounds[T.AUDIT_ERROR_RATE])
+            & (rounds[T.AUDIT_ERROR_RATE] <= rounds[T.AUDIT_CI_HIGH])).all()
+
+
+def test_an_unknown_audit_scope_is_refused_naming_the_field() -> None:
+    import pytest
+
+    from experiments.config import ConfigError
+
+    with pytest.raises(ConfigError, match="program.audit_scope"):
+        _config(program={"audit_scope": "recent"})
