@@ -252,7 +252,7 @@ def labelloop_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Path,
             store.add_tasks("bench", [{"item_id": f"e{j}"} for j in range(n_tasks)])
         url = start_local({"model_name": "tasks-bench", "tracking_uri": f"sqlite:///{work_dir / 'mlflow.db'}",
                            "store_url": store_url, "auth": "token", "router_replicas": router_replicas},
-                          ray_temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+                          ray_temp_dir=tempfile.mkdtemp(prefix="ray", dir=os.environ.get("LABELLOOP_RAY_TMP", "/tmp")))
 
         def make_client(i: int, stop: threading.Event):
             session = requests.Session()

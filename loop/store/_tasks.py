@@ -31,6 +31,7 @@ Guideline sections (:func:`guideline_section`)
 from __future__ import annotations
 
 import functools
+import math
 import re
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -41,14 +42,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
-from .._validation import _describe, check_text, fail
+from .._validation import _describe, _text_problem, check_text, fail
 from ..columns import ITEM, LABEL, SECONDS
 from ..exceptions import ConflictError, ForbiddenError, NotFoundError
 from . import _annotations, _resolutions
 from . import _schema as S
 from ._columns import (EVIDENCE, FLAGS, GUIDELINE_VERSION, IDEMPOTENCY_KEY, SOURCE, SUGGESTION,
                        SUGGESTION_CONFIDENCE, TASK_ID)
-from ._convert import content_hash_row, json_text, stamp_params
+from ._convert import content_hash_row, int_rows, json_text, stamp_params
 from ._records import Dispute, Escalation, QueueMetrics, Stream, Suggestion
 from ._writes import record_events
 
@@ -80,7 +81,7 @@ def candidates(conn: Connection, annotator_id: int, tier: int, stream_ids: list[
     rows = conn.execute(_candidates_select(tier >= EXPERT_TIER),
                         {"annotator_id": annotator_id, "tier": tier, "stream_ids": list(stream_ids)}).all()
     # Three integer columns: through one array (a frame from 200 Row objects costs more).
-    return pd.DataFrame(np.array(rows, dtype=np.int64).reshape(-1, 3), columns=["task_id", "stream_id", "item_id"])
+    return pd.DataFrame(int_rows(rows, 3), columns=["task_id", "stream_id", "item_id"])
 
 
 @functools.cache
@@ -160,7 +161,7 @@ def skill_history(conn: Connection, annotator_id: int, stream_ids: list[int]) ->
     rows = conn.execute(sa.select(a.c.stream_id, a.c.label, r.c.label).select_from(a)
                         .join(r, (r.c.item_id == a.c.item_id) & current)
                         .where(a.c.annotator_id == annotator_id, a.c.stream_id.in_(stream_ids))).all()
-    return pd.DataFrame(np.array(rows, dtype=np.int64).reshape(-1, 3), columns=["stream_id", "label", "resolved"])
+    return pd.DataFrame(int_rows(rows, 3), columns=["stream_id", "label", "resolved"])
 
 
 def pair_skill(history: pd.DataFrame, stream_id: int, pair: tuple[int, int] | None) -> float:
@@ -310,7 +311,52 @@ def answer_key(task_id: int, key: str | None) -> str:
 
 def answer_content(stream: Stream, label: Any, *, rationale: Any, evidence: Any, seconds: Any,
                    flags: Any) -> dict[str, Any]:
-    """The caller's content in stored form, validated (a retry must send the same)."""
+    """The caller's content in stored form, validated (a retry must send the same).
+
+    What an API answer sends (a class name or code, text or nothing, a number or nothing, a
+    list of flags) is checked as scalars; anything else goes through the batch checks of
+    :func:`_answer_content_frame`, which this equals value for value and error for error
+    (a property test)."""
+    code = _label_code(stream, label)
+    rat = _plain_rationale(rationale)
+    sec = seconds if seconds is None or _plain_seconds(seconds) else _MISSING
+    if code is _MISSING or rat is _MISSING or sec is _MISSING:
+        return _answer_content_frame(stream, label, rationale=rationale, evidence=evidence, seconds=seconds,
+                                     flags=flags)
+    flag = None if flags is None or (isinstance(flags, float) and flags != flags) else \
+        _annotations._flag_list(flags, 0)
+    return {"label": code, "rationale": rat, "evidence": json_text(evidence, EVIDENCE),
+            "seconds": None if sec is None else float(sec), "flags": flag}
+
+
+_MISSING: Final = object()  # "not a plain value: let the batch checks judge it"
+
+
+def _label_code(stream: Stream, label: Any) -> Any:
+    if type(label) is str:
+        return stream.classes.index(label) if label in stream.classes else _MISSING
+    if type(label) is int and 0 <= label < len(stream.classes):
+        return label
+    return _MISSING
+
+
+def _plain_rationale(rationale: Any) -> Any:
+    if rationale is None:
+        return None
+    if type(rationale) is not str or _text_problem(rationale, max_chars=S.MAX_RATIONALE_CHARS, empty=True):
+        return _MISSING
+    return rationale or None  # an empty rationale is no rationale (_annotations._rationales)
+
+
+def _plain_seconds(seconds: Any) -> bool:
+    # Ints only up to 2**53, where float() is exact (as pandas' conversion of the column).
+    return (type(seconds) is float and math.isfinite(seconds) and seconds >= 0) or \
+        (type(seconds) is int and 0 <= seconds <= 2 ** 53)
+
+
+def _answer_content_frame(stream: Stream, label: Any, *, rationale: Any, evidence: Any, seconds: Any,
+                          flags: Any) -> dict[str, Any]:
+    """:func:`answer_content` through the batch checks of :func:`_annotations.prepare` on one row."""
     probe = pd.DataFrame({LABEL: [label]})
     code = int(_annotations.label_codes(probe[LABEL], stream, LABEL).iloc[0])
     rat = _annotations._rationales(pd.Series([rationale], dtype=object), 1).iloc[0]
