@@ -155,13 +155,20 @@ def likely_pair(probs: list[float]) -> tuple[int, int]:
 
 def skill_history(conn: Connection, annotator_id: int, stream_ids: list[int]) -> pd.DataFrame:
     """The annotator's labels on resolved items: stream_id, label, resolved (current label)."""
+    rows = conn.execute(_skill_history_select(), {"annotator_id": annotator_id, "stream_ids": list(stream_ids)}).all()
+    return pd.DataFrame(int_rows(rows, 3), columns=["stream_id", "label", "resolved"])
+
+
+@functools.cache
+def _skill_history_select() -> sa.Select:
+    # Built once with bound parameters, as _candidates_select: it runs on every claim.
     a, r = S.annotations, S.resolutions
     later = S.resolutions.alias("later")
     current = ~sa.exists().where(later.c.supersedes_id == r.c.id)
-    rows = conn.execute(sa.select(a.c.stream_id, a.c.label, r.c.label).select_from(a)
-                        .join(r, (r.c.item_id == a.c.item_id) & current)
-                        .where(a.c.annotator_id == annotator_id, a.c.stream_id.in_(stream_ids))).all()
-    return pd.DataFrame(int_rows(rows, 3), columns=["stream_id", "label", "resolved"])
+    return (sa.select(a.c.stream_id, a.c.label, r.c.label).select_from(a)
+            .join(r, (r.c.item_id == a.c.item_id) & current)
+            .where(a.c.annotator_id == sa.bindparam("annotator_id"),
+                   a.c.stream_id.in_(sa.bindparam("stream_ids", expanding=True))))
 
 
 def pair_skill(history: pd.DataFrame, stream_id: int, pair: tuple[int, int] | None) -> float:
@@ -391,21 +398,28 @@ def shown_suggestion(conn: Connection, task, stream: Stream) -> tuple[int | None
 
 def shown_guideline_text(conn: Connection, task):
     """The version and text of the guideline a task shows (:func:`shown_guideline`), or None."""
-    g = S.guideline_versions
-    query = sa.select(g.c.version, g.c.text)
     if task.guideline_version_id is not None:
-        return conn.execute(query.where(g.c.id == task.guideline_version_id)).one()
-    return conn.execute(query.where(g.c.stream_id == task.stream_id, g.c.published_at.is_not(None))
-                        .order_by(g.c.version.desc()).limit(1)).first()
+        return conn.execute(_guideline_select(own=True, text=True), {"id": task.guideline_version_id}).one()
+    return conn.execute(_guideline_select(own=False, text=True), {"stream_id": task.stream_id}).first()
 
 
 def shown_guideline(conn: Connection, task) -> int | None:
     """The guideline version id a task shows: its own, else the newest published one."""
     if task.guideline_version_id is not None:
         return task.guideline_version_id
+    return conn.execute(_guideline_select(own=False, text=False), {"stream_id": task.stream_id}).scalar()
+
+
+@functools.cache
+def _guideline_select(*, own: bool, text: bool) -> sa.Select:
+    """The task's own version (``own``: by id) or its stream's newest published one, as
+    (version, text) or (``text`` False) its id. Built once: every next and answer runs one."""
     g = S.guideline_versions
-    return conn.execute(sa.select(g.c.id).where(g.c.stream_id == task.stream_id, g.c.published_at.is_not(None))
-                        .order_by(g.c.version.desc()).limit(1)).scalar()
+    query = sa.select(g.c.version, g.c.text) if text else sa.select(g.c.id)
+    if own:
+        return query.where(g.c.id == sa.bindparam("id"))
+    return (query.where(g.c.stream_id == sa.bindparam("stream_id"), g.c.published_at.is_not(None))
+            .order_by(g.c.version.desc()).limit(1))
 
 
 def answer_row(conn: Connection, stream: Stream, task, annotator: str, content: dict[str, Any], *, key: str,
@@ -415,7 +429,7 @@ def answer_row(conn: Connection, stream: Stream, task, annotator: str, content: 
     scalars without a frame: the content is already checked
     (:func:`answer_content`), the item and task are the task's own, so only the annotator,
     what was shown and the source are left to check, without a batch's frame machinery."""
-    annotator_id = int(_annotations._annotator_ids(conn, stream, pd.Series([annotator], dtype=object))[0])
+    annotator_id = _annotations.annotator_ids(conn, stream, [annotator])[annotator]
     suggestion, confidence = shown_suggestion(conn, task, stream)
     if suggestion is not None and not (0 <= suggestion < len(stream.classes)):
         raise fail(SUGGESTION, f"class codes 0..{len(stream.classes) - 1} or names in {list(stream.classes)} "

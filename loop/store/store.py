@@ -10,6 +10,7 @@ is a new resolution that supersedes the old one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -660,10 +661,7 @@ class LabelStore:
     def _task_item_row(self, conn: Connection, task_id: int):
         """One task as a row (the frame of _tasks_query costs more than the query), with what its
         preview needs: stream_id, item_pk, guideline_version_id, payload, payload_ref."""
-        t, i = S.tasks, S.items
-        row = conn.execute(self._tasks_select(sa.select().where(t.c.id == task_id)).add_columns(
-            t.c.stream_id, t.c.item_id.label("item_pk"), t.c.guideline_version_id, i.c.payload,
-            i.c.payload_ref)).first()
+        row = conn.execute(_task_item_select(), {"task_id": task_id}).first()
         if row is None:
             raise _not_found("task_id", "the id of a stored task", _describe(task_id))
         return row
@@ -678,7 +676,8 @@ class LabelStore:
             where = where & S.tasks.c.status.in_([_status(v).value for v in statuses])
         return self._tasks_query(sa.select().where(where)).drop(columns="stream")
 
-    def _tasks_select(self, base: sa.Select) -> sa.Select:
+    @staticmethod
+    def _tasks_select(base: sa.Select) -> sa.Select:
         t, i, a, g, st = S.tasks, S.items, S.annotators, S.guideline_versions, S.streams
         return (base.add_columns(t.c.id.label("task_id"), st.c.name.label("stream"), i.c.external_id.label(ITEM),
                                  t.c.tier, a.c.name.label(ANNOTATOR), g.c.version.label(GUIDELINE_VERSION), t.c.status,
@@ -951,11 +950,20 @@ class LabelStore:
         """Per annotator and round, what their answers did to the stream's labels
         (:func:`loop.impact.annotator_impact`: skill, answers, confirmed, overturned, pending,
         disputes won, errors fixed, those the retrained model agrees with, share of the
-        round's error reduction); ``annotator`` keeps one person's rows."""
-        if annotator is not None:
-            _name(annotator, "annotator")
-        table = self.impact_inputs(stream).table()
-        return table if annotator is None else table[table[ANNOTATOR] == annotator].reset_index(drop=True)
+        round's error reduction); ``annotator`` keeps one person's rows, read at the cost of what
+        they touched (:func:`loop.store._impact.annotator_inputs`), not of the whole history."""
+        if annotator is None:
+            return self.impact_inputs(stream).table()
+        _name(annotator, "annotator")
+        s = self.stream(stream)
+        with self._read() as conn:
+            # An unknown name has no rows: id -1 matches none (as filtering the whole table did).
+            who = conn.execute(sa.select(S.annotators.c.id).where(S.annotators.c.name == annotator)).scalar()
+            inputs = _impact.annotator_inputs(conn, s, -1 if who is None else int(who))
+        table = inputs.table()
+        table = table[table[ANNOTATOR] == annotator].reset_index(drop=True)
+        # Typed as the whole history's rows are (counting no row leaves the round an object column).
+        return table.astype({ROUND: np.int64}) if table.empty else table
 
     # ----------------------------------------------------------------- exchange
     def export_annotations(self, stream: str, path: str | Path) -> Path:
@@ -1430,6 +1438,14 @@ class LabelStore:
                           seconds=row.seconds, flags=tuple(flags or ()), suggestion=row.suggestion,
                           suggestion_confidence=row.suggestion_confidence, guideline_version=row.gv,
                           source=row.source, created_at=row.created_at, idempotency_key=row.idempotency_key)
+
+
+@functools.cache
+def _task_item_select() -> sa.Select:
+    # Built once with a bound task id: building it cost more CPU than running it, twice a cycle.
+    t, i = S.tasks, S.items
+    return LabelStore._tasks_select(sa.select().where(t.c.id == sa.bindparam("task_id"))).add_columns(
+        t.c.stream_id, t.c.item_id.label("item_pk"), t.c.guideline_version_id, i.c.payload, i.c.payload_ref)
 
 
 def _task_of(row) -> Task:
