@@ -70,10 +70,16 @@ SLA_ACTOR: Final = "sla"
 # ----------------------------------------------------------------------------- claiming
 
 def own_unfinished(conn: Connection, annotator_id: int, stream_ids: list[int]) -> int | None:
+    return conn.execute(_own_unfinished_select(), {"annotator_id": annotator_id,
+                                                   "stream_ids": list(stream_ids)}).scalar()
+
+
+@functools.cache
+def _own_unfinished_select() -> sa.Select:
     t = S.tasks
-    return conn.execute(sa.select(t.c.id).where(t.c.annotator_id == annotator_id, t.c.status == "assigned",
-                                                t.c.stream_id.in_(stream_ids))
-                        .order_by(t.c.assigned_at, t.c.id).limit(1)).scalar()
+    return (sa.select(t.c.id).where(t.c.annotator_id == sa.bindparam("annotator_id"), t.c.status == "assigned",
+                                    t.c.stream_id.in_(sa.bindparam("stream_ids", expanding=True)))
+            .order_by(t.c.assigned_at, t.c.id).limit(1))
 
 
 def candidates(conn: Connection, annotator_id: int, tier: int, stream_ids: list[int]) -> pd.DataFrame:
@@ -298,14 +304,17 @@ def _claim_update() -> sa.Update:
 def task_row(conn: Connection, task_id: Any, *, lock: bool = False):
     if isinstance(task_id, bool) or not isinstance(task_id, (int, np.integer)):
         raise fail(TASK_ID, "an integer task id", _describe(task_id))
-    t = S.tasks
-    query = sa.select(t).where(t.c.id == int(task_id))
-    if lock and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    row = conn.execute(_task_select(lock and conn.dialect.name == "postgresql"), {"id": int(task_id)}).first()
     if row is None:
         raise NotFoundError(f"The 'task_id' argument must be the id of a stored task. Got {task_id!r} instead.")
     return row
+
+
+@functools.cache
+def _task_select(lock: bool) -> sa.Select:
+    t = S.tasks
+    query = sa.select(t).where(t.c.id == sa.bindparam("id"))
+    return query.with_for_update() if lock else query
 
 
 def answer_key(task_id: int, key: str | None) -> str:
@@ -381,7 +390,12 @@ def stored_content(row) -> dict[str, Any]:
 
 
 def existing_answer(conn: Connection, key: str):
-    return conn.execute(sa.select(S.annotations).where(S.annotations.c.idempotency_key == key)).first()
+    return conn.execute(_existing_answer_select(), {"key": key}).first()
+
+
+@functools.cache
+def _existing_answer_select() -> sa.Select:
+    return sa.select(S.annotations).where(S.annotations.c.idempotency_key == sa.bindparam("key"))
 
 
 def shown_suggestion(conn: Connection, task, stream: Stream) -> tuple[int | None, float | None]:

@@ -1399,18 +1399,15 @@ class LabelStore:
             return _tasks.queue_metrics(conn, at)
 
     def _annotator_row(self, conn: Connection, name: str, *, lock: bool = False):
-        query = sa.select(S.annotators).where(S.annotators.c.name == str(name))
-        if lock and conn.dialect.name == "postgresql":  # SQLite's write lock already is one
-            query = query.with_for_update()
-        row = conn.execute(query).first()
+        # SQLite's write lock already is one.
+        row = conn.execute(_annotator_select(lock and conn.dialect.name == "postgresql"), {"name": str(name)}).first()
         if row is None:
             raise NotFoundError(f"The {ANNOTATOR!r} argument must be a registered annotator (add_annotator). "
                                 f"Got {name!r} instead.")
         return row
 
     def _annotator_stream_ids(self, conn: Connection, annotator_id: int) -> list[int]:
-        sa_ = S.stream_annotators
-        return sorted(conn.execute(sa.select(sa_.c.stream_id).where(sa_.c.annotator_id == annotator_id)).scalars())
+        return sorted(conn.execute(_annotator_streams_select(), {"annotator_id": annotator_id}).scalars())
 
     def _item_row(self, conn: Connection, s: Stream, item_id: Any):
         i = S.items
@@ -1426,11 +1423,8 @@ class LabelStore:
     def _annotation(self, conn: Connection, annotation_id: int | None = None, *, key: str | None = None) -> Annotation:
         """The stored annotation with id ``annotation_id``, or (one query fewer for a writer that
         knows only its key) with idempotency key ``key``."""
-        a, i, p, g = S.annotations, S.items, S.annotators, S.guideline_versions
-        where = a.c.id == annotation_id if key is None else a.c.idempotency_key == key
-        row = conn.execute(sa.select(a, i.c.external_id, p.c.name.label("annotator"), g.c.version.label("gv"))
-                           .join(i, i.c.id == a.c.item_id).join(p, p.c.id == a.c.annotator_id)
-                           .outerjoin(g, g.c.id == a.c.guideline_version_id).where(where)).one()
+        row = conn.execute(_annotation_select(by_key=key is not None),
+                           {"value": annotation_id if key is None else key}).one()
         s = self._stream_by_id(conn, row.stream_id)
         flags = row.flags if isinstance(row.flags, list) or row.flags is None else json.loads(row.flags)
         return Annotation(id=row.id, stream=s.name, task_id=row.task_id, item_id=row.external_id,
@@ -1438,6 +1432,28 @@ class LabelStore:
                           seconds=row.seconds, flags=tuple(flags or ()), suggestion=row.suggestion,
                           suggestion_confidence=row.suggestion_confidence, guideline_version=row.gv,
                           source=row.source, created_at=row.created_at, idempotency_key=row.idempotency_key)
+
+
+@functools.cache
+def _annotator_select(lock: bool) -> sa.Select:
+    # The statements below run on every task API request: built once, with bound values.
+    query = sa.select(S.annotators).where(S.annotators.c.name == sa.bindparam("name"))
+    return query.with_for_update() if lock else query
+
+
+@functools.cache
+def _annotator_streams_select() -> sa.Select:
+    sa_ = S.stream_annotators
+    return sa.select(sa_.c.stream_id).where(sa_.c.annotator_id == sa.bindparam("annotator_id"))
+
+
+@functools.cache
+def _annotation_select(*, by_key: bool) -> sa.Select:
+    a, i, p, g = S.annotations, S.items, S.annotators, S.guideline_versions
+    where = a.c.idempotency_key == sa.bindparam("value") if by_key else a.c.id == sa.bindparam("value")
+    return (sa.select(a, i.c.external_id, p.c.name.label("annotator"), g.c.version.label("gv"))
+            .join(i, i.c.id == a.c.item_id).join(p, p.c.id == a.c.annotator_id)
+            .outerjoin(g, g.c.id == a.c.guideline_version_id).where(where))
 
 
 @functools.cache
