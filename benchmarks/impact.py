@@ -1,12 +1,15 @@
-"""What reading annotator impact costs (issue 13 §4): ``GET /v1/me/impact`` reads a stream's
-whole history; a program round reads only what the round holds.
+"""What reading annotator impact costs (issue 13 §4): ``GET /v1/me/impact`` for an annotator
+reads what that annotator touched (an admin's, for everyone, the stream's whole history); a
+program round reads only what the round holds.
 
 A synthetic stream of ``--items`` items over ``--rounds`` closed rounds (each round: every item
 of the round labelled by two of 20 annotators, a third of its labels changed by a superseding
 resolution, a prediction per item), on SQLite (``--stores postgresql`` too). Prints the seconds
 (wall and CPU) of :meth:`LabelStore.annotator_impact` (the whole history, what the endpoint
 computes per stream) and of one round's read (``impact_inputs(rounds=[r])`` and its table, what
-the program does at each close). No peer: nothing else computes these figures. Run::
+the program does at each close), and of one annotator's rows (``annotator_impact(stream,
+annotator=...)``, what the endpoint computes for an annotator's token; checked equal to their
+rows of the whole history). No peer: nothing else computes these figures. Run::
 
     nice .venv/bin/python benchmarks/impact.py                 # 20,000 items, 20 rounds
     .venv/bin/python benchmarks/impact.py --items 2000 --rounds 4
@@ -94,11 +97,16 @@ def main() -> None:
                 one = timed(lambda: store.impact_inputs("s", rounds=[last], marks=marks).table())
                 same = one[2][one[2]["round"] == last].reset_index(drop=True).equals(
                     whole[2][whole[2]["round"] == last].reset_index(drop=True))
+                marks_s = timed(lambda: store.round_marks("s"))
+                mine = timed(lambda: store.annotator_impact("s", annotator="a0"))
+                mine_same = mine[2].equals(whole[2][whole[2]["annotator_id"] == "a0"].reset_index(drop=True))
             if kind == "postgresql":
                 with psycopg.connect(args.pg, autocommit=True) as conn:
                     conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         print(f"{kind:<11}{n:>12,}  {whole[0]:>19.2f} / {whole[1]:.2f}  {one[0]:>17.3f} / {one[1]:.3f}"
               f"   (the round's rows equal: {same}); ratio whole / one round {whole[0] / one[0]:.0f}x")
+        print(f"{'':<11}one annotator (a0): {mine[0]:.3f} / {mine[1]:.3f} s wall / CPU (their rows equal the whole "
+              f"history's: {mine_same}); round marks {marks_s[0] * 1000:.1f} / {marks_s[1] * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -32,15 +32,17 @@ or duplicated.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import requests
@@ -252,7 +254,7 @@ def labelloop_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Path,
             store.add_tasks("bench", [{"item_id": f"e{j}"} for j in range(n_tasks)])
         url = start_local({"model_name": "tasks-bench", "tracking_uri": f"sqlite:///{work_dir / 'mlflow.db'}",
                            "store_url": store_url, "auth": "token", "router_replicas": router_replicas},
-                          ray_temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+                          ray_temp_dir=tempfile.mkdtemp(prefix="ray", dir=os.environ.get("LABELLOOP_RAY_TMP", "/tmp")))
 
         def make_client(i: int, stop: threading.Event):
             session = requests.Session()
@@ -329,23 +331,13 @@ class InProcess:
     checkouts: float       # cursor is not seen); connections checked out of the pool per cycle
 
 
-def in_process_cycles(cycles: int, n_tasks: int, *, profile: int = 0) -> InProcess:
-    """``cycles`` cycles of what the task API runs for one annotator, on a fresh PostgreSQL schema:
-    the token check, the next task with its preview, the token check, the answer (the calls of
-    ``serve.tasks.next_task`` and ``serve.tasks.answer``). With ``profile``, print cProfile's
-    ``profile`` costliest functions (cumulative)."""
-    import cProfile
-    import pstats
-
+@contextlib.contextmanager
+def one_annotator_store(n_tasks: int) -> Iterator[tuple[Any, str]]:
+    """A store on a fresh PostgreSQL schema (dropped after) with stream ``bench``, annotator
+    ``annotator-00`` on it and ``n_tasks`` open tasks: (store, the annotator's token)."""
     import psycopg
-    import sqlalchemy as sa
 
     from loop.store import LabelStore
-
-    try:
-        from serve.auth import TokenCache
-    except ImportError:  # a commit before it (a before/after comparison)
-        TokenCache = None  # noqa: N806
 
     schema = f"bench_tasks_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_URL, autocommit=True) as conn:
@@ -357,38 +349,57 @@ def in_process_cycles(cycles: int, n_tasks: int, *, profile: int = 0) -> InProce
             token = store.issue_token("annotator-00", "annotator")
             store.add_items("bench", [{"item_id": f"e{j}"} for j in range(n_tasks)])
             store.add_tasks("bench", [{"item_id": f"e{j}"} for j in range(n_tasks)])
-            counts = {"queries": 0, "checkouts": 0}
-            engine = store._engine  # noqa: SLF001 - a benchmark counts what the store sends
-
-            tokens = None if TokenCache is None else TokenCache()
-
-            def one_cycle(i: int) -> None:
-                principal = _authenticate(store, tokens, token)
-                preview = _next_preview(store, principal.annotator)
-                principal = _authenticate(store, tokens, token)
-                store.answer_task(preview.task.id, principal.annotator, "pos", seconds=3.0,
-                                  idempotency_key=f"bench-{i}", source="api", actor=principal.name)
-
-            for i in range(5):  # warm: caches, prepared statements, the staging table
-                one_cycle(-1 - i)
-            sa.event.listen(engine, "before_cursor_execute", lambda *a: counts.__setitem__("queries", counts["queries"] + 1))
-            sa.event.listen(engine.pool, "checkout", lambda *a: counts.__setitem__("checkouts", counts["checkouts"] + 1))
-            profiler = cProfile.Profile(time.process_time) if profile else None  # CPU, not waits
-            cpu0, wall0 = time.process_time(), time.perf_counter()
-            if profiler:
-                profiler.enable()
-            for i in range(cycles):
-                one_cycle(i)
-            if profiler:
-                profiler.disable()
-            cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-            if profiler:
-                pstats.Stats(profiler).sort_stats("cumulative").print_stats(profile)
-        return InProcess(cycles=cycles, cpu_ms=cpu / cycles * 1000, wall_ms=wall / cycles * 1000,
-                         queries=counts["queries"] / cycles, checkouts=counts["checkouts"] / cycles)
+            yield store, token
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def in_process_cycles(cycles: int, n_tasks: int, *, profile: int = 0) -> InProcess:
+    """``cycles`` cycles of what the task API runs for one annotator, on a fresh PostgreSQL schema:
+    the token check, the next task with its preview, the token check, the answer (the calls of
+    ``serve.tasks.next_task`` and ``serve.tasks.answer``). With ``profile``, print cProfile's
+    ``profile`` costliest functions (cumulative)."""
+    import cProfile
+    import pstats
+
+    import sqlalchemy as sa
+
+    try:
+        from serve.auth import TokenCache
+    except ImportError:  # a commit before it (a before/after comparison)
+        TokenCache = None  # noqa: N806
+
+    with one_annotator_store(n_tasks) as (store, token):
+        counts = {"queries": 0, "checkouts": 0}
+        engine = store._engine  # noqa: SLF001 - a benchmark counts what the store sends
+
+        tokens = None if TokenCache is None else TokenCache()
+
+        def one_cycle(i: int) -> None:
+            principal = _authenticate(store, tokens, token)
+            preview = _next_preview(store, principal.annotator)
+            principal = _authenticate(store, tokens, token)
+            store.answer_task(preview.task.id, principal.annotator, "pos", seconds=3.0,
+                              idempotency_key=f"bench-{i}", source="api", actor=principal.name)
+
+        for i in range(5):  # warm: caches, prepared statements, the staging table
+            one_cycle(-1 - i)
+        sa.event.listen(engine, "before_cursor_execute", lambda *a: counts.__setitem__("queries", counts["queries"] + 1))
+        sa.event.listen(engine.pool, "checkout", lambda *a: counts.__setitem__("checkouts", counts["checkouts"] + 1))
+        profiler = cProfile.Profile(time.process_time) if profile else None  # CPU, not waits
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        if profiler:
+            profiler.enable()
+        for i in range(cycles):
+            one_cycle(i)
+        if profiler:
+            profiler.disable()
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        if profiler:
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(profile)
+    return InProcess(cycles=cycles, cpu_ms=cpu / cycles * 1000, wall_ms=wall / cycles * 1000,
+                     queries=counts["queries"] / cycles, checkouts=counts["checkouts"] / cycles)
 
 
 def _authenticate(store, tokens, token: str):

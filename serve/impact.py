@@ -59,9 +59,7 @@ def impact_json(store: LabelStore, streams: list[str], annotator: str | None) ->
     rounds: list[dict[str, Any]] = []
     totals: list[dict[str, Any]] = []
     for stream in streams:
-        table = store.annotator_impact(stream)
-        if annotator is not None:
-            table = table[table[ANNOTATOR] == annotator]
+        table = store.annotator_impact(stream, annotator=annotator)
         if table.empty:
             continue
         rounds.extend(_rows(table, stream))

@@ -154,23 +154,29 @@ def _item_ids(conn: Connection, stream: Stream, values: pd.Series, cache: dict[s
 
 def _annotator_ids(conn: Connection, stream: Stream, values: pd.Series) -> np.ndarray:
     names = external_ids(values, ANNOTATOR)
+    ids = annotator_ids(conn, stream, names.unique().tolist())
+    return names.map(ids).to_numpy(dtype=np.int64)
+
+
+def annotator_ids(conn: Connection, stream: Stream, names: list[str]) -> dict[str, int]:
+    """Ids of annotators by (checked) name; refuses unknown, inactive and off-stream ones."""
     mark = "?" if conn.dialect.name == "sqlite" else "%s"
     on_stream = (f"EXISTS (SELECT 1 FROM stream_annotators s WHERE s.annotator_id = annotators.id "
                  f"AND s.stream_id = {mark})")
-    rows = lookup_fast(conn, "annotators", "name", names.unique().tolist(), ("name", "id", "active", on_stream),
+    rows = lookup_fast(conn, "annotators", "name", names, ("name", "id", "active", on_stream),
                        select_params=(stream.id,))
     info = {name: (id_, active, on) for name, id_, active, on in rows}
-    unknown = [n for n in names.unique() if n not in info]
+    unknown = [n for n in names if n not in info]
     if unknown:
         raise fail(ANNOTATOR, "registered annotators (add them with add_annotator)",
                    f"{len(unknown)} unknown annotators, e.g. {unknown[:5]}")
-    off = [n for n in names.unique() if not info[n][2]]
+    off = [n for n in names if not info[n][2]]
     if off:
         raise fail(ANNOTATOR, f"annotators on stream {stream.name!r}", f"annotators not on it: {off[:5]}")
-    inactive = [n for n in names.unique() if not info[n][1]]
+    inactive = [n for n in names if not info[n][1]]
     if inactive:
         raise fail(ANNOTATOR, "active annotators", f"inactive annotators {inactive[:5]}")
-    return names.map({n: v[0] for n, v in info.items()}).to_numpy(dtype=np.int64)
+    return {n: int(v[0]) for n, v in info.items()}
 
 
 def guideline_ids(conn: Connection, stream: Stream, values: pd.Series | None, n: int) -> pd.Series:

@@ -3,6 +3,7 @@ JSON, content hashes, lookups of many ids in one query."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -199,18 +200,28 @@ def content_hash_row(values: Sequence[tuple[str, Any]]) -> int:
     >>> content_hash_row([("int", 3), ("text", None), ("float", 0.5)]) == int(content_hash(frame)[0])
     True
     """
+    values = list(values)
+    ints: list[int] = []
+    floats: list[float] = []
+    texts: list[Any] = []
+    for kind, value in values:
+        if kind == "int":
+            ints.append(-(2 ** 62) if value is None else value)
+        elif kind == "float":
+            floats.append(-np.inf if value is None or np.isnan(value) else value)
+        elif kind == "text":
+            texts.append(_NULL_TEXT[0] if value is None else str(value))
+        else:
+            raise ValueError(f"The 'kind' of a cell must be one of ['float', 'int', 'text']. Got {kind!r} instead.")
+    # hash_array hashes each element on its own: one call per kind (not per cell), then the
+    # cells' hashes combined in column order as content_hash does.
+    hashed = {"int": iter(pd.util.hash_array(np.array(ints, dtype=np.int64))),
+              "float": iter(pd.util.hash_array(np.array(floats, dtype=np.float64))),
+              "text": iter(pd.util.hash_array(np.array(texts, dtype=object)))}
     combined = np.full(1, 0x345678, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for kind, value in values:
-            if kind == "int":
-                cell = np.array([-(2 ** 62) if value is None else value], dtype=np.int64)
-            elif kind == "float":
-                cell = np.array([-np.inf if value is None or np.isnan(value) else value], dtype=np.float64)
-            elif kind == "text":
-                cell = _NULL_TEXT if value is None else np.array([str(value)], dtype=object)
-            else:
-                raise ValueError(f"The 'kind' of a cell must be one of ['float', 'int', 'text']. Got {kind!r} instead.")
-            combined = (combined ^ pd.util.hash_array(cell)) * np.uint64(1_000_003)
+        for kind, _ in values:
+            combined = (combined ^ next(hashed[kind])) * np.uint64(1_000_003)
     return int(combined.view(np.int64)[0])
 
 
@@ -237,6 +248,23 @@ def lookup_fast(conn: Connection, table: str, key: str, values: Sequence[Any], c
         return [tuple(r) for r in cursor.fetchall()]
     finally:
         cursor.close()
+
+
+def int_rows(rows: Sequence[Sequence[Any]], width: int) -> np.ndarray:
+    """Rows of ``width`` integers (no NULLs) as an ``(n, width)`` int64 array.
+
+    Through one flat iterator: ``np.array`` of SQLAlchemy Rows probes each Row for the array
+    protocols, a failing key lookup apiece (~20 ms for 200 rows of 3 columns).
+
+    Examples
+    --------
+    >>> int_rows([(1, 2), (3, 4)], 2).tolist()
+    [[1, 2], [3, 4]]
+    >>> int_rows([], 3).shape
+    (0, 3)
+    """
+    flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=len(rows) * width)
+    return flat.reshape(-1, width)
 
 
 def nullable(values: pd.Series) -> list:

@@ -16,6 +16,7 @@ long program's rounds stay flat.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping
 from typing import Any, Final
 
@@ -27,7 +28,7 @@ from sqlalchemy.engine import Connection
 from ..columns import ANNOTATOR, ITEM, LABEL
 from ..impact import PREDICTED, RESOLUTION_ID, ROUND, SKILL, STATUS, SUPERSEDES, ImpactInputs
 from . import _schema as S
-from ._convert import lookup
+from ._convert import lookup_fast
 from ._records import Stream
 from ._writes import record_events
 
@@ -51,7 +52,10 @@ def close_round(conn: Connection, stream: Stream, round_: int, skills: Mapping[s
 def round_marks(conn: Connection, stream: Stream) -> list[dict[str, Any]]:
     """Every ``round.closed`` mark of the stream, oldest first."""
     e = S.events
-    rows = conn.execute(sa.select(e.c.entity_id, e.c.after).where(e.c.stream_id == stream.id,
+    # A round's event names no item (close_round): "item_id IS NULL" lets the database find
+    # the few item-less events through ix_events_item instead of reading every event (one per
+    # answer, task step and resolution).
+    rows = conn.execute(sa.select(e.c.entity_id, e.c.after).where(e.c.item_id.is_(None), e.c.stream_id == stream.id,
                                                                   e.c.action == ROUND_CLOSED).order_by(e.c.id)).all()
     return [{**after, "round": int(round_)} for round_, after in rows]
 
@@ -106,9 +110,46 @@ def impact_inputs(conn: Connection, stream: Stream, marks: list[dict] | None = N
             r.c.stream_id == stream.id, _in_ranges(r.c.id, _ranges(marks, "resolution", rounds)))).scalars().all()
         new_d = conn.execute(sa.select(d.c.item_id).where(where_d)).scalars().all()
         items = sorted(set(new_a) | set(new_r) | set(new_d))
-    ann = _select(conn, a, [a.c.id, a.c.item_id, a.c.annotator_id, a.c.label], stream, items,
+    return _inputs(conn, stream, marks, rounds, answer_items=items, history_items=items, where_d=where_d)
+
+
+def annotator_inputs(conn: Connection, stream: Stream, annotator_id: int,
+                     marks: list[dict] | None = None) -> ImpactInputs:
+    """The frames whose table has the same rows for ``annotator_id`` as the whole history's,
+    at the cost of what that annotator touched, not of the stream's history.
+
+    Their rows need: every answer on the items they answered or disputed (who else gave the
+    same label), the resolution chains of those items (the current label; the changes they
+    backed), their own disputes, and each of their rounds' denominator, the round's label
+    changes the retrained model agrees with: the chains of the items changed in their rounds
+    (without those items' answers: the annotator gave none) and those items' next predictions.
+    Other annotators' rows of this table are incomplete.
+    """
+    marks = round_marks(conn, stream) if marks is None else marks
+    a, r, d = S.annotations, S.resolutions, S.disputes
+    answered = conn.execute(sa.select(a.c.id, a.c.item_id).where(a.c.stream_id == stream.id,
+                                                                  a.c.annotator_id == annotator_id)).all()
+    where_d = (d.c.stream_id == stream.id) & (d.c.annotator_id == annotator_id)
+    disputed = conn.execute(sa.select(d.c.id, d.c.item_id).where(where_d)).all()
+    rounds = set(_rounds(pd.Series([row[0] for row in answered], dtype=np.int64), marks, "annotation").tolist()) | \
+        set(_rounds(pd.Series([row[0] for row in disputed], dtype=np.int64), marks, "dispute").tolist())
+    changed = conn.execute(sa.select(r.c.item_id).where(
+        r.c.stream_id == stream.id, r.c.supersedes_id.isnot(None),
+        _in_ranges(r.c.id, _ranges(marks, "resolution", rounds)))).scalars().all() if rounds else []
+    mine = {row[1] for row in answered} | {row[1] for row in disputed}
+    return _inputs(conn, stream, marks, rounds, answer_items=sorted(mine), history_items=sorted(mine | set(changed)),
+                   where_d=where_d)
+
+
+def _inputs(conn: Connection, stream: Stream, marks: list[dict], rounds: Collection[int] | None, *,
+            answer_items: list[int] | None, history_items: list[int] | None, where_d) -> ImpactInputs:
+    """The frames of the answers on ``answer_items``, the resolutions of ``history_items`` (None:
+    every item of the stream), the disputes of ``where_d``, and the skills of ``rounds``."""
+    a, r, d = S.annotations, S.resolutions, S.disputes
+    items = history_items
+    ann = _select(conn, a, [a.c.id, a.c.item_id, a.c.annotator_id, a.c.label], stream, answer_items,
                   ["id", "item_key", "who", LABEL])
-    res = _select(conn, r, [r.c.id, r.c.item_id, r.c.label, r.c.supersedes_id], stream, items,
+    res = _select(conn, r, [r.c.id, r.c.item_id, r.c.label, r.c.supersedes_id], stream, history_items,
                   [RESOLUTION_ID, "item_key", LABEL, SUPERSEDES])
     dis = _rows_frame(conn.execute(sa.select(d.c.id, d.c.item_id, d.c.annotator_id, d.c.label, d.c.status)
                                    .where(where_d, d.c.annotator_id.isnot(None)).order_by(d.c.id)).all(),
@@ -119,7 +160,7 @@ def impact_inputs(conn: Connection, stream: Stream, marks: list[dict] | None = N
                                      .where(S.items.c.stream_id == stream.id)).all())
     else:
         keys = pd.concat([ann["item_key"], res["item_key"], dis["item_key"]]).unique().tolist()
-        external = dict(lookup(conn, S.items.c.id, keys, S.items.c.id, S.items.c.external_id))
+        external = dict(lookup_fast(conn, "items", "id", keys, ("id", "external_id")))
     answers = pd.DataFrame({ITEM: ann["item_key"].map(external).astype(object),
                             ANNOTATOR: ann["who"].map(names).astype(object),
                             LABEL: ann[LABEL].astype(np.int64), ROUND: _rounds(ann["id"], marks, "annotation")})
@@ -151,7 +192,11 @@ def _select(conn: Connection, table: sa.Table, columns: list[sa.Column], stream:
     if items is None:
         rows = conn.execute(sa.select(*columns).where(table.c.stream_id == stream.id).order_by(columns[0])).all()
     else:
-        rows = lookup(conn, table.c.item_id, items, *columns, where=table.c.stream_id == stream.id)
+        # The ids as one parameter (lookup_fast): an IN list of thousands cost more to build
+        # than to run.
+        mark = "?" if conn.dialect.name == "sqlite" else "%s"
+        rows = lookup_fast(conn, table.name, "item_id", items, [c.name for c in columns],
+                           where=f"{table.name}.stream_id = {mark}", params=(stream.id,))
     frame = _rows_frame(rows, names)
     return frame.sort_values(names[0], kind="stable").reset_index(drop=True)
 
@@ -169,12 +214,15 @@ def _next_predictions(conn: Connection, history: pd.DataFrame, marks: list[dict]
     if changes.empty:
         return empty
     p = S.predictions
-    rows = lookup(conn, p.c.item_id, changes["item_key"].astype(int).tolist(), p.c.id, p.c.item_id, p.c.probs)
+    rows = lookup_fast(conn, "predictions", "item_id", changes["item_key"].astype(int).tolist(),
+                       ("id", "item_id", "probs"))
     if not rows:
         return empty
     stored = _rows_frame(rows, ["id", "item_key", "probs"]).sort_values("id")
-    # A stream's probabilities all have its class count: one array, one argmax.
-    stored[PREDICTED] = np.asarray(stored["probs"].tolist(), dtype=float).argmax(axis=1)
+    # A stream's probabilities all have its class count: one array, one argmax. (The driver's
+    # own cursor: SQLite hands the JSON over as text.)
+    probs = [json.loads(v) if isinstance(v, str) else v for v in stored["probs"].tolist()]
+    stored[PREDICTED] = np.asarray(probs, dtype=float).argmax(axis=1)
     wanted = changes[["item_key", ITEM, ROUND]].astype({"item_key": np.int64}).drop_duplicates()
     wanted["after"] = wanted[ROUND].map(closed).astype(np.int64) + 1
     found = pd.merge_asof(wanted.sort_values("after"),

@@ -31,6 +31,7 @@ Guideline sections (:func:`guideline_section`)
 from __future__ import annotations
 
 import functools
+import math
 import re
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -41,14 +42,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
-from .._validation import _describe, check_text, fail
+from .._validation import _describe, _text_problem, check_text, fail
 from ..columns import ITEM, LABEL, SECONDS
 from ..exceptions import ConflictError, ForbiddenError, NotFoundError
 from . import _annotations, _resolutions
 from . import _schema as S
 from ._columns import (EVIDENCE, FLAGS, GUIDELINE_VERSION, IDEMPOTENCY_KEY, SOURCE, SUGGESTION,
                        SUGGESTION_CONFIDENCE, TASK_ID)
-from ._convert import content_hash_row, json_text, stamp_params
+from ._convert import content_hash_row, int_rows, json_text, stamp_params
 from ._records import Dispute, Escalation, QueueMetrics, Stream, Suggestion
 from ._writes import record_events
 
@@ -69,10 +70,16 @@ SLA_ACTOR: Final = "sla"
 # ----------------------------------------------------------------------------- claiming
 
 def own_unfinished(conn: Connection, annotator_id: int, stream_ids: list[int]) -> int | None:
+    return conn.execute(_own_unfinished_select(), {"annotator_id": annotator_id,
+                                                   "stream_ids": list(stream_ids)}).scalar()
+
+
+@functools.cache
+def _own_unfinished_select() -> sa.Select:
     t = S.tasks
-    return conn.execute(sa.select(t.c.id).where(t.c.annotator_id == annotator_id, t.c.status == "assigned",
-                                                t.c.stream_id.in_(stream_ids))
-                        .order_by(t.c.assigned_at, t.c.id).limit(1)).scalar()
+    return (sa.select(t.c.id).where(t.c.annotator_id == sa.bindparam("annotator_id"), t.c.status == "assigned",
+                                    t.c.stream_id.in_(sa.bindparam("stream_ids", expanding=True)))
+            .order_by(t.c.assigned_at, t.c.id).limit(1))
 
 
 def candidates(conn: Connection, annotator_id: int, tier: int, stream_ids: list[int]) -> pd.DataFrame:
@@ -80,7 +87,7 @@ def candidates(conn: Connection, annotator_id: int, tier: int, stream_ids: list[
     rows = conn.execute(_candidates_select(tier >= EXPERT_TIER),
                         {"annotator_id": annotator_id, "tier": tier, "stream_ids": list(stream_ids)}).all()
     # Three integer columns: through one array (a frame from 200 Row objects costs more).
-    return pd.DataFrame(np.array(rows, dtype=np.int64).reshape(-1, 3), columns=["task_id", "stream_id", "item_id"])
+    return pd.DataFrame(int_rows(rows, 3), columns=["task_id", "stream_id", "item_id"])
 
 
 @functools.cache
@@ -154,13 +161,20 @@ def likely_pair(probs: list[float]) -> tuple[int, int]:
 
 def skill_history(conn: Connection, annotator_id: int, stream_ids: list[int]) -> pd.DataFrame:
     """The annotator's labels on resolved items: stream_id, label, resolved (current label)."""
+    rows = conn.execute(_skill_history_select(), {"annotator_id": annotator_id, "stream_ids": list(stream_ids)}).all()
+    return pd.DataFrame(int_rows(rows, 3), columns=["stream_id", "label", "resolved"])
+
+
+@functools.cache
+def _skill_history_select() -> sa.Select:
+    # Built once with bound parameters, as _candidates_select: it runs on every claim.
     a, r = S.annotations, S.resolutions
     later = S.resolutions.alias("later")
     current = ~sa.exists().where(later.c.supersedes_id == r.c.id)
-    rows = conn.execute(sa.select(a.c.stream_id, a.c.label, r.c.label).select_from(a)
-                        .join(r, (r.c.item_id == a.c.item_id) & current)
-                        .where(a.c.annotator_id == annotator_id, a.c.stream_id.in_(stream_ids))).all()
-    return pd.DataFrame(np.array(rows, dtype=np.int64).reshape(-1, 3), columns=["stream_id", "label", "resolved"])
+    return (sa.select(a.c.stream_id, a.c.label, r.c.label).select_from(a)
+            .join(r, (r.c.item_id == a.c.item_id) & current)
+            .where(a.c.annotator_id == sa.bindparam("annotator_id"),
+                   a.c.stream_id.in_(sa.bindparam("stream_ids", expanding=True))))
 
 
 def pair_skill(history: pd.DataFrame, stream_id: int, pair: tuple[int, int] | None) -> float:
@@ -290,14 +304,17 @@ def _claim_update() -> sa.Update:
 def task_row(conn: Connection, task_id: Any, *, lock: bool = False):
     if isinstance(task_id, bool) or not isinstance(task_id, (int, np.integer)):
         raise fail(TASK_ID, "an integer task id", _describe(task_id))
-    t = S.tasks
-    query = sa.select(t).where(t.c.id == int(task_id))
-    if lock and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    row = conn.execute(_task_select(lock and conn.dialect.name == "postgresql"), {"id": int(task_id)}).first()
     if row is None:
         raise NotFoundError(f"The 'task_id' argument must be the id of a stored task. Got {task_id!r} instead.")
     return row
+
+
+@functools.cache
+def _task_select(lock: bool) -> sa.Select:
+    t = S.tasks
+    query = sa.select(t).where(t.c.id == sa.bindparam("id"))
+    return query.with_for_update() if lock else query
 
 
 def answer_key(task_id: int, key: str | None) -> str:
@@ -310,7 +327,52 @@ def answer_key(task_id: int, key: str | None) -> str:
 
 def answer_content(stream: Stream, label: Any, *, rationale: Any, evidence: Any, seconds: Any,
                    flags: Any) -> dict[str, Any]:
-    """The caller's content in stored form, validated (a retry must send the same)."""
+    """The caller's content in stored form, validated (a retry must send the same).
+
+    What an API answer sends (a class name or code, text or nothing, a number or nothing, a
+    list of flags) is checked as scalars; anything else goes through the batch checks of
+    :func:`_answer_content_frame`, which this equals value for value and error for error
+    (a property test)."""
+    code = _label_code(stream, label)
+    rat = _plain_rationale(rationale)
+    sec = seconds if seconds is None or _plain_seconds(seconds) else _MISSING
+    if code is _MISSING or rat is _MISSING or sec is _MISSING:
+        return _answer_content_frame(stream, label, rationale=rationale, evidence=evidence, seconds=seconds,
+                                     flags=flags)
+    flag = None if flags is None or (isinstance(flags, float) and flags != flags) else \
+        _annotations._flag_list(flags, 0)
+    return {"label": code, "rationale": rat, "evidence": json_text(evidence, EVIDENCE),
+            "seconds": None if sec is None else float(sec), "flags": flag}
+
+
+_MISSING: Final = object()  # "not a plain value: let the batch checks judge it"
+
+
+def _label_code(stream: Stream, label: Any) -> Any:
+    if type(label) is str:
+        return stream.classes.index(label) if label in stream.classes else _MISSING
+    if type(label) is int and 0 <= label < len(stream.classes):
+        return label
+    return _MISSING
+
+
+def _plain_rationale(rationale: Any) -> Any:
+    if rationale is None:
+        return None
+    if type(rationale) is not str or _text_problem(rationale, max_chars=S.MAX_RATIONALE_CHARS, empty=True):
+        return _MISSING
+    return rationale or None  # an empty rationale is no rationale (_annotations._rationales)
+
+
+def _plain_seconds(seconds: Any) -> bool:
+    # Ints only up to 2**53, where float() is exact (as pandas' conversion of the column).
+    return (type(seconds) is float and math.isfinite(seconds) and seconds >= 0) or \
+        (type(seconds) is int and 0 <= seconds <= 2 ** 53)
+
+
+def _answer_content_frame(stream: Stream, label: Any, *, rationale: Any, evidence: Any, seconds: Any,
+                          flags: Any) -> dict[str, Any]:
+    """:func:`answer_content` through the batch checks of :func:`_annotations.prepare` on one row."""
     probe = pd.DataFrame({LABEL: [label]})
     code = int(_annotations.label_codes(probe[LABEL], stream, LABEL).iloc[0])
     rat = _annotations._rationales(pd.Series([rationale], dtype=object), 1).iloc[0]
@@ -328,7 +390,12 @@ def stored_content(row) -> dict[str, Any]:
 
 
 def existing_answer(conn: Connection, key: str):
-    return conn.execute(sa.select(S.annotations).where(S.annotations.c.idempotency_key == key)).first()
+    return conn.execute(_existing_answer_select(), {"key": key}).first()
+
+
+@functools.cache
+def _existing_answer_select() -> sa.Select:
+    return sa.select(S.annotations).where(S.annotations.c.idempotency_key == sa.bindparam("key"))
 
 
 def shown_suggestion(conn: Connection, task, stream: Stream) -> tuple[int | None, float | None]:
@@ -345,21 +412,28 @@ def shown_suggestion(conn: Connection, task, stream: Stream) -> tuple[int | None
 
 def shown_guideline_text(conn: Connection, task):
     """The version and text of the guideline a task shows (:func:`shown_guideline`), or None."""
-    g = S.guideline_versions
-    query = sa.select(g.c.version, g.c.text)
     if task.guideline_version_id is not None:
-        return conn.execute(query.where(g.c.id == task.guideline_version_id)).one()
-    return conn.execute(query.where(g.c.stream_id == task.stream_id, g.c.published_at.is_not(None))
-                        .order_by(g.c.version.desc()).limit(1)).first()
+        return conn.execute(_guideline_select(own=True, text=True), {"id": task.guideline_version_id}).one()
+    return conn.execute(_guideline_select(own=False, text=True), {"stream_id": task.stream_id}).first()
 
 
 def shown_guideline(conn: Connection, task) -> int | None:
     """The guideline version id a task shows: its own, else the newest published one."""
     if task.guideline_version_id is not None:
         return task.guideline_version_id
+    return conn.execute(_guideline_select(own=False, text=False), {"stream_id": task.stream_id}).scalar()
+
+
+@functools.cache
+def _guideline_select(*, own: bool, text: bool) -> sa.Select:
+    """The task's own version (``own``: by id) or its stream's newest published one, as
+    (version, text) or (``text`` False) its id. Built once: every next and answer runs one."""
     g = S.guideline_versions
-    return conn.execute(sa.select(g.c.id).where(g.c.stream_id == task.stream_id, g.c.published_at.is_not(None))
-                        .order_by(g.c.version.desc()).limit(1)).scalar()
+    query = sa.select(g.c.version, g.c.text) if text else sa.select(g.c.id)
+    if own:
+        return query.where(g.c.id == sa.bindparam("id"))
+    return (query.where(g.c.stream_id == sa.bindparam("stream_id"), g.c.published_at.is_not(None))
+            .order_by(g.c.version.desc()).limit(1))
 
 
 def answer_row(conn: Connection, stream: Stream, task, annotator: str, content: dict[str, Any], *, key: str,
@@ -369,7 +443,7 @@ def answer_row(conn: Connection, stream: Stream, task, annotator: str, content: 
     scalars without a frame: the content is already checked
     (:func:`answer_content`), the item and task are the task's own, so only the annotator,
     what was shown and the source are left to check, without a batch's frame machinery."""
-    annotator_id = int(_annotations._annotator_ids(conn, stream, pd.Series([annotator], dtype=object))[0])
+    annotator_id = _annotations.annotator_ids(conn, stream, [annotator])[annotator]
     suggestion, confidence = shown_suggestion(conn, task, stream)
     if suggestion is not None and not (0 <= suggestion < len(stream.classes)):
         raise fail(SUGGESTION, f"class codes 0..{len(stream.classes) - 1} or names in {list(stream.classes)} "

@@ -10,6 +10,7 @@ is a new resolution that supersedes the old one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -663,10 +664,7 @@ class LabelStore:
     def _task_item_row(self, conn: Connection, task_id: int):
         """One task as a row (the frame of _tasks_query costs more than the query), with what its
         preview needs: stream_id, item_pk, guideline_version_id, payload, payload_ref."""
-        t, i = S.tasks, S.items
-        row = conn.execute(self._tasks_select(sa.select().where(t.c.id == task_id)).add_columns(
-            t.c.stream_id, t.c.item_id.label("item_pk"), t.c.guideline_version_id, i.c.payload,
-            i.c.payload_ref)).first()
+        row = conn.execute(_task_item_select(), {"task_id": task_id}).first()
         if row is None:
             raise _not_found("task_id", "the id of a stored task", _describe(task_id))
         return row
@@ -681,7 +679,8 @@ class LabelStore:
             where = where & S.tasks.c.status.in_([_status(v).value for v in statuses])
         return self._tasks_query(sa.select().where(where)).drop(columns="stream")
 
-    def _tasks_select(self, base: sa.Select) -> sa.Select:
+    @staticmethod
+    def _tasks_select(base: sa.Select) -> sa.Select:
         t, i, a, g, st = S.tasks, S.items, S.annotators, S.guideline_versions, S.streams
         return (base.add_columns(t.c.id.label("task_id"), st.c.name.label("stream"), i.c.external_id.label(ITEM),
                                  t.c.tier, a.c.name.label(ANNOTATOR), g.c.version.label(GUIDELINE_VERSION), t.c.status,
@@ -954,11 +953,20 @@ class LabelStore:
         """Per annotator and round, what their answers did to the stream's labels
         (:func:`loop.impact.annotator_impact`: skill, answers, confirmed, overturned, pending,
         disputes won, errors fixed, those the retrained model agrees with, share of the
-        round's error reduction); ``annotator`` keeps one person's rows."""
-        if annotator is not None:
-            _name(annotator, "annotator")
-        table = self.impact_inputs(stream).table()
-        return table if annotator is None else table[table[ANNOTATOR] == annotator].reset_index(drop=True)
+        round's error reduction); ``annotator`` keeps one person's rows, read at the cost of what
+        they touched (:func:`loop.store._impact.annotator_inputs`), not of the whole history."""
+        if annotator is None:
+            return self.impact_inputs(stream).table()
+        _name(annotator, "annotator")
+        s = self.stream(stream)
+        with self._read() as conn:
+            # An unknown name has no rows: id -1 matches none (as filtering the whole table did).
+            who = conn.execute(sa.select(S.annotators.c.id).where(S.annotators.c.name == annotator)).scalar()
+            inputs = _impact.annotator_inputs(conn, s, -1 if who is None else int(who))
+        table = inputs.table()
+        table = table[table[ANNOTATOR] == annotator].reset_index(drop=True)
+        # Typed as the whole history's rows are (counting no row leaves the round an object column).
+        return table.astype({ROUND: np.int64}) if table.empty else table
 
     # ----------------------------------------------------------------- exchange
     def export_annotations(self, stream: str, path: str | Path) -> Path:
@@ -1394,18 +1402,15 @@ class LabelStore:
             return _tasks.queue_metrics(conn, at)
 
     def _annotator_row(self, conn: Connection, name: str, *, lock: bool = False):
-        query = sa.select(S.annotators).where(S.annotators.c.name == str(name))
-        if lock and conn.dialect.name == "postgresql":  # SQLite's write lock already is one
-            query = query.with_for_update()
-        row = conn.execute(query).first()
+        # SQLite's write lock already is one.
+        row = conn.execute(_annotator_select(lock and conn.dialect.name == "postgresql"), {"name": str(name)}).first()
         if row is None:
             raise NotFoundError(f"The {ANNOTATOR!r} argument must be a registered annotator (add_annotator). "
                                 f"Got {name!r} instead.")
         return row
 
     def _annotator_stream_ids(self, conn: Connection, annotator_id: int) -> list[int]:
-        sa_ = S.stream_annotators
-        return sorted(conn.execute(sa.select(sa_.c.stream_id).where(sa_.c.annotator_id == annotator_id)).scalars())
+        return sorted(conn.execute(_annotator_streams_select(), {"annotator_id": annotator_id}).scalars())
 
     def _item_row(self, conn: Connection, s: Stream, item_id: Any):
         i = S.items
@@ -1421,11 +1426,8 @@ class LabelStore:
     def _annotation(self, conn: Connection, annotation_id: int | None = None, *, key: str | None = None) -> Annotation:
         """The stored annotation with id ``annotation_id``, or (one query fewer for a writer that
         knows only its key) with idempotency key ``key``."""
-        a, i, p, g = S.annotations, S.items, S.annotators, S.guideline_versions
-        where = a.c.id == annotation_id if key is None else a.c.idempotency_key == key
-        row = conn.execute(sa.select(a, i.c.external_id, p.c.name.label("annotator"), g.c.version.label("gv"))
-                           .join(i, i.c.id == a.c.item_id).join(p, p.c.id == a.c.annotator_id)
-                           .outerjoin(g, g.c.id == a.c.guideline_version_id).where(where)).one()
+        row = conn.execute(_annotation_select(by_key=key is not None),
+                           {"value": annotation_id if key is None else key}).one()
         s = self._stream_by_id(conn, row.stream_id)
         flags = row.flags if isinstance(row.flags, list) or row.flags is None else json.loads(row.flags)
         return Annotation(id=row.id, stream=s.name, task_id=row.task_id, item_id=row.external_id,
@@ -1433,6 +1435,36 @@ class LabelStore:
                           seconds=row.seconds, flags=tuple(flags or ()), suggestion=row.suggestion,
                           suggestion_confidence=row.suggestion_confidence, guideline_version=row.gv,
                           source=row.source, created_at=row.created_at, idempotency_key=row.idempotency_key)
+
+
+@functools.cache
+def _annotator_select(lock: bool) -> sa.Select:
+    # The statements below run on every task API request: built once, with bound values.
+    query = sa.select(S.annotators).where(S.annotators.c.name == sa.bindparam("name"))
+    return query.with_for_update() if lock else query
+
+
+@functools.cache
+def _annotator_streams_select() -> sa.Select:
+    sa_ = S.stream_annotators
+    return sa.select(sa_.c.stream_id).where(sa_.c.annotator_id == sa.bindparam("annotator_id"))
+
+
+@functools.cache
+def _annotation_select(*, by_key: bool) -> sa.Select:
+    a, i, p, g = S.annotations, S.items, S.annotators, S.guideline_versions
+    where = a.c.idempotency_key == sa.bindparam("value") if by_key else a.c.id == sa.bindparam("value")
+    return (sa.select(a, i.c.external_id, p.c.name.label("annotator"), g.c.version.label("gv"))
+            .join(i, i.c.id == a.c.item_id).join(p, p.c.id == a.c.annotator_id)
+            .outerjoin(g, g.c.id == a.c.guideline_version_id).where(where))
+
+
+@functools.cache
+def _task_item_select() -> sa.Select:
+    # Built once with a bound task id: building it cost more CPU than running it, twice a cycle.
+    t, i = S.tasks, S.items
+    return LabelStore._tasks_select(sa.select().where(t.c.id == sa.bindparam("task_id"))).add_columns(
+        t.c.stream_id, t.c.item_id.label("item_pk"), t.c.guideline_version_id, i.c.payload, i.c.payload_ref)
 
 
 def _task_of(row) -> Task:

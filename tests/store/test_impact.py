@@ -3,11 +3,13 @@ every figure is known by construction (tests/store/impact_history.py)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from loop.exceptions import SchemaError
 from loop.impact import IMPACT_COLUMNS, impact_totals
+from loop.store import _impact
 
 from .impact_history import EXPECTED, SKILLS_1, STREAM, build_history
 
@@ -95,3 +97,55 @@ def test_impact_inputs_refuses_bad_rounds_and_marks(store, kwargs, field):
     store.create_stream("s", ["a", "b"])
     with pytest.raises(SchemaError, match=f"'{field}'"):
         store.impact_inputs("s", **kwargs)
+
+
+def _random_history(store, *, n_items: int = 60, rounds: int = 3, seed: int = 0) -> list[str]:
+    """Two answers an item from six annotators, a third of the labels changed by a superseding
+    resolution, a retrained model's predictions after each close, then an open round."""
+    rng = np.random.default_rng(seed)
+    store.create_stream("r", ["c0", "c1", "c2"])
+    people = [f"p{j}" for j in range(6)]
+    for name in people:
+        store.add_annotator(name, streams=["r"])
+    store.add_model_version("m")
+    per_round = n_items // rounds
+    for r in range(rounds + 1):
+        ids = [f"i{r}-{k}" for k in range(per_round)]
+        store.add_items("r", [{"item_id": i} for i in ids])
+        who = np.array([rng.choice(people, 2, replace=False) for _ in range(per_round)])
+        labels = rng.integers(0, 3, size=(per_round, 2))
+        store.add_annotations("r", pd.DataFrame({"item_id": np.repeat(ids, 2), "annotator_id": who.ravel(),
+                                                 "label": labels.ravel(),
+                                                 "idempotency_key": [f"{i}:{n}" for i in ids for n in range(2)]}))
+        if r == rounds:
+            break  # the round in progress: answered, not resolved, not closed
+        store.add_resolutions("r", pd.DataFrame({"item_id": ids, "label": labels[:, 0]}), method="consensus")
+        heads = store.resolved_labels("r").set_index("item_id")["resolution_id"]
+        changed = [(i, int(b)) for i, (a, b) in zip(ids, labels) if a != b]
+        store.add_resolutions("r", pd.DataFrame({"item_id": [i for i, _ in changed], "label": [b for _, b in changed],
+                                                 "supersedes": [int(heads[i]) for i, _ in changed]}),
+                              method="adjudicated")
+        store.close_round("r", r, skills={p: float(rng.uniform(0.5, 1.0)) for p in people})
+        store.add_model_version(f"m{r + 1}")
+        store.add_predictions("r", f"m{r + 1}", [{"item_id": i, "probs": list(rng.dirichlet(np.ones(3)))}
+                                                  for i in ids])
+    return people
+
+
+def test_one_annotators_rows_read_alone_are_their_rows_of_the_whole_history(store):
+    # GET /v1/me/impact reads one annotator's figures at the cost of what they touched: their
+    # rows must be those of the whole history's table, to the bit, on both engines.
+    build_history(store)
+    people = _random_history(store)
+    for stream, names in ((STREAM, ["ann", "bob", "eve", "p0"]), ("r", people + ["ann"])):
+        whole = store.annotator_impact(stream)
+        for name in names:
+            alone = store.annotator_impact(stream, annotator=name)
+            expected = whole[whole["annotator_id"] == name].reset_index(drop=True)
+            pd.testing.assert_frame_equal(alone, expected, check_exact=True)
+            assert len(alone) == len(expected)
+        assert (whole["share_of_error_reduction"] > 0).any()  # the shares were put to the test
+    # It reads what the annotator touched: their answers' items, not every answer.
+    with store._read() as conn:
+        one = _impact.annotator_inputs(conn, store.stream("r"), store.annotator("p0").id)
+    assert 0 < len(one.answers) < len(store.annotations_frame("r"))
