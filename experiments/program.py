@@ -196,7 +196,7 @@ from loop.calibration import reliability_table
 from loop.exceptions import LoopError
 from loop.columns import ANNOTATOR, COST, ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, SECONDS
 from loop.gate import ModelEvaluation, decide
-from loop.issues import confused_pairs, label_posteriors
+from loop.issues import annotator_skills, confused_pairs, label_posteriors
 from loop.resolution import METHOD_CONSENSUS, METHOD_EXPERT, resolve_actions
 from loop.routing import RoutingThresholds, route, score_items
 from loop.store import ANNOTATION_ID, TASK_ID, LabelStore, StreamHistory, head_revision
@@ -861,7 +861,7 @@ class _Program:
         self._store_predictions(arrived, probs, decisions, plan)
         self.guidance.before_work(round_)
         spent_before, rows_before = float(annotations[COST].sum()), len(annotations)
-        answers = self._execute(plan, round_, annotations)
+        answers = self._execute(plan, round_, annotations, prefer=self._skills(posterior, signals, annotations))
         annotations = self.history.annotations()
         planned_work = len(annotations)
         round_labels = self._resolve(plan, answers, annotations, signals, probs)
@@ -1156,11 +1156,25 @@ class _Program:
             rows[REASON] = why[REASON].reindex(rows[ITEM]).to_numpy()
         self.store.add_predictions(self.stream, name, rows)
 
-    def _execute(self, plan: pd.DataFrame, round_: int, annotations: pd.DataFrame) -> pd.DataFrame:
+    def _skills(self, posterior: np.ndarray, scores: pd.DataFrame, annotations: pd.DataFrame) -> pd.Series | None:
+        """Under ``tiered``, the crowd's estimated skills (:func:`loop.issues.annotator_skills`
+        on the round's posterior): its crowd work goes to the most skilled of the people who may
+        answer. The other strategies draw their annotators at random, as their definitions say."""
+        if self.cfg.strategy is not Strategy.TIERED or annotations.empty:
+            return None
+        crowd = annotations.loc[~annotations[ANNOTATOR].isin(self.experts), [ITEM, ANNOTATOR, LABEL]]
+        if crowd.empty:
+            return None
+        return annotator_skills(posterior, annotations=crowd.astype({ITEM: str}),
+                                item_ids=scores[ITEM].astype(str).to_numpy(dtype=object))
+
+    def _execute(self, plan: pd.DataFrame, round_: int, annotations: pd.DataFrame,
+                 prefer: pd.Series | None = None) -> pd.DataFrame:
         """Ask the workforce for the plan's labels; write tasks and annotations; return the answers.
 
         The round's work goes out at once, then its answers are collected (a workforce of
-        people answers later); adjudication goes out once the double-blind pairs are in."""
+        people answers later); adjudication goes out once the double-blind pairs are in.
+        ``prefer``: the crowd's skills, by annotator id (see :class:`experiments.ports.Request`)."""
         wf, rng = self.workforce, self.rng
         exclude = annotations[[ITEM, ANNOTATOR]].astype({ITEM: str})
         actions = plan.set_index(ITEM)[ACTION]
@@ -1168,7 +1182,7 @@ class _Program:
         where = self._row_positions(annotations)
         crowd_work = [wf.submit(Request(ids[a], labels_per_item=a.crowd_labels,
                                         exclude=self._exclusions(exclude, where, ids[a]),
-                                        kind=_TASK_KINDS[a], round=round_), rng=rng)
+                                        kind=_TASK_KINDS[a], round=round_, prefer=prefer), rng=rng)
                       for a in (Action.REVIEW, Action.DOUBLE_BLIND, Action.TRIPLE)]
         expert_work = wf.submit(Request(ids[Action.EXPERT], expert=True,
                                         exclude=self._exclusions(exclude, where, ids[Action.EXPERT]),
