@@ -51,7 +51,12 @@ must serve). Each round ``r = 1 .. rounds`` then:
    not only new items labelled.
 4. **Annotate.** The workforce port answers (review: one crowd label; double-blind: two crowd
    labels, an expert adjudicates when they disagree; expert: one expert label; triple: two
-   more crowd labels). Tasks and annotations go to the label store in batches.
+   more crowd labels). Tasks and annotations go to the label store in batches. Under ``tiered``
+   the crowd work asks for the most skilled of the people who may answer
+   (:attr:`~experiments.ports.Request.prefer`): each crowd member's accuracy as the round's
+   posterior estimates it (:func:`loop.issues.annotator_skills`, no truth read). A replayed
+   crowd serves an item's most skilled real answerers first; a simulated one, where anyone
+   may answer anything, draws at random (BENCHMARKS.md, "Program", measures it on music genre).
 5. **Resolve** (the rules are :func:`loop.resolution.resolve_actions`, a pure function). Dawid-Skene
    over the stream's annotations (its annotator model chosen without gold, by held-out likelihood,
    and named in the reason) gives reviewed items their label (under ``tiered``, the posterior of
