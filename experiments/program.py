@@ -46,7 +46,11 @@ must serve). Each round ``r = 1 .. rounds`` then:
    decisions come from the scorer port too (:meth:`Scorer.route`: the Serve app's Router over
    ``POST /v1/route``, given the candidates' posterior, label-issue scores and current
    labels, so the model runs once per item per round; or :func:`loop.routing.route` in
-   process). Items are eligible while they have no expert label and fewer than
+   process). With ``program.deferred_accept_confidence``, a tiered item routed to a person
+   whom the budget cannot pay for this round takes the posterior's class instead of keeping
+   its label when that is another class at least that probable
+   (:func:`loop.strategies.plan_round`'s ``deferred_accept``). Items are eligible while they
+   have no expert label and fewer than
    :data:`MAX_LABELS` labels; old items are eligible too, so old errors are found and fixed,
    not only new items labelled.
 4. **Annotate.** The workforce port answers (review: one crowd label; double-blind: two crowd
@@ -859,7 +863,8 @@ class _Program:
         books = self.budget.open_round(*self._label_costs(annotations), audit_size=self._audit_size(arrived))
         decisions = self._route(candidates, candidate_probs)
         plan = plan_round(candidates, cfg.strategy, budget=books.plannable, costs=books.costs,
-                          rng=self.rng, decisions=decisions)
+                          rng=self.rng, decisions=decisions,
+                          deferred_accept=cfg.deferred_accept_confidence if decisions is not None else None)
         plan, queue = self._drift_queue(round_, fresh, x, probs, current, candidates, eligible, plan, books.costs)
         if decisions is not None and self.drift is not None:  # the stored routes and reasons say where it went
             decisions = merge_queue(decisions, queue, self.drift.action, books.costs)
