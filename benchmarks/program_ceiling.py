@@ -119,7 +119,8 @@ def run(dataset: str, seeds: list[int], share: float, calibration_seed: int) -> 
     budget = round(equal_budget(calibration, build_world(calibration), share), 2)
     rows, crowd = [], []
     for seed in seeds:
-        cfg = config(dataset, seed).replace(budget_per_round=budget)
+        # Only paid work (and the audits) may fix labels here: no free relabelling of deferred items.
+        cfg = config(dataset, seed).replace(budget_per_round=budget, deferred_accept_confidence=None)
         world = build_world(cfg)
         random = program_module.run_program(cfg.replace(strategy=Strategy.RANDOM), world=world)
         rows.append({"seed": seed, "program": "random review", "errors_removed": random.errors_removed,

@@ -30,6 +30,10 @@ A config file has these sections (every key optional; defaults in brackets)::
                                  # annotator: one_coin (an accuracy fitted jointly with the model)
                                  # | dawid_skene (confusion matrices from the annotations alone);
                                  # see loop.issues
+      deferred_accept_confidence: null  # tiered: an item the budget cannot pay a person for this
+                                 # round takes the posterior's class when that is another class
+                                 # with at least this probability, in (0, 1] (null: it keeps its
+                                 # label); see loop.strategies.plan_round's deferred_accept
       max_fit_items: 10000       # at most this many items train each round's model (and get its
                                  # out-of-fold probabilities) and fit the posterior's annotators:
                                  # a uniform sample once more have arrived, so a round's cost
@@ -584,6 +588,7 @@ class ProgramConfig:
     calibration_items: int = 150
     holdout_items: int = 300
     annotator_model: str = "one_coin"
+    deferred_accept_confidence: float | None = None
     # The built-in datasets stay below it (digits has 1,797 items): their programs fit on all.
     max_fit_items: int | None = 10_000
     seed: int = 0
@@ -628,6 +633,11 @@ class ProgramConfig:
         _int(self.holdout_items, "program.holdout_items", 20)
         if not isinstance(self.annotator_model, str) or self.annotator_model not in ANNOTATOR_MODELS:
             raise config_error("program.annotator_model", f"one of {list(ANNOTATOR_MODELS)}", self.annotator_model)
+        if self.deferred_accept_confidence is not None:
+            set_(self, "deferred_accept_confidence",
+                 _real(self.deferred_accept_confidence, "program.deferred_accept_confidence", 0.0, 1.0))
+            if self.deferred_accept_confidence == 0.0:
+                raise config_error("program.deferred_accept_confidence", "a probability in (0, 1] or null", 0.0)
         if self.max_fit_items is not None:
             _int(self.max_fit_items, "program.max_fit_items", 100)
         _int(self.seed, "program.seed", 0)
@@ -698,8 +708,10 @@ class ProgramConfig:
                         "annotations": self.annotations, "rounds": self.rounds,
                         "items_per_round": self.items_per_round, "budget_per_round": self.budget_per_round,
                         "strategy": self.strategy.value, "audit_rate": self.audit_rate,
-                        "audit_scope": self.audit_scope.value, "calibration_items": self.calibration_items, "holdout_items": self.holdout_items,
-                        "annotator_model": self.annotator_model, "max_fit_items": self.max_fit_items,
+                        "audit_scope": self.audit_scope.value, "calibration_items": self.calibration_items,
+                        "holdout_items": self.holdout_items, "annotator_model": self.annotator_model,
+                        "deferred_accept_confidence": self.deferred_accept_confidence,
+                        "max_fit_items": self.max_fit_items,
                         "seed": self.seed, "currency": self.currency,
                         "value_per_error_removed": self.value_per_error_removed,
                         "drift_scenario": self.drift_scenario.value,
@@ -720,8 +732,8 @@ class ProgramConfig:
 
 
 _PROGRAM_KEYS = ("name", "dataset", "annotations", "rounds", "items_per_round", "budget_per_round", "strategy", "audit_rate",
-                 "audit_scope",
-                 "calibration_items", "holdout_items", "annotator_model", "max_fit_items", "seed",
+                 "audit_scope", "calibration_items", "holdout_items", "annotator_model", "deferred_accept_confidence",
+                 "max_fit_items", "seed",
                  "currency", "value_per_error_removed", "drift_scenario", "drift_onset_round")
 
 

@@ -145,6 +145,12 @@ class Request:
         else ``label``. People see it (a blind task shows no suggestion); a simulation ignores it.
     round : int, optional
         The program round that asks.
+    prefer : Series of float, optional
+        Crowd work: each annotator's estimated skill (by annotator id; higher first). Of the
+        people who may answer an item, the most skilled answer it (a replayed crowd: those who
+        really answered the song; one not in the Series counts as 1/2). A simulated crowd, where
+        anyone may answer anything and nobody's time runs out, ignores it (every item would go
+        to one person), and so do people, who pick their own tasks.
     """
 
     item_ids: Any
@@ -153,6 +159,7 @@ class Request:
     exclude: pd.DataFrame | None = None
     kind: str | None = None
     round: int | None = None
+    prefer: pd.Series | None = None
 
     @property
     def task_kind(self) -> str:
@@ -234,6 +241,8 @@ class SimulatedWorkforce:
             if self._guideline is not None and request.round is not None:
                 at = self._since(request.round)
                 follow = {"guideline": self._guideline, "adopters": self._delays.index[self._delays.to_numpy() <= at]}
+            if request.prefer is not None:  # a crowd without a preference order is asked as before
+                follow["prefer"] = request.prefer
             answers = wf.ask_crowd(truth, request.labels_per_item, exclude=request.exclude, rng=rng, **follow)
         ticket = Ticket(next(self._ids), request)
         self._answers[ticket.id] = answers

@@ -46,12 +46,21 @@ must serve). Each round ``r = 1 .. rounds`` then:
    decisions come from the scorer port too (:meth:`Scorer.route`: the Serve app's Router over
    ``POST /v1/route``, given the candidates' posterior, label-issue scores and current
    labels, so the model runs once per item per round; or :func:`loop.routing.route` in
-   process). Items are eligible while they have no expert label and fewer than
+   process). With ``program.deferred_accept_confidence``, a tiered item routed to a person
+   whom the budget cannot pay for this round takes the posterior's class instead of keeping
+   its label when that is another class at least that probable
+   (:func:`loop.strategies.plan_round`'s ``deferred_accept``). Items are eligible while they
+   have no expert label and fewer than
    :data:`MAX_LABELS` labels; old items are eligible too, so old errors are found and fixed,
    not only new items labelled.
 4. **Annotate.** The workforce port answers (review: one crowd label; double-blind: two crowd
    labels, an expert adjudicates when they disagree; expert: one expert label; triple: two
-   more crowd labels). Tasks and annotations go to the label store in batches.
+   more crowd labels). Tasks and annotations go to the label store in batches. Under ``tiered``
+   the crowd work asks for the most skilled of the people who may answer
+   (:attr:`~experiments.ports.Request.prefer`): each crowd member's accuracy as the round's
+   posterior estimates it (:func:`loop.issues.annotator_skills`, no truth read). A replayed
+   crowd serves an item's most skilled real answerers first; a simulated one, where anyone
+   may answer anything, draws at random (BENCHMARKS.md, "Program", measures it on music genre).
 5. **Resolve** (the rules are :func:`loop.resolution.resolve_actions`, a pure function). Dawid-Skene
    over the stream's annotations (its annotator model chosen without gold, by held-out likelihood,
    and named in the reason) gives reviewed items their label (under ``tiered``, the posterior of
@@ -213,7 +222,7 @@ from loop.calibration import reliability_table
 from loop.exceptions import LoopError
 from loop.columns import ANNOTATOR, COST, ITEM, LABEL, LABEL_ISSUE_SCORE, PRIORITY, REASON, ROUTE, SECONDS
 from loop.gate import ModelEvaluation, decide
-from loop.issues import confused_pairs, label_posteriors
+from loop.issues import annotator_skills, confused_pairs, label_posteriors
 from loop.resolution import METHOD_CONSENSUS, METHOD_EXPERT, resolve_actions
 from loop.routing import RoutingThresholds, route, score_items
 from loop.store import ANNOTATION_ID, TASK_ID, LabelStore, StreamHistory, head_revision
@@ -872,7 +881,8 @@ class _Program:
         books = self.budget.open_round(*self._label_costs(annotations), audit_size=self._audit_size(arrived))
         decisions = self._route(candidates, candidate_probs)
         plan = plan_round(candidates, cfg.strategy, budget=books.plannable, costs=books.costs,
-                          rng=self.rng, decisions=decisions)
+                          rng=self.rng, decisions=decisions,
+                          deferred_accept=cfg.deferred_accept_confidence if decisions is not None else None)
         plan, queue = self._drift_queue(round_, fresh, x, probs, current, candidates, eligible, plan, books.costs,
                                         posterior=posterior)
         if decisions is not None and self.drift is not None:  # the stored routes and reasons say where it went
@@ -880,7 +890,7 @@ class _Program:
         self._store_predictions(arrived, probs, decisions, plan)
         self.guidance.before_work(round_)
         spent_before, rows_before = float(annotations[COST].sum()), len(annotations)
-        answers = self._execute(plan, round_, annotations)
+        answers = self._execute(plan, round_, annotations, prefer=self._skills(posterior, signals, annotations))
         annotations = self.history.annotations()
         planned_work = len(annotations)
         round_labels = self._resolve(plan, answers, annotations, signals, probs)
@@ -1180,11 +1190,25 @@ class _Program:
             rows[REASON] = why[REASON].reindex(rows[ITEM]).to_numpy()
         self.store.add_predictions(self.stream, name, rows)
 
-    def _execute(self, plan: pd.DataFrame, round_: int, annotations: pd.DataFrame) -> pd.DataFrame:
+    def _skills(self, posterior: np.ndarray, scores: pd.DataFrame, annotations: pd.DataFrame) -> pd.Series | None:
+        """Under ``tiered``, the crowd's estimated skills (:func:`loop.issues.annotator_skills`
+        on the round's posterior): its crowd work goes to the most skilled of the people who may
+        answer. The other strategies draw their annotators at random, as their definitions say."""
+        if self.cfg.strategy is not Strategy.TIERED or annotations.empty:
+            return None
+        crowd = annotations.loc[~annotations[ANNOTATOR].isin(self.experts), [ITEM, ANNOTATOR, LABEL]]
+        if crowd.empty:
+            return None
+        return annotator_skills(posterior, annotations=crowd.astype({ITEM: str}),
+                                item_ids=scores[ITEM].astype(str).to_numpy(dtype=object))
+
+    def _execute(self, plan: pd.DataFrame, round_: int, annotations: pd.DataFrame,
+                 prefer: pd.Series | None = None) -> pd.DataFrame:
         """Ask the workforce for the plan's labels; write tasks and annotations; return the answers.
 
         The round's work goes out at once, then its answers are collected (a workforce of
-        people answers later); adjudication goes out once the double-blind pairs are in."""
+        people answers later); adjudication goes out once the double-blind pairs are in.
+        ``prefer``: the crowd's skills, by annotator id (see :class:`experiments.ports.Request`)."""
         wf, rng = self.workforce, self.rng
         exclude = annotations[[ITEM, ANNOTATOR]].astype({ITEM: str})
         actions = plan.set_index(ITEM)[ACTION]
@@ -1192,7 +1216,7 @@ class _Program:
         where = self._row_positions(annotations)
         crowd_work = [wf.submit(Request(ids[a], labels_per_item=a.crowd_labels,
                                         exclude=self._exclusions(exclude, where, ids[a]),
-                                        kind=_TASK_KINDS[a], round=round_), rng=rng)
+                                        kind=_TASK_KINDS[a], round=round_, prefer=prefer), rng=rng)
                       for a in (Action.REVIEW, Action.DOUBLE_BLIND, Action.TRIPLE)]
         expert_work = wf.submit(Request(ids[Action.EXPERT], expert=True,
                                         exclude=self._exclusions(exclude, where, ids[Action.EXPERT]),

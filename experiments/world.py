@@ -142,17 +142,20 @@ class Workforce:
         return frame
 
     def ask_crowd(self, truth: pd.Series, n: int, *, exclude: pd.DataFrame | None, rng: np.random.Generator,
-                  guideline: Guideline | None = None, adopters: Any = None) -> pd.DataFrame:
+                  guideline: Guideline | None = None, adopters: Any = None,
+                  prefer: pd.Series | None = None) -> pd.DataFrame:
         """``n`` crowd answers per item of ``truth`` from people not in ``exclude``; simulated
         members in ``adopters`` answer as ``guideline`` clarifies (replayed real answers stay
-        as they were given)."""
+        as they were given). ``prefer`` (skill by annotator id) serves a replayed item's most
+        skilled real answerers first; the simulated crowd draws uniformly (see
+        :class:`experiments.ports.Request`)."""
         if truth.empty or n == 0:
             return _no_answers()
         follow = {"guideline": guideline, "adopters": adopters}
         if self.replay is None:
             answers = self.crowd.ask(truth, labels_per_item=n, exclude=exclude, rng=rng, **follow)[_ANSWER_COLUMNS]
         else:
-            answers = self._replayed(truth, n, exclude, rng, follow)
+            answers = self._replayed(truth, n, exclude, rng, follow, prefer)
         return self._confuse(answers, rng)
 
     def _confuse(self, answers: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
@@ -174,13 +177,16 @@ class Workforce:
         return self.experts.ask(truth, exclude=exclude, rng=rng)[_ANSWER_COLUMNS]
 
     def _replayed(self, truth: pd.Series, n: int, exclude: pd.DataFrame | None, rng: np.random.Generator,
-                  follow: dict[str, Any] | None = None) -> pd.DataFrame:
+                  follow: dict[str, Any] | None = None, prefer: pd.Series | None = None) -> pd.DataFrame:
         real = self.replay[self.replay[ITEM].isin(truth.index)]
         if exclude is not None and len(exclude):
             used = pd.MultiIndex.from_frame(exclude[[ITEM, ANNOTATOR]])
             real = real[~pd.MultiIndex.from_frame(real[[ITEM, ANNOTATOR]]).isin(used)]
-        # A random order of each item's unused real answers; the first n are served.
-        real = real.assign(_key=rng.random(len(real))).sort_values([ITEM, "_key"], kind="stable")
+        # A random order of each item's unused real answers (the most skilled first, when
+        # preferred); the first n are served.
+        skill = 0.0 if prefer is None else prefer.reindex(real[ANNOTATOR].to_numpy()).fillna(0.5).to_numpy()
+        real = real.assign(_skill=skill, _key=rng.random(len(real)))
+        real = real.sort_values([ITEM, "_skill", "_key"], ascending=[True, False, True], kind="stable")
         served = real[real.groupby(ITEM).cumcount() < n]
         profile = DEFAULT_PROFILES[Tier.NOVICE]
         if SECONDS in served:  # a team's answers may carry the time they took

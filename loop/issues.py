@@ -68,7 +68,8 @@ from ._validation import check_annotations, check_int, check_labels, check_pred_
 from .aggregate import DawidSkene
 from .columns import ANNOTATOR, CLASS_A, CLASS_B, ESTIMATED_COUNT, ITEM, LABEL, SHARE
 
-__all__ = ["ANNOTATOR_MODELS", "confused_pairs", "find_label_issues", "label_posteriors", "label_quality_scores"]
+__all__ = ["ANNOTATOR_MODELS", "annotator_skills", "confused_pairs", "find_label_issues", "label_posteriors",
+           "label_quality_scores"]
 
 #: The values of ``annotator_model``: how the annotators are estimated (see the module docstring).
 ANNOTATOR_MODELS = ("one_coin", "dawid_skene")
@@ -190,6 +191,47 @@ def label_posteriors(pred_probs: Any, *, annotations: pd.DataFrame, item_ids: An
     if fit_rows is not None and seen.size > fit_rows:
         sample = np.sort(np.random.default_rng(random_state).choice(seen, size=fit_rows, replace=False))
     return _posteriors(probs, evidence, annotator_model, sample=sample)
+
+
+def annotator_skills(posteriors: Any, *, annotations: pd.DataFrame, item_ids: Any = None) -> pd.Series:
+    """Each annotator's estimated accuracy: the posterior of their labels, as the one-coin fit does.
+
+    ``s_a = (sum of q[i, l] over a's annotations (i, l) + 1) / (n_a + 2)``: the M-step of
+    :func:`label_posteriors`'s ``"one_coin"`` fit given its posterior ``q`` (so an annotator
+    with few labels stays near 1/2, and one who agrees with confident consensus ranks high).
+    No truth is read.
+
+    Parameters
+    ----------
+    posteriors : array-like of float, shape (n, k)
+        Class probabilities of each row, e.g. :func:`label_posteriors`'s; rows sum to 1.
+    annotations : DataFrame
+        Long frame ``item_id, annotator_id, label`` with labels in ``0 .. k - 1``; every item
+        one of ``item_ids``.
+    item_ids : array-like, shape (n,), optional
+        Item id of each row; defaults to the row positions ``0 .. n - 1``.
+
+    Returns
+    -------
+    Series of float in (0, 1), indexed by annotator id
+        One value per annotator of ``annotations``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> q = [[0.9, 0.1], [0.2, 0.8]]
+    >>> crowd = pd.DataFrame({"item_id": [0, 1, 0], "annotator_id": ["a", "a", "b"], "label": [0, 1, 1]})
+    >>> annotator_skills(q, annotations=crowd).round(3).to_dict()
+    {'a': 0.675, 'b': 0.367}
+    """
+    probs = check_pred_probs(posteriors, name="posteriors")
+    evidence = _check_evidence(np.zeros(probs.shape[0], dtype=np.int64), probs, annotations, item_ids, None)
+    agreed = probs[evidence.row, evidence.label]
+    sums = np.bincount(evidence.code, weights=agreed)
+    counts = np.bincount(evidence.code)
+    # pd.factorize coded them in order of first appearance, as pd.unique lists them.
+    names = pd.Index(pd.unique(pd.Series(evidence.annotator, dtype=object)), dtype=object)
+    return pd.Series((sums + 1.0) / (counts + 2.0), index=names, name="skill")
 
 
 def find_label_issues(labels: Any, pred_probs: Any, *, annotations: pd.DataFrame | None = None,

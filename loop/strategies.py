@@ -25,7 +25,9 @@ The strategies compared by the program (:class:`Strategy`):
   label-issue score sends suspected wrong labels (new or old) to double-blind relabelling,
   torn items to an expert, confident ones to auto-accept and the rest to review. Items sent
   to people are served by priority (highest first) until the budget is spent; the rest keep
-  their label this round ("deferred") and are routed again next round. The routing decisions
+  their label this round ("deferred") and are routed again next round; with
+  ``deferred_accept``, a deferred item whose consensus confidently names another class takes
+  it instead (free). The routing decisions
   can also come in precomputed (``decisions=``, e.g. from the Serve app's Router); the budget
   is then applied to them the same way.
 
@@ -47,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from ._validation import check_real, check_rng, fail
-from .columns import CONFIDENCE, ITEM, PRIORITY, REASON, ROUTE, SCORE_COLUMNS
+from .columns import CONFIDENCE, ITEM, LABEL, PREDICTED, PRIORITY, REASON, ROUTE, SCORE_COLUMNS
 from .routing import Route, RoutingThresholds, route
 
 __all__ = ["ACTION", "IS_NEW", "PLAN_COLUMNS", "PLANNED_COST", "SELF_CONFIDENCE", "Action", "Strategy",
@@ -138,7 +140,7 @@ _ROUTE_ACTION = {Route.AUTO_ACCEPT.value: Action.AUTO_ACCEPT.value, Route.REVIEW
 def plan_round(candidates: pd.DataFrame, strategy: Strategy | str, *, budget: float, costs: TaskCosts,
                thresholds: RoutingThresholds | None = None,
                rng: np.random.Generator | int | None = None,
-               decisions: pd.DataFrame | None = None) -> pd.DataFrame:
+               decisions: pd.DataFrame | None = None, deferred_accept: float | None = None) -> pd.DataFrame:
     """Decide what happens to each candidate item this round.
 
     Parameters
@@ -164,6 +166,13 @@ def plan_round(candidates: pd.DataFrame, strategy: Strategy | str, *, budget: fl
         candidates (the output of :func:`loop.routing.route`, columns ``item_id, route,
         reason, priority``, one row per candidate in any order), e.g. by the Serve app's
         Router under its own thresholds. ``tiered`` takes exactly one of the two.
+    deferred_accept : float in (0, 1], optional
+        ``tiered`` only (default off): an item routed to a person whom the budget cannot pay
+        for this round takes ``predicted`` (action ``auto_accept``) instead of keeping its label
+        when ``predicted`` is another class with ``confidence >= deferred_accept``; the
+        candidates then need ``label``, the current label in the codes of ``predicted``. When
+        the routing decides on a consensus of the model and the annotators, a label that
+        consensus doubts this much is worse to keep for another round than the consensus.
 
     Returns
     -------
@@ -196,9 +205,15 @@ def plan_round(candidates: pd.DataFrame, strategy: Strategy | str, *, budget: fl
     budget = check_real(budget, "budget", low=0)
     if not isinstance(costs, TaskCosts):
         raise fail("costs", "a TaskCosts", type(costs).__name__)
+    if deferred_accept is not None:
+        deferred_accept = check_real(deferred_accept, "deferred_accept", low=0, low_open=True, high=1)
+        if LABEL not in frame.columns:
+            raise fail("candidates", "a label column (the current label) with deferred_accept",
+                       f"a frame with columns {list(frame.columns)}")
     if strategy is not Strategy.TIERED:
         # Only tiered routes; a policy handed to another strategy would have no effect.
-        for name, value in (("thresholds", thresholds), ("decisions", decisions)):
+        for name, value in (("thresholds", thresholds), ("decisions", decisions),
+                            ("deferred_accept", deferred_accept)):
             if value is not None:
                 raise fail(name, f"None for the {strategy.value} strategy (only tiered routes)",
                            f"a {type(value).__name__}")
@@ -209,7 +224,7 @@ def plan_round(candidates: pd.DataFrame, strategy: Strategy | str, *, budget: fl
         reasons = np.where(new, "new item: two more crowd labels, majority of three", "old item: kept").astype(object)
         return _plan(frame, actions, np.full(n, ""), reasons, new.astype(np.float64), costs)
     if strategy is Strategy.TIERED:
-        return _plan_tiered(frame, budget, costs, thresholds, decisions)
+        return _plan_tiered(frame, budget, costs, thresholds, decisions, deferred_accept)
     order, priority, reasons = _ranking(frame, strategy, rng)
     take = _within_budget(np.full(n, costs.planned(Action.REVIEW)), order, budget)
     actions = np.where(take, Action.REVIEW.value, Action.KEEP.value).astype(object)
@@ -236,7 +251,7 @@ def _ranking(frame: pd.DataFrame, strategy: Strategy, rng: Any) -> tuple[np.ndar
 
 
 def _plan_tiered(frame: pd.DataFrame, budget: float, costs: TaskCosts, thresholds: RoutingThresholds | None,
-                 decisions: pd.DataFrame | None) -> pd.DataFrame:
+                 decisions: pd.DataFrame | None, deferred_accept: float | None) -> pd.DataFrame:
     if decisions is not None and thresholds is not None:
         # The decisions were routed under somebody's thresholds (the Router's); these would be
         # ignored, and need not be the same.
@@ -262,6 +277,12 @@ def _plan_tiered(frame: pd.DataFrame, budget: float, costs: TaskCosts, threshold
     actions = np.where(deferred, Action.KEEP.value, wanted).astype(object)
     reasons = decided[REASON].to_numpy(dtype=object)
     reasons = np.where(deferred, reasons + "; deferred: over budget", reasons).astype(object)
+    if deferred_accept is not None:
+        doubted = deferred & (frame[PREDICTED].to_numpy() != frame[LABEL].to_numpy()) & \
+            (frame[CONFIDENCE].to_numpy(dtype=np.float64) >= deferred_accept)
+        actions[doubted] = Action.AUTO_ACCEPT.value
+        reasons[doubted] = reasons[doubted] + f"; the consensus (confidence >= {deferred_accept:g}) replaces the label"
+
     return _plan(frame, actions, routes, reasons, priority, costs)
 
 

@@ -94,6 +94,10 @@ def test_defaults_from_an_empty_file(tmp_path):
     ({"program": {"annotator_model": "glad"}},
      "program.annotator_model: expected one of ['one_coin', 'dawid_skene'], got 'glad'"),
     ({"program": {"max_fit_items": 10}}, "program.max_fit_items: expected an integer >= 100, got 10"),
+    ({"program": {"deferred_accept_confidence": 1.2}},
+     "program.deferred_accept_confidence: expected a number >= 0.0 and <= 1.0, got 1.2"),
+    ({"program": {"deferred_accept_confidence": 0}},
+     "program.deferred_accept_confidence: expected a probability in (0, 1] or null, got 0"),
     ({"program": {"currency": ""}}, "program.currency: expected a non-empty one-line string"),
     ({"program": {"currency": 5}}, "program.currency: expected a non-empty one-line string of at most 40 "
                                    "characters, got 5"),

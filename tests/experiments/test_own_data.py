@@ -432,3 +432,26 @@ def test_retrain_fits_the_configured_model_and_registers_it_with_its_trust(tmp_p
     mlflow = retrain._tracker(cfg.replace(tracking=cfg.tracking.__class__(uri=f"sqlite:///{tmp_path}/m.db")))
     assert mlflow.model_name == cfg.tracking.registered_model
     assert mlflow.trusted_modules == ("sklearn.ensemble._hist_gradient_boosting",)
+
+
+def test_a_replayed_crowd_serves_the_preferred_annotators_first(tmp_path) -> None:
+    from experiments.config import load_config
+    from experiments.ports import Request, SimulatedWorkforce
+    from experiments.world import build_world
+
+    items = _items()
+    answers = _answers(items)
+    world = build_world(load_config(_config(tmp_path, items, annotations=answers), ignore=("compare",)))
+    asked = world.stream[:60]
+    real = answers[answers[ITEM].isin(asked)]
+    skills = pd.Series({f"ann-{i}": 0.5 + 0.05 * i for i in range(6)})  # ann-5 the most skilled
+    workforce = SimulatedWorkforce(world)
+
+    def served(prefer: pd.Series | None) -> pd.Series:
+        ticket = workforce.submit(Request(asked, prefer=prefer), rng=np.random.default_rng(0))
+        return workforce.collect(ticket).set_index(ITEM)[ANNOTATOR]
+
+    best = real.assign(skill=skills.reindex(real[ANNOTATOR]).to_numpy()).sort_values("skill").groupby(ITEM).last()
+    assert (served(skills).reindex(best.index) == best[ANNOTATOR]).all()
+    # Without a preference each item's answerer is drawn at random among those who answered it.
+    assert (served(None).reindex(best.index) != best[ANNOTATOR]).any()

@@ -97,6 +97,20 @@ def test_the_loop_runs_the_same_with_another_workforce_adapter(cfg, world) -> No
     assert any(r.expert for r in recording.requests) and any(not r.expert for r in recording.requests)
 
 
+def test_tiered_asks_for_its_crowd_work_by_the_estimated_skills(cfg, world) -> None:
+    def crowd_requests(strategy: str) -> list[Request]:
+        recording = _Recording(SimulatedWorkforce(world))
+        run_program(cfg.replace(strategy=strategy), world=world, tracker=T.MemoryTracker(), workforce=recording)
+        return [r for r in recording.requests if not r.expert]
+
+    tiered = crowd_requests("tiered")
+    assert tiered and all(isinstance(r.prefer, pd.Series) for r in tiered)
+    crowd = set(world.workforce.annotators.query("tier != 'expert'")[ANNOTATOR])
+    assert all(set(r.prefer.index) <= crowd and r.prefer.between(0, 1).all() for r in tiered)
+    # The other strategies' definitions draw their annotators at random.
+    assert all(r.prefer is None for r in crowd_requests("random"))
+
+
 class _Later(_Recording):
     """People: the answers are not in when the round asks for them."""
 

@@ -95,8 +95,9 @@ class _AnswersFromRealTruth:
     def annotators(self) -> pd.DataFrame:
         return self.inner.annotators
 
-    def ask_crowd(self, truth: pd.Series, n: int, *, exclude: Any, rng: np.random.Generator) -> pd.DataFrame:
-        return self.inner.ask_crowd(self.truth.reindex(truth.index), n, exclude=exclude, rng=rng)
+    def ask_crowd(self, truth: pd.Series, n: int, *, exclude: Any, rng: np.random.Generator,
+                  **asked: Any) -> pd.DataFrame:
+        return self.inner.ask_crowd(self.truth.reindex(truth.index), n, exclude=exclude, rng=rng, **asked)
 
     def ask_experts(self, truth: pd.Series, *, exclude: Any, rng: np.random.Generator) -> pd.DataFrame:
         return self.inner.ask_experts(self.truth.reindex(truth.index), exclude=exclude, rng=rng)

@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from loop.columns import ANNOTATOR, CLASS_A, CLASS_B, ESTIMATED_COUNT, ITEM, LABEL, SHARE
 from loop.exceptions import SchemaError
-from loop.issues import confused_pairs, find_label_issues, label_posteriors, label_quality_scores
+from loop.issues import annotator_skills, confused_pairs, find_label_issues, label_posteriors, label_quality_scores
 
 N_ITEMS, N_CLASSES, NOISE = 600, 4, 0.15
 
@@ -429,3 +429,35 @@ def test_an_unknown_annotator_model_is_refused(value) -> None:
 def test_confused_pairs_refuses_class_names_of_the_wrong_length() -> None:
     with pytest.raises(SchemaError, match="'classes' argument.*2 names"):
         confused_pairs(GOOD_LABELS, GOOD_PROBS, classes=["a", "b", "c"])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(min_value=0, max_value=10_000))
+def test_annotator_skills_are_the_one_coin_m_step_of_the_posterior(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, k = 12, 3
+    posterior = rng.dirichlet(np.ones(k), size=n)
+    frame = pd.DataFrame({ITEM: np.repeat(np.arange(n), 2), ANNOTATOR: rng.choice(["a", "b", "c", "d"], 2 * n),
+                          LABEL: rng.integers(0, k, 2 * n)}).drop_duplicates([ITEM, ANNOTATOR])
+    skills = annotator_skills(posterior, annotations=frame)
+    assert set(skills.index) == set(frame[ANNOTATOR])
+    for who, rows in frame.groupby(ANNOTATOR):
+        expected = (posterior[rows[ITEM], rows[LABEL]].sum() + 1) / (len(rows) + 2)
+        assert skills[who] == pytest.approx(expected)
+    assert ((skills > 0) & (skills < 1)).all()
+
+
+def test_annotator_skills_rank_who_agrees_with_a_confident_posterior_first() -> None:
+    posterior = np.array([[0.95, 0.05]] * 5 + [[0.1, 0.9]] * 5)
+    truthful = pd.DataFrame({ITEM: range(10), ANNOTATOR: "good", LABEL: [0] * 5 + [1] * 5})
+    contrary = pd.DataFrame({ITEM: range(10), ANNOTATOR: "poor", LABEL: [1] * 5 + [0] * 5})
+    skills = annotator_skills(posterior, annotations=pd.concat([truthful, contrary]))
+    assert skills["good"] > 0.8 > 0.2 > skills["poor"]
+
+
+def test_annotator_skills_name_the_bad_input() -> None:
+    frame = pd.DataFrame({ITEM: [0, 7], ANNOTATOR: ["a", "b"], LABEL: [0, 1]})
+    with pytest.raises(SchemaError, match="annotations"):
+        annotator_skills([[0.5, 0.5], [0.2, 0.8]], annotations=frame)
+    with pytest.raises(SchemaError, match="posteriors"):
+        annotator_skills([[0.5, 0.9]], annotations=frame.iloc[:1])

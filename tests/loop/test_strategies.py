@@ -105,6 +105,33 @@ def test_tiered_follows_the_routes_and_defers_by_priority():
     assert served["priority"].min() >= deferred["priority"].max()
 
 
+def test_a_deferred_item_takes_a_confident_consensus_that_names_another_class():
+    frame = candidates(n=60, seed=5)
+    frame["label"] = np.random.default_rng(1).integers(0, 4, size=len(frame))
+    kept = plan_round(frame, "tiered", budget=1.0, costs=COSTS, thresholds=THRESHOLDS)
+    plan = plan_round(frame, "tiered", budget=1.0, costs=COSTS, thresholds=THRESHOLDS, deferred_accept=0.6)
+    deferred = kept[ACTION].eq("keep").to_numpy()
+    doubted = deferred & (frame["predicted"] != frame["label"]).to_numpy() & (frame["confidence"] >= 0.6).to_numpy()
+    assert doubted.any() and (deferred & ~doubted).any()
+    assert (plan.loc[doubted, ACTION] == "auto_accept").all() and (plan.loc[doubted, PLANNED_COST] == 0).all()
+    assert plan.loc[doubted, "reason"].str.contains("consensus").all()
+    # Everything else is planned as before: the same people, the same deferred labels kept.
+    pd.testing.assert_frame_equal(plan[~doubted], kept[~doubted])
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"strategy": "cleanlab", "deferred_accept": 0.7}, "'deferred_accept'"),
+    ({"strategy": "tiered", "thresholds": THRESHOLDS, "deferred_accept": 1.5}, "'deferred_accept'"),
+    ({"strategy": "tiered", "thresholds": THRESHOLDS, "deferred_accept": 0.7, "no_label": True}, "'candidates'"),
+])
+def test_deferred_accept_is_checked(kwargs, field):
+    frame = candidates().assign(label=0)
+    if kwargs.pop("no_label", False):
+        frame = frame.drop(columns="label")
+    with pytest.raises(SchemaError, match=field):
+        plan_round(frame, budget=1.0, costs=COSTS, **kwargs)
+
+
 def test_tiered_needs_thresholds():
     with pytest.raises(SchemaError, match="'thresholds'"):
         plan_round(candidates(), "tiered", budget=1.0, costs=COSTS)
