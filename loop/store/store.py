@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL, Connection
 from .._validation import (_describe, check_int, check_pred_probs, check_real, check_text,
                            check_text_column, fail)
 from ..columns import ANNOTATOR, ITEM, LABEL, REASON, ROUTE
-from ..exceptions import ConflictError, ForbiddenError, NotFoundError, StoreError
+from ..exceptions import ConflictError, ForbiddenError, NotFoundError, SchemaError, StoreError
 from ..impact import ImpactInputs
 from ..labelstudio import SOURCE as LABEL_STUDIO_SOURCE
 from ..labelstudio import SYSTEM as LABEL_STUDIO
@@ -1019,9 +1019,10 @@ class LabelStore:
     def item_data(self, stream: str, item_ids: Sequence[str], *, to_name: str = "text") -> dict[str, dict]:
         """Label Studio task data of items (their payload's fields plus ``item_id``), and the
         newest prediction of each: ``{item_id: {"data": {...}, "prediction": (model, probs,
-        reason) or None}}``. Unknown items are left out."""
+        reason) or None}}``. Unknown items are left out, ids no item can have (NUL characters,
+        lone surrogates, over 200 characters) among them: the database would refuse them."""
         s = self.stream(stream)
-        ids = [str(i) for i in item_ids]
+        ids = [i for i in map(str, item_ids) if _storable_id(i)]
         with self._read() as conn:
             items = _exchange.item_payloads(conn, s, ids)
             preds = _exchange.latest_predictions(conn, s, ids, None)
@@ -1491,6 +1492,14 @@ def _texts(frame: pd.DataFrame, column: str, *, max_chars: int | None = None) ->
         return [None] * len(frame)
     checked = check_text_column(frame[column], column, max_chars=max_chars, empty=True)
     return checked.where(checked.notna(), None).tolist()
+
+
+def _storable_id(text: str) -> bool:
+    try:
+        external_ids(pd.Series([text], dtype=object), ITEM)
+    except SchemaError:
+        return False
+    return True
 
 
 def _guideline_text(text: Any) -> str:

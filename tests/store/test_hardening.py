@@ -221,3 +221,10 @@ def test_a_value_the_database_refuses_is_a_schema_error_without_sql(pg_url):
         assert "INSERT" not in str(info.value) and info.value.__cause__ is None
         with store._read() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM model_versions")).scalar() == 0
+
+
+def test_item_data_leaves_out_ids_no_item_can_have(seeded):
+    # Label Studio's /predict hands the store whatever ids its tasks hold: PostgreSQL refused a
+    # NUL character (DataError) and the driver a lone surrogate (UnicodeEncodeError), both 500s.
+    got = seeded.item_data(STREAM, ["i1", "a\x00b", "\udaff", "x" * 300, ""])
+    assert list(got) == ["i1"] and got["i1"]["data"]["text"] == "review 1"
