@@ -1496,7 +1496,7 @@ def _texts(frame: pd.DataFrame, column: str, *, max_chars: int | None = None) ->
 
 def _storable_id(text: str) -> bool:
     try:
-        external_ids(pd.Series([text], dtype=object), ITEM)
+        check_text(text, ITEM, max_chars=S.MAX_NAME_CHARS)  # what external_ids checks, one id at a time
     except SchemaError:
         return False
     return True
