@@ -330,7 +330,7 @@ def test_serve_randomises_tasks_to_the_variants_and_experiment_measures_them(sto
         # People answer their tasks; with guideline v2 they are right more often.
         while (task := store.next_task(people[int(rng.integers(len(people)))], stream="team")) is not None:
             assert task.kind == "label"  # expert tasks go to experts only
-            right = rng.random() < (0.95 if assigned[task.id] == "new" else 0.7)
+            right = rng.random() < (0.97 if assigned[task.id] == "new" else 0.6)
             label = int(truth[task.item_id]) if right else (int(truth[task.item_id]) + 1) % 3
             store.answer_task(task.id, task.annotator, label, seconds=5.0)
         answers = store.annotations_frame("team", extras=("suggestion",)).sort_values("annotation_id")
