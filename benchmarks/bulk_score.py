@@ -172,6 +172,37 @@ def time_floor(pool: Path, out: Path, features: list[str], ray_dir: Path) -> tup
     return wall, cpu_seconds(ray_dir) - cpu
 
 
+def time_io_floor(pool: Path, model: CalibratedClassifier, features: list[str], repeats: int) -> dict[str, float]:
+    """CPU seconds (best of ``repeats``, one thread) of what any Parquet-to-Parquet scorer must do
+    besides ``predict_proba``, with nothing else: read the pool, put its features in one array,
+    write the probabilities and the ids. No routing, no reasons, no Ray."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from threadpoolctl import threadpool_limits
+
+    def best(step):
+        times = []
+        for _ in range(repeats):
+            started = time.process_time()
+            out = step()
+            times.append(time.process_time() - started)
+        return min(times), out
+
+    threads = pa.cpu_count()
+    pa.set_cpu_count(1)
+    try:
+        with threadpool_limits(1), tempfile.TemporaryDirectory(prefix="io-floor", dir=pool.parent) as out_dir:
+            read, table = best(lambda: pq.read_table(pool, use_threads=False))
+            convert, x = best(lambda: np.column_stack([table.column(f).to_numpy() for f in features]))
+            probs = model.predict_proba(x)
+            scored = pa.table({"item_id": table.column("item_id"),
+                               **{f"p{j}": pa.array(probs[:, j]) for j in range(probs.shape[1])}})
+            write, _ = best(lambda: pq.write_table(scored, Path(out_dir) / "probs.parquet"))
+    finally:
+        pa.set_cpu_count(threads)
+    return {"read the pool": read, "features to one array": convert, "write ids and probabilities": write}
+
+
 def breakdown(model, scorer, frame: pd.DataFrame, features: list[str]) -> dict[str, float]:
     """CPU seconds per stage of BulkScorer's work on one frame, one core (wall time is noise on a shared machine)."""
     from threadpoolctl import threadpool_limits
@@ -215,6 +246,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--floor", action="store_true",
                         help="also time Ray Data alone (identity map_batches) at the largest size")
+    parser.add_argument("--io-floor", action="store_true",
+                        help="also time reading and writing Parquet alone (pyarrow, one thread) at the largest size")
     args = parser.parse_args()
 
     import logging
@@ -270,6 +303,10 @@ def main() -> None:
             n = args.sizes[-1]
             floor = (n, *min(time_floor(tmp / f"pool-{n}.parquet", tmp / f"floor-{n}-{r}", features, tmp / "ray")
                              for r in range(args.repeats)))
+        io_floor = None
+        if args.io_floor:
+            io_floor = (args.sizes[-1], time_io_floor(tmp / f"pool-{args.sizes[-1]}.parquet", model, features,
+                                                      args.repeats))
         stored = score.main(cfg, tmp / f"pool-{args.sizes[0]}.parquet", tmp / "scored-store", store=True)
         import ray
 
@@ -302,6 +339,14 @@ def main() -> None:
         print(f"\nRay Data alone (read Parquet, identity map_batches, write Parquet), {n:,} rows: {wall:.1f} s, "
               f"{cpu:.1f} CPU s, {n / cpu:,.0f} rows per CPU s = {n / cpu / peer:.2f} of predict_proba's rows/s: "
               f"the highest ratio per core any scoring on Ray Data could reach")
+    if io_floor:
+        n, steps = io_floor
+        peer = table.set_index("rows").loc[n, "peer s"]
+        print(f"\nParquet in and out alone (pyarrow, one thread, no Ray, no routing), {n:,} rows, CPU s:")
+        for name, seconds in steps.items():
+            print(f"  {name:<28} {seconds:6.3f}  {seconds / peer:5.2f}x predict_proba")
+        print(f"the highest ratio per core any scorer that reads and writes Parquet could reach: "
+              f"{peer / (peer + sum(steps.values())):.2f}")
     met = (table["ratio per core"] >= TARGET_RATIO).all()
     growth = table["growth"].dropna()
     print(f"target: ratio per core >= {TARGET_RATIO} at every size: {'met' if met else 'missed'}; "
