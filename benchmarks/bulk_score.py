@@ -305,8 +305,13 @@ def main() -> None:
                              for r in range(args.repeats)))
         io_floor = None
         if args.io_floor:
-            io_floor = (args.sizes[-1], time_io_floor(tmp / f"pool-{args.sizes[-1]}.parquet", model, features,
-                                                      args.repeats))
+            # In a process of its own: this one runs Ray's driver threads, whose CPU process_time counts.
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                io_floor = (args.sizes[-1], pool.submit(time_io_floor, tmp / f"pool-{args.sizes[-1]}.parquet", model,
+                                                        features, args.repeats).result())
         stored = score.main(cfg, tmp / f"pool-{args.sizes[0]}.parquet", tmp / "scored-store", store=True)
         import ray
 
