@@ -336,10 +336,10 @@ class DawidSkene(_GoldAnchored):
       their data support, large (one-coin-like) when they do not, as on quizzes whose
       answer letters carry no meaning. Once the search has kept :math:`\lambda` five M-steps
       running, the M-steps hold it and search again only when the fit is about to stop (it
-      runs on if :math:`\lambda` moves then): a third less CPU for the 31 M-steps of
-      weather sentiment's full model, and the same fit, bit for bit, on every crowd of
-      ``benchmarks/aggregation.py``. ``shrinkage=0`` is the
-      classic model with Laplace smoothing.
+      runs on if :math:`\lambda` moves then) or reaches ``max_iter``: a third less CPU for
+      the 31 M-steps of weather sentiment's full model, and the same fit, bit for bit, on
+      every crowd of ``benchmarks/aggregation.py``. ``shrinkage=0`` is the classic model
+      with Laplace smoothing.
 
     ``model="one_coin"`` uses one parameter per annotator: :math:`\theta_a[c, c] = s_a` and
     :math:`\theta_a[c, l] = (1 - s_a)/(k - 1)`. It ignores class-specific confusion, which
@@ -690,9 +690,9 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
 
     With ``shrinkage="auto"`` and ``hold_shrinkage=h``, a crowd whose shrinkage search kept the
     same value ``h`` M-steps running holds it without searching until it is about to stop; the
-    search then runs again, and if it moves the shrinkage the crowd runs on (see
-    :data:`_SHRINKAGE_STEADY`; a crowd cut at ``max_iter`` keeps the held value). ``None``:
-    search at every M-step.
+    search then runs again (and at the last M-step ``max_iter`` allows), and if it moves the
+    shrinkage the crowd runs on (see :data:`_SHRINKAGE_STEADY`). ``None``: search at every
+    M-step.
     """
     k, n_all, m_all = enc.n_classes, len(enc.items), len(enc.annotators)
     m = m_all // groups
@@ -844,8 +844,9 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
         stop = np.abs(ll - previous) < tol
         held = steady >= hold
         # A crowd about to stop has its held shrinkage searched again at the final counts; if
-        # the search moves it, the crowd runs on with the new value instead of stopping.
-        conf, priors, lam = m_step(post, search=~held | stop)
+        # the search moves it, the crowd runs on with the new value instead of stopping. The
+        # last M-step allowed searches every crowd, so a fit cut at max_iter ends searched too.
+        conf, priors, lam = m_step(post, search=~held | stop | (n_iter == max_iter))
         stop &= ~(held & moved)
         if stop.all():
             break

@@ -769,3 +769,15 @@ def test_held_shrinkage_that_moves_at_the_end_keeps_the_fit_running(monkeypatch)
     assert moved.shrinkage_ == SHRINKAGE_GRID[5] and settled.shrinkage_ == SHRINKAGE_GRID[4]
     # After the move: five searches to settle again, then the search before stopping.
     assert len(found) == 7 + 5 + 1 and moved.n_iter_ > settled.n_iter_
+
+
+def test_fit_cut_at_max_iter_searches_its_held_shrinkage_at_the_last_m_step(monkeypatch):
+    """tol=0 never stops the fit: the last M-step max_iter allows searches the held shrinkage
+    anyway, as every M-step did before the hold, so the fit ends with the search's value."""
+    rng = np.random.default_rng(0)
+    annotations, _ = planted_crowd(rng, planted_worlds(rng)["mace"], 200, np.array([0.4, 0.3, 0.2, 0.1]))
+    found = counting_search(monkeypatch, lambda call, start: np.full(start.shape, 4 if call < 6 else 5))
+    cut = DawidSkene("full", max_iter=9, tol=0.0).fit(annotations)
+    # The first M-step and iterations 1-5 search (4, five times kept); 6-8 hold; 9 searches.
+    assert found == [4] * 6 + [5]
+    assert cut.n_iter_ == 9 and cut.shrinkage_ == SHRINKAGE_GRID[5]
