@@ -706,3 +706,78 @@ def _eb_shrinkage_score(counts: np.ndarray, alpha: np.ndarray, target: np.ndarra
     beta = alpha + lam * target
     total, n = beta.sum(axis=2), counts.sum(axis=2)
     return float((gammaln(total) - gammaln(total + n)).sum() + (gammaln(beta + counts) - gammaln(beta)).sum())
+
+
+# --------------------------------------------------------------------------------------------
+# Dawid-Skene: the final fit holds a settled shrinkage instead of searching it every M-step
+
+
+def counting_search(monkeypatch, answer=None) -> list[int]:
+    """Record the shrinkage position every search returns (``answer(call, start)`` replaces
+    the search when given)."""
+    import loop.aggregate
+
+    real, found = loop.aggregate._eb_shrinkage, []
+
+    def search(counts, alpha, target, start):
+        at = real(counts, alpha, target, start) if answer is None else answer(len(found), start)
+        found.append(int(at[0]))
+        return at
+
+    monkeypatch.setattr(loop.aggregate, "_eb_shrinkage", search)
+    return found
+
+
+@pytest.mark.parametrize(("seed", "world"), [(0, "mace"), (0, "full"), (1, "full"), (3, "one_coin")])
+def test_held_shrinkage_fits_as_searching_every_m_step(monkeypatch, seed, world):
+    """Once the search has kept the shrinkage five M-steps running, the final fit holds it
+    and searches again only before it stops: the same fit as searching at every M-step
+    (where the shrinkage moves for several M-steps first, too), with fewer searches."""
+    import loop.aggregate
+
+    rng = np.random.default_rng(seed)
+    annotations, _ = planted_crowd(rng, planted_worlds(rng)[world], 200, np.array([0.4, 0.3, 0.2, 0.1]))
+    annotations = annotations.sample(frac=0.5, random_state=seed).reset_index(drop=True)
+    found = counting_search(monkeypatch)
+    held = DawidSkene("full").fit(annotations)
+    held_searches = len(found)
+    found.clear()
+    monkeypatch.setattr(loop.aggregate, "_SHRINKAGE_STEADY", 10**6)
+    every = DawidSkene("full").fit(annotations)
+    np.testing.assert_array_equal(held.posteriors_.to_numpy(), every.posteriors_.to_numpy())
+    np.testing.assert_array_equal(held.confusion_, every.confusion_)
+    assert (held.n_iter_, held.shrinkage_) == (every.n_iter_, every.shrinkage_)
+    assert len(found) == every.n_iter_ + 1
+    assert held_searches < len(found)
+
+
+def test_held_shrinkage_that_moves_at_the_end_keeps_the_fit_running(monkeypatch):
+    """A fit about to stop searches its held shrinkage again; when the search moves it, the
+    fit runs on with the new value and stops only once a search keeps it."""
+    rng = np.random.default_rng(0)
+    annotations, _ = planted_crowd(rng, planted_worlds(rng)["mace"], 200, np.array([0.4, 0.3, 0.2, 0.1]))
+    annotations = annotations.sample(frac=0.5, random_state=0).reset_index(drop=True)
+    moves = {"at": 10**6}
+    found = counting_search(monkeypatch, lambda call, start: np.full(start.shape, 4 if call < moves["at"] else 5))
+    settled = DawidSkene("full").fit(annotations)
+    # Searches 1-6 settle on 4 (held from the seventh M-step); the seventh search, the one
+    # before stopping, finds 5.
+    found.clear()
+    moves["at"] = 6
+    moved = DawidSkene("full").fit(annotations)
+    assert found[:7] == [4] * 6 + [5]
+    assert moved.shrinkage_ == SHRINKAGE_GRID[5] and settled.shrinkage_ == SHRINKAGE_GRID[4]
+    # After the move: five searches to settle again, then the search before stopping.
+    assert len(found) == 7 + 5 + 1 and moved.n_iter_ > settled.n_iter_
+
+
+def test_fit_cut_at_max_iter_searches_its_held_shrinkage_at_the_last_m_step(monkeypatch):
+    """tol=0 never stops the fit: the last M-step max_iter allows searches the held shrinkage
+    anyway, as every M-step did before the hold, so the fit ends with the search's value."""
+    rng = np.random.default_rng(0)
+    annotations, _ = planted_crowd(rng, planted_worlds(rng)["mace"], 200, np.array([0.4, 0.3, 0.2, 0.1]))
+    found = counting_search(monkeypatch, lambda call, start: np.full(start.shape, 4 if call < 6 else 5))
+    cut = DawidSkene("full", max_iter=9, tol=0.0).fit(annotations)
+    # The first M-step and iterations 1-5 search (4, five times kept); 6-8 hold; 9 searches.
+    assert found == [4] * 6 + [5]
+    assert cut.n_iter_ == 9 and cut.shrinkage_ == SHRINKAGE_GRID[5]
