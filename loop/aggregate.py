@@ -59,6 +59,12 @@ _SELECTION_MAX_REPEATS = 5
 # is still the best at its final counts. Not in the comparison's fold fits: they stop after
 # 5-15 M-steps, and on weather one fold's shrinkage moved at the seventh.
 _SHRINKAGE_STEADY = 5
+# Grouped fits: the crowds that stopped leave the stack once they hold this share of its
+# annotations. Rebuilding the stack costs about as much as a few iterations of a small one
+# (quiz_pokemon's 25 fold fits stop over 15 iterations, and dropping each time one stopped
+# was a sixth of their cost); until then a stopped crowd rides along unsearched, and the
+# share bounds what the crowds still running pay for it to twice their own cost.
+_DROP_SHARE = 0.5
 
 
 # --------------------------------------------------------------------------------------------
@@ -685,8 +691,9 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
     result is that of ``G`` separate fits. ``priors`` is then ``(G, k)``; ``n_iter`` is the
     iterations run until every crowd stopped, and ``log_likelihood`` and ``shrinkage`` are the
     last crowd's (the comparison uses only the posteriors, confusions and priors). A crowd
-    that stops leaves the stack (see ``drop``): the iterations after it cost only what the
-    crowds still running need.
+    that stops keeps its values from that iteration and is no longer searched; the stopped
+    crowds leave the stack together (see ``drop``) once they hold :data:`_DROP_SHARE` of its
+    annotations, so the iterations after cost about what the crowds still running need.
 
     With ``shrinkage="auto"`` and ``hold_shrinkage=h``, a crowd whose shrinkage search kept the
     same value ``h`` M-steps running holds it without searching until it is about to stop; the
@@ -839,28 +846,35 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
     post = anchor(counts / counts.sum(axis=1, keepdims=True))
     conf, priors, lam = m_step(post, np.ones(groups, bool))
     previous, n_iter, ll = np.full(groups, -np.inf), 0, np.full(groups, -np.inf)
+    # Crowds that stopped (their values kept) but are still in the stack, see _DROP_SHARE.
+    frozen = np.zeros(groups, bool)
     for n_iter in range(1, max_iter + 1):
         post, ll = e_step(conf, priors)
-        stop = np.abs(ll - previous) < tol
+        stop = (np.abs(ll - previous) < tol) & ~frozen
         held = steady >= hold
         # A crowd about to stop has its held shrinkage searched again at the final counts; if
         # the search moves it, the crowd runs on with the new value instead of stopping. The
         # last M-step allowed searches every crowd, so a fit cut at max_iter ends searched too.
-        conf, priors, lam = m_step(post, search=~held | stop | (n_iter == max_iter))
+        # A frozen crowd's values are kept already: searching its shrinkage would be wasted.
+        conf, priors, lam = m_step(post, search=(~held | stop | (n_iter == max_iter)) & ~frozen)
         stop &= ~(held & moved)
         if stop.all():
             break
         if stop.any():
             keep(stop, post, conf, priors, lam, ll)
-            items, running = drop(stop), ~stop
-            post, conf, priors = post[items], conf[np.repeat(running, m)], priors[running]
-            lam, ll = lam[running], ll[running]
+            frozen |= stop
+            if frozen.all():
+                break
+            if rows_per_group[frozen].sum() >= _DROP_SHARE * rows_per_group.sum():
+                items, running = drop(frozen), ~frozen
+                post, conf, priors = post[items], conf[np.repeat(running, m)], priors[running]
+                lam, ll, frozen = lam[running], ll[running], frozen[running]
         previous = ll
     if single:
         return _EMResult(post, np.ascontiguousarray(conf.transpose(0, 2, 1)), priors[0], n_iter,
                          float(ll[0]), float(lam[0]))
     # The crowds still running (all stopped together, or at max_iter) keep their last values.
-    keep(np.ones(groups, bool), post, conf, priors, lam, ll)
+    keep(~frozen, post, conf, priors, lam, ll)
     post, conf, priors, lam, ll = result
     return _EMResult(post, np.ascontiguousarray(conf.transpose(0, 2, 1)), priors, n_iter,
                      float(ll[-1]), float(lam[-1]))

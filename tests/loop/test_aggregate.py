@@ -672,6 +672,32 @@ def test_grouped_fold_fits_cut_at_max_iter_score_as_separate_fits(max_iter):
     np.testing.assert_allclose(auto.model_scores_.to_numpy(), expected.to_numpy(), rtol=1e-9)
 
 
+@st.composite
+def fold_crowds(draw):
+    """Small random crowds with enough labels for every fold to train and score."""
+    n_items, n_annotators = draw(st.integers(4, 15)), draw(st.integers(2, 6))
+    pairs = draw(st.lists(st.tuples(st.integers(0, n_items - 1), st.integers(0, n_annotators - 1)),
+                          min_size=15, max_size=60, unique=True))
+    labels = draw(st.lists(st.sampled_from(["cat", "dog", "emu"]), min_size=len(pairs), max_size=len(pairs)))
+    return frame([(f"i{i}", f"w{a}", lab) for (i, a), lab in zip(pairs, labels)]), draw(st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=25, deadline=None)
+@given(fold_crowds(), st.sampled_from([0.0, 0.5, 2.0]), st.sampled_from([6, 100]))
+def test_grouped_fold_fits_equal_fold_by_fold_fits(crowd, drop_share, max_iter):
+    """Stopped crowds ride along in the grouped EM, frozen and unsearched, until they hold
+    _DROP_SHARE of the stack (0: they leave at once; 2: never): whenever they leave, every
+    fold's score is that of its own separate EM, also when max_iter cuts the fits short."""
+    import loop.aggregate
+    from unittest import mock
+
+    annotations, seed = crowd
+    with mock.patch.object(loop.aggregate, "_DROP_SHARE", drop_share):
+        auto = DawidSkene(cv_repeats=3, max_iter=max_iter, random_state=seed).fit(annotations)
+    expected = separate_fold_fits(annotations, folds=5, repeats=3, seed=seed, max_iter=max_iter)
+    np.testing.assert_allclose(auto.model_scores_.to_numpy(), expected.to_numpy(), rtol=1e-9, atol=0)
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(1, 4))
 def test_shrinkage_climb_finds_the_grid_maximum(seed, groups):
