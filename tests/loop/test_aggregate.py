@@ -688,8 +688,9 @@ def test_grouped_fold_fits_equal_fold_by_fold_fits(crowd, drop_share, max_iter):
     """Stopped crowds ride along in the grouped EM, frozen and unsearched, until they hold
     _DROP_SHARE of the stack (0: they leave at once; 2: never): whenever they leave, every
     fold's score is that of its own separate EM, also when max_iter cuts the fits short."""
-    import loop.aggregate
     from unittest import mock
+
+    import loop.aggregate
 
     annotations, seed = crowd
     with mock.patch.object(loop.aggregate, "_DROP_SHARE", drop_share):
