@@ -25,10 +25,14 @@ Mechanical Turk answers replayed, experts simulated); see :mod:`experiments.worl
    with N stream items, ``c_crowd`` the expected cost of a crowd label, ``A`` the expected
    audit cost. Random, least-confidence, cleanlab-ranked and tiered programs all get it.
 2. **Calibrated thresholds, on other worlds.** The tiered routing's thresholds
-   (double-blind issue score, expert margin, auto-accept confidence) are picked by a small
-   grid on *calibration* seeds (100, 101 and 102 by default; each its own split, crowd and
-   initial labels): the setting that removes the most errors at the budget over them. The
-   evaluation seeds never take part in it (the script refuses overlapping seeds).
+   (double-blind issue score, expert margin, auto-accept confidence) and its
+   ``deferred_accept_confidence`` (an item over budget takes the posterior's class when that
+   names another class at least this confidently; off by default) are picked on *calibration*
+   seeds (100, 101 and 102 by default; each its own split, crowd and initial labels): the
+   setting that removes the most errors at the budget over them, searched by blocks (the
+   thresholds' grid at the current deferred-accept value, then the deferred-accept values at
+   the best thresholds, until a pass moves nothing). The evaluation seeds never take part in it
+   (the script refuses overlapping seeds).
 
    The programs plan each round at the higher of the planned and the so-far actual cost of a
    crowd and an expert label, and take what audits cost beyond their plan out of the budget
@@ -60,7 +64,9 @@ import argparse
 import itertools
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -81,22 +87,28 @@ from loop.strategies import Strategy  # noqa: E402
 # promoted a model: every challenger (accuracy up to 0.66) was refused against a seed model
 # of 0.39 on noise in one class's recall or in the ECE. Every strategy gets the same gate.
 GATE = {"max_ece": 0.15, "max_recall_drop": 0.25}
-# Tiered's deferred items (routed to a person, over budget) take the posterior's class when it is
-# another class at 0.7 or more, on both worlds. Measured at the end of tiered programs on music
-# genre (evaluation seeds 0-5, before the rule): of the labels the posterior doubts that much,
-# relabelling would have fixed 24 and broken 9; below 0.7 it fixes about as many as it breaks.
-DEFERRED_ACCEPT = 0.7
 BASE = {
-    "digits": {"program": {"dataset": "digits", "rounds": 4, "items_per_round": 250, "audit_rate": 0.03,
-                           "deferred_accept_confidence": DEFERRED_ACCEPT},
+    "digits": {"program": {"dataset": "digits", "rounds": 4, "items_per_round": 250, "audit_rate": 0.03},
                "gate": GATE},
     "music_genre": {"program": {"dataset": "music_genre", "rounds": 4, "items_per_round": 120,
-                                "calibration_items": 100, "audit_rate": 0.03,
-                                "deferred_accept_confidence": DEFERRED_ACCEPT},
+                                "calibration_items": 100, "audit_rate": 0.03},
                     "crowd": {"tiers": "replay", "experts": 3}, "gate": GATE},
 }
-GRID = {"double_blind_issue_score": (0.7, 0.9, 0.97, 0.99, 1.0), "expert_margin": (0.0, 0.05),
-        "auto_accept_confidence": (0.9, 0.97)}
+# The tiered settings the calibration picks from, in two blocks searched in turn (below). The
+# thresholds are a full product; deferred_accept_confidence (an item routed to a person over
+# budget takes the posterior's class when it names another class with at least this probability;
+# None: off, the library's default, first so that it wins ties) is searched at the best
+# thresholds. Session 7 measured it on music genre's evaluation seeds (of the labels the
+# posterior doubted at 0.7 or more, relabelling would have fixed 24 and broken 9), which is why it
+# is chosen here, on the calibration seeds, and not set by hand.
+THRESHOLD_GRID = {"double_blind_issue_score": (0.7, 0.9, 0.97, 0.99, 1.0), "expert_margin": (0.0, 0.05),
+                  "auto_accept_confidence": (0.9, 0.97)}
+DEFERRED_GRID = {"deferred_accept_confidence": (None, 0.6, 0.7, 0.8, 0.9)}
+GRID = {**THRESHOLD_GRID, **DEFERRED_GRID}
+# A block search rather than the full product: the product of both blocks is 100 settings, five
+# times the 20 that the thresholds alone cost; each pass is at most 20 + 4 new settings, and a
+# pass that moves nothing ends it.
+MAX_PASSES = 3
 
 
 def config(dataset: str, seed: int) -> ProgramConfig:
@@ -114,26 +126,89 @@ def equal_budget(cfg: ProgramConfig, world: World, share: float = 0.5) -> float:
     return max(0.0, (share * triple - n * world.costs.crowd - audit_cost) / cfg.rounds)
 
 
-def calibrate(cfg: ProgramConfig, worlds: list[tuple[int, World]]) -> tuple[RoutingThresholds, pd.DataFrame]:
-    """The grid setting that removes the most errors at the budget over the calibration worlds
-    (ties: the cheaper). Every setting plans within the same budget and the programs spend
-    within their plan, so the cost is not a criterion here (it is checked on the evaluation
-    worlds); comparing realised costs on a few worlds would compare the noise of the
-    annotators' seconds. Several worlds make the choice less one world's luck."""
-    seeded = [(cfg.replace(seed=seed), world) for seed, world in worlds]
-    rows = []
-    for db, em, aa in itertools.product(*GRID.values()):
-        thresholds = RoutingThresholds(double_blind_issue_score=db, expert_margin=em, auto_accept_confidence=aa)
-        results = [run_program(c.replace(strategy=Strategy.TIERED, thresholds=thresholds), world=w) for c, w in seeded]
-        rows.append({"double_blind_issue_score": db, "expert_margin": em, "auto_accept_confidence": aa,
-                     "errors_removed": sum(r.errors_removed for r in results),
-                     "final_error_rate": sum(r.final_error_rate for r in results) / len(results),
-                     "cost": sum(r.total_cost for r in results)})
-    grid = pd.DataFrame(rows).sort_values(["errors_removed", "cost"], ascending=[False, True])
-    best = grid.iloc[0]
-    return RoutingThresholds(double_blind_issue_score=float(best["double_blind_issue_score"]),
-                             expert_margin=float(best["expert_margin"]),
-                             auto_accept_confidence=float(best["auto_accept_confidence"])), grid
+@dataclass(frozen=True)
+class TieredSetting:
+    """What the calibration picks for the tiered program: its thresholds and deferred-accept rule."""
+
+    thresholds: RoutingThresholds
+    deferred_accept_confidence: float | None
+
+    def apply(self, cfg: ProgramConfig) -> ProgramConfig:
+        """``cfg`` with this setting (the other strategies ignore both)."""
+        return cfg.replace(thresholds=self.thresholds, deferred_accept_confidence=self.deferred_accept_confidence)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.thresholds.to_dict(), "deferred_accept_confidence": self.deferred_accept_confidence}
+
+
+def calibrate(cfg: ProgramConfig, worlds: list[tuple[int, World]],
+              grid: dict[str, tuple[float | None, ...]] = GRID) -> tuple[TieredSetting, pd.DataFrame]:
+    """The setting that removes the most errors at the budget over the calibration worlds.
+
+    Ties go to the cheaper, then to the earlier values of ``grid`` (``deferred_accept_confidence``
+    off first). Every setting plans within the same budget and the programs spend within their
+    plan, so the cost is not a criterion here (it is checked on the evaluation worlds);
+    comparing realised costs on a few worlds would compare the noise of the annotators' seconds.
+    Several worlds make the choice less one world's luck.
+
+    The search is by blocks: starting from every key's first value, the full product of the
+    threshold keys at the current deferred-accept value, then every deferred-accept value at
+    the best thresholds, again until a pass moves nothing (at most ``MAX_PASSES``). The
+    returned table has one row per setting measured, best first, with the ``pass`` that
+    measured it.
+    """
+    grid = _check_grid(grid)
+    seeded = [(cfg.replace(seed=seed, strategy=Strategy.TIERED), world) for seed, world in worlds]
+    if not seeded:
+        raise ValueError("worlds: expected at least one (seed, world) calibration pair, got none")
+    keys = list(grid)
+    measured: dict[tuple[float | None, ...], dict[str, Any]] = {}
+
+    def measure(setting: tuple[float | None, ...], pass_: int) -> None:
+        if setting in measured:
+            return
+        values = dict(zip(keys, setting))
+        chosen = TieredSetting(RoutingThresholds(**{k: values[k] for k in THRESHOLD_GRID}),
+                               values["deferred_accept_confidence"])
+        results = [run_program(chosen.apply(c), world=w) for c, w in seeded]
+        measured[setting] = {**values, "errors_removed": sum(r.errors_removed for r in results),
+                             "final_error_rate": sum(r.final_error_rate for r in results) / len(results),
+                             "cost": sum(r.total_cost for r in results), "pass": pass_,
+                             # the position in the grid's product: the last tie-break
+                             "_order": tuple(grid[k].index(v) for k, v in values.items())}
+
+    def best() -> tuple[float | None, ...]:
+        return min(measured, key=lambda s: (-measured[s]["errors_removed"], measured[s]["cost"],
+                                            measured[s]["_order"]))
+
+    current = tuple(values[0] for values in grid.values())
+    for pass_ in range(1, MAX_PASSES + 1):
+        start = current
+        for block in (THRESHOLD_GRID, DEFERRED_GRID):
+            for combo in itertools.product(*(grid[k] for k in block)):
+                changed = dict(zip(block, combo))
+                measure(tuple(changed.get(k, v) for k, v in zip(keys, current)), pass_)
+            current = best()
+        if current == start:
+            break
+    values = dict(zip(keys, current))
+    table = pd.DataFrame([measured[s] for s in sorted(measured, key=lambda s: (
+        -measured[s]["errors_removed"], measured[s]["cost"], measured[s]["_order"]))]).drop(columns="_order")
+    return TieredSetting(RoutingThresholds(**{k: values[k] for k in THRESHOLD_GRID}),
+                         values["deferred_accept_confidence"]), table
+
+
+def _check_grid(grid: dict[str, tuple[float | None, ...]]) -> dict[str, tuple[float | None, ...]]:
+    if not isinstance(grid, dict) or set(grid) != set(GRID):
+        raise ValueError(f"grid: expected a mapping with the keys {sorted(GRID)}, "
+                         f"got {sorted(grid) if isinstance(grid, dict) else type(grid).__name__}")
+    checked = {}
+    for key in GRID:
+        values = tuple(grid[key])
+        if not values or len(set(values)) != len(values):
+            raise ValueError(f"grid[{key!r}]: expected distinct values, at least one, got {grid[key]!r}")
+        checked[key] = values
+    return checked
 
 
 def evaluate(cfg: ProgramConfig, seeds: list[int]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -207,11 +282,15 @@ def run(dataset: str, seeds: list[int], calibration_seeds: list[int], share: flo
           f"(crowd label {calibration_world.costs.crowd:.3f}, expert label {calibration_world.costs.expert:.3f})")
     worlds = [(calibration_seeds[0], calibration_world)] + [
         (seed, build_world(cfg.replace(seed=seed))) for seed in calibration_seeds[1:]]
-    thresholds, grid = calibrate(cfg, worlds)
-    print(f"calibration (seeds {calibration_seeds}, summed), top 5 of {len(grid)} tiered settings:")
-    print(grid.head(5).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"chosen thresholds: {thresholds.to_dict()}; gate: {cfg.gate.to_dict()}")
-    table, crowd = evaluate(cfg.replace(thresholds=thresholds), seeds)
+    setting, grid = calibrate(cfg, worlds)
+    print(f"calibration (seeds {calibration_seeds}, summed; {len(grid)} of "
+          f"{len(list(itertools.product(*GRID.values())))} tiered settings measured, by blocks), top 5:")
+    print(_shown(grid.head(5)))
+    same = pd.concat([grid[k] == getattr(setting.thresholds, k) for k in THRESHOLD_GRID], axis=1).all(axis=1)
+    print("deferred_accept_confidence at the chosen thresholds:")
+    print(_shown(grid[same]))
+    print(f"chosen: {setting.to_dict()}; gate: {cfg.gate.to_dict()}")
+    table, crowd = evaluate(setting.apply(cfg), seeds)
     print(f"\nevaluation, seeds {seeds} (per seed):")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     pooled = table.groupby("strategy", sort=False).agg(
@@ -227,6 +306,11 @@ def run(dataset: str, seeds: list[int], calibration_seeds: list[int], share: flo
         print(f"  {'MET ' if met else 'MISS'}  {name}: {value}")
     print(f"({time.perf_counter() - start:.0f} s)")
     return ok
+
+
+def _shown(grid: pd.DataFrame) -> str:
+    deferred = grid["deferred_accept_confidence"].map(lambda v: "off" if v is None or pd.isna(v) else f"{v:g}")
+    return grid.assign(deferred_accept_confidence=deferred).to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
 def main(argv: list[str] | None = None) -> int:

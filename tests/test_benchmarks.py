@@ -109,6 +109,66 @@ def test_music_genre_is_judged_against_what_the_whole_crowd_holds(ceiling):
     assert not program.verdict(table, crowd)[0][2]
 
 
+@pytest.fixture
+def program_bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.delitem(sys.modules, "program", raising=False)  # benchmarks/program.py, not another
+    import program
+
+    yield program
+    sys.modules.pop("program", None)
+
+
+def test_deferred_accept_is_chosen_on_the_calibration_worlds_only(program_bench, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    # A stand-in for the programs whose best deferred-accept value differs by world: 0.8 on the
+    # calibration seeds, 0.6 on the evaluation seeds; off is the worst everywhere.
+    best = {100: 0.8, 101: 0.8, 0: 0.6, 1: 0.6}
+    calls = []
+
+    def run_program(cfg, world):
+        calls.append((cfg.seed, cfg.strategy.value, cfg.deferred_accept_confidence))
+        value = cfg.deferred_accept_confidence
+        removed = 0 if value is None else 100 - round(100 * abs(value - best[cfg.seed]))
+        return SimpleNamespace(errors_removed=removed, final_error_rate=0.1, total_cost=10.0, program_cost=5.0,
+                               initial_error_rate=0.2, errors_fixed=removed, errors_introduced=0,
+                               errors_removed_per_100_annotations=1.0, model_accuracy=0.9)
+
+    monkeypatch.setattr(program_bench, "run_program", run_program)
+    program_bench.run("digits", seeds=[0, 1], calibration_seeds=[100, 101])
+    evaluation = [i for i, (seed, _, _) in enumerate(calls) if seed in (0, 1)]
+    calibration = calls[:evaluation[0]]
+    # Only the calibration worlds took part in the choice, every deferred-accept value was tried,
+    assert {seed for seed, _, _ in calibration} == {100, 101}
+    assert {value for _, _, value in calibration} == set(program_bench.DEFERRED_GRID["deferred_accept_confidence"])
+    # and the evaluation's tiered programs run at the calibration worlds' best (0.6 is theirs).
+    assert {value for seed, strategy, value in calls[evaluation[0]:] if strategy == "tiered"} == {0.8}
+    out = capsys.readouterr().out
+    assert "deferred_accept_confidence" in out.split("chosen:")[0]  # in the calibration table
+    assert "'deferred_accept_confidence': 0.8" in out
+
+
+def test_the_calibration_measures_deferred_accept_on_real_programs(program_bench):
+    from experiments.config import parse_config
+    from experiments.world import build_world
+
+    cfg = parse_config({"program": {"rounds": 2, "items_per_round": 80, "budget_per_round": 1.0,
+                                    "calibration_items": 60, "holdout_items": 150, "audit_rate": 0.05},
+                        "tracking": {"uri": "none"}, "store": {"url": "sqlite://"}})
+    grid = {"double_blind_issue_score": (1.0,), "expert_margin": (0.0,), "auto_accept_confidence": (0.9,),
+            "deferred_accept_confidence": (None, 0.5)}
+    setting, table = program_bench.calibrate(cfg, [(100, build_world(cfg.replace(seed=100)))], grid)
+    removed = table.set_index(table["deferred_accept_confidence"].fillna(0))["errors_removed"]
+    # The key reaches the programs (a tiny budget leaves items deferred, and relabelling them
+    # changes what is removed), and the choice is the setting that removed the most.
+    assert removed.nunique() == 2
+    assert setting.deferred_accept_confidence == (0.5 if removed[0.5] > removed[0] else None)
+    assert table.iloc[0]["errors_removed"] == removed.max()
+    with pytest.raises(ValueError, match="grid"):
+        program_bench.calibrate(cfg, [], {"auto_accept_confidence": (0.9,)})
+
+
 def test_the_long_program_times_every_step_of_every_round(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import long_program
