@@ -230,7 +230,8 @@ from loop.strategies import ACTION, IS_NEW, SELF_CONFIDENCE, Action, Strategy, p
 
 from . import tracking as T
 from .audits import (_ACTION_STRATUM, _AUTO, _EXPERT, _UNTOUCHED, AUDIT_METHOD, DECISIVE_DISPUTE, AuditBook,
-                     AuditLedger, AuditResult, AutoAcceptBound, audit_verdict, change_terms, dispute_posterior,
+                     AuditLedger, AuditResult, AutoAcceptBound, ExpertConfusion, audit_verdict, change_terms,
+                     dispute_posterior, latent_verdict,
                      estimate_audit, estimate_carried, stratified_sample, with_estimate)
 from .comparison_report import round_figure
 from .config import IN_PROCESS, LOCAL, AuditScope, ConfigError, ModelConfig, ProgramConfig, flatten
@@ -1363,6 +1364,14 @@ class _Program:
         self._write_answers(second, round_, _AUDIT_START + pd.Timedelta(hours=2))
         verdict = audit_verdict(sample, current, first[LABEL].to_numpy(dtype=np.int64),
                                 second.set_index(ITEM)[LABEL].reindex(sample).to_numpy(dtype=np.float64), decisive)
+        # An expert who agrees with a label may share its mistake (experts err on the pairs the
+        # crowd does): the estimates count each label by its probability of being wrong.
+        groups = np.char.add(f"{round_}:", design[pd.Index(population, dtype=object).get_indexer(sample)].astype(str))
+        answers = verdict[[LABEL, "first", "second"]].assign(group=groups)
+        confusion = ExpertConfusion().fit(self.history.annotations(), pd.concat([*self.book.answers, answers]),
+                                          experts=self.experts, n_classes=len(self.dataset.classes))
+        self.book.answers.append(answers)
+        verdict, posterior = latent_verdict(verdict, groups, confusion)
         fixes = verdict[verdict["fix"]]
         self._write_resolutions(pd.DataFrame({
             ITEM: fixes[ITEM].to_numpy(), LABEL: fixes["first"].to_numpy(dtype=np.int64), "method": METHOD_EXPERT,
@@ -1372,20 +1381,20 @@ class _Program:
         audit = estimate_audit(verdict, pd.Series(strata, index=population), pd.Series(design, index=population),
                                round_)
         if carried:
-            audit = self._carry(audit, verdict, old, now, ids, is_fresh, sample, population, design, fixes)
+            audit = self._carry(audit, verdict, posterior, old, now, ids, is_fresh, sample, population, design, fixes)
         self.book.record(verdict, sample_strata, askable.size, audit, self.router)
         self.stratum.loc[fixes[ITEM].to_numpy()] = _EXPERT
         return audit
 
-    def _carry(self, audit: AuditResult, verdict: pd.DataFrame, old: np.ndarray, now: np.ndarray, ids: np.ndarray,
-               is_fresh: np.ndarray, sample: np.ndarray, population: np.ndarray, design: np.ndarray,
-               fixes: pd.DataFrame) -> AuditResult:
+    def _carry(self, audit: AuditResult, verdict: pd.DataFrame, posterior: np.ndarray, old: np.ndarray,
+               now: np.ndarray, ids: np.ndarray, is_fresh: np.ndarray, sample: np.ndarray, population: np.ndarray,
+               design: np.ndarray, fixes: pd.DataFrame) -> AuditResult:
         """``audit`` with the whole set's estimate carried forward (``audit_scope: fresh``), and
         the ledger moved on to the labels after this audit's corrections."""
         drawn = pd.Index(population, dtype=object).get_indexer(sample)
         estimate, errors, variance = estimate_carried(
-            self.ledger, change_terms(verdict, old[pd.Index(ids, dtype=object).get_indexer(sample)]), design[drawn],
-            design, len(ids), int(fixes.shape[0]))
+            self.ledger, change_terms(verdict, old[pd.Index(ids, dtype=object).get_indexer(sample)], posterior),
+            design[drawn], design, len(ids), float((verdict["wrong"] - verdict["wrong_after"]).sum()))
         after = now.copy()
         after[pd.Index(ids, dtype=object).get_indexer(fixes[ITEM].to_numpy(dtype=object))] = fixes["first"].to_numpy()
         self.ledger = AuditLedger(ids=ids, labels=after, errors=errors, variance=variance,

@@ -122,6 +122,7 @@ def test_the_estimates_never_read_the_truth() -> None:
     pd.testing.assert_frame_equal(seen.tables[T.AUDIT_STRATA_CSV], unseen.tables[T.AUDIT_STRATA_CSV])
     # The run names its estimator.
     assert "second independent expert" in seen.params[T.PARAM_AUDIT_METHOD]
+    assert "latent-class estimate" in seen.params[T.PARAM_AUDIT_METHOD]
 
 
 def test_the_bound_tightens_auto_accept_and_logs_why() -> None:
