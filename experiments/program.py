@@ -1366,7 +1366,9 @@ class _Program:
                                 second.set_index(ITEM)[LABEL].reindex(sample).to_numpy(dtype=np.float64), decisive)
         # An expert who agrees with a label may share its mistake (experts err on the pairs the
         # crowd does): the estimates count each label by its probability of being wrong.
-        groups = np.char.add(f"{round_}:", design[pd.Index(population, dtype=object).get_indexer(sample)].astype(str))
+        # Each round's label strata have their own error rate: a dispute of a label from a stratum
+        # half wrong is far likelier right than one of an auto-accepted label.
+        groups = np.char.add(f"{round_}:", sample_strata.astype(str))
         answers = verdict[[LABEL, "first", "second"]].assign(group=groups)
         confusion = ExpertConfusion().fit(self.history.annotations(), pd.concat([*self.book.answers, answers]),
                                           experts=self.experts, n_classes=len(self.dataset.classes))
