@@ -31,7 +31,7 @@ from loop.strategies import Action
 
 from . import tracking as T
 
-__all__ = ["AUDIT_METHOD", "DECISIVE_DISPUTE", "STRATA", "AuditBook", "AuditLedger", "AuditResult", "AutoAcceptBound",
+__all__ = ["AUDIT_METHOD", "DECISIVE_DISPUTE", "LATENT_AUDIT_METHOD", "STRATA", "AuditBook", "AuditLedger", "AuditResult", "AutoAcceptBound",
            "ExpertConfusion", "audit_verdict", "change_terms", "confirmed_changes", "dispute_posterior",
            "estimate_audit", "estimate_carried", "latent_verdict", "stratified_sample", "with_estimate"]
 
@@ -52,12 +52,15 @@ _ACTION_STRATUM = {Action.AUTO_ACCEPT.value: _AUTO, Action.REVIEW.value: _REVIEW
 AUDIT_METHOD = ("stratified (auto-accepted oversampled, the rest uniform), adjudicated (a first expert's "
                 "disagreement counts only when a second independent expert also rejects the label, or alone when "
                 "the label's stratum makes it decisive: P(label wrong | dispute) >= 0.95), "
-                "errors counted by a latent-class estimate (each audited label's posterior probability of being "
-                "wrong given the experts' answers, at each design stratum's maximum-likelihood error rate; the "
-                "experts' confusion and where wrong labels' true classes lie from a Dawid-Skene fit of the "
-                "stream's annotations, so an expert agreeing with a wrong label is allowed for), "
                 "Wilson interval at Kish's effective size; each round audits the labels new or changed since "
                 "the last audit and carries the earlier audits' count forward (a difference estimator)")
+
+# program.audit_count: latent
+LATENT_AUDIT_METHOD = AUDIT_METHOD.replace(
+    "Wilson interval", "errors counted by a latent-class estimate (each audited label's posterior probability of "
+    "being wrong given the experts' answers, at its round and stratum's maximum-likelihood error rate; where "
+    "experts err from a Dawid-Skene fit of the stream's annotations, their accuracy from every audit so far, so "
+    "an expert agreeing with a wrong label is allowed for), Wilson interval", 1)
 
 
 @dataclass(frozen=True)
