@@ -56,13 +56,13 @@ TODAY_WIDTH = {"digits": 0.256}  # issue 11: the single-expert audit's mean inte
 COVERAGE, BIAS, WIDTH, COMPLIANCE = 0.93, 0.01, 1.25, 0.95
 
 
-def run_one(job: tuple[str, int, float | None]) -> pd.DataFrame:
+def run_one(job: tuple[str, int, float | None, str]) -> pd.DataFrame:
     """One tiered program's rounds (r >= 1) with what this benchmark reads."""
     from experiments.program import run_program
     from loop.store import LabelStore
 
-    dataset, seed, bound = job
-    cfg = config(dataset, seed)
+    dataset, seed, bound, count = job
+    cfg = config(dataset, seed).replace(audit_count=count)
     world = build_world(cfg)
     cfg = cfg.replace(budget_per_round=round(equal_budget(cfg, world), 2))
     if bound is not None:
@@ -145,7 +145,7 @@ def summarise(dataset: str, table: pd.DataFrame, bound: float | None) -> list[tu
     rows.append(("mean width <= 1.25x today's", f"{width:.3f}" + (f" = {width / ref:.2f}x today's {ref}" if ref else
                                                                    " (no reference figure: run --bound none on today's code)"),
                  width <= WIDTH * ref if ref else None))
-    if "plain_error_rate" in t:
+    if "wrong_audited" in t:
         rows += _plain_rows(t, error)
     auto = T.ACTION_COUNT_PREFIX + "auto_accept"
     per_program = t.assign(wrong=t[T.AUTO_ACCEPT_ERROR_RATE].fillna(0) * t[auto]).groupby("seed").agg(
@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=["digits", "music_genre", "all"], default="all")
     parser.add_argument("--seeds", type=int, default=None, help="programs per dataset (default 40 digits, 20 music)")
+    parser.add_argument("--count", choices=["latent", "plain"], default="latent",
+                        help="program.audit_count (the plain count is reported beside either)")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--summarise", type=Path, nargs="+", default=None,
                         help="only summarise these saved CSVs (--save's, one dataset) together")
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         n = args.seeds or (40 if dataset == "digits" else 20)
         start = time.perf_counter()
         seeds = range(args.first_seed, args.first_seed + n)
-        jobs = [(dataset, seed, bound) for seed in seeds]
+        jobs = [(dataset, seed, bound, args.count) for seed in seeds]
         with multiprocessing.get_context("spawn").Pool(max(1, min(args.processes, 2))) as pool:
             table = pd.concat(pool.map(run_one, jobs, chunksize=1), ignore_index=True)
         if args.save is not None:
