@@ -34,6 +34,7 @@ today's audit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import multiprocessing
 import sys
@@ -48,24 +49,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.program import config, equal_budget  # noqa: E402
 from experiments import tracking as T  # noqa: E402
 from experiments.world import build_world  # noqa: E402
+from loop.columns import ITEM, LABEL  # noqa: E402
 from loop.datasets import shared_data_dir  # noqa: E402
 
 TODAY_WIDTH = {"digits": 0.256}  # issue 11: the single-expert audit's mean interval width on digits
 COVERAGE, BIAS, WIDTH, COMPLIANCE = 0.93, 0.01, 1.25, 0.95
 
 
-def run_one(job: tuple[str, int, float | None]) -> pd.DataFrame:
+def run_one(job: tuple[str, int, float | None, str]) -> pd.DataFrame:
     """One tiered program's rounds (r >= 1) with what this benchmark reads."""
     from experiments.program import run_program
     from loop.store import LabelStore
 
-    dataset, seed, bound = job
-    cfg = config(dataset, seed)
+    dataset, seed, bound, count = job
+    cfg = config(dataset, seed).replace(audit_count=count)
     world = build_world(cfg)
     cfg = cfg.replace(budget_per_round=round(equal_budget(cfg, world), 2))
     if bound is not None:
         cfg = cfg.replace(thresholds=dataclasses.replace(cfg.thresholds, max_auto_accept_error=bound))
-    with LabelStore("sqlite://") as store:
+    with LabelStore("sqlite://") as store, _watching_audits(world.truth) as watched:
         result = run_program(cfg, world=world, store=store)
         annotations = store.annotations_frame(result.stream)
     # Audits work from 20:00 of their round's simulated day (experiments.program).
@@ -75,10 +77,51 @@ def run_one(job: tuple[str, int, float | None]) -> pd.DataFrame:
     wanted = [T.TRUE_ERROR_RATE, T.AUDIT_ERROR_RATE, T.AUDIT_CI_LOW, T.AUDIT_CI_HIGH, T.AUDIT_N,
               T.AUTO_ACCEPT_ERROR_RATE, T.ACTION_COUNT_PREFIX + "auto_accept", T.AUTO_ACCEPT_ESTIMATE,
               T.AUTO_ACCEPT_ESTIMATE_CI_HIGH, T.ERRORS_FIXED_CONFIRMED, T.ERRORS_FIXED]
+    rounds = rounds.merge(watched, on="round", how="left") if len(watched) else rounds
+    wanted += [c for c in watched.columns if c != "round"]
     out = rounds[["round"] + [c for c in wanted if c in rounds.columns]].assign(
         dataset=dataset, seed=seed, final_error_rate=result.final_error_rate, errors_removed=result.errors_removed,
         audit_labels=len(audit), audit_cost=float(audit["cost"].sum()))
     return out
+
+
+@contextlib.contextmanager
+def _watching_audits(truth: pd.Series):
+    """Measurement only (the program never sees it): each round, the plain count's estimate
+    (an expert's agreement taken as proof) beside the program's, and how often the first expert
+    agreed with a truly wrong label against the rate the latent-class model assumed there."""
+    import experiments.program as program
+
+    rows: dict[int, dict[str, float]] = {}
+    estimate, latent = program.estimate_audit, program.latent_verdict
+
+    def watched_latent(verdict, sample_design, confusion):
+        out, posterior = latent(verdict, sample_design, confusion)
+        label = verdict[LABEL].to_numpy(dtype=np.int64)
+        wrong = truth.reindex(verdict[ITEM].astype(str)).to_numpy() != label
+        rows.setdefault(-1, {}).update(
+            wrong_audited=float(wrong.sum()), first_agreed_wrong=float((verdict["first"].to_numpy()[wrong] == label[wrong]).sum()),
+            assumed_agreement=float(confusion.agreement_[label[wrong]].sum()), posterior_wrong=float(out["wrong"].sum()),
+            plain_wrong=float(verdict["error"].sum()), audited=float(len(verdict)))
+        return out, posterior
+
+    def watched_estimate(verdict, strata, design, round_):
+        plain = estimate(verdict.assign(wrong=verdict["error"].astype(np.float64),
+                                        wrong_after=(verdict["error"] & ~verdict["fix"]).astype(np.float64)),
+                         strata, design, round_).estimate
+        rows[round_] = {**rows.pop(-1, {}), "plain_error_rate": plain.rate, "plain_ci_low": plain.low,
+                        "plain_ci_high": plain.high}
+        return estimate(verdict, strata, design, round_)
+
+    program.estimate_audit, program.latent_verdict = watched_estimate, watched_latent
+    frame = pd.DataFrame()
+    try:
+        yield frame
+    finally:
+        program.estimate_audit, program.latent_verdict = estimate, latent
+        table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("round").reset_index()
+        for column in table.columns:
+            frame[column] = table[column]
 
 
 def summarise(dataset: str, table: pd.DataFrame, bound: float | None) -> list[tuple[str, str, bool | None]]:
@@ -102,6 +145,8 @@ def summarise(dataset: str, table: pd.DataFrame, bound: float | None) -> list[tu
     rows.append(("mean width <= 1.25x today's", f"{width:.3f}" + (f" = {width / ref:.2f}x today's {ref}" if ref else
                                                                    " (no reference figure: run --bound none on today's code)"),
                  width <= WIDTH * ref if ref else None))
+    if "wrong_audited" in t:
+        rows += _plain_rows(t, error)
     auto = T.ACTION_COUNT_PREFIX + "auto_accept"
     per_program = t.assign(wrong=t[T.AUTO_ACCEPT_ERROR_RATE].fillna(0) * t[auto]).groupby("seed").agg(
         wrong=("wrong", "sum"), accepted=(auto, "sum"))
@@ -117,15 +162,49 @@ def summarise(dataset: str, table: pd.DataFrame, bound: float | None) -> list[tu
     return rows
 
 
+def _plain_rows(t: pd.DataFrame, error: pd.Series) -> list[tuple[str, str, bool | None]]:
+    """The plain count's figures beside the program's, paired by case, and how often the first
+    expert agreed with a truly wrong label against what the latent-class model assumed."""
+    plain = t["plain_error_rate"] - t[T.TRUE_ERROR_RATE]
+    covered = (t["plain_ci_low"] <= t[T.TRUE_ERROR_RATE]) & (t[T.TRUE_ERROR_RATE] <= t["plain_ci_high"])
+    per_program = plain.groupby(t["seed"]).mean()
+    change = (error - plain).groupby(t["seed"]).mean()
+    se = float(per_program.std(ddof=1) / np.sqrt(len(per_program))) if len(per_program) > 1 else float("nan")
+    change_se = float(change.std(ddof=1) / np.sqrt(len(change))) if len(change) > 1 else float("nan")
+    wrong = t["wrong_audited"].sum()
+    return [
+        ("plain count (same runs)", f"bias {plain.mean():+.4f} (standard error {se:.4f}), coverage {covered.mean():.1%}, "
+                                    f"width {float((t['plain_ci_high'] - t['plain_ci_low']).mean()):.3f}; the latent "
+                                    f"class moves the bias by {change.mean():+.4f} (paired, s.e. {change_se:.4f})", None),
+        ("first expert agrees with a wrong label", f"{t['first_agreed_wrong'].sum() / wrong:.4f} of {int(wrong)} truly "
+                                                   f"wrong audited labels; the model assumed "
+                                                   f"{t['assumed_agreement'].sum() / wrong:.4f}, the plain count 0; "
+                                                   f"errors counted {t['plain_wrong'].sum():.0f} plain, "
+                                                   f"{t['posterior_wrong'].sum():.1f} latent, of "
+                                                   f"{int(t['audited'].sum())} audited", None),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=["digits", "music_genre", "all"], default="all")
     parser.add_argument("--seeds", type=int, default=None, help="programs per dataset (default 40 digits, 20 music)")
+    parser.add_argument("--count", choices=["latent", "plain"], default="latent",
+                        help="program.audit_count (the plain count is reported beside either)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
+    parser.add_argument("--summarise", type=Path, nargs="+", default=None,
+                        help="only summarise these saved CSVs (--save's, one dataset) together")
     parser.add_argument("--bound", default="0.02", help="thresholds.max_auto_accept_error, or 'none'")
     parser.add_argument("--processes", type=int, default=2, help="at most 2 on a shared machine")
     parser.add_argument("--save", type=Path, default=None, help="write every (program, round) case to this CSV")
     args = parser.parse_args(argv)
     bound = None if args.bound == "none" else float(args.bound)
+    if args.summarise:
+        table = pd.concat([pd.read_csv(path) for path in args.summarise], ignore_index=True)
+        print(f"\n== {', '.join(table['dataset'].unique())}: {table['seed'].nunique()} programs, {len(table)} cases")
+        for name, value, met in summarise(str(table["dataset"].iloc[0]), table, bound):
+            print(f"  {'    ' if met is None else 'MET ' if met else 'MISS'}  {name}: {value}")
+        return 0
     datasets = ["digits", "music_genre"] if args.dataset == "all" else [args.dataset]
     ok = True
     for dataset in datasets:
@@ -134,13 +213,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         n = args.seeds or (40 if dataset == "digits" else 20)
         start = time.perf_counter()
-        jobs = [(dataset, seed, bound) for seed in range(n)]
+        seeds = range(args.first_seed, args.first_seed + n)
+        jobs = [(dataset, seed, bound, args.count) for seed in seeds]
         with multiprocessing.get_context("spawn").Pool(max(1, min(args.processes, 2))) as pool:
             table = pd.concat(pool.map(run_one, jobs, chunksize=1), ignore_index=True)
         if args.save is not None:
             path = args.save.with_name(f"{args.save.stem}-{dataset}{args.save.suffix}")
             table.to_csv(path, index=False)
-        print(f"\n== {dataset}: {n} tiered programs (seeds 0-{n - 1}), {len(table)} (program, round) cases; "
+        print(f"\n== {dataset}: {n} tiered programs (seeds {seeds[0]}-{seeds[-1]}), {len(table)} (program, round) cases; "
               f"max_auto_accept_error {bound}; {time.perf_counter() - start:.0f} s")
         by_round = table.groupby("round").agg(
             true=(T.TRUE_ERROR_RATE, "mean"), audit=(T.AUDIT_ERROR_RATE, "mean"),

@@ -129,3 +129,75 @@ def test_the_ledger_reads_old_labels_by_position_or_by_id() -> None:
     by_id = ledger.old_labels(np.array(["c", "b"], dtype=object))
     np.testing.assert_array_equal(by_position, [1.0, 0.0, np.nan])
     np.testing.assert_array_equal(by_id, [np.nan, 0.0])
+
+
+# --- the latent-class count ---------------------------------------------------------------------
+
+
+def _stream_with_pair_confusions(seed: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """A stream of 6 classes confusable in pairs (0-1, 2-3, 4-5): three crowd members (70%
+    right) label 300 items, two experts (90% right) the first 60, every error going to the
+    partner class. Returns the annotations, an audit of 80 labels (the crowd's first member's,
+    a second expert where the first disputes) and the truth of the audited items."""
+    from loop.columns import ANNOTATOR, LABEL
+
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 6, 300)
+
+    def answers(accuracy: float, items: np.ndarray) -> np.ndarray:
+        return np.where(rng.random(items.size) < accuracy, truth[items], truth[items] ^ 1)
+
+    rows = [pd.DataFrame({ITEM: np.arange(300), ANNOTATOR: f"crowd-{c}", LABEL: answers(0.7, np.arange(300))})
+            for c in range(3)]
+    rows += [pd.DataFrame({ITEM: np.arange(60), ANNOTATOR: f"expert-{e}", LABEL: answers(0.9, np.arange(60))})
+             for e in range(2)]
+    annotations = pd.concat(rows, ignore_index=True)
+    audited = np.arange(100, 180)
+    label = annotations[annotations[ANNOTATOR] == "crowd-0"].set_index(ITEM)[LABEL].reindex(audited).to_numpy()
+    first = answers(0.9, audited).astype(np.float64)
+    second = np.where(first != label, answers(0.9, audited), np.nan)
+    audits = pd.DataFrame({ITEM: audited.astype(str), LABEL: label, "first": first, "second": second})
+    return annotations, audits, truth[audited]
+
+
+def test_the_experts_confusion_is_learned_from_the_stream_and_shares_the_crowds_pairs() -> None:
+    from experiments.audits import ExpertConfusion
+
+    annotations, audits, _ = _stream_with_pair_confusions(0)
+    model = ExpertConfusion().fit(annotations, audits.assign(group="r1"), experts={"expert-0", "expert-1"},
+                                  n_classes=6)
+    assert np.allclose(model.confusion_.sum(axis=1), 1.0) and np.allclose(np.diag(model.wrong_truth_), 0.0)
+    # Errors go to the partner class, so a wrong label is agreed with far more often than the
+    # (1 - a) / (k - 1) of experts who err anywhere.
+    assert model.accuracy_ == pytest.approx(0.9, abs=0.06)
+    assert (model.agreement_ > 2 * (1 - model.accuracy_) / 5).all()
+    assert (model.wrong_truth_.argmax(axis=1) == np.arange(6) ^ 1).all()
+
+
+def test_the_latent_verdict_counts_an_agreed_label_as_possibly_wrong_and_a_confirmed_dispute_as_wrong() -> None:
+    from experiments.audits import ExpertConfusion, estimate_audit, latent_verdict
+
+    annotations, audits, _ = _stream_with_pair_confusions(1)
+    verdict = audit_verdict(audits[ITEM].to_numpy(dtype=object), audits["label"].to_numpy(),
+                            audits["first"].to_numpy(dtype=np.int64), audits["second"].to_numpy())
+    groups = np.full(len(verdict), "r1")
+    model = ExpertConfusion().fit(annotations, audits.assign(group=groups), experts={"expert-0", "expert-1"},
+                                  n_classes=6)
+    latent, posterior = latent_verdict(verdict, groups, model)
+    agreed = (verdict["first"] == verdict["label"]).to_numpy()
+    confirmed = (verdict["fix"]).to_numpy()
+    assert posterior.shape == (80, 6) and np.allclose(posterior.sum(axis=1), 1.0)
+    assert (latent["wrong"][agreed] > 0).all() and (latent["wrong"][agreed] < 0.2).all()
+    assert (latent["wrong"][confirmed] > 0.9).all()
+    # A label corrected to the class both experts gave is then almost surely right.
+    assert (latent["wrong_after"][confirmed] < 0.1).all()
+    # The count is the group's fitted rate; the plain count, which takes agreement as proof, is lower.
+    assert latent["wrong"].mean() == pytest.approx(model.rates_["r1"], abs=1e-3)
+    strata = pd.Series("reviewed", index=audits[ITEM].to_numpy(dtype=object))
+    design = pd.Series("rest", index=strata.index)
+    plain = estimate_audit(verdict, strata, design, 1).estimate.rate + verdict["fix"].sum() / len(strata)
+    latent_rate = estimate_audit(latent, strata, design, 1).estimate.rate + (
+        latent["wrong"] - latent["wrong_after"]).sum() / len(strata)
+    assert latent_rate > plain
+    with pytest.raises(Exception, match="'groups'"):
+        latent_verdict(verdict, np.full(len(verdict), "r2"), model)

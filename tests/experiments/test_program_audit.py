@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from experiments import tracking as T
 from experiments.config import parse_config
@@ -104,7 +105,8 @@ class _AnswersFromRealTruth:
 
 
 def test_the_estimates_never_read_the_truth() -> None:
-    cfg = _config(program={"strategy": "tiered", "audit_rate": 0.1, "budget_per_round": 5.0},
+    # With the latent count: its confusion and accuracy fits read annotations and audits only.
+    cfg = _config(program={"strategy": "tiered", "audit_rate": 0.1, "budget_per_round": 5.0, "audit_count": "latent"},
                   thresholds={"max_auto_accept_error": 0.05})
     world = build_world(cfg)
     shuffled = pd.Series(np.random.default_rng(0).permutation(world.truth.to_numpy()), index=world.truth.index)
@@ -122,6 +124,7 @@ def test_the_estimates_never_read_the_truth() -> None:
     pd.testing.assert_frame_equal(seen.tables[T.AUDIT_STRATA_CSV], unseen.tables[T.AUDIT_STRATA_CSV])
     # The run names its estimator.
     assert "second independent expert" in seen.params[T.PARAM_AUDIT_METHOD]
+    assert "latent-class estimate" in seen.params[T.PARAM_AUDIT_METHOD]
 
 
 def test_the_bound_tightens_auto_accept_and_logs_why() -> None:
@@ -205,9 +208,14 @@ def test_a_fresh_scope_audits_the_new_and_changed_labels_and_carries_the_rest() 
             & (rounds[T.AUDIT_ERROR_RATE] <= rounds[T.AUDIT_CI_HIGH])).all()
 
 
-def test_an_unknown_audit_scope_is_refused_naming_the_field() -> None:
-    import pytest
+def test_an_unknown_audit_count_is_refused_naming_the_field() -> None:
+    from experiments.config import ConfigError
 
+    with pytest.raises(ConfigError, match="program.audit_count"):
+        _config(program={"audit_count": "bayes"})
+
+
+def test_an_unknown_audit_scope_is_refused_naming_the_field() -> None:
     from experiments.config import ConfigError
 
     with pytest.raises(ConfigError, match="program.audit_scope"):
