@@ -27,7 +27,7 @@ from loop.audit import (ErrorRateEstimate, audit_sample, audit_truth_posterior, 
                         latent_audit_fit, wilson_interval)
 from loop.calibration import TemperatureScaling
 from loop.columns import ANNOTATOR, ITEM, LABEL, REASON, ROUTE
-from loop.strategies import Action
+from loop.strategies import ACTION, Action
 
 from . import tracking as T
 
@@ -571,6 +571,38 @@ class AutoAcceptBound:
                          "audited": len(evidence), "reason": why})
         self.temperature = temperature
         return f"round {round_}: {why}"
+
+    def hold_deferred(self, plan: pd.DataFrame, candidate_ids: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+        """The ``plan`` with its deferred accepts (items over budget that take the consensus's class,
+        ``program.deferred_accept_confidence``) held to the bound as well: they change a label
+        without a person, as an auto-accept does. They take what the round's auto-accepts leave of
+        it, the most confident first, by :meth:`apply`'s rule; the rest keep their label.
+
+        ``candidate_ids`` (n,) and ``probs`` (n, k): as for :meth:`apply`.
+        """
+        if self.temperature is None:
+            return plan
+        actions, routes = plan[ACTION].to_numpy(dtype=object), plan[ROUTE].to_numpy(dtype=object)
+        accepted = actions == Action.AUTO_ACCEPT.value
+        deferred = np.flatnonzero(accepted & (routes != Action.AUTO_ACCEPT.value))
+        if deferred.size == 0:
+            return plan
+        where = pd.Index(candidate_ids).get_indexer(plan[ITEM].astype(str))
+        confidence = tempered(probs[where], self.temperature).max(axis=1)
+        admitted = np.flatnonzero(accepted & (routes == Action.AUTO_ACCEPT.value))
+        order = deferred[np.argsort(-confidence[deferred], kind="stable")]
+        risk = 1.0 - confidence[np.concatenate([admitted, order])]
+        m = np.arange(1, risk.size + 1)
+        share = (np.cumsum(risk) / m + 1.645 * np.sqrt(np.cumsum(risk * (1.0 - risk))) / m)[admitted.size:]
+        within = np.flatnonzero(share <= self.bound)
+        held = order[int(within.max()) + 1 if within.size else 0:]
+        if held.size == 0:
+            return plan
+        plan = plan.reset_index(drop=True)
+        plan.loc[held, ACTION] = Action.KEEP.value
+        plan.loc[held, REASON] = plan.loc[held, REASON].to_numpy(dtype=object) + \
+            f"; deferred accept held under max_auto_accept_error: {self.reason}"
+        return plan
 
     def apply(self, decisions: pd.DataFrame, candidate_ids: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
         """The routing ``decisions`` with the auto-accepted items beyond the bound sent to review.

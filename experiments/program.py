@@ -884,6 +884,8 @@ class _Program:
         plan = plan_round(candidates, cfg.strategy, budget=books.plannable, costs=books.costs,
                           rng=self.rng, decisions=decisions,
                           deferred_accept=cfg.deferred_accept_confidence if decisions is not None else None)
+        if decisions is not None:  # a deferred accept changes a label without a person: bounded too
+            plan = self.bound.hold_deferred(plan, candidates[ITEM].astype(str).to_numpy(), candidate_probs)
         plan, queue = self._drift_queue(round_, fresh, x, probs, current, candidates, eligible, plan, books.costs,
                                         posterior=posterior)
         if decisions is not None and self.drift is not None:  # the stored routes and reasons say where it went

@@ -149,6 +149,28 @@ def test_the_bound_tightens_auto_accept_and_logs_why() -> None:
     assert len(held) > 0 and (held["action"] == "review").all()
 
 
+def test_the_bound_holds_deferred_accepts_too() -> None:
+    """A deferred accept changes a label without a person, as an auto-accept does: under
+    max_auto_accept_error it is held to the bound as well (it was not, and the program benchmark's
+    deferred accepts took digits' auto-accepted labels past 0.02 in 8 of 40 programs)."""
+    base = {"program": {"strategy": "tiered", "audit_rate": 0.1, "budget_per_round": 2.0, "rounds": 3,
+                        "deferred_accept_confidence": 0.5}}
+    auto = T.ACTION_COUNT_PREFIX + "auto_accept"
+    free_tracker, tracker = T.MemoryTracker(), T.MemoryTracker()
+    free = run_program(_config(**base), tracker=free_tracker)
+    bounded = run_program(_config(**base, thresholds={"max_auto_accept_error": 0.02}), tracker=tracker)
+
+    def deferred(tracker: T.MemoryTracker) -> int:
+        routed = pd.concat([tracker.tables[T.routed_table_path(r)] for r in (1, 2, 3)])
+        return int(routed[REASON].str.contains("replaces the label").sum())
+
+    # Without the bound the budget leaves items over, and some take the consensus's class.
+    assert free.rounds.loc[1, auto] > 0 and deferred(free_tracker) > 0
+    # Before an audit nothing supports changing a label without a person: not even deferred.
+    assert bounded.rounds.loc[1, auto] == 0
+    assert deferred(tracker) < deferred(free_tracker)
+
+
 def test_one_experts_dispute_is_decisive_only_where_labels_are_often_wrong() -> None:
     from experiments.audits import DECISIVE_DISPUTE, dispute_posterior as _dispute_posterior
 
