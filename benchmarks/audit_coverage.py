@@ -29,6 +29,13 @@ Run::
 The music-genre part needs ../shared/data (or LABELLOOP_SHARED_DATA; skipped otherwise). The
 script runs against any checkout: on one without the bound (``--bound none``) it measures
 today's audit.
+
+``--audit-scope fresh`` (``program.audit_scope``) audits the labels new or changed since the last
+audit only, and ``--audit-rate`` sets ``program.audit_rate``; the budget stays the one the default
+audit's rate gives (:func:`benchmarks.program.equal_budget` reads the rate), so that a scope and
+rate compared with today's at the same expert spend also have the same crowd budget::
+
+    .venv/bin/python benchmarks/audit_coverage.py --bound none --audit-scope fresh --audit-rate 0.08
 """
 
 from __future__ import annotations
@@ -56,15 +63,33 @@ TODAY_WIDTH = {"digits": 0.256}  # issue 11: the single-expert audit's mean inte
 COVERAGE, BIAS, WIDTH, COMPLIANCE = 0.93, 0.01, 1.25, 0.95
 
 
-def run_one(job: tuple[str, int, float | None, str]) -> pd.DataFrame:
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One program: its dataset and seed, the auto-accept bound, how the audit counts errors, and
+    the audit's scope and rate (None: the config's)."""
+
+    dataset: str
+    seed: int
+    bound: float | None
+    count: str = "plain"
+    audit_scope: str | None = None
+    audit_rate: float | None = None
+
+
+def run_one(job: Job) -> pd.DataFrame:
     """One tiered program's rounds (r >= 1) with what this benchmark reads."""
     from experiments.program import run_program
     from loop.store import LabelStore
 
-    dataset, seed, bound, count = job
-    cfg = config(dataset, seed).replace(audit_count=count)
+    dataset, seed, bound = job.dataset, job.seed, job.bound
+    cfg = config(dataset, seed).replace(audit_count=job.count)
     world = build_world(cfg)
+    # The budget at the default audit's rate: another scope or rate changes the audit, not the crowd's money.
     cfg = cfg.replace(budget_per_round=round(equal_budget(cfg, world), 2))
+    if job.audit_rate is not None:
+        cfg = cfg.replace(audit_rate=job.audit_rate)
+    if job.audit_scope is not None:
+        cfg = cfg.replace(audit_scope=job.audit_scope)
     if bound is not None:
         cfg = cfg.replace(thresholds=dataclasses.replace(cfg.thresholds, max_auto_accept_error=bound))
     with LabelStore("sqlite://") as store, _watching_audits(world.truth) as watched:
@@ -196,7 +221,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="only summarise these saved CSVs (--save's, one dataset) together")
     parser.add_argument("--bound", default="0.02", help="thresholds.max_auto_accept_error, or 'none'")
     parser.add_argument("--processes", type=int, default=2, help="at most 2 on a shared machine")
-    parser.add_argument("--save", type=Path, default=None, help="write every (program, round) case to this CSV")
+    parser.add_argument("--save", type=Path, default=None,
+                        help="write every (program, round) case to this CSV (each program's as it ends)")
+    parser.add_argument("--audit-scope", choices=["all", "fresh"], default=None,
+                        help="program.audit_scope (default: the config's, all)")
+    parser.add_argument("--audit-rate", type=float, default=None,
+                        help="program.audit_rate (default: the config's, 0.03); the budget stays the default's")
     args = parser.parse_args(argv)
     bound = None if args.bound == "none" else float(args.bound)
     if args.summarise:
@@ -214,14 +244,19 @@ def main(argv: list[str] | None = None) -> int:
         n = args.seeds or (40 if dataset == "digits" else 20)
         start = time.perf_counter()
         seeds = range(args.first_seed, args.first_seed + n)
-        jobs = [(dataset, seed, bound, args.count) for seed in seeds]
+        jobs = [Job(dataset, seed, bound, args.count, args.audit_scope, args.audit_rate) for seed in seeds]
+        path = None if args.save is None else args.save.with_name(f"{args.save.stem}-{dataset}{args.save.suffix}")
+        parts = []
         with multiprocessing.get_context("spawn").Pool(max(1, min(args.processes, 2))) as pool:
-            table = pd.concat(pool.map(run_one, jobs, chunksize=1), ignore_index=True)
-        if args.save is not None:
-            path = args.save.with_name(f"{args.save.stem}-{dataset}{args.save.suffix}")
-            table.to_csv(path, index=False)
+            # Each program's cases are saved as it ends: a run stopped early still leaves them.
+            for part in pool.imap_unordered(run_one, jobs, chunksize=1):
+                parts.append(part)
+                if path is not None:
+                    pd.concat(parts, ignore_index=True).sort_values(["seed", "round"]).to_csv(path, index=False)
+        table = pd.concat(parts, ignore_index=True).sort_values(["seed", "round"], ignore_index=True)
         print(f"\n== {dataset}: {n} tiered programs (seeds {seeds[0]}-{seeds[-1]}), {len(table)} (program, round) cases; "
-              f"max_auto_accept_error {bound}; {time.perf_counter() - start:.0f} s")
+              f"max_auto_accept_error {bound}; audit count {args.count}, scope {args.audit_scope or 'config'}, rate "
+              f"{args.audit_rate if args.audit_rate is not None else 'config'}; {time.perf_counter() - start:.0f} s")
         by_round = table.groupby("round").agg(
             true=(T.TRUE_ERROR_RATE, "mean"), audit=(T.AUDIT_ERROR_RATE, "mean"),
             width=(T.AUDIT_CI_HIGH, "mean"), audited=(T.AUDIT_N, "mean"))

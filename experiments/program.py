@@ -773,12 +773,16 @@ class _Program:
         self.predicted_by = ""
         self.predicted = self.ever_predicted = np.zeros(0, dtype=bool)
         # Integer positions, kept as the history grows: each arrived item's in arrival order, and
-        # that of each annotation row's item (-1: not arrived), with the rows' ids. The round's
-        # passes over every annotation index arrays with them instead of hashing item ids.
+        # that of each annotation row's item (-1: not arrived), with the rows' ids; each row's
+        # annotator as a code (its index in _who_names). The round's passes over every annotation
+        # index arrays with them instead of hashing (or converting) ids.
         self._arrived = np.zeros(0, dtype=object)
         self._arrival_pos: dict[str, int] = {}
         self._row_ids = np.zeros(0, dtype=np.int64)
         self._row_pos = np.zeros(0, dtype=np.int64)
+        self._row_who = np.zeros(0, dtype=np.int64)
+        self._who: dict[str, int] = {}
+        self._who_names: list[str] = []
         # triple_majority ignores the budget by design: its cost is its protocol's.
         self.budget = Budget(cfg.budget_per_round, workforce.costs,
                              carries=cfg.strategy is not Strategy.TRIPLE_MAJORITY)
@@ -786,7 +790,7 @@ class _Program:
         self.gates: list[dict[str, Any]] = []
         self.promotions = 0
         # What the audits and the auto-accept bound know, none of it from truth.
-        self.stratum = pd.Series(dtype=object)  # where each item's current label came from
+        self.stratum = pd.Series(dtype=object, index=pd.Index([], dtype=object))  # where each item's label came from
         self.router = pd.DataFrame()  # the probabilities the last plan routed on, by arrived item
         self.book = AuditBook()  # what the audits so far say
         self.ledger = AuditLedger()  # and their count of wrong labels, carried on
@@ -815,7 +819,10 @@ class _Program:
         self.last_round = round_
         initial = self.dataset.initial.set_index(ITEM).loc[new].reset_index()
         self.store.add_items(self.stream, self.dataset.items(new))
-        self.stratum = pd.concat([self.stratum, pd.Series(_UNTOUCHED, index=new.astype(str), dtype=object)])
+        # Object ids: pd.concat would infer Arrow strings, whose lookups (the audit's) cost more.
+        ids = np.concatenate([self.stratum.index.to_numpy(dtype=object), new.astype(str).astype(object)])
+        strata = np.concatenate([self.stratum.to_numpy(dtype=object), np.full(len(new), _UNTOUCHED, dtype=object)])
+        self.stratum = pd.Series(strata, index=pd.Index(ids, dtype=object), dtype=object)
         # An initial label already recorded (a live stream's item that arrived in an earlier
         # session) is not recorded again, and an item resolved before it arrived keeps its label.
         recorded = self.history.annotations()
@@ -930,7 +937,7 @@ class _Program:
         self._log_round(round_, arrived=arrived, new=new, before=before, after=after, plan=plan, audit=audit,
                         evaluation=self.champion, challenger=challenger, promoted=decision.promote,
                         round_cost=float(annotations[COST].sum()) - spent_before, budget=books.budget,
-                        resolution_hours=_resolution_hours(annotations, plan, round_), pairs=pairs, extra=impact)
+                        resolution_hours=self._resolution_hours(annotations, plan), pairs=pairs, extra=impact)
         self._log_routed(round_, plan, candidates, before, after)
 
     def finish(self) -> ProgramResult:
@@ -1018,6 +1025,7 @@ class _Program:
         n = len(self._arrived)
         if len(arrived) < n or not np.array_equal(np.asarray(arrived[:n], dtype=object), self._arrived):
             self._arrival_pos, self._row_ids, self._row_pos, n = {}, self._row_ids[:0], self._row_pos[:0], 0
+            self._row_who = self._row_who[:0]
             self.predicted = self.ever_predicted = np.zeros(0, dtype=bool)
         for i, item in enumerate(np.asarray(arrived[n:]).astype(str).tolist(), start=n):
             self._arrival_pos[item] = i
@@ -1043,25 +1051,50 @@ class _Program:
             n = 0
         items = annotations[ITEM].iloc[n:].astype(str).tolist()
         fresh = np.fromiter((self._arrival_pos.get(i, -1) for i in items), dtype=np.int64, count=len(items))
+        who = annotations[ANNOTATOR].iloc[n:].astype(str).tolist()
+        self._row_who = np.concatenate([self._row_who[:n], np.fromiter(
+            (self._annotator_code(w) for w in who), dtype=np.int64, count=len(who))])
         self._row_pos = np.concatenate([self._row_pos[:n], fresh])
         self._row_ids = ids.copy()
         return self._row_pos
 
-    def _exclusions(self, exclude: pd.DataFrame, where: np.ndarray, item_ids: Any) -> pd.DataFrame:
-        """The rows of ``exclude`` (one per annotation row, their items' arrival positions
-        ``where``) about ``item_ids``: who may not answer them again. The workforce is handed
-        these only, not the stream's every annotation."""
+    def _annotator_code(self, annotator: str) -> int:
+        code = self._who.get(annotator)
+        if code is None:
+            code = self._who[annotator] = len(self._who_names)
+            self._who_names.append(annotator)
+        return code
+
+    def _by_expert(self, annotations: pd.DataFrame) -> np.ndarray:
+        """Which rows of ``annotations`` (the history's frame) are an expert's, by annotator code."""
+        self._row_positions(annotations)
+        experts = [self._who[w] for w in self.experts if w in self._who]
+        return np.isin(self._row_who, np.asarray(experts, dtype=np.int64))
+
+    def _rows_about(self, frame: pd.DataFrame, where: np.ndarray, item_ids: Any) -> pd.DataFrame:
+        """The rows of ``frame`` (one per annotation row, their items' arrival positions
+        ``where``) about ``item_ids``, e.g. who may not answer them again: the workforce is
+        handed these only, not the stream's every annotation."""
         wanted = np.zeros(len(self._arrived) + 1, dtype=bool)  # the last slot: rows not arrived
         pos = [self._arrival_pos.get(i, -1) for i in np.asarray(item_ids).astype(str).tolist()]
         wanted[[p for p in pos if p >= 0]] = True
-        rows = exclude[wanted[where]]
+        rows = frame[wanted[where]]
         if (np.asarray(pos) < 0).any():  # an item not arrived (not asked by the program): by id
-            rows = pd.concat([rows, exclude[exclude[ITEM].isin(np.asarray(item_ids)[np.asarray(pos) < 0])]])
-        return rows
+            ids = frame[ITEM].astype(str)
+            rows = pd.concat([rows, frame[ids.isin(np.asarray(item_ids)[np.asarray(pos) < 0])]])
+        # String ids, as the workforce matches them; converted for the selected rows only.
+        return rows.astype({ITEM: str})
+
+    def _resolution_hours(self, annotations: pd.DataFrame, plan: pd.DataFrame) -> float:
+        """Median hours from first to last label of the items acted on this round whose labels
+        disagree; their rows are selected by position (converting every annotation's id costs
+        the history)."""
+        acted = plan.loc[plan[ACTION] != Action.KEEP.value, ITEM]
+        return _resolution_hours(self._rows_about(annotations, self._row_positions(annotations), acted))
 
     def _label_costs(self, annotations: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """What each crowd label and each expert label of the stream has cost so far."""
-        by_expert = annotations[ANNOTATOR].isin(self.experts).to_numpy()
+        by_expert = self._by_expert(annotations)
         cost = annotations[COST].to_numpy(dtype=np.float64)
         return cost[~by_expert], cost[by_expert]
 
@@ -1074,13 +1107,34 @@ class _Program:
         is settled without a person, and one whose label both doubt is relabelled to their
         consensus when it is confident enough (auto-accept takes ``predicted``); the model's
         own otherwise."""
-        arrived = scores[ITEM].astype(str).to_numpy()
-        frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
-        posterior = label_posteriors(probs, annotations=frame, item_ids=arrived,
-                                     annotator_model=self.cfg.annotator_model, **self._posterior_fit())
+        posterior = self._posteriors(probs, scores, annotations)
         if self.cfg.strategy is not Strategy.TIERED:
             return posterior, probs, scores
         return posterior, posterior, score_items(posterior, item_ids=np.asarray(scores[ITEM], dtype=object))
+
+    def _posteriors(self, probs: np.ndarray, scores: pd.DataFrame, annotations: pd.DataFrame) -> np.ndarray:
+        """:func:`loop.issues.label_posteriors` of the arrived items (the rows of ``probs``, in
+        ``scores``' order: the arrival order) given every annotation. The annotations go in by
+        their items' arrival positions: the item ids of every annotation, as strings hashed
+        against every arrived id, cost more than the fit itself once the history is long."""
+        by_position = self._positional(annotations)
+        if by_position is not None:
+            return label_posteriors(probs, annotations=by_position, annotator_model=self.cfg.annotator_model,
+                                    **self._posterior_fit())
+        frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
+        return label_posteriors(probs, annotations=frame, item_ids=scores[ITEM].astype(str).to_numpy(),
+                                annotator_model=self.cfg.annotator_model, **self._posterior_fit())
+
+    def _positional(self, annotations: pd.DataFrame) -> pd.DataFrame | None:
+        """``annotations``' item, annotator and label with each item id replaced by its item's
+        arrival position; None when an annotation's item has not arrived (a live stream's item
+        that arrives later, its gold): the caller then goes by id, and says which is unknown."""
+        where = self._row_positions(annotations)
+        if (where < 0).any():
+            return None
+        # Annotator codes for ids: label_posteriors codes annotators by first appearance either
+        # way, and the ids would be converted from the frame's Arrow strings at every call.
+        return pd.DataFrame({ITEM: where, ANNOTATOR: self._row_who, LABEL: annotations[LABEL].to_numpy()})
 
     def _posterior_fit(self) -> dict[str, Any]:
         """How :func:`loop.issues.label_posteriors` bounds its fit: at most
@@ -1092,20 +1146,20 @@ class _Program:
         """Eligible items with signals, the label-issue score from model and annotators, and
         newness; and which of the arrived items are eligible."""
         arrived = scores[ITEM].astype(str).to_numpy()
-        frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
         # loop.issues.label_quality_scores with these annotations: the posterior of the current label.
         quality = np.clip(posterior[np.arange(len(current)), current], 0.0, 1.0)
         # Counted by position (hashing every annotation's item id costs the history each round).
         where = self._row_positions(annotations)
         n_labels = np.bincount(where[where >= 0], minlength=len(arrived))
-        has_expert = frame.loc[frame[ANNOTATOR].isin(self.experts), ITEM].unique()
+        by_expert = self._by_expert(annotations)
+        has_expert = np.zeros(len(arrived) + 1, dtype=bool)  # the last slot: rows of items not arrived
+        has_expert[where[by_expert]] = True
+        eligible = (n_labels < MAX_LABELS) & ~has_expert[:-1]
         # Hashed membership on object ids: np.isin on strings compares every pair (quadratic in the
         # history), and pandas' Arrow-backed str isin costs ~10 us an item.
-        is_arrived = pd.Index(arrived, dtype=object).isin
-        eligible = (n_labels < MAX_LABELS) & ~is_arrived(np.asarray(has_expert, dtype=object))
+        is_new = pd.Index(arrived, dtype=object).isin(np.asarray(new, dtype=object))
         out = scores.assign(**{ITEM: arrived, LABEL: current, LABEL_ISSUE_SCORE: 1.0 - quality,
-                               SELF_CONFIDENCE: probs[np.arange(len(current)), current],
-                               IS_NEW: is_arrived(np.asarray(new, dtype=object))})
+                               SELF_CONFIDENCE: probs[np.arange(len(current)), current], IS_NEW: is_new})
         return out[eligible].reset_index(drop=True), eligible
 
     def _drift_queue(self, round_: int, fresh: np.ndarray, x: np.ndarray, probs: np.ndarray, current: np.ndarray,
@@ -1199,9 +1253,15 @@ class _Program:
         answer. The other strategies draw their annotators at random, as their definitions say."""
         if self.cfg.strategy is not Strategy.TIERED or annotations.empty:
             return None
-        crowd = annotations.loc[~annotations[ANNOTATOR].isin(self.experts), [ITEM, ANNOTATOR, LABEL]]
-        if crowd.empty:
+        by_crowd = ~self._by_expert(annotations)
+        if not by_crowd.any():
             return None
+        by_position = self._positional(annotations)
+        if by_position is not None:
+            skills = annotator_skills(posterior, annotations=by_position[by_crowd])
+            names = np.asarray(self._who_names, dtype=object)[skills.index.to_numpy(dtype=np.int64)]
+            return skills.set_axis(pd.Index(names, dtype=object))
+        crowd = annotations.loc[by_crowd, [ITEM, ANNOTATOR, LABEL]]
         return annotator_skills(posterior, annotations=crowd.astype({ITEM: str}),
                                 item_ids=scores[ITEM].astype(str).to_numpy(dtype=object))
 
@@ -1213,16 +1273,16 @@ class _Program:
         people answers later); adjudication goes out once the double-blind pairs are in.
         ``prefer``: the crowd's skills, by annotator id (see :class:`experiments.ports.Request`)."""
         wf, rng = self.workforce, self.rng
-        exclude = annotations[[ITEM, ANNOTATOR]].astype({ITEM: str})
+        exclude = annotations[[ITEM, ANNOTATOR]]
         actions = plan.set_index(ITEM)[ACTION]
         ids = {a: actions.index[actions == a.value] for a in Action}
         where = self._row_positions(annotations)
         crowd_work = [wf.submit(Request(ids[a], labels_per_item=a.crowd_labels,
-                                        exclude=self._exclusions(exclude, where, ids[a]),
+                                        exclude=self._rows_about(exclude, where, ids[a]),
                                         kind=_TASK_KINDS[a], round=round_, prefer=prefer), rng=rng)
                       for a in (Action.REVIEW, Action.DOUBLE_BLIND, Action.TRIPLE)]
         expert_work = wf.submit(Request(ids[Action.EXPERT], expert=True,
-                                        exclude=self._exclusions(exclude, where, ids[Action.EXPERT]),
+                                        exclude=self._rows_about(exclude, where, ids[Action.EXPERT]),
                                         kind="expert", round=round_), rng=rng)
         crowd = pd.concat([self._collect(t) for t in crowd_work], ignore_index=True)
         experts = self._collect(expert_work)
@@ -1232,7 +1292,7 @@ class _Program:
         pairs = crowd[crowd[ITEM].isin(ids[Action.DOUBLE_BLIND])]
         split = pairs.groupby(ITEM)[LABEL].nunique()
         disputed = split.index[split > 1]
-        earlier = self._exclusions(exclude, where, disputed)
+        earlier = self._rows_about(exclude, where, disputed)
         seen = pd.concat([earlier, first.loc[first[ITEM].isin(disputed), [ITEM, ANNOTATOR]]], ignore_index=True)
         adjudication = self._collect(wf.submit(Request(disputed, expert=True, exclude=seen, kind="adjudication",
                                                        round=round_), rng=rng))
@@ -1280,11 +1340,8 @@ class _Program:
         posterior = None
         if self.cfg.strategy is Strategy.TIERED and (plan[ACTION] == Action.REVIEW.value).any():
             # The posterior after this round's answers: the model breaks ties between annotators.
-            arrived = scores[ITEM].astype(str).to_numpy()
-            frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
-            posterior = pd.DataFrame(label_posteriors(probs, annotations=frame, item_ids=arrived,
-                                                      annotator_model=self.cfg.annotator_model,
-                                                      **self._posterior_fit()), index=arrived)
+            posterior = pd.DataFrame(self._posteriors(probs, scores, annotations),
+                                     index=scores[ITEM].astype(str).to_numpy())
         return resolve_actions(plan, answers, annotations, strategy=self.cfg.strategy, experts=self.experts,
                                predicted=predicted, posterior=posterior, rng=self.ties)
 
@@ -1320,8 +1377,7 @@ class _Program:
         if fresh.size == 0:
             return None
         # Only the fresh items' rows: who may not answer them again (not the stream's every annotation).
-        exclude = self._exclusions(annotations[[ITEM, ANNOTATOR]], self._row_positions(annotations), fresh)
-        exclude = exclude.astype({ITEM: str})
+        exclude = self._rows_about(annotations[[ITEM, ANNOTATOR]], self._row_positions(annotations), fresh)
         # An item every expert has labelled already (routed, adjudicated, audited) has no expert
         # left to audit it: the audit draws from the other items.
         experts_per_item = exclude[exclude[ANNOTATOR].isin(self.experts)].groupby(ITEM)[ANNOTATOR].nunique()
@@ -1479,14 +1535,9 @@ def _new_stream(store: LabelStore, base: str, classes: tuple[str, ...]) -> str:
     raise RuntimeError("no free stream name")  # pragma: no cover
 
 
-def _resolution_hours(annotations: pd.DataFrame, plan: pd.DataFrame, round_: int) -> float:
-    """Median hours from first to last label of the items acted on this round whose labels disagree."""
-    acted = plan.loc[plan[ACTION] != Action.KEEP.value, ITEM].astype(str)
-    # Select the acted-on items' rows before anything else touches the stream's whole history
-    # (object ids: pandas' Arrow str isin costs ~10 us an item).
-    ids = annotations[ITEM].astype(str).to_numpy(dtype=object)
-    frame = annotations[pd.Index(ids, dtype=object).isin(acted.to_numpy(dtype=object))]
-    frame = frame.assign(**{ITEM: frame[ITEM].astype(str)})
+def _resolution_hours(frame: pd.DataFrame) -> float:
+    """Median hours from first to last label of the items of ``frame`` (their annotations, item
+    ids as strings) whose labels disagree."""
     if frame.empty:
         return float("nan")
     by = frame.groupby(ITEM)

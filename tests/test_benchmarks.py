@@ -184,6 +184,33 @@ def test_the_long_program_times_every_step_of_every_round(monkeypatch):
     sys.modules.pop("long_program", None)
 
 
+def test_audit_coverage_changes_the_audit_scope_and_rate_but_not_the_budget(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import audit_coverage
+    import experiments.program
+
+    seen = []
+
+    class Ran(Exception):
+        pass
+
+    def run_program(cfg, **_):
+        seen.append(cfg)
+        raise Ran
+
+    monkeypatch.setattr(experiments.program, "run_program", run_program)
+    fresh_job = audit_coverage.Job("digits", 0, None, audit_scope="fresh", audit_rate=0.08)
+    for job in (audit_coverage.Job("digits", 0, None), fresh_job):
+        with pytest.raises(Ran):
+            audit_coverage.run_one(job)
+    default, fresh = seen
+    assert (default.audit_scope.value, default.audit_rate) == ("all", 0.03)
+    assert (fresh.audit_scope.value, fresh.audit_rate) == ("fresh", 0.08)
+    # The budget is the default audit's: a higher rate must not take money from the crowd's work.
+    assert fresh.budget_per_round == default.budget_per_round > 0
+    sys.modules.pop("audit_coverage", None)
+
+
 @pytest.fixture
 def drift_bench(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))

@@ -459,7 +459,10 @@ def test_the_champions_training_items_are_judged_out_of_fold(small_cfg, small_wo
     seen = []  # the model probabilities the evidence of each round starts from
 
     def spy(pred_probs, *, annotations, item_ids=None, annotator_model="one_coin", **fit):
-        seen.append(pd.DataFrame(np.asarray(pred_probs), index=pd.Index(list(item_ids))))
+        # The program hands every arrived item in arrival order and its annotations by row
+        # position (no item ids): those rows are the scored items.
+        ids = list(item_ids) if item_ids is not None else None
+        seen.append((np.asarray(pred_probs), ids))
         return real(pred_probs, annotations=annotations, item_ids=item_ids, annotator_model=annotator_model, **fit)
 
     real = program.label_posteriors
@@ -468,7 +471,9 @@ def test_the_champions_training_items_are_judged_out_of_fold(small_cfg, small_wo
     scorer = _RecordingScorer(InProcessScorer(lambda: tracker.load_model(T.ALIAS_CHAMPION)))
     cfg = small_cfg.replace(strategy="tiered", rounds=2)
     run_program(cfg, world=small_world, tracker=tracker, scorer=scorer)
-    last = next(frame for frame in reversed(seen) if list(frame.index) == list(scorer.scored.index))
+    scored = list(scorer.scored.index)
+    last = next(pd.DataFrame(probs, index=pd.Index(scored)) for probs, ids in reversed(seen)
+                if ids == scored or (ids is None and len(probs) == len(scored)))
     unseen = np.isin(last.index, small_world.stream[cfg.rounds * cfg.items_per_round:])
     assert unseen.any() and (~unseen).any()
     # Items the champion never saw: the scoring answer as it was.
