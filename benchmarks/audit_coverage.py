@@ -214,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=["digits", "music_genre", "all"], default="all")
     parser.add_argument("--seeds", type=int, default=None, help="programs per dataset (default 40 digits, 20 music)")
-    parser.add_argument("--count", choices=["latent", "plain"], default="latent",
-                        help="program.audit_count (the plain count is reported beside either)")
+    parser.add_argument("--count", choices=["latent", "plain"], default="plain",
+                        help="program.audit_count (default: the program's, plain; the plain count is reported "
+                             "beside either)")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--summarise", type=Path, nargs="+", default=None,
                         help="only summarise these saved CSVs (--save's, one dataset) together")
