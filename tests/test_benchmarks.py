@@ -12,13 +12,18 @@ from loop.columns import ITEM
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
+def _bench(monkeypatch, name: str):
+    """``benchmarks/<name>.py``, imported with benchmarks/program.py as ``program`` (not another)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.delitem(sys.modules, "program", raising=False)
+    return importlib.import_module(name)
+
+
 @pytest.fixture
 def ceiling(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    monkeypatch.delitem(sys.modules, "program", raising=False)  # benchmarks/program.py, not another
-    import program_ceiling
-
-    yield program_ceiling
+    yield _bench(monkeypatch, "program_ceiling")
     sys.modules.pop("program_ceiling", None)
     sys.modules.pop("program", None)
 
@@ -111,11 +116,7 @@ def test_music_genre_is_judged_against_what_the_whole_crowd_holds(ceiling):
 
 @pytest.fixture
 def program_bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    monkeypatch.delitem(sys.modules, "program", raising=False)  # benchmarks/program.py, not another
-    import program
-
-    yield program
+    yield _bench(monkeypatch, "program")
     sys.modules.pop("program", None)
 
 
