@@ -290,3 +290,15 @@ def test_the_experiment_benchmark_decides_like_the_sequential_comparison(experim
         assert arrays.loc[r, "annotations"] == 2 * look.n_control
         assert arrays.loc[r, "winner"] == {None: "", "v": "variant", "control": "control"}[look.winner]
     assert (arrays["winner"] == "variant").sum() >= 10  # the planted half is found, mostly
+
+
+def test_music_genre_is_calibrated_on_nine_worlds_by_default(program_bench, monkeypatch):
+    seen = []
+    monkeypatch.setattr(program_bench, "run", lambda dataset, seeds, calibration, share: seen.append((dataset, calibration)))
+    monkeypatch.setattr(program_bench, "shared_data_dir", lambda: Path("/data"))
+    program_bench.main([])
+    program_bench.main(["--dataset", "music_genre", "--calibration-seeds", "200", "201"])
+    # Three music worlds could not rank settings that differ by less than the worlds do.
+    assert seen == [("digits", [100, 101, 102]), ("music_genre", list(range(100, 109))), ("music_genre", [200, 201])]
+    with pytest.raises(SystemExit):
+        program_bench.main(["--dataset", "music_genre", "--seeds", "104"])  # a calibration world
