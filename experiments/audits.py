@@ -494,6 +494,13 @@ class AuditBook:
 # --- the auto-accept bound ---------------------------------------------------------------------
 
 
+def _share_high(risk: np.ndarray) -> np.ndarray:
+    """For each prefix of ``risk`` (items' probabilities of being wrong, in the order accepted),
+    the 95% upper bound of its share of errors: mean + 1.645 standard deviations of the share."""
+    m = np.arange(1, risk.size + 1)
+    return np.cumsum(risk) / m + 1.645 * np.sqrt(np.cumsum(risk * (1.0 - risk))) / m
+
+
 class AutoAcceptBound:
     """How many items a round may auto-accept so that their labels keep ``bound``
     (``thresholds.max_auto_accept_error``; None: no bound).
@@ -591,9 +598,7 @@ class AutoAcceptBound:
         confidence = tempered(probs[where], self.temperature).max(axis=1)
         admitted = np.flatnonzero(accepted & (routes == Action.AUTO_ACCEPT.value))
         order = deferred[np.argsort(-confidence[deferred], kind="stable")]
-        risk = 1.0 - confidence[np.concatenate([admitted, order])]
-        m = np.arange(1, risk.size + 1)
-        share = (np.cumsum(risk) / m + 1.645 * np.sqrt(np.cumsum(risk * (1.0 - risk))) / m)[admitted.size:]
+        share = _share_high(1.0 - confidence[np.concatenate([admitted, order])])[admitted.size:]
         within = np.flatnonzero(share <= self.bound)
         held = order[int(within.max()) + 1 if within.size else 0:]
         if held.size == 0:
@@ -620,9 +625,7 @@ class AutoAcceptBound:
         confidence = tempered(probs[where], self.temperature).max(axis=1)
         auto = np.flatnonzero(decisions[ROUTE].to_numpy() == Action.AUTO_ACCEPT.value)
         order = auto[np.argsort(-confidence[auto], kind="stable")]
-        risk = 1.0 - confidence[order]
-        m = np.arange(1, order.size + 1)
-        share = np.cumsum(risk) / m + 1.645 * np.sqrt(np.cumsum(risk * (1.0 - risk))) / m
+        share = _share_high(1.0 - confidence[order])
         within = np.flatnonzero(share <= self.bound)
         keep = int(within.max()) + 1 if within.size else 0
         held = order[keep:]
