@@ -212,6 +212,7 @@ class Throughput:
     duplicated: int          # tasks answered by one user twice (next/ gave a task again)
     over_answered: int       # answers beyond a task's overlap (next/ gave one task to two people at once)
     database: str
+    error_kinds: tuple[tuple[str, int], ...] = ()   # (exception and message, count), most frequent first
 
 
 def label_studio_throughput(server: LabelStudioServer, *, clients: int = 32, seconds: float = 60.0,
@@ -250,7 +251,7 @@ def label_studio_throughput(server: LabelStudioServer, *, clients: int = 32, sec
                     break
                 answer = me.annotate(int(task["id"]), result, lead_time=1.0)
             except Exception as exc:  # counted, the run goes on
-                errors[type(exc).__name__] += 1
+                errors[f"{type(exc).__name__}: {str(exc)[:200]}"] += 1
                 continue
             latencies[k].append(time.perf_counter() - t0)
             acked[k].append(int(answer["id"]))
@@ -279,7 +280,8 @@ def label_studio_throughput(server: LabelStudioServer, *, clients: int = 32, sec
                       errors=sum(errors.values()), lost=len(set(sent) - set(stored)),
                       duplicated=sum(n - 1 for n in per_user_task.values() if n > 1),
                       over_answered=sum(n - overlap for n in per_task.values() if n > overlap),
-                      database="postgresql" if server.env.get("DJANGO_DB") == "default" else "sqlite")
+                      database="postgresql" if server.env.get("DJANGO_DB") == "default" else "sqlite",
+                      error_kinds=tuple(errors.most_common()))
 
 
 def fresh_postgres(admin_url: str, name: str) -> dict[str, str]:

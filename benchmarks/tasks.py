@@ -435,6 +435,8 @@ def label_studio_load(n_clients: int, seconds: float, n_tasks: int, work_dir: Pa
     with LabelStudioServer.start(python, data_dir=data_dir, postgres=postgres) as server:
         print(f"  Label Studio {server.url} up in {server.started_in:.0f} s", flush=True)
         t = label_studio_throughput(server, clients=n_clients, seconds=seconds, tasks=min(n_tasks, 5000))
+    for kind, n in t.error_kinds:
+        print(f"  Label Studio error x{n}: {kind}", flush=True)
     return Result(server="label_studio", clients=n_clients, seconds=t.seconds, answers=t.answers,
                   answers_per_s=t.answers_per_s, next_p50_ms=t.next_p50_ms, next_p99_ms=t.next_p99_ms,
                   cycle_p50_ms=t.p50_ms, cycle_p99_ms=t.p99_ms, lost=t.lost,
