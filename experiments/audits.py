@@ -538,7 +538,8 @@ class AutoAcceptBound:
         still allow 11%), the router's probabilities are read at a temperature fitted on every
         audited item so far (the class the experts settled on;
         :class:`loop.calibration.TemperatureScaling`), at the upper end of its 95%
-        profile-likelihood interval and never below 1, and a round auto-accepts its most
+        profile-likelihood interval and never below 1, or of the fit on those the router would
+        auto-accept when that is higher (:meth:`_temperature`), and a round auto-accepts its most
         confident items while their share of errors stays within the bound with 95%
         probability under the tempered risks. A temperature, not a constant factor on the
         risk: an overconfident posterior
