@@ -131,7 +131,9 @@ must serve). Each round ``r = 1 .. rounds`` then:
      default). With a bound, nothing is auto-accepted before the first audit. After it,
      while the audited 95% upper bound of the auto-accepted stratum's error exceeds the
      bound, the router's probabilities are read at a temperature fitted on the audited
-     items (the upper end of its 95% interval, at least 1), and a round auto-accepts its most
+     items (the upper end of its 95% interval, at least 1; the larger of the fits on every
+     audited item and on those at the auto-accept confidence or more, and closed while none of
+     these has been audited), and a round auto-accepts its most
      confident items only while their share of errors stays within the bound with 95%
      probability under the tempered risks; the others go to review. Each change is logged with why (tag ``labelloop.auto_accept_bound``,
      ``tables/auto_accept_bound.csv``, the held items' reasons); ``auto_accept_cutoff`` is the
