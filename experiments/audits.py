@@ -21,19 +21,16 @@ import numpy as np
 import pandas as pd
 from scipy.special import softmax
 
-from loop._validation import check_int, fail
-from loop.aggregate import DawidSkene
-from loop.audit import (ErrorRateEstimate, audit_sample, audit_truth_posterior, estimate_error_rate_stratified,
-                        latent_audit_fit, wilson_interval)
+from loop.audit import ErrorRateEstimate, audit_sample, estimate_error_rate_stratified, wilson_interval
 from loop.calibration import TemperatureScaling
 from loop.columns import ANNOTATOR, ITEM, LABEL, REASON, ROUTE
 from loop.strategies import ACTION, Action
 
 from . import tracking as T
 
-__all__ = ["AUDIT_METHOD", "DECISIVE_DISPUTE", "LATENT_AUDIT_METHOD", "STRATA", "AuditBook", "AuditLedger", "AuditResult", "AutoAcceptBound",
-           "ExpertConfusion", "audit_verdict", "change_terms", "confirmed_changes", "dispute_posterior",
-           "estimate_audit", "estimate_carried", "latent_verdict", "stratified_sample", "with_estimate"]
+__all__ = ["AUDIT_METHOD", "DECISIVE_DISPUTE", "STRATA", "AuditBook", "AuditLedger", "AuditResult", "AutoAcceptBound",
+           "audit_verdict", "change_terms", "confirmed_changes", "dispute_posterior", "estimate_audit",
+           "estimate_carried", "stratified_sample", "with_estimate"]
 
 # Where an item's current label came from, by the program's own record (no truth): the audit's
 # strata. Double-blind and triple work count as reviewed, an audit's correction as expert.
@@ -54,14 +51,6 @@ AUDIT_METHOD = ("stratified (auto-accepted oversampled, the rest uniform), adjud
                 "the label's stratum makes it decisive: P(label wrong | dispute) >= 0.95), "
                 "Wilson interval at Kish's effective size; each round audits the labels new or changed since "
                 "the last audit and carries the earlier audits' count forward (a difference estimator)")
-
-# program.audit_count: latent
-LATENT_AUDIT_METHOD = AUDIT_METHOD.replace(
-    "Wilson interval", "errors counted by a latent-class estimate (each audited label's posterior probability of "
-    "being wrong given the experts' answers, at its round and stratum's maximum-likelihood error rate; where "
-    "experts err from a Dawid-Skene fit of the stream's annotations, their accuracy from every audit so far, so "
-    "an expert agreeing with a wrong label is allowed for), Wilson interval", 1)
-
 
 @dataclass(frozen=True)
 class AuditResult:
@@ -124,8 +113,7 @@ def audit_verdict(sample: np.ndarray, label: np.ndarray, first: np.ndarray, seco
     the label to ``first`` without a second opinion.
 
     ``wrong`` and ``wrong_after`` are what the estimates count: the label's error before and
-    after the audit's correction, here the verdict's 0 or 1 (the plain count, which takes an
-    expert's agreement as proof); :func:`latent_verdict` replaces them by probabilities.
+    after the audit's correction, the verdict's 0 or 1 (an expert's agreement taken as proof).
     """
     disputed = first != label
     alone = np.isnan(second)
@@ -140,7 +128,7 @@ def audit_verdict(sample: np.ndarray, label: np.ndarray, first: np.ndarray, seco
 def estimate_audit(verdict: pd.DataFrame, strata: pd.Series, design: pd.Series, round_: int) -> AuditResult:
     """The audit's estimates, of the labels *after* its own corrections (each fix takes its
     label's error out of its stratum), and the per-route table. Errors are counted as the
-    verdict's ``wrong`` (0 or 1, or a probability: :func:`latent_verdict`)."""
+    verdict's ``wrong`` (0 or 1)."""
     n_all = len(strata)
     audited = verdict.set_index(ITEM)
     removed = audited["wrong"] - audited["wrong_after"]
@@ -171,124 +159,10 @@ def estimate_audit(verdict: pd.DataFrame, strata: pd.Series, design: pd.Series, 
 
 
 def _share(n: int, errors: float) -> ErrorRateEstimate:
-    """``errors`` (a count, or a sum of probabilities) of ``n`` audited items, with Wilson's
-    interval: :func:`loop.audit.estimate_error_rate`'s for a whole count."""
+    """``errors`` of ``n`` audited items (the verdicts' ``wrong`` summed), with Wilson's
+    interval: :func:`loop.audit.estimate_error_rate`'s."""
     rate = min(max(errors / n, 0.0), 1.0)
     return ErrorRateEstimate(rate, *wilson_interval(rate, n), n, int(round(errors)), 0.95)
-
-
-class ExpertConfusion:
-    """The experts' confusion matrix, where a wrong label's true class lies, and each audit
-    group's error rate, as the store knows them (never the truth): what :func:`latent_verdict`
-    weighs an expert's agreement with.
-
-    :meth:`fit` takes where an expert's errors go, ``E``, from where the crowd's go: Dawid and
-    Skene's model (:class:`loop.aggregate.DawidSkene`, ``"full"``) fitted to every annotation
-    of the stream, the crowd's confusion off its diagonal, pooled (experts err on the pairs
-    that are genuinely confusable, as the crowd does, only far less often; a few dozen expert
-    labels could not fill a 10 x 10 matrix per expert: the full model leaves their rows near its
-    prior, about 0.5 on the diagonal). With the class priors the same confusion says where a
-    wrong label's truth lies. The experts' accuracy ``a`` comes from the audits so far, items
-    one or two experts saw (:func:`loop.audit.latent_audit_fit`): ``confusion_ = a I + (1 - a) E``.
-
-    Attributes
-    ----------
-    accuracy_ : float
-        The experts' accuracy ``a``.
-    confusion_ : ndarray of shape (k, k)
-        P(an expert answers j | true class i), row-stochastic.
-    wrong_truth_ : ndarray of shape (k, k)
-        P(true class i | label l, the label is wrong), zero diagonal: rows are labels.
-    agreement_ : ndarray of shape (k,)
-        P(an expert agrees with label l | it is wrong): what the plain count takes as 0.
-    rates_ : Series
-        Each audit group's maximum-likelihood error rate, by group.
-
-    Examples
-    --------
-    >>> frame = pd.DataFrame({ITEM: [1, 1, 1, 2, 2, 2], ANNOTATOR: ["a", "b", "x", "a", "b", "x"],
-    ...                       LABEL: [0, 0, 0, 1, 1, 0]})
-    >>> audits = pd.DataFrame({LABEL: [0, 1], "first": [0, 0], "second": [np.nan, 0], "group": ["r1", "r1"]})
-    >>> ExpertConfusion().fit(frame, audits, experts={"x"}, n_classes=2).rates_.round(2).to_dict()
-    {'r1': 0.52}
-    """
-
-    def fit(self, annotations: pd.DataFrame, audits: pd.DataFrame, *, experts: Any,
-            n_classes: int) -> ExpertConfusion:
-        """Fit on the stream's ``annotations`` (``item_id, annotator_id, label``, labels in
-        ``0 .. k - 1``) and every audit so far, ``audits`` (``label, first, second, group``:
-        the label audited, the experts' answers, NaN where none, and the item's audit group);
-        ``experts``: the expert annotators' ids (a collection). Returns self."""
-        k = check_int(n_classes, "n_classes", low=2)
-        for name, frame, columns in (("annotations", annotations, [ITEM, ANNOTATOR, LABEL]),
-                                     ("audits", audits, [LABEL, "first", "second", "group"])):
-            if not isinstance(frame, pd.DataFrame) or not set(columns) <= set(frame.columns) or frame.empty:
-                raise fail(name, f"a non-empty DataFrame with columns {columns}",
-                           f"{type(frame).__name__} {list(getattr(frame, 'columns', []))}")
-        experts = set(experts)
-        frame = annotations[[ITEM, ANNOTATOR, LABEL]].drop_duplicates([ITEM, ANNOTATOR], keep="last")
-        crowd_rows = ~frame[ANNOTATOR].isin(experts)
-        if not crowd_rows.any():
-            raise fail("experts", "the ids of the experts, not of every annotator of 'annotations'", f"{sorted(experts)!r}")
-        full = DawidSkene("full").fit(frame)
-        codes = full.classes_.to_numpy(dtype=np.int64)
-        if codes.min() < 0 or codes.max() >= k:
-            raise fail("annotations", f"labels in 0 .. {k - 1} (n_classes={k})", f"labels {codes.tolist()}")
-        counts = frame.groupby(ANNOTATOR).size()
-        in_crowd = ~full.annotators_.isin(experts)
-        weights = counts.reindex(full.annotators_[in_crowd]).to_numpy(dtype=np.float64)
-        crowd = np.eye(k)  # a class never seen is answered as itself
-        crowd[np.ix_(codes, codes)] = np.tensordot(weights / weights.sum(), full.confusion_[in_crowd], axes=1)
-        priors = np.zeros(k)
-        priors[codes] = full.priors_.to_numpy()
-        errors_to = _off_diagonal(crowd)
-        self.wrong_truth_ = _off_diagonal((priors[:, None] * crowd).T)  # rows: labels; mass: truth i labelled l
-        self.accuracy_, self.rates_ = latent_audit_fit(
-            audits[LABEL].to_numpy(dtype=np.float64), audits[["first", "second"]].to_numpy(dtype=np.float64),
-            audits["group"].to_numpy(), errors_to=errors_to, wrong_truth=self.wrong_truth_,
-            prior_accuracy=_PRIOR_EXPERT_ACCURACY, prior_answers=_PRIOR_PAIRS)
-        self.confusion_ = self.accuracy_ * np.eye(k) + (1.0 - self.accuracy_) * errors_to
-        self.agreement_ = (self.wrong_truth_ * self.confusion_.T).sum(axis=1)
-        return self
-
-
-def _off_diagonal(matrix: np.ndarray) -> np.ndarray:
-    """``matrix`` without its diagonal, rows normalised (a row without mass: uniform over the others)."""
-    k = matrix.shape[0]
-    out = matrix * (1.0 - np.eye(k))
-    empty = out.sum(axis=1) <= 0
-    out[empty] = 1.0 - np.eye(k)[empty]
-    return out / out.sum(axis=1, keepdims=True)
-
-
-def latent_verdict(verdict: pd.DataFrame, groups: np.ndarray,
-                   confusion: ExpertConfusion) -> tuple[pd.DataFrame, np.ndarray]:
-    """``verdict`` with ``wrong`` and ``wrong_after`` as each label's probability of being wrong,
-    before and after the audit's correction, given the experts' answers; and the (n, k)
-    posterior of each audited item's true class.
-
-    A latent-class estimate (:func:`loop.audit.audit_truth_posterior`): each item's label is
-    wrong a priori at its audit group's error rate (``groups`` (n,), as ``confusion``, a
-    fitted :class:`ExpertConfusion`, estimated them), and the experts answer by
-    ``confusion.confusion_``. An expert's agreement then leaves a label wrong with probability
-    ``p c / (p c + (1 - p) a)`` (``c`` the chance an expert picks the same wrong class), not
-    0; a dispute a second expert rejects, or one without a second, counts by its odds. Where
-    experts err rarely and independently, ``c`` is small and the estimate is the plain count's.
-    At its maximum-likelihood rate a group's posteriors sum to that rate times its items.
-    """
-    groups = np.asarray(groups)
-    if groups.shape != (len(verdict),) or not pd.Index(groups).isin(confusion.rates_.index).all():
-        raise fail("groups", f"one audit group per audited item, shape ({len(verdict)},), each fitted",
-                   f"shape {groups.shape}, groups {sorted(set(groups.tolist()))[:5]}")
-    labels = verdict[LABEL].to_numpy(dtype=np.int64)
-    posterior = audit_truth_posterior(labels, verdict[["first", "second"]].to_numpy(dtype=np.float64),
-                                      error_rate=confusion.rates_.reindex(groups).to_numpy(),
-                                      confusion=confusion.confusion_, wrong_truth=confusion.wrong_truth_)
-    rows = np.arange(len(verdict))
-    wrong = 1.0 - posterior[rows, labels]
-    fixed_to = verdict["first"].to_numpy(dtype=np.int64)
-    after = np.where(verdict["fix"].to_numpy(dtype=bool), 1.0 - posterior[rows, fixed_to], wrong)
-    return verdict.assign(wrong=wrong, wrong_after=after), posterior
 
 
 @dataclass
@@ -321,23 +195,19 @@ class AuditLedger:
             pd.Index(ids, dtype=object)).to_numpy(dtype=np.float64)
 
 
-def change_terms(verdict: pd.DataFrame, old: np.ndarray, posterior: np.ndarray | None = None) -> np.ndarray:
+def change_terms(verdict: pd.DataFrame, old: np.ndarray) -> np.ndarray:
     """Per audited item (n,): its label's error minus its old label's.
 
-    ``verdict`` as :func:`audit_verdict` or :func:`latent_verdict` gives it (``wrong``: the
-    label's error, before the audit's correction); ``old`` (n,): each item's label at the last audit, NaN for an item not
+    ``verdict`` as :func:`audit_verdict` gives it (``wrong``: the label's error, before the
+    audit's correction); ``old`` (n,): each item's label at the last audit, NaN for an item not
     labelled then (its old error is 0: it was not counted). The experts' answers judge the old
-    label too: with ``posterior`` (n, k) (:func:`latent_verdict`'s) by its probability of
-    being wrong, without it wrong when the first expert's class differs from it, and the
-    second's as well when one was asked.
+    label too: it was wrong when the first expert's class differs from it, and the second's as
+    well when one was asked.
     """
     old = np.asarray(old, dtype=np.float64)
     had = ~np.isnan(old)
-    if posterior is None:
-        first, second = verdict["first"].to_numpy(dtype=np.float64), verdict["second"].to_numpy(dtype=np.float64)
-        old_wrong = (had & (first != old) & (np.isnan(second) | (second != old))).astype(np.float64)
-    else:
-        old_wrong = np.where(had, 1.0 - posterior[np.arange(len(old)), np.where(had, old, 0).astype(np.int64)], 0.0)
+    first, second = verdict["first"].to_numpy(dtype=np.float64), verdict["second"].to_numpy(dtype=np.float64)
+    old_wrong = (had & (first != old) & (np.isnan(second) | (second != old))).astype(np.float64)
     terms = verdict["wrong"].to_numpy(dtype=np.float64) - old_wrong
     terms[had & (old == verdict[LABEL].to_numpy(dtype=np.float64))] = 0.0  # the same label: the same verdict
     return terms
@@ -439,7 +309,6 @@ class AuditBook:
     expert_pairs: int = 0
     expert_agreements: int = 0
     evidence: list[pd.DataFrame] = field(default_factory=list)
-    answers: list[pd.DataFrame] = field(default_factory=list)  # every audit's label, first, second, group
     strata_log: list[pd.DataFrame] = field(default_factory=list)
     last: AuditResult | None = None
 

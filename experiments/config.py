@@ -23,8 +23,6 @@ A config file has these sections (every key optional; defaults in brackets)::
       audit_rate: 0.03           # share of labelled items an expert audits each round, in [0, 1]
       audit_scope: all           # all | fresh: audit only the labels new or changed since the last audit
                                  #   (its cost follows the round's work; see experiments/program.py, step 6)
-      audit_count: plain         # plain | latent: count an expert's agreement as proof, or each label by its
-                                 #   posterior of being wrong (experts who share the crowd's mistakes)
       calibration_items: 150     # gold items that fit the temperature (>= 20)
       holdout_items: 300         # gold items the model is evaluated on (digits; music_genre
                                  # uses its 300 test songs)
@@ -149,18 +147,6 @@ SECTIONS = ("program", "crowd", "thresholds", "gate", "tracking", "store", "serv
 
 class ConfigError(SchemaError):
     """A config key or value is wrong; the message names it (``section.key: expected ..., got ...``)."""
-
-
-class AuditCount(str, Enum):
-    """How an audit counts errors: an expert's agreement as proof (``plain``), or each audited
-    label by its posterior probability of being wrong given the experts' answers, experts who
-    err the way the crowd does allowed for (``latent``: :func:`experiments.audits.latent_verdict`)."""
-
-    PLAIN = "plain"
-    LATENT = "latent"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class AuditScope(str, Enum):
@@ -599,7 +585,6 @@ class ProgramConfig:
     strategy: Strategy = Strategy.TIERED
     audit_rate: float = 0.03
     audit_scope: AuditScope = AuditScope.ALL
-    audit_count: AuditCount = AuditCount.PLAIN
     calibration_items: int = 150
     holdout_items: int = 300
     annotator_model: str = "one_coin"
@@ -644,7 +629,6 @@ class ProgramConfig:
         set_(self, "strategy", _choice(Strategy, self.strategy, "program.strategy"))
         set_(self, "audit_rate", _real(self.audit_rate, "program.audit_rate", 0.0, 1.0))
         set_(self, "audit_scope", _choice(AuditScope, self.audit_scope, "program.audit_scope"))
-        set_(self, "audit_count", _choice(AuditCount, self.audit_count, "program.audit_count"))
         _int(self.calibration_items, "program.calibration_items", 20)
         _int(self.holdout_items, "program.holdout_items", 20)
         if not isinstance(self.annotator_model, str) or self.annotator_model not in ANNOTATOR_MODELS:
@@ -724,8 +708,7 @@ class ProgramConfig:
                         "annotations": self.annotations, "rounds": self.rounds,
                         "items_per_round": self.items_per_round, "budget_per_round": self.budget_per_round,
                         "strategy": self.strategy.value, "audit_rate": self.audit_rate,
-                        "audit_scope": self.audit_scope.value, "audit_count": self.audit_count.value,
-                        "calibration_items": self.calibration_items,
+                        "audit_scope": self.audit_scope.value, "calibration_items": self.calibration_items,
                         "holdout_items": self.holdout_items, "annotator_model": self.annotator_model,
                         "deferred_accept_confidence": self.deferred_accept_confidence,
                         "max_fit_items": self.max_fit_items,
@@ -749,7 +732,7 @@ class ProgramConfig:
 
 
 _PROGRAM_KEYS = ("name", "dataset", "annotations", "rounds", "items_per_round", "budget_per_round", "strategy", "audit_rate",
-                 "audit_scope", "audit_count", "calibration_items", "holdout_items", "annotator_model", "deferred_accept_confidence",
+                 "audit_scope", "calibration_items", "holdout_items", "annotator_model", "deferred_accept_confidence",
                  "max_fit_items", "seed",
                  "currency", "value_per_error_removed", "drift_scenario", "drift_onset_round")
 

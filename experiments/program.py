@@ -231,11 +231,11 @@ from loop.store import ANNOTATION_ID, TASK_ID, LabelStore, StreamHistory, head_r
 from loop.strategies import ACTION, IS_NEW, SELF_CONFIDENCE, Action, Strategy, plan_round
 
 from . import tracking as T
-from .audits import (_ACTION_STRATUM, _AUTO, _EXPERT, _UNTOUCHED, AUDIT_METHOD, DECISIVE_DISPUTE, LATENT_AUDIT_METHOD,
-                     AuditBook, AuditLedger, AuditResult, AutoAcceptBound, ExpertConfusion, audit_verdict,
-                     change_terms, dispute_posterior, latent_verdict, estimate_audit, estimate_carried, stratified_sample, with_estimate)
+from .audits import (_ACTION_STRATUM, _AUTO, _EXPERT, _UNTOUCHED, AUDIT_METHOD, DECISIVE_DISPUTE, AuditBook,
+                     AuditLedger, AuditResult, AutoAcceptBound, audit_verdict, change_terms, dispute_posterior,
+                     estimate_audit, estimate_carried, stratified_sample, with_estimate)
 from .comparison_report import round_figure
-from .config import IN_PROCESS, LOCAL, AuditCount, AuditScope, ConfigError, ModelConfig, ProgramConfig, flatten
+from .config import IN_PROCESS, LOCAL, AuditScope, ConfigError, ModelConfig, ProgramConfig, flatten
 from .drift_watch import DriftWatch, merge_queue, pool_frame, queue_outcome
 from .guidance import ProgramGuidance
 from .impact import RoundImpact
@@ -706,8 +706,7 @@ def run_program(cfg: ProgramConfig, *, scorer: Scorer | None = None, store: Labe
             dataset, estimator=lambda: _classifier(cfg.model), seed=cfg.seed, max_fit_items=cfg.max_fit_items)
         program = _Program(cfg, dataset, workforce, trainer, setup.store, tracker, stream=stream,
                            clock=clock or simulated_clock)
-        tracker.start(f"{cfg.strategy.value}", params={**flatten(cfg), T.PARAM_AUDIT_METHOD: (
-            LATENT_AUDIT_METHOD if cfg.audit_count is AuditCount.LATENT else AUDIT_METHOD)}, tags={
+        tracker.start(f"{cfg.strategy.value}", params={**flatten(cfg), T.PARAM_AUDIT_METHOD: AUDIT_METHOD}, tags={
             T.TAG_STRATEGY: cfg.strategy.value, T.TAG_DATASET: dataset.name, T.TAG_ROLE: T.ROLE_PROGRAM,
             T.TAG_STREAM: program.stream, T.TAG_CURRENCY: cfg.currency})
         # Single-threaded BLAS: the arrays are small, and BLAS threads fighting over a few shared
@@ -1424,19 +1423,6 @@ class _Program:
         self._write_answers(second, round_, _AUDIT_START + pd.Timedelta(hours=2))
         verdict = audit_verdict(sample, current, first[LABEL].to_numpy(dtype=np.int64),
                                 second.set_index(ITEM)[LABEL].reindex(sample).to_numpy(dtype=np.float64), decisive)
-        # With audit_count latent: an expert who agrees with a label may share its mistake (experts
-        # err on the pairs the crowd does), so the estimates count each label by its probability
-        # of being wrong.
-        # Each round's label strata have their own error rate: a dispute of a label from a stratum
-        # half wrong is far likelier right than one of an auto-accepted label.
-        posterior = None
-        if self.cfg.audit_count is AuditCount.LATENT:
-            groups = np.char.add(f"{round_}:", sample_strata.astype(str))
-            answers = verdict[[LABEL, "first", "second"]].assign(group=groups)
-            confusion = ExpertConfusion().fit(self.history.annotations(), pd.concat([*self.book.answers, answers]),
-                                              experts=self.experts, n_classes=len(self.dataset.classes))
-            self.book.answers.append(answers)
-            verdict, posterior = latent_verdict(verdict, groups, confusion)
         fixes = verdict[verdict["fix"]]
         self._write_resolutions(pd.DataFrame({
             ITEM: fixes[ITEM].to_numpy(), LABEL: fixes["first"].to_numpy(dtype=np.int64), "method": METHOD_EXPERT,
@@ -1446,19 +1432,19 @@ class _Program:
         audit = estimate_audit(verdict, pd.Series(strata, index=population), pd.Series(design, index=population),
                                round_)
         if carried:
-            audit = self._carry(audit, verdict, posterior, old, now, ids, is_fresh, sample, population, design, fixes)
+            audit = self._carry(audit, verdict, old, now, ids, is_fresh, sample, population, design, fixes)
         self.book.record(verdict, sample_strata, askable.size, audit, self.router)
         self.stratum.loc[fixes[ITEM].to_numpy()] = _EXPERT
         return audit
 
-    def _carry(self, audit: AuditResult, verdict: pd.DataFrame, posterior: np.ndarray | None, old: np.ndarray,
-               now: np.ndarray, ids: np.ndarray, is_fresh: np.ndarray, sample: np.ndarray, population: np.ndarray,
-               design: np.ndarray, fixes: pd.DataFrame) -> AuditResult:
+    def _carry(self, audit: AuditResult, verdict: pd.DataFrame, old: np.ndarray, now: np.ndarray, ids: np.ndarray,
+               is_fresh: np.ndarray, sample: np.ndarray, population: np.ndarray, design: np.ndarray,
+               fixes: pd.DataFrame) -> AuditResult:
         """``audit`` with the whole set's estimate carried forward (``audit_scope: fresh``), and
         the ledger moved on to the labels after this audit's corrections."""
         drawn = pd.Index(population, dtype=object).get_indexer(sample)
         estimate, errors, variance = estimate_carried(
-            self.ledger, change_terms(verdict, old[pd.Index(ids, dtype=object).get_indexer(sample)], posterior),
+            self.ledger, change_terms(verdict, old[pd.Index(ids, dtype=object).get_indexer(sample)]),
             design[drawn], design, len(ids), float((verdict["wrong"] - verdict["wrong_after"]).sum()))
         after = now.copy()
         after[pd.Index(ids, dtype=object).get_indexer(fixes[ITEM].to_numpy(dtype=object))] = fixes["first"].to_numpy()

@@ -105,8 +105,7 @@ class _AnswersFromRealTruth:
 
 
 def test_the_estimates_never_read_the_truth() -> None:
-    # With the latent count: its confusion and accuracy fits read annotations and audits only.
-    cfg = _config(program={"strategy": "tiered", "audit_rate": 0.1, "budget_per_round": 5.0, "audit_count": "latent"},
+    cfg = _config(program={"strategy": "tiered", "audit_rate": 0.1, "budget_per_round": 5.0},
                   thresholds={"max_auto_accept_error": 0.05})
     world = build_world(cfg)
     shuffled = pd.Series(np.random.default_rng(0).permutation(world.truth.to_numpy()), index=world.truth.index)
@@ -124,7 +123,6 @@ def test_the_estimates_never_read_the_truth() -> None:
     pd.testing.assert_frame_equal(seen.tables[T.AUDIT_STRATA_CSV], unseen.tables[T.AUDIT_STRATA_CSV])
     # The run names its estimator.
     assert "second independent expert" in seen.params[T.PARAM_AUDIT_METHOD]
-    assert "latent-class estimate" in seen.params[T.PARAM_AUDIT_METHOD]
 
 
 def test_the_bound_tightens_auto_accept_and_logs_why() -> None:
@@ -230,11 +228,14 @@ def test_a_fresh_scope_audits_the_new_and_changed_labels_and_carries_the_rest() 
             & (rounds[T.AUDIT_ERROR_RATE] <= rounds[T.AUDIT_CI_HIGH])).all()
 
 
-def test_an_unknown_audit_count_is_refused_naming_the_field() -> None:
+@pytest.mark.parametrize("count", ["plain", "latent"])
+def test_the_removed_audit_count_is_refused_naming_the_field(count: str) -> None:
+    # program.audit_count was removed on 2026-12-06 (plain was its default and is now the only count):
+    # a config that still sets it is refused, naming the key and the keys a program section takes.
     from experiments.config import ConfigError
 
-    with pytest.raises(ConfigError, match="program.audit_count"):
-        _config(program={"audit_count": "bayes"})
+    with pytest.raises(ConfigError, match=r"^program\.audit_count: unknown key; expected one of \[.*'audit_scope'"):
+        _config(program={"audit_count": count})
 
 
 def test_an_unknown_audit_scope_is_refused_naming_the_field() -> None:
