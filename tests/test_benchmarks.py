@@ -212,6 +212,24 @@ def test_audit_coverage_changes_the_audit_scope_and_rate_but_not_the_budget(monk
     sys.modules.pop("audit_coverage", None)
 
 
+def test_audit_coverage_keeps_its_own_config_when_the_program_benchmarks_changes(monkeypatch):
+    # The program benchmark once set deferred_accept_confidence and silently moved the audit figures.
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import audit_coverage
+    import benchmarks.program as program_bench
+
+    before = {d: audit_coverage.config(d, 3) for d in audit_coverage.BASE}
+    for dataset, raw in program_bench.BASE.items():
+        monkeypatch.setitem(program_bench.BASE, dataset, {
+            **raw, "program": {**raw["program"], "deferred_accept_confidence": 0.7, "audit_rate": 0.1},
+            "thresholds": {"auto_accept_confidence": 0.97}})
+    assert {d: audit_coverage.config(d, 3) for d in audit_coverage.BASE} == before
+    digits = before["digits"]
+    assert (digits.deferred_accept_confidence, digits.audit_rate, digits.thresholds.auto_accept_confidence,
+            digits.items_per_round, digits.strategy.value) == (None, 0.03, 0.9, 250, "tiered")
+    sys.modules.pop("audit_coverage", None)
+
+
 @pytest.fixture
 def drift_bench(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
