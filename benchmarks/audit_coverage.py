@@ -15,8 +15,8 @@ How: tiered programs (thresholds auto-accept 0.9, expert margin 0.05, double-bli
 deferred accepts), four rounds after the seed round (digits: 250 items a round; music genre:
 120, the real crowd replayed), audit rate 0.03, all in this script's own :data:`BASE`; the
 budget of :func:`benchmarks.program.equal_budget` (half of triple annotation's planned cost)
-from each seed's world; seeds 0-39 (digits) and 0-19 (music
-genre). Every round r >= 1 is a case. A program's auto-accepted labels are those of every round
+from each seed's world; seeds 0-39 (digits) and 0-19 (music genre). Every round r >= 1 is a
+case. A program's auto-accepted labels are those of every round
 (``items_auto_accept``), each graded after its round (``auto_accept_error_rate``); a program that
 auto-accepted nothing complies (it is counted apart).
 
