@@ -665,15 +665,20 @@ def _heldout_scores(enc: _Encoded, models: tuple[str, ...], *, folds: int, repea
         kept_all[np.minimum(offset[test_group] + test_pos, kept_all.size - 1)] == enc.item[test_all])
     stacked_row = np.where(seen, offset[test_group] + test_pos, 0)
     anchored = gold_of[enc.item[test_all]]  # fixed to gold even with no training label
+    gold_test = anchored >= 0
+    gold_post = np.eye(k)[anchored[gold_test]]
+    # Each held-out row's (annotator, label) row of a fit's confusions laid out as (a, l) x c.
+    said_row = (test_group * m + enc.annotator[test_all]) * k + enc.label[test_all]
     scores = {}
     for model in models:
         fit = _fit_em(stacked, model, gold_rows=stacked_gold, gold_codes=gold_of[kept_all[stacked_gold]],
                       groups=groups, item_group=item_group, **options)
         priors = fit.priors.reshape(groups, k)
         post = np.where(seen[:, None], fit.posteriors[stacked_row], priors[test_group])
-        post[anchored >= 0] = np.eye(k)[anchored[anchored >= 0]]
-        # (n_test, k): the fold's confusion of each held-out row's annotator, over classes c.
-        said = fit.confusion[test_group * m + enc.annotator[test_all], :, enc.label[test_all]]
+        post[gold_test] = gold_post
+        # (n_test, k): the fold's confusion of each held-out row's annotator, over classes c
+        # (np.take on rows: a fraction of the cost of indexing confusion[a, :, l]).
+        said = np.take(np.ascontiguousarray(fit.confusion.transpose(0, 2, 1)).reshape(-1, k), said_row, axis=0)
         scores[model] = float(np.log(_add_along(post * said, 1)).sum()) / test_all.size
     return pd.Series(scores, name="heldout_log_likelihood")
 
@@ -751,8 +756,11 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
         if single:
             priors = post.sum(axis=0, keepdims=True) + 1.0
         else:
-            priors = np.stack([np.bincount(item_group, weights=post[:, c], minlength=groups)
-                               for c in range(k)], axis=1) + 1.0
+            # One bincount for all k classes: bin c * groups + g adds column c over crowd g's
+            # items in item order, as a bincount per column did.
+            keys = (np.arange(k)[:, None] * groups + item_group).reshape(-1)
+            priors = np.bincount(keys, weights=np.ravel(post, order="F"), minlength=k * groups)
+            priors = np.ascontiguousarray(priors.reshape(k, groups).T) + 1.0
         priors /= priors.sum(axis=1, keepdims=True)
         lam = np.zeros(groups)
         if model == "mace":
