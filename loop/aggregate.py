@@ -841,10 +841,12 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
         running = ~stopped
         items, annotators = running[item_group], np.repeat(running, m)
         # X's rows of the items kept; a crowd's columns shift down by the crowds dropped before it.
-        shift = (np.cumsum(stopped) * (m * k))[X.indices // (m * k)]
-        entries = np.repeat(items, np.diff(X.indptr))
+        # (Each entry's crowd is its row's: numpy's integer division of the columns is slow.)
+        per_row = np.diff(X.indptr)
+        shift = (np.cumsum(stopped) * (m * k))[np.repeat(item_group, per_row)]
+        entries = np.repeat(items, per_row)
         indptr = np.zeros(int(items.sum()) + 1, X.indptr.dtype)
-        np.cumsum(np.diff(X.indptr)[items], out=indptr[1:])
+        np.cumsum(per_row[items], out=indptr[1:])
         X = sparse.csr_matrix((X.data[entries], (X.indices - shift)[entries], indptr),
                               shape=(indptr.size - 1, int(running.sum()) * m * k))
         X.has_sorted_indices = True
