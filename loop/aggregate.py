@@ -678,7 +678,8 @@ def _heldout_scores(enc: _Encoded, models: tuple[str, ...], *, folds: int, repea
         post[gold_test] = gold_post
         # (n_test, k): the fold's confusion of each held-out row's annotator, over classes c
         # (np.take on rows: a fraction of the cost of indexing confusion[a, :, l]).
-        said = np.take(np.ascontiguousarray(fit.confusion.transpose(0, 2, 1)).reshape(-1, k), said_row, axis=0)
+        by_row = np.ascontiguousarray(fit.confusion.transpose(0, 2, 1)).reshape(-1, k)
+        said = np.take(by_row, said_row, axis=0)
         scores[model] = float(np.log(_add_along(post * said, 1)).sum()) / test_all.size
     return pd.Series(scores, name="heldout_log_likelihood")
 
@@ -960,7 +961,7 @@ def _eb_settled(counts: np.ndarray, alpha: np.ndarray, target: np.ndarray, at: n
     with :math:`H` the largest :math:`|\psi|` over every :math:`\beta` the grid allows
     (:math:`\psi` increases, so it is at an end of that range); the scores left out therefore
     move a crowd's score by at most :math:`H` times its small counts, plus the rounding of the
-    sums (bounded below, a few 1e-8 on the real crowds). A crowd is settled when its score,
+    sums (bounded below; under 1e-6 on the crowds of the benchmark). A crowd is settled when its score,
     lowered by that bound, beats each neighbour's raised by it: the full scores would then
     rank them the same way, so the climb's answer is the same, bit for bit.
     """
