@@ -779,8 +779,10 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
             errors = counts.reshape(groups, m, k, k).sum(axis=1) + alpha.T
         errors[:, diag, diag] = 0.0
         errors /= np.maximum(errors.sum(axis=1, keepdims=True), np.finfo(float).tiny)
-        spread = errors[0] if model == "one_coin" else np.repeat(errors, m, axis=0)
-        target = (1.0 - skill)[:, None, None] * spread
+        if model == "one_coin":
+            target = (1.0 - skill)[:, None, None] * errors[0]
+        else:  # each crowd's pattern, broadcast over its annotators rather than repeated
+            target = ((1.0 - skill).reshape(groups, m, 1, 1) * errors[:, None]).reshape(m_all, k, k)
         target[:, diag, diag] = skill[:, None]
         if model == "one_coin":
             return target / _add_along(target, 1, keepdims=True), priors, lam  # a no-op unless k == 1
@@ -801,7 +803,11 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
             lam = np.asarray(SHRINKAGE_GRID)[lam_at]
         else:
             lam[:] = float(shrinkage)
-        conf = counts + alpha.T + np.repeat(lam, m)[:, None, None] * target
+        # counts + alpha.T + lam * target, in place: neither is needed after this.
+        target.reshape(groups, -1)[...] *= lam[:, None]
+        conf = counts
+        conf += alpha.T
+        conf += target
         conf /= _add_along(conf, 1, keepdims=True)
         return conf, priors, lam
 
