@@ -785,7 +785,8 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
             target = ((1.0 - skill).reshape(groups, m, 1, 1) * errors[:, None]).reshape(m_all, k, k)
         target[:, diag, diag] = skill[:, None]
         if model == "one_coin":
-            return target / _add_along(target, 1, keepdims=True), priors, lam  # a no-op unless k == 1
+            target /= _add_along(target, 1, keepdims=True)  # a no-op unless k == 1
+            return target, priors, lam
         if shrinkage == "auto":
             found = lam_at
             if search.any():
@@ -816,10 +817,12 @@ def _fit_em(enc: _Encoded, model: str, *, smoothing: float, shrinkage: float | s
         log_conf = np.log(conf).reshape(m_all * k, k)
         # Column-major, so the reductions over the k classes below run down contiguous columns.
         log_priors = np.log(priors)
-        joint = np.asfortranarray(X @ log_conf) + (log_priors if single else log_priors[item_group])
+        joint = np.asfortranarray(X @ log_conf)
+        joint += log_priors if single else log_priors[item_group]
         top = np.maximum.reduce([joint[:, c] for c in range(k)])
         log_norm = top + np.log(np.add.reduce([np.exp(joint[:, c] - top) for c in range(k)]))
-        post = np.exp(joint - log_norm[:, None])
+        joint -= log_norm[:, None]
+        post = np.exp(joint, out=joint)
         # log_norm[i] = log P(item i's labels), so this is the log-likelihood per annotation.
         ll = (np.array([log_norm.sum()]) if single
               else np.bincount(item_group, weights=log_norm, minlength=groups))
