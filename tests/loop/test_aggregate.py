@@ -726,6 +726,66 @@ def test_shrinkage_climb_finds_the_grid_maximum(seed, groups):
                 assert at == np.argmax(scores[g])
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 5), st.booleans())
+def test_shrinkage_search_without_small_counts_moves_as_the_full_climb(seed, groups, transposed):
+    """Scoring a start's neighbours without the cells of small counts (bounded, not dropped)
+    never settles a crowd the full climb would move: from every start, the search lands where
+    the full climb does. The M-step passes transposed views of its (crowds, m, l, c) arrays;
+    plain arrays work the same."""
+    from loop.aggregate import _EB_SMALL_COUNT, _eb_climb, _eb_settled, _eb_shrinkage
+
+    rng = np.random.default_rng(seed)
+    m, k = int(rng.integers(2, 12)), int(rng.integers(2, 6))
+    counts = rng.gamma(0.5, 4.0, size=(groups, m, k, k))
+    # Most cells small, as once the posteriors are sharp: some exactly 0, some just under the
+    # cut, some just over it.
+    small = rng.random(counts.shape) < 0.7
+    counts[small] = rng.choice([0.0, 1e-9, 0.9 * _EB_SMALL_COUNT, _EB_SMALL_COUNT], size=int(small.sum()))
+    target = rng.dirichlet(np.ones(k), size=(groups, m, k))
+    if transposed:
+        counts = np.ascontiguousarray(counts.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+        target = np.ascontiguousarray(target.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    alpha = np.full((k, k), 1.0 / k) + np.eye(k)
+    for j in range(len(SHRINKAGE_GRID)):
+        start = np.full(groups, j)
+        climbed = _eb_climb(counts, alpha, target, start)
+        settled = _eb_settled(counts, alpha, target, start)
+        assert (climbed[settled] == j).all()
+        np.testing.assert_array_equal(_eb_shrinkage(counts, alpha, target, start), climbed)
+
+
+def test_shrinkage_search_settles_sharp_counts_without_the_full_climb(monkeypatch):
+    """Counts from sharp posteriors (annotators who say the truth, or a class they confuse it
+    with, with a little posterior mass elsewhere) are mostly small: the check settles every
+    crowd at the full climb's own choice, and the full climb is not run."""
+    import loop.aggregate
+    from loop.aggregate import _eb_climb, _eb_shrinkage
+
+    rng = np.random.default_rng(3)
+    groups, m, k = 4, 30, 6
+    counts = rng.uniform(0.0, 1e-6, size=(groups, m, k, k))
+    counts[:, :, np.arange(k), np.arange(k)] = rng.uniform(2.0, 12.0, size=(groups, m, k))
+    counts[:, :, np.arange(k), (np.arange(k) + 1) % k] = rng.uniform(0.0, 2.0, size=(groups, m, k))
+    target = rng.dirichlet(np.ones(k), size=(groups, m, k))
+    alpha = np.full((k, k), 1.0 / k) + np.eye(k)
+    best = _eb_climb(counts, alpha, target, np.full(groups, -1))
+    monkeypatch.setattr(loop.aggregate, "_eb_climb", None)  # any call would raise
+    np.testing.assert_array_equal(_eb_shrinkage(counts, alpha, target, best), best)
+
+
+def test_shrinkage_search_climbs_where_small_counts_are_few():
+    """Where fewer than _EB_MIN_SMALL_SHARE of the cells are small, the check is skipped (it
+    would cost more than it saves) and nothing is settled by it."""
+    from loop.aggregate import _eb_settled
+
+    rng = np.random.default_rng(5)
+    counts = rng.gamma(2.0, 4.0, size=(3, 8, 4, 4)) + 1.0
+    target = rng.dirichlet(np.ones(4), size=(3, 8, 4))
+    alpha = np.full((4, 4), 0.25) + np.eye(4)
+    assert not _eb_settled(counts, alpha, target, np.full(3, 4)).any()
+
+
 def _eb_shrinkage_score(counts: np.ndarray, alpha: np.ndarray, target: np.ndarray, lam: float) -> float:
     """The Dirichlet-multinomial marginal log-likelihood of one crowd's counts, term by term."""
     from scipy.special import gammaln
