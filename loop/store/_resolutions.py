@@ -24,7 +24,8 @@ from . import _schema as S
 from ._annotations import _reals, label_codes
 from ._columns import (ACTOR, CONFIDENCE, IDEMPOTENCY_KEY, METHOD, RESOLUTION_ID, RESOLVED_AT, SUPERSEDES,
                        SUPERSEDES_KEY)
-from ._convert import MAX_BIGINT, as_frame, check_columns, content_hash, external_ids, lookup, now_utc, text
+from ._convert import (MAX_BIGINT, as_frame, check_columns, content_hash, external_ids, in_stream_by_id, lookup,
+                       now_utc, text)
 from ._records import BatchResult, ResolutionMethod, Stream
 from ._writes import check_event_fields, record_events
 
@@ -174,7 +175,8 @@ def resolutions_frame(conn: Connection, stream: Stream, *, as_of: int | datetime
     query = (sa.select(r.c.id, i.c.external_id, r.c.label, r.c.method, r.c.confidence, r.c.resolved_at,
                        r.c.supersedes_id, s.c.idempotency_key, r.c.actor, r.c.reason, r.c.idempotency_key)
              .join(i, i.c.id == r.c.item_id).outerjoin(s, s.c.id == r.c.supersedes_id)
-             .where(r.c.stream_id == stream.id).order_by(r.c.id))
+             .where(in_stream_by_id(conn, r.c.stream_id, stream.id, after))
+             .order_by(r.c.id))
     if isinstance(as_of, datetime):
         query = query.where(r.c.resolved_at <= as_of)
     elif as_of is not None:
