@@ -269,6 +269,8 @@ _CROWD_START, _ADJUDICATION_START, _AUDIT_START = pd.Timedelta(hours=8), pd.Time
 CREATED_AT = "created_at"
 # The store's task kind of each action's crowd work.
 _TASK_KINDS = {Action.REVIEW: "label", Action.DOUBLE_BLIND: "double_blind", Action.TRIPLE: "label"}
+# The actions that give people a task (an auto-accept or a keep gives none).
+_PEOPLE_ACTIONS = tuple(a.value for a in (Action.REVIEW, Action.EXPERT, Action.DOUBLE_BLIND, Action.TRIPLE))
 
 
 # --- the scorer port's adapters (the port: experiments.ports.Scorer) ------------------------
@@ -777,6 +779,7 @@ class _Program:
         # annotator as a code (its index in _who_names). The round's passes over every annotation
         # index arrays with them instead of hashing (or converting) ids.
         self._arrived = np.zeros(0, dtype=object)
+        self._x = np.zeros((0, 0))  # the arrived items' features, in arrival order
         self._arrival_pos: dict[str, int] = {}
         self._row_ids = np.zeros(0, dtype=np.int64)
         self._row_pos = np.zeros(0, dtype=np.int64)
@@ -872,7 +875,7 @@ class _Program:
             self.tracker.set_tags({T.TAG_AUTO_ACCEPT_BOUND: why})
         # Object ids: pandas infers Arrow str from an array of strings, and its lookups are ~10x slower.
         current = before.reindex(pd.Index(arrived, dtype=object)).to_numpy(dtype=np.int64)
-        x = dataset.x(arrived)
+        x = self._x
         # One scoring pass over what arrived, without the labels: the program judges them
         # itself below (annotators' evidence against these probabilities), so the Scorer's own
         # label-issue scores would be thrown away.
@@ -1029,6 +1032,10 @@ class _Program:
             self.predicted = self.ever_predicted = np.zeros(0, dtype=bool)
         for i, item in enumerate(np.asarray(arrived[n:]).astype(str).tolist(), start=n):
             self._arrival_pos[item] = i
+        # An item's features never change: only the new items' are looked up (each lookup of
+        # every arrived id cost the history, and a world copies its whole feature table for it).
+        new = self.dataset.x(arrived[n:])
+        self._x = new if n == 0 else np.concatenate([self._x[:n], new])
         self._arrived = np.asarray(arrived, dtype=object).copy()
         stale = np.flatnonzero(self._row_pos < 0)  # rows of items that had not arrived: maybe now
         if stale.size and len(arrived) > n:
@@ -1090,7 +1097,30 @@ class _Program:
         disagree; their rows are selected by position (converting every annotation's id costs
         the history)."""
         acted = plan.loc[plan[ACTION] != Action.KEEP.value, ITEM]
-        return _resolution_hours(self._rows_about(annotations, self._row_positions(annotations), acted))
+        where = self._row_positions(annotations)
+        pos = [self._arrival_pos.get(i, -1) for i in acted.astype(str).tolist()]
+        if min(pos, default=0) < 0:  # an item not arrived (not the program's plan): by id
+            return _resolution_hours(self._rows_about(annotations, where, acted))
+        # By arrival position and in arrays: under tiered the plan auto-accepts most settled items
+        # again every round, and grouping their every label by string id cost the history.
+        wanted = np.zeros(len(self._arrived) + 1, dtype=bool)  # the last slot: rows not arrived
+        wanted[pos] = True
+        rows = np.flatnonzero(wanted[where])
+        if rows.size == 0:
+            return float("nan")
+        item = where[rows]
+        order = np.argsort(item, kind="stable")
+        item, rows = item[order], rows[order]
+        starts = np.flatnonzero(np.r_[True, item[1:] != item[:-1]])
+        labels = annotations[LABEL].to_numpy(dtype=np.int64)[rows]
+        disagree = np.minimum.reduceat(labels, starts) != np.maximum.reduceat(labels, starts)
+        if not disagree.any():
+            return float("nan")
+        stamps = pd.DatetimeIndex(pd.to_datetime(annotations[CREATED_AT].iloc[rows], utc=True))
+        ticks = stamps.asi8
+        span = np.maximum.reduceat(ticks, starts) - np.minimum.reduceat(ticks, starts)
+        spans = pd.Series(span[disagree].astype(f"timedelta64[{stamps.unit}]"))
+        return float(spans.dt.total_seconds().median() / 3600)
 
     def _label_costs(self, annotations: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """What each crowd label and each expert label of the stream has cost so far."""
@@ -1218,13 +1248,15 @@ class _Program:
     def _store_predictions(self, arrived: np.ndarray, probs: np.ndarray, decisions: pd.DataFrame | None,
                            plan: pd.DataFrame) -> None:
         """The champion's probabilities of the items that have none yet and of the items the plan
-        acts on (their tasks are what people open), with the route and reason of those routed,
+        gives people tasks for (what people open), with the route and reason of those routed,
         into the store's predictions: what Label Studio pre-annotates with
         (``export_label_studio``, ``labelloop labelstudio sync``).
 
         A new champion does not predict every arrived item again: the other items keep an earlier
-        champion's prediction until a plan acts on them (rewriting them all cost each promotion
-        the stream's whole history)."""
+        champion's prediction until a plan gives people a task about them (rewriting them all
+        cost each promotion the stream's whole history). Auto-accepted items get no task, and
+        under ``tiered`` the plan auto-accepts most settled items again every round: counting
+        them made each promotion rewrite most of the history (~80,000 rows at 10^5 items)."""
         name = f"{self.stream}@{self.champion_version}"
         if name != self.predicted_by:
             self.store.add_model_version(name, uri=f"champion version {self.champion_version}")
@@ -1234,7 +1266,7 @@ class _Program:
         ever, done = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         ever[:len(self.ever_predicted)], done[:len(self.predicted)] = self.ever_predicted, self.predicted
         acted = np.zeros(n, dtype=bool)
-        acted[self._positions(plan.loc[plan[ACTION] != Action.KEEP.value, ITEM])] = True
+        acted[self._positions(plan.loc[plan[ACTION].isin(_PEOPLE_ACTIONS), ITEM])] = True
         new = (~ever | acted) & ~done
         ever[new], done[new] = True, True
         self.ever_predicted, self.predicted = ever, done
