@@ -575,3 +575,20 @@ def test_a_new_champion_predicts_again_only_the_items_people_get_tasks_for(small
         auto_again += len(set(action.index[action == Action.AUTO_ACCEPT.value]) & seen)
         seen |= rows
     assert auto_again > 0  # items predicted before were auto-accepted again
+
+
+def test_the_rounds_resolution_hours_are_those_of_the_items_it_acted_on(tiered_run):
+    # The program selects the acted-on items' labels by arrival position and reduces them in
+    # arrays; the figure is the median, over those items whose labels disagree, of first to last.
+    from experiments.program import _resolution_hours
+    from loop.strategies import ACTION, Action
+
+    result, store, tracker = tiered_run
+    last = result.rounds.index[-1]
+    routed = tracker.tables[T.routed_table_path(last)]
+    acted = set(routed.loc[routed[ACTION] != Action.KEEP.value, ITEM].astype(str))
+    annotations = store.annotations_frame(result.stream)
+    mine = annotations[annotations[ITEM].astype(str).isin(acted)].astype({ITEM: str})
+    expected = _resolution_hours(mine)
+    assert np.isfinite(expected)
+    assert result.rounds[T.RESOLUTION_HOURS].loc[last] == expected
