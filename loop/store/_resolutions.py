@@ -111,7 +111,7 @@ def insert(conn: Connection, stream: Stream, prepared: pd.DataFrame, *, actor: s
             ids[key] = stored[key][1]
     new = prepared[~prepared["idempotency_key"].isin(list(ids))].reset_index(drop=True)
     if len(new):
-        current = _current(conn, new["item_id"].tolist())
+        current = _current(conn, stream, new["item_id"].tolist())
         _check_chain(conn, stream, new, current)
         at = now_utc()
         rows = [{"stream_id": stream.id, "item_id": int(row.item_id), "label": int(row.label), "method": row.method,
@@ -140,12 +140,16 @@ def insert(conn: Connection, stream: Stream, prepared: pd.DataFrame, *, actor: s
         [ids[k] for k in prepared["idempotency_key"]]
 
 
-def _current(conn: Connection, item_ids: list[int]) -> dict[int, tuple[int, int]]:
-    """The current (not superseded) resolution of each item: item id -> (resolution id, label)."""
+def _current(conn: Connection, stream: Stream, item_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """The current (not superseded) resolution of each of the stream's items: item id ->
+    (resolution id, label)."""
     r, s = S.resolutions, S.resolutions.alias("s")
     not_superseded = ~sa.exists().where(s.c.supersedes_id == r.c.id)
+    # The stream lets the database find the items through (stream_id, item_id): item_id alone has
+    # no index it can use, and each lookup scanned every resolution of every stream.
     return {item: (id_, label) for item, id_, label in
-            lookup(conn, r.c.item_id, item_ids, r.c.item_id, r.c.id, r.c.label, where=not_superseded)}
+            lookup(conn, r.c.item_id, item_ids, r.c.item_id, r.c.id, r.c.label,
+                   where=not_superseded & (r.c.stream_id == stream.id))}
 
 
 def _check_chain(conn: Connection, stream: Stream, new: pd.DataFrame, current: dict[int, tuple[int, int]]) -> None:

@@ -13,7 +13,7 @@ import pytest
 from loop.columns import ANNOTATOR, ITEM, LABEL, SECONDS
 from loop.store import IDEMPOTENCY_KEY, RESOLUTION_ID, SUPERSEDES_KEY, LabelStore, StreamHistory, _reads
 
-from .conftest import STREAM
+from .conftest import STREAM, counting_steps
 
 
 def _labels(store: LabelStore) -> pd.Series:
@@ -114,9 +114,6 @@ def test_the_history_knows_which_items_have_annotations(seeded):
 def _steps_of_reading_what_is_new(path, n_items: int) -> int:
     """SQLite's virtual-machine steps (in hundreds) of the history's reads of one new annotation
     and one new resolution, after a stream of ``n_items`` items, each labelled and resolved."""
-    import sqlalchemy as sa
-
-    steps = [0]
     with LabelStore(f"sqlite:///{path}") as store:
         _setup(store)
         store.add_items(STREAM, [{ITEM: f"h{k}"} for k in range(n_items)])
@@ -127,10 +124,8 @@ def _steps_of_reading_what_is_new(path, n_items: int) -> int:
         history.annotations(), history.labels()
         store.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "b", LABEL: 1}])
         store.add_resolutions(STREAM, pd.DataFrame({ITEM: ["i0"], LABEL: [1]}), method="consensus")
-        sa.event.listen(store._engine, "connect",
-                        lambda conn, _: conn.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 100))
-        store._engine.dispose()  # connect again, counting
-        assert len(history.annotations()) == n_items + 1 and len(history.labels()) == n_items + 1
+        with counting_steps(store) as steps:
+            assert len(history.annotations()) == n_items + 1 and len(history.labels()) == n_items + 1
     return steps[0]
 
 
