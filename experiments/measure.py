@@ -151,8 +151,15 @@ class Measures:
         """The round's items acted on, most urgent first: their signals, action, route, reason,
         planned cost, label before and after (and the true label when known)."""
         ids = plan[ITEM].astype(str).to_numpy()
-        table = candidates.drop(columns=[c for c in (ROUTE,) if c in candidates.columns]).merge(
-            plan[[ITEM, ACTION, ROUTE, REASON, "priority", PLANNED_COST]], on=ITEM, how="left")
+        table = candidates.drop(columns=[c for c in (ROUTE,) if c in candidates.columns])
+        planned = plan[[ITEM, ACTION, ROUTE, REASON, "priority", PLANNED_COST]]
+        if len(plan) == len(candidates) and np.array_equal(ids, candidates[ITEM].astype(str).to_numpy()):
+            # The plan comes in the candidates' order (plan_round keeps it): the merge's rows are
+            # the plan's as they are (a merge on string ids costs a hash of every candidate, and
+            # under tiered every settled item is a candidate again each round).
+            table = table.assign(**{c: planned[c].array for c in planned.columns if c != ITEM})
+        else:
+            table = table.merge(planned, on=ITEM, how="left")
         table = table.assign(label_before=before.reindex(ids).to_numpy(), label_after=after.reindex(ids).to_numpy())
         if self.known:
             table = table.assign(true_label=self.truth.reindex(ids).to_numpy())

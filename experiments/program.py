@@ -271,6 +271,8 @@ _CROWD_START, _ADJUDICATION_START, _AUDIT_START = pd.Timedelta(hours=8), pd.Time
 CREATED_AT = "created_at"
 # The store's task kind of each action's crowd work.
 _TASK_KINDS = {Action.REVIEW: "label", Action.DOUBLE_BLIND: "double_blind", Action.TRIPLE: "label"}
+# The actions that give people a task (an auto-accept or a keep gives none).
+_PEOPLE_ACTIONS = tuple(a.value for a in (Action.REVIEW, Action.EXPERT, Action.DOUBLE_BLIND, Action.TRIPLE))
 
 
 # --- the scorer port's adapters (the port: experiments.ports.Scorer) ------------------------
@@ -778,6 +780,7 @@ class _Program:
         # annotator as a code (its index in _who_names). The round's passes over every annotation
         # index arrays with them instead of hashing (or converting) ids.
         self._arrived = np.zeros(0, dtype=object)
+        self._x = np.zeros((0, 0))  # the arrived items' features, in arrival order
         self._arrival_pos: dict[str, int] = {}
         self._row_ids = np.zeros(0, dtype=np.int64)
         self._row_pos = np.zeros(0, dtype=np.int64)
@@ -868,12 +871,17 @@ class _Program:
         # New to the strategy: arrived since its last plan (round 1 also sees the seed items).
         new = arrived if round_ == 1 else new
         before = self._labels()
+        # The labels in arrival order too, once: measuring reads them by arrived item several
+        # times, and a lookup of every arrived id costs ~20 ms at 10^5 (one against an equal
+        # index ~4 ms). Training keeps the store's order (its folds and sample follow it).
+        order = pd.Index(arrived, dtype=object)
+        before_arrived = before.reindex(order)
         why = self.bound.calibrate(round_, self.book)
         if why is not None:
             self.tracker.set_tags({T.TAG_AUTO_ACCEPT_BOUND: why})
         # Object ids: pandas infers Arrow str from an array of strings, and its lookups are ~10x slower.
-        current = before.reindex(pd.Index(arrived, dtype=object)).to_numpy(dtype=np.int64)
-        x = dataset.x(arrived)
+        current = before_arrived.to_numpy(dtype=np.int64)
+        x = self._x
         # One scoring pass over what arrived, without the labels: the program judges them
         # itself below (annotators' evidence against these probabilities), so the Scorer's own
         # label-issue scores would be thrown away.
@@ -932,14 +940,15 @@ class _Program:
         self.gates.append({"round": round_, "version": version, "promoted": decision.promote,
                            "reason": decision.reason})
         self.tracker.set_tags({T.TAG_GATE_REASON: decision.reason})
-        pairs = confused_pairs(after.reindex(pd.Index(arrived, dtype=object)).to_numpy(dtype=np.int64), probs,
+        after_arrived = after.reindex(order)
+        pairs = confused_pairs(after_arrived.to_numpy(dtype=np.int64), probs,
                                classes=list(dataset.classes))
         impact = self._log_impact(round_, challenger_oof)
-        self._log_round(round_, arrived=arrived, new=new, before=before, after=after, plan=plan, audit=audit,
-                        evaluation=self.champion, challenger=challenger, promoted=decision.promote,
+        self._log_round(round_, arrived=arrived, new=new, before=before_arrived, after=after_arrived, plan=plan,
+                        audit=audit, evaluation=self.champion, challenger=challenger, promoted=decision.promote,
                         round_cost=float(annotations[COST].sum()) - spent_before, budget=books.budget,
                         resolution_hours=self._resolution_hours(annotations, plan), pairs=pairs, extra=impact)
-        self._log_routed(round_, plan, candidates, before, after)
+        self._log_routed(round_, plan, candidates, before_arrived, after_arrived)
 
     def finish(self) -> ProgramResult:
         cfg, dataset = self.cfg, self.dataset
@@ -1030,6 +1039,10 @@ class _Program:
             self.predicted = self.ever_predicted = np.zeros(0, dtype=bool)
         for i, item in enumerate(np.asarray(arrived[n:]).astype(str).tolist(), start=n):
             self._arrival_pos[item] = i
+        # An item's features never change: only the new items' are looked up (each lookup of
+        # every arrived id cost the history, and a world copies its whole feature table for it).
+        new = self.dataset.x(arrived[n:])
+        self._x = new if n == 0 else np.concatenate([self._x[:n], new])
         self._arrived = np.asarray(arrived, dtype=object).copy()
         stale = np.flatnonzero(self._row_pos < 0)  # rows of items that had not arrived: maybe now
         if stale.size and len(arrived) > n:
@@ -1091,7 +1104,30 @@ class _Program:
         disagree; their rows are selected by position (converting every annotation's id costs
         the history)."""
         acted = plan.loc[plan[ACTION] != Action.KEEP.value, ITEM]
-        return _resolution_hours(self._rows_about(annotations, self._row_positions(annotations), acted))
+        where = self._row_positions(annotations)
+        pos = [self._arrival_pos.get(i, -1) for i in acted.astype(str).tolist()]
+        if min(pos, default=0) < 0:  # an item not arrived (not the program's plan): by id
+            return _resolution_hours(self._rows_about(annotations, where, acted))
+        # By arrival position and in arrays: under tiered the plan auto-accepts most settled items
+        # again every round, and grouping their every label by string id cost the history.
+        wanted = np.zeros(len(self._arrived) + 1, dtype=bool)  # the last slot: rows not arrived
+        wanted[pos] = True
+        rows = np.flatnonzero(wanted[where])
+        if rows.size == 0:
+            return float("nan")
+        item = where[rows]
+        order = np.argsort(item, kind="stable")
+        item, rows = item[order], rows[order]
+        starts = np.flatnonzero(np.r_[True, item[1:] != item[:-1]])
+        labels = annotations[LABEL].to_numpy(dtype=np.int64)[rows]
+        disagree = np.minimum.reduceat(labels, starts) != np.maximum.reduceat(labels, starts)
+        if not disagree.any():
+            return float("nan")
+        stamps = pd.DatetimeIndex(pd.to_datetime(annotations[CREATED_AT].iloc[rows], utc=True))
+        ticks = stamps.asi8
+        span = np.maximum.reduceat(ticks, starts) - np.minimum.reduceat(ticks, starts)
+        spans = pd.Series(span[disagree].astype(f"timedelta64[{stamps.unit}]"))
+        return float(spans.dt.total_seconds().median() / 3600)
 
     def _label_costs(self, annotations: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """What each crowd label and each expert label of the stream has cost so far."""
@@ -1219,13 +1255,15 @@ class _Program:
     def _store_predictions(self, arrived: np.ndarray, probs: np.ndarray, decisions: pd.DataFrame | None,
                            plan: pd.DataFrame) -> None:
         """The champion's probabilities of the items that have none yet and of the items the plan
-        acts on (their tasks are what people open), with the route and reason of those routed,
+        gives people tasks for (what people open), with the route and reason of those routed,
         into the store's predictions: what Label Studio pre-annotates with
         (``export_label_studio``, ``labelloop labelstudio sync``).
 
         A new champion does not predict every arrived item again: the other items keep an earlier
-        champion's prediction until a plan acts on them (rewriting them all cost each promotion
-        the stream's whole history)."""
+        champion's prediction until a plan gives people a task about them (rewriting them all
+        cost each promotion the stream's whole history). Auto-accepted items get no task, and
+        under ``tiered`` the plan auto-accepts most settled items again every round: counting
+        them made each promotion rewrite most of the history (~80,000 rows at 10^5 items)."""
         name = f"{self.stream}@{self.champion_version}"
         if name != self.predicted_by:
             self.store.add_model_version(name, uri=f"champion version {self.champion_version}")
@@ -1235,7 +1273,7 @@ class _Program:
         ever, done = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         ever[:len(self.ever_predicted)], done[:len(self.predicted)] = self.ever_predicted, self.predicted
         acted = np.zeros(n, dtype=bool)
-        acted[self._positions(plan.loc[plan[ACTION] != Action.KEEP.value, ITEM])] = True
+        acted[self._positions(plan.loc[plan[ACTION].isin(_PEOPLE_ACTIONS), ITEM])] = True
         new = (~ever | acted) & ~done
         ever[new], done[new] = True, True
         self.ever_predicted, self.predicted = ever, done
@@ -1359,7 +1397,13 @@ class _Program:
     def _track_strata(self, plan: pd.DataFrame) -> None:
         """Record the stratum of each item the plan acted on (by its action)."""
         acted = plan[plan[ACTION] != Action.KEEP.value]
-        self.stratum.loc[acted[ITEM].astype(str).to_numpy()] = acted[ACTION].map(_ACTION_STRATUM).to_numpy()
+        ids, strata = acted[ITEM].astype(str).to_numpy(), acted[ACTION].map(_ACTION_STRATUM).to_numpy()
+        if np.array_equal(self.stratum.index.to_numpy(dtype=object), self._arrived):
+            # By arrival position: under tiered the plan acts on most settled items again every
+            # round (auto-accepts), and a label lookup of each against a new index cost ~30 ms.
+            self.stratum.iloc[self._positions(ids)] = strata
+        else:
+            self.stratum.loc[ids] = strata
 
     def _audit(self, arrived: np.ndarray, round_: int, annotations: pd.DataFrame) -> AuditResult | None:
         """An adjudicated, stratified expert audit: the error-rate estimates, then corrections
@@ -1457,7 +1501,15 @@ class _Program:
                        probs: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
         """The champion's probabilities, with its training items' rows out of fold (and their scores
         recomputed): what the program judges labels and routes on."""
-        known = self.out_of_fold.index.get_indexer(pd.Index(arrived.astype(str)))
+        ids = self.out_of_fold.index.astype(str).tolist()
+        where = [self._arrival_pos.get(i, -1) for i in ids]
+        if len(arrived) != len(self._arrived) or min(where, default=0) < 0:
+            known = self.out_of_fold.index.get_indexer(pd.Index(arrived.astype(str)))
+        else:
+            # By arrival position: the model's training items (at most max_fit_items) looked up
+            # among the arrived, not every arrived id hashed against them.
+            known = np.full(len(arrived), -1, dtype=np.int64)
+            known[np.asarray(where, dtype=np.int64)] = np.arange(len(ids))
         trained = known >= 0
         if not trained.any():
             return scores, probs

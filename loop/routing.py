@@ -676,7 +676,10 @@ def _class_index(classes: Sequence[Hashable] | None, n_classes: int) -> pd.Index
 def _item_ids(item_ids: ArrayLike | None, n_items: int) -> np.ndarray:
     if item_ids is None:
         return np.arange(n_items)
-    ids = pd.Series(np.asarray(item_ids))
+    ids = np.asarray(item_ids)
+    # Object ids stay object: pandas would infer Arrow strings, converting every id there and
+    # back (~2x the checks' own cost, four times a round over every arrived item in a program).
+    ids = pd.Series(ids, dtype=object if ids.dtype == object else None)
     if ids.ndim != 1 or len(ids) != n_items:
         raise fail("item_ids", f"a 1-D array of {n_items} ids, one per row of pred_probs",
                    f"shape {np.shape(item_ids)}")

@@ -264,7 +264,8 @@ def _plan_tiered(frame: pd.DataFrame, budget: float, costs: TaskCosts, threshold
     else:
         decided = route(frame, thresholds)
     routes = decided[ROUTE].to_numpy(dtype=object)
-    wanted = pd.Series(routes).map(_ROUTE_ACTION).to_numpy(dtype=object)
+    # Object series: pandas would infer Arrow strings, converting every candidate's route first.
+    wanted = pd.Series(routes, dtype=object).map(_ROUTE_ACTION).to_numpy(dtype=object)
     priority = decided[PRIORITY].to_numpy(dtype=np.float64)
     person = routes != Route.AUTO_ACCEPT.value
     planned = np.array([costs.planned(a) for a in Action])[pd.Index([a.value for a in Action]).get_indexer(wanted)]
@@ -275,8 +276,8 @@ def _plan_tiered(frame: pd.DataFrame, budget: float, costs: TaskCosts, threshold
     take = _within_budget(planned, order, budget)
     deferred = person & ~take
     actions = np.where(deferred, Action.KEEP.value, wanted).astype(object)
-    reasons = decided[REASON].to_numpy(dtype=object)
-    reasons = np.where(deferred, reasons + "; deferred: over budget", reasons).astype(object)
+    reasons = decided[REASON].to_numpy(dtype=object).copy()
+    reasons[deferred] = reasons[deferred] + "; deferred: over budget"  # not every candidate's reason
     if deferred_accept is not None:
         doubted = deferred & (frame[PREDICTED].to_numpy() != frame[LABEL].to_numpy()) & \
             (frame[CONFIDENCE].to_numpy(dtype=np.float64) >= deferred_accept)
@@ -304,7 +305,7 @@ def _plan(frame: pd.DataFrame, actions: np.ndarray, routes: np.ndarray, reasons:
         ROUTE: pd.Series(routes, dtype="str"),
         REASON: pd.Series(reasons, dtype="str"),
         PRIORITY: np.asarray(priority, dtype=np.float64),
-        PLANNED_COST: pd.Series(actions).map(unit).to_numpy(dtype=np.float64),
+        PLANNED_COST: pd.Series(actions, dtype=object).map(unit).to_numpy(dtype=np.float64),
     }, columns=list(PLAN_COLUMNS))
 
 

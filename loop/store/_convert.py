@@ -225,6 +225,21 @@ def content_hash_row(values: Sequence[tuple[str, Any]]) -> int:
     return int(combined.view(np.int64)[0])
 
 
+def in_stream_by_id(conn: Connection, column: sa.Column, stream_id: int, after: int | None) -> Any:
+    """``column == stream_id`` for a query whose rows are also bounded to ids above ``after``
+    (the rows stored after a mark): on SQLite, when there is such a mark, as an expression the
+    stream's index cannot serve.
+
+    SQLite has no statistics unless ANALYZE ran, so its planner prefers an index on the equality
+    over the primary key's range: it then walks every row of the stream (its whole history) to
+    keep the few new ones. ``+0`` leaves the rowid range as the only way in. Without a mark
+    (``after`` None or 0) the range is every stream's rows and the index is the better way;
+    PostgreSQL plans from statistics and keeps the plain comparison."""
+    if conn.dialect.name == "sqlite" and after:
+        return (column + 0) == stream_id
+    return column == stream_id
+
+
 def lookup_fast(conn: Connection, table: str, key: str, values: Sequence[Any], columns: Sequence[str],
                 where: str = "", params: Sequence[Any] = (), select_params: Sequence[Any] = ()) -> list[tuple]:
     """Like :func:`lookup` for many values at once: the values travel as one parameter (a

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from ..columns import ANNOTATOR, ITEM, LABEL
 from ..impact import PREDICTED, RESOLUTION_ID, ROUND, SKILL, STATUS, SUPERSEDES, ImpactInputs
 from . import _schema as S
-from ._convert import lookup_fast
+from ._convert import in_stream_by_id, lookup_fast
 from ._records import Stream
 from ._writes import record_events
 
@@ -102,12 +102,18 @@ def impact_inputs(conn: Connection, stream: Stream, marks: list[dict] | None = N
     where_d = d.c.stream_id == stream.id
     items: list[int] | None = None
     if rounds is not None:
+        # The rounds' rows by id range, not by walking the stream's index (in_stream_by_id).
         rounds = set(rounds)
-        where_d = where_d & _in_ranges(d.c.id, _ranges(marks, "dispute", rounds))
+        spans = {name: _ranges(marks, name, rounds) for name in ("dispute", "annotation", "resolution")}
+        lowest = {name: min((lo for lo, _ in ranges), default=0) for name, ranges in spans.items()}
+        where_d = in_stream_by_id(conn, d.c.stream_id, stream.id, lowest["dispute"]) & \
+            _in_ranges(d.c.id, spans["dispute"])
         new_a = conn.execute(sa.select(a.c.item_id).where(
-            a.c.stream_id == stream.id, _in_ranges(a.c.id, _ranges(marks, "annotation", rounds)))).scalars().all()
+            in_stream_by_id(conn, a.c.stream_id, stream.id, lowest["annotation"]),
+            _in_ranges(a.c.id, spans["annotation"]))).scalars().all()
         new_r = conn.execute(sa.select(r.c.item_id).where(
-            r.c.stream_id == stream.id, _in_ranges(r.c.id, _ranges(marks, "resolution", rounds)))).scalars().all()
+            in_stream_by_id(conn, r.c.stream_id, stream.id, lowest["resolution"]),
+            _in_ranges(r.c.id, spans["resolution"]))).scalars().all()
         new_d = conn.execute(sa.select(d.c.item_id).where(where_d)).scalars().all()
         items = sorted(set(new_a) | set(new_r) | set(new_d))
     return _inputs(conn, stream, marks, rounds, answer_items=items, history_items=items, where_d=where_d)

@@ -58,7 +58,10 @@ def annotations_frame(conn: Connection, stream: Stream, *, extras: tuple[str, ..
     stamp = "created_at" if sqlite else "extract(epoch from created_at)::float8"
     cols = ["id", "item_id", "annotator_id", "label", "seconds", stamp, "guideline_version_id", "task_id",
             *(_SQL_OF[e] + ("::text" if e in (EVIDENCE, FLAGS) and not sqlite else "") for e in extras)]
-    sql = f"SELECT {', '.join(cols)} FROM annotations WHERE stream_id = {mark}"
+    # The rows after a mark by the primary key's range, not by walking the stream's index
+    # (in_stream_by_id says why).
+    by_id = "+" if sqlite and after else ""
+    sql = f"SELECT {', '.join(cols)} FROM annotations WHERE {by_id}stream_id = {mark}"
     params: list = [stream.id]
     for bound, op in ((since, ">="), (until, "<")):
         if bound is not None:

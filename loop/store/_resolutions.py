@@ -24,7 +24,8 @@ from . import _schema as S
 from ._annotations import _reals, label_codes
 from ._columns import (ACTOR, CONFIDENCE, IDEMPOTENCY_KEY, METHOD, RESOLUTION_ID, RESOLVED_AT, SUPERSEDES,
                        SUPERSEDES_KEY)
-from ._convert import MAX_BIGINT, as_frame, check_columns, content_hash, external_ids, lookup, now_utc, text
+from ._convert import (MAX_BIGINT, as_frame, check_columns, content_hash, external_ids, in_stream_by_id, lookup,
+                       now_utc, text)
 from ._records import BatchResult, ResolutionMethod, Stream
 from ._writes import check_event_fields, record_events
 
@@ -110,7 +111,7 @@ def insert(conn: Connection, stream: Stream, prepared: pd.DataFrame, *, actor: s
             ids[key] = stored[key][1]
     new = prepared[~prepared["idempotency_key"].isin(list(ids))].reset_index(drop=True)
     if len(new):
-        current = _current(conn, new["item_id"].tolist())
+        current = _current(conn, stream, new["item_id"].tolist())
         _check_chain(conn, stream, new, current)
         at = now_utc()
         rows = [{"stream_id": stream.id, "item_id": int(row.item_id), "label": int(row.label), "method": row.method,
@@ -139,12 +140,16 @@ def insert(conn: Connection, stream: Stream, prepared: pd.DataFrame, *, actor: s
         [ids[k] for k in prepared["idempotency_key"]]
 
 
-def _current(conn: Connection, item_ids: list[int]) -> dict[int, tuple[int, int]]:
-    """The current (not superseded) resolution of each item: item id -> (resolution id, label)."""
+def _current(conn: Connection, stream: Stream, item_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """The current (not superseded) resolution of each of the stream's items: item id ->
+    (resolution id, label)."""
     r, s = S.resolutions, S.resolutions.alias("s")
     not_superseded = ~sa.exists().where(s.c.supersedes_id == r.c.id)
+    # The stream lets the database find the items through (stream_id, item_id): item_id alone has
+    # no index it can use, and each lookup scanned every resolution of every stream.
     return {item: (id_, label) for item, id_, label in
-            lookup(conn, r.c.item_id, item_ids, r.c.item_id, r.c.id, r.c.label, where=not_superseded)}
+            lookup(conn, r.c.item_id, item_ids, r.c.item_id, r.c.id, r.c.label,
+                   where=not_superseded & (r.c.stream_id == stream.id))}
 
 
 def _check_chain(conn: Connection, stream: Stream, new: pd.DataFrame, current: dict[int, tuple[int, int]]) -> None:
@@ -174,7 +179,8 @@ def resolutions_frame(conn: Connection, stream: Stream, *, as_of: int | datetime
     query = (sa.select(r.c.id, i.c.external_id, r.c.label, r.c.method, r.c.confidence, r.c.resolved_at,
                        r.c.supersedes_id, s.c.idempotency_key, r.c.actor, r.c.reason, r.c.idempotency_key)
              .join(i, i.c.id == r.c.item_id).outerjoin(s, s.c.id == r.c.supersedes_id)
-             .where(r.c.stream_id == stream.id).order_by(r.c.id))
+             .where(in_stream_by_id(conn, r.c.stream_id, stream.id, after))
+             .order_by(r.c.id))
     if isinstance(as_of, datetime):
         query = query.where(r.c.resolved_at <= as_of)
     elif as_of is not None:

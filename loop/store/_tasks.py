@@ -528,7 +528,7 @@ def close_disputes(conn: Connection, stream: Stream, task, label: int, *, now: d
     open_ = conn.execute(sa.select(d.c.id).where(d.c.adjudication_task_id == task.id, d.c.status == "open")).all()
     if not open_:
         return
-    current = _resolutions._current(conn, [task.item_id]).get(task.item_id)
+    current = _resolutions._current(conn, stream, [task.item_id]).get(task.item_id)
     changed = current is None or current[1] != label
     if changed:
         item_ext = conn.execute(sa.select(S.items.c.external_id).where(S.items.c.id == task.item_id)).scalar_one()

@@ -1335,7 +1335,7 @@ class LabelStore:
                         stored.reason) != (s.id, item.id, who.id, target, code, reason):
                     raise ConflictError(f"The 'idempotency_key' {key!r} already names another dispute.")
                 return _tasks.to_dispute(stored, s, item.external_id, annotator)
-            current = _resolutions._current(conn, [item.id]).get(item.id)
+            current = _resolutions._current(conn, s, [item.id]).get(item.id)
             if target == "resolution" and current is None:
                 raise fail("target", "'suggestion' for an item not resolved yet (a resolution to dispute)",
                            "'resolution'")

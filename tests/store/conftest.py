@@ -8,6 +8,7 @@ where they fail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -118,3 +119,23 @@ def seeded(store: LabelStore) -> LabelStore:
     store.publish_guideline(STREAM, 1)
     store.add_guideline(STREAM, "Sarcasm counts as negative.", author="lead", parent_version=1)
     return store
+
+
+@contextlib.contextmanager
+def counting_steps(store: LabelStore) -> Iterator[list[int]]:
+    """SQLite's virtual-machine steps (in hundreds) of what runs inside: what a query costs, not
+    the clock (``store`` on a file: its connections are opened again, counting)."""
+    import sqlalchemy as sa
+
+    steps = [0]
+
+    def count(conn, _record) -> None:
+        conn.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 100)
+
+    sa.event.listen(store._engine, "connect", count)
+    store._engine.dispose()
+    try:
+        yield steps
+    finally:
+        sa.event.remove(store._engine, "connect", count)
+        store._engine.dispose()

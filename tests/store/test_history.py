@@ -13,7 +13,7 @@ import pytest
 from loop.columns import ANNOTATOR, ITEM, LABEL, SECONDS
 from loop.store import IDEMPOTENCY_KEY, RESOLUTION_ID, SUPERSEDES_KEY, LabelStore, StreamHistory, _reads
 
-from .conftest import STREAM
+from .conftest import STREAM, counting_steps
 
 
 def _labels(store: LabelStore) -> pd.Series:
@@ -109,3 +109,29 @@ def test_the_history_knows_which_items_have_annotations(seeded):
     history.annotations()
     assert history.annotated(["i0", "i1"]).tolist() == [False, True]
     assert history.annotated([]).tolist() == []
+
+
+def _steps_of_reading_what_is_new(path, n_items: int) -> int:
+    """SQLite's virtual-machine steps (in hundreds) of the history's reads of one new annotation
+    and one new resolution, after a stream of ``n_items`` items, each labelled and resolved."""
+    with LabelStore(f"sqlite:///{path}") as store:
+        _setup(store)
+        store.add_items(STREAM, [{ITEM: f"h{k}"} for k in range(n_items)])
+        ids = [f"h{k}" for k in range(n_items)]
+        store.add_annotations(STREAM, pd.DataFrame({ITEM: ids, ANNOTATOR: "a", LABEL: 0}))
+        store.add_resolutions(STREAM, pd.DataFrame({ITEM: ids, LABEL: 0}), method="consensus")
+        history = StreamHistory(store, STREAM)
+        history.annotations(), history.labels()
+        store.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "b", LABEL: 1}])
+        store.add_resolutions(STREAM, pd.DataFrame({ITEM: ["i0"], LABEL: [1]}), method="consensus")
+        with counting_steps(store) as steps:
+            assert len(history.annotations()) == n_items + 1 and len(history.labels()) == n_items + 1
+    return steps[0]
+
+
+def test_reading_what_is_new_costs_what_is_new_not_the_history(tmp_path):
+    # SQLite plans without statistics: a read "after id N" of one stream walked the stream's
+    # index (its whole history) unless the query keeps the index out of it.
+    small = _steps_of_reading_what_is_new(tmp_path / "small.db", 100)
+    large = _steps_of_reading_what_is_new(tmp_path / "large.db", 20_000)
+    assert large < 2 * small + 20, (small, large)

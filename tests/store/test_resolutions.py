@@ -13,7 +13,7 @@ from loop.columns import ITEM, LABEL
 from loop.exceptions import ConflictError, SchemaError
 from loop.store import RESOLUTION_ID, SUPERSEDES, LabelStore, ResolutionMethod
 
-from .conftest import STREAM
+from .conftest import STREAM, counting_steps
 
 
 def test_a_correction_supersedes_and_the_history_keeps_both(seeded):
@@ -125,3 +125,26 @@ def test_batch_resolutions_are_all_or_nothing(seeded):
     with pytest.raises(ConflictError):
         seeded.add_resolutions(STREAM, batch, method="consensus")
     assert seeded.resolved_labels(STREAM)[ITEM].tolist() == ["i1"]
+
+
+def _steps_of_correcting_one_label(path, n_other: int) -> int:
+    """SQLite's steps (in hundreds) of resolving one item, beside ``n_other`` resolutions of
+    another stream."""
+    with LabelStore(f"sqlite:///{path}") as store:
+        store.create_stream(STREAM, ("neg", "pos"))
+        store.create_stream("busy", ("neg", "pos"))
+        store.add_items("busy", [{ITEM: f"b{k}"} for k in range(n_other)])
+        store.add_resolutions("busy", pd.DataFrame({ITEM: [f"b{k}" for k in range(n_other)], LABEL: 0}),
+                              method="consensus")
+        store.add_items(STREAM, [{ITEM: "i0"}])
+        with counting_steps(store) as steps:
+            store.add_resolutions(STREAM, pd.DataFrame({ITEM: ["i0"], LABEL: [1]}), method="consensus")
+    return steps[0]
+
+
+def test_resolving_an_item_costs_its_own_chain_not_every_resolution(tmp_path):
+    # The current head of each item was looked up by item id alone, which no index serves:
+    # each write scanned every resolution of every stream.
+    small = _steps_of_correcting_one_label(tmp_path / "small.db", 10)
+    large = _steps_of_correcting_one_label(tmp_path / "large.db", 20_000)
+    assert large < 2 * small + 20, (small, large)
