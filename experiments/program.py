@@ -906,7 +906,8 @@ class _Program:
                                         posterior=posterior)
         if decisions is not None and self.drift is not None:  # the stored routes and reasons say where it went
             decisions = merge_queue(decisions, queue, self.drift.action, books.costs)
-        self._store_predictions(arrived, probs, decisions, plan)
+        self._store_predictions(arrived, probs, decisions, plan,
+                                relabelled=signals["predicted"].to_numpy(dtype=np.int64) != current)
         self.guidance.before_work(round_)
         spent_before, rows_before = float(annotations[COST].sum()), len(annotations)
         answers = self._execute(plan, round_, annotations, prefer=self._skills(posterior, signals, annotations))
@@ -1253,7 +1254,7 @@ class _Program:
         return self.bound.apply(decisions, ids, probs)
 
     def _store_predictions(self, arrived: np.ndarray, probs: np.ndarray, decisions: pd.DataFrame | None,
-                           plan: pd.DataFrame) -> None:
+                           plan: pd.DataFrame, relabelled: np.ndarray) -> None:
         """The champion's probabilities of the items that have none yet and of the items the plan
         gives people tasks for (what people open), with the route and reason of those routed,
         into the store's predictions: what Label Studio pre-annotates with
@@ -1263,7 +1264,10 @@ class _Program:
         champion's prediction until a plan gives people a task about them (rewriting them all
         cost each promotion the stream's whole history). Auto-accepted items get no task, and
         under ``tiered`` the plan auto-accepts most settled items again every round: counting
-        them made each promotion rewrite most of the history (~80,000 rows at 10^5 items)."""
+        them made each promotion rewrite most of the history (~80,000 rows at 10^5 items). An
+        auto-accept that changes the label (``relabelled``: the routed class, by arrival
+        position, is not the current label) does get the deciding champion's prediction, with
+        its route and reason: a label no person set keeps the record of what set it."""
         name = f"{self.stream}@{self.champion_version}"
         if name != self.predicted_by:
             self.store.add_model_version(name, uri=f"champion version {self.champion_version}")
@@ -1274,6 +1278,9 @@ class _Program:
         ever[:len(self.ever_predicted)], done[:len(self.predicted)] = self.ever_predicted, self.predicted
         acted = np.zeros(n, dtype=bool)
         acted[self._positions(plan.loc[plan[ACTION].isin(_PEOPLE_ACTIONS), ITEM])] = True
+        auto = np.zeros(n, dtype=bool)
+        auto[self._positions(plan.loc[plan[ACTION] == Action.AUTO_ACCEPT.value, ITEM])] = True
+        acted |= auto & relabelled
         new = (~ever | acted) & ~done
         ever[new], done[new] = True, True
         self.ever_predicted, self.predicted = ever, done

@@ -548,33 +548,46 @@ def test_the_store_holds_the_champions_predictions_to_pre_annotate_with(tiered_r
 
 def test_a_new_champion_predicts_again_only_the_items_people_get_tasks_for(small_cfg, small_world, monkeypatch):
     # Under tiered the plan auto-accepts most settled items again every round: a promotion that
-    # predicted them all again rewrote most of the history (~80,000 rows at 10^5 items).
+    # predicted them all again rewrote most of the history (~80,000 rows at 10^5 items). An
+    # auto-accept that changes a label is predicted again: no person set that label.
     from experiments import program
+    from loop.resolution import METHOD_AUTO
     from loop.strategies import ACTION, Action
 
-    written, plans = [], []
+    written, plans, relabelled = [], [], []
     real_write, real_plan = LabelStore.add_predictions, program.plan_round
+    real_resolve = LabelStore.add_resolutions
 
     def write(self, stream, model_version, predictions, **kwargs):
         written.append(set(pd.DataFrame(predictions)[ITEM].astype(str)))
+        relabelled.append(set())
         return real_write(self, stream, model_version, predictions, **kwargs)
+
+    def resolve(self, stream, resolutions, **kwargs):
+        frame = pd.DataFrame(resolutions)
+        if "method" in frame and relabelled:
+            relabelled[-1] |= set(frame.loc[frame["method"] == METHOD_AUTO, ITEM].astype(str))
+        return real_resolve(self, stream, resolutions, **kwargs)
 
     def plan(*args, **kwargs):
         plans.append(real_plan(*args, **kwargs))
         return plans[-1]
 
     monkeypatch.setattr(LabelStore, "add_predictions", write)
+    monkeypatch.setattr(LabelStore, "add_resolutions", resolve)
     monkeypatch.setattr(program, "plan_round", plan)
     result = run_program(small_cfg.replace(strategy="tiered"), world=small_world)
     assert len(written) == len(plans) == 2 and result.promotions == 2  # a new champion each round
-    seen, auto_again = set(), 0
-    for round_plan, rows in zip(plans, written):
+    seen, auto_again, relabels = set(), 0, 0
+    for round_plan, rows, changed in zip(plans, written, relabelled):
         action = round_plan.assign(**{ITEM: round_plan[ITEM].astype(str)}).set_index(ITEM)[ACTION]
         tasks = set(action.index[~action.isin([Action.KEEP.value, Action.AUTO_ACCEPT.value])])
-        assert rows & seen <= tasks  # predicted again: only the items people get tasks for
-        auto_again += len(set(action.index[action == Action.AUTO_ACCEPT.value]) & seen)
+        assert rows & seen <= tasks | changed  # predicted again: the items people get tasks for
+        assert changed <= rows  # and every label an auto-accept changed, with its route and reason
+        auto_again += len(set(action.index[action == Action.AUTO_ACCEPT.value]) & seen - changed)
+        relabels += len(changed & seen)
         seen |= rows
-    assert auto_again > 0  # items predicted before were auto-accepted again
+    assert auto_again > 0 and relabels > 0  # items predicted before: auto-accepted again, some relabelled
 
 
 def test_the_rounds_resolution_hours_are_those_of_the_items_it_acted_on(tiered_run):
