@@ -24,11 +24,8 @@ __all__ = ["DEFAULT_URL", "URL_ENV_VAR", "default_url", "make_engine", "normaliz
 URL_ENV_VAR: Final = "LABELLOOP_STORE_URL"
 DEFAULT_URL: Final = "sqlite:///labelloop.db"
 SQLITE_BUSY_TIMEOUT_MS: Final = 60_000
-# Negative: KiB; a ceiling per connection, filled only as pages are read. The default 2 MiB
-# made index upkeep read pages back once a stream grew; 32 MiB did too once a long program's
-# file passed 1 GB (each write probes the annotations', tasks' and events' indexes, whose pages
-# then came back from the OS cache one read call at a time, ~0.2 s a round by round 50).
-SQLITE_CACHE_KIB: Final = -262_144
+# Negative: KiB. The default 2 MiB makes index upkeep read pages back once a stream grows.
+SQLITE_CACHE_KIB: Final = -32_768
 # Execution option that makes the next transaction on a SQLite connection BEGIN IMMEDIATE.
 _IMMEDIATE: Final = "labelloop_immediate"
 
