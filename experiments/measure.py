@@ -125,7 +125,13 @@ class Measures:
                T.ERRORS_REMOVED: float(initial_wrong.sum() - now_wrong.sum())}
         if plan is not None:
             auto = plan.loc[plan[ACTION] == Action.AUTO_ACCEPT.value, ITEM].astype(str)
-            row[T.AUTO_ACCEPT_ERROR_RATE] = float(self.wrong(after.reindex(auto)).mean()) if len(auto) else float("nan")
+            # By arrival position: one lookup of the auto-accepted ids (under tiered most settled
+            # items, ~76,000 at 10^5) instead of one in the labels and one in the truth.
+            at = after.index.get_indexer(auto)
+            if len(auto) and (at >= 0).all():
+                row[T.AUTO_ACCEPT_ERROR_RATE] = float(now_wrong[at].mean())
+            else:
+                row[T.AUTO_ACCEPT_ERROR_RATE] = float(self.wrong(after.reindex(auto)).mean()) if len(auto) else float("nan")
         return row
 
     def _aligned(self, arrived: pd.Index) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +166,16 @@ class Measures:
             table = table.assign(**{c: planned[c].array for c in planned.columns if c != ITEM})
         else:
             table = table.merge(planned, on=ITEM, how="left")
-        table = table.assign(label_before=before.reindex(ids).to_numpy(), label_after=after.reindex(ids).to_numpy())
+        at = before.index.get_indexer(ids)
+        if (at >= 0).all() and after.index.equals(before.index):
+            # The labels share one index (the arrived items, in order): one lookup of the plan's
+            # ids serves both, and the truth too when it is aligned with that order (each lookup
+            # of ~85,000 ids, under tiered every settled item, costs ~20 ms at 10^5).
+            table = table.assign(label_before=before.to_numpy()[at], label_after=after.to_numpy()[at])
+        else:
+            table = table.assign(label_before=before.reindex(ids).to_numpy(), label_after=after.reindex(ids).to_numpy())
         if self.known:
-            table = table.assign(true_label=self.truth.reindex(ids).to_numpy())
+            aligned = (len(self._ids) == len(before) and self.truth.dtype == self._truth.dtype and (at >= 0).all()
+                       and np.array_equal(self._ids, before.index.to_numpy(dtype=object)))
+            table = table.assign(true_label=self._truth[at] if aligned else self.truth.reindex(ids).to_numpy())
         return table[table[ACTION] != Action.KEEP.value].sort_values("priority", ascending=False)
