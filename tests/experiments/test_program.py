@@ -6,6 +6,7 @@ import dataclasses
 import json
 import warnings
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -13,12 +14,13 @@ import pytest
 
 from experiments import tracking as T
 from experiments.config import ProgramConfig, parse_config
+from experiments.measure import Measures
 from experiments.comparison_report import round_figure
 from experiments.program import InProcessScorer, ProgramResult, run_program
 from experiments.world import TIER_CODES, build_world
-from loop.columns import ITEM, LABEL
+from loop.columns import ITEM, LABEL, REASON, ROUTE
 from loop.store import LabelStore
-from loop.strategies import TaskCosts
+from loop.strategies import ACTION, PLANNED_COST, TaskCosts
 
 SMALL = {"program": {"rounds": 2, "items_per_round": 80, "budget_per_round": 5.0, "calibration_items": 60,
                      "holdout_items": 150, "audit_rate": 0.05},
@@ -115,6 +117,35 @@ def test_the_routed_table_explains_each_decision(tiered_run, small_world):
     assert {"item_id", "action", "route", "reason", "priority", "label_before", "label_after", "true_label"} <= \
         set(table.columns)
     assert (table["action"] != "keep").all() and table["reason"].str.len().gt(0).all()
+
+
+def test_the_routed_table_gives_each_items_own_labels_and_truth(tiered_run, small_world):
+    _, _, tracker = tiered_run
+    truth = small_world.truth
+    for round_ in (1, 2):
+        table = tracker.tables[T.routed_table_path(round_)]
+        assert len(table) and (table["true_label"].to_numpy() == truth.reindex(table[ITEM].astype(str)).to_numpy()).all()
+
+
+def test_the_routed_table_reads_labels_by_arrival_position_as_by_id():
+    # The labels in arrival order (the truth aligned with them) are read by position; in another
+    # order, by id: the same table either way.
+    ids = ["a", "b", "c", "d"]
+    dataset = SimpleNamespace(truth=pd.Series([0, 1, 2, 0], index=ids),
+                              initial=pd.DataFrame({ITEM: ids, LABEL: [0, 0, 2, 1]}))
+    measures = Measures(dataset)
+    measures._aligned(pd.Index(ids, dtype=object))
+    plan = pd.DataFrame({ITEM: ["c", "a", "d"], ACTION: ["review", "auto_accept", "keep"], ROUTE: ["crowd", "auto", ""],
+                         REASON: ["doubt", "sure", ""], "priority": [0.9, 0.2, 0.1], PLANNED_COST: [1.0, 0.0, 0.0]})
+    candidates = pd.DataFrame({ITEM: ["c", "a", "d"], "confidence": [0.4, 0.95, 0.99]})
+    before = pd.Series([0, 0, 2, 1], index=pd.Index(ids, dtype=object))
+    after = pd.Series([0, 1, 2, 1], index=pd.Index(ids, dtype=object))
+    by_position = measures.routed_table(plan, candidates, before, after)
+    by_id = measures.routed_table(plan, candidates, before.iloc[::-1], after.iloc[::-1])
+    pd.testing.assert_frame_equal(by_position, by_id, check_exact=True)
+    assert by_position[ITEM].tolist() == ["c", "a"]
+    assert by_position["label_before"].tolist() == [2, 0] and by_position["label_after"].tolist() == [2, 0]
+    assert by_position["true_label"].tolist() == [2, 0]
 
 
 def test_the_budget_is_kept_over_the_program(small_cfg, small_world):
