@@ -22,8 +22,8 @@ from ..exceptions import ConflictError
 from . import _schema as S
 from ._columns import (CREATED_AT, EVIDENCE, FLAGS, GUIDELINE_VERSION, IDEMPOTENCY_KEY, RATIONALE, SOURCE,
                        SUGGESTION, SUGGESTION_CONFIDENCE, TASK_ID)
-from ._convert import (MAX_BIGINT, MAX_INTEGER, as_frame, check_columns, content_hash, external_ids, json_text,
-                       lookup, lookup_fast, missing_ints, now_utc, nullable, stamp_params, text, utc_stamps)
+from ._convert import (MAX_BIGINT, MAX_INTEGER, as_frame, check_columns, content_hash, external_ids, in_stream_by_key,
+                       json_text, lookup, lookup_fast, missing_ints, now_utc, nullable, stamp_params, text, utc_stamps)
 from ._records import Stream
 from ._writes import check_event_fields
 
@@ -206,7 +206,7 @@ def _task_ids(conn: Connection, stream: Stream, values: pd.Series | None, item_i
     present = check_int_column(values, TASK_ID, low=1, high=MAX_BIGINT).dropna().astype(np.int64)
     t = S.tasks
     owner = dict((tid, iid) for tid, iid in lookup(conn, t.c.id, present.unique().tolist(), t.c.id, t.c.item_id,
-                                                     where=t.c.stream_id == stream.id))
+                                                     where=in_stream_by_key(conn, t.c.stream_id, stream.id)))
     unknown = sorted(set(present.unique().tolist()) - set(owner))
     if unknown:
         raise fail(TASK_ID, f"tasks of stream {stream.name!r}", f"unknown tasks {unknown[:5]}")

@@ -240,6 +240,16 @@ def in_stream_by_id(conn: Connection, column: sa.Column, stream_id: int, after: 
     return column == stream_id
 
 
+def in_stream_by_key(conn: Connection, column: sa.Column, stream_id: int) -> Any:
+    """``column == stream_id`` beside a lookup by primary key (``id IN (...)``): on SQLite, as
+    an expression the stream's index cannot serve.
+
+    Without statistics SQLite's planner takes an index led by the stream over a list of 20 ids
+    or more (it guesses an equality keeps ~10 rows), then walks every row of the stream: each
+    batch of annotations read every task of the stream's history to check its task ids."""
+    return in_stream_by_id(conn, column, stream_id, after=1)
+
+
 def lookup_fast(conn: Connection, table: str, key: str, values: Sequence[Any], columns: Sequence[str],
                 where: str = "", params: Sequence[Any] = (), select_params: Sequence[Any] = ()) -> list[tuple]:
     """Like :func:`lookup` for many values at once: the values travel as one parameter (a

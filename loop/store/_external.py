@@ -18,7 +18,7 @@ from .._validation import fail
 from ..labelstudio import DELETED_ACTION
 from . import _schema as S
 from ._columns import IDEMPOTENCY_KEY, TASK_ID
-from ._convert import lookup, now_utc
+from ._convert import in_stream_by_key, lookup, now_utc
 from ._records import Stream
 from ._writes import record_events
 
@@ -45,7 +45,8 @@ def bind_tasks(conn: Connection, stream: Stream, rows: pd.DataFrame, candidates:
     an, t = S.annotations, S.tasks
     stored = dict(lookup(conn, an.c.idempotency_key, keys, an.c.idempotency_key, an.c.task_id))
     wanted = sorted({int(i) for ids in rows[candidates] for i in ids})
-    status = {i: s for i, s in lookup(conn, t.c.id, wanted, t.c.id, t.c.status, where=t.c.stream_id == stream.id)}
+    status = {i: s for i, s in lookup(conn, t.c.id, wanted, t.c.id, t.c.status,
+                                      where=in_stream_by_key(conn, t.c.stream_id, stream.id))}
     unknown = sorted(set(wanted) - set(status))
     if unknown:
         raise fail(TASK_ID, f"ids of tasks of stream {stream.name!r}", f"unknown ids {unknown[:5]}")

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from loop.columns import ANNOTATOR, COST, ITEM, LABEL, SECONDS
 from loop.exceptions import ConflictError, SchemaError
 from loop.store import (EVIDENCE, GUIDELINE_VERSION, IDEMPOTENCY_KEY, MAX_RATIONALE_CHARS, RATIONALE, SUGGESTION,
-                        SUGGESTION_CONFIDENCE)
+                        SUGGESTION_CONFIDENCE, LabelStore)
 
-from .conftest import STREAM
+from .conftest import STREAM, counting_steps
 
 
 def _batch(n_items: int = 10, annotators=("a", "b", "c"), seed: int = 0) -> pd.DataFrame:
@@ -165,6 +165,30 @@ def test_annotations_link_to_the_tasks_they_answer(seeded):
     assert seeded.tasks_frame(STREAM, statuses=["assigned"]).empty
     with pytest.raises(SchemaError, match="'task_id'.*other items"):
         seeded.add_annotations(STREAM, [{ITEM: "i2", ANNOTATOR: "c", LABEL: 0, "task_id": created.ids[0]}])
+
+
+def _steps_of_answering_a_batch(path, n_earlier: int) -> int:
+    """SQLite's steps (in hundreds) of storing the answers to 30 tasks, after ``n_earlier``
+    tasks of the same stream."""
+    with LabelStore(f"sqlite:///{path}") as store:
+        store.create_stream(STREAM, ("neg", "neu", "pos"))
+        store.add_annotator("a", streams=[STREAM])
+        items = [f"i{k}" for k in range(n_earlier + 30)]
+        store.add_items(STREAM, [{ITEM: i} for i in items])
+        store.add_tasks(STREAM, pd.DataFrame({ITEM: items[:n_earlier], ANNOTATOR: "a", "tier": 2}))
+        batch = pd.DataFrame({ITEM: items[n_earlier:], ANNOTATOR: "a", "tier": 2})
+        ids = store.add_tasks(STREAM, batch).ids
+        with counting_steps(store) as steps:
+            store.add_annotations(STREAM, batch.drop(columns="tier").assign(**{LABEL: 0, "task_id": list(ids)}))
+    return steps[0]
+
+
+def test_answering_tasks_costs_the_batch_not_the_streams_tasks(tmp_path):
+    # Without statistics SQLite checked 20 task ids or more through the stream's index on
+    # tasks: every batch of answers walked every task of the stream's history.
+    small = _steps_of_answering_a_batch(tmp_path / "small.db", 100)
+    large = _steps_of_answering_a_batch(tmp_path / "large.db", 20_000)
+    assert large < 2 * small + 20, (small, large)
 
 
 def test_a_retry_may_spell_labels_as_names_or_codes(seeded):
