@@ -128,10 +128,12 @@ class Measures:
             # By arrival position: one lookup of the auto-accepted ids (under tiered most settled
             # items, ~76,000 at 10^5) instead of one in the labels and one in the truth.
             at = after.index.get_indexer(auto)
-            if len(auto) and (at >= 0).all():
+            if not len(auto):
+                row[T.AUTO_ACCEPT_ERROR_RATE] = float("nan")
+            elif (at >= 0).all():
                 row[T.AUTO_ACCEPT_ERROR_RATE] = float(now_wrong[at].mean())
             else:
-                row[T.AUTO_ACCEPT_ERROR_RATE] = float(self.wrong(after.reindex(auto)).mean()) if len(auto) else float("nan")
+                row[T.AUTO_ACCEPT_ERROR_RATE] = float(self.wrong(after.reindex(auto)).mean())
         return row
 
     def _aligned(self, arrived: pd.Index) -> tuple[np.ndarray, np.ndarray]:

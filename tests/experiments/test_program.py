@@ -124,7 +124,8 @@ def test_the_routed_table_gives_each_items_own_labels_and_truth(tiered_run, smal
     truth = small_world.truth
     for round_ in (1, 2):
         table = tracker.tables[T.routed_table_path(round_)]
-        assert len(table) and (table["true_label"].to_numpy() == truth.reindex(table[ITEM].astype(str)).to_numpy()).all()
+        expected = truth.reindex(table[ITEM].astype(str)).to_numpy()
+        assert len(table) and (table["true_label"].to_numpy() == expected).all()
 
 
 def test_the_routed_table_reads_labels_by_arrival_position_as_by_id():
