@@ -1399,7 +1399,10 @@ class _Program:
     def _resolve(self, plan: pd.DataFrame, answers: pd.DataFrame, annotations: pd.DataFrame,
                  scores: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
         """New labels of the items acted on (:func:`loop.resolution.resolve_actions`)."""
-        predicted = scores.assign(**{ITEM: scores[ITEM].astype(str)}).set_index(ITEM)["predicted"]
+        # By object ids: an Arrow str index (what astype(str) gives) looks the auto-accepted ids up
+        # (~76,000 at 10^5 under tiered) at twice the cost.
+        predicted = pd.Series(scores["predicted"].to_numpy(),
+                              index=pd.Index(scores[ITEM].astype(str).to_numpy(dtype=object), dtype=object))
         posterior = None
         if self.cfg.strategy is Strategy.TIERED and (plan[ACTION] == Action.REVIEW.value).any():
             # The posterior after this round's answers: the model breaks ties between annotators.
@@ -1513,11 +1516,12 @@ class _Program:
         """``audit`` with the whole set's estimate carried forward (``audit_scope: fresh``), and
         the ledger moved on to the labels after this audit's corrections."""
         drawn = pd.Index(population, dtype=object).get_indexer(sample)
+        arrived = pd.Index(ids, dtype=object)  # one index: its hash table of every arrived id serves both lookups
         estimate, errors, variance = estimate_carried(
-            self.ledger, change_terms(verdict, old[pd.Index(ids, dtype=object).get_indexer(sample)]),
+            self.ledger, change_terms(verdict, old[arrived.get_indexer(sample)]),
             design[drawn], design, len(ids), float((verdict["wrong"] - verdict["wrong_after"]).sum()))
         after = now.copy()
-        after[pd.Index(ids, dtype=object).get_indexer(fixes[ITEM].to_numpy(dtype=object))] = fixes["first"].to_numpy()
+        after[arrived.get_indexer(fixes[ITEM].to_numpy(dtype=object))] = fixes["first"].to_numpy()
         self.ledger = AuditLedger(ids=ids, labels=after, errors=errors, variance=variance,
                                   audited=self.ledger.audited + len(sample),
                                   changed=int((~np.isnan(old) & is_fresh).sum()))
