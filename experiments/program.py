@@ -787,6 +787,12 @@ class _Program:
         self._row_who = np.zeros(0, dtype=np.int64)
         self._who: dict[str, int] = {}
         self._who_names: list[str] = []
+        # Each arrived item's current label by arrival position (NaN: none yet), kept from the
+        # resolutions read since (a reindex of every arrived id by string cost ~20 ms, three a
+        # round); _label_rows: the resolutions applied. None: a resolution of an item that had
+        # not arrived (a live stream's gold), so the labels are looked up by id.
+        self._label_at: np.ndarray | None = np.zeros(0)
+        self._label_rows = 0
         # triple_majority ignores the budget by design: its cost is its protocol's.
         self.budget = Budget(cfg.budget_per_round, workforce.costs,
                              carries=cfg.strategy is not Strategy.TRIPLE_MAJORITY)
@@ -875,7 +881,7 @@ class _Program:
         # times, and a lookup of every arrived id costs ~20 ms at 10^5 (one against an equal
         # index ~4 ms). Training keeps the store's order (its folds and sample follow it).
         order = pd.Index(arrived, dtype=object)
-        before_arrived = before.reindex(order)
+        before_arrived = self._labels_arrived(order)
         why = self.bound.calibrate(round_, self.book)
         if why is not None:
             self.tracker.set_tags({T.TAG_AUTO_ACCEPT_BOUND: why})
@@ -942,7 +948,7 @@ class _Program:
         self.gates.append({"round": round_, "version": version, "promoted": decision.promote,
                            "reason": decision.reason})
         self.tracker.set_tags({T.TAG_GATE_REASON: decision.reason})
-        after_arrived = after.reindex(order)
+        after_arrived = self._labels_arrived(order)
         pairs = confused_pairs(after_arrived.to_numpy(dtype=np.int64), probs,
                                classes=list(dataset.classes))
         impact = self._log_impact(round_, challenger_oof)
@@ -1039,6 +1045,7 @@ class _Program:
             self._arrival_pos, self._row_ids, self._row_pos, n = {}, self._row_ids[:0], self._row_pos[:0], 0
             self._row_who = self._row_who[:0]
             self.predicted = self.ever_predicted = np.zeros(0, dtype=bool)
+            self._label_at, self._label_rows = np.zeros(0), 0
         for i, item in enumerate(np.asarray(arrived[n:]).astype(str).tolist(), start=n):
             self._arrival_pos[item] = i
         # An item's features never change: only the new items' are looked up (each lookup of
@@ -1049,6 +1056,25 @@ class _Program:
         stale = np.flatnonzero(self._row_pos < 0)  # rows of items that had not arrived: maybe now
         if stale.size and len(arrived) > n:
             self._row_pos[stale] = [self._arrival_pos.get(str(i), -1) for i in self._row_items(stale)]
+
+    def _labels_arrived(self, order: pd.Index) -> pd.Series:
+        """:meth:`_labels` in arrival order (``order``: the arrived ids, as :meth:`_index_arrivals`
+        last saw them), from the resolutions new since the last call."""
+        resolutions = self.history.resolutions()
+        if self._label_at is not None and len(resolutions) >= self._label_rows:
+            new = resolutions.iloc[self._label_rows:].drop_duplicates(ITEM, keep="last")
+            pos = np.fromiter((self._arrival_pos.get(i, -1) for i in new[ITEM].astype(str).tolist()),
+                              dtype=np.int64, count=len(new))
+            if (pos < 0).any():
+                self._label_at = None
+            else:
+                at = np.full(len(order), np.nan)
+                at[:len(self._label_at)] = self._label_at
+                at[pos] = new[LABEL].to_numpy(dtype=np.float64)
+                self._label_at, self._label_rows = at, len(resolutions)
+        if self._label_at is None or len(self._label_at) != len(order) or np.isnan(self._label_at).any():
+            return self._labels().reindex(order)
+        return pd.Series(self._label_at.astype(np.int64), index=order, name=LABEL)
 
     def _positions(self, item_ids: Any) -> np.ndarray:
         """The arrival positions of ``item_ids`` (all arrived), by a lookup per id."""
@@ -1444,7 +1470,7 @@ class _Program:
         ids = np.asarray(arrived, dtype=object).astype(str).astype(object)
         labels = self._labels()
         carried = self.cfg.audit_scope is AuditScope.FRESH
-        now = labels.reindex(pd.Index(ids, dtype=object)).to_numpy(dtype=np.float64) if carried else None
+        now = self._labels_arrived(pd.Index(ids, dtype=object)).to_numpy(dtype=np.float64) if carried else None
         old = self.ledger.old_labels(ids) if carried else None
         is_fresh = np.isnan(old) | (old != now) if carried else np.ones(len(ids), dtype=bool)  # all: every label
         fresh = ids[is_fresh]
