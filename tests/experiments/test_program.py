@@ -16,7 +16,7 @@ from experiments import tracking as T
 from experiments.config import ProgramConfig, parse_config
 from experiments.measure import Measures
 from experiments.comparison_report import round_figure
-from experiments.program import InProcessScorer, ProgramResult, run_program
+from experiments.program import InProcessScorer, ProgramResult, _Program, run_program
 from experiments.world import TIER_CODES, build_world
 from loop.columns import ITEM, LABEL, REASON, ROUTE
 from loop.store import LabelStore
@@ -147,6 +147,34 @@ def test_the_routed_table_reads_labels_by_arrival_position_as_by_id():
     assert by_position[ITEM].tolist() == ["c", "a"]
     assert by_position["label_before"].tolist() == [2, 0] and by_position["label_after"].tolist() == [2, 0]
     assert by_position["true_label"].tolist() == [2, 0]
+
+
+def test_the_labels_in_arrival_order_follow_the_newest_resolutions():
+    # Kept by arrival position from the resolutions read since the last call; the same as the
+    # store's labels looked up by id, corrections and new items included. A resolution of an
+    # item that has not arrived (a live stream's gold) sends it back to the lookup by id.
+    frames = []
+
+    def labels():
+        heads = pd.concat(frames, ignore_index=True).drop_duplicates(ITEM, keep="last").set_index(ITEM)[LABEL]
+        return heads[heads.index.isin(list(program._arrival_pos))]
+
+    program = SimpleNamespace(history=SimpleNamespace(resolutions=lambda: pd.concat(frames, ignore_index=True)),
+                              _label_at=np.zeros(0), _label_rows=0, _labels=labels,
+                              _arrival_pos={"b": 0, "a": 1, "c": 2})
+
+    def check(order):
+        got = _Program._labels_arrived(program, pd.Index(order, dtype=object))
+        pd.testing.assert_series_equal(got, labels().reindex(pd.Index(order, dtype=object)), check_exact=True)
+        return got.tolist()
+
+    frames.append(pd.DataFrame({ITEM: ["a", "b", "c"], LABEL: [0, 1, 2]}))
+    assert check(["b", "a", "c"]) == [1, 0, 2]
+    frames.append(pd.DataFrame({ITEM: ["b", "d", "b"], LABEL: [2, 1, 0]}))
+    program._arrival_pos["d"] = 3
+    assert check(["b", "a", "c", "d"]) == [0, 0, 2, 1] and program._label_at is not None
+    frames.append(pd.DataFrame({ITEM: ["gold", "a"], LABEL: [1, 2]}))
+    assert check(["b", "a", "c", "d"]) == [0, 2, 2, 1] and program._label_at is None
 
 
 def test_the_budget_is_kept_over_the_program(small_cfg, small_world):
