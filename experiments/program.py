@@ -1452,14 +1452,13 @@ class _Program:
         """Record the stratum of each item the plan acted on (by its action); ``at``: the plan's
         arrival positions (:meth:`_plan_positions`)."""
         acting = (plan[ACTION] != Action.KEEP.value).to_numpy()
-        acted = plan[acting]
-        ids, strata = acted[ITEM].astype(str).to_numpy(), acted[ACTION].map(_ACTION_STRATUM).to_numpy()
+        strata = plan.loc[acting, ACTION].map(_ACTION_STRATUM).to_numpy()
         if np.array_equal(self.stratum.index.to_numpy(dtype=object), self._arrived):
             # By arrival position: under tiered the plan acts on most settled items again every
             # round (auto-accepts), and a label lookup of each against a new index cost ~30 ms.
             self.stratum.iloc[self._plan_rows(plan, acting, at)] = strata
         else:
-            self.stratum.loc[ids] = strata
+            self.stratum.loc[plan.loc[acting, ITEM].astype(str).to_numpy()] = strata
 
     def _audit(self, arrived: np.ndarray, round_: int, annotations: pd.DataFrame) -> AuditResult | None:
         """An adjudicated, stratified expert audit: the error-rate estimates, then corrections
