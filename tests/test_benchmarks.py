@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from loop.columns import ITEM
@@ -182,6 +183,32 @@ def test_the_long_program_times_every_step_of_every_round(monkeypatch):
     assert (steps[["write", "posterior", "retrain"]].loc[1:] > 0).all().all()
     assert (steps.sum(axis=1) - frame["seconds"]).abs().max() < 1e-6
     assert (frame["cpu"] > 0).all() and (frame["peak_mb"] > 0).all()
+    sys.modules.pop("long_program", None)
+
+
+def test_the_long_program_judges_its_target_on_five_rounds_each_side(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import long_program
+
+    rounds = 20
+    cpu = pd.Series(2.0, index=range(rounds + 1))
+    cpu[16:] = 2.9  # the last five rounds: 1.45x
+    cpu[5] = 1.0  # one fast round 5 moves the three-round medians' ratio, not the windows'
+    cpu[4] = 1.1
+    frame = pd.DataFrame({"seconds": cpu, "cpu": cpu, "audit": 0.0, "peak_mb": 1.0})
+    assert long_program.window_ratio(frame, rounds) == pytest.approx(1.45)
+    line = long_program.summary("sqlite", frame, rounds)
+    assert "rounds 16-20 / rounds 3-7 (medians) = 1.45 cpu" in line and ": met" in line
+    assert "round 20 / round 5 = 2.64" in line  # the single rounds' ratio, printed, not judged
+    frame.loc[18:, "cpu"] = 3.2
+    assert ": not met" in long_program.summary("sqlite", frame, rounds)
+    # Too short for two windows: no robust ratio, the single rounds judge.
+    assert long_program.window_ratio(frame.loc[:6], 6) is None
+    assert "medians" not in long_program.summary("sqlite", frame.loc[:6], 6)
+    # Repeats: each round's median, and the peak's maximum.
+    runs = [frame.assign(cpu=frame["cpu"] + d, peak_mb=10.0 + d) for d in (0.0, 1.0, 5.0)]
+    both = long_program.median_of(runs)
+    assert (both["cpu"] == frame["cpu"] + 1.0).all() and (both["peak_mb"] == 15.0).all()
     sys.modules.pop("long_program", None)
 
 
