@@ -920,7 +920,7 @@ class _Program:
         answers = self._execute(plan, round_, annotations, prefer=self._skills(posterior, signals, annotations))
         annotations = self.history.annotations()
         planned_work = len(annotations)
-        round_labels = self._resolve(plan, answers, annotations, signals, probs)
+        round_labels = self._resolve(plan, answers, annotations, signals, probs, current, at)
         self._write_resolutions(round_labels, before_arrived)
         self._track_strata(plan, at)
         relabel_cost = self._drift_outcome(queue, annotations.iloc[rows_before:planned_work], before)
@@ -1423,19 +1423,34 @@ class _Program:
         self.store.set_task_statuses(list(tasks.ids), "done", reason="answered")
 
     def _resolve(self, plan: pd.DataFrame, answers: pd.DataFrame, annotations: pd.DataFrame,
-                 scores: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
-        """New labels of the items acted on (:func:`loop.resolution.resolve_actions`)."""
-        # By object ids: an Arrow str index (what astype(str) gives) looks the auto-accepted ids up
-        # (~76,000 at 10^5 under tiered) at twice the cost.
-        predicted = pd.Series(scores["predicted"].to_numpy(),
-                              index=pd.Index(scores[ITEM].astype(str).to_numpy(dtype=object), dtype=object))
+                 scores: pd.DataFrame, probs: np.ndarray, current: np.ndarray,
+                 at: np.ndarray | None = None) -> pd.DataFrame:
+        """New labels of the items acted on (:func:`loop.resolution.resolve_actions`), but for the
+        auto-accepts that keep their label. ``scores``: the routed signals of the arrived items and
+        ``current`` their labels, in arrival order; ``at``: the plan's arrival positions."""
+        predicted = scores["predicted"].to_numpy(dtype=np.int64)
+        if at is not None:
+            # An auto-accept of the label an item has resolves to that label, and _write_resolutions
+            # would drop it: under tiered most settled items every round (~76,000 at 10^5), whose
+            # resolving and comparing cost the history. The rest go in with their own positions.
+            auto = (plan[ACTION] == Action.AUTO_ACCEPT.value).to_numpy()
+            going = ~(auto & (predicted[at] == current[at]))
+            plan, at = plan[going], at[going]
+            ids = pd.Index(plan[ITEM].astype(str).to_numpy(dtype=object), dtype=object)
+            by_item = pd.Series(predicted[at], index=ids)
+        else:
+            # By object ids: an Arrow str index (what astype(str) gives) looks ids up at twice the cost.
+            by_item = pd.Series(predicted, index=pd.Index(scores[ITEM].astype(str).to_numpy(dtype=object),
+                                                          dtype=object))
         posterior = None
-        if self.cfg.strategy is Strategy.TIERED and (plan[ACTION] == Action.REVIEW.value).any():
+        reviewed = (plan[ACTION] == Action.REVIEW.value).to_numpy()
+        if self.cfg.strategy is Strategy.TIERED and reviewed.any():
             # The posterior after this round's answers: the model breaks ties between annotators.
-            posterior = pd.DataFrame(self._posteriors(probs, scores, annotations),
-                                     index=scores[ITEM].astype(str).to_numpy())
+            after = self._posteriors(probs, scores, annotations)
+            posterior = (pd.DataFrame(after[at[reviewed]], index=ids[reviewed]) if at is not None else
+                         pd.DataFrame(after, index=scores[ITEM].astype(str).to_numpy()))
         return resolve_actions(plan, answers, annotations, strategy=self.cfg.strategy, experts=self.experts,
-                               predicted=predicted, posterior=posterior, rng=self.ties)
+                               predicted=by_item, posterior=posterior, rng=self.ties)
 
     def _write_resolutions(self, labels: pd.DataFrame, before: pd.Series) -> None:
         """Write the labels that changed, each superseding the item's current resolution.

@@ -113,22 +113,27 @@ def resolve_actions(plan: pd.DataFrame, answers: pd.DataFrame, annotations: pd.D
         raise fail("posterior", "a DataFrame of class probabilities by item id when tiered reviews items",
                    type(posterior).__name__)
     ties = check_rng(rng) if len(tripled) else None
-    return _resolve(actions, answers, annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str}), strategy,
-                    experts, predicted, posterior, ties)
+    return _resolve(actions, answers, annotations, strategy, experts, predicted, posterior, ties)
 
 
-def _resolve(actions: pd.Series, answers: pd.DataFrame, frame: pd.DataFrame, strategy: Strategy,
+def _resolve(actions: pd.Series, answers: pd.DataFrame, annotations: pd.DataFrame, strategy: Strategy,
              experts: Collection[Hashable], predicted: pd.Series, posterior: pd.DataFrame | None,
              rng: np.random.Generator | None) -> pd.DataFrame:
+    # The stream's annotations by string id, only where a rule reads them (tiered's reviews read the
+    # posterior): converting every annotation's id costs the history each round.
+    def stream() -> pd.DataFrame:
+        return annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
+
     out = [_auto(actions, predicted, strategy)]
     by_expert = answers[answers[ANNOTATOR].isin(experts)].drop_duplicates(ITEM, keep="last")
     out.extend(_expert_and_double_blind(actions, answers, by_expert))
     reviewed = actions.index[actions == Action.REVIEW.value]
     if len(reviewed):
-        out.append(_reviewed(reviewed, frame, strategy, posterior))
+        out.append(_reviewed(reviewed, stream() if strategy is not Strategy.TIERED else None, strategy, posterior))
     tripled = actions.index[actions == Action.TRIPLE.value]
     if len(tripled):
         vote = MajorityVote(tie_break="random", random_state=rng)
+        frame = stream()
         votes = vote.fit(frame[frame[ITEM].isin(tripled)]).labels_
         out.append(_rows(tripled, votes.reindex(tripled).astype(np.int64).to_numpy(), METHOD_CONSENSUS,
                          "majority of three crowd labels"))
@@ -166,7 +171,7 @@ def _expert_and_double_blind(actions: pd.Series, answers: pd.DataFrame,
             _rows(agreed[ITEM].to_numpy(), agreed[LABEL].to_numpy(), METHOD_CONSENSUS, "double-blind labels agreed")]
 
 
-def _reviewed(reviewed: pd.Index, frame: pd.DataFrame, strategy: Strategy,
+def _reviewed(reviewed: pd.Index, frame: pd.DataFrame | None, strategy: Strategy,
               posterior: pd.DataFrame | None) -> pd.DataFrame:
     if strategy is Strategy.TIERED:
         # The model breaks ties between annotators who disagree (one review of a single label).

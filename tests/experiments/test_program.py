@@ -665,3 +665,34 @@ def test_the_rounds_resolution_hours_are_those_of_the_items_it_acted_on(tiered_r
     expected = _resolution_hours(mine)
     assert np.isfinite(expected)
     assert result.rounds[T.RESOLUTION_HOURS].loc[last] == expected
+
+
+def test_the_auto_accepts_that_keep_a_label_are_not_resolved_again(small_cfg, small_world, monkeypatch):
+    # Under tiered the plan auto-accepts most settled items again every round, each to the label
+    # it has: resolving them cost the history every round (~76,000 at 10^5) and wrote nothing.
+    from experiments import program
+    from loop.strategies import ACTION, Action
+
+    plans, resolved = [], []
+    real_plan, real_resolve = program.plan_round, program.resolve_actions
+
+    def plan(candidates, *args, **kwargs):
+        plans.append((candidates, real_plan(candidates, *args, **kwargs)))
+        return plans[-1][1]
+
+    def resolve(plan_, *args, **kwargs):
+        resolved.append(set(plan_.loc[plan_[ACTION] != Action.KEEP.value, ITEM].astype(str)))
+        return real_resolve(plan_, *args, **kwargs)
+
+    monkeypatch.setattr(program, "plan_round", plan)
+    monkeypatch.setattr(program, "resolve_actions", resolve)
+    run_program(small_cfg.replace(strategy="tiered"), world=small_world)
+    assert len(plans) == len(resolved) == 2
+    kept_again = 0
+    for (candidates, round_plan), ids in zip(plans, resolved):
+        auto = (round_plan[ACTION] == Action.AUTO_ACCEPT.value).to_numpy()
+        keeps = auto & (candidates["predicted"].to_numpy() == candidates["label"].to_numpy())
+        acted = round_plan[ACTION].to_numpy() != Action.KEEP.value
+        assert ids == set(round_plan.loc[acted & ~keeps, ITEM].astype(str))
+        kept_again += int(keeps.sum())
+    assert kept_again > 0
