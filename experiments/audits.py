@@ -274,8 +274,12 @@ def confirmed_changes(annotations: pd.DataFrame, before: pd.Series, after: pd.Se
     changed = before.index[before.to_numpy() != after.to_numpy()]
     if changed.empty:
         return 0
-    frame = annotations[[ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
-    frame = frame[frame[ITEM].isin(changed)].drop_duplicates([ITEM, ANNOTATOR], keep="last")
+    # The changed items' rows first, then their ids as strings (converting every annotation's id
+    # cost the history each round); string ids are compared as they are.
+    ids = annotations[ITEM]
+    mine = (ids if pd.api.types.is_string_dtype(ids) else ids.astype(str)).isin(changed).to_numpy()
+    frame = annotations.loc[mine, [ITEM, ANNOTATOR, LABEL]].astype({ITEM: str})
+    frame = frame.drop_duplicates([ITEM, ANNOTATOR], keep="last")
     votes = frame.groupby([ITEM, LABEL])[ANNOTATOR].nunique()
     for_new = votes.reindex(list(zip(changed, after.reindex(changed).astype(np.int64))), fill_value=0).to_numpy()
     for_old = votes.reindex(list(zip(changed, before.reindex(changed).astype(np.int64))), fill_value=0).to_numpy()

@@ -16,6 +16,7 @@ import pandas as pd
 
 from loop.columns import COST, ITEM, LABEL, REASON, ROUTE, SECONDS
 from loop.gate import ModelEvaluation
+from loop.store import ANNOTATION_ID
 from loop.strategies import ACTION, PLANNED_COST, Action
 
 from . import tracking as T
@@ -56,6 +57,11 @@ class Measures:
         self._ids = np.zeros(0, dtype=object)
         self._truth = np.zeros(0, dtype=np.int64)
         self._initial_wrong = np.zeros(0, dtype=bool)
+        # Which annotations are their item's first, kept for the rows read so far (the stream's
+        # frame only grows; a duplicate check of every annotation's id cost the history).
+        self._rows = np.zeros(0, dtype=np.int64)
+        self._initial = np.zeros(0, dtype=bool)
+        self._labelled: set[str] = set()
 
     @property
     def known(self) -> bool:
@@ -70,10 +76,11 @@ class Measures:
                   plan: pd.DataFrame | None, audit: AuditResult | None, evaluation: ModelEvaluation,
                   challenger: ModelEvaluation, promoted: bool, round_cost: float, budget: float,
                   resolution_hours: float, annotations: pd.DataFrame, stats: Any, cutoff: float | None,
-                  pairs: pd.DataFrame | None) -> dict[str, float]:
-        """The round's metrics (:mod:`experiments.tracking` names); kept in :attr:`rows`."""
+                  pairs: pd.DataFrame | None, at: np.ndarray | None = None) -> dict[str, float]:
+        """The round's metrics (:mod:`experiments.tracking` names); kept in :attr:`rows`. ``at``:
+        the positions of the plan's items in ``arrived``, when the program knows them."""
         arrived = pd.Index(arrived, dtype=object)  # object ids: Arrow str lookups are ~10x slower
-        is_initial = ~annotations[ITEM].duplicated()  # each item's first label (a groupby costs more)
+        is_initial = self._first_labels(annotations)
         row: dict[str, float] = {
             T.N_ITEMS: len(arrived),
             T.MODEL_ACCURACY: evaluation.accuracy, T.MODEL_ECE: evaluation.ece,
@@ -91,7 +98,7 @@ class Measures:
             row[T.AUTO_ACCEPT_RATE] = float(pd.Index(new, dtype=object).isin(auto.to_numpy(dtype=object)).mean())
         before, after = before.reindex(arrived), after.reindex(arrived)  # once: each costs a lookup per item
         if self.known:
-            row.update(self._true_figures(round_, arrived, before, after, plan))
+            row.update(self._true_figures(round_, arrived, before, after, plan, at))
         if audit is not None:
             est = audit.estimate
             row.update({T.AUDIT_ERROR_RATE: est.rate, T.AUDIT_CI_LOW: est.low, T.AUDIT_CI_HIGH: est.high,
@@ -110,8 +117,26 @@ class Measures:
         self.rows.append({"round": round_, **row})
         return row
 
+    def _first_labels(self, annotations: pd.DataFrame) -> np.ndarray:
+        """Whether each row of ``annotations`` (the stream's, in the store's order) is its item's
+        first label: checked for the rows new since the last call, all again if earlier rows
+        changed (a row committed late)."""
+        rows = annotations[ANNOTATION_ID].to_numpy(dtype=np.int64) if ANNOTATION_ID in annotations.columns else None
+        n = len(self._rows)
+        if rows is None or len(rows) < n or not np.array_equal(rows[:n], self._rows):
+            if rows is None:
+                return (~annotations[ITEM].duplicated()).to_numpy()
+            self._initial, self._labelled, n = self._initial[:0], set(), 0
+        first = np.zeros(len(rows) - n, dtype=bool)
+        for i, item in enumerate(annotations[ITEM].iloc[n:].astype(str).tolist()):
+            if item not in self._labelled:
+                self._labelled.add(item)
+                first[i] = True
+        self._rows, self._initial = rows.copy(), np.concatenate([self._initial, first])
+        return self._initial
+
     def _true_figures(self, round_: int, arrived: pd.Index, before: pd.Series, after: pd.Series,
-                      plan: pd.DataFrame | None) -> dict[str, float]:
+                      plan: pd.DataFrame | None, at: np.ndarray | None = None) -> dict[str, float]:
         """The figures only a simulation knows (against the truth): ``true_error_rate``, errors
         fixed, introduced and removed, the auto-accepted labels' true error rate. ``before`` and
         ``after``: the labels of ``arrived``, in its order."""
@@ -124,14 +149,15 @@ class Measures:
         row = {T.TRUE_ERROR_RATE: float(now_wrong.mean()), T.ERRORS_FIXED: fixed, T.ERRORS_INTRODUCED: introduced,
                T.ERRORS_REMOVED: float(initial_wrong.sum() - now_wrong.sum())}
         if plan is not None:
-            auto = plan.loc[plan[ACTION] == Action.AUTO_ACCEPT.value, ITEM].astype(str)
-            # By arrival position: one lookup of the auto-accepted ids (under tiered most settled
-            # items, ~76,000 at 10^5) instead of one in the labels and one in the truth.
-            at = after.index.get_indexer(auto)
-            if not len(auto):
+            is_auto = (plan[ACTION] == Action.AUTO_ACCEPT.value).to_numpy()
+            # By arrival position (under tiered most settled items are auto-accepted, ~76,000 at
+            # 10^5): given, or one lookup of their ids instead of one in the labels and one in the truth.
+            auto = None if at is not None else plan.loc[is_auto, ITEM].astype(str)
+            where = at[is_auto] if at is not None else after.index.get_indexer(auto)
+            if not is_auto.any():
                 row[T.AUTO_ACCEPT_ERROR_RATE] = float("nan")
-            elif (at >= 0).all():
-                row[T.AUTO_ACCEPT_ERROR_RATE] = float(now_wrong[at].mean())
+            elif (where >= 0).all():
+                row[T.AUTO_ACCEPT_ERROR_RATE] = float(now_wrong[where].mean())
             else:
                 row[T.AUTO_ACCEPT_ERROR_RATE] = float(self.wrong(after.reindex(auto)).mean())
         return row
@@ -155,29 +181,35 @@ class Measures:
         return self._truth, self._initial_wrong
 
     def routed_table(self, plan: pd.DataFrame, candidates: pd.DataFrame, before: pd.Series,
-                     after: pd.Series) -> pd.DataFrame:
+                     after: pd.Series, at: np.ndarray | None = None) -> pd.DataFrame:
         """The round's items acted on, most urgent first: their signals, action, route, reason,
-        planned cost, label before and after (and the true label when known)."""
-        ids = plan[ITEM].astype(str).to_numpy()
+        planned cost, label before and after (and the true label when known). ``at``: when the
+        plan is the candidates in their order (``plan_round`` keeps it), its rows' positions in
+        ``before`` and ``after`` (the arrived items, in order; the program knows them); else
+        the rows are matched by id."""
         table = candidates.drop(columns=[c for c in (ROUTE,) if c in candidates.columns])
         planned = plan[[ITEM, ACTION, ROUTE, REASON, "priority", PLANNED_COST]]
-        if len(plan) == len(candidates) and np.array_equal(ids, candidates[ITEM].astype(str).to_numpy()):
+        ids = None if at is not None else plan[ITEM].astype(str).to_numpy()
+        if at is not None or len(plan) == len(candidates) and np.array_equal(ids, candidates[ITEM].astype(str).to_numpy()):
             # The plan comes in the candidates' order (plan_round keeps it): the merge's rows are
             # the plan's as they are (a merge on string ids costs a hash of every candidate, and
             # under tiered every settled item is a candidate again each round).
             table = table.assign(**{c: planned[c].array for c in planned.columns if c != ITEM})
         else:
             table = table.merge(planned, on=ITEM, how="left")
-        at = before.index.get_indexer(ids)
+        if at is None:
+            at = before.index.get_indexer(ids)
         if (at >= 0).all() and after.index.equals(before.index):
             # The labels share one index (the arrived items, in order): one lookup of the plan's
             # ids serves both, and the truth too when it is aligned with that order (each lookup
             # of ~85,000 ids, under tiered every settled item, costs ~20 ms at 10^5).
             table = table.assign(label_before=before.to_numpy()[at], label_after=after.to_numpy()[at])
         else:
+            ids = plan[ITEM].astype(str).to_numpy() if ids is None else ids
             table = table.assign(label_before=before.reindex(ids).to_numpy(), label_after=after.reindex(ids).to_numpy())
         if self.known:
             aligned = (len(self._ids) == len(before) and self.truth.dtype == self._truth.dtype and (at >= 0).all()
                        and np.array_equal(self._ids, before.index.to_numpy(dtype=object)))
-            table = table.assign(true_label=self._truth[at] if aligned else self.truth.reindex(ids).to_numpy())
+            table = table.assign(true_label=self._truth[at] if aligned else
+                                 self.truth.reindex(plan[ITEM].astype(str).to_numpy()).to_numpy())
         return table[table[ACTION] != Action.KEEP.value].sort_values("priority", ascending=False)

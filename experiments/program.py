@@ -955,8 +955,9 @@ class _Program:
         self._log_round(round_, arrived=arrived, new=new, before=before_arrived, after=after_arrived, plan=plan,
                         audit=audit, evaluation=self.champion, challenger=challenger, promoted=decision.promote,
                         round_cost=float(annotations[COST].sum()) - spent_before, budget=books.budget,
-                        resolution_hours=self._resolution_hours(annotations, plan, at), pairs=pairs, extra=impact)
-        self._log_routed(round_, plan, candidates, before_arrived, after_arrived)
+                        resolution_hours=self._resolution_hours(annotations, plan, at), pairs=pairs, extra=impact,
+                        at=at)
+        self._log_routed(round_, plan, candidates, before_arrived, after_arrived, at)
 
     def finish(self) -> ProgramResult:
         cfg, dataset = self.cfg, self.dataset
@@ -1191,7 +1192,8 @@ class _Program:
         posterior = self._posteriors(probs, scores, annotations)
         if self.cfg.strategy is not Strategy.TIERED:
             return posterior, probs, scores
-        return posterior, posterior, score_items(posterior, item_ids=np.asarray(scores[ITEM], dtype=object))
+        # The scorer checked the arrived ids: they go in as they are (a second check hashes every one).
+        return posterior, posterior, score_items(posterior).assign(**{ITEM: scores[ITEM].array})
 
     def _posteriors(self, probs: np.ndarray, scores: pd.DataFrame, annotations: pd.DataFrame) -> np.ndarray:
         """:func:`loop.issues.label_posteriors` of the arrived items (the rows of ``probs``, in
@@ -1363,8 +1365,11 @@ class _Program:
         ``prefer``: the crowd's skills, by annotator id (see :class:`experiments.ports.Request`)."""
         wf, rng = self.workforce, self.rng
         exclude = annotations[[ITEM, ANNOTATOR]]
-        actions = plan.set_index(ITEM)[ACTION]
-        ids = {a: actions.index[actions == a.value] for a in Action}
+        # In arrays, for the actions that ask people only: under tiered the plan holds most settled
+        # items (auto-accepts), and indexing the plan by id cost every one of them.
+        action, item = plan[ACTION].to_numpy(dtype=object), plan[ITEM].array
+        ids = {a: pd.Index(item[action == a.value], name=ITEM)
+               for a in (Action.REVIEW, Action.DOUBLE_BLIND, Action.TRIPLE, Action.EXPERT)}
         where = self._row_positions(annotations)
         crowd_work = [wf.submit(Request(ids[a], labels_per_item=a.crowd_labels,
                                         exclude=self._rows_about(exclude, where, ids[a]),
@@ -1466,14 +1471,27 @@ class _Program:
     def _track_strata(self, plan: pd.DataFrame, at: np.ndarray | None = None) -> None:
         """Record the stratum of each item the plan acted on (by its action); ``at``: the plan's
         arrival positions (:meth:`_plan_positions`)."""
-        acting = (plan[ACTION] != Action.KEEP.value).to_numpy()
-        strata = plan.loc[acting, ACTION].map(_ACTION_STRATUM).to_numpy()
+        action = plan[ACTION].to_numpy(dtype=object)
+        acting = action != Action.KEEP.value
+        names = pd.Index(list(_ACTION_STRATUM), dtype=object)  # by code: a dict map of each costs ~4x
+        strata = np.array(list(_ACTION_STRATUM.values()), dtype=object)[names.get_indexer(action[acting])]
         if np.array_equal(self.stratum.index.to_numpy(dtype=object), self._arrived):
             # By arrival position: under tiered the plan acts on most settled items again every
             # round (auto-accepts), and a label lookup of each against a new index cost ~30 ms.
             self.stratum.iloc[self._plan_rows(plan, acting, at)] = strata
         else:
             self.stratum.loc[plan.loc[acting, ITEM].astype(str).to_numpy()] = strata
+
+    def _strata_of(self, item_ids: np.ndarray) -> np.ndarray:
+        """The stratum of each of ``item_ids``, untouched where none is recorded: by arrival
+        position while the strata are in arrival order (they are a new Series each round, and a
+        lookup by id hashed every arrived id first), else by id."""
+        pos = np.fromiter((self._arrival_pos.get(i, -1) for i in np.asarray(item_ids).astype(str).tolist()),
+                          dtype=np.int64, count=len(item_ids))
+        if (pos >= 0).all() and np.array_equal(self.stratum.index.to_numpy(dtype=object), self._arrived):
+            strata = self.stratum.to_numpy(dtype=object)[pos]
+            return np.where(pd.isna(strata), _UNTOUCHED, strata)
+        return self.stratum.reindex(item_ids).fillna(_UNTOUCHED).to_numpy()
 
     def _audit(self, arrived: np.ndarray, round_: int, annotations: pd.DataFrame) -> AuditResult | None:
         """An adjudicated, stratified expert audit: the error-rate estimates, then corrections
@@ -1509,7 +1527,7 @@ class _Program:
         # five checks: the posterior's mean doubt in the labels (an expert disputes a wrong label).
         spend = int(np.ceil(self.cfg.audit_rate * fresh.size))
         share = self.book.second_share(self.doubt)
-        strata = self.stratum.reindex(population).fillna(_UNTOUCHED).to_numpy()
+        strata = self._strata_of(population)
         design = np.where(strata == _AUTO, _AUTO, "rest")
         sample = stratified_sample(population, design, max(1, int(round(spend / (1 + share)))), rng)
         earlier = exclude[exclude[ITEM].isin(sample)]
@@ -1587,7 +1605,20 @@ class _Program:
             return scores, probs
         probs = probs.copy()
         probs[trained] = self.out_of_fold.to_numpy()[known[trained]]
-        return score_items(probs, item_ids=np.asarray(scores[ITEM], dtype=object)), probs
+        # The signals are row by row: only the training items' rows change (at most max_fit_items;
+        # scoring every arrived item again cost the history).
+        rows = np.flatnonzero(trained)
+        fresh = score_items(probs[rows])
+        signals = fresh.columns.drop(ITEM)
+        if list(scores.columns) != list(fresh.columns) or any(scores[c].dtype != fresh[c].dtype for c in signals):
+            # Another scorer's frame (the Serve app's over HTTP, say): every row in the same form.
+            return score_items(probs, item_ids=np.asarray(scores[ITEM], dtype=object)), probs
+        scores = scores.copy()
+        for column in signals:
+            values = scores[column].to_numpy(copy=True)
+            values[rows] = fresh[column].to_numpy()
+            scores[column] = values
+        return scores, probs
 
     # -- measuring ---------------------------------------------------------------------------
     def _log_round(self, round_: int, *, pairs: pd.DataFrame | None, plan: pd.DataFrame | None,
@@ -1617,8 +1648,9 @@ class _Program:
         return metrics
 
     def _log_routed(self, round_: int, plan: pd.DataFrame, candidates: pd.DataFrame, before: pd.Series,
-                    after: pd.Series) -> None:
-        self.tracker.log_table(self.measures.routed_table(plan, candidates, before, after), T.routed_table_path(round_))
+                    after: pd.Series, at: np.ndarray | None = None) -> None:
+        self.tracker.log_table(self.measures.routed_table(plan, candidates, before, after, at),
+                               T.routed_table_path(round_))
 
     def _log_plots(self, rounds: pd.DataFrame, probs: np.ndarray, truth: np.ndarray) -> None:
         t = self.tracker

@@ -144,9 +144,51 @@ def test_the_routed_table_reads_labels_by_arrival_position_as_by_id():
     by_position = measures.routed_table(plan, candidates, before, after)
     by_id = measures.routed_table(plan, candidates, before.iloc[::-1], after.iloc[::-1])
     pd.testing.assert_frame_equal(by_position, by_id, check_exact=True)
+    # The program hands the plan's arrival positions over (its plan is in the candidates' order).
+    given = measures.routed_table(plan, candidates, before, after, np.array([2, 0, 3]))
+    pd.testing.assert_frame_equal(given, by_id, check_exact=True)
     assert by_position[ITEM].tolist() == ["c", "a"]
     assert by_position["label_before"].tolist() == [2, 0] and by_position["label_after"].tolist() == [2, 0]
     assert by_position["true_label"].tolist() == [2, 0]
+
+
+def test_each_items_first_label_is_kept_for_the_rows_read_so_far():
+    # The program's cost counts every label but each item's first; the rows seen are kept and
+    # only the new ones checked, all again when an earlier row changed (one committed late).
+    from loop.store import ANNOTATION_ID
+
+    rng = np.random.default_rng(4)
+    measures = Measures(SimpleNamespace(truth=None, initial=None))
+    ids = rng.integers(0, 30, size=200).astype(str)
+    frame = pd.DataFrame({ANNOTATION_ID: np.arange(200), ITEM: ids})
+    for end in (0, 1, 50, 50, 120, 200):
+        got = measures._first_labels(frame.iloc[:end])
+        assert np.array_equal(got, (~frame[ITEM].iloc[:end].duplicated()).to_numpy()), end
+    late = pd.concat([frame.iloc[:10], pd.DataFrame({ANNOTATION_ID: [999], ITEM: [ids[15]]}), frame.iloc[10:]])
+    assert np.array_equal(measures._first_labels(late), (~late[ITEM].duplicated()).to_numpy())
+    assert np.array_equal(measures._first_labels(late.drop(columns=ANNOTATION_ID)), (~late[ITEM].duplicated()).to_numpy())
+
+
+def test_the_training_items_are_scored_out_of_fold_as_a_full_scoring_would():
+    # Only the training items' rows are scored again (the signals are row by row); a frame in
+    # another form (another scorer's) is scored again whole, as before.
+    from loop.routing import score_items
+
+    rng = np.random.default_rng(2)
+    probs = rng.dirichlet(np.ones(4), size=12)
+    ids = np.array([f"i{k}" for k in range(12)], dtype=object)
+    program = _Program.__new__(_Program)
+    program._arrived, program._arrival_pos = ids, {i: k for k, i in enumerate(ids)}
+    program.out_of_fold = pd.DataFrame(rng.dirichlet(np.ones(4), size=3), index=["i7", "i2", "i9"])
+    scores = score_items(probs, item_ids=ids)
+    got, got_probs = program._out_of_sample(ids, scores, probs)
+    want_probs = probs.copy()
+    want_probs[[7, 2, 9]] = program.out_of_fold.to_numpy()
+    assert np.array_equal(got_probs, want_probs)
+    pd.testing.assert_frame_equal(got, score_items(want_probs, item_ids=ids), check_exact=True)
+    other = scores.astype({"confidence": np.float32})
+    pd.testing.assert_frame_equal(program._out_of_sample(ids, other, probs)[0], score_items(want_probs, item_ids=ids),
+                                  check_exact=True)
 
 
 def test_the_labels_in_arrival_order_follow_the_newest_resolutions():
