@@ -109,7 +109,9 @@ def stamp_params(stamps: pd.Series, dialect: str) -> list:
     if dialect == "sqlite":
         formatted = np.asarray(uniques.tz_convert("UTC").strftime(SQLITE_STAMP), dtype=object)
     else:
-        formatted = np.asarray([t.to_pydatetime() for t in uniques], dtype=object)
+        # The store keeps microseconds (SQLite's format above cuts the rest too): cut here, as
+        # to_pydatetime would, without its warning for every batch of the simulated clock's stamps.
+        formatted = np.asarray([t.to_pydatetime() for t in uniques.floor("us")], dtype=object)
     return formatted[codes].tolist()
 
 

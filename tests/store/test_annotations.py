@@ -140,6 +140,20 @@ def test_time_window_reads(seeded):
     assert seeded.annotations_frame(STREAM, until="2024-01-15")[ANNOTATOR].tolist() == ["a"]
 
 
+def test_a_stamp_finer_than_a_microsecond_is_cut_to_one_quietly_on_both_stores(seeded):
+    # The store keeps microseconds: SQLite's text and PostgreSQL's timestamptz alike. The
+    # simulated clock's stamps (seconds as floats) carry nanoseconds, and the driver's conversion
+    # warned once a batch on PostgreSQL while SQLite cut them silently.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        seeded.add_annotations(STREAM, [{ITEM: "i0", ANNOTATOR: "a", LABEL: 0,
+                                         "created_at": pd.Timestamp("2024-01-01T10:00:00.123456789Z")}])
+    stored = seeded.annotations_frame(STREAM)["created_at"].iloc[0]
+    assert stored == pd.Timestamp("2024-01-01T10:00:00.123456Z")
+
+
 def test_reading_after_an_annotation_id_returns_only_what_came_since(seeded):
     seeded.add_annotations(STREAM, _batch(n_items=3))
     first = seeded.annotations_frame(STREAM)
