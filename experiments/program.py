@@ -227,7 +227,7 @@ from loop.gate import ModelEvaluation, decide
 from loop.issues import annotator_skills, confused_pairs, label_posteriors
 from loop.resolution import METHOD_CONSENSUS, METHOD_EXPERT, resolve_actions
 from loop.routing import RoutingThresholds, route, score_items
-from loop.store import ANNOTATION_ID, TASK_ID, LabelStore, StreamHistory, head_revision
+from loop.store import ANNOTATION_ID, CREATED_AT, TASK_ID, LabelStore, StreamHistory, head_revision
 from loop.strategies import ACTION, IS_NEW, SELF_CONFIDENCE, Action, Strategy, plan_round
 
 from . import tracking as T
@@ -268,7 +268,6 @@ def wall_clock(round_: int, offset: pd.Timedelta) -> pd.Timestamp:
 _TRUTH_FINALS = frozenset({T.FINAL_ERROR_RATE, T.INITIAL_ERROR_RATE, T.ERRORS_REMOVED, T.ERRORS_REMOVED_PER_100,
                            "errors_fixed_total", "errors_introduced_total", T.COST_PER_ERROR_REMOVED, T.ROI})
 _CROWD_START, _ADJUDICATION_START, _AUDIT_START = pd.Timedelta(hours=8), pd.Timedelta(hours=16), pd.Timedelta(hours=20)
-CREATED_AT = "created_at"
 # The store's task kind of each action's crowd work.
 _TASK_KINDS = {Action.REVIEW: "label", Action.DOUBLE_BLIND: "double_blind", Action.TRIPLE: "label"}
 # The actions that give people a task (an auto-accept or a keep gives none).
@@ -1145,34 +1144,28 @@ class _Program:
 
     def _resolution_hours(self, annotations: pd.DataFrame, plan: pd.DataFrame, at: np.ndarray | None = None) -> float:
         """Median hours from first to last label of the items acted on this round whose labels
-        disagree; their rows are selected by position (converting every annotation's id costs
-        the history). ``at``: the plan's arrival positions (:meth:`_plan_positions`)."""
+        disagree. Their rows are selected by arrival position (converting every annotation's id
+        costs the history), an item that has not arrived (not the program's plan) by id.
+        ``at``: the plan's arrival positions (:meth:`_plan_positions`)."""
         acting = (plan[ACTION] != Action.KEEP.value).to_numpy()
-        acted = plan.loc[acting, ITEM]
         where = self._row_positions(annotations)
-        pos = at[acting] if at is not None else [self._arrival_pos.get(i, -1) for i in acted.astype(str).tolist()]
-        if min(pos, default=0) < 0:  # an item not arrived (not the program's plan): by id
-            return _resolution_hours(self._rows_about(annotations, where, acted))
+        pos = at[acting] if at is not None else np.fromiter(
+            (self._arrival_pos.get(i, -1) for i in plan.loc[acting, ITEM].astype(str).tolist()), dtype=np.int64,
+            count=int(acting.sum()))
         # By arrival position and in arrays: under tiered the plan auto-accepts most settled items
         # again every round, and grouping their every label by string id cost the history.
         wanted = np.zeros(len(self._arrived) + 1, dtype=bool)  # the last slot: rows not arrived
-        wanted[pos] = True
+        wanted[pos[pos >= 0]] = True
         rows = np.flatnonzero(wanted[where])
-        if rows.size == 0:
-            return float("nan")
-        item = where[rows]
-        order = np.argsort(item, kind="stable")
-        item, rows = item[order], rows[order]
-        starts = np.flatnonzero(np.r_[True, item[1:] != item[:-1]])
-        labels = annotations[LABEL].to_numpy(dtype=np.int64)[rows]
-        disagree = np.minimum.reduceat(labels, starts) != np.maximum.reduceat(labels, starts)
-        if not disagree.any():
-            return float("nan")
-        stamps = pd.DatetimeIndex(pd.to_datetime(annotations[CREATED_AT].iloc[rows], utc=True))
-        ticks = stamps.asi8
-        span = np.maximum.reduceat(ticks, starts) - np.minimum.reduceat(ticks, starts)
-        spans = pd.Series(span[disagree].astype(f"timedelta64[{stamps.unit}]"))
-        return float(spans.dt.total_seconds().median() / 3600)
+        group = where[rows]
+        if (pos < 0).any():  # each item not arrived is a group of its own, past the arrived ones
+            absent = pd.Index(plan.loc[acting, ITEM].astype(str).to_numpy(dtype=object)[pos < 0], dtype=object)
+            code = absent.get_indexer(annotations[ITEM].astype(str).to_numpy(dtype=object))
+            extra = np.flatnonzero(code >= 0)
+            rows, group = np.r_[rows, extra], np.r_[group, len(self._arrived) + 1 + code[extra]]
+        return _disagreement_hours(annotations[LABEL].to_numpy(dtype=np.int64)[rows],
+                                   pd.DatetimeIndex(pd.to_datetime(annotations[CREATED_AT].iloc[rows], utc=True)),
+                                   group)
 
     def _label_costs(self, annotations: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """What each crowd label and each expert label of the stream has cost so far."""
@@ -1679,15 +1672,17 @@ def _new_stream(store: LabelStore, base: str, classes: tuple[str, ...]) -> str:
     raise RuntimeError("no free stream name")  # pragma: no cover
 
 
-def _resolution_hours(frame: pd.DataFrame) -> float:
-    """Median hours from first to last label of the items of ``frame`` (their annotations, item
-    ids as strings) whose labels disagree."""
-    if frame.empty:
+def _disagreement_hours(labels: np.ndarray, stamps: pd.DatetimeIndex, group: np.ndarray) -> float:
+    """Median hours from first to last label over the groups (items) whose ``labels`` disagree;
+    one entry per label: its class code, its time and its item's group code."""
+    if group.size == 0:
         return float("nan")
-    by = frame.groupby(ITEM)
-    disagree = by[LABEL].nunique() > 1
+    order = np.argsort(group, kind="stable")
+    group, labels, ticks = group[order], labels[order], stamps.asi8[order]
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    disagree = np.minimum.reduceat(labels, starts) != np.maximum.reduceat(labels, starts)
     if not disagree.any():
         return float("nan")
-    stamps = pd.to_datetime(frame[CREATED_AT], utc=True)
-    span = stamps.groupby(frame[ITEM]).max() - stamps.groupby(frame[ITEM]).min()
-    return float(span[disagree[disagree].index].dt.total_seconds().median() / 3600)
+    span = np.maximum.reduceat(ticks, starts) - np.minimum.reduceat(ticks, starts)
+    spans = pd.Series(span[disagree].astype(f"timedelta64[{stamps.unit}]"))
+    return float(spans.dt.total_seconds().median() / 3600)

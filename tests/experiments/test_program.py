@@ -692,10 +692,20 @@ def test_a_new_champion_predicts_again_only_the_items_people_get_tasks_for(small
     assert auto_again > 0 and relabels > 0  # items predicted before: auto-accepted again, some relabelled
 
 
+def _hours_by_id(frame: pd.DataFrame) -> float:
+    """The figure by item id, as a reader would compute it: over the items whose labels
+    disagree, the median of first to last label, in hours."""
+    from loop.store import CREATED_AT
+
+    stamps = pd.to_datetime(frame[CREATED_AT], utc=True)
+    by = frame.assign(at=stamps).groupby(frame[ITEM].astype(str))
+    spans = (by["at"].max() - by["at"].min())[by[LABEL].nunique() > 1]
+    return float(spans.dt.total_seconds().median() / 3600) if len(spans) else float("nan")
+
+
 def test_the_rounds_resolution_hours_are_those_of_the_items_it_acted_on(tiered_run):
     # The program selects the acted-on items' labels by arrival position and reduces them in
     # arrays; the figure is the median, over those items whose labels disagree, of first to last.
-    from experiments.program import _resolution_hours
     from loop.strategies import ACTION, Action
 
     result, store, tracker = tiered_run
@@ -703,10 +713,35 @@ def test_the_rounds_resolution_hours_are_those_of_the_items_it_acted_on(tiered_r
     routed = tracker.tables[T.routed_table_path(last)]
     acted = set(routed.loc[routed[ACTION] != Action.KEEP.value, ITEM].astype(str))
     annotations = store.annotations_frame(result.stream)
-    mine = annotations[annotations[ITEM].astype(str).isin(acted)].astype({ITEM: str})
-    expected = _resolution_hours(mine)
+    expected = _hours_by_id(annotations[annotations[ITEM].astype(str).isin(acted)])
     assert np.isfinite(expected)
-    assert result.rounds[T.RESOLUTION_HOURS].loc[last] == expected
+    assert result.rounds[T.RESOLUTION_HOURS].loc[last] == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_resolution_hours_take_an_item_not_arrived_by_its_id():
+    # A live stream's plan may act on an item before it arrives (its gold): its labels are
+    # found by id, each such item a group of its own beside the arrived ones.
+    from loop.columns import ANNOTATOR
+    from loop.store import CREATED_AT
+    from loop.store import ANNOTATION_ID
+    from loop.strategies import ACTION, Action
+
+    program = _Program.__new__(_Program)
+    program._arrived = np.array(["a", "b"], dtype=object)
+    program._arrival_pos = {"a": 0, "b": 1}
+    program._row_ids = program._row_pos = program._row_who = np.zeros(0, dtype=np.int64)
+    program._who, program._who_names = {}, []
+    day = pd.Timestamp("2026-01-01", tz="UTC")
+    annotations = pd.DataFrame({
+        ANNOTATION_ID: np.arange(7), ITEM: ["a", "x", "a", "b", "x", "b", "y"], ANNOTATOR: list("pqrpqrp"),
+        LABEL: [0, 1, 2, 1, 0, 2, 1],
+        CREATED_AT: [day + pd.Timedelta(hours=h) for h in (0, 1, 3, 4, 9, 10, 11)]})
+    plan = pd.DataFrame({ITEM: ["a", "b", "x", "y"], ACTION: [Action.REVIEW.value, Action.KEEP.value,
+                                                              Action.EXPERT.value, Action.REVIEW.value]})
+    got = program._resolution_hours(annotations, plan)
+    assert got == _hours_by_id(annotations[annotations[ITEM].isin(["a", "x", "y"])]) == 5.5  # a: 3 h, x: 8 h
+    arrived_only = plan[plan[ITEM] != "x"]
+    assert program._resolution_hours(annotations, arrived_only) == 3.0
 
 
 def test_the_auto_accepts_that_keep_a_label_are_not_resolved_again(small_cfg, small_world, monkeypatch):

@@ -12,11 +12,11 @@ import pytest
 
 from experiments import tracking as T
 from experiments.config import parse_config
-from experiments.program import CREATED_AT, run_program
+from experiments.program import run_program
 from experiments.world import World, Workforce, build_world
 from loop.columns import ANNOTATOR, ITEM, LABEL, REASON
 from loop.simulate import SimulatedCrowd
-from loop.store import LabelStore
+from loop.store import CREATED_AT, LabelStore
 
 SMALL = {"rounds": 2, "items_per_round": 80, "calibration_items": 40, "holdout_items": 60, "seed": 0}
 OFFLINE = {"tracking": {"uri": "none"}, "store": {"url": "sqlite://"}}
