@@ -237,9 +237,15 @@ def in_stream_by_id(conn: Connection, column: sa.Column, stream_id: int, after: 
     keep the few new ones. ``+0`` leaves the rowid range as the only way in. Without a mark
     (``after`` None or 0) the range is every stream's rows and the index is the better way;
     PostgreSQL plans from statistics and keeps the plain comparison."""
-    if conn.dialect.name == "sqlite" and after:
+    if past_the_stream_index(conn, after):
         return (column + 0) == stream_id
     return column == stream_id
+
+
+def past_the_stream_index(conn: Connection, after: int | None) -> bool:
+    """Whether a query of the rows after ``after`` must keep its stream's equality away from the
+    stream's index (:func:`in_stream_by_id` says why); raw SQL writes it ``+stream_id``."""
+    return conn.dialect.name == "sqlite" and bool(after)
 
 
 def in_stream_by_key(conn: Connection, column: sa.Column, stream_id: int) -> Any:

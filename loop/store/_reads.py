@@ -20,7 +20,7 @@ from ..columns import ANNOTATOR, COST, ITEM, LABEL, SECONDS
 from . import _schema as S
 from ._columns import (ANNOTATION_ID, CREATED_AT, EVIDENCE, FLAGS, GUIDELINE_VERSION, IDEMPOTENCY_KEY, RATIONALE,
                        SOURCE, SUGGESTION, SUGGESTION_CONFIDENCE, TASK_ID)
-from ._convert import lookup_fast
+from ._convert import lookup_fast, past_the_stream_index
 from ._records import Stream
 
 BASE_COLUMNS: Final = (ITEM, ANNOTATOR, LABEL, SECONDS, COST, CREATED_AT, GUIDELINE_VERSION, TASK_ID, ANNOTATION_ID)
@@ -60,7 +60,7 @@ def annotations_frame(conn: Connection, stream: Stream, *, extras: tuple[str, ..
             *(_SQL_OF[e] + ("::text" if e in (EVIDENCE, FLAGS) and not sqlite else "") for e in extras)]
     # The rows after a mark by the primary key's range, not by walking the stream's index
     # (in_stream_by_id says why).
-    by_id = "+" if sqlite and after else ""
+    by_id = "+" if past_the_stream_index(conn, after) else ""
     sql = f"SELECT {', '.join(cols)} FROM annotations WHERE {by_id}stream_id = {mark}"
     params: list = [stream.id]
     for bound, op in ((since, ">="), (until, "<")):
