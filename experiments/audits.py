@@ -113,7 +113,8 @@ def audit_verdict(sample: np.ndarray, label: np.ndarray, first: np.ndarray, seco
     the label to ``first`` without a second opinion.
 
     ``wrong`` and ``wrong_after`` are what the estimates count: the label's error before and
-    after the audit's correction, the verdict's 0 or 1 (an expert's agreement taken as proof).
+    after the audit's correction, the verdict's 0 or 1 (an expert's agreement taken as proof),
+    as whole counts.
     """
     disputed = first != label
     alone = np.isnan(second)
@@ -121,8 +122,8 @@ def audit_verdict(sample: np.ndarray, label: np.ndarray, first: np.ndarray, seco
     error = disputed & (decisive | alone | (second != label))
     fix = decisive | (disputed & ~alone & (second == first))
     return pd.DataFrame({ITEM: sample, LABEL: label, "first": first, "second": second, "decisive": decisive,
-                         "error": error, "fix": fix, "wrong": error.astype(np.float64),
-                         "wrong_after": (error & ~fix).astype(np.float64)})
+                         "error": error, "fix": fix, "wrong": error.astype(np.int64),
+                         "wrong_after": (error & ~fix).astype(np.int64)})
 
 
 def estimate_audit(verdict: pd.DataFrame, strata: pd.Series, design: pd.Series, round_: int) -> AuditResult:

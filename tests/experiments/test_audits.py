@@ -170,3 +170,14 @@ def test_the_ledger_reads_old_labels_by_position_or_by_id() -> None:
     np.testing.assert_array_equal(by_position, [1.0, 0.0, np.nan])
     np.testing.assert_array_equal(by_id, [np.nan, 0.0])
 
+
+
+def test_the_verdict_counts_errors_in_whole_numbers() -> None:
+    # A label is wrong or not: the counts the estimates sum are integers (floats were left by a
+    # latent count that weighed each verdict, removed in session 10).
+    labels = np.array([0, 1, 2, 1])
+    verdict = audit_verdict(np.array(list("abcd"), dtype=object), labels, np.array([1, 1, 0, 0]),
+                            np.array([1.0, np.nan, 2.0, np.nan]))
+    assert verdict["wrong"].dtype == np.int64 and verdict["wrong_after"].dtype == np.int64
+    # a: both experts reject it and agree (fixed); c: the second keeps the label; d: one expert alone.
+    assert verdict["wrong"].tolist() == [1, 0, 0, 1] and verdict["wrong_after"].tolist() == [0, 0, 0, 1]
