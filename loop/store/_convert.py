@@ -12,6 +12,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from .._validation import _describe, _text_problem, check_text_column, fail
@@ -323,8 +324,17 @@ def nullable(values: pd.Series) -> list:
 
 def lookup(conn: Connection, column: sa.Column, values: Iterable[Any], *columns: sa.Column,
            where: Any = None) -> list[tuple]:
-    """Rows of ``columns`` whose ``column`` is in ``values``, fetched in chunks."""
+    """Rows of ``columns`` (of ``column``'s table) whose ``column`` is in ``values``: on SQLite
+    in chunks, on PostgreSQL one probe of the index per value (:func:`lookup_sql` says why)."""
     values = list(dict.fromkeys(values))
+    if conn.dialect.name == "postgresql":
+        if not values:
+            return []
+        keys = sa.func.unnest(sa.bindparam("lookup_values", values, type_=postgresql.ARRAY(column.type)))
+        keys = keys.table_valued("value").render_derived(name="j")
+        probe = sa.select(*columns).where(column == keys.c.value)
+        probe = (probe if where is None else probe.where(where)).offset(0).lateral("probe")  # OFFSET: not flattened
+        return [tuple(r) for r in conn.execute(sa.select(*probe.c).select_from(keys).join(probe, sa.true()))]
     rows: list[tuple] = []
     for start in range(0, len(values), LOOKUP_CHUNK):
         query = sa.select(*columns).where(column.in_(values[start:start + LOOKUP_CHUNK]))

@@ -260,3 +260,41 @@ def test_a_lookup_of_a_few_items_reads_their_rows_not_the_streams(seeded, store_
         return own + sum(touched(child) for child in node.get("Plans", []))
 
     assert touched(plan[0]["Plan"]) <= 20  # the 10 items' rows, not the 3,000 of the stream
+
+
+def test_a_lookup_by_key_reads_the_keys_rows_not_the_tables(seeded, store_url):
+    # The keyed lookups of every write (idempotency keys, item ids, task ids) on PostgreSQL:
+    # without statistics an IN list of a few hundred keys is estimated to match every row and
+    # planned as a scan of the table; a probe of the index per key reads only their rows.
+    if not store_url.startswith("postgresql"):
+        pytest.skip("the plan of PostgreSQL without statistics")
+    import json
+
+    from loop.store import _schema as S
+    from loop.store._convert import lookup
+
+    seeded.add_items(STREAM, [{"item_id": f"j{k}"} for k in range(5000)])
+    seen: list = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        seen.append((statement, parameters))
+
+    with seeded._engine.connect() as conn:
+        stream = conn.execute(sa.text("SELECT stream_id FROM items WHERE external_id = 'j0'")).scalar()
+        sa.event.listen(conn, "before_cursor_execute", capture)
+        wanted = [f"j{k}" for k in range(0, 5000, 25)]
+        found = lookup(conn, S.items.c.external_id, wanted, S.items.c.external_id, S.items.c.id,
+                       where=S.items.c.stream_id == stream)
+        sa.event.remove(conn, "before_cursor_execute", capture)
+        assert sorted(e for e, _ in found) == sorted(wanted)
+        statement, parameters = seen[-1]
+        plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters).scalar()
+        plan = json.loads(plan) if isinstance(plan, str) else plan
+
+    def touched(node) -> float:  # rows the plan's scans of items read, kept or filtered
+        own = 0.0
+        if node.get("Relation Name") == "items":
+            own = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
+        return own + sum(touched(child) for child in node.get("Plans", []))
+
+    assert touched(plan[0]["Plan"]) <= 2 * len(wanted)  # the 200 keys' rows, not the 5,010 items
