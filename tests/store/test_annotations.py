@@ -231,6 +231,14 @@ def test_remembered_items_do_not_hide_unknown_ones(seeded):
     assert seeded.annotations_frame(STREAM)[ITEM].tolist() == ["i0", "i0"]
 
 
+def _rows_read(node: dict, relation: str) -> float:
+    """The rows a PostgreSQL plan's (EXPLAIN ANALYZE, JSON) scans of ``relation`` read, kept or filtered."""
+    own = 0.0
+    if node.get("Relation Name") == relation:
+        own = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
+    return own + sum(_rows_read(child, relation) for child in node.get("Plans", []))
+
+
 def test_a_lookup_of_a_few_items_reads_their_rows_not_the_streams(seeded, store_url):
     # lookup_fast walks its values and probes the index for each, whatever statistics the
     # planner has. On PostgreSQL without them (autovacuum off here; a table grown since its
@@ -253,13 +261,7 @@ def test_a_lookup_of_a_few_items_reads_their_rows_not_the_streams(seeded, store_
         plan = cursor.fetchone()[0]
         plan = json.loads(plan) if isinstance(plan, str) else plan
 
-    def touched(node) -> float:  # rows the plan's scans of annotations read, kept or filtered
-        own = 0.0
-        if node.get("Relation Name") == "annotations":
-            own = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
-        return own + sum(touched(child) for child in node.get("Plans", []))
-
-    assert touched(plan[0]["Plan"]) <= 20  # the 10 items' rows, not the 3,000 of the stream
+    assert _rows_read(plan[0]["Plan"], "annotations") <= 20  # the 10 items' rows, not the 3,000 of the stream
 
 
 def test_a_lookup_by_key_reads_the_keys_rows_not_the_tables(seeded, store_url):
@@ -291,10 +293,4 @@ def test_a_lookup_by_key_reads_the_keys_rows_not_the_tables(seeded, store_url):
         plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters).scalar()
         plan = json.loads(plan) if isinstance(plan, str) else plan
 
-    def touched(node) -> float:  # rows the plan's scans of items read, kept or filtered
-        own = 0.0
-        if node.get("Relation Name") == "items":
-            own = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
-        return own + sum(touched(child) for child in node.get("Plans", []))
-
-    assert touched(plan[0]["Plan"]) <= 2 * len(wanted)  # the 200 keys' rows, not the 5,010 items
+    assert _rows_read(plan[0]["Plan"], "items") <= 2 * len(wanted)  # the 200 keys' rows, not the 5,010 items
