@@ -219,6 +219,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from loop._validation import map_codes
 from loop.budget import Budget
 from loop.calibration import reliability_table
 from loop.exceptions import LoopError
@@ -1055,7 +1056,7 @@ class _Program:
         self._arrived = np.asarray(arrived, dtype=object).copy()
         stale = np.flatnonzero(self._row_pos < 0)  # rows of items that had not arrived: maybe now
         if stale.size and len(arrived) > n:
-            self._row_pos[stale] = [self._arrival_pos.get(str(i), -1) for i in self._row_items(stale)]
+            self._row_pos[stale] = self._positions(self._row_items(stale), missing=-1)
 
     def _labels_arrived(self, order: pd.Index) -> pd.Series:
         """:meth:`_labels` in arrival order (``order``: the arrived ids, as :meth:`_index_arrivals`
@@ -1063,8 +1064,7 @@ class _Program:
         resolutions = self.history.resolutions()
         if self._label_at is not None and len(resolutions) >= self._label_rows:
             new = resolutions.iloc[self._label_rows:].drop_duplicates(ITEM, keep="last")
-            pos = np.fromiter((self._arrival_pos.get(i, -1) for i in new[ITEM].astype(str).tolist()),
-                              dtype=np.int64, count=len(new))
+            pos = self._positions(new[ITEM], missing=-1)
             if (pos < 0).any():
                 self._label_at = None
             else:
@@ -1076,10 +1076,12 @@ class _Program:
             return self._labels().reindex(order)
         return pd.Series(self._label_at.astype(np.int64), index=order, name=LABEL)
 
-    def _positions(self, item_ids: Any) -> np.ndarray:
-        """The arrival positions of ``item_ids`` (all arrived), by a lookup per id."""
-        return np.fromiter((self._arrival_pos[i] for i in np.asarray(item_ids).astype(str).tolist()),
-                           dtype=np.int64, count=len(item_ids))
+    def _positions(self, item_ids: Any, *, missing: int | None = None) -> np.ndarray:
+        """The arrival positions of ``item_ids``, by a lookup per id: an id not arrived raises
+        KeyError, or gets ``missing`` when given."""
+        ids, pos = np.asarray(item_ids).astype(str).tolist(), self._arrival_pos
+        found = (pos[i] for i in ids) if missing is None else (pos.get(i, missing) for i in ids)
+        return np.fromiter(found, dtype=np.int64, count=len(ids))
 
     def _plan_positions(self, plan: pd.DataFrame, candidates: pd.DataFrame, eligible: np.ndarray) -> np.ndarray | None:
         """The arrival position of each of the plan's rows when the plan is the candidates in
@@ -1106,8 +1108,7 @@ class _Program:
         n = len(self._row_ids)
         if len(ids) < n or not np.array_equal(ids[:n], self._row_ids):  # a row committed late: all again
             n = 0
-        items = annotations[ITEM].iloc[n:].astype(str).tolist()
-        fresh = np.fromiter((self._arrival_pos.get(i, -1) for i in items), dtype=np.int64, count=len(items))
+        fresh = self._positions(annotations[ITEM].iloc[n:], missing=-1)
         who = annotations[ANNOTATOR].iloc[n:].astype(str).tolist()
         self._row_who = np.concatenate([self._row_who[:n], np.fromiter(
             (self._annotator_code(w) for w in who), dtype=np.int64, count=len(who))])
@@ -1133,12 +1134,12 @@ class _Program:
         ``where``) about ``item_ids``, e.g. who may not answer them again: the workforce is
         handed these only, not the stream's every annotation."""
         wanted = np.zeros(len(self._arrived) + 1, dtype=bool)  # the last slot: rows not arrived
-        pos = [self._arrival_pos.get(i, -1) for i in np.asarray(item_ids).astype(str).tolist()]
-        wanted[[p for p in pos if p >= 0]] = True
+        pos = self._positions(item_ids, missing=-1)
+        wanted[pos[pos >= 0]] = True
         rows = frame[wanted[where]]
-        if (np.asarray(pos) < 0).any():  # an item not arrived (not asked by the program): by id
+        if (pos < 0).any():  # an item not arrived (not asked by the program): by id
             ids = frame[ITEM].astype(str)
-            rows = pd.concat([rows, frame[ids.isin(np.asarray(item_ids)[np.asarray(pos) < 0])]])
+            rows = pd.concat([rows, frame[ids.isin(np.asarray(item_ids)[pos < 0])]])
         # String ids, as the workforce matches them; converted for the selected rows only.
         return rows.astype({ITEM: str})
 
@@ -1149,9 +1150,7 @@ class _Program:
         ``at``: the plan's arrival positions (:meth:`_plan_positions`)."""
         acting = (plan[ACTION] != Action.KEEP.value).to_numpy()
         where = self._row_positions(annotations)
-        pos = at[acting] if at is not None else np.fromiter(
-            (self._arrival_pos.get(i, -1) for i in plan.loc[acting, ITEM].astype(str).tolist()), dtype=np.int64,
-            count=int(acting.sum()))
+        pos = at[acting] if at is not None else self._positions(plan.loc[acting, ITEM], missing=-1)
         # By arrival position and in arrays: under tiered the plan auto-accepts most settled items
         # again every round, and grouping their every label by string id cost the history.
         wanted = np.zeros(len(self._arrived) + 1, dtype=bool)  # the last slot: rows not arrived
@@ -1466,22 +1465,23 @@ class _Program:
         arrival positions (:meth:`_plan_positions`)."""
         action = plan[ACTION].to_numpy(dtype=object)
         acting = action != Action.KEEP.value
-        names = pd.Index(list(_ACTION_STRATUM), dtype=object)  # by code: a dict map of each costs ~4x
-        strata = np.array(list(_ACTION_STRATUM.values()), dtype=object)[names.get_indexer(action[acting])]
-        if np.array_equal(self.stratum.index.to_numpy(dtype=object), self._arrived):
+        strata = map_codes(action[acting], _ACTION_STRATUM, dtype=object)
+        if self._strata_in_arrival_order():
             # By arrival position: under tiered the plan acts on most settled items again every
             # round (auto-accepts), and a label lookup of each against a new index cost ~30 ms.
             self.stratum.iloc[self._plan_rows(plan, acting, at)] = strata
         else:
             self.stratum.loc[plan.loc[acting, ITEM].astype(str).to_numpy()] = strata
 
+    def _strata_in_arrival_order(self) -> bool:
+        return np.array_equal(self.stratum.index.to_numpy(dtype=object), self._arrived)
+
     def _strata_of(self, item_ids: np.ndarray) -> np.ndarray:
         """The stratum of each of ``item_ids``, untouched where none is recorded: by arrival
         position while the strata are in arrival order (they are a new Series each round, and a
         lookup by id hashed every arrived id first), else by id."""
-        pos = np.fromiter((self._arrival_pos.get(i, -1) for i in np.asarray(item_ids).astype(str).tolist()),
-                          dtype=np.int64, count=len(item_ids))
-        if (pos >= 0).all() and np.array_equal(self.stratum.index.to_numpy(dtype=object), self._arrived):
+        pos = self._positions(item_ids, missing=-1)
+        if (pos >= 0).all() and self._strata_in_arrival_order():
             strata = self.stratum.to_numpy(dtype=object)[pos]
             return np.where(pd.isna(strata), _UNTOUCHED, strata)
         return self.stratum.reindex(item_ids).fillna(_UNTOUCHED).to_numpy()
@@ -1584,15 +1584,14 @@ class _Program:
                        probs: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
         """The champion's probabilities, with its training items' rows out of fold (and their scores
         recomputed): what the program judges labels and routes on."""
-        ids = self.out_of_fold.index.astype(str).tolist()
-        where = [self._arrival_pos.get(i, -1) for i in ids]
-        if len(arrived) != len(self._arrived) or min(where, default=0) < 0:
+        where = self._positions(self.out_of_fold.index, missing=-1)
+        if len(arrived) != len(self._arrived) or (where < 0).any():
             known = self.out_of_fold.index.get_indexer(pd.Index(arrived.astype(str)))
         else:
             # By arrival position: the model's training items (at most max_fit_items) looked up
             # among the arrived, not every arrived id hashed against them.
             known = np.full(len(arrived), -1, dtype=np.int64)
-            known[np.asarray(where, dtype=np.int64)] = np.arange(len(ids))
+            known[where] = np.arange(len(where))
         trained = known >= 0
         if not trained.any():
             return scores, probs

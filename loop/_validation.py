@@ -7,7 +7,7 @@ a clean frame) or raises :class:`~loop.exceptions.SchemaError` with a message of
 
 from __future__ import annotations
 
-from collections.abc import Collection, Hashable, Iterable
+from collections.abc import Collection, Hashable, Iterable, Mapping
 from numbers import Integral, Real
 from typing import Any
 
@@ -123,6 +123,17 @@ def factorize(values: pd.Series, *, sort: bool = True) -> tuple[np.ndarray, pd.I
     except TypeError:
         codes, uniques = pd.factorize(values, sort=False)
     return codes.astype(np.int64, copy=False), pd.Index(uniques)
+
+
+def map_codes(values: Any, mapping: Mapping[Hashable, Any], *, dtype: Any = None) -> np.ndarray:
+    """``mapping[v]`` for each of ``values`` (one of a few keys each: actions, routes), as an
+    array of ``dtype``: one hash lookup of each value among the keys, then a take (a dict map of
+    each value through a Series costs ~4x). A value that is not a key raises KeyError."""
+    keys = pd.Index(list(mapping), dtype=object)
+    code = keys.get_indexer(np.asarray(values, dtype=object))
+    if (code < 0).any():
+        raise KeyError(np.asarray(values, dtype=object)[code < 0][0])
+    return np.array(list(mapping.values()), dtype=dtype)[code]
 
 
 def _has_duplicate_pairs(first: pd.Series, second: pd.Series) -> bool:

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._validation import check_real, check_rng, fail
+from ._validation import check_real, check_rng, fail, map_codes
 from .columns import CONFIDENCE, ITEM, LABEL, PREDICTED, PRIORITY, REASON, ROUTE, SCORE_COLUMNS
 from .routing import Route, RoutingThresholds, route
 
@@ -264,14 +264,11 @@ def _plan_tiered(frame: pd.DataFrame, budget: float, costs: TaskCosts, threshold
     else:
         decided = route(frame, thresholds)
     routes = decided[ROUTE].to_numpy(dtype=object)
-    # By route code: one lookup of each candidate's route (under tiered every settled item is a
-    # candidate each round), then arrays; a map of each through a dict costs ~4x that.
-    code = pd.Index(list(_ROUTE_ACTION), dtype=object).get_indexer(routes)
-    wanted = np.array(list(_ROUTE_ACTION.values()), dtype=object)[code]
+    # Under tiered every settled item is a candidate each round: arrays, not a dict map of each.
+    wanted = map_codes(routes, _ROUTE_ACTION, dtype=object)
     priority = decided[PRIORITY].to_numpy(dtype=np.float64)
     person = routes != Route.AUTO_ACCEPT.value
-    planned = np.array([costs.planned(Action(a)) for a in _ROUTE_ACTION.values()])[code]
-    planned = np.where(person, planned, 0.0)
+    planned = np.where(person, map_codes(wanted, _planned_costs(costs)), 0.0)
     # Highest priority first; ties keep the candidates' order.
     order = np.argsort(-priority, kind="stable")
     order = order[person[order]]
@@ -300,16 +297,18 @@ def _within_budget(planned: np.ndarray, order: np.ndarray, budget: float) -> np.
 
 def _plan(frame: pd.DataFrame, actions: np.ndarray, routes: np.ndarray, reasons: np.ndarray,
           priority: np.ndarray, costs: TaskCosts) -> pd.DataFrame:
-    names = [a.value for a in Action]
-    unit = np.array([costs.planned(a) for a in Action])
     return pd.DataFrame({
         ITEM: frame[ITEM].array,  # as it is: a conversion there and back costs every candidate's id
         ACTION: pd.Series(actions, dtype="str"),
         ROUTE: pd.Series(routes, dtype="str"),
         REASON: pd.Series(reasons, dtype="str"),
         PRIORITY: np.asarray(priority, dtype=np.float64),
-        PLANNED_COST: unit[pd.Index(names, dtype=object).get_indexer(np.asarray(actions, dtype=object))],
+        PLANNED_COST: map_codes(actions, _planned_costs(costs), dtype=np.float64),
     }, columns=list(PLAN_COLUMNS))
+
+
+def _planned_costs(costs: TaskCosts) -> dict[str, float]:
+    return {a.value: costs.planned(a) for a in Action}
 
 
 def _check_strategy(value: Any) -> Strategy:

@@ -204,6 +204,7 @@ def test_the_labels_in_arrival_order_follow_the_newest_resolutions():
     program = SimpleNamespace(history=SimpleNamespace(resolutions=lambda: pd.concat(frames, ignore_index=True)),
                               _label_at=np.zeros(0), _label_rows=0, _labels=labels,
                               _arrival_pos={"b": 0, "a": 1, "c": 2})
+    program._positions = lambda ids, **kwargs: _Program._positions(program, ids, **kwargs)
 
     def check(order):
         got = _Program._labels_arrived(program, pd.Index(order, dtype=object))

@@ -52,3 +52,14 @@ def test_duplicate_check_on_integer_and_text_ids(annotators) -> None:
     frame = pd.DataFrame({ITEM: [0, 0, 0], ANNOTATOR: annotators, LABEL: [1, 2, 1]})
     with pytest.raises(SchemaError, match=r"1 duplicates, the first \(.*0.*, .*7.*\)"):
         check_annotations(frame)
+
+
+def test_map_codes_maps_each_value_and_refuses_one_that_is_not_a_key():
+    from loop._validation import map_codes
+
+    got = map_codes(np.array(["b", "a", "b"], dtype=object), {"a": 1.5, "b": 2.0})
+    assert got.dtype == np.float64 and got.tolist() == [2.0, 1.5, 2.0]
+    assert map_codes(["x"], {"x": "y"}, dtype=object).tolist() == ["y"]
+    # get_indexer's -1 would have taken the last value silently.
+    with pytest.raises(KeyError, match="c"):
+        map_codes(["a", "c"], {"a": 1, "b": 2})
