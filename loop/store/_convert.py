@@ -236,8 +236,10 @@ def in_stream_by_id(conn: Connection, column: sa.Column, stream_id: int, after: 
     SQLite has no statistics unless ANALYZE ran, so its planner prefers an index on the equality
     over the primary key's range: it then walks every row of the stream (its whole history) to
     keep the few new ones. ``+0`` leaves the rowid range as the only way in. Without a mark
-    (``after`` None or 0) the range is every stream's rows and the index is the better way;
-    PostgreSQL plans from statistics and keeps the plain comparison."""
+    (``after`` None or 0) the range is every stream's rows and the index is the better way.
+    PostgreSQL keeps the plain comparison: it plans from statistics where autovacuum runs (on a
+    server without them, these reads still walk the stream's index; the keyed lookups do not,
+    :func:`lookup_sql`)."""
     if past_the_stream_index(conn, after):
         return (column + 0) == stream_id
     return column == stream_id
